@@ -1,0 +1,10 @@
+//! Keel's portable kernel logic that needs no hardware: it builds for the host and is
+//! unit-tested there (the hubris `kerncore` split, DESIGN.md §1).
+//!
+//! Today: the kernel command line and the boot memory summary. Capability tables, IPC
+//! state, scheduler queues and ELF checks join it as their issues land.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod cmdline;
+pub mod memory;

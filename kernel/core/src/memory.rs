@@ -1,0 +1,122 @@
+//! A summary of the boot memory map, for the banner and for sizing early allocations.
+
+/// The kinds of memory-map entry the Limine protocol defines, by its numeric codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionKind {
+    Usable,
+    Reserved,
+    AcpiReclaimable,
+    AcpiNvs,
+    BadMemory,
+    BootloaderReclaimable,
+    ExecutableAndModules,
+    Framebuffer,
+    Unknown(u64),
+}
+
+impl RegionKind {
+    /// Decode the protocol's entry type.
+    pub fn from_limine(code: u64) -> Self {
+        match code {
+            0 => Self::Usable,
+            1 => Self::Reserved,
+            2 => Self::AcpiReclaimable,
+            3 => Self::AcpiNvs,
+            4 => Self::BadMemory,
+            5 => Self::BootloaderReclaimable,
+            6 => Self::ExecutableAndModules,
+            7 => Self::Framebuffer,
+            other => Self::Unknown(other),
+        }
+    }
+}
+
+/// One memory-map entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub base: u64,
+    pub length: u64,
+    pub kind: RegionKind,
+}
+
+/// Totals over a memory map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Number of entries of any kind.
+    pub regions: usize,
+    /// Bytes in `Usable` entries.
+    pub usable_bytes: u64,
+    /// Bytes in `BootloaderReclaimable` entries (usable once boot info is copied out).
+    pub reclaimable_bytes: u64,
+    /// The largest usable entry, as (base, length).
+    pub largest_usable: Option<(u64, u64)>,
+    /// One past the highest usable byte.
+    pub top_of_usable: u64,
+}
+
+impl Summary {
+    pub fn of(regions: impl IntoIterator<Item = Region>) -> Self {
+        let mut summary = Self::default();
+        for region in regions {
+            summary.regions += 1;
+            match region.kind {
+                RegionKind::Usable => {
+                    summary.usable_bytes += region.length;
+                    summary.top_of_usable =
+                        summary.top_of_usable.max(region.base.saturating_add(region.length));
+                    if summary.largest_usable.is_none_or(|(_, len)| region.length > len) {
+                        summary.largest_usable = Some((region.base, region.length));
+                    }
+                }
+                RegionKind::BootloaderReclaimable => summary.reclaimable_bytes += region.length,
+                _ => {}
+            }
+        }
+        summary
+    }
+
+    /// Usable memory in whole MiB (rounded down).
+    pub fn usable_mib(&self) -> u64 {
+        self.usable_bytes >> 20
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(base: u64, length: u64, kind: u64) -> Region {
+        Region { base, length, kind: RegionKind::from_limine(kind) }
+    }
+
+    #[test]
+    fn counts_only_usable_bytes() {
+        let map = [
+            region(0, 0x9_f000, 0),
+            region(0x9_f000, 0x1000, 1),
+            region(0x10_0000, 0x700_0000, 0),
+            region(0x800_0000, 0x10_0000, 5),
+            region(0xfee0_0000, 0x1000, 1),
+        ];
+        let summary = Summary::of(map);
+        assert_eq!(summary.regions, 5);
+        assert_eq!(summary.usable_bytes, 0x9_f000 + 0x700_0000);
+        assert_eq!(summary.usable_mib(), 112);
+        assert_eq!(summary.reclaimable_bytes, 0x10_0000);
+        assert_eq!(summary.largest_usable, Some((0x10_0000, 0x700_0000)));
+        assert_eq!(summary.top_of_usable, 0x710_0000);
+    }
+
+    #[test]
+    fn unknown_kinds_are_kept_and_not_counted() {
+        assert_eq!(RegionKind::from_limine(99), RegionKind::Unknown(99));
+        let summary = Summary::of([region(0, 0x1000, 99)]);
+        assert_eq!(summary.usable_bytes, 0);
+        assert_eq!(summary.largest_usable, None);
+    }
+
+    #[test]
+    fn empty_map() {
+        assert_eq!(Summary::of([]), Summary::default());
+    }
+}

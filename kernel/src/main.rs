@@ -1,0 +1,56 @@
+//! Keel: a capability-based microkernel.
+//!
+//! This crate is the portable core. It is entered through the Limine boot protocol
+//! ([`boot`]), brings the architecture up through the `arch-api` contract (`arch::Cpu`), and
+//! runs the scenario the command line selects (`test=<name>`, DESIGN.md §8) or idles with
+//! the timer running.
+//!
+//! Principles: the core never names a register or a `cfg(target_arch)`; everything the
+//! hardware does goes through [`arch_api::Platform`]. Pure logic lives in `kcore`, where the
+//! host can test it.
+//!
+//! Known weak spots: no threads, user mode, or real frame allocator yet (issues 5–8); the
+//! early frame source hands out frames it never takes back.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod boot;
+mod console;
+mod early_frames;
+mod scenario;
+mod upcall;
+
+use arch_api::{EarlyInfo, ExitCode, Platform};
+
+/// The architecture this kernel was built for.
+type Cpu = arch::Cpu;
+
+/// The kernel's entry point, named by `ENTRY(kmain)` in the linker script. The loader jumps
+/// here on the boot CPU, on a stack of at least the size the Stack Size request asked for.
+#[unsafe(no_mangle)]
+extern "C" fn kmain() -> ! {
+    let Some(early) = boot::early() else {
+        // Without a supported base revision or an HHDM nothing the loader said can be
+        // trusted, and without the device tree there may be no console: say what we can.
+        Cpu::power_off(ExitCode::Fatal);
+    };
+    let mut frames = early_frames::EarlyFrames::new(early.memory, early.hhdm_offset);
+    let info = EarlyInfo {
+        hhdm_offset: early.hhdm_offset,
+        device_tree: early.device_tree,
+        rsdp: early.rsdp,
+    };
+    if let Err(error) = Cpu::early_init(&info, &mut frames) {
+        console::fatal_early(error);
+    }
+    let boot = boot::collect(&early);
+    boot.print_banner();
+    scenario::run(&boot)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::panic_report(info);
+    Cpu::power_off(ExitCode::Fatal)
+}

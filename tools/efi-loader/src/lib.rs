@@ -1,0 +1,2 @@
+//! Pure logic of the loader (skeleton: being written).
+#![cfg_attr(not(test), no_std)]
