@@ -58,6 +58,9 @@ pub fn fatal_early(error: EarlyError) -> ! {
             write!(Serial, "keel: fatal: required device missing or malformed: {what}\n")
         }
         EarlyError::OutOfMemory => write!(Serial, "keel: fatal: out of memory during early boot\n"),
+        EarlyError::Unsupported(what) => {
+            write!(Serial, "keel: fatal: unsupported machine state: {what}\n")
+        }
     };
     Cpu::power_off(ExitCode::Fatal)
 }

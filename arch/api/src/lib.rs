@@ -42,6 +42,9 @@ pub enum EarlyError {
     MissingDevice(&'static str),
     /// No frame was left for a page table.
     OutOfMemory,
+    /// The machine state the loader handed over is one the kernel cannot run in (wrong
+    /// exception level, paging configuration, or a kernel address range already in use).
+    Unsupported(&'static str),
 }
 
 /// How a fatal stop should be reported to whoever runs the machine (QEMU's exit status).

@@ -1,0 +1,211 @@
+//! The local APIC: mapped uncached into the device window, its timer calibrated against
+//! the PIT, EOI.
+//!
+//! xAPIC (MMIO) mode only: if the firmware left the APIC in x2APIC mode, it is switched
+//! back through the disabled state (SDM Vol. 3A §11.12.5 allows x2APIC → disabled → xAPIC).
+//! Weak spot: the calibration trusts one 10 ms PIT interval; under emulation it is as good
+//! as the emulator's clocks, which is all the tests need (no test depends on wall-clock
+//! speed, DESIGN.md §8).
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use arch_api::{EarlyError, FrameSource};
+use x86_64::instructions::port::Port;
+use x86_64::registers::model_specific::Msr;
+
+use crate::paging;
+use crate::trap::vector;
+
+/// `IA32_APIC_BASE`.
+const APIC_BASE_MSR: u32 = 0x1B;
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_ADDRESS: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// Register offsets (SDM Vol. 3A, Table 11-1).
+mod register {
+    pub const ID: usize = 0x020;
+    pub const VERSION: usize = 0x030;
+    pub const TASK_PRIORITY: usize = 0x080;
+    pub const END_OF_INTERRUPT: usize = 0x0B0;
+    pub const SPURIOUS: usize = 0x0F0;
+    pub const ERROR_STATUS: usize = 0x280;
+    pub const LVT_TIMER: usize = 0x320;
+    pub const LVT_LINT0: usize = 0x350;
+    pub const LVT_ERROR: usize = 0x370;
+    pub const TIMER_INITIAL_COUNT: usize = 0x380;
+    pub const TIMER_CURRENT_COUNT: usize = 0x390;
+    pub const TIMER_DIVIDE: usize = 0x3E0;
+}
+
+const SPURIOUS_APIC_ENABLE: u32 = 1 << 8;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+/// Timer divide configuration value for ÷16.
+const TIMER_DIVIDE_BY_16: u32 = 0b0011;
+
+/// Virtual address of the APIC's registers in the device window (0 = not mapped yet).
+static REGISTERS: AtomicU64 = AtomicU64::new(0);
+/// Timer counts (at ÷16) per PIT calibration interval, once measured.
+static COUNTS_PER_INTERVAL: AtomicU32 = AtomicU32::new(0);
+
+fn read(offset: usize) -> u32 {
+    let base = REGISTERS.load(Ordering::Relaxed);
+    debug_assert!(base != 0, "local APIC used before it was mapped");
+    // SAFETY: `base` maps the APIC's 4 KiB register page uncached (see `init`); `offset` is
+    // one of the 16-byte-aligned registers of `register`.
+    unsafe { core::ptr::read_volatile((base as usize + offset) as *const u32) }
+}
+
+fn write(offset: usize, value: u32) {
+    let base = REGISTERS.load(Ordering::Relaxed);
+    debug_assert!(base != 0, "local APIC used before it was mapped");
+    // SAFETY: as in `read`.
+    unsafe { core::ptr::write_volatile((base as usize + offset) as *mut u32, value) };
+}
+
+/// What `init` found, for the boot summary.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    pub physical: u64,
+    pub virtual_address: u64,
+    pub id: u32,
+    pub version: u32,
+    pub was_x2apic: bool,
+}
+
+/// Enable this CPU's local APIC in xAPIC mode, map its registers, and mask everything but
+/// its error interrupt.
+pub fn init(frames: &mut dyn FrameSource) -> Result<Found, EarlyError> {
+    let mut msr = Msr::new(APIC_BASE_MSR);
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU (CPUID.1:EDX.APIC is architectural
+    // for long mode); reading it has no side effect.
+    let base = unsafe { msr.read() };
+    let was_x2apic = base & APIC_BASE_X2APIC != 0;
+    // SAFETY: only the enable and mode bits change; the base address stays. Interrupts are
+    // masked and no APIC interrupt is configured yet, so resetting its state loses nothing.
+    unsafe {
+        if was_x2apic {
+            msr.write(base & !(APIC_BASE_X2APIC | APIC_BASE_ENABLE));
+        }
+        msr.write((base & !APIC_BASE_X2APIC) | APIC_BASE_ENABLE);
+    }
+    let physical = base & APIC_BASE_ADDRESS;
+    if base & APIC_BASE_BSP == 0 {
+        return Err(EarlyError::Unsupported(
+            "early init is not running on the bootstrap CPU",
+        ));
+    }
+    let virtual_address = paging::map_device(frames, physical, 4096)?;
+    REGISTERS.store(virtual_address, Ordering::Relaxed);
+
+    write(register::TASK_PRIORITY, 0);
+    write(register::LVT_TIMER, LVT_MASKED | vector::LAPIC_TIMER as u32);
+    write(register::LVT_LINT0, LVT_MASKED);
+    write(register::LVT_ERROR, vector::LAPIC_ERROR as u32);
+    // The error status register latches on write: write, then read, to clear it.
+    write(register::ERROR_STATUS, 0);
+    write(register::ERROR_STATUS, 0);
+    write(
+        register::SPURIOUS,
+        SPURIOUS_APIC_ENABLE | vector::LAPIC_SPURIOUS as u32,
+    );
+    Ok(Found {
+        physical,
+        virtual_address,
+        id: read(register::ID) >> 24,
+        version: read(register::VERSION) & 0xFF,
+        was_x2apic,
+    })
+}
+
+/// Signal end of interrupt for the vector in service.
+pub fn end_of_interrupt() {
+    write(register::END_OF_INTERRUPT, 0);
+}
+
+/// The error status register's latched errors (and clear them).
+pub fn read_error_status() -> u32 {
+    write(register::ERROR_STATUS, 0);
+    read(register::ERROR_STATUS)
+}
+
+/// The PIT's input clock.
+const PIT_HZ: u64 = 1_193_182;
+/// How long the calibration measures.
+const CALIBRATION_MS: u64 = 10;
+
+/// Measure the APIC timer's rate (at ÷16) over one PIT channel 2 one-shot of
+/// [`CALIBRATION_MS`]: channel 2's gate is software-controlled through port 0x61 and its
+/// output readable there, so no PIT interrupt is needed.
+fn calibrate() -> Result<u32, EarlyError> {
+    const CONTROL: u16 = 0x43;
+    const CHANNEL2: u16 = 0x42;
+    const SPEAKER: u16 = 0x61;
+    const GATE2: u8 = 1 << 0;
+    const SPEAKER_ENABLE: u8 = 1 << 1;
+    const OUT2: u8 = 1 << 5;
+    /// Channel 2, low byte then high byte, mode 0 (interrupt on terminal count), binary.
+    const CHANNEL2_ONE_SHOT: u8 = 0b1011_0000;
+    let count = (PIT_HZ * CALIBRATION_MS / 1000) as u16;
+
+    let mut speaker = Port::<u8>::new(SPEAKER);
+    // SAFETY: ports 0x42, 0x43 and 0x61 are the PIT's channel 2 and its gate on every
+    // PC-compatible machine; channel 2 drives only the speaker, which stays disabled.
+    unsafe {
+        let idle = speaker.read() & !(GATE2 | SPEAKER_ENABLE);
+        speaker.write(idle);
+        Port::<u8>::new(CONTROL).write(CHANNEL2_ONE_SHOT);
+        Port::<u8>::new(CHANNEL2).write(count as u8);
+        Port::<u8>::new(CHANNEL2).write((count >> 8) as u8);
+        write(register::TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
+        write(register::LVT_TIMER, LVT_MASKED | vector::LAPIC_TIMER as u32);
+        write(register::TIMER_INITIAL_COUNT, u32::MAX);
+        speaker.write(idle | GATE2);
+        // OUT2 rises when the count reaches zero; if the APIC count runs out first, there
+        // is no working PIT.
+        while speaker.read() & OUT2 == 0 {
+            if read(register::TIMER_CURRENT_COUNT) == 0 {
+                speaker.write(idle);
+                return Err(EarlyError::MissingDevice(
+                    "the PIT (to calibrate the APIC timer)",
+                ));
+            }
+            core::hint::spin_loop();
+        }
+        let remaining = read(register::TIMER_CURRENT_COUNT);
+        write(register::TIMER_INITIAL_COUNT, 0);
+        speaker.write(idle);
+        Ok(u32::MAX - remaining)
+    }
+}
+
+/// Start the APIC timer, periodic at `hz` (calibrating once). Returns the counts per tick.
+pub fn start_timer(hz: u32) -> Result<u32, EarlyError> {
+    let mut per_interval = COUNTS_PER_INTERVAL.load(Ordering::Relaxed);
+    if per_interval == 0 {
+        per_interval = calibrate()?;
+        COUNTS_PER_INTERVAL.store(per_interval, Ordering::Relaxed);
+    }
+    let per_second = u64::from(per_interval) * 1000 / CALIBRATION_MS;
+    let per_tick = per_second.checked_div(u64::from(hz)).unwrap_or(0);
+    let per_tick = u32::try_from(per_tick)
+        .ok()
+        .filter(|&count| count > 0)
+        .ok_or(EarlyError::Unsupported(
+            "timer frequency out of the APIC timer's range",
+        ))?;
+    write(register::TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
+    write(
+        register::LVT_TIMER,
+        LVT_TIMER_PERIODIC | vector::LAPIC_TIMER as u32,
+    );
+    write(register::TIMER_INITIAL_COUNT, per_tick);
+    Ok(per_tick)
+}
+
+/// Timer counts per second at ÷16, once calibrated.
+pub fn timer_rate() -> u64 {
+    u64::from(COUNTS_PER_INTERVAL.load(Ordering::Relaxed)) * 1000 / CALIBRATION_MS
+}

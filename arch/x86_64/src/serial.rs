@@ -1,0 +1,94 @@
+//! The kernel log's 16550 UART at COM1 (I/O ports `0x3F8..=0x3FF`).
+//!
+//! Polling only: the kernel never takes the UART's interrupt (OUT2 stays low), because the
+//! `console` server will own the device and its IRQ through capabilities (DESIGN.md §7);
+//! the kernel keeps this path for its own log and for fatal reports.
+
+use x86_64::instructions::port::Port;
+
+/// I/O base of COM1.
+const COM1: u16 = 0x3F8;
+
+// Register offsets from the base (DLAB = 0 unless noted).
+const DATA: u16 = 0; // THR on write; with DLAB = 1 the divisor's low byte
+const INTERRUPT_ENABLE: u16 = 1; // with DLAB = 1 the divisor's high byte
+const FIFO_CONTROL: u16 = 2;
+const LINE_CONTROL: u16 = 3;
+const MODEM_CONTROL: u16 = 4;
+const LINE_STATUS: u16 = 5;
+
+/// LCR: 8 data bits, no parity, 1 stop bit.
+const LCR_8N1: u8 = 0b0000_0011;
+/// LCR: divisor latch access.
+const LCR_DLAB: u8 = 0b1000_0000;
+/// FCR: enable, clear both FIFOs, receive threshold 14 bytes.
+const FCR_ENABLE_CLEAR_14: u8 = 0b1100_0111;
+/// MCR: DTR and RTS asserted; OUT2 (the IRQ gate on PCs) left low.
+const MCR_DTR_RTS: u8 = 0b0000_0011;
+/// LSR: the transmit holding register is empty.
+const LSR_THR_EMPTY: u8 = 1 << 5;
+/// 115200 baud from the UART's 1.8432 MHz / 16 clock.
+const DIVISOR_115200: u16 = 1;
+
+fn port(offset: u16) -> Port<u8> {
+    Port::new(COM1 + offset)
+}
+
+/// Program COM1 for 115200 8N1 with FIFOs, interrupts off.
+pub fn init() {
+    // SAFETY: ports 0x3F8..=0x3FF are COM1 on every PC-compatible machine (and QEMU q35);
+    // the kernel is the only user of the UART at this point of boot, and these writes only
+    // change its line settings.
+    unsafe {
+        port(INTERRUPT_ENABLE).write(0);
+        port(LINE_CONTROL).write(LCR_DLAB);
+        port(DATA).write(DIVISOR_115200 as u8);
+        port(INTERRUPT_ENABLE).write((DIVISOR_115200 >> 8) as u8);
+        port(LINE_CONTROL).write(LCR_8N1);
+        port(FIFO_CONTROL).write(FCR_ENABLE_CLEAR_14);
+        port(MODEM_CONTROL).write(MCR_DTR_RTS);
+    }
+}
+
+/// Send `bytes`, waiting for room before each one. No lock: the core serializes writers,
+/// and a fatal report deliberately bypasses that (a byte or two may interleave then).
+///
+/// Without a UART the status port reads `0xFF` (THR empty), so this never spins forever.
+pub fn write(bytes: &[u8]) {
+    for &byte in bytes {
+        // SAFETY: reading COM1's line status and writing its transmit register have no
+        // effect beyond sending this byte (see `init`).
+        unsafe {
+            while port(LINE_STATUS).read() & LSR_THR_EMPTY == 0 {
+                core::hint::spin_loop();
+            }
+            port(DATA).write(byte);
+        }
+    }
+}
+
+/// A `core::fmt::Write` sink on the UART that turns `\n` into `\r\n`, for the arch
+/// crate's own reports (fatal traps, the early-init summary).
+pub struct Writer;
+
+impl core::fmt::Write for Writer {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        for (index, line) in text.split('\n').enumerate() {
+            if index > 0 {
+                write(b"\r\n");
+            }
+            write(line.as_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// `println!` for the arch crate: straight to the UART, without the core's lock. Only for
+/// early init (before anyone else prints) and fatal reports.
+macro_rules! arch_println {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = writeln!($crate::serial::Writer, $($arg)*);
+    }};
+}
+pub(crate) use arch_println;

@@ -1,0 +1,248 @@
+//! The fatal-trap report: what happened, where, the whole frame, and a backtrace.
+//!
+//! Written straight to the UART without the core's console lock (the interrupted code may
+//! hold it), then the machine powers off with `ExitCode::Fatal`. A trap taken while a report
+//! is being written prints one short line and powers off at once.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use arch_api::ExitCode;
+use x86_64::registers::control::{Cr0, Cr2, Cr3, Cr4};
+
+use super::TrapFrame;
+use super::frame::page_fault;
+use super::vector;
+use crate::serial::Writer;
+use crate::{paging, percpu, power};
+
+/// Frames the backtrace walks at most.
+const MAX_FRAMES: usize = 32;
+/// Largest plausible distance between two saved frame pointers (a single stack frame).
+const MAX_FRAME_SIZE: u64 = 64 * 1024;
+/// The kernel image is linked in the top 2 GiB; return addresses elsewhere end the walk.
+const KERNEL_IMAGE_BASE: u64 = 0xFFFF_FFFF_8000_0000;
+/// The start of the higher half, where every kernel stack lives.
+const HIGHER_HALF: u64 = 0xFFFF_8000_0000_0000;
+
+static REPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Report an unexpected trap and power off.
+pub fn fatal(frame: &TrapFrame) -> ! {
+    // Read CR2 before anything else can fault and overwrite it.
+    let fault_address = Cr2::read_raw();
+    if REPORTING.swap(true, Ordering::Relaxed) {
+        let _ = writeln!(
+            Writer,
+            "\nKERNEL FATAL TRAP while reporting one: {} (vector {}) at rip {:#018x}",
+            vector::name(frame.vector),
+            frame.vector,
+            frame.rip,
+        );
+        power::power_off(ExitCode::Fatal);
+    }
+    let _ = write_report(&mut Writer, frame, fault_address);
+    power::power_off(ExitCode::Fatal)
+}
+
+fn write_report(out: &mut impl Write, frame: &TrapFrame, fault_address: u64) -> fmt::Result {
+    let mode = if frame.from_user() { "user" } else { "kernel" };
+    writeln!(out)?;
+    writeln!(
+        out,
+        "KERNEL FATAL TRAP: {} (vector {}) in {mode} mode at rip {:#018x}",
+        vector::name(frame.vector),
+        frame.vector,
+        frame.rip,
+    )?;
+    if percpu::ready() {
+        let cpu = percpu::current();
+        let thread = cpu.current_thread();
+        if thread.is_null() {
+            writeln!(out, "cpu {}, thread: none (no threads yet)", cpu.cpu_id())?;
+        } else {
+            writeln!(out, "cpu {}, thread at {thread:p}", cpu.cpu_id())?;
+        }
+    }
+    writeln!(out, "cause: {:?}", frame.cause())?;
+    if vector::has_error_code(frame.vector) {
+        write!(out, "error code {:#x}: ", frame.error_code)?;
+        describe_error_code(out, frame.vector, frame.error_code)?;
+        writeln!(out)?;
+    }
+    if frame.vector == vector::PAGE_FAULT {
+        let mapping = paging::describe(fault_address);
+        writeln!(out, "fault address (cr2) {fault_address:#018x}: {mapping}")?;
+    }
+    if frame.vector == vector::DOUBLE_FAULT {
+        writeln!(
+            out,
+            "(a double fault's saved rip is undefined; a kernel stack overflow looks like this)"
+        )?;
+    }
+    write_frame(out, frame)?;
+    writeln!(
+        out,
+        "cr0 {:#x}  cr3 {:#x}  cr4 {:#x}",
+        Cr0::read_raw(),
+        Cr3::read_raw().0.start_address().as_u64(),
+        Cr4::read_raw()
+    )?;
+    write_backtrace(out, frame.rip, frame.rbp)?;
+    writeln!(out, "keel: fatal trap; powering off (exit code 2)")
+}
+
+fn describe_error_code(out: &mut impl Write, vector: u64, code: u64) -> fmt::Result {
+    match vector {
+        vector::PAGE_FAULT => {
+            let present = if code & page_fault::PRESENT != 0 {
+                "protection violation"
+            } else {
+                "page not present"
+            };
+            let access = if code & page_fault::INSTRUCTION_FETCH != 0 {
+                "instruction fetch"
+            } else if code & page_fault::WRITE != 0 {
+                "write"
+            } else {
+                "read"
+            };
+            let privilege = if code & page_fault::USER != 0 {
+                "user"
+            } else {
+                "supervisor"
+            };
+            write!(out, "{present}, {access}, {privilege}")?;
+            for (bit, name) in [
+                (
+                    page_fault::RESERVED_BIT,
+                    "reserved bit set in a paging entry",
+                ),
+                (page_fault::PROTECTION_KEY, "protection key"),
+                (page_fault::SHADOW_STACK, "shadow stack"),
+                (page_fault::SGX, "SGX"),
+            ] {
+                if code & bit != 0 {
+                    write!(out, ", {name}")?;
+                }
+            }
+            Ok(())
+        }
+        vector::INVALID_TSS
+        | vector::SEGMENT_NOT_PRESENT
+        | vector::STACK_SEGMENT
+        | vector::GENERAL_PROTECTION
+        | vector::DOUBLE_FAULT
+        | vector::ALIGNMENT_CHECK => {
+            // Selector error code (SDM Vol. 3A §6.13): EXT, IDT, TI, index.
+            if code == 0 {
+                return write!(out, "no selector involved");
+            }
+            let index = code >> 3;
+            if code & 0b10 != 0 {
+                write!(out, "IDT vector {index}")?;
+            } else if code & 0b100 != 0 {
+                write!(out, "LDT selector {:#x}", code & !0b111)?;
+            } else {
+                write!(out, "GDT selector {:#x}", code & !0b111)?;
+            }
+            if code & 1 != 0 {
+                write!(out, ", raised by an external event")?;
+            }
+            Ok(())
+        }
+        vector::CONTROL_PROTECTION => {
+            let kind = match code & 0x7FFF {
+                1 => "near ret",
+                2 => "far ret or iret",
+                3 => "missing endbranch",
+                4 => "rstorssp",
+                5 => "setssbsy",
+                _ => "unknown cause",
+            };
+            write!(out, "{kind}")?;
+            if code & (1 << 15) != 0 {
+                write!(out, " (in an enclave)")?;
+            }
+            Ok(())
+        }
+        _ => write!(out, "(no decoding)"),
+    }
+}
+
+fn write_frame(out: &mut impl Write, frame: &TrapFrame) -> fmt::Result {
+    writeln!(
+        out,
+        "rip {:#018x}  cs {:#06x}  rflags {:#010x}  rsp {:#018x}  ss {:#06x}",
+        frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss
+    )?;
+    let registers = [
+        ("rax", frame.rax),
+        ("rbx", frame.rbx),
+        ("rcx", frame.rcx),
+        ("rdx", frame.rdx),
+        ("rsi", frame.rsi),
+        ("rdi", frame.rdi),
+        ("rbp", frame.rbp),
+        ("r8 ", frame.r8),
+        ("r9 ", frame.r9),
+        ("r10", frame.r10),
+        ("r11", frame.r11),
+        ("r12", frame.r12),
+        ("r13", frame.r13),
+        ("r14", frame.r14),
+        ("r15", frame.r15),
+    ];
+    for row in registers.chunks(4) {
+        for (index, (name, value)) in row.iter().enumerate() {
+            let separator = if index == 0 { "" } else { "  " };
+            write!(out, "{separator}{name} {value:#018x}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// Walk the RBP chain: `[rbp]` is the caller's RBP, `[rbp + 8]` the return address (the
+/// kernel is built with `-C force-frame-pointers=yes`). Stops at the first frame pointer
+/// that is misaligned, outside the higher half, not mapped, not above the previous one, or
+/// implausibly far from it, and at the first return address outside the kernel image.
+fn write_backtrace(out: &mut impl Write, rip: u64, mut rbp: u64) -> fmt::Result {
+    writeln!(
+        out,
+        "backtrace (innermost first; addr2line -e <kernel ELF> resolves them):"
+    )?;
+    writeln!(out, "  #0  {rip:#018x}")?;
+    for depth in 1..=MAX_FRAMES {
+        if rbp == 0 {
+            return writeln!(out, "  (end: frame pointer 0)");
+        }
+        if !rbp.is_multiple_of(8) || rbp < HIGHER_HALF || !paging::is_readable(rbp, 16) {
+            return writeln!(
+                out,
+                "  (end: frame pointer {rbp:#x} is not a readable kernel address)"
+            );
+        }
+        // SAFETY: `rbp` is 8-aligned and both words are mapped readable (checked above).
+        let (caller_rbp, return_address) =
+            unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
+        if return_address == 0 {
+            return writeln!(out, "  (end of the chain: return address 0)");
+        }
+        if return_address < KERNEL_IMAGE_BASE {
+            return writeln!(
+                out,
+                "  (end: return address {return_address:#x} outside the kernel)"
+            );
+        }
+        writeln!(out, "  #{depth:<2} {return_address:#018x}")?;
+        if caller_rbp != 0 && (caller_rbp <= rbp || caller_rbp - rbp > MAX_FRAME_SIZE) {
+            return writeln!(
+                out,
+                "  (end: next frame pointer {caller_rbp:#x} out of bounds)"
+            );
+        }
+        rbp = caller_rbp;
+    }
+    writeln!(out, "  (stopped after {MAX_FRAMES} frames)")
+}
