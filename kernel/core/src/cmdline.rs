@@ -26,7 +26,8 @@ impl<'a> Cmdline<'a> {
             .filter_map(|word| word.split_once('='))
             .filter(|(k, _)| *k == key)
             .map(|(_, v)| v)
-            .last()
+            // why: searching from the end finds the last word without walking the rest.
+            .next_back()
     }
 
     /// The scenario selected with `test=<name>`, if any.
@@ -55,7 +56,10 @@ mod tests {
 
     #[test]
     fn last_word_wins_and_empty_value_is_none() {
-        assert_eq!(Cmdline::new("test=boot test=kernel").scenario(), Some("kernel"));
+        assert_eq!(
+            Cmdline::new("test=boot test=kernel").scenario(),
+            Some("kernel")
+        );
         assert_eq!(Cmdline::new("test=").scenario(), None);
     }
 

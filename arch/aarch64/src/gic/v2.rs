@@ -1,0 +1,100 @@
+//! GICv2 (Arm IHI 0048B): distributor plus the memory-mapped CPU interface.
+//!
+//! Security: on a GIC without the Security Extensions (QEMU `virt` without EL3) every access
+//! is Secure and interrupts reset to Group 0, which the CPU interface signals as IRQ while
+//! GICC_CTLR.FIQEn is 0; Keel keeps its interrupts in Group 0 there. With the extensions, the
+//! kernel runs Non-secure, its group bits are read-as-one/writes-ignored, and the Non-secure
+//! views of GICD_CTLR/GICC_CTLR use bit 0 for Group 1; writing both bits covers both views.
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+use super::distributor::Distributor;
+use super::{Acknowledged, PRIORITY, PRIORITY_MASK};
+use crate::mmio::Mmio;
+
+register_structs! {
+    pub CpuInterface {
+        (0x00 => ctlr: ReadWrite<u32>),
+        (0x04 => pmr: ReadWrite<u32>),
+        (0x08 => bpr: ReadWrite<u32>),
+        (0x0c => iar: ReadOnly<u32>),
+        (0x10 => eoir: WriteOnly<u32>),
+        (0x14 => @END),
+    }
+}
+
+/// GICD_CTLR / GICC_CTLR: enable Group 0 and Group 1 (Secure or no-security view); bit 0 is
+/// the Group 1 enable in the Non-secure view.
+const ENABLE_BOTH_GROUPS: u32 = 0b11;
+/// GICD_TYPER.SecurityExtn.
+const TYPER_SECURITY_EXTENSIONS: u32 = 1 << 10;
+/// GICC_IAR.InterruptID.
+const IAR_ID: u32 = 0x3ff;
+
+pub struct GicV2 {
+    distributor: Mmio<Distributor>,
+    cpu: Mmio<CpuInterface>,
+    security_extensions: bool,
+}
+
+impl GicV2 {
+    /// # Safety
+    /// The addresses map a GICv2 distributor and CPU interface with device attributes for
+    /// good, and nothing else programs them.
+    pub unsafe fn new(distributor: usize, cpu_interface: usize) -> Self {
+        // SAFETY: the caller guarantees both register blocks are mapped and ours.
+        let (distributor, cpu): (Mmio<Distributor>, Mmio<CpuInterface>) =
+            unsafe { (Mmio::new(distributor), Mmio::new(cpu_interface)) };
+        let security_extensions = distributor.typer.get() & TYPER_SECURITY_EXTENSIONS != 0;
+        Self {
+            distributor,
+            cpu,
+            security_extensions,
+        }
+    }
+
+    /// Quiesce everything the firmware left, then enable the distributor and this CPU's
+    /// interface with every interrupt still disabled.
+    pub fn init(&self) {
+        let distributor = &self.distributor;
+        distributor.ctlr.set(0);
+        distributor.quiesce_shared();
+        // Word 0 is this CPU's banked SGIs and PPIs.
+        distributor.icenabler[0].set(u32::MAX);
+        distributor.icpendr[0].set(u32::MAX);
+        distributor.icactiver[0].set(u32::MAX);
+        distributor.ctlr.set(ENABLE_BOTH_GROUPS);
+        self.cpu.pmr.set(PRIORITY_MASK);
+        self.cpu.bpr.set(0);
+        // EOImode 0: a write to GICC_EOIR both drops priority and deactivates.
+        self.cpu.ctlr.set(ENABLE_BOTH_GROUPS);
+    }
+
+    pub fn enable_ppi(&self, intid: u32, edge: bool) {
+        let distributor = &self.distributor;
+        if !self.security_extensions {
+            let groups = &distributor.igroupr[0];
+            groups.set(groups.get() & !(1 << intid));
+        }
+        distributor.ipriorityr[intid as usize].set(PRIORITY);
+        Distributor::configure_bits(&distributor.icfgr[1], intid, edge);
+        distributor.isenabler[0].set(1 << intid);
+    }
+
+    pub fn disable(&self, intid: u32) {
+        self.distributor.icenabler[(intid / 32) as usize].set(1 << (intid % 32));
+    }
+
+    pub fn acknowledge(&self) -> Option<Acknowledged> {
+        let raw = self.cpu.iar.get();
+        let intid = raw & IAR_ID;
+        (intid < super::FIRST_SPECIAL).then_some(Acknowledged { intid, raw })
+    }
+
+    pub fn end(&self, acknowledged: Acknowledged) {
+        // The whole IAR value goes back (it names the source CPU of an SGI).
+        self.cpu.eoir.set(acknowledged.raw);
+    }
+}

@@ -1,0 +1,293 @@
+//! Exceptions: the VBAR_EL1 table, the one trap frame, and the Rust dispatcher.
+//!
+//! # Why the entry path is shaped so
+//!
+//! AArch64 has no interrupt stack table and no hardware frame push: an exception only
+//! writes ELR/SPSR/ESR/FAR, masks DAIF and jumps to one of sixteen 128-byte slots of the
+//! table at VBAR_EL1 (Arm ARM D1.10.2), indexed by *where* it came from (current EL on
+//! SP_EL0, current EL on SP_ELx, lower EL in AArch64, lower EL in AArch32) and *what* it is
+//! (synchronous, IRQ, FIQ, SError). Taking the exception selects SP_EL1, so each slot is
+//! already on the kernel stack. Every slot does the same three things — reserve a
+//! [`TrapFrame`] below the interrupted SP, free two registers, record its own index — and
+//! branches to one common path that saves the rest, builds a frame record so a backtrace
+//! walks from the handler into the interrupted code, and calls [`dispatch`]. The return path
+//! restores from the frame, so the dispatcher changes the interrupted state by editing it
+//! (skipping an instruction is `frame.elr += 4`).
+//!
+//! Interrupts stay masked for the whole handler (the CPU set PSTATE.I on entry), so IRQs
+//! never nest; a synchronous exception inside a handler nests once and is reported.
+
+mod report;
+mod vectors;
+
+use core::mem::offset_of;
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{VBAR_EL1, Writeable};
+use arch_api::{Access, TrapCause};
+
+use crate::{gic, psci, semihosting, timer, upcall};
+
+pub use report::fatal;
+
+/// The registers saved on every exception, on the SP_EL1 stack (DESIGN.md §2).
+#[repr(C)]
+#[derive(Clone, Debug)]
+pub struct TrapFrame {
+    /// x0–x30 as they were when the exception was taken.
+    pub x: [u64; 31],
+    /// The EL0 stack pointer (the user SP once user mode exists).
+    pub sp_el0: u64,
+    /// Where the exception returns to (ELR_EL1); the faulting instruction for aborts.
+    pub elr: u64,
+    /// The interrupted PSTATE (SPSR_EL1).
+    pub spsr: u64,
+    /// Exception syndrome (ESR_EL1); meaningful for synchronous exceptions and SError.
+    pub esr: u64,
+    /// Fault address (FAR_EL1); meaningful for aborts and watchpoints.
+    pub far: u64,
+    /// Which of the sixteen vector slots was taken: `origin * 4 + kind`.
+    pub vector: u64,
+    reserved: u64,
+    /// An AAPCS64 frame record `{x29, elr}` that x29 points to while the handler runs.
+    pub record: [u64; 2],
+}
+
+/// Offsets the assembly uses, checked against the struct.
+const FRAME_SIZE: usize = size_of::<TrapFrame>();
+const X0: usize = offset_of!(TrapFrame, x);
+const SP_EL0: usize = offset_of!(TrapFrame, sp_el0);
+const ELR: usize = offset_of!(TrapFrame, elr);
+const SPSR: usize = offset_of!(TrapFrame, spsr);
+const ESR: usize = offset_of!(TrapFrame, esr);
+const FAR: usize = offset_of!(TrapFrame, far);
+const VECTOR: usize = offset_of!(TrapFrame, vector);
+const RECORD: usize = offset_of!(TrapFrame, record);
+
+const _: () = assert!(FRAME_SIZE == 320);
+const _: () = assert!(
+    FRAME_SIZE.is_multiple_of(16),
+    "SP must stay 16-byte aligned"
+);
+const _: () = assert!(X0 == 0);
+const _: () = assert!(SP_EL0 == X0 + 31 * 8);
+const _: () = assert!(ELR == 256);
+const _: () = assert!(SPSR == ELR + 8, "saved with one stp");
+const _: () = assert!(ESR == 272);
+const _: () = assert!(FAR == ESR + 8, "saved with one stp");
+const _: () = assert!(VECTOR == 288);
+const _: () = assert!(RECORD == 304);
+
+/// Where the exception came from (the vector table's four groups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Current EL while running on SP_EL0: a kernel bug, since the kernel uses SP_EL1.
+    CurrentSp0,
+    /// Current EL on SP_EL1: the kernel itself.
+    CurrentSpx,
+    /// EL0 in AArch64.
+    Lower64,
+    /// EL0 in AArch32 (not supported).
+    Lower32,
+}
+
+/// What kind of exception it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Synchronous,
+    Irq,
+    Fiq,
+    SError,
+}
+
+/// ESR_EL1 exception classes the decoder names (Arm ARM D19.2.37).
+pub mod class {
+    pub const UNKNOWN: u64 = 0x00;
+    pub const SIMD_FP_ACCESS: u64 = 0x07;
+    pub const ILLEGAL_STATE: u64 = 0x0e;
+    pub const SVC64: u64 = 0x15;
+    pub const SYSREG: u64 = 0x18;
+    pub const SVE_ACCESS: u64 = 0x19;
+    pub const INSTRUCTION_ABORT_LOWER: u64 = 0x20;
+    pub const INSTRUCTION_ABORT_SAME: u64 = 0x21;
+    pub const PC_ALIGNMENT: u64 = 0x22;
+    pub const DATA_ABORT_LOWER: u64 = 0x24;
+    pub const DATA_ABORT_SAME: u64 = 0x25;
+    pub const SP_ALIGNMENT: u64 = 0x26;
+    pub const FP_EXCEPTION64: u64 = 0x2c;
+    pub const BREAKPOINT_LOWER: u64 = 0x30;
+    pub const BREAKPOINT_SAME: u64 = 0x31;
+    pub const BRK64: u64 = 0x3c;
+}
+
+/// Data/instruction abort fault status code for an alignment fault.
+const FSC_ALIGNMENT: u64 = 0b10_0001;
+/// ISS.WnR of a data abort: the access was a write.
+const ISS_WNR: u64 = 1 << 6;
+
+impl TrapFrame {
+    pub fn origin(&self) -> Origin {
+        match self.vector / 4 {
+            0 => Origin::CurrentSp0,
+            1 => Origin::CurrentSpx,
+            2 => Origin::Lower64,
+            _ => Origin::Lower32,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self.vector % 4 {
+            0 => Kind::Synchronous,
+            1 => Kind::Irq,
+            2 => Kind::Fiq,
+            _ => Kind::SError,
+        }
+    }
+
+    /// ESR_EL1.EC.
+    pub fn exception_class(&self) -> u64 {
+        (self.esr >> 26) & 0x3f
+    }
+
+    /// ESR_EL1.ISS.
+    pub fn syndrome(&self) -> u64 {
+        self.esr & 0x1ff_ffff
+    }
+
+    /// Whether the exception came from user mode.
+    pub fn from_user(&self) -> bool {
+        matches!(self.origin(), Origin::Lower64 | Origin::Lower32)
+    }
+
+    /// The portable cause of a synchronous exception. Interrupts are decoded by the GIC
+    /// driver, not from the frame; for them (and SError) this is `Other(esr)`.
+    pub fn cause(&self) -> TrapCause {
+        if self.kind() != Kind::Synchronous {
+            return TrapCause::Other(self.esr);
+        }
+        let status = self.syndrome() & 0x3f;
+        match self.exception_class() {
+            class::SVC64 => TrapCause::Syscall,
+            class::UNKNOWN => TrapCause::Undefined,
+            class::BRK64 | class::BREAKPOINT_LOWER | class::BREAKPOINT_SAME => {
+                TrapCause::Breakpoint
+            }
+            class::PC_ALIGNMENT | class::SP_ALIGNMENT => TrapCause::Alignment,
+            class::DATA_ABORT_LOWER | class::DATA_ABORT_SAME if status == FSC_ALIGNMENT => {
+                TrapCause::Alignment
+            }
+            class::DATA_ABORT_LOWER | class::DATA_ABORT_SAME => TrapCause::PageFault {
+                addr: self.far,
+                access: if self.syndrome() & ISS_WNR != 0 {
+                    Access::Write
+                } else {
+                    Access::Read
+                },
+                from_user: self.from_user(),
+            },
+            class::INSTRUCTION_ABORT_LOWER | class::INSTRUCTION_ABORT_SAME => {
+                TrapCause::PageFault {
+                    addr: self.far,
+                    access: Access::Execute,
+                    from_user: self.from_user(),
+                }
+            }
+            class::SIMD_FP_ACCESS | class::SVE_ACCESS => TrapCause::FpuUnavailable,
+            class::FP_EXCEPTION64 => TrapCause::Arithmetic,
+            class::SYSREG | class::ILLEGAL_STATE => TrapCause::GeneralProtection,
+            _ => TrapCause::Other(self.esr),
+        }
+    }
+}
+
+/// Point VBAR_EL1 at the vector table.
+pub fn install_vectors() {
+    VBAR_EL1.set(vectors::base());
+    barrier::isb(barrier::SY);
+}
+
+/// The one Rust entry from the vector table. Returning resumes the state in `frame`.
+extern "C" fn dispatch(frame: &mut TrapFrame) {
+    match (frame.origin(), frame.kind()) {
+        (Origin::CurrentSpx, Kind::Irq) => interrupt(frame),
+        (Origin::CurrentSpx, Kind::Synchronous) if skip_unimplemented_call(frame) => {}
+        _ => fatal(frame),
+    }
+}
+
+/// A semihosting or PSCI call that this machine does not implement traps as an undefined
+/// instruction (EC 0). Make it return "failed" and step over it, so the console and
+/// power-off degrade instead of faulting.
+fn skip_unimplemented_call(frame: &mut TrapFrame) -> bool {
+    if frame.exception_class() != class::UNKNOWN || !frame.elr.is_multiple_of(4) {
+        return false;
+    }
+    if !report::is_mapped(frame.elr) {
+        return false;
+    }
+    // SAFETY: the address is 4-byte aligned and translates for an EL1 read (just checked);
+    // it is the kernel instruction that trapped.
+    let instruction = unsafe { (frame.elr as *const u32).read_volatile() };
+    frame.x[0] = match instruction {
+        semihosting::INSTRUCTION => {
+            semihosting::mark_unavailable();
+            u64::MAX
+        }
+        psci::HVC | psci::SMC => psci::NOT_SUPPORTED,
+        _ => return false,
+    };
+    frame.elr += 4;
+    true
+}
+
+/// An IRQ taken in the kernel: acknowledge, handle, end.
+fn interrupt(frame: &TrapFrame) {
+    let Some(gic) = gic::get() else {
+        fatal(frame);
+    };
+    let Some(acknowledged) = gic.acknowledge() else {
+        // Spurious (1023) or special: nothing to end.
+        return;
+    };
+    if timer::is_timer(acknowledged.intid) {
+        timer::rearm();
+        // End before the upcall: once the core switches threads from the tick, the GIC's
+        // running priority must already be dropped. IRQs stay masked at PSTATE meanwhile.
+        gic.end(acknowledged);
+        // SAFETY: `keel_timer_tick` is the core's safe Rust function of that signature
+        // (kernel/src/upcall.rs); called with interrupts masked, as it expects.
+        unsafe { upcall::keel_timer_tick() };
+    } else {
+        gic.disable(acknowledged.intid);
+        gic.end(acknowledged);
+        crate::console::report!(
+            "keel: unexpected interrupt {} (disabled at the GIC)",
+            acknowledged.intid
+        );
+    }
+}
+
+/// Halt until an interrupt arrives, then take it.
+///
+/// WFI runs with IRQs still masked — a pending IRQ wakes the CPU regardless of PSTATE.I
+/// (Arm ARM D1.6.2) — and only then opens a one-instruction window, so an IRQ that arrives
+/// just before the WFI cannot be taken early and leave the WFI sleeping for another period.
+pub fn wait_for_interrupt() {
+    // SAFETY: the window lets the IRQ handler run on this stack; the handler restores every
+    // register it touches, so the code around this call sees no change.
+    unsafe {
+        core::arch::asm!(
+            "wfi",
+            "msr daifclr, #2",
+            "isb",
+            "msr daifset, #2",
+            options(nostack)
+        );
+    }
+}
+
+/// Unmask SError (asynchronous aborts), so one is reported instead of staying pending.
+pub fn unmask_serror() {
+    // SAFETY: the vectors are installed (callers run this after `install_vectors`).
+    unsafe { core::arch::asm!("msr daifclr, #4", options(nomem, nostack)) };
+}

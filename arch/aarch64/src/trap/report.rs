@@ -1,0 +1,303 @@
+//! The fatal-exception report: what happened (vector, ESR class by name, fault status),
+//! where (ELR, FAR, the whole frame, a frame-pointer backtrace), then power-off with
+//! `ExitCode::Fatal`.
+//!
+//! The report must end even when it faults itself: the first fatal exception gets the full
+//! report, a second one (a fault while reporting) one line, a third none — the CPU halts.
+//! Memory the report reads on the interrupted code's behalf (frame records) is probed with
+//! `AT S1E1R` first, so a corrupt frame pointer ends the backtrace instead of faulting.
+
+use core::fmt::{self, Write as _};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use aarch64_cpu::asm::barrier;
+use arch_api::{ExitCode, TrapCause};
+
+use super::{Kind, Origin, TrapFrame, class};
+use crate::console::{Report, report};
+use crate::{percpu, power};
+
+/// Fatal exceptions being reported (any CPU).
+static FATAL_DEPTH: AtomicU32 = AtomicU32::new(0);
+/// Frames the backtrace prints at most.
+const BACKTRACE_DEPTH: usize = 32;
+/// A frame record further than this above the first one is not on the same stack.
+const BACKTRACE_SPAN: u64 = 1 << 20;
+
+/// Report a fatal exception and power off.
+pub fn fatal(frame: &TrapFrame) -> ! {
+    match FATAL_DEPTH.fetch_add(1, Ordering::SeqCst) {
+        0 => {
+            full_report(frame);
+            power::off(ExitCode::Fatal)
+        }
+        1 => {
+            report!(
+                "keel: nested exception while reporting a fatal one (vector {}, esr {:#x}, \
+                 elr {:#x}, far {:#x}); powering off",
+                frame.vector,
+                frame.esr,
+                frame.elr,
+                frame.far
+            );
+            power::off(ExitCode::Fatal)
+        }
+        _ => power::halt(),
+    }
+}
+
+fn what(frame: &TrapFrame) -> &'static str {
+    match (frame.origin(), frame.kind()) {
+        (Origin::CurrentSp0, _) => {
+            "kernel bug: exception taken while the kernel ran on SP_EL0 (it must run with SPSel = 1)"
+        }
+        (Origin::CurrentSpx, Kind::Synchronous) => "synchronous exception in the kernel",
+        (Origin::CurrentSpx, Kind::Irq) => "interrupt before the GIC was set up",
+        (Origin::CurrentSpx, Kind::Fiq) => "FIQ in the kernel (Keel routes no interrupt to FIQ)",
+        (Origin::CurrentSpx, Kind::SError) => "SError (asynchronous abort) in the kernel",
+        (Origin::Lower64, _) => "exception from EL0, but user mode does not exist yet",
+        (Origin::Lower32, _) => "exception from AArch32 EL0 (not supported)",
+    }
+}
+
+fn vector_name(frame: &TrapFrame) -> &'static str {
+    const NAMES: [&str; 16] = [
+        "current EL SP0 sync",
+        "current EL SP0 IRQ",
+        "current EL SP0 FIQ",
+        "current EL SP0 SError",
+        "current EL SPx sync",
+        "current EL SPx IRQ",
+        "current EL SPx FIQ",
+        "current EL SPx SError",
+        "lower EL AArch64 sync",
+        "lower EL AArch64 IRQ",
+        "lower EL AArch64 FIQ",
+        "lower EL AArch64 SError",
+        "lower EL AArch32 sync",
+        "lower EL AArch32 IRQ",
+        "lower EL AArch32 FIQ",
+        "lower EL AArch32 SError",
+    ];
+    NAMES.get(frame.vector as usize).copied().unwrap_or("?")
+}
+
+fn full_report(frame: &TrapFrame) {
+    let cpu = percpu::current().map_or(u32::MAX, |cpu| cpu.id);
+    report!(
+        "\nkeel: FATAL: {} [{}] on cpu {}",
+        what(frame),
+        vector_name(frame),
+        cpu
+    );
+    let ec = frame.exception_class();
+    if matches!(frame.kind(), Kind::Synchronous | Kind::SError) {
+        report!(
+            "  esr {:#010x}: class {:#04x} {}, IL {}, ISS {:#09x}",
+            frame.esr,
+            ec,
+            class_name(ec),
+            (frame.esr >> 25) & 1,
+            frame.syndrome()
+        );
+    }
+    abort_detail(frame);
+    report!(
+        "  elr {:#018x}  far {:#018x}  spsr {:#010x} ({})",
+        frame.elr,
+        frame.far,
+        frame.spsr,
+        mode_name(frame.spsr)
+    );
+    match frame.cause() {
+        _ if frame.kind() != Kind::Synchronous => {}
+        TrapCause::PageFault {
+            addr,
+            access,
+            from_user,
+        } => {
+            report!("  cause: page fault at {addr:#x}, {access:?} access, from user: {from_user}")
+        }
+        cause => report!("  cause: {cause:?}"),
+    }
+    let mut out = Report;
+    for (index, value) in frame.x.iter().enumerate() {
+        let _ = write!(out, "  x{index:<2} {value:#018x}");
+        if index % 4 == 3 || index == 30 {
+            let _ = writeln!(out);
+        }
+    }
+    let interrupted_sp = core::ptr::from_ref(frame) as u64 + size_of::<TrapFrame>() as u64;
+    report!(
+        "  sp  {:#018x} (SP_EL1 when taken)  sp_el0 {:#018x}",
+        interrupted_sp,
+        frame.sp_el0
+    );
+    backtrace(frame);
+}
+
+/// Fault status, access direction and FAR validity of an abort (or SError).
+fn abort_detail(frame: &TrapFrame) {
+    let ec = frame.exception_class();
+    let iss = frame.syndrome();
+    let status = iss & 0x3f;
+    match (frame.kind(), ec) {
+        (Kind::Synchronous, class::DATA_ABORT_LOWER | class::DATA_ABORT_SAME) => report!(
+            "  data abort: {}; {} (WnR {}){}{}",
+            FaultStatus(status),
+            if iss & (1 << 6) != 0 { "write" } else { "read" },
+            (iss >> 6) & 1,
+            if iss & (1 << 7) != 0 {
+                "; during a stage-1 table walk"
+            } else {
+                ""
+            },
+            if iss & (1 << 10) != 0 {
+                "; FAR not valid"
+            } else {
+                ""
+            },
+        ),
+        (Kind::Synchronous, class::INSTRUCTION_ABORT_LOWER | class::INSTRUCTION_ABORT_SAME) => {
+            report!(
+                "  instruction abort: {}{}",
+                FaultStatus(status),
+                if iss & (1 << 10) != 0 {
+                    "; FAR not valid"
+                } else {
+                    ""
+                },
+            )
+        }
+        (Kind::SError, _) if iss & (1 << 24) != 0 => {
+            report!("  serror: implementation-defined syndrome")
+        }
+        (Kind::SError, _) => report!("  serror: {}", FaultStatus(status)),
+        _ => {}
+    }
+}
+
+/// ESR_EL1.EC by name (Arm ARM D19.2.37).
+fn class_name(ec: u64) -> &'static str {
+    match ec {
+        0x00 => "unknown reason (undefined instruction)",
+        0x01 => "trapped WFI/WFE",
+        0x03 | 0x04 | 0x05 | 0x06 | 0x0c => "trapped AArch32 coprocessor access",
+        0x07 => "trapped SIMD/FP access",
+        0x0d => "branch target exception",
+        0x0e => "illegal execution state",
+        0x11 => "SVC from AArch32",
+        0x15 => "SVC from AArch64",
+        0x16 => "HVC from AArch64",
+        0x17 => "SMC from AArch64",
+        0x18 => "trapped MSR/MRS/system instruction",
+        0x19 => "trapped SVE access",
+        0x1c => "pointer authentication failure",
+        0x1d => "trapped SME access",
+        0x20 => "instruction abort from a lower EL",
+        0x21 => "instruction abort from the same EL",
+        0x22 => "PC alignment fault",
+        0x24 => "data abort from a lower EL",
+        0x25 => "data abort from the same EL",
+        0x26 => "SP alignment fault",
+        0x28 => "trapped AArch32 floating-point exception",
+        0x2c => "trapped AArch64 floating-point exception",
+        0x2f => "SError interrupt",
+        0x30 => "breakpoint from a lower EL",
+        0x31 => "breakpoint from the same EL",
+        0x32 => "software step from a lower EL",
+        0x33 => "software step from the same EL",
+        0x34 => "watchpoint from a lower EL",
+        0x35 => "watchpoint from the same EL",
+        0x38 => "BKPT (AArch32)",
+        0x3c => "BRK (AArch64)",
+        _ => "reserved or unallocated class",
+    }
+}
+
+/// A data/instruction fault status code (DFSC/IFSC), printed by name.
+struct FaultStatus(u64);
+
+impl fmt::Display for FaultStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.0;
+        let level = status & 3;
+        let name = match status {
+            0b00_0000..=0b00_0011 => return write!(f, "address size fault, level {level}"),
+            0b00_0100..=0b00_0111 => return write!(f, "translation fault, level {level}"),
+            0b00_1000..=0b00_1011 => return write!(f, "access flag fault, level {level}"),
+            0b00_1100..=0b00_1111 => return write!(f, "permission fault, level {level}"),
+            0b01_0000 => "synchronous external abort",
+            0b01_0001 => "asynchronous SError",
+            0b01_0100..=0b01_0111 => "synchronous external abort on a table walk",
+            0b01_1000 => "synchronous parity/ECC error",
+            0b10_0001 => "alignment fault",
+            0b11_0000 => "TLB conflict abort",
+            0b11_0001 => "unsupported atomic hardware update",
+            0b11_0100 => "implementation-defined lockdown",
+            0b11_0101 => "implementation-defined exclusive-access fault",
+            _ => "other fault status",
+        };
+        write!(f, "{name} ({status:#08b})")
+    }
+}
+
+/// The interrupted exception level and stack from SPSR.M.
+fn mode_name(spsr: u64) -> &'static str {
+    if spsr & (1 << 4) != 0 {
+        return "AArch32";
+    }
+    match spsr & 0xf {
+        0b0000 => "EL0t",
+        0b0100 => "EL1t",
+        0b0101 => "EL1h",
+        0b1000 => "EL2t",
+        0b1001 => "EL2h",
+        _ => "?",
+    }
+}
+
+/// Print the interrupted PC, then walk the AAPCS64 frame-record chain from the interrupted
+/// x29: each record is `{previous x29, return address}`, at increasing addresses.
+fn backtrace(frame: &TrapFrame) {
+    report!("  backtrace:");
+    report!("    #0  {:#018x}", frame.elr);
+    let mut record = frame.x[29];
+    let first = record;
+    let mut floor = core::ptr::from_ref(frame) as u64;
+    for depth in 1..=BACKTRACE_DEPTH {
+        let sane = record != 0
+            && record.is_multiple_of(16)
+            && record > floor
+            && record - first <= BACKTRACE_SPAN
+            && is_mapped(record);
+        if !sane {
+            break;
+        }
+        // SAFETY: `record` is 16-byte aligned, so both words share the page that
+        // `is_mapped` just translated for an EL1 read.
+        let (previous, lr) = unsafe {
+            let words = record as *const u64;
+            (words.read_volatile(), words.add(1).read_volatile())
+        };
+        if lr == 0 {
+            break;
+        }
+        report!("    #{:<2} {:#018x}", depth, lr);
+        floor = record;
+        record = previous;
+    }
+}
+
+/// Whether `address` translates for an EL1 read right now (`AT S1E1R`, PAR_EL1.F).
+pub fn is_mapped(address: u64) -> bool {
+    let par: u64;
+    // SAFETY: AT only asks the MMU to translate; it never faults, and PAR_EL1 is ours.
+    unsafe {
+        core::arch::asm!("at s1e1r, {}", in(reg) address, options(nostack, preserves_flags));
+    }
+    barrier::isb(barrier::SY);
+    // SAFETY: reading PAR_EL1 has no side effect.
+    unsafe { core::arch::asm!("mrs {}, par_el1", out(reg) par, options(nomem, nostack)) };
+    par & 1 == 0
+}

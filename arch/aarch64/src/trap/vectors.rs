@@ -1,0 +1,93 @@
+//! The VBAR_EL1 table and the common save/restore path (see the parent module's essay).
+
+use core::arch::global_asm;
+
+use super::{ELR, ESR, FRAME_SIZE, RECORD, SP_EL0, VECTOR, X0, dispatch};
+
+global_asm!(
+    r#"
+    .section .text.keel_vectors, "ax"
+    .balign 2048                        // VBAR_EL1 ignores bits [10:0]
+    .global keel_vectors
+keel_vectors:
+    .irp slot, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    .balign 128                         // one 32-instruction slot per vector
+    sub     sp, sp, #{frame_size}       // sp -= sizeof(TrapFrame): the frame lives below the interrupted SP
+    stp     x0, x1, [sp, #{x0}]         // frame.x[0..2] = x0, x1 (now free as scratch)
+    mov     x0, #\slot                  // x0 = which slot was taken
+    b       keel_trap_common            // same path for all sixteen
+    .endr
+
+keel_trap_common:
+    stp     x2, x3, [sp, #{x0} + 2 * 8]     // frame.x[2..4]
+    stp     x4, x5, [sp, #{x0} + 4 * 8]     // frame.x[4..6]
+    stp     x6, x7, [sp, #{x0} + 6 * 8]     // ...
+    stp     x8, x9, [sp, #{x0} + 8 * 8]
+    stp     x10, x11, [sp, #{x0} + 10 * 8]
+    stp     x12, x13, [sp, #{x0} + 12 * 8]
+    stp     x14, x15, [sp, #{x0} + 14 * 8]
+    stp     x16, x17, [sp, #{x0} + 16 * 8]
+    stp     x18, x19, [sp, #{x0} + 18 * 8]
+    stp     x20, x21, [sp, #{x0} + 20 * 8]
+    stp     x22, x23, [sp, #{x0} + 22 * 8]
+    stp     x24, x25, [sp, #{x0} + 24 * 8]
+    stp     x26, x27, [sp, #{x0} + 26 * 8]
+    stp     x28, x29, [sp, #{x0} + 28 * 8]  // frame.x[28..30]
+    str     x30, [sp, #{x0} + 30 * 8]       // frame.x[30] = lr
+    mrs     x1, sp_el0
+    str     x1, [sp, #{sp_el0}]             // frame.sp_el0 = SP_EL0 (the user SP, later)
+    mrs     x2, elr_el1
+    mrs     x3, spsr_el1
+    stp     x2, x3, [sp, #{elr}]            // frame.elr, frame.spsr
+    mrs     x4, esr_el1
+    mrs     x5, far_el1
+    stp     x4, x5, [sp, #{esr}]            // frame.esr, frame.far
+    str     x0, [sp, #{vector}]             // frame.vector = slot
+    stp     x29, x2, [sp, #{record}]        // frame.record = (interrupted fp, interrupted pc)
+    add     x29, sp, #{record}              // fp = &frame.record: backtraces cross the trap
+    mov     x0, sp                          // argument: &mut TrapFrame
+    bl      {dispatch}                      // dispatch(frame)
+    ldp     x2, x3, [sp, #{elr}]            // the dispatcher may have edited elr/spsr
+    msr     elr_el1, x2
+    msr     spsr_el1, x3
+    ldr     x1, [sp, #{sp_el0}]
+    msr     sp_el0, x1                      // SP_EL0 = frame.sp_el0
+    ldp     x2, x3, [sp, #{x0} + 2 * 8]     // x2..x30 = frame.x[2..31]
+    ldp     x4, x5, [sp, #{x0} + 4 * 8]
+    ldp     x6, x7, [sp, #{x0} + 6 * 8]
+    ldp     x8, x9, [sp, #{x0} + 8 * 8]
+    ldp     x10, x11, [sp, #{x0} + 10 * 8]
+    ldp     x12, x13, [sp, #{x0} + 12 * 8]
+    ldp     x14, x15, [sp, #{x0} + 14 * 8]
+    ldp     x16, x17, [sp, #{x0} + 16 * 8]
+    ldp     x18, x19, [sp, #{x0} + 18 * 8]
+    ldp     x20, x21, [sp, #{x0} + 20 * 8]
+    ldp     x22, x23, [sp, #{x0} + 22 * 8]
+    ldp     x24, x25, [sp, #{x0} + 24 * 8]
+    ldp     x26, x27, [sp, #{x0} + 26 * 8]
+    ldp     x28, x29, [sp, #{x0} + 28 * 8]
+    ldr     x30, [sp, #{x0} + 30 * 8]
+    ldp     x0, x1, [sp, #{x0}]             // x0, x1 last: they were the scratch registers
+    add     sp, sp, #{frame_size}           // pop the frame: SP_EL1 is back where it was
+    eret                                    // resume at ELR_EL1 with SPSR_EL1
+    .text
+"#,
+    frame_size = const FRAME_SIZE,
+    x0 = const X0,
+    sp_el0 = const SP_EL0,
+    elr = const ELR,
+    esr = const ESR,
+    vector = const VECTOR,
+    record = const RECORD,
+    dispatch = sym dispatch,
+);
+
+unsafe extern "C" {
+    /// The table above (only its address is used).
+    static keel_vectors: [u32; 512];
+}
+
+/// The table's address, for VBAR_EL1.
+pub fn base() -> u64 {
+    (&raw const keel_vectors) as u64
+}
