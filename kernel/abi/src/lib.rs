@@ -2,7 +2,8 @@
 //! rights and message layout, and nothing else (DESIGN.md §6).
 //!
 //! Every value here is part of a stable binary interface: discriminants are explicit and
-//! never reused. Today only the error codes exist; the calls arrive with issue 8.
+//! never reused. Today: error codes, capability handles and rights; the calls arrive with
+//! issue 8.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,13 @@ pub enum Error {
     OutOfMemory = 3,
     /// The peer of an IPC operation has died.
     PeerDied = 4,
+    /// A handle names no capability: out of range, never filled, or stale (its slot was
+    /// deleted, so the generation no longer matches).
+    InvalidHandle = 5,
+    /// The capability exists but lacks a right the operation requires.
+    PermissionDenied = 6,
+    /// A fixed-size kernel table (such as the caller's capability table) has no free slot.
+    NoSpace = 7,
 }
 
 impl Error {
@@ -28,6 +36,9 @@ impl Error {
             2 => Self::BadAddress,
             3 => Self::OutOfMemory,
             4 => Self::PeerDied,
+            5 => Self::InvalidHandle,
+            6 => Self::PermissionDenied,
+            7 => Self::NoSpace,
             _ => return None,
         })
     }
@@ -37,15 +48,257 @@ impl Error {
     }
 }
 
+/// A user's name for a capability: a slot index in the caller's capability table plus the
+/// generation of that slot, so a handle kept after its capability was deleted fails with
+/// [`Error::InvalidHandle`] even when the slot has been reused (DESIGN.md §6).
+///
+/// Layout (stable, one register wide): bits 0..32 are the slot index, bits 32..64 the
+/// generation. The kernel never hands out generation 0, so [`Handle::NULL`] (all zero)
+/// names nothing and can mean "no handle" in messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub struct Handle(u64);
+
+impl Handle {
+    /// Names no capability, ever.
+    pub const NULL: Self = Self(0);
+    /// Bit position of the generation field.
+    pub const GENERATION_SHIFT: u32 = 32;
+
+    pub const fn new(slot: u32, generation: u32) -> Self {
+        Self(((generation as u64) << Self::GENERATION_SHIFT) | slot as u64)
+    }
+
+    /// A handle as passed in a register. Every `u64` is a well-formed handle; whether it
+    /// names a capability is for the kernel's table to decide.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    pub const fn slot(self) -> u32 {
+        // why: truncation keeps exactly bits 0..32, the slot field.
+        self.0 as u32
+    }
+
+    pub const fn generation(self) -> u32 {
+        (self.0 >> Self::GENERATION_SHIFT) as u32
+    }
+}
+
+/// What a capability allows, as a set of bits with stable values. Rights only shrink:
+/// copying a capability yields the source's rights intersected with a mask, never more.
+///
+/// Which right an operation requires is fixed per object type by the call that uses it:
+/// memory regions use `READ`/`WRITE`/`EXECUTE`/`MAP`; endpoints `READ` (receive), `WRITE`
+/// (send) and `CALL`; notifications `SIGNAL` and `WAIT`; processes, threads and IRQs
+/// `CONTROL`; any capability needs `GRANT` to be transferred to another process over IPC.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(transparent)]
+pub struct Rights(u32);
+
+impl Rights {
+    /// Read the object: map a memory region readable, receive on an endpoint.
+    pub const READ: Self = Self(1 << 0);
+    /// Modify the object: map a memory region writable, send on an endpoint.
+    pub const WRITE: Self = Self(1 << 1);
+    /// Map a memory region executable.
+    pub const EXECUTE: Self = Self(1 << 2);
+    /// Map a memory region (or device range) into an address space at all.
+    pub const MAP: Self = Self(1 << 3);
+    /// Transfer the capability to another process over IPC.
+    pub const GRANT: Self = Self(1 << 4);
+    /// Signal a notification.
+    pub const SIGNAL: Self = Self(1 << 5);
+    /// Wait on or poll a notification.
+    pub const WAIT: Self = Self(1 << 6);
+    /// Call an endpoint (send and wait for the reply).
+    pub const CALL: Self = Self(1 << 7);
+    /// Control a process, thread or IRQ line: start, stop, kill, set priority, acknowledge.
+    pub const CONTROL: Self = Self(1 << 8);
+
+    /// Every right the ABI defines. Bits above these are reserved and never set.
+    pub const ALL: Self = Self((1 << 9) - 1);
+    pub const NONE: Self = Self(0);
+
+    /// The rights for raw bits, or `None` if a reserved bit is set (a user passing
+    /// undefined bits gets an error rather than having them silently ignored).
+    pub const fn from_bits(bits: u32) -> Option<Self> {
+        if bits & !Self::ALL.0 == 0 {
+            Some(Self(bits))
+        } else {
+            None
+        }
+    }
+
+    /// The rights for raw bits with reserved bits dropped.
+    pub const fn from_bits_truncate(bits: u32) -> Self {
+        Self(bits & Self::ALL.0)
+    }
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether every right in `other` is also in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// The rights in `self` that are not in `other`.
+    pub const fn difference(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+}
+
+impl core::ops::BitAnd for Rights {
+    type Output = Self;
+    fn bitand(self, other: Self) -> Self {
+        self.intersection(other)
+    }
+}
+
+impl core::ops::BitOr for Rights {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::fmt::Debug for Rights {
+    /// Names the rights, e.g. `Rights(READ | WRITE)`, for `caps <pid>` listings.
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        const NAMES: [(Rights, &str); 9] = [
+            (Rights::READ, "READ"),
+            (Rights::WRITE, "WRITE"),
+            (Rights::EXECUTE, "EXECUTE"),
+            (Rights::MAP, "MAP"),
+            (Rights::GRANT, "GRANT"),
+            (Rights::SIGNAL, "SIGNAL"),
+            (Rights::WAIT, "WAIT"),
+            (Rights::CALL, "CALL"),
+            (Rights::CONTROL, "CONTROL"),
+        ];
+        formatter.write_str("Rights(")?;
+        let mut first = true;
+        for (right, name) in NAMES {
+            if self.contains(right) {
+                if !first {
+                    formatter.write_str(" | ")?;
+                }
+                formatter.write_str(name)?;
+                first = false;
+            }
+        }
+        formatter.write_str(")")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    // why: the crate is `no_std` even under test; the Debug test needs `format!`.
+    extern crate std;
     use super::*;
+    use std::format;
 
     #[test]
     fn codes_round_trip_and_zero_is_not_an_error() {
-        for error in [Error::InvalidArgument, Error::BadAddress, Error::OutOfMemory, Error::PeerDied] {
+        for error in [
+            Error::InvalidArgument,
+            Error::BadAddress,
+            Error::OutOfMemory,
+            Error::PeerDied,
+            Error::InvalidHandle,
+            Error::PermissionDenied,
+            Error::NoSpace,
+        ] {
             assert_eq!(Error::from_code(error.code()), Some(error));
         }
         assert_eq!(Error::from_code(0), None);
+    }
+
+    #[test]
+    fn handle_layout_is_stable() {
+        assert_eq!(core::mem::size_of::<Handle>(), 8);
+        assert_eq!(core::mem::align_of::<Handle>(), 8);
+        let handle = Handle::new(0x1234_5678, 0x9abc_def0);
+        assert_eq!(handle.raw(), 0x9abc_def0_1234_5678);
+        assert_eq!(handle.slot(), 0x1234_5678);
+        assert_eq!(handle.generation(), 0x9abc_def0);
+        assert_eq!(Handle::from_raw(handle.raw()), handle);
+        assert_eq!(Handle::new(1, 2).raw(), (2 << 32) | 1);
+        assert_eq!(Handle::NULL.raw(), 0);
+        assert_eq!((Handle::NULL.slot(), Handle::NULL.generation()), (0, 0));
+        let extremes = Handle::new(u32::MAX, u32::MAX);
+        assert_eq!(extremes.raw(), u64::MAX);
+        assert_eq!(
+            (extremes.slot(), extremes.generation()),
+            (u32::MAX, u32::MAX)
+        );
+    }
+
+    #[test]
+    fn rights_bits_are_stable() {
+        assert_eq!(core::mem::size_of::<Rights>(), 4);
+        let expected = [
+            (Rights::READ, 0x001),
+            (Rights::WRITE, 0x002),
+            (Rights::EXECUTE, 0x004),
+            (Rights::MAP, 0x008),
+            (Rights::GRANT, 0x010),
+            (Rights::SIGNAL, 0x020),
+            (Rights::WAIT, 0x040),
+            (Rights::CALL, 0x080),
+            (Rights::CONTROL, 0x100),
+        ];
+        let mut union = Rights::NONE;
+        for (right, bits) in expected {
+            assert_eq!(right.bits(), bits);
+            assert_eq!(union & right, Rights::NONE, "rights overlap");
+            union = union | right;
+        }
+        assert_eq!(union, Rights::ALL);
+        assert_eq!(Rights::ALL.bits(), 0x1ff);
+        assert_eq!(Rights::default(), Rights::NONE);
+    }
+
+    #[test]
+    fn reserved_rights_bits_are_refused_or_dropped() {
+        assert_eq!(Rights::from_bits(0x1ff), Some(Rights::ALL));
+        assert_eq!(Rights::from_bits(0), Some(Rights::NONE));
+        assert_eq!(Rights::from_bits(0x200), None);
+        assert_eq!(Rights::from_bits(u32::MAX), None);
+        assert_eq!(Rights::from_bits_truncate(u32::MAX), Rights::ALL);
+    }
+
+    #[test]
+    fn rights_set_operations() {
+        let read_write = Rights::READ | Rights::WRITE;
+        assert!(read_write.contains(Rights::READ));
+        assert!(read_write.contains(Rights::NONE));
+        assert!(!read_write.contains(Rights::READ | Rights::GRANT));
+        assert_eq!(
+            read_write.intersection(Rights::WRITE | Rights::MAP),
+            Rights::WRITE
+        );
+        assert_eq!(read_write.difference(Rights::READ), Rights::WRITE);
+        assert!(Rights::NONE.is_empty() && !read_write.is_empty());
+        assert_eq!(format!("{read_write:?}"), "Rights(READ | WRITE)");
+        assert_eq!(format!("{:?}", Rights::NONE), "Rights()");
     }
 }

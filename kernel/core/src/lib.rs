@@ -6,5 +6,8 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod captable;
 pub mod cmdline;
+pub mod frames;
 pub mod memory;
+pub mod runqueue;

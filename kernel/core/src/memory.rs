@@ -62,9 +62,13 @@ impl Summary {
             match region.kind {
                 RegionKind::Usable => {
                     summary.usable_bytes += region.length;
-                    summary.top_of_usable =
-                        summary.top_of_usable.max(region.base.saturating_add(region.length));
-                    if summary.largest_usable.is_none_or(|(_, len)| region.length > len) {
+                    summary.top_of_usable = summary
+                        .top_of_usable
+                        .max(region.base.saturating_add(region.length));
+                    if summary
+                        .largest_usable
+                        .is_none_or(|(_, len)| region.length > len)
+                    {
                         summary.largest_usable = Some((region.base, region.length));
                     }
                 }
@@ -86,7 +90,11 @@ mod tests {
     use super::*;
 
     fn region(base: u64, length: u64, kind: u64) -> Region {
-        Region { base, length, kind: RegionKind::from_limine(kind) }
+        Region {
+            base,
+            length,
+            kind: RegionKind::from_limine(kind),
+        }
     }
 
     #[test]
