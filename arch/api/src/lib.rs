@@ -12,7 +12,9 @@
 //! of DESIGN.md §2 are not part of this trait yet; today the contract covers early boot,
 //! the console, the timer, idling and power-off.
 #![no_std]
-#![forbid(unsafe_code)]
+// No unsafe code here; the only `unsafe` items are the declarations of the `Threads`
+// methods whose callers carry duties (allowed where declared).
+#![deny(unsafe_code)]
 
 /// What the core learned from the boot protocol that an arch crate needs before anything
 /// else runs. Built by the kernel's `boot` module from the Limine responses.
@@ -64,7 +66,11 @@ pub enum ExitCode {
 pub enum TrapCause {
     Syscall,
     Irq(u32),
-    PageFault { addr: u64, access: Access, from_user: bool },
+    PageFault {
+        addr: u64,
+        access: Access,
+        from_user: bool,
+    },
     Breakpoint,
     Undefined,
     Alignment,
@@ -105,4 +111,206 @@ pub trait Platform {
 
     /// Power the machine off; under QEMU the exit status carries `code`.
     fn power_off(code: ExitCode) -> !;
+}
+
+// ---------------------------------------------------------------------------------------
+// Threads, traps and address spaces (issues 5, 6 and 7). Each architecture implements
+// these for the same `arch::Cpu`; the core reaches them only through the traits.
+// ---------------------------------------------------------------------------------------
+
+/// Size of every thread's kernel stack (DESIGN.md §2). An unmapped guard page lies directly
+/// below it.
+pub const KERNEL_STACK_SIZE: u64 = 16 * 1024;
+
+/// The page size of every mapping Keel makes.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// The fixed kernel region holding kernel stacks (DESIGN.md §5): 1 GiB, each stack
+/// preceded by its guard page. Architecture crates refuse to boot when the loader's HHDM
+/// overlaps it (real Limine randomizes the HHDM base).
+pub const KERNEL_STACK_REGION: core::ops::Range<u64> = 0xffff_fd00_0000_0000..0xffff_fd00_4000_0000;
+
+/// The first user address that may be mapped: page 0 never is (DESIGN.md §5).
+pub const USER_START: u64 = PAGE_SIZE;
+/// One past the last user address (the top of the lower half on both architectures).
+pub const USER_END: u64 = 0x0000_8000_0000_0000;
+
+/// One thread's kernel stack: usable addresses `[base, top)`; `base - PAGE_SIZE` is the
+/// unmapped guard page. Allocated by the core in [`KERNEL_STACK_REGION`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelStack {
+    pub base: u64,
+    pub top: u64,
+}
+
+impl KernelStack {
+    /// Whether `address` lies on this stack (the guard page excluded).
+    pub fn contains(&self, address: u64) -> bool {
+        (self.base..self.top).contains(&address)
+    }
+
+    /// Whether `address` lies in this stack's guard page.
+    pub fn guard_contains(&self, address: u64) -> bool {
+        (self.base.wrapping_sub(PAGE_SIZE)..self.base).contains(&address)
+    }
+}
+
+/// Permissions of one page mapping. The arch crate refuses `writable && executable` for
+/// user pages (W^X, DESIGN.md §5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageFlags {
+    pub writable: bool,
+    pub executable: bool,
+    pub user: bool,
+    /// Device memory: uncached (x86_64 PAT UC; AArch64 Device-nGnRE).
+    pub device: bool,
+}
+
+/// Why a mapping request was refused. Nothing changes when one is returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// No frame left for a page table.
+    OutOfMemory,
+    /// The page is already mapped.
+    AlreadyMapped,
+    /// The page is not mapped.
+    NotMapped,
+    /// The address is not page-aligned, or not in the half of the address space the call
+    /// manages (user calls: `[USER_START, USER_END)`).
+    BadAddress,
+    /// Writable and executable at once.
+    WriteAndExecute,
+}
+
+/// A user-memory access failed: the range was not wholly user memory, or a page of it was
+/// not mapped with the needed permission. Becomes `abi::Error::BadAddress`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserAccessFault;
+
+/// The registers saved on every kernel entry (DESIGN.md §2), as the core sees them. One
+/// `#[repr(C)]` layout per architecture at the top of the thread's kernel stack.
+pub trait TrapFrame: Sized {
+    /// A frame that, returned through with [`Threads::enter_user`], starts user code at
+    /// `entry` on `user_stack` with `argument` in the first argument register and interrupts
+    /// enabled.
+    fn new_user(entry: u64, user_stack: u64, argument: u64) -> Self;
+    fn instruction_pointer(&self) -> u64;
+    fn set_instruction_pointer(&mut self, address: u64);
+    /// The interrupted stack pointer (the user one for a trap from user mode).
+    fn stack_pointer(&self) -> u64;
+    /// Whether the trap came from user mode.
+    fn is_from_user(&self) -> bool;
+    /// The system-call number (DESIGN.md §6: `rax` / `x8`).
+    fn syscall_number(&self) -> u64;
+    /// The six system-call arguments (`rdi rsi rdx r10 r8 r9` / `x0`–`x5`).
+    fn syscall_arguments(&self) -> [u64; 6];
+    /// Set the values the system call returns (`rax`, `rdx` / `x0`, `x1`).
+    fn set_syscall_results(&mut self, first: u64, second: u64);
+    /// Why the kernel was entered.
+    fn cause(&self) -> TrapCause;
+}
+
+/// Kernel stacks, context switch, FPU state and the way into user mode.
+#[allow(
+    unsafe_code,
+    reason = "declares `unsafe fn`s whose callers carry the duties"
+)]
+pub trait Threads: Platform {
+    type TrapFrame: TrapFrame;
+    /// The kernel context of a thread that is not running: callee-saved registers and its
+    /// kernel stack pointer. User registers are never here: they are in the trap frame.
+    type Context: Default;
+    /// A thread's FPU/SIMD state, saved eagerly on every switch, never on the kernel stack.
+    type FpuState;
+
+    /// The FPU state a new user thread starts with (default control words, all clear).
+    fn initial_fpu_state() -> Self::FpuState;
+
+    /// Lay out a new thread's first context on `stack`: the first [`Threads::switch`] to it
+    /// runs `entry(argument)` on that stack, with interrupts masked.
+    fn prepare_context(
+        stack: KernelStack,
+        entry: extern "C" fn(usize) -> !,
+        argument: usize,
+    ) -> Self::Context;
+
+    /// Save the running thread's kernel context into `from` and resume `to`; returns when
+    /// something switches back to `from`. Also saves the outgoing FPU state into
+    /// `from_fpu`, loads `to_fpu`, and points the next trap from user mode at `to_stack`
+    /// (x86_64: `TSS.RSP0` and the per-CPU stack slot).
+    ///
+    /// # Safety
+    /// Interrupts are masked; `to` was produced by [`Threads::prepare_context`] or saved by
+    /// an earlier `switch`, belongs to a thread whose kernel stack is `to_stack`, and no
+    /// other CPU runs it.
+    unsafe fn switch(
+        from: &mut Self::Context,
+        from_fpu: &mut Self::FpuState,
+        to: &Self::Context,
+        to_fpu: &Self::FpuState,
+        to_stack: KernelStack,
+    );
+
+    /// Point the next trap from user mode at `stack` without switching (the first thread).
+    fn set_kernel_stack(stack: KernelStack);
+
+    /// Return to user mode through `frame`.
+    ///
+    /// # Safety
+    /// `frame` lies at the top of the current thread's kernel stack (the arch's layout), was
+    /// made by [`TrapFrame::new_user`] or saved by a trap from user mode and validated, and
+    /// the thread's address space is active.
+    unsafe fn enter_user(frame: *const Self::TrapFrame) -> !;
+
+    /// Record the current thread's identity in the per-CPU block (for reports and
+    /// upcalls); `0` means "no thread".
+    fn set_current_thread(thread: usize);
+    fn current_thread() -> usize;
+}
+
+/// Address spaces: the kernel half shared by all, a user half per process.
+pub trait Paging: Platform {
+    /// One user address space: its page-table root and whatever the arch needs (ASID/PCID).
+    type AddressSpace;
+
+    /// Map one kernel page (kernel stacks, device windows) into the kernel half shared by
+    /// every address space.
+    fn map_kernel(
+        virtual_address: u64,
+        physical_address: u64,
+        flags: PageFlags,
+        frames: &mut dyn FrameSource,
+    ) -> Result<(), MapError>;
+
+    /// Unmap one kernel page, returning its frame; flushes the TLB entry.
+    fn unmap_kernel(virtual_address: u64) -> Result<u64, MapError>;
+
+    /// A new, empty user address space sharing the kernel half.
+    fn new_address_space(frames: &mut dyn FrameSource) -> Result<Self::AddressSpace, MapError>;
+
+    /// Map one user page. Refuses kernel addresses, page 0, and W+X.
+    fn map_user(
+        space: &mut Self::AddressSpace,
+        virtual_address: u64,
+        physical_address: u64,
+        flags: PageFlags,
+        frames: &mut dyn FrameSource,
+    ) -> Result<(), MapError>;
+
+    /// Unmap one user page, returning its frame; flushes the TLB entry if `space` is live.
+    fn unmap_user(space: &mut Self::AddressSpace, virtual_address: u64) -> Result<u64, MapError>;
+
+    /// Make `space` the current user half.
+    fn activate(space: &Self::AddressSpace);
+
+    /// Free every page-table frame of `space` (not the frames its pages map) through `free`.
+    fn destroy(space: Self::AddressSpace, free: &mut dyn FnMut(u64));
+
+    /// Copy from user memory at `source` into `destination`; a range outside the user half,
+    /// wrapping, or touching an unmapped or unreadable page fails without a kernel fault
+    /// (exception fixup, with SMAP/PAN lifted only inside the copy).
+    fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault>;
+
+    /// Copy `source` to user memory at `destination`, with the same checks.
+    fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), UserAccessFault>;
 }
