@@ -108,9 +108,18 @@ pub fn early() -> Option<Early> {
     let rsdp = RSDP.get_response().map(|response| {
         // Base revision 2: the address is virtual (in the HHDM); revision 3 makes it physical.
         let address = response.address() as u64;
-        if address >= hhdm_offset { address - hhdm_offset } else { address }
+        if address >= hhdm_offset {
+            address - hhdm_offset
+        } else {
+            address
+        }
     });
-    Some(Early { hhdm_offset, memory, device_tree, rsdp })
+    Some(Early {
+        hhdm_offset,
+        memory,
+        device_tree,
+        rsdp,
+    })
 }
 
 fn memory_regions() -> Option<impl Iterator<Item = Region>> {
@@ -130,11 +139,20 @@ fn region_kind(kind: EntryType) -> RegionKind {
         (EntryType::ACPI_RECLAIMABLE, RegionKind::AcpiReclaimable),
         (EntryType::ACPI_NVS, RegionKind::AcpiNvs),
         (EntryType::BAD_MEMORY, RegionKind::BadMemory),
-        (EntryType::BOOTLOADER_RECLAIMABLE, RegionKind::BootloaderReclaimable),
-        (EntryType::EXECUTABLE_AND_MODULES, RegionKind::ExecutableAndModules),
+        (
+            EntryType::BOOTLOADER_RECLAIMABLE,
+            RegionKind::BootloaderReclaimable,
+        ),
+        (
+            EntryType::EXECUTABLE_AND_MODULES,
+            RegionKind::ExecutableAndModules,
+        ),
         (EntryType::FRAMEBUFFER, RegionKind::Framebuffer),
     ];
-    KINDS.iter().find(|(code, _)| *code == kind).map_or(RegionKind::Unknown(u64::MAX), |(_, k)| *k)
+    KINDS
+        .iter()
+        .find(|(code, _)| *code == kind)
+        .map_or(RegionKind::Unknown(u64::MAX), |(_, k)| *k)
 }
 
 fn firmware_name(kind: FirmwareType) -> &'static str {
@@ -164,11 +182,13 @@ pub fn collect(early: &Early) -> BootInfo {
         .map_or(("(unknown)", "(no Bootloader Info response)"), |info| {
             (info.name(), info.version())
         });
-    let cmdline = EXECUTABLE_FILE
-        .get_response()
-        .map_or("", |response| response.file().string().to_str().unwrap_or(""));
+    let cmdline = EXECUTABLE_FILE.get_response().map_or("", |response| {
+        response.file().string().to_str().unwrap_or("")
+    });
     BootInfo {
-        base_revision: BASE_REVISION.loaded_revision().unwrap_or(BASE_REVISION_WANTED),
+        base_revision: BASE_REVISION
+            .loaded_revision()
+            .unwrap_or(BASE_REVISION_WANTED),
         bootloader,
         hhdm_offset: early.hhdm_offset,
         memory: early.memory,
@@ -180,8 +200,12 @@ pub fn collect(early: &Early) -> BootInfo {
 
 /// The boot modules, as (path, size in bytes, module command line).
 pub fn modules() -> impl Iterator<Item = (&'static str, u64, &'static str)> {
-    let files = MODULES.get_response().map_or(&[][..], |response| response.modules());
-    files.iter().map(|file| (text(file.path()), file.size(), text(file.string())))
+    let files = MODULES
+        .get_response()
+        .map_or(&[][..], |response| response.modules());
+    files
+        .iter()
+        .map(|file| (text(file.path()), file.size(), text(file.string())))
 }
 
 fn text(string: &CStr) -> &str {

@@ -48,18 +48,21 @@ pub fn panic_report(info: &core::panic::PanicInfo<'_>) {
 /// Early bring-up failed; tell the user what is missing and how to fix it, then stop.
 pub fn fatal_early(error: EarlyError) -> ! {
     let _ = match error {
-        EarlyError::NoDeviceTree => write!(
+        EarlyError::NoDeviceTree => writeln!(
             Serial,
             "keel: fatal: the bootloader gave no device tree (Limine DTB response).\n\
              keel: on QEMU `virt`, boot with `-machine virt,acpi=off` so the firmware \
-             publishes one (cargo xtask qemu-aarch64 does).\n"
+             publishes one (cargo xtask qemu-aarch64 does)."
         ),
         EarlyError::MissingDevice(what) => {
-            write!(Serial, "keel: fatal: required device missing or malformed: {what}\n")
+            writeln!(
+                Serial,
+                "keel: fatal: required device missing or malformed: {what}"
+            )
         }
-        EarlyError::OutOfMemory => write!(Serial, "keel: fatal: out of memory during early boot\n"),
+        EarlyError::OutOfMemory => writeln!(Serial, "keel: fatal: out of memory during early boot"),
         EarlyError::Unsupported(what) => {
-            write!(Serial, "keel: fatal: unsupported machine state: {what}\n")
+            writeln!(Serial, "keel: fatal: unsupported machine state: {what}")
         }
     };
     Cpu::power_off(ExitCode::Fatal)

@@ -20,7 +20,11 @@ impl EarlyFrames {
         let (base, length) = memory.largest_usable.unwrap_or((0, 0));
         let floor = base.next_multiple_of(FRAME);
         let next = (base + length) & !(FRAME - 1);
-        Self { hhdm_offset, next: next.max(floor), floor }
+        Self {
+            hhdm_offset,
+            next: next.max(floor),
+            floor,
+        }
     }
 
     /// The lowest frame handed out so far (everything from here up in that region is used).

@@ -1,0 +1,124 @@
+//! From sources to a booted kernel: prerequisites, loader choice, build, image, QEMU.
+//!
+//! `cargo xtask image`, `cargo xtask qemu-<arch>` and the integration tests all go through
+//! here, so a test boots exactly what a user boots.
+
+use std::path::{Path, PathBuf};
+
+use crate::compile::{self, Artifacts, WithLoader};
+use crate::image::{self, Contents};
+use crate::loader::{self, Loader, LoaderChoice};
+use crate::qemu::{self, Outcome, QemuOptions};
+use crate::{Arch, Context, Error, Profile, Result, Workspace, prereq, step};
+
+/// Everything one boot needs.
+#[derive(Clone, Debug)]
+pub struct BootOptions {
+    pub profile: Profile,
+    pub loader: LoaderChoice,
+    /// The kernel command line (written into `limine.conf`).
+    pub cmdline: String,
+    /// Where to write the image; `None` means `target/images/keel-<arch>.img`.
+    pub image: Option<PathBuf>,
+    /// Build first (`true`), or use what an earlier build left in `target/` (`false`).
+    pub build: bool,
+    pub qemu: QemuOptions,
+}
+
+impl BootOptions {
+    pub fn new(arch: Arch) -> Self {
+        Self {
+            profile: Profile::Debug,
+            loader: LoaderChoice::Auto,
+            cmdline: String::new(),
+            image: None,
+            build: true,
+            qemu: QemuOptions::new(arch),
+        }
+    }
+}
+
+/// The default image path for `arch`.
+pub fn default_image(workspace: &Workspace, arch: Arch) -> PathBuf {
+    workspace.images_dir().join(format!("keel-{arch}.img"))
+}
+
+/// Write an image holding `artifacts` and `loader`; prints its path and loader.
+pub fn make_image(
+    artifacts: &Artifacts,
+    loader: &Loader,
+    cmdline: &str,
+    path: &Path,
+) -> Result<PathBuf> {
+    let read =
+        |file: &Path| std::fs::read(file).context(|| format!("cannot read {}", file.display()));
+    let loader_file = match (loader, &artifacts.loader) {
+        (Loader::Limine(path), _) => path.clone(),
+        (Loader::Builtin, Some(path)) => path.clone(),
+        (Loader::Builtin, None) => {
+            return Err(Error::new(
+                "internal: the built-in loader was not built; build with WithLoader::Builtin",
+            ));
+        }
+    };
+    let contents = Contents {
+        arch: artifacts.arch,
+        loader: read(&loader_file)?,
+        kernel: read(&artifacts.kernel)?,
+        modules: artifacts
+            .user
+            .iter()
+            .map(|(name, elf)| Ok((name.clone(), read(elf)?)))
+            .collect::<Result<_>>()?,
+        cmdline: cmdline.to_owned(),
+    };
+    step(format_args!("writing image {}…", path.display()));
+    let size = image::write(path, &contents)?;
+    step(format_args!(
+        "image: {} ({} MiB, {} as {}, cmdline {:?})",
+        path.display(),
+        size >> 20,
+        loader,
+        artifacts.arch.efi_boot_file(),
+        cmdline
+    ));
+    Ok(path.to_path_buf())
+}
+
+/// Whether `loader` needs `tools/efi-loader` built.
+pub fn with_loader(loader: &Loader) -> WithLoader {
+    match loader {
+        Loader::Builtin => WithLoader::Builtin,
+        Loader::Limine(_) => WithLoader::Skip,
+    }
+}
+
+/// Check prerequisites, choose the loader, build, write the image and boot it.
+pub fn boot(workspace: &Workspace, options: &BootOptions) -> Result<Outcome> {
+    let arch = options.qemu.arch;
+    // Cheap checks first, so bad input fails before minutes of compiling.
+    image::check_cmdline(&options.cmdline)?;
+    prereq::ensure(workspace, &[arch])?;
+    let firmware = prereq::firmware(workspace, arch)?;
+    let loader = loader::resolve(workspace, options.loader, arch)?;
+    step(loader::describe_choice(options.loader, &loader));
+
+    let artifacts = if options.build {
+        compile::build(workspace, arch, options.profile, with_loader(&loader))?
+    } else {
+        compile::locate(workspace, arch, options.profile, with_loader(&loader))?
+    };
+    let path = options
+        .image
+        .clone()
+        .unwrap_or_else(|| default_image(workspace, arch));
+    let image = make_image(&artifacts, &loader, &options.cmdline, &path)?;
+    if options.qemu.gdb {
+        step(format_args!(
+            "QEMU waits for a debugger; attach with: {}",
+            qemu::gdb_command(workspace, arch, &artifacts.kernel)
+        ));
+    }
+    qemu::announce(&options.qemu, &image);
+    qemu::run(workspace, &options.qemu, &firmware, &image)
+}

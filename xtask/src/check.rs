@@ -1,0 +1,204 @@
+//! `cargo xtask test` and `cargo xtask lint`.
+
+use crate::arch::ArchChoice;
+use crate::compile::{self, Kind, USER_PROGRAMS};
+use crate::{Arch, Error, Profile, Result, Workspace, prereq, step};
+
+/// Crates that build and unit-test on the host (the kernel cannot: it needs `arch`).
+pub const HOST_CRATES: &[&str] = &["abi", "kcore", "arch-api", "efi-loader", "xtask"];
+
+/// The environment variable that tells `tests/` which architectures to boot.
+pub const TEST_ARCH_VAR: &str = "KEEL_TEST_ARCH";
+
+/// Set (to `1`) when `cargo xtask test` has built everything: the tests then boot what is in
+/// `target/` instead of rebuilding for every boot, so all of them test the same build.
+pub const PREBUILT_VAR: &str = "KEEL_TEST_PREBUILT";
+
+fn packages(command: &mut std::process::Command, packages: &[&str]) {
+    for package in packages {
+        command.args(["-p", package]);
+    }
+}
+
+/// Host unit tests, then a build and the QEMU integration tests for `arches`.
+pub fn test(workspace: &Workspace, arches: ArchChoice, filter: Option<&str>) -> Result<()> {
+    step(format_args!(
+        "running host unit tests ({})…",
+        HOST_CRATES.join(", ")
+    ));
+    let mut command = workspace.cargo();
+    command.arg("test");
+    packages(&mut command, HOST_CRATES);
+    forward(command, "host unit tests")?;
+
+    let selected = arches.arches();
+    prereq::ensure(workspace, &selected)?;
+    for &arch in &selected {
+        compile::build(
+            workspace,
+            arch,
+            Profile::Debug,
+            compile::WithLoader::Builtin,
+        )?;
+    }
+
+    let names: Vec<&str> = selected.iter().map(|arch| arch.name()).collect();
+    step(format_args!(
+        "running QEMU integration tests ({}{})…",
+        names.join(", "),
+        filter.map_or(String::new(), |filter| format!(", filter {filter:?}"))
+    ));
+    let mut command = workspace.cargo();
+    command
+        .args(["test", "-p", "tests"])
+        .env(TEST_ARCH_VAR, arches.name());
+    if let Some(filter) = filter {
+        command.args(["--", filter]);
+    }
+    forward(command, "QEMU integration tests")?;
+    step("all tests passed");
+    Ok(())
+}
+
+/// Run `command`; a failure forwards its exit status.
+fn forward(mut command: std::process::Command, what: &str) -> Result<()> {
+    let status = command
+        .status()
+        .map_err(|error| Error::new(format!("{what}: cannot start cargo: {error}")))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        code => Err(Error::forwarded(
+            code.unwrap_or(1),
+            format!("{what} failed ({status}); the failing tests are listed above"),
+        )),
+    }
+}
+
+/// One clippy run: what it covers, and the command.
+struct ClippyRun {
+    what: String,
+    command: std::process::Command,
+}
+
+fn clippy_runs(workspace: &Workspace) -> Vec<ClippyRun> {
+    let mut runs = Vec::new();
+    for arch in Arch::ALL {
+        let arch_crate = match arch {
+            Arch::X86_64 => "arch-x86_64",
+            Arch::Aarch64 => "arch-aarch64",
+        };
+        let mut command = Kind::Kernel.cargo(workspace, "clippy", arch);
+        packages(
+            &mut command,
+            &["kernel", arch_crate, "arch-api", "kcore", "abi"],
+        );
+        runs.push(ClippyRun {
+            what: format!(
+                "kernel, {arch_crate}, arch-api, kcore, abi for {}",
+                arch.kernel_target()
+            ),
+            command,
+        });
+
+        let mut command = Kind::User.cargo(workspace, "clippy", arch);
+        packages(&mut command, USER_PROGRAMS);
+        runs.push(ClippyRun {
+            what: format!("{} for {}", USER_PROGRAMS.join(", "), arch.user_target()),
+            command,
+        });
+
+        let mut command = Kind::Loader.cargo(workspace, "clippy", arch);
+        packages(&mut command, &["efi-loader"]);
+        runs.push(ClippyRun {
+            what: format!("efi-loader for {}", arch.loader_target()),
+            command,
+        });
+    }
+    let mut command = workspace.cargo();
+    command.arg("clippy");
+    packages(&mut command, HOST_CRATES);
+    packages(&mut command, &["tests"]);
+    command.arg("--all-targets");
+    runs.push(ClippyRun {
+        what: format!(
+            "{}, tests for the host (all targets)",
+            HOST_CRATES.join(", ")
+        ),
+        command,
+    });
+    for run in &mut runs {
+        run.command.args(["--", "-D", "warnings"]);
+    }
+    runs
+}
+
+/// `cargo fmt --check`, then clippy with `-D warnings` for every crate and target.
+pub fn lint(workspace: &Workspace) -> Result<()> {
+    compile::ensure_targets(workspace)?;
+    let mut failed = Vec::new();
+
+    step("checking formatting (cargo fmt --all --check)…");
+    let mut command = workspace.cargo();
+    command.args(["fmt", "--all", "--check"]);
+    if compile::run(command, "cargo fmt --check").is_err() {
+        failed.push("formatting (run `cargo fmt --all`)".to_owned());
+    }
+
+    for mut run in clippy_runs(workspace) {
+        step(format_args!("clippy: {}…", run.what));
+        if !run.command.status().is_ok_and(|status| status.success()) {
+            failed.push(format!("clippy on {}", run.what));
+        }
+    }
+    if failed.is_empty() {
+        step("lint passed");
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "lint failed: {}; fix the warnings printed above",
+            failed.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clippy_covers_every_target_with_its_flags() {
+        let workspace = Workspace::from_env();
+        let runs = clippy_runs(&workspace);
+        let lines: Vec<String> = runs
+            .iter()
+            .map(|run| {
+                let args: Vec<_> = run
+                    .command
+                    .get_args()
+                    .map(|arg| arg.to_string_lossy().into_owned())
+                    .collect();
+                args.join(" ")
+            })
+            .collect();
+        for target in [
+            "x86_64-unknown-none",
+            "aarch64-unknown-none-softfloat",
+            "aarch64-unknown-none",
+            "x86_64-unknown-uefi",
+            "aarch64-unknown-uefi",
+        ] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|line| line.contains(&format!("--target {target} ")))
+            );
+        }
+        assert!(lines.iter().all(|line| line.ends_with("-- -D warnings")));
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .contains("-p xtask -p tests --all-targets")
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! The command line of `cargo xtask`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::arch::ArchChoice;
+use crate::boot::{self, BootOptions};
+use crate::compile::WithLoader;
+use crate::loader::{self, LoaderChoice};
+use crate::qemu::QemuOptions;
+use crate::{Arch, Error, Profile, Result, Workspace, check, compile, image, step};
+
+/// Build, boot and test Keel. The only build entry point.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the kernel, the user programs and the UEFI loader.
+    Build {
+        #[arg(long, value_enum, default_value_t)]
+        arch: ArchChoice,
+        /// Optimized build (cargo's release profile).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and write a bootable GPT disk image per architecture to target/images/.
+    Image {
+        #[arg(long, value_enum, default_value_t)]
+        arch: ArchChoice,
+        /// Which UEFI loader goes into the image (auto: Limine if found, else built-in).
+        #[arg(long, value_enum, default_value_t)]
+        loader: LoaderChoice,
+        /// The kernel command line, e.g. "test=boot".
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// Optimized build (cargo's release profile).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, make an image and boot it on x86_64 (QEMU q35 + OVMF).
+    #[command(name = "qemu-x86")]
+    QemuX86(QemuArgs),
+    /// Build, make an image and boot it on AArch64 (QEMU virt + AAVMF).
+    #[command(name = "qemu-aarch64")]
+    QemuAarch64(QemuArgs),
+    /// Run the host unit tests, then the QEMU integration tests of tests/.
+    Test {
+        #[arg(long, value_enum, default_value_t)]
+        arch: ArchChoice,
+        /// Run only the integration tests whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Check formatting and run clippy with -D warnings on every crate for every target.
+    Lint,
+}
+
+/// Options of `qemu-x86` and `qemu-aarch64`.
+#[derive(Debug, Args)]
+pub struct QemuArgs {
+    /// Which UEFI loader boots the kernel (auto: Limine if found, else built-in).
+    #[arg(long, value_enum, default_value_t)]
+    pub loader: LoaderChoice,
+    /// The kernel command line, e.g. "test=boot".
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Number of CPUs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub smp: u32,
+    /// Guest memory (QEMU -m syntax).
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub mem: String,
+    /// CPU model [default: qemu64 on x86_64, cortex-a72 on AArch64].
+    #[arg(long, value_name = "MODEL")]
+    pub cpu: Option<String>,
+    /// GIC version (AArch64 only) [default: 3].
+    #[arg(long, value_name = "2|3", value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub gic: Option<u8>,
+    /// Wait for gdb on localhost:1234 and print the command that attaches it.
+    #[arg(long)]
+    pub gdb: bool,
+    /// Kill QEMU and fail (exit status 124) if the kernel has not powered off by then.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Also write the serial output to this file.
+    #[arg(long, value_name = "FILE")]
+    pub serial_log: Option<PathBuf>,
+    /// Optimized build (cargo's release profile).
+    #[arg(long)]
+    pub release: bool,
+    /// Extra arguments for QEMU, after `--`.
+    #[arg(last = true, value_name = "QEMU ARGS")]
+    pub qemu_args: Vec<String>,
+}
+
+impl QemuArgs {
+    fn boot_options(&self, arch: Arch) -> Result<BootOptions> {
+        if arch != Arch::Aarch64 && self.gic.is_some() {
+            return Err(Error::new(
+                "--gic applies to qemu-aarch64 only; drop it for qemu-x86",
+            ));
+        }
+        let mut qemu = QemuOptions::new(arch);
+        qemu.smp = self.smp;
+        qemu.mem = self.mem.clone();
+        qemu.cpu = self.cpu.clone();
+        qemu.gic = self.gic.unwrap_or(3);
+        qemu.gdb = self.gdb;
+        qemu.timeout = self.timeout.map(Duration::from_secs);
+        qemu.serial_log = self.serial_log.clone();
+        qemu.extra_args = self.qemu_args.clone();
+        Ok(BootOptions {
+            profile: Profile::from_release(self.release),
+            loader: self.loader,
+            cmdline: self.cmdline.clone(),
+            image: None,
+            build: true,
+            qemu,
+        })
+    }
+}
+
+/// Run a parsed command. `Ok` carries the exit status (the kernel's exit code for
+/// `qemu-*`, else 0).
+pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Build { arch, release } => {
+            for arch in arch.arches() {
+                let profile = Profile::from_release(release);
+                compile::build(workspace, arch, profile, WithLoader::Builtin)?;
+            }
+            step("build finished");
+            Ok(0)
+        }
+        Command::Image {
+            arch,
+            loader: choice,
+            cmdline,
+            release,
+        } => {
+            image::check_cmdline(&cmdline)?;
+            let loaders = arch
+                .arches()
+                .into_iter()
+                .map(|arch| Ok((arch, loader::resolve(workspace, choice, arch)?)))
+                .collect::<Result<Vec<_>>>()?;
+            for (arch, loader) in loaders {
+                step(loader::describe_choice(choice, &loader));
+                let profile = Profile::from_release(release);
+                let artifacts =
+                    compile::build(workspace, arch, profile, boot::with_loader(&loader))?;
+                let path = boot::default_image(workspace, arch);
+                boot::make_image(&artifacts, &loader, &cmdline, &path)?;
+            }
+            Ok(0)
+        }
+        Command::QemuX86(args) => qemu(workspace, Arch::X86_64, &args),
+        Command::QemuAarch64(args) => qemu(workspace, Arch::Aarch64, &args),
+        Command::Test { arch, filter } => {
+            check::test(workspace, arch, filter.as_deref())?;
+            Ok(0)
+        }
+        Command::Lint => {
+            check::lint(workspace)?;
+            Ok(0)
+        }
+    }
+}
+
+fn qemu(workspace: &Workspace, arch: Arch, args: &QemuArgs) -> Result<u8> {
+    let options = args.boot_options(arch)?;
+    step(format_args!(
+        "{}: {}",
+        arch.qemu_subcommand(),
+        options.qemu.quit_hint()
+    ));
+    let outcome = boot::boot(workspace, &options)?;
+    let code = outcome.ending.into_result()?;
+    step(format_args!("the kernel powered off with exit code {code}"));
+    Ok(code)
+}
+
+/// The whole program: parse, run, print the one error line, exit.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(&Workspace::from_env(), cli) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_has_a_doc_line() {
+        for sub in Cli::command().get_subcommands() {
+            assert!(
+                sub.get_about().is_some(),
+                "{} has no doc comment",
+                sub.get_name()
+            );
+        }
+    }
+
+    #[test]
+    fn parses_qemu_options() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "qemu-aarch64",
+            "--cmdline",
+            "test=boot",
+            "--gic",
+            "2",
+            "--smp",
+            "2",
+            "--timeout",
+            "120",
+            "--serial-log",
+            "/tmp/x.log",
+            "--",
+            "-d",
+            "int",
+        ])
+        .unwrap();
+        let Command::QemuAarch64(args) = cli.command else {
+            panic!("qemu-aarch64")
+        };
+        let options = args.boot_options(Arch::Aarch64).unwrap();
+        assert_eq!(options.cmdline, "test=boot");
+        assert_eq!(options.qemu.gic, 2);
+        assert_eq!(options.qemu.smp, 2);
+        assert_eq!(options.qemu.mem, "256M");
+        assert_eq!(options.qemu.timeout, Some(Duration::from_secs(120)));
+        assert_eq!(options.qemu.extra_args, ["-d", "int"]);
+        assert!(options.qemu.piped());
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(Cli::try_parse_from(["xtask", "build", "--arch", "riscv64"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "qemu-aarch64", "--gic", "4"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "qemu-x86", "--gic", "2"]).unwrap();
+        let Command::QemuX86(args) = cli.command else {
+            panic!("qemu-x86")
+        };
+        assert!(args.boot_options(Arch::X86_64).is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! Bootable disk images: a GPT disk with one FAT EFI system partition, built in Rust.
+//!
+//! The partition holds the UEFI loader at the removable-media path (`EFI/BOOT/BOOTX64.EFI`
+//! or `BOOTAA64.EFI`), `limine.conf`, the kernel at `/boot/keel` and each user program at
+//! `/boot/<name>`. The FAT file system is formatted in memory and written into the file at
+//! the partition's offset; the GPT (with its protective MBR) is written around it. No
+//! external tool (mtools, xorriso, mkfs) is involved.
+//!
+//! `limine.conf` uses Limine 8 syntax and names the kernel with both `kernel_path` (Limine 8)
+//! and `path` (Limine 9 and later), so one image boots under `efi-loader` and any Limine ≥ 8.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use crate::{Arch, Context, Error, Result};
+
+/// Sector size of the image.
+const SECTOR: u64 = 512;
+/// Partition alignment and the space reserved before it (1 MiB, as partitioning tools do).
+const ALIGN: u64 = 1 << 20;
+/// The smallest ESP we make: large enough that the FAT is FAT32, which the UEFI
+/// specification names for system partitions.
+const MIN_ESP: u64 = 64 << 20;
+/// Where the kernel lives on the ESP.
+pub const KERNEL_PATH: &str = "boot/keel";
+
+/// Everything that goes onto the ESP.
+#[derive(Clone, Debug)]
+pub struct Contents {
+    pub arch: Arch,
+    /// The UEFI application installed as `EFI/BOOT/BOOT<arch>.EFI`.
+    pub loader: Vec<u8>,
+    /// The kernel ELF.
+    pub kernel: Vec<u8>,
+    /// `(name, ELF)` of each user program, packed as a module with command line `name`.
+    pub modules: Vec<(String, Vec<u8>)>,
+    /// The kernel command line.
+    pub cmdline: String,
+}
+
+/// The `limine.conf` for a kernel command line and a list of module names.
+pub fn limine_conf(cmdline: &str, modules: &[&str]) -> String {
+    let mut text = String::from("timeout: 0\n\n/Keel\n    protocol: limine\n");
+    // Limine 8 calls it `kernel_path`; Limine 9 renamed it `path`. Each ignores the other.
+    text.push_str(&format!("    kernel_path: boot():/{KERNEL_PATH}\n"));
+    text.push_str(&format!("    path: boot():/{KERNEL_PATH}\n"));
+    if !cmdline.is_empty() {
+        text.push_str(&format!("    cmdline: {cmdline}\n"));
+    }
+    for name in modules {
+        text.push_str(&format!("    module_path: boot():/boot/{name}\n"));
+        text.push_str(&format!("    module_cmdline: {name}\n"));
+    }
+    text
+}
+
+/// Check that a kernel command line fits in one `limine.conf` line.
+pub fn check_cmdline(cmdline: &str) -> Result<()> {
+    if cmdline.contains(['\n', '\r']) {
+        return Err(Error::new(
+            "the kernel command line must be one line; remove the line breaks from --cmdline",
+        ));
+    }
+    Ok(())
+}
+
+/// Write the disk image to `path` (replacing it) and return its size in bytes.
+pub fn write(path: &Path, contents: &Contents) -> Result<u64> {
+    check_cmdline(&contents.cmdline)?;
+    let names: Vec<&str> = contents
+        .modules
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let conf = limine_conf(&contents.cmdline, &names);
+
+    let mut files: Vec<(String, &[u8])> = vec![
+        (
+            format!("EFI/BOOT/{}", contents.arch.efi_boot_file()),
+            &contents.loader,
+        ),
+        ("limine.conf".to_owned(), conf.as_bytes()),
+        (KERNEL_PATH.to_owned(), &contents.kernel),
+    ];
+    for (name, elf) in &contents.modules {
+        files.push((format!("boot/{name}"), elf));
+    }
+
+    let payload: u64 = files.iter().map(|(_, data)| data.len() as u64).sum();
+    // Room for FAT overhead, cluster slack and a user copying a file or two in by hand.
+    let esp_size = round_up((payload + payload / 4 + (8 << 20)).max(MIN_ESP), ALIGN);
+    let esp = format_esp(esp_size, &files)
+        .context(|| format!("cannot build the FAT partition for {}", path.display()))?;
+
+    let total = ALIGN + esp_size + ALIGN;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_disk(path, total, &esp).context(|| format!("cannot write {}", path.display()))?;
+    Ok(total)
+}
+
+fn round_up(value: u64, align: u64) -> u64 {
+    value.div_ceil(align) * align
+}
+
+/// Format a FAT volume of `size` bytes in memory and copy `files` onto it.
+fn format_esp(size: u64, files: &[(String, &[u8])]) -> io::Result<Vec<u8>> {
+    let mut volume = Cursor::new(vec![0u8; size as usize]);
+    let options = fatfs::FormatVolumeOptions::new().volume_label(*b"KEEL ESP   ");
+    fatfs::format_volume(&mut volume, options)?;
+    volume.seek(SeekFrom::Start(0))?;
+    {
+        let fs = fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new())?;
+        for (path, data) in files {
+            let root = fs.root_dir();
+            let mut dir = root;
+            let mut parts: Vec<&str> = path.split('/').collect();
+            let name = parts.pop().expect("split yields at least one part");
+            for part in parts {
+                dir = dir.create_dir(part)?; // opens it when it exists
+            }
+            let mut file = dir.create_file(name)?;
+            file.truncate()?;
+            file.write_all(data)?;
+        }
+        fs.unmount()?;
+    }
+    Ok(volume.into_inner())
+}
+
+/// Write the protective MBR, the GPT and the ESP (at [`ALIGN`]) into a `total`-byte file.
+fn write_disk(path: &Path, total: u64, esp: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.set_len(total)?;
+    // Skip the all-zero stretches of the ESP: the file reads back zeros there anyway, and
+    // most file systems keep it sparse.
+    const CHUNK: usize = 64 << 10;
+    for (index, chunk) in esp.chunks(CHUNK).enumerate() {
+        if chunk.iter().any(|&byte| byte != 0) {
+            file.seek(SeekFrom::Start(ALIGN + (index * CHUNK) as u64))?;
+            file.write_all(chunk)?;
+        }
+    }
+
+    let sectors = total / SECTOR;
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(u32::MAX));
+    mbr.overwrite_lba0(&mut file).map_err(io::Error::other)?;
+
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .create_from_device(file, None)
+        .map_err(io::Error::other)?;
+    disk.add_partition_at(
+        "EFI system partition",
+        1,
+        ALIGN / SECTOR,
+        esp.len() as u64 / SECTOR,
+        gpt::partition_types::EFI,
+        0,
+    )
+    .map_err(io::Error::other)?;
+    let file = disk.write().map_err(io::Error::other)?;
+    file.sync_all()
+}
+
+/// Read one file of the ESP back out of an image (`path` relative to the ESP root, with
+/// `/` separators), checking the GPT on the way. For tests and for debugging images.
+pub fn read_esp_file(image: &Path, path: &str) -> Result<Vec<u8>> {
+    let what = || format!("cannot read {path} from {}", image.display());
+    let file = File::open(image).context(what)?;
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .open_from_device(file)
+        .map_err(|error| Error::new(format!("{}: no valid GPT: {error}", what())))?;
+    let esp = disk
+        .partitions()
+        .values()
+        .find(|partition| partition.part_type_guid == gpt::partition_types::EFI)
+        .ok_or_else(|| Error::new(format!("{}: no EFI system partition", what())))?;
+    let start = esp.first_lba * SECTOR;
+    let length = (esp.last_lba + 1 - esp.first_lba) * SECTOR;
+    let mut file = disk.take_device();
+    let mut volume = vec![0u8; length as usize];
+    file.seek(SeekFrom::Start(start)).context(what)?;
+    file.read_exact(&mut volume).context(what)?;
+
+    let mut volume = Cursor::new(volume);
+    let fs = fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new()).context(what)?;
+    let mut data = Vec::new();
+    fs.root_dir()
+        .open_file(path)
+        .context(what)?
+        .read_to_end(&mut data)
+        .context(what)?;
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("keel-xtask-image-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn conf_names_kernel_both_ways_and_every_module() {
+        let conf = limine_conf("test=boot", &["init", "console"]);
+        assert_eq!(
+            conf,
+            "timeout: 0\n\n/Keel\n    protocol: limine\n    kernel_path: boot():/boot/keel\n    \
+             path: boot():/boot/keel\n    cmdline: test=boot\n    module_path: boot():/boot/init\n    \
+             module_cmdline: init\n    module_path: boot():/boot/console\n    \
+             module_cmdline: console\n"
+        );
+        assert!(!limine_conf("", &["init"]).contains("cmdline: \n"));
+        assert!(check_cmdline("a\nb").is_err());
+    }
+
+    #[test]
+    fn image_reads_back() {
+        let path = scratch("read-back.img");
+        let kernel: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let contents = Contents {
+            arch: Arch::Aarch64,
+            loader: b"MZ loader".to_vec(),
+            kernel: kernel.clone(),
+            modules: vec![("init".to_owned(), b"\x7fELF init".to_vec())],
+            cmdline: "test=boot quiet".to_owned(),
+        };
+        let size = write(&path, &contents).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), size);
+
+        // The GPT: one EFI system partition, aligned, inside the disk, with a protective MBR.
+        let disk = gpt::GptConfig::new().open(&path).unwrap();
+        let partitions: Vec<_> = disk.partitions().values().collect();
+        assert_eq!(partitions.len(), 1);
+        assert_eq!(partitions[0].part_type_guid, gpt::partition_types::EFI);
+        assert_eq!(partitions[0].first_lba * SECTOR, ALIGN);
+        assert!((partitions[0].last_lba + 1) * SECTOR <= size - 33 * SECTOR);
+        let mut mbr = File::open(&path).unwrap();
+        let mbr = gpt::mbr::ProtectiveMBR::from_disk(&mut mbr, gpt::disk::LogicalBlockSize::Lb512)
+            .unwrap();
+        assert_eq!(mbr.partition(0).unwrap().os_type, 0xEE);
+
+        // The FAT: every file where the loader and the kernel look for it.
+        assert_eq!(
+            read_esp_file(&path, "EFI/BOOT/BOOTAA64.EFI").unwrap(),
+            b"MZ loader"
+        );
+        assert_eq!(read_esp_file(&path, "boot/keel").unwrap(), kernel);
+        assert_eq!(read_esp_file(&path, "boot/init").unwrap(), b"\x7fELF init");
+        let conf = String::from_utf8(read_esp_file(&path, "limine.conf").unwrap()).unwrap();
+        assert_eq!(conf, limine_conf("test=boot quiet", &["init"]));
+        assert!(conf.contains("    kernel_path: boot():/boot/keel\n"));
+        assert!(conf.contains("    path: boot():/boot/keel\n"));
+        assert!(conf.contains("    cmdline: test=boot quiet\n"));
+        assert!(conf.contains("    module_path: boot():/boot/init\n    module_cmdline: init\n"));
+        assert!(read_esp_file(&path, "EFI/BOOT/BOOTX64.EFI").is_err());
+
+        // Writing again replaces the image rather than appending to it.
+        let again = Contents {
+            cmdline: String::new(),
+            ..contents
+        };
+        write(&path, &again).unwrap();
+        let conf = String::from_utf8(read_esp_file(&path, "limine.conf").unwrap()).unwrap();
+        assert!(!conf.contains("cmdline: test"));
+        fs::remove_file(&path).unwrap();
+    }
+}

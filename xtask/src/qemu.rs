@@ -1,0 +1,622 @@
+//! Running an image in QEMU and turning how QEMU ended into the kernel's exit code.
+//!
+//! Two modes:
+//! - **interactive** (no timeout, no log, not captured): `-serial mon:stdio`, QEMU owns the
+//!   terminal; quit with Ctrl-A X.
+//! - **piped** (a timeout, a serial log, or a library caller that wants the lines): QEMU's
+//!   stdout is read line by line, echoed to the terminal, written to the log and kept for the
+//!   caller; stdin is not forwarded (quit with Ctrl-C), so a killed QEMU never leaves the
+//!   terminal in raw mode.
+//!
+//! How the kernel reports its exit code (DESIGN.md §8): on x86_64 it writes `code` to the
+//! `isa-debug-exit` port and QEMU exits with `(code << 1) | 1`; on AArch64 it makes the
+//! semihosting `SYS_EXIT` call and QEMU exits with `code`. QEMU's own failures also exit
+//! with 1, which on x86_64 reads as kernel code 0; QEMU prints an error on stderr first, so
+//! stderr is watched and such an ending is reported as a QEMU failure instead.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use crate::prereq::Firmware;
+use crate::{Arch, Context, Error, Result, Workspace, step};
+
+/// The options of `cargo xtask qemu-<arch>`, plus two for library callers.
+#[derive(Clone, Debug)]
+pub struct QemuOptions {
+    pub arch: Arch,
+    pub smp: u32,
+    /// `-m`, e.g. `256M`.
+    pub mem: String,
+    /// `-cpu`; `None` means [`default_cpu`].
+    pub cpu: Option<String>,
+    /// GIC version on AArch64 (2 or 3).
+    pub gic: u8,
+    /// Wait for a debugger on `localhost:1234` (`-s -S`).
+    pub gdb: bool,
+    /// Kill QEMU after this long and report a timeout.
+    pub timeout: Option<Duration>,
+    /// Also write the serial output to this file.
+    pub serial_log: Option<PathBuf>,
+    /// Appended to QEMU's command line as given (after `--`).
+    pub extra_args: Vec<String>,
+    /// Library callers: read the serial output even without a timeout or log, and echo it
+    /// through `println!` (which a test harness captures).
+    pub capture: bool,
+    /// Library callers: once a serial line contains this text, allow only this much longer
+    /// (so a test that expects a timeout waits for the boot, then briefly).
+    pub deadline_after: Option<(String, Duration)>,
+    /// Echo the serial output to the terminal (piped mode).
+    pub echo: bool,
+}
+
+impl QemuOptions {
+    /// The defaults of `cargo xtask qemu-<arch>`.
+    pub fn new(arch: Arch) -> Self {
+        Self {
+            arch,
+            smp: 1,
+            mem: "256M".to_owned(),
+            cpu: None,
+            gic: 3,
+            gdb: false,
+            timeout: None,
+            serial_log: None,
+            extra_args: Vec::new(),
+            capture: false,
+            deadline_after: None,
+            echo: true,
+        }
+    }
+
+    /// Whether QEMU's stdout is read by the xtask rather than given the terminal.
+    pub fn piped(&self) -> bool {
+        self.timeout.is_some() || self.serial_log.is_some() || self.capture
+    }
+
+    /// How the user stops this run.
+    pub fn quit_hint(&self) -> &'static str {
+        if self.piped() {
+            "quit QEMU with Ctrl-C (the serial console is output-only with --timeout or --serial-log)"
+        } else {
+            "quit QEMU with Ctrl-A X (Ctrl-A C for the QEMU monitor)"
+        }
+    }
+}
+
+/// The CPU model used when `--cpu` is not given.
+pub fn default_cpu(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "qemu64",
+        Arch::Aarch64 => "cortex-a72",
+    }
+}
+
+/// QEMU's arguments (without the program) for booting `image`.
+pub fn arguments(
+    options: &QemuOptions,
+    firmware: &Firmware,
+    vars_copy: &Path,
+    image: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(|item| item.to_string()));
+    match options.arch {
+        Arch::X86_64 => push(&["-machine", "q35"]),
+        Arch::Aarch64 => {
+            push(&[
+                "-machine",
+                &format!("virt,acpi=off,gic-version={}", options.gic),
+            ]);
+            push(&["-semihosting-config", "enable=on,target=native"]);
+        }
+    }
+    let cpu = options.cpu.as_deref().unwrap_or(default_cpu(options.arch));
+    push(&[
+        "-cpu",
+        cpu,
+        "-smp",
+        &options.smp.to_string(),
+        "-m",
+        &options.mem,
+    ]);
+    push(&[
+        "-drive",
+        &format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            firmware.code.display()
+        ),
+        "-drive",
+        &format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display()),
+    ]);
+    push(&[
+        "-drive",
+        &format!("file={},format=raw,if=none,id=disk", image.display()),
+        "-device",
+        "virtio-blk-pci,drive=disk",
+    ]);
+    if options.arch == Arch::X86_64 {
+        push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    }
+    push(&["-display", "none", "-nic", "none", "-no-reboot"]);
+    if options.piped() {
+        push(&["-serial", "stdio", "-monitor", "none"]);
+    } else {
+        push(&["-serial", "mon:stdio"]);
+    }
+    if options.gdb {
+        push(&["-s", "-S"]);
+    }
+    args.extend(options.extra_args.iter().cloned());
+    args
+}
+
+/// How a QEMU run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The kernel powered the machine off with this exit code.
+    Exit(u8),
+    /// QEMU was killed after this many seconds (rounded).
+    Timeout(u64),
+    /// QEMU ended without a kernel exit code; the text says how and what it likely means.
+    NoExitCode(String),
+}
+
+impl Ending {
+    /// The xtask's result for this ending: the kernel's code, or the error line.
+    pub fn into_result(self) -> Result<u8> {
+        match self {
+            Ending::Exit(code) => Ok(code),
+            Ending::Timeout(seconds) => Err(Error::timeout(seconds)),
+            Ending::NoExitCode(why) => Err(Error::forwarded(125, why)),
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub ending: Ending,
+    /// The serial lines (piped mode only), with `\r` and terminal escape sequences removed.
+    pub lines: Vec<String>,
+}
+
+impl Outcome {
+    /// The first serial line that contains `text`.
+    pub fn line_containing(&self, text: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .find(|line| line.contains(text))
+    }
+
+    /// The first serial line that starts with `prefix`, ignoring anything the firmware left
+    /// before the kernel's first output on the same line.
+    pub fn line_starting(&self, prefix: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find_map(|line| line.find(prefix).map(|at| &line[at..]))
+    }
+}
+
+/// Map QEMU's exit status to an [`Ending`]. `qemu_error` says whether QEMU printed an error
+/// on stderr.
+pub fn ending_from_status(arch: Arch, status: Option<i32>, qemu_error: bool) -> Ending {
+    let Some(status) = status else {
+        return Ending::NoExitCode("QEMU was killed by a signal".to_owned());
+    };
+    if qemu_error && status == 1 {
+        return Ending::NoExitCode(
+            "QEMU failed (its error is printed above); fix the option or file it names".to_owned(),
+        );
+    }
+    match arch {
+        Arch::X86_64 if status & 1 == 1 => Ending::Exit((status >> 1) as u8),
+        Arch::X86_64 if status == 0 => Ending::NoExitCode(
+            "QEMU exited without the kernel's exit code: quit by the user, or a triple fault \
+             reset the machine (-no-reboot); the serial output above shows which"
+                .to_owned(),
+        ),
+        Arch::X86_64 => Ending::NoExitCode(format!(
+            "QEMU exited with status {status}, which isa-debug-exit never produces; see its \
+             messages above"
+        )),
+        Arch::Aarch64 => Ending::Exit(status as u8),
+    }
+}
+
+/// Remove `\r` and ANSI escape sequences (the firmware clears the screen on serial).
+pub fn clean_line(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    // CSI: parameters and intermediates, then one final byte in @..~.
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    // nF escapes (ESC ( B selects a character set): intermediates in
+                    // space../, then one final byte.
+                    while chars.next_if(|c| (' '..='/').contains(c)).is_some() {}
+                    chars.next();
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A per-run copy of the firmware variables (the firmware writes to them), removed on drop.
+struct VarsCopy(PathBuf);
+
+impl VarsCopy {
+    fn new(workspace: &Workspace, firmware: &Firmware, arch: Arch) -> Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = workspace.images_dir();
+        std::fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("vars-{arch}-{}-{n}.fd", std::process::id()));
+        std::fs::copy(&firmware.vars, &path).context(|| {
+            format!(
+                "cannot copy {} to {}",
+                firmware.vars.display(),
+                path.display()
+            )
+        })?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for VarsCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Boot `image` in QEMU and wait for it to end.
+pub fn run(
+    workspace: &Workspace,
+    options: &QemuOptions,
+    firmware: &Firmware,
+    image: &Path,
+) -> Result<Outcome> {
+    let vars = VarsCopy::new(workspace, firmware, options.arch)?;
+    let args = arguments(options, firmware, &vars.0, image);
+    let program = options.arch.qemu_binary();
+    let mut command = workspace.command(program);
+    command.args(&args).stderr(Stdio::piped());
+    if options.piped() {
+        command.stdin(Stdio::null()).stdout(Stdio::piped());
+    }
+    let mut log = match &options.serial_log {
+        Some(path) => {
+            Some(File::create(path).context(|| format!("cannot create {}", path.display()))?)
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|error| {
+        Error::new(format!(
+            "cannot start {program}: {error}; is QEMU installed?"
+        ))
+    })?;
+
+    let qemu_error = Arc::new(AtomicBool::new(false));
+    let stderr = watch_stderr(&mut child, qemu_error.clone(), !options.piped());
+    let result = if options.piped() {
+        wait_piped(&mut child, options, log.as_mut())
+    } else {
+        let status = child.wait().context(|| format!("waiting for {program}"))?;
+        Ok((Some(status), Vec::new()))
+    };
+    let (status, lines) = match result {
+        Ok(done) => done,
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error);
+        }
+    };
+    let _ = stderr.join();
+    let ending = match status {
+        // Killed at the deadline: report the time it actually had (a library caller's
+        // `deadline_after` may have cut the timeout short).
+        None => Ending::Timeout(started.elapsed().as_secs_f64().round() as u64),
+        Some(status) => ending_from_status(
+            options.arch,
+            status.code(),
+            qemu_error.load(Ordering::Relaxed),
+        ),
+    };
+    Ok(Outcome { ending, lines })
+}
+
+/// Echo QEMU's stderr and note whether it reported an error (not a warning).
+fn watch_stderr(
+    child: &mut Child,
+    qemu_error: Arc<AtomicBool>,
+    raw_terminal: bool,
+) -> std::thread::JoinHandle<()> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr)
+            .lines()
+            .map_while(std::io::Result::ok)
+        {
+            if line.starts_with("qemu") && !line.contains("warning:") {
+                qemu_error.store(true, Ordering::Relaxed);
+            }
+            // In interactive mode QEMU has put the terminal in raw mode: return the carriage.
+            if raw_terminal {
+                eprint!("{line}\r\n");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    })
+}
+
+/// Read serial lines until QEMU exits (`Some(status)`) or the deadline passes (`None`,
+/// QEMU killed).
+fn wait_piped(
+    child: &mut Child,
+    options: &QemuOptions,
+    mut log: Option<&mut File>,
+) -> Result<(Option<std::process::ExitStatus>, Vec<String>)> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut stdout = BufReader::new(stdout);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            match stdout.read_until(b'\n', &mut raw) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&raw);
+                    if sender.send(text.trim_end_matches('\n').to_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    let start = Instant::now();
+    let mut deadline = options.timeout.map(|timeout| start + timeout);
+    let mut lines = Vec::new();
+    let mut stdout_open = true;
+    let poll = Duration::from_millis(100);
+    let status = loop {
+        let wait = deadline.map_or(poll, |deadline| {
+            deadline.saturating_duration_since(Instant::now()).min(poll)
+        });
+        if stdout_open {
+            match receiver.recv_timeout(wait) {
+                Ok(raw) => {
+                    let line = clean_line(&raw);
+                    take_line(options, &raw, &line, log.as_deref_mut())?;
+                    if let Some((text, extra)) = &options.deadline_after
+                        && line.contains(text.as_str())
+                    {
+                        let soon = Instant::now() + *extra;
+                        deadline = Some(deadline.map_or(soon, |deadline| deadline.min(soon)));
+                    }
+                    lines.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => stdout_open = false,
+            }
+        } else {
+            std::thread::sleep(wait);
+        }
+        if let Some(status) = child.try_wait().context(|| "waiting for QEMU".to_owned())? {
+            break Some(status);
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+    };
+    // QEMU is gone, so its stdout is closed: collect what it wrote last.
+    let _ = reader.join();
+    for raw in receiver.try_iter() {
+        let line = clean_line(&raw);
+        take_line(options, &raw, &line, log.as_deref_mut())?;
+        lines.push(line);
+    }
+    Ok((status, lines))
+}
+
+fn take_line(options: &QemuOptions, raw: &str, line: &str, log: Option<&mut File>) -> Result<()> {
+    if options.echo && options.capture {
+        // A library caller (a test): go through `println!`, which the test harness captures.
+        println!("{}", raw.trim_end_matches('\r'));
+    } else if options.echo {
+        // The terminal: a closed stdout (`| head`) must not stop the run.
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", raw.trim_end_matches('\r'));
+        let _ = stdout.flush();
+    }
+    if let Some(log) = log {
+        writeln!(log, "{line}").context(|| "cannot write the serial log".to_owned())?;
+    }
+    Ok(())
+}
+
+/// The exact command that attaches a debugger to a `--gdb` run.
+pub fn gdb_command(workspace: &Workspace, arch: Arch, kernel: &Path) -> String {
+    let gdb = match arch {
+        Arch::Aarch64 if crate::prereq::find_in_path(workspace, "gdb-multiarch").is_some() => {
+            "gdb-multiarch"
+        }
+        _ => "gdb",
+    };
+    format!(
+        "{gdb} {} -ex 'target remote localhost:1234'",
+        kernel.display()
+    )
+}
+
+/// Print where the run stands before QEMU starts.
+pub fn announce(options: &QemuOptions, image: &Path) {
+    let timeout = options.timeout.map_or(String::new(), |timeout| {
+        format!(", timeout {} s", timeout.as_secs())
+    });
+    step(format_args!(
+        "booting {} in {}{timeout}; {}",
+        image.display(),
+        options.arch.qemu_binary(),
+        options.quit_hint()
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firmware() -> Firmware {
+        Firmware {
+            code: "/fw/CODE.fd".into(),
+            vars: "/fw/VARS.fd".into(),
+        }
+    }
+
+    fn joined(options: &QemuOptions) -> String {
+        arguments(
+            options,
+            &firmware(),
+            Path::new("/t/vars.fd"),
+            Path::new("/t/keel.img"),
+        )
+        .join(" ")
+    }
+
+    #[test]
+    fn x86_command_line() {
+        let mut options = QemuOptions::new(Arch::X86_64);
+        options.extra_args = vec!["-d".into(), "int".into()];
+        let line = joined(&options);
+        assert_eq!(
+            line,
+            "-machine q35 -cpu qemu64 -smp 1 -m 256M \
+             -drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd \
+             -drive if=pflash,format=raw,unit=1,file=/t/vars.fd \
+             -drive file=/t/keel.img,format=raw,if=none,id=disk -device virtio-blk-pci,drive=disk \
+             -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+             -display none -nic none -no-reboot -serial mon:stdio -d int"
+        );
+    }
+
+    #[test]
+    fn aarch64_command_line_piped_with_gdb() {
+        let mut options = QemuOptions::new(Arch::Aarch64);
+        options.gic = 2;
+        options.smp = 4;
+        options.mem = "1G".into();
+        options.cpu = Some("max".into());
+        options.gdb = true;
+        options.timeout = Some(Duration::from_secs(5));
+        let line = joined(&options);
+        assert!(line.starts_with(
+            "-machine virt,acpi=off,gic-version=2 -semihosting-config enable=on,target=native \
+             -cpu max -smp 4 -m 1G "
+        ));
+        assert!(line.contains(" -device virtio-blk-pci,drive=disk "));
+        assert!(!line.contains("isa-debug-exit"));
+        assert!(line.ends_with("-no-reboot -serial stdio -monitor none -s -S"));
+    }
+
+    #[test]
+    fn exit_status_mapping() {
+        use Ending::*;
+        assert_eq!(ending_from_status(Arch::X86_64, Some(1), false), Exit(0));
+        assert_eq!(ending_from_status(Arch::X86_64, Some(3), false), Exit(1));
+        assert_eq!(ending_from_status(Arch::X86_64, Some(5), false), Exit(2));
+        assert!(matches!(
+            ending_from_status(Arch::X86_64, Some(1), true),
+            NoExitCode(_)
+        ));
+        assert!(matches!(
+            ending_from_status(Arch::X86_64, Some(0), false),
+            NoExitCode(_)
+        ));
+        assert!(matches!(
+            ending_from_status(Arch::X86_64, Some(2), false),
+            NoExitCode(_)
+        ));
+        assert!(matches!(
+            ending_from_status(Arch::X86_64, None, false),
+            NoExitCode(_)
+        ));
+        assert_eq!(ending_from_status(Arch::Aarch64, Some(0), false), Exit(0));
+        assert_eq!(ending_from_status(Arch::Aarch64, Some(2), false), Exit(2));
+        assert!(matches!(
+            ending_from_status(Arch::Aarch64, Some(1), true),
+            NoExitCode(_)
+        ));
+        assert_eq!(Timeout(60).into_result().unwrap_err().exit_code(), 124);
+        assert_eq!(Exit(1).into_result(), Ok(1));
+    }
+
+    #[test]
+    fn lines_are_cleaned_and_found() {
+        assert_eq!(
+            clean_line("\x1b[2J\x1b[01;01HKeel 0.1.0 x86_64\r"),
+            "Keel 0.1.0 x86_64"
+        );
+        assert_eq!(clean_line("\x1b(Bplain"), "plain");
+        let outcome = Outcome {
+            ending: Ending::Exit(0),
+            lines: vec!["BdsDxe: starting".into(), "junkKeel 0.1.0 x86_64".into()],
+        };
+        assert_eq!(outcome.line_starting("Keel "), Some("Keel 0.1.0 x86_64"));
+        assert_eq!(outcome.line_containing("BdsDxe"), Some("BdsDxe: starting"));
+        assert_eq!(outcome.line_starting("nothing"), None);
+    }
+
+    #[test]
+    fn piped_run_times_out_and_reports_lines() {
+        // A stand-in for QEMU: a shell that prints a banner, then never powers off.
+        let workspace = Workspace::from_env();
+        let mut options = QemuOptions::new(Arch::X86_64);
+        options.timeout = Some(Duration::from_secs(30));
+        options.deadline_after = Some(("banner".to_owned(), Duration::from_millis(300)));
+        options.echo = false;
+        let mut child = workspace
+            .command("sh")
+            .args(["-c", "printf 'fw\\r\\nbanner\\n'; exec sleep 30"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let (status, lines) = wait_piped(&mut child, &options, None).unwrap();
+        assert_eq!(status, None);
+        assert_eq!(lines, ["fw", "banner"]);
+        assert!(started.elapsed() < Duration::from_secs(25));
+
+        // And one that exits: the status and every line are kept.
+        let mut child = workspace
+            .command("sh")
+            .args(["-c", "printf 'a\\nb'; exit 3"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (status, lines) = wait_piped(&mut child, &options, None).unwrap();
+        assert_eq!(status.and_then(|status| status.code()), Some(3));
+        assert_eq!(lines, ["a", "b"]);
+    }
+}
