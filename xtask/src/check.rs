@@ -26,10 +26,11 @@ pub fn test(workspace: &Workspace, arches: ArchChoice, filter: Option<&str>) -> 
         "running host unit tests ({})…",
         HOST_CRATES.join(", ")
     ));
+    let mut tally = Tally::default();
     let mut command = workspace.cargo();
     command.arg("test");
     packages(&mut command, HOST_CRATES);
-    forward(command, "host unit tests")?;
+    forward(command, "host unit tests", &mut tally)?;
 
     let selected = arches.arches();
     prereq::ensure(workspace, &selected)?;
@@ -55,23 +56,78 @@ pub fn test(workspace: &Workspace, arches: ArchChoice, filter: Option<&str>) -> 
     if let Some(filter) = filter {
         command.args(["--", filter]);
     }
-    forward(command, "QEMU integration tests")?;
+    forward(command, "QEMU integration tests", &mut tally)?;
     step("all tests passed");
+    print_tally(&tally);
     Ok(())
 }
 
-/// Run `command`; a failure forwards its exit status.
-fn forward(mut command: std::process::Command, what: &str) -> Result<()> {
-    let status = command
-        .status()
+/// Test counts summed over every `test result:` line cargo printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl Tally {
+    /// Add the counts of one libtest summary line
+    /// (`test result: ok. 4 passed; 0 failed; 0 ignored; …`); other lines add nothing.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim_start().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Run a `cargo test` command, echoing its output as it comes and adding its test counts
+/// to `tally`; a failure forwards its exit status.
+fn forward(mut command: std::process::Command, what: &str, tally: &mut Tally) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .map_err(|error| Error::new(format!("{what}: cannot start cargo: {error}")))?;
+    if let Some(stdout) = child.stdout.take() {
+        let mut out = std::io::stdout().lock();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            tally.add_line(&line);
+            // The terminal going away must not stop the tests.
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|error| Error::new(format!("{what}: cannot wait for cargo: {error}")))?;
     match status.code() {
         Some(0) => Ok(()),
-        code => Err(Error::forwarded(
-            code.unwrap_or(1),
-            format!("{what} failed ({status}); the failing tests are listed above"),
-        )),
+        code => {
+            print_tally(tally);
+            Err(Error::forwarded(
+                code.unwrap_or(1),
+                format!("{what} failed ({status}); the failing tests are listed above"),
+            ))
+        }
     }
+}
+
+/// The one closing line of `cargo xtask test`: every test it ran, host and QEMU.
+fn print_tally(tally: &Tally) {
+    println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
 }
 
 /// One clippy run: what it covers, and the command.
@@ -199,6 +255,32 @@ mod tests {
                 .last()
                 .unwrap()
                 .contains("-p xtask -p tests --all-targets")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use super::Tally;
+
+    #[test]
+    fn sums_libtest_summaries_and_ignores_other_lines() {
+        let mut tally = Tally::default();
+        for line in [
+            "running 4 tests",
+            "test result: ok. 4 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+            "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
+            "test boot_x86_64 ... ok",
+            "   test result: ok. 0 passed; 0 failed; 0 ignored",
+        ] {
+            tally.add_line(line);
+        }
+        assert_eq!(
+            tally,
+            Tally {
+                passed: 6,
+                failed: 3
+            }
         );
     }
 }
