@@ -122,7 +122,8 @@ pub fn early() -> Option<Early> {
     })
 }
 
-fn memory_regions() -> Option<impl Iterator<Item = Region>> {
+/// The loader's memory map, or `None` when it gave none.
+pub fn memory_regions() -> Option<impl Iterator<Item = Region>> {
     let entries = MEMORY_MAP.get_response()?.entries();
     Some(entries.iter().map(|entry| Region {
         base: entry.base,
@@ -206,6 +207,32 @@ pub fn modules() -> impl Iterator<Item = (&'static str, u64, &'static str)> {
     files
         .iter()
         .map(|file| (text(file.path()), file.size(), text(file.string())))
+}
+
+/// The contents of the boot module whose command line is `name` (xtask gives each module
+/// its program name as command line), as a slice of loader memory.
+pub fn module(name: &str) -> Option<&'static [u8]> {
+    let files = MODULES
+        .get_response()
+        .map_or(&[][..], |response| response.modules());
+    let file = files.iter().find(|file| text(file.string()) == name)?;
+    let size = usize::try_from(file.size()).ok()?;
+    // SAFETY: the loader placed the module at `addr()` (an HHDM address under base revision
+    // 2) with `size()` bytes, in memory of type "executable and modules" that the kernel
+    // never hands to its frame allocator, so it stays valid and unchanged for the kernel's
+    // lifetime.
+    Some(unsafe { core::slice::from_raw_parts(file.addr(), size) })
+}
+
+/// Bytes of the kernel image as linked (text, rodata, data and bss).
+pub fn kernel_image_bytes() -> u64 {
+    unsafe extern "C" {
+        static __kernel_start: u8;
+        static __kernel_end: u8;
+    }
+    let start = &raw const __kernel_start as u64;
+    let end = &raw const __kernel_end as u64;
+    end - start
 }
 
 fn text(string: &CStr) -> &str {

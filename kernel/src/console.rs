@@ -48,11 +48,11 @@ pub fn panic_report(info: &core::panic::PanicInfo<'_>) {
 /// Early bring-up failed; tell the user what is missing and how to fix it, then stop.
 pub fn fatal_early(error: EarlyError) -> ! {
     let _ = match error {
-        EarlyError::NoDeviceTree => writeln!(
+        EarlyError::NoDeviceTree => write!(
             Serial,
             "keel: fatal: the bootloader gave no device tree (Limine DTB response).\n\
              keel: on QEMU `virt`, boot with `-machine virt,acpi=off` so the firmware \
-             publishes one (cargo xtask qemu-aarch64 does)."
+             publishes one (cargo xtask qemu-aarch64 does).\n"
         ),
         EarlyError::MissingDevice(what) => {
             writeln!(

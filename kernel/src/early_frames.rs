@@ -13,6 +13,8 @@ pub struct EarlyFrames {
     /// Next frame to hand out is `next - FRAME`; frames in `[floor, next)` are free.
     next: u64,
     floor: u64,
+    /// Where handing out started (one past the highest frame).
+    top: u64,
 }
 
 impl EarlyFrames {
@@ -20,17 +22,19 @@ impl EarlyFrames {
         let (base, length) = memory.largest_usable.unwrap_or((0, 0));
         let floor = base.next_multiple_of(FRAME);
         let next = (base + length) & !(FRAME - 1);
+        let top = next.max(floor);
         Self {
             hhdm_offset,
-            next: next.max(floor),
+            next: top,
             floor,
+            top,
         }
     }
 
-    /// The lowest frame handed out so far (everything from here up in that region is used).
-    #[allow(dead_code)] // reason: read by the frame allocator of issue 7
-    pub fn low_water(&self) -> u64 {
-        self.next
+    /// The frames handed out so far, as `[start, end)` physical addresses (empty when none
+    /// were): the frame allocator keeps them reserved.
+    pub fn used(&self) -> (u64, u64) {
+        (self.next, self.top)
     }
 }
 

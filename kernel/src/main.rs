@@ -9,16 +9,30 @@
 //! hardware does goes through [`arch_api::Platform`]. Pure logic lives in `kcore`, where the
 //! host can test it.
 //!
-//! Known weak spots: no threads, user mode, or real frame allocator yet (issues 5–8); the
-//! early frame source hands out frames it never takes back.
+//! Boot order: arch early init (with [`early_frames`]), [`memory`] (frame allocator, heap),
+//! banner, then the scenario; scenarios other than `boot` start the scheduler ([`sched`])
+//! and run in kernel threads, user programs in processes loaded from boot modules
+//! ([`process`]); system calls arrive through [`upcall::keel_trap`] ([`syscall`]).
+//!
+//! Known weak spots: one CPU; no capabilities, IPC or process-creation calls yet (issue 8);
+//! bootloader-reclaimable memory is never given to the frame allocator; no per-process
+//! memory quota; the frames the early frame source handed out are kept forever.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
 mod boot;
 mod console;
 mod early_frames;
+mod ktest;
+mod memory;
+mod process;
 mod scenario;
+mod sched;
+mod syscall;
+mod thread;
 mod upcall;
 
 use arch_api::{EarlyInfo, ExitCode, Platform};
@@ -44,8 +58,10 @@ extern "C" fn kmain() -> ! {
     if let Err(error) = Cpu::early_init(&info, &mut frames) {
         console::fatal_early(error);
     }
+    memory::init(&early, frames.used());
     let boot = boot::collect(&early);
     boot.print_banner();
+    memory::print_summary();
     scenario::run(&boot)
 }
 

@@ -1,21 +1,28 @@
 //! Scenarios selected by `test=<name>` on the command line (DESIGN.md §8), and the idle
 //! loop that runs without one.
 
-use arch_api::{ExitCode, Platform};
+use arch_api::{ExitCode, Platform, SelfTest, TrapCause};
 
 use crate::boot::BootInfo;
-use crate::{Cpu, println, upcall};
+use crate::ktest::Suite;
+use crate::memory::frames;
+use crate::process::{self, Ending};
+use crate::{Cpu, ktest, println, sched, upcall};
 
-/// Timer frequency for the idle loop and the boot check.
+/// Timer frequency for the scheduler, the idle loop and the boot check.
 const TIMER_HZ: u32 = 100;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
-const KNOWN: &[&str] = &["boot"];
+const KNOWN: &[&str] = &["boot", "kernel", "stack-overflow", "user", "user-fault"];
 
 pub fn run(boot: &BootInfo) -> ! {
     match boot.cmdline.scenario() {
         None => idle(),
         Some("boot") => boot_scenario(),
+        Some("kernel") => in_thread("kernel-suite", ktest::run),
+        Some("stack-overflow") => in_thread("overflow-test", overflow),
+        Some("user") => in_thread("user-suite", user_suite),
+        Some("user-fault") => in_thread("user-fault", user_fault),
         Some(other) => {
             println!("not ok scenario {other}: unknown scenario (this kernel knows: {KNOWN:?})");
             println!("0 passed, 1 failed");
@@ -30,6 +37,18 @@ fn start_timer() {
     }
 }
 
+/// Bring up the scheduler, run `body` in a kernel thread named `name`, and leave the boot
+/// stack for good.
+fn in_thread(name: &'static str, body: fn(usize)) -> ! {
+    process::init();
+    sched::init();
+    if let Err(error) = sched::spawn_kernel(name, sched::NORMAL, body, 0) {
+        panic!("cannot start the {name} thread: {error:?}");
+    }
+    start_timer();
+    sched::start()
+}
+
 /// The banner is out; show that interrupts arrive, then power off with success.
 fn boot_scenario() -> ! {
     start_timer();
@@ -40,6 +59,285 @@ fn boot_scenario() -> ! {
     println!("ok timer ticks ({WANTED} at {TIMER_HZ} Hz)");
     println!("1 passed, 0 failed");
     Cpu::power_off(ExitCode::Success)
+}
+
+/// `stack-overflow`: recurse without bound in this thread (named `overflow-test`). The arch
+/// crate catches the guard-page hit, reports `kernel stack overflow in thread
+/// overflow-test` and powers off with code 2; reaching the end is a failure.
+fn overflow(_: usize) {
+    println!("overflow-test: recursing until the guard page");
+    let depth = recurse(0);
+    println!("not ok stack overflow caught: recursion returned at depth {depth}");
+    println!("0 passed, 1 failed");
+    Cpu::power_off(ExitCode::TestFailed)
+}
+
+/// Recurses without bound: the array (through `black_box`) keeps each frame alive and the
+/// addition after the call defeats tail-call optimization.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [0u8; 256];
+    frame[(depth % 256) as usize] = depth as u8;
+    let frame = core::hint::black_box(frame);
+    if core::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1).wrapping_add(u64::from(frame[(depth % 256) as usize]))
+}
+
+/// The argument values `testsuite` understands (see user/testsuite).
+const SUITE: u64 = 0;
+const UNDEFINED_INSTRUCTION: u64 = 1;
+const PRIVILEGED_INSTRUCTION: u64 = 2;
+const PAGE_FAULT: u64 = 3;
+const FPU_CHECK: u64 = 4;
+const REGISTER_WRITE: u64 = 5;
+const SYSCALL_LOOP: u64 = 6;
+const TRAP_FLAG_SYSCALL: u64 = 7;
+const SVE_INSTRUCTION: u64 = 8;
+const TOUCH_AFTER_UNMAP: u64 = 9;
+/// `testsuite`'s exit code where [`SVE_INSTRUCTION`] does not apply.
+const NO_SVE_TEST: i64 = 0x79;
+/// `testsuite`'s exit codes for [`TRAP_FLAG_SYSCALL`].
+const SURVIVED_TRAP_FLAG: i64 = 0x77;
+const NO_TRAP_FLAG_TEST: i64 = 0x78;
+/// `testsuite`'s exit code after landing where its register write pointed.
+const LANDED: i64 = 0x5a;
+
+/// Run `testsuite` with `argument` and wait (at most ~30 s of ticks) for its ending.
+fn run_testsuite(argument: u64) -> Result<Ending, &'static str> {
+    let process =
+        process::spawn_from_module("testsuite", argument).map_err(|_| "cannot load testsuite")?;
+    let deadline = upcall::ticks() + 30 * u64::from(TIMER_HZ);
+    loop {
+        match process.ending() {
+            Ending::Running if upcall::ticks() > deadline => return Err("timed out"),
+            Ending::Running => sched::sleep(1),
+            ending => return Ok(ending),
+        }
+    }
+}
+
+/// A faulting `testsuite` run: its test name, argument, and the causes that count.
+type FaultCase = (&'static str, u64, fn(TrapCause) -> bool);
+
+/// `user`: the user suite's syscall tests, then one process per faulting instruction.
+fn user_suite(_: usize) {
+    let mut suite = Suite::new();
+    let free_at_start = frames::free_frames();
+    match run_testsuite(SUITE) {
+        Ok(Ending::Exited(code)) if code >= 0 => {
+            // why: the suite encodes `passed << 16 | failed` (user/testsuite).
+            suite.add((code >> 16) as u32, (code & 0xffff) as u32);
+        }
+        Ok(_) => suite.check("user suite ran to its end", Err("it died or exited badly")),
+        Err(why) => suite.check("user suite ran to its end", Err(why)),
+    }
+    suite.check(
+        "user FPU state survives preemption",
+        fpu_survives_preemption(),
+    );
+    suite.check(
+        "user register write resumes at the new registers",
+        match run_testsuite(REGISTER_WRITE) {
+            Ok(Ending::Exited(LANDED)) => Ok(()),
+            Ok(Ending::Exited(_)) => Err("the thread did not land with the written registers"),
+            Ok(_) => Err("the thread was killed"),
+            Err(why) => Err(why),
+        },
+    );
+    nmi_storm(&mut suite);
+    // AArch64's written policy: SVE stays trapping and ends the thread ("SVE not
+    // supported", then FPU-unavailable); without SVE the instruction is undefined.
+    let sve = "user SVE instruction ends the thread";
+    match run_testsuite(SVE_INSTRUCTION) {
+        Ok(Ending::Exited(NO_SVE_TEST)) => suite.check(
+            "user SVE instruction (not applicable on this architecture)",
+            Ok(()),
+        ),
+        Ok(Ending::Faulted(TrapCause::FpuUnavailable)) => suite.check(
+            "user SVE instruction ends the thread (SVE not supported)",
+            Ok(()),
+        ),
+        Ok(Ending::Faulted(TrapCause::Undefined)) => suite.check(
+            "user SVE instruction ends the thread (undefined: this CPU has no SVE)",
+            Ok(()),
+        ),
+        Ok(_) => suite.check(sve, Err("the thread was not ended by an SVE trap")),
+        Err(why) => suite.check(sve, Err(why)),
+    }
+    // Either ending is fine (killed by the single-step trap in user mode, or allowed to
+    // continue): what matters is that the kernel survives the trap pending across entry.
+    match run_testsuite(TRAP_FLAG_SYSCALL) {
+        Ok(Ending::Exited(NO_TRAP_FLAG_TEST)) => suite.check(
+            "user syscall with the trap flag set (not applicable on this architecture)",
+            Ok(()),
+        ),
+        Ok(Ending::Exited(SURVIVED_TRAP_FLAG) | Ending::Faulted(_)) => suite.check(
+            "user syscall with the trap flag set; kernel survived",
+            Ok(()),
+        ),
+        Ok(_) => suite.check(
+            "user syscall with the trap flag set; kernel survived",
+            Err("the process ended in an unexpected way"),
+        ),
+        Err(why) => suite.check(
+            "user syscall with the trap flag set; kernel survived",
+            Err(why),
+        ),
+    }
+    let cases: [FaultCase; 4] = [
+        (
+            "user undefined instruction kills the process",
+            UNDEFINED_INSTRUCTION,
+            |cause| cause == TrapCause::Undefined,
+        ),
+        (
+            "user privileged instruction kills the process",
+            PRIVILEGED_INSTRUCTION,
+            |cause| {
+                matches!(
+                    cause,
+                    TrapCause::GeneralProtection | TrapCause::Undefined | TrapCause::Other(_)
+                )
+            },
+        ),
+        ("user page fault kills the process", PAGE_FAULT, |cause| {
+            matches!(
+                cause,
+                TrapCause::PageFault {
+                    from_user: true,
+                    ..
+                }
+            )
+        }),
+        (
+            "user touching memory after unmapping it kills the process",
+            TOUCH_AFTER_UNMAP,
+            |cause| {
+                matches!(
+                    cause,
+                    TrapCause::PageFault {
+                        from_user: true,
+                        ..
+                    }
+                )
+            },
+        ),
+    ];
+    for (name, argument, expected) in cases {
+        let outcome = match run_testsuite(argument) {
+            Ok(Ending::Faulted(cause)) if expected(cause) => Ok(()),
+            Ok(Ending::Faulted(_)) => Err("killed for a different cause"),
+            Ok(_) => Err("the process was not killed"),
+            Err(why) => Err(why),
+        };
+        suite.check(name, outcome);
+    }
+    // Let the scheduler reap the last dead thread, then every frame must be back.
+    sched::sleep(2);
+    suite.check(
+        "user processes return every frame",
+        if frames::free_frames() == free_at_start {
+            Ok(())
+        } else {
+            Err("the free-frame count differs from before the first process")
+        },
+    );
+    suite.check("kernel survived user faults", Ok(()));
+    suite.finish()
+}
+
+/// Two processes fill the FPU/SIMD registers with different values and spin while the
+/// timer switches between them; each checks its registers after every round.
+fn fpu_survives_preemption() -> Result<(), &'static str> {
+    let preemptions = sched::preemptions();
+    let spawn = |seed: u64| {
+        process::spawn_from_module("testsuite", FPU_CHECK | seed << 8)
+            .map_err(|_| "cannot load testsuite")
+    };
+    let processes = [spawn(0x1111_0000_1111_0000)?, spawn(0x2222_0000_2222_0000)?];
+    let deadline = upcall::ticks() + 120 * u64::from(TIMER_HZ);
+    while processes
+        .iter()
+        .any(|process| process.ending() == Ending::Running)
+    {
+        if upcall::ticks() > deadline {
+            return Err("timed out");
+        }
+        sched::sleep(5);
+    }
+    for process in &processes {
+        match process.ending() {
+            Ending::Exited(0) => {}
+            Ending::Exited(_) => return Err("a process saw foreign or lost register values"),
+            _ => return Err("a process was killed (FP/SIMD not enabled for user mode?)"),
+        }
+    }
+    if sched::preemptions() < preemptions + 4 {
+        return Err("the processes were hardly preempted; the test proves nothing");
+    }
+    Ok(())
+}
+
+/// Issue 5's hostile-entry test: NMIs arrive while user processes make system calls as
+/// fast as they can (so some land between `SYSCALL` and `SWAPGS`); every NMI must find the
+/// kernel's per-CPU base, and nothing may break.
+fn nmi_storm(suite: &mut Suite) {
+    const WANTED: u64 = 10_000;
+    if !Cpu::nmi_storm(true) {
+        suite.check(
+            "user syscalls under an NMI storm (not applicable on this architecture)",
+            Ok(()),
+        );
+        return;
+    }
+    let (start, _) = Cpu::nmi_counts();
+    let deadline = upcall::ticks() + 120 * u64::from(TIMER_HZ);
+    let mut outcome = Ok(());
+    while Cpu::nmi_counts().0 - start < WANTED && upcall::ticks() < deadline {
+        match run_testsuite(SYSCALL_LOOP) {
+            Ok(Ending::Exited(0)) => {}
+            Ok(_) => {
+                outcome = Err("a system call failed or the process died during the storm");
+                break;
+            }
+            Err(why) => {
+                outcome = Err(why);
+                break;
+            }
+        }
+    }
+    Cpu::nmi_storm(false);
+    let (end, wrong_base) = Cpu::nmi_counts();
+    if outcome.is_ok() && end - start < WANTED {
+        outcome = Err("fewer than 10000 NMIs arrived before the deadline");
+    }
+    if wrong_base != 0 {
+        outcome = Err("an NMI ran with a per-CPU base that was not the kernel's");
+    }
+    println!(
+        "user-suite: {} NMIs during the storm, {wrong_base} with a wrong base",
+        end - start
+    );
+    suite.check(
+        "user syscalls under an NMI storm (10000 NMIs, kernel GS base in each)",
+        outcome,
+    );
+}
+
+/// `user-fault`: a user program reads an unmapped address; the kernel reports the fault
+/// naming the process and keeps running.
+fn user_fault(_: usize) {
+    match run_testsuite(PAGE_FAULT) {
+        Ok(Ending::Faulted(TrapCause::PageFault { .. })) => {
+            println!("ok kernel survived");
+            Cpu::power_off(ExitCode::Success)
+        }
+        Ok(_) => println!("not ok kernel survived: the process was not killed by a page fault"),
+        Err(why) => println!("not ok kernel survived: {why}"),
+    }
+    Cpu::power_off(ExitCode::TestFailed)
 }
 
 /// No scenario: keep the timer ticking and idle until the user quits QEMU.

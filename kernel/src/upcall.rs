@@ -5,16 +5,52 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use arch_api::{TrapCause, TrapFrame as _};
+
+use crate::thread::TrapFrame;
+use crate::{process, sched, syscall};
+
 /// Timer interrupts taken since the timer was started.
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
-/// Called by the arch crate's timer interrupt handler, with interrupts masked.
+/// Called by the arch crate's timer interrupt handler, with interrupts masked, after EOI.
+/// May switch threads (preemption).
 #[unsafe(no_mangle)]
 pub fn keel_timer_tick() {
-    TICKS.fetch_add(1, Ordering::Relaxed);
+    let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
+    sched::timer_tick(now);
 }
 
 /// Timer ticks so far.
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
+}
+
+/// Every trap the arch crate does not finish itself: system calls and exceptions from user
+/// mode. Interrupts are masked; `frame` lies at the top of the current thread's kernel
+/// stack. A fault kills the current thread (never returns); a system call returns with
+/// its results in `frame`.
+#[unsafe(no_mangle)]
+pub fn keel_trap(frame: &mut TrapFrame) {
+    match frame.cause() {
+        TrapCause::Syscall => syscall::dispatch(frame),
+        // Interrupts the arch routes here have no handler in the core yet: ignore them.
+        TrapCause::Irq(_) => {}
+        cause if frame.is_from_user() => process::kill_current(frame, cause),
+        cause => panic!(
+            "kernel trap sent to the core: {} at ip {:#x}",
+            process::Describe(cause),
+            frame.instruction_pointer()
+        ),
+    }
+}
+
+/// The name of thread `thread`, for the arch crate's fatal reports. Never blocks (the
+/// report may come from inside the scheduler).
+#[unsafe(no_mangle)]
+pub fn keel_thread_name(thread: usize) -> &'static str {
+    if thread == 0 {
+        return "(boot)";
+    }
+    sched::name_of(thread).unwrap_or("(unknown thread)")
 }

@@ -129,6 +129,24 @@ impl<'a> Serial<'a> {
     }
 }
 
+/// The index and text (from `prefix` on) of the first serial line anywhere in the run that
+/// contains `prefix`, for lines whose order does not matter; panics with the whole serial
+/// output when there is none. Use [`Serial`] where order matters.
+pub fn expect_line<'a>(outcome: &'a Outcome, prefix: &str) -> (usize, &'a str) {
+    outcome
+        .lines
+        .iter()
+        .enumerate()
+        .find_map(|(index, line)| line.find(prefix).map(|at| (index, &line[at..])))
+        .unwrap_or_else(|| {
+            panic!(
+                "no serial line with {prefix:?}; the run ended with {:?} after:\n{}",
+                outcome.ending,
+                outcome.lines.join("\n")
+            )
+        })
+}
+
 /// Assert how the run ended, showing the serial output when it is not as expected.
 pub fn expect_ending(outcome: &Outcome, expected: &Ending) {
     assert_eq!(

@@ -6,12 +6,12 @@
 //! vectors; the PL011 is mapped before the GIC so that GIC trouble is reported on serial.
 
 use aarch64_cpu::registers::{CurrentEL, Readable, SPSel};
-use arch_api::{EarlyError, EarlyInfo, FrameSource};
+use arch_api::{EarlyError, EarlyInfo, FrameSource, KERNEL_STACK_REGION};
 
 use crate::console::{self, report};
 use crate::mmu::DeviceWindow;
 use crate::pl011::Pl011;
-use crate::{devicetree, gic, percpu, psci, timer, trap};
+use crate::{devicetree, gic, paging, percpu, psci, sysreg, thread, timer, trap};
 
 pub fn early_init(info: &EarlyInfo<'_>, frames: &mut dyn FrameSource) -> Result<(), EarlyError> {
     match CurrentEL.read(CurrentEL::EL) {
@@ -24,9 +24,11 @@ pub fn early_init(info: &EarlyInfo<'_>, frames: &mut dyn FrameSource) -> Result<
         _ => return Err(EarlyError::Unsupported("the kernel is not running at EL1")),
     }
     use_sp_el1();
+    // The EL1 vector entry reads the per-CPU block before anything else.
+    percpu::init_boot_cpu();
     trap::install_vectors();
     trap::unmask_serror();
-    percpu::init_boot_cpu();
+    thread::init_fpu();
 
     let blob = info.device_tree.ok_or(EarlyError::NoDeviceTree)?;
     let devices = devicetree::parse(blob)?;
@@ -41,16 +43,22 @@ pub fn early_init(info: &EarlyInfo<'_>, frames: &mut dyn FrameSource) -> Result<
         Pl011::new(uart).init(devices.uart_clock);
         console::use_uart(uart);
     }
+    check_clear_of_hhdm(info.hhdm_offset, devices.memory_top)?;
+    paging::init(info.hhdm_offset, window.attr_index(), frames).map_err(EarlyError::Unsupported)?;
+    let pan = enable_pan();
+    // SCTLR_EL1.UMA = 0: `msr daifset`/`daifclr` at EL0 trap (EL0 never masks interrupts).
+    sysreg::write!("sctlr_el1", sysreg::read!("sctlr_el1") & !(1 << 9));
     let gic = gic::init(&devices.gic, &mut window, frames)?;
     report!(
         "aarch64: EL1 on SP_EL1; PL011 at {:#x}; GICv{}; timer CNTV (INTID {}) at {} Hz; \
-         PSCI {}; MAIR index {} = Device-nGnRE",
+         PSCI {}; MAIR index {} = Device-nGnRE; PAN {}",
         devices.uart.base,
         gic.version(),
         devices.timer.intid,
         timer::frequency(),
         psci::method_name(),
         window.attr_index(),
+        if pan { "on" } else { "not implemented" },
     );
     Ok(())
 }
@@ -75,4 +83,43 @@ fn use_sp_el1() {
             stack = out(reg) _,
         );
     }
+}
+
+/// The kernel-stack region (DESIGN.md §5) must not overlap the HHDM, which real Limine
+/// places at a random base.
+fn check_clear_of_hhdm(hhdm_offset: u64, memory_top: u64) -> Result<(), EarlyError> {
+    let hhdm_end = hhdm_offset
+        .saturating_add(4 << 30)
+        .saturating_add(memory_top);
+    if hhdm_offset < KERNEL_STACK_REGION.end && KERNEL_STACK_REGION.start < hhdm_end {
+        return Err(EarlyError::Unsupported(
+            "the HHDM overlaps the kernel-stack region 0xffff_fd00_0000_0000 (1 GiB)",
+        ));
+    }
+    Ok(())
+}
+
+/// Turn on Privileged Access Never when the CPU has it (ID_AA64MMFR1_EL1.PAN), and keep it
+/// on across exceptions (SCTLR_EL1.SPAN = 0: taking an exception to EL1 sets PSTATE.PAN).
+/// The kernel then faults on any access to EL0-accessible memory except through the
+/// LDTR/STTR of the user copies.
+fn enable_pan() -> bool {
+    if (sysreg::read!("id_aa64mmfr1_el1") >> 20) & 0xf == 0 {
+        return false;
+    }
+    PAN.store(true, core::sync::atomic::Ordering::Relaxed);
+    const SCTLR_SPAN: u64 = 1 << 23;
+    // Clearing SPAN only changes what exception entry does to PSTATE.PAN.
+    sysreg::write!("sctlr_el1", sysreg::read!("sctlr_el1") & !SCTLR_SPAN);
+    // SAFETY: `msr pan, #1` (encoded, as the assembler wants FEAT_PAN named) only forbids
+    // EL1 accesses to EL0-accessible memory; the kernel makes those only in the copies.
+    unsafe { core::arch::asm!(".inst 0xd500419f | (1 << 8)", options(nomem, nostack)) };
+    true
+}
+
+/// Whether PAN was turned on at boot.
+static PAN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub fn pan_enabled() -> bool {
+    PAN.load(core::sync::atomic::Ordering::Relaxed)
 }

@@ -1,5 +1,5 @@
-//! Keel on AArch64: exception vectors, GIC, generic timer, PL011 and power-off, behind the
-//! `arch_api::Platform` contract.
+//! Keel on AArch64: exception vectors, kernel stacks and context switch, EL0 entry, paging
+//! with ASIDs, GIC, generic timer, PL011 and power-off, behind the `arch_api` contract.
 //!
 //! # Principles
 //!
@@ -14,7 +14,9 @@
 //!   stacks and every exception saves its frame on the interrupted kernel stack.
 //! - **One trap frame, one dispatcher.** All sixteen vectors save the same
 //!   [`trap::TrapFrame`] and call one Rust function; assembly offsets are compile-time
-//!   checked against the struct.
+//!   checked against the struct. System calls and every exception from EL0 go to the core
+//!   (`keel_trap` upcall); a kernel exception is either covered by the exception-fixup table
+//!   (user copies, self-tests) or a fatal report naming the thread.
 //! - **Never loop on exceptions.** A fault while reporting a fault prints one line and powers
 //!   off; a third one halts silently. Semihosting and PSCI calls that the machine does not
 //!   implement (undefined instruction) are skipped, not reported, so power-off always ends.
@@ -25,24 +27,43 @@
 //!
 //! | event | stack |
 //! | --- | --- |
-//! | system call from user (`SVC` from EL0) | lands on `SP_EL1`, which is the current thread's kernel stack top (the kernel runs with `SPSel = 1`; user SP stays in `SP_EL0` and is saved in the frame) — *user mode arrives with issue 6* |
-//! | interrupt or exception from user | same as SVC: `SP_EL1` — *issue 6* |
-//! | interrupt or exception in kernel | the interrupted kernel stack (`SP_EL1`); the frame is pushed below the interrupted SP |
-//! | debug, SError, "NMI"-like events | no IST exists: entry is meant to check SP against the current stack's bounds and move to a per-CPU overflow stack when it has overflowed — *not yet: issue 6* |
-//! | kernel-stack overflow | guard page → abort → overflow stack → report naming the thread — *not yet: issue 6* |
+//! | system call from user (`SVC #0` from EL0) | lands on `SP_EL1`, which is the current thread's kernel stack top: the kernel runs with `SPSel = 1`, and every return to EL0 pops the frame, leaving the stack empty; the user SP stays in `SP_EL0` and is saved in the frame |
+//! | interrupt or exception from user | same as SVC: `SP_EL1`, the top of the thread's kernel stack |
+//! | interrupt or exception in kernel | the interrupted kernel stack (`SP_EL1`), after the entry checked that a frame still fits above the stack's base (bounds from the per-CPU block) |
+//! | debug, SError, "NMI"-like events | no IST exists: the same EL1 entry check; when SP has overflowed, the per-CPU overflow stack |
+//! | kernel-stack overflow | guard page → data abort → the EL1 entry sees SP below the stack base (before storing anything), moves to the per-CPU overflow stack → `kernel stack overflow in thread <name>`, power-off with exit 2 |
 //!
-//! Today the only kernel stack is the loader's boot stack (Limine: at least 64 KiB, in
-//! bootloader-reclaimable memory), which becomes `SP_EL1` in [`boot`].
+//! The EL1 entry check needs two free registers before it may store: it borrows
+//! TPIDRRO_EL0 (EL0's value lives in the per-CPU block and is written back on every
+//! exception return) and two scratch words of the per-CPU block (TPIDR_EL1).
+//!
+//! # Other policies
+//!
+//! - **FP/SIMD**: CPACR_EL1.FPEN lets EL0 use it; q0–q31, FPCR and FPSR are saved eagerly on
+//!   every switch into the thread's [`FpuState`] (never on the kernel stack).
+//! - **SVE and SME** are not supported: CPACR_EL1.ZEN and SMEN stay trapping, so their state
+//!   never needs saving; an EL0 SVE (SME) instruction traps and ends that thread with
+//!   "SVE not supported" ("SME not supported") before the core's fault report.
+//! - **AArch32 EL0** is not supported: anything from it goes to the core as
+//!   `TrapCause::Other`, which ends the thread. An SError from EL0 ends the thread too; an
+//!   SError or FIQ at EL1 is a fatal report.
+//! - **PAN** is on when the CPU has it (SCTLR_EL1.SPAN = 0 keeps it on across exceptions);
+//!   user copies use LDTR/STTR, so it is never lifted. SCTLR_EL1.UMA = 0: EL0 cannot mask
+//!   interrupts.
 //!
 //! # Known weak spots
 //!
-//! - The exception entry does not check the stack pointer: an exception taken with a broken
-//!   `SP_EL1` faults again on its first store and recurses down the address space instead of
-//!   reaching the report (issue 6 adds bounded kernel stacks and the overflow stack).
-//! - Device mappings go into the loader's TTBR1 tables (walked through the HHDM); the kernel's
-//!   own page tables (DESIGN.md §4) must carry the device window over.
-//! - Boot CPU only: the GICv3 redistributor is looked up for the boot CPU's MPIDR, and only
-//!   the timer PPI is enabled; every SPI stays disabled.
+//! - Kernel mappings (kernel stacks, the device window) go into the loader's TTBR1 tables
+//!   (walked through the HHDM); the kernel's own page tables (DESIGN.md §4, issue 7) must
+//!   carry them over.
+//! - Boot CPU only: one per-CPU block and overflow stack, the GICv3 redistributor of the
+//!   boot CPU, only the timer PPI enabled; every SPI stays disabled. TLB maintenance is
+//!   inner-shareable broadcast, so it is already correct for SMP.
+//! - ASIDs are not rolled over: with 8-bit ASIDs at most 255 user address spaces exist at
+//!   once (`new_address_space` then answers `OutOfMemory`).
+//! - The overflow check treats an SP up to 64 KiB below the running stack's base as an
+//!   overflow of it; a kernel function with a larger frame would skip past the guard page
+//!   into the stack below unnoticed (Rust emits no stack probes on this target).
 //! - Device-tree `reg` values are used untranslated: devices must sit under the root or under
 //!   buses whose `ranges` are identity (true on QEMU `virt`).
 //! - The backtrace needs frame pointers (`-C force-frame-pointers=yes`, which the kernel's
@@ -56,17 +77,26 @@ mod devicetree;
 mod gic;
 mod mmio;
 mod mmu;
+mod paging;
 mod percpu;
 mod pl011;
 mod power;
 mod psci;
 mod semihosting;
+mod sysreg;
+mod thread;
 mod timer;
 mod trap;
 mod upcall;
 
-use arch_api::{EarlyError, EarlyInfo, ExitCode, FrameSource, Platform};
+use arch_api::{
+    EarlyError, EarlyInfo, ExitCode, FrameSource, InvalidRegisters, KernelStack, MapError,
+    PageFlags, Paging, Platform, ProvokedTrap, SelfTest, Threads, TrapCause, UserAccessFault,
+    UserRegisterWrite, UserRegisters,
+};
 
+pub use paging::AddressSpace;
+pub use thread::{Context, FpuState};
 pub use trap::TrapFrame;
 
 /// The AArch64 platform, as the portable core sees it (`arch::Cpu`).
@@ -93,5 +123,144 @@ impl Platform for Cpu {
 
     fn power_off(code: ExitCode) -> ! {
         power::off(code)
+    }
+}
+
+impl Threads for Cpu {
+    type TrapFrame = TrapFrame;
+    type Context = Context;
+    type FpuState = FpuState;
+
+    fn initial_fpu_state() -> FpuState {
+        FpuState::initial()
+    }
+
+    fn prepare_context(
+        stack: KernelStack,
+        entry: extern "C" fn(usize) -> !,
+        argument: usize,
+    ) -> Context {
+        thread::prepare(stack, entry, argument)
+    }
+
+    unsafe fn switch(
+        from: &mut Context,
+        from_fpu: &mut FpuState,
+        to: &Context,
+        to_fpu: &FpuState,
+        to_stack: KernelStack,
+    ) {
+        // SAFETY: the caller upholds the trait's contract, which is `thread::switch`'s.
+        unsafe { thread::switch(from, from_fpu, to, to_fpu, to_stack) }
+    }
+
+    fn set_kernel_stack(stack: KernelStack) {
+        thread::set_kernel_stack(stack);
+    }
+
+    unsafe fn enter_user(frame: *const TrapFrame) -> ! {
+        // SAFETY: the caller upholds the trait's contract, which is `thread::enter_user`'s.
+        unsafe { thread::enter_user(frame) }
+    }
+
+    fn set_current_thread(thread: usize) {
+        thread::set_current_thread(thread);
+    }
+
+    fn current_thread() -> usize {
+        thread::current_thread()
+    }
+}
+
+impl UserRegisterWrite for Cpu {
+    fn write_user_registers(
+        frame: &mut TrapFrame,
+        fpu: &mut FpuState,
+        registers: &UserRegisters,
+    ) -> Result<(), InvalidRegisters> {
+        thread::write_user_registers(frame, fpu, registers)
+    }
+}
+
+impl Paging for Cpu {
+    type AddressSpace = AddressSpace;
+
+    fn map_kernel(
+        virtual_address: u64,
+        physical_address: u64,
+        flags: PageFlags,
+        frames: &mut dyn FrameSource,
+    ) -> Result<(), MapError> {
+        paging::map_kernel(virtual_address, physical_address, flags, frames)
+    }
+
+    fn unmap_kernel(virtual_address: u64) -> Result<u64, MapError> {
+        paging::unmap_kernel(virtual_address)
+    }
+
+    fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, MapError> {
+        paging::new_address_space(frames)
+    }
+
+    fn map_user(
+        space: &mut AddressSpace,
+        virtual_address: u64,
+        physical_address: u64,
+        flags: PageFlags,
+        frames: &mut dyn FrameSource,
+    ) -> Result<(), MapError> {
+        paging::map_user(space, virtual_address, physical_address, flags, frames)
+    }
+
+    fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64, MapError> {
+        paging::unmap_user(space, virtual_address)
+    }
+
+    fn activate(space: &AddressSpace) {
+        paging::activate(space);
+    }
+
+    fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
+        paging::destroy(space, free);
+    }
+
+    fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {
+        paging::copy_from_user(destination, source)
+    }
+
+    fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), UserAccessFault> {
+        paging::copy_to_user(destination, source)
+    }
+}
+
+impl SelfTest for Cpu {
+    fn provoke(trap: ProvokedTrap) -> Option<TrapCause> {
+        trap::fixup::take_recorded();
+        match trap {
+            // SAFETY: each routine is one faulting instruction under a fixup entry that
+            // resumes at its `ret`; they touch no memory but the reserved address.
+            ProvokedTrap::Breakpoint => unsafe { trap::fixup::keel_provoke_brk() },
+            // SAFETY: as above.
+            ProvokedTrap::Undefined => unsafe { trap::fixup::keel_provoke_udf() },
+            // AArch64 integer division by zero returns 0; there is no trap to provoke.
+            ProvokedTrap::DivideError => return None,
+            ProvokedTrap::KernelPageFault => {
+                // SAFETY: as above; the address is the device window's last page, which
+                // `mmu::DeviceWindow` never maps, so the load faults.
+                unsafe { trap::fixup::keel_provoke_load(mmu::RESERVED_TEST_ADDRESS) };
+            }
+        }
+        trap::fixup::take_recorded()
+    }
+
+    fn provoke_user_access(address: u64) -> Option<TrapCause> {
+        trap::fixup::take_recorded();
+        // SAFETY: a single load under a fixup entry; a fault resumes after it.
+        unsafe { trap::fixup::keel_provoke_load(address) };
+        trap::fixup::take_recorded()
+    }
+
+    fn user_access_protected() -> bool {
+        boot::pan_enabled()
     }
 }

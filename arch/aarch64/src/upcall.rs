@@ -1,7 +1,14 @@
 //! Upcalls into the portable core (DESIGN.md §2). Defined, unmangled, in the kernel's
-//! `upcall` module; the linker joins the two.
+//! `upcall` module; the linker joins the two (a missing definition is a link error).
 
 unsafe extern "Rust" {
     /// One timer period has passed. Called from the IRQ handler with interrupts masked.
     pub fn keel_timer_tick();
+    /// A trap the arch does not finish itself: every system call and every exception from
+    /// EL0 (decode with `frame.cause()`). Interrupts masked, on the current thread's kernel
+    /// stack; the core may switch threads inside, or end the thread and never return.
+    pub fn keel_trap(frame: &mut crate::TrapFrame);
+    /// The name of the core's thread `thread` (as given to `set_current_thread`), for
+    /// reports.
+    pub fn keel_thread_name(thread: usize) -> &'static str;
 }

@@ -227,7 +227,9 @@ pub trait Threads: Platform {
     fn initial_fpu_state() -> Self::FpuState;
 
     /// Lay out a new thread's first context on `stack`: the first [`Threads::switch`] to it
-    /// runs `entry(argument)` on that stack, with interrupts masked.
+    /// runs `entry(argument)` on that stack, with interrupts masked. The thread's stack
+    /// starts below one `TrapFrame` at the very top (`stack.top - size_of::<TrapFrame>()`),
+    /// which stays free for the thread's first user frame (both arches, round 2).
     fn prepare_context(
         stack: KernelStack,
         entry: extern "C" fn(usize) -> !,
@@ -313,4 +315,96 @@ pub trait Paging: Platform {
 
     /// Copy `source` to user memory at `destination`, with the same checks.
     fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), UserAccessFault>;
+}
+
+/// A trap the in-kernel test suite asks the arch crate to provoke (round 2 brief).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProvokedTrap {
+    /// `int3` / `brk`.
+    Breakpoint,
+    /// `ud2` / `udf`.
+    Undefined,
+    /// Integer division by zero. x86_64 only: AArch64 has no divide trap (`provoke`
+    /// returns `None` there and the test says "not applicable").
+    DivideError,
+    /// A kernel load from a reserved, never-mapped test address.
+    KernelPageFault,
+}
+
+/// Self-test hooks for the in-kernel suite (`test=kernel`). The arch crate executes the
+/// instruction under an exception-fixup entry: its trap dispatcher records the cause and
+/// resumes at the fixup instead of reporting a fatal trap.
+pub trait SelfTest: Platform {
+    /// Provoke `trap` in kernel mode and return the cause the dispatcher recorded, or
+    /// `None` when the trap does not exist on this architecture (or was not taken).
+    fn provoke(trap: ProvokedTrap) -> Option<TrapCause>;
+
+    /// Read the mapped, active user address `address` with an ordinary kernel load (not
+    /// through `copy_from_user`) under an exception-fixup entry, and return the cause the
+    /// dispatcher recorded: a permission fault when PAN (AArch64) / SMAP (x86_64) is on,
+    /// `None` when the load went through. Added by the AArch64 helper in round 2; the
+    /// default says "not implemented" by returning `None`, so callers must also ask
+    /// [`SelfTest::user_access_protected`].
+    fn provoke_user_access(address: u64) -> Option<TrapCause> {
+        let _ = address;
+        None
+    }
+
+    /// Whether the CPU has (and the kernel enabled) PAN / SMAP, so that
+    /// [`SelfTest::provoke_user_access`] must fault. Default: `false`.
+    fn user_access_protected() -> bool {
+        false
+    }
+
+    /// Start (`true`) or stop (`false`) an asynchronous NMI storm (x86_64, issue 5's
+    /// hostile-entry test: NMIs arrive whatever the CPU runs, user loops and the system-call
+    /// entry and exit included). Returns `false` when the arch has none. Added by the
+    /// x86_64 helper in round 2; default: `false`.
+    fn nmi_storm(run: bool) -> bool {
+        let _ = run;
+        false
+    }
+
+    /// NMIs taken so far on this CPU, and how many of them ran with a per-CPU base that
+    /// was not the kernel's (must stay 0). Default: `(0, 0)`.
+    fn nmi_counts() -> (u64, u64) {
+        (0, 0)
+    }
+}
+
+/// A thread's user registers as a register-write system call supplies them (issues 5 and
+/// 6: for `init`, debuggers and the hostile-entry tests). Added by the AArch64 helper in
+/// round 2; an architecture that does not implement [`UserRegisterWrite`] yet simply has
+/// no such call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRegisters {
+    pub instruction_pointer: u64,
+    pub stack_pointer: u64,
+    /// x86_64: RFLAGS. AArch64: SPSR_EL1, of which only NZCV and SS may be set.
+    pub flags: u64,
+    /// General-purpose registers in the architecture's order: AArch64 x0–x30; x86_64
+    /// rax rbx rcx rdx rsi rdi rbp r8–r15 (the first 15 entries; the rest must be 0).
+    pub general: [u64; 31],
+    /// x86_64: MXCSR. AArch64: FPCR.
+    pub fpu_control: u64,
+    /// x86_64: 0. AArch64: FPSR.
+    pub fpu_status: u64,
+}
+
+/// Why a register write was refused (becomes `abi::Error::InvalidArgument`); the text
+/// names the offending field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidRegisters(pub &'static str);
+
+/// Writing a thread's user registers, validated the way the CPU would need them to be.
+pub trait UserRegisterWrite: Threads {
+    /// Check every value the CPU would trust on the way back to user mode (instruction
+    /// and stack pointer in the user half, flags limited to what user code may set itself,
+    /// reserved FPU control/status bits clear), then write `registers` into `frame` (the
+    /// thread's saved user frame) and `fpu`. On `Err` neither is changed.
+    fn write_user_registers(
+        frame: &mut Self::TrapFrame,
+        fpu: &mut Self::FpuState,
+        registers: &UserRegisters,
+    ) -> Result<(), InvalidRegisters>;
 }

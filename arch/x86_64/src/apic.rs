@@ -120,6 +120,11 @@ pub fn init(frames: &mut dyn FrameSource) -> Result<Found, EarlyError> {
     })
 }
 
+/// This CPU's local APIC id (xAPIC: bits 24–31 of the ID register).
+pub fn id() -> u8 {
+    (read(register::ID) >> 24) as u8
+}
+
 /// Signal end of interrupt for the vector in service.
 pub fn end_of_interrupt() {
     write(register::END_OF_INTERRUPT, 0);

@@ -2,8 +2,8 @@
 //!
 //! Keel enables, when CPUID reports them: NX (EFER.NXE), WP (CR0, always present on x86_64),
 //! SMEP and SMAP (CR4; the kernel touches no user memory outside `copy_from_user` /
-//! `copy_to_user`, which will `stac`/`clac`), and UMIP (CR4: `sgdt`/`sidt`/`sldt`/`smsw`/`str`
-//! fault in user mode). FSGSBASE stays disabled: user code must not be able to change its
+//! `copy_to_user`, which `stac`/`clac` around their one copying instruction), and UMIP
+//! (CR4: `sgdt`/`sidt`/`sldt`/`smsw`/`str` fault in user mode). FSGSBASE stays disabled: user code must not be able to change its
 //! GS base behind the kernel's back, because the paranoid trap entries decide whether to
 //! `SWAPGS` from the GS base's sign (see `trap::entry`).
 
@@ -61,6 +61,16 @@ pub struct Cpuid {
     pub umip: bool,
     /// MAXPHYADDR: physical address width in bits.
     pub physical_address_bits: u8,
+    /// Process-context identifiers (CR4.PCIDE).
+    pub pcid: bool,
+    /// Global pages (CR4.PGE).
+    pub global_pages: bool,
+    /// XSAVE/XRSTOR and XCR0.
+    pub xsave: bool,
+    /// XSAVEOPT.
+    pub xsaveopt: bool,
+    /// AVX (and its state component in XCR0).
+    pub avx: bool,
 }
 
 impl Cpuid {
@@ -73,6 +83,17 @@ impl Cpuid {
             smep = leaf7.ebx & (1 << 7) != 0;
             smap = leaf7.ebx & (1 << 20) != 0;
             umip = leaf7.ecx & (1 << 2) != 0;
+        }
+        let leaf1 = __cpuid(1);
+        let pcid = leaf1.ecx & (1 << 17) != 0;
+        let global_pages = leaf1.edx & (1 << 13) != 0;
+        let xsave = leaf1.ecx & (1 << 26) != 0;
+        let mut avx = false;
+        let mut xsaveopt = false;
+        if xsave && max_basic >= 0xD {
+            // Leaf 0xD sub-leaf 0 EAX: the state components XCR0 may enable; bit 2 = AVX.
+            avx = leaf1.ecx & (1 << 28) != 0 && __cpuid_count(0xD, 0).eax & (1 << 2) != 0;
+            xsaveopt = __cpuid_count(0xD, 1).eax & 1 != 0;
         }
         let no_execute = max_extended >= 0x8000_0001 && __cpuid(0x8000_0001).edx & (1 << 20) != 0;
         // Leaf 0x8000_0008 EAX[7:0]; the SDM's fallback without it is 36 bits.
@@ -87,6 +108,11 @@ impl Cpuid {
             smap,
             umip,
             physical_address_bits,
+            pcid,
+            global_pages,
+            xsave,
+            xsaveopt,
+            avx,
         }
     }
 }

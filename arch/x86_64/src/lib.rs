@@ -1,12 +1,32 @@
-//! Keel's x86_64 architecture crate: descriptor tables, trap entry, per-CPU data, the local
-//! APIC timer and the 16550 console, behind the `arch_api::Platform` contract.
+//! Keel's x86_64 architecture crate: descriptor tables, trap entry, `SYSCALL`, per-CPU
+//! data, context switch and FPU state, address spaces, the local APIC timer and the 16550
+//! console, behind the `arch_api` contract (`Platform`, `Threads`, `Paging`, `SelfTest`,
+//! `UserRegisterWrite`, `TrapFrame`).
+//!
+//! # Map
+//! - [`trap`]: the IDT and its 256 stubs ([`trap::entry`]), the `SYSCALL` entry
+//!   ([`trap::syscall`]), the one [`trap::TrapFrame`], the dispatcher ([`trap::dispatch`]:
+//!   what the arch finishes itself and what goes to the core's `keel_trap`), exception
+//!   fixups ([`trap::fixup`]: user copies and the self-test probes), fatal reports.
+//! - [`thread`]: `Context`, `switch`, the new-thread trampoline, `enter_user`, the
+//!   register-write validation. [`fpu`]: XSAVE/XSAVEOPT/FXSAVE state.
+//! - [`space`]: kernel-half mappings, user address spaces (PCID), `copy_from_user` /
+//!   `copy_to_user`. [`paging`]: reading the active tables, the device window.
+//! - [`percpu`]: the GS-based per-CPU block, GDT, TSS, IST stacks. [`features`]: CPUID and
+//!   CR0/CR4/EFER hardening. [`apic`], [`pic`], [`serial`], [`power`], [`nmi`] (test-only
+//!   NMI storm), [`upcall`] (the arch → core calls).
 //!
 //! # Principles
 //! - One trap frame for every way into the kernel ([`trap::TrapFrame`]): 256 assembly stubs
-//!   normalize the hardware's frames and one Rust dispatcher sees them all. Every offset
-//!   the assembly uses is a constant checked against the struct at compile time.
+//!   and the `SYSCALL` entry normalize the hardware's frames and one Rust dispatcher sees
+//!   them all. Every offset the assembly uses is a constant checked at compile time.
 //! - `SWAPGS` is never assumed: normal vectors decide from the saved CS, the paranoid ones
 //!   (NMI, #MC, #DB, #DF) from the GS base itself ([`percpu`] writes the discipline down).
+//! - Nothing returns to ring 3 through a path that could fault in ring 0: `SYSRET` only for
+//!   frames `SYSCALL` could have made, and a frame with a non-canonical RIP or RSP becomes
+//!   the user's own #GP before any return ([`trap::dispatch`]).
+//! - The kernel touches user memory only inside the fixup-covered copy, with `stac`/`clac`
+//!   around that one instruction when SMAP is on ([`space`]).
 //! - Devices are mapped uncached into a fixed kernel device window, never touched through
 //!   the HHDM ([`paging`]).
 //! - Hardening is on wherever CPUID reports it: NX, WP, SMEP, SMAP, UMIP ([`features`]).
@@ -15,32 +35,39 @@
 //! # Which stack runs what (x86_64 column of DESIGN.md §3)
 //! | event | stack |
 //! | --- | --- |
-//! | system call from user (issue 5) | `SYSCALL` switches no stack: `SWAPGS`, park user RSP in the per-CPU scratch slot, load the current thread's kernel stack top from the per-CPU block, build the same `TrapFrame`; `SYSRET` only with a canonical RCX and sane R11, else `IRETQ` |
-//! | interrupt or exception from user | the CPU loads `TSS.RSP0` = the current thread's kernel stack top ([`percpu::set_kernel_stack_top`], on every switch) |
+//! | system call from user | `SYSCALL` switches no stack: `SWAPGS`, park user RSP in the per-CPU scratch slot, load the current thread's kernel stack top from the per-CPU block, build the same `TrapFrame` at that top ([`trap::syscall`]); `SYSRET` only with a user-half RIP, the user selectors and sane RFLAGS, else `IRETQ` |
+//! | interrupt or exception from user | the CPU loads `TSS.RSP0` = the current thread's kernel stack top (written by every `switch` and by `set_kernel_stack`, [`percpu::set_kernel_stack`]); the frame lands at the same place as a system call's |
 //! | interrupt or exception in kernel | the interrupted kernel stack |
+//! | a new thread's first run | its own kernel stack, below the frame area: `switch` `ret`s into the trampoline, which calls `entry(argument)` ([`thread`]) |
 //! | NMI, #DF, #MC, #DB | this CPU's IST stacks 2, 1, 3, 4 ([`percpu::Ist`]); `SWAPGS` decided from the GS base |
-//! | kernel-stack overflow | guard page → #PF cannot push → #DF on its IST stack → report, power off |
+//! | kernel-stack overflow | guard page → #PF cannot push → #DF on its IST stack → `kernel stack overflow in thread <name>` (decided by CR2 or RSP in the current stack's guard page), power off with exit code 2 |
 //!
 //! # Known weak spots
-//! - The IST stacks are static `.bss` arrays without guard pages (they arrive with the
-//!   kernel's own page tables, memory issue); only the boot CPU is brought up.
-//! - Every exception is fatal: the report prints and the machine powers off. Recoverable
-//!   kernel faults and user faults go to the core with issue 5.
-//! - `SYSCALL`/`SYSRET`, context switch, FPU state and user entry are issue 5; the GDT
-//!   order, the per-CPU slots and [`trap::entry::TRAP_RETURN`] are already shaped for them,
-//!   but the ring-3 halves of the `SWAPGS` decisions have never run.
-//! - Nested NMIs (an exception inside the NMI handler) are not handled.
-//! - The kernel still runs on the loader's page tables; the device window is added to them.
+//! - Only the boot CPU is brought up; TLB maintenance is local (no shootdown). An IST
+//!   stack overflow hits its guard page but ends in a triple fault, not a report.
+//! - Nested NMIs (an exception inside the NMI handler) are not handled; the NMI handler
+//!   only counts (its one user is the storm test).
+//! - PCIDs: implemented ([`space`]) but never exercised — QEMU 7.2's TCG does not offer
+//!   PCID even with `-cpu max,+pcid`, so every test ran with plain CR3 switches.
+//! - The kernel still runs on the loader's page tables (their higher half is the shared
+//!   kernel half); the device window and the kernel-stack region are added to them.
+//! - The NMI storm assumes the I/O APIC at 0xFEC0_0000 with the PIT on pin 2 (QEMU).
+//! - `FpuState` is a fixed 1 KiB (x87 + SSE + AVX = 832 bytes; checked at boot): AVX-512
+//!   and later components are never enabled in XCR0.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod apic;
 pub mod features;
+pub mod fpu;
+pub mod nmi;
 pub mod paging;
 pub mod percpu;
 pub mod pic;
 pub mod power;
 pub mod serial;
+pub mod space;
+pub mod thread;
 pub mod trap;
 pub mod upcall;
 
@@ -66,6 +93,7 @@ impl Platform for Cpu {
         x86_64::instructions::interrupts::disable();
         serial::init();
         paging::set_hhdm_offset(info.hhdm_offset);
+        paging::record_kernel_root();
         // SAFETY: once, on the boot CPU (the loader enters the kernel there), with interrupts
         // masked, before anything reads %gs.
         unsafe { percpu::init(0) };
@@ -85,6 +113,15 @@ impl Platform for Cpu {
         if supervisor_only {
             features::harden_supervisor_access(&cpuid);
         }
+        nmi::init(frames)?;
+        space::init(&cpuid, frames)?;
+        // SAFETY: once, on the boot CPU, interrupts masked, no exception in progress; the
+        // kernel half's device-window PML4 slot (which holds the IST region) is filled.
+        unsafe { percpu::install_guarded_ist_stacks(frames)? };
+        fpu::init(&cpuid)?;
+        // SAFETY: the GDT loaded by `percpu::init` has the selectors STAR names; no user
+        // code runs before the core sets a kernel stack (`Threads::set_kernel_stack`).
+        unsafe { trap::syscall::init() };
         print_summary(&cpuid, &apic, supervisor_only);
         Ok(())
     }
@@ -134,7 +171,7 @@ fn kernel_is_supervisor_only(device_window: u64) -> bool {
 
 fn print_summary(cpuid: &Cpuid, apic: &apic::Found, supervisor_only: bool) {
     arch_println!(
-        "x86_64: cpu 0: gdt, tss (4 ist stacks), idt (256 vectors) loaded; hardening on:{} off:{}; {} physical address bits",
+        "x86_64: cpu 0: gdt, tss (4 ist stacks with guard pages), idt (256 vectors) loaded; hardening on:{} off:{}; {} physical address bits",
         FeatureList(true),
         FeatureList(false),
         cpuid.physical_address_bits,
@@ -142,6 +179,11 @@ fn print_summary(cpuid: &Cpuid, apic: &apic::Found, supervisor_only: bool) {
     if !supervisor_only && (cpuid.smep || cpuid.smap) {
         arch_println!("x86_64: smep/smap left off: the loader maps kernel memory user-accessible");
     }
+    arch_println!(
+        "x86_64: fpu state by {}; pcid {}; syscall/sysret on",
+        fpu::describe(),
+        if space::pcid_enabled() { "on" } else { "off" },
+    );
     arch_println!(
         "x86_64: local APIC id {} version {:#x} at physical {:#x}, mapped uncached at {:#x}{}",
         apic.id,

@@ -28,10 +28,10 @@ pub const DEVICE_WINDOW_BASE: u64 = 0xFFFF_FE00_0000_0000;
 pub const DEVICE_WINDOW_SIZE: u64 = 1 << 30;
 
 const PAGE_SIZE: u64 = 4096;
-const ENTRIES: usize = 512;
+pub(crate) const ENTRIES: usize = 512;
 
 /// Page-table entry bits (Intel SDM Vol. 3A, §4.5).
-mod entry {
+pub(crate) mod entry {
     pub const PRESENT: u64 = 1 << 0;
     pub const WRITABLE: u64 = 1 << 1;
     pub const USER: u64 = 1 << 2;
@@ -39,6 +39,8 @@ mod entry {
     pub const CACHE_DISABLE: u64 = 1 << 4;
     /// In a PDPT or PD entry: maps a 1 GiB or 2 MiB page.
     pub const HUGE: u64 = 1 << 7;
+    /// In a leaf: survives CR3 writes and PCID changes (kernel pages, with CR4.PGE).
+    pub const GLOBAL: u64 = 1 << 8;
     pub const NO_EXECUTE: u64 = 1 << 63;
     /// Physical address bits 12..51 of the next table or the page.
     pub const ADDRESS: u64 = 0x000F_FFFF_FFFF_F000;
@@ -75,6 +77,20 @@ pub fn set_hhdm_offset(offset: u64) {
     HHDM_OFFSET.store(offset, Ordering::Relaxed);
 }
 
+/// Physical address of the kernel's root table (the loader's PML4, read from CR3 at boot):
+/// its higher half is the kernel half every user address space copies.
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// Remember the active root table as the kernel's (early init, before any user space).
+pub fn record_kernel_root() {
+    KERNEL_ROOT.store(Cr3::read().0.start_address().as_u64(), Ordering::Relaxed);
+}
+
+/// Physical address of the kernel's root table.
+pub fn kernel_root() -> u64 {
+    KERNEL_ROOT.load(Ordering::Relaxed)
+}
+
 fn hhdm_offset() -> Option<u64> {
     match HHDM_OFFSET.load(Ordering::Relaxed) {
         0 => None,
@@ -88,7 +104,8 @@ fn hhdm_offset() -> Option<u64> {
 pub fn check_device_window(hhdm_offset: u64, physical_address_bits: u8) -> Result<(), EarlyError> {
     let covered = (4u64 << 30).saturating_add(1u64 << physical_address_bits.min(52));
     let hhdm_end = hhdm_offset.saturating_add(covered);
-    let window_end = DEVICE_WINDOW_BASE + DEVICE_WINDOW_SIZE;
+    // The window, and the guarded IST stacks right above it (`percpu::IST_REGION_BASE`).
+    let window_end = DEVICE_WINDOW_BASE + 2 * DEVICE_WINDOW_SIZE;
     if hhdm_offset < window_end && DEVICE_WINDOW_BASE < hhdm_end {
         return Err(EarlyError::Unsupported(
             "the HHDM overlaps the kernel's device window at 0xffff_fe00_0000_0000",
@@ -114,11 +131,11 @@ pub fn check_pat() -> Result<(), EarlyError> {
 /// # Safety
 /// `table` is the physical address of a page table of the active hierarchy, and the HHDM
 /// offset has been set.
-unsafe fn table_at(table: u64) -> *mut [u64; ENTRIES] {
+pub(crate) unsafe fn table_at(table: u64) -> *mut [u64; ENTRIES] {
     (HHDM_OFFSET.load(Ordering::Relaxed) + table) as *mut [u64; ENTRIES]
 }
 
-fn index(virtual_address: u64, level: u32) -> usize {
+pub(crate) fn index(virtual_address: u64, level: u32) -> usize {
     ((virtual_address >> (12 + 9 * (level - 1))) & 0x1FF) as usize
 }
 

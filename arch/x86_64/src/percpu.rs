@@ -2,10 +2,10 @@
 //!
 //! # GS base discipline
 //! While a CPU runs kernel code, `IA32_GS_BASE` holds the address of its [`PerCpu`] block
-//! and `IA32_KERNEL_GS_BASE` holds the user's GS base (0 until user mode exists). Every
-//! transition between ring 3 and ring 0 executes exactly one `SWAPGS`: trap entry from user
-//! mode (decided from the saved CS), trap exit to user mode, and — with issue 5 — `SYSCALL`
-//! entry and `SYSRET` exit. The paranoid entries (NMI, #MC, #DB, #DF) can arrive between
+//! and `IA32_KERNEL_GS_BASE` holds the user's GS base (always 0: user code cannot set one).
+//! Every transition between ring 3 and ring 0 executes exactly one `SWAPGS`: trap entry
+//! from user mode (decided from the saved CS), trap exit to user mode, `SYSCALL` entry and
+//! `SYSRET` exit. The paranoid entries (NMI, #MC, #DB, #DF) can arrive between
 //! `SYSCALL` and its `SWAPGS`, so they decide from the GS base's sign instead: the kernel's
 //! block is a higher-half address and user GS bases are lower-half (FSGSBASE stays off
 //! in CR4, so user code cannot set its own).
@@ -16,13 +16,18 @@
 //! null, kernel code, kernel data, (unused 32-bit user code slot), user data, user code,
 //! then the 16-byte TSS descriptor.
 //!
-//! Weak spot: the IST stacks are static arrays in `.bss` with no guard page below them
-//! (guard pages arrive with the kernel's own page tables in the memory issue); a handler
-//! that overflows one silently corrupts the neighbouring stack. Only the boot CPU's slot is
-//! initialized: SMP bring-up (later) initializes the others.
+//! # IST stacks
+//! [`init`] points the TSS at static `.bss` stacks (no guard page: the kernel cannot map
+//! pages yet); [`install_guarded_ist_stacks`] then moves each to mapped pages with an
+//! unmapped guard page below, so a handler that overflows one faults instead of silently
+//! corrupting its neighbour (the fault itself is then a triple fault: there is no stack
+//! left to report on). Only the boot CPU's slot is initialized: SMP bring-up (later)
+//! initializes the others.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use arch_api::KernelStack;
 
 use x86_64::instructions::segmentation::{CS, DS, ES, FS, GS, SS, Segment};
 use x86_64::instructions::tables::load_tss;
@@ -77,8 +82,9 @@ const IST_COUNT: usize = 4;
 pub struct PerCpu {
     /// This block's own address, so `mov %gs:0, %reg` yields a pointer to it.
     self_pointer: AtomicPtr<PerCpu>,
-    /// The thread running on this CPU (placeholder until threads exist: null).
-    current_thread: AtomicPtr<()>,
+    /// The core's identity of the thread running on this CPU (0: none); see
+    /// `arch_api::Threads::set_current_thread`.
+    current_thread: AtomicUsize,
     /// Kernel stack top for the next entry from user mode (mirrors `TSS.RSP0`; the
     /// `SYSCALL` entry loads it from here).
     kernel_stack_top: AtomicU64,
@@ -86,6 +92,11 @@ pub struct PerCpu {
     user_stack_scratch: AtomicU64,
     /// Dense CPU number (0 = the boot CPU).
     cpu_id: AtomicU32,
+    /// Lowest usable address of the current thread's kernel stack (its guard page lies
+    /// just below), for the kernel-stack-overflow decision of the #DF handler; 0 = none.
+    kernel_stack_base: AtomicU64,
+    /// NMIs taken on this CPU (the NMI storm test counts them).
+    nmi_count: AtomicU64,
 }
 
 /// Offsets into [`PerCpu`] for `%gs:`-relative assembly, checked against the struct.
@@ -98,22 +109,26 @@ pub mod offsets {
     pub const KERNEL_STACK_TOP: usize = 16;
     pub const USER_STACK_SCRATCH: usize = 24;
     pub const CPU_ID: usize = 32;
+    pub const KERNEL_STACK_BASE: usize = 40;
 
     const _: () = assert!(offset_of!(PerCpu, self_pointer) == SELF_POINTER);
     const _: () = assert!(offset_of!(PerCpu, current_thread) == CURRENT_THREAD);
     const _: () = assert!(offset_of!(PerCpu, kernel_stack_top) == KERNEL_STACK_TOP);
     const _: () = assert!(offset_of!(PerCpu, user_stack_scratch) == USER_STACK_SCRATCH);
     const _: () = assert!(offset_of!(PerCpu, cpu_id) == CPU_ID);
+    const _: () = assert!(offset_of!(PerCpu, kernel_stack_base) == KERNEL_STACK_BASE);
 }
 
 impl PerCpu {
     const fn new() -> Self {
         Self {
             self_pointer: AtomicPtr::new(core::ptr::null_mut()),
-            current_thread: AtomicPtr::new(core::ptr::null_mut()),
+            current_thread: AtomicUsize::new(0),
             kernel_stack_top: AtomicU64::new(0),
             user_stack_scratch: AtomicU64::new(0),
             cpu_id: AtomicU32::new(0),
+            kernel_stack_base: AtomicU64::new(0),
+            nmi_count: AtomicU64::new(0),
         }
     }
 
@@ -122,9 +137,36 @@ impl PerCpu {
         self.cpu_id.load(Ordering::Relaxed)
     }
 
-    /// The current thread (null until threads exist).
-    pub fn current_thread(&self) -> *mut () {
+    /// The current thread as the core named it (0: none).
+    pub fn current_thread(&self) -> usize {
         self.current_thread.load(Ordering::Relaxed)
+    }
+
+    /// Record the current thread (the core's identity; 0 = none).
+    pub fn set_current_thread(&self, thread: usize) {
+        self.current_thread.store(thread, Ordering::Relaxed);
+    }
+
+    /// The current thread's kernel stack, if one was set.
+    pub fn kernel_stack(&self) -> Option<KernelStack> {
+        let base = self.kernel_stack_base.load(Ordering::Relaxed);
+        let top = self.kernel_stack_top.load(Ordering::Relaxed);
+        (base != 0).then_some(KernelStack { base, top })
+    }
+
+    /// Count one NMI taken with this block in GS base.
+    pub fn count_nmi(&self) {
+        self.nmi_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// NMIs taken with this block in GS base.
+    pub fn nmi_count(&self) -> u64 {
+        self.nmi_count.load(Ordering::Relaxed)
+    }
+
+    /// This block's address (what `IA32_GS_BASE` must hold in kernel code).
+    pub fn address(&self) -> u64 {
+        core::ptr::from_ref(self) as u64
     }
 
     /// Kernel stack top for the next entry from user mode.
@@ -268,8 +310,18 @@ pub fn current() -> &'static PerCpu {
     unsafe { &*block }
 }
 
+/// Make `stack` the current thread's kernel stack: the next trap from user mode lands on its
+/// top (`TSS.RSP0` and the slot the `SYSCALL` entry loads), and the #DF handler checks its
+/// guard page. Context switch calls this for every incoming thread.
+pub fn set_kernel_stack(stack: KernelStack) {
+    set_kernel_stack_top(stack.top);
+    current()
+        .kernel_stack_base
+        .store(stack.base, Ordering::Relaxed);
+}
+
 /// Set the stack the next trap from user mode lands on: `TSS.RSP0` and the per-CPU slot the
-/// `SYSCALL` entry loads. Context switch (issue 5) calls this for every incoming thread.
+/// `SYSCALL` entry loads.
 pub fn set_kernel_stack_top(top: u64) {
     let block = current();
     let slot = &CPUS[block.cpu_id() as usize];
@@ -283,8 +335,98 @@ pub fn set_kernel_stack_top(top: u64) {
     block.kernel_stack_top.store(top, Ordering::Relaxed);
 }
 
+/// The per-CPU block at `address`, if `address` is one (the NMI handler's GS check).
+pub fn block_at(address: u64) -> Option<&'static PerCpu> {
+    CPUS.iter()
+        .map(|slot| &slot.block)
+        .find(|block| block.address() == address)
+}
+
+/// The running CPU's block if `IA32_GS_BASE` points at one — for the fatal report, which
+/// may run on a path where GS still holds the user's base (a kernel fault in the few
+/// instructions around a `SWAPGS`); reads the MSR instead of trusting `%gs`.
+pub fn try_current() -> Option<&'static PerCpu> {
+    if !ready() {
+        return None;
+    }
+    block_at(GsBase::read().as_u64())
+}
+
+/// NMIs that ran with a GS base that is no CPU's block (counted apart: there is no block
+/// to count them in).
+static NMI_BAD_GS_UNKNOWN: AtomicU64 = AtomicU64::new(0);
+
+/// Count an NMI whose GS base was no CPU's block.
+pub fn count_nmi_with_bad_gs() {
+    NMI_BAD_GS_UNKNOWN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// NMIs taken on this CPU, and how many of them ran with a GS base that was no per-CPU
+/// block (the user's, say).
+pub fn nmi_counts() -> (u64, u64) {
+    let unknown = NMI_BAD_GS_UNKNOWN.load(Ordering::Relaxed);
+    (current().nmi_count() + unknown, unknown)
+}
+
+/// Where the guarded IST stacks live: right above the device window, in the PML4 slot
+/// `space::init` fills before any user space exists (so every address space shares them).
+pub const IST_REGION_BASE: u64 =
+    crate::paging::DEVICE_WINDOW_BASE + crate::paging::DEVICE_WINDOW_SIZE;
+/// One IST slot: an unmapped guard page, then the stack.
+const _: () = assert!(
+    (MAX_CPUS * IST_COUNT) as u64 * IST_SLOT_SIZE <= crate::paging::DEVICE_WINDOW_SIZE,
+    "the IST region must fit the gigabyte above the device window checked against the HHDM"
+);
+const IST_SLOT_SIZE: u64 = arch_api::PAGE_SIZE + IST_STACK_SIZE as u64;
+
+/// Bottom of each guarded IST stack, once installed (0: still the early `.bss` stack).
+static GUARDED_IST_BASES: [[AtomicU64; IST_COUNT]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; IST_COUNT] }; MAX_CPUS];
+
+/// Move this CPU's IST stacks from the early `.bss` arrays (which have no guard page) to
+/// pages mapped in the kernel half at [`IST_REGION_BASE`], each with an unmapped guard page
+/// below it, and point the TSS at them.
+///
+/// # Safety
+/// Called once per CPU, on that CPU, with interrupts masked and no IST stack in use (early
+/// init: nothing runs on them yet), after `space::init`.
+pub unsafe fn install_guarded_ist_stacks(
+    frames: &mut dyn arch_api::FrameSource,
+) -> Result<(), arch_api::EarlyError> {
+    use arch_api::{EarlyError, PAGE_SIZE, PageFlags};
+    let cpu_id = current().cpu_id() as usize;
+    let slot_tss = CPUS[cpu_id].tss.get();
+    for (ist, guarded_base) in GUARDED_IST_BASES[cpu_id].iter().enumerate() {
+        let slot = IST_REGION_BASE + ((cpu_id * IST_COUNT + ist) as u64) * IST_SLOT_SIZE;
+        let base = slot + PAGE_SIZE;
+        for page in 0..IST_STACK_SIZE as u64 / PAGE_SIZE {
+            let frame = frames.alloc_zeroed_frame().ok_or(EarlyError::OutOfMemory)?;
+            let flags = PageFlags {
+                writable: true,
+                ..PageFlags::default()
+            };
+            crate::space::map_kernel(base + page * PAGE_SIZE, frame, flags, frames)
+                .map_err(|_| EarlyError::Unsupported("cannot map the IST stacks"))?;
+        }
+        let top = base + IST_STACK_SIZE as u64;
+        // SAFETY: the TSS belongs to this CPU, which reads an IST entry only when it
+        // delivers an exception through that slot — none is in progress (caller's duty).
+        // The struct is `packed(4)`, so the entry is written unaligned.
+        unsafe {
+            let entry = core::ptr::addr_of_mut!((*slot_tss).interrupt_stack_table[ist]);
+            entry.write_unaligned(VirtAddr::new(top));
+        }
+        guarded_base.store(base, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
 /// The address range of this CPU's IST stack `ist`, for reports.
 pub fn ist_stack_range(cpu_id: u32, ist: Ist) -> core::ops::Range<u64> {
+    let guarded = GUARDED_IST_BASES[cpu_id as usize][ist as usize - 1].load(Ordering::Relaxed);
+    if guarded != 0 {
+        return guarded..guarded + IST_STACK_SIZE as u64;
+    }
     let stack = &IST_STACKS[cpu_id as usize][ist as usize - 1];
     let bottom = stack.0.get() as u64;
     bottom..bottom + IST_STACK_SIZE as u64

@@ -2,8 +2,20 @@
 //! names, in the kernel's `upcall` module. The linker joins the two; a missing definition
 //! is a link error, not a null pointer.
 
+use crate::trap::TrapFrame;
+
 unsafe extern "Rust" {
     /// One periodic timer interrupt has been taken (its EOI already sent). Called from the
     /// trap dispatcher with interrupts masked, on the interrupted kernel stack.
     pub fn keel_timer_tick();
+
+    /// A trap the arch crate does not finish itself: a system call, or any exception from
+    /// user mode (decode with `TrapCause`). Called with interrupts masked, on the current
+    /// thread's kernel stack, with `frame` at its top. The core may switch threads inside
+    /// it, or kill the current thread and never return.
+    pub fn keel_trap(frame: &mut TrapFrame);
+
+    /// The name of the thread the core identifies as `thread` (the value given to
+    /// `Threads::set_current_thread`), for fatal reports.
+    pub fn keel_thread_name(thread: usize) -> &'static str;
 }

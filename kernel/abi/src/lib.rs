@@ -2,8 +2,8 @@
 //! rights and message layout, and nothing else (DESIGN.md §6).
 //!
 //! Every value here is part of a stable binary interface: discriminants are explicit and
-//! never reused. Today: error codes, capability handles and rights; the calls arrive with
-//! issue 8.
+//! never reused. Today: error codes, capability handles, rights and the first system calls
+//! ([`Syscall`]); the rest arrive with issue 8.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -209,6 +209,119 @@ impl core::fmt::Debug for Rights {
     }
 }
 
+/// System-call numbers (DESIGN.md §6: `rax` on x86_64, `x8` on AArch64) and their result
+/// convention.
+///
+/// Every call returns two words (`rax`, `rdx` / `x0`, `x1`): the first is `0` on success or
+/// an [`Error`] code, the second the call's value (0 when it has none). A number the kernel
+/// does not know returns [`Error::InvalidArgument`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Syscall {
+    /// Does nothing and succeeds: the round-trip cost of entering the kernel.
+    Null = 0,
+    /// `debug_write(pointer, length)`: print `length` bytes of user memory (at most
+    /// [`DEBUG_WRITE_MAX`]) as one line of the kernel log. A range that is not wholly
+    /// readable user memory returns [`Error::BadAddress`]; a readable one longer than the
+    /// maximum returns [`Error::InvalidArgument`].
+    DebugWrite = 1,
+    /// `exit(code)`: end the calling thread (and its process with its last thread). Never
+    /// returns.
+    Exit = 2,
+    /// `yield()`: let other ready threads of the same priority run first.
+    Yield = 3,
+    /// `thread_write_registers(thread, pointer, length)`: replace a thread's user
+    /// registers with the [`UserRegisters`] at `pointer` (`length` must be its size).
+    /// `thread` 0 is the calling thread, the only one accepted until thread capabilities
+    /// exist (issue 8). The kernel validates everything the CPU would trust (issues 5 and
+    /// 6) and answers [`Error::InvalidArgument`] for a bad value, [`Error::BadAddress`]
+    /// for an unreadable image. On success the call does not return: the thread resumes
+    /// with the new registers.
+    ThreadWriteRegisters = 4,
+    /// `memory_map(address, length, flags)`: map `length` bytes of fresh zeroed memory at
+    /// `address` in the caller's address space, readable, plus [`MAP_WRITE`] or
+    /// [`MAP_EXECUTE`] (never both: W^X). `address` and `length` must be page multiples
+    /// and `length` non-zero ([`Error::InvalidArgument`]); the range must lie in the user
+    /// half ([`Error::BadAddress`]) and not overlap a mapping
+    /// ([`Error::InvalidArgument`]); beyond the process's memory quota, or with the
+    /// kernel out of frames, [`Error::OutOfMemory`]. All or nothing.
+    MemoryMap = 5,
+    /// `memory_unmap(address, length)`: remove mappings made by `memory_map` and free
+    /// their memory. Every page of the range must be such a mapping
+    /// ([`Error::InvalidArgument`]); nothing changes on an error.
+    MemoryUnmap = 6,
+}
+
+/// `memory_map` flag: writable.
+pub const MAP_WRITE: u64 = 1 << 0;
+/// `memory_map` flag: executable.
+pub const MAP_EXECUTE: u64 = 1 << 1;
+/// The page size of every mapping.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// A thread's user registers, as `thread_write_registers` reads them (36 little-endian
+/// words, in this order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct UserRegisters {
+    pub instruction_pointer: u64,
+    pub stack_pointer: u64,
+    /// x86_64: RFLAGS (arithmetic flags, DF, TF, AC; IF is forced on). AArch64: SPSR, of
+    /// which only NZCV and SS may be set.
+    pub flags: u64,
+    /// x86_64: `rax rbx rcx rdx rsi rdi rbp r8`–`r15` in the first 15 words, the rest 0.
+    /// AArch64: `x0`–`x30`.
+    pub general: [u64; 31],
+    /// x86_64: MXCSR. AArch64: FPCR.
+    pub fpu_control: u64,
+    /// x86_64: 0. AArch64: FPSR.
+    pub fpu_status: u64,
+}
+
+impl UserRegisters {
+    /// Words in the layout.
+    pub const WORDS: usize = 36;
+    /// Bytes in the layout.
+    pub const SIZE: usize = Self::WORDS * 8;
+
+    /// The registers from their words, in layout order.
+    pub fn from_words(words: &[u64; Self::WORDS]) -> Self {
+        let mut general = [0; 31];
+        general.copy_from_slice(&words[3..34]);
+        Self {
+            instruction_pointer: words[0],
+            stack_pointer: words[1],
+            flags: words[2],
+            general,
+            fpu_control: words[34],
+            fpu_status: words[35],
+        }
+    }
+}
+
+/// The longest text one `debug_write` prints.
+pub const DEBUG_WRITE_MAX: u64 = 256;
+
+impl Syscall {
+    /// The call for a raw number, if there is one.
+    pub const fn from_number(number: u64) -> Option<Self> {
+        Some(match number {
+            0 => Self::Null,
+            1 => Self::DebugWrite,
+            2 => Self::Exit,
+            3 => Self::Yield,
+            4 => Self::ThreadWriteRegisters,
+            5 => Self::MemoryMap,
+            6 => Self::MemoryUnmap,
+            _ => return None,
+        })
+    }
+
+    pub const fn number(self) -> u64 {
+        self as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     // why: the crate is `no_std` even under test; the Debug test needs `format!`.
@@ -230,6 +343,40 @@ mod tests {
             assert_eq!(Error::from_code(error.code()), Some(error));
         }
         assert_eq!(Error::from_code(0), None);
+    }
+
+    #[test]
+    fn syscall_numbers_are_stable() {
+        let expected = [
+            (Syscall::Null, 0),
+            (Syscall::DebugWrite, 1),
+            (Syscall::Exit, 2),
+            (Syscall::Yield, 3),
+            (Syscall::ThreadWriteRegisters, 4),
+            (Syscall::MemoryMap, 5),
+            (Syscall::MemoryUnmap, 6),
+        ];
+        for (call, number) in expected {
+            assert_eq!(call.number(), number);
+            assert_eq!(Syscall::from_number(number), Some(call));
+        }
+        assert_eq!(Syscall::from_number(7), None);
+        assert_eq!(Syscall::from_number(u64::MAX), None);
+    }
+
+    #[test]
+    fn user_registers_layout_is_stable() {
+        assert_eq!(core::mem::size_of::<UserRegisters>(), UserRegisters::SIZE);
+        assert_eq!(core::mem::offset_of!(UserRegisters, flags), 16);
+        assert_eq!(core::mem::offset_of!(UserRegisters, general), 24);
+        assert_eq!(core::mem::offset_of!(UserRegisters, fpu_control), 34 * 8);
+        let words: [u64; UserRegisters::WORDS] = core::array::from_fn(|index| index as u64);
+        let registers = UserRegisters::from_words(&words);
+        assert_eq!(registers.instruction_pointer, 0);
+        assert_eq!(registers.flags, 2);
+        assert_eq!(registers.general[0], 3);
+        assert_eq!(registers.general[30], 33);
+        assert_eq!((registers.fpu_control, registers.fpu_status), (34, 35));
     }
 
     #[test]

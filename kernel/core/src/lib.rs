@@ -6,8 +6,10 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod bootmem;
 pub mod captable;
 pub mod cmdline;
+pub mod elf;
 pub mod frames;
 pub mod memory;
 pub mod runqueue;

@@ -14,9 +14,19 @@
 //! restores from the frame, so the dispatcher changes the interrupted state by editing it
 //! (skipping an instruction is `frame.elr += 4`).
 //!
+//! The slots for exceptions taken at EL1 first check the stack pointer, because there is no
+//! IST to fall back on: if the frame would not fit above the running kernel stack's base
+//! (bounds kept in the per-CPU block by the context switch), the stack has overflowed into
+//! its guard page, and storing there would fault again, forever, or reach the stack below.
+//! The check needs registers before it may store anything, so it borrows TPIDRRO_EL0 (the
+//! return path writes EL0's value back from the per-CPU block) and two per-CPU scratch
+//! words; on overflow it moves to the per-CPU overflow stack and builds the frame there,
+//! flagged, and the dispatcher reports `kernel stack overflow in thread <name>`.
+//!
 //! Interrupts stay masked for the whole handler (the CPU set PSTATE.I on entry), so IRQs
 //! never nest; a synchronous exception inside a handler nests once and is reported.
 
+pub mod fixup;
 mod report;
 mod vectors;
 
@@ -29,6 +39,7 @@ use arch_api::{Access, TrapCause};
 use crate::{gic, psci, semihosting, timer, upcall};
 
 pub use report::fatal;
+pub use vectors::keel_trap_return;
 
 /// The registers saved on every exception, on the SP_EL1 stack (DESIGN.md §2).
 #[repr(C)]
@@ -78,6 +89,16 @@ const _: () = assert!(FAR == ESR + 8, "saved with one stp");
 const _: () = assert!(VECTOR == 288);
 const _: () = assert!(RECORD == 304);
 
+/// Set in `vector` by the EL1 entry when it moved to the overflow stack.
+const OVERFLOW: u64 = 0x100;
+/// How far below the running stack's base an SP still counts as an overflow of it (the
+/// guard page, and frames that jumped past it), rather than another stack altogether.
+const OVERFLOW_SPAN: u64 = 64 * 1024;
+const _: () = assert!(OVERFLOW_SPAN.is_multiple_of(4096) && OVERFLOW_SPAN / 4096 < 4096);
+
+/// SPSR_EL1 for EL0t (AArch64, SP_EL0) with D, A, I, F all clear.
+pub const SPSR_EL0T: u64 = 0;
+
 /// Where the exception came from (the vector table's four groups).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -108,6 +129,7 @@ pub mod class {
     pub const SVC64: u64 = 0x15;
     pub const SYSREG: u64 = 0x18;
     pub const SVE_ACCESS: u64 = 0x19;
+    pub const SME_ACCESS: u64 = 0x1d;
     pub const INSTRUCTION_ABORT_LOWER: u64 = 0x20;
     pub const INSTRUCTION_ABORT_SAME: u64 = 0x21;
     pub const PC_ALIGNMENT: u64 = 0x22;
@@ -127,7 +149,7 @@ const ISS_WNR: u64 = 1 << 6;
 
 impl TrapFrame {
     pub fn origin(&self) -> Origin {
-        match self.vector / 4 {
+        match (self.vector & 15) / 4 {
             0 => Origin::CurrentSp0,
             1 => Origin::CurrentSpx,
             2 => Origin::Lower64,
@@ -154,20 +176,23 @@ impl TrapFrame {
         self.esr & 0x1ff_ffff
     }
 
-    /// Whether the exception came from user mode.
+    /// Whether the interrupted state is EL0 (SPSR_EL1.M[3:2] = 0; AArch32 user modes
+    /// included), so a frame made by `new_user` counts too.
     pub fn from_user(&self) -> bool {
-        matches!(self.origin(), Origin::Lower64 | Origin::Lower32)
+        self.spsr & 0b1100 == 0
     }
 
     /// The portable cause of a synchronous exception. Interrupts are decoded by the GIC
-    /// driver, not from the frame; for them (and SError) this is `Other(esr)`.
-    pub fn cause(&self) -> TrapCause {
-        if self.kind() != Kind::Synchronous {
+    /// driver, not from the frame; for them (and SError) this is `Other(esr)`, as for
+    /// everything from AArch32 EL0 (not supported: the core kills the thread).
+    pub fn decode_cause(&self) -> TrapCause {
+        if self.kind() != Kind::Synchronous || self.origin() == Origin::Lower32 {
             return TrapCause::Other(self.esr);
         }
         let status = self.syndrome() & 0x3f;
         match self.exception_class() {
-            class::SVC64 => TrapCause::Syscall,
+            // The ABI's trap is `svc #0` (DESIGN.md §6); another immediate is not a call.
+            class::SVC64 if self.syndrome() & 0xffff == 0 => TrapCause::Syscall,
             class::UNKNOWN => TrapCause::Undefined,
             class::BRK64 | class::BREAKPOINT_LOWER | class::BREAKPOINT_SAME => {
                 TrapCause::Breakpoint
@@ -200,6 +225,65 @@ impl TrapFrame {
     }
 }
 
+impl arch_api::TrapFrame for TrapFrame {
+    fn new_user(entry: u64, user_stack: u64, argument: u64) -> Self {
+        let mut x = [0; 31];
+        x[0] = argument;
+        Self {
+            x,
+            sp_el0: user_stack,
+            elr: entry,
+            spsr: SPSR_EL0T,
+            esr: 0,
+            far: 0,
+            // As if made by a synchronous exception from EL0 in AArch64.
+            vector: 8,
+            reserved: 0,
+            record: [0; 2],
+        }
+    }
+
+    fn instruction_pointer(&self) -> u64 {
+        self.elr
+    }
+
+    fn set_instruction_pointer(&mut self, address: u64) {
+        self.elr = address;
+    }
+
+    fn stack_pointer(&self) -> u64 {
+        if self.from_user() {
+            self.sp_el0
+        } else {
+            // SP_EL1 when taken: the frame was pushed directly below it.
+            core::ptr::from_ref(self) as u64 + FRAME_SIZE as u64
+        }
+    }
+
+    fn is_from_user(&self) -> bool {
+        self.from_user()
+    }
+
+    fn syscall_number(&self) -> u64 {
+        self.x[8]
+    }
+
+    fn syscall_arguments(&self) -> [u64; 6] {
+        [
+            self.x[0], self.x[1], self.x[2], self.x[3], self.x[4], self.x[5],
+        ]
+    }
+
+    fn set_syscall_results(&mut self, first: u64, second: u64) {
+        self.x[0] = first;
+        self.x[1] = second;
+    }
+
+    fn cause(&self) -> TrapCause {
+        self.decode_cause()
+    }
+}
+
 /// Point VBAR_EL1 at the vector table.
 pub fn install_vectors() {
     VBAR_EL1.set(vectors::base());
@@ -208,10 +292,57 @@ pub fn install_vectors() {
 
 /// The one Rust entry from the vector table. Returning resumes the state in `frame`.
 extern "C" fn dispatch(frame: &mut TrapFrame) {
+    if frame.vector & OVERFLOW != 0 {
+        report::stack_overflow(frame);
+    }
     match (frame.origin(), frame.kind()) {
-        (Origin::CurrentSpx, Kind::Irq) => interrupt(frame),
-        (Origin::CurrentSpx, Kind::Synchronous) if skip_unimplemented_call(frame) => {}
+        (Origin::CurrentSpx | Origin::Lower64 | Origin::Lower32, Kind::Irq) => interrupt(frame),
+        (Origin::CurrentSpx, Kind::Synchronous) => kernel_synchronous(frame),
+        (Origin::Lower64, Kind::Synchronous) => user_synchronous(frame),
+        (Origin::Lower32, Kind::Synchronous) => {
+            report::user_exception(frame, "AArch32 EL0 is not supported");
+            to_core(frame);
+        }
+        (Origin::Lower64 | Origin::Lower32, Kind::SError) => {
+            // An asynchronous abort caused by EL0 (Keel routes no device to EL0 that could
+            // raise one on the kernel's behalf): that thread ends, the kernel goes on.
+            report::user_exception(frame, "SError (asynchronous abort) from EL0");
+            to_core(frame);
+        }
         _ => fatal(frame),
+    }
+}
+
+/// Hand a trap to the core (system call, or an exception that ends the thread).
+fn to_core(frame: &mut TrapFrame) {
+    // SAFETY: `keel_trap` is the core's safe Rust function of that signature
+    // (kernel/src/upcall.rs); the frame is this trap's, on the current kernel stack.
+    unsafe { upcall::keel_trap(frame) };
+}
+
+/// A synchronous exception from EL0 in AArch64: a system call or a fault of that thread.
+fn user_synchronous(frame: &mut TrapFrame) {
+    match frame.exception_class() {
+        class::SVC64 => {}
+        // The written SVE/SME policy: CPACR_EL1.ZEN and SMEN stay trapping (their state is
+        // not saved on switch), so such an instruction ends the thread instead of running
+        // with state another thread could see.
+        class::SVE_ACCESS => report::user_exception(frame, "SVE not supported"),
+        class::SME_ACCESS => report::user_exception(frame, "SME not supported"),
+        _ => {}
+    }
+    to_core(frame);
+}
+
+/// A synchronous exception in the kernel: an expected fault under a fixup entry, an
+/// unimplemented firmware call to step over, or a kernel bug.
+fn kernel_synchronous(frame: &mut TrapFrame) {
+    if let Some(resume) = fixup::resume_address(frame.elr, frame.decode_cause()) {
+        frame.elr = resume;
+        return;
+    }
+    if !skip_unimplemented_call(frame) {
+        fatal(frame);
     }
 }
 

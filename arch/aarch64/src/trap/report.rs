@@ -15,7 +15,7 @@ use arch_api::{ExitCode, TrapCause};
 
 use super::{Kind, Origin, TrapFrame, class};
 use crate::console::{Report, report};
-use crate::{percpu, power};
+use crate::{percpu, power, upcall};
 
 /// Fatal exceptions being reported (any CPU).
 static FATAL_DEPTH: AtomicU32 = AtomicU32::new(0);
@@ -55,8 +55,10 @@ fn what(frame: &TrapFrame) -> &'static str {
         (Origin::CurrentSpx, Kind::Irq) => "interrupt before the GIC was set up",
         (Origin::CurrentSpx, Kind::Fiq) => "FIQ in the kernel (Keel routes no interrupt to FIQ)",
         (Origin::CurrentSpx, Kind::SError) => "SError (asynchronous abort) in the kernel",
-        (Origin::Lower64, _) => "exception from EL0, but user mode does not exist yet",
-        (Origin::Lower32, _) => "exception from AArch32 EL0 (not supported)",
+        (Origin::Lower64 | Origin::Lower32, Kind::Fiq) => {
+            "FIQ from EL0 (Keel routes no interrupt to FIQ)"
+        }
+        (Origin::Lower64 | Origin::Lower32, _) => "exception from EL0 the kernel cannot handle",
     }
 }
 
@@ -82,13 +84,59 @@ fn vector_name(frame: &TrapFrame) -> &'static str {
     NAMES.get(frame.vector as usize).copied().unwrap_or("?")
 }
 
+/// The name of the thread running on this CPU, as the core knows it.
+pub fn thread_name() -> &'static str {
+    match percpu::current().map_or(0, |cpu| cpu.current_thread.load(Ordering::Relaxed)) {
+        0 => "(none)",
+        // SAFETY: `keel_thread_name` is the core's safe Rust function of that signature
+        // (kernel/src/upcall.rs); it takes any value.
+        thread => unsafe { upcall::keel_thread_name(thread) },
+    }
+}
+
+/// A kernel stack overflowed: the EL1 entry moved to the overflow stack and built `frame`
+/// there. Report (the first line is the stable one the `stack-overflow` scenario checks)
+/// and power off.
+pub fn stack_overflow(frame: &TrapFrame) -> ! {
+    if FATAL_DEPTH.fetch_add(1, Ordering::SeqCst) != 0 {
+        power::off(ExitCode::Fatal);
+    }
+    report!("\nkernel stack overflow in thread {}", thread_name());
+    let cpu = percpu::current();
+    let sp = cpu.map_or(0, |cpu| cpu.overflowed_sp.load(Ordering::Relaxed));
+    match cpu.and_then(|cpu| cpu.stack()) {
+        Some(stack) => report!(
+            "  sp {sp:#x}, stack {:#x}..{:#x} (guard page below); {} at elr {:#x}, far {:#x}",
+            stack.base,
+            stack.top,
+            class_name(frame.exception_class()),
+            frame.elr,
+            frame.far
+        ),
+        None => report!("  sp {sp:#x}, elr {:#x}", frame.elr),
+    }
+    backtrace(frame);
+    power::off(ExitCode::Fatal)
+}
+
+/// One line about an exception from EL0 that ends the thread (the core reports the rest).
+pub fn user_exception(frame: &TrapFrame, why: &str) {
+    report!(
+        "keel: thread {}: {why} (esr {:#x}, elr {:#x})",
+        thread_name(),
+        frame.esr,
+        frame.elr
+    );
+}
+
 fn full_report(frame: &TrapFrame) {
     let cpu = percpu::current().map_or(u32::MAX, |cpu| cpu.id);
     report!(
-        "\nkeel: FATAL: {} [{}] on cpu {}",
+        "\nkeel: FATAL: {} [{}] on cpu {} in thread {}",
         what(frame),
         vector_name(frame),
-        cpu
+        cpu,
+        thread_name()
     );
     let ec = frame.exception_class();
     if matches!(frame.kind(), Kind::Synchronous | Kind::SError) {
@@ -109,7 +157,7 @@ fn full_report(frame: &TrapFrame) {
         frame.spsr,
         mode_name(frame.spsr)
     );
-    match frame.cause() {
+    match frame.decode_cause() {
         _ if frame.kind() != Kind::Synchronous => {}
         TrapCause::PageFault {
             addr,
@@ -264,7 +312,8 @@ fn backtrace(frame: &TrapFrame) {
     report!("    #0  {:#018x}", frame.elr);
     let mut record = frame.x[29];
     let first = record;
-    let mut floor = core::ptr::from_ref(frame) as u64;
+    // Records lie above the frame, except when the frame was built on the overflow stack.
+    let mut floor = (core::ptr::from_ref(frame) as u64).min(first.saturating_sub(1));
     for depth in 1..=BACKTRACE_DEPTH {
         let sane = record != 0
             && record.is_multiple_of(16)

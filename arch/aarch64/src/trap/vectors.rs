@@ -2,7 +2,8 @@
 
 use core::arch::global_asm;
 
-use super::{ELR, ESR, FRAME_SIZE, RECORD, SP_EL0, VECTOR, X0, dispatch};
+use super::{ELR, ESR, FRAME_SIZE, OVERFLOW, OVERFLOW_SPAN, RECORD, SP_EL0, VECTOR, X0, dispatch};
+use crate::percpu;
 
 global_asm!(
     r#"
@@ -12,11 +13,48 @@ global_asm!(
 keel_vectors:
     .irp slot, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
     .balign 128                         // one 32-instruction slot per vector
+    .if \slot < 8                       // taken at EL1: check SP before storing anything
+    msr     tpidrro_el0, x0             // borrow TPIDRRO_EL0 (EL0's value is in the per-CPU block)
+    mrs     x0, tpidr_el1               // x0 = per-CPU block (always mapped)
+    stp     x1, x2, [x0, #{scratch}]    // percpu.scratch = x1, x2
+    mov     x1, sp
+    sub     x1, x1, #{frame_size}       // x1 = where the frame would start
+    ldr     x2, [x0, #{stack_base}]     // x2 = the running stack's lowest usable address
+    sub     x2, x2, x1                  // x2 = base - frame start (wraps when it fits)
+    sub     x2, x2, #1
+    cmp     x2, #{overflow_pages}, lsl #12
+    b.lo    9f                          // 0 < base - frame start <= span: overflowed
+    ldp     x1, x2, [x0, #{scratch}]    // x1, x2 back
+    mrs     x0, tpidrro_el0             // x0 back
+    .endif
     sub     sp, sp, #{frame_size}       // sp -= sizeof(TrapFrame): the frame lives below the interrupted SP
     stp     x0, x1, [sp, #{x0}]         // frame.x[0..2] = x0, x1 (now free as scratch)
     mov     x0, #\slot                  // x0 = which slot was taken
     b       keel_trap_common            // same path for all sixteen
+    .if \slot < 8
+9:  mov     x1, #\slot
+    b       keel_stack_overflow         // x0 = per-CPU block, x1 = slot
+    .endif
     .endr
+
+    // The EL1 entry found SP below the running kernel stack (in its guard page, or a frame
+    // that no longer fits): storing there would fault again, endlessly, or write over the
+    // stack below. Move to this CPU's overflow stack and build the frame there.
+    // In: x0 = per-CPU block, x1 = slot; the interrupted x0 in TPIDRRO_EL0, x1/x2 in scratch.
+keel_stack_overflow:
+    mov     x2, sp
+    str     x2, [x0, #{overflowed_sp}]      // percpu.overflowed_sp = sp (for the report)
+    ldr     x2, [x0, #{overflow_top}]
+    mov     sp, x2                          // sp = top of the overflow stack
+    sub     sp, sp, #{frame_size}
+    mrs     x2, tpidrro_el0
+    str     x2, [sp, #{x0}]                 // frame.x[0] = interrupted x0
+    ldr     x2, [x0, #{scratch}]
+    str     x2, [sp, #{x0} + 8]             // frame.x[1] = interrupted x1
+    orr     x1, x1, #{overflow_flag}        // vector = slot | OVERFLOW
+    ldr     x2, [x0, #{scratch} + 8]        // x2 = interrupted x2
+    mov     x0, x1
+    b       keel_trap_common
 
 keel_trap_common:
     stp     x2, x3, [sp, #{x0} + 2 * 8]     // frame.x[2..4]
@@ -47,6 +85,11 @@ keel_trap_common:
     add     x29, sp, #{record}              // fp = &frame.record: backtraces cross the trap
     mov     x0, sp                          // argument: &mut TrapFrame
     bl      {dispatch}                      // dispatch(frame)
+    .global keel_trap_return
+keel_trap_return:                           // also entered by enter_user, sp = frame
+    mrs     x0, tpidr_el1
+    ldr     x1, [x0, #{user_tpidrro}]
+    msr     tpidrro_el0, x1                 // TPIDRRO_EL0 = EL0's value (the EL1 entry borrows it)
     ldp     x2, x3, [sp, #{elr}]            // the dispatcher may have edited elr/spsr
     msr     elr_el1, x2
     msr     spsr_el1, x3
@@ -80,11 +123,25 @@ keel_trap_common:
     vector = const VECTOR,
     record = const RECORD,
     dispatch = sym dispatch,
+    scratch = const percpu::SCRATCH,
+    stack_base = const percpu::STACK_BASE,
+    overflow_top = const percpu::OVERFLOW_TOP,
+    overflowed_sp = const percpu::OVERFLOWED_SP,
+    user_tpidrro = const percpu::USER_TPIDRRO,
+    overflow_pages = const OVERFLOW_SPAN / 4096,
+    overflow_flag = const OVERFLOW,
 );
 
 unsafe extern "C" {
     /// The table above (only its address is used).
     static keel_vectors: [u32; 512];
+}
+
+unsafe extern "C" {
+    /// The second half of the common path: restore the frame at SP and ERET. Entered by
+    /// `Threads::enter_user` with SP pointing at a prepared frame (only its address is used
+    /// here).
+    pub static keel_trap_return: [u32; 0];
 }
 
 /// The table's address, for VBAR_EL1.

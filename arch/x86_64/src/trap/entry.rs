@@ -20,15 +20,23 @@
 //!   swaps and remembers that in RBX (callee-saved, so it survives the Rust call), then
 //!   swaps back on exit iff it swapped on entry.
 //!
+//! A paranoid vector that interrupted *user* mode and must go to the core (#DB: single
+//! steps, breakpoints) leaves its IST stack: `dispatch_paranoid` copies the frame to the top
+//! of the current thread's kernel stack (empty while the thread ran in user mode), and the
+//! path continues there like a normal trap from user mode and leaves by the normal exit —
+//! so the core sees every user trap frame at the top of the thread's stack, may block or
+//! switch inside `keel_trap`, and a second #DB cannot overwrite a suspended one on the IST
+//! stack. The entry's `SWAPGS` (GS base was the user's) is matched by the normal exit's.
+//!
 //! Both paths set RFLAGS to a known value before calling Rust: DF clear (the SysV ABI
 //! requires it) and AC clear (otherwise user code could enter with AC set and switch SMAP
 //! off for the kernel); an interrupt gate already cleared IF and TF. `IRETQ` restores the
 //! interrupted RFLAGS.
 //!
-//! Weak spots: a nested NMI (an exception inside the NMI handler whose `IRETQ` unmasks NMIs)
+//! Weak spot: a nested NMI (an exception inside the NMI handler whose `IRETQ` unmasks NMIs)
 //! would reuse the NMI IST stack and corrupt the outer frame; Linux's nested-NMI dance is
-//! not implemented. The user-mode halves of the `SWAPGS` decisions have not run yet, because
-//! no code enters ring 3 before issue 5.
+//! not implemented. Both halves of both `SWAPGS` decisions run in the tests (user traps,
+//! and the NMI storm, which lands NMIs inside the `SYSCALL`/`SYSRET` user-GS windows).
 
 use core::arch::global_asm;
 
@@ -168,8 +176,15 @@ global_asm!(
     "    swapgs",                               // else GS base := this CPU's block
     "    movl $1, %ebx",                        //   and rbx = 1: swap back on exit
     "3:",
-    "    movq %rsp, %rdi",                      // dispatch(frame: &mut TrapFrame)
-    "    call {dispatch}",
+    "    movq %rsp, %rdi",                      // rax = dispatch_paranoid(frame)
+    "    call {dispatch_paranoid}",
+    "    testq %rax, %rax",                     // moved to the thread's kernel stack?
+    "    jz 5f",
+    "    movq %rax, %rsp",                      //   rsp = the copy at the stack's top
+    "    movq %rsp, %rdi",                      //   dispatch(frame) there, like any
+    "    call {dispatch}",                      //   trap from user mode,
+    "    jmp keel_x86_trap_return",             //   and leave by the normal exit
+    "5:",
     "    testl %ebx, %ebx",                     // swapped on entry?
     "    jz 4f",
     "    swapgs",                               //   then restore the interrupted GS base
@@ -216,6 +231,7 @@ global_asm!(
     r14 = const frame::R14,
     r15 = const frame::R15,
     dispatch = sym dispatch::dispatch,
+    dispatch_paranoid = sym dispatch::dispatch_paranoid,
     options(att_syntax),
 );
 

@@ -10,7 +10,7 @@ use super::vector;
 /// exceptions, `error_code`); the stub pushes a zero `error_code` when the CPU did not,
 /// then `vector`; the common entry code stores the general-purpose registers below them.
 ///
-/// The `SYSCALL` entry of issue 5 builds the same layout (with `vector` =
+/// The `SYSCALL` entry builds the same layout (with `vector` =
 /// [`vector::SYSCALL`]), so the core sees one frame type for every way into the kernel.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
@@ -163,5 +163,75 @@ fn page_fault_access(error_code: u64) -> Access {
         Access::Write
     } else {
         Access::Read
+    }
+}
+
+/// RFLAGS bits (Intel SDM Vol. 1, §3.4.3).
+pub mod rflags {
+    pub const CARRY: u64 = 1 << 0;
+    /// Bit 1 always reads as 1.
+    pub const RESERVED_ONE: u64 = 1 << 1;
+    pub const PARITY: u64 = 1 << 2;
+    pub const AUXILIARY: u64 = 1 << 4;
+    pub const ZERO: u64 = 1 << 6;
+    pub const SIGN: u64 = 1 << 7;
+    pub const TRAP: u64 = 1 << 8;
+    pub const INTERRUPT: u64 = 1 << 9;
+    pub const DIRECTION: u64 = 1 << 10;
+    pub const OVERFLOW: u64 = 1 << 11;
+    pub const IOPL: u64 = 3 << 12;
+    pub const NESTED_TASK: u64 = 1 << 14;
+    pub const RESUME: u64 = 1 << 16;
+    pub const ALIGNMENT_CHECK: u64 = 1 << 18;
+
+    /// The flags user code may set itself (arithmetic flags, DF, TF, AC).
+    pub const USER_SETTABLE: u64 =
+        CARRY | PARITY | AUXILIARY | ZERO | SIGN | OVERFLOW | DIRECTION | TRAP | ALIGNMENT_CHECK;
+}
+
+impl arch_api::TrapFrame for TrapFrame {
+    fn new_user(entry: u64, user_stack: u64, argument: u64) -> Self {
+        Self {
+            rip: entry,
+            cs: u64::from(crate::percpu::selector::USER_CODE),
+            rflags: rflags::RESERVED_ONE | rflags::INTERRUPT,
+            rsp: user_stack,
+            ss: u64::from(crate::percpu::selector::USER_DATA),
+            rdi: argument,
+            ..Self::default()
+        }
+    }
+
+    fn instruction_pointer(&self) -> u64 {
+        self.rip
+    }
+
+    fn set_instruction_pointer(&mut self, address: u64) {
+        self.rip = address;
+    }
+
+    fn stack_pointer(&self) -> u64 {
+        self.rsp
+    }
+
+    fn is_from_user(&self) -> bool {
+        self.from_user()
+    }
+
+    fn syscall_number(&self) -> u64 {
+        self.rax
+    }
+
+    fn syscall_arguments(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+
+    fn set_syscall_results(&mut self, first: u64, second: u64) {
+        self.rax = first;
+        self.rdx = second;
+    }
+
+    fn cause(&self) -> TrapCause {
+        TrapFrame::cause(self)
     }
 }

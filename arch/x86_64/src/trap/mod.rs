@@ -1,15 +1,18 @@
 //! Traps: the IDT, the entry stubs, the one [`TrapFrame`], and the dispatcher.
 //!
-//! Every vector enters through an assembly stub ([`entry`]) that builds the same
-//! [`TrapFrame`] and calls [`dispatch::dispatch`]. Interrupts the kernel expects (the LAPIC
-//! timer, its error and spurious vectors, spurious 8259 vectors) are handled there; every
-//! other vector is fatal for now and ends in the report of [`report`].
+//! Every vector enters through an assembly stub ([`entry`]), and `SYSCALL` through
+//! [`syscall`]; both build the same [`TrapFrame`] and call `dispatch::dispatch`, whose
+//! table says what the arch finishes itself (interrupts, NMIs, kernel faults covered by a
+//! [`fixup`]), what goes to the core (`keel_trap`: system calls and user exceptions) and
+//! what ends in the fatal report of [`report`].
 
 pub mod dispatch;
 pub mod entry;
+pub mod fixup;
 pub mod frame;
 pub mod idt;
 pub mod report;
+pub mod syscall;
 
 pub use frame::TrapFrame;
 
@@ -51,7 +54,7 @@ pub mod vector {
     pub const LAPIC_SPURIOUS: u64 = 0xFF;
     /// The last hardware vector.
     pub const LAST: u64 = 255;
-    /// Not a vector: the `SYSCALL` entry (issue 5) stores this in `TrapFrame::vector`.
+    /// Not a vector: the `SYSCALL` entry stores this in `TrapFrame::vector`.
     pub const SYSCALL: u64 = 256;
 
     const fn mask(vectors: &[u64]) -> u64 {

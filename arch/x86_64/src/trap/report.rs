@@ -14,7 +14,7 @@ use super::TrapFrame;
 use super::frame::page_fault;
 use super::vector;
 use crate::serial::Writer;
-use crate::{paging, percpu, power};
+use crate::{paging, percpu, power, upcall};
 
 /// Frames the backtrace walks at most.
 const MAX_FRAMES: usize = 32;
@@ -45,6 +45,49 @@ pub fn fatal(frame: &TrapFrame) -> ! {
     power::power_off(ExitCode::Fatal)
 }
 
+/// The core's name for `thread` (0: "none").
+fn thread_name(thread: usize) -> &'static str {
+    if thread == 0 {
+        return "none";
+    }
+    // SAFETY: the kernel defines `keel_thread_name` (kernel/src/upcall.rs) as a plain
+    // function that only reads the thread's name; it takes no lock a trap could hold.
+    unsafe { upcall::keel_thread_name(thread) }
+}
+
+/// If the trap is a kernel-stack overflow — the fault address (CR2) or the interrupted
+/// stack pointer lies in the guard page of the current thread's kernel stack — print the
+/// report line `kernel stack overflow in thread <name>` and details, and power off with
+/// `ExitCode::Fatal`. Returns otherwise.
+pub fn check_stack_overflow(frame: &TrapFrame) {
+    let fault_address = Cr2::read_raw();
+    let Some(cpu) = percpu::try_current() else {
+        return;
+    };
+    let Some(stack) = cpu.kernel_stack() else {
+        return;
+    };
+    if !(stack.guard_contains(fault_address) || stack.guard_contains(frame.rsp)) {
+        return;
+    }
+    if REPORTING.swap(true, Ordering::Relaxed) {
+        power::power_off(ExitCode::Fatal);
+    }
+    let name = thread_name(cpu.current_thread());
+    let _ = writeln!(Writer, "\nkernel stack overflow in thread {name}");
+    let _ = writeln!(
+        Writer,
+        "({} at rip {:#018x}; cr2 {fault_address:#018x}, rsp {:#018x}; stack {:#x}..{:#x}, guard page below)",
+        vector::name(frame.vector),
+        frame.rip,
+        frame.rsp,
+        stack.base,
+        stack.top,
+    );
+    let _ = writeln!(Writer, "keel: fatal trap; powering off (exit code 2)");
+    power::power_off(ExitCode::Fatal)
+}
+
 fn write_report(out: &mut impl Write, frame: &TrapFrame, fault_address: u64) -> fmt::Result {
     let mode = if frame.from_user() { "user" } else { "kernel" };
     writeln!(out)?;
@@ -55,14 +98,19 @@ fn write_report(out: &mut impl Write, frame: &TrapFrame, fault_address: u64) -> 
         frame.vector,
         frame.rip,
     )?;
-    if percpu::ready() {
-        let cpu = percpu::current();
+    if let Some(cpu) = percpu::try_current() {
         let thread = cpu.current_thread();
-        if thread.is_null() {
-            writeln!(out, "cpu {}, thread: none (no threads yet)", cpu.cpu_id())?;
+        if thread == 0 {
+            writeln!(out, "cpu {}, thread: none", cpu.cpu_id())?;
         } else {
-            writeln!(out, "cpu {}, thread at {thread:p}", cpu.cpu_id())?;
+            writeln!(out, "cpu {}, thread {}", cpu.cpu_id(), thread_name(thread))?;
         }
+    } else if percpu::ready() {
+        let gs_base = x86_64::registers::model_specific::GsBase::read().as_u64();
+        writeln!(
+            out,
+            "gs base {gs_base:#x} is no per-CPU block (the user's GS in ring 0?)"
+        )?;
     }
     writeln!(out, "cause: {:?}", frame.cause())?;
     if vector::has_error_code(frame.vector) {

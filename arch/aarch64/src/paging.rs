@@ -1,0 +1,497 @@
+//! Address spaces: kernel pages in the shared TTBR1 tables, one TTBR0 root per user address
+//! space tagged with an ASID, and the user-memory copies (`arch_api::Paging`).
+//!
+//! # Principles
+//!
+//! - **Attributes are copied, not assumed.** Normal memory uses the MAIR index and
+//!   shareability the loader gave the kernel's own data (read back with `AT S1E1R` and
+//!   PAR_EL1), so a kernel-stack page and its HHDM alias never have mismatched attributes.
+//! - **Barriers after every table write** (Arm ARM D8.2, "Ordering of translation table
+//!   updates"): `dsb ishst` before the walker may see a new entry; on removal `dsb ishst`,
+//!   `tlbi`, `dsb ish`, `isb`. New tables are zeroed before they are linked.
+//! - **User pages**: EL0 access bits, always PXN, UXN unless executable, W^X refused, nG so
+//!   the TLB tags them with the space's ASID; page 0 and every address at or above
+//!   [`USER_END`] are refused.
+//! - **ASIDs** are 16-bit when ID_AA64MMFR0_EL1.ASIDBits says so (TCR_EL1.AS set), else
+//!   8-bit. ASID 0 belongs to the empty root TTBR0 holds when no user space is active. A
+//!   destroyed space's ASID is flushed (`tlbi aside1is`) before it can be reused.
+//! - **User copies** run through `LDTR`/`STTR` (unprivileged loads and stores): they are
+//!   checked with EL0's permissions, so PAN stays on even inside the copies, a read-only
+//!   user page cannot be written by `copy_to_user`, and a fault resumes through the
+//!   exception-fixup table ([`crate::trap::fixup`]) as [`UserAccessFault`].
+//!
+//! Weak spots: the kernel half is the loader's TTBR1 tables (the kernel's own tables are
+//! issue 7's); empty intermediate user tables are only freed by `destroy`; ASID exhaustion
+//! (more than 255 / 65535 live spaces) is reported as `OutOfMemory` instead of rolling over.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use aarch64_cpu::asm::barrier;
+use arch_api::{
+    FrameSource, MapError, PAGE_SIZE, PageFlags, USER_END, USER_START, UserAccessFault,
+};
+use spin::Mutex;
+
+use crate::sysreg::{self, masked};
+
+const ENTRIES: u64 = 512;
+/// Output-address bits [47:12] of a descriptor.
+const ADDRESS: u64 = 0x0000_ffff_ffff_f000;
+/// Valid + table (levels 0–2) or page (level 3).
+const TABLE_OR_PAGE: u64 = 0b11;
+const VALID: u64 = 1;
+const ATTR_INDEX_SHIFT: u64 = 2;
+/// AP[1]: EL0 may access.
+const AP_EL0: u64 = 1 << 6;
+/// AP[2]: read-only (at every level that may access).
+const AP_READ_ONLY: u64 = 1 << 7;
+const SH_SHIFT: u64 = 8;
+/// Access flag, set so the first access does not fault.
+const AF: u64 = 1 << 10;
+/// Not global: the TLB entry is tagged with the ASID.
+const NG: u64 = 1 << 11;
+const PXN: u64 = 1 << 53;
+const UXN: u64 = 1 << 54;
+/// The lowest address translated through TTBR1 (T1SZ = 16).
+const KERNEL_HALF: u64 = 0xffff_0000_0000_0000;
+
+/// TCR_EL1 fields Keel sets for the TTBR0 half.
+const TCR_T0SZ_MASK: u64 = 0x3f;
+const TCR_EPD0: u64 = 1 << 7;
+const TCR_TG0_MASK: u64 = 0b11 << 14;
+const TCR_A1: u64 = 1 << 22;
+const TCR_AS: u64 = 1 << 36;
+
+/// Facts fixed by [`init`].
+static HHDM: AtomicU64 = AtomicU64::new(0);
+/// The low attribute bits of a normal-memory page: AttrIndx and SH.
+static NORMAL_ATTRIBUTES: AtomicU64 = AtomicU64::new(0);
+/// The low attribute bits of a device page: AttrIndx.
+static DEVICE_ATTRIBUTES: AtomicU64 = AtomicU64::new(0);
+/// Whether the table walker snoops the data cache (TCR_EL1.IRGN0/1 cacheable).
+static WALKS_CACHEABLE: AtomicBool = AtomicBool::new(true);
+/// The empty TTBR0 root (ASID 0) used when no user space is active.
+static EMPTY_ROOT: AtomicU64 = AtomicU64::new(0);
+/// Whether ASIDs are 16-bit.
+static WIDE_ASIDS: AtomicBool = AtomicBool::new(false);
+
+/// Serializes writes to the shared kernel tables. Taken only with IRQs masked
+/// ([`masked`]), so a preempted holder cannot leave another thread spinning.
+static KERNEL_TABLES: Mutex<()> = Mutex::new(());
+/// One bit per ASID; bit 0 (the empty root) is always taken.
+static ASIDS: Mutex<[u64; 1024]> = Mutex::new(asid_bitmap());
+
+const fn asid_bitmap() -> [u64; 1024] {
+    let mut map = [0; 1024];
+    map[0] = 1;
+    map
+}
+
+/// Read the loader's attributes, configure TTBR0 walks with ASIDs and point TTBR0 at an
+/// empty root. Boot only, before any user space exists.
+pub fn init(
+    hhdm_offset: u64,
+    device_attr_index: u64,
+    frames: &mut dyn FrameSource,
+) -> Result<(), &'static str> {
+    HHDM.store(hhdm_offset, Ordering::Relaxed);
+    DEVICE_ATTRIBUTES.store(device_attr_index << ATTR_INDEX_SHIFT, Ordering::Relaxed);
+
+    // The attributes the loader gave this very static (kernel .data: normal write-back).
+    let par = translate(core::ptr::from_ref(&HHDM) as u64).ok_or("kernel data is not mapped")?;
+    let attribute = par >> 56;
+    let shareability = (par >> 7) & 0b11;
+    let mair = sysreg::read!("mair_el1");
+    let index = (0..8)
+        .find(|index| (mair >> (index * 8)) & 0xff == attribute)
+        .ok_or("the kernel's memory type is in no MAIR_EL1 entry")?;
+    NORMAL_ATTRIBUTES.store(
+        (index << ATTR_INDEX_SHIFT) | (shareability << SH_SHIFT),
+        Ordering::Relaxed,
+    );
+
+    let mut tcr = sysreg::read!("tcr_el1");
+    WALKS_CACHEABLE.store(
+        (tcr >> 8) & 0b11 != 0 && (tcr >> 24) & 0b11 != 0,
+        Ordering::Relaxed,
+    );
+    let asid_bits = (sysreg::read!("id_aa64mmfr0_el1") >> 4) & 0xf;
+    let wide = asid_bits == 0b0010;
+    WIDE_ASIDS.store(wide, Ordering::Relaxed);
+
+    let root = frames
+        .alloc_zeroed_frame()
+        .ok_or("no frame for the empty TTBR0 root")?;
+    clean(hhdm_offset + root, PAGE_SIZE);
+    EMPTY_ROOT.store(root, Ordering::Relaxed);
+    barrier::dsb(barrier::ISHST);
+    // The loader promises nothing in TTBR0 (its identity map is gone): point it at the empty
+    // root before changing how TTBR0 walks, so no walk uses a half-changed configuration.
+    sysreg::write!("ttbr0_el1", root);
+    // 48-bit, 4 KiB granule, walks enabled, the ASID taken from TTBR0; the cacheability
+    // and shareability of walks stay as the loader set them.
+    tcr &= !(TCR_T0SZ_MASK | TCR_EPD0 | TCR_TG0_MASK | TCR_A1 | TCR_AS);
+    tcr |= 16;
+    if wide {
+        tcr |= TCR_AS;
+    }
+    sysreg::write!("tcr_el1", tcr);
+    // The ASID width changed meaning: drop every cached translation.
+    flush_all();
+    Ok(())
+}
+
+/// The highest ASID this CPU supports.
+fn max_asid() -> usize {
+    if WIDE_ASIDS.load(Ordering::Relaxed) {
+        0xffff
+    } else {
+        0xff
+    }
+}
+
+/// Translate `address` for an EL1 read (`AT S1E1R`); PAR_EL1 on success.
+pub fn translate(address: u64) -> Option<u64> {
+    // SAFETY: AT only asks the MMU to translate and writes PAR_EL1, which nothing else
+    // holds across this call (interrupt handlers run AT only in fatal reports).
+    unsafe { core::arch::asm!("at s1e1r, {}", in(reg) address, options(nostack, preserves_flags)) };
+    barrier::isb(barrier::SY);
+    let par = sysreg::read!("par_el1");
+    (par & 1 == 0).then_some(par)
+}
+
+fn entry_pointer(table: u64, index: u64) -> *mut u64 {
+    (HHDM.load(Ordering::Relaxed) + table + index * 8) as *mut u64
+}
+
+fn read_entry(table: u64, index: u64) -> u64 {
+    // SAFETY: `table` is the physical address of a translation table (a root this module
+    // or the loader made, or an address taken from a table descriptor), in RAM the HHDM
+    // maps; reading it has no side effect.
+    unsafe { entry_pointer(table, index).read_volatile() }
+}
+
+fn write_entry(table: u64, index: u64, value: u64) {
+    let pointer = entry_pointer(table, index);
+    // SAFETY: as in `read_entry`; callers hold the lock of the tables they change (the
+    // kernel-table mutex or `&mut AddressSpace`) and order the write with barriers.
+    unsafe { pointer.write_volatile(value) };
+    clean(pointer as u64, 8);
+}
+
+/// Clean `[virt, virt + length)` to the point of coherency when the walker does not snoop
+/// the data cache.
+fn clean(virt: u64, length: u64) {
+    if WALKS_CACHEABLE.load(Ordering::Relaxed) {
+        return;
+    }
+    let line = 4u64 << ((sysreg::read!("ctr_el0") >> 16) & 0xf);
+    let mut address = virt & !(line - 1);
+    while address < virt + length {
+        // SAFETY: cleaning a mapped line only writes dirty data back.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) address, options(nostack)) };
+        address += line;
+    }
+}
+
+/// The level-3 entry for `virt` under `root`: its table and index. Missing tables are
+/// allocated from `frames` when given, else the walk fails with `NotMapped`.
+fn walk(
+    root: u64,
+    virt: u64,
+    mut frames: Option<&mut dyn FrameSource>,
+) -> Result<(u64, u64), MapError> {
+    let mut table = root;
+    for level in 0..3 {
+        let index = (virt >> (39 - 9 * level)) & (ENTRIES - 1);
+        let entry = read_entry(table, index);
+        table = match entry & TABLE_OR_PAGE {
+            TABLE_OR_PAGE => entry & ADDRESS,
+            0 => {
+                let Some(frames) = frames.as_deref_mut() else {
+                    return Err(MapError::NotMapped);
+                };
+                let frame = frames.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
+                clean(HHDM.load(Ordering::Relaxed) + frame, PAGE_SIZE);
+                // The zeroes must be visible to the walker before the table is linked.
+                barrier::dsb(barrier::ISHST);
+                write_entry(table, index, frame | TABLE_OR_PAGE);
+                frame
+            }
+            // A block mapping (the loader's HHDM, say) covers this address.
+            _ => return Err(MapError::AlreadyMapped),
+        };
+    }
+    Ok((table, (virt >> 12) & (ENTRIES - 1)))
+}
+
+fn memory_attributes(flags: PageFlags) -> u64 {
+    if flags.device {
+        DEVICE_ATTRIBUTES.load(Ordering::Relaxed)
+    } else {
+        NORMAL_ATTRIBUTES.load(Ordering::Relaxed)
+    }
+}
+
+fn check_page(virt: u64, phys: u64) -> Result<(), MapError> {
+    if !virt.is_multiple_of(PAGE_SIZE) || !phys.is_multiple_of(PAGE_SIZE) || phys & !ADDRESS != 0 {
+        return Err(MapError::BadAddress);
+    }
+    Ok(())
+}
+
+/// TTBR1's root table (the loader's, for now).
+fn kernel_root() -> u64 {
+    sysreg::read!("ttbr1_el1") & ADDRESS
+}
+
+pub fn map_kernel(
+    virt: u64,
+    phys: u64,
+    flags: PageFlags,
+    frames: &mut dyn FrameSource,
+) -> Result<(), MapError> {
+    check_page(virt, phys)?;
+    if virt < KERNEL_HALF || flags.user {
+        return Err(MapError::BadAddress);
+    }
+    if flags.writable && flags.executable {
+        return Err(MapError::WriteAndExecute);
+    }
+    let mut descriptor = (phys & ADDRESS) | TABLE_OR_PAGE | AF | UXN | memory_attributes(flags);
+    if !flags.executable || flags.device {
+        descriptor |= PXN;
+    }
+    if !flags.writable {
+        descriptor |= AP_READ_ONLY;
+    }
+    masked(|| {
+        let _tables = KERNEL_TABLES.lock();
+        let (table, index) = walk(kernel_root(), virt, Some(frames))?;
+        if read_entry(table, index) & VALID != 0 {
+            return Err(MapError::AlreadyMapped);
+        }
+        write_entry(table, index, descriptor);
+        // An invalid entry is never cached in a TLB, so no invalidation: make the entry
+        // visible to the walker and resynchronize.
+        barrier::dsb(barrier::ISHST);
+        barrier::isb(barrier::SY);
+        Ok(())
+    })
+}
+
+pub fn unmap_kernel(virt: u64) -> Result<u64, MapError> {
+    if virt < KERNEL_HALF || !virt.is_multiple_of(PAGE_SIZE) {
+        return Err(MapError::BadAddress);
+    }
+    masked(|| {
+        let _tables = KERNEL_TABLES.lock();
+        let (table, index) = walk(kernel_root(), virt, None)?;
+        let entry = read_entry(table, index);
+        if entry & VALID == 0 {
+            return Err(MapError::NotMapped);
+        }
+        write_entry(table, index, 0);
+        barrier::dsb(barrier::ISHST);
+        // TLBI VAAE1IS: this VA, every ASID (kernel entries are global); VA[55:12] in [43:0].
+        let operand = (virt >> 12) & ((1 << 44) - 1);
+        // SAFETY: invalidating TLB entries only costs refills.
+        unsafe {
+            core::arch::asm!("tlbi vaae1is, {}", in(reg) operand, options(nostack, preserves_flags))
+        };
+        barrier::dsb(barrier::ISH);
+        barrier::isb(barrier::SY);
+        Ok(entry & ADDRESS)
+    })
+}
+
+/// One user address space: its TTBR0 root table and ASID.
+#[derive(Debug)]
+pub struct AddressSpace {
+    root: u64,
+    asid: u16,
+}
+
+impl AddressSpace {
+    /// The TTBR0_EL1 value that makes this space current.
+    fn ttbr0(&self) -> u64 {
+        self.root | (u64::from(self.asid) << 48)
+    }
+}
+
+pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, MapError> {
+    let asid = masked(|| {
+        let mut map = ASIDS.lock();
+        let limit = max_asid();
+        let free = map.iter().enumerate().find_map(|(word, bits)| {
+            let bit = (!bits).trailing_zeros() as usize;
+            (bit < 64 && word * 64 + bit <= limit).then_some(word * 64 + bit)
+        });
+        let Some(asid) = free else {
+            return Err(MapError::OutOfMemory);
+        };
+        map[asid / 64] |= 1 << (asid % 64);
+        Ok(asid)
+    })?;
+    let Some(root) = frames.alloc_zeroed_frame() else {
+        release_asid(asid as u16);
+        return Err(MapError::OutOfMemory);
+    };
+    clean(HHDM.load(Ordering::Relaxed) + root, PAGE_SIZE);
+    barrier::dsb(barrier::ISHST);
+    Ok(AddressSpace {
+        root,
+        asid: asid as u16,
+    })
+}
+
+fn release_asid(asid: u16) {
+    let asid = usize::from(asid);
+    masked(|| ASIDS.lock()[asid / 64] &= !(1 << (asid % 64)));
+}
+
+fn check_user(virt: u64) -> Result<(), MapError> {
+    if !(USER_START..USER_END).contains(&virt) {
+        return Err(MapError::BadAddress);
+    }
+    Ok(())
+}
+
+pub fn map_user(
+    space: &mut AddressSpace,
+    virt: u64,
+    phys: u64,
+    flags: PageFlags,
+    frames: &mut dyn FrameSource,
+) -> Result<(), MapError> {
+    check_page(virt, phys)?;
+    check_user(virt)?;
+    if flags.writable && flags.executable {
+        return Err(MapError::WriteAndExecute);
+    }
+    let mut descriptor =
+        (phys & ADDRESS) | TABLE_OR_PAGE | AF | NG | AP_EL0 | PXN | memory_attributes(flags);
+    if !flags.executable || flags.device {
+        descriptor |= UXN;
+    }
+    if !flags.writable {
+        descriptor |= AP_READ_ONLY;
+    }
+    let (table, index) = walk(space.root, virt, Some(frames))?;
+    if read_entry(table, index) & VALID != 0 {
+        return Err(MapError::AlreadyMapped);
+    }
+    write_entry(table, index, descriptor);
+    barrier::dsb(barrier::ISHST);
+    barrier::isb(barrier::SY);
+    Ok(())
+}
+
+pub fn unmap_user(space: &mut AddressSpace, virt: u64) -> Result<u64, MapError> {
+    if !virt.is_multiple_of(PAGE_SIZE) {
+        return Err(MapError::BadAddress);
+    }
+    check_user(virt)?;
+    let (table, index) = walk(space.root, virt, None)?;
+    let entry = read_entry(table, index);
+    if entry & VALID == 0 {
+        return Err(MapError::NotMapped);
+    }
+    write_entry(table, index, 0);
+    barrier::dsb(barrier::ISHST);
+    // TLBI VAE1IS: this VA in this ASID (ASID in [63:48], VA[55:12] in [43:0]).
+    let operand = (u64::from(space.asid) << 48) | ((virt >> 12) & ((1 << 44) - 1));
+    // SAFETY: invalidating TLB entries only costs refills.
+    unsafe {
+        core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
+    };
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+    Ok(entry & ADDRESS)
+}
+
+pub fn activate(space: &AddressSpace) {
+    // TTBR0 changes only the user half, which the kernel reaches only through the user
+    // copies; the ASID keeps other spaces' TLB entries apart, so no invalidation.
+    sysreg::write!("ttbr0_el1", space.ttbr0());
+}
+
+pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
+    if sysreg::read!("ttbr0_el1") == space.ttbr0() {
+        // SAFETY (of the write): the empty root maps nothing, and nothing of the kernel
+        // lives in the user half.
+        sysreg::write!("ttbr0_el1", EMPTY_ROOT.load(Ordering::Relaxed));
+    }
+    free_tables(space.root, 0, free);
+    barrier::dsb(barrier::ISHST);
+    // TLBI ASIDE1IS: everything tagged with this ASID, before the ASID can be reused.
+    let operand = u64::from(space.asid) << 48;
+    // SAFETY: invalidating TLB entries only costs refills.
+    unsafe {
+        core::arch::asm!("tlbi aside1is, {}", in(reg) operand, options(nostack, preserves_flags))
+    };
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+    release_asid(space.asid);
+}
+
+/// Free `table` (at `level`) and every table below it.
+fn free_tables(table: u64, level: u64, free: &mut dyn FnMut(u64)) {
+    if level < 3 {
+        for index in 0..ENTRIES {
+            let entry = read_entry(table, index);
+            if entry & TABLE_OR_PAGE == TABLE_OR_PAGE {
+                free_tables(entry & ADDRESS, level + 1, free);
+            }
+        }
+    }
+    free(table);
+}
+
+/// Drop every cached translation of this CPU's inner-shareable domain.
+fn flush_all() {
+    barrier::dsb(barrier::ISHST);
+    // SAFETY: invalidating TLB entries only costs refills.
+    unsafe { core::arch::asm!("tlbi vmalle1is", options(nostack, preserves_flags)) };
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+}
+
+/// Whether `[address, address + length)` lies in the user half without wrapping.
+fn user_range(address: u64, length: usize) -> bool {
+    address
+        .checked_add(length as u64)
+        .is_some_and(|end| end <= USER_END)
+}
+
+pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {
+    if !user_range(source, destination.len()) {
+        return Err(UserAccessFault);
+    }
+    // SAFETY: the destination is a live kernel slice of that length; the source is in the
+    // user half and read only with LDTR (EL0 permissions), whose faults the fixup table
+    // turns into a non-zero return.
+    let failed = unsafe {
+        crate::trap::fixup::keel_copy_from_user(destination.as_mut_ptr(), source, destination.len())
+    };
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(UserAccessFault)
+    }
+}
+
+pub fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), UserAccessFault> {
+    if !user_range(destination, source.len()) {
+        return Err(UserAccessFault);
+    }
+    // SAFETY: as in `copy_from_user`, with STTR for the user stores.
+    let failed = unsafe {
+        crate::trap::fixup::keel_copy_to_user(destination, source.as_ptr(), source.len())
+    };
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(UserAccessFault)
+    }
+}

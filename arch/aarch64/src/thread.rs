@@ -1,0 +1,338 @@
+//! Kernel contexts, the context switch, FP/SIMD state and the way into EL0
+//! (`arch_api::Threads`).
+//!
+//! # Why the switch is shaped so
+//!
+//! Switching threads is switching kernel stacks: the AAPCS64 callee-saved registers
+//! (x19–x28, the frame pointer x29 and the link register x30) and SP_EL1 go into the
+//! outgoing [`Context`], the incoming ones come out of theirs, and `ret` continues wherever
+//! the incoming thread last called `switch` — or, the first time, in [`thread_start`], which
+//! calls `entry(argument)`. User registers are never touched: they are in the trap frame at
+//! the top of each thread's stack.
+//!
+//! What the switch does besides: the user FP/SIMD state (q0–q31, FPCR, FPSR) is saved and
+//! loaded eagerly (the kernel is built soft-float and never touches it), the user TLS
+//! registers TPIDR_EL0 (EL0-writable, so read back) and TPIDRRO_EL0 (kept in the per-CPU
+//! block, see [`crate::percpu`]) follow the thread, and the per-CPU block learns the
+//! incoming stack's bounds for the overflow check.
+//!
+//! SVE/SME policy: CPACR_EL1.ZEN and SMEN stay at "trap" (their reset value, written
+//! explicitly at boot), so their larger register state never needs saving; an EL0 SVE or
+//! SME instruction ends that thread with "SVE not supported" ([`crate::trap`]).
+
+use core::arch::naked_asm;
+use core::mem::offset_of;
+use core::sync::atomic::Ordering;
+
+use arch_api::KernelStack;
+
+use crate::percpu;
+use crate::sysreg;
+use crate::trap::{TrapFrame, keel_trap_return};
+
+/// CPACR_EL1.FPEN = 0b11: FP/SIMD usable at EL0 and EL1 (the kernel's only uses are the
+/// save/restore below). ZEN (bits 17:16) and SMEN (bits 25:24) stay 0: trapped.
+const CPACR_FPEN_ALL: u64 = 0b11 << 20;
+
+/// A thread's kernel context while it is not running.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Context {
+    /// x19–x28.
+    callee_saved: [u64; 10],
+    /// x29.
+    frame_pointer: u64,
+    /// x30: where `switch` returns to.
+    link: u64,
+    stack_pointer: u64,
+    /// The thread's user TPIDR_EL0 and TPIDRRO_EL0.
+    tpidr_el0: u64,
+    tpidrro_el0: u64,
+}
+
+const CALLEE_SAVED: usize = offset_of!(Context, callee_saved);
+const FRAME_POINTER: usize = offset_of!(Context, frame_pointer);
+const LINK: usize = offset_of!(Context, link);
+const STACK_POINTER: usize = offset_of!(Context, stack_pointer);
+const _: () = assert!(CALLEE_SAVED == 0);
+const _: () = assert!(LINK == FRAME_POINTER + 8, "saved with one stp");
+const _: () = assert!(FRAME_POINTER == 80 && STACK_POINTER == 96);
+
+/// A thread's FP/SIMD registers, saved eagerly on every switch.
+#[repr(C, align(16))]
+#[derive(Clone, Debug)]
+pub struct FpuState {
+    q: [u128; 32],
+    fpcr: u64,
+    fpsr: u64,
+}
+
+const Q: usize = offset_of!(FpuState, q);
+const FPCR: usize = offset_of!(FpuState, fpcr);
+const FPSR: usize = offset_of!(FpuState, fpsr);
+const _: () = assert!(Q == 0 && FPCR == 512 && FPSR == 520);
+
+impl FpuState {
+    /// All registers zero; FPCR 0 (round to nearest, no traps, IEEE behaviour).
+    pub const fn initial() -> Self {
+        Self {
+            q: [0; 32],
+            fpcr: 0,
+            fpsr: 0,
+        }
+    }
+}
+
+/// Let EL0 (and the switch) use FP/SIMD; leave SVE and SME trapping. Boot only.
+pub fn init_fpu() {
+    let cpacr = sysreg::read!("cpacr_el1") & !((0b11 << 16) | (0b11 << 24));
+    // Enabling FP/SIMD access changes no memory; SVE/SME stay trapped (the policy above).
+    sysreg::write!("cpacr_el1", cpacr | CPACR_FPEN_ALL);
+}
+
+/// The first code a new thread runs: `switch` "returns" here with x19 = entry and x20 =
+/// argument on a fresh stack.
+#[unsafe(naked)]
+extern "C" fn thread_start() -> ! {
+    naked_asm!(
+        "mov    x0, x20",  // argument
+        "mov    x29, xzr", // end of the frame-record chain
+        "mov    x30, xzr", // entry never returns
+        "br     x19",      // entry(argument)
+    )
+}
+
+/// Lay out a first context: the first switch to it lands in [`thread_start`].
+///
+/// The initial SP leaves room for one [`TrapFrame`] at the top of the stack, so the thread
+/// can build its first user frame there (where `enter_user` expects it) without writing
+/// over its own stack frames.
+pub fn prepare(stack: KernelStack, entry: extern "C" fn(usize) -> !, argument: usize) -> Context {
+    let mut context = Context::default();
+    context.callee_saved[0] = entry as usize as u64;
+    context.callee_saved[1] = argument as u64;
+    context.link = thread_start as *const () as u64;
+    context.stack_pointer = user_frame_address(stack);
+    context
+}
+
+/// Where the user trap frame of a thread with kernel stack `stack` lives: at the top.
+pub fn user_frame_address(stack: KernelStack) -> u64 {
+    stack.top - size_of::<TrapFrame>() as u64
+}
+
+/// Save callee-saved registers and SP into `from`, load them from `to`, return into `to`.
+#[unsafe(naked)]
+unsafe extern "C" fn switch_stacks(from: *mut Context, to: *const Context) {
+    naked_asm!(
+        "stp    x19, x20, [x0, #{regs} + 0 * 8]",   // from.callee_saved = x19..x28
+        "stp    x21, x22, [x0, #{regs} + 2 * 8]",
+        "stp    x23, x24, [x0, #{regs} + 4 * 8]",
+        "stp    x25, x26, [x0, #{regs} + 6 * 8]",
+        "stp    x27, x28, [x0, #{regs} + 8 * 8]",
+        "stp    x29, x30, [x0, #{fp}]",             // from.frame_pointer, from.link = x29, lr
+        "mov    x9, sp",
+        "str    x9, [x0, #{sp}]",                   // from.stack_pointer = sp
+        "ldp    x19, x20, [x1, #{regs} + 0 * 8]",   // x19..x28 = to.callee_saved
+        "ldp    x21, x22, [x1, #{regs} + 2 * 8]",
+        "ldp    x23, x24, [x1, #{regs} + 4 * 8]",
+        "ldp    x25, x26, [x1, #{regs} + 6 * 8]",
+        "ldp    x27, x28, [x1, #{regs} + 8 * 8]",
+        "ldp    x29, x30, [x1, #{fp}]",             // x29, lr = to's
+        "ldr    x9, [x1, #{sp}]",
+        "mov    sp, x9",                            // sp = to.stack_pointer: now on to's stack
+        "ret",                                      // continue where `to` switched away
+        regs = const CALLEE_SAVED,
+        fp = const FRAME_POINTER,
+        sp = const STACK_POINTER,
+    )
+}
+
+/// Store q0–q31, FPCR, FPSR into `state`.
+#[unsafe(naked)]
+unsafe extern "C" fn fpu_save(state: *mut FpuState) {
+    naked_asm!(
+        ".arch_extension fp",
+        ".arch_extension simd",
+        "stp    q0, q1, [x0, #{q} + 0 * 32]",
+        "stp    q2, q3, [x0, #{q} + 1 * 32]",
+        "stp    q4, q5, [x0, #{q} + 2 * 32]",
+        "stp    q6, q7, [x0, #{q} + 3 * 32]",
+        "stp    q8, q9, [x0, #{q} + 4 * 32]",
+        "stp    q10, q11, [x0, #{q} + 5 * 32]",
+        "stp    q12, q13, [x0, #{q} + 6 * 32]",
+        "stp    q14, q15, [x0, #{q} + 7 * 32]",
+        "stp    q16, q17, [x0, #{q} + 8 * 32]",
+        "stp    q18, q19, [x0, #{q} + 9 * 32]",
+        "stp    q20, q21, [x0, #{q} + 10 * 32]",
+        "stp    q22, q23, [x0, #{q} + 11 * 32]",
+        "stp    q24, q25, [x0, #{q} + 12 * 32]",
+        "stp    q26, q27, [x0, #{q} + 13 * 32]",
+        "stp    q28, q29, [x0, #{q} + 14 * 32]",
+        "stp    q30, q31, [x0, #{q} + 15 * 32]",
+        "mrs    x9, fpcr",
+        "mrs    x10, fpsr",
+        "add    x11, x0, #{fpcr}",                  // (beyond stp's immediate range)
+        "stp    x9, x10, [x11]",
+        "ret",
+        q = const Q,
+        fpcr = const FPCR,
+    )
+}
+
+/// Load q0–q31, FPCR, FPSR from `state`.
+#[unsafe(naked)]
+unsafe extern "C" fn fpu_load(state: *const FpuState) {
+    naked_asm!(
+        ".arch_extension fp",
+        ".arch_extension simd",
+        "ldp    q0, q1, [x0, #{q} + 0 * 32]",
+        "ldp    q2, q3, [x0, #{q} + 1 * 32]",
+        "ldp    q4, q5, [x0, #{q} + 2 * 32]",
+        "ldp    q6, q7, [x0, #{q} + 3 * 32]",
+        "ldp    q8, q9, [x0, #{q} + 4 * 32]",
+        "ldp    q10, q11, [x0, #{q} + 5 * 32]",
+        "ldp    q12, q13, [x0, #{q} + 6 * 32]",
+        "ldp    q14, q15, [x0, #{q} + 7 * 32]",
+        "ldp    q16, q17, [x0, #{q} + 8 * 32]",
+        "ldp    q18, q19, [x0, #{q} + 9 * 32]",
+        "ldp    q20, q21, [x0, #{q} + 10 * 32]",
+        "ldp    q22, q23, [x0, #{q} + 11 * 32]",
+        "ldp    q24, q25, [x0, #{q} + 12 * 32]",
+        "ldp    q26, q27, [x0, #{q} + 13 * 32]",
+        "ldp    q28, q29, [x0, #{q} + 14 * 32]",
+        "ldp    q30, q31, [x0, #{q} + 15 * 32]",
+        "add    x11, x0, #{fpcr}",
+        "ldp    x9, x10, [x11]",
+        "msr    fpcr, x9",
+        "msr    fpsr, x10",
+        "ret",
+        q = const Q,
+        fpcr = const FPCR,
+    )
+}
+
+/// The whole switch (see the module essay).
+///
+/// # Safety
+/// As `arch_api::Threads::switch`.
+pub unsafe fn switch(
+    from: &mut Context,
+    from_fpu: &mut FpuState,
+    to: &Context,
+    to_fpu: &FpuState,
+    to_stack: KernelStack,
+) {
+    // SAFETY: both states are live, 16-byte aligned `FpuState`s; FP/SIMD access is enabled
+    // at EL1 (CPACR_EL1.FPEN) and the kernel keeps no value of its own in these registers.
+    unsafe {
+        fpu_save(from_fpu);
+        fpu_load(to_fpu);
+    }
+    let cpu = percpu::this();
+    from.tpidr_el0 = sysreg::read!("tpidr_el0");
+    from.tpidrro_el0 = cpu.user_tpidrro.load(Ordering::Relaxed);
+    // TPIDR_EL0 matters only at EL0; the kernel never reads it.
+    sysreg::write!("tpidr_el0", to.tpidr_el0);
+    // Written to the register on the next return to EL0 (the trap return path).
+    cpu.user_tpidrro.store(to.tpidrro_el0, Ordering::Relaxed);
+    // From here an EL1 exception checks SP against the incoming stack. Interrupts are
+    // masked (the caller's duty) and the code up to the SP switch makes no deep calls, so
+    // the only exception possible before it is a fault, which the report handles either way.
+    cpu.set_stack(to_stack);
+    // SAFETY: `to` holds a context made by `prepare` or saved by this function, for a
+    // thread no other CPU runs (the caller's duty); `from` is written before SP moves.
+    unsafe { switch_stacks(from, to) };
+}
+
+/// Point the overflow check (and, on AArch64, nothing else: SP_EL1 *is* the running stack)
+/// at `stack`.
+pub fn set_kernel_stack(stack: KernelStack) {
+    percpu::this().set_stack(stack);
+}
+
+/// Return to EL0 through `frame`.
+///
+/// # Safety
+/// As `arch_api::Threads::enter_user`.
+pub unsafe fn enter_user(frame: *const TrapFrame) -> ! {
+    // SAFETY: the caller passes a valid frame (the contract).
+    let spsr = unsafe { (*frame).spsr };
+    // Defence in depth: an ERET with any other mode would run user code at EL1 or in
+    // AArch32. Frames from `new_user`, from EL0 traps and from `write_user_registers`
+    // all pass.
+    assert!(
+        spsr & 0b1_1111 == 0 && spsr & (0b1111 << 6) == 0,
+        "enter_user: frame does not return to EL0t with DAIF clear (spsr {spsr:#x})"
+    );
+    // SAFETY: interrupts are masked before SP moves, so nothing is taken on the
+    // half-restored state; the trap return path restores every register from `frame` (the
+    // caller made it with `new_user` or saved it from EL0, at the stack top) and ERETs
+    // with SP_EL1 = the top of the kernel stack, so the next exception from EL0 lands
+    // there.
+    unsafe {
+        core::arch::asm!(
+            "msr    daifset, #0xf",     // no exception while SP points at the frame
+            "mov    sp, {frame}",
+            "b      {restore}",
+            frame = in(reg) frame,
+            restore = sym keel_trap_return,
+            options(noreturn),
+        )
+    }
+}
+
+/// Record the running thread (0: none).
+pub fn set_current_thread(thread: usize) {
+    percpu::this()
+        .current_thread
+        .store(thread, Ordering::Relaxed);
+}
+
+pub fn current_thread() -> usize {
+    percpu::this().current_thread.load(Ordering::Relaxed)
+}
+
+/// SPSR_EL1 bits EL0 may choose for itself: NZCV (31:28) and SS (21, software step).
+/// Everything else — M (EL0t, AArch64), DAIF, PAN, IL, and the rest — is fixed by the
+/// kernel: EL0 never runs with interrupts masked or in AArch32.
+const SPSR_USER_BITS: u64 = (0xf << 28) | (1 << 21);
+/// FPCR fields Keel lets a thread set: AHP, DN, FZ, RMode, FZ16. The trap enables
+/// (IOE…IDE) stay clear (Keel handles no trapped FP exception), as do Stride/Len (AArch32
+/// only) and every reserved bit.
+const FPCR_USER_BITS: u64 = (1 << 26) | (1 << 25) | (1 << 24) | (0b11 << 22) | (1 << 19);
+/// FPSR fields: QC and the cumulative exception flags IDC, IXC, UFC, OFC, DZC, IOC.
+const FPSR_USER_BITS: u64 = (1 << 27) | (1 << 7) | 0b1_1111;
+
+/// Validate `registers` (issue 6's rules), then write them into `frame` and `fpu`.
+pub fn write_user_registers(
+    frame: &mut TrapFrame,
+    fpu: &mut FpuState,
+    registers: &arch_api::UserRegisters,
+) -> Result<(), arch_api::InvalidRegisters> {
+    use arch_api::{InvalidRegisters, USER_END};
+    if registers.instruction_pointer >= USER_END {
+        return Err(InvalidRegisters("PC outside the user half"));
+    }
+    if registers.stack_pointer >= USER_END {
+        return Err(InvalidRegisters("SP outside the user half"));
+    }
+    if registers.flags & !SPSR_USER_BITS != 0 {
+        return Err(InvalidRegisters(
+            "SPSR: only NZCV and SS may be set (EL0t, DAIF clear)",
+        ));
+    }
+    if registers.fpu_control & !FPCR_USER_BITS != 0 {
+        return Err(InvalidRegisters("FPCR: reserved or trap-enable bits set"));
+    }
+    if registers.fpu_status & !FPSR_USER_BITS != 0 {
+        return Err(InvalidRegisters("FPSR: reserved bits set"));
+    }
+    frame.x = registers.general;
+    frame.elr = registers.instruction_pointer;
+    frame.sp_el0 = registers.stack_pointer;
+    frame.spsr = crate::trap::SPSR_EL0T | registers.flags;
+    fpu.fpcr = registers.fpu_control;
+    fpu.fpsr = registers.fpu_status;
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! Address spaces: the kernel half shared by all, a user half per process, and the only
+//! way the kernel touches user memory ([`copy_from_user`] / [`copy_to_user`]).
+//!
+//! # The kernel half
+//! Every user root table copies the kernel root's 256 higher-half PML4 entries when it is
+//! created, so those entries must never change afterwards: [`init`] fills the PML4 slots
+//! of the kernel-stack region and the device window before the first user space exists,
+//! and [`map_kernel`] refuses to create any other PML4 entry. Kernel leaves are global
+//! (when the CPU has global pages), so `INVLPG` removes them from every PCID's TLB.
+//!
+//! # PCIDs
+//! With PCID, each address space gets a 12-bit tag and `activate` writes CR3 with the
+//! no-flush bit, keeping the TLB entries of other spaces. A space whose entries may be
+//! stale in the TLB (a page unmapped while another space was active, or a tag recycled
+//! after 4095 spaces) carries `needs_flush`, and its next activation flushes its tag.
+//! Without PCID every CR3 write flushes the (non-global) TLB.
+//!
+//! # User copies
+//! The range is checked first (wholly inside `[USER_START, USER_END)`, no wrap), so the
+//! copy can only fault on a user page; the `rep movsb` has an exception-fixup entry
+//! (`trap::fixup`), and with SMAP on, `stac`/`clac` bracket that one instruction.
+//!
+//! Weak spots: one CPU only (no TLB shootdown); a `map_user` that runs out of frames may
+//! leave empty intermediate tables behind (freed by `destroy`).
+
+use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+
+use arch_api::{
+    EarlyError, FrameSource, KERNEL_STACK_REGION, MapError, PAGE_SIZE, PageFlags, USER_END,
+    USER_START, UserAccessFault,
+};
+use x86_64::VirtAddr;
+use x86_64::instructions::tlb;
+use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
+
+use crate::features::{self, Cpuid, Feature};
+use crate::paging::{self, ENTRIES, entry, index, table_at};
+use crate::trap::fixup;
+
+/// First PML4 slot of the kernel half.
+const KERNEL_HALF_FIRST_SLOT: usize = ENTRIES / 2;
+/// The start of the higher half.
+const HIGHER_HALF: u64 = 0xFFFF_8000_0000_0000;
+/// CR3 bit 63 with CR4.PCIDE: do not flush the new PCID's TLB entries.
+const CR3_NO_FLUSH: u64 = 1 << 63;
+/// PCIDs are 12 bits; 0 is the kernel root's.
+const PCID_COUNT: u16 = 4096;
+
+static PCID_ENABLED: AtomicBool = AtomicBool::new(false);
+static GLOBAL_PAGES: AtomicBool = AtomicBool::new(false);
+static NEXT_PCID: AtomicU16 = AtomicU16::new(1);
+
+/// One user address space.
+#[derive(Debug)]
+pub struct AddressSpace {
+    /// Physical address of the PML4.
+    root: u64,
+    /// Its PCID (0 when PCIDs are off).
+    pcid: u16,
+    /// Its TLB entries may be stale: the next activation flushes them.
+    needs_flush: AtomicBool,
+}
+
+impl AddressSpace {
+    /// Physical address of the root table.
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+}
+
+/// Fill the kernel half's PML4 slots that later mappings need (kernel stacks, device
+/// window), turn on global pages, and PCIDs when CPUID has them. Call once, before the
+/// first user address space, after `paging::record_kernel_root`.
+pub fn init(cpuid: &Cpuid, frames: &mut dyn FrameSource) -> Result<(), EarlyError> {
+    let root = paging::kernel_root();
+    let regions = [
+        (KERNEL_STACK_REGION.start, KERNEL_STACK_REGION.end),
+        (
+            paging::DEVICE_WINDOW_BASE,
+            paging::DEVICE_WINDOW_BASE + paging::DEVICE_WINDOW_SIZE,
+        ),
+    ];
+    for (start, end) in regions {
+        for slot in index(start, 4)..=index(end - 1, 4) {
+            // SAFETY: `root` is the kernel's PML4 (CR3 at boot), reachable through the HHDM.
+            let entry_ref = unsafe { &mut (*table_at(root))[slot] };
+            if *entry_ref & entry::PRESENT == 0 {
+                let frame = frames.alloc_zeroed_frame().ok_or(EarlyError::OutOfMemory)?;
+                *entry_ref = frame | entry::PRESENT | entry::WRITABLE;
+            }
+        }
+    }
+    if cpuid.global_pages {
+        // SAFETY: PGE only lets leaves marked global survive CR3 writes; the loader's
+        // mappings are not changed by Keel, so keeping them cached is harmless.
+        unsafe { Cr4::update(|flags| flags.insert(Cr4Flags::PAGE_GLOBAL)) };
+        GLOBAL_PAGES.store(true, Ordering::Relaxed);
+    }
+    // CR4.PCIDE may only be set with CR3[11:0] = 0 (else #GP), and Keel's kernel leaves
+    // must be global for PCIDs to be safe.
+    let (_, cr3_low) = Cr3::read_raw();
+    if cpuid.pcid && cpuid.global_pages && cr3_low == 0 {
+        // SAFETY: CPUID reports PCID and CR3[11:0] is 0 (checked), so setting PCIDE keeps
+        // running on the same root as PCID 0.
+        unsafe { Cr4::update(|flags| flags.insert(Cr4Flags::PCID)) };
+        PCID_ENABLED.store(true, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Whether address spaces carry PCIDs.
+pub fn pcid_enabled() -> bool {
+    PCID_ENABLED.load(Ordering::Relaxed)
+}
+
+fn is_kernel_address(address: u64) -> bool {
+    address >= HIGHER_HALF
+}
+
+fn is_page_aligned(address: u64) -> bool {
+    address.is_multiple_of(PAGE_SIZE)
+}
+
+fn no_execute_bit(executable: bool) -> u64 {
+    if !executable && features::enabled(Feature::NoExecute) {
+        entry::NO_EXECUTE
+    } else {
+        0
+    }
+}
+
+/// The leaf slot for `virtual_address` under `root`, creating intermediate tables with
+/// `table_flags` through `frames` when given. Refuses huge pages on the way and, in the
+/// kernel half, creating a PML4 entry (it would not be shared).
+///
+/// # Safety
+/// `root` is the physical address of a live PML4 (the kernel root or a user space's),
+/// and no other code walks or edits the same tables concurrently.
+unsafe fn leaf_slot(
+    root: u64,
+    virtual_address: u64,
+    mut frames: Option<(&mut dyn FrameSource, u64)>,
+) -> Result<*mut u64, MapError> {
+    let mut table = root;
+    for level in (2..=4).rev() {
+        // SAFETY: `table` is `root` or a table reached from it (caller's duty), and the
+        // HHDM maps every frame a page table can live in.
+        let slot = unsafe { &mut (*table_at(table))[index(virtual_address, level)] };
+        if *slot & entry::PRESENT == 0 {
+            let Some((source, table_flags)) = frames.as_mut() else {
+                return Err(MapError::NotMapped);
+            };
+            if level == 4 && is_kernel_address(virtual_address) {
+                return Err(MapError::BadAddress);
+            }
+            let frame = source.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
+            *slot = frame | *table_flags;
+        } else if *slot & entry::HUGE != 0 {
+            return Err(MapError::BadAddress);
+        } else if let Some((_, table_flags)) = frames.as_ref() {
+            // A user mapping needs USER on every level; kernel entries never get it.
+            *slot |= *table_flags & entry::USER;
+        }
+        table = *slot & entry::ADDRESS;
+    }
+    // SAFETY: as above; `table` is now the level-1 table.
+    Ok(unsafe { &raw mut (*table_at(table))[index(virtual_address, 1)] })
+}
+
+/// Map one kernel page into the shared kernel half.
+pub fn map_kernel(
+    virtual_address: u64,
+    physical_address: u64,
+    flags: PageFlags,
+    frames: &mut dyn FrameSource,
+) -> Result<(), MapError> {
+    if !is_kernel_address(virtual_address)
+        || !is_page_aligned(virtual_address)
+        || !is_page_aligned(physical_address)
+        || physical_address & !entry::ADDRESS != 0
+        || flags.user
+    {
+        return Err(MapError::BadAddress);
+    }
+    if flags.writable && flags.executable {
+        return Err(MapError::WriteAndExecute);
+    }
+    let table_flags = entry::PRESENT | entry::WRITABLE;
+    // SAFETY: the kernel root is live; kernel-half edits are serialized by the core (one
+    // CPU, interrupts do not map).
+    let leaf = unsafe {
+        leaf_slot(
+            paging::kernel_root(),
+            virtual_address,
+            Some((frames, table_flags)),
+        )?
+    };
+    // SAFETY: `leaf` points into a live level-1 table (just walked).
+    let leaf = unsafe { &mut *leaf };
+    if *leaf & entry::PRESENT != 0 {
+        return Err(MapError::AlreadyMapped);
+    }
+    let mut value = physical_address | entry::PRESENT | no_execute_bit(flags.executable);
+    if flags.writable {
+        value |= entry::WRITABLE;
+    }
+    if flags.device {
+        value |= entry::WRITE_THROUGH | entry::CACHE_DISABLE;
+    }
+    if GLOBAL_PAGES.load(Ordering::Relaxed) {
+        value |= entry::GLOBAL;
+    }
+    *leaf = value;
+    Ok(())
+}
+
+/// Unmap one kernel page and flush it from every PCID's TLB (kernel leaves are global, and
+/// `INVLPG` drops global entries too).
+pub fn unmap_kernel(virtual_address: u64) -> Result<u64, MapError> {
+    if !is_kernel_address(virtual_address) || !is_page_aligned(virtual_address) {
+        return Err(MapError::BadAddress);
+    }
+    // SAFETY: as in `map_kernel`.
+    let leaf = unsafe { leaf_slot(paging::kernel_root(), virtual_address, None)? };
+    // SAFETY: `leaf` points into a live level-1 table.
+    let leaf = unsafe { &mut *leaf };
+    if *leaf & entry::PRESENT == 0 {
+        return Err(MapError::NotMapped);
+    }
+    let frame = *leaf & entry::ADDRESS;
+    *leaf = 0;
+    tlb::flush(VirtAddr::new(virtual_address));
+    Ok(frame)
+}
+
+/// A new user address space: an empty user half and the kernel half's PML4 entries.
+pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, MapError> {
+    let root = frames.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
+    let kernel = paging::kernel_root();
+    // SAFETY: both are PML4 frames reached through the HHDM; `root` is new and private.
+    unsafe {
+        let source = &*table_at(kernel);
+        let target = &mut *table_at(root);
+        target[KERNEL_HALF_FIRST_SLOT..].copy_from_slice(&source[KERNEL_HALF_FIRST_SLOT..]);
+    }
+    let pcid = if pcid_enabled() {
+        // 1..=4095, wrapping; a recycled tag is flushed on first use (`needs_flush`).
+        NEXT_PCID
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pcid| {
+                Some(if pcid + 1 >= PCID_COUNT { 1 } else { pcid + 1 })
+            })
+            .unwrap_or(1)
+    } else {
+        0
+    };
+    Ok(AddressSpace {
+        root,
+        pcid,
+        needs_flush: AtomicBool::new(true),
+    })
+}
+
+fn check_user_page(virtual_address: u64, physical_address: u64) -> Result<(), MapError> {
+    if !(USER_START..USER_END).contains(&virtual_address)
+        || !is_page_aligned(virtual_address)
+        || !is_page_aligned(physical_address)
+        || physical_address & !entry::ADDRESS != 0
+    {
+        return Err(MapError::BadAddress);
+    }
+    Ok(())
+}
+
+/// Map one user 4 KiB page (always user-accessible; W^X; page 0 and kernel addresses
+/// refused).
+pub fn map_user(
+    space: &mut AddressSpace,
+    virtual_address: u64,
+    physical_address: u64,
+    flags: PageFlags,
+    frames: &mut dyn FrameSource,
+) -> Result<(), MapError> {
+    check_user_page(virtual_address, physical_address)?;
+    if flags.writable && flags.executable {
+        return Err(MapError::WriteAndExecute);
+    }
+    let table_flags = entry::PRESENT | entry::WRITABLE | entry::USER;
+    // SAFETY: `space.root` is live (owned by `space`, which `&mut` makes exclusive).
+    let leaf = unsafe { leaf_slot(space.root, virtual_address, Some((frames, table_flags)))? };
+    // SAFETY: `leaf` points into a live level-1 table of `space`.
+    let leaf = unsafe { &mut *leaf };
+    if *leaf & entry::PRESENT != 0 {
+        return Err(MapError::AlreadyMapped);
+    }
+    let mut value =
+        physical_address | entry::PRESENT | entry::USER | no_execute_bit(flags.executable);
+    if flags.writable {
+        value |= entry::WRITABLE;
+    }
+    if flags.device {
+        value |= entry::WRITE_THROUGH | entry::CACHE_DISABLE;
+    }
+    *leaf = value;
+    Ok(())
+}
+
+fn is_active(space: &AddressSpace) -> bool {
+    Cr3::read_raw().0.start_address().as_u64() == space.root
+}
+
+/// Unmap one user page, returning its frame.
+pub fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64, MapError> {
+    check_user_page(virtual_address, 0)?;
+    // SAFETY: as in `map_user`.
+    let leaf = unsafe { leaf_slot(space.root, virtual_address, None)? };
+    // SAFETY: `leaf` points into a live level-1 table of `space`.
+    let leaf = unsafe { &mut *leaf };
+    if *leaf & entry::PRESENT == 0 {
+        return Err(MapError::NotMapped);
+    }
+    let frame = *leaf & entry::ADDRESS;
+    *leaf = 0;
+    if is_active(space) {
+        tlb::flush(VirtAddr::new(virtual_address));
+    } else {
+        space.needs_flush.store(true, Ordering::Relaxed);
+    }
+    Ok(frame)
+}
+
+/// Write CR3.
+///
+/// # Safety
+/// `value` names a PML4 whose kernel half is the kernel's (so the code and stack running
+/// now stay mapped), with a PCID only when PCIDs are on.
+unsafe fn write_cr3(value: u64) {
+    // SAFETY: the caller's duty; a CR3 write has no other effect than the switch/flush.
+    unsafe { core::arch::asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Make `space` the current user half.
+pub fn activate(space: &AddressSpace) {
+    let mut value = space.root;
+    if pcid_enabled() {
+        value |= u64::from(space.pcid);
+        if !space.needs_flush.swap(false, Ordering::Relaxed) {
+            value |= CR3_NO_FLUSH;
+        }
+    }
+    // SAFETY: `space.root` is a live PML4 whose kernel half was copied from the kernel
+    // root (whose kernel-half PML4 entries never change), and its PCID is set only with
+    // PCIDs on.
+    unsafe { write_cr3(value) };
+}
+
+/// Free every page-table frame of `space` through `free`; switches to the kernel root
+/// first if `space` is active.
+pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
+    if is_active(&space) {
+        // SAFETY: the kernel root maps the kernel half; PCID 0 is the kernel root's.
+        unsafe { write_cr3(paging::kernel_root()) };
+    }
+    free_tables(space.root, 4, free);
+}
+
+/// Free the user-half tables below `table` (a table of `level`), then `table` itself.
+fn free_tables(table: u64, level: u32, free: &mut dyn FnMut(u64)) {
+    if level > 1 {
+        let slots = if level == 4 {
+            0..KERNEL_HALF_FIRST_SLOT
+        } else {
+            0..ENTRIES
+        };
+        for slot in slots {
+            // SAFETY: `table` is a page table of a space no CPU uses any more, reached
+            // through present entries from its root; the HHDM maps it.
+            let value = unsafe { (*table_at(table))[slot] };
+            if value & entry::PRESENT != 0 && value & entry::HUGE == 0 {
+                free_tables(value & entry::ADDRESS, level - 1, free);
+            }
+        }
+    }
+    free(table);
+}
+
+/// Whether `[address, address + length)` lies wholly in the user half (no wrap).
+fn is_user_range(address: u64, length: usize) -> bool {
+    address >= USER_START
+        && address
+            .checked_add(length as u64)
+            .is_some_and(|end| end <= USER_END)
+}
+
+/// Copy from user memory; a bad range or an unmapped page is an error, never a fault.
+pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {
+    if destination.is_empty() {
+        return Ok(());
+    }
+    if !is_user_range(source, destination.len()) {
+        return Err(UserAccessFault);
+    }
+    // SAFETY: the source range is wholly in the user half (checked) and the destination is
+    // a kernel slice valid for writes of its length.
+    let left = unsafe {
+        fixup::copy_user(
+            destination.as_mut_ptr(),
+            source as *const u8,
+            destination.len(),
+        )
+    };
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(UserAccessFault)
+    }
+}
+
+/// Copy to user memory, with the same checks.
+pub fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), UserAccessFault> {
+    if source.is_empty() {
+        return Ok(());
+    }
+    if !is_user_range(destination, source.len()) {
+        return Err(UserAccessFault);
+    }
+    // SAFETY: the destination range is wholly in the user half (checked) and the source is
+    // a kernel slice valid for reads of its length.
+    let left = unsafe { fixup::copy_user(destination as *mut u8, source.as_ptr(), source.len()) };
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(UserAccessFault)
+    }
+}
+
+impl arch_api::Paging for crate::Cpu {
+    type AddressSpace = AddressSpace;
+
+    fn map_kernel(
+        virtual_address: u64,
+        physical_address: u64,
+        flags: PageFlags,
+        frames: &mut dyn FrameSource,
+    ) -> Result<(), MapError> {
+        map_kernel(virtual_address, physical_address, flags, frames)
+    }
+
+    fn unmap_kernel(virtual_address: u64) -> Result<u64, MapError> {
+        unmap_kernel(virtual_address)
+    }
+
+    fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, MapError> {
+        new_address_space(frames)
+    }
+
+    fn map_user(
+        space: &mut AddressSpace,
+        virtual_address: u64,
+        physical_address: u64,
+        flags: PageFlags,
+        frames: &mut dyn FrameSource,
+    ) -> Result<(), MapError> {
+        map_user(space, virtual_address, physical_address, flags, frames)
+    }
+
+    fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64, MapError> {
+        unmap_user(space, virtual_address)
+    }
+
+    fn activate(space: &AddressSpace) {
+        activate(space);
+    }
+
+    fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
+        destroy(space, free);
+    }
+
+    fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {
+        copy_from_user(destination, source)
+    }
+
+    fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), UserAccessFault> {
+        copy_to_user(destination, source)
+    }
+}

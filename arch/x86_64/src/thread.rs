@@ -1,0 +1,330 @@
+//! Kernel contexts and the switch between them; the way into user mode.
+//!
+//! Switching threads is switching kernel stacks: `switch_stacks` saves the callee-saved
+//! registers and RSP of the outgoing thread in its [`Context`] and loads the incoming
+//! one's, then `ret`s on the incoming stack. Everything else a thread owns is already
+//! somewhere safe: its user registers in the [`TrapFrame`] at the top of its kernel stack,
+//! its FPU registers in its [`FpuState`] (saved and loaded here, eagerly).
+//!
+//! A new thread's stack (laid out by `prepare_context`), highest address first:
+//!
+//! ```text
+//! top ─────────────────────────────  KernelStack::top (16-byte aligned)
+//!       room for the TrapFrame          176 bytes: where a trap from user mode lands
+//! top - 176 ───────────────────────
+//!       address of thread_trampoline   `ret` of the first switch pops it
+//! top - 184 ─────────────────────── ← Context::rsp
+//! ```
+//! The first switch `ret`s into the trampoline with RSP = top − 176 (16-byte aligned), which
+//! calls `entry(argument)` from r12/r13; `entry` then runs below the frame area, so a
+//! thread's trap frame and its kernel call stack never overlap.
+
+use core::mem::offset_of;
+
+use arch_api::{
+    InvalidRegisters, KernelStack, Threads, USER_END, USER_START, UserRegisterWrite, UserRegisters,
+};
+
+use crate::fpu::{self, FpuState};
+use crate::percpu;
+use crate::trap::TrapFrame;
+use crate::trap::frame::offsets::SIZE as FRAME_SIZE;
+use crate::trap::frame::rflags;
+
+/// A thread's kernel context while it is not running.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Context {
+    rsp: u64,
+    rbx: u64,
+    rbp: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+}
+
+mod offsets {
+    use super::{Context, offset_of};
+    pub const RSP: usize = offset_of!(Context, rsp);
+    pub const RBX: usize = offset_of!(Context, rbx);
+    pub const RBP: usize = offset_of!(Context, rbp);
+    pub const R12: usize = offset_of!(Context, r12);
+    pub const R13: usize = offset_of!(Context, r13);
+    pub const R14: usize = offset_of!(Context, r14);
+    pub const R15: usize = offset_of!(Context, r15);
+}
+
+// The frame area keeps the trampoline's RSP 16-byte aligned (SysV ABI at its `call`).
+const _: () = assert!(FRAME_SIZE.is_multiple_of(16));
+
+/// Save the callee-saved registers and RSP into `from`, load `to`'s, return on `to`'s stack.
+///
+/// # Safety
+/// Interrupts are masked; `to` holds a context made by `prepare_context` or saved here.
+#[unsafe(naked)]
+unsafe extern "C" fn switch_stacks(from: *mut Context, to: *const Context) {
+    core::arch::naked_asm!(
+        "mov [rdi + {rsp}], rsp",   // from.rsp = rsp (the return address is at [rsp])
+        "mov [rdi + {rbx}], rbx",   // from.rbx = rbx
+        "mov [rdi + {rbp}], rbp",   // …
+        "mov [rdi + {r12}], r12",
+        "mov [rdi + {r13}], r13",
+        "mov [rdi + {r14}], r14",
+        "mov [rdi + {r15}], r15",
+        "mov rsp, [rsi + {rsp}]",   // rsp = to.rsp: now on the incoming thread's stack
+        "mov rbx, [rsi + {rbx}]",   // rbx = to.rbx
+        "mov rbp, [rsi + {rbp}]",   // …
+        "mov r12, [rsi + {r12}]",
+        "mov r13, [rsi + {r13}]",
+        "mov r14, [rsi + {r14}]",
+        "mov r15, [rsi + {r15}]",
+        "ret",                      // resume where `to` called switch (or the trampoline)
+        rsp = const offsets::RSP,
+        rbx = const offsets::RBX,
+        rbp = const offsets::RBP,
+        r12 = const offsets::R12,
+        r13 = const offsets::R13,
+        r14 = const offsets::R14,
+        r15 = const offsets::R15,
+    );
+}
+
+/// Where a new thread's first switch lands: `entry(argument)` with r12 = entry,
+/// r13 = argument, RSP 16-byte aligned, RBP = 0 (the backtrace ends here).
+#[unsafe(naked)]
+unsafe extern "C" fn thread_trampoline() -> ! {
+    core::arch::naked_asm!(
+        "xor ebp, ebp", // rbp = 0: end of the frame-pointer chain
+        "mov rdi, r13", // first argument = argument
+        "call r12",     // entry(argument) never returns
+        "ud2",          // …and if it does, stop loudly
+    );
+}
+
+/// Lay out a new thread's first context on `stack` (see the module docs).
+pub fn prepare_context(
+    stack: KernelStack,
+    entry: extern "C" fn(usize) -> !,
+    argument: usize,
+) -> Context {
+    let frame_bottom = stack.top - FRAME_SIZE as u64;
+    let return_slot = frame_bottom - 8;
+    assert!(
+        stack.top.is_multiple_of(16) && stack.contains(return_slot),
+        "kernel stack {stack:?} is misaligned or too small"
+    );
+    // SAFETY: the core allocated `stack` mapped and writable for `[base, top)` (the
+    // `KernelStack` invariant) and gives it to no running thread yet; `return_slot` lies in
+    // it and is 8-aligned (checked above).
+    unsafe { (return_slot as *mut u64).write(thread_trampoline as *const () as u64) };
+    Context {
+        rsp: return_slot,
+        r12: entry as usize as u64,
+        r13: argument as u64,
+        ..Context::default()
+    }
+}
+
+/// Where a thread's [`TrapFrame`] lives on its kernel stack: at the very top.
+pub fn trap_frame_of(stack: KernelStack) -> *mut TrapFrame {
+    (stack.top - FRAME_SIZE as u64) as *mut TrapFrame
+}
+
+unsafe extern "C" {
+    #[link_name = "keel_x86_trap_return"]
+    fn trap_return() -> !;
+}
+
+/// Return to user mode through `frame` (the normal trap exit: registers, `SWAPGS`,
+/// `IRETQ`).
+///
+/// # Safety
+/// As `Threads::enter_user`: `frame` is at the top of the current kernel stack and holds a
+/// user frame (`new_user` or saved from user mode), the user address space is active.
+pub unsafe fn enter_user(frame: *const TrapFrame) -> ! {
+    // SAFETY: the trap exit path restores the GPRs from the frame at RSP and `IRETQ`s;
+    // with a user CS it executes `SWAPGS` first (GS base discipline). Interrupts stay
+    // masked until `IRETQ` loads the frame's RFLAGS.
+    unsafe {
+        core::arch::asm!(
+            "cli",
+            "mov rsp, {frame}",
+            "jmp {exit}",
+            frame = in(reg) frame,
+            exit = sym trap_return,
+            options(noreturn),
+        );
+    }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "implements the trait's `unsafe fn`s, whose duties are the callers'"
+)]
+impl Threads for crate::Cpu {
+    type TrapFrame = TrapFrame;
+    type Context = Context;
+    type FpuState = FpuState;
+
+    fn initial_fpu_state() -> FpuState {
+        FpuState::initial()
+    }
+
+    fn prepare_context(
+        stack: KernelStack,
+        entry: extern "C" fn(usize) -> !,
+        argument: usize,
+    ) -> Context {
+        prepare_context(stack, entry, argument)
+    }
+
+    unsafe fn switch(
+        from: &mut Context,
+        from_fpu: &mut FpuState,
+        to: &Context,
+        to_fpu: &FpuState,
+        to_stack: KernelStack,
+    ) {
+        // The kernel never touches FPU registers, so they hold the outgoing thread's user
+        // state until here.
+        fpu::save(from_fpu);
+        fpu::restore(to_fpu);
+        percpu::set_kernel_stack(to_stack);
+        // SAFETY: interrupts are masked and `to` is a prepared or saved context (the
+        // caller's duties).
+        unsafe { switch_stacks(from, to) };
+    }
+
+    fn set_kernel_stack(stack: KernelStack) {
+        percpu::set_kernel_stack(stack);
+    }
+
+    unsafe fn enter_user(frame: *const TrapFrame) -> ! {
+        // SAFETY: the caller's duties are those of `enter_user`.
+        unsafe { enter_user(frame) }
+    }
+
+    fn set_current_thread(thread: usize) {
+        percpu::current().set_current_thread(thread);
+    }
+
+    fn current_thread() -> usize {
+        percpu::current().current_thread()
+    }
+}
+
+impl UserRegisterWrite for crate::Cpu {
+    fn write_user_registers(
+        frame: &mut TrapFrame,
+        fpu: &mut FpuState,
+        registers: &UserRegisters,
+    ) -> Result<(), InvalidRegisters> {
+        write_user_registers(frame, fpu, registers)
+    }
+}
+
+/// How many entries of `UserRegisters::general` x86_64 uses: rax rbx rcx rdx rsi rdi rbp
+/// r8–r15.
+const GENERAL_REGISTERS: usize = 15;
+
+/// Validate and apply a user register image (see `arch_api::UserRegisterWrite`). RIP and
+/// RSP must lie in the user half (so they are canonical and a `SYSRET` to them cannot
+/// fault in ring 0); RFLAGS may hold only the arithmetic flags, DF, TF and AC (IF and bit
+/// 1 are forced on; IOPL, NT, RF, VM, VIF, VIP, ID and reserved bits are refused); MXCSR
+/// may set only the bits this CPU's MXCSR_MASK allows (else `FXRSTOR`/`XRSTOR` would #GP
+/// in the kernel). The segment selectors are not writable: the frame keeps the user ones.
+/// `frame` may be the running thread's own (at the top of the current kernel stack): then
+/// `fpu` must be that thread's state, and the new MXCSR goes into the live registers too.
+pub fn write_user_registers(
+    frame: &mut TrapFrame,
+    fpu: &mut FpuState,
+    registers: &UserRegisters,
+) -> Result<(), InvalidRegisters> {
+    let user = USER_START..USER_END;
+    if !user.contains(&registers.instruction_pointer) {
+        return Err(InvalidRegisters("rip outside the user half"));
+    }
+    // RSP may equal USER_END (an empty stack at the very top).
+    if !(USER_START..=USER_END).contains(&registers.stack_pointer) {
+        return Err(InvalidRegisters("rsp outside the user half"));
+    }
+    let forced = rflags::INTERRUPT | rflags::RESERVED_ONE;
+    if registers.flags & !(rflags::USER_SETTABLE | forced) != 0 {
+        return Err(InvalidRegisters(
+            "rflags: only arithmetic flags, DF, TF and AC may be set",
+        ));
+    }
+    if registers.general[GENERAL_REGISTERS..]
+        .iter()
+        .any(|&word| word != 0)
+    {
+        return Err(InvalidRegisters("general registers past r15 must be 0"));
+    }
+    let Ok(mxcsr) = u32::try_from(registers.fpu_control) else {
+        return Err(InvalidRegisters("mxcsr: reserved bits set"));
+    };
+    if mxcsr & !fpu::mxcsr_mask() != 0 {
+        return Err(InvalidRegisters("mxcsr: reserved bits set"));
+    }
+    if registers.fpu_status != 0 {
+        return Err(InvalidRegisters(
+            "fpu_status is not used on x86_64 and must be 0",
+        ));
+    }
+    if !frame.from_user() {
+        return Err(InvalidRegisters("the frame is not a user frame"));
+    }
+    let [
+        rax,
+        rbx,
+        rcx,
+        rdx,
+        rsi,
+        rdi,
+        rbp,
+        r8,
+        r9,
+        r10,
+        r11,
+        r12,
+        r13,
+        r14,
+        r15,
+        ..,
+    ] = registers.general;
+    *frame = TrapFrame {
+        rax,
+        rbx,
+        rcx,
+        rdx,
+        rsi,
+        rdi,
+        rbp,
+        r8,
+        r9,
+        r10,
+        r11,
+        r12,
+        r13,
+        r14,
+        r15,
+        rip: registers.instruction_pointer,
+        rsp: registers.stack_pointer,
+        rflags: registers.flags | forced,
+        ..*frame
+    };
+    // The running thread's FPU registers are live, and its `FpuState` is stale until the
+    // next switch saves over it: for that thread, save, change, and load back.
+    let running = percpu::current()
+        .kernel_stack()
+        .is_some_and(|stack| core::ptr::eq(frame, trap_frame_of(stack)));
+    if running {
+        fpu::save(fpu);
+        fpu.set_mxcsr(mxcsr);
+        fpu::restore(fpu);
+    } else {
+        fpu.set_mxcsr(mxcsr);
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Exception fixups: kernel instructions that are *allowed* to fault, and where to resume.
+//!
+//! A fixup entry pairs the instruction pointer a trap reports (for a fault: the faulting
+//! instruction; for a trap such as `int3`: the next one) with a resume address. When a
+//! kernel-mode exception arrives at an address in the table, the dispatcher records the
+//! decoded cause ([`take_recorded`]) and resumes there instead of reporting a fatal trap.
+//! Users: the user-copy routine (`copy_user_*`: a fault means "bad user address", the
+//! routine returns the bytes left) and the [`SelfTest`](arch_api::SelfTest) probes.
+//!
+//! The table is a static array of label pairs, each label defined by the assembly below;
+//! nothing is registered at run time.
+
+use core::arch::global_asm;
+
+use arch_api::TrapCause;
+use spin::Mutex;
+
+/// One fixup entry, both addresses as labels of the assembly below.
+struct Fixup {
+    at: unsafe extern "C" fn(),
+    resume: unsafe extern "C" fn(),
+}
+
+unsafe extern "C" {
+    // The probes, callable from Rust (SysV ABI, clobber only caller-saved registers).
+    /// `int3`.
+    fn keel_x86_provoke_breakpoint();
+    /// `ud2`.
+    fn keel_x86_provoke_undefined();
+    /// `div` by zero.
+    fn keel_x86_provoke_divide_error();
+    /// A load from `address`; returns the value (garbage after a fault).
+    fn keel_x86_provoke_load(address: u64) -> u64;
+    /// `rep movsb` of `length` bytes; returns the bytes *not* copied (0 = success).
+    fn keel_x86_copy_user_plain(destination: *mut u8, source: *const u8, length: usize) -> usize;
+    /// The same between `stac` and `clac` (only when SMAP is on: `stac` is #UD without it).
+    fn keel_x86_copy_user_smap(destination: *mut u8, source: *const u8, length: usize) -> usize;
+
+    // Labels inside them (never called).
+    fn keel_x86_fixup_breakpoint_at();
+    fn keel_x86_fixup_breakpoint_resume();
+    fn keel_x86_fixup_undefined_at();
+    fn keel_x86_fixup_undefined_resume();
+    fn keel_x86_fixup_divide_at();
+    fn keel_x86_fixup_divide_resume();
+    fn keel_x86_fixup_load_at();
+    fn keel_x86_fixup_load_resume();
+    fn keel_x86_fixup_copy_plain_at();
+    fn keel_x86_fixup_copy_plain_resume();
+    fn keel_x86_fixup_copy_smap_at();
+    fn keel_x86_fixup_copy_smap_resume();
+}
+
+static FIXUPS: [Fixup; 6] = [
+    Fixup {
+        at: keel_x86_fixup_breakpoint_at,
+        resume: keel_x86_fixup_breakpoint_resume,
+    },
+    Fixup {
+        at: keel_x86_fixup_undefined_at,
+        resume: keel_x86_fixup_undefined_resume,
+    },
+    Fixup {
+        at: keel_x86_fixup_divide_at,
+        resume: keel_x86_fixup_divide_resume,
+    },
+    Fixup {
+        at: keel_x86_fixup_load_at,
+        resume: keel_x86_fixup_load_resume,
+    },
+    Fixup {
+        at: keel_x86_fixup_copy_plain_at,
+        resume: keel_x86_fixup_copy_plain_resume,
+    },
+    Fixup {
+        at: keel_x86_fixup_copy_smap_at,
+        resume: keel_x86_fixup_copy_smap_resume,
+    },
+];
+
+global_asm!(
+    ".pushsection .text.keel_x86_fixups, \"ax\", @progbits",
+    // ---- self-test probes ----
+    ".globl keel_x86_provoke_breakpoint",
+    "keel_x86_provoke_breakpoint:",
+    "    int3", // #BP is a trap: the saved RIP is the next line
+    ".globl keel_x86_fixup_breakpoint_at",
+    "keel_x86_fixup_breakpoint_at:",
+    ".globl keel_x86_fixup_breakpoint_resume",
+    "keel_x86_fixup_breakpoint_resume:",
+    "    ret",
+    //
+    ".globl keel_x86_provoke_undefined",
+    "keel_x86_provoke_undefined:",
+    ".globl keel_x86_fixup_undefined_at",
+    "keel_x86_fixup_undefined_at:",
+    "    ud2", // #UD, a fault: the saved RIP is this line
+    ".globl keel_x86_fixup_undefined_resume",
+    "keel_x86_fixup_undefined_resume:",
+    "    ret",
+    //
+    ".globl keel_x86_provoke_divide_error",
+    "keel_x86_provoke_divide_error:",
+    "    xorl %ecx, %ecx", // divisor = 0
+    "    movl $1, %eax",   // edx:eax = 1
+    "    xorl %edx, %edx",
+    ".globl keel_x86_fixup_divide_at",
+    "keel_x86_fixup_divide_at:",
+    "    divl %ecx", // #DE
+    ".globl keel_x86_fixup_divide_resume",
+    "keel_x86_fixup_divide_resume:",
+    "    ret",
+    //
+    ".globl keel_x86_provoke_load",
+    "keel_x86_provoke_load:",
+    ".globl keel_x86_fixup_load_at",
+    "keel_x86_fixup_load_at:",
+    "    movq (%rdi), %rax", // rax = *address (#PF if unmapped)
+    ".globl keel_x86_fixup_load_resume",
+    "keel_x86_fixup_load_resume:",
+    "    ret",
+    //
+    // ---- user copies: (rdi = destination, rsi = source, rdx = length) -> rax = left ----
+    ".globl keel_x86_copy_user_plain",
+    "keel_x86_copy_user_plain:",
+    "    movq %rdx, %rcx", // rcx = bytes to copy
+    ".globl keel_x86_fixup_copy_plain_at",
+    "keel_x86_fixup_copy_plain_at:",
+    "    rep movsb", // copy; a fault leaves rcx = bytes left
+    ".globl keel_x86_fixup_copy_plain_resume",
+    "keel_x86_fixup_copy_plain_resume:",
+    "    movq %rcx, %rax", // return bytes left (0: all copied)
+    "    ret",
+    //
+    ".globl keel_x86_copy_user_smap",
+    "keel_x86_copy_user_smap:",
+    "    movq %rdx, %rcx", // rcx = bytes to copy
+    "    stac",            // AC = 1: user pages reachable (SMAP)
+    ".globl keel_x86_fixup_copy_smap_at",
+    "keel_x86_fixup_copy_smap_at:",
+    "    rep movsb", // copy; a fault leaves rcx = bytes left
+    ".globl keel_x86_fixup_copy_smap_resume",
+    "keel_x86_fixup_copy_smap_resume:",
+    "    clac",            // AC = 0: SMAP enforced again
+    "    movq %rcx, %rax", // return bytes left
+    "    ret",
+    ".popsection",
+    options(att_syntax),
+);
+
+/// The resume address for a kernel-mode trap reported at `rip`, if a fixup covers it.
+pub fn find(rip: u64) -> Option<u64> {
+    FIXUPS
+        .iter()
+        .find(|fixup| fixup.at as usize as u64 == rip)
+        .map(|fixup| fixup.resume as usize as u64)
+}
+
+/// The cause of the last trap a fixup recovered from.
+static RECORDED: Mutex<Option<TrapCause>> = Mutex::new(None);
+
+/// Remember `cause` for [`take_recorded`] (dropped if the slot is busy: the dispatcher never
+/// waits for a lock).
+pub fn record(cause: TrapCause) {
+    if let Some(mut slot) = RECORDED.try_lock() {
+        *slot = Some(cause);
+    }
+}
+
+/// The cause recorded since the last call, if any.
+pub fn take_recorded() -> Option<TrapCause> {
+    RECORDED.lock().take()
+}
+
+/// Run `probe` and return the cause its fixup recorded.
+fn under_fixup(probe: impl FnOnce()) -> Option<TrapCause> {
+    let _ = take_recorded();
+    probe();
+    take_recorded()
+}
+
+/// A kernel address that is never mapped: in a higher-half PML4 slot Keel leaves empty
+/// (between the HHDM and the kernel-stack region; `provoke` checks it is unmapped).
+pub const UNMAPPED_TEST_ADDRESS: u64 = 0xFFFF_FC80_0000_0000;
+
+impl arch_api::SelfTest for crate::Cpu {
+    fn provoke(trap: arch_api::ProvokedTrap) -> Option<TrapCause> {
+        use arch_api::ProvokedTrap;
+        match trap {
+            ProvokedTrap::Breakpoint => under_fixup(|| {
+                // SAFETY: a leaf routine of the assembly above (SysV ABI, no memory
+                // touched) whose `int3` has a fixup entry, so the trap resumes it.
+                unsafe { keel_x86_provoke_breakpoint() }
+            }),
+            ProvokedTrap::Undefined => under_fixup(|| {
+                // SAFETY: as above, for its `ud2`.
+                unsafe { keel_x86_provoke_undefined() }
+            }),
+            ProvokedTrap::DivideError => under_fixup(|| {
+                // SAFETY: as above, for its `div` by zero.
+                unsafe { keel_x86_provoke_divide_error() }
+            }),
+            ProvokedTrap::KernelPageFault => {
+                if crate::paging::translate(UNMAPPED_TEST_ADDRESS).is_some() {
+                    return None;
+                }
+                under_fixup(|| {
+                    // SAFETY: as above, for its load; the address is not mapped (checked
+                    // just now), so the load faults and reads nothing.
+                    unsafe { keel_x86_provoke_load(UNMAPPED_TEST_ADDRESS) };
+                })
+            }
+        }
+    }
+
+    fn provoke_user_access(address: u64) -> Option<TrapCause> {
+        if !(arch_api::USER_START..arch_api::USER_END).contains(&address) {
+            return None;
+        }
+        under_fixup(|| {
+            // SAFETY: the load probe is fixup-covered and reads one word at a user-half
+            // address (checked above): it faults (SMAP, or not mapped) or reads user
+            // memory, never kernel state.
+            unsafe { keel_x86_provoke_load(address) };
+        })
+    }
+
+    fn user_access_protected() -> bool {
+        crate::features::enabled(crate::features::Feature::Smap)
+    }
+
+    fn nmi_storm(run: bool) -> bool {
+        crate::nmi::storm(run)
+    }
+
+    fn nmi_counts() -> (u64, u64) {
+        crate::nmi::counts()
+    }
+}
+
+/// Copy `length` bytes from `source` to `destination`, either of which may be a user
+/// address that faults. Returns the number of bytes *not* copied (0: success).
+///
+/// # Safety
+/// The caller checked that every user address in both ranges lies in the user half (so
+/// a fault can only be a page fault on user memory) and that every kernel address is
+/// valid for the access.
+pub unsafe fn copy_user(destination: *mut u8, source: *const u8, length: usize) -> usize {
+    if crate::features::enabled(crate::features::Feature::Smap) {
+        // SAFETY: SMAP is on, so `stac`/`clac` exist; the ranges are the caller's duty.
+        unsafe { keel_x86_copy_user_smap(destination, source, length) }
+    } else {
+        // SAFETY: the ranges are the caller's duty.
+        unsafe { keel_x86_copy_user_plain(destination, source, length) }
+    }
+}

@@ -1,0 +1,470 @@
+//! The in-kernel test suite (scenario `kernel`, DESIGN.md §8): traps provoked in kernel
+//! mode, timer interrupts while idle, kernel threads with separate stacks across blocking
+//! and preemption, the frame allocator, kernel stacks and the heap. Runs in a kernel
+//! thread; prints `ok`/`not ok` lines and the summary, then powers off.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use arch_api::{
+    Access, MapError, PAGE_SIZE, PageFlags, Paging, Platform, ProvokedTrap, SelfTest, TrapCause,
+};
+
+use crate::memory::frames::KernelFrames;
+use crate::memory::{frames, heap, stacks};
+use crate::process::USER_STACK_TOP;
+use crate::{Cpu, println, sched, upcall};
+
+/// Counts results and prints one line per test.
+pub struct Suite {
+    passed: u32,
+    failed: u32,
+}
+
+impl Suite {
+    pub const fn new() -> Self {
+        Self {
+            passed: 0,
+            failed: 0,
+        }
+    }
+
+    pub fn check(&mut self, name: &str, outcome: Result<(), &str>) {
+        match outcome {
+            Ok(()) => {
+                self.passed += 1;
+                println!("ok {name}");
+            }
+            Err(why) => {
+                self.failed += 1;
+                println!("not ok {name}: {why}");
+            }
+        }
+    }
+
+    /// Add counts from elsewhere (a user suite's exit code).
+    pub fn add(&mut self, passed: u32, failed: u32) {
+        self.passed += passed;
+        self.failed += failed;
+    }
+
+    /// Print the summary and power off: success iff nothing failed.
+    pub fn finish(&self) -> ! {
+        println!("{} passed, {} failed", self.passed, self.failed);
+        Cpu::power_off(if self.failed == 0 {
+            arch_api::ExitCode::Success
+        } else {
+            arch_api::ExitCode::TestFailed
+        })
+    }
+}
+
+/// The suite's thread body.
+pub fn run(_: usize) {
+    let mut suite = Suite::new();
+    traps(&mut suite);
+    suite.check("timer interrupts counted while idle", timer_while_idle());
+    suite.check("frame allocator counts return exactly", frame_allocator());
+    suite.check("kernel stack freed and reused", kernel_stack_reuse());
+    suite.check("heap allocations freed", heap_round_trip());
+    suite.check(
+        "two kernel threads keep separate stacks across block and preemption",
+        separate_stacks(),
+    );
+    suite.check(
+        "dead thread's kernel stack reused",
+        dead_thread_stack_reused(),
+    );
+    suite.check(
+        "user mappings refuse W+X, page 0 and kernel addresses",
+        user_mapping_checks(),
+    );
+    suite.check(
+        "1000 user address spaces created, populated and destroyed",
+        address_spaces(),
+    );
+    user_access_protection(&mut suite);
+    suite.check("malformed user images are refused", malformed_images());
+    suite.finish()
+}
+
+fn traps(suite: &mut Suite) {
+    let expect = |trap, wanted: fn(TrapCause) -> bool| match Cpu::provoke(trap) {
+        Some(cause) if wanted(cause) => Ok(()),
+        Some(_) => Err("the dispatcher recorded a different cause"),
+        None => Err("no trap was taken"),
+    };
+    suite.check(
+        "trap breakpoint",
+        expect(ProvokedTrap::Breakpoint, |cause| {
+            cause == TrapCause::Breakpoint
+        }),
+    );
+    suite.check(
+        "trap undefined instruction",
+        expect(ProvokedTrap::Undefined, |cause| {
+            cause == TrapCause::Undefined
+        }),
+    );
+    match Cpu::provoke(ProvokedTrap::DivideError) {
+        None if Cpu::NAME == "aarch64" => {
+            suite.check(
+                "trap divide error (not applicable: aarch64 has no divide trap)",
+                Ok(()),
+            );
+        }
+        Some(TrapCause::Arithmetic) => suite.check("trap divide error", Ok(())),
+        Some(_) => suite.check("trap divide error", Err("wrong cause recorded")),
+        None => suite.check("trap divide error", Err("no trap was taken")),
+    }
+    suite.check(
+        "trap kernel page fault recovered",
+        expect(ProvokedTrap::KernelPageFault, |cause| {
+            matches!(
+                cause,
+                TrapCause::PageFault {
+                    access: Access::Read,
+                    from_user: false,
+                    ..
+                }
+            )
+        }),
+    );
+}
+
+fn timer_while_idle() -> Result<(), &'static str> {
+    let before = upcall::ticks();
+    // Sleeping blocks this thread; only the idle thread (halting) runs meanwhile.
+    sched::sleep(5);
+    let after = upcall::ticks();
+    if after >= before + 5 {
+        Ok(())
+    } else {
+        Err("fewer ticks than slept")
+    }
+}
+
+fn frame_allocator() -> Result<(), &'static str> {
+    let before = frames::free_frames();
+    let mut taken = Vec::new();
+    for _ in 0..100 {
+        taken.push(frames::allocate_zeroed().ok_or("allocation failed")?);
+    }
+    let run = frames::allocate_run(4).ok_or("run allocation failed")?;
+    if run % (16 * 4096) != 0 {
+        return Err("a run of 16 frames is not naturally aligned");
+    }
+    if frames::free_frames() != before - 116 {
+        return Err("free count after allocating is wrong");
+    }
+    for &frame in &taken {
+        frames::free(frame).map_err(|_| "free refused")?;
+    }
+    frames::free_run(run, 4).map_err(|_| "free_run refused")?;
+    if frames::free(taken[0]).is_ok() {
+        return Err("a double free was accepted");
+    }
+    if frames::free_frames() != before {
+        return Err("free count did not return to its start");
+    }
+    Ok(())
+}
+
+fn kernel_stack_reuse() -> Result<(), &'static str> {
+    let first = stacks::allocate().map_err(|_| "first allocation failed")?;
+    let free_while_allocated = frames::free_frames();
+    stacks::free(first);
+    if frames::free_frames() != free_while_allocated + 4 {
+        return Err("freeing did not return its 4 frames");
+    }
+    let second = stacks::allocate().map_err(|_| "second allocation failed")?;
+    let reused = second == first;
+    let exact = frames::free_frames() == free_while_allocated;
+    stacks::free(second);
+    match (reused, exact) {
+        (true, true) => Ok(()),
+        (false, _) => Err("the freed slot was not reused"),
+        (true, false) => Err("free count differs between two uses of one slot"),
+    }
+}
+
+fn heap_round_trip() -> Result<(), &'static str> {
+    let before = heap::allocated_bytes();
+    {
+        let mut numbers: Vec<u64> = Vec::with_capacity(1000);
+        numbers.extend(0..1000);
+        if numbers.iter().sum::<u64>() != 999 * 1000 / 2 {
+            return Err("heap memory did not hold its contents");
+        }
+    }
+    if heap::allocated_bytes() == before {
+        Ok(())
+    } else {
+        Err("heap bytes allocated did not return to their start")
+    }
+}
+
+/// Results of the two stack-checking threads: 0 running, 1 passed, 2+ failed (reason).
+static STACK_RESULTS: [AtomicU8; 2] = [AtomicU8::new(0), AtomicU8::new(0)];
+/// Stack addresses the threads saw, to check they differ.
+static STACK_ADDRESSES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+const PASSED: u8 = 1;
+const NOT_ON_OWN_STACK: u8 = 2;
+const CORRUPTED: u8 = 3;
+const NOT_PREEMPTED: u8 = 4;
+
+/// Fill 2 KiB of this thread's stack with a pattern, give up the CPU (thread 0: spin in
+/// `wait_for_interrupt` until the timer preempts it; thread 1: block in `sleep`, then
+/// yield), and check the pattern afterwards.
+fn stack_checker(which: usize) {
+    let pattern = |index: usize| (index as u8).wrapping_mul(31) ^ (0x5a + which as u8 * 0x33);
+    let mut area = [0u8; 2048];
+    for (index, byte) in area.iter_mut().enumerate() {
+        *byte = pattern(index);
+    }
+    let area = core::hint::black_box(&mut area);
+    let address = area.as_ptr() as u64;
+    STACK_ADDRESSES[which].store(address, Ordering::Relaxed);
+    let own = sched::current_stack().is_some_and(|stack| stack.contains(address));
+    let mut outcome = if own { PASSED } else { NOT_ON_OWN_STACK };
+    if which == 0 {
+        let before = sched::preemptions();
+        let deadline = upcall::ticks() + 200;
+        while sched::preemptions() < before + 2 && upcall::ticks() < deadline {
+            Cpu::wait_for_interrupt();
+        }
+        if sched::preemptions() < before + 2 {
+            outcome = NOT_PREEMPTED;
+        }
+    } else {
+        sched::sleep(3);
+        sched::yield_now();
+        sched::sleep(2);
+    }
+    let area = core::hint::black_box(area);
+    if outcome == PASSED
+        && area
+            .iter()
+            .enumerate()
+            .any(|(index, &byte)| byte != pattern(index))
+    {
+        outcome = CORRUPTED;
+    }
+    STACK_RESULTS[which].store(outcome, Ordering::Release);
+}
+
+fn separate_stacks() -> Result<(), &'static str> {
+    for which in 0..2 {
+        sched::spawn_kernel("stack-check", sched::NORMAL, stack_checker, which)
+            .map_err(|_| "cannot spawn a test thread")?;
+    }
+    let deadline = upcall::ticks() + 1000;
+    while STACK_RESULTS
+        .iter()
+        .any(|result| result.load(Ordering::Acquire) == 0)
+    {
+        if upcall::ticks() > deadline {
+            return Err("the test threads did not finish");
+        }
+        sched::sleep(1);
+    }
+    let addresses = [0, 1].map(|which| STACK_ADDRESSES[which].load(Ordering::Relaxed));
+    if addresses[0] == addresses[1] {
+        return Err("both threads ran on the same stack addresses");
+    }
+    for result in &STACK_RESULTS {
+        match result.load(Ordering::Acquire) {
+            PASSED => {}
+            NOT_ON_OWN_STACK => return Err("a thread's locals were not on its own kernel stack"),
+            CORRUPTED => return Err("a thread's stack contents changed while it was switched out"),
+            NOT_PREEMPTED => return Err("the spinning thread was never preempted by the timer"),
+            _ => return Err("unexpected result"),
+        }
+    }
+    Ok(())
+}
+
+fn dead_thread_stack_reused() -> Result<(), &'static str> {
+    fn nothing(_: usize) {}
+    let id = sched::spawn_kernel("short-lived", sched::NORMAL, nothing, 0)
+        .map_err(|_| "cannot spawn")?;
+    while sched::is_alive(id) {
+        sched::sleep(1);
+    }
+    // The thread's stack went back to the slot list: the next stack takes it without
+    // changing the free-frame count (the region's page tables exist already).
+    let before = frames::free_frames();
+    let stack = stacks::allocate().map_err(|_| "allocation failed")?;
+    let after = frames::free_frames();
+    stacks::free(stack);
+    if before - after == 4 && frames::free_frames() == before {
+        Ok(())
+    } else {
+        Err("a dead thread's stack was not freed and reused")
+    }
+}
+
+const USER_DATA: PageFlags = PageFlags {
+    writable: true,
+    executable: false,
+    user: true,
+    device: false,
+};
+
+fn user_mapping_checks() -> Result<(), &'static str> {
+    let before = frames::free_frames();
+    let mut space = Cpu::new_address_space(&mut KernelFrames).map_err(|_| "no address space")?;
+    let frame = frames::allocate_zeroed().ok_or("no frame")?;
+    let write_execute = PageFlags {
+        executable: true,
+        ..USER_DATA
+    };
+    let refusals = [
+        (0x40_0000, write_execute, MapError::WriteAndExecute),
+        (0, USER_DATA, MapError::BadAddress),
+        (0xffff_ffff_8000_0000, USER_DATA, MapError::BadAddress),
+        (0x40_0800, USER_DATA, MapError::BadAddress),
+    ];
+    let mut outcome = Ok(());
+    for (address, flags, wanted) in refusals {
+        match Cpu::map_user(&mut space, address, frame, flags, &mut KernelFrames) {
+            Err(error) if error == wanted => {}
+            Err(_) => outcome = Err("refused with the wrong error"),
+            Ok(()) => {
+                outcome = Err("a forbidden mapping was made");
+                let _ = Cpu::unmap_user(&mut space, address);
+            }
+        }
+    }
+    if Cpu::unmap_user(&mut space, 0x40_0000) != Err(MapError::NotMapped) {
+        outcome = Err("unmapping an unmapped page did not fail with NotMapped");
+    }
+    Cpu::destroy(space, &mut |table| {
+        let _ = frames::free(table);
+    });
+    let _ = frames::free(frame);
+    if outcome.is_ok() && frames::free_frames() != before {
+        return Err("frames leaked");
+    }
+    outcome
+}
+
+/// Issue 7: creating, populating and destroying 1,000 user address spaces returns the
+/// free-frame count to its starting value exactly.
+fn address_spaces() -> Result<(), &'static str> {
+    let before = frames::free_frames();
+    let pages = [0x40_0000, 0x7f00_0000_0000, USER_STACK_TOP - PAGE_SIZE];
+    for _ in 0..1000 {
+        let mut space =
+            Cpu::new_address_space(&mut KernelFrames).map_err(|_| "no address space")?;
+        for page in pages {
+            let frame = frames::allocate_zeroed().ok_or("no frame")?;
+            if Cpu::map_user(&mut space, page, frame, USER_DATA, &mut KernelFrames).is_err() {
+                let _ = frames::free(frame);
+                return Err("map_user failed");
+            }
+        }
+        for page in pages {
+            let frame = Cpu::unmap_user(&mut space, page).map_err(|_| "unmap_user failed")?;
+            frames::free(frame).map_err(|_| "unmapped frame could not be freed")?;
+        }
+        Cpu::destroy(space, &mut |table| {
+            let _ = frames::free(table);
+        });
+    }
+    if frames::free_frames() == before {
+        Ok(())
+    } else {
+        Err("the free-frame count did not return to its start")
+    }
+}
+
+/// With PAN (AArch64) / SMAP (x86_64) on, an ordinary kernel load from mapped user memory
+/// faults; only `copy_from_user` may read it.
+fn user_access_protection(suite: &mut Suite) {
+    if !Cpu::user_access_protected() {
+        suite.check(
+            "kernel access to user memory faults (not applicable: no PAN/SMAP on this CPU)",
+            Ok(()),
+        );
+        return;
+    }
+    let name = "kernel access to user memory faults outside copy_from_user";
+    let outcome = (|| {
+        let mut space =
+            Cpu::new_address_space(&mut KernelFrames).map_err(|_| "no address space")?;
+        let frame = frames::allocate_zeroed().ok_or("no frame")?;
+        let page = 0x40_0000;
+        let mut result = Cpu::map_user(&mut space, page, frame, USER_DATA, &mut KernelFrames)
+            .map_err(|_| "map_user failed");
+        if result.is_ok() {
+            Cpu::activate(&space);
+            let mut copied = [0u8; 8];
+            let copy = Cpu::copy_from_user(&mut copied, page);
+            let fault = Cpu::provoke_user_access(page);
+            crate::process::activate_kernel_only();
+            result = match (copy, fault) {
+                (Err(_), _) => Err("copy_from_user of a mapped user page failed"),
+                (
+                    Ok(()),
+                    Some(TrapCause::PageFault {
+                        from_user: false, ..
+                    }),
+                ) => Ok(()),
+                (Ok(()), Some(_)) => Err("the load faulted with another cause"),
+                (Ok(()), None) => Err("the kernel read user memory with PAN/SMAP on"),
+            };
+            let _ = Cpu::unmap_user(&mut space, page);
+        }
+        let _ = frames::free(frame);
+        Cpu::destroy(space, &mut |table| {
+            let _ = frames::free(table);
+        });
+        result
+    })();
+    suite.check(name, outcome);
+}
+
+/// Corrupted and truncated copies of the `testsuite` module must be refused by the loader
+/// with an error — never a crash — and leave no frame behind.
+fn malformed_images() -> Result<(), &'static str> {
+    use crate::process::{LoadError, spawn_from_image};
+    let original = crate::boot::module("testsuite").ok_or("no testsuite module")?;
+    let before = frames::free_frames();
+    let mut refused = 0;
+    // Truncations inside the header and the program-header table.
+    for length in [0, 4, 63, 64, 100, 120, 200] {
+        match spawn_from_image("malformed", &original[..length.min(original.len())], 0) {
+            Err(LoadError::Elf(_)) => refused += 1,
+            Err(_) => return Err("a truncated image failed for another reason"),
+            Ok(_) => return Err("a truncated image was loaded"),
+        }
+    }
+    // Corrupt single header fields: class, machine, entry, program-header size, and the
+    // first segment's file size and virtual address.
+    let corruptions: [(usize, &[u8]); 6] = [
+        (4, &[1]),
+        (18, &[0xff, 0xff]),
+        (24, &[0xff; 8]),
+        (54, &[55, 0]),
+        (64 + 32, &[0xff; 8]),
+        (64 + 16, &[0, 0, 0, 0, 0, 0x80, 0xff, 0xff]),
+    ];
+    for (offset, bytes) in corruptions {
+        let mut copy = original.to_vec();
+        copy[offset..offset + bytes.len()].copy_from_slice(bytes);
+        match spawn_from_image("malformed", &copy, 0) {
+            Err(LoadError::Elf(_)) => refused += 1,
+            Err(_) => return Err("a corrupted image failed for another reason"),
+            Ok(_) => return Err("a corrupted image was loaded"),
+        }
+    }
+    if refused != 13 {
+        return Err("not every malformed image was refused");
+    }
+    if frames::free_frames() != before {
+        return Err("refusing images leaked frames");
+    }
+    Ok(())
+}

@@ -1,0 +1,445 @@
+//! The scheduler: fixed priorities with round robin inside a priority
+//! ([`kcore::runqueue`]), timer-driven time slices, and an idle thread that halts the CPU.
+//!
+//! # How a switch happens
+//! Every switch goes through [`reschedule`]: under the scheduler lock it picks the next
+//! thread and updates the bookkeeping, then drops the lock and calls
+//! `Threads::switch`. The outgoing thread resumes later inside that same call and frees
+//! whatever thread died in the meantime ([`after_switch`]). Preemption is the timer
+//! upcall calling [`timer_tick`], which may call [`reschedule`] from inside the interrupt
+//! handler: the interrupted thread's trap frame stays on its own kernel stack until it is
+//! switched back to.
+//!
+//! # Interrupts
+//! The kernel runs with interrupts masked except inside `Platform::wait_for_interrupt`
+//! and in user mode. So a kernel thread is preempted only where it waits for an interrupt,
+//! a user thread anywhere, and no lock is ever held by a preempted thread.
+//!
+//! Weak spots: one CPU; the thread table is a fixed array of [`MAX_THREADS`]; sleeping
+//! threads are found by a scan of that table on each tick.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use arch_api::{Paging, Platform, Threads};
+use kcore::runqueue::{Priority, QueueLink, RunQueue};
+use spin::Mutex;
+
+use crate::Cpu;
+use crate::memory::stacks;
+use crate::process::Process;
+use crate::thread::{Start, State, Thread};
+
+/// Thread slots; slot 0 is never used (id 0 means "no thread" to the arch crate).
+pub const MAX_THREADS: usize = 64;
+/// Timer ticks a thread runs before an equal-priority thread gets the CPU.
+pub const TIME_SLICE_TICKS: u32 = 2;
+/// The priority of ordinary kernel and user threads.
+pub const NORMAL: Priority = match Priority::new(8) {
+    Some(priority) => priority,
+    None => Priority::LOWEST,
+};
+
+struct Scheduler {
+    threads: [Option<Box<Thread>>; MAX_THREADS],
+    queue: RunQueue<[QueueLink; MAX_THREADS]>,
+    current: usize,
+    idle: usize,
+    slice_left: u32,
+    /// A thread that died and still needs its stack freed.
+    dead: Option<usize>,
+}
+
+/// Wraps the scheduler so it can live in a static.
+struct Shared(Option<Scheduler>);
+
+// SAFETY: the scheduler is only touched under `SCHEDULER`'s lock, with interrupts masked,
+// on the one CPU that runs the kernel; the arch types inside (contexts, FPU state, address
+// spaces) are plain register images and page-table roots that no other context aliases.
+unsafe impl Send for Shared {}
+
+static SCHEDULER: Mutex<Shared> = Mutex::new(Shared(None));
+
+impl Scheduler {
+    fn thread(&mut self, id: usize) -> Option<&mut Thread> {
+        self.threads.get_mut(id)?.as_deref_mut()
+    }
+}
+
+/// Why the current thread gives up the CPU.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// Still ready: back of its priority's queue.
+    Yield,
+    /// Waits for its wake-up tick.
+    Block,
+    /// Finished.
+    Exit,
+}
+
+/// Create the scheduler and its idle thread. Called once, after the heap exists.
+pub fn init() {
+    let mut shared = SCHEDULER.lock();
+    assert!(shared.0.is_none(), "scheduler initialized twice");
+    shared.0 = Some(Scheduler {
+        threads: core::array::from_fn(|_| None),
+        queue: RunQueue::new([QueueLink::UNQUEUED; MAX_THREADS]),
+        current: 0,
+        idle: 0,
+        slice_left: TIME_SLICE_TICKS,
+        dead: None,
+    });
+    drop(shared);
+    let idle = spawn(
+        "idle",
+        Priority::LOWEST,
+        Start::Kernel {
+            entry: idle_loop,
+            argument: 0,
+        },
+        None,
+        false,
+    )
+    .expect("no memory for the idle thread");
+    with(|scheduler| scheduler.idle = idle);
+}
+
+fn with<R>(body: impl FnOnce(&mut Scheduler) -> R) -> R {
+    let mut shared = SCHEDULER.lock();
+    body(shared.0.as_mut().expect("scheduler not initialized"))
+}
+
+/// Why a thread could not be created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnError {
+    NoThreadSlot,
+    NoKernelStack,
+}
+
+/// Create a ready kernel thread running `entry(argument)`.
+pub fn spawn_kernel(
+    name: &'static str,
+    priority: Priority,
+    entry: fn(usize),
+    argument: usize,
+) -> Result<usize, SpawnError> {
+    spawn(
+        name,
+        priority,
+        Start::Kernel { entry, argument },
+        None,
+        true,
+    )
+}
+
+/// Create a thread; queue it when `ready`.
+pub fn spawn(
+    name: &'static str,
+    priority: Priority,
+    start: Start,
+    process: Option<Arc<Process>>,
+    ready: bool,
+) -> Result<usize, SpawnError> {
+    // Reserve a slot first, without holding the lock across the stack allocation.
+    let id = with(|scheduler| {
+        let id = (1..MAX_THREADS).find(|&id| scheduler.threads[id].is_none())?;
+        Some(id)
+    })
+    .ok_or(SpawnError::NoThreadSlot)?;
+    let stack = stacks::allocate().map_err(|_| SpawnError::NoKernelStack)?;
+    let thread = Box::new(Thread::new(id, name, priority, stack, start, process));
+    let placed = with(|scheduler| {
+        if scheduler.threads[id].is_some() {
+            return false;
+        }
+        scheduler.threads[id] = Some(thread);
+        if ready {
+            // why: the id is below MAX_THREADS and not queued, so enqueue cannot fail.
+            let _ = scheduler.queue.enqueue(id, priority);
+        }
+        true
+    });
+    if !placed {
+        stacks::free(stack);
+        return Err(SpawnError::NoThreadSlot);
+    }
+    Ok(id)
+}
+
+/// Leave the boot stack for good: switch to the highest-priority ready thread.
+pub fn start() -> ! {
+    let mut boot_context = crate::thread::Context::default();
+    let mut boot_fpu = Cpu::initial_fpu_state();
+    let (to_context, to_fpu, to_stack) = with(|scheduler| {
+        let next = scheduler.queue.pick_next().unwrap_or(scheduler.idle);
+        scheduler.current = next;
+        let thread = scheduler.thread(next).expect("picked thread exists");
+        thread.state = State::Running;
+        (
+            &raw const thread.context,
+            &raw const thread.fpu,
+            thread.stack,
+        )
+    });
+    let next = current();
+    Cpu::set_current_thread(next);
+    // SAFETY: interrupts are masked (the kernel runs masked); the context was made by
+    // `prepare_context` for the thread whose kernel stack is `to_stack`; the thread is boxed
+    // in the table and not freed while it runs; one CPU. The boot context saved into
+    // `boot_context` is never resumed.
+    unsafe {
+        Cpu::switch(
+            &mut boot_context,
+            &mut boot_fpu,
+            &*to_context,
+            &*to_fpu,
+            to_stack,
+        )
+    };
+    unreachable!("the boot context is never resumed");
+}
+
+/// The running thread's id (0 before [`start`]).
+pub fn current() -> usize {
+    SCHEDULER
+        .lock()
+        .0
+        .as_ref()
+        .map_or(0, |scheduler| scheduler.current)
+}
+
+/// Switches forced by the timer (a thread's slice ended or a higher priority woke).
+static PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times the timer preempted a thread.
+pub fn preemptions() -> u64 {
+    PREEMPTIONS.load(Ordering::Relaxed)
+}
+
+/// Whether thread `id` exists and has not died.
+pub fn is_alive(id: usize) -> bool {
+    with(|scheduler| {
+        scheduler
+            .thread(id)
+            .is_some_and(|thread| thread.state != State::Dead)
+    })
+}
+
+/// The name of thread `id`, for reports.
+pub fn name_of(id: usize) -> Option<&'static str> {
+    let shared = SCHEDULER.try_lock()?;
+    let scheduler = shared.0.as_ref()?;
+    Some(scheduler.threads.get(id)?.as_ref()?.name)
+}
+
+/// The start of thread `id` (read once, by the thread itself).
+pub fn start_of(id: usize) -> Option<Start> {
+    with(|scheduler| scheduler.thread(id).map(|thread| thread.start))
+}
+
+/// The process of the running thread, if it is a user thread.
+pub fn current_process() -> Option<Arc<Process>> {
+    with(|scheduler| {
+        let current = scheduler.current;
+        scheduler.thread(current)?.process.clone()
+    })
+}
+
+/// Run `body` on the running thread's saved FPU state (`None` before [`start`]).
+pub fn with_current_fpu<R>(body: impl FnOnce(&mut crate::thread::FpuState) -> R) -> Option<R> {
+    with(|scheduler| {
+        let current = scheduler.current;
+        scheduler
+            .thread(current)
+            .map(|thread| body(&mut thread.fpu))
+    })
+}
+
+/// The kernel stack of the running thread.
+pub fn current_stack() -> Option<arch_api::KernelStack> {
+    with(|scheduler| {
+        let current = scheduler.current;
+        scheduler.thread(current).map(|thread| thread.stack)
+    })
+}
+
+/// Let equal-priority threads run; returns when this thread is picked again.
+pub fn yield_now() {
+    reschedule(Reason::Yield);
+}
+
+/// Block until something makes this thread ready again (today: the wake-up tick set by
+/// [`sleep`]).
+pub fn block() {
+    reschedule(Reason::Block);
+}
+
+/// Sleep for at least `ticks` timer ticks.
+pub fn sleep(ticks: u64) {
+    let until = crate::upcall::ticks() + ticks;
+    with(|scheduler| {
+        let current = scheduler.current;
+        if let Some(thread) = scheduler.thread(current) {
+            thread.wake_at = Some(until);
+        }
+    });
+    block();
+}
+
+fn make_ready(scheduler: &mut Scheduler, id: usize) {
+    let Some(thread) = scheduler.thread(id) else {
+        return;
+    };
+    if thread.state != State::Blocked {
+        return;
+    }
+    thread.state = State::Ready;
+    thread.wake_at = None;
+    let priority = thread.priority;
+    let _ = scheduler.queue.enqueue(id, priority);
+}
+
+/// End the running thread. Its stack is freed by the next thread to run.
+pub fn exit_current() -> ! {
+    reschedule(Reason::Exit);
+    unreachable!("a dead thread was resumed");
+}
+
+/// The timer upcall's scheduling part (interrupts masked): wake sleepers whose tick has
+/// come, and end the running thread's time slice when it is used up or a higher priority
+/// became ready.
+pub fn timer_tick(now: u64) {
+    let preempt = {
+        let mut shared = SCHEDULER.lock();
+        let Some(scheduler) = shared.0.as_mut() else {
+            return;
+        };
+        if scheduler.current == 0 {
+            return;
+        }
+        for id in 1..MAX_THREADS {
+            let due = scheduler
+                .thread(id)
+                .is_some_and(|thread| thread.wake_at.is_some_and(|tick| tick <= now));
+            if due {
+                make_ready(scheduler, id);
+            }
+        }
+        let current = scheduler.current;
+        let priority = scheduler
+            .thread(current)
+            .map_or(Priority::LOWEST, |t| t.priority);
+        scheduler.slice_left = scheduler.slice_left.saturating_sub(1);
+        let higher = scheduler
+            .queue
+            .highest_priority()
+            .is_some_and(|ready| ready > priority);
+        let equal = scheduler
+            .queue
+            .highest_priority()
+            .is_some_and(|ready| ready == priority);
+        current == scheduler.idle && !scheduler.queue.is_empty()
+            || higher
+            || (equal && scheduler.slice_left == 0)
+    };
+    if preempt {
+        PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+        reschedule(Reason::Yield);
+    }
+}
+
+/// Give the CPU to the next thread (see the module docs).
+fn reschedule(reason: Reason) {
+    let (from, to) = {
+        let mut shared = SCHEDULER.lock();
+        let scheduler = shared.0.as_mut().expect("scheduler not initialized");
+        let current = scheduler.current;
+        let idle = scheduler.idle;
+        let Some(thread) = scheduler.thread(current) else {
+            return;
+        };
+        let priority = thread.priority;
+        match reason {
+            Reason::Yield => thread.state = State::Ready,
+            Reason::Block => thread.state = State::Blocked,
+            Reason::Exit => thread.state = State::Dead,
+        }
+        if reason == Reason::Yield && current != idle {
+            let _ = scheduler.queue.enqueue(current, priority);
+        }
+        let next = scheduler.queue.pick_next().unwrap_or(idle);
+        if next == current {
+            if let Some(thread) = scheduler.thread(current) {
+                thread.state = State::Running;
+            }
+            scheduler.slice_left = TIME_SLICE_TICKS;
+            return;
+        }
+        if reason == Reason::Exit {
+            scheduler.dead = Some(current);
+        }
+        scheduler.slice_left = TIME_SLICE_TICKS;
+        scheduler.current = next;
+        let from: *mut Thread = scheduler.thread(current).expect("current exists");
+        let to: *mut Thread = scheduler.thread(next).expect("picked thread exists");
+        (from, to)
+    };
+    // SAFETY: both threads are boxed in the table; `from` is the running thread (not freed
+    // while it runs: a dead thread is freed only by the next one, after this switch) and
+    // `to` is not running, so nothing else touches either while the lock is released.
+    let (from, to) = unsafe { (&mut *from, &mut *to) };
+    to.state = State::Running;
+    Cpu::set_current_thread(to.id);
+    if let Some(space) = to.process.as_ref().map(|process| process.space.lock())
+        && let Some(space) = space.as_ref()
+    {
+        Cpu::activate(space);
+    }
+    // SAFETY: interrupts are masked (kernel invariant); `to.context` was made by
+    // `prepare_context` or saved by an earlier switch, for the thread whose kernel stack
+    // is `to.stack`; one CPU.
+    unsafe {
+        Cpu::switch(
+            &mut from.context,
+            &mut from.fpu,
+            &to.context,
+            &to.fpu,
+            to.stack,
+        )
+    };
+    after_switch();
+}
+
+/// Run by every thread right after it gains the CPU: free the thread that died before it.
+pub fn after_switch() {
+    let dead = with(|scheduler| {
+        let id = scheduler.dead.take()?;
+        scheduler.threads[id].take()
+    });
+    if let Some(thread) = dead {
+        stacks::free(thread.stack);
+        if let Some(process) = &thread.process {
+            process.thread_exited();
+            // Tearing a process down activates the kernel-only space; a user thread
+            // resuming here needs its own back.
+            if let Some(current) = current_process()
+                && let Some(space) = current.space.lock().as_ref()
+            {
+                Cpu::activate(space);
+            }
+        }
+    }
+}
+
+/// The idle thread: halt until an interrupt; the timer tick switches away when something
+/// became ready.
+fn idle_loop(_: usize) {
+    loop {
+        Cpu::wait_for_interrupt();
+        let ready = with(|scheduler| !scheduler.queue.is_empty());
+        if ready {
+            yield_now();
+        }
+    }
+}

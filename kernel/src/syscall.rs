@@ -1,0 +1,157 @@
+//! System calls (DESIGN.md §6): decode the number and arguments from the trap frame, run a
+//! safe handler returning `Result<u64, abi::Error>`, and write the two result registers in
+//! one place (`0`/error code, then the value; see [`abi::Syscall`]).
+//!
+//! Every argument is untrusted. Handlers touch user memory only through
+//! `Paging::copy_from_user` (range checks and fault fixup in the arch crate, SMAP/PAN lifted
+//! only inside the copy). `null` and `yield` neither allocate, format nor take a lock
+//! beyond the scheduler's.
+
+use abi::{DEBUG_WRITE_MAX, Error, MAP_EXECUTE, MAP_WRITE, PAGE_SIZE, Syscall, UserRegisters};
+use arch_api::{Paging, TrapFrame as _, USER_END, USER_START, UserRegisterWrite};
+
+use crate::thread::TrapFrame;
+use crate::{Cpu, sched};
+
+/// Decode, run, and write the results of the system call in `frame`.
+pub fn dispatch(frame: &mut TrapFrame) {
+    let arguments = frame.syscall_arguments();
+    let result = match Syscall::from_number(frame.syscall_number()) {
+        Some(Syscall::Null) => Ok(0),
+        Some(Syscall::DebugWrite) => debug_write(arguments[0], arguments[1]),
+        Some(Syscall::Exit) => exit(arguments[0]),
+        Some(Syscall::Yield) => {
+            sched::yield_now();
+            Ok(0)
+        }
+        Some(Syscall::ThreadWriteRegisters) => {
+            match write_registers(frame, arguments[0], arguments[1], arguments[2]) {
+                // The frame now holds the new registers, results included: leave it.
+                Ok(()) => return,
+                Err(error) => Err(error),
+            }
+        }
+        Some(Syscall::MemoryMap) => memory_map(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::MemoryUnmap) => memory_unmap(arguments[0], arguments[1]),
+        None => Err(Error::InvalidArgument),
+    };
+    match result {
+        Ok(value) => frame.set_syscall_results(0, value),
+        Err(error) => frame.set_syscall_results(u64::from(error.code()), 0),
+    }
+}
+
+/// Whether `[pointer, pointer + length)` lies wholly in the user half without wrapping.
+fn user_range_ok(pointer: u64, length: u64) -> bool {
+    pointer >= USER_START
+        && pointer
+            .checked_add(length)
+            .is_some_and(|end| end <= USER_END)
+}
+
+fn debug_write(pointer: u64, length: u64) -> Result<u64, Error> {
+    if !user_range_ok(pointer, length) {
+        return Err(Error::BadAddress);
+    }
+    if length > DEBUG_WRITE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let mut buffer = [0u8; DEBUG_WRITE_MAX as usize];
+    // why: length <= DEBUG_WRITE_MAX, checked above.
+    let text = &mut buffer[..length as usize];
+    Cpu::copy_from_user(text, pointer).map_err(|_| Error::BadAddress)?;
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    match core::str::from_utf8(text) {
+        Ok(text) => crate::println!("{text}"),
+        Err(_) => crate::println!("(debug_write: {} bytes, not UTF-8)", text.len()),
+    }
+    Ok(length)
+}
+
+fn exit(code: u64) -> Result<u64, Error> {
+    if let Some(process) = sched::current_process() {
+        // why: the code is an `i64` passed in a register; reinterpreting keeps negatives.
+        process.record_exit(code as i64);
+        // Dropped here: `exit_current` never returns, so nothing later would drop it.
+        drop(process);
+    }
+    sched::exit_current()
+}
+
+/// `thread_write_registers` for the calling thread (`thread == 0`): decode, let the arch
+/// crate validate and apply, all or nothing.
+///
+/// Weak spot: for the calling thread the FPU control and status words are validated and
+/// stored in its saved FPU state, but the live FPU registers are saved over them at the
+/// next switch, so they do not take effect; writing another (stopped) thread's registers,
+/// which would apply them, needs thread capabilities (issue 8).
+fn write_registers(
+    frame: &mut TrapFrame,
+    thread: u64,
+    pointer: u64,
+    length: u64,
+) -> Result<(), Error> {
+    if thread != 0 || length != UserRegisters::SIZE as u64 {
+        return Err(Error::InvalidArgument);
+    }
+    if !user_range_ok(pointer, length) {
+        return Err(Error::BadAddress);
+    }
+    let mut bytes = [0u8; UserRegisters::SIZE];
+    Cpu::copy_from_user(&mut bytes, pointer).map_err(|_| Error::BadAddress)?;
+    let mut words = [0u64; UserRegisters::WORDS];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        *word = u64::from_le_bytes(le);
+    }
+    let image = UserRegisters::from_words(&words);
+    let registers = arch_api::UserRegisters {
+        instruction_pointer: image.instruction_pointer,
+        stack_pointer: image.stack_pointer,
+        flags: image.flags,
+        general: image.general,
+        fpu_control: image.fpu_control,
+        fpu_status: image.fpu_status,
+    };
+    sched::with_current_fpu(|fpu| Cpu::write_user_registers(frame, fpu, &registers))
+        .ok_or(Error::InvalidArgument)?
+        .map_err(|_| Error::InvalidArgument)
+}
+
+/// Decode a `memory_map`/`memory_unmap` range into its page count.
+fn page_range(address: u64, length: u64) -> Result<u64, Error> {
+    if !address.is_multiple_of(PAGE_SIZE) || !length.is_multiple_of(PAGE_SIZE) || length == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    if !user_range_ok(address, length) {
+        return Err(Error::BadAddress);
+    }
+    Ok(length / PAGE_SIZE)
+}
+
+fn memory_map(address: u64, length: u64, flags: u64) -> Result<u64, Error> {
+    let pages = page_range(address, length)?;
+    if flags & !(MAP_WRITE | MAP_EXECUTE) != 0 || flags == MAP_WRITE | MAP_EXECUTE {
+        return Err(Error::InvalidArgument);
+    }
+    if pages > crate::process::QUOTA_PAGES as u64 {
+        return Err(Error::OutOfMemory);
+    }
+    let flags = arch_api::PageFlags {
+        writable: flags & MAP_WRITE != 0,
+        executable: flags & MAP_EXECUTE != 0,
+        user: true,
+        device: false,
+    };
+    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    process.map_anonymous(address, pages, flags)?;
+    Ok(0)
+}
+
+fn memory_unmap(address: u64, length: u64) -> Result<u64, Error> {
+    let pages = page_range(address, length)?;
+    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    process.unmap_anonymous(address, pages)?;
+    Ok(0)
+}

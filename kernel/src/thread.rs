@@ -1,0 +1,96 @@
+//! Threads: what the scheduler switches between (DESIGN.md §2). A thread owns a kernel
+//! stack, the kernel context saved when it is switched away from, and its FPU state; a
+//! user thread also belongs to a [`Process`].
+
+use alloc::sync::Arc;
+
+use arch_api::{KernelStack, Threads};
+use kcore::runqueue::Priority;
+
+use crate::Cpu;
+use crate::process::Process;
+
+pub type Context = <Cpu as Threads>::Context;
+pub type FpuState = <Cpu as Threads>::FpuState;
+pub type TrapFrame = <Cpu as Threads>::TrapFrame;
+
+/// A thread's place in the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// In the run queue (or the idle thread, waiting to be picked).
+    Ready,
+    Running,
+    /// Waiting for its wake-up tick.
+    Blocked,
+    /// Finished; its stack is freed once the scheduler has switched away from it.
+    Dead,
+}
+
+/// What a thread runs when it first starts.
+#[derive(Clone, Copy)]
+pub enum Start {
+    /// A kernel thread: `entry(argument)`, then exit.
+    Kernel { entry: fn(usize), argument: usize },
+    /// A user thread: enter user mode at `entry` on `stack` with `argument`.
+    User {
+        entry: u64,
+        stack: u64,
+        argument: u64,
+    },
+}
+
+pub struct Thread {
+    pub id: usize,
+    pub name: &'static str,
+    pub priority: Priority,
+    pub state: State,
+    pub stack: KernelStack,
+    pub context: Context,
+    pub fpu: FpuState,
+    pub start: Start,
+    /// The process of a user thread.
+    pub process: Option<Arc<Process>>,
+    /// The tick at which a sleeping thread becomes ready again.
+    pub wake_at: Option<u64>,
+}
+
+impl Thread {
+    pub fn new(
+        id: usize,
+        name: &'static str,
+        priority: Priority,
+        stack: KernelStack,
+        start: Start,
+        process: Option<Arc<Process>>,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            priority,
+            state: State::Ready,
+            stack,
+            context: Cpu::prepare_context(stack, thread_start, id),
+            fpu: Cpu::initial_fpu_state(),
+            start,
+            process,
+            wake_at: None,
+        }
+    }
+}
+
+/// Where every thread begins, on its own kernel stack, with interrupts masked.
+extern "C" fn thread_start(id: usize) -> ! {
+    crate::sched::after_switch();
+    match crate::sched::start_of(id) {
+        Some(Start::Kernel { entry, argument }) => {
+            entry(argument);
+            crate::sched::exit_current()
+        }
+        Some(Start::User {
+            entry,
+            stack,
+            argument,
+        }) => crate::process::enter_user(entry, stack, argument),
+        None => crate::sched::exit_current(),
+    }
+}

@@ -1,0 +1,65 @@
+//! The crash scenarios of DESIGN.md §8, each in its own boot: `stack-overflow` (a kernel
+//! thread recursing into its guard page is reported by name, exit 2) and `user-fault` (a
+//! user page fault is reported naming the process, and the kernel survives, exit 0).
+#![forbid(unsafe_code)]
+
+use tests::{Arch, Ending, boot, expect_ending, expect_line, options, selected};
+
+fn stack_overflow(arch: Arch) {
+    if !selected(arch, &format!("stack-overflow on {arch}")) {
+        return;
+    }
+    let outcome = boot(&options(arch, "stack-overflow", "test=stack-overflow"));
+    let (_, line) = expect_line(&outcome, "kernel stack overflow in thread ");
+    assert_eq!(
+        line.trim_end(),
+        "kernel stack overflow in thread overflow-test"
+    );
+    assert!(
+        !outcome
+            .lines
+            .iter()
+            .any(|line| line.contains("recursion returned")),
+        "the recursion ended without a fault"
+    );
+    expect_ending(&outcome, &Ending::Exit(2));
+}
+
+fn user_fault(arch: Arch) {
+    if !selected(arch, &format!("user-fault on {arch}")) {
+        return;
+    }
+    let outcome = boot(&options(arch, "user-fault", "test=user-fault"));
+    let (report, line) = expect_line(&outcome, "keel: user fault in process testsuite");
+    assert!(
+        line.contains("page fault (read) at 0x100000000000"),
+        "{line:?}"
+    );
+    let (survived, line) = expect_line(&outcome, "ok kernel survived");
+    assert_eq!(line.trim_end(), "ok kernel survived");
+    assert!(
+        report < survived,
+        "the report comes before the survival line"
+    );
+    expect_ending(&outcome, &Ending::Exit(0));
+}
+
+#[test]
+fn stack_overflow_x86_64() {
+    stack_overflow(Arch::X86_64);
+}
+
+#[test]
+fn stack_overflow_aarch64() {
+    stack_overflow(Arch::Aarch64);
+}
+
+#[test]
+fn user_fault_x86_64() {
+    user_fault(Arch::X86_64);
+}
+
+#[test]
+fn user_fault_aarch64() {
+    user_fault(Arch::Aarch64);
+}

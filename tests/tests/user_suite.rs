@@ -1,0 +1,101 @@
+//! Scenario `user` (DESIGN.md §8): the `testsuite` boot module in user mode — the null
+//! system call, `debug_write` with good and bad pointers, and one process per faulting
+//! instruction (undefined, privileged, page fault), each killed with a report naming the
+//! process while the kernel keeps running. One boot per architecture.
+#![forbid(unsafe_code)]
+
+use tests::{Arch, Ending, boot, expect_ending, expect_line, options, selected};
+
+const EXPECTED: &[&str] = &[
+    "ok user null syscall round trip",
+    "ok user debug_write good pointer",
+    "ok user debug_write kernel address",
+    "ok user debug_write unmapped address",
+    "ok user debug_write null pointer",
+    "ok user debug_write wrapping range",
+    "ok user debug_write huge length",
+    "ok user unknown syscall number",
+    "ok user yield",
+    "ok user register write refuses a kernel instruction pointer",
+    "ok user register write refuses a non-canonical instruction pointer",
+    "ok user register write refuses a kernel stack pointer",
+    "ok user register write refuses privileged flags",
+    "ok user register write refuses reserved FPU control bits",
+    "ok user register write refuses a wrong length",
+    "ok user register write refuses another thread",
+    "ok user register write refuses an unmapped image",
+    "ok user memory map, write and read back",
+    "ok user memory map refuses an overlap",
+    "ok user memory map refuses write and execute",
+    "ok user memory map refuses a kernel address",
+    "ok user memory map refuses page 0",
+    "ok user memory map refuses a misaligned address",
+    "ok user memory map beyond the quota returns OutOfMemory",
+    "ok user memory unmap takes effect",
+    "ok user memory unmap refuses memory it did not map",
+    "ok user FPU state survives preemption",
+    "ok user register write resumes at the new registers",
+    "ok user syscalls under an NMI storm",
+    "ok user syscall with the trap flag set",
+    "ok user SVE instruction",
+    "ok user undefined instruction kills the process",
+    "ok user privileged instruction kills the process",
+    "ok user page fault kills the process",
+    "ok user touching memory after unmapping it kills the process",
+    "ok user processes return every frame",
+    "ok kernel survived user faults",
+];
+
+fn user_suite(arch: Arch) {
+    if !selected(arch, &format!("user suite on {arch}")) {
+        return;
+    }
+    let outcome = boot(&options(arch, "user", "test=user"));
+    for line in &outcome.lines {
+        assert!(
+            !line.contains("not ok"),
+            "a test failed: {line}\n{}",
+            outcome.lines.join("\n")
+        );
+    }
+    let (hello, _) = expect_line(&outcome, "testsuite: hello from user mode");
+    let (good, _) = expect_line(&outcome, "ok user debug_write good pointer");
+    assert!(hello < good, "the debug_write text comes before its result");
+    for expected in EXPECTED {
+        expect_line(&outcome, expected);
+    }
+    for cause in [
+        "undefined instruction",
+        "general protection",
+        "page fault (read) at 0x100000000000",
+    ] {
+        assert!(
+            outcome.lines.iter().any(
+                |line| line.contains("keel: user fault in process testsuite")
+                    && line.contains(cause)
+                    && line.contains("thread killed")
+            ),
+            "no fault report for {cause}"
+        );
+    }
+    let summary = outcome
+        .lines
+        .iter()
+        .find(|line| line.contains(" passed, ") && line.trim_end().ends_with(" failed"))
+        .expect("no summary line");
+    assert_eq!(
+        summary.trim(),
+        format!("{} passed, 0 failed", EXPECTED.len())
+    );
+    expect_ending(&outcome, &Ending::Exit(0));
+}
+
+#[test]
+fn user_suite_x86_64() {
+    user_suite(Arch::X86_64);
+}
+
+#[test]
+fn user_suite_aarch64() {
+    user_suite(Arch::Aarch64);
+}

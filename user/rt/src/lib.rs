@@ -1,0 +1,102 @@
+//! `rt`: the user runtime every Keel program links — its entry point ([`entry!`]), the
+//! system-call wrappers over `abi`, printing through `debug_write`, and the panic handler.
+//!
+//! Principles: the trap instruction (`syscall` / `svc #0`) appears once, in [`raw`]; every
+//! wrapper turns the kernel's two result registers into `Result<u64, abi::Error>`. The
+//! only other assembly is in [`fault`]: instructions the test suite executes on purpose to
+//! check that the kernel kills a faulting thread.
+//!
+//! Weak spots: printing goes through the kernel's debug log, not the console server (which
+//! arrives with issue 9); no allocator yet.
+#![no_std]
+
+pub mod fault;
+pub mod fpu;
+pub mod print;
+mod raw;
+pub mod registers;
+
+use abi::{Error, Syscall};
+
+/// A system call's results as a `Result`: the first register is `0` or an error code.
+fn result((status, value): (u64, u64)) -> Result<u64, Error> {
+    if status == 0 {
+        return Ok(value);
+    }
+    // why: the kernel returns only codes of `abi::Error`; anything else is reported as
+    // `InvalidArgument` rather than trusted.
+    Err(u32::try_from(status)
+        .ok()
+        .and_then(Error::from_code)
+        .unwrap_or(Error::InvalidArgument))
+}
+
+/// Any system call by number, with six arguments (for tests of bad numbers).
+pub fn syscall(number: u64, arguments: [u64; 6]) -> Result<u64, Error> {
+    result(raw::syscall(number, arguments))
+}
+
+/// The null system call: enters the kernel and comes back with 0.
+pub fn null() -> Result<u64, Error> {
+    syscall(Syscall::Null.number(), [0; 6])
+}
+
+/// Print `text` as one line of the kernel log. Returns the bytes written.
+pub fn debug_write(text: &[u8]) -> Result<u64, Error> {
+    debug_write_raw(text.as_ptr() as u64, text.len() as u64)
+}
+
+/// `debug_write` with an arbitrary pointer and length (for tests of bad arguments).
+pub fn debug_write_raw(pointer: u64, length: u64) -> Result<u64, Error> {
+    syscall(Syscall::DebugWrite.number(), [pointer, length, 0, 0, 0, 0])
+}
+
+/// Let other threads of the same priority run.
+pub fn yield_now() -> Result<u64, Error> {
+    syscall(Syscall::Yield.number(), [0; 6])
+}
+
+/// Map `length` bytes of zeroed memory at `address` (`flags`: [`abi::MAP_WRITE`] or
+/// [`abi::MAP_EXECUTE`], or 0 for read-only).
+pub fn memory_map(address: u64, length: u64, flags: u64) -> Result<u64, Error> {
+    syscall(
+        Syscall::MemoryMap.number(),
+        [address, length, flags, 0, 0, 0],
+    )
+}
+
+/// Unmap memory made by [`memory_map`].
+pub fn memory_unmap(address: u64, length: u64) -> Result<u64, Error> {
+    syscall(Syscall::MemoryUnmap.number(), [address, length, 0, 0, 0, 0])
+}
+
+/// End the calling thread with `code`.
+pub fn exit(code: i64) -> ! {
+    // why: the code travels as the register's bits; the kernel reads it back as `i64`.
+    let _ = syscall(Syscall::Exit.number(), [code as u64, 0, 0, 0, 0, 0]);
+    // The kernel never returns from `exit`; if it did, do not run on.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Define the program's entry point: `entry!(main)` with `fn main(argument: u64) -> i64`;
+/// the returned value becomes the `exit` code.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        /// Entry point named by `ENTRY(_start)` in `user/user.ld`; the kernel passes one
+        /// argument.
+        #[unsafe(no_mangle)]
+        extern "C" fn _start(argument: u64) -> ! {
+            let code: i64 = $main(argument);
+            $crate::exit(code)
+        }
+    };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("user panic: {}", info.message());
+    exit(-1)
+}

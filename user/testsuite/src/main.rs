@@ -1,0 +1,363 @@
+//! `testsuite`: the user-mode test suite, started by the kernel from the boot module of the
+//! same name (scenarios `user` and `user-fault`, DESIGN.md §8).
+//!
+//! The kernel passes one argument that selects what runs: [`SUITE`] runs the system-call
+//! tests and prints an `ok`/`not ok` line per test; the other values each execute one
+//! faulting instruction, so the kernel can check that it kills just this process and
+//! reports the fault. The suite's exit code carries its counts ([`abi`-style encoding in
+//! [`exit_code`]): the kernel prints the one summary line for the whole scenario.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use abi::Error;
+use rt::println;
+
+/// Arguments the kernel passes.
+const SUITE: u64 = 0;
+const UNDEFINED_INSTRUCTION: u64 = 1;
+const PRIVILEGED_INSTRUCTION: u64 = 2;
+const PAGE_FAULT: u64 = 3;
+/// `FPU_CHECK | seed << 8`: fill the vector registers from the seed, spin and check them.
+const FPU_CHECK: u64 = 4;
+/// Write this thread's registers to land in [`landed`] with [`LANDING_MAGIC`].
+const REGISTER_WRITE: u64 = 5;
+/// Make null system calls as fast as possible (the NMI-storm test runs this).
+const SYSCALL_LOOP: u64 = 6;
+/// Make a system call with TF set in RFLAGS (x86_64); exit [`SURVIVED_TRAP_FLAG`] if the
+/// thread is allowed to continue, [`NO_TRAP_FLAG_TEST`] where the test does not apply.
+const TRAP_FLAG_SYSCALL: u64 = 7;
+const SURVIVED_TRAP_FLAG: i64 = 0x77;
+const NO_TRAP_FLAG_TEST: i64 = 0x78;
+/// Execute an SVE instruction (AArch64); exit [`NO_SVE_TEST`] on x86_64.
+const SVE_INSTRUCTION: u64 = 8;
+const NO_SVE_TEST: i64 = 0x79;
+/// Map, write, read, unmap, then touch the unmapped page (must be killed).
+const TOUCH_AFTER_UNMAP: u64 = 9;
+/// Where the memory tests map (free in every testsuite process).
+const SCRATCH: u64 = 0x0000_2000_0000_0000;
+const LANDING_MAGIC: u64 = 0x5a5a_1234;
+/// `landed`'s exit code when it got the expected argument.
+const LANDED: i64 = 0x5a;
+
+/// An address in the user half that the kernel never maps (user images live at 4 MiB,
+/// the stack just below the top of the user half).
+const UNMAPPED: u64 = 0x0000_1000_0000_0000;
+/// A kernel-half address (the top 2 GiB hold the kernel image).
+const KERNEL_ADDRESS: u64 = 0xffff_ffff_8000_0000;
+
+rt::entry!(main);
+
+fn main(argument: u64) -> i64 {
+    match argument {
+        SUITE => suite(),
+        UNDEFINED_INSTRUCTION => rt::fault::undefined_instruction(),
+        PRIVILEGED_INSTRUCTION => rt::fault::privileged_instruction(),
+        PAGE_FAULT => i64::from(rt::fault::touch_unmapped(UNMAPPED)),
+        argument if argument & 0xff == FPU_CHECK => {
+            // Long enough that the timer preempts it many times under emulation.
+            match rt::fpu::check_registers(argument >> 8, 2000, 50_000) {
+                Ok(()) => 0,
+                Err(mismatch) => {
+                    println!(
+                        "testsuite: FPU register {} changed while switched out: found {:#x}, expected {:#x} ({} rounds left)",
+                        mismatch.register, mismatch.found, mismatch.expected, mismatch.rounds_left
+                    );
+                    1
+                }
+            }
+        }
+        REGISTER_WRITE => register_write(),
+        TRAP_FLAG_SYSCALL => {
+            if rt::fault::syscall_with_trap_flag() {
+                SURVIVED_TRAP_FLAG
+            } else {
+                NO_TRAP_FLAG_TEST
+            }
+        }
+        SVE_INSTRUCTION => {
+            if rt::fault::sve_instruction() {
+                0
+            } else {
+                NO_SVE_TEST
+            }
+        }
+        TOUCH_AFTER_UNMAP => touch_after_unmap(),
+        SYSCALL_LOOP => {
+            let wrong = (0..100_000).filter(|_| rt::null() != Ok(0)).count();
+            i64::from(wrong != 0)
+        }
+        _ => -1,
+    }
+}
+
+/// Issue 7: map, write, read back, unmap, then touch the page: the kernel kills this
+/// process with a page-fault report. Returns only if something went wrong before.
+fn touch_after_unmap() -> i64 {
+    if rt::memory_map(SCRATCH, abi::PAGE_SIZE, abi::MAP_WRITE).is_err() {
+        return 1;
+    }
+    let word = rt::fault::user_word(SCRATCH);
+    word.store(0x1234_5678, core::sync::atomic::Ordering::Relaxed);
+    if word.load(core::sync::atomic::Ordering::Relaxed) != 0x1234_5678 {
+        return 2;
+    }
+    if rt::memory_unmap(SCRATCH, abi::PAGE_SIZE).is_err() {
+        return 3;
+    }
+    println!("testsuite: touching {SCRATCH:#x} after unmapping it");
+    i64::from(rt::fault::touch_unmapped(SCRATCH))
+}
+
+/// Replace this thread's registers so it continues in [`landed`] on a fresh part of its
+/// stack. Returns only if the kernel refused.
+fn register_write() -> i64 {
+    let marker = 0u8;
+    // 8 KiB below this frame is still the 64 KiB user stack; 16-byte aligned.
+    let stack = (core::ptr::from_ref(&marker) as u64 - 8192) & !15;
+    let entry = landed as extern "C" fn(u64) -> ! as usize as u64;
+    let registers = rt::registers::starting_at(entry, stack, LANDING_MAGIC);
+    match rt::registers::write(0, &registers) {
+        Ok(_) => println!("testsuite: register write returned instead of resuming"),
+        Err(_) => println!("testsuite: register write refused a valid image"),
+    }
+    1
+}
+
+/// Where [`register_write`] resumes.
+extern "C" fn landed(argument: u64) -> ! {
+    rt::exit(if argument == LANDING_MAGIC { LANDED } else { 2 })
+}
+
+/// Passed and failed counts in one exit code: `passed << 16 | failed`.
+fn exit_code(passed: u32, failed: u32) -> i64 {
+    i64::from(passed) << 16 | i64::from(failed & 0xffff)
+}
+
+struct Results {
+    passed: u32,
+    failed: u32,
+}
+
+impl Results {
+    fn check(&mut self, name: &str, outcome: Result<(), &str>) {
+        match outcome {
+            Ok(()) => {
+                self.passed += 1;
+                println!("ok {name}");
+            }
+            Err(why) => {
+                self.failed += 1;
+                println!("not ok {name}: {why}");
+            }
+        }
+    }
+
+    fn expect_error(&mut self, name: &str, got: Result<u64, Error>, wanted: Error) {
+        let outcome = match got {
+            Err(error) if error == wanted => Ok(()),
+            Err(_) => Err("wrong error code"),
+            Ok(_) => Err("the call succeeded"),
+        };
+        self.check(name, outcome);
+    }
+}
+
+/// `thread_write_registers` must refuse every value the CPU would trust on the way back
+/// to user mode, and bad images, without changing anything.
+fn register_write_refusals(results: &mut Results) {
+    use rt::registers::{BAD_FPU_CONTROL, PRIVILEGED_FLAGS, starting_at, write, write_raw};
+    let entry = landed as extern "C" fn(u64) -> ! as usize as u64;
+    let stack = 0x7fff_0000_0000;
+    let good = starting_at(entry, stack, 0);
+    let cases = [
+        (
+            "user register write refuses a kernel instruction pointer",
+            {
+                let mut registers = good;
+                registers.instruction_pointer = KERNEL_ADDRESS;
+                registers
+            },
+        ),
+        (
+            "user register write refuses a non-canonical instruction pointer",
+            {
+                let mut registers = good;
+                registers.instruction_pointer = 0x0000_8000_0000_0000;
+                registers
+            },
+        ),
+        ("user register write refuses a kernel stack pointer", {
+            let mut registers = good;
+            registers.stack_pointer = 0xffff_8000_0000_0000;
+            registers
+        }),
+        ("user register write refuses privileged flags", {
+            let mut registers = good;
+            registers.flags = PRIVILEGED_FLAGS;
+            registers
+        }),
+        ("user register write refuses reserved FPU control bits", {
+            let mut registers = good;
+            registers.fpu_control = BAD_FPU_CONTROL;
+            registers
+        }),
+    ];
+    for (name, registers) in cases {
+        results.expect_error(name, write(0, &registers), Error::InvalidArgument);
+    }
+    let pointer = core::ptr::from_ref(&good) as u64;
+    results.expect_error(
+        "user register write refuses a wrong length",
+        write_raw(0, pointer, 8),
+        Error::InvalidArgument,
+    );
+    results.expect_error(
+        "user register write refuses another thread",
+        write(7, &good),
+        Error::InvalidArgument,
+    );
+    results.expect_error(
+        "user register write refuses an unmapped image",
+        write_raw(0, UNMAPPED, abi::UserRegisters::SIZE as u64),
+        Error::BadAddress,
+    );
+}
+
+/// `memory_map` / `memory_unmap`: zeroed memory that holds what is written, W^X, range
+/// and overlap checks, the quota, and unmapping that takes effect.
+fn memory_tests(results: &mut Results) {
+    use abi::{MAP_EXECUTE, MAP_WRITE, PAGE_SIZE};
+    use core::sync::atomic::Ordering;
+    let length = 4 * PAGE_SIZE;
+    results.check(
+        "user memory map, write and read back",
+        match rt::memory_map(SCRATCH, length, MAP_WRITE) {
+            Err(_) => Err("memory_map failed"),
+            Ok(_) => {
+                let mut outcome = Ok(());
+                for page in 0..4 {
+                    let word = rt::fault::user_word(SCRATCH + page * PAGE_SIZE + 8);
+                    if word.load(Ordering::Relaxed) != 0 {
+                        outcome = Err("fresh memory was not zeroed");
+                    }
+                    word.store(0xabcd_0000 + page, Ordering::Relaxed);
+                }
+                for page in 0..4 {
+                    let word = rt::fault::user_word(SCRATCH + page * PAGE_SIZE + 8);
+                    if word.load(Ordering::Relaxed) != 0xabcd_0000 + page {
+                        outcome = Err("memory did not hold what was written");
+                    }
+                }
+                outcome
+            }
+        },
+    );
+    results.expect_error(
+        "user memory map refuses an overlap",
+        rt::memory_map(SCRATCH + PAGE_SIZE, PAGE_SIZE, 0),
+        Error::InvalidArgument,
+    );
+    results.expect_error(
+        "user memory map refuses write and execute",
+        rt::memory_map(SCRATCH + length, PAGE_SIZE, MAP_WRITE | MAP_EXECUTE),
+        Error::InvalidArgument,
+    );
+    results.expect_error(
+        "user memory map refuses a kernel address",
+        rt::memory_map(KERNEL_ADDRESS, PAGE_SIZE, MAP_WRITE),
+        Error::BadAddress,
+    );
+    results.expect_error(
+        "user memory map refuses page 0",
+        rt::memory_map(0, PAGE_SIZE, MAP_WRITE),
+        Error::BadAddress,
+    );
+    results.expect_error(
+        "user memory map refuses a misaligned address",
+        rt::memory_map(SCRATCH + length + 8, PAGE_SIZE, MAP_WRITE),
+        Error::InvalidArgument,
+    );
+    results.expect_error(
+        "user memory map beyond the quota returns OutOfMemory",
+        rt::memory_map(SCRATCH + length, 1 << 32, MAP_WRITE),
+        Error::OutOfMemory,
+    );
+    results.check(
+        "user memory unmap takes effect",
+        match rt::memory_unmap(SCRATCH, length) {
+            Err(_) => Err("memory_unmap failed"),
+            // The kernel reading the page for us must now fail cleanly.
+            Ok(_) => match rt::debug_write_raw(SCRATCH, 8) {
+                Err(Error::BadAddress) => Ok(()),
+                _ => Err("the unmapped page was still readable by the kernel"),
+            },
+        },
+    );
+    results.expect_error(
+        "user memory unmap refuses memory it did not map",
+        rt::memory_unmap(SCRATCH, PAGE_SIZE),
+        Error::InvalidArgument,
+    );
+}
+
+fn suite() -> i64 {
+    let mut results = Results {
+        passed: 0,
+        failed: 0,
+    };
+    results.check(
+        "user null syscall round trip",
+        match rt::null() {
+            Ok(0) => Ok(()),
+            Ok(_) => Err("returned a value other than 0"),
+            Err(_) => Err("returned an error"),
+        },
+    );
+    let text = b"testsuite: hello from user mode";
+    results.check(
+        "user debug_write good pointer",
+        match rt::debug_write(text) {
+            Ok(written) if written == text.len() as u64 => Ok(()),
+            Ok(_) => Err("wrong byte count"),
+            Err(_) => Err("returned an error"),
+        },
+    );
+    results.expect_error(
+        "user debug_write kernel address",
+        rt::debug_write_raw(KERNEL_ADDRESS, 16),
+        Error::BadAddress,
+    );
+    results.expect_error(
+        "user debug_write unmapped address",
+        rt::debug_write_raw(UNMAPPED, 16),
+        Error::BadAddress,
+    );
+    results.expect_error(
+        "user debug_write null pointer",
+        rt::debug_write_raw(0, 16),
+        Error::BadAddress,
+    );
+    results.expect_error(
+        "user debug_write wrapping range",
+        rt::debug_write_raw(u64::MAX - 7, 16),
+        Error::BadAddress,
+    );
+    results.expect_error(
+        "user debug_write huge length",
+        rt::debug_write_raw(text.as_ptr() as u64, 1 << 62),
+        Error::BadAddress,
+    );
+    results.expect_error(
+        "user unknown syscall number",
+        rt::syscall(0xdead, [0; 6]),
+        Error::InvalidArgument,
+    );
+    results.check(
+        "user yield",
+        rt::yield_now().map(|_| ()).map_err(|_| "returned an error"),
+    );
+    register_write_refusals(&mut results);
+    memory_tests(&mut results);
+    exit_code(results.passed, results.failed)
+}
