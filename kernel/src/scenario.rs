@@ -96,6 +96,7 @@ const SYSCALL_LOOP: u64 = 6;
 const TRAP_FLAG_SYSCALL: u64 = 7;
 const SVE_INSTRUCTION: u64 = 8;
 const TOUCH_AFTER_UNMAP: u64 = 9;
+const SECOND_PRIVILEGED_INSTRUCTION: u64 = 10;
 /// `testsuite`'s exit code where [`SVE_INSTRUCTION`] does not apply.
 const NO_SVE_TEST: i64 = 0x79;
 /// `testsuite`'s exit codes for [`TRAP_FLAG_SYSCALL`].
@@ -186,22 +187,34 @@ fn user_suite(_: usize) {
             Err(why),
         ),
     }
-    let cases: [FaultCase; 4] = [
+    // The privileged instructions, each its own process: `hlt` and `cli` (x86_64, #GP in
+    // ring 3); `msr daifset, #2` (trapped MSR at EL0) and `msr vbar_el1, x0` (a system
+    // register write: undefined at EL0) on AArch64.
+    let (first_privileged, second_privileged) = if Cpu::NAME == "x86_64" {
+        (
+            "user privileged instruction hlt kills the process",
+            "user privileged instruction cli kills the process",
+        )
+    } else {
+        (
+            "user privileged instruction msr daifset kills the process",
+            "user privileged instruction msr vbar_el1 (system register write) kills the process",
+        )
+    };
+    let privileged = |cause: TrapCause| {
+        matches!(
+            cause,
+            TrapCause::GeneralProtection | TrapCause::Undefined | TrapCause::Other(_)
+        )
+    };
+    let cases: [FaultCase; 5] = [
         (
             "user undefined instruction kills the process",
             UNDEFINED_INSTRUCTION,
             |cause| cause == TrapCause::Undefined,
         ),
-        (
-            "user privileged instruction kills the process",
-            PRIVILEGED_INSTRUCTION,
-            |cause| {
-                matches!(
-                    cause,
-                    TrapCause::GeneralProtection | TrapCause::Undefined | TrapCause::Other(_)
-                )
-            },
-        ),
+        (first_privileged, PRIVILEGED_INSTRUCTION, privileged),
+        (second_privileged, SECOND_PRIVILEGED_INSTRUCTION, privileged),
         ("user page fault kills the process", PAGE_FAULT, |cause| {
             matches!(
                 cause,

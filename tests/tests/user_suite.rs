@@ -39,7 +39,6 @@ const EXPECTED: &[&str] = &[
     "ok user syscall with the trap flag set",
     "ok user SVE instruction",
     "ok user undefined instruction kills the process",
-    "ok user privileged instruction kills the process",
     "ok user page fault kills the process",
     "ok user touching memory after unmapping it kills the process",
     "ok user processes return every frame",
@@ -64,6 +63,42 @@ fn user_suite(arch: Arch) {
     for expected in EXPECTED {
         expect_line(&outcome, expected);
     }
+    // Each privileged instruction is its own process (issues 5 and 6).
+    let privileged: &[&str] = match arch {
+        Arch::X86_64 => &[
+            "ok user privileged instruction hlt kills the process",
+            "ok user privileged instruction cli kills the process",
+        ],
+        Arch::Aarch64 => &[
+            "ok user privileged instruction msr daifset kills the process",
+            "ok user privileged instruction msr vbar_el1 (system register write) kills the process",
+        ],
+    };
+    for expected in privileged {
+        let (_, line) = expect_line(&outcome, expected);
+        assert_eq!(line.trim_end(), *expected);
+    }
+    let reports = |cause: &str| {
+        outcome
+            .lines
+            .iter()
+            .filter(|line| {
+                line.contains("keel: user fault in process testsuite")
+                    && line.contains(cause)
+                    && line.contains("thread killed")
+            })
+            .count()
+    };
+    match arch {
+        // `hlt` and `cli`: two #GP reports.
+        Arch::X86_64 => assert!(reports("general protection") >= 2, "hlt and cli reports"),
+        // `msr daifset` traps as a system instruction; `msr vbar_el1` is undefined at EL0
+        // (plus the deliberate undefined instruction).
+        Arch::Aarch64 => {
+            assert!(reports("general protection") >= 1, "msr daifset report");
+            assert!(reports("undefined instruction") >= 2, "msr vbar_el1 report");
+        }
+    }
     for cause in [
         "undefined instruction",
         "general protection",
@@ -85,7 +120,7 @@ fn user_suite(arch: Arch) {
         .expect("no summary line");
     assert_eq!(
         summary.trim(),
-        format!("{} passed, 0 failed", EXPECTED.len())
+        format!("{} passed, 0 failed", EXPECTED.len() + privileged.len())
     );
     expect_ending(&outcome, &Ending::Exit(0));
 }

@@ -34,6 +34,8 @@ const SVE_INSTRUCTION: u64 = 8;
 const NO_SVE_TEST: i64 = 0x79;
 /// Map, write, read, unmap, then touch the unmapped page (must be killed).
 const TOUCH_AFTER_UNMAP: u64 = 9;
+/// A second privileged instruction: `cli` (x86_64), `msr vbar_el1, x0` (AArch64).
+const SECOND_PRIVILEGED_INSTRUCTION: u64 = 10;
 /// Where the memory tests map (free in every testsuite process).
 const SCRATCH: u64 = 0x0000_2000_0000_0000;
 const LANDING_MAGIC: u64 = 0x5a5a_1234;
@@ -53,6 +55,7 @@ fn main(argument: u64) -> i64 {
         SUITE => suite(),
         UNDEFINED_INSTRUCTION => rt::fault::undefined_instruction(),
         PRIVILEGED_INSTRUCTION => rt::fault::privileged_instruction(),
+        SECOND_PRIVILEGED_INSTRUCTION => rt::fault::second_privileged_instruction(),
         PAGE_FAULT => i64::from(rt::fault::touch_unmapped(UNMAPPED)),
         argument if argument & 0xff == FPU_CHECK => {
             // Long enough that the timer preempts it many times under emulation.
