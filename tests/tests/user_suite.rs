@@ -16,6 +16,8 @@ const EXPECTED: &[&str] = &[
     "ok user debug_write huge length",
     "ok user unknown syscall number",
     "ok user yield",
+    "ok user test_sleep refuses 0 ticks",
+    "ok user test_sleep refuses more than its maximum",
     "ok user register write refuses a kernel instruction pointer",
     "ok user register write refuses a non-canonical instruction pointer",
     "ok user register write refuses a kernel stack pointer",
@@ -34,6 +36,8 @@ const EXPECTED: &[&str] = &[
     "ok user memory unmap takes effect",
     "ok user memory unmap refuses memory it did not map",
     "ok user FPU state survives preemption",
+    "ok user thread blocked in a system call and a kernel thread preempted by the timer keep their own kernel stacks",
+    "ok user thread resumed at a non-canonical instruction pointer faults in user mode",
     "ok user register write resumes at the new registers",
     "ok user syscalls under an NMI storm",
     "ok user syscall with the trap flag set",
@@ -89,6 +93,19 @@ fn user_suite(arch: Arch) {
             })
             .count()
     };
+    // The kernel's own hostile resume: the thread faults in user mode at the bad address.
+    let hostile = match arch {
+        Arch::X86_64 => "general protection",
+        Arch::Aarch64 => "page fault (execute) at 0x800000000000",
+    };
+    assert!(
+        outcome.lines.iter().any(
+            |line| line.contains("keel: user fault in process testsuite")
+                && line.contains(hostile)
+                && line.contains("at ip 0x800000000000")
+        ),
+        "no user-mode fault report at the non-canonical instruction pointer"
+    );
     match arch {
         // `hlt` and `cli`: two #GP reports.
         Arch::X86_64 => assert!(reports("general protection") >= 2, "hlt and cli reports"),

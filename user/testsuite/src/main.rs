@@ -36,6 +36,11 @@ const NO_SVE_TEST: i64 = 0x79;
 const TOUCH_AFTER_UNMAP: u64 = 9;
 /// A second privileged instruction: `cli` (x86_64), `msr vbar_el1, x0` (AArch64).
 const SECOND_PRIVILEGED_INSTRUCTION: u64 = 10;
+/// Block in `test_sleep` a few times; exit with the first non-zero value it returns.
+const BLOCKED_SYSCALL: u64 = 11;
+/// Block in `test_sleep` again and again: the kernel rewrites the saved instruction
+/// pointer meanwhile, so returning at all (exit 1) is a failure.
+const HOSTILE_RESUME: u64 = 12;
 /// Where the memory tests map (free in every testsuite process).
 const SCRATCH: u64 = 0x0000_2000_0000_0000;
 const LANDING_MAGIC: u64 = 0x5a5a_1234;
@@ -86,6 +91,23 @@ fn main(argument: u64) -> i64 {
             }
         }
         TOUCH_AFTER_UNMAP => touch_after_unmap(),
+        BLOCKED_SYSCALL => {
+            for seed in 0..4 {
+                match rt::test_sleep(3, seed) {
+                    Ok(0) => {}
+                    // why: the values are 1 and 2 (abi::Syscall::TestSleep).
+                    Ok(value) => return value as i64,
+                    Err(_) => return 3,
+                }
+            }
+            0
+        }
+        HOSTILE_RESUME => {
+            for _ in 0..200 {
+                let _ = rt::test_sleep(5, 0x77);
+            }
+            1
+        }
         SYSCALL_LOOP => {
             let wrong = (0..100_000).filter(|_| rt::null() != Ok(0)).count();
             i64::from(wrong != 0)
@@ -359,6 +381,16 @@ fn suite() -> i64 {
     results.check(
         "user yield",
         rt::yield_now().map(|_| ()).map_err(|_| "returned an error"),
+    );
+    results.expect_error(
+        "user test_sleep refuses 0 ticks",
+        rt::test_sleep(0, 0),
+        Error::InvalidArgument,
+    );
+    results.expect_error(
+        "user test_sleep refuses more than its maximum",
+        rt::test_sleep(abi::TEST_SLEEP_MAX_TICKS + 1, 0),
+        Error::InvalidArgument,
     );
     register_write_refusals(&mut results);
     memory_tests(&mut results);
