@@ -58,9 +58,26 @@ fn user_suite_cpu_max_aarch64_sve_policy() {
     options.qemu.cpu = Some("max".to_owned());
     let outcome = boot(&options);
     let (report, _) = expect_line(&outcome, "SVE not supported");
+    let (_, fpu) = expect_line(&outcome, "ok user FPU state survives preemption");
+    assert!(fpu.contains("upper vector halves too"), "{fpu:?}");
     let (ok, line) = expect_line(&outcome, "ok user SVE instruction ends the thread");
     assert!(line.contains("(SVE not supported)"), "{line:?}");
     assert!(report < ok, "the report comes before the result");
+    no_failures(&outcome);
+}
+
+/// x86_64 `--cpu max` has AVX (and SMAP): the FPU-preemption test must check a ymm upper
+/// half there, and the whole user suite pass.
+#[test]
+fn user_suite_cpu_max_x86_64_avx() {
+    if !selected(Arch::X86_64, "user suite with --cpu max on x86_64") {
+        return;
+    }
+    let mut options = options(Arch::X86_64, "user-cpu-max", "test=user");
+    options.qemu.cpu = Some("max".to_owned());
+    let outcome = boot(&options);
+    let (_, line) = expect_line(&outcome, "ok user FPU state survives preemption");
+    assert!(line.contains("upper vector halves too"), "{line:?}");
     no_failures(&outcome);
 }
 

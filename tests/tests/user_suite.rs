@@ -67,6 +67,12 @@ fn user_suite(arch: Arch) {
     for expected in EXPECTED {
         expect_line(&outcome, expected);
     }
+    // AArch64 always checks the upper halves of the q registers too (x86_64 needs AVX:
+    // tests/cpu_models.rs runs it with `--cpu max`).
+    let (_, fpu) = expect_line(&outcome, "ok user FPU state survives preemption");
+    if arch == Arch::Aarch64 {
+        assert!(fpu.contains("upper vector halves too"), "{fpu:?}");
+    }
     // Each privileged instruction is its own process (issues 5 and 6).
     let privileged: &[&str] = match arch {
         Arch::X86_64 => &[

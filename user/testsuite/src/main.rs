@@ -20,6 +20,9 @@ const PRIVILEGED_INSTRUCTION: u64 = 2;
 const PAGE_FAULT: u64 = 3;
 /// `FPU_CHECK | seed << 8`: fill the vector registers from the seed, spin and check them.
 const FPU_CHECK: u64 = 4;
+/// [`FPU_CHECK`]'s exit code when the CPU has no upper vector halves to check (x86_64
+/// without AVX).
+const NO_UPPER_HALVES: i64 = 0x7a;
 /// Write this thread's registers to land in [`landed`] with [`LANDING_MAGIC`].
 const REGISTER_WRITE: u64 = 5;
 /// Make null system calls as fast as possible (the NMI-storm test runs this).
@@ -64,14 +67,24 @@ fn main(argument: u64) -> i64 {
         PAGE_FAULT => i64::from(rt::fault::touch_unmapped(UNMAPPED)),
         argument if argument & 0xff == FPU_CHECK => {
             // Long enough that the timer preempts it many times under emulation.
-            match rt::fpu::check_registers(argument >> 8, 2000, 50_000) {
-                Ok(()) => 0,
-                Err(mismatch) => {
-                    println!(
-                        "testsuite: FPU register {} changed while switched out: found {:#x}, expected {:#x} ({} rounds left)",
-                        mismatch.register, mismatch.found, mismatch.expected, mismatch.rounds_left
-                    );
-                    1
+            // Then the upper halves (ymm with AVX / q): exit 0 when both were checked,
+            // NO_UPPER_HALVES when the CPU has no such registers.
+            let report = |what: &str, mismatch: rt::fpu::Mismatch| {
+                println!(
+                    "testsuite: FPU register {what}{} changed while switched out: found {:#x}, expected {:#x} ({} rounds left)",
+                    mismatch.register, mismatch.found, mismatch.expected, mismatch.rounds_left
+                );
+            };
+            if let Err(mismatch) = rt::fpu::check_registers(argument >> 8, 2000, 50_000) {
+                report("", mismatch);
+                return 1;
+            }
+            match rt::fpu::check_upper_halves(argument >> 8, 500, 50_000) {
+                None => NO_UPPER_HALVES,
+                Some(Ok(())) => 0,
+                Some(Err(mismatch)) => {
+                    report("upper half of ", mismatch);
+                    2
                 }
             }
         }
