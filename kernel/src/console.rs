@@ -41,8 +41,22 @@ macro_rules! println {
 }
 
 /// Report a panic. Does not take the lock: the panicking code may hold it.
+/// Then the thread (by the core's name for it) and a frame-pointer backtrace.
 pub fn panic_report(info: &core::panic::PanicInfo<'_>) {
-    let _ = write!(Serial, "\nKERNEL PANIC: {info}\n");
+    // One line: the message, then where.
+    let _ = write!(Serial, "\nKERNEL PANIC: {}", info.message());
+    if let Some(location) = info.location() {
+        let _ = write!(Serial, " at {location}");
+    }
+    let _ = writeln!(Serial);
+    let thread = <Cpu as arch_api::Threads>::current_thread();
+    let _ = writeln!(
+        Serial,
+        "panic in thread {} (id {thread})",
+        crate::upcall::keel_thread_name(thread)
+    );
+    let _ = Cpu::backtrace(&mut Serial);
+    let _ = writeln!(Serial, "keel: kernel panic; powering off (exit code 2)");
 }
 
 /// Early bring-up failed; tell the user what is missing and how to fix it, then stop.

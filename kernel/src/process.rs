@@ -399,7 +399,10 @@ impl core::fmt::Display for Describe {
             TrapCause::Arithmetic => write!(out, "arithmetic fault"),
             TrapCause::FpuUnavailable => write!(out, "FPU unavailable"),
             TrapCause::GeneralProtection => {
-                write!(out, "general protection (privileged instruction)")
+                write!(
+                    out,
+                    "general protection (privileged instruction or bad address)"
+                )
             }
             TrapCause::Syscall => write!(out, "system call"),
             TrapCause::Irq(line) => write!(out, "interrupt {line}"),

@@ -1,7 +1,9 @@
 //! Scenarios selected by `test=<name>` on the command line (DESIGN.md §8), and the idle
 //! loop that runs without one.
 
-use arch_api::{ExitCode, Platform, SelfTest, TrapCause};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use arch_api::{ExitCode, Platform, SelfTest, TrapCause, TrapFrame as _};
 
 use crate::boot::BootInfo;
 use crate::ktest::Suite;
@@ -13,13 +15,21 @@ use crate::{Cpu, ktest, println, sched, upcall};
 const TIMER_HZ: u32 = 100;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
-const KNOWN: &[&str] = &["boot", "kernel", "stack-overflow", "user", "user-fault"];
+const KNOWN: &[&str] = &[
+    "boot",
+    "kernel",
+    "panic",
+    "stack-overflow",
+    "user",
+    "user-fault",
+];
 
 pub fn run(boot: &BootInfo) -> ! {
     match boot.cmdline.scenario() {
         None => idle(),
         Some("boot") => boot_scenario(),
         Some("kernel") => in_thread("kernel-suite", ktest::run),
+        Some("panic") => in_thread("panic-test", deliberate_panic),
         Some("stack-overflow") => in_thread("overflow-test", overflow),
         Some("user") => in_thread("user-suite", user_suite),
         Some("user-fault") => in_thread("user-fault", user_fault),
@@ -72,6 +82,21 @@ fn overflow(_: usize) {
     Cpu::power_off(ExitCode::TestFailed)
 }
 
+/// `panic`: a deliberate `panic!` in kernel code, in the thread `panic-test`. The panic
+/// handler reports the message, the thread and a backtrace, and powers off with code 2.
+fn deliberate_panic(_: usize) {
+    println!("panic-test: panicking on purpose");
+    panic_here(core::hint::black_box(7));
+}
+
+/// A separate, not inlined frame so the backtrace has a caller chain to walk.
+#[inline(never)]
+fn panic_here(value: u64) {
+    if core::hint::black_box(value) == 7 {
+        panic!("deliberate panic (scenario panic), value {value}");
+    }
+}
+
 /// Recurses without bound: the array (through `black_box`) keeps each frame alive and the
 /// addition after the call defeats tail-call optimization.
 #[inline(never)]
@@ -96,6 +121,11 @@ const SYSCALL_LOOP: u64 = 6;
 const TRAP_FLAG_SYSCALL: u64 = 7;
 const SVE_INSTRUCTION: u64 = 8;
 const TOUCH_AFTER_UNMAP: u64 = 9;
+const SECOND_PRIVILEGED_INSTRUCTION: u64 = 10;
+const BLOCKED_SYSCALL: u64 = 11;
+const HOSTILE_RESUME: u64 = 12;
+/// `testsuite`'s exit code for [`FPU_CHECK`] on a CPU without upper vector halves.
+const NO_UPPER_HALVES: i64 = 0x7a;
 /// `testsuite`'s exit code where [`SVE_INSTRUCTION`] does not apply.
 const NO_SVE_TEST: i64 = 0x79;
 /// `testsuite`'s exit codes for [`TRAP_FLAG_SYSCALL`].
@@ -133,10 +163,22 @@ fn user_suite(_: usize) {
         Ok(_) => suite.check("user suite ran to its end", Err("it died or exited badly")),
         Err(why) => suite.check("user suite ran to its end", Err(why)),
     }
+    match fpu_survives_preemption() {
+        Ok(true) => suite.check(
+            "user FPU state survives preemption (upper vector halves too: ymm / q)",
+            Ok(()),
+        ),
+        Ok(false) => suite.check(
+            "user FPU state survives preemption (xmm only: this CPU has no AVX)",
+            Ok(()),
+        ),
+        Err(why) => suite.check("user FPU state survives preemption", Err(why)),
+    }
     suite.check(
-        "user FPU state survives preemption",
-        fpu_survives_preemption(),
+        "user thread blocked in a system call and a kernel thread preempted by the timer keep their own kernel stacks",
+        blocked_syscall_and_preempted_stacks(),
     );
+    hostile_resume(&mut suite);
     suite.check(
         "user register write resumes at the new registers",
         match run_testsuite(REGISTER_WRITE) {
@@ -186,22 +228,34 @@ fn user_suite(_: usize) {
             Err(why),
         ),
     }
-    let cases: [FaultCase; 4] = [
+    // The privileged instructions, each its own process: `hlt` and `cli` (x86_64, #GP in
+    // ring 3); `msr daifset, #2` (trapped MSR at EL0) and `msr vbar_el1, x0` (a system
+    // register write: undefined at EL0) on AArch64.
+    let (first_privileged, second_privileged) = if Cpu::NAME == "x86_64" {
+        (
+            "user privileged instruction hlt kills the process",
+            "user privileged instruction cli kills the process",
+        )
+    } else {
+        (
+            "user privileged instruction msr daifset kills the process",
+            "user privileged instruction msr vbar_el1 (system register write) kills the process",
+        )
+    };
+    let privileged = |cause: TrapCause| {
+        matches!(
+            cause,
+            TrapCause::GeneralProtection | TrapCause::Undefined | TrapCause::Other(_)
+        )
+    };
+    let cases: [FaultCase; 5] = [
         (
             "user undefined instruction kills the process",
             UNDEFINED_INSTRUCTION,
             |cause| cause == TrapCause::Undefined,
         ),
-        (
-            "user privileged instruction kills the process",
-            PRIVILEGED_INSTRUCTION,
-            |cause| {
-                matches!(
-                    cause,
-                    TrapCause::GeneralProtection | TrapCause::Undefined | TrapCause::Other(_)
-                )
-            },
-        ),
+        (first_privileged, PRIVILEGED_INSTRUCTION, privileged),
+        (second_privileged, SECOND_PRIVILEGED_INSTRUCTION, privileged),
         ("user page fault kills the process", PAGE_FAULT, |cause| {
             matches!(
                 cause,
@@ -249,8 +303,10 @@ fn user_suite(_: usize) {
 }
 
 /// Two processes fill the FPU/SIMD registers with different values and spin while the
-/// timer switches between them; each checks its registers after every round.
-fn fpu_survives_preemption() -> Result<(), &'static str> {
+/// timer switches between them; each checks its registers after every round, then the
+/// upper halves of a vector register (x86_64 with AVX: ymm; AArch64: q). `Ok(true)` when
+/// the upper halves were checked too.
+fn fpu_survives_preemption() -> Result<bool, &'static str> {
     let preemptions = sched::preemptions();
     let spawn = |seed: u64| {
         process::spawn_from_module("testsuite", FPU_CHECK | seed << 8)
@@ -267,9 +323,14 @@ fn fpu_survives_preemption() -> Result<(), &'static str> {
         }
         sched::sleep(5);
     }
+    let mut upper_halves = true;
     for process in &processes {
         match process.ending() {
             Ending::Exited(0) => {}
+            Ending::Exited(NO_UPPER_HALVES) => upper_halves = false,
+            Ending::Exited(2) => {
+                return Err("a process saw foreign or lost upper vector halves");
+            }
             Ending::Exited(_) => return Err("a process saw foreign or lost register values"),
             _ => return Err("a process was killed (FP/SIMD not enabled for user mode?)"),
         }
@@ -277,7 +338,140 @@ fn fpu_survives_preemption() -> Result<(), &'static str> {
     if sched::preemptions() < preemptions + 4 {
         return Err("the processes were hardly preempted; the test proves nothing");
     }
-    Ok(())
+    Ok(upper_halves)
+}
+
+/// Result of [`preempted_checker`]: 0 running, 1 passed, else the failure.
+static PREEMPTED_RESULT: AtomicU8 = AtomicU8::new(0);
+const CHECK_PASSED: u8 = 1;
+const CHECK_NOT_OWN_STACK: u8 = 2;
+const CHECK_CORRUPTED: u8 = 3;
+const CHECK_NOT_PREEMPTED: u8 = 4;
+const CHECK_NO_SLEEPER: u8 = 5;
+
+/// Issues 5 and 6: two threads in the kernel at once. A user thread blocks inside the
+/// `test_sleep` system call with a pattern on its kernel stack, while this kernel thread
+/// keeps its own pattern and is preempted by the timer (in `wait_for_interrupt`, in kernel
+/// mode) at least twice, at least once while the user thread was blocked. Each checks its
+/// pattern after resuming.
+fn preempted_checker(_: usize) {
+    let pattern = |index: usize| (index as u8).wrapping_mul(29) ^ 0x3c;
+    let mut area = [0u8; 2048];
+    for (index, byte) in area.iter_mut().enumerate() {
+        *byte = pattern(index);
+    }
+    let area = core::hint::black_box(&mut area);
+    let address = area.as_ptr() as u64;
+    let own = sched::current_stack().is_some_and(|stack| stack.contains(address));
+    let before = sched::preemptions();
+    let deadline = upcall::ticks() + 30 * u64::from(TIMER_HZ);
+    let mut saw_sleeper = false;
+    while !(saw_sleeper && sched::preemptions() >= before + 2) && upcall::ticks() < deadline {
+        Cpu::wait_for_interrupt();
+        saw_sleeper |= crate::syscall::test_sleeper().is_some();
+    }
+    let area = core::hint::black_box(area);
+    let intact = area
+        .iter()
+        .enumerate()
+        .all(|(index, &byte)| byte == pattern(index));
+    let outcome = if !own {
+        CHECK_NOT_OWN_STACK
+    } else if !intact {
+        CHECK_CORRUPTED
+    } else if sched::preemptions() < before + 2 {
+        CHECK_NOT_PREEMPTED
+    } else if !saw_sleeper {
+        CHECK_NO_SLEEPER
+    } else {
+        CHECK_PASSED
+    };
+    PREEMPTED_RESULT.store(outcome, Ordering::Release);
+}
+
+fn blocked_syscall_and_preempted_stacks() -> Result<(), &'static str> {
+    PREEMPTED_RESULT.store(0, Ordering::Release);
+    sched::spawn_kernel("preempted-check", sched::NORMAL, preempted_checker, 0)
+        .map_err(|_| "cannot spawn the kernel thread")?;
+    let ending = run_testsuite(BLOCKED_SYSCALL);
+    let deadline = upcall::ticks() + 30 * u64::from(TIMER_HZ);
+    while PREEMPTED_RESULT.load(Ordering::Acquire) == 0 {
+        if upcall::ticks() > deadline {
+            return Err("the kernel thread did not finish");
+        }
+        sched::sleep(1);
+    }
+    match ending? {
+        Ending::Exited(0) => {}
+        Ending::Exited(1) => {
+            return Err("the user thread's kernel stack changed while it was blocked");
+        }
+        Ending::Exited(2) => {
+            return Err("the system call's locals were not on the user thread's kernel stack");
+        }
+        Ending::Exited(_) => return Err("test_sleep failed"),
+        _ => return Err("the user process was killed"),
+    }
+    match PREEMPTED_RESULT.load(Ordering::Acquire) {
+        CHECK_PASSED => Ok(()),
+        CHECK_NOT_OWN_STACK => Err("the kernel thread's locals were not on its own stack"),
+        CHECK_CORRUPTED => Err("the kernel thread's stack changed while it was preempted"),
+        CHECK_NOT_PREEMPTED => Err("the kernel thread was not preempted twice by the timer"),
+        CHECK_NO_SLEEPER => Err("no user thread was blocked in a system call meanwhile"),
+        _ => Err("unexpected result"),
+    }
+}
+
+/// An instruction pointer no user code may run at: non-canonical on x86_64 (bit 47 set,
+/// upper bits clear), outside the user half on AArch64.
+const HOSTILE_INSTRUCTION_POINTER: u64 = 0x0000_8000_0000_0000;
+
+/// Issue 5's hostile resume, done by the kernel itself: while a user thread is blocked in a
+/// system call, write a non-canonical instruction pointer into its saved user frame (the
+/// register-write call refuses such a value; this is the kernel's own path) and let it
+/// return. The thread must fault in user mode — x86_64: a user #GP, never a #GP in ring
+/// 0; AArch64: an instruction abort at EL0 — and only it dies.
+fn hostile_resume(suite: &mut Suite) {
+    let name = "user thread resumed at a non-canonical instruction pointer faults in user mode";
+    let outcome = (|| {
+        let process = process::spawn_from_module("testsuite", HOSTILE_RESUME)
+            .map_err(|_| "cannot load testsuite")?;
+        let deadline = upcall::ticks() + 30 * u64::from(TIMER_HZ);
+        loop {
+            if upcall::ticks() > deadline {
+                return Err("timed out waiting for the thread to block");
+            }
+            if process.ending() != Ending::Running {
+                return Err("the process ended before the kernel rewrote its frame");
+            }
+            let written = crate::syscall::test_sleeper().and_then(|thread| {
+                sched::with_saved_user_frame(thread, |frame| {
+                    frame.set_instruction_pointer(HOSTILE_INSTRUCTION_POINTER);
+                })
+            });
+            if written.is_some() {
+                break;
+            }
+            sched::sleep(1);
+        }
+        while process.ending() == Ending::Running {
+            if upcall::ticks() > deadline {
+                return Err("timed out waiting for the thread to fault");
+            }
+            sched::sleep(1);
+        }
+        match process.ending() {
+            Ending::Faulted(TrapCause::GeneralProtection) if Cpu::NAME == "x86_64" => Ok(()),
+            Ending::Faulted(TrapCause::PageFault {
+                addr: HOSTILE_INSTRUCTION_POINTER,
+                access: arch_api::Access::Execute,
+                from_user: true,
+            }) if Cpu::NAME == "aarch64" => Ok(()),
+            Ending::Faulted(_) => Err("the thread died of another cause"),
+            _ => Err("the thread returned from its system call unharmed"),
+        }
+    })();
+    suite.check(name, outcome);
 }
 
 /// Issue 5's hostile-entry test: NMIs arrive while user processes make system calls as

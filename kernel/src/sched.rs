@@ -264,6 +264,37 @@ pub fn current_stack() -> Option<arch_api::KernelStack> {
     })
 }
 
+/// Run `body` on the saved user trap frame of thread `id`: a user thread that is not
+/// running and is inside the kernel (blocked in a system call), so its frame lies at the
+/// top of its kernel stack. For the hostile-resume test (issue 5): the kernel itself
+/// writes a bad instruction pointer there. `None` when `id` is no such thread.
+pub fn with_saved_user_frame<R>(
+    id: usize,
+    body: impl FnOnce(&mut crate::thread::TrapFrame) -> R,
+) -> Option<R> {
+    use arch_api::TrapFrame as _;
+    with(|scheduler| {
+        if id == scheduler.current {
+            return None;
+        }
+        let thread = scheduler.thread(id)?;
+        if thread.process.is_none() || thread.state != State::Blocked {
+            return None;
+        }
+        let frame = (thread.stack.top - core::mem::size_of::<crate::thread::TrapFrame>() as u64)
+            as *mut crate::thread::TrapFrame;
+        // SAFETY: the slot at the top of a thread's kernel stack holds its saved user
+        // frame while it is inside the kernel from user mode (the `Threads` contract); the
+        // stack is mapped and aligned, and the thread is blocked (not running) while the
+        // scheduler lock is held, so nothing else touches the frame meanwhile.
+        let frame = unsafe { &mut *frame };
+        if !frame.is_from_user() {
+            return None;
+        }
+        Some(body(frame))
+    })
+}
+
 /// Let equal-priority threads run; returns when this thread is picked again.
 pub fn yield_now() {
     reschedule(Reason::Yield);

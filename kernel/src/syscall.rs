@@ -7,7 +7,12 @@
 //! only inside the copy). `null` and `yield` neither allocate, format nor take a lock
 //! beyond the scheduler's.
 
-use abi::{DEBUG_WRITE_MAX, Error, MAP_EXECUTE, MAP_WRITE, PAGE_SIZE, Syscall, UserRegisters};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use abi::{
+    DEBUG_WRITE_MAX, Error, MAP_EXECUTE, MAP_WRITE, PAGE_SIZE, Syscall, TEST_SLEEP_MAX_TICKS,
+    UserRegisters,
+};
 use arch_api::{Paging, TrapFrame as _, USER_END, USER_START, UserRegisterWrite};
 
 use crate::thread::TrapFrame;
@@ -33,6 +38,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         }
         Some(Syscall::MemoryMap) => memory_map(arguments[0], arguments[1], arguments[2]),
         Some(Syscall::MemoryUnmap) => memory_unmap(arguments[0], arguments[1]),
+        Some(Syscall::TestSleep) => test_sleep(arguments[0], arguments[1]),
         None => Err(Error::InvalidArgument),
     };
     match result {
@@ -154,4 +160,48 @@ fn memory_unmap(address: u64, length: u64) -> Result<u64, Error> {
     let process = sched::current_process().ok_or(Error::InvalidArgument)?;
     process.unmap_anonymous(address, pages)?;
     Ok(0)
+}
+
+/// The thread blocked inside `test_sleep` right now (0: none). One at a time is enough
+/// for the tests that watch it (they run one such process at a time).
+static TEST_SLEEPER: AtomicUsize = AtomicUsize::new(0);
+
+/// The thread blocked inside `test_sleep` right now, if any. While it is set, that
+/// thread is not running and its saved user frame sits at the top of its kernel stack.
+pub fn test_sleeper() -> Option<usize> {
+    match TEST_SLEEPER.load(Ordering::Acquire) {
+        0 => None,
+        thread => Some(thread),
+    }
+}
+
+/// `test_sleep(ticks, seed)`: a pattern on this thread's kernel stack across a block
+/// (see [`abi::Syscall::TestSleep`]).
+#[inline(never)]
+fn test_sleep(ticks: u64, seed: u64) -> Result<u64, Error> {
+    if ticks == 0 || ticks > TEST_SLEEP_MAX_TICKS {
+        return Err(Error::InvalidArgument);
+    }
+    // why: only the low byte of the seed varies the pattern.
+    let pattern = |index: usize| (index as u8).wrapping_mul(37) ^ (seed as u8) ^ 0xa5;
+    let mut area = [0u8; 1024];
+    for (index, byte) in area.iter_mut().enumerate() {
+        *byte = pattern(index);
+    }
+    let area = core::hint::black_box(&mut area);
+    let address = area.as_ptr() as u64;
+    let own = sched::current_stack().is_some_and(|stack| stack.contains(address));
+    TEST_SLEEPER.store(sched::current(), Ordering::Release);
+    sched::sleep(ticks);
+    TEST_SLEEPER.store(0, Ordering::Release);
+    let area = core::hint::black_box(area);
+    let intact = area
+        .iter()
+        .enumerate()
+        .all(|(index, &byte)| byte == pattern(index));
+    Ok(match (own, intact) {
+        (false, _) => 2,
+        (true, false) => 1,
+        (true, true) => 0,
+    })
 }

@@ -1,7 +1,8 @@
 //! The kernel and user suites on other CPU models (issues 5–7): `--cpu max` turns on SMAP
 //! (x86_64) and PAN + SVE (AArch64), so the kernel's own access to user memory must fault
 //! and an EL0 SVE instruction must follow the written policy; AArch64 also runs on a
-//! Cortex-A53 with GICv2. One boot per case.
+//! Cortex-A53 with GICv2 (both suites), and the user suite on the default CPU with GICv2.
+//! One boot per case.
 #![forbid(unsafe_code)]
 
 use tests::{Arch, Ending, boot, expect_ending, expect_line, options, selected};
@@ -58,9 +59,26 @@ fn user_suite_cpu_max_aarch64_sve_policy() {
     options.qemu.cpu = Some("max".to_owned());
     let outcome = boot(&options);
     let (report, _) = expect_line(&outcome, "SVE not supported");
+    let (_, fpu) = expect_line(&outcome, "ok user FPU state survives preemption");
+    assert!(fpu.contains("upper vector halves too"), "{fpu:?}");
     let (ok, line) = expect_line(&outcome, "ok user SVE instruction ends the thread");
     assert!(line.contains("(SVE not supported)"), "{line:?}");
     assert!(report < ok, "the report comes before the result");
+    no_failures(&outcome);
+}
+
+/// x86_64 `--cpu max` has AVX (and SMAP): the FPU-preemption test must check a ymm upper
+/// half there, and the whole user suite pass.
+#[test]
+fn user_suite_cpu_max_x86_64_avx() {
+    if !selected(Arch::X86_64, "user suite with --cpu max on x86_64") {
+        return;
+    }
+    let mut options = options(Arch::X86_64, "user-cpu-max", "test=user");
+    options.qemu.cpu = Some("max".to_owned());
+    let outcome = boot(&options);
+    let (_, line) = expect_line(&outcome, "ok user FPU state survives preemption");
+    assert!(line.contains("upper vector halves too"), "{line:?}");
     no_failures(&outcome);
 }
 
@@ -71,6 +89,31 @@ fn user_suite_cortex_a53_gic2_aarch64() {
     }
     let mut options = options(Arch::Aarch64, "user-a53-gic2", "test=user");
     options.qemu.cpu = Some("cortex-a53".to_owned());
+    options.qemu.gic = 2;
+    let outcome = boot(&options);
+    no_failures(&outcome);
+}
+
+#[test]
+fn kernel_suite_cortex_a53_gic2_aarch64() {
+    if !selected(Arch::Aarch64, "kernel suite on cortex-a53 with GICv2") {
+        return;
+    }
+    let mut options = options(Arch::Aarch64, "kernel-a53-gic2", "test=kernel");
+    options.qemu.cpu = Some("cortex-a53".to_owned());
+    options.qemu.gic = 2;
+    let outcome = boot(&options);
+    no_failures(&outcome);
+}
+
+/// The default CPU (Cortex-A72) with GICv2: both interrupt-controller drivers run both
+/// suites somewhere.
+#[test]
+fn user_suite_gic2_aarch64() {
+    if !selected(Arch::Aarch64, "user suite with GICv2") {
+        return;
+    }
+    let mut options = options(Arch::Aarch64, "user-gic2", "test=user");
     options.qemu.gic = 2;
     let outcome = boot(&options);
     no_failures(&outcome);

@@ -16,6 +16,8 @@ const EXPECTED: &[&str] = &[
     "ok user debug_write huge length",
     "ok user unknown syscall number",
     "ok user yield",
+    "ok user test_sleep refuses 0 ticks",
+    "ok user test_sleep refuses more than its maximum",
     "ok user register write refuses a kernel instruction pointer",
     "ok user register write refuses a non-canonical instruction pointer",
     "ok user register write refuses a kernel stack pointer",
@@ -34,12 +36,13 @@ const EXPECTED: &[&str] = &[
     "ok user memory unmap takes effect",
     "ok user memory unmap refuses memory it did not map",
     "ok user FPU state survives preemption",
+    "ok user thread blocked in a system call and a kernel thread preempted by the timer keep their own kernel stacks",
+    "ok user thread resumed at a non-canonical instruction pointer faults in user mode",
     "ok user register write resumes at the new registers",
     "ok user syscalls under an NMI storm",
     "ok user syscall with the trap flag set",
     "ok user SVE instruction",
     "ok user undefined instruction kills the process",
-    "ok user privileged instruction kills the process",
     "ok user page fault kills the process",
     "ok user touching memory after unmapping it kills the process",
     "ok user processes return every frame",
@@ -64,6 +67,61 @@ fn user_suite(arch: Arch) {
     for expected in EXPECTED {
         expect_line(&outcome, expected);
     }
+    // AArch64 always checks the upper halves of the q registers too (x86_64 needs AVX:
+    // tests/cpu_models.rs runs it with `--cpu max`).
+    let (_, fpu) = expect_line(&outcome, "ok user FPU state survives preemption");
+    if arch == Arch::Aarch64 {
+        assert!(fpu.contains("upper vector halves too"), "{fpu:?}");
+    }
+    // Each privileged instruction is its own process (issues 5 and 6).
+    let privileged: &[&str] = match arch {
+        Arch::X86_64 => &[
+            "ok user privileged instruction hlt kills the process",
+            "ok user privileged instruction cli kills the process",
+        ],
+        Arch::Aarch64 => &[
+            "ok user privileged instruction msr daifset kills the process",
+            "ok user privileged instruction msr vbar_el1 (system register write) kills the process",
+        ],
+    };
+    for expected in privileged {
+        let (_, line) = expect_line(&outcome, expected);
+        assert_eq!(line.trim_end(), *expected);
+    }
+    let reports = |cause: &str| {
+        outcome
+            .lines
+            .iter()
+            .filter(|line| {
+                line.contains("keel: user fault in process testsuite")
+                    && line.contains(cause)
+                    && line.contains("thread killed")
+            })
+            .count()
+    };
+    // The kernel's own hostile resume: the thread faults in user mode at the bad address.
+    let hostile = match arch {
+        Arch::X86_64 => "general protection",
+        Arch::Aarch64 => "page fault (execute) at 0x800000000000",
+    };
+    assert!(
+        outcome.lines.iter().any(
+            |line| line.contains("keel: user fault in process testsuite")
+                && line.contains(hostile)
+                && line.contains("at ip 0x800000000000")
+        ),
+        "no user-mode fault report at the non-canonical instruction pointer"
+    );
+    match arch {
+        // `hlt` and `cli`: two #GP reports.
+        Arch::X86_64 => assert!(reports("general protection") >= 2, "hlt and cli reports"),
+        // `msr daifset` traps as a system instruction; `msr vbar_el1` is undefined at EL0
+        // (plus the deliberate undefined instruction).
+        Arch::Aarch64 => {
+            assert!(reports("general protection") >= 1, "msr daifset report");
+            assert!(reports("undefined instruction") >= 2, "msr vbar_el1 report");
+        }
+    }
     for cause in [
         "undefined instruction",
         "general protection",
@@ -85,7 +143,7 @@ fn user_suite(arch: Arch) {
         .expect("no summary line");
     assert_eq!(
         summary.trim(),
-        format!("{} passed, 0 failed", EXPECTED.len())
+        format!("{} passed, 0 failed", EXPECTED.len() + privileged.len())
     );
     expect_ending(&outcome, &Ending::Exit(0));
 }

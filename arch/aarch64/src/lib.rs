@@ -124,6 +124,10 @@ impl Platform for Cpu {
     fn power_off(code: ExitCode) -> ! {
         power::off(code)
     }
+
+    fn backtrace(out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        trap::backtrace_here(out)
+    }
 }
 
 impl Threads for Cpu {

@@ -111,6 +111,11 @@ pub trait Platform {
 
     /// Power the machine off; under QEMU the exit status carries `code`.
     fn power_off(code: ExitCode) -> !;
+
+    /// Write a frame-pointer backtrace of the caller (innermost first, one `#<n> <address>`
+    /// line per frame, the kernel being built with frame pointers) to `out`, for the
+    /// panic report. Must not allocate, lock, or fault on a corrupt chain.
+    fn backtrace(out: &mut dyn core::fmt::Write) -> core::fmt::Result;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -150,6 +150,10 @@ impl Platform for Cpu {
     fn power_off(code: ExitCode) -> ! {
         power::power_off(code)
     }
+
+    fn backtrace(out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        trap::report::backtrace_here(out)
+    }
 }
 
 /// Whether everything the kernel runs on is mapped supervisor-only, so SMEP and SMAP will

@@ -250,7 +250,17 @@ pub enum Syscall {
     /// their memory. Every page of the range must be such a mapping
     /// ([`Error::InvalidArgument`]); nothing changes on an error.
     MemoryUnmap = 6,
+    /// `test_sleep(ticks, seed)`: a test-only call (issues 5 and 6: "two threads in kernel
+    /// at once keep separate kernel stacks"). The kernel fills 1 KiB of the caller's
+    /// kernel stack with a pattern from `seed`, blocks the caller for `ticks` timer ticks
+    /// (1 to [`TEST_SLEEP_MAX_TICKS`], else [`Error::InvalidArgument`]), then checks the
+    /// pattern. Value: 0 when it held on the caller's own kernel stack, 1 when it changed,
+    /// 2 when it was not on the caller's kernel stack. Harmless: bounded, no allocation.
+    TestSleep = 7,
 }
+
+/// The longest block `test_sleep` accepts, in timer ticks.
+pub const TEST_SLEEP_MAX_TICKS: u64 = 100;
 
 /// `memory_map` flag: writable.
 pub const MAP_WRITE: u64 = 1 << 0;
@@ -313,6 +323,7 @@ impl Syscall {
             4 => Self::ThreadWriteRegisters,
             5 => Self::MemoryMap,
             6 => Self::MemoryUnmap,
+            7 => Self::TestSleep,
             _ => return None,
         })
     }
@@ -355,12 +366,13 @@ mod tests {
             (Syscall::ThreadWriteRegisters, 4),
             (Syscall::MemoryMap, 5),
             (Syscall::MemoryUnmap, 6),
+            (Syscall::TestSleep, 7),
         ];
         for (call, number) in expected {
             assert_eq!(call.number(), number);
             assert_eq!(Syscall::from_number(number), Some(call));
         }
-        assert_eq!(Syscall::from_number(7), None);
+        assert_eq!(Syscall::from_number(8), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 

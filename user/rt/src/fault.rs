@@ -30,6 +30,22 @@ pub fn privileged_instruction() -> ! {
     }
 }
 
+/// A second privileged instruction, of another kind: `cli` on x86_64 (#GP in ring 3 with
+/// IOPL 0), a system-register write `msr vbar_el1, x0` on AArch64 (undefined at EL0).
+pub fn second_privileged_instruction() -> ! {
+    // SAFETY: as above: the CPU refuses the instruction in user mode and the kernel kills
+    // this thread.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("cli", options(nostack));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("msr vbar_el1, {0}", in(reg) 0u64, options(nostack));
+    }
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
 /// Read an address nothing maps (the kernel never maps user memory there).
 pub fn touch_unmapped(address: u64) -> u8 {
     // SAFETY: deliberately not sound: the read faults and the kernel kills this thread;

@@ -473,3 +473,115 @@ pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch
     }
     outcome(left, register, found, expected)
 }
+
+/// The upper halves of the vector registers, checked the same way as
+/// [`check_registers`]: x86_64 fills the upper 128 bits of `ymm7` (only when the CPU has
+/// AVX and the kernel enabled it in XCR0), AArch64 the upper 64 bits of `v31` (always).
+/// `None` when the registers do not exist.
+#[cfg(target_arch = "x86_64")]
+pub fn check_upper_halves(seed: u64, rounds: u64, spin: u64) -> Option<Result<(), Mismatch>> {
+    if !avx_enabled() {
+        return None;
+    }
+    let (left, found, expected): (u64, u64, u64);
+    // SAFETY: only registers are touched (AVX is present and enabled, checked above);
+    // ymm6/ymm7 are not declared because this target compiles with SSE disabled, so no
+    // compiled code keeps anything in them; every general-purpose register is declared.
+    unsafe {
+        core::arch::asm!(
+            "mov rax, {seed}",
+            "not rax",
+            "vmovq xmm7, rax",
+            "vinsertf128 ymm7, ymm7, xmm7, 1",
+            "mov r9, {rounds}",
+            "2:",
+            "mov rcx, {spin}",
+            "4:",
+            "dec rcx",
+            "jnz 4b",
+            "vextractf128 xmm6, ymm7, 1",
+            "vmovq r8, xmm6",
+            "cmp r8, rax",
+            "jne 3f",
+            "dec r9",
+            "jnz 2b",
+            "3:",
+            "vzeroupper",
+            seed = in(reg) seed,
+            rounds = in(reg) rounds,
+            spin = in(reg) spin,
+            out("rax") expected,
+            out("rcx") _,
+            out("r8") found,
+            inout("r9") 0u64 => left,
+            options(nostack),
+        );
+    }
+    Some(outcome(left, 7, found, expected))
+}
+
+/// Whether AVX is usable in user mode: CPUID says AVX and OSXSAVE, and XCR0 enables the
+/// SSE and AVX state.
+#[cfg(target_arch = "x86_64")]
+fn avx_enabled() -> bool {
+    let ecx: u32;
+    // SAFETY: CPUID only reads; RBX (reserved by the compiler) is saved and restored.
+    unsafe {
+        core::arch::asm!(
+            "mov {saved}, rbx",
+            "cpuid",
+            "mov rbx, {saved}",
+            saved = out(reg) _,
+            inout("eax") 1u32 => _,
+            inout("ecx") 0u32 => ecx,
+            out("edx") _,
+            options(nostack, nomem),
+        );
+    }
+    if ecx & (1 << 27) == 0 || ecx & (1 << 28) == 0 {
+        return false;
+    }
+    let xcr0: u32;
+    // SAFETY: XGETBV is allowed in user mode once CR4.OSXSAVE is set (CPUID bit 27 above).
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") xcr0, out("edx") _,
+            options(nostack, nomem));
+    }
+    xcr0 & 0b110 == 0b110
+}
+
+/// See the x86_64 version: the upper 64 bits of `v31`.
+#[cfg(target_arch = "aarch64")]
+pub fn check_upper_halves(seed: u64, rounds: u64, spin: u64) -> Option<Result<(), Mismatch>> {
+    let (left, found, expected): (u64, u64, u64);
+    // SAFETY: only registers are touched, and every one used is declared (v31 clobbered).
+    unsafe {
+        core::arch::asm!(
+            "mvn x9, {seed}",
+            "fmov d31, {seed}",
+            "mov v31.d[1], x9",
+            "mov x12, {rounds}",
+            "2:",
+            "mov x13, {spin}",
+            "4:",
+            "subs x13, x13, #1",
+            "b.ne 4b",
+            "mov x10, v31.d[1]",
+            "cmp x10, x9",
+            "b.ne 3f",
+            "subs x12, x12, #1",
+            "b.ne 2b",
+            "3:",
+            seed = in(reg) seed,
+            rounds = in(reg) rounds,
+            spin = in(reg) spin,
+            out("x9") expected,
+            out("x10") found,
+            inout("x12") 0u64 => left,
+            out("x13") _,
+            out("v31") _,
+            options(nostack),
+        );
+    }
+    Some(outcome(left, 31, found, expected))
+}

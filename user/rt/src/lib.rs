@@ -70,6 +70,13 @@ pub fn memory_unmap(address: u64, length: u64) -> Result<u64, Error> {
     syscall(Syscall::MemoryUnmap.number(), [address, length, 0, 0, 0, 0])
 }
 
+/// Test-only: block `ticks` timer ticks inside the kernel with a pattern from `seed` on
+/// this thread's kernel stack; the value says whether the pattern held (see
+/// [`abi::Syscall::TestSleep`]).
+pub fn test_sleep(ticks: u64, seed: u64) -> Result<u64, Error> {
+    syscall(Syscall::TestSleep.number(), [ticks, seed, 0, 0, 0, 0])
+}
+
 /// End the calling thread with `code`.
 pub fn exit(code: i64) -> ! {
     // why: the code travels as the register's bits; the kernel reads it back as `i64`.

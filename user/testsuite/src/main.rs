@@ -20,6 +20,9 @@ const PRIVILEGED_INSTRUCTION: u64 = 2;
 const PAGE_FAULT: u64 = 3;
 /// `FPU_CHECK | seed << 8`: fill the vector registers from the seed, spin and check them.
 const FPU_CHECK: u64 = 4;
+/// [`FPU_CHECK`]'s exit code when the CPU has no upper vector halves to check (x86_64
+/// without AVX).
+const NO_UPPER_HALVES: i64 = 0x7a;
 /// Write this thread's registers to land in [`landed`] with [`LANDING_MAGIC`].
 const REGISTER_WRITE: u64 = 5;
 /// Make null system calls as fast as possible (the NMI-storm test runs this).
@@ -34,6 +37,13 @@ const SVE_INSTRUCTION: u64 = 8;
 const NO_SVE_TEST: i64 = 0x79;
 /// Map, write, read, unmap, then touch the unmapped page (must be killed).
 const TOUCH_AFTER_UNMAP: u64 = 9;
+/// A second privileged instruction: `cli` (x86_64), `msr vbar_el1, x0` (AArch64).
+const SECOND_PRIVILEGED_INSTRUCTION: u64 = 10;
+/// Block in `test_sleep` a few times; exit with the first non-zero value it returns.
+const BLOCKED_SYSCALL: u64 = 11;
+/// Block in `test_sleep` again and again: the kernel rewrites the saved instruction
+/// pointer meanwhile, so returning at all (exit 1) is a failure.
+const HOSTILE_RESUME: u64 = 12;
 /// Where the memory tests map (free in every testsuite process).
 const SCRATCH: u64 = 0x0000_2000_0000_0000;
 const LANDING_MAGIC: u64 = 0x5a5a_1234;
@@ -53,17 +63,28 @@ fn main(argument: u64) -> i64 {
         SUITE => suite(),
         UNDEFINED_INSTRUCTION => rt::fault::undefined_instruction(),
         PRIVILEGED_INSTRUCTION => rt::fault::privileged_instruction(),
+        SECOND_PRIVILEGED_INSTRUCTION => rt::fault::second_privileged_instruction(),
         PAGE_FAULT => i64::from(rt::fault::touch_unmapped(UNMAPPED)),
         argument if argument & 0xff == FPU_CHECK => {
             // Long enough that the timer preempts it many times under emulation.
-            match rt::fpu::check_registers(argument >> 8, 2000, 50_000) {
-                Ok(()) => 0,
-                Err(mismatch) => {
-                    println!(
-                        "testsuite: FPU register {} changed while switched out: found {:#x}, expected {:#x} ({} rounds left)",
-                        mismatch.register, mismatch.found, mismatch.expected, mismatch.rounds_left
-                    );
-                    1
+            // Then the upper halves (ymm with AVX / q): exit 0 when both were checked,
+            // NO_UPPER_HALVES when the CPU has no such registers.
+            let report = |what: &str, mismatch: rt::fpu::Mismatch| {
+                println!(
+                    "testsuite: FPU register {what}{} changed while switched out: found {:#x}, expected {:#x} ({} rounds left)",
+                    mismatch.register, mismatch.found, mismatch.expected, mismatch.rounds_left
+                );
+            };
+            if let Err(mismatch) = rt::fpu::check_registers(argument >> 8, 2000, 50_000) {
+                report("", mismatch);
+                return 1;
+            }
+            match rt::fpu::check_upper_halves(argument >> 8, 500, 50_000) {
+                None => NO_UPPER_HALVES,
+                Some(Ok(())) => 0,
+                Some(Err(mismatch)) => {
+                    report("upper half of ", mismatch);
+                    2
                 }
             }
         }
@@ -83,6 +104,23 @@ fn main(argument: u64) -> i64 {
             }
         }
         TOUCH_AFTER_UNMAP => touch_after_unmap(),
+        BLOCKED_SYSCALL => {
+            for seed in 0..4 {
+                match rt::test_sleep(3, seed) {
+                    Ok(0) => {}
+                    // why: the values are 1 and 2 (abi::Syscall::TestSleep).
+                    Ok(value) => return value as i64,
+                    Err(_) => return 3,
+                }
+            }
+            0
+        }
+        HOSTILE_RESUME => {
+            for _ in 0..200 {
+                let _ = rt::test_sleep(5, 0x77);
+            }
+            1
+        }
         SYSCALL_LOOP => {
             let wrong = (0..100_000).filter(|_| rt::null() != Ok(0)).count();
             i64::from(wrong != 0)
@@ -356,6 +394,16 @@ fn suite() -> i64 {
     results.check(
         "user yield",
         rt::yield_now().map(|_| ()).map_err(|_| "returned an error"),
+    );
+    results.expect_error(
+        "user test_sleep refuses 0 ticks",
+        rt::test_sleep(0, 0),
+        Error::InvalidArgument,
+    );
+    results.expect_error(
+        "user test_sleep refuses more than its maximum",
+        rt::test_sleep(abi::TEST_SLEEP_MAX_TICKS + 1, 0),
+        Error::InvalidArgument,
     );
     register_write_refusals(&mut results);
     memory_tests(&mut results);

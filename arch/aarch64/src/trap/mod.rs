@@ -28,6 +28,7 @@
 
 pub mod fixup;
 mod report;
+pub use report::backtrace_here;
 mod vectors;
 
 use core::mem::offset_of;

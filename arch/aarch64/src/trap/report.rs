@@ -309,22 +309,49 @@ fn mode_name(spsr: u64) -> &'static str {
 /// x29: each record is `{previous x29, return address}`, at increasing addresses.
 fn backtrace(frame: &TrapFrame) {
     report!("  backtrace:");
-    report!("    #0  {:#018x}", frame.elr);
-    let mut record = frame.x[29];
-    let first = record;
     // Records lie above the frame, except when the frame was built on the overflow stack.
-    let mut floor = (core::ptr::from_ref(frame) as u64).min(first.saturating_sub(1));
+    let floor = (core::ptr::from_ref(frame) as u64).min(frame.x[29].saturating_sub(1));
+    let _ = walk(&mut Report, frame.elr, frame.x[29], floor);
+}
+
+/// The caller's backtrace (the `Platform::backtrace` of the panic report), from the live
+/// x29.
+#[inline(never)]
+pub fn backtrace_here(out: &mut dyn core::fmt::Write) -> fmt::Result {
+    let own: u64;
+    // SAFETY: reads x29; no memory, no side effect.
+    unsafe {
+        core::arch::asm!("mov {}, x29", out(reg) own, options(nomem, nostack, preserves_flags));
+    }
+    // This function's own record is read now, before any call: a tail call at the end
+    // reuses this frame's stack.
+    // SAFETY: x29 is this function's frame record (the kernel keeps frame pointers): two
+    // words on this thread's stack, live until this function returns.
+    let (caller_record, return_address) = unsafe {
+        let words = own as *const u64;
+        (words.read_volatile(), words.add(1).read_volatile())
+    };
+    writeln!(out, "  backtrace:")?;
+    walk(out, return_address, caller_record, own)
+}
+
+/// Print `pc`, then walk the frame records from `record` (each above `floor` and the one
+/// before it).
+fn walk(out: &mut dyn core::fmt::Write, pc: u64, mut record: u64, mut floor: u64) -> fmt::Result {
+    writeln!(out, "    #0  {pc:#018x}")?;
+    let first = record;
     for depth in 1..=BACKTRACE_DEPTH {
         let sane = record != 0
-            && record.is_multiple_of(16)
+            && record.is_multiple_of(8)
             && record > floor
             && record - first <= BACKTRACE_SPAN
-            && is_mapped(record);
+            && is_mapped(record)
+            && is_mapped(record + 8);
         if !sane {
             break;
         }
-        // SAFETY: `record` is 16-byte aligned, so both words share the page that
-        // `is_mapped` just translated for an EL1 read.
+        // SAFETY: `record` is 8-byte aligned and the pages of both words were just
+        // translated for an EL1 read.
         let (previous, lr) = unsafe {
             let words = record as *const u64;
             (words.read_volatile(), words.add(1).read_volatile())
@@ -332,10 +359,11 @@ fn backtrace(frame: &TrapFrame) {
         if lr == 0 {
             break;
         }
-        report!("    #{:<2} {:#018x}", depth, lr);
+        writeln!(out, "    #{depth:<2} {lr:#018x}")?;
         floor = record;
         record = previous;
     }
+    Ok(())
 }
 
 /// Whether `address` translates for an EL1 read right now (`AT S1E1R`, PAR_EL1.F).

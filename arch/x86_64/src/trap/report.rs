@@ -294,3 +294,23 @@ fn write_backtrace(out: &mut impl Write, rip: u64, mut rbp: u64) -> fmt::Result 
     }
     writeln!(out, "  (stopped after {MAX_FRAMES} frames)")
 }
+
+/// The caller's backtrace (the `Platform::backtrace` of the panic report), from the live
+/// RBP.
+#[inline(never)]
+pub fn backtrace_here(out: &mut dyn Write) -> fmt::Result {
+    let own: u64;
+    // SAFETY: reads RBP; no memory, no side effect.
+    unsafe {
+        core::arch::asm!("mov {}, rbp", out(reg) own, options(nomem, nostack, preserves_flags));
+    }
+    // This function's own frame is read now, before any call: a tail call at the end
+    // reuses its stack.
+    // SAFETY: RBP points at this function's saved-RBP/return-address pair (the kernel is
+    // built with frame pointers), live until this function returns.
+    let (caller_rbp, return_address) = unsafe {
+        let words = own as *const u64;
+        (words.read_volatile(), words.add(1).read_volatile())
+    };
+    write_backtrace(&mut &mut *out, return_address, caller_rbp)
+}
