@@ -1,7 +1,7 @@
 //! Scenarios selected by `test=<name>` on the command line (DESIGN.md §8), and the idle
 //! loop that runs without one.
 
-use arch_api::{ExitCode, Platform, SelfTest, TrapCause};
+use arch_api::{Bench, ExitCode, Platform, SelfTest, TrapCause};
 
 use crate::boot::BootInfo;
 use crate::ktest::Suite;
@@ -13,16 +13,24 @@ use crate::{Cpu, ktest, println, sched, upcall};
 const TIMER_HZ: u32 = 100;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
-const KNOWN: &[&str] = &["boot", "kernel", "stack-overflow", "user", "user-fault"];
+const KNOWN: &[&str] = &["bench", "boot", "kernel", "stack-overflow", "user", "user-fault"];
 
 pub fn run(boot: &BootInfo) -> ! {
     match boot.cmdline.scenario() {
         None => idle(),
+        Some("bench") => {
+            let iterations = boot
+                .cmdline
+                .get("iterations")
+                .and_then(|text| text.parse::<usize>().ok())
+                .unwrap_or(BENCH_ITERATIONS);
+            in_thread("bench", bench, iterations)
+        }
         Some("boot") => boot_scenario(),
-        Some("kernel") => in_thread("kernel-suite", ktest::run),
-        Some("stack-overflow") => in_thread("overflow-test", overflow),
-        Some("user") => in_thread("user-suite", user_suite),
-        Some("user-fault") => in_thread("user-fault", user_fault),
+        Some("kernel") => in_thread("kernel-suite", ktest::run, 0),
+        Some("stack-overflow") => in_thread("overflow-test", overflow, 0),
+        Some("user") => in_thread("user-suite", user_suite, 0),
+        Some("user-fault") => in_thread("user-fault", user_fault, 0),
         Some(other) => {
             println!("not ok scenario {other}: unknown scenario (this kernel knows: {KNOWN:?})");
             println!("0 passed, 1 failed");
@@ -37,12 +45,12 @@ fn start_timer() {
     }
 }
 
-/// Bring up the scheduler, run `body` in a kernel thread named `name`, and leave the boot
-/// stack for good.
-fn in_thread(name: &'static str, body: fn(usize)) -> ! {
+/// Bring up the scheduler, run `body(argument)` in a kernel thread named `name`, and leave
+/// the boot stack for good.
+fn in_thread(name: &'static str, body: fn(usize), argument: usize) -> ! {
     process::init();
     sched::init();
-    if let Err(error) = sched::spawn_kernel(name, sched::NORMAL, body, 0) {
+    if let Err(error) = sched::spawn_kernel(name, sched::NORMAL, body, argument) {
         panic!("cannot start the {name} thread: {error:?}");
     }
     start_timer();
@@ -324,6 +332,107 @@ fn nmi_storm(suite: &mut Suite) {
         "user syscalls under an NMI storm (10000 NMIs, kernel GS base in each)",
         outcome,
     );
+}
+
+/// Samples per benchmark when the command line has no `iterations=N`.
+const BENCH_ITERATIONS: usize = 200;
+/// `bench`'s argument: the mode in the low byte, the iteration count above.
+const BENCH_RUN: u64 = 0;
+const BENCH_YIELD_PARTNER: u64 = 1;
+const BENCH_SPAWN_EXIT: u64 = 2;
+
+/// `bench` (issue 10): enable the user instruction counter, start the yield partner and
+/// the benchmarks (user/bench, which prints one `bench …` line per benchmark), add the
+/// boot-to-user span measured here, and power off. Run under QEMU `-icount shift=0`
+/// (`cargo xtask bench`), or the numbers are not instructions.
+fn bench(iterations: usize) {
+    if !Cpu::enable_user_instruction_counter() {
+        println!("not ok bench: no instruction counter readable from user mode");
+        Cpu::power_off(ExitCode::TestFailed)
+    }
+    let argument = |mode: u64| mode | (iterations as u64) << 8;
+    spawn_benchmark(iterations);
+    // The partner only yields, forever: `yield` measures the round trip through it. It
+    // starts first, so the benchmarks always find it in the run queue.
+    if process::spawn_from_module("bench", argument(BENCH_YIELD_PARTNER)).is_err() {
+        println!("not ok bench: cannot load the bench module");
+        Cpu::power_off(ExitCode::TestFailed)
+    }
+    let runner = match process::spawn_from_module("bench", argument(BENCH_RUN)) {
+        Ok(process) => process,
+        Err(_) => {
+            println!("not ok bench: cannot load the bench module");
+            Cpu::power_off(ExitCode::TestFailed)
+        }
+    };
+    while runner.ending() == Ending::Running {
+        sched::sleep(1);
+    }
+    match crate::bench::boot_to_user() {
+        Some(span) => println!(
+            "bench boot_to_user min={span} median={span} max={span} samples=1 discarded=0"
+        ),
+        None => println!("bench: boot_to_user not recorded"),
+    }
+    match runner.ending() {
+        Ending::Exited(0) => {
+            println!("bench done");
+            Cpu::power_off(ExitCode::Success)
+        }
+        _ => {
+            println!("not ok bench: the bench process failed");
+            Cpu::power_off(ExitCode::TestFailed)
+        }
+    }
+}
+
+/// Spawns measured per run of `spawn_benchmark` at most (each loads a whole process).
+const SPAWN_MAX_SAMPLES: usize = 50;
+
+/// `spawn`: from `spawn_from_module("bench")` to the new thread's entry into user mode
+/// (the clock read just before the return to user mode), the kernel thread yielding to it
+/// at once. The process exits immediately and is reaped before the next sample. Run before
+/// any other thread exists, so the new thread is the next to run.
+fn spawn_benchmark(iterations: usize) {
+    let wanted = iterations.clamp(1, SPAWN_MAX_SAMPLES);
+    let mut samples = [0u64; SPAWN_MAX_SAMPLES];
+    let mut kept = 0;
+    let mut discarded = 0;
+    let mut attempts = 0;
+    while kept < wanted && attempts < 4 * wanted + 10 {
+        attempts += 1;
+        let ticks = upcall::ticks();
+        let start = crate::bench::arm_spawn_mark();
+        let Ok(process) = process::spawn_from_module("bench", BENCH_SPAWN_EXIT) else {
+            println!("not ok bench: cannot load the bench module");
+            Cpu::power_off(ExitCode::TestFailed)
+        };
+        sched::yield_now();
+        let entry = crate::bench::spawn_mark();
+        let clean = upcall::ticks() == ticks;
+        while process.ending() == Ending::Running {
+            sched::yield_now();
+        }
+        // Let the dead thread be reaped (and its process torn down) before the next one.
+        sched::sleep(1);
+        match entry {
+            Some(entry) if clean => {
+                samples[kept] = entry - start;
+                kept += 1;
+            }
+            _ => discarded += 1,
+        }
+    }
+    let samples = &mut samples[..kept];
+    samples.sort_unstable();
+    if let (Some(min), Some(max)) = (samples.first(), samples.last()) {
+        println!(
+            "bench spawn min={min} median={} max={max} samples={kept} discarded={discarded}",
+            samples[kept / 2]
+        );
+    } else {
+        println!("bench spawn: every sample discarded ({discarded})");
+    }
 }
 
 /// `user-fault`: a user program reads an unmapped address; the kernel reports the fault

@@ -71,6 +71,7 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod bench;
 mod boot;
 mod console;
 mod devicetree;
@@ -90,7 +91,7 @@ mod trap;
 mod upcall;
 
 use arch_api::{
-    EarlyError, EarlyInfo, ExitCode, FrameSource, InvalidRegisters, KernelStack, MapError,
+    Bench, EarlyError, EarlyInfo, ExitCode, FrameSource, InvalidRegisters, KernelStack, MapError,
     PageFlags, Paging, Platform, ProvokedTrap, SelfTest, Threads, TrapCause, UserAccessFault,
     UserRegisterWrite, UserRegisters,
 };
@@ -123,6 +124,16 @@ impl Platform for Cpu {
 
     fn power_off(code: ExitCode) -> ! {
         power::off(code)
+    }
+}
+
+impl Bench for Cpu {
+    fn enable_user_instruction_counter() -> bool {
+        bench::enable_user_instruction_counter()
+    }
+
+    fn instruction_clock() -> u64 {
+        bench::instruction_clock()
     }
 }
 

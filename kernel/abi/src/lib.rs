@@ -250,6 +250,38 @@ pub enum Syscall {
     /// their memory. Every page of the range must be such a mapping
     /// ([`Error::InvalidArgument`]); nothing changes on an error.
     MemoryUnmap = 6,
+    /// `bench_counter(which)`: one of the kernel's event counters ([`BenchCounter`]), for
+    /// benchmarks (issue 10). Reads only; an unknown selector returns
+    /// [`Error::InvalidArgument`]. Numbered apart from the lasting calls: it may change
+    /// with the benchmarks.
+    BenchCounter = 0x40,
+}
+
+/// The counters `bench_counter` reads: events on the kernel paths benchmarks measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum BenchCounter {
+    /// Timer interrupts taken (a sample with a tick inside its window is discarded).
+    Ticks = 0,
+    /// Thread switches (each saves and restores FPU state eagerly).
+    Switches = 1,
+    /// Address-space activations (CR3 / TTBR0_EL1 writes).
+    SpaceSwitches = 2,
+    /// Single-page TLB invalidations by the core (one per page unmapped).
+    TlbFlushes = 3,
+}
+
+impl BenchCounter {
+    /// The counter for a raw selector, if there is one.
+    pub const fn from_number(number: u64) -> Option<Self> {
+        Some(match number {
+            0 => Self::Ticks,
+            1 => Self::Switches,
+            2 => Self::SpaceSwitches,
+            3 => Self::TlbFlushes,
+            _ => return None,
+        })
+    }
 }
 
 /// `memory_map` flag: writable.
@@ -313,6 +345,7 @@ impl Syscall {
             4 => Self::ThreadWriteRegisters,
             5 => Self::MemoryMap,
             6 => Self::MemoryUnmap,
+            0x40 => Self::BenchCounter,
             _ => return None,
         })
     }
