@@ -13,7 +13,14 @@ use crate::{Cpu, ktest, println, sched, upcall};
 const TIMER_HZ: u32 = 100;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
-const KNOWN: &[&str] = &["bench", "boot", "kernel", "stack-overflow", "user", "user-fault"];
+const KNOWN: &[&str] = &[
+    "bench",
+    "boot",
+    "kernel",
+    "stack-overflow",
+    "user",
+    "user-fault",
+];
 
 pub fn run(boot: &BootInfo) -> ! {
     match boot.cmdline.scenario() {
@@ -369,9 +376,9 @@ fn bench(iterations: usize) {
         sched::sleep(1);
     }
     match crate::bench::boot_to_user() {
-        Some(span) => println!(
-            "bench boot_to_user min={span} median={span} max={span} samples=1 discarded=0"
-        ),
+        Some(span) => {
+            println!("bench boot_to_user min={span} median={span} max={span} samples=1 discarded=0")
+        }
         None => println!("bench: boot_to_user not recorded"),
     }
     match runner.ending() {
