@@ -163,7 +163,7 @@ pub fn table(arch: Arch, results: &[Measurement], baseline: Option<&[(String, u6
     let _ = writeln!(
         out,
         "{:<14} {:>10} {:>10} {:>10} {:>9} {:>9}  kernel events per operation",
-        "benchmark", "min", "median", "max", "baseline", "discarded"
+        "benchmark", "min", "median", "max", "ratio", "discarded"
     );
     for result in results {
         let ratio = baseline

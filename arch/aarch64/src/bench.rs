@@ -11,6 +11,8 @@ use crate::sysreg::{read, write};
 const PMCR_ENABLE_RESET: u64 = 0b11;
 /// PMEVTYPER0_EL0: event 0x08 (INST_RETIRED); P, U, NSK, NSU, NSH all 0 = count EL0 and EL1.
 const INST_RETIRED: u64 = 0x08;
+/// PMEVTYPER1_EL0: event 0x08 with U set = count EL1 only (the kernel's share).
+const INST_RETIRED_EL1: u64 = 0x08 | (1 << 30);
 /// PMUSERENR_EL0: EN (EL0 access) and ER (EL0 reads of the event counters).
 const USER_ENABLE_READ: u64 = (1 << 0) | (1 << 3);
 
@@ -20,8 +22,8 @@ fn has_pmu() -> bool {
     version != 0 && version != 0xf
 }
 
-/// Configure event counter 0 to count instructions retired at EL0 and EL1 and let EL0
-/// read it.
+/// Configure event counter 0 to count instructions retired at EL0 and EL1, counter 1 at
+/// EL1 only, and let EL0 read them.
 pub fn enable_user_instruction_counter() -> bool {
     if !has_pmu() {
         return false;
@@ -30,7 +32,8 @@ pub fn enable_user_instruction_counter() -> bool {
     // or exception state of the kernel depends on them.
     write!("pmcr_el0", PMCR_ENABLE_RESET);
     write!("pmevtyper0_el0", INST_RETIRED);
-    write!("pmcntenset_el0", 1);
+    write!("pmevtyper1_el0", INST_RETIRED_EL1);
+    write!("pmcntenset_el0", 0b11);
     write!("pmuserenr_el0", USER_ENABLE_READ);
     true
 }

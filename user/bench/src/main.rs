@@ -7,7 +7,8 @@
 //! of an empty measurement; a sample with a timer tick inside its window is discarded and
 //! counted. One line per benchmark:
 //! `bench <name> min=… median=… max=… samples=… discarded=… switches=… space_switches=…
-//! tlb_flushes=…` (the last three: kernel events per operation, in hundredths).
+//! tlb_flushes=… [kernel=…]` (kernel events per operation, in hundredths; on AArch64 also
+//! the mean instructions per operation spent at EL1, from a second PMU counter).
 //! [`YIELD_PARTNER`] yields forever: the other thread of the `yield` benchmark.
 //! [`SPAWN_EXIT`] exits at once: the process the kernel's spawn benchmark starts.
 #![no_std]
@@ -60,6 +61,8 @@ struct Stats {
     discarded: usize,
     /// Kernel events per operation, times 100, over the kept samples.
     events: [u64; EVENTS.len()],
+    /// Mean kernel-mode instructions per operation, where the counter can split them.
+    kernel: Option<u64>,
 }
 
 fn counter(which: BenchCounter) -> Result<u64, Error> {
@@ -82,21 +85,27 @@ fn measure(
     let mut kept = 0;
     let mut discarded = 0;
     let mut events = [0u64; EVENTS.len()];
+    let mut kernel: Option<u64> = None;
     while kept < iterations {
         let mut before = [0u64; EVENTS.len()];
         for (slot, which) in before.iter_mut().zip(EVENTS) {
             *slot = counter(which)?;
         }
         let ticks = counter(BenchCounter::Ticks)?;
+        let kernel_start = rt::counter::read_kernel();
         let start = rt::counter::read();
         operation()?;
         let end = rt::counter::read();
+        let kernel_end = rt::counter::read_kernel();
         if counter(BenchCounter::Ticks)? != ticks {
             discarded += 1;
             continue;
         }
         for ((total, which), before) in events.iter_mut().zip(EVENTS).zip(before) {
             *total += counter(which)? - before;
+        }
+        if let (Some(start), Some(end)) = (kernel_start, kernel_end) {
+            kernel = Some(kernel.unwrap_or(0) + (end - start));
         }
         samples[kept] = (end - start).saturating_sub(empty) / per;
         kept += 1;
@@ -111,6 +120,7 @@ fn measure(
         samples: kept,
         discarded,
         events: events.map(per_operation),
+        kernel: kernel.map(|total| total / (kept as u64 * per)),
     })
 }
 
@@ -119,10 +129,21 @@ fn report(name: &str, stats: &Stats) {
     let (switches, switches_frac) = hundredths(stats.events[0]);
     let (spaces, spaces_frac) = hundredths(stats.events[1]);
     let (flushes, flushes_frac) = hundredths(stats.events[2]);
-    println!(
-        "bench {name} min={} median={} max={} samples={} discarded={} switches={switches}.{switches_frac:02} space_switches={spaces}.{spaces_frac:02} tlb_flushes={flushes}.{flushes_frac:02}",
-        stats.min, stats.median, stats.max, stats.samples, stats.discarded
-    );
+    let (kernel, kernel_value) = match stats.kernel {
+        Some(value) => (" kernel=", value),
+        None => ("", 0),
+    };
+    if kernel.is_empty() {
+        println!(
+            "bench {name} min={} median={} max={} samples={} discarded={} switches={switches}.{switches_frac:02} space_switches={spaces}.{spaces_frac:02} tlb_flushes={flushes}.{flushes_frac:02}",
+            stats.min, stats.median, stats.max, stats.samples, stats.discarded
+        );
+    } else {
+        println!(
+            "bench {name} min={} median={} max={} samples={} discarded={} switches={switches}.{switches_frac:02} space_switches={spaces}.{spaces_frac:02} tlb_flushes={flushes}.{flushes_frac:02}{kernel}{kernel_value}",
+            stats.min, stats.median, stats.max, stats.samples, stats.discarded
+        );
+    }
 }
 
 fn run(iterations: usize) -> Result<(), Error> {
