@@ -17,9 +17,10 @@ static TLB_FLUSHES: AtomicU64 = AtomicU64::new(0);
 /// `Bench::instruction_clock` at kernel entry, and at the first entry into user mode.
 static KERNEL_ENTRY: AtomicU64 = AtomicU64::new(0);
 static FIRST_USER: AtomicU64 = AtomicU64::new(0);
-/// The spawn benchmark: armed (`u64::MAX`) before a spawn, then the clock at the next
-/// first entry into user mode.
+/// The spawn and fault benchmarks: armed (`u64::MAX`), then `Bench::instruction_counter`
+/// at the next first entry into user mode / the next user fault the core handles.
 static SPAWN_ENTRY: AtomicU64 = AtomicU64::new(0);
+static FAULT_ENTRY: AtomicU64 = AtomicU64::new(0);
 
 /// A thread switch happened (with its eager FPU save and restore).
 pub fn count_switch() {
@@ -54,27 +55,46 @@ pub fn mark_kernel_entry() {
 /// Called just before a thread enters user mode for the first time; only the first call
 /// since boot counts.
 pub fn mark_user_entry() {
-    let now = Cpu::instruction_clock();
     if FIRST_USER.load(Ordering::Relaxed) == 0 {
-        FIRST_USER.store(now, Ordering::Relaxed);
+        FIRST_USER.store(Cpu::instruction_clock(), Ordering::Relaxed);
     }
     if SPAWN_ENTRY.load(Ordering::Relaxed) == u64::MAX {
-        SPAWN_ENTRY.store(now, Ordering::Relaxed);
+        SPAWN_ENTRY.store(Cpu::instruction_counter(), Ordering::Relaxed);
     }
 }
 
-/// Arm the spawn mark and return the clock now.
-pub fn arm_spawn_mark() -> u64 {
-    SPAWN_ENTRY.store(u64::MAX, Ordering::Relaxed);
-    Cpu::instruction_clock()
+/// Called first thing when the core handles a user fault (`process::kill_current`).
+/// Out of line and cold, so it does not change how the trap path around it is compiled.
+#[cold]
+#[inline(never)]
+pub fn mark_fault() {
+    if FAULT_ENTRY.load(Ordering::Relaxed) == u64::MAX {
+        FAULT_ENTRY.store(Cpu::instruction_counter(), Ordering::Relaxed);
+    }
 }
 
-/// The clock at the first user entry since [`arm_spawn_mark`], if there was one.
-pub fn spawn_mark() -> Option<u64> {
-    match SPAWN_ENTRY.swap(0, Ordering::Relaxed) {
+/// Arm the spawn and fault marks and return the counter now.
+pub fn arm_marks() -> u64 {
+    SPAWN_ENTRY.store(u64::MAX, Ordering::Relaxed);
+    FAULT_ENTRY.store(u64::MAX, Ordering::Relaxed);
+    Cpu::instruction_counter()
+}
+
+fn take(mark: &AtomicU64) -> Option<u64> {
+    match mark.swap(0, Ordering::Relaxed) {
         0 | u64::MAX => None,
         at => Some(at),
     }
+}
+
+/// The counter at the first user entry since [`arm_marks`], if there was one.
+pub fn spawn_mark() -> Option<u64> {
+    take(&SPAWN_ENTRY)
+}
+
+/// The counter at the first user fault since [`arm_marks`], if there was one.
+pub fn fault_mark() -> Option<u64> {
+    take(&FAULT_ENTRY)
 }
 
 /// Instructions from kernel entry to the first entry into user mode, if both happened.

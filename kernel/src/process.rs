@@ -366,6 +366,7 @@ pub fn enter_user(entry: u64, stack: u64, argument: u64) -> ! {
 /// A trap from user mode that is not a system call: report it, record it, and end the
 /// thread. Never returns.
 pub fn kill_current(frame: &TrapFrame, cause: TrapCause) -> ! {
+    crate::bench::mark_fault();
     let thread = sched::current();
     let process = sched::current_process();
     let name = process.as_ref().map_or("(kernel)", |process| process.name);

@@ -347,6 +347,7 @@ const BENCH_ITERATIONS: usize = 200;
 const BENCH_RUN: u64 = 0;
 const BENCH_YIELD_PARTNER: u64 = 1;
 const BENCH_SPAWN_EXIT: u64 = 2;
+const BENCH_FAULT: u64 = 3;
 
 /// `bench` (issue 10): enable the user instruction counter, start the yield partner and
 /// the benchmarks (user/bench, which prints one `bench …` line per benchmark), add the
@@ -358,7 +359,7 @@ fn bench(iterations: usize) {
         Cpu::power_off(ExitCode::TestFailed)
     }
     let argument = |mode: u64| mode | (iterations as u64) << 8;
-    spawn_benchmark(iterations);
+    spawn_benchmarks(iterations);
     // The partner only yields, forever: `yield` measures the round trip through it. It
     // starts first, so the benchmarks always find it in the run queue.
     if process::spawn_from_module("bench", argument(BENCH_YIELD_PARTNER)).is_err() {
@@ -393,52 +394,91 @@ fn bench(iterations: usize) {
     }
 }
 
-/// Spawns measured per run of `spawn_benchmark` at most (each loads a whole process).
+/// Samples of `spawn` and `page_fault` at most (each loads a whole process).
 const SPAWN_MAX_SAMPLES: usize = 50;
 
-/// `spawn`: from `spawn_from_module("bench")` to the new thread's entry into user mode
-/// (the clock read just before the return to user mode), the kernel thread yielding to it
-/// at once. The process exits immediately and is reaped before the next sample. Run before
-/// any other thread exists, so the new thread is the next to run.
-fn spawn_benchmark(iterations: usize) {
-    let wanted = iterations.clamp(1, SPAWN_MAX_SAMPLES);
-    let mut samples = [0u64; SPAWN_MAX_SAMPLES];
-    let mut kept = 0;
-    let mut discarded = 0;
-    let mut attempts = 0;
-    while kept < wanted && attempts < 4 * wanted + 10 {
-        attempts += 1;
-        let ticks = upcall::ticks();
-        let start = crate::bench::arm_spawn_mark();
-        let Ok(process) = process::spawn_from_module("bench", BENCH_SPAWN_EXIT) else {
-            println!("not ok bench: cannot load the bench module");
-            Cpu::power_off(ExitCode::TestFailed)
-        };
-        sched::yield_now();
-        let entry = crate::bench::spawn_mark();
-        let clean = upcall::ticks() == ticks;
-        while process.ending() == Ending::Running {
+/// Processes started from the kernel, measured with the user instruction counter (read
+/// by the kernel): `spawn` and the fault path. Run before any other thread exists, so the
+/// new thread is the next to run.
+///
+/// - `spawn`: from `spawn_from_module("bench")` to the new thread's first return to user
+///   mode (the counter read just before it); the kernel thread yields to it at once.
+/// - `page_fault`: Keel resolves no user fault (a fault kills the thread), so this is the
+///   cheapest fault path there is: from that first return to user mode, through the few
+///   instructions of `bench`'s start-up and a load from an unmapped page, to the core's
+///   fault handler (`process::kill_current`): trap entry and decode, not the kill.
+fn spawn_benchmarks(iterations: usize) {
+    let mut spawn = Samples::new();
+    let mut fault = Samples::new();
+    for (mode, samples) in [(BENCH_SPAWN_EXIT, &mut spawn), (BENCH_FAULT, &mut fault)] {
+        let wanted = iterations.clamp(1, SPAWN_MAX_SAMPLES);
+        let mut attempts = 0;
+        while samples.kept < wanted && attempts < 4 * wanted + 10 {
+            attempts += 1;
+            let ticks = upcall::ticks();
+            let start = crate::bench::arm_marks();
+            let Ok(process) = process::spawn_from_module("bench", mode) else {
+                println!("not ok bench: cannot load the bench module");
+                Cpu::power_off(ExitCode::TestFailed)
+            };
             sched::yield_now();
-        }
-        // Let the dead thread be reaped (and its process torn down) before the next one.
-        sched::sleep(1);
-        match entry {
-            Some(entry) if clean => {
-                samples[kept] = entry - start;
-                kept += 1;
+            let entry = crate::bench::spawn_mark();
+            let fault_at = crate::bench::fault_mark();
+            let clean = upcall::ticks() == ticks;
+            while process.ending() == Ending::Running {
+                sched::yield_now();
             }
-            _ => discarded += 1,
+            // Let the dead thread be reaped (its process torn down) before the next one.
+            sched::sleep(1);
+            let sample = match (mode, entry, fault_at) {
+                (BENCH_SPAWN_EXIT, Some(entry), _) => Some(entry - start),
+                (BENCH_FAULT, Some(entry), Some(fault_at)) => Some(fault_at - entry),
+                _ => None,
+            };
+            samples.add(sample.filter(|_| clean));
         }
     }
-    let samples = &mut samples[..kept];
-    samples.sort_unstable();
-    if let (Some(min), Some(max)) = (samples.first(), samples.last()) {
-        println!(
-            "bench spawn min={min} median={} max={max} samples={kept} discarded={discarded}",
-            samples[kept / 2]
-        );
-    } else {
-        println!("bench spawn: every sample discarded ({discarded})");
+    spawn.report("spawn");
+    fault.report("page_fault");
+}
+
+/// Kept samples of one kernel-measured benchmark.
+struct Samples {
+    values: [u64; SPAWN_MAX_SAMPLES],
+    kept: usize,
+    discarded: usize,
+}
+
+impl Samples {
+    fn new() -> Self {
+        Self {
+            values: [0; SPAWN_MAX_SAMPLES],
+            kept: 0,
+            discarded: 0,
+        }
+    }
+
+    fn add(&mut self, sample: Option<u64>) {
+        match sample {
+            Some(value) if self.kept < SPAWN_MAX_SAMPLES => {
+                self.values[self.kept] = value;
+                self.kept += 1;
+            }
+            _ => self.discarded += 1,
+        }
+    }
+
+    fn report(&mut self, name: &str) {
+        let (kept, discarded) = (self.kept, self.discarded);
+        let values = &mut self.values[..kept];
+        values.sort_unstable();
+        match (values.first(), values.last()) {
+            (Some(min), Some(max)) => println!(
+                "bench {name} min={min} median={} max={max} samples={kept} discarded={discarded}",
+                values[kept / 2]
+            ),
+            _ => println!("bench {name}: every sample discarded ({discarded})"),
+        }
     }
 }
 

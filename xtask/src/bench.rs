@@ -25,6 +25,7 @@ pub const EXPECTED: &[&str] = &[
     "yield",
     "map_unmap",
     "spawn",
+    "page_fault",
     "boot_to_user",
 ];
 

@@ -38,6 +38,11 @@ pub fn enable_user_instruction_counter() -> bool {
     true
 }
 
+/// Event counter 0 (instructions retired at EL0 and EL1, once enabled).
+pub fn instruction_counter() -> u64 {
+    read!("pmevcntr0_el0")
+}
+
 /// The virtual counter in nanoseconds (= instructions under `-icount shift=0`).
 pub fn instruction_clock() -> u64 {
     let frequency = read!("cntfrq_el0").max(1);

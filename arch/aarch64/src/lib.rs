@@ -135,6 +135,10 @@ impl Bench for Cpu {
     fn instruction_clock() -> u64 {
         bench::instruction_clock()
     }
+
+    fn instruction_counter() -> u64 {
+        bench::instruction_counter()
+    }
 }
 
 impl Threads for Cpu {

@@ -389,6 +389,12 @@ pub trait Bench: Platform {
     fn instruction_clock() -> u64 {
         0
     }
+
+    /// The counter user programs read, read in the kernel (exact; valid only after
+    /// [`Bench::enable_user_instruction_counter`] returned `true`). Default 0.
+    fn instruction_counter() -> u64 {
+        0
+    }
 }
 
 /// A thread's user registers as a register-write system call supplies them (issues 5 and

@@ -214,6 +214,10 @@ impl Bench for Cpu {
         // SAFETY: `rdtsc` only reads the time-stamp counter (always allowed in ring 0).
         unsafe { core::arch::x86_64::_rdtsc() }
     }
+
+    fn instruction_counter() -> u64 {
+        Self::instruction_clock()
+    }
 }
 
 impl core::fmt::Display for FeatureList {

@@ -10,7 +10,8 @@
 //! tlb_flushes=… [kernel=…]` (kernel events per operation, in hundredths; on AArch64 also
 //! the mean instructions per operation spent at EL1, from a second PMU counter).
 //! [`YIELD_PARTNER`] yields forever: the other thread of the `yield` benchmark.
-//! [`SPAWN_EXIT`] exits at once: the process the kernel's spawn benchmark starts.
+//! [`SPAWN_EXIT`] exits at once and [`FAULT`] loads from an unmapped page at once: the
+//! processes of the kernel-measured `spawn` and `page_fault` benchmarks.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -21,6 +22,10 @@ use rt::println;
 const RUN: u64 = 0;
 const YIELD_PARTNER: u64 = 1;
 const SPAWN_EXIT: u64 = 2;
+/// Load from an unmapped page at once (the kernel's `page_fault` benchmark).
+const FAULT: u64 = 3;
+/// Never mapped in a bench process.
+const UNMAPPED: u64 = 0x0000_1000_0000_0000;
 /// The most samples one benchmark keeps (they live on the 64 KiB user stack).
 const MAX_SAMPLES: usize = 2000;
 /// Where `map_unmap` maps (free in every bench process).
@@ -48,6 +53,7 @@ fn main(argument: u64) -> i64 {
             let _ = rt::yield_now();
         },
         SPAWN_EXIT => 0,
+        FAULT => i64::from(rt::fault::touch_unmapped(UNMAPPED)),
         _ => 2,
     }
 }
