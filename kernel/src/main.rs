@@ -23,6 +23,7 @@
 
 extern crate alloc;
 
+mod bench;
 mod boot;
 mod console;
 mod early_frames;
@@ -44,6 +45,7 @@ type Cpu = arch::Cpu;
 /// here on the boot CPU, on a stack of at least the size the Stack Size request asked for.
 #[unsafe(no_mangle)]
 extern "C" fn kmain() -> ! {
+    bench::mark_kernel_entry();
     let Some(early) = boot::early() else {
         // Without a supported base revision or an HHDM nothing the loader said can be
         // trusted, and without the device tree there may be no console: say what we can.

@@ -184,6 +184,7 @@ impl Process {
             if in_range(&list[index]) {
                 let user_page = list.swap_remove(index);
                 let _ = Cpu::unmap_user(space, user_page.page);
+                crate::bench::count_tlb_flush();
                 let _ = frames::free(user_page.frame);
             } else {
                 index += 1;
@@ -355,6 +356,7 @@ pub fn enter_user(entry: u64, stack: u64, argument: u64) -> ! {
     // suitably aligned (the stack top is page-aligned and the frame size a multiple of 16)
     // and not used by anything above this function's own frame, which lies lower.
     unsafe { frame.write(TrapFrame::new_user(entry, stack, argument)) };
+    crate::bench::mark_user_entry();
     // SAFETY: the frame lies at the top of the current thread's kernel stack, was made by
     // `new_user`, and the scheduler activated the thread's address space before switching
     // to it.
@@ -364,6 +366,7 @@ pub fn enter_user(entry: u64, stack: u64, argument: u64) -> ! {
 /// A trap from user mode that is not a system call: report it, record it, and end the
 /// thread. Never returns.
 pub fn kill_current(frame: &TrapFrame, cause: TrapCause) -> ! {
+    crate::bench::mark_fault();
     let thread = sched::current();
     let process = sched::current_process();
     let name = process.as_ref().map_or("(kernel)", |process| process.name);

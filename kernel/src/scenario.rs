@@ -3,7 +3,7 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use arch_api::{ExitCode, Platform, SelfTest, TrapCause, TrapFrame as _};
+use arch_api::{Bench, ExitCode, Platform, SelfTest, TrapCause, TrapFrame as _};
 
 use crate::boot::BootInfo;
 use crate::ktest::Suite;
@@ -16,6 +16,7 @@ const TIMER_HZ: u32 = 100;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
 const KNOWN: &[&str] = &[
+    "bench",
     "boot",
     "kernel",
     "panic",
@@ -27,12 +28,20 @@ const KNOWN: &[&str] = &[
 pub fn run(boot: &BootInfo) -> ! {
     match boot.cmdline.scenario() {
         None => idle(),
+        Some("bench") => {
+            let iterations = boot
+                .cmdline
+                .get("iterations")
+                .and_then(|text| text.parse::<usize>().ok())
+                .unwrap_or(BENCH_ITERATIONS);
+            in_thread("bench", bench, iterations)
+        }
         Some("boot") => boot_scenario(),
-        Some("kernel") => in_thread("kernel-suite", ktest::run),
-        Some("panic") => in_thread("panic-test", deliberate_panic),
-        Some("stack-overflow") => in_thread("overflow-test", overflow),
-        Some("user") => in_thread("user-suite", user_suite),
-        Some("user-fault") => in_thread("user-fault", user_fault),
+        Some("kernel") => in_thread("kernel-suite", ktest::run, 0),
+        Some("panic") => in_thread("panic-test", deliberate_panic, 0),
+        Some("stack-overflow") => in_thread("overflow-test", overflow, 0),
+        Some("user") => in_thread("user-suite", user_suite, 0),
+        Some("user-fault") => in_thread("user-fault", user_fault, 0),
         Some(other) => {
             println!("not ok scenario {other}: unknown scenario (this kernel knows: {KNOWN:?})");
             println!("0 passed, 1 failed");
@@ -47,12 +56,12 @@ fn start_timer() {
     }
 }
 
-/// Bring up the scheduler, run `body` in a kernel thread named `name`, and leave the boot
-/// stack for good.
-fn in_thread(name: &'static str, body: fn(usize)) -> ! {
+/// Bring up the scheduler, run `body(argument)` in a kernel thread named `name`, and leave
+/// the boot stack for good.
+fn in_thread(name: &'static str, body: fn(usize), argument: usize) -> ! {
     process::init();
     sched::init();
-    if let Err(error) = sched::spawn_kernel(name, sched::NORMAL, body, 0) {
+    if let Err(error) = sched::spawn_kernel(name, sched::NORMAL, body, argument) {
         panic!("cannot start the {name} thread: {error:?}");
     }
     start_timer();
@@ -518,6 +527,147 @@ fn nmi_storm(suite: &mut Suite) {
         "user syscalls under an NMI storm (10000 NMIs, kernel GS base in each)",
         outcome,
     );
+}
+
+/// Samples per benchmark when the command line has no `iterations=N`.
+const BENCH_ITERATIONS: usize = 200;
+/// `bench`'s argument: the mode in the low byte, the iteration count above.
+const BENCH_RUN: u64 = 0;
+const BENCH_YIELD_PARTNER: u64 = 1;
+const BENCH_SPAWN_EXIT: u64 = 2;
+const BENCH_FAULT: u64 = 3;
+
+/// `bench` (issue 10): enable the user instruction counter, start the yield partner and
+/// the benchmarks (user/bench, which prints one `bench …` line per benchmark), add the
+/// boot-to-user span measured here, and power off. Run under QEMU `-icount shift=0`
+/// (`cargo xtask bench`), or the numbers are not instructions.
+fn bench(iterations: usize) {
+    if !Cpu::enable_user_instruction_counter() {
+        println!("not ok bench: no instruction counter readable from user mode");
+        Cpu::power_off(ExitCode::TestFailed)
+    }
+    let argument = |mode: u64| mode | (iterations as u64) << 8;
+    spawn_benchmarks(iterations);
+    // The partner only yields, forever: `yield` measures the round trip through it. It
+    // starts first, so the benchmarks always find it in the run queue.
+    if process::spawn_from_module("bench", argument(BENCH_YIELD_PARTNER)).is_err() {
+        println!("not ok bench: cannot load the bench module");
+        Cpu::power_off(ExitCode::TestFailed)
+    }
+    let runner = match process::spawn_from_module("bench", argument(BENCH_RUN)) {
+        Ok(process) => process,
+        Err(_) => {
+            println!("not ok bench: cannot load the bench module");
+            Cpu::power_off(ExitCode::TestFailed)
+        }
+    };
+    while runner.ending() == Ending::Running {
+        sched::sleep(1);
+    }
+    match crate::bench::boot_to_user() {
+        Some(span) => {
+            println!("bench boot_to_user min={span} median={span} max={span} samples=1 discarded=0")
+        }
+        None => println!("bench: boot_to_user not recorded"),
+    }
+    match runner.ending() {
+        Ending::Exited(0) => {
+            println!("bench done");
+            Cpu::power_off(ExitCode::Success)
+        }
+        _ => {
+            println!("not ok bench: the bench process failed");
+            Cpu::power_off(ExitCode::TestFailed)
+        }
+    }
+}
+
+/// Samples of `spawn` and `page_fault` at most (each loads a whole process).
+const SPAWN_MAX_SAMPLES: usize = 50;
+
+/// Processes started from the kernel, measured with the user instruction counter (read
+/// by the kernel): `spawn` and the fault path. Run before any other thread exists, so the
+/// new thread is the next to run.
+///
+/// - `spawn`: from `spawn_from_module("bench")` to the new thread's first return to user
+///   mode (the counter read just before it); the kernel thread yields to it at once.
+/// - `page_fault`: Keel resolves no user fault (a fault kills the thread), so this is the
+///   cheapest fault path there is: from that first return to user mode, through the few
+///   instructions of `bench`'s start-up and a load from an unmapped page, to the core's
+///   fault handler (`process::kill_current`): trap entry and decode, not the kill.
+fn spawn_benchmarks(iterations: usize) {
+    let mut spawn = Samples::new();
+    let mut fault = Samples::new();
+    for (mode, samples) in [(BENCH_SPAWN_EXIT, &mut spawn), (BENCH_FAULT, &mut fault)] {
+        let wanted = iterations.clamp(1, SPAWN_MAX_SAMPLES);
+        let mut attempts = 0;
+        while samples.kept < wanted && attempts < 4 * wanted + 10 {
+            attempts += 1;
+            let ticks = upcall::ticks();
+            let start = crate::bench::arm_marks();
+            let Ok(process) = process::spawn_from_module("bench", mode) else {
+                println!("not ok bench: cannot load the bench module");
+                Cpu::power_off(ExitCode::TestFailed)
+            };
+            sched::yield_now();
+            let entry = crate::bench::spawn_mark();
+            let fault_at = crate::bench::fault_mark();
+            let clean = upcall::ticks() == ticks;
+            while process.ending() == Ending::Running {
+                sched::yield_now();
+            }
+            // Let the dead thread be reaped (its process torn down) before the next one.
+            sched::sleep(1);
+            let sample = match (mode, entry, fault_at) {
+                (BENCH_SPAWN_EXIT, Some(entry), _) => Some(entry - start),
+                (BENCH_FAULT, Some(entry), Some(fault_at)) => Some(fault_at - entry),
+                _ => None,
+            };
+            samples.add(sample.filter(|_| clean));
+        }
+    }
+    spawn.report("spawn");
+    fault.report("page_fault");
+}
+
+/// Kept samples of one kernel-measured benchmark.
+struct Samples {
+    values: [u64; SPAWN_MAX_SAMPLES],
+    kept: usize,
+    discarded: usize,
+}
+
+impl Samples {
+    fn new() -> Self {
+        Self {
+            values: [0; SPAWN_MAX_SAMPLES],
+            kept: 0,
+            discarded: 0,
+        }
+    }
+
+    fn add(&mut self, sample: Option<u64>) {
+        match sample {
+            Some(value) if self.kept < SPAWN_MAX_SAMPLES => {
+                self.values[self.kept] = value;
+                self.kept += 1;
+            }
+            _ => self.discarded += 1,
+        }
+    }
+
+    fn report(&mut self, name: &str) {
+        let (kept, discarded) = (self.kept, self.discarded);
+        let values = &mut self.values[..kept];
+        values.sort_unstable();
+        match (values.first(), values.last()) {
+            (Some(min), Some(max)) => println!(
+                "bench {name} min={min} median={} max={max} samples={kept} discarded={discarded}",
+                values[kept / 2]
+            ),
+            _ => println!("bench {name}: every sample discarded ({discarded})"),
+        }
+    }
 }
 
 /// `user-fault`: a user program reads an unmapped address; the kernel reports the fault

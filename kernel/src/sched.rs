@@ -422,9 +422,11 @@ fn reschedule(reason: Reason) {
     let (from, to) = unsafe { (&mut *from, &mut *to) };
     to.state = State::Running;
     Cpu::set_current_thread(to.id);
+    crate::bench::count_switch();
     if let Some(space) = to.process.as_ref().map(|process| process.space.lock())
         && let Some(space) = space.as_ref()
     {
+        crate::bench::count_space_switch();
         Cpu::activate(space);
     }
     // SAFETY: interrupts are masked (kernel invariant); `to.context` was made by

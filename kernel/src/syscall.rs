@@ -39,6 +39,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Some(Syscall::MemoryMap) => memory_map(arguments[0], arguments[1], arguments[2]),
         Some(Syscall::MemoryUnmap) => memory_unmap(arguments[0], arguments[1]),
         Some(Syscall::TestSleep) => test_sleep(arguments[0], arguments[1]),
+        Some(Syscall::BenchCounter) => abi::BenchCounter::from_number(arguments[0])
+            .map(crate::bench::counter)
+            .ok_or(Error::InvalidArgument),
         None => Err(Error::InvalidArgument),
     };
     match result {

@@ -60,6 +60,20 @@ pub enum Command {
     },
     /// Check formatting and run clippy with -D warnings on every crate for every target.
     Lint,
+    /// Boot the `bench` scenario under QEMU -icount shift=0 (release build), print guest
+    /// instructions per operation and the ratio to bench/baseline-<arch>.json, and write
+    /// target/bench/<arch>.json.
+    Bench {
+        #[arg(long, value_enum, default_value_t)]
+        arch: ArchChoice,
+        /// Samples per benchmark (after a warm-up), at most 2000.
+        #[arg(long, value_name = "N", default_value_t = crate::bench::DEFAULT_ITERATIONS,
+              value_parser = clap::value_parser!(u32).range(1..=2000))]
+        iterations: u32,
+        /// Rewrite bench/baseline-<arch>.json with this run's results.
+        #[arg(long)]
+        update_baseline: bool,
+    },
 }
 
 /// Options of `qemu-x86` and `qemu-aarch64`.
@@ -169,6 +183,14 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
         }
         Command::Lint => {
             check::lint(workspace)?;
+            Ok(0)
+        }
+        Command::Bench {
+            arch,
+            iterations,
+            update_baseline,
+        } => {
+            crate::bench::run(workspace, &arch.arches(), iterations, update_baseline)?;
             Ok(0)
         }
     }

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod bench;
 pub mod boot;
 pub mod check;
 pub mod cli;

@@ -71,6 +71,7 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod bench;
 mod boot;
 mod console;
 mod devicetree;
@@ -90,7 +91,7 @@ mod trap;
 mod upcall;
 
 use arch_api::{
-    EarlyError, EarlyInfo, ExitCode, FrameSource, InvalidRegisters, KernelStack, MapError,
+    Bench, EarlyError, EarlyInfo, ExitCode, FrameSource, InvalidRegisters, KernelStack, MapError,
     PageFlags, Paging, Platform, ProvokedTrap, SelfTest, Threads, TrapCause, UserAccessFault,
     UserRegisterWrite, UserRegisters,
 };
@@ -127,6 +128,20 @@ impl Platform for Cpu {
 
     fn backtrace(out: &mut dyn core::fmt::Write) -> core::fmt::Result {
         trap::backtrace_here(out)
+    }
+}
+
+impl Bench for Cpu {
+    fn enable_user_instruction_counter() -> bool {
+        bench::enable_user_instruction_counter()
+    }
+
+    fn instruction_clock() -> u64 {
+        bench::instruction_clock()
+    }
+
+    fn instruction_counter() -> u64 {
+        bench::instruction_counter()
     }
 }
 

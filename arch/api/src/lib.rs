@@ -377,6 +377,31 @@ pub trait SelfTest: Platform {
     }
 }
 
+/// Benchmark support (issue 10, `test=bench`): an instruction counter user programs can
+/// read, and a clock the core can read from its first instruction. Both count guest
+/// instructions only under QEMU `-icount shift=0`. Defaults: nothing available.
+pub trait Bench: Platform {
+    /// Make the counter `rt::counter` reads usable from user mode (x86_64: `rdtsc`, which
+    /// needs CR4.TSD clear; AArch64: PMU event 0x08, instructions retired, in event counter
+    /// 0, counting EL0 and EL1, with EL0 read access). Returns whether it is usable.
+    fn enable_user_instruction_counter() -> bool {
+        false
+    }
+
+    /// A free-running count that advances with guest instructions under `-icount shift=0`,
+    /// readable from kernel entry on (x86_64: the TSC, exact; AArch64: the virtual counter
+    /// scaled to nanoseconds, exact to its 16-instruction tick at 62.5 MHz). Default 0.
+    fn instruction_clock() -> u64 {
+        0
+    }
+
+    /// The counter user programs read, read in the kernel (exact; valid only after
+    /// [`Bench::enable_user_instruction_counter`] returned `true`). Default 0.
+    fn instruction_counter() -> u64 {
+        0
+    }
+}
+
 /// A thread's user registers as a register-write system call supplies them (issues 5 and
 /// 6: for `init`, debuggers and the hostile-entry tests). Added by the AArch64 helper in
 /// round 2; an architecture that does not implement [`UserRegisterWrite`] yet simply has

@@ -73,7 +73,7 @@ pub mod upcall;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use arch_api::{EarlyError, EarlyInfo, ExitCode, FrameSource, Platform};
+use arch_api::{Bench, EarlyError, EarlyInfo, ExitCode, FrameSource, Platform};
 
 use crate::features::{Cpuid, Feature};
 use crate::serial::arch_println;
@@ -204,6 +204,25 @@ fn print_summary(cpuid: &Cpuid, apic: &apic::Found, supervisor_only: bool) {
 
 /// The hardening features that are on (`FeatureList(true)`) or off, space-separated.
 struct FeatureList(bool);
+
+/// Benchmarks read the TSC: under QEMU `-icount shift=0` it advances by one per guest
+/// instruction (`rdpmc` is #UD under software emulation).
+impl Bench for Cpu {
+    fn enable_user_instruction_counter() -> bool {
+        // User `rdtsc` works while CR4.TSD is clear; the kernel never sets it.
+        !x86_64::registers::control::Cr4::read()
+            .contains(x86_64::registers::control::Cr4Flags::TIMESTAMP_DISABLE)
+    }
+
+    fn instruction_clock() -> u64 {
+        // SAFETY: `rdtsc` only reads the time-stamp counter (always allowed in ring 0).
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    fn instruction_counter() -> u64 {
+        Self::instruction_clock()
+    }
+}
 
 impl core::fmt::Display for FeatureList {
     fn fmt(&self, out: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

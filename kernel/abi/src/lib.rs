@@ -257,6 +257,38 @@ pub enum Syscall {
     /// pattern. Value: 0 when it held on the caller's own kernel stack, 1 when it changed,
     /// 2 when it was not on the caller's kernel stack. Harmless: bounded, no allocation.
     TestSleep = 7,
+    /// `bench_counter(which)`: one of the kernel's event counters ([`BenchCounter`]), for
+    /// benchmarks (issue 10). Reads only; an unknown selector returns
+    /// [`Error::InvalidArgument`]. Numbered apart from the lasting calls: it may change
+    /// with the benchmarks.
+    BenchCounter = 0x40,
+}
+
+/// The counters `bench_counter` reads: events on the kernel paths benchmarks measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum BenchCounter {
+    /// Timer interrupts taken (a sample with a tick inside its window is discarded).
+    Ticks = 0,
+    /// Thread switches (each saves and restores FPU state eagerly).
+    Switches = 1,
+    /// Address-space activations (CR3 / TTBR0_EL1 writes).
+    SpaceSwitches = 2,
+    /// Single-page TLB invalidations by the core (one per page unmapped).
+    TlbFlushes = 3,
+}
+
+impl BenchCounter {
+    /// The counter for a raw selector, if there is one.
+    pub const fn from_number(number: u64) -> Option<Self> {
+        Some(match number {
+            0 => Self::Ticks,
+            1 => Self::Switches,
+            2 => Self::SpaceSwitches,
+            3 => Self::TlbFlushes,
+            _ => return None,
+        })
+    }
 }
 
 /// The longest block `test_sleep` accepts, in timer ticks.
@@ -324,6 +356,7 @@ impl Syscall {
             5 => Self::MemoryMap,
             6 => Self::MemoryUnmap,
             7 => Self::TestSleep,
+            0x40 => Self::BenchCounter,
             _ => return None,
         })
     }

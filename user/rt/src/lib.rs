@@ -3,13 +3,15 @@
 //!
 //! Principles: the trap instruction (`syscall` / `svc #0`) appears once, in [`raw`]; every
 //! wrapper turns the kernel's two result registers into `Result<u64, abi::Error>`. The
-//! only other assembly is in [`fault`]: instructions the test suite executes on purpose to
-//! check that the kernel kills a faulting thread.
+//! only other assembly is in [`fault`] (instructions the test suite executes on purpose to
+//! check that the kernel kills a faulting thread) and [`counter`] (the one instruction
+//! that reads the benchmarks' instruction counter).
 //!
 //! Weak spots: printing goes through the kernel's debug log, not the console server (which
 //! arrives with issue 9); no allocator yet.
 #![no_std]
 
+pub mod counter;
 pub mod fault;
 pub mod fpu;
 pub mod print;
@@ -75,6 +77,14 @@ pub fn memory_unmap(address: u64, length: u64) -> Result<u64, Error> {
 /// [`abi::Syscall::TestSleep`]).
 pub fn test_sleep(ticks: u64, seed: u64) -> Result<u64, Error> {
     syscall(Syscall::TestSleep.number(), [ticks, seed, 0, 0, 0, 0])
+}
+
+/// Read one of the kernel's benchmark counters (`abi::BenchCounter`).
+pub fn bench_counter(which: abi::BenchCounter) -> Result<u64, Error> {
+    syscall(
+        Syscall::BenchCounter.number(),
+        [which as u64, 0, 0, 0, 0, 0],
+    )
 }
 
 /// End the calling thread with `code`.

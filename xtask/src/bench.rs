@@ -1,0 +1,401 @@
+//! `cargo xtask bench` (issue 10): boot the `bench` scenario under QEMU `-icount shift=0`,
+//! parse its `bench <name> min=… median=… max=… …` lines, print a table with the ratio of
+//! each median to the committed baseline (`bench/baseline-<arch>.json`), and write
+//! `target/bench/<arch>.json`.
+//!
+//! The JSON is written and read by hand (the format is fixed and tiny):
+//! `{"arch": …, "iterations": N, "benchmarks": [{"name": …, "unit": "instructions",
+//! "min": …, "median": …, "max": …}]}`. The reader only looks for each object's `"name"`
+//! and the `"median"` after it, which is all a comparison needs.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::boot::{self, BootOptions};
+use crate::loader::LoaderChoice;
+use crate::qemu::QemuOptions;
+use crate::{Arch, Context, Error, Profile, Result, Workspace, step};
+
+/// Samples per benchmark when `--iterations` is not given.
+pub const DEFAULT_ITERATIONS: u32 = 200;
+/// Benchmarks every run must report.
+pub const EXPECTED: &[&str] = &[
+    "null_syscall",
+    "yield",
+    "map_unmap",
+    "spawn",
+    "page_fault",
+    "boot_to_user",
+];
+
+/// One benchmark's line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Measurement {
+    pub name: String,
+    pub min: u64,
+    pub median: u64,
+    pub max: u64,
+    pub samples: u64,
+    pub discarded: u64,
+    /// The kernel events per operation as printed (`switches=1.00 …`), if any.
+    pub events: Vec<(String, String)>,
+}
+
+/// Parse `bench <name> min=… median=… max=… samples=… discarded=… [event=…]…`; `None`
+/// for any other line (including `bench: …` notes). Text before `bench ` is ignored.
+pub fn parse_line(line: &str) -> Option<Measurement> {
+    let at = line.find("bench ")?;
+    let mut words = line[at + "bench ".len()..].split_ascii_whitespace();
+    let name = words.next()?;
+    if name.contains('=') || name.ends_with(':') {
+        return None;
+    }
+    let mut measurement = Measurement {
+        name: name.to_owned(),
+        min: 0,
+        median: 0,
+        max: 0,
+        samples: 0,
+        discarded: 0,
+        events: Vec::new(),
+    };
+    let mut seen = 0;
+    for word in words {
+        let (key, value) = word.split_once('=')?;
+        let number = || value.parse::<u64>().ok();
+        match key {
+            "min" => (measurement.min, seen) = (number()?, seen | 1),
+            "median" => (measurement.median, seen) = (number()?, seen | 2),
+            "max" => (measurement.max, seen) = (number()?, seen | 4),
+            "samples" => measurement.samples = number()?,
+            "discarded" => measurement.discarded = number()?,
+            _ => measurement.events.push((key.to_owned(), value.to_owned())),
+        }
+    }
+    (seen == 7).then_some(measurement)
+}
+
+/// Escape `text` as a JSON string body (names are plain ASCII; this is for safety).
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The JSON document for one architecture's run.
+pub fn to_json(arch: Arch, iterations: u32, results: &[Measurement]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{{");
+    let _ = writeln!(out, "  \"arch\": {},", json_string(arch.name()));
+    let _ = writeln!(out, "  \"iterations\": {iterations},");
+    let _ = writeln!(out, "  \"benchmarks\": [");
+    for (index, result) in results.iter().enumerate() {
+        let comma = if index + 1 < results.len() { "," } else { "" };
+        let _ = writeln!(
+            out,
+            "    {{\"name\": {}, \"unit\": \"instructions\", \"min\": {}, \"median\": {}, \"max\": {}}}{comma}",
+            json_string(&result.name),
+            result.min,
+            result.median,
+            result.max
+        );
+    }
+    let _ = writeln!(out, "  ]");
+    let _ = writeln!(out, "}}");
+    out
+}
+
+/// Read `(name, median)` for every benchmark of a document [`to_json`] wrote.
+pub fn read_medians(json: &str) -> Result<Vec<(String, u64)>> {
+    let bad = |what: &str| Error::new(format!("baseline JSON: {what}"));
+    let mut medians = Vec::new();
+    let mut rest = json;
+    while let Some(at) = rest.find("\"name\"") {
+        rest = &rest[at + "\"name\"".len()..];
+        let rest_value = rest
+            .trim_start()
+            .strip_prefix(':')
+            .ok_or(bad("no ':' after \"name\""))?;
+        let rest_value = rest_value
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or(bad("a name is not a string"))?;
+        let end = rest_value.find('"').ok_or(bad("unterminated name"))?;
+        let name = rest_value[..end].to_owned();
+        rest = &rest_value[end + 1..];
+        let object_end = rest.find('}').unwrap_or(rest.len());
+        let object = &rest[..object_end];
+        let at = object
+            .find("\"median\"")
+            .ok_or_else(|| bad(&format!("{name} has no median")))?;
+        let value = object[at + "\"median\"".len()..]
+            .trim_start()
+            .strip_prefix(':')
+            .ok_or(bad("no ':' after \"median\""))?
+            .trim_start();
+        let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+        let median = digits
+            .parse()
+            .map_err(|_| bad(&format!("{name}'s median is not a number")))?;
+        medians.push((name, median));
+        rest = &rest[object_end..];
+    }
+    Ok(medians)
+}
+
+/// The table printed for one architecture; `baseline` gives the ratio column.
+pub fn table(arch: Arch, results: &[Measurement], baseline: Option<&[(String, u64)]>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{arch}: guest instructions per operation (QEMU -icount shift=0)"
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:>10} {:>10} {:>10} {:>9} {:>9}  kernel events per operation",
+        "benchmark", "min", "median", "max", "ratio", "discarded"
+    );
+    for result in results {
+        let ratio = baseline
+            .and_then(|baseline| baseline.iter().find(|(name, _)| *name == result.name))
+            .map_or_else(
+                || "-".to_owned(),
+                |(_, median)| {
+                    if *median == 0 {
+                        "-".to_owned()
+                    } else {
+                        format!("{:.2}", result.median as f64 / *median as f64)
+                    }
+                },
+            );
+        let events = result
+            .events
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            out,
+            "{:<14} {:>10} {:>10} {:>10} {:>9} {:>9}  {events}",
+            result.name, result.min, result.median, result.max, ratio, result.discarded
+        );
+    }
+    out
+}
+
+/// The results file of one run.
+pub fn results_path(workspace: &Workspace, arch: Arch) -> PathBuf {
+    workspace
+        .target_dir()
+        .join("bench")
+        .join(format!("{arch}.json"))
+}
+
+/// The committed baseline.
+pub fn baseline_path(workspace: &Workspace, arch: Arch) -> PathBuf {
+    workspace
+        .root()
+        .join("bench")
+        .join(format!("baseline-{arch}.json"))
+}
+
+/// Boot the `bench` scenario on `arch` and return its measurements.
+pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec<Measurement>> {
+    let mut qemu = QemuOptions::new(arch);
+    qemu.capture = true;
+    qemu.echo = false;
+    qemu.timeout = Some(Duration::from_secs(1200));
+    qemu.extra_args = vec!["-icount".to_owned(), "shift=0".to_owned()];
+    let options = BootOptions {
+        profile: Profile::Release,
+        loader: LoaderChoice::Auto,
+        cmdline: format!("test=bench iterations={iterations}"),
+        image: Some(
+            workspace
+                .images_dir()
+                .join(format!("keel-{arch}-bench.img")),
+        ),
+        build: true,
+        qemu,
+    };
+    step(format_args!(
+        "{arch}: booting test=bench with -icount shift=0 ({iterations} iterations)…"
+    ));
+    let outcome = boot::boot(workspace, &options)?;
+    let show_tail = || {
+        for line in outcome.lines.iter().rev().take(20).rev() {
+            eprintln!("  | {line}");
+        }
+    };
+    match outcome.ending.clone().into_result() {
+        Ok(0) => {}
+        Ok(code) => {
+            show_tail();
+            return Err(Error::new(format!(
+                "{arch}: the bench scenario failed (exit code {code}); its last lines are above"
+            )));
+        }
+        Err(error) => {
+            show_tail();
+            return Err(error);
+        }
+    }
+    let results: Vec<Measurement> = outcome
+        .lines
+        .iter()
+        .filter_map(|line| parse_line(line))
+        .collect();
+    for name in EXPECTED {
+        if !results.iter().any(|result| result.name == *name) {
+            show_tail();
+            return Err(Error::new(format!(
+                "{arch}: the bench scenario printed no `bench {name} …` line"
+            )));
+        }
+    }
+    Ok(results)
+}
+
+/// `cargo xtask bench`.
+pub fn run(
+    workspace: &Workspace,
+    arches: &[Arch],
+    iterations: u32,
+    update_baseline: bool,
+) -> Result<()> {
+    for &arch in arches {
+        let results = measure(workspace, arch, iterations)?;
+        let json = to_json(arch, iterations, &results);
+        let path = results_path(workspace, arch);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&path, &json).context(|| format!("cannot write {}", path.display()))?;
+        let baseline_file = baseline_path(workspace, arch);
+        let baseline = match std::fs::read_to_string(&baseline_file) {
+            Ok(text) => Some(read_medians(&text).map_err(|error| {
+                Error::new(format!("{}: {}", baseline_file.display(), error.message()))
+            })?),
+            Err(_) => None,
+        };
+        print!("{}", table(arch, &results, baseline.as_deref()));
+        step(format_args!("wrote {}", path.display()));
+        if baseline.is_none() && !update_baseline {
+            step(format_args!(
+                "no baseline at {} (write one with --update-baseline)",
+                baseline_file.display()
+            ));
+        }
+        if update_baseline {
+            if let Some(dir) = baseline_file.parent() {
+                std::fs::create_dir_all(dir)
+                    .context(|| format!("cannot create {}", dir.display()))?;
+            }
+            std::fs::write(&baseline_file, &json)
+                .context(|| format!("cannot write {}", baseline_file.display()))?;
+            step(format_args!(
+                "baseline updated: {}",
+                baseline_file.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str, median: u64) -> Measurement {
+        Measurement {
+            name: name.to_owned(),
+            min: median - 1,
+            median,
+            max: median + 1,
+            samples: 10,
+            discarded: 0,
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn parses_bench_lines() {
+        let line = "bench yield min=395 median=396 max=401 samples=200 discarded=3 switches=1.00 space_switches=1.00 tlb_flushes=0.00";
+        let result = parse_line(line).unwrap();
+        assert_eq!(result.name, "yield");
+        assert_eq!((result.min, result.median, result.max), (395, 396, 401));
+        assert_eq!((result.samples, result.discarded), (200, 3));
+        assert_eq!(result.events.len(), 3);
+        assert_eq!(result.events[0], ("switches".to_owned(), "1.00".to_owned()));
+        // Firmware leftovers before the kernel's text are ignored.
+        let prefixed = parse_line("\u{1b}[0mbench spawn min=1 median=2 max=3").unwrap();
+        assert_eq!(prefixed.name, "spawn");
+    }
+
+    #[test]
+    fn ignores_other_lines() {
+        assert_eq!(parse_line("bench: empty measurement 3 instructions"), None);
+        assert_eq!(parse_line("bench done"), None);
+        assert_eq!(parse_line("bench yield min=1 max=2"), None);
+        assert_eq!(parse_line("bench yield min=x median=1 max=2"), None);
+        assert_eq!(parse_line("bench yield min=1 median=1 max=2 junk"), None);
+        assert_eq!(parse_line("keel: hello"), None);
+    }
+
+    #[test]
+    fn json_round_trips_medians() {
+        let results = [sample("null_syscall", 159), sample("yield", 395)];
+        let json = to_json(Arch::X86_64, 200, &results);
+        assert!(json.contains("\"arch\": \"x86_64\""));
+        assert!(json.contains("\"iterations\": 200"));
+        assert!(json.contains(
+            "{\"name\": \"yield\", \"unit\": \"instructions\", \"min\": 394, \"median\": 395, \"max\": 396}"
+        ));
+        assert_eq!(
+            read_medians(&json).unwrap(),
+            [("null_syscall".to_owned(), 159), ("yield".to_owned(), 395)]
+        );
+    }
+
+    #[test]
+    fn reads_compact_json_and_rejects_broken() {
+        let compact = r#"{"arch":"aarch64","iterations":5,"benchmarks":[{"median":7,"name":"a","unit":"instructions"},{"name":"b","median":9}]}"#;
+        // `median` before `name` in the same object is not found by this reader: the
+        // format [`to_json`] writes puts it after.
+        assert!(read_medians(compact).is_err());
+        let ordered = r#"{"benchmarks":[{"name":"a","median":7},{"name":"b","median":9}]}"#;
+        assert_eq!(
+            read_medians(ordered).unwrap(),
+            [("a".to_owned(), 7), ("b".to_owned(), 9)]
+        );
+        assert!(read_medians(r#"{"benchmarks":[{"name":"a"}]}"#).is_err());
+        assert!(read_medians(r#"{"benchmarks":[{"name":"a","median":"x"}]}"#).is_err());
+    }
+
+    #[test]
+    fn table_shows_ratio_to_baseline() {
+        let results = [sample("yield", 400), sample("spawn", 50)];
+        let baseline = [("yield".to_owned(), 200)];
+        let text = table(Arch::Aarch64, &results, Some(&baseline));
+        let yield_row = text.lines().find(|line| line.starts_with("yield")).unwrap();
+        assert!(yield_row.contains(" 2.00 "), "{yield_row}");
+        let spawn_row = text.lines().find(|line| line.starts_with("spawn")).unwrap();
+        assert!(spawn_row.contains(" - "), "{spawn_row}");
+    }
+
+    #[test]
+    fn json_escapes_strings() {
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}
