@@ -1,0 +1,51 @@
+//! The kernel suite at the memory sizes issue 7 names: 128 MiB (little room for the frame
+//! allocator's storage, the heap and 1,000 address spaces) and 4 GiB (memory above 4 GiB in
+//! the map, so the frame allocator must span it). One boot per size and architecture.
+#![forbid(unsafe_code)]
+
+use tests::{Arch, Ending, boot, expect_ending, expect_line, number_after, options, selected};
+
+fn kernel_suite_with_memory(arch: Arch, size: &str, least_usable_mib: u64) {
+    if !selected(arch, &format!("kernel suite with --mem {size} on {arch}")) {
+        return;
+    }
+    let mut options = options(arch, &format!("kernel-mem-{size}"), "test=kernel");
+    options.qemu.mem = size.to_owned();
+    let outcome = boot(&options);
+    let (_, memory) = expect_line(&outcome, "memory: ");
+    let usable = number_after(memory, "memory: ").expect("usable MiB in the memory line");
+    assert!(
+        usable >= least_usable_mib,
+        "{memory:?}: expected at least {least_usable_mib} MiB usable"
+    );
+    for line in &outcome.lines {
+        assert!(
+            !line.contains("not ok"),
+            "a test failed: {line}\n{}",
+            outcome.lines.join("\n")
+        );
+    }
+    let (_, summary) = expect_line(&outcome, " passed, ");
+    assert!(summary.trim_end().ends_with(" 0 failed"), "{summary:?}");
+    expect_ending(&outcome, &Ending::Exit(0));
+}
+
+#[test]
+fn kernel_suite_128m_x86_64() {
+    kernel_suite_with_memory(Arch::X86_64, "128M", 64);
+}
+
+#[test]
+fn kernel_suite_128m_aarch64() {
+    kernel_suite_with_memory(Arch::Aarch64, "128M", 64);
+}
+
+#[test]
+fn kernel_suite_4g_x86_64() {
+    kernel_suite_with_memory(Arch::X86_64, "4G", 3_900);
+}
+
+#[test]
+fn kernel_suite_4g_aarch64() {
+    kernel_suite_with_memory(Arch::Aarch64, "4G", 3_900);
+}
