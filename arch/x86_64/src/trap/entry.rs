@@ -93,66 +93,10 @@ global_asm!(
     ".endr",
     ".popsection",
     //
-    // ---- the normal path ----
-    // The common code lives in another section so the stubs' jumps are never relaxed to a
-    // size the `.fill` above did not expect.
-    ".pushsection .text.keel_x86_trap_common, \"ax\", @progbits",
-    ".balign 16",
-    "keel_x86_trap_normal:",
-    "    testb $3, {cs_above_vector}(%rsp)",    // saved CS.RPL == 3 (came from user mode)?
-    "    jz 1f",
-    "    swapgs",                               //   then GS base := this CPU's block
-    "1:",
-    "    subq ${vector}, %rsp",                 // room for the GPRs below `vector`
-    "    movq %rax, {rax}(%rsp)",               // frame.rax = rax
-    "    movq %rbx, {rbx}(%rsp)",               // frame.rbx = rbx
-    "    movq %rcx, {rcx}(%rsp)",               // …
-    "    movq %rdx, {rdx}(%rsp)",
-    "    movq %rsi, {rsi}(%rsp)",
-    "    movq %rdi, {rdi}(%rsp)",
-    "    movq %rbp, {rbp}(%rsp)",
-    "    movq %r8, {r8}(%rsp)",
-    "    movq %r9, {r9}(%rsp)",
-    "    movq %r10, {r10}(%rsp)",
-    "    movq %r11, {r11}(%rsp)",
-    "    movq %r12, {r12}(%rsp)",
-    "    movq %r13, {r13}(%rsp)",
-    "    movq %r14, {r14}(%rsp)",
-    "    movq %r15, {r15}(%rsp)",
-    "    pushq $2",                             // RFLAGS := reserved bit 1 only:
-    "    popfq",                                //   DF = AC = TF = NT = IF = 0
-    "    movq %rsp, %rdi",                      // dispatch(frame: &mut TrapFrame)
-    "    call {dispatch}",
-    ".globl keel_x86_trap_return",
-    "keel_x86_trap_return:",                    // RSP = &TrapFrame
-    "    movq {r15}(%rsp), %r15",               // r15 = frame.r15
-    "    movq {r14}(%rsp), %r14",               // …
-    "    movq {r13}(%rsp), %r13",
-    "    movq {r12}(%rsp), %r12",
-    "    movq {r11}(%rsp), %r11",
-    "    movq {r10}(%rsp), %r10",
-    "    movq {r9}(%rsp), %r9",
-    "    movq {r8}(%rsp), %r8",
-    "    movq {rbp}(%rsp), %rbp",
-    "    movq {rdi}(%rsp), %rdi",
-    "    movq {rsi}(%rsp), %rsi",
-    "    movq {rdx}(%rsp), %rdx",
-    "    movq {rcx}(%rsp), %rcx",
-    "    movq {rbx}(%rsp), %rbx",
-    "    movq {rax}(%rsp), %rax",
-    "    addq ${rip}, %rsp",                    // RSP = &frame.rip (the hardware frame)
-    "    testb $3, {cs_above_rip}(%rsp)",       // returning to user mode?
-    "    jz 2f",
-    "    swapgs",                               //   then GS base := the user's
-    "2:",
-    "    iretq",
-    //
-    // ---- the paranoid path (NMI, #MC, #DB, #DF on their IST stacks) ----
-    ".balign 16",
-    "keel_x86_trap_paranoid:",
-    "    subq ${vector}, %rsp",                 // room for the GPRs below `vector`
-    "    movq %rax, {rax}(%rsp)",               // frame.rax = rax
-    "    movq %rbx, {rbx}(%rsp)",               // …
+    // ---- the general-purpose registers, saved and restored the same way on both paths ----
+    ".macro keel_save_gprs",                // frame.<reg> = <reg>, for every GPR but RSP
+    "    movq %rax, {rax}(%rsp)",
+    "    movq %rbx, {rbx}(%rsp)",
     "    movq %rcx, {rcx}(%rsp)",
     "    movq %rdx, {rdx}(%rsp)",
     "    movq %rsi, {rsi}(%rsp)",
@@ -166,6 +110,56 @@ global_asm!(
     "    movq %r13, {r13}(%rsp)",
     "    movq %r14, {r14}(%rsp)",
     "    movq %r15, {r15}(%rsp)",
+    ".endm",
+    ".macro keel_restore_gprs",             // <reg> = frame.<reg>, in reverse order
+    "    movq {r15}(%rsp), %r15",
+    "    movq {r14}(%rsp), %r14",
+    "    movq {r13}(%rsp), %r13",
+    "    movq {r12}(%rsp), %r12",
+    "    movq {r11}(%rsp), %r11",
+    "    movq {r10}(%rsp), %r10",
+    "    movq {r9}(%rsp), %r9",
+    "    movq {r8}(%rsp), %r8",
+    "    movq {rbp}(%rsp), %rbp",
+    "    movq {rdi}(%rsp), %rdi",
+    "    movq {rsi}(%rsp), %rsi",
+    "    movq {rdx}(%rsp), %rdx",
+    "    movq {rcx}(%rsp), %rcx",
+    "    movq {rbx}(%rsp), %rbx",
+    "    movq {rax}(%rsp), %rax",
+    ".endm",
+    //
+    // ---- the normal path ----
+    // The common code lives in another section so the stubs' jumps are never relaxed to a
+    // size the `.fill` above did not expect.
+    ".pushsection .text.keel_x86_trap_common, \"ax\", @progbits",
+    ".balign 16",
+    "keel_x86_trap_normal:",
+    "    testb $3, {cs_above_vector}(%rsp)",    // saved CS.RPL == 3 (came from user mode)?
+    "    jz 1f",
+    "    swapgs",                               //   then GS base := this CPU's block
+    "1:",
+    "    subq ${vector}, %rsp",                 // room for the GPRs below `vector`
+    "    keel_save_gprs",                       // frame.rax..r15 = rax..r15
+    "    pushq $2",                             // RFLAGS := reserved bit 1 only:
+    "    popfq",                                //   DF = AC = TF = NT = IF = 0
+    "    movq %rsp, %rdi",                      // dispatch(frame: &mut TrapFrame)
+    "    call {dispatch}",
+    ".globl keel_x86_trap_return",
+    "keel_x86_trap_return:",                    // RSP = &TrapFrame
+    "    keel_restore_gprs",                    // rax..r15 = frame.rax..r15
+    "    addq ${rip}, %rsp",                    // RSP = &frame.rip (the hardware frame)
+    "    testb $3, {cs_above_rip}(%rsp)",       // returning to user mode?
+    "    jz 2f",
+    "    swapgs",                               //   then GS base := the user's
+    "2:",
+    "    iretq",
+    //
+    // ---- the paranoid path (NMI, #MC, #DB, #DF on their IST stacks) ----
+    ".balign 16",
+    "keel_x86_trap_paranoid:",
+    "    subq ${vector}, %rsp",                 // room for the GPRs below `vector`
+    "    keel_save_gprs",                       // frame.rax..r15 = rax..r15
     "    pushq $2",                             // RFLAGS := reserved bit 1 only
     "    popfq",
     "    movl ${gs_base_msr}, %ecx",            // edx:eax = IA32_GS_BASE
@@ -189,24 +183,12 @@ global_asm!(
     "    jz 4f",
     "    swapgs",                               //   then restore the interrupted GS base
     "4:",
-    "    movq {r15}(%rsp), %r15",               // r15 = frame.r15
-    "    movq {r14}(%rsp), %r14",               // …
-    "    movq {r13}(%rsp), %r13",
-    "    movq {r12}(%rsp), %r12",
-    "    movq {r11}(%rsp), %r11",
-    "    movq {r10}(%rsp), %r10",
-    "    movq {r9}(%rsp), %r9",
-    "    movq {r8}(%rsp), %r8",
-    "    movq {rbp}(%rsp), %rbp",
-    "    movq {rdi}(%rsp), %rdi",
-    "    movq {rsi}(%rsp), %rsi",
-    "    movq {rdx}(%rsp), %rdx",
-    "    movq {rcx}(%rsp), %rcx",
-    "    movq {rbx}(%rsp), %rbx",
-    "    movq {rax}(%rsp), %rax",
+    "    keel_restore_gprs",                    // rax..r15 = frame.rax..r15
     "    addq ${rip}, %rsp",                    // RSP = &frame.rip
     "    iretq",
     ".popsection",
+    ".purgem keel_save_gprs",
+    ".purgem keel_restore_gprs",
     error_code_mask = const vector::ERROR_CODE_MASK,
     paranoid_mask = const vector::PARANOID_MASK,
     stub_size = const STUB_SIZE,
