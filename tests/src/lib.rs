@@ -147,6 +147,18 @@ pub fn expect_line<'a>(outcome: &'a Outcome, prefix: &str) -> (usize, &'a str) {
         })
 }
 
+/// Assert that no suite line reports a failure (`not ok …`, DESIGN.md §8), showing the whole
+/// serial output when one does.
+pub fn expect_no_failed_test(outcome: &Outcome) {
+    for line in &outcome.lines {
+        assert!(
+            !line.contains("not ok"),
+            "a test failed: {line}\n{}",
+            outcome.lines.join("\n")
+        );
+    }
+}
+
 /// Assert how the run ended, showing the serial output when it is not as expected.
 pub fn expect_ending(outcome: &Outcome, expected: &Ending) {
     assert_eq!(

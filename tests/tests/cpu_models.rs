@@ -5,16 +5,12 @@
 //! One boot per case.
 #![forbid(unsafe_code)]
 
-use tests::{Arch, Ending, boot, expect_ending, expect_line, options, selected};
+use tests::{
+    Arch, Ending, boot, expect_ending, expect_line, expect_no_failed_test, options, selected,
+};
 
 fn no_failures(outcome: &tests::Outcome) {
-    for line in &outcome.lines {
-        assert!(
-            !line.contains("not ok"),
-            "a test failed: {line}\n{}",
-            outcome.lines.join("\n")
-        );
-    }
+    expect_no_failed_test(outcome);
     let summary = outcome
         .lines
         .iter()

@@ -3,7 +3,9 @@
 //! preemption, the frame allocator, kernel stacks and the heap. One boot per architecture.
 #![forbid(unsafe_code)]
 
-use tests::{Arch, Ending, boot, expect_ending, expect_line, options, selected};
+use tests::{
+    Arch, Ending, boot, expect_ending, expect_line, expect_no_failed_test, options, selected,
+};
 
 /// Every test the suite must report as passed, by the start of its `ok` line.
 const EXPECTED: &[&str] = &[
@@ -28,13 +30,7 @@ fn kernel_suite(arch: Arch) {
         return;
     }
     let outcome = boot(&options(arch, "kernel", "test=kernel"));
-    for line in &outcome.lines {
-        assert!(
-            !line.contains("not ok"),
-            "a test failed: {line}\n{}",
-            outcome.lines.join("\n")
-        );
-    }
+    expect_no_failed_test(&outcome);
     for expected in EXPECTED {
         let (_, line) = expect_line(&outcome, expected);
         assert!(line.starts_with("ok "), "{line:?}");

@@ -3,7 +3,10 @@
 //! the map, so the frame allocator must span it). One boot per size and architecture.
 #![forbid(unsafe_code)]
 
-use tests::{Arch, Ending, boot, expect_ending, expect_line, number_after, options, selected};
+use tests::{
+    Arch, Ending, boot, expect_ending, expect_line, expect_no_failed_test, number_after, options,
+    selected,
+};
 
 fn kernel_suite_with_memory(arch: Arch, size: &str, least_usable_mib: u64) {
     if !selected(arch, &format!("kernel suite with --mem {size} on {arch}")) {
@@ -18,13 +21,7 @@ fn kernel_suite_with_memory(arch: Arch, size: &str, least_usable_mib: u64) {
         usable >= least_usable_mib,
         "{memory:?}: expected at least {least_usable_mib} MiB usable"
     );
-    for line in &outcome.lines {
-        assert!(
-            !line.contains("not ok"),
-            "a test failed: {line}\n{}",
-            outcome.lines.join("\n")
-        );
-    }
+    expect_no_failed_test(&outcome);
     let (_, summary) = expect_line(&outcome, " passed, ");
     assert!(summary.trim_end().ends_with(" 0 failed"), "{summary:?}");
     expect_ending(&outcome, &Ending::Exit(0));

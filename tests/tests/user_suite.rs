@@ -4,7 +4,9 @@
 //! process while the kernel keeps running. One boot per architecture.
 #![forbid(unsafe_code)]
 
-use tests::{Arch, Ending, boot, expect_ending, expect_line, options, selected};
+use tests::{
+    Arch, Ending, boot, expect_ending, expect_line, expect_no_failed_test, options, selected,
+};
 
 const EXPECTED: &[&str] = &[
     "ok user null syscall round trip",
@@ -54,13 +56,7 @@ fn user_suite(arch: Arch) {
         return;
     }
     let outcome = boot(&options(arch, "user", "test=user"));
-    for line in &outcome.lines {
-        assert!(
-            !line.contains("not ok"),
-            "a test failed: {line}\n{}",
-            outcome.lines.join("\n")
-        );
-    }
+    expect_no_failed_test(&outcome);
     let (hello, _) = expect_line(&outcome, "testsuite: hello from user mode");
     let (good, _) = expect_line(&outcome, "ok user debug_write good pointer");
     assert!(hello < good, "the debug_write text comes before its result");
