@@ -74,6 +74,8 @@ pub struct Process {
     ending_kind: AtomicU32,
     exit_code: AtomicI64,
     fault: Mutex<Option<TrapCause>>,
+    /// Its capabilities and object quota (issue 8).
+    pub caps: crate::object::CapSpace,
 }
 
 // SAFETY: the address space is reached only under its lock, and the kernel runs on one CPU
@@ -200,7 +202,18 @@ impl Process {
         }
     }
 
+    /// The frame behind `page` if `memory_map` made it (an IPC buffer candidate).
+    pub fn anonymous_frame(&self, page: u64) -> Option<u64> {
+        self.frames
+            .lock()
+            .iter()
+            .find(|user_page| user_page.page == page && user_page.anonymous)
+            .map(|user_page| user_page.frame)
+    }
+
     fn teardown(&self) {
+        // Capabilities first: dropping them may close endpoints and wake other threads.
+        self.caps.clear();
         // Nothing may run on this address space any more; make sure the CPU is not still
         // walking its tables before they are freed.
         activate_kernel_only();
@@ -263,6 +276,7 @@ pub fn spawn_from_image(
         ending_kind: AtomicU32::new(0),
         exit_code: AtomicI64::new(0),
         fault: Mutex::new(None),
+        caps: crate::object::CapSpace::new(),
     });
     if let Err(error) = populate(&process, file, &image) {
         process.teardown();

@@ -133,6 +133,8 @@ const TOUCH_AFTER_UNMAP: u64 = 9;
 const SECOND_PRIVILEGED_INSTRUCTION: u64 = 10;
 const BLOCKED_SYSCALL: u64 = 11;
 const HOSTILE_RESUME: u64 = 12;
+const IPC_SERVER: u64 = 13;
+const IPC_CLIENT: u64 = 14;
 /// `testsuite`'s exit code for [`FPU_CHECK`] on a CPU without upper vector halves.
 const NO_UPPER_HALVES: i64 = 0x7a;
 /// `testsuite`'s exit code where [`SVE_INSTRUCTION`] does not apply.
@@ -157,6 +159,73 @@ fn run_testsuite(argument: u64) -> Result<Ending, &'static str> {
     }
 }
 
+/// Issue 8: `testsuite` as IPC server and as client, one process each, sharing an
+/// endpoint the kernel creates. Capabilities pre-installed (user/testsuite/src/ipc.rs has
+/// the table): slot 0 of both, the endpoint (server `READ WRITE GRANT`, client
+/// `WRITE CALL GRANT`); client slot 1 the server's process (`CONTROL`), slot 2 the
+/// `testsuite` boot module (`READ MAP`). The client prints one line per test and exits
+/// with the counts; the server exits when told to (leaving the client's last call
+/// unanswered: `PeerDied`).
+fn ipc_suite(suite: &mut Suite) {
+    use crate::object::{Endpoint, EndpointCap, MemoryRegion, Object};
+    use abi::Rights;
+    let endpoint = Endpoint::new(None);
+    let Ok(server) = process::spawn_from_module("testsuite", IPC_SERVER) else {
+        suite.check(
+            "user ipc suite ran to its end",
+            Err("cannot load testsuite"),
+        );
+        return;
+    };
+    // The new threads have not run yet (this thread does not yield before the sleep
+    // below), so these are the first capabilities in each table: slots 0, 1, 2.
+    let installed = server.caps.insert(
+        Object::Endpoint(EndpointCap::new(endpoint.clone(), 0)),
+        Rights::READ | Rights::WRITE | Rights::GRANT,
+    );
+    let Ok(client) = process::spawn_from_module("testsuite", IPC_CLIENT) else {
+        suite.check(
+            "user ipc suite ran to its end",
+            Err("cannot load testsuite"),
+        );
+        return;
+    };
+    let installed = installed.and_then(|_| {
+        client.caps.insert(
+            Object::Endpoint(EndpointCap::new(endpoint, 0)),
+            Rights::WRITE | Rights::CALL | Rights::GRANT,
+        )?;
+        client
+            .caps
+            .insert(Object::Process(server.clone()), Rights::CONTROL)?;
+        let module = MemoryRegion::boot_module("testsuite").ok_or(abi::Error::InvalidArgument)?;
+        client
+            .caps
+            .insert(Object::Memory(module), Rights::READ | Rights::MAP)
+    });
+    if installed.is_err() {
+        suite.check("user ipc capabilities installed", Err("an insert failed"));
+    }
+    let deadline = upcall::ticks() + 120 * u64::from(TIMER_HZ);
+    while client.ending() == Ending::Running && upcall::ticks() < deadline {
+        sched::sleep(1);
+    }
+    match client.ending() {
+        // why: the client encodes `passed << 16 | failed` like the suite.
+        Ending::Exited(code) if code >= 0 => suite.add((code >> 16) as u32, (code & 0xffff) as u32),
+        Ending::Running => suite.check("user ipc suite ran to its end", Err("timed out")),
+        _ => suite.check("user ipc suite ran to its end", Err("the client died")),
+    }
+    suite.check(
+        "user ipc server exited when told to",
+        match server.ending() {
+            Ending::Exited(0) => Ok(()),
+            Ending::Running => Err("still running"),
+            _ => Err("it died or exited badly"),
+        },
+    );
+}
+
 /// A faulting `testsuite` run: its test name, argument, and the causes that count.
 type FaultCase = (&'static str, u64, fn(TrapCause) -> bool);
 
@@ -172,6 +241,7 @@ fn user_suite(_: usize) {
         Ok(_) => suite.check("user suite ran to its end", Err("it died or exited badly")),
         Err(why) => suite.check("user suite ran to its end", Err(why)),
     }
+    ipc_suite(&mut suite);
     match fpu_survives_preemption() {
         Ok(true) => suite.check(
             "user FPU state survives preemption (upper vector halves too: ymm / q)",

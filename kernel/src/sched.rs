@@ -331,8 +331,20 @@ fn make_ready(scheduler: &mut Scheduler, id: usize) {
     let _ = scheduler.queue.enqueue(id, priority);
 }
 
+/// Make blocked thread `id` ready (IPC wake-up). Nothing happens to a thread that is not
+/// blocked.
+pub fn wake(id: usize) {
+    with(|scheduler| make_ready(scheduler, id));
+}
+
+/// The process of thread `id`, if it is a user thread.
+pub fn process_of(id: usize) -> Option<Arc<Process>> {
+    with(|scheduler| scheduler.thread(id)?.process.clone())
+}
+
 /// End the running thread. Its stack is freed by the next thread to run.
 pub fn exit_current() -> ! {
+    crate::ipc::thread_exiting(current());
     reschedule(Reason::Exit);
     unreachable!("a dead thread was resumed");
 }
@@ -432,6 +444,69 @@ fn reschedule(reason: Reason) {
     // SAFETY: interrupts are masked (kernel invariant); `to.context` was made by
     // `prepare_context` or saved by an earlier switch, for the thread whose kernel stack
     // is `to.stack`; one CPU.
+    unsafe {
+        Cpu::switch(
+            &mut from.context,
+            &mut from.fpu,
+            &to.context,
+            &to.fpu,
+            to.stack,
+        )
+    };
+    after_switch();
+}
+
+/// IPC hand-off (issue 8): block the running thread and run the blocked thread `next`
+/// in its place at once, without the run queue (its message is already in its frame).
+/// The address space is switched only when `next` is in another process. Falls back to
+/// waking `next` and blocking when `next` is not blocked. Returns when the running thread
+/// is woken again.
+pub fn switch_to(next: usize) {
+    let switched = {
+        let mut shared = SCHEDULER.lock();
+        let scheduler = shared.0.as_mut().expect("scheduler not initialized");
+        let current = scheduler.current;
+        let ready = next != current
+            && scheduler
+                .thread(next)
+                .is_some_and(|thread| thread.state == State::Blocked);
+        match (ready, scheduler.thread(current)) {
+            (true, Some(thread)) => {
+                thread.state = State::Blocked;
+                let from: *mut Thread = thread;
+                scheduler.current = next;
+                let to: *mut Thread = scheduler.thread(next).expect("checked above");
+                Some((from, to))
+            }
+            _ => None,
+        }
+    };
+    let Some((from, to)) = switched else {
+        wake(next);
+        block();
+        return;
+    };
+    // SAFETY: as in `reschedule`: both threads are boxed in the table; `from` is the
+    // running thread (blocked now, so not freed) and `to` was blocked, not running, so
+    // nothing else touches either while the lock is released.
+    let (from, to) = unsafe { (&mut *from, &mut *to) };
+    to.state = State::Running;
+    Cpu::set_current_thread(to.id);
+    crate::bench::count_switch();
+    let same_space = match (&from.process, &to.process) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    };
+    if !same_space
+        && let Some(space) = to.process.as_ref().map(|process| process.space.lock())
+        && let Some(space) = space.as_ref()
+    {
+        crate::bench::count_space_switch();
+        Cpu::activate(space);
+    }
+    // SAFETY: interrupts are masked (kernel invariant); `to.context` was saved by an
+    // earlier switch (it was blocked), for the thread whose kernel stack is `to.stack`;
+    // one CPU.
     unsafe {
         Cpu::switch(
             &mut from.context,

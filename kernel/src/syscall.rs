@@ -15,8 +15,12 @@ use abi::{
 };
 use arch_api::{Paging, TrapFrame as _, USER_END, USER_START, UserRegisterWrite};
 
+use crate::object::{Endpoint, EndpointCap, Notification, Object};
+use crate::process::Process;
 use crate::thread::TrapFrame;
-use crate::{Cpu, sched};
+use crate::{Cpu, ipc, sched};
+use abi::{Handle, Rights};
+use alloc::sync::Arc;
 
 /// Decode, run, and write the results of the system call in `frame`.
 pub fn dispatch(frame: &mut TrapFrame) {
@@ -39,6 +43,23 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Some(Syscall::MemoryMap) => memory_map(arguments[0], arguments[1], arguments[2]),
         Some(Syscall::MemoryUnmap) => memory_unmap(arguments[0], arguments[1]),
         Some(Syscall::TestSleep) => test_sleep(arguments[0], arguments[1]),
+        Some(Syscall::CapCopy) => cap_copy(arguments[0], arguments[1]),
+        Some(Syscall::CapDelete) => cap_delete(arguments[0]),
+        Some(Syscall::CapMint) => cap_mint(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::CapIdentify) => cap_identify(arguments[0]),
+        Some(Syscall::EndpointCreate) => object_create(true),
+        Some(Syscall::NotificationCreate) => object_create(false),
+        // The IPC calls write their own result registers (abi::ipc), often into the frame
+        // of a thread that was blocked.
+        Some(Syscall::Send) => return ipc::send(frame, false),
+        Some(Syscall::Call) => return ipc::send(frame, true),
+        Some(Syscall::Recv) => return ipc::recv(frame),
+        Some(Syscall::Reply) => return ipc::reply(frame),
+        Some(Syscall::ReplyRecv) => return ipc::reply_recv(frame),
+        Some(Syscall::Wait) => return ipc::wait(frame),
+        Some(Syscall::Signal) => ipc::signal(arguments[0], arguments[1]),
+        Some(Syscall::Poll) => ipc::poll(arguments[0]),
+        Some(Syscall::IpcBufferSet) => ipc::buffer_set(arguments[0]),
         Some(Syscall::BenchCounter) => abi::BenchCounter::from_number(arguments[0])
             .map(crate::bench::counter)
             .ok_or(Error::InvalidArgument),
@@ -48,6 +69,61 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Ok(value) => frame.set_syscall_results(0, value),
         Err(error) => frame.set_syscall_results(u64::from(error.code()), 0),
     }
+}
+
+/// The rights in a `rights_mask` argument: reserved bits are an error.
+fn rights_mask(raw: u64) -> Result<Rights, Error> {
+    u32::try_from(raw)
+        .ok()
+        .and_then(Rights::from_bits)
+        .ok_or(Error::InvalidArgument)
+}
+
+fn caps() -> Result<Arc<Process>, Error> {
+    sched::current_process().ok_or(Error::InvalidArgument)
+}
+
+fn cap_copy(handle: u64, mask: u64) -> Result<u64, Error> {
+    let process = caps()?;
+    // A bad handle is reported before a bad mask (checked first, like every lookup).
+    process.caps.identify(Handle::from_raw(handle))?;
+    let mask = rights_mask(mask)?;
+    Ok(process.caps.copy(Handle::from_raw(handle), mask)?.raw())
+}
+
+fn cap_delete(handle: u64) -> Result<u64, Error> {
+    caps()?.caps.delete(Handle::from_raw(handle))?;
+    Ok(0)
+}
+
+fn cap_mint(handle: u64, badge: u64, mask: u64) -> Result<u64, Error> {
+    let process = caps()?;
+    process.caps.identify(Handle::from_raw(handle))?;
+    let mask = rights_mask(mask)?;
+    Ok(process
+        .caps
+        .mint(Handle::from_raw(handle), badge, mask)?
+        .raw())
+}
+
+fn cap_identify(handle: u64) -> Result<u64, Error> {
+    let (kind, rights) = caps()?.caps.identify(Handle::from_raw(handle))?;
+    Ok(u64::from(kind as u32) | u64::from(rights.bits()) << 32)
+}
+
+/// `endpoint_create` / `notification_create`: charged to the caller, full rights.
+fn object_create(endpoint: bool) -> Result<u64, Error> {
+    let process = caps()?;
+    if process.caps.free_slots() == 0 {
+        return Err(Error::NoSpace);
+    }
+    let charge = process.caps.charge()?;
+    let object = if endpoint {
+        Object::Endpoint(EndpointCap::new(Endpoint::new(Some(charge)), 0))
+    } else {
+        Object::Notification(Notification::new(Some(charge)))
+    };
+    Ok(process.caps.insert(object, Rights::ALL)?.raw())
 }
 
 /// Whether `[pointer, pointer + length)` lies wholly in the user half without wrapping.

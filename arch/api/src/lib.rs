@@ -213,6 +213,14 @@ pub trait TrapFrame: Sized {
     fn set_syscall_results(&mut self, first: u64, second: u64);
     /// Why the kernel was entered.
     fn cause(&self) -> TrapCause;
+    /// IPC (issue 8, `abi::ipc`): write a delivered message — status, badge, info and
+    /// message words 0..4 — into the IPC result registers (x86_64: `rax`, `rdi`, `rsi`,
+    /// `rdx r10 r8 r9`; AArch64: `x0`, `x6`, `x1`, `x2`–`x5`). The message arrives in
+    /// [`TrapFrame::syscall_arguments`] 1..6 (info, words), in the same registers.
+    fn set_ipc_message(&mut self, status: u64, badge: u64, info: u64, words: [u64; 4]);
+    /// Write only the status register (`rax` / `x0`), leaving the message registers as
+    /// they are (an IPC error).
+    fn set_status(&mut self, status: u64);
 }
 
 /// Kernel stacks, context switch, FPU state and the way into user mode.

@@ -2,8 +2,9 @@
 //! rights and message layout, and nothing else (DESIGN.md §6).
 //!
 //! Every value here is part of a stable binary interface: discriminants are explicit and
-//! never reused. Today: error codes, capability handles, rights and the first system calls
-//! ([`Syscall`]); the rest arrive with issue 8.
+//! never reused. Today: error codes, capability handles, rights, object types, the IPC
+//! message layout ([`MessageInfo`], [`ipc`]) and the system calls ([`Syscall`]); process,
+//! thread and device calls arrive with the rest of issue 8.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -257,6 +258,84 @@ pub enum Syscall {
     /// pattern. Value: 0 when it held on the caller's own kernel stack, 1 when it changed,
     /// 2 when it was not on the caller's kernel stack. Harmless: bounded, no allocation.
     TestSleep = 7,
+    /// `cap_copy(handle, rights_mask)`: a new capability in the caller's table naming the
+    /// same object (and badge) as `handle`, with `handle`'s rights intersected with
+    /// `rights_mask` (rights never grow). Value: the new handle.
+    /// Errors: [`Error::InvalidHandle`] (`handle` names nothing or is stale),
+    /// [`Error::InvalidArgument`] (`rights_mask` has bits outside [`Rights::ALL`]),
+    /// [`Error::NoSpace`] (the caller's table is full).
+    CapCopy = 8,
+    /// `cap_delete(handle)`: remove the capability; deleting the last capability to an
+    /// object frees it, and deleting the last receive-capable (`READ`) capability to an
+    /// endpoint makes every call or send on it fail with [`Error::PeerDied`].
+    /// Errors: [`Error::InvalidHandle`].
+    CapDelete = 9,
+    /// `cap_mint(endpoint, badge, rights_mask)`: a badged copy of an unbadged endpoint
+    /// capability, with the source's rights intersected with `rights_mask`. Messages sent
+    /// through the copy deliver `badge` to the receiver. Value: the new handle.
+    /// Errors: [`Error::InvalidHandle`]; [`Error::InvalidArgument`] when `endpoint` is not
+    /// an endpoint, is already badged, `badge` is 0, or `rights_mask` has reserved bits;
+    /// [`Error::NoSpace`].
+    CapMint = 10,
+    /// `cap_identify(handle)`: value = the object type ([`ObjectType`]) in bits 0..32 and
+    /// the capability's rights in bits 32..64. Errors: [`Error::InvalidHandle`].
+    CapIdentify = 11,
+    /// `endpoint_create()`: a new endpoint; value: a handle with [`Rights::ALL`]. The
+    /// object counts against the caller's quota of [`OBJECT_QUOTA`] objects.
+    /// Errors: [`Error::OutOfMemory`] (quota used up), [`Error::NoSpace`] (table full).
+    EndpointCreate = 12,
+    /// `notification_create()`: a new notification (word 0); like `endpoint_create`.
+    NotificationCreate = 13,
+    /// `send(endpoint, info, w0, w1, w2, w3)`: send a message ([`MessageInfo`]) and block
+    /// until a receiver takes it. Needs `WRITE` on the endpoint and `GRANT` on every
+    /// capability transferred. Registers: see [`ipc`]. Errors: [`Error::InvalidHandle`]
+    /// (the endpoint or a transferred handle), [`Error::PermissionDenied`],
+    /// [`Error::InvalidArgument`] (not an endpoint; reserved `info` bits; more than
+    /// [`MessageInfo::MAX_WORDS`] words or [`MessageInfo::MAX_CAPS`] capabilities; words
+    /// beyond 4 or capabilities without an IPC buffer), [`Error::BadAddress`] (the IPC
+    /// buffer is no longer mapped), [`Error::PeerDied`] (no receive-capable capability to
+    /// the endpoint is left, now or while waiting).
+    Send = 14,
+    /// `recv(endpoint)`: block until a message arrives. Needs `READ`. Result registers:
+    /// status, badge, info, w0..w3 ([`ipc`]); words 4.. and received capability handles
+    /// arrive in the IPC buffer. If the sender used `call`, the receiving thread now holds
+    /// the one-shot reply slot (`reply` / `reply_recv` answer it). Errors:
+    /// [`Error::InvalidHandle`], [`Error::PermissionDenied`], [`Error::InvalidArgument`]
+    /// (not an endpoint).
+    Recv = 15,
+    /// `call(endpoint, info, w0, w1, w2, w3)`: send, then wait for the receiver's reply,
+    /// which comes back in the same registers as `recv` returns (badge 0). Needs `CALL`.
+    /// Errors: those of `send`; [`Error::PeerDied`] also when the receiving thread dies
+    /// before it replies.
+    Call = 16,
+    /// `reply(_, info, w0, w1, w2, w3)`: answer the caller whose message this thread
+    /// received last (the first register is ignored). Never blocks.
+    /// Errors: [`Error::InvalidArgument`] (no caller waits for this thread's reply; bad
+    /// `info`), [`Error::PeerDied`] (that caller died), [`Error::InvalidHandle`] /
+    /// [`Error::PermissionDenied`] (a transferred capability), [`Error::BadAddress`].
+    Reply = 17,
+    /// `reply_recv(endpoint, info, w0, w1, w2, w3)`: reply to the pending caller, if any
+    /// (a caller that died meanwhile is skipped), then `recv(endpoint)`. The server loop:
+    /// the result registers of one iteration are the arguments of the next. Errors: those
+    /// of `recv`, checked before the reply is sent, and `info` errors of `reply`.
+    ReplyRecv = 18,
+    /// `signal(notification, bits)`: OR `bits` into the notification's word and wake the
+    /// first waiter. Needs `SIGNAL`. Errors: [`Error::InvalidHandle`],
+    /// [`Error::PermissionDenied`], [`Error::InvalidArgument`] (not a notification, or
+    /// `bits` is 0).
+    Signal = 19,
+    /// `wait(notification)`: block until the word is non-zero; value: the word, which is
+    /// cleared. Needs `WAIT`. Errors: as `signal` (without the `bits` check).
+    Wait = 20,
+    /// `poll(notification)`: value: the word (0 when nothing was signalled), cleared;
+    /// never blocks. Needs `WAIT`. Errors: as `wait`.
+    Poll = 21,
+    /// `ipc_buffer_set(address)`: use the page at `address` as the calling thread's IPC
+    /// buffer (0: none). It must be a page of writable memory mapped by `memory_map`.
+    /// Errors: [`Error::InvalidArgument`] (not page-aligned), [`Error::BadAddress`] (not
+    /// such a page: unmapped, read-only, part of the image or stack, kernel half).
+    /// Unmapping the page later makes long messages fail with [`Error::BadAddress`].
+    IpcBufferSet = 22,
     /// `bench_counter(which)`: one of the kernel's event counters ([`BenchCounter`]), for
     /// benchmarks (issue 10). Reads only; an unknown selector returns
     /// [`Error::InvalidArgument`]. Numbered apart from the lasting calls: it may change
@@ -341,6 +420,131 @@ impl UserRegisters {
     }
 }
 
+/// Kernel objects (endpoints, notifications) one process may have created and not yet
+/// freed; creating one more returns [`Error::OutOfMemory`].
+pub const OBJECT_QUOTA: usize = 64;
+
+/// Slots in every process's capability table; inserting into a full one returns
+/// [`Error::NoSpace`].
+pub const CAP_TABLE_SLOTS: usize = 128;
+
+/// The type of the object a capability names, as `cap_identify` reports it. Stable values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ObjectType {
+    Endpoint = 1,
+    Notification = 2,
+    Process = 3,
+    /// A region of physical memory, such as a boot module.
+    Memory = 4,
+    Thread = 5,
+    Irq = 6,
+    IoPorts = 7,
+    Mmio = 8,
+}
+
+impl ObjectType {
+    pub const fn from_number(number: u32) -> Option<Self> {
+        Some(match number {
+            1 => Self::Endpoint,
+            2 => Self::Notification,
+            3 => Self::Process,
+            4 => Self::Memory,
+            5 => Self::Thread,
+            6 => Self::Irq,
+            7 => Self::IoPorts,
+            8 => Self::Mmio,
+            _ => return None,
+        })
+    }
+}
+
+/// The `info` word of an IPC message: label (bits 0..32), word count (bits 32..42, at
+/// most [`MessageInfo::MAX_WORDS`]) and capability count (bits 48..51, at most
+/// [`MessageInfo::MAX_CAPS`]). Other bits are reserved and must be 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(transparent)]
+pub struct MessageInfo(u64);
+
+impl MessageInfo {
+    /// A message fills at most the IPC buffer page: 512 words.
+    pub const MAX_WORDS: usize = 512;
+    /// Capabilities one message transfers at most.
+    pub const MAX_CAPS: usize = 4;
+    /// Words that travel in registers (the rest in the IPC buffer).
+    pub const REGISTER_WORDS: usize = 4;
+    const WORDS_SHIFT: u32 = 32;
+    const WORDS_MASK: u64 = 0x3ff;
+    const CAPS_SHIFT: u32 = 48;
+    const CAPS_MASK: u64 = 0x7;
+    const RESERVED: u64 = !(0xffff_ffff
+        | Self::WORDS_MASK << Self::WORDS_SHIFT
+        | Self::CAPS_MASK << Self::CAPS_SHIFT);
+
+    /// `None` when `words` or `caps` exceed their maximum.
+    pub const fn new(label: u32, words: usize, caps: usize) -> Option<Self> {
+        if words > Self::MAX_WORDS || caps > Self::MAX_CAPS {
+            return None;
+        }
+        Some(Self(
+            label as u64 | (words as u64) << Self::WORDS_SHIFT | (caps as u64) << Self::CAPS_SHIFT,
+        ))
+    }
+
+    /// The info in a register, if it is well formed (no reserved bit, counts in range).
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        let info = Self(raw);
+        if raw & Self::RESERVED != 0
+            || info.words() > Self::MAX_WORDS
+            || info.caps() > Self::MAX_CAPS
+        {
+            return None;
+        }
+        Some(info)
+    }
+
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    pub const fn label(self) -> u32 {
+        // why: truncation keeps exactly bits 0..32, the label.
+        self.0 as u32
+    }
+
+    pub const fn words(self) -> usize {
+        ((self.0 >> Self::WORDS_SHIFT) & Self::WORDS_MASK) as usize
+    }
+
+    pub const fn caps(self) -> usize {
+        ((self.0 >> Self::CAPS_SHIFT) & Self::CAPS_MASK) as usize
+    }
+}
+
+/// IPC register convention (issue 8). A message is `info` ([`MessageInfo`]), words
+/// 0..4 in registers, words 4.. in the IPC buffer (buffer word `i` = message word `i`),
+/// and up to four capability handles in IPC-buffer words 0..4 (the receiver finds its
+/// new handles there). The message words sit in the same registers going in and coming
+/// out, so a server loop passes one iteration's results to the next call unchanged.
+///
+/// | | x86_64 | AArch64 |
+/// | --- | --- | --- |
+/// | in: number | `rax` | `x8` |
+/// | in: handle, info | `rdi`, `rsi` | `x0`, `x1` |
+/// | in: words 0..4 | `rdx r10 r8 r9` | `x2`–`x5` |
+/// | out: status (0 / [`Error`] code) | `rax` | `x0` |
+/// | out: badge | `rdi` | `x6` |
+/// | out: info | `rsi` | `x1` |
+/// | out: words 0..4 | `rdx r10 r8 r9` | `x2`–`x5` |
+///
+/// On an error only the status register changes. The reply to a `call` has badge 0.
+pub mod ipc {
+    /// IPC-buffer word index of the first message word beyond the registers.
+    pub const BUFFER_FIRST_WORD: usize = super::MessageInfo::REGISTER_WORDS;
+    /// IPC-buffer words 0..4 hold the capability handles of a message.
+    pub const BUFFER_CAP_WORDS: usize = super::MessageInfo::MAX_CAPS;
+}
+
 /// The longest text one `debug_write` prints.
 pub const DEBUG_WRITE_MAX: u64 = 256;
 
@@ -356,6 +560,21 @@ impl Syscall {
             5 => Self::MemoryMap,
             6 => Self::MemoryUnmap,
             7 => Self::TestSleep,
+            8 => Self::CapCopy,
+            9 => Self::CapDelete,
+            10 => Self::CapMint,
+            11 => Self::CapIdentify,
+            12 => Self::EndpointCreate,
+            13 => Self::NotificationCreate,
+            14 => Self::Send,
+            15 => Self::Recv,
+            16 => Self::Call,
+            17 => Self::Reply,
+            18 => Self::ReplyRecv,
+            19 => Self::Signal,
+            20 => Self::Wait,
+            21 => Self::Poll,
+            22 => Self::IpcBufferSet,
             0x40 => Self::BenchCounter,
             _ => return None,
         })
@@ -405,7 +624,13 @@ mod tests {
             assert_eq!(call.number(), number);
             assert_eq!(Syscall::from_number(number), Some(call));
         }
-        assert_eq!(Syscall::from_number(8), None);
+        for number in 8..=22 {
+            assert_eq!(
+                Syscall::from_number(number).map(Syscall::number),
+                Some(number)
+            );
+        }
+        assert_eq!(Syscall::from_number(23), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 
@@ -422,6 +647,36 @@ mod tests {
         assert_eq!(registers.general[0], 3);
         assert_eq!(registers.general[30], 33);
         assert_eq!((registers.fpu_control, registers.fpu_status), (34, 35));
+    }
+
+    #[test]
+    fn message_info_layout_is_stable() {
+        let info = MessageInfo::new(0xdead_beef, 512, 4).unwrap();
+        assert_eq!(info.raw(), 0x0004_0200_dead_beef);
+        assert_eq!(
+            (info.label(), info.words(), info.caps()),
+            (0xdead_beef, 512, 4)
+        );
+        assert_eq!(MessageInfo::from_raw(info.raw()), Some(info));
+        assert_eq!(MessageInfo::new(0, 513, 0), None);
+        assert_eq!(MessageInfo::new(0, 0, 5), None);
+        assert_eq!(MessageInfo::from_raw(513 << 32), None, "too many words");
+        assert_eq!(MessageInfo::from_raw(5 << 48), None, "too many caps");
+        assert_eq!(MessageInfo::from_raw(1 << 42), None, "reserved bit");
+        assert_eq!(MessageInfo::from_raw(1 << 63), None, "reserved bit");
+        assert_eq!(MessageInfo::from_raw(0), Some(MessageInfo::default()));
+    }
+
+    #[test]
+    fn object_types_are_stable() {
+        for number in 1..=8 {
+            assert_eq!(
+                ObjectType::from_number(number).map(|t| t as u32),
+                Some(number)
+            );
+        }
+        assert_eq!(ObjectType::from_number(0), None);
+        assert_eq!(ObjectType::from_number(9), None);
     }
 
     #[test]

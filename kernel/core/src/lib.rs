@@ -11,5 +11,6 @@ pub mod captable;
 pub mod cmdline;
 pub mod elf;
 pub mod frames;
+pub mod ipc;
 pub mod memory;
 pub mod runqueue;

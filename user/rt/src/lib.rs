@@ -7,6 +7,8 @@
 //! check that the kernel kills a faulting thread) and [`counter`] (the one instruction
 //! that reads the benchmarks' instruction counter).
 //!
+//! Capabilities, IPC and notifications are in [`ipc`].
+//!
 //! Weak spots: printing goes through the kernel's debug log, not the console server (which
 //! arrives with issue 9); no allocator yet.
 #![no_std]
@@ -14,6 +16,7 @@
 pub mod counter;
 pub mod fault;
 pub mod fpu;
+pub mod ipc;
 pub mod print;
 mod raw;
 pub mod registers;

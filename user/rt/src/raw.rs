@@ -49,3 +49,64 @@ pub fn syscall(number: u64, arguments: [u64; 6]) -> (u64, u64) {
     }
     (first, second)
 }
+
+/// The registers of an IPC system call after it returns (`abi::ipc`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpcRegisters {
+    pub status: u64,
+    pub badge: u64,
+    pub info: u64,
+    pub words: [u64; 4],
+}
+
+/// Trap into the kernel with an IPC call: `handle`, `info`, four message words in, the
+/// IPC result registers out (`abi::ipc`).
+#[cfg(target_arch = "x86_64")]
+pub fn ipc(number: u64, handle: u64, info: u64, words: [u64; 4]) -> IpcRegisters {
+    let mut out = IpcRegisters::default();
+    // SAFETY: `syscall` enters the kernel, which validates every argument and returns with
+    // all registers preserved except the IPC results (`rax rdi rsi rdx r10 r8 r9`) and the
+    // two the instruction clobbers (`rcx`, `r11`). The kernel writes user memory only in
+    // this thread's registered IPC buffer, which `rt` reaches only through atomics.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") number => out.status,
+            inlateout("rdi") handle => out.badge,
+            inlateout("rsi") info => out.info,
+            inlateout("rdx") words[0] => out.words[0],
+            inlateout("r10") words[1] => out.words[1],
+            inlateout("r8") words[2] => out.words[2],
+            inlateout("r9") words[3] => out.words[3],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    out
+}
+
+/// Trap into the kernel with an IPC call: `handle`, `info`, four message words in, the
+/// IPC result registers out (`abi::ipc`).
+#[cfg(target_arch = "aarch64")]
+pub fn ipc(number: u64, handle: u64, info: u64, words: [u64; 4]) -> IpcRegisters {
+    let mut out = IpcRegisters::default();
+    // SAFETY: `svc #0` enters the kernel, which validates every argument and returns with
+    // all registers preserved except the IPC results (`x0`–`x6`). The kernel writes user
+    // memory only in this thread's registered IPC buffer, reached only through atomics.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            in("x8") number,
+            inlateout("x0") handle => out.status,
+            inlateout("x1") info => out.info,
+            inlateout("x2") words[0] => out.words[0],
+            inlateout("x3") words[1] => out.words[1],
+            inlateout("x4") words[2] => out.words[2],
+            inlateout("x5") words[3] => out.words[3],
+            lateout("x6") out.badge,
+            options(nostack),
+        );
+    }
+    out
+}

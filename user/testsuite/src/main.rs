@@ -13,6 +13,8 @@
 use abi::Error;
 use rt::println;
 
+mod ipc;
+
 /// Arguments the kernel passes.
 const SUITE: u64 = 0;
 const UNDEFINED_INSTRUCTION: u64 = 1;
@@ -44,6 +46,10 @@ const BLOCKED_SYSCALL: u64 = 11;
 /// Block in `test_sleep` again and again: the kernel rewrites the saved instruction
 /// pointer meanwhile, so returning at all (exit 1) is a failure.
 const HOSTILE_RESUME: u64 = 12;
+/// Issue 8: the IPC server and client (see [`ipc`]); the kernel pre-installs their
+/// capabilities.
+const IPC_SERVER: u64 = 13;
+const IPC_CLIENT: u64 = 14;
 /// Where the memory tests map (free in every testsuite process).
 const SCRATCH: u64 = 0x0000_2000_0000_0000;
 const LANDING_MAGIC: u64 = 0x5a5a_1234;
@@ -120,6 +126,15 @@ fn main(argument: u64) -> i64 {
                 let _ = rt::test_sleep(5, 0x77);
             }
             1
+        }
+        IPC_SERVER => ipc::server(),
+        IPC_CLIENT => {
+            let mut results = Results {
+                passed: 0,
+                failed: 0,
+            };
+            ipc::client(&mut results);
+            exit_code(results.passed, results.failed)
         }
         SYSCALL_LOOP => {
             let wrong = (0..100_000).filter(|_| rt::null() != Ok(0)).count();

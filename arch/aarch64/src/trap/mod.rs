@@ -283,6 +283,17 @@ impl arch_api::TrapFrame for TrapFrame {
     fn cause(&self) -> TrapCause {
         self.decode_cause()
     }
+
+    fn set_ipc_message(&mut self, status: u64, badge: u64, info: u64, words: [u64; 4]) {
+        self.x[0] = status;
+        self.x[1] = info;
+        [self.x[2], self.x[3], self.x[4], self.x[5]] = words;
+        self.x[6] = badge;
+    }
+
+    fn set_status(&mut self, status: u64) {
+        self.x[0] = status;
+    }
 }
 
 /// Point VBAR_EL1 at the vector table.

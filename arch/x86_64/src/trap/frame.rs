@@ -234,4 +234,15 @@ impl arch_api::TrapFrame for TrapFrame {
     fn cause(&self) -> TrapCause {
         TrapFrame::cause(self)
     }
+
+    fn set_ipc_message(&mut self, status: u64, badge: u64, info: u64, words: [u64; 4]) {
+        self.rax = status;
+        self.rdi = badge;
+        self.rsi = info;
+        [self.rdx, self.r10, self.r8, self.r9] = words;
+    }
+
+    fn set_status(&mut self, status: u64) {
+        self.rax = status;
+    }
 }
