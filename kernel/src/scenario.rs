@@ -606,6 +606,8 @@ const BENCH_RUN: u64 = 0;
 const BENCH_YIELD_PARTNER: u64 = 1;
 const BENCH_SPAWN_EXIT: u64 = 2;
 const BENCH_FAULT: u64 = 3;
+const BENCH_IPC_SERVER: u64 = 4;
+const BENCH_NOTIFY_PARTNER: u64 = 5;
 
 /// `bench` (issue 10): enable the user instruction counter, start the yield partner and
 /// the benchmarks (user/bench, which prints one `bench …` line per benchmark), add the
@@ -619,18 +621,52 @@ fn bench(iterations: usize) {
     let argument = |mode: u64| mode | (iterations as u64) << 8;
     spawn_benchmarks(iterations);
     // The partner only yields, forever: `yield` measures the round trip through it. It
-    // starts first, so the benchmarks always find it in the run queue.
-    if process::spawn_from_module("bench", argument(BENCH_YIELD_PARTNER)).is_err() {
-        println!("not ok bench: cannot load the bench module");
-        Cpu::power_off(ExitCode::TestFailed)
-    }
-    let runner = match process::spawn_from_module("bench", argument(BENCH_RUN)) {
-        Ok(process) => process,
-        Err(_) => {
+    // starts first, so the benchmarks always find it in the run queue; it waits for the
+    // runner's start signal first, so it is not in the queue during the IPC benchmarks.
+    // The capabilities of every bench process (user/bench `slots`) go in right after each
+    // spawn, before any of them runs (this thread does not yield until its sleep).
+    use crate::object::{Endpoint, EndpointCap, Notification, Object};
+    use abi::Rights;
+    let endpoint = Endpoint::new(None);
+    let [start, ping, pong] = [(); 3].map(|()| Notification::new(None));
+    let notification =
+        |object: &alloc::sync::Arc<Notification>| Object::Notification(object.clone());
+    let spawn_with = |mode: u64, caps: &[(Object, Rights)]| {
+        let Ok(process) = process::spawn_from_module("bench", argument(mode)) else {
             println!("not ok bench: cannot load the bench module");
             Cpu::power_off(ExitCode::TestFailed)
+        };
+        for (object, rights) in caps {
+            if process.caps.insert(object.clone(), *rights).is_err() {
+                println!("not ok bench: cannot install a capability");
+                Cpu::power_off(ExitCode::TestFailed)
+            }
         }
+        process
     };
+    let endpoint_cap = || Object::Endpoint(EndpointCap::new(endpoint.clone(), 0));
+    spawn_with(BENCH_YIELD_PARTNER, &[(notification(&start), Rights::WAIT)]);
+    spawn_with(
+        BENCH_IPC_SERVER,
+        &[(endpoint_cap(), Rights::READ | Rights::WRITE | Rights::GRANT)],
+    );
+    spawn_with(
+        BENCH_NOTIFY_PARTNER,
+        &[
+            (notification(&ping), Rights::WAIT),
+            (notification(&pong), Rights::SIGNAL),
+        ],
+    );
+    let runner = spawn_with(
+        BENCH_RUN,
+        &[
+            (endpoint_cap(), Rights::WRITE | Rights::CALL | Rights::GRANT),
+            (notification(&start), Rights::SIGNAL),
+            (notification(&ping), Rights::SIGNAL),
+            (notification(&pong), Rights::WAIT),
+        ],
+    );
+    drop((endpoint, start, ping, pong));
     while runner.ending() == Ending::Running {
         sched::sleep(1);
     }

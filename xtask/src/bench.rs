@@ -22,6 +22,10 @@ pub const DEFAULT_ITERATIONS: u32 = 200;
 /// Benchmarks every run must report.
 pub const EXPECTED: &[&str] = &[
     "null_syscall",
+    "ipc_call_reply",
+    "ipc_call_reply_1k",
+    "cap_transfer",
+    "notify_wake",
     "yield",
     "map_unmap",
     "spawn",

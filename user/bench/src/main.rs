@@ -16,7 +16,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use abi::{BenchCounter, Error, MAP_WRITE, PAGE_SIZE};
+use abi::{BenchCounter, Error, MAP_WRITE, MessageInfo, PAGE_SIZE};
 use rt::println;
 
 const RUN: u64 = 0;
@@ -24,6 +24,35 @@ const YIELD_PARTNER: u64 = 1;
 const SPAWN_EXIT: u64 = 2;
 /// Load from an unmapped page at once (the kernel's `page_fault` benchmark).
 const FAULT: u64 = 3;
+/// The IPC server of `ipc_call_reply`, `ipc_call_reply_1k` and `cap_transfer`.
+const IPC_SERVER: u64 = 4;
+/// The other thread of `notify_wake`.
+const NOTIFY_PARTNER: u64 = 5;
+
+/// Capabilities the kernel's `bench` scenario pre-installs (kernel/src/scenario.rs):
+/// the runner holds the endpoint (`WRITE CALL GRANT`), the yield partner's start
+/// notification (`SIGNAL`), and the two notifications of `notify_wake` (`SIGNAL` on
+/// [`PING`], `WAIT` on [`PONG`]); the IPC server the endpoint (`READ WRITE GRANT`) in slot
+/// 0; the yield partner its start notification (`WAIT`) in slot 0; the notify partner
+/// `WAIT` on [`PING`] in slot 0 and `SIGNAL` on [`PONG`] in slot 1.
+mod slots {
+    use abi::Handle;
+    pub const ENDPOINT: Handle = Handle::new(0, 1);
+    pub const YIELD_START: Handle = Handle::new(1, 1);
+    pub const PING: Handle = Handle::new(2, 1);
+    pub const PONG: Handle = Handle::new(3, 1);
+    /// In each partner's own table.
+    pub const FIRST: Handle = Handle::new(0, 1);
+    pub const SECOND: Handle = Handle::new(1, 1);
+}
+/// Where the IPC benchmarks map their IPC buffers.
+const IPC_BUFFER: u64 = 0x0000_3000_0000_0000;
+/// Words of the long message: 1 KiB.
+const LONG_WORDS: usize = 128;
+/// Labels the bench IPC server understands.
+const SHORT: u32 = 0;
+const LONG: u32 = 1;
+const CAP: u32 = 2;
 /// Never mapped in a bench process.
 const UNMAPPED: u64 = 0x0000_1000_0000_0000;
 /// The most samples one benchmark keeps (they live on the 64 KiB user stack).
@@ -49,8 +78,19 @@ fn main(argument: u64) -> i64 {
                 1
             }
         },
-        YIELD_PARTNER => loop {
-            let _ = rt::yield_now();
+        YIELD_PARTNER => {
+            // Blocked until the runner reaches `yield`, so it stays out of the run queue
+            // during the other benchmarks.
+            let _ = rt::ipc::wait(slots::FIRST);
+            loop {
+                let _ = rt::yield_now();
+            }
+        }
+        IPC_SERVER => ipc_server(),
+        NOTIFY_PARTNER => loop {
+            if rt::ipc::wait(slots::FIRST).is_err() || rt::ipc::signal(slots::SECOND, 1).is_err() {
+                return 3;
+            }
         },
         SPAWN_EXIT => 0,
         FAULT => i64::from(rt::fault::touch_unmapped(UNMAPPED)),
@@ -165,6 +205,8 @@ fn run(iterations: usize) -> Result<(), Error> {
         &measure(iterations, empty, 1, || rt::null().map(drop))?,
     );
     // One sample is this thread → partner → this thread: two yields and two switches.
+    ipc_benchmarks(iterations, empty)?;
+    rt::ipc::signal(slots::YIELD_START, 1)?;
     report(
         "yield",
         &measure(iterations, empty, 2, || rt::yield_now().map(drop))?,
@@ -174,6 +216,76 @@ fn run(iterations: usize) -> Result<(), Error> {
         &measure(iterations, empty, 1, || {
             rt::memory_map(SCRATCH, PAGE_SIZE, MAP_WRITE)?;
             rt::memory_unmap(SCRATCH, PAGE_SIZE).map(drop)
+        })?,
+    );
+    Ok(())
+}
+
+fn info(label: u32, words: usize, caps: usize) -> MessageInfo {
+    MessageInfo::new(label, words, caps).unwrap_or_default()
+}
+
+/// The IPC benchmarks' server: answers each call with a message of the same length;
+/// deletes each capability it receives (so `cap_transfer` includes that `cap_delete`).
+fn ipc_server() -> i64 {
+    let Ok(buffer) = rt::ipc::IpcBuffer::map(IPC_BUFFER) else {
+        return 4;
+    };
+    let Ok(mut request) = rt::ipc::recv(slots::FIRST) else {
+        return 5;
+    };
+    loop {
+        let reply = match request.info.label() {
+            LONG => info(LONG, request.info.words(), 0),
+            CAP => {
+                let _ = rt::ipc::cap_delete(buffer.cap(0));
+                info(CAP, 0, 0)
+            }
+            _ => info(SHORT, 4, 0),
+        };
+        request = match rt::ipc::reply_recv(slots::FIRST, reply, request.words) {
+            Ok(request) => request,
+            Err(_) => return 6,
+        };
+    }
+}
+
+/// `ipc_call_reply` (4 words in registers, the fast path), `ipc_call_reply_1k` (128 words
+/// each way through the IPC buffers), `cap_transfer` (a call carrying one capability, the
+/// server's `cap_delete` of it, the reply) and `notify_wake` (signal → the waiting thread
+/// of another process runs; one sample is a round trip through the partner, halved).
+fn ipc_benchmarks(iterations: usize, empty: u64) -> Result<(), Error> {
+    let words = [1, 2, 3, 4];
+    report(
+        "ipc_call_reply",
+        &measure(iterations, empty, 1, || {
+            rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
+        })?,
+    );
+    let buffer = rt::ipc::IpcBuffer::map(IPC_BUFFER)?;
+    for index in 4..LONG_WORDS {
+        buffer.set_word(index, index as u64);
+    }
+    report(
+        "ipc_call_reply_1k",
+        &measure(iterations, empty, 1, || {
+            rt::ipc::call(slots::ENDPOINT, info(LONG, LONG_WORDS, 0), words).map(drop)
+        })?,
+    );
+    let notification = rt::ipc::notification_create()?;
+    report(
+        "cap_transfer",
+        &measure(iterations, empty, 1, || {
+            buffer.set_cap(0, notification);
+            rt::ipc::call(slots::ENDPOINT, info(CAP, 0, 1), words).map(drop)
+        })?,
+    );
+    rt::ipc::cap_delete(notification)?;
+    report(
+        "notify_wake",
+        &measure(iterations, empty, 2, || {
+            rt::ipc::signal(slots::PING, 1)?;
+            rt::ipc::wait(slots::PONG).map(drop)
         })?,
     );
     Ok(())
