@@ -525,3 +525,22 @@ pub fn thread_exiting(thread: ThreadId) {
         wake_with_error(caller, Error::PeerDied);
     }
 }
+
+/// Signal `bits` on `notification` from the kernel itself (a process's death, an interrupt
+/// line, issue 8): as `signal`, without a capability. Takes the IPC and scheduler locks;
+/// no allocation.
+pub fn signal_object(notification: &Notification, bits: u64) {
+    let woken = {
+        let mut state = IPC.lock();
+        let mut word = notification.state.lock();
+        let woken = state.ipc.signal(&mut word, bits);
+        if let Some((waiter, _)) = woken {
+            state.blocked_on[waiter] = Blocker::Nothing;
+        }
+        woken
+    };
+    if let Some((waiter, word)) = woken {
+        sched::with_saved_user_frame(waiter, |frame| frame.set_syscall_results(0, word));
+        sched::wake(waiter);
+    }
+}

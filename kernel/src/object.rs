@@ -41,7 +41,14 @@ pub enum Object {
     Process(Arc<Process>),
     /// A region of physical memory (a boot module).
     Memory(Arc<MemoryRegion>),
-    // Thread, Irq, IoPorts and Mmio arrive with their system calls (issue 8).
+    /// A thread, by id and serial ([`crate::procsys`]).
+    Thread(crate::procsys::ThreadRef),
+    /// An interrupt line ([`crate::irq_caps`]).
+    Irq(crate::irq_caps::IrqLine),
+    /// A range of x86_64 I/O ports ([`crate::procsys`]).
+    IoPorts(crate::procsys::PortRange),
+    /// A physical device-memory range ([`crate::procsys`]).
+    Mmio(crate::procsys::MmioRange),
 }
 
 impl Object {
@@ -51,6 +58,10 @@ impl Object {
             Self::Notification(_) => ObjectType::Notification,
             Self::Process(_) => ObjectType::Process,
             Self::Memory(_) => ObjectType::Memory,
+            Self::Thread(_) => ObjectType::Thread,
+            Self::Irq(_) => ObjectType::Irq,
+            Self::IoPorts(_) => ObjectType::IoPorts,
+            Self::Mmio(_) => ObjectType::Mmio,
         }
     }
 
@@ -183,6 +194,25 @@ pub struct MemoryRegion {
 }
 
 impl MemoryRegion {
+    /// The first `length` bytes of the boot module `name` (at most its length).
+    pub fn boot_module_prefix(name: &str, length: u64) -> Option<Arc<Self>> {
+        let whole = Self::boot_module(name)?;
+        Some(Arc::new(Self {
+            base: whole.base,
+            length: whole.length.min(length),
+        }))
+    }
+
+    /// The bytes of the region, through the kernel's direct map. Only boot-module regions
+    /// exist, and the loader's memory they name is never reused by the kernel.
+    pub fn bytes(&self) -> &[u8] {
+        let address = crate::memory::frames::virtual_address(self.base);
+        // SAFETY: a `MemoryRegion` is made only from a boot module (`boot_module*`): memory
+        // the loader filled, mapped by the HHDM and never freed or written by the kernel,
+        // `length` bytes long.
+        unsafe { core::slice::from_raw_parts(address as *const u8, self.length as usize) }
+    }
+
     /// The boot module named `name` (the loader's memory, never reused by the kernel).
     pub fn boot_module(name: &str) -> Option<Arc<Self>> {
         let bytes = crate::boot::module(name)?;

@@ -76,6 +76,14 @@ pub struct Process {
     fault: Mutex<Option<TrapCause>>,
     /// Its capabilities and object quota (issue 8).
     pub caps: crate::object::CapSpace,
+    /// Issue 8 process control: ended by `process_kill`.
+    killed: core::sync::atomic::AtomicBool,
+    /// The notification and bits signalled when the last thread is gone.
+    death: Mutex<Option<(Arc<crate::object::Notification>, u64)>>,
+    /// Pages `mmio_map` mapped (device memory: unmapped at teardown, never freed).
+    device_pages: Mutex<Vec<u64>>,
+    /// The charge against the creator's object quota (`process_spawn`).
+    charge: Mutex<Option<crate::object::Charge>>,
 }
 
 // SAFETY: the address space is reached only under its lock, and the kernel runs on one CPU
@@ -195,11 +203,122 @@ impl Process {
         Ok(())
     }
 
-    /// One of its threads was freed. The last one tears the address space down.
+    /// One of its threads was freed. The last one tears the address space down and
+    /// signals the death notification.
     pub fn thread_exited(&self) {
         if self.threads.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.teardown();
+            let death = self.death.lock().take();
+            if let Some((notification, bits)) = death {
+                crate::ipc::signal_object(&notification, bits);
+            }
         }
+    }
+
+    /// Threads not yet freed.
+    pub fn live_threads(&self) -> usize {
+        self.threads.load(Ordering::Acquire)
+    }
+
+    /// Count one more thread (before it is spawned; undo with [`Process::thread_exited`]).
+    pub fn add_thread(&self) {
+        self.threads.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The state `process_status` reports: running while a thread is left.
+    pub fn status(&self) -> abi::ProcessStatus {
+        if self.live_threads() > 0 {
+            return abi::ProcessStatus::Running;
+        }
+        if self.killed.load(Ordering::Acquire) {
+            return abi::ProcessStatus::Killed;
+        }
+        match self.ending() {
+            // No thread and no ending: it never started (spawn failed).
+            Ending::Running => abi::ProcessStatus::Killed,
+            // why: the status carries the low 32 bits of the code (abi::ProcessStatus).
+            Ending::Exited(code) => abi::ProcessStatus::Exited(code as i32),
+            Ending::Faulted(_) => abi::ProcessStatus::Faulted,
+        }
+    }
+
+    /// `process_kill`: every thread ends before it runs user code again.
+    pub fn kill(self: &Arc<Self>) {
+        if self.live_threads() > 0 {
+            self.killed.store(true, Ordering::Release);
+            sched::kill_process(self);
+        }
+    }
+
+    /// Signal `bits` on `notification` when the last thread is gone (now if it is).
+    pub fn bind_death(&self, notification: Arc<crate::object::Notification>, bits: u64) {
+        if self.live_threads() == 0 {
+            crate::ipc::signal_object(&notification, bits);
+            return;
+        }
+        let old = self.death.lock().replace((notification, bits));
+        drop(old);
+    }
+
+    /// Keep `charge` for as long as the process object lives.
+    pub fn set_charge(&self, charge: crate::object::Charge) {
+        *self.charge.lock() = Some(charge);
+    }
+
+    /// `mmio_map`: map physical `[base, base + pages * PAGE_SIZE)` as device memory from
+    /// `address` (checked by the caller: page-aligned, in the user half). All or nothing.
+    pub fn map_device(
+        &self,
+        address: u64,
+        base: u64,
+        pages: u64,
+        writable: bool,
+    ) -> Result<(), Error> {
+        let mut space = self.space.lock();
+        let space = space.as_mut().ok_or(Error::InvalidArgument)?;
+        let mut devices = self.device_pages.lock();
+        let end = address + pages * PAGE_SIZE;
+        let overlaps = self
+            .frames
+            .lock()
+            .iter()
+            .any(|user_page| (address..end).contains(&user_page.page))
+            || devices.iter().any(|page| (address..end).contains(page));
+        if overlaps {
+            return Err(Error::InvalidArgument);
+        }
+        let flags = PageFlags {
+            writable,
+            executable: false,
+            user: true,
+            device: true,
+        };
+        let first_new = devices.len();
+        let mut result = Ok(());
+        for index in 0..pages {
+            let page = address + index * PAGE_SIZE;
+            if let Err(error) = Cpu::map_user(
+                space,
+                page,
+                base + index * PAGE_SIZE,
+                flags,
+                &mut KernelFrames,
+            ) {
+                result = Err(match error {
+                    arch_api::MapError::OutOfMemory => Error::OutOfMemory,
+                    arch_api::MapError::BadAddress => Error::BadAddress,
+                    _ => Error::InvalidArgument,
+                });
+                break;
+            }
+            devices.push(page);
+        }
+        if result.is_err() {
+            for page in devices.drain(first_new..) {
+                let _ = Cpu::unmap_user(space, page);
+            }
+        }
+        result
     }
 
     /// The frame behind `page` if `memory_map` made it (an IPC buffer candidate).
@@ -220,6 +339,9 @@ impl Process {
         let Some(mut space) = self.space.lock().take() else {
             return;
         };
+        for page in core::mem::take(&mut *self.device_pages.lock()) {
+            let _ = Cpu::unmap_user(&mut space, page);
+        }
         let user_frames = core::mem::take(&mut *self.frames.lock());
         for user_page in &user_frames {
             let _ = Cpu::unmap_user(&mut space, user_page.page);
@@ -265,6 +387,18 @@ pub fn spawn_from_image(
     file: &[u8],
     argument: u64,
 ) -> Result<Arc<Process>, LoadError> {
+    spawn_at(name, file, argument, sched::NORMAL).map(|(process, _)| process)
+}
+
+/// [`spawn_from_image`] with the first thread at `priority`; also returns that thread's id.
+/// The thread is ready but cannot run before the caller next blocks or yields (the
+/// kernel is not preempted), so the caller can still fill the capability table.
+pub fn spawn_at(
+    name: &'static str,
+    file: &[u8],
+    argument: u64,
+    priority: kcore::runqueue::Priority,
+) -> Result<(Arc<Process>, usize), LoadError> {
     let module = name;
     let image = elf::parse(file, MACHINE, USER_START..USER_END).map_err(LoadError::Elf)?;
     let space = Cpu::new_address_space(&mut KernelFrames).map_err(LoadError::Map)?;
@@ -277,6 +411,10 @@ pub fn spawn_from_image(
         exit_code: AtomicI64::new(0),
         fault: Mutex::new(None),
         caps: crate::object::CapSpace::new(),
+        killed: core::sync::atomic::AtomicBool::new(false),
+        death: Mutex::new(None),
+        device_pages: Mutex::new(Vec::new()),
+        charge: Mutex::new(None),
     });
     if let Err(error) = populate(&process, file, &image) {
         process.teardown();
@@ -288,12 +426,14 @@ pub fn spawn_from_image(
         stack: USER_STACK_TOP,
         argument,
     };
-    if let Err(error) = sched::spawn(module, sched::NORMAL, start, Some(process.clone()), true) {
-        process.threads.fetch_sub(1, Ordering::AcqRel);
-        process.teardown();
-        return Err(LoadError::Thread(error));
+    match sched::spawn(module, priority, start, Some(process.clone()), true) {
+        Ok(thread) => Ok((process, thread)),
+        Err(error) => {
+            process.threads.fetch_sub(1, Ordering::AcqRel);
+            process.teardown();
+            Err(LoadError::Thread(error))
+        }
     }
-    Ok(process)
 }
 
 /// Map the image's segments and the user stack.

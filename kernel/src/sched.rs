@@ -551,3 +551,101 @@ fn idle_loop(_: usize) {
         }
     }
 }
+
+// Thread control for capabilities (issue 8): a thread capability names `(id, serial)`, so
+// a reused slot never answers for a dead thread.
+
+/// The serial of live thread `id` (not dead).
+pub fn serial_of(id: usize) -> Option<u64> {
+    with(|scheduler| {
+        scheduler
+            .thread(id)
+            .filter(|thread| thread.state != State::Dead && !thread.killed)
+            .map(|thread| thread.serial)
+    })
+}
+
+/// The running thread's priority.
+pub fn current_priority() -> Priority {
+    with(|scheduler| {
+        let current = scheduler.current;
+        scheduler
+            .thread(current)
+            .map_or(Priority::LOWEST, |thread| thread.priority)
+    })
+}
+
+/// Mark a thread killed and make it runnable if it was blocked, so it reaches a point where
+/// it ends (see [`exit_if_killed`]).
+fn mark_killed(scheduler: &mut Scheduler, id: usize) {
+    if let Some(thread) = scheduler.thread(id) {
+        thread.killed = true;
+    }
+    make_ready(scheduler, id);
+}
+
+/// Kill thread `(id, serial)`: `false` when it no longer exists. The running thread ends
+/// on its way back to user mode ([`exit_if_killed`]).
+pub fn kill(id: usize, serial: u64) -> bool {
+    with(|scheduler| {
+        let live = scheduler.thread(id).is_some_and(|thread| {
+            thread.serial == serial && thread.state != State::Dead && !thread.killed
+        });
+        if live {
+            mark_killed(scheduler, id);
+        }
+        live
+    })
+}
+
+/// Kill every thread of `process`.
+pub fn kill_process(process: &Arc<Process>) {
+    with(|scheduler| {
+        for id in 1..MAX_THREADS {
+            let member = scheduler.thread(id).is_some_and(|thread| {
+                thread.state != State::Dead
+                    && thread
+                        .process
+                        .as_ref()
+                        .is_some_and(|owner| Arc::ptr_eq(owner, process))
+            });
+            if member {
+                mark_killed(scheduler, id);
+            }
+        }
+    });
+}
+
+/// Set thread `(id, serial)`'s priority (re-queued if ready). `false` when it no longer
+/// exists. A higher-priority ready thread preempts at the next tick at the latest.
+pub fn set_priority(id: usize, serial: u64, priority: Priority) -> bool {
+    with(|scheduler| {
+        let Some(thread) = scheduler.thread(id) else {
+            return false;
+        };
+        if thread.serial != serial || thread.state == State::Dead || thread.killed {
+            return false;
+        }
+        thread.priority = priority;
+        if scheduler.queue.contains(id) {
+            let _ = scheduler.queue.remove(id);
+            let _ = scheduler.queue.enqueue(id, priority);
+        }
+        true
+    })
+}
+
+/// If the running user thread was killed, end it now. Called where it is about to return
+/// to user mode and holds nothing on its kernel stack: after a system call, after a timer
+/// preemption, before a new thread's first entry.
+pub fn exit_if_killed() {
+    let killed = with(|scheduler| {
+        let current = scheduler.current;
+        scheduler
+            .thread(current)
+            .is_some_and(|thread| thread.killed && thread.process.is_some())
+    });
+    if killed {
+        exit_current();
+    }
+}

@@ -18,7 +18,7 @@ use arch_api::{Paging, TrapFrame as _, USER_END, USER_START, UserRegisterWrite};
 use crate::object::{Endpoint, EndpointCap, Notification, Object};
 use crate::process::Process;
 use crate::thread::TrapFrame;
-use crate::{Cpu, ipc, sched};
+use crate::{Cpu, ipc, procsys, sched};
 use abi::{Handle, Rights};
 use alloc::sync::Arc;
 
@@ -60,6 +60,33 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Some(Syscall::Signal) => ipc::signal(arguments[0], arguments[1]),
         Some(Syscall::Poll) => ipc::poll(arguments[0]),
         Some(Syscall::IpcBufferSet) => ipc::buffer_set(arguments[0]),
+        Some(Syscall::ProcessSpawn) => procsys::process_spawn(
+            arguments[0],
+            arguments[1],
+            arguments[2],
+            arguments[3],
+            arguments[4],
+        ),
+        Some(Syscall::ProcessKill) => procsys::process_kill(arguments[0]),
+        Some(Syscall::ProcessBindDeath) => {
+            procsys::process_bind_death(arguments[0], arguments[1], arguments[2])
+        }
+        Some(Syscall::ProcessStatus) => procsys::process_status(arguments[0]),
+        Some(Syscall::ThreadCreate) => {
+            procsys::thread_create(arguments[0], arguments[1], arguments[2], arguments[3])
+        }
+        Some(Syscall::ThreadKill) => procsys::thread_kill(arguments[0]),
+        Some(Syscall::ThreadSetPriority) => {
+            procsys::thread_set_priority(arguments[0], arguments[1])
+        }
+        Some(Syscall::IrqBind) => procsys::irq_bind(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::IrqAck) => procsys::irq_ack(arguments[0]),
+        Some(Syscall::IrqTestRaise) => procsys::irq_test_raise(arguments[0]),
+        Some(Syscall::PortIn) => procsys::port_in(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::PortOut) => {
+            procsys::port_out(arguments[0], arguments[1], arguments[2], arguments[3])
+        }
+        Some(Syscall::MmioMap) => procsys::mmio_map(arguments[0], arguments[1]),
         Some(Syscall::BenchCounter) => abi::BenchCounter::from_number(arguments[0])
             .map(crate::bench::counter)
             .ok_or(Error::InvalidArgument),

@@ -52,7 +52,14 @@ pub struct Thread {
     pub process: Option<Arc<Process>>,
     /// The tick at which a sleeping thread becomes ready again.
     pub wake_at: Option<u64>,
+    /// Unique over the kernel's life (ids are reused): what a thread capability names.
+    pub serial: u64,
+    /// Killed (`thread_kill`, `process_kill`): ends before it runs user code again.
+    pub killed: bool,
 }
+
+/// The next thread serial.
+static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 impl Thread {
     pub fn new(
@@ -74,6 +81,8 @@ impl Thread {
             start,
             process,
             wake_at: None,
+            serial: NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+            killed: false,
         }
     }
 }
@@ -81,6 +90,7 @@ impl Thread {
 /// Where every thread begins, on its own kernel stack, with interrupts masked.
 extern "C" fn thread_start(id: usize) -> ! {
     crate::sched::after_switch();
+    crate::sched::exit_if_killed();
     match crate::sched::start_of(id) {
         Some(Start::Kernel { entry, argument }) => {
             entry(argument);

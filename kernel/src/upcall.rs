@@ -19,6 +19,8 @@ static TICKS: AtomicU64 = AtomicU64::new(0);
 pub fn keel_timer_tick() {
     let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
     sched::timer_tick(now);
+    // A user thread killed while it was preempted ends before it runs user code again.
+    sched::exit_if_killed();
 }
 
 /// Timer ticks so far.
@@ -33,9 +35,15 @@ pub fn ticks() -> u64 {
 #[unsafe(no_mangle)]
 pub fn keel_trap(frame: &mut TrapFrame) {
     match frame.cause() {
-        TrapCause::Syscall => syscall::dispatch(frame),
-        // Interrupts the arch routes here have no handler in the core yet: ignore them.
-        TrapCause::Irq(_) => {}
+        TrapCause::Syscall => {
+            syscall::dispatch(frame);
+            // A thread killed during the call (by itself or while it was blocked) ends here.
+            sched::exit_if_killed();
+        }
+        // Device interrupts go to the capability holder bound to the line (issue 8).
+        TrapCause::Irq(line) => {
+            crate::irq_caps::deliver(line);
+        }
         cause if frame.is_from_user() => process::kill_current(frame, cause),
         cause => panic!(
             "kernel trap sent to the core: {} at ip {:#x}",

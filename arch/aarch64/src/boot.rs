@@ -5,6 +5,8 @@
 //! (through semihosting until the PL011 is mapped) rather than landing in the loader's
 //! vectors; the PL011 is mapped before the GIC so that GIC trouble is reported on serial.
 
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use aarch64_cpu::registers::{CurrentEL, Readable, SPSel};
 use arch_api::{EarlyError, EarlyInfo, FrameSource, KERNEL_STACK_REGION};
 
@@ -37,6 +39,9 @@ pub fn early_init(info: &EarlyInfo<'_>, frames: &mut dyn FrameSource) -> Result<
 
     let mut window = DeviceWindow::new(info.hhdm_offset, devices.memory_top)?;
     let uart = window.map(devices.uart, frames)?;
+    CONSOLE_UART.store(devices.uart.base, Ordering::Relaxed);
+    CONSOLE_UART_LENGTH.store(devices.uart.size, Ordering::Relaxed);
+    CONSOLE_UART_INTID.store(devices.uart_intid.unwrap_or(NO_INTID), Ordering::Relaxed);
     // SAFETY: `uart` was just mapped Device-nGnRE in the device window, which is never
     // unmapped, and the PL011 belongs to the kernel console until user space takes it.
     unsafe {
@@ -107,7 +112,7 @@ fn enable_pan() -> bool {
     if (sysreg::read!("id_aa64mmfr1_el1") >> 20) & 0xf == 0 {
         return false;
     }
-    PAN.store(true, core::sync::atomic::Ordering::Relaxed);
+    PAN.store(true, Ordering::Relaxed);
     const SCTLR_SPAN: u64 = 1 << 23;
     // Clearing SPAN only changes what exception entry does to PSTATE.PAN.
     sysreg::write!("sctlr_el1", sysreg::read!("sctlr_el1") & !SCTLR_SPAN);
@@ -123,3 +128,10 @@ static PAN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new
 pub fn pan_enabled() -> bool {
     PAN.load(core::sync::atomic::Ordering::Relaxed)
 }
+
+/// The console PL011's physical base and length (0: unknown) and INTID ([`NO_INTID`]:
+/// none), for the core's device capabilities (issue 8).
+pub static CONSOLE_UART: AtomicU64 = AtomicU64::new(0);
+pub static CONSOLE_UART_LENGTH: AtomicU64 = AtomicU64::new(0);
+pub static CONSOLE_UART_INTID: AtomicU32 = AtomicU32::new(NO_INTID);
+pub const NO_INTID: u32 = u32::MAX;

@@ -73,6 +73,8 @@ pub struct Devices {
     pub uart: Region,
     /// The UART's reference clock (`uartclk`), when the tree names one.
     pub uart_clock: Option<u64>,
+    /// The UART's interrupt as a GIC INTID (its first `interrupts` specifier), if any.
+    pub uart_intid: Option<u32>,
     pub gic: GicDescription,
     pub timer: TimerDescription,
     /// `None` when the tree has no PSCI 0.2+ node (PSCI 0.1 has no SYSTEM_OFF).
@@ -100,6 +102,9 @@ pub fn parse(blob: &[u8]) -> Result<Devices, EarlyError> {
     let uart_node = find_uart(&tree).ok_or(EarlyError::MissingDevice("PL011 UART (arm,pl011)"))?;
     let uart = first_reg(uart_node).ok_or(EarlyError::MissingDevice("PL011 UART `reg`"))?;
     let uart_clock = uart_clock(&tree, uart_node);
+    let uart_intid = uart_node
+        .property("interrupts")
+        .and_then(|interrupts| gic_intid(interrupts.value));
     let timer_node = tree
         .find_compatible(TIMER)
         .ok_or(EarlyError::MissingDevice("timer (arm,armv8-timer)"))?;
@@ -121,6 +126,7 @@ pub fn parse(blob: &[u8]) -> Result<Devices, EarlyError> {
     Ok(Devices {
         uart,
         uart_clock,
+        uart_intid,
         gic,
         timer,
         psci,
@@ -164,6 +170,23 @@ fn regs<'a>(node: FdtNode<'_, 'a>) -> impl Iterator<Item = Region> + 'a {
 
 fn first_reg(node: FdtNode<'_, '_>) -> Option<Region> {
     regs(node).next().filter(|region| region.size != 0)
+}
+
+/// GIC interrupt specifier type for an SPI (the first cell).
+const GIC_SPI: u32 = 0;
+/// First SPI interrupt ID.
+const SPI_BASE: u32 = 32;
+
+/// The INTID of the first three-cell GIC specifier in `value` (type, number, flags).
+fn gic_intid(value: &[u8]) -> Option<u32> {
+    let mut specifier = cells(value);
+    let kind = specifier.next()?;
+    let number = specifier.next()?;
+    match kind {
+        GIC_SPI => SPI_BASE.checked_add(number),
+        GIC_PPI => PPI_BASE.checked_add(number),
+        _ => None,
+    }
 }
 
 /// Big-endian 32-bit cells of a property value.

@@ -283,3 +283,25 @@ impl SelfTest for Cpu {
         boot::pan_enabled()
     }
 }
+
+/// The console is the device tree's PL011 (MMIO; rounded out to whole pages) and its SPI.
+/// No I/O ports on this architecture (the trait's defaults).
+impl arch_api::Devices for Cpu {
+    fn console_device() -> Option<arch_api::ConsoleDevice> {
+        use core::sync::atomic::Ordering;
+        let base = boot::CONSOLE_UART.load(Ordering::Relaxed);
+        let length = boot::CONSOLE_UART_LENGTH.load(Ordering::Relaxed);
+        if base == 0 || length == 0 {
+            return None;
+        }
+        let page = arch_api::PAGE_SIZE;
+        let start = base & !(page - 1);
+        let end = (base + length).div_ceil(page) * page;
+        let intid = boot::CONSOLE_UART_INTID.load(Ordering::Relaxed);
+        Some(arch_api::ConsoleDevice {
+            ports: None,
+            mmio: Some((start, end - start)),
+            irq: (intid != boot::NO_INTID).then_some(intid),
+        })
+    }
+}

@@ -446,3 +446,40 @@ pub trait UserRegisterWrite: Threads {
         registers: &UserRegisters,
     ) -> Result<(), InvalidRegisters>;
 }
+
+/// The console UART as user space receives it through capabilities (issue 8): its I/O
+/// ports (x86_64) or its MMIO range (AArch64), and its interrupt line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsoleDevice {
+    /// `(first port, count)`.
+    pub ports: Option<(u16, u16)>,
+    /// `(physical base, length)`, both page multiples.
+    pub mmio: Option<(u64, u64)>,
+    /// The interrupt line (x86_64: ISA IRQ; AArch64: GIC INTID).
+    pub irq: Option<u32>,
+}
+
+/// Devices handed to user space (issue 8), and port I/O on behalf of a capability holder.
+/// Defaults: no device, no I/O ports.
+pub trait Devices: Platform {
+    /// The console UART, if the platform knows it.
+    fn console_device() -> Option<ConsoleDevice> {
+        None
+    }
+
+    /// Read `width` bytes (1, 2 or 4) from I/O port `port`; `None` where the architecture
+    /// has no I/O ports or the width is not one of those.
+    ///
+    /// Contract: the core calls this only for a port in the range of an I/O-port
+    /// capability the requester holds (a port access can have side effects on its device).
+    fn port_read(_port: u16, _width: u8) -> Option<u32> {
+        None
+    }
+
+    /// Write the low `width` bytes (1, 2 or 4) of `value` to I/O port `port`; `false` where
+    /// the architecture has no I/O ports or the width is not one of those. Contract: as for
+    /// [`Devices::port_read`].
+    fn port_write(_port: u16, _width: u8, _value: u32) -> bool {
+        false
+    }
+}

@@ -240,3 +240,45 @@ impl core::fmt::Display for FeatureList {
         Ok(())
     }
 }
+
+/// The console is COM1: ports `0x3F8..=0x3FF`, ISA IRQ 4. Port I/O runs here, on behalf of
+/// the core's I/O-port capabilities (the core checks the range and rights).
+impl arch_api::Devices for Cpu {
+    fn console_device() -> Option<arch_api::ConsoleDevice> {
+        Some(arch_api::ConsoleDevice {
+            ports: Some((serial::COM1, 8)),
+            mmio: None,
+            irq: Some(serial::COM1_IRQ),
+        })
+    }
+
+    fn port_read(port: u16, width: u8) -> Option<u32> {
+        use x86_64::instructions::port::PortReadOnly;
+        // SAFETY: the core passes only ports of an I/O-port capability (trait contract),
+        // i.e. device ports given to user space, none the kernel's memory depends on.
+        unsafe {
+            match width {
+                1 => Some(u32::from(PortReadOnly::<u8>::new(port).read())),
+                2 => Some(u32::from(PortReadOnly::<u16>::new(port).read())),
+                4 => Some(PortReadOnly::<u32>::new(port).read()),
+                _ => None,
+            }
+        }
+    }
+
+    fn port_write(port: u16, width: u8, value: u32) -> bool {
+        use x86_64::instructions::port::PortWriteOnly;
+        // SAFETY: the core passes only ports of an I/O-port capability (trait contract),
+        // i.e. device ports given to user space, none the kernel's memory depends on. The
+        // truncations keep the low `width` bytes, as documented.
+        unsafe {
+            match width {
+                1 => PortWriteOnly::<u8>::new(port).write(value as u8),
+                2 => PortWriteOnly::<u16>::new(port).write(value as u16),
+                4 => PortWriteOnly::<u32>::new(port).write(value),
+                _ => return false,
+            }
+        }
+        true
+    }
+}

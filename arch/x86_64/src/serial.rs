@@ -7,7 +7,9 @@
 use x86_64::instructions::port::Port;
 
 /// I/O base of COM1.
-const COM1: u16 = 0x3F8;
+pub const COM1: u16 = 0x3F8;
+/// COM1's ISA interrupt line.
+pub const COM1_IRQ: u32 = 4;
 
 // Register offsets from the base (DLAB = 0 unless noted).
 const DATA: u16 = 0; // THR on write; with DLAB = 1 the divisor's low byte

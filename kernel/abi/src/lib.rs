@@ -336,11 +336,104 @@ pub enum Syscall {
     /// such a page: unmapped, read-only, part of the image or stack, kernel half).
     /// Unmapping the page later makes long messages fail with [`Error::BadAddress`].
     IpcBufferSet = 22,
+    /// `process_spawn(memory, caps_pointer, caps_count, priority, argument)`: a new
+    /// process from the ELF image in the memory-region capability `memory` (needs
+    /// `READ`), its first thread at `priority` (at most the calling thread's own) entering
+    /// the image's entry point with `argument`. The child's table gets its first thread
+    /// ([`Rights::CONTROL`]) at slot 0 and copies of the `caps_count` (at most
+    /// [`MAX_SPAWN_CAPS`]) handles at `caps_pointer` (an array of `u64`), with their
+    /// rights, at slots 1.. in order; each needs `GRANT`. Slot `n` of a fresh table is
+    /// `Handle::new(n, 1)`. Value: a process handle with [`Rights::ALL`].
+    /// Errors: [`Error::InvalidHandle`] (`memory` or a listed handle), [`Error::PermissionDenied`]
+    /// (`memory` without `READ`, a listed capability without `GRANT`, `priority` above the
+    /// caller's), [`Error::InvalidArgument`] (`memory` is not a memory region, the image
+    /// is not a valid ELF executable for this machine, `caps_count` too large, `priority`
+    /// not below [`PRIORITY_LEVELS`]), [`Error::BadAddress`] (the handle array is not
+    /// readable user memory), [`Error::OutOfMemory`] (frames, thread slots, or the
+    /// caller's object quota), [`Error::NoSpace`] (the caller's table is full).
+    ProcessSpawn = 0x20,
+    /// `process_kill(process)`: end every thread of the process (needs `CONTROL`). A
+    /// thread running user code or blocked in the kernel never runs user code again; the
+    /// process's status becomes killed ([`ProcessStatus`]) once its last thread is gone.
+    /// Killing the caller's own process ends the caller too. Killing a process that has
+    /// ended does nothing. Errors: [`Error::InvalidHandle`], [`Error::PermissionDenied`],
+    /// [`Error::InvalidArgument`] (not a process).
+    ProcessKill = 0x21,
+    /// `process_bind_death(process, notification, bits)`: signal `bits` on the
+    /// notification when the process's last thread is gone (at once if it already is).
+    /// One binding per process; a new one replaces the old. Needs `CONTROL` on the
+    /// process and `SIGNAL` on the notification. Errors: [`Error::InvalidHandle`],
+    /// [`Error::PermissionDenied`], [`Error::InvalidArgument`] (wrong object types, `bits`
+    /// 0).
+    ProcessBindDeath = 0x22,
+    /// `process_status(process)`: value: [`ProcessStatus::encode`] — bits 0..8 the state
+    /// (0 running, 1 exited, 2 faulted, 3 killed), bits 32..64 the low 32 bits of the exit
+    /// code when exited. Needs `READ`. Errors: [`Error::InvalidHandle`],
+    /// [`Error::PermissionDenied`], [`Error::InvalidArgument`] (not a process).
+    ProcessStatus = 0x23,
+    /// `thread_create(entry, stack, argument, priority)`: a new thread in the caller's
+    /// process, entering user mode at `entry` with stack pointer `stack` (16-byte aligned,
+    /// in the user half; the caller maps the stack) and `argument` in the first argument
+    /// register, at `priority` (at most the caller's own). Value: a thread handle
+    /// ([`Rights::ALL`]). A bad `entry` or unmapped stack faults the new thread only.
+    /// Errors: [`Error::BadAddress`] (`entry` or `stack` outside the user half),
+    /// [`Error::InvalidArgument`] (`stack` misaligned, `priority` not below
+    /// [`PRIORITY_LEVELS`]), [`Error::PermissionDenied`] (`priority` above the caller's),
+    /// [`Error::OutOfMemory`] (no thread slot or kernel stack, or the object quota),
+    /// [`Error::NoSpace`] (table full).
+    ThreadCreate = 0x24,
+    /// `thread_kill(thread)`: end the thread (needs `CONTROL`); it never runs user code
+    /// again. Killing the calling thread is `exit(0)`. Errors: [`Error::InvalidHandle`],
+    /// [`Error::PermissionDenied`], [`Error::InvalidArgument`] (not a thread),
+    /// [`Error::PeerDied`] (the thread has already ended).
+    ThreadKill = 0x25,
+    /// `thread_set_priority(thread, priority)`: needs `CONTROL`; never above the calling
+    /// thread's own priority. Errors: [`Error::InvalidHandle`], [`Error::PermissionDenied`]
+    /// (no `CONTROL`, or `priority` above the caller's), [`Error::InvalidArgument`] (not a
+    /// thread, `priority` not below [`PRIORITY_LEVELS`]), [`Error::PeerDied`] (the thread
+    /// has ended).
+    ThreadSetPriority = 0x26,
+    /// `irq_bind(irq, notification, bits)`: when the interrupt line fires, the kernel
+    /// masks it and signals `bits` on the notification; [`Syscall::IrqAck`] unmasks it.
+    /// Binding unmasks the line; a new binding replaces the old. Needs `CONTROL` on the
+    /// line and `SIGNAL` on the notification. Errors: [`Error::InvalidHandle`],
+    /// [`Error::PermissionDenied`], [`Error::InvalidArgument`] (wrong object types, `bits`
+    /// 0).
+    IrqBind = 0x27,
+    /// `irq_ack(irq)`: the handler is done; unmask the line. Needs `CONTROL`. Errors:
+    /// [`Error::InvalidHandle`], [`Error::PermissionDenied`], [`Error::InvalidArgument`]
+    /// (not an IRQ line, or not bound).
+    IrqAck = 0x28,
+    /// `port_in(ports, port, width)`: value: `width` bytes (1, 2 or 4) read from I/O port
+    /// `port` (x86_64). The whole access must lie in the capability's range. Needs `READ`.
+    /// The kernel does the access (no TSS I/O bitmap: nothing per process to switch, each
+    /// access checked against the capability; a slow device pays a system call per access).
+    /// Errors: [`Error::InvalidHandle`], [`Error::PermissionDenied`] (no `READ`, or a port
+    /// outside the range), [`Error::InvalidArgument`] (not an I/O-port capability, bad
+    /// width, `port` above 0xffff).
+    PortIn = 0x29,
+    /// `port_out(ports, port, width, value)`: write the low `width` bytes of `value`. Needs
+    /// `WRITE`; errors as `port_in`.
+    PortOut = 0x2a,
+    /// `mmio_map(mmio, address)`: map the capability's physical range uncached (device
+    /// memory) at `address` in the caller, readable, writable with `WRITE`, never
+    /// executable. Needs `MAP`. Unmapped when the process ends. Errors:
+    /// [`Error::InvalidHandle`], [`Error::PermissionDenied`], [`Error::InvalidArgument`]
+    /// (not an MMIO capability, `address` not page-aligned, the range overlaps a mapping),
+    /// [`Error::BadAddress`] (the range leaves the user half), [`Error::OutOfMemory`]
+    /// (page tables).
+    MmioMap = 0x2b,
     /// `bench_counter(which)`: one of the kernel's event counters ([`BenchCounter`]), for
     /// benchmarks (issue 10). Reads only; an unknown selector returns
     /// [`Error::InvalidArgument`]. Numbered apart from the lasting calls: it may change
     /// with the benchmarks.
     BenchCounter = 0x40,
+    /// `irq_test_raise(irq)`: test-only, the software path into interrupt delivery: the
+    /// kernel delivers the capability's line exactly as if it had fired (signal and mask
+    /// when bound and unmasked; nothing when masked or unbound). Value: 1 when it
+    /// signalled, 0 otherwise. Needs `CONTROL`. Errors: as [`Syscall::IrqAck`] (without
+    /// the binding check).
+    IrqTestRaise = 0x41,
 }
 
 /// The counters `bench_counter` reads: events on the kernel paths benchmarks measure.
@@ -545,6 +638,64 @@ pub mod ipc {
     pub const BUFFER_CAP_WORDS: usize = super::MessageInfo::MAX_CAPS;
 }
 
+/// Scheduler priorities: `0..PRIORITY_LEVELS`, higher runs first; equal priorities share
+/// the CPU round robin.
+pub const PRIORITY_LEVELS: u64 = 32;
+/// The priority of the first thread of every process the kernel starts.
+pub const PRIORITY_NORMAL: u64 = 8;
+/// Capabilities one `process_spawn` copies at most.
+pub const MAX_SPAWN_CAPS: u64 = 16;
+
+/// The capabilities the kernel gives the root process of the `user` scenario (the
+/// `testsuite` suite run), by slot (handle `Handle::new(slot, 1)`).
+pub mod root_slots {
+    /// The `testsuite` boot module (memory region: `READ MAP GRANT`).
+    pub const TESTSUITE_IMAGE: u32 = 0;
+    /// The console UART's interrupt line (`CONTROL`).
+    pub const CONSOLE_IRQ: u32 = 1;
+    /// The console UART: I/O ports `READ WRITE` (x86_64) or MMIO `READ WRITE MAP`
+    /// (AArch64).
+    pub const CONSOLE_DEVICE: u32 = 2;
+    /// A memory region that is not an ELF executable (the first 256 bytes of `testsuite`:
+    /// a valid ELF header whose program headers lie beyond the region), `READ GRANT`.
+    pub const MALFORMED_IMAGE: u32 = 3;
+}
+
+/// A process's state as `process_status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessStatus {
+    Running,
+    /// Its last thread called `exit(code)` (low 32 bits of the code, sign-extended).
+    Exited(i32),
+    /// Its last thread was killed by a fault.
+    Faulted,
+    /// Ended by `process_kill`.
+    Killed,
+}
+
+impl ProcessStatus {
+    pub const fn encode(self) -> u64 {
+        match self {
+            Self::Running => 0,
+            // why: the code travels as its 32-bit pattern in bits 32..64.
+            Self::Exited(code) => 1 | (code as u32 as u64) << 32,
+            Self::Faulted => 2,
+            Self::Killed => 3,
+        }
+    }
+
+    pub const fn decode(value: u64) -> Option<Self> {
+        Some(match value & 0xff {
+            0 => Self::Running,
+            // why: bits 32..64 hold the code's 32-bit pattern.
+            1 => Self::Exited((value >> 32) as u32 as i32),
+            2 => Self::Faulted,
+            3 => Self::Killed,
+            _ => return None,
+        })
+    }
+}
+
 /// The longest text one `debug_write` prints.
 pub const DEBUG_WRITE_MAX: u64 = 256;
 
@@ -575,7 +726,20 @@ impl Syscall {
             20 => Self::Wait,
             21 => Self::Poll,
             22 => Self::IpcBufferSet,
+            0x20 => Self::ProcessSpawn,
+            0x21 => Self::ProcessKill,
+            0x22 => Self::ProcessBindDeath,
+            0x23 => Self::ProcessStatus,
+            0x24 => Self::ThreadCreate,
+            0x25 => Self::ThreadKill,
+            0x26 => Self::ThreadSetPriority,
+            0x27 => Self::IrqBind,
+            0x28 => Self::IrqAck,
+            0x29 => Self::PortIn,
+            0x2a => Self::PortOut,
+            0x2b => Self::MmioMap,
             0x40 => Self::BenchCounter,
+            0x41 => Self::IrqTestRaise,
             _ => return None,
         })
     }
@@ -631,6 +795,14 @@ mod tests {
             );
         }
         assert_eq!(Syscall::from_number(23), None);
+        for number in 0x20..=0x2b {
+            assert_eq!(
+                Syscall::from_number(number).map(Syscall::number),
+                Some(number)
+            );
+        }
+        assert_eq!(Syscall::from_number(0x2c), None);
+        assert_eq!(Syscall::IrqTestRaise.number(), 0x41);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
 
@@ -665,6 +837,22 @@ mod tests {
         assert_eq!(MessageInfo::from_raw(1 << 42), None, "reserved bit");
         assert_eq!(MessageInfo::from_raw(1 << 63), None, "reserved bit");
         assert_eq!(MessageInfo::from_raw(0), Some(MessageInfo::default()));
+    }
+
+    #[test]
+    fn process_status_round_trips() {
+        for status in [
+            ProcessStatus::Running,
+            ProcessStatus::Exited(0),
+            ProcessStatus::Exited(42),
+            ProcessStatus::Exited(-1),
+            ProcessStatus::Faulted,
+            ProcessStatus::Killed,
+        ] {
+            assert_eq!(ProcessStatus::decode(status.encode()), Some(status));
+        }
+        assert_eq!(ProcessStatus::Exited(-1).encode(), 0xffff_ffff_0000_0001);
+        assert_eq!(ProcessStatus::decode(4), None);
     }
 
     #[test]

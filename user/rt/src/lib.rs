@@ -7,7 +7,8 @@
 //! check that the kernel kills a faulting thread) and [`counter`] (the one instruction
 //! that reads the benchmarks' instruction counter).
 //!
-//! Capabilities, IPC and notifications are in [`ipc`].
+//! Capabilities, IPC and notifications are in [`ipc`]; processes, threads, priorities,
+//! interrupt lines and devices in [`proc`].
 //!
 //! Weak spots: printing goes through the kernel's debug log, not the console server (which
 //! arrives with issue 9); no allocator yet.
@@ -18,6 +19,7 @@ pub mod fault;
 pub mod fpu;
 pub mod ipc;
 pub mod print;
+pub mod proc;
 mod raw;
 pub mod registers;
 

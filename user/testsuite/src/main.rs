@@ -14,6 +14,7 @@ use abi::Error;
 use rt::println;
 
 mod ipc;
+mod proc;
 
 /// Arguments the kernel passes.
 const SUITE: u64 = 0;
@@ -128,6 +129,9 @@ fn main(argument: u64) -> i64 {
             1
         }
         IPC_SERVER => ipc::server(),
+        argument if matches!(argument & 0xff, proc::CHILD_EXIT | proc::CHILD_SPIN) => {
+            proc::child(argument)
+        }
         IPC_CLIENT => {
             let mut results = Results {
                 passed: 0,
@@ -422,5 +426,6 @@ fn suite() -> i64 {
     );
     register_write_refusals(&mut results);
     memory_tests(&mut results);
+    proc::tests(&mut results);
     exit_code(results.passed, results.failed)
 }
