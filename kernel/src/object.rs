@@ -31,10 +31,6 @@ use crate::process::Process;
 
 /// What a capability names.
 #[derive(Clone)]
-#[allow(
-    dead_code,
-    reason = "the process and memory objects are read by the process-creation calls, next in issue 8"
-)]
 pub enum Object {
     Endpoint(EndpointCap),
     Notification(Arc<Notification>),
@@ -184,10 +180,6 @@ impl Notification {
 }
 
 /// Physical memory `[base, base + length)`, e.g. a boot module.
-#[allow(
-    dead_code,
-    reason = "read by the process-creation calls, next in issue 8"
-)]
 pub struct MemoryRegion {
     pub base: u64,
     pub length: u64,

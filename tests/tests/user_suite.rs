@@ -4,7 +4,9 @@
 //! process while the kernel keeps running; and issue 8's IPC and capability tests (an IPC
 //! client and server process: ping-pong, long messages, capability transfer, badges,
 //! stale handles, rights, quotas, every new system call with each class of bad argument,
-//! a dead server). One boot per architecture.
+//! a dead server); and issue 8's process, thread, priority, IRQ and device capability tests
+//! (children spawned from a boot module, killed, round robin, port and MMIO access, every
+//! new call with each class of bad argument). One boot per architecture.
 #![forbid(unsafe_code)]
 
 use tests::{
@@ -107,6 +109,85 @@ const EXPECTED: &[&str] = &[
     "ok kernel survived user faults",
 ];
 
+/// Issue 8: processes, threads, priorities and IRQ lines (both architectures).
+const PROC_EXPECTED: &[&str] = &[
+    "ok user process spawned from a boot module: exit code 42 seen after its death notification, copied capability used by the child",
+    "ok user process spawn of a malformed image returns InvalidArgument",
+    "ok user process kill ends a spinning child (death notification, status killed)",
+    "ok user two spinning threads at equal priority both make progress (round robin)",
+    "ok user thread kill stops a spinning thread (its counter freezes while the other advances)",
+    "ok user proc bad argument: thread_kill of an ended thread",
+    "ok user proc bad argument: thread_set_priority of an ended thread",
+    "ok user priority change above the caller's is refused (thread_set_priority, thread_create, process_spawn); lowering works; a blocked thread is killed",
+    "ok user proc bad argument: irq_ack of an unbound line",
+    "ok user irq delivery: a bound line signals its notification and stays masked until irq_ack",
+    "ok user proc bad argument: process_spawn invalid handle",
+    "ok user proc bad argument: process_spawn of a notification",
+    "ok user proc bad argument: process_spawn image without READ",
+    "ok user proc bad argument: process_spawn priority out of range",
+    "ok user proc bad argument: process_spawn too many capabilities",
+    "ok user proc bad argument: process_spawn capability list at a kernel address",
+    "ok user proc bad argument: process_spawn capability list unmapped",
+    "ok user proc bad argument: process_spawn listed invalid handle",
+    "ok user proc bad argument: process_spawn listed capability without GRANT",
+    "ok user proc bad argument: process_kill invalid handle",
+    "ok user proc bad argument: process_kill of a notification",
+    "ok user proc bad argument: process_kill without CONTROL",
+    "ok user proc bad argument: process_bind_death invalid handle",
+    "ok user proc bad argument: process_bind_death of a notification",
+    "ok user proc bad argument: process_bind_death bits 0",
+    "ok user proc bad argument: process_bind_death to a process handle",
+    "ok user proc bad argument: process_bind_death notification without SIGNAL",
+    "ok user proc bad argument: process_bind_death without CONTROL",
+    "ok user proc bad argument: process_status invalid handle",
+    "ok user proc bad argument: process_status of a notification",
+    "ok user proc bad argument: process_status without READ",
+    "ok user proc bad argument: thread_create entry at a kernel address",
+    "ok user proc bad argument: thread_create stack at a kernel address",
+    "ok user proc bad argument: thread_create misaligned stack",
+    "ok user proc bad argument: thread_create priority out of range",
+    "ok user proc bad argument: thread_kill invalid handle",
+    "ok user proc bad argument: thread_kill of a notification",
+    "ok user proc bad argument: thread_set_priority invalid handle",
+    "ok user proc bad argument: thread_set_priority of a process",
+    "ok user proc bad argument: irq_bind invalid handle",
+    "ok user proc bad argument: irq_bind of a notification",
+    "ok user proc bad argument: irq_bind bits 0",
+    "ok user proc bad argument: irq_bind notification without SIGNAL",
+    "ok user proc bad argument: irq_bind without CONTROL",
+    "ok user proc bad argument: irq_ack invalid handle",
+    "ok user proc bad argument: irq_ack of a notification",
+    "ok user proc bad argument: irq_ack without CONTROL",
+    "ok user proc bad argument: irq_test_raise of a notification",
+    "ok user proc bad argument: port_in invalid handle",
+    "ok user proc bad argument: port_out of a notification",
+    "ok user proc bad argument: mmio_map invalid handle",
+    "ok user proc bad argument: mmio_map of a notification",
+];
+
+/// Issue 8 device capabilities on x86_64: COM1's I/O ports.
+const PROC_X86_64: &[&str] = &[
+    "ok user COM1 scratch register write and read back through the port capability",
+    "ok user proc bad argument: port_in below the granted range",
+    "ok user proc bad argument: port_in beyond the granted range",
+    "ok user proc bad argument: port_in straddling the end of the range",
+    "ok user proc bad argument: port_in width 3",
+    "ok user proc bad argument: port_in port above 0xffff",
+    "ok user proc bad argument: port_out outside the granted range",
+    "ok user proc bad argument: port_out without WRITE",
+    "ok user proc bad argument: mmio_map of an I/O-port capability",
+];
+
+/// Issue 8 device capabilities on AArch64: the PL011's MMIO range.
+const PROC_AARCH64: &[&str] = &[
+    "ok user mmio_map of the PL011 and a read of its ID registers",
+    "ok user proc bad argument: mmio_map over an existing mapping",
+    "ok user proc bad argument: mmio_map at a misaligned address",
+    "ok user proc bad argument: mmio_map at a kernel address",
+    "ok user proc bad argument: mmio_map without MAP",
+    "ok user proc bad argument: port_in on an MMIO capability",
+];
+
 fn user_suite(arch: Arch) {
     if !selected(arch, &format!("user suite on {arch}")) {
         return;
@@ -118,6 +199,14 @@ fn user_suite(arch: Arch) {
     assert!(hello < good, "the debug_write text comes before its result");
     for expected in EXPECTED {
         expect_line(&outcome, expected);
+    }
+    let proc_device = match arch {
+        Arch::X86_64 => PROC_X86_64,
+        Arch::Aarch64 => PROC_AARCH64,
+    };
+    for expected in PROC_EXPECTED.iter().chain(proc_device) {
+        let (_, line) = expect_line(&outcome, expected);
+        assert_eq!(line.trim_end(), *expected);
     }
     // AArch64 always checks the upper halves of the q registers too (x86_64 needs AVX:
     // tests/cpu_models.rs runs it with `--cpu max`).
@@ -195,7 +284,10 @@ fn user_suite(arch: Arch) {
         .expect("no summary line");
     assert_eq!(
         summary.trim(),
-        format!("{} passed, 0 failed", EXPECTED.len() + privileged.len())
+        format!(
+            "{} passed, 0 failed",
+            EXPECTED.len() + privileged.len() + PROC_EXPECTED.len() + proc_device.len()
+        )
     );
     expect_ending(&outcome, &Ending::Exit(0));
 }

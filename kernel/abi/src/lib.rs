@@ -383,7 +383,7 @@ pub enum Syscall {
     /// [`Error::NoSpace`] (table full).
     ThreadCreate = 0x24,
     /// `thread_kill(thread)`: end the thread (needs `CONTROL`); it never runs user code
-    /// again. Killing the calling thread is `exit(0)`. Errors: [`Error::InvalidHandle`],
+    /// again. Killing the calling thread ends it on return (no exit code is recorded). Errors: [`Error::InvalidHandle`],
     /// [`Error::PermissionDenied`], [`Error::InvalidArgument`] (not a thread),
     /// [`Error::PeerDied`] (the thread has already ended).
     ThreadKill = 0x25,
