@@ -67,6 +67,7 @@ pub mod pic;
 pub mod power;
 pub mod serial;
 pub mod space;
+pub mod tables;
 pub mod thread;
 pub mod trap;
 pub mod upcall;
@@ -238,5 +239,27 @@ impl core::fmt::Display for FeatureList {
             write!(out, " none")?;
         }
         Ok(())
+    }
+}
+
+impl arch_api::KernelTables for Cpu {
+    fn switch_to_kernel_tables(
+        layout: &arch_api::KernelLayout,
+        direct_map: &[(u64, u64)],
+        frames: &mut dyn FrameSource,
+    ) -> Result<arch_api::KernelTablesReport, EarlyError> {
+        tables::switch_to_kernel_tables(layout, direct_map, frames)
+    }
+
+    fn active_kernel_root() -> u64 {
+        tables::active_root()
+    }
+
+    fn lookup_kernel(virtual_address: u64) -> Option<arch_api::pagetable::Translation> {
+        tables::lookup_active(virtual_address)
+    }
+
+    fn provoke_kernel_write(address: u64) -> Option<arch_api::TrapCause> {
+        trap::fixup::provoke_store(address)
     }
 }

@@ -86,6 +86,11 @@ pub fn record_kernel_root() {
     KERNEL_ROOT.store(Cr3::read().0.start_address().as_u64(), Ordering::Relaxed);
 }
 
+/// The kernel's own root replaces the loader's (`tables::switch_to_kernel_tables`).
+pub fn set_kernel_root(root: u64) {
+    KERNEL_ROOT.store(root, Ordering::Relaxed);
+}
+
 /// Physical address of the kernel's root table.
 pub fn kernel_root() -> u64 {
     KERNEL_ROOT.load(Ordering::Relaxed)

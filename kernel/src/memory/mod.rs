@@ -7,6 +7,7 @@
 
 pub mod frames;
 pub mod heap;
+pub mod kernel_tables;
 pub mod stacks;
 
 use crate::boot::Early;
@@ -19,6 +20,9 @@ pub fn init(early: &Early, early_used: (u64, u64)) {
     match frames::init(hhdm, early_used) {
         Ok(()) => {}
         Err(error) => panic!("cannot build the frame allocator: {error}"),
+    }
+    if let Err(error) = kernel_tables::switch(hhdm) {
+        panic!("cannot switch to the kernel's own page tables: {error}");
     }
     if let Err(error) = heap::init() {
         panic!("cannot build the kernel heap: {error}");
@@ -34,4 +38,13 @@ pub fn print_summary() {
         heap::HEAP_BYTES >> 10,
         crate::boot::kernel_image_bytes() >> 10,
     );
+    if let Some(report) = kernel_tables::report() {
+        crate::println!(
+            "mm: kernel page tables at {:#x} (loader's were at {:#x}): {} table frames, hhdm maps {} MiB",
+            report.kernel_root,
+            report.loader_root,
+            report.table_frames,
+            report.direct_map_bytes >> 20,
+        );
+    }
 }
