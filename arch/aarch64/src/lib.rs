@@ -283,3 +283,33 @@ impl SelfTest for Cpu {
         boot::pan_enabled()
     }
 }
+
+impl arch_api::KernelTables for Cpu {
+    fn switch_to_kernel_tables(
+        layout: &arch_api::KernelLayout,
+        direct_map: &[(u64, u64)],
+        frames: &mut dyn FrameSource,
+    ) -> Result<arch_api::KernelTablesReport, EarlyError> {
+        paging::switch_to_kernel_tables(layout, direct_map, frames)
+    }
+
+    fn active_kernel_root() -> u64 {
+        paging::active_kernel_root()
+    }
+
+    fn lookup_kernel(virtual_address: u64) -> Option<arch_api::pagetable::Translation> {
+        paging::lookup_kernel(virtual_address)
+    }
+
+    fn provoke_kernel_write(address: u64) -> Option<TrapCause> {
+        if paging::lookup_kernel(address).is_none() {
+            return None;
+        }
+        trap::fixup::take_recorded();
+        // SAFETY: a mapped kernel address (checked); the probe stores back the word it
+        // just loaded (interrupts are masked in the kernel, so nothing changes it in
+        // between), and a fault resumes after the store through its fixup entry.
+        unsafe { trap::fixup::keel_provoke_store(address) };
+        trap::fixup::take_recorded()
+    }
+}

@@ -82,9 +82,12 @@ pub struct Translation {
     pub entry: u64,
 }
 
-/// Whether `address` is canonical for 48-bit virtual addresses.
+/// Whether `address` lies in one of the two 48-bit halves a 4-level walk translates (its
+/// top 16 bits all clear or all set): the lower half (TTBR0 / user) or the upper (TTBR1 /
+/// kernel). x86_64 is stricter (bit 47 must match too); its callers check their half.
 pub const fn is_canonical(address: u64) -> bool {
-    (((address << 16) as i64) >> 16) as u64 == address
+    let top = address >> 48;
+    top == 0 || top == 0xffff
 }
 
 /// One hierarchy: its root, the memory its tables live in and the entry format.
@@ -534,9 +537,9 @@ mod tests {
             Err(MapError::BadAddress)
         );
         assert_eq!(
-            walker.map(0x8000_0000_0000, 0x7000, DATA, 0, true),
+            walker.map(0x0001_0000_0000_0000, 0x7000, DATA, 0, true),
             Err(MapError::BadAddress),
-            "non-canonical"
+            "outside both halves"
         );
         assert_eq!(
             walker.map(0x40_0000, 1 << 60, DATA, 0, true),

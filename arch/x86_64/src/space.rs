@@ -123,7 +123,6 @@ fn is_page_aligned(address: u64) -> bool {
     address.is_multiple_of(PAGE_SIZE)
 }
 
-
 /// Map one kernel page into the shared kernel half. Never creates a root entry: user
 /// spaces copy the kernel half's root entries when they are made, so those are filled by
 /// [`init`] and never change afterwards.
@@ -156,8 +155,7 @@ pub fn unmap_kernel(virtual_address: u64) -> Result<u64, MapError> {
     }
     let format = Format::current();
     let mut memory = HhdmTables::fixed();
-    let frame =
-        Walker::new(&mut memory, &format, paging::kernel_root()).unmap(virtual_address)?;
+    let frame = Walker::new(&mut memory, &format, paging::kernel_root()).unmap(virtual_address)?;
     tlb::flush(VirtAddr::new(virtual_address));
     Ok(frame)
 }

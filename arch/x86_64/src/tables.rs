@@ -183,9 +183,7 @@ pub fn switch_to_kernel_tables(
         handed_out: 0,
     };
     let mut memory = HhdmTables::growing(&mut counting);
-    let new_root = memory
-        .allocate_table()
-        .ok_or(EarlyError::OutOfMemory)?;
+    let new_root = memory.allocate_table().ok_or(EarlyError::OutOfMemory)?;
     let mut tables = Walker::new(&mut memory, &format, new_root);
 
     // Keel's own page-mapped regions: their root entries first (shared with every user
@@ -228,7 +226,9 @@ pub fn switch_to_kernel_tables(
                 let loader = Walker::new(&mut *tables.memory, &format, loader_root);
                 loader
                     .lookup(page)
-                    .ok_or(early("a page of the kernel image is not mapped by the loader"))?
+                    .ok_or(early(
+                        "a page of the kernel image is not mapped by the loader",
+                    ))?
                     .physical
             };
             tables

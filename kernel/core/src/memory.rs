@@ -114,7 +114,10 @@ pub fn direct_map(
             continue;
         }
         let start = region.base & !(PAGE - 1);
-        let end = region.base.checked_add(region.length)?.checked_next_multiple_of(PAGE)?;
+        let end = region
+            .base
+            .checked_add(region.length)?
+            .checked_next_multiple_of(PAGE)?;
         *out.get_mut(count)? = (start, end);
         count += 1;
     }

@@ -15,8 +15,8 @@ const MAX_RANGES: usize = 256;
 /// What the switch did, for the self-check and the kernel suite.
 static REPORT: Mutex<Option<KernelTablesReport>> = Mutex::new(None);
 
-/// The image's sections, from `kernel/linker-<arch>.ld`. Data runs to the image's end:
-/// sections the linker places after `.bss` (`.got`) are read-write data too.
+/// The image's sections, from `kernel/linker-<arch>.ld` (which keeps `.got` inside the
+/// data section, before `__data_end`).
 pub fn layout(hhdm_offset: u64) -> KernelLayout {
     unsafe extern "C" {
         static __text_start: u8;
@@ -24,13 +24,13 @@ pub fn layout(hhdm_offset: u64) -> KernelLayout {
         static __rodata_start: u8;
         static __rodata_end: u8;
         static __data_start: u8;
-        static __kernel_end: u8;
+        static __data_end: u8;
     }
     let address = |symbol: *const u8| symbol as u64;
     KernelLayout {
         text: address(&raw const __text_start)..address(&raw const __text_end),
         rodata: address(&raw const __rodata_start)..address(&raw const __rodata_end),
-        data: address(&raw const __data_start)..address(&raw const __kernel_end),
+        data: address(&raw const __data_start)..address(&raw const __data_end),
         hhdm_offset,
     }
 }
