@@ -85,6 +85,7 @@ pub fn run(_: usize) {
     );
     user_access_protection(&mut suite);
     suite.check("malformed user images are refused", malformed_images());
+    kernel_tables(&mut suite);
     suite.finish()
 }
 
@@ -467,4 +468,100 @@ fn malformed_images() -> Result<(), &'static str> {
         return Err("refusing images leaked frames");
     }
     Ok(())
+}
+
+/// A word the linker places in `.rodata` (an immutable static without interior
+/// mutability), for the write-protection test.
+static RODATA_PROBE: u64 = 0x6b65_656c_726f_6461;
+/// A word in `.data`/`.bss`.
+static DATA_PROBE: AtomicU64 = AtomicU64::new(1);
+
+/// Issue 7: the kernel runs on its own page tables, built with per-section permissions.
+fn kernel_tables(suite: &mut Suite) {
+    use crate::memory::kernel_tables;
+    use arch_api::KernelTables;
+    let Some(report) = kernel_tables::report() else {
+        suite.check(
+            "kernel runs on its own page tables",
+            Err("no switch happened"),
+        );
+        return;
+    };
+    suite.check(
+        "kernel runs on its own page tables, not the loader's",
+        if report.kernel_root == report.loader_root {
+            Err("the kernel root is the loader's")
+        } else if Cpu::active_kernel_root() == report.loader_root {
+            Err("the loader's root is active")
+        } else {
+            Ok(())
+        },
+    );
+    let layout = kernel_tables::layout(0);
+    let text = kernel_tables as fn(&mut Suite) as usize as u64;
+    let rodata = &raw const RODATA_PROBE as u64;
+    let data = DATA_PROBE.as_ptr() as u64;
+    let permissions = (|| {
+        if !layout.text.contains(&text)
+            || !layout.rodata.contains(&rodata)
+            || !layout.data.contains(&data)
+        {
+            return Err("a probe is not in the section it should be in");
+        }
+        let flags = |address: u64| {
+            Cpu::lookup_kernel(address)
+                .map(|translation| translation.flags)
+                .ok_or("a kernel address is not mapped")
+        };
+        let (text, rodata, data) = (flags(text)?, flags(rodata)?, flags(data)?);
+        if text.writable || !text.executable {
+            return Err(".text is not read + execute");
+        }
+        if rodata.writable || rodata.executable {
+            return Err(".rodata is not read-only and no-execute");
+        }
+        if !data.writable || data.executable {
+            return Err(".data is not read + write and no-execute");
+        }
+        if text.user || rodata.user || data.user {
+            return Err("the kernel image is user-accessible");
+        }
+        let frame = frames::allocate_zeroed().ok_or("no frame")?;
+        let direct = flags(frames::virtual_address(frame));
+        let _ = frames::free(frame);
+        let direct = direct?;
+        if !direct.writable || direct.executable {
+            return Err("the HHDM is not read + write and no-execute");
+        }
+        Ok(())
+    })();
+    suite.check(
+        "kernel image mapped per section: text RX, rodata R+NX, data RW+NX; HHDM RW+NX",
+        permissions,
+    );
+    let write_faults = |address: u64| match Cpu::provoke_kernel_write(address) {
+        Some(TrapCause::PageFault {
+            access: Access::Write,
+            from_user: false,
+            addr,
+        }) if addr & !(PAGE_SIZE - 1) == address & !(PAGE_SIZE - 1) => Ok(()),
+        Some(_) => Err("the write faulted with another cause"),
+        None => Err("the write went through"),
+    };
+    suite.check(
+        "writing kernel .rodata faults (recovered through the fixup table)",
+        write_faults(rodata),
+    );
+    suite.check(
+        "writing kernel .text faults (recovered through the fixup table)",
+        write_faults(text),
+    );
+    suite.check(
+        "writing kernel .data goes through",
+        match Cpu::provoke_kernel_write(data) {
+            None if DATA_PROBE.load(Ordering::Relaxed) == 1 => Ok(()),
+            None => Err("the probe changed the word"),
+            Some(_) => Err("writing .data faulted"),
+        },
+    );
 }

@@ -23,6 +23,11 @@ const EXPECTED: &[&str] = &[
     "ok 1000 user address spaces created, populated and destroyed",
     "ok kernel access to user memory faults",
     "ok malformed user images are refused",
+    "ok kernel runs on its own page tables, not the loader's",
+    "ok kernel image mapped per section: text RX, rodata R+NX, data RW+NX; HHDM RW+NX",
+    "ok writing kernel .rodata faults (recovered through the fixup table)",
+    "ok writing kernel .text faults (recovered through the fixup table)",
+    "ok writing kernel .data goes through",
 ];
 
 fn kernel_suite(arch: Arch) {
