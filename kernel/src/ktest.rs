@@ -86,6 +86,10 @@ pub fn run(_: usize) {
     user_access_protection(&mut suite);
     suite.check("malformed user images are refused", malformed_images());
     kernel_tables(&mut suite);
+    suite.check(
+        "bootloader-reclaimable memory returned to the frame allocator",
+        reclaimed_memory(),
+    );
     suite.finish()
 }
 
@@ -564,4 +568,34 @@ fn kernel_tables(suite: &mut Suite) {
             Some(_) => Err("writing .data faulted"),
         },
     );
+}
+
+/// Issue 7: every whole frame of the bootloader-reclaimable entries went to the frame
+/// allocator once the kernel left the loader's memory — the loader's page tables included.
+fn reclaimed_memory() -> Result<(), &'static str> {
+    use kcore::frames::FrameState;
+    use kcore::memory::RegionKind;
+    let expected: u64 = crate::boot::memory_regions()
+        .ok_or("no memory map")?
+        .filter(|region| region.kind == RegionKind::BootloaderReclaimable)
+        .map(|region| {
+            let start = region.base.next_multiple_of(PAGE_SIZE);
+            let end = (region.base + region.length) & !(PAGE_SIZE - 1);
+            end.saturating_sub(start) / PAGE_SIZE
+        })
+        .sum();
+    let reclaimed = crate::memory::reclaimed_frames();
+    if expected == 0 {
+        return Err("the memory map has no bootloader-reclaimable memory to test with");
+    }
+    if reclaimed != expected {
+        return Err("the reclaimed frame count differs from the reclaimable entries' frames");
+    }
+    let loader_root = crate::memory::kernel_tables::report()
+        .ok_or("no page-table switch")?
+        .loader_root;
+    if frames::state(loader_root) == FrameState::Unmanaged {
+        return Err("the loader's root table was not reclaimed");
+    }
+    Ok(())
 }

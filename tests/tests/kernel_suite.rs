@@ -28,6 +28,7 @@ const EXPECTED: &[&str] = &[
     "ok writing kernel .rodata faults (recovered through the fixup table)",
     "ok writing kernel .text faults (recovered through the fixup table)",
     "ok writing kernel .data goes through",
+    "ok bootloader-reclaimable memory returned to the frame allocator",
 ];
 
 fn kernel_suite(arch: Arch) {
@@ -36,6 +37,9 @@ fn kernel_suite(arch: Arch) {
     }
     let outcome = boot(&options(arch, "kernel", "test=kernel"));
     expect_no_failed_test(&outcome);
+    let (_, reclaimed) = expect_line(&outcome, "mm: reclaimed ");
+    let frames = tests::number_after(reclaimed, "mm: reclaimed ").expect("a frame count");
+    assert!(frames > 0, "{reclaimed:?}");
     for expected in EXPECTED {
         let (_, line) = expect_line(&outcome, expected);
         assert!(line.starts_with("ok "), "{line:?}");
