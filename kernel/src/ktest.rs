@@ -90,6 +90,10 @@ pub fn run(_: usize) {
         "bootloader-reclaimable memory returned to the frame allocator",
         reclaimed_memory(),
     );
+    suite.check(
+        "device memory mapped uncached into a user space; RAM, overlaps, kernel and wrapping ranges refused",
+        device_mapping(),
+    );
     suite.finish()
 }
 
@@ -598,4 +602,78 @@ fn reclaimed_memory() -> Result<(), &'static str> {
         return Err("the loader's root table was not reclaimed");
     }
     Ok(())
+}
+
+/// Issue 7: `Process::map_device` maps MMIO uncached and user-only-by-data, refuses RAM,
+/// overlaps and bad ranges, and a torn-down process frees every table and no device page.
+fn device_mapping() -> Result<(), &'static str> {
+    use abi::Error;
+    use arch_api::USER_END;
+    // A physical range no memory-map entry claims: above the highest entry (nothing there
+    // is touched; the mapping is only looked up).
+    let top = crate::boot::memory_regions()
+        .ok_or("no memory map")?
+        .map(|region| region.base.saturating_add(region.length))
+        .max()
+        .ok_or("empty memory map")?;
+    let device = top.next_multiple_of(1 << 21);
+    let before = frames::free_frames();
+    let process = crate::process::Process::new_unstarted("device-test")
+        .map_err(|_| "cannot create a process")?;
+    let outcome = (|| {
+        let base = 0x40_0000;
+        process
+            .map_device(base, device, 2)
+            .map_err(|_| "mapping two device pages failed")?;
+        {
+            let space = process.space.lock();
+            let space = space.as_ref().ok_or("no address space")?;
+            for page in 0..2 {
+                let found = Cpu::lookup_user(space, base + page * PAGE_SIZE)
+                    .ok_or("a device page is not mapped")?;
+                if found.physical != device + page * PAGE_SIZE {
+                    return Err("a device page maps the wrong physical address");
+                }
+                let flags = found.flags;
+                if !flags.device || !flags.user || !flags.writable || flags.executable {
+                    return Err("a device page is not uncached, user, writable and no-execute");
+                }
+            }
+        }
+        let ram = frames::allocate_zeroed().ok_or("no frame")?;
+        let over_ram = process.map_device(0x50_0000, ram, 1);
+        let _ = frames::free(ram);
+        if over_ram != Err(Error::PermissionDenied) {
+            return Err("a RAM frame was not refused with PermissionDenied");
+        }
+        let cases = [
+            (base + PAGE_SIZE, 1, Error::InvalidArgument, "an overlap"),
+            (
+                0xffff_8000_0000_0000,
+                1,
+                Error::BadAddress,
+                "a kernel address",
+            ),
+            (
+                USER_END - PAGE_SIZE,
+                2,
+                Error::BadAddress,
+                "a range past the user half",
+            ),
+            (0x60_0000, u64::MAX, Error::BadAddress, "a wrapping length"),
+            (0x60_0800, 1, Error::InvalidArgument, "a misaligned address"),
+        ];
+        for (address, pages, wanted, _) in cases {
+            if process.map_device(address, device + 0x10_0000, pages) != Err(wanted) {
+                return Err("a bad device mapping was not refused with the right error");
+            }
+        }
+        Ok(())
+    })();
+    process.release_unstarted();
+    drop(process);
+    if outcome.is_ok() && frames::free_frames() != before {
+        return Err("tearing the process down did not return every frame");
+    }
+    outcome
 }

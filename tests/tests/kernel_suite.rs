@@ -29,6 +29,7 @@ const EXPECTED: &[&str] = &[
     "ok writing kernel .text faults (recovered through the fixup table)",
     "ok writing kernel .data goes through",
     "ok bootloader-reclaimable memory returned to the frame allocator",
+    "ok device memory mapped uncached into a user space; RAM, overlaps, kernel and wrapping ranges refused",
 ];
 
 fn kernel_suite(arch: Arch) {

@@ -239,6 +239,13 @@ impl Paging for Cpu {
         paging::activate(space);
     }
 
+    fn lookup_user(
+        space: &AddressSpace,
+        virtual_address: u64,
+    ) -> Option<arch_api::pagetable::Translation> {
+        paging::lookup_user(space, virtual_address)
+    }
+
     fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
         paging::destroy(space, free);
     }

@@ -470,6 +470,13 @@ pub fn lookup_kernel(virt: u64) -> Option<pagetable::Translation> {
     Walker::new(&mut memory, &Format, kernel_root()).lookup(virt)
 }
 
+/// What `space` maps at the user address `virt`.
+pub fn lookup_user(space: &AddressSpace, virt: u64) -> Option<pagetable::Translation> {
+    check_user(virt).ok()?;
+    let mut memory = HhdmTables::fixed();
+    Walker::new(&mut memory, &Format, space.root).lookup(virt)
+}
+
 /// The active kernel root (TTBR1_EL1).
 pub fn active_kernel_root() -> u64 {
     kernel_root()

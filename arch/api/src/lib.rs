@@ -312,6 +312,13 @@ pub trait Paging: Platform {
     /// Make `space` the current user half.
     fn activate(space: &Self::AddressSpace);
 
+    /// What `space` maps at the user address `virtual_address` (issue 7; added by the
+    /// memory helper in round 4).
+    fn lookup_user(
+        space: &Self::AddressSpace,
+        virtual_address: u64,
+    ) -> Option<pagetable::Translation>;
+
     /// Free every page-table frame of `space` (not the frames its pages map) through `free`.
     fn destroy(space: Self::AddressSpace, free: &mut dyn FnMut(u64));
 

@@ -371,6 +371,18 @@ impl arch_api::Paging for crate::Cpu {
         activate(space);
     }
 
+    fn lookup_user(
+        space: &AddressSpace,
+        virtual_address: u64,
+    ) -> Option<arch_api::pagetable::Translation> {
+        if !(USER_START..USER_END).contains(&virtual_address) {
+            return None;
+        }
+        let format = Format::current();
+        let mut memory = HhdmTables::fixed();
+        Walker::new(&mut memory, &format, space.root).lookup(virtual_address)
+    }
+
     fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
         destroy(space, free);
     }

@@ -140,6 +140,20 @@ pub fn direct_map(
     Some(merged)
 }
 
+/// Whether `[base, base + length)` (physical) touches memory of the memory map that is
+/// RAM or firmware data — every kind [`in_direct_map`] selects, and kinds this kernel does
+/// not know — so it must never be mapped as a device. `true` also when the range wraps.
+pub fn overlaps_memory(regions: impl IntoIterator<Item = Region>, base: u64, length: u64) -> bool {
+    let Some(end) = base.checked_add(length) else {
+        return true;
+    };
+    regions.into_iter().any(|region| {
+        let memory = in_direct_map(region.kind) || matches!(region.kind, RegionKind::Unknown(_));
+        let region_end = region.base.saturating_add(region.length);
+        memory && region.length > 0 && base < region_end && region.base < end
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +225,26 @@ mod tests {
         assert_eq!(direct_map(regions, &mut short), None);
         let wraps = [region(u64::MAX - 0x10, 0x100, RegionKind::Usable)];
         assert_eq!(direct_map(wraps, &mut out), None);
+    }
+
+    #[test]
+    fn device_ranges_must_miss_memory() {
+        let region = |base, length, kind| Region { base, length, kind };
+        let regions = [
+            region(0x1000, 0x9_e000, RegionKind::Usable),
+            region(0x8000_0000, 0x1000_0000, RegionKind::Reserved),
+            region(0xe000_0000, 0x1000, RegionKind::AcpiNvs),
+            region(0xf000_0000, 0x1000, RegionKind::Unknown(99)),
+        ];
+        // Reserved (MMIO windows) and holes are fine.
+        assert!(!overlaps_memory(regions, 0x8000_0000, 0x1000));
+        assert!(!overlaps_memory(regions, 0xa_0000, 0x1000));
+        assert!(!overlaps_memory(regions, 0x9_f000, 0x1000), "ends exactly at RAM's end");
+        // RAM, firmware data, unknown kinds, partial overlaps and wrapping ranges are not.
+        assert!(overlaps_memory(regions, 0x5000, 0x1000));
+        assert!(overlaps_memory(regions, 0x0, 0x2000), "reaches into RAM");
+        assert!(overlaps_memory(regions, 0xe000_0000, 0x1000));
+        assert!(overlaps_memory(regions, 0xf000_0000, 0x1000));
+        assert!(overlaps_memory(regions, u64::MAX - 0xfff, 0x2000));
     }
 }
