@@ -309,9 +309,7 @@ impl arch_api::KernelTables for Cpu {
     }
 
     fn provoke_kernel_write(address: u64) -> Option<TrapCause> {
-        if paging::lookup_kernel(address).is_none() {
-            return None;
-        }
+        paging::lookup_kernel(address)?;
         trap::fixup::take_recorded();
         // SAFETY: a mapped kernel address (checked); the probe stores back the word it
         // just loaded (interrupts are masked in the kernel, so nothing changes it in

@@ -267,7 +267,6 @@ pub fn switch_to_kernel_tables(
             ));
         }
     }
-    drop(memory);
 
     // SAFETY: the new root maps the kernel image (this code), the HHDM (the boot stack
     // and every page table), the kernel-stack region and the device window exactly as the

@@ -239,7 +239,10 @@ mod tests {
         // Reserved (MMIO windows) and holes are fine.
         assert!(!overlaps_memory(regions, 0x8000_0000, 0x1000));
         assert!(!overlaps_memory(regions, 0xa_0000, 0x1000));
-        assert!(!overlaps_memory(regions, 0x9_f000, 0x1000), "ends exactly at RAM's end");
+        assert!(
+            !overlaps_memory(regions, 0x9_f000, 0x1000),
+            "ends exactly at RAM's end"
+        );
         // RAM, firmware data, unknown kinds, partial overlaps and wrapping ranges are not.
         assert!(overlaps_memory(regions, 0x5000, 0x1000));
         assert!(overlaps_memory(regions, 0x0, 0x2000), "reaches into RAM");
