@@ -83,6 +83,10 @@ pub fn run(_: usize) {
         "1000 user address spaces created, populated and destroyed",
         address_spaces(),
     );
+    suite.check(
+        "user page protected read-only: copy_to_user refused, W+X refused, lookup agrees",
+        protect_user_page(),
+    );
     user_access_protection(&mut suite);
     suite.check("malformed user images are refused", malformed_images());
     kernel_tables(&mut suite);
@@ -353,6 +357,59 @@ fn user_mapping_checks() -> Result<(), &'static str> {
         let _ = frames::free(table);
     });
     let _ = frames::free(frame);
+    if outcome.is_ok() && frames::free_frames() != before {
+        return Err("frames leaked");
+    }
+    outcome
+}
+
+/// Issue 7: `protect` changes a mapped user page's permissions in place — after making it
+/// read-only, `copy_to_user` fails while `copy_from_user` still reads it; W+X is refused.
+fn protect_user_page() -> Result<(), &'static str> {
+    let before = frames::free_frames();
+    let mut space = Cpu::new_address_space(&mut KernelFrames).map_err(|_| "no address space")?;
+    let frame = frames::allocate_zeroed().ok_or("no frame")?;
+    let page = 0x40_0000;
+    let read_only = PageFlags {
+        writable: false,
+        ..USER_DATA
+    };
+    let write_execute = PageFlags {
+        executable: true,
+        ..USER_DATA
+    };
+    let outcome = (|| {
+        Cpu::map_user(&mut space, page, frame, USER_DATA, &mut KernelFrames)
+            .map_err(|_| "map_user failed")?;
+        Cpu::activate(&space);
+        Cpu::copy_to_user(page, &[7; 8]).map_err(|_| "copy_to_user of a writable page failed")?;
+        if Cpu::protect_user(&mut space, page, write_execute) != Err(MapError::WriteAndExecute) {
+            return Err("protect accepted W+X");
+        }
+        Cpu::protect_user(&mut space, page, read_only).map_err(|_| "protect failed")?;
+        let found = Cpu::lookup_user(&space, page).ok_or("the page is gone")?;
+        if found.flags.writable || found.physical != frame {
+            return Err("lookup does not show a read-only page on the same frame");
+        }
+        if Cpu::copy_to_user(page, &[9; 8]).is_ok() {
+            return Err("copy_to_user wrote a read-only page");
+        }
+        let mut read = [0u8; 8];
+        Cpu::copy_from_user(&mut read, page).map_err(|_| "copy_from_user failed")?;
+        if read != [7; 8] {
+            return Err("the page's contents changed");
+        }
+        if Cpu::protect_user(&mut space, page + PAGE_SIZE, read_only) != Err(MapError::NotMapped) {
+            return Err("protecting an unmapped page did not fail with NotMapped");
+        }
+        Ok(())
+    })();
+    crate::process::activate_kernel_only();
+    let _ = Cpu::unmap_user(&mut space, page);
+    let _ = frames::free(frame);
+    Cpu::destroy(space, &mut |table| {
+        let _ = frames::free(table);
+    });
     if outcome.is_ok() && frames::free_frames() != before {
         return Err("frames leaked");
     }

@@ -21,6 +21,7 @@ const EXPECTED: &[&str] = &[
     "ok dead thread's kernel stack reused",
     "ok user mappings refuse W+X, page 0 and kernel addresses",
     "ok 1000 user address spaces created, populated and destroyed",
+    "ok user page protected read-only: copy_to_user refused, W+X refused, lookup agrees",
     "ok kernel access to user memory faults",
     "ok malformed user images are refused",
     "ok kernel runs on its own page tables, not the loader's",

@@ -235,6 +235,14 @@ impl Paging for Cpu {
         paging::unmap_user(space, virtual_address)
     }
 
+    fn protect_user(
+        space: &mut AddressSpace,
+        virtual_address: u64,
+        flags: PageFlags,
+    ) -> Result<(), MapError> {
+        paging::protect_user(space, virtual_address, flags)
+    }
+
     fn activate(space: &AddressSpace) {
         paging::activate(space);
     }

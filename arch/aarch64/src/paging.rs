@@ -572,6 +572,28 @@ pub fn unmap_user(space: &mut AddressSpace, virt: u64) -> Result<u64, MapError> 
     Ok(frame)
 }
 
+/// Change one user page's permissions and drop its old translation (break-before-make is
+/// not needed: only permissions change, Arm ARM D8.16.1).
+pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Result<(), MapError> {
+    check_user(virt)?;
+    let flags = PageFlags {
+        user: true,
+        ..flags
+    };
+    let mut memory = HhdmTables::fixed();
+    Walker::new(&mut memory, &Format, space.root).protect(virt, flags)?;
+    barrier::dsb(barrier::ISHST);
+    // TLBI VAE1IS: this VA in this ASID.
+    let operand = (u64::from(space.asid) << 48) | ((virt >> 12) & ((1 << 44) - 1));
+    // SAFETY: invalidating TLB entries only costs refills.
+    unsafe {
+        core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
+    };
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+    Ok(())
+}
+
 pub fn activate(space: &AddressSpace) {
     // TTBR0 changes only the user half, which the kernel reaches only through the user
     // copies; the ASID keeps other spaces' TLB entries apart, so no invalidation.

@@ -309,6 +309,14 @@ pub trait Paging: Platform {
     /// Unmap one user page, returning its frame; flushes the TLB entry if `space` is live.
     fn unmap_user(space: &mut Self::AddressSpace, virtual_address: u64) -> Result<u64, MapError>;
 
+    /// Change the permissions of one mapped user page (its frame stays); W+X refused; the
+    /// stale TLB entry is flushed (issue 7; added by the memory helper in round 4).
+    fn protect_user(
+        space: &mut Self::AddressSpace,
+        virtual_address: u64,
+        flags: PageFlags,
+    ) -> Result<(), MapError>;
+
     /// Make `space` the current user half.
     fn activate(space: &Self::AddressSpace);
 

@@ -242,6 +242,29 @@ pub fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64,
     Ok(frame)
 }
 
+/// Change one user page's permissions; the old translation is flushed (now if `space` is
+/// active, else at its next activation).
+pub fn protect_user(
+    space: &mut AddressSpace,
+    virtual_address: u64,
+    flags: PageFlags,
+) -> Result<(), MapError> {
+    check_user_page(virtual_address, 0)?;
+    let flags = PageFlags {
+        user: true,
+        ..flags
+    };
+    let format = Format::current();
+    let mut memory = HhdmTables::fixed();
+    Walker::new(&mut memory, &format, space.root).protect(virtual_address, flags)?;
+    if is_active(space) {
+        tlb::flush(VirtAddr::new(virtual_address));
+    } else {
+        space.needs_flush.store(true, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
 /// Write CR3.
 ///
 /// # Safety
@@ -365,6 +388,14 @@ impl arch_api::Paging for crate::Cpu {
 
     fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64, MapError> {
         unmap_user(space, virtual_address)
+    }
+
+    fn protect_user(
+        space: &mut AddressSpace,
+        virtual_address: u64,
+        flags: PageFlags,
+    ) -> Result<(), MapError> {
+        protect_user(space, virtual_address, flags)
     }
 
     fn activate(space: &AddressSpace) {
