@@ -53,9 +53,13 @@
 //!
 //! # Known weak spots
 //!
-//! - Kernel mappings (kernel stacks, the device window) go into the loader's TTBR1 tables
-//!   (walked through the HHDM); the kernel's own page tables (DESIGN.md §4, issue 7) must
-//!   carry them over.
+//! - Early init maps the device window into the loader's TTBR1 tables; the kernel's own
+//!   tables (`paging::switch_to_kernel_tables`) copy those pages when the core switches,
+//!   and the loader's tables are not used after that. The switch is one TTBR1 write and a
+//!   full TLB invalidation, not a break-before-make sequence: both hierarchies map the
+//!   running code and stack to the same frames with the same memory type, but the loader
+//!   may have used blocks where Keel uses pages (a TLB conflict is possible in theory on
+//!   hardware; QEMU does not model it).
 //! - Boot CPU only: one per-CPU block and overflow stack, the GICv3 redistributor of the
 //!   boot CPU, only the timer PPI enabled; every SPI stays disabled. TLB maintenance is
 //!   inner-shareable broadcast, so it is already correct for SMP.

@@ -20,8 +20,12 @@
 //!   user page cannot be written by `copy_to_user`, and a fault resumes through the
 //!   exception-fixup table ([`crate::trap::fixup`]) as [`UserAccessFault`].
 //!
-//! Weak spots: the kernel half is the loader's TTBR1 tables (the kernel's own tables are
-//! issue 7's); empty intermediate user tables are only freed by `destroy`; ASID exhaustion
+//! The walks themselves are the portable `arch_api::pagetable` walker, over [`Format`]
+//! (this architecture's descriptors) and [`HhdmTables`] (tables reached through the HHDM,
+//! cleaned for the walker); [`switch_to_kernel_tables`] builds the kernel's own TTBR1
+//! hierarchy (issue 7).
+//!
+//! Weak spots: empty intermediate user tables are only freed by `destroy`; ASID exhaustion
 //! (more than 255 / 65535 live spaces) is reported as `OutOfMemory` instead of rolling over.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -49,8 +49,9 @@
 //!   only counts (its one user is the storm test).
 //! - PCIDs: implemented ([`space`]) but never exercised — QEMU 7.2's TCG does not offer
 //!   PCID even with `-cpu max,+pcid`, so every test ran with plain CR3 switches.
-//! - The kernel still runs on the loader's page tables (their higher half is the shared
-//!   kernel half); the device window and the kernel-stack region are added to them.
+//! - Early init (device window, IST stacks) still maps into the loader's tables; the
+//!   kernel's own tables ([`tables`]) copy those pages when the core switches to them,
+//!   and the loader's tables are not used after that.
 //! - The NMI storm assumes the I/O APIC at 0xFEC0_0000 with the PIT on pin 2 (QEMU).
 //! - `FpuState` is a fixed 1 KiB (x87 + SSE + AVX = 832 bytes; checked at boot): AVX-512
 //!   and later components are never enabled in XCR0.
