@@ -89,6 +89,7 @@ pub fn early() -> Option<Early> {
     if !BASE_REVISION.is_supported() {
         return None;
     }
+    copy_memory_map()?;
     let hhdm_offset = HHDM.get_response()?.offset();
     let memory = Summary::of(memory_regions()?);
     let device_tree = DEVICE_TREE.get_response().and_then(|response| {
@@ -122,14 +123,51 @@ pub fn early() -> Option<Early> {
     })
 }
 
-/// The loader's memory map, or `None` when it gave none.
-pub fn memory_regions() -> Option<impl Iterator<Item = Region>> {
+/// The most memory-map entries kept (Limine reports at most 256).
+const MAX_REGIONS: usize = 256;
+
+/// The kernel's copy of the memory map (the response lives in bootloader-reclaimable
+/// memory, which the kernel reclaims).
+struct MemoryMap {
+    regions: [Region; MAX_REGIONS],
+    count: usize,
+}
+
+static MEMORY_MAP_COPY: spin::Once<MemoryMap> = spin::Once::new();
+
+/// Copy the loader's memory map out of its response (once; `early` does it first thing).
+fn copy_memory_map() -> Option<&'static MemoryMap> {
+    if let Some(copy) = MEMORY_MAP_COPY.get() {
+        return Some(copy);
+    }
     let entries = MEMORY_MAP.get_response()?.entries();
-    Some(entries.iter().map(|entry| Region {
-        base: entry.base,
-        length: entry.length,
-        kind: region_kind(entry.entry_type),
+    Some(MEMORY_MAP_COPY.call_once(|| {
+        let empty = Region {
+            base: 0,
+            length: 0,
+            kind: RegionKind::Reserved,
+        };
+        let mut map = MemoryMap {
+            regions: [empty; MAX_REGIONS],
+            count: 0,
+        };
+        // Entries beyond the limit are dropped: the kernel then simply does not use them.
+        for (slot, entry) in map.regions.iter_mut().zip(entries.iter()) {
+            *slot = Region {
+                base: entry.base,
+                length: entry.length,
+                kind: region_kind(entry.entry_type),
+            };
+            map.count += 1;
+        }
+        map
     }))
+}
+
+/// The loader's memory map (the kernel's copy of it), or `None` when it gave none.
+pub fn memory_regions() -> Option<impl Iterator<Item = Region>> {
+    let map = copy_memory_map()?;
+    Some(map.regions[..map.count].iter().copied())
 }
 
 fn region_kind(kind: EntryType) -> RegionKind {
@@ -175,16 +213,63 @@ pub struct BootInfo {
     pub cmdline: Cmdline<'static>,
     pub has_device_tree: bool,
     pub rsdp: Option<u64>,
+    /// The firmware type's name, when the loader said.
+    pub firmware: Option<&'static str>,
 }
 
+/// Copy `text` (in loader memory) to the kernel heap, for the kernel's lifetime.
+fn keep(text: &str) -> &'static str {
+    alloc::boxed::Box::leak(alloc::string::String::from(text).into_boxed_str())
+}
+
+/// One boot module, as the kernel keeps it: its path and command line copied out of the
+/// response, its contents left where the loader put them ("executable and modules"
+/// memory, never reclaimed).
+#[derive(Clone, Copy)]
+struct Module {
+    path: &'static str,
+    cmdline: &'static str,
+    contents: &'static [u8],
+}
+
+static MODULE_COPIES: spin::Once<alloc::vec::Vec<Module>> = spin::Once::new();
+
+/// Copy the module list out of the Module response (once; heap needed).
+fn copy_modules() {
+    MODULE_COPIES.call_once(|| {
+        let files = MODULES
+            .get_response()
+            .map_or(&[][..], |response| response.modules());
+        files
+            .iter()
+            .filter_map(|file| {
+                let size = usize::try_from(file.size()).ok()?;
+                // SAFETY: the loader placed the module at `addr()` (an HHDM address under
+                // base revision 2) with `size()` bytes, in memory of type "executable and
+                // modules" that the kernel never hands to its frame allocator, so it stays
+                // valid and unchanged for the kernel's lifetime.
+                let contents = unsafe { core::slice::from_raw_parts(file.addr(), size) };
+                Some(Module {
+                    path: keep(text(file.path())),
+                    cmdline: keep(text(file.string())),
+                    contents,
+                })
+            })
+            .collect()
+    });
+}
+
+/// Copy everything the kernel keeps from the responses (needs the heap). After this, no
+/// response is read again, so bootloader-reclaimable memory can be reclaimed.
 pub fn collect(early: &Early) -> BootInfo {
+    copy_modules();
     let bootloader = BOOTLOADER_INFO
         .get_response()
         .map_or(("(unknown)", "(no Bootloader Info response)"), |info| {
-            (info.name(), info.version())
+            (keep(info.name()), keep(info.version()))
         });
     let cmdline = EXECUTABLE_FILE.get_response().map_or("", |response| {
-        response.file().string().to_str().unwrap_or("")
+        keep(response.file().string().to_str().unwrap_or(""))
     });
     BootInfo {
         base_revision: BASE_REVISION
@@ -196,32 +281,30 @@ pub fn collect(early: &Early) -> BootInfo {
         cmdline: Cmdline::new(cmdline),
         has_device_tree: early.device_tree.is_some(),
         rsdp: early.rsdp,
+        firmware: FIRMWARE_TYPE
+            .get_response()
+            .map(|response| firmware_name(response.firmware_type())),
     }
 }
 
-/// The boot modules, as (path, size in bytes, module command line).
+/// The boot modules, as (path, size in bytes, module command line), from the kernel's
+/// copy (empty before [`collect`]).
 pub fn modules() -> impl Iterator<Item = (&'static str, u64, &'static str)> {
-    let files = MODULES
-        .get_response()
-        .map_or(&[][..], |response| response.modules());
-    files
+    MODULE_COPIES
+        .get()
+        .map_or(&[][..], |modules| &modules[..])
         .iter()
-        .map(|file| (text(file.path()), file.size(), text(file.string())))
+        .map(|module| (module.path, module.contents.len() as u64, module.cmdline))
 }
 
 /// The contents of the boot module whose command line is `name` (xtask gives each module
 /// its program name as command line), as a slice of loader memory.
 pub fn module(name: &str) -> Option<&'static [u8]> {
-    let files = MODULES
-        .get_response()
-        .map_or(&[][..], |response| response.modules());
-    let file = files.iter().find(|file| text(file.string()) == name)?;
-    let size = usize::try_from(file.size()).ok()?;
-    // SAFETY: the loader placed the module at `addr()` (an HHDM address under base revision
-    // 2) with `size()` bytes, in memory of type "executable and modules" that the kernel
-    // never hands to its frame allocator, so it stays valid and unchanged for the kernel's
-    // lifetime.
-    Some(unsafe { core::slice::from_raw_parts(file.addr(), size) })
+    MODULE_COPIES
+        .get()?
+        .iter()
+        .find(|module| module.cmdline == name)
+        .map(|module| module.contents)
 }
 
 /// Bytes of the kernel image as linked (text, rodata, data and bss).
@@ -245,8 +328,8 @@ impl BootInfo {
         println!("Keel {} {}", env!("CARGO_PKG_VERSION"), Cpu::NAME);
         println!("bootloader: {} {}", self.bootloader.0, self.bootloader.1);
         println!("base revision: {}", self.base_revision);
-        if let Some(response) = FIRMWARE_TYPE.get_response() {
-            println!("firmware: {}", firmware_name(response.firmware_type()));
+        if let Some(firmware) = self.firmware {
+            println!("firmware: {firmware}");
         }
         println!("hhdm: {:#x}", self.hhdm_offset);
         println!(

@@ -83,8 +83,21 @@ pub fn run(_: usize) {
         "1000 user address spaces created, populated and destroyed",
         address_spaces(),
     );
+    suite.check(
+        "user page protected read-only: copy_to_user refused, W+X refused, lookup agrees",
+        protect_user_page(),
+    );
     user_access_protection(&mut suite);
     suite.check("malformed user images are refused", malformed_images());
+    kernel_tables(&mut suite);
+    suite.check(
+        "bootloader-reclaimable memory returned to the frame allocator",
+        reclaimed_memory(),
+    );
+    suite.check(
+        "device memory mapped uncached into a user space; RAM, overlaps, kernel and wrapping ranges refused",
+        device_mapping(),
+    );
     suite.finish()
 }
 
@@ -350,6 +363,59 @@ fn user_mapping_checks() -> Result<(), &'static str> {
     outcome
 }
 
+/// Issue 7: `protect` changes a mapped user page's permissions in place — after making it
+/// read-only, `copy_to_user` fails while `copy_from_user` still reads it; W+X is refused.
+fn protect_user_page() -> Result<(), &'static str> {
+    let before = frames::free_frames();
+    let mut space = Cpu::new_address_space(&mut KernelFrames).map_err(|_| "no address space")?;
+    let frame = frames::allocate_zeroed().ok_or("no frame")?;
+    let page = 0x40_0000;
+    let read_only = PageFlags {
+        writable: false,
+        ..USER_DATA
+    };
+    let write_execute = PageFlags {
+        executable: true,
+        ..USER_DATA
+    };
+    let outcome = (|| {
+        Cpu::map_user(&mut space, page, frame, USER_DATA, &mut KernelFrames)
+            .map_err(|_| "map_user failed")?;
+        Cpu::activate(&space);
+        Cpu::copy_to_user(page, &[7; 8]).map_err(|_| "copy_to_user of a writable page failed")?;
+        if Cpu::protect_user(&mut space, page, write_execute) != Err(MapError::WriteAndExecute) {
+            return Err("protect accepted W+X");
+        }
+        Cpu::protect_user(&mut space, page, read_only).map_err(|_| "protect failed")?;
+        let found = Cpu::lookup_user(&space, page).ok_or("the page is gone")?;
+        if found.flags.writable || found.physical != frame {
+            return Err("lookup does not show a read-only page on the same frame");
+        }
+        if Cpu::copy_to_user(page, &[9; 8]).is_ok() {
+            return Err("copy_to_user wrote a read-only page");
+        }
+        let mut read = [0u8; 8];
+        Cpu::copy_from_user(&mut read, page).map_err(|_| "copy_from_user failed")?;
+        if read != [7; 8] {
+            return Err("the page's contents changed");
+        }
+        if Cpu::protect_user(&mut space, page + PAGE_SIZE, read_only) != Err(MapError::NotMapped) {
+            return Err("protecting an unmapped page did not fail with NotMapped");
+        }
+        Ok(())
+    })();
+    crate::process::activate_kernel_only();
+    let _ = Cpu::unmap_user(&mut space, page);
+    let _ = frames::free(frame);
+    Cpu::destroy(space, &mut |table| {
+        let _ = frames::free(table);
+    });
+    if outcome.is_ok() && frames::free_frames() != before {
+        return Err("frames leaked");
+    }
+    outcome
+}
+
 /// Issue 7: creating, populating and destroying 1,000 user address spaces returns the
 /// free-frame count to its starting value exactly.
 fn address_spaces() -> Result<(), &'static str> {
@@ -467,4 +533,204 @@ fn malformed_images() -> Result<(), &'static str> {
         return Err("refusing images leaked frames");
     }
     Ok(())
+}
+
+/// A word the linker places in `.rodata` (an immutable static without interior
+/// mutability), for the write-protection test.
+static RODATA_PROBE: u64 = 0x6b65_656c_726f_6461;
+/// A word in `.data`/`.bss`.
+static DATA_PROBE: AtomicU64 = AtomicU64::new(1);
+
+/// Issue 7: the kernel runs on its own page tables, built with per-section permissions.
+fn kernel_tables(suite: &mut Suite) {
+    use crate::memory::kernel_tables;
+    use arch_api::KernelTables;
+    let Some(report) = kernel_tables::report() else {
+        suite.check(
+            "kernel runs on its own page tables",
+            Err("no switch happened"),
+        );
+        return;
+    };
+    suite.check(
+        "kernel runs on its own page tables, not the loader's",
+        if report.kernel_root == report.loader_root {
+            Err("the kernel root is the loader's")
+        } else if Cpu::active_kernel_root() == report.loader_root {
+            Err("the loader's root is active")
+        } else {
+            Ok(())
+        },
+    );
+    let layout = kernel_tables::layout(0);
+    let text = kernel_tables as fn(&mut Suite) as usize as u64;
+    let rodata = &raw const RODATA_PROBE as u64;
+    let data = DATA_PROBE.as_ptr() as u64;
+    let permissions = (|| {
+        if !layout.text.contains(&text)
+            || !layout.rodata.contains(&rodata)
+            || !layout.data.contains(&data)
+        {
+            return Err("a probe is not in the section it should be in");
+        }
+        let flags = |address: u64| {
+            Cpu::lookup_kernel(address)
+                .map(|translation| translation.flags)
+                .ok_or("a kernel address is not mapped")
+        };
+        let (text, rodata, data) = (flags(text)?, flags(rodata)?, flags(data)?);
+        if text.writable || !text.executable {
+            return Err(".text is not read + execute");
+        }
+        if rodata.writable || rodata.executable {
+            return Err(".rodata is not read-only and no-execute");
+        }
+        if !data.writable || data.executable {
+            return Err(".data is not read + write and no-execute");
+        }
+        if text.user || rodata.user || data.user {
+            return Err("the kernel image is user-accessible");
+        }
+        let frame = frames::allocate_zeroed().ok_or("no frame")?;
+        let direct = flags(frames::virtual_address(frame));
+        let _ = frames::free(frame);
+        let direct = direct?;
+        if !direct.writable || direct.executable {
+            return Err("the HHDM is not read + write and no-execute");
+        }
+        Ok(())
+    })();
+    suite.check(
+        "kernel image mapped per section: text RX, rodata R+NX, data RW+NX; HHDM RW+NX",
+        permissions,
+    );
+    let write_faults = |address: u64| match Cpu::provoke_kernel_write(address) {
+        Some(TrapCause::PageFault {
+            access: Access::Write,
+            from_user: false,
+            addr,
+        }) if addr & !(PAGE_SIZE - 1) == address & !(PAGE_SIZE - 1) => Ok(()),
+        Some(_) => Err("the write faulted with another cause"),
+        None => Err("the write went through"),
+    };
+    suite.check(
+        "writing kernel .rodata faults (recovered through the fixup table)",
+        write_faults(rodata),
+    );
+    suite.check(
+        "writing kernel .text faults (recovered through the fixup table)",
+        write_faults(text),
+    );
+    suite.check(
+        "writing kernel .data goes through",
+        match Cpu::provoke_kernel_write(data) {
+            None if DATA_PROBE.load(Ordering::Relaxed) == 1 => Ok(()),
+            None => Err("the probe changed the word"),
+            Some(_) => Err("writing .data faulted"),
+        },
+    );
+}
+
+/// Issue 7: every whole frame of the bootloader-reclaimable entries went to the frame
+/// allocator once the kernel left the loader's memory — the loader's page tables included.
+fn reclaimed_memory() -> Result<(), &'static str> {
+    use kcore::frames::FrameState;
+    use kcore::memory::RegionKind;
+    let expected: u64 = crate::boot::memory_regions()
+        .ok_or("no memory map")?
+        .filter(|region| region.kind == RegionKind::BootloaderReclaimable)
+        .map(|region| {
+            let start = region.base.next_multiple_of(PAGE_SIZE);
+            let end = (region.base + region.length) & !(PAGE_SIZE - 1);
+            end.saturating_sub(start) / PAGE_SIZE
+        })
+        .sum();
+    let reclaimed = crate::memory::reclaimed_frames();
+    if expected == 0 {
+        return Err("the memory map has no bootloader-reclaimable memory to test with");
+    }
+    if reclaimed != expected {
+        return Err("the reclaimed frame count differs from the reclaimable entries' frames");
+    }
+    let loader_root = crate::memory::kernel_tables::report()
+        .ok_or("no page-table switch")?
+        .loader_root;
+    if frames::state(loader_root) == FrameState::Unmanaged {
+        return Err("the loader's root table was not reclaimed");
+    }
+    Ok(())
+}
+
+/// Issue 7: `Process::map_device` maps MMIO uncached and user-only-by-data, refuses RAM,
+/// overlaps and bad ranges, and a torn-down process frees every table and no device page.
+fn device_mapping() -> Result<(), &'static str> {
+    use abi::Error;
+    use arch_api::USER_END;
+    // A physical range no memory-map entry claims: above the highest entry (nothing there
+    // is touched; the mapping is only looked up).
+    let top = crate::boot::memory_regions()
+        .ok_or("no memory map")?
+        .map(|region| region.base.saturating_add(region.length))
+        .max()
+        .ok_or("empty memory map")?;
+    let device = top.next_multiple_of(1 << 21);
+    let before = frames::free_frames();
+    let process = crate::process::Process::new_unstarted("device-test")
+        .map_err(|_| "cannot create a process")?;
+    let outcome = (|| {
+        let base = 0x40_0000;
+        process
+            .map_device(base, device, 2, true)
+            .map_err(|_| "mapping two device pages failed")?;
+        {
+            let space = process.space.lock();
+            let space = space.as_ref().ok_or("no address space")?;
+            for page in 0..2 {
+                let found = Cpu::lookup_user(space, base + page * PAGE_SIZE)
+                    .ok_or("a device page is not mapped")?;
+                if found.physical != device + page * PAGE_SIZE {
+                    return Err("a device page maps the wrong physical address");
+                }
+                let flags = found.flags;
+                if !flags.device || !flags.user || !flags.writable || flags.executable {
+                    return Err("a device page is not uncached, user, writable and no-execute");
+                }
+            }
+        }
+        let ram = frames::allocate_zeroed().ok_or("no frame")?;
+        let over_ram = process.map_device(0x50_0000, ram, 1, true);
+        let _ = frames::free(ram);
+        if over_ram != Err(Error::PermissionDenied) {
+            return Err("a RAM frame was not refused with PermissionDenied");
+        }
+        let cases = [
+            (base + PAGE_SIZE, 1, Error::InvalidArgument, "an overlap"),
+            (
+                0xffff_8000_0000_0000,
+                1,
+                Error::BadAddress,
+                "a kernel address",
+            ),
+            (
+                USER_END - PAGE_SIZE,
+                2,
+                Error::BadAddress,
+                "a range past the user half",
+            ),
+            (0x60_0000, u64::MAX, Error::BadAddress, "a wrapping length"),
+            (0x60_0800, 1, Error::InvalidArgument, "a misaligned address"),
+        ];
+        for (address, pages, wanted, _) in cases {
+            if process.map_device(address, device + 0x10_0000, pages, true) != Err(wanted) {
+                return Err("a bad device mapping was not refused with the right error");
+            }
+        }
+        Ok(())
+    })();
+    process.release_unstarted();
+    drop(process);
+    if outcome.is_ok() && frames::free_frames() != before {
+        return Err("tearing the process down did not return every frame");
+    }
+    outcome
 }

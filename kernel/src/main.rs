@@ -14,9 +14,14 @@
 //! and run in kernel threads, user programs in processes loaded from boot modules
 //! ([`process`]); system calls arrive through [`upcall::keel_trap`] ([`syscall`]).
 //!
+//! Memory order (issue 7): the frame allocator, then the kernel's own page tables
+//! ([`memory::kernel_tables`], the loader's are never used again), then the heap;
+//! bootloader-reclaimable memory goes to the frame allocator when the first thread runs
+//! (off the boot stack, with everything kept copied out of the Limine responses).
+//!
 //! Known weak spots: one CPU; no capabilities, IPC or process-creation calls yet (issue 8);
-//! bootloader-reclaimable memory is never given to the frame allocator; no per-process
-//! memory quota; the frames the early frame source handed out are kept forever.
+//! the frames the early frame source handed out are kept forever (a few of them are page
+//! tables the loader's hierarchy held for Keel's regions, orphaned by the switch).
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -49,6 +49,8 @@ struct UserPage {
     frame: u64,
     /// Made by `memory_map` (only those may be unmapped by the process).
     anonymous: bool,
+    /// A device page ([`Process::map_device`]): `frame` is MMIO, never freed.
+    device: bool,
 }
 
 /// How a process ended.
@@ -80,8 +82,6 @@ pub struct Process {
     killed: core::sync::atomic::AtomicBool,
     /// The notification and bits signalled when the last thread is gone.
     death: Mutex<Option<(Arc<crate::object::Notification>, u64)>>,
-    /// Pages `mmio_map` mapped (device memory: unmapped at teardown, never freed).
-    device_pages: Mutex<Vec<u64>>,
     /// The charge against the creator's object quota (`process_spawn`).
     charge: Mutex<Option<crate::object::Charge>>,
 }
@@ -162,6 +162,7 @@ impl Process {
                 page,
                 frame,
                 anonymous: true,
+                device: false,
             });
             page += PAGE_SIZE;
         }
@@ -201,6 +202,105 @@ impl Process {
             }
         }
         Ok(())
+    }
+
+    /// Map `pages` pages of device registers from `physical` at `address`, uncached
+    /// (x86_64 PAT UC, AArch64 Device-nGnRE), user-readable (and writable when `writable`),
+    /// never executable: for driver
+    /// servers holding an MMIO capability (the capability check is the caller's). Refuses
+    /// a range that is not wholly in the user half or wraps (`BadAddress`), touches RAM or
+    /// firmware memory of the memory map (`PermissionDenied`), overlaps a page the process
+    /// already has or is misaligned (`InvalidArgument`), or exceeds the quota
+    /// (`OutOfMemory`). All or nothing. Device pages count towards [`QUOTA_PAGES`] (their
+    /// page tables are the process's) and are unmapped, never freed, with the process.
+    pub fn map_device(
+        &self,
+        address: u64,
+        physical: u64,
+        pages: u64,
+        writable: bool,
+    ) -> Result<(), Error> {
+        let length = pages.checked_mul(PAGE_SIZE).ok_or(Error::BadAddress)?;
+        let end = address.checked_add(length).ok_or(Error::BadAddress)?;
+        if pages == 0 || !address.is_multiple_of(PAGE_SIZE) || !physical.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::InvalidArgument);
+        }
+        if address < USER_START || end > USER_END {
+            return Err(Error::BadAddress);
+        }
+        let regions = crate::boot::memory_regions().ok_or(Error::PermissionDenied)?;
+        if kcore::memory::overlaps_memory(regions, physical, length) {
+            return Err(Error::PermissionDenied);
+        }
+        let mut space = self.space.lock();
+        let space = space.as_mut().ok_or(Error::InvalidArgument)?;
+        let mut list = self.frames.lock();
+        let wanted = usize::try_from(pages).map_err(|_| Error::OutOfMemory)?;
+        if list.len().saturating_add(wanted) > QUOTA_PAGES {
+            return Err(Error::OutOfMemory);
+        }
+        if list
+            .iter()
+            .any(|user_page| (address..end).contains(&user_page.page))
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let flags = PageFlags {
+            writable,
+            executable: false,
+            user: true,
+            device: true,
+        };
+        let first_new = list.len();
+        let mut result = Ok(());
+        for index in 0..pages {
+            let (page, frame) = (address + index * PAGE_SIZE, physical + index * PAGE_SIZE);
+            if let Err(error) = Cpu::map_user(space, page, frame, flags, &mut KernelFrames) {
+                result = Err(match error {
+                    arch_api::MapError::OutOfMemory => Error::OutOfMemory,
+                    _ => Error::InvalidArgument,
+                });
+                break;
+            }
+            list.push(UserPage {
+                page,
+                frame,
+                anonymous: false,
+                device: true,
+            });
+        }
+        if result.is_err() {
+            for user_page in list.drain(first_new..) {
+                let _ = Cpu::unmap_user(space, user_page.page);
+            }
+        }
+        result
+    }
+
+    /// A process with an empty address space and no thread (for in-kernel tests of its
+    /// memory calls); [`Process::release_unstarted`] tears it down.
+    pub fn new_unstarted(name: &'static str) -> Result<Arc<Self>, LoadError> {
+        let space = Cpu::new_address_space(&mut KernelFrames).map_err(LoadError::Map)?;
+        Ok(Arc::new(Process {
+            name,
+            space: Mutex::new(Some(space)),
+            frames: Mutex::new(Vec::new()),
+            threads: AtomicUsize::new(0),
+            ending_kind: AtomicU32::new(0),
+            exit_code: AtomicI64::new(0),
+            fault: Mutex::new(None),
+            caps: crate::object::CapSpace::new(),
+            killed: core::sync::atomic::AtomicBool::new(false),
+            death: Mutex::new(None),
+            charge: Mutex::new(None),
+        }))
+    }
+
+    /// Tear down a process no thread ever ran in (see [`Process::new_unstarted`]).
+    pub fn release_unstarted(&self) {
+        if self.threads.load(Ordering::Acquire) == 0 {
+            self.teardown();
+        }
     }
 
     /// One of its threads was freed. The last one tears the address space down and
@@ -265,62 +365,6 @@ impl Process {
         *self.charge.lock() = Some(charge);
     }
 
-    /// `mmio_map`: map physical `[base, base + pages * PAGE_SIZE)` as device memory from
-    /// `address` (checked by the caller: page-aligned, in the user half). All or nothing.
-    pub fn map_device(
-        &self,
-        address: u64,
-        base: u64,
-        pages: u64,
-        writable: bool,
-    ) -> Result<(), Error> {
-        let mut space = self.space.lock();
-        let space = space.as_mut().ok_or(Error::InvalidArgument)?;
-        let mut devices = self.device_pages.lock();
-        let end = address + pages * PAGE_SIZE;
-        let overlaps = self
-            .frames
-            .lock()
-            .iter()
-            .any(|user_page| (address..end).contains(&user_page.page))
-            || devices.iter().any(|page| (address..end).contains(page));
-        if overlaps {
-            return Err(Error::InvalidArgument);
-        }
-        let flags = PageFlags {
-            writable,
-            executable: false,
-            user: true,
-            device: true,
-        };
-        let first_new = devices.len();
-        let mut result = Ok(());
-        for index in 0..pages {
-            let page = address + index * PAGE_SIZE;
-            if let Err(error) = Cpu::map_user(
-                space,
-                page,
-                base + index * PAGE_SIZE,
-                flags,
-                &mut KernelFrames,
-            ) {
-                result = Err(match error {
-                    arch_api::MapError::OutOfMemory => Error::OutOfMemory,
-                    arch_api::MapError::BadAddress => Error::BadAddress,
-                    _ => Error::InvalidArgument,
-                });
-                break;
-            }
-            devices.push(page);
-        }
-        if result.is_err() {
-            for page in devices.drain(first_new..) {
-                let _ = Cpu::unmap_user(space, page);
-            }
-        }
-        result
-    }
-
     /// The frame behind `page` if `memory_map` made it (an IPC buffer candidate).
     pub fn anonymous_frame(&self, page: u64) -> Option<u64> {
         self.frames
@@ -339,13 +383,12 @@ impl Process {
         let Some(mut space) = self.space.lock().take() else {
             return;
         };
-        for page in core::mem::take(&mut *self.device_pages.lock()) {
-            let _ = Cpu::unmap_user(&mut space, page);
-        }
         let user_frames = core::mem::take(&mut *self.frames.lock());
         for user_page in &user_frames {
             let _ = Cpu::unmap_user(&mut space, user_page.page);
-            let _ = frames::free(user_page.frame);
+            if !user_page.device {
+                let _ = frames::free(user_page.frame);
+            }
         }
         Cpu::destroy(space, &mut |table| {
             let _ = frames::free(table);
@@ -413,7 +456,6 @@ pub fn spawn_at(
         caps: crate::object::CapSpace::new(),
         killed: core::sync::atomic::AtomicBool::new(false),
         death: Mutex::new(None),
-        device_pages: Mutex::new(Vec::new()),
         charge: Mutex::new(None),
     });
     if let Err(error) = populate(&process, file, &image) {
@@ -497,6 +539,7 @@ fn map_zeroed(process: &Process, page: u64, flags: PageFlags) -> Result<u64, Loa
         page,
         frame: physical,
         anonymous: false,
+        device: false,
     });
     Ok(physical)
 }

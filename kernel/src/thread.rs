@@ -90,6 +90,8 @@ impl Thread {
 /// Where every thread begins, on its own kernel stack, with interrupts masked.
 extern "C" fn thread_start(id: usize) -> ! {
     crate::sched::after_switch();
+    // The first thread to run has left the boot stack for good: the loader's memory can go.
+    crate::memory::reclaim_boot_memory();
     crate::sched::exit_if_killed();
     match crate::sched::start_of(id) {
         Some(Start::Kernel { entry, argument }) => {

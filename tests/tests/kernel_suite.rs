@@ -21,8 +21,16 @@ const EXPECTED: &[&str] = &[
     "ok dead thread's kernel stack reused",
     "ok user mappings refuse W+X, page 0 and kernel addresses",
     "ok 1000 user address spaces created, populated and destroyed",
+    "ok user page protected read-only: copy_to_user refused, W+X refused, lookup agrees",
     "ok kernel access to user memory faults",
     "ok malformed user images are refused",
+    "ok kernel runs on its own page tables, not the loader's",
+    "ok kernel image mapped per section: text RX, rodata R+NX, data RW+NX; HHDM RW+NX",
+    "ok writing kernel .rodata faults (recovered through the fixup table)",
+    "ok writing kernel .text faults (recovered through the fixup table)",
+    "ok writing kernel .data goes through",
+    "ok bootloader-reclaimable memory returned to the frame allocator",
+    "ok device memory mapped uncached into a user space; RAM, overlaps, kernel and wrapping ranges refused",
 ];
 
 fn kernel_suite(arch: Arch) {
@@ -31,6 +39,9 @@ fn kernel_suite(arch: Arch) {
     }
     let outcome = boot(&options(arch, "kernel", "test=kernel"));
     expect_no_failed_test(&outcome);
+    let (_, reclaimed) = expect_line(&outcome, "mm: reclaimed ");
+    let frames = tests::number_after(reclaimed, "mm: reclaimed ").expect("a frame count");
+    assert!(frames > 0, "{reclaimed:?}");
     for expected in EXPECTED {
         let (_, line) = expect_line(&outcome, expected);
         assert!(line.starts_with("ok "), "{line:?}");

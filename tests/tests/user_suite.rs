@@ -277,6 +277,17 @@ fn user_suite(arch: Arch) {
             "no fault report for {cause}"
         );
     }
+    // Issue 7: the page touched after `memory_unmap` (testsuite's SCRATCH) is reported as a
+    // page fault at that very address.
+    assert!(
+        outcome.lines.iter().any(
+            |line| line.contains("keel: user fault in process testsuite")
+                && line.contains("page fault (")
+                && line.contains("at 0x200000000000 at ip")
+                && line.contains("thread killed")
+        ),
+        "no page-fault report for the page touched after unmapping it"
+    );
     let summary = outcome
         .lines
         .iter()

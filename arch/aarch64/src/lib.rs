@@ -53,9 +53,13 @@
 //!
 //! # Known weak spots
 //!
-//! - Kernel mappings (kernel stacks, the device window) go into the loader's TTBR1 tables
-//!   (walked through the HHDM); the kernel's own page tables (DESIGN.md §4, issue 7) must
-//!   carry them over.
+//! - Early init maps the device window into the loader's TTBR1 tables; the kernel's own
+//!   tables (`paging::switch_to_kernel_tables`) copy those pages when the core switches,
+//!   and the loader's tables are not used after that. The switch is one TTBR1 write and a
+//!   full TLB invalidation, not a break-before-make sequence: both hierarchies map the
+//!   running code and stack to the same frames with the same memory type, but the loader
+//!   may have used blocks where Keel uses pages (a TLB conflict is possible in theory on
+//!   hardware; QEMU does not model it).
 //! - Boot CPU only: one per-CPU block and overflow stack, the GICv3 redistributor of the
 //!   boot CPU, only the timer PPI enabled; every SPI stays disabled. TLB maintenance is
 //!   inner-shareable broadcast, so it is already correct for SMP.
@@ -235,8 +239,23 @@ impl Paging for Cpu {
         paging::unmap_user(space, virtual_address)
     }
 
+    fn protect_user(
+        space: &mut AddressSpace,
+        virtual_address: u64,
+        flags: PageFlags,
+    ) -> Result<(), MapError> {
+        paging::protect_user(space, virtual_address, flags)
+    }
+
     fn activate(space: &AddressSpace) {
         paging::activate(space);
+    }
+
+    fn lookup_user(
+        space: &AddressSpace,
+        virtual_address: u64,
+    ) -> Option<arch_api::pagetable::Translation> {
+        paging::lookup_user(space, virtual_address)
     }
 
     fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
@@ -303,5 +322,33 @@ impl arch_api::Devices for Cpu {
             mmio: Some((start, end - start)),
             irq: (intid != boot::NO_INTID).then_some(intid),
         })
+    }
+}
+
+impl arch_api::KernelTables for Cpu {
+    fn switch_to_kernel_tables(
+        layout: &arch_api::KernelLayout,
+        direct_map: &[(u64, u64)],
+        frames: &mut dyn FrameSource,
+    ) -> Result<arch_api::KernelTablesReport, EarlyError> {
+        paging::switch_to_kernel_tables(layout, direct_map, frames)
+    }
+
+    fn active_kernel_root() -> u64 {
+        paging::active_kernel_root()
+    }
+
+    fn lookup_kernel(virtual_address: u64) -> Option<arch_api::pagetable::Translation> {
+        paging::lookup_kernel(virtual_address)
+    }
+
+    fn provoke_kernel_write(address: u64) -> Option<TrapCause> {
+        paging::lookup_kernel(address)?;
+        trap::fixup::take_recorded();
+        // SAFETY: a mapped kernel address (checked); the probe stores back the word it
+        // just loaded (interrupts are masked in the kernel, so nothing changes it in
+        // between), and a fault resumes after the store through its fixup entry.
+        unsafe { trap::fixup::keel_provoke_store(address) };
+        trap::fixup::take_recorded()
     }
 }

@@ -6,7 +6,8 @@
 //! GIC through a cacheable alias is unpredictable (Arm ARM B2.8, mismatched attributes), so
 //! the kernel maps each device again, Device-nGnRE, at [`WINDOW_BASE`] and upwards in the
 //! *current* TTBR1 tables (the loader's, reached through the HHDM), allocating missing tables
-//! from the core's early frame source.
+//! from the core's early frame source; the kernel's own tables copy these pages when the
+//! core switches to them (`paging::switch_to_kernel_tables`).
 //!
 //! The attribute index is chosen so no existing mapping changes meaning: an index that
 //! already holds Device-nGnRE, else one no TTBR1 descriptor uses (Limine's entries are all in

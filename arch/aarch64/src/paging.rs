@@ -20,17 +20,24 @@
 //!   user page cannot be written by `copy_to_user`, and a fault resumes through the
 //!   exception-fixup table ([`crate::trap::fixup`]) as [`UserAccessFault`].
 //!
-//! Weak spots: the kernel half is the loader's TTBR1 tables (the kernel's own tables are
-//! issue 7's); empty intermediate user tables are only freed by `destroy`; ASID exhaustion
+//! The walks themselves are the portable `arch_api::pagetable` walker, over [`Format`]
+//! (this architecture's descriptors) and [`HhdmTables`] (tables reached through the HHDM,
+//! cleaned for the walker); [`switch_to_kernel_tables`] builds the kernel's own TTBR1
+//! hierarchy (issue 7).
+//!
+//! Weak spots: empty intermediate user tables are only freed by `destroy`; ASID exhaustion
 //! (more than 255 / 65535 live spaces) is reported as `OutOfMemory` instead of rolling over.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aarch64_cpu::asm::barrier;
 use arch_api::{
-    FrameSource, MapError, PAGE_SIZE, PageFlags, USER_END, USER_START, UserAccessFault,
+    EarlyError, FrameSource, KERNEL_STACK_REGION, KernelLayout, KernelTablesReport, MapError,
+    PAGE_SIZE, PageFlags, USER_END, USER_START, UserAccessFault,
 };
 use spin::Mutex;
+
+use arch_api::pagetable::{self, EntryFormat, TableMemory, Walker};
 
 use crate::sysreg::{self, masked};
 
@@ -40,6 +47,8 @@ const ADDRESS: u64 = 0x0000_ffff_ffff_f000;
 /// Valid + table (levels 0–2) or page (level 3).
 const TABLE_OR_PAGE: u64 = 0b11;
 const VALID: u64 = 1;
+/// A block descriptor (levels 1 and 2).
+const BLOCK: u64 = 0b01;
 const ATTR_INDEX_SHIFT: u64 = 2;
 /// AP[1]: EL0 may access.
 const AP_EL0: u64 = 1 << 6;
@@ -194,35 +203,114 @@ fn clean(virt: u64, length: u64) {
     }
 }
 
-/// The level-3 entry for `virt` under `root`: its table and index. Missing tables are
-/// allocated from `frames` when given, else the walk fails with `NotMapped`.
-fn walk(
-    root: u64,
-    virt: u64,
-    mut frames: Option<&mut dyn FrameSource>,
-) -> Result<(u64, u64), MapError> {
-    let mut table = root;
-    for level in 0..3 {
-        let index = (virt >> (39 - 9 * level)) & (ENTRIES - 1);
-        let entry = read_entry(table, index);
-        table = match entry & TABLE_OR_PAGE {
-            TABLE_OR_PAGE => entry & ADDRESS,
-            0 => {
-                let Some(frames) = frames.as_deref_mut() else {
-                    return Err(MapError::NotMapped);
-                };
-                let frame = frames.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
-                clean(HHDM.load(Ordering::Relaxed) + frame, PAGE_SIZE);
-                // The zeroes must be visible to the walker before the table is linked.
-                barrier::dsb(barrier::ISHST);
-                write_entry(table, index, frame | TABLE_OR_PAGE);
-                frame
-            }
-            // A block mapping (the loader's HHDM, say) covers this address.
-            _ => return Err(MapError::AlreadyMapped),
-        };
+/// The AArch64 entry encoding for the portable walker (Arm ARM D8.3): table descriptors
+/// `0b11` at levels 0–2, blocks `0b01`, pages `0b11`; AF always set; kernel leaves UXN
+/// (and PXN unless executable), user leaves nG + AP[1] + PXN (and UXN unless executable);
+/// memory attributes as [`init`] found them.
+pub struct Format;
+
+impl EntryFormat for Format {
+    fn is_present(&self, entry: u64) -> bool {
+        entry & VALID != 0
     }
-    Ok((table, (virt >> 12) & (ENTRIES - 1)))
+
+    fn is_table(&self, entry: u64, level: u8) -> bool {
+        level == pagetable::ROOT_LEVEL || entry & TABLE_OR_PAGE == TABLE_OR_PAGE
+    }
+
+    fn address(&self, entry: u64) -> u64 {
+        entry & ADDRESS
+    }
+
+    fn table_entry(&self, table: u64, _user: bool) -> u64 {
+        // APTable/XNTable stay 0: the leaf decides.
+        table | TABLE_OR_PAGE
+    }
+
+    fn table_entry_for_user(&self, entry: u64, _user: bool) -> u64 {
+        entry
+    }
+
+    fn leaf_entry(&self, physical: u64, flags: PageFlags, level: u8) -> u64 {
+        let kind = if level == 0 { TABLE_OR_PAGE } else { BLOCK };
+        let mut descriptor = (physical & ADDRESS) | kind | AF | memory_attributes(flags);
+        if flags.user {
+            descriptor |= NG | AP_EL0 | PXN;
+            if !flags.executable || flags.device {
+                descriptor |= UXN;
+            }
+        } else {
+            descriptor |= UXN;
+            if !flags.executable || flags.device {
+                descriptor |= PXN;
+            }
+        }
+        if !flags.writable {
+            descriptor |= AP_READ_ONLY;
+        }
+        descriptor
+    }
+
+    fn leaf_flags(&self, entry: u64, _level: u8) -> PageFlags {
+        let user = entry & AP_EL0 != 0;
+        let never = if user { UXN } else { PXN };
+        let index_bits = entry & (0b111 << ATTR_INDEX_SHIFT);
+        PageFlags {
+            writable: entry & AP_READ_ONLY == 0,
+            executable: entry & never == 0,
+            user,
+            device: index_bits
+                == DEVICE_ATTRIBUTES.load(Ordering::Relaxed) & (0b111 << ATTR_INDEX_SHIFT),
+        }
+    }
+
+    fn address_fits(&self, physical: u64) -> bool {
+        physical & !ADDRESS == 0
+    }
+}
+
+/// Translation tables in RAM, reached through the HHDM; new tables come from `frames`,
+/// zeroed and cleaned before they can be linked; every write is cleaned too when the
+/// walker does not snoop the caches.
+pub struct HhdmTables<'a> {
+    frames: Option<&'a mut dyn FrameSource>,
+    /// Tables handed out so far.
+    pub allocated: u64,
+}
+
+impl<'a> HhdmTables<'a> {
+    pub fn growing(frames: &'a mut dyn FrameSource) -> Self {
+        Self {
+            frames: Some(frames),
+            allocated: 0,
+        }
+    }
+
+    pub fn fixed() -> Self {
+        Self {
+            frames: None,
+            allocated: 0,
+        }
+    }
+}
+
+impl TableMemory for HhdmTables<'_> {
+    fn read(&self, table: u64, index: usize) -> u64 {
+        read_entry(table, index as u64 % ENTRIES)
+    }
+
+    fn write(&mut self, table: u64, index: usize, value: u64) {
+        write_entry(table, index as u64 % ENTRIES, value);
+    }
+
+    fn allocate_table(&mut self) -> Option<u64> {
+        let frame = self.frames.as_mut()?.alloc_zeroed_frame()?;
+        clean(HHDM.load(Ordering::Relaxed) + frame, PAGE_SIZE);
+        // The zeroes must be visible to the walker before the table is linked.
+        barrier::dsb(barrier::ISHST);
+        self.allocated += 1;
+        Some(frame)
+    }
 }
 
 fn memory_attributes(flags: PageFlags) -> u64 {
@@ -233,14 +321,7 @@ fn memory_attributes(flags: PageFlags) -> u64 {
     }
 }
 
-fn check_page(virt: u64, phys: u64) -> Result<(), MapError> {
-    if !virt.is_multiple_of(PAGE_SIZE) || !phys.is_multiple_of(PAGE_SIZE) || phys & !ADDRESS != 0 {
-        return Err(MapError::BadAddress);
-    }
-    Ok(())
-}
-
-/// TTBR1's root table (the loader's, for now).
+/// TTBR1's root table (the kernel's own after `switch_to_kernel_tables`).
 fn kernel_root() -> u64 {
     sysreg::read!("ttbr1_el1") & ADDRESS
 }
@@ -251,27 +332,13 @@ pub fn map_kernel(
     flags: PageFlags,
     frames: &mut dyn FrameSource,
 ) -> Result<(), MapError> {
-    check_page(virt, phys)?;
     if virt < KERNEL_HALF || flags.user {
         return Err(MapError::BadAddress);
     }
-    if flags.writable && flags.executable {
-        return Err(MapError::WriteAndExecute);
-    }
-    let mut descriptor = (phys & ADDRESS) | TABLE_OR_PAGE | AF | UXN | memory_attributes(flags);
-    if !flags.executable || flags.device {
-        descriptor |= PXN;
-    }
-    if !flags.writable {
-        descriptor |= AP_READ_ONLY;
-    }
     masked(|| {
         let _tables = KERNEL_TABLES.lock();
-        let (table, index) = walk(kernel_root(), virt, Some(frames))?;
-        if read_entry(table, index) & VALID != 0 {
-            return Err(MapError::AlreadyMapped);
-        }
-        write_entry(table, index, descriptor);
+        let mut memory = HhdmTables::growing(frames);
+        Walker::new(&mut memory, &Format, kernel_root()).map(virt, phys, flags, 0, true)?;
         // An invalid entry is never cached in a TLB, so no invalidation: make the entry
         // visible to the walker and resynchronize.
         barrier::dsb(barrier::ISHST);
@@ -286,12 +353,8 @@ pub fn unmap_kernel(virt: u64) -> Result<u64, MapError> {
     }
     masked(|| {
         let _tables = KERNEL_TABLES.lock();
-        let (table, index) = walk(kernel_root(), virt, None)?;
-        let entry = read_entry(table, index);
-        if entry & VALID == 0 {
-            return Err(MapError::NotMapped);
-        }
-        write_entry(table, index, 0);
+        let mut memory = HhdmTables::fixed();
+        let frame = Walker::new(&mut memory, &Format, kernel_root()).unmap(virt)?;
         barrier::dsb(barrier::ISHST);
         // TLBI VAAE1IS: this VA, every ASID (kernel entries are global); VA[55:12] in [43:0].
         let operand = (virt >> 12) & ((1 << 44) - 1);
@@ -301,8 +364,126 @@ pub fn unmap_kernel(virt: u64) -> Result<u64, MapError> {
         };
         barrier::dsb(barrier::ISH);
         barrier::isb(barrier::SY);
-        Ok(entry & ADDRESS)
+        Ok(frame)
     })
+}
+
+/// Build the kernel's own TTBR1 tables and switch to them (issue 7): the image section by
+/// section (text RX, rodata R+XN, data RW+XN; physical addresses read from the loader's
+/// tables, blocks included), the HHDM over `direct_map` (RW+XN, normal memory, 2 MiB
+/// blocks where aligned), and the pages Keel mapped in the kernel-stack region and the
+/// device window, copied entry by entry. Both hierarchies map the running code and stack
+/// to the same frames with the same memory type, so the switch is one TTBR1 write
+/// followed by a full invalidation of this VMID's TLB entries (kernel entries are global).
+pub fn switch_to_kernel_tables(
+    layout: &KernelLayout,
+    direct_map: &[(u64, u64)],
+    frames: &mut dyn FrameSource,
+) -> Result<KernelTablesReport, EarlyError> {
+    let fail = EarlyError::Unsupported;
+    let loader_root = kernel_root();
+    masked(|| {
+        let _tables = KERNEL_TABLES.lock();
+        let mut memory = HhdmTables::growing(frames);
+        let new_root = memory.allocate_table().ok_or(EarlyError::OutOfMemory)?;
+        let mut tables = Walker::new(&mut memory, &Format, new_root);
+        for region in [
+            KERNEL_STACK_REGION,
+            crate::mmu::WINDOW_BASE..crate::mmu::WINDOW_BASE + crate::mmu::WINDOW_SIZE,
+        ] {
+            tables
+                .copy_pages_from(loader_root, region)
+                .map_err(|_| fail("cannot copy the kernel's own mappings into its new tables"))?;
+        }
+        let text = PageFlags {
+            executable: true,
+            ..PageFlags::default()
+        };
+        let data = PageFlags {
+            writable: true,
+            ..PageFlags::default()
+        };
+        for (range, flags) in [
+            (layout.text.clone(), text),
+            (layout.rodata.clone(), PageFlags::default()),
+            (layout.data.clone(), data),
+        ] {
+            let mut page = range.start & !(PAGE_SIZE - 1);
+            while page < range.end {
+                let physical = Walker::new(&mut *tables.memory, &Format, loader_root)
+                    .lookup(page)
+                    .ok_or(fail(
+                        "a page of the kernel image is not mapped by the loader",
+                    ))?
+                    .physical;
+                tables
+                    .map(page, physical, flags, 0, true)
+                    .map_err(|_| fail("cannot map the kernel image"))?;
+                page += PAGE_SIZE;
+            }
+        }
+        let mut direct_map_bytes = 0;
+        for &(base, length) in direct_map {
+            let virt = layout
+                .hhdm_offset
+                .checked_add(base)
+                .ok_or(fail("the HHDM wraps around"))?;
+            tables
+                .map_range(virt, base, length, data, true)
+                .map_err(|error| {
+                    fail(match error {
+                        MapError::OutOfMemory => "out of frames for the HHDM's tables",
+                        MapError::AlreadyMapped => "the HHDM overlaps another kernel mapping",
+                        _ => "the HHDM's addresses are not mappable",
+                    })
+                })?;
+            direct_map_bytes += length;
+        }
+        let stack_marker = 0u8;
+        let here = switch_to_kernel_tables as fn(_, _, _) -> _ as usize as u64;
+        for address in [here, core::ptr::from_ref(&stack_marker) as u64] {
+            let old = Walker::new(&mut *tables.memory, &Format, loader_root).lookup(address);
+            let new = tables.lookup(address);
+            if old.map(|t| t.physical) != new.map(|t| t.physical) {
+                return Err(fail(
+                    "the running code or boot stack would not be mapped by the kernel's tables",
+                ));
+            }
+        }
+        let table_frames = memory.allocated;
+        // Every table write is complete before the walker may use the new root.
+        barrier::dsb(barrier::ISH);
+        sysreg::write!("ttbr1_el1", new_root);
+        // Drop every cached translation of the old tables (global kernel entries too).
+        flush_all();
+        Ok(KernelTablesReport {
+            loader_root,
+            kernel_root: new_root,
+            table_frames,
+            direct_map_bytes,
+        })
+    })
+}
+
+/// What the active tables map at the kernel address `virt`.
+pub fn lookup_kernel(virt: u64) -> Option<pagetable::Translation> {
+    if virt < KERNEL_HALF {
+        return None;
+    }
+    let mut memory = HhdmTables::fixed();
+    Walker::new(&mut memory, &Format, kernel_root()).lookup(virt)
+}
+
+/// What `space` maps at the user address `virt`.
+pub fn lookup_user(space: &AddressSpace, virt: u64) -> Option<pagetable::Translation> {
+    check_user(virt).ok()?;
+    let mut memory = HhdmTables::fixed();
+    Walker::new(&mut memory, &Format, space.root).lookup(virt)
+}
+
+/// The active kernel root (TTBR1_EL1).
+pub fn active_kernel_root() -> u64 {
+    kernel_root()
 }
 
 /// One user address space: its TTBR0 root table and ASID.
@@ -364,24 +545,13 @@ pub fn map_user(
     flags: PageFlags,
     frames: &mut dyn FrameSource,
 ) -> Result<(), MapError> {
-    check_page(virt, phys)?;
     check_user(virt)?;
-    if flags.writable && flags.executable {
-        return Err(MapError::WriteAndExecute);
-    }
-    let mut descriptor =
-        (phys & ADDRESS) | TABLE_OR_PAGE | AF | NG | AP_EL0 | PXN | memory_attributes(flags);
-    if !flags.executable || flags.device {
-        descriptor |= UXN;
-    }
-    if !flags.writable {
-        descriptor |= AP_READ_ONLY;
-    }
-    let (table, index) = walk(space.root, virt, Some(frames))?;
-    if read_entry(table, index) & VALID != 0 {
-        return Err(MapError::AlreadyMapped);
-    }
-    write_entry(table, index, descriptor);
+    let flags = PageFlags {
+        user: true,
+        ..flags
+    };
+    let mut memory = HhdmTables::growing(frames);
+    Walker::new(&mut memory, &Format, space.root).map(virt, phys, flags, 0, true)?;
     barrier::dsb(barrier::ISHST);
     barrier::isb(barrier::SY);
     Ok(())
@@ -392,12 +562,8 @@ pub fn unmap_user(space: &mut AddressSpace, virt: u64) -> Result<u64, MapError> 
         return Err(MapError::BadAddress);
     }
     check_user(virt)?;
-    let (table, index) = walk(space.root, virt, None)?;
-    let entry = read_entry(table, index);
-    if entry & VALID == 0 {
-        return Err(MapError::NotMapped);
-    }
-    write_entry(table, index, 0);
+    let mut memory = HhdmTables::fixed();
+    let frame = Walker::new(&mut memory, &Format, space.root).unmap(virt)?;
     barrier::dsb(barrier::ISHST);
     // TLBI VAE1IS: this VA in this ASID (ASID in [63:48], VA[55:12] in [43:0]).
     let operand = (u64::from(space.asid) << 48) | ((virt >> 12) & ((1 << 44) - 1));
@@ -407,7 +573,29 @@ pub fn unmap_user(space: &mut AddressSpace, virt: u64) -> Result<u64, MapError> 
     };
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
-    Ok(entry & ADDRESS)
+    Ok(frame)
+}
+
+/// Change one user page's permissions and drop its old translation (break-before-make is
+/// not needed: only permissions change, Arm ARM D8.16.1).
+pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Result<(), MapError> {
+    check_user(virt)?;
+    let flags = PageFlags {
+        user: true,
+        ..flags
+    };
+    let mut memory = HhdmTables::fixed();
+    Walker::new(&mut memory, &Format, space.root).protect(virt, flags)?;
+    barrier::dsb(barrier::ISHST);
+    // TLBI VAE1IS: this VA in this ASID.
+    let operand = (u64::from(space.asid) << 48) | ((virt >> 12) & ((1 << 44) - 1));
+    // SAFETY: invalidating TLB entries only costs refills.
+    unsafe {
+        core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
+    };
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+    Ok(())
 }
 
 pub fn activate(space: &AddressSpace) {
@@ -422,7 +610,8 @@ pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
         // lives in the user half.
         sysreg::write!("ttbr0_el1", EMPTY_ROOT.load(Ordering::Relaxed));
     }
-    free_tables(space.root, 0, free);
+    let mut memory = HhdmTables::fixed();
+    Walker::new(&mut memory, &Format, space.root).free_tables(0..pagetable::ENTRIES, true, free);
     barrier::dsb(barrier::ISHST);
     // TLBI ASIDE1IS: everything tagged with this ASID, before the ASID can be reused.
     let operand = u64::from(space.asid) << 48;
@@ -433,19 +622,6 @@ pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
     release_asid(space.asid);
-}
-
-/// Free `table` (at `level`) and every table below it.
-fn free_tables(table: u64, level: u64, free: &mut dyn FnMut(u64)) {
-    if level < 3 {
-        for index in 0..ENTRIES {
-            let entry = read_entry(table, index);
-            if entry & TABLE_OR_PAGE == TABLE_OR_PAGE {
-                free_tables(entry & ADDRESS, level + 1, free);
-            }
-        }
-    }
-    free(table);
 }
 
 /// Drop every cached translation of this CPU's inner-shareable domain.

@@ -16,6 +16,8 @@
 // methods whose callers carry duties (allowed where declared).
 #![deny(unsafe_code)]
 
+pub mod pagetable;
+
 /// What the core learned from the boot protocol that an arch crate needs before anything
 /// else runs. Built by the kernel's `boot` module from the Limine responses.
 #[derive(Clone, Copy, Debug)]
@@ -315,8 +317,23 @@ pub trait Paging: Platform {
     /// Unmap one user page, returning its frame; flushes the TLB entry if `space` is live.
     fn unmap_user(space: &mut Self::AddressSpace, virtual_address: u64) -> Result<u64, MapError>;
 
+    /// Change the permissions of one mapped user page (its frame stays); W+X refused; the
+    /// stale TLB entry is flushed (issue 7; added by the memory helper in round 4).
+    fn protect_user(
+        space: &mut Self::AddressSpace,
+        virtual_address: u64,
+        flags: PageFlags,
+    ) -> Result<(), MapError>;
+
     /// Make `space` the current user half.
     fn activate(space: &Self::AddressSpace);
+
+    /// What `space` maps at the user address `virtual_address` (issue 7; added by the
+    /// memory helper in round 4).
+    fn lookup_user(
+        space: &Self::AddressSpace,
+        virtual_address: u64,
+    ) -> Option<pagetable::Translation>;
 
     /// Free every page-table frame of `space` (not the frames its pages map) through `free`.
     fn destroy(space: Self::AddressSpace, free: &mut dyn FnMut(u64));
@@ -482,4 +499,60 @@ pub trait Devices: Platform {
     fn port_write(_port: u16, _width: u8, _value: u32) -> bool {
         false
     }
+}
+
+/// The kernel image's sections, by virtual address (page-aligned, from the linker script's
+/// symbols), for the kernel's own page tables (issue 7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `.text`: read + execute.
+    pub text: core::ops::Range<u64>,
+    /// `.rodata` and the unwind tables: read only, never executed.
+    pub rodata: core::ops::Range<u64>,
+    /// `.data` and `.bss`: read + write, never executed.
+    pub data: core::ops::Range<u64>,
+    /// The HHDM base the loader reported (never assumed).
+    pub hhdm_offset: u64,
+}
+
+/// What switching to the kernel's own page tables did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelTablesReport {
+    /// The root the loader left active (never used again).
+    pub loader_root: u64,
+    /// The kernel's root, active from now on.
+    pub kernel_root: u64,
+    /// Page-table frames the new hierarchy took.
+    pub table_frames: u64,
+    /// Bytes of physical memory the new HHDM maps.
+    pub direct_map_bytes: u64,
+}
+
+/// The kernel's own page tables (issue 7, DESIGN.md §4): built once after the frame
+/// allocator exists, switched to, and the loader's tables never touched again. Added by
+/// the memory helper in round 4.
+pub trait KernelTables: Paging {
+    /// Build a new kernel hierarchy — the image with per-section permissions (text RX,
+    /// rodata R+NX, data RW+NX), the HHDM over `direct_map` (physical `(base, length)`
+    /// ranges, mapped RW+NX write-back at `layout.hhdm_offset`), and the kernel-stack
+    /// region and device window as they are mapped now — then switch to it with the TLB
+    /// maintenance the architecture needs. Refuses (and keeps running on the loader's
+    /// tables) when the running code or stack would not be mapped by the new tables.
+    fn switch_to_kernel_tables(
+        layout: &KernelLayout,
+        direct_map: &[(u64, u64)],
+        frames: &mut dyn FrameSource,
+    ) -> Result<KernelTablesReport, EarlyError>;
+
+    /// The physical address of the active kernel root (CR3 / TTBR1_EL1).
+    fn active_kernel_root() -> u64;
+
+    /// What the active kernel tables map at `virtual_address` (a kernel address).
+    fn lookup_kernel(virtual_address: u64) -> Option<pagetable::Translation>;
+
+    /// Store to `address` (after loading the same value from it) under an exception-fixup
+    /// entry, and return the cause recorded: a write page fault for read-only memory,
+    /// `None` when the store went through. For the in-kernel test that `.rodata` and
+    /// `.text` are write-protected.
+    fn provoke_kernel_write(address: u64) -> Option<TrapCause>;
 }

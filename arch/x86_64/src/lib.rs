@@ -49,8 +49,9 @@
 //!   only counts (its one user is the storm test).
 //! - PCIDs: implemented ([`space`]) but never exercised — QEMU 7.2's TCG does not offer
 //!   PCID even with `-cpu max,+pcid`, so every test ran with plain CR3 switches.
-//! - The kernel still runs on the loader's page tables (their higher half is the shared
-//!   kernel half); the device window and the kernel-stack region are added to them.
+//! - Early init (device window, IST stacks) still maps into the loader's tables; the
+//!   kernel's own tables ([`tables`]) copy those pages when the core switches to them,
+//!   and the loader's tables are not used after that.
 //! - The NMI storm assumes the I/O APIC at 0xFEC0_0000 with the PIT on pin 2 (QEMU).
 //! - `FpuState` is a fixed 1 KiB (x87 + SSE + AVX = 832 bytes; checked at boot): AVX-512
 //!   and later components are never enabled in XCR0.
@@ -67,6 +68,7 @@ pub mod pic;
 pub mod power;
 pub mod serial;
 pub mod space;
+pub mod tables;
 pub mod thread;
 pub mod trap;
 pub mod upcall;
@@ -280,5 +282,27 @@ impl arch_api::Devices for Cpu {
             }
         }
         true
+    }
+}
+
+impl arch_api::KernelTables for Cpu {
+    fn switch_to_kernel_tables(
+        layout: &arch_api::KernelLayout,
+        direct_map: &[(u64, u64)],
+        frames: &mut dyn FrameSource,
+    ) -> Result<arch_api::KernelTablesReport, EarlyError> {
+        tables::switch_to_kernel_tables(layout, direct_map, frames)
+    }
+
+    fn active_kernel_root() -> u64 {
+        tables::active_root()
+    }
+
+    fn lookup_kernel(virtual_address: u64) -> Option<arch_api::pagetable::Translation> {
+        tables::lookup_active(virtual_address)
+    }
+
+    fn provoke_kernel_write(address: u64) -> Option<arch_api::TrapCause> {
+        trap::fixup::provoke_store(address)
     }
 }

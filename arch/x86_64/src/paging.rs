@@ -1,7 +1,8 @@
-//! Early paging: reading the loader's page tables, and mapping devices into them.
+//! Early paging: reading the active page tables, and mapping devices into them.
 //!
-//! Until the memory issue gives the kernel its own page tables, the kernel runs on the
-//! loader's (found through CR3 and walked through the HHDM). Device registers are mapped
+//! Early init runs on the loader's tables (found through CR3 and walked through the
+//! HHDM); the core then switches to the kernel's own ([`crate::tables`]), which copy the
+//! device window's pages, and everything here keeps working on CR3. Device registers are mapped
 //! here, uncached, into a fixed kernel device window — never reached through the HHDM,
 //! which maps everything write-back (DESIGN.md §4). [`device_mappings`] lists what was
 //! mapped so the kernel's own page tables can carry the same mappings over.
@@ -84,6 +85,11 @@ static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
 /// Remember the active root table as the kernel's (early init, before any user space).
 pub fn record_kernel_root() {
     KERNEL_ROOT.store(Cr3::read().0.start_address().as_u64(), Ordering::Relaxed);
+}
+
+/// The kernel's own root replaces the loader's (`tables::switch_to_kernel_tables`).
+pub fn set_kernel_root(root: u64) {
+    KERNEL_ROOT.store(root, Ordering::Relaxed);
 }
 
 /// Physical address of the kernel's root table.

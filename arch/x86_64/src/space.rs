@@ -33,8 +33,11 @@ use x86_64::VirtAddr;
 use x86_64::instructions::tlb;
 use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 
-use crate::features::{self, Cpuid, Feature};
+use arch_api::pagetable::Walker;
+
+use crate::features::Cpuid;
 use crate::paging::{self, ENTRIES, entry, index, table_at};
+use crate::tables::{Format, HhdmTables};
 use crate::trap::fixup;
 
 /// First PML4 slot of the kernel half.
@@ -47,7 +50,6 @@ const CR3_NO_FLUSH: u64 = 1 << 63;
 const PCID_COUNT: u16 = 4096;
 
 static PCID_ENABLED: AtomicBool = AtomicBool::new(false);
-static GLOBAL_PAGES: AtomicBool = AtomicBool::new(false);
 static NEXT_PCID: AtomicU16 = AtomicU16::new(1);
 
 /// One user address space.
@@ -94,7 +96,7 @@ pub fn init(cpuid: &Cpuid, frames: &mut dyn FrameSource) -> Result<(), EarlyErro
         // SAFETY: PGE only lets leaves marked global survive CR3 writes; the loader's
         // mappings are not changed by Keel, so keeping them cached is harmless.
         unsafe { Cr4::update(|flags| flags.insert(Cr4Flags::PAGE_GLOBAL)) };
-        GLOBAL_PAGES.store(true, Ordering::Relaxed);
+        crate::tables::set_global_leaves(true);
     }
     // CR4.PCIDE may only be set with CR3[11:0] = 0 (else #GP), and Keel's kernel leaves
     // must be global for PCIDs to be safe.
@@ -121,114 +123,39 @@ fn is_page_aligned(address: u64) -> bool {
     address.is_multiple_of(PAGE_SIZE)
 }
 
-fn no_execute_bit(executable: bool) -> u64 {
-    if !executable && features::enabled(Feature::NoExecute) {
-        entry::NO_EXECUTE
-    } else {
-        0
-    }
-}
-
-/// The leaf slot for `virtual_address` under `root`, creating intermediate tables with
-/// `table_flags` through `frames` when given. Refuses huge pages on the way and, in the
-/// kernel half, creating a PML4 entry (it would not be shared).
-///
-/// # Safety
-/// `root` is the physical address of a live PML4 (the kernel root or a user space's),
-/// and no other code walks or edits the same tables concurrently.
-unsafe fn leaf_slot(
-    root: u64,
-    virtual_address: u64,
-    mut frames: Option<(&mut dyn FrameSource, u64)>,
-) -> Result<*mut u64, MapError> {
-    let mut table = root;
-    for level in (2..=4).rev() {
-        // SAFETY: `table` is `root` or a table reached from it (caller's duty), and the
-        // HHDM maps every frame a page table can live in.
-        let slot = unsafe { &mut (*table_at(table))[index(virtual_address, level)] };
-        if *slot & entry::PRESENT == 0 {
-            let Some((source, table_flags)) = frames.as_mut() else {
-                return Err(MapError::NotMapped);
-            };
-            if level == 4 && is_kernel_address(virtual_address) {
-                return Err(MapError::BadAddress);
-            }
-            let frame = source.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
-            *slot = frame | *table_flags;
-        } else if *slot & entry::HUGE != 0 {
-            return Err(MapError::BadAddress);
-        } else if let Some((_, table_flags)) = frames.as_ref() {
-            // A user mapping needs USER on every level; kernel entries never get it.
-            *slot |= *table_flags & entry::USER;
-        }
-        table = *slot & entry::ADDRESS;
-    }
-    // SAFETY: as above; `table` is now the level-1 table.
-    Ok(unsafe { &raw mut (*table_at(table))[index(virtual_address, 1)] })
-}
-
-/// Map one kernel page into the shared kernel half.
+/// Map one kernel page into the shared kernel half. Never creates a root entry: user
+/// spaces copy the kernel half's root entries when they are made, so those are filled by
+/// [`init`] and never change afterwards.
 pub fn map_kernel(
     virtual_address: u64,
     physical_address: u64,
     flags: PageFlags,
     frames: &mut dyn FrameSource,
 ) -> Result<(), MapError> {
-    if !is_kernel_address(virtual_address)
-        || !is_page_aligned(virtual_address)
-        || !is_page_aligned(physical_address)
-        || physical_address & !entry::ADDRESS != 0
-        || flags.user
-    {
+    if !is_kernel_address(virtual_address) || flags.user {
         return Err(MapError::BadAddress);
     }
-    if flags.writable && flags.executable {
-        return Err(MapError::WriteAndExecute);
-    }
-    let table_flags = entry::PRESENT | entry::WRITABLE;
-    // SAFETY: the kernel root is live; kernel-half edits are serialized by the core (one
-    // CPU, interrupts do not map).
-    let leaf = unsafe {
-        leaf_slot(
-            paging::kernel_root(),
-            virtual_address,
-            Some((frames, table_flags)),
-        )?
-    };
-    // SAFETY: `leaf` points into a live level-1 table (just walked).
-    let leaf = unsafe { &mut *leaf };
-    if *leaf & entry::PRESENT != 0 {
-        return Err(MapError::AlreadyMapped);
-    }
-    let mut value = physical_address | entry::PRESENT | no_execute_bit(flags.executable);
-    if flags.writable {
-        value |= entry::WRITABLE;
-    }
-    if flags.device {
-        value |= entry::WRITE_THROUGH | entry::CACHE_DISABLE;
-    }
-    if GLOBAL_PAGES.load(Ordering::Relaxed) {
-        value |= entry::GLOBAL;
-    }
-    *leaf = value;
-    Ok(())
+    let format = Format::current();
+    let mut memory = HhdmTables::growing(frames);
+    // Kernel-half edits are serialized by the core (one CPU, interrupts do not map).
+    Walker::new(&mut memory, &format, paging::kernel_root()).map(
+        virtual_address,
+        physical_address,
+        flags,
+        0,
+        false,
+    )
 }
 
 /// Unmap one kernel page and flush it from every PCID's TLB (kernel leaves are global, and
 /// `INVLPG` drops global entries too).
 pub fn unmap_kernel(virtual_address: u64) -> Result<u64, MapError> {
-    if !is_kernel_address(virtual_address) || !is_page_aligned(virtual_address) {
+    if !is_kernel_address(virtual_address) {
         return Err(MapError::BadAddress);
     }
-    // SAFETY: as in `map_kernel`.
-    let leaf = unsafe { leaf_slot(paging::kernel_root(), virtual_address, None)? };
-    // SAFETY: `leaf` points into a live level-1 table.
-    let leaf = unsafe { &mut *leaf };
-    if *leaf & entry::PRESENT == 0 {
-        return Err(MapError::NotMapped);
-    }
-    let frame = *leaf & entry::ADDRESS;
-    *leaf = 0;
+    let format = Format::current();
+    let mut memory = HhdmTables::fixed();
+    let frame = Walker::new(&mut memory, &format, paging::kernel_root()).unmap(virtual_address)?;
     tlb::flush(VirtAddr::new(virtual_address));
     Ok(frame)
 }
@@ -281,27 +208,20 @@ pub fn map_user(
     frames: &mut dyn FrameSource,
 ) -> Result<(), MapError> {
     check_user_page(virtual_address, physical_address)?;
-    if flags.writable && flags.executable {
-        return Err(MapError::WriteAndExecute);
-    }
-    let table_flags = entry::PRESENT | entry::WRITABLE | entry::USER;
-    // SAFETY: `space.root` is live (owned by `space`, which `&mut` makes exclusive).
-    let leaf = unsafe { leaf_slot(space.root, virtual_address, Some((frames, table_flags)))? };
-    // SAFETY: `leaf` points into a live level-1 table of `space`.
-    let leaf = unsafe { &mut *leaf };
-    if *leaf & entry::PRESENT != 0 {
-        return Err(MapError::AlreadyMapped);
-    }
-    let mut value =
-        physical_address | entry::PRESENT | entry::USER | no_execute_bit(flags.executable);
-    if flags.writable {
-        value |= entry::WRITABLE;
-    }
-    if flags.device {
-        value |= entry::WRITE_THROUGH | entry::CACHE_DISABLE;
-    }
-    *leaf = value;
-    Ok(())
+    let flags = PageFlags {
+        user: true,
+        ..flags
+    };
+    let format = Format::current();
+    let mut memory = HhdmTables::growing(frames);
+    // `space.root` is live and `&mut` makes its tables exclusive.
+    Walker::new(&mut memory, &format, space.root).map(
+        virtual_address,
+        physical_address,
+        flags,
+        0,
+        true,
+    )
 }
 
 fn is_active(space: &AddressSpace) -> bool {
@@ -311,21 +231,38 @@ fn is_active(space: &AddressSpace) -> bool {
 /// Unmap one user page, returning its frame.
 pub fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64, MapError> {
     check_user_page(virtual_address, 0)?;
-    // SAFETY: as in `map_user`.
-    let leaf = unsafe { leaf_slot(space.root, virtual_address, None)? };
-    // SAFETY: `leaf` points into a live level-1 table of `space`.
-    let leaf = unsafe { &mut *leaf };
-    if *leaf & entry::PRESENT == 0 {
-        return Err(MapError::NotMapped);
-    }
-    let frame = *leaf & entry::ADDRESS;
-    *leaf = 0;
+    let format = Format::current();
+    let mut memory = HhdmTables::fixed();
+    let frame = Walker::new(&mut memory, &format, space.root).unmap(virtual_address)?;
     if is_active(space) {
         tlb::flush(VirtAddr::new(virtual_address));
     } else {
         space.needs_flush.store(true, Ordering::Relaxed);
     }
     Ok(frame)
+}
+
+/// Change one user page's permissions; the old translation is flushed (now if `space` is
+/// active, else at its next activation).
+pub fn protect_user(
+    space: &mut AddressSpace,
+    virtual_address: u64,
+    flags: PageFlags,
+) -> Result<(), MapError> {
+    check_user_page(virtual_address, 0)?;
+    let flags = PageFlags {
+        user: true,
+        ..flags
+    };
+    let format = Format::current();
+    let mut memory = HhdmTables::fixed();
+    Walker::new(&mut memory, &format, space.root).protect(virtual_address, flags)?;
+    if is_active(space) {
+        tlb::flush(VirtAddr::new(virtual_address));
+    } else {
+        space.needs_flush.store(true, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Write CR3.
@@ -360,27 +297,13 @@ pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
         // SAFETY: the kernel root maps the kernel half; PCID 0 is the kernel root's.
         unsafe { write_cr3(paging::kernel_root()) };
     }
-    free_tables(space.root, 4, free);
-}
-
-/// Free the user-half tables below `table` (a table of `level`), then `table` itself.
-fn free_tables(table: u64, level: u32, free: &mut dyn FnMut(u64)) {
-    if level > 1 {
-        let slots = if level == 4 {
-            0..KERNEL_HALF_FIRST_SLOT
-        } else {
-            0..ENTRIES
-        };
-        for slot in slots {
-            // SAFETY: `table` is a page table of a space no CPU uses any more, reached
-            // through present entries from its root; the HHDM maps it.
-            let value = unsafe { (*table_at(table))[slot] };
-            if value & entry::PRESENT != 0 && value & entry::HUGE == 0 {
-                free_tables(value & entry::ADDRESS, level - 1, free);
-            }
-        }
-    }
-    free(table);
+    let format = Format::current();
+    let mut memory = HhdmTables::fixed();
+    Walker::new(&mut memory, &format, space.root).free_tables(
+        0..KERNEL_HALF_FIRST_SLOT,
+        true,
+        free,
+    );
 }
 
 /// Whether `[address, address + length)` lies wholly in the user half (no wrap).
@@ -467,8 +390,28 @@ impl arch_api::Paging for crate::Cpu {
         unmap_user(space, virtual_address)
     }
 
+    fn protect_user(
+        space: &mut AddressSpace,
+        virtual_address: u64,
+        flags: PageFlags,
+    ) -> Result<(), MapError> {
+        protect_user(space, virtual_address, flags)
+    }
+
     fn activate(space: &AddressSpace) {
         activate(space);
+    }
+
+    fn lookup_user(
+        space: &AddressSpace,
+        virtual_address: u64,
+    ) -> Option<arch_api::pagetable::Translation> {
+        if !(USER_START..USER_END).contains(&virtual_address) {
+            return None;
+        }
+        let format = Format::current();
+        let mut memory = HhdmTables::fixed();
+        Walker::new(&mut memory, &format, space.root).lookup(virtual_address)
     }
 
     fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {

@@ -85,6 +85,75 @@ impl Summary {
     }
 }
 
+/// Whether the kernel reaches memory of `kind` through its HHDM: RAM it allocates from or
+/// reclaims, the loader's responses and boot stack, the kernel image and modules, and the
+/// firmware's ACPI tables. Never device memory, reserved or bad memory, or framebuffers.
+pub fn in_direct_map(kind: RegionKind) -> bool {
+    matches!(
+        kind,
+        RegionKind::Usable
+            | RegionKind::BootloaderReclaimable
+            | RegionKind::ExecutableAndModules
+            | RegionKind::AcpiReclaimable
+            | RegionKind::AcpiNvs
+    )
+}
+
+/// The physical ranges the kernel's HHDM maps: the entries [`in_direct_map`] selects,
+/// widened to whole 4 KiB pages, sorted and merged where they touch or overlap, written to
+/// `out` as `(base, length)`. Returns how many were written, or `None` when `out` is too
+/// short or a range wraps.
+pub fn direct_map(
+    regions: impl IntoIterator<Item = Region>,
+    out: &mut [(u64, u64)],
+) -> Option<usize> {
+    const PAGE: u64 = 4096;
+    let mut count = 0;
+    for region in regions {
+        if !in_direct_map(region.kind) || region.length == 0 {
+            continue;
+        }
+        let start = region.base & !(PAGE - 1);
+        let end = region
+            .base
+            .checked_add(region.length)?
+            .checked_next_multiple_of(PAGE)?;
+        *out.get_mut(count)? = (start, end);
+        count += 1;
+    }
+    let ranges = &mut out[..count];
+    ranges.sort_unstable();
+    // Merge in place: (start, end) pairs, then turn ends into lengths.
+    let mut merged = 0;
+    for index in 0..count {
+        let (start, end) = ranges[index];
+        if merged > 0 && start <= ranges[merged - 1].1 {
+            ranges[merged - 1].1 = ranges[merged - 1].1.max(end);
+        } else {
+            ranges[merged] = (start, end);
+            merged += 1;
+        }
+    }
+    for range in &mut ranges[..merged] {
+        range.1 -= range.0;
+    }
+    Some(merged)
+}
+
+/// Whether `[base, base + length)` (physical) touches memory of the memory map that is
+/// RAM or firmware data — every kind [`in_direct_map`] selects, and kinds this kernel does
+/// not know — so it must never be mapped as a device. `true` also when the range wraps.
+pub fn overlaps_memory(regions: impl IntoIterator<Item = Region>, base: u64, length: u64) -> bool {
+    let Some(end) = base.checked_add(length) else {
+        return true;
+    };
+    regions.into_iter().any(|region| {
+        let memory = in_direct_map(region.kind) || matches!(region.kind, RegionKind::Unknown(_));
+        let region_end = region.base.saturating_add(region.length);
+        memory && region.length > 0 && base < region_end && region.base < end
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +195,59 @@ mod tests {
     #[test]
     fn empty_map() {
         assert_eq!(Summary::of([]), Summary::default());
+    }
+
+    #[test]
+    fn direct_map_merges_pages_and_skips_devices() {
+        let region = |base, length, kind| Region { base, length, kind };
+        let regions = [
+            region(0x10_0000, 0x1000, RegionKind::ExecutableAndModules),
+            region(0x1000, 0x9_e000, RegionKind::Usable),
+            region(0x9_f000, 0x800, RegionKind::AcpiNvs),
+            region(0x9_f800, 0x800, RegionKind::BootloaderReclaimable),
+            region(0xa_0000, 0x6_0000, RegionKind::Reserved),
+            region(0x10_0800, 0x1000, RegionKind::Usable),
+            region(0xfd00_0000, 0x10_0000, RegionKind::Framebuffer),
+            region(0x1_0000_0000, 0x4000_0000, RegionKind::Usable),
+            region(0x2_0000_0000, 0, RegionKind::Usable),
+        ];
+        let mut out = [(0, 0); 16];
+        let count = direct_map(regions, &mut out).unwrap();
+        assert_eq!(
+            &out[..count],
+            &[
+                (0x1000, 0x9_f000),
+                (0x10_0000, 0x2000),
+                (0x1_0000_0000, 0x4000_0000)
+            ]
+        );
+        let mut short = [(0, 0); 2];
+        assert_eq!(direct_map(regions, &mut short), None);
+        let wraps = [region(u64::MAX - 0x10, 0x100, RegionKind::Usable)];
+        assert_eq!(direct_map(wraps, &mut out), None);
+    }
+
+    #[test]
+    fn device_ranges_must_miss_memory() {
+        let region = |base, length, kind| Region { base, length, kind };
+        let regions = [
+            region(0x1000, 0x9_e000, RegionKind::Usable),
+            region(0x8000_0000, 0x1000_0000, RegionKind::Reserved),
+            region(0xe000_0000, 0x1000, RegionKind::AcpiNvs),
+            region(0xf000_0000, 0x1000, RegionKind::Unknown(99)),
+        ];
+        // Reserved (MMIO windows) and holes are fine.
+        assert!(!overlaps_memory(regions, 0x8000_0000, 0x1000));
+        assert!(!overlaps_memory(regions, 0xa_0000, 0x1000));
+        assert!(
+            !overlaps_memory(regions, 0x9_f000, 0x1000),
+            "ends exactly at RAM's end"
+        );
+        // RAM, firmware data, unknown kinds, partial overlaps and wrapping ranges are not.
+        assert!(overlaps_memory(regions, 0x5000, 0x1000));
+        assert!(overlaps_memory(regions, 0x0, 0x2000), "reaches into RAM");
+        assert!(overlaps_memory(regions, 0xe000_0000, 0x1000));
+        assert!(overlaps_memory(regions, 0xf000_0000, 0x1000));
+        assert!(overlaps_memory(regions, u64::MAX - 0xfff, 0x2000));
     }
 }

@@ -5,8 +5,8 @@
 //! What it manages: every `Usable` entry of the memory map, minus its own storage (carved
 //! from usable memory before it exists, [`kcore::bootmem::place_storage`]) and minus what
 //! the early frame source already handed out. Its span also covers bootloader-reclaimable
-//! memory, so that memory can be added once the kernel stops reading Limine responses (not
-//! done yet: the boot stack and the responses live there).
+//! memory, which [`super::reclaim_boot_memory`] adds once the kernel has left the boot
+//! stack and copied what it keeps out of the Limine responses.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -132,6 +132,25 @@ pub fn free_run(physical: u64, order: u32) -> Result<(), FrameError> {
     let mut guard = ALLOCATOR.lock();
     let allocator = guard.as_mut().ok_or(FrameError::NotManaged)?;
     allocator.free_run(Frame::containing(physical), order)
+}
+
+/// Hand the whole frames of `[base, base + length)` to the allocator as free memory (for
+/// reclaimed bootloader memory: it must lie in the span and overlap nothing managed).
+/// Returns how many frames were added.
+pub fn add_region(base: u64, length: u64) -> Result<u64, FrameError> {
+    let mut guard = ALLOCATOR.lock();
+    let allocator = guard.as_mut().ok_or(FrameError::NotManaged)?;
+    allocator.add_region(base, length)
+}
+
+/// What the allocator knows about the frame holding `physical`.
+pub fn state(physical: u64) -> kcore::frames::FrameState {
+    ALLOCATOR
+        .lock()
+        .as_ref()
+        .map_or(kcore::frames::FrameState::Unmanaged, |allocator| {
+            allocator.state(Frame::containing(physical))
+        })
 }
 
 /// Free frames right now, exactly (0 before [`init`]).

@@ -88,6 +88,15 @@ keel_provoke_load:
     .global keel_provoke_load_end
 keel_provoke_load_end:
     ret
+
+    // keel_provoke_store(address x0): store back the word just loaded from a kernel address
+    .global keel_provoke_store
+keel_provoke_store:
+    ldr     x1, [x0]
+    str     x1, [x0]
+    .global keel_provoke_store_end
+keel_provoke_store_end:
+    ret
     .text
 "#
 );
@@ -108,6 +117,8 @@ unsafe extern "C" {
     pub fn keel_provoke_brk();
     pub fn keel_provoke_udf();
     pub fn keel_provoke_load(address: u64) -> u64;
+    /// Load the word at `address` and store it back, under a fixup entry.
+    pub fn keel_provoke_store(address: u64);
 
     static keel_copy_from_user_end: u8;
     static keel_copy_to_user_end: u8;
@@ -115,6 +126,7 @@ unsafe extern "C" {
     static keel_provoke_brk_end: u8;
     static keel_provoke_udf_end: u8;
     static keel_provoke_load_end: u8;
+    static keel_provoke_store_end: u8;
 }
 
 /// One entry: faults at `start..end` resume at `resume`; `record`: keep the cause for
@@ -126,7 +138,7 @@ struct Fixup {
     record: bool,
 }
 
-fn table() -> [Fixup; 5] {
+fn table() -> [Fixup; 6] {
     let copy_fault = (&raw const keel_user_copy_fault) as u64;
     [
         Fixup {
@@ -157,6 +169,12 @@ fn table() -> [Fixup; 5] {
             start: keel_provoke_load as *const () as u64,
             end: (&raw const keel_provoke_load_end) as u64,
             resume: (&raw const keel_provoke_load_end) as u64,
+            record: true,
+        },
+        Fixup {
+            start: keel_provoke_store as *const () as u64,
+            end: (&raw const keel_provoke_store_end) as u64,
+            resume: (&raw const keel_provoke_store_end) as u64,
             record: true,
         },
     ]

@@ -31,6 +31,8 @@ unsafe extern "C" {
     fn keel_x86_provoke_divide_error();
     /// A load from `address`; returns the value (garbage after a fault).
     fn keel_x86_provoke_load(address: u64) -> u64;
+    /// Load the word at `address` and store it back (a write probe that changes nothing).
+    fn keel_x86_provoke_store(address: u64);
     /// `rep movsb` of `length` bytes; returns the bytes *not* copied (0 = success).
     fn keel_x86_copy_user_plain(destination: *mut u8, source: *const u8, length: usize) -> usize;
     /// The same between `stac` and `clac` (only when SMAP is on: `stac` is #UD without it).
@@ -45,13 +47,15 @@ unsafe extern "C" {
     fn keel_x86_fixup_divide_resume();
     fn keel_x86_fixup_load_at();
     fn keel_x86_fixup_load_resume();
+    fn keel_x86_fixup_store_at();
+    fn keel_x86_fixup_store_resume();
     fn keel_x86_fixup_copy_plain_at();
     fn keel_x86_fixup_copy_plain_resume();
     fn keel_x86_fixup_copy_smap_at();
     fn keel_x86_fixup_copy_smap_resume();
 }
 
-static FIXUPS: [Fixup; 6] = [
+static FIXUPS: [Fixup; 7] = [
     Fixup {
         at: keel_x86_fixup_breakpoint_at,
         resume: keel_x86_fixup_breakpoint_resume,
@@ -67,6 +71,10 @@ static FIXUPS: [Fixup; 6] = [
     Fixup {
         at: keel_x86_fixup_load_at,
         resume: keel_x86_fixup_load_resume,
+    },
+    Fixup {
+        at: keel_x86_fixup_store_at,
+        resume: keel_x86_fixup_store_resume,
     },
     Fixup {
         at: keel_x86_fixup_copy_plain_at,
@@ -118,6 +126,16 @@ global_asm!(
     "    movq (%rdi), %rax", // rax = *address (#PF if unmapped)
     ".globl keel_x86_fixup_load_resume",
     "keel_x86_fixup_load_resume:",
+    "    ret",
+    //
+    ".globl keel_x86_provoke_store",
+    "keel_x86_provoke_store:",
+    "    movq (%rdi), %rax", // rax = *address
+    ".globl keel_x86_fixup_store_at",
+    "keel_x86_fixup_store_at:",
+    "    movq %rax, (%rdi)", // *address = rax (#PF if read-only)
+    ".globl keel_x86_fixup_store_resume",
+    "keel_x86_fixup_store_resume:",
     "    ret",
     //
     // ---- user copies: (rdi = destination, rsi = source, rdx = length) -> rax = left ----
@@ -236,6 +254,21 @@ impl arch_api::SelfTest for crate::Cpu {
     fn nmi_counts() -> (u64, u64) {
         crate::nmi::counts()
     }
+}
+
+/// Store to the kernel address `address` the value it holds, under a fixup; the cause
+/// recorded (a write page fault when the page is read-only), `None` when it went through.
+pub fn provoke_store(address: u64) -> Option<TrapCause> {
+    if address < 0xffff_8000_0000_0000 || crate::paging::translate(address).is_none() {
+        return None;
+    }
+    under_fixup(|| {
+        // SAFETY: a mapped kernel address (checked); the probe writes back the value it
+        // just read, so a store that goes through changes nothing, and a fault resumes
+        // after the store through its fixup entry. Interrupts are masked, so nothing can
+        // change the word between the load and the store.
+        unsafe { keel_x86_provoke_store(address) };
+    })
 }
 
 /// Copy `length` bytes from `source` to `destination`, either of which may be a user

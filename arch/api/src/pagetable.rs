@@ -1,0 +1,689 @@
+//! The portable page-table walker both architectures use (issue 7): 4 levels, 4 KiB
+//! pages, 512 eight-byte entries per table, 48-bit virtual addresses. The architecture
+//! supplies two things: how to reach a table's entries in physical memory
+//! ([`TableMemory`]: the HHDM in the kernel, a fake memory in the host tests) and how an
+//! entry is encoded ([`EntryFormat`]). TLB maintenance stays with the architecture: the
+//! walker only reads and writes entries.
+//!
+//! Levels are numbered from the leaves: level 0 holds 4 KiB pages (x86_64 PT, AArch64 L3),
+//! level 1 may hold 2 MiB blocks (PD / L2), level 2 may hold 1 GiB blocks (PDPT / L1), and
+//! level 3 is the root (PML4 / L0).
+//!
+//! Guarantees: every refusal ([`MapError`]) leaves the mapped pages as they were (a refused
+//! map may leave a new, empty intermediate table behind, freed with the hierarchy); W+X is
+//! refused for every mapping, kernel or user; nothing here panics on any argument.
+
+use core::ops::Range;
+
+use crate::{MapError, PAGE_SIZE, PageFlags};
+
+/// Entries per table.
+pub const ENTRIES: usize = 512;
+/// The root's level.
+pub const ROOT_LEVEL: u8 = 3;
+/// Bytes a 2 MiB block maps.
+pub const BLOCK_2M: u64 = 1 << 21;
+
+/// Bytes one entry at `level` maps.
+pub const fn entry_span(level: u8) -> u64 {
+    PAGE_SIZE << (9 * level as u32)
+}
+
+/// The index of `virtual_address` in a table at `level`.
+pub const fn index(virtual_address: u64, level: u8) -> usize {
+    ((virtual_address >> (12 + 9 * level as u32)) & 0x1ff) as usize
+}
+
+/// Physical memory holding page tables.
+pub trait TableMemory {
+    /// Entry `index` of the table at physical address `table`.
+    fn read(&self, table: u64, index: usize) -> u64;
+    /// Write entry `index` of the table at physical address `table` (the architecture
+    /// orders it for the table walker, e.g. cleans it to the point of coherency).
+    fn write(&mut self, table: u64, index: usize, value: u64);
+    /// A new, zeroed table whose zeroes the walker will see before it is linked, by
+    /// physical address; `None` when memory ran out.
+    fn allocate_table(&mut self) -> Option<u64>;
+}
+
+/// How one architecture encodes entries.
+pub trait EntryFormat {
+    /// Whether `entry` is valid (present).
+    fn is_present(&self, entry: u64) -> bool;
+    /// Whether the present `entry` at `level` (1..=3) points to a next-level table rather
+    /// than mapping a block.
+    fn is_table(&self, entry: u64, level: u8) -> bool;
+    /// The physical address an entry holds (table or page / block base).
+    fn address(&self, entry: u64) -> u64;
+    /// A descriptor for the table at `table`, leading to user pages when `user`.
+    fn table_entry(&self, table: u64, user: bool) -> u64;
+    /// `entry` (an existing table descriptor) changed so user pages below it are reachable
+    /// when `user`; unchanged otherwise.
+    fn table_entry_for_user(&self, entry: u64, user: bool) -> u64;
+    /// A leaf mapping `physical` at `level` (0: a page, 1 or 2: a block) with `flags`.
+    /// Called only with `flags` that passed the W^X check.
+    fn leaf_entry(&self, physical: u64, flags: PageFlags, level: u8) -> u64;
+    /// The permissions a present leaf at `level` grants.
+    fn leaf_flags(&self, entry: u64, level: u8) -> PageFlags;
+    /// Whether `physical` fits an entry's address field.
+    fn address_fits(&self, physical: u64) -> bool;
+}
+
+/// What a lookup found for one virtual address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address the virtual address translates to (offset included).
+    pub physical: u64,
+    /// The leaf's permissions.
+    pub flags: PageFlags,
+    /// The level of the leaf (0: a 4 KiB page, 1: a 2 MiB block, 2: a 1 GiB block).
+    pub level: u8,
+    /// The raw leaf entry.
+    pub entry: u64,
+}
+
+/// Whether `address` lies in one of the two 48-bit halves a 4-level walk translates (its
+/// top 16 bits all clear or all set): the lower half (TTBR0 / user) or the upper (TTBR1 /
+/// kernel). x86_64 is stricter (bit 47 must match too); its callers check their half.
+pub const fn is_canonical(address: u64) -> bool {
+    let top = address >> 48;
+    top == 0 || top == 0xffff
+}
+
+/// One hierarchy: its root, the memory its tables live in and the entry format.
+pub struct Walker<'a, M: TableMemory, F: EntryFormat> {
+    pub memory: &'a mut M,
+    pub format: &'a F,
+    pub root: u64,
+}
+
+impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
+    pub fn new(memory: &'a mut M, format: &'a F, root: u64) -> Self {
+        Self {
+            memory,
+            format,
+            root,
+        }
+    }
+
+    /// Whether the root entry covering `virtual_address` is present.
+    pub fn root_entry_present(&self, virtual_address: u64) -> bool {
+        let entry = self
+            .memory
+            .read(self.root, index(virtual_address, ROOT_LEVEL));
+        self.format.is_present(entry)
+    }
+
+    /// Walk to the table at `level` that covers `virtual_address`, creating missing tables
+    /// when `create` (a table created under a root entry is refused unless
+    /// `create_root_entries`). `user` marks the path as leading to user pages.
+    fn table_at(
+        &mut self,
+        virtual_address: u64,
+        level: u8,
+        create: bool,
+        create_root_entries: bool,
+        user: bool,
+    ) -> Result<u64, MapError> {
+        let mut table = self.root;
+        let mut current = ROOT_LEVEL;
+        while current > level {
+            let slot = index(virtual_address, current);
+            let entry = self.memory.read(table, slot);
+            if !self.format.is_present(entry) {
+                if !create || (current == ROOT_LEVEL && !create_root_entries) {
+                    return Err(if create {
+                        MapError::BadAddress
+                    } else {
+                        MapError::NotMapped
+                    });
+                }
+                let new = self.memory.allocate_table().ok_or(MapError::OutOfMemory)?;
+                self.memory
+                    .write(table, slot, self.format.table_entry(new, user));
+                table = new;
+            } else if !self.format.is_table(entry, current) {
+                // A block covers the address: it is mapped, but not as pages.
+                return Err(MapError::AlreadyMapped);
+            } else {
+                if create {
+                    let widened = self.format.table_entry_for_user(entry, user);
+                    if widened != entry {
+                        self.memory.write(table, slot, widened);
+                    }
+                }
+                table = self.format.address(entry);
+            }
+            current -= 1;
+        }
+        Ok(table)
+    }
+
+    /// Map one leaf of `level` (0: 4 KiB page, 1: 2 MiB block) at `virtual_address`.
+    /// `create_root_entries`: whether a missing root entry may be created (the kernel half
+    /// of x86_64 is shared by copying root entries, so it must not grow later).
+    pub fn map(
+        &mut self,
+        virtual_address: u64,
+        physical: u64,
+        flags: PageFlags,
+        level: u8,
+        create_root_entries: bool,
+    ) -> Result<(), MapError> {
+        let span = entry_span(level);
+        if level > 1
+            || !is_canonical(virtual_address)
+            || !virtual_address.is_multiple_of(span)
+            || !physical.is_multiple_of(span)
+            || !self.format.address_fits(physical)
+        {
+            return Err(MapError::BadAddress);
+        }
+        if flags.writable && flags.executable {
+            return Err(MapError::WriteAndExecute);
+        }
+        let table = self.table_at(
+            virtual_address,
+            level,
+            true,
+            create_root_entries,
+            flags.user,
+        )?;
+        let slot = index(virtual_address, level);
+        if self.format.is_present(self.memory.read(table, slot)) {
+            return Err(MapError::AlreadyMapped);
+        }
+        let entry = self.format.leaf_entry(physical, flags, level);
+        self.memory.write(table, slot, entry);
+        Ok(())
+    }
+
+    /// Map `[physical, physical + length)` at `virtual_address` (both page-aligned), with
+    /// 2 MiB blocks wherever both addresses are 2 MiB-aligned and `blocks` allows it.
+    /// Stops at the first refusal (pages mapped before it stay mapped).
+    pub fn map_range(
+        &mut self,
+        virtual_address: u64,
+        physical: u64,
+        length: u64,
+        flags: PageFlags,
+        blocks: bool,
+    ) -> Result<(), MapError> {
+        let mut offset = 0;
+        while offset < length {
+            let (virt, phys) = (virtual_address + offset, physical + offset);
+            let level = if blocks
+                && virt.is_multiple_of(BLOCK_2M)
+                && phys.is_multiple_of(BLOCK_2M)
+                && length - offset >= BLOCK_2M
+            {
+                1
+            } else {
+                0
+            };
+            self.map(virt, phys, flags, level, true)?;
+            offset += entry_span(level);
+        }
+        Ok(())
+    }
+
+    /// Remove the 4 KiB page at `virtual_address`; returns the frame it mapped.
+    pub fn unmap(&mut self, virtual_address: u64) -> Result<u64, MapError> {
+        if !virtual_address.is_multiple_of(PAGE_SIZE) || !is_canonical(virtual_address) {
+            return Err(MapError::BadAddress);
+        }
+        let table = self.table_at(virtual_address, 0, false, false, false)?;
+        let slot = index(virtual_address, 0);
+        let entry = self.memory.read(table, slot);
+        if !self.format.is_present(entry) {
+            return Err(MapError::NotMapped);
+        }
+        self.memory.write(table, slot, 0);
+        Ok(self.format.address(entry))
+    }
+
+    /// Change the permissions of the mapped 4 KiB page at `virtual_address` (its frame
+    /// stays). W+X is refused.
+    pub fn protect(&mut self, virtual_address: u64, flags: PageFlags) -> Result<(), MapError> {
+        if !virtual_address.is_multiple_of(PAGE_SIZE) || !is_canonical(virtual_address) {
+            return Err(MapError::BadAddress);
+        }
+        if flags.writable && flags.executable {
+            return Err(MapError::WriteAndExecute);
+        }
+        let table = self.table_at(virtual_address, 0, false, false, false)?;
+        let slot = index(virtual_address, 0);
+        let entry = self.memory.read(table, slot);
+        if !self.format.is_present(entry) {
+            return Err(MapError::NotMapped);
+        }
+        let value = self.format.leaf_entry(self.format.address(entry), flags, 0);
+        self.memory.write(table, slot, value);
+        Ok(())
+    }
+
+    /// What `virtual_address` translates to, blocks included.
+    pub fn lookup(&self, virtual_address: u64) -> Option<Translation> {
+        if !is_canonical(virtual_address) {
+            return None;
+        }
+        let mut table = self.root;
+        let mut level = ROOT_LEVEL;
+        loop {
+            let entry = self.memory.read(table, index(virtual_address, level));
+            if !self.format.is_present(entry) {
+                return None;
+            }
+            if level == 0 || !self.format.is_table(entry, level) {
+                if level == ROOT_LEVEL {
+                    return None;
+                }
+                let span = entry_span(level);
+                let base = self.format.address(entry) & !(span - 1);
+                return Some(Translation {
+                    physical: base + (virtual_address & (span - 1)),
+                    flags: self.format.leaf_flags(entry, level),
+                    level,
+                    entry,
+                });
+            }
+            table = self.format.address(entry);
+            level -= 1;
+        }
+    }
+
+    /// Copy every present 4 KiB leaf of `source` (another hierarchy in the same memory)
+    /// within `range` into this hierarchy, entry values unchanged; creates the tables it
+    /// needs. Refuses a block in `source` (only page-mapped regions are copied) and a page
+    /// already present here. Returns the number of pages copied.
+    pub fn copy_pages_from(&mut self, source: u64, range: Range<u64>) -> Result<u64, MapError> {
+        let mut copied = 0;
+        let mut address = range.start & !(PAGE_SIZE - 1);
+        while address < range.end {
+            // Skip whole absent subtrees quickly.
+            if let Some(span) = self.absent_span(source, address) {
+                address = match (address & !(span - 1)).checked_add(span) {
+                    Some(next) => next,
+                    None => break,
+                };
+                continue;
+            }
+            let source_walker = Walker {
+                memory: &mut *self.memory,
+                format: self.format,
+                root: source,
+            };
+            let Some(found) = source_walker.lookup(address) else {
+                address += PAGE_SIZE;
+                continue;
+            };
+            if found.level != 0 {
+                return Err(MapError::AlreadyMapped);
+            }
+            let table = self.table_at(address, 0, true, true, false)?;
+            let slot = index(address, 0);
+            if self.format.is_present(self.memory.read(table, slot)) {
+                return Err(MapError::AlreadyMapped);
+            }
+            self.memory.write(table, slot, found.entry);
+            copied += 1;
+            address += PAGE_SIZE;
+        }
+        Ok(copied)
+    }
+
+    /// The span of the largest absent entry covering `address` in hierarchy `root`, if one
+    /// is absent on the way down (above the leaves).
+    fn absent_span(&self, root: u64, address: u64) -> Option<u64> {
+        let mut table = root;
+        let mut level = ROOT_LEVEL;
+        while level > 0 {
+            let entry = self.memory.read(table, index(address, level));
+            if !self.format.is_present(entry) {
+                return Some(entry_span(level));
+            }
+            if !self.format.is_table(entry, level) {
+                return None;
+            }
+            table = self.format.address(entry);
+            level -= 1;
+        }
+        None
+    }
+
+    /// Hand every table below the root entries `slots` to `free`, deepest first; the
+    /// root itself too when `and_root`. Leaves (pages, blocks) are not touched.
+    pub fn free_tables(&mut self, slots: Range<usize>, and_root: bool, free: &mut dyn FnMut(u64)) {
+        for slot in slots {
+            let entry = self.memory.read(self.root, slot);
+            if self.format.is_present(entry) && self.format.is_table(entry, ROOT_LEVEL) {
+                self.free_below(self.format.address(entry), ROOT_LEVEL - 1, free);
+            }
+        }
+        if and_root {
+            free(self.root);
+        }
+    }
+
+    fn free_below(&mut self, table: u64, level: u8, free: &mut dyn FnMut(u64)) {
+        if level > 0 {
+            for slot in 0..ENTRIES {
+                let entry = self.memory.read(table, slot);
+                if self.format.is_present(entry) && self.format.is_table(entry, level) {
+                    self.free_below(self.format.address(entry), level - 1, free);
+                }
+            }
+        }
+        free(table);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    use super::*;
+
+    /// Physical memory made of tables only, with a frame budget.
+    struct FakeMemory {
+        tables: BTreeMap<u64, [u64; ENTRIES]>,
+        next: u64,
+        budget: usize,
+    }
+
+    impl FakeMemory {
+        fn new(budget: usize) -> (Self, u64) {
+            let mut memory = Self {
+                tables: BTreeMap::new(),
+                next: 0x10_0000,
+                budget: budget + 1,
+            };
+            let root = memory.allocate_table().unwrap();
+            (memory, root)
+        }
+    }
+
+    impl TableMemory for FakeMemory {
+        fn read(&self, table: u64, index: usize) -> u64 {
+            self.tables[&table][index]
+        }
+        fn write(&mut self, table: u64, index: usize, value: u64) {
+            self.tables.get_mut(&table).unwrap()[index] = value;
+        }
+        fn allocate_table(&mut self) -> Option<u64> {
+            if self.budget == 0 {
+                return None;
+            }
+            self.budget -= 1;
+            let frame = self.next;
+            self.next += PAGE_SIZE;
+            self.tables.insert(frame, [0; ENTRIES]);
+            Some(frame)
+        }
+    }
+
+    /// An x86_64-like encoding: P, W, U, PS, NX; tables get U when user.
+    struct Format;
+
+    const P: u64 = 1;
+    const W: u64 = 2;
+    const U: u64 = 4;
+    const PS: u64 = 1 << 7;
+    const NX: u64 = 1 << 63;
+    const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+
+    impl EntryFormat for Format {
+        fn is_present(&self, entry: u64) -> bool {
+            entry & P != 0
+        }
+        fn is_table(&self, entry: u64, level: u8) -> bool {
+            level == ROOT_LEVEL || entry & PS == 0
+        }
+        fn address(&self, entry: u64) -> u64 {
+            entry & ADDRESS
+        }
+        fn table_entry(&self, table: u64, user: bool) -> u64 {
+            table | P | W | if user { U } else { 0 }
+        }
+        fn table_entry_for_user(&self, entry: u64, user: bool) -> u64 {
+            if user { entry | U } else { entry }
+        }
+        fn leaf_entry(&self, physical: u64, flags: PageFlags, level: u8) -> u64 {
+            let mut entry = physical | P;
+            if flags.writable {
+                entry |= W;
+            }
+            if flags.user {
+                entry |= U;
+            }
+            if !flags.executable {
+                entry |= NX;
+            }
+            if level > 0 {
+                entry |= PS;
+            }
+            entry
+        }
+        fn leaf_flags(&self, entry: u64, _: u8) -> PageFlags {
+            PageFlags {
+                writable: entry & W != 0,
+                executable: entry & NX == 0,
+                user: entry & U != 0,
+                device: false,
+            }
+        }
+        fn address_fits(&self, physical: u64) -> bool {
+            physical & !ADDRESS == 0
+        }
+    }
+
+    const DATA: PageFlags = PageFlags {
+        writable: true,
+        executable: false,
+        user: true,
+        device: false,
+    };
+    const CODE: PageFlags = PageFlags {
+        writable: false,
+        executable: true,
+        user: true,
+        device: false,
+    };
+
+    #[test]
+    fn map_lookup_unmap() {
+        let (mut memory, root) = FakeMemory::new(16);
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        walker.map(0x40_0000, 0x7000, DATA, 0, true).unwrap();
+        walker.map(0x40_1000, 0x9000, CODE, 0, true).unwrap();
+        let found = walker.lookup(0x40_0123).unwrap();
+        assert_eq!(found.physical, 0x7123);
+        assert_eq!(found.flags, DATA);
+        assert_eq!(found.level, 0);
+        assert_eq!(walker.lookup(0x40_1fff).unwrap().physical, 0x9fff);
+        assert_eq!(walker.lookup(0x40_1000).unwrap().flags, CODE);
+        assert_eq!(walker.lookup(0x40_2000), None);
+        assert_eq!(walker.unmap(0x40_0000), Ok(0x7000));
+        assert_eq!(walker.lookup(0x40_0000), None);
+        assert_eq!(walker.unmap(0x40_0000), Err(MapError::NotMapped));
+        assert_eq!(walker.unmap(0x7f00_0000_0000), Err(MapError::NotMapped));
+        // Intermediate tables lead to user pages.
+        let pml4 = walker.memory.read(root, index(0x40_0000, 3));
+        assert_ne!(pml4 & U, 0);
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let (mut memory, root) = FakeMemory::new(16);
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        let write_execute = PageFlags {
+            executable: true,
+            ..DATA
+        };
+        assert_eq!(
+            walker.map(0x40_0000, 0x7000, write_execute, 0, true),
+            Err(MapError::WriteAndExecute)
+        );
+        assert_eq!(walker.lookup(0x40_0000), None);
+        assert_eq!(
+            walker.map(0x40_0800, 0x7000, DATA, 0, true),
+            Err(MapError::BadAddress)
+        );
+        assert_eq!(
+            walker.map(0x40_0000, 0x7800, DATA, 0, true),
+            Err(MapError::BadAddress)
+        );
+        assert_eq!(
+            walker.map(0x0001_0000_0000_0000, 0x7000, DATA, 0, true),
+            Err(MapError::BadAddress),
+            "outside both halves"
+        );
+        assert_eq!(
+            walker.map(0x40_0000, 1 << 60, DATA, 0, true),
+            Err(MapError::BadAddress),
+            "physical address too wide"
+        );
+        walker.map(0x40_0000, 0x7000, DATA, 0, true).unwrap();
+        assert_eq!(
+            walker.map(0x40_0000, 0x8000, DATA, 0, true),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(walker.lookup(0x40_0000).unwrap().physical, 0x7000);
+        assert_eq!(
+            walker.protect(0x40_0000, write_execute),
+            Err(MapError::WriteAndExecute)
+        );
+        assert_eq!(walker.lookup(0x40_0000).unwrap().flags, DATA);
+    }
+
+    #[test]
+    fn root_entries_only_when_allowed() {
+        let (mut memory, root) = FakeMemory::new(16);
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        let kernel = PageFlags {
+            user: false,
+            ..DATA
+        };
+        assert_eq!(
+            walker.map(0xffff_fd00_0000_0000, 0x7000, kernel, 0, false),
+            Err(MapError::BadAddress)
+        );
+        assert!(!walker.root_entry_present(0xffff_fd00_0000_0000));
+        walker
+            .map(0xffff_fd00_0000_0000, 0x7000, kernel, 0, true)
+            .unwrap();
+        walker
+            .map(0xffff_fd00_0000_1000, 0x8000, kernel, 0, false)
+            .unwrap();
+        let pml4 = walker.memory.read(root, index(0xffff_fd00_0000_0000, 3));
+        assert_eq!(pml4 & U, 0, "kernel tables never get the user bit");
+    }
+
+    #[test]
+    fn protect_changes_permissions_only() {
+        let (mut memory, root) = FakeMemory::new(16);
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        walker.map(0x40_0000, 0x7000, DATA, 0, true).unwrap();
+        walker.protect(0x40_0000, CODE).unwrap();
+        let found = walker.lookup(0x40_0000).unwrap();
+        assert_eq!((found.physical, found.flags), (0x7000, CODE));
+        assert_eq!(walker.protect(0x40_1000, CODE), Err(MapError::NotMapped));
+        assert_eq!(walker.protect(0x40_0001, CODE), Err(MapError::BadAddress));
+    }
+
+    #[test]
+    fn blocks_map_and_look_up() {
+        let (mut memory, root) = FakeMemory::new(16);
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        let hhdm = 0xffff_8000_0000_0000;
+        let kernel_data = PageFlags {
+            user: false,
+            ..DATA
+        };
+        // 1 MiB of pages, then one 2 MiB block, then 4 KiB pages again.
+        walker
+            .map_range(
+                hhdm + 0x10_0000,
+                0x10_0000,
+                0x10_0000 + BLOCK_2M + 0x3000,
+                kernel_data,
+                true,
+            )
+            .unwrap();
+        let block = walker.lookup(hhdm + 0x20_0000 + 0x1234).unwrap();
+        assert_eq!((block.level, block.physical), (1, 0x20_1234));
+        let page = walker.lookup(hhdm + 0x1f_f000).unwrap();
+        assert_eq!((page.level, page.physical), (0, 0x1f_f000));
+        let after = walker.lookup(hhdm + 0x40_2000).unwrap();
+        assert_eq!((after.level, after.physical), (0, 0x40_2000));
+        assert_eq!(walker.lookup(hhdm + 0x40_3000), None);
+        // A page inside a block can be neither mapped nor unmapped.
+        assert_eq!(
+            walker.map(hhdm + 0x30_0000, 0, kernel_data, 0, true),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(walker.unmap(hhdm + 0x30_0000), Err(MapError::AlreadyMapped));
+    }
+
+    #[test]
+    fn exhaustion_is_out_of_memory() {
+        // Root exists; a first user page needs three more tables.
+        let (mut memory, root) = FakeMemory::new(2);
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        assert_eq!(
+            walker.map(0x40_0000, 0x7000, DATA, 0, true),
+            Err(MapError::OutOfMemory)
+        );
+        assert_eq!(walker.lookup(0x40_0000), None);
+    }
+
+    #[test]
+    fn copy_and_free_every_table() {
+        let (mut memory, source) = FakeMemory::new(64);
+        let target = memory.allocate_table().unwrap();
+        let kernel = PageFlags {
+            user: false,
+            ..DATA
+        };
+        let base = 0xffff_fe00_0000_0000;
+        {
+            let mut walker = Walker::new(&mut memory, &Format, source);
+            for page in [0, 1, 2, 600, 512 * 512 + 7] {
+                walker
+                    .map(
+                        base + page * PAGE_SIZE,
+                        0x1000 * (page + 1),
+                        kernel,
+                        0,
+                        true,
+                    )
+                    .unwrap();
+            }
+            // Outside the copied range.
+            walker.map(0x40_0000, 0x7000, DATA, 0, true).unwrap();
+        }
+        let mut walker = Walker::new(&mut memory, &Format, target);
+        let copied = walker
+            .copy_pages_from(source, base..base + (2 << 30))
+            .unwrap();
+        assert_eq!(copied, 5);
+        for page in [0, 1, 2, 600, 512 * 512 + 7] {
+            let found = walker.lookup(base + page * PAGE_SIZE).unwrap();
+            assert_eq!(found.physical, 0x1000 * (page + 1));
+        }
+        assert_eq!(walker.lookup(0x40_0000), None);
+        // Free the target's tables: root, PDPT, 2 PDs... every table once.
+        let mut freed = Vec::new();
+        walker.free_tables(0..ENTRIES, true, &mut |table| freed.push(table));
+        let mut unique = freed.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), freed.len(), "a table freed twice");
+        // Root + PDPT + PD + 3 PTs (pages 0..2 and 600 in two PTs; 512*512+7 in another PD).
+        assert_eq!(freed.len(), 1 + 1 + 2 + 3);
+        assert_eq!(*freed.last().unwrap(), target);
+    }
+}
