@@ -7,13 +7,17 @@
 //! check that the kernel kills a faulting thread) and [`counter`] (the one instruction
 //! that reads the benchmarks' instruction counter).
 //!
+//! The global allocator is [`heap`]: a buddy allocator over memory mapped on demand with
+//! `memory_map` (a program uses it by naming `extern crate alloc`).
+//!
 //! Weak spots: printing goes through the kernel's debug log, not the console server (which
-//! arrives with issue 9); no allocator yet.
+//! arrives with issue 9).
 #![no_std]
 
 pub mod counter;
 pub mod fault;
 pub mod fpu;
+pub mod heap;
 pub mod print;
 mod raw;
 pub mod registers;
