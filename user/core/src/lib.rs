@@ -3,6 +3,7 @@
 //!
 //! - [`line`]: the console's line discipline (echo, erase, kill line, Ctrl-C, CR/LF, a
 //!   bounded line).
+//! - [`output`]: the console's output: whole lines from many clients, a prompt kept open.
 //! - [`shell`]: the shell's command table and parser.
 //! - [`names`]: the name service's registry (names released when their owner dies).
 //! - [`manifest`]: `init`'s manifest: which servers start, in which order, with which
@@ -24,5 +25,6 @@ extern crate alloc;
 pub mod line;
 pub mod manifest;
 pub mod names;
+pub mod output;
 pub mod restart;
 pub mod shell;
