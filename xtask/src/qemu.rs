@@ -504,7 +504,7 @@ pub fn start(
     piped.capture = true;
     let args = arguments(&piped, firmware, &vars.0, image);
     let program = options.arch.qemu_binary();
-    let mut child = workspace
+    let child = workspace
         .command(program)
         .args(&args)
         .stdin(Stdio::piped())
@@ -661,11 +661,8 @@ impl Session {
         loop {
             if let Some(offset) = find(&self.output[self.cursor..], needle) {
                 let at = self.cursor + offset;
-                let complete = then.is_none_or(|byte| {
-                    self.output[at + needle.len()..]
-                        .iter()
-                        .any(|&found| found == byte)
-                });
+                let complete =
+                    then.is_none_or(|byte| self.output[at + needle.len()..].contains(&byte));
                 if complete {
                     return Ok(at);
                 }
