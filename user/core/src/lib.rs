@@ -9,6 +9,7 @@
 //! - [`manifest`]: `init`'s manifest: which servers start, in which order, with which
 //!   capabilities and restart policy.
 //! - [`restart`]: `init`'s restart decisions: exponential backoff and crash-loop detection.
+//! - [`supervisor`]: `init`'s table of servers: what to start when, deaths, report lines.
 //!
 //! Principles: every input is hostile (a byte stream from a serial line, a line typed at the
 //! shell, a name from any client, a manifest from a boot module): each is bounded, and bad
@@ -28,3 +29,4 @@ pub mod names;
 pub mod output;
 pub mod restart;
 pub mod shell;
+pub mod supervisor;
