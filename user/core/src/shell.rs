@@ -10,6 +10,8 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::line::{Event, LINE_MAX};
+
 /// A process id as the kernel names processes.
 pub type Pid = u32;
 
@@ -319,6 +321,43 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
     }
 }
 
+/// Why an input event from the console gives no command. `Display` is the one line the
+/// shell prints before its next prompt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputError<'a> {
+    Parse(ParseError<'a>),
+    /// The line was longer than the console keeps.
+    TooLong {
+        length: usize,
+        max: usize,
+    },
+}
+
+impl fmt::Display for InputError<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::Parse(error) => error.fmt(formatter),
+            InputError::TooLong { length, max } => write!(
+                formatter,
+                "error: line too long ({length} bytes, at most {max})"
+            ),
+        }
+    }
+}
+
+/// What the shell makes of one event of the console's line discipline: a command to run
+/// (Ctrl-C on the prompt is an empty line), or the error line to print.
+pub fn interpret(event: &Event) -> Result<Command<'_>, InputError<'_>> {
+    match event {
+        Event::Line(line) => parse_bytes(line).map_err(InputError::Parse),
+        Event::Interrupt => Ok(Command::Empty),
+        Event::TooLong { length } => Err(InputError::TooLong {
+            length: *length,
+            max: LINE_MAX,
+        }),
+    }
+}
+
 /// A decimal number of at most `max`.
 fn number(word: &str, max: u64) -> Result<u64, Problem<'_>> {
     if word.is_empty() || !word.bytes().all(|byte| byte.is_ascii_digit()) {
@@ -522,6 +561,62 @@ mod tests {
             parse_bytes(&[0xff]).unwrap_err().to_string(),
             "error: the line is not UTF-8 text"
         );
+    }
+
+    #[test]
+    fn four_kib_of_garbage_typed_at_the_console_is_one_error_line() {
+        use crate::line::LineDiscipline;
+        let mut discipline = LineDiscipline::default();
+        let mut echo = Vec::new();
+        let garbage: Vec<u8> = (0..4096u32).map(|i| (0x21 + i * 31 % 0x5e) as u8).collect();
+        let mut events: Vec<Event> = garbage
+            .iter()
+            .chain(b"\r")
+            .filter_map(|&byte| discipline.input(byte, &mut echo))
+            .collect();
+        assert_eq!(events.len(), 1);
+        let event = events.pop().unwrap();
+        assert_eq!(
+            interpret(&event).unwrap_err().to_string(),
+            "error: line too long (4096 bytes, at most 512)"
+        );
+        // The next line works.
+        let next: Vec<Event> = b"echo ok\r"
+            .iter()
+            .filter_map(|&byte| discipline.input(byte, &mut echo))
+            .collect();
+        assert_eq!(interpret(&next[0]), Ok(Command::Echo { text: "ok" }));
+        assert_eq!(interpret(&Event::Interrupt), Ok(Command::Empty));
+    }
+
+    #[test]
+    fn a_stream_of_random_bytes_gives_commands_or_one_line_errors() {
+        use crate::line::LineDiscipline;
+        let mut discipline = LineDiscipline::new(64);
+        let mut echo = Vec::new();
+        let mut state = 0x9e37_79b9u32;
+        let mut lines = 0;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            // Mostly short words of a few letters, digits and spaces, with every other
+            // byte value (line ends, controls, escapes, UTF-8) mixed in.
+            let byte = match state >> 28 {
+                0..=9 => b"helpkilcaps 0123\r"[(state >> 8) as usize % 17],
+                _ => (state >> 8) as u8,
+            };
+            if let Some(event) = discipline.input(byte, &mut echo) {
+                lines += 1;
+                if let Err(error) = interpret(&event) {
+                    let message = error.to_string();
+                    assert!(message.starts_with("error: "), "{message:?}");
+                    assert!(!message.contains(['\n', '\r', '\u{1b}']), "{message:?}");
+                }
+            }
+            echo.clear();
+        }
+        assert!(lines > 1000, "only {lines} lines");
     }
 
     #[test]
