@@ -419,61 +419,6 @@ fn heap_tests(results: &mut Results) {
     );
 }
 
-/// The servers' logic (`ucore`) in user mode on the user heap, as the servers will run it:
-/// 4 KiB of garbage typed at the console is one error line and the next line is a command;
-/// a dead owner's names are released.
-fn server_logic(results: &mut Results) {
-    use alloc::string::ToString;
-    use alloc::vec::Vec;
-    use ucore::line::{Event, LineDiscipline};
-    use ucore::shell::{Command, interpret};
-    results.check(
-        "user server logic runs in user mode: 4 KiB of garbage is one error line, then a command",
-        (|| {
-            let mut discipline = LineDiscipline::default();
-            let mut echo = Vec::new();
-            let garbage = (0..4096u32).map(|i| (0x21 + i * 31 % 0x5e) as u8);
-            let events: Vec<Event> = garbage
-                .chain(*b"\recho still here\r")
-                .filter_map(|byte| discipline.input(byte, &mut echo))
-                .collect();
-            let [too_long, next] = events.as_slice() else {
-                return Err("not exactly two lines");
-            };
-            let message = interpret(too_long)
-                .err()
-                .ok_or("the garbage was accepted")?
-                .to_string();
-            println!("testsuite: garbage line: {message}");
-            if message != "error: line too long (4096 bytes, at most 512)" {
-                return Err("wrong error line");
-            }
-            match interpret(next) {
-                Ok(Command::Echo { text: "still here" }) => Ok(()),
-                _ => Err("the line after the garbage was not parsed"),
-            }
-        })(),
-    );
-    results.check(
-        "user server logic runs in user mode: a dead owner's names are released",
-        (|| {
-            let mut names = ucore::names::Registry::<u64, u32>::default();
-            names.register("console", 10, 1).map_err(|_| "register")?;
-            names.register("names", 11, 2).map_err(|_| "register")?;
-            if names.register("console", 12, 2).is_ok() {
-                return Err("a taken name was registered again");
-            }
-            if names.owner_died(1).len() != 1 || names.lookup("console").is_ok() {
-                return Err("the dead owner's name was not released");
-            }
-            names
-                .lookup("names")
-                .map(|_| ())
-                .map_err(|_| "a live owner's name was lost")
-        })(),
-    );
-}
-
 fn suite() -> i64 {
     let mut results = Results {
         passed: 0,
@@ -543,6 +488,5 @@ fn suite() -> i64 {
     register_write_refusals(&mut results);
     memory_tests(&mut results);
     heap_tests(&mut results);
-    server_logic(&mut results);
     exit_code(results.passed, results.failed)
 }
