@@ -37,7 +37,7 @@ const EXPECTED: &[&str] = &[
     "ok user memory map beyond the quota returns OutOfMemory",
     "ok user memory unmap takes effect",
     "ok user memory unmap refuses memory it did not map",
-    "ok user heap: Vec, Box and BTreeMap grow across mapped chunks and hold their values",
+    "ok user heap: Vec and Box grow across mapped chunks and hold their values",
     "ok user heap: freed memory is used again",
     "ok user heap: allocations beyond the quota or the heap's span fail and the heap still works",
     "ok user FPU state survives preemption",
