@@ -18,6 +18,7 @@ const TIMER_HZ: u32 = 100;
 const KNOWN: &[&str] = &[
     "bench",
     "boot",
+    "echo-input",
     "kernel",
     "panic",
     "stack-overflow",
@@ -37,6 +38,7 @@ pub fn run(boot: &BootInfo) -> ! {
             in_thread("bench", bench, iterations)
         }
         Some("boot") => boot_scenario(),
+        Some("echo-input") => echo_input(),
         Some("kernel") => in_thread("kernel-suite", ktest::run, 0),
         Some("panic") => in_thread("panic-test", deliberate_panic, 0),
         Some("stack-overflow") => in_thread("overflow-test", overflow, 0),
@@ -824,6 +826,58 @@ fn idle() -> ! {
         if ticks >= next_report {
             println!("keel: uptime {} s, idle", ticks / u64::from(TIMER_HZ));
             next_report += u64::from(TIMER_HZ) * 60;
+        }
+    }
+}
+
+/// The longest line `echo-input` keeps; longer lines are reported and dropped.
+const ECHO_LINE_MAX: usize = 64;
+
+/// `echo-input`: read lines from the serial console by polling, and print each back, until
+/// the line `quit`. It proves that the test harness reaches the guest's serial input on
+/// both architectures (tests/tests/echo_input.rs); the console server owns the receive
+/// path once it exists. A line ends at CR or LF; empty lines (the LF of a CR LF) are
+/// skipped; a line longer than [`ECHO_LINE_MAX`] is reported as too long, not echoed.
+fn echo_input() -> ! {
+    start_timer();
+    let mut line = [0u8; ECHO_LINE_MAX];
+    let mut echoed = 0u64;
+    loop {
+        crate::console::print(format_args!("echo> "));
+        let mut length = 0usize;
+        let mut dropped = 0usize;
+        loop {
+            let Some(byte) = Cpu::console_read() else {
+                // Nothing waiting: sleep until the next tick rather than spin.
+                Cpu::wait_for_interrupt();
+                continue;
+            };
+            match byte {
+                b'\r' | b'\n' if length == 0 && dropped == 0 => {}
+                b'\r' | b'\n' => break,
+                _ if length < line.len() => {
+                    line[length] = byte;
+                    length += 1;
+                }
+                _ => dropped += 1,
+            }
+        }
+        let text = &line[..length];
+        if dropped > 0 {
+            println!(
+                "echo-input: line too long ({} bytes, at most {ECHO_LINE_MAX}), dropped",
+                length + dropped
+            );
+        } else if text == b"quit" {
+            println!("ok echo-input ({echoed} lines echoed)");
+            println!("1 passed, 0 failed");
+            Cpu::power_off(ExitCode::Success)
+        } else {
+            echoed += 1;
+            println!(
+                "echo-input: got \"{}\" ({length} bytes)",
+                text.escape_ascii()
+            );
         }
     }
 }

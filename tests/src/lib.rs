@@ -86,6 +86,80 @@ pub fn boot(options: &BootOptions) -> Outcome {
     }
 }
 
+/// A boot driven over serial as a person at a terminal drives it: [`Terminal::send_line`]
+/// types into the guest's serial input, [`Terminal::expect_prompt`] waits for a prompt that
+/// does not end in a newline (`keel> `), [`Terminal::expect_line`] for an output line; each
+/// looks after the previous match. Every failure panics with the whole serial output so far.
+/// Wait for the guest's first prompt before typing: the firmware reads the serial line too.
+pub struct Terminal {
+    session: Option<xtask::qemu::Session>,
+}
+
+/// The bound on each wait of a [`Terminal`] (the first includes the boot); it only stops a
+/// hung run.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Boot for a [`Terminal`] session; a failure to get as far as QEMU fails the test.
+pub fn start(options: &BootOptions) -> Terminal {
+    match xtask::boot::start(&workspace(), options) {
+        Ok(session) => Terminal {
+            session: Some(session),
+        },
+        Err(error) => panic!("could not boot: {error}"),
+    }
+}
+
+impl Terminal {
+    fn session(&mut self) -> &mut xtask::qemu::Session {
+        self.session
+            .as_mut()
+            .expect("the session ends only in finish")
+    }
+
+    fn fail(&mut self, error: Error) -> ! {
+        let transcript = self.session().transcript();
+        panic!("{error}; serial output so far:\n{transcript}")
+    }
+
+    /// Type `text` and Enter (a carriage return).
+    pub fn send_line(&mut self, text: &str) {
+        if let Err(error) = self.session().send_line(text) {
+            self.fail(error);
+        }
+    }
+
+    /// Write raw bytes to the serial input (control characters, garbage).
+    pub fn send(&mut self, bytes: &[u8]) {
+        if let Err(error) = self.session().send(bytes) {
+            self.fail(error);
+        }
+    }
+
+    /// Wait for `prompt` (it need not end a line).
+    pub fn expect_prompt(&mut self, prompt: &str) {
+        if let Err(error) = self.session().expect_text(prompt, STEP_TIMEOUT) {
+            self.fail(error);
+        }
+    }
+
+    /// Wait for a whole line containing `text`; returns it from `text` on.
+    pub fn expect_line(&mut self, text: &str) -> String {
+        match self.session().expect_line(text, STEP_TIMEOUT) {
+            Ok(line) => line,
+            Err(error) => self.fail(error),
+        }
+    }
+
+    /// Wait for the guest to power off (within [`BOOT_TIMEOUT`]) and return the whole run.
+    pub fn finish(mut self) -> Outcome {
+        let session = self.session.take().expect("finish runs once");
+        match session.finish(BOOT_TIMEOUT) {
+            Ok(outcome) => outcome,
+            Err(error) => panic!("could not wait for QEMU: {error}"),
+        }
+    }
+}
+
 /// Reads the serial output of a run in order: each [`Serial::expect`] looks for its line
 /// after the previous match, so the banner's order is checked along the way and a loader's
 /// own log lines (`module: …` before the kernel starts) are not mistaken for the kernel's.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::compile::{self, Artifacts, WithLoader};
 use crate::image::{self, Contents};
 use crate::loader::{self, Loader, LoaderChoice};
-use crate::qemu::{self, Outcome, QemuOptions};
+use crate::qemu::{self, Outcome, QemuOptions, Session};
 use crate::{Arch, Context, Error, Profile, Result, Workspace, prereq, step};
 
 /// Everything one boot needs.
@@ -95,6 +95,19 @@ pub fn with_loader(loader: &Loader) -> WithLoader {
 
 /// Check prerequisites, choose the loader, build, write the image and boot it.
 pub fn boot(workspace: &Workspace, options: &BootOptions) -> Result<Outcome> {
+    let (firmware, image) = prepare(workspace, options)?;
+    qemu::run(workspace, &options.qemu, &firmware, &image)
+}
+
+/// As [`boot`], but return at once with a [`Session`] that writes to the guest's serial
+/// input and reads its output as it comes (tests that type into the system).
+pub fn start(workspace: &Workspace, options: &BootOptions) -> Result<Session> {
+    let (firmware, image) = prepare(workspace, options)?;
+    qemu::start(workspace, &options.qemu, &firmware, &image)
+}
+
+/// Everything up to starting QEMU: the firmware to boot and the image written.
+fn prepare(workspace: &Workspace, options: &BootOptions) -> Result<(prereq::Firmware, PathBuf)> {
     let arch = options.qemu.arch;
     // Cheap checks first, so bad input fails before minutes of compiling.
     image::check_cmdline(&options.cmdline)?;
@@ -120,5 +133,5 @@ pub fn boot(workspace: &Workspace, options: &BootOptions) -> Result<Outcome> {
         ));
     }
     qemu::announce(&options.qemu, &image);
-    qemu::run(workspace, &options.qemu, &firmware, &image)
+    Ok((firmware, image))
 }

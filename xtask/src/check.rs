@@ -5,7 +5,11 @@ use crate::compile::{self, Kind, USER_PROGRAMS};
 use crate::{Arch, Error, Profile, Result, Workspace, prereq, step};
 
 /// Crates that build and unit-test on the host (the kernel cannot: it needs `arch`).
-pub const HOST_CRATES: &[&str] = &["abi", "kcore", "arch-api", "efi-loader", "xtask"];
+pub const HOST_CRATES: &[&str] = &["abi", "kcore", "arch-api", "ucore", "efi-loader", "xtask"];
+
+/// Libraries of the user programs, linted for the user targets with them (`ucore` is also
+/// a host crate: its unit tests run on the host).
+pub const USER_LIBRARIES: &[&str] = &["rt", "ucore"];
 
 /// The environment variable that tells `tests/` which architectures to boot.
 pub const TEST_ARCH_VAR: &str = "KEEL_TEST_ARCH";
@@ -158,8 +162,14 @@ fn clippy_runs(workspace: &Workspace) -> Vec<ClippyRun> {
 
         let mut command = Kind::User.cargo(workspace, "clippy", arch);
         packages(&mut command, USER_PROGRAMS);
+        packages(&mut command, USER_LIBRARIES);
         runs.push(ClippyRun {
-            what: format!("{} for {}", USER_PROGRAMS.join(", "), arch.user_target()),
+            what: format!(
+                "{}, {} for {}",
+                USER_PROGRAMS.join(", "),
+                USER_LIBRARIES.join(", "),
+                arch.user_target()
+            ),
             command,
         });
 

@@ -457,6 +457,321 @@ fn take_line(options: &QemuOptions, raw: &str, line: &str, log: Option<&mut File
     Ok(())
 }
 
+/// A running QEMU driven over its serial line: the caller writes to the guest's serial input
+/// (QEMU's stdin behind `-serial stdio`) and reads the output as it arrives, prompts without
+/// a newline included — for tests that type into a shell.
+///
+/// Bytes written before the guest reads them wait in the pipe: QEMU only takes input when
+/// the UART has room, so nothing is lost, but the firmware also reads the serial line
+/// during boot, so callers wait for the guest's first prompt before typing.
+///
+/// Every wait has a deadline (it bounds a hang, it is not a speed check). Dropping a
+/// session kills QEMU if it still runs.
+pub struct Session {
+    arch: Arch,
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    chunks: mpsc::Receiver<Vec<u8>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+    qemu_error: Arc<AtomicBool>,
+    /// The firmware variables copy, removed when the session ends.
+    _vars: Option<VarsCopy>,
+    /// Echo whole output lines through `println!` (a test harness captures them).
+    echo: bool,
+    /// Everything QEMU wrote to stdout so far.
+    output: Vec<u8>,
+    /// Where the next `expect_*` starts looking in `output`.
+    cursor: usize,
+    /// How much of `output` has been echoed (always up to a newline).
+    echoed: usize,
+    /// The output ended (QEMU closed its stdout).
+    closed: bool,
+    /// Set once QEMU's exit status has been collected.
+    status: Option<std::process::ExitStatus>,
+}
+
+/// Start QEMU on `image` for a [`Session`]: serial on piped stdin/stdout, no monitor.
+pub fn start(
+    workspace: &Workspace,
+    options: &QemuOptions,
+    firmware: &Firmware,
+    image: &Path,
+) -> Result<Session> {
+    let vars = VarsCopy::new(workspace, firmware, options.arch)?;
+    // A session always reads QEMU's stdout (`-serial stdio -monitor none`).
+    let mut piped = options.clone();
+    piped.capture = true;
+    let args = arguments(&piped, firmware, &vars.0, image);
+    let program = options.arch.qemu_binary();
+    let child = workspace
+        .command(program)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| {
+            Error::new(format!(
+                "cannot start {program}: {error}; is QEMU installed?"
+            ))
+        })?;
+    Ok(Session::attach(
+        child,
+        options.arch,
+        options.echo,
+        Some(vars),
+    ))
+}
+
+impl Session {
+    /// Wrap a started child whose stdin, stdout and stderr are piped.
+    fn attach(mut child: Child, arch: Arch, echo: bool, vars: Option<VarsCopy>) -> Self {
+        let qemu_error = Arc::new(AtomicBool::new(false));
+        let stderr = watch_stderr(&mut child, qemu_error.clone(), false);
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, chunks) = mpsc::channel::<Vec<u8>>();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buffer = [0u8; 4096];
+            loop {
+                match stdout.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(count) => {
+                        if sender.send(buffer[..count].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Session {
+            arch,
+            child,
+            stdin,
+            chunks,
+            reader: Some(reader),
+            stderr: Some(stderr),
+            qemu_error,
+            _vars: vars,
+            echo,
+            output: Vec::new(),
+            cursor: 0,
+            echoed: 0,
+            closed: false,
+            status: None,
+        }
+    }
+
+    /// Write `bytes` to the guest's serial input.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| Error::new("the serial input of this session is closed"))?;
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
+            .context(|| "cannot write to QEMU's serial input (has QEMU ended?)".to_owned())
+    }
+
+    /// Type `text` and Enter (a carriage return, as a terminal sends it).
+    pub fn send_line(&mut self, text: &str) -> Result<()> {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.push(b'\r');
+        self.send(&bytes)
+    }
+
+    /// Wait until `text` appears after the previous match (it need not end a line: a prompt
+    /// such as `keel> ` does not); the next search starts right after it.
+    pub fn expect_text(&mut self, text: &str, timeout: Duration) -> Result<()> {
+        let at = self.wait_for(text.as_bytes(), None, timeout)?;
+        self.cursor = at + text.len();
+        Ok(())
+    }
+
+    /// Wait for a whole output line, after the previous match, that contains `text`; return
+    /// it from `text` on, cleaned like [`Outcome::lines`]. The next search starts on the
+    /// following line.
+    pub fn expect_line(&mut self, text: &str, timeout: Duration) -> Result<String> {
+        let at = self.wait_for(text.as_bytes(), Some(b'\n'), timeout)?;
+        let end = at
+            + self.output[at..]
+                .iter()
+                .position(|&byte| byte == b'\n')
+                .expect("wait_for found the newline");
+        let line = clean_line(&String::from_utf8_lossy(&self.output[at..end]));
+        self.cursor = end + 1;
+        Ok(line)
+    }
+
+    /// Everything the guest printed so far, cleaned, one string (for failure messages).
+    pub fn transcript(&self) -> String {
+        split_lines(&self.output).join("\n")
+    }
+
+    /// Wait (at most `timeout`) for QEMU to end on its own — the guest powers off — and
+    /// report how it ended with every serial line; QEMU is killed at the deadline.
+    pub fn finish(mut self, timeout: Duration) -> Result<Outcome> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        loop {
+            if let Some(status) = self.poll_exit()? {
+                self.status = Some(status);
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            self.pump(Instant::now() + Duration::from_millis(100));
+        }
+        // QEMU is gone: its stdout is closed, so the reader ends; keep what it sent last.
+        self.stdin = None;
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        while let Ok(chunk) = self.chunks.try_recv() {
+            self.take(chunk);
+        }
+        self.echo_rest();
+        if let Some(stderr) = self.stderr.take() {
+            let _ = stderr.join();
+        }
+        let ending = match self.status {
+            None => Ending::Timeout(started.elapsed().as_secs_f64().round() as u64),
+            Some(status) => ending_from_status(
+                self.arch,
+                status.code(),
+                self.qemu_error.load(Ordering::Relaxed),
+            ),
+        };
+        Ok(Outcome {
+            ending,
+            lines: split_lines(&self.output),
+        })
+    }
+
+    /// The position of `needle` in the output after the cursor, once it is there (and,
+    /// with `then`, once that byte follows it); an error at the deadline or when QEMU ends.
+    fn wait_for(&mut self, needle: &[u8], then: Option<u8>, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(offset) = find(&self.output[self.cursor..], needle) {
+                let at = self.cursor + offset;
+                let complete =
+                    then.is_none_or(|byte| self.output[at + needle.len()..].contains(&byte));
+                if complete {
+                    return Ok(at);
+                }
+            }
+            let what = String::from_utf8_lossy(needle);
+            if self.closed {
+                let status = self.poll_exit()?;
+                return Err(Error::new(format!(
+                    "QEMU ended ({}) before the serial output showed {what:?}",
+                    status.map_or("status unknown".to_owned(), |status| status.to_string())
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::new(format!(
+                    "no {what:?} on the serial output within {} s",
+                    timeout.as_secs()
+                )));
+            }
+            self.pump(deadline);
+        }
+    }
+
+    /// Take what QEMU wrote, waiting at most until `until` for the first piece.
+    fn pump(&mut self, until: Instant) {
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        match self.chunks.recv_timeout(wait) {
+            Ok(chunk) => {
+                self.take(chunk);
+                while let Ok(chunk) = self.chunks.try_recv() {
+                    self.take(chunk);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Nothing more will come; wait as a receive would have.
+                self.closed = true;
+                std::thread::sleep(wait);
+            }
+        }
+    }
+
+    fn take(&mut self, chunk: Vec<u8>) {
+        self.output.extend_from_slice(&chunk);
+        if !self.echo {
+            return;
+        }
+        if let Some(last) = self.output.iter().rposition(|&byte| byte == b'\n')
+            && last >= self.echoed
+        {
+            for line in split_lines(&self.output[self.echoed..last]) {
+                println!("{line}");
+            }
+            self.echoed = last + 1;
+        }
+    }
+
+    /// Echo a last line that has no newline (a prompt left when QEMU ended).
+    fn echo_rest(&mut self) {
+        if self.echo && self.echoed < self.output.len() {
+            for line in split_lines(&self.output[self.echoed..]) {
+                println!("{line}");
+            }
+            self.echoed = self.output.len();
+        }
+    }
+
+    fn poll_exit(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        if self.status.is_some() {
+            return Ok(self.status);
+        }
+        self.status = self
+            .child
+            .try_wait()
+            .context(|| "waiting for QEMU".to_owned())?;
+        Ok(self.status)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The first position of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Raw serial output as cleaned lines (a last line without a newline included).
+fn split_lines(output: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(output);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    if text.is_empty() {
+        return Vec::new();
+    }
+    text.split('\n').map(clean_line).collect()
+}
+
 /// The exact command that attaches a debugger to a `--gdb` run.
 pub fn gdb_command(workspace: &Workspace, arch: Arch, kernel: &Path) -> String {
     let gdb = match arch {
@@ -586,6 +901,66 @@ mod tests {
         assert_eq!(outcome.line_starting("Keel "), Some("Keel 0.1.0 x86_64"));
         assert_eq!(outcome.line_containing("BdsDxe"), Some("BdsDxe: starting"));
         assert_eq!(outcome.line_starting("nothing"), None);
+    }
+
+    #[test]
+    fn session_sees_prompts_sends_input_and_collects_the_ending() {
+        // A stand-in for a guest: a prompt without a newline, one line read from the serial
+        // input and answered, then an exit status (x86_64: kernel code 1).
+        let workspace = Workspace::from_env();
+        let child = workspace
+            .command("sh")
+            .args([
+                "-c",
+                "printf 'boot\\r\\nkeel> '; read line; printf 'got %s\\n' \"$line\"; \
+                 printf 'keel> '; read line; printf 'last %s\\n' \"$line\"; exit 3",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut session = Session::attach(child, Arch::X86_64, false, None);
+        let wait = Duration::from_secs(20);
+        session.expect_text("keel> ", wait).unwrap();
+        session.send(b"hello\n").unwrap();
+        assert_eq!(session.expect_line("got", wait).unwrap(), "got hello");
+        // The previous prompt is behind the cursor: this finds the second one.
+        session.expect_text("keel> ", wait).unwrap();
+        let missing = session
+            .expect_line("never printed", Duration::from_millis(300))
+            .unwrap_err();
+        assert!(missing.message().contains("never printed"), "{missing:?}");
+        session.send(b"world\n").unwrap();
+        assert_eq!(session.expect_line("last", wait).unwrap(), "last world");
+        let outcome = session.finish(wait).unwrap();
+        assert_eq!(outcome.ending, Ending::Exit(1));
+        assert_eq!(
+            outcome.lines,
+            ["boot", "keel> got hello", "keel> last world"]
+        );
+    }
+
+    #[test]
+    fn session_reports_an_ending_before_the_expected_text() {
+        let workspace = Workspace::from_env();
+        let child = workspace
+            .command("sh")
+            .args(["-c", "printf 'partial'; exit 1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut session = Session::attach(child, Arch::Aarch64, false, None);
+        let error = session
+            .expect_text("keel> ", Duration::from_secs(20))
+            .unwrap_err();
+        assert!(error.message().contains("QEMU ended"), "{error:?}");
+        assert_eq!(session.transcript(), "partial");
+        let outcome = session.finish(Duration::from_secs(20)).unwrap();
+        assert_eq!(outcome.ending, Ending::Exit(1));
+        assert_eq!(outcome.lines, ["partial"]);
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub fn write(bytes: &[u8]) {
     }
 }
 
+/// The next received byte, if one is waiting (polled). `None` before the UART is mapped.
+pub fn read() -> Option<u8> {
+    uart().and_then(|uart| uart.read())
+}
+
 /// Wait for the UART to finish sending (before power-off).
 pub fn drain() {
     if let Some(uart) = uart() {

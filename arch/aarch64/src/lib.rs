@@ -118,6 +118,10 @@ impl Platform for Cpu {
         console::write(bytes);
     }
 
+    fn console_read() -> Option<u8> {
+        console::read()
+    }
+
     fn start_timer(hz: u32) -> Result<(), EarlyError> {
         timer::start(hz)
     }

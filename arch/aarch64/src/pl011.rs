@@ -1,7 +1,8 @@
 //! The Arm PL011 UART (Arm DDI 0183), polled: the kernel's serial console.
 //!
-//! The kernel only transmits. Interrupts are masked at the UART (the `console` server owns the
-//! device and its IRQ later, DESIGN.md §7).
+//! The kernel transmits, and polls for received bytes only in the `echo-input` scenario.
+//! Interrupts are masked at the UART (the `console` server owns the device and its IRQ
+//! later, DESIGN.md §7).
 
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
@@ -12,6 +13,8 @@ use crate::mmio::Mmio;
 register_bitfields! [u32,
     /// Flag register.
     FR [
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
         /// UART busy transmitting.
@@ -102,6 +105,16 @@ impl Pl011 {
             }
             self.registers.dr.set(u32::from(byte));
         }
+    }
+
+    /// The next received byte, if the receive FIFO holds one (error flags in DR's upper
+    /// bits are dropped: a framing or overrun error still yields the byte read).
+    pub fn read(&self) -> Option<u8> {
+        if self.registers.fr.is_set(FR::RXFE) {
+            return None;
+        }
+        // why: DR bits 0..8 are the data; bits 8..12 are error flags.
+        Some(self.registers.dr.get() as u8)
     }
 
     /// Wait until the last byte has left the shift register (before powering off).

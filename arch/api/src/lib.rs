@@ -104,6 +104,11 @@ pub trait Platform {
     /// no lock: callers serialize).
     fn console_write(bytes: &[u8]);
 
+    /// One byte received on the kernel's serial console, if one is waiting (polled, never
+    /// blocks). Only the `echo-input` scenario reads: the console server owns the receive
+    /// path once it exists (DESIGN.md §7).
+    fn console_read() -> Option<u8>;
+
     /// Start the periodic timer interrupt at `hz` ticks per second; each tick calls the
     /// `timer_tick` upcall. Interrupts stay masked until [`Platform::wait_for_interrupt`].
     fn start_timer(hz: u32) -> Result<(), EarlyError>;

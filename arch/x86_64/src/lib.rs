@@ -132,6 +132,10 @@ impl Platform for Cpu {
         serial::write(bytes);
     }
 
+    fn console_read() -> Option<u8> {
+        serial::read()
+    }
+
     fn start_timer(hz: u32) -> Result<(), EarlyError> {
         let per_tick = apic::start_timer(hz)?;
         arch_println!(

@@ -27,6 +27,8 @@ const LCR_DLAB: u8 = 0b1000_0000;
 const FCR_ENABLE_CLEAR_14: u8 = 0b1100_0111;
 /// MCR: DTR and RTS asserted; OUT2 (the IRQ gate on PCs) left low.
 const MCR_DTR_RTS: u8 = 0b0000_0011;
+/// LSR: a received byte is waiting in the receive buffer (or FIFO).
+const LSR_DATA_READY: u8 = 1 << 0;
 /// LSR: the transmit holding register is empty.
 const LSR_THR_EMPTY: u8 = 1 << 5;
 /// 115200 baud from the UART's 1.8432 MHz / 16 clock.
@@ -66,6 +68,21 @@ pub fn write(bytes: &[u8]) {
             }
             port(DATA).write(byte);
         }
+    }
+}
+
+/// The next received byte, if one is waiting (polled; the UART's interrupt stays off).
+///
+/// Without a UART the status port reads `0xFF`, so this would return `0xFF` bytes; QEMU
+/// q35 always has COM1.
+pub fn read() -> Option<u8> {
+    // SAFETY: reading COM1's line status and receive register only takes the waiting byte
+    // out of the receive FIFO (see `init`); nothing else reads COM1's receive side.
+    unsafe {
+        if port(LINE_STATUS).read() & LSR_DATA_READY == 0 {
+            return None;
+        }
+        Some(port(DATA).read())
     }
 }
 

@@ -10,14 +10,18 @@
 //! Capabilities, IPC and notifications are in [`ipc`]; processes, threads, priorities,
 //! interrupt lines and devices in [`proc`].
 //!
+//! The global allocator is [`heap`]: a buddy allocator over memory mapped on demand with
+//! `memory_map` (a program uses it by naming `extern crate alloc`).
+//!
 //! Weak spots: printing goes through the kernel's debug log, not the console server (which
-//! arrives with issue 9); no allocator yet.
+//! arrives with issue 9).
 #![no_std]
 
 pub mod counter;
 pub mod fault;
 pub mod fpu;
 pub mod ipc;
+pub mod heap;
 pub mod print;
 pub mod proc;
 mod raw;

@@ -10,6 +10,8 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 use abi::Error;
 use rt::println;
 
@@ -358,6 +360,80 @@ fn memory_tests(results: &mut Results) {
     );
 }
 
+/// The user heap (`rt::heap`): collections that grow across several mapped chunks and
+/// hold what is written, freed memory used again, and refusals that leave it working.
+fn heap_tests(results: &mut Results) {
+    use alloc::vec::Vec;
+    let before = rt::heap::stats();
+    results.check(
+        "user heap: Vec and Box grow across mapped chunks and hold their values",
+        (|| {
+            // 1 MiB of u64s: far more than one chunk, grown by doubling reallocations.
+            let mut numbers: Vec<u64> = Vec::new();
+            for index in 0..131_072u64 {
+                numbers.push(index * 3);
+            }
+            let boxed = alloc::boxed::Box::new([7u64; 400]);
+            // Many small blocks of different sizes, interleaved with the growth above.
+            let small: [Vec<u64>; 64] = core::array::from_fn(|n| (0..n as u64 % 37).collect());
+            let grown = rt::heap::stats();
+            if grown.mapped < 1 << 20 || grown.mapped <= before.mapped {
+                return Err("the heap did not grow by mapping memory");
+            }
+            if !numbers.iter().enumerate().all(|(i, &n)| n == i as u64 * 3) {
+                return Err("a Vec lost its values");
+            }
+            if boxed.iter().any(|&word| word != 7) {
+                return Err("a Box lost its value");
+            }
+            let intact = |(n, values): (usize, &Vec<u64>)| {
+                values.len() == n % 37 && values.iter().zip(0..).all(|(&v, i)| v == i)
+            };
+            if !small.iter().enumerate().all(intact) {
+                return Err("small blocks lost their values");
+            }
+            Ok(())
+        })(),
+    );
+    let after_free = rt::heap::stats();
+    results.check(
+        "user heap: freed memory is used again",
+        (|| {
+            if after_free.allocated != before.allocated {
+                return Err("dropping everything did not free it");
+            }
+            let mut again: Vec<u64> = Vec::with_capacity(131_072);
+            again.extend(0..131_072);
+            if rt::heap::stats().mapped != after_free.mapped {
+                return Err("the heap mapped more instead of reusing freed memory");
+            }
+            if again.iter().sum::<u64>() != 131_071 * 131_072 / 2 {
+                return Err("reused memory did not hold its values");
+            }
+            Ok(())
+        })(),
+    );
+    results.check(
+        "user heap: allocations beyond the quota or the heap's span fail and the heap still works",
+        (|| {
+            let mut beyond_quota: Vec<u64> = Vec::new();
+            // 64 MiB: more than the process's memory quota.
+            if beyond_quota.try_reserve_exact(8 << 20).is_ok() {
+                return Err("64 MiB beyond the quota was granted");
+            }
+            let mut beyond_span: Vec<u64> = Vec::new();
+            if beyond_span.try_reserve_exact(usize::MAX / 16).is_ok() {
+                return Err("an absurd size was granted");
+            }
+            let small: Vec<u64> = (0..1000).collect();
+            if small.iter().sum::<u64>() != 999 * 1000 / 2 {
+                return Err("a small allocation after the refusals failed");
+            }
+            Ok(())
+        })(),
+    );
+}
+
 fn suite() -> i64 {
     let mut results = Results {
         passed: 0,
@@ -427,5 +503,6 @@ fn suite() -> i64 {
     register_write_refusals(&mut results);
     memory_tests(&mut results);
     proc::tests(&mut results);
+    heap_tests(&mut results);
     exit_code(results.passed, results.failed)
 }
