@@ -57,8 +57,8 @@
 //!   (walked through the HHDM); the kernel's own page tables (DESIGN.md §4, issue 7) must
 //!   carry them over.
 //! - Boot CPU only: one per-CPU block and overflow stack, the GICv3 redistributor of the
-//!   boot CPU, only the timer PPI enabled; every SPI stays disabled. TLB maintenance is
-//!   inner-shareable broadcast, so it is already correct for SMP.
+//!   boot CPU, the timer PPI and the SPIs the core enables ([`interrupts`]) routed to it.
+//!   TLB maintenance is inner-shareable broadcast, so it is already correct for SMP.
 //! - ASIDs are not rolled over: with 8-bit ASIDs at most 255 user address spaces exist at
 //!   once (`new_address_space` then answers `OutOfMemory`).
 //! - The overflow check treats an SP up to 64 KiB below the running stack's base as an
@@ -76,6 +76,7 @@ mod boot;
 mod console;
 mod devicetree;
 mod gic;
+mod interrupts;
 mod mmio;
 mod mmu;
 mod paging;
@@ -91,7 +92,8 @@ mod trap;
 mod upcall;
 
 use arch_api::{
-    Bench, EarlyError, EarlyInfo, ExitCode, FrameSource, InvalidRegisters, KernelStack, MapError,
+    Bench, ConsoleIrqSource, Delivery, EarlyError, EarlyInfo, ExitCode, FrameSource,
+    InterruptError, InterruptSelfTest, Interrupts, InvalidRegisters, KernelStack, MapError,
     PageFlags, Paging, Platform, ProvokedTrap, SelfTest, Threads, TrapCause, UserAccessFault,
     UserRegisterWrite, UserRegisters,
 };
@@ -281,5 +283,64 @@ impl SelfTest for Cpu {
 
     fn user_access_protected() -> bool {
         boot::pan_enabled()
+    }
+}
+
+/// Device lines are GIC SPIs ([`interrupts`]).
+impl Interrupts for Cpu {
+    fn line_count() -> u32 {
+        interrupts::line_count()
+    }
+
+    fn console_line() -> Option<u32> {
+        interrupts::console_line()
+    }
+
+    fn enable(line: u32, delivery: Delivery) -> Result<(), InterruptError> {
+        interrupts::enable(line, delivery)
+    }
+
+    fn disable(line: u32) -> Result<(), InterruptError> {
+        interrupts::disable(line)
+    }
+
+    fn mask(line: u32) -> Result<(), InterruptError> {
+        interrupts::mask(line)
+    }
+
+    fn unmask(line: u32) -> Result<(), InterruptError> {
+        interrupts::unmask(line)
+    }
+
+    fn unexpected_interrupts() -> u64 {
+        interrupts::unexpected()
+    }
+}
+
+/// The PL011 raises its interrupt through loopback (or its transmit interrupt where the
+/// model has no loopback); lines are raised by setting them pending at the distributor.
+impl InterruptSelfTest for Cpu {
+    fn console_irq_test_begin() -> Option<ConsoleIrqSource> {
+        interrupts::console_test_begin()
+    }
+
+    fn console_irq_test_send(byte: u8) {
+        interrupts::console_test_send(byte);
+    }
+
+    fn console_irq_test_clear() -> Option<u8> {
+        interrupts::console_test_clear()
+    }
+
+    fn console_irq_test_end() {
+        interrupts::console_test_end();
+    }
+
+    fn raise_line(line: u32) -> bool {
+        interrupts::raise(line)
+    }
+
+    fn raise_unrouted() -> bool {
+        interrupts::raise_unrouted()
     }
 }
