@@ -217,7 +217,7 @@ fn print_interrupt_summary(found: &ioapic::Found) {
             found.chips,
             found.lines,
             trap::vector::EXTERNAL_BASE,
-            found.console_line.map_or(-1, |line| i64::from(line)),
+            found.console_line.map_or(-1, i64::from),
         ),
     }
 }
