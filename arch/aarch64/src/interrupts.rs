@@ -65,11 +65,39 @@ fn check(line: u32) -> Result<(&'static Gic, &'static AtomicU8), InterruptError>
     Ok((gic, &LINE_STATE[line as usize]))
 }
 
+/// The self-test's trigger override: line (0: none) and 1 = level, 0 = edge.
+static TEST_TRIGGER_LINE: AtomicU32 = AtomicU32::new(0);
+static TEST_TRIGGER_LEVEL: AtomicU8 = AtomicU8::new(0);
+
 fn trigger_of(line: u32) -> Trigger {
+    if line == TEST_TRIGGER_LINE.load(Ordering::Relaxed) {
+        return match TEST_TRIGGER_LEVEL.load(Ordering::Relaxed) {
+            0 => Trigger::Edge,
+            _ => Trigger::Level,
+        };
+    }
     match CONSOLE.get() {
         Some(&(console, trigger)) if console == line => trigger,
         _ => Trigger::Level,
     }
+}
+
+/// Self-test: route a disabled `line` edge (`Some(false)`) or level (`Some(true)`)
+/// triggered, or as the device tree says (`None`), from its next enable on. Returns whether
+/// it is now level.
+pub fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
+    let (_, state) = check(line).ok()?;
+    if state.load(Ordering::Relaxed) & ENABLED != 0 {
+        return None;
+    }
+    match level {
+        None => TEST_TRIGGER_LINE.store(0, Ordering::Relaxed),
+        Some(level) => {
+            TEST_TRIGGER_LEVEL.store(u8::from(level), Ordering::Relaxed);
+            TEST_TRIGGER_LINE.store(line, Ordering::Relaxed);
+        }
+    }
+    Some(trigger_of(line) == Trigger::Level)
 }
 
 pub fn enable(line: u32, delivery: Delivery) -> Result<(), InterruptError> {

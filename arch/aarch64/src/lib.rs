@@ -336,6 +336,10 @@ impl InterruptSelfTest for Cpu {
         interrupts::console_test_end();
     }
 
+    fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
+        interrupts::set_trigger_for_test(line, level)
+    }
+
     fn raise_line(line: u32) -> bool {
         interrupts::raise(line)
     }

@@ -544,6 +544,15 @@ pub trait InterruptSelfTest: Interrupts {
     /// Restore the UART as the kernel log had it (no loopback, its interrupts off).
     fn console_irq_test_end() {}
 
+    /// Route `line` edge-triggered (`Some(false)`), level-triggered, active high
+    /// (`Some(true)`), or as the firmware describes (`None`) from its next enable on, so
+    /// one device exercises both masking paths. Returns the trigger now in force (`true`:
+    /// level), `None` when unsupported.
+    fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
+        let _ = (line, level);
+        None
+    }
+
     /// Raise `line` by software, as the controller would (x86_64: a self-IPI on the line's
     /// vector; AArch64: set it pending at the distributor). `false` when impossible.
     fn raise_line(line: u32) -> bool {

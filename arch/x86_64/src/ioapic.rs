@@ -75,6 +75,8 @@ const NO_CHIP: Chip = Chip {
 };
 static CHIPS: [Chip; acpi::MAX_IO_APICS] = [NO_CHIP; acpi::MAX_IO_APICS];
 static LINE_STATE: [AtomicU8; LINES] = [const { AtomicU8::new(0) }; LINES];
+/// Each line's mode as the MADT describes it (`MODE_*` bits), for the self-test's restore.
+static FIRMWARE_MODE: [AtomicU8; LINES] = [const { AtomicU8::new(0) }; LINES];
 static LINE_COUNT: AtomicU32 = AtomicU32::new(0);
 /// GSI of each ISA IRQ (from the MADT's overrides); `u32::MAX` until known.
 static ISA_GSI: [AtomicU32; acpi::ISA_IRQS] = [const { AtomicU32::new(u32::MAX) }; acpi::ISA_IRQS];
@@ -140,6 +142,7 @@ pub fn init(rsdp: Option<u64>, frames: &mut dyn FrameSource) -> Result<Found, Ea
             None => acpi::PCI_DEFAULT,
         };
         LINE_STATE[line as usize].store(mode_bits(mode), Ordering::Relaxed);
+        FIRMWARE_MODE[line as usize].store(mode_bits(mode), Ordering::Relaxed);
         write_entry(line, entry_low(line, MASKED), 0);
     }
     LINE_COUNT.store(lines, Ordering::Relaxed);
@@ -338,6 +341,23 @@ pub fn deliver(line: u32) {
     // SAFETY: the kernel defines `keel_irq` (kernel/src/upcall.rs) as a plain function
     // callable from interrupt context with interrupts masked.
     unsafe { upcall::keel_irq(line) };
+}
+
+/// Self-test: route a disabled `line` edge (`Some(false)`) or level (`Some(true)`)
+/// triggered, active high, or as the MADT says (`None`). Returns whether it is now level.
+pub fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
+    let index = check(line).ok()?;
+    let state = &LINE_STATE[index];
+    if state.load(Ordering::Relaxed) & ENABLED != 0 {
+        return None;
+    }
+    let mode = match level {
+        None => FIRMWARE_MODE[index].load(Ordering::Relaxed),
+        Some(true) => MODE_LEVEL,
+        Some(false) => 0,
+    };
+    state.store(mode, Ordering::Relaxed);
+    Some(mode & MODE_LEVEL != 0)
 }
 
 /// Raise `line` by software: a self-IPI on its vector.

@@ -272,6 +272,10 @@ impl InterruptSelfTest for Cpu {
         serial::loopback_end();
     }
 
+    fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
+        ioapic::set_trigger_for_test(line, level)
+    }
+
     fn raise_line(line: u32) -> bool {
         ioapic::raise(line)
     }
