@@ -321,12 +321,16 @@ pub fn deliver(line: u32) {
     }
     let level = flags & MODE_LEVEL != 0;
     if flags & CORE_MASKED != 0 {
-        // Only an edge line can arrive while masked (lazy masking, or a self-IPI): latch
-        // it and close the entry until `unmask` re-raises it. A level line in flight
-        // before its mask is dropped: its input re-asserts after the unmask.
-        if !level {
+        // An edge line arrives while masked by design (lazy masking, or a self-IPI): latch
+        // it and close the entry until `unmask` re-raises it. A level line should not (its
+        // entry is masked before its EOI, and Remote IRR holds it until then): one in
+        // flight across a `mask` is dropped — its input re-asserts after the unmask — and
+        // counted as unexpected, so a mask that failed shows instead of storming quietly.
+        set_entry_mask(line, true);
+        if level {
+            UNEXPECTED.fetch_add(1, Ordering::Relaxed);
+        } else {
             state.fetch_or(LATCHED, Ordering::Relaxed);
-            set_entry_mask(line, true);
         }
         apic::end_of_interrupt();
         return;
