@@ -149,7 +149,7 @@ fn console_uart_with(suite: &mut Suite, console_line: u32, level: bool) {
         } else if Cpu::unexpected_interrupts() != unexpected_before
             || irq::unclaimed() != unclaimed_before
         {
-            Err("an interrupt arrived on another line")
+            Err("an unexpected interrupt was counted (another line, or a masked line delivering)")
         } else {
             Ok(())
         };
