@@ -64,6 +64,7 @@ pub fn run(_: usize) {
     let mut suite = Suite::new();
     traps(&mut suite);
     suite.check("timer interrupts counted while idle", timer_while_idle());
+    crate::ktest_irq::run(&mut suite);
     suite.check("frame allocator counts return exactly", frame_allocator());
     suite.check("kernel stack freed and reused", kernel_stack_reuse());
     suite.check("heap allocations freed", heap_round_trip());

@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use arch_api::{TrapCause, TrapFrame as _};
 
 use crate::thread::TrapFrame;
-use crate::{process, sched, syscall};
+use crate::{irq, process, sched, syscall};
 
 /// Timer interrupts taken since the timer was started.
 static TICKS: AtomicU64 = AtomicU64::new(0);
@@ -21,6 +21,14 @@ pub fn keel_timer_tick() {
     sched::timer_tick(now);
     // A user thread killed while it was preempted ends before it runs user code again.
     sched::exit_if_killed();
+}
+
+/// Called by the arch crate for every device interrupt that is not the timer, with
+/// interrupts masked, after end-of-interrupt (and after masking the line when it was
+/// enabled with mask-on-delivery). May switch threads (a woken driver).
+#[unsafe(no_mangle)]
+pub fn keel_irq(line: u32) {
+    irq::deliver(line);
 }
 
 /// Timer ticks so far.

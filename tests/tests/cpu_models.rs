@@ -1,7 +1,8 @@
 //! The kernel and user suites on other CPU models (issues 5–7): `--cpu max` turns on SMAP
 //! (x86_64) and PAN + SVE (AArch64), so the kernel's own access to user memory must fault
 //! and an EL0 SVE instruction must follow the written policy; AArch64 also runs on a
-//! Cortex-A53 with GICv2 (both suites), and the user suite on the default CPU with GICv2.
+//! Cortex-A53 with GICv2 (both suites, the device-interrupt tests checked by name there), and
+//! the user suite on the default CPU with GICv2.
 //! One boot per case.
 #![forbid(unsafe_code)]
 
@@ -99,6 +100,23 @@ fn kernel_suite_cortex_a53_gic2_aarch64() {
     options.qemu.cpu = Some("cortex-a53".to_owned());
     options.qemu.gic = 2;
     let outcome = boot(&options);
+    // The GICv2 driver routes, masks and unmasks the PL011's SPI too.
+    for trigger in ["edge", "level"] {
+        expect_line(
+            &outcome,
+            &format!("ok irq {trigger}-triggered console UART interrupt arrives on line 33"),
+        );
+        expect_line(
+            &outcome,
+            &format!(
+                "ok irq masked {trigger}-triggered line does not deliver, unmask delivers the pending interrupt"
+            ),
+        );
+    }
+    expect_line(
+        &outcome,
+        "ok irq unrouted and unclaimed interrupts are counted, not fatal",
+    );
     no_failures(&outcome);
 }
 

@@ -1,6 +1,8 @@
 //! Scenario `kernel` (DESIGN.md §8): the in-kernel suite — traps provoked in kernel mode,
 //! timer interrupts while idle, kernel threads keeping separate stacks across blocking and
-//! preemption, the frame allocator, kernel stacks and the heap. One boot per architecture.
+//! preemption, the frame allocator, kernel stacks and the heap, device interrupts (the console
+//! UART's line claimed, masked on delivery, unmasked; unrouted and unclaimed interrupts
+//! survived). One boot per architecture.
 #![forbid(unsafe_code)]
 
 use tests::{
@@ -14,6 +16,12 @@ const EXPECTED: &[&str] = &[
     "ok trap divide error",
     "ok trap kernel page fault recovered",
     "ok timer interrupts counted while idle",
+    "ok irq invalid and claimed lines are refused",
+    "ok irq edge-triggered console UART interrupt arrives on line ",
+    "ok irq masked edge-triggered line does not deliver, unmask delivers the pending interrupt",
+    "ok irq level-triggered console UART interrupt arrives on line ",
+    "ok irq masked level-triggered line does not deliver, unmask delivers the pending interrupt",
+    "ok irq unrouted and unclaimed interrupts are counted, not fatal",
     "ok frame allocator counts return exactly",
     "ok kernel stack freed and reused",
     "ok heap allocations freed",
@@ -46,6 +54,30 @@ fn kernel_suite(arch: Arch) {
         let (_, line) = expect_line(&outcome, expected);
         assert!(line.starts_with("ok "), "{line:?}");
     }
+    // The console UART's line, with the firmware's trigger mode first, then the other: COM1
+    // is ISA IRQ 4 (GSI 4 on q35, no override, edge) raised through the 16550's internal
+    // loopback; the PL011 of QEMU `virt` is SPI 1 (INTID 33, level) in its device tree, and
+    // QEMU 7.2's PL011 has no loopback, so its transmit interrupt is the one raised.
+    let (edge, _) = expect_line(&outcome, "ok irq edge-triggered console UART interrupt");
+    let (level, _) = expect_line(&outcome, "ok irq level-triggered console UART interrupt");
+    for trigger in ["edge", "level"] {
+        let (_, uart) = expect_line(
+            &outcome,
+            &format!("ok irq {trigger}-triggered console UART interrupt arrives on line "),
+        );
+        match arch {
+            Arch::X86_64 => assert!(
+                uart.contains("line 4 (receive interrupt, internal loopback)"),
+                "{uart:?}"
+            ),
+            Arch::Aarch64 => assert!(uart.contains("line 33 ("), "{uart:?}"),
+        }
+    }
+    let firmware_first = match arch {
+        Arch::X86_64 => edge < level,
+        Arch::Aarch64 => level < edge,
+    };
+    assert!(firmware_first, "the firmware's trigger mode runs first");
     let (_, divide) = expect_line(&outcome, "ok trap divide error");
     if arch == Arch::Aarch64 {
         assert!(divide.contains("not applicable"), "{divide:?}");

@@ -13,7 +13,7 @@ use arch_api::{EarlyError, EarlyInfo, FrameSource, KERNEL_STACK_REGION};
 use crate::console::{self, report};
 use crate::mmu::DeviceWindow;
 use crate::pl011::Pl011;
-use crate::{devicetree, gic, paging, percpu, psci, sysreg, thread, timer, trap};
+use crate::{devicetree, gic, interrupts, paging, percpu, psci, sysreg, thread, timer, trap};
 
 pub fn early_init(info: &EarlyInfo<'_>, frames: &mut dyn FrameSource) -> Result<(), EarlyError> {
     match CurrentEL.read(CurrentEL::EL) {
@@ -36,6 +36,7 @@ pub fn early_init(info: &EarlyInfo<'_>, frames: &mut dyn FrameSource) -> Result<
     let devices = devicetree::parse(blob)?;
     psci::set_method(devices.psci);
     timer::describe(devices.timer);
+    interrupts::describe_console(devices.uart_interrupt);
 
     let mut window = DeviceWindow::new(info.hhdm_offset, devices.memory_top)?;
     let uart = window.map(devices.uart, frames)?;
@@ -55,10 +56,12 @@ pub fn early_init(info: &EarlyInfo<'_>, frames: &mut dyn FrameSource) -> Result<
     sysreg::write!("sctlr_el1", sysreg::read!("sctlr_el1") & !(1 << 9));
     let gic = gic::init(&devices.gic, &mut window, frames)?;
     report!(
-        "aarch64: EL1 on SP_EL1; PL011 at {:#x}; GICv{}; timer CNTV (INTID {}) at {} Hz; \
-         PSCI {}; MAIR index {} = Device-nGnRE; PAN {}",
+        "aarch64: EL1 on SP_EL1; PL011 at {:#x} (INTID {}); GICv{} ({} INTIDs); timer CNTV \
+         (INTID {}) at {} Hz; PSCI {}; MAIR index {} = Device-nGnRE; PAN {}",
         devices.uart.base,
+        interrupts::console_line().map_or(-1, i64::from),
         gic.version(),
+        gic.line_count(),
         devices.timer.intid,
         timer::frequency(),
         psci::method_name(),

@@ -28,6 +28,11 @@ fn uart() -> Option<Pl011> {
     }
 }
 
+/// Run `work` on the PL011, once it is mapped (the interrupt self-test).
+pub fn with_uart<R>(work: impl FnOnce(&Pl011) -> R) -> Option<R> {
+    uart().map(|uart| work(&uart))
+}
+
 /// Write bytes to the console as they are.
 pub fn write(bytes: &[u8]) {
     match uart() {

@@ -71,6 +71,8 @@ pub enum PsciMethod {
 #[derive(Clone, Copy, Debug)]
 pub struct Devices {
     pub uart: Region,
+    /// The UART's interrupt (an SPI's INTID) and trigger, from its `interrupts` property.
+    pub uart_interrupt: Option<(u32, Trigger)>,
     /// The UART's reference clock (`uartclk`), when the tree names one.
     pub uart_clock: Option<u64>,
     /// The UART's interrupt as a GIC INTID (its first `interrupts` specifier), if any.
@@ -91,8 +93,11 @@ const PSCI: &[&str] = &["arm,psci-1.0", "arm,psci-0.2"];
 /// Index of the virtual timer in the timer node's `interrupts` (secure phys, non-secure phys,
 /// virtual, hypervisor phys).
 const VIRTUAL_TIMER_INDEX: usize = 2;
-/// GIC interrupt specifier type for a PPI (the first cell).
+/// GIC interrupt specifier types (the first cell): shared and private peripheral.
+const GIC_SPI: u32 = 0;
 const GIC_PPI: u32 = 1;
+/// First SPI interrupt ID.
+const SPI_BASE: u32 = 32;
 /// First PPI interrupt ID.
 const PPI_BASE: u32 = 16;
 
@@ -116,6 +121,7 @@ pub fn parse(blob: &[u8]) -> Result<Devices, EarlyError> {
         ))?;
     let gic = describe_gic(gic_node)?;
     let timer = describe_timer(timer_node, gic_node)?;
+    let uart_interrupt = describe_spi(uart_node, gic_node);
     let psci = tree.find_compatible(PSCI).and_then(|node| {
         match node.property("method").and_then(|method| method.as_str()) {
             Some("hvc") => Some(PsciMethod::Hvc),
@@ -125,6 +131,7 @@ pub fn parse(blob: &[u8]) -> Result<Devices, EarlyError> {
     });
     Ok(Devices {
         uart,
+        uart_interrupt,
         uart_clock,
         uart_intid,
         gic,
@@ -171,11 +178,6 @@ fn regs<'a>(node: FdtNode<'_, 'a>) -> impl Iterator<Item = Region> + 'a {
 fn first_reg(node: FdtNode<'_, '_>) -> Option<Region> {
     regs(node).next().filter(|region| region.size != 0)
 }
-
-/// GIC interrupt specifier type for an SPI (the first cell).
-const GIC_SPI: u32 = 0;
-/// First SPI interrupt ID.
-const SPI_BASE: u32 = 32;
 
 /// The INTID of the first three-cell GIC specifier in `value` (type, number, flags).
 fn gic_intid(value: &[u8]) -> Option<u32> {
@@ -303,18 +305,35 @@ fn describe_timer(
             "virtual timer interrupt is not a PPI",
         ));
     }
-    // Low nibble of the flags: 1/2 edge, 4/8 level (interrupt-controller/irq.h).
-    let trigger = if flags & 0b0011 != 0 {
-        Trigger::Edge
-    } else {
-        Trigger::Level
-    };
+    let trigger = trigger_of(flags);
     let clock_frequency = u32_property(timer, "clock-frequency").map(u64::from);
     Ok(TimerDescription {
         intid: PPI_BASE + number,
         trigger,
         clock_frequency,
     })
+}
+
+/// Trigger from the low nibble of a GIC specifier's flags: 1/2 edge, 4/8 level
+/// (`interrupt-controller/irq.h`).
+fn trigger_of(flags: u32) -> Trigger {
+    if flags & 0b0011 != 0 {
+        Trigger::Edge
+    } else {
+        Trigger::Level
+    }
+}
+
+/// A device's first interrupt, when it is an SPI of `gic`: its INTID and trigger.
+fn describe_spi(device: FdtNode<'_, '_>, gic: FdtNode<'_, '_>) -> Option<(u32, Trigger)> {
+    let width = gic.interrupt_cells().unwrap_or(3);
+    if width < 3 {
+        return None;
+    }
+    let mut specifier = cells(device.property("interrupts")?.value);
+    let (kind, number, flags) = (specifier.next()?, specifier.next()?, specifier.next()?);
+    // SPIs 0–987 are INTIDs 32–1019.
+    (kind == GIC_SPI && number < 988).then(|| (SPI_BASE + number, trigger_of(flags)))
 }
 
 fn memory_top(tree: &Fdt<'_>) -> u64 {

@@ -61,8 +61,8 @@
 //!   may have used blocks where Keel uses pages (a TLB conflict is possible in theory on
 //!   hardware; QEMU does not model it).
 //! - Boot CPU only: one per-CPU block and overflow stack, the GICv3 redistributor of the
-//!   boot CPU, only the timer PPI enabled; every SPI stays disabled. TLB maintenance is
-//!   inner-shareable broadcast, so it is already correct for SMP.
+//!   boot CPU, the timer PPI and the SPIs the core enables ([`interrupts`]) routed to it.
+//!   TLB maintenance is inner-shareable broadcast, so it is already correct for SMP.
 //! - ASIDs are not rolled over: with 8-bit ASIDs at most 255 user address spaces exist at
 //!   once (`new_address_space` then answers `OutOfMemory`).
 //! - The overflow check treats an SP up to 64 KiB below the running stack's base as an
@@ -80,6 +80,7 @@ mod boot;
 mod console;
 mod devicetree;
 mod gic;
+mod interrupts;
 mod mmio;
 mod mmu;
 mod paging;
@@ -95,7 +96,8 @@ mod trap;
 mod upcall;
 
 use arch_api::{
-    Bench, EarlyError, EarlyInfo, ExitCode, FrameSource, InvalidRegisters, KernelStack, MapError,
+    Bench, ConsoleIrqSource, Delivery, EarlyError, EarlyInfo, ExitCode, FrameSource,
+    InterruptError, InterruptSelfTest, Interrupts, InvalidRegisters, KernelStack, MapError,
     PageFlags, Paging, Platform, ProvokedTrap, SelfTest, Threads, TrapCause, UserAccessFault,
     UserRegisterWrite, UserRegisters,
 };
@@ -354,5 +356,68 @@ impl arch_api::KernelTables for Cpu {
         // between), and a fault resumes after the store through its fixup entry.
         unsafe { trap::fixup::keel_provoke_store(address) };
         trap::fixup::take_recorded()
+    }
+}
+
+/// Device lines are GIC SPIs ([`interrupts`]).
+impl Interrupts for Cpu {
+    fn line_count() -> u32 {
+        interrupts::line_count()
+    }
+
+    fn console_line() -> Option<u32> {
+        interrupts::console_line()
+    }
+
+    fn enable(line: u32, delivery: Delivery) -> Result<(), InterruptError> {
+        interrupts::enable(line, delivery)
+    }
+
+    fn disable(line: u32) -> Result<(), InterruptError> {
+        interrupts::disable(line)
+    }
+
+    fn mask(line: u32) -> Result<(), InterruptError> {
+        interrupts::mask(line)
+    }
+
+    fn unmask(line: u32) -> Result<(), InterruptError> {
+        interrupts::unmask(line)
+    }
+
+    fn unexpected_interrupts() -> u64 {
+        interrupts::unexpected()
+    }
+}
+
+/// The PL011 raises its interrupt through loopback (or its transmit interrupt where the
+/// model has no loopback); lines are raised by setting them pending at the distributor.
+impl InterruptSelfTest for Cpu {
+    fn console_irq_test_begin() -> Option<ConsoleIrqSource> {
+        interrupts::console_test_begin()
+    }
+
+    fn console_irq_test_send(byte: u8) {
+        interrupts::console_test_send(byte);
+    }
+
+    fn console_irq_test_clear() -> Option<u8> {
+        interrupts::console_test_clear()
+    }
+
+    fn console_irq_test_end() {
+        interrupts::console_test_end();
+    }
+
+    fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
+        interrupts::set_trigger_for_test(line, level)
+    }
+
+    fn raise_line(line: u32) -> bool {
+        interrupts::raise(line)
+    }
+
+    fn raise_unrouted() -> bool {
+        interrupts::raise_unrouted()
     }
 }

@@ -4,6 +4,10 @@
 unsafe extern "Rust" {
     /// One timer period has passed. Called from the IRQ handler with interrupts masked.
     pub fn keel_timer_tick();
+    /// A device interrupt on `line` (a GIC SPI's INTID), after its end-of-interrupt and, when
+    /// the line was enabled with `Delivery::MaskUntilUnmask`, after disabling it at the
+    /// distributor. Interrupts masked; the core may switch threads inside.
+    pub fn keel_irq(line: u32);
     /// A trap the arch does not finish itself: every system call and every exception from
     /// EL0 (decode with `frame.cause()`). Interrupts masked, on the current thread's kernel
     /// stack; the core may switch threads inside, or end the thread and never return.

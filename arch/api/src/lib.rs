@@ -561,3 +561,131 @@ pub trait KernelTables: Paging {
     /// `.text` are write-protected.
     fn provoke_kernel_write(address: u64) -> Option<TrapCause>;
 }
+// ---------------------------------------------------------------------------------------
+// External device interrupts (issues 8 and 9). Added in round 4 by the IRQ helper.
+// ---------------------------------------------------------------------------------------
+
+/// Why an interrupt-line request was refused. Nothing changes when one is returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptError {
+    /// The line does not exist (`line >= line_count()`), or is not an external device line
+    /// (AArch64: an SGI or PPI; the timer's line belongs to the kernel).
+    InvalidLine,
+    /// The interrupt controller was not found at boot.
+    NoController,
+}
+
+/// What the arch entry does to a line before the `irq` upcall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Mask the line before the upcall (and before end-of-interrupt), so a level-triggered
+    /// line cannot storm; it stays masked until [`Interrupts::unmask`]. What the capability
+    /// layer uses: the driver's `irq_ack` unmasks.
+    MaskUntilUnmask,
+    /// Leave the line unmasked: the core silences the device inside the upcall.
+    KeepUnmasked,
+}
+
+/// External device interrupt lines, routed to the boot CPU (x86_64: the I/O APIC's global
+/// system interrupts; AArch64: the GIC's shared peripheral interrupts, by INTID).
+///
+/// Every external interrupt that is not the timer reaches the core through the `keel_irq`
+/// upcall with its line number, interrupts masked, after the arch has sent end-of-interrupt.
+/// Lines the core never enabled, and vectors or INTIDs that belong to no line, are counted
+/// by the arch and never crash the kernel.
+///
+/// Masking is *lazy* for edge-triggered lines where the controller would drop an edge that
+/// arrives while masked (the x86_64 I/O APIC): the line stays open at the controller, an
+/// edge that arrives while it is masked is latched by the arch without an upcall, and
+/// [`Interrupts::unmask`] re-raises it. So on both architectures "masked" means: no upcall
+/// until unmasked, and what arrived meanwhile is delivered after the unmask.
+pub trait Interrupts: Platform {
+    /// How many lines exist: valid lines are `0..line_count()` (some of which may still be
+    /// refused, e.g. AArch64 INTIDs below 32). 0 when no controller was found.
+    fn line_count() -> u32;
+
+    /// The line of the console UART (the kernel log's): x86_64 COM1 (ISA IRQ 4 through the
+    /// MADT's interrupt source overrides); AArch64 the PL011's SPI from the device tree.
+    fn console_line() -> Option<u32>;
+
+    /// Route `line` to this CPU, unmasked, with the trigger mode the firmware describes
+    /// (ACPI MADT / device tree; a line neither describes: x86_64 ISA lines edge,
+    /// active high, others level, active low; AArch64 level, active high), and choose
+    /// what the entry does on each delivery.
+    fn enable(line: u32, delivery: Delivery) -> Result<(), InterruptError>;
+
+    /// Stop routing `line`: masked at the controller, nothing latched.
+    fn disable(line: u32) -> Result<(), InterruptError>;
+
+    /// Mask `line`: no `irq` upcall until [`Interrupts::unmask`].
+    fn mask(line: u32) -> Result<(), InterruptError>;
+
+    /// Unmask `line`; an interrupt that is pending (level still asserted, or an edge
+    /// latched while masked) is delivered once interrupts are enabled at the CPU.
+    fn unmask(line: u32) -> Result<(), InterruptError>;
+
+    /// Interrupts that arrived for no enabled line (an INTID or vector the arch does not
+    /// route, or a line that was disabled): counted, masked where possible, never fatal.
+    fn unexpected_interrupts() -> u64;
+}
+
+/// Which condition of the console UART the interrupt self-test raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleIrqSource {
+    /// Internal loopback: the byte sent comes back as received data (16550 MCR.LOOP,
+    /// PL011 CR.LBE) and raises the receive interrupt.
+    ReceiveLoopback,
+    /// The UART has no working loopback (QEMU 7.2's PL011 does not model CR.LBE): the byte
+    /// sent goes out on the line, and the transmit interrupt is the one raised.
+    TransmitDone,
+}
+
+/// Self-test hooks for external interrupts (scenario `kernel`): the console UART raising
+/// its interrupt without external input, and software-raised lines. Defaults: unsupported.
+/// Between [`InterruptSelfTest::console_irq_test_begin`] and
+/// [`InterruptSelfTest::console_irq_test_end`] nothing may write to the kernel log.
+pub trait InterruptSelfTest: Interrupts {
+    /// Drain the console UART, put it where a byte sent raises its interrupt without
+    /// leaving the machine (internal loopback where the UART supports it), and enable only
+    /// that interrupt at the UART. `None` when unsupported.
+    fn console_irq_test_begin() -> Option<ConsoleIrqSource> {
+        None
+    }
+
+    /// Send one byte through the console UART.
+    fn console_irq_test_send(byte: u8) {
+        let _ = byte;
+    }
+
+    /// Clear the UART's interrupt condition: read back the byte received in loopback (its
+    /// value), or acknowledge the transmit interrupt (`None`).
+    fn console_irq_test_clear() -> Option<u8> {
+        None
+    }
+
+    /// Restore the UART as the kernel log had it (no loopback, its interrupts off).
+    fn console_irq_test_end() {}
+
+    /// Route `line` edge-triggered (`Some(false)`), level-triggered, active high
+    /// (`Some(true)`), or as the firmware describes (`None`) from its next enable on, so
+    /// one device exercises both masking paths. Returns the trigger now in force (`true`:
+    /// level), `None` when unsupported.
+    fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
+        let _ = (line, level);
+        None
+    }
+
+    /// Raise `line` by software, as the controller would (x86_64: a self-IPI on the line's
+    /// vector; AArch64: set it pending at the distributor). `false` when impossible.
+    fn raise_line(line: u32) -> bool {
+        let _ = line;
+        false
+    }
+
+    /// Raise an interrupt that belongs to no line (x86_64: a self-IPI on an unassigned
+    /// vector; AArch64: an SPI the kernel never enabled, enabled and made pending behind
+    /// the core's back). `false` when impossible.
+    fn raise_unrouted() -> bool {
+        false
+    }
+}

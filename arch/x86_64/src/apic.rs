@@ -30,7 +30,10 @@ mod register {
     pub const TASK_PRIORITY: usize = 0x080;
     pub const END_OF_INTERRUPT: usize = 0x0B0;
     pub const SPURIOUS: usize = 0x0F0;
+    /// In-service register: eight 32-bit words, 16 bytes apart.
+    pub const IN_SERVICE: usize = 0x100;
     pub const ERROR_STATUS: usize = 0x280;
+    pub const INTERRUPT_COMMAND_LOW: usize = 0x300;
     pub const LVT_TIMER: usize = 0x320;
     pub const LVT_LINT0: usize = 0x350;
     pub const LVT_ERROR: usize = 0x370;
@@ -128,6 +131,33 @@ pub fn id() -> u8 {
 /// Signal end of interrupt for the vector in service.
 pub fn end_of_interrupt() {
     write(register::END_OF_INTERRUPT, 0);
+}
+
+/// Whether `vector` is in service (its ISR bit is set), i.e. owes an EOI.
+pub fn in_service(vector: u64) -> bool {
+    let vector = (vector & 0xFF) as usize;
+    read(register::IN_SERVICE + 0x10 * (vector / 32)) & (1 << (vector % 32)) != 0
+}
+
+/// ICR: delivery status (a previous IPI still being sent), level "assert", and the
+/// destination shorthand "self" (SDM Vol. 3A §11.6.1); fixed delivery mode is 0.
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+const ICR_ASSERT: u32 = 1 << 14;
+const ICR_SELF: u32 = 0b01 << 18;
+
+/// Send this CPU a fixed interrupt on `vector` (taken once interrupts are enabled).
+pub fn send_self(vector: u64) {
+    // Bounded: a stuck delivery status must not hang the kernel.
+    for _ in 0..1_000_000 {
+        if read(register::INTERRUPT_COMMAND_LOW) & ICR_DELIVERY_PENDING == 0 {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    write(
+        register::INTERRUPT_COMMAND_LOW,
+        ICR_SELF | ICR_ASSERT | (vector & 0xFF) as u32,
+    );
 }
 
 /// The error status register's latched errors (and clear them).

@@ -15,6 +15,8 @@
 //! - [`percpu`]: the GS-based per-CPU block, GDT, TSS, IST stacks. [`features`]: CPUID and
 //!   CR0/CR4/EFER hardening. [`apic`], [`pic`], [`serial`], [`power`], [`nmi`] (test-only
 //!   NMI storm), [`upcall`] (the arch → core calls).
+//! - [`acpi`] (the MADT) and [`ioapic`]: device interrupt lines (`Interrupts`), one vector
+//!   per I/O APIC input, lazy masking of edge lines.
 //!
 //! # Principles
 //! - One trap frame for every way into the kernel ([`trap::TrapFrame`]): 256 assembly stubs
@@ -53,14 +55,18 @@
 //!   kernel's own tables ([`tables`]) copy those pages when the core switches to them,
 //!   and the loader's tables are not used after that.
 //! - The NMI storm assumes the I/O APIC at 0xFEC0_0000 with the PIT on pin 2 (QEMU).
+//! - The kernel still runs on the loader's page tables (their higher half is the shared
+//!   kernel half); the device window and the kernel-stack region are added to them.
 //! - `FpuState` is a fixed 1 KiB (x87 + SSE + AVX = 832 bytes; checked at boot): AVX-512
 //!   and later components are never enabled in XCR0.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod acpi;
 pub mod apic;
 pub mod features;
 pub mod fpu;
+pub mod ioapic;
 pub mod nmi;
 pub mod paging;
 pub mod percpu;
@@ -75,7 +81,10 @@ pub mod upcall;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use arch_api::{Bench, EarlyError, EarlyInfo, ExitCode, FrameSource, Platform};
+use arch_api::{
+    Bench, Delivery, EarlyError, EarlyInfo, ExitCode, FrameSource, InterruptError,
+    InterruptSelfTest, Interrupts, Platform,
+};
 
 use crate::features::{Cpuid, Feature};
 use crate::serial::arch_println;
@@ -115,7 +124,7 @@ impl Platform for Cpu {
         if supervisor_only {
             features::harden_supervisor_access(&cpuid);
         }
-        nmi::init(frames)?;
+        let ioapic = ioapic::init(info.rsdp, frames)?;
         space::init(&cpuid, frames)?;
         // SAFETY: once, on the boot CPU, interrupts masked, no exception in progress; the
         // kernel half's device-window PML4 slot (which holds the IST region) is filled.
@@ -125,6 +134,7 @@ impl Platform for Cpu {
         // code runs before the core sets a kernel stack (`Threads::set_kernel_stack`).
         unsafe { trap::syscall::init() };
         print_summary(&cpuid, &apic, supervisor_only);
+        print_interrupt_summary(&ioapic);
         Ok(())
     }
 
@@ -206,6 +216,83 @@ fn print_summary(cpuid: &Cpuid, apic: &apic::Found, supervisor_only: bool) {
             ""
         },
     );
+}
+
+fn print_interrupt_summary(found: &ioapic::Found) {
+    match found.missing {
+        Some(missing) => arch_println!("x86_64: no device interrupts: {missing}"),
+        None => arch_println!(
+            "x86_64: {} I/O APIC(s), {} lines (vectors {:#x}+), COM1 on line {}; 8259 pair masked",
+            found.chips,
+            found.lines,
+            trap::vector::EXTERNAL_BASE,
+            found.console_line.map_or(-1, i64::from),
+        ),
+    }
+}
+
+/// Device interrupts through the I/O APIC ([`ioapic`]).
+impl Interrupts for Cpu {
+    fn line_count() -> u32 {
+        ioapic::line_count()
+    }
+
+    fn console_line() -> Option<u32> {
+        ioapic::console_line()
+    }
+
+    fn enable(line: u32, delivery: Delivery) -> Result<(), InterruptError> {
+        ioapic::enable(line, delivery)
+    }
+
+    fn disable(line: u32) -> Result<(), InterruptError> {
+        ioapic::disable(line)
+    }
+
+    fn mask(line: u32) -> Result<(), InterruptError> {
+        ioapic::mask(line)
+    }
+
+    fn unmask(line: u32) -> Result<(), InterruptError> {
+        ioapic::unmask(line)
+    }
+
+    fn unexpected_interrupts() -> u64 {
+        ioapic::unexpected()
+    }
+}
+
+/// COM1's internal loopback raises its receive interrupt; self-IPIs raise lines.
+impl InterruptSelfTest for Cpu {
+    fn console_irq_test_begin() -> Option<arch_api::ConsoleIrqSource> {
+        serial::loopback_begin();
+        Some(arch_api::ConsoleIrqSource::ReceiveLoopback)
+    }
+
+    fn console_irq_test_send(byte: u8) {
+        serial::loopback_send(byte);
+    }
+
+    fn console_irq_test_clear() -> Option<u8> {
+        serial::loopback_receive()
+    }
+
+    fn console_irq_test_end() {
+        serial::loopback_end();
+    }
+
+    fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
+        ioapic::set_trigger_for_test(line, level)
+    }
+
+    fn raise_line(line: u32) -> bool {
+        ioapic::raise(line)
+    }
+
+    fn raise_unrouted() -> bool {
+        apic::send_self(trap::vector::UNASSIGNED_TEST);
+        true
+    }
 }
 
 /// The hardening features that are on (`FeatureList(true)`) or off, space-separated.

@@ -97,7 +97,7 @@ pub fn kernel_root() -> u64 {
     KERNEL_ROOT.load(Ordering::Relaxed)
 }
 
-fn hhdm_offset() -> Option<u64> {
+pub(crate) fn hhdm_offset() -> Option<u64> {
     match HHDM_OFFSET.load(Ordering::Relaxed) {
         0 => None,
         offset => Some(offset),

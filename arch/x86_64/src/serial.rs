@@ -2,7 +2,9 @@
 //!
 //! Polling only: the kernel never takes the UART's interrupt (OUT2 stays low), because the
 //! `console` server will own the device and its IRQ through capabilities (DESIGN.md §7);
-//! the kernel keeps this path for its own log and for fatal reports.
+//! the kernel keeps this path for its own log and for fatal reports. The one exception is
+//! the interrupt self-test ([`loopback_begin`] … [`loopback_end`]), which raises the receive
+//! interrupt through the UART's internal loopback without any external input.
 
 use x86_64::instructions::port::Port;
 
@@ -31,6 +33,18 @@ const MCR_DTR_RTS: u8 = 0b0000_0011;
 const LSR_DATA_READY: u8 = 1 << 0;
 /// LSR: the transmit holding register is empty.
 const LSR_THR_EMPTY: u8 = 1 << 5;
+/// LSR: the transmitter (holding and shift register) is empty.
+const LSR_TRANSMITTER_EMPTY: u8 = 1 << 6;
+/// MCR: internal loopback (the transmitter feeds the receiver, nothing leaves the chip).
+const MCR_LOOP: u8 = 1 << 4;
+/// MCR: OUT2, which gates the UART's interrupt onto the ISA line on PCs.
+const MCR_OUT2: u8 = 1 << 3;
+/// FCR: enable, clear both FIFOs, receive threshold 1 byte (an interrupt per byte).
+const FCR_ENABLE_CLEAR_1: u8 = 0b0000_0111;
+/// IER: received-data-available (and receive timeout) interrupt.
+const IER_RECEIVE: u8 = 1 << 0;
+/// Bound on every wait of the self-test (a missing UART reads 0xFF and never waits).
+const POLL_LIMIT: u32 = 1_000_000;
 /// 115200 baud from the UART's 1.8432 MHz / 16 clock.
 const DIVISOR_115200: u16 = 1;
 
@@ -84,6 +98,80 @@ pub fn read() -> Option<u8> {
         }
         Some(port(DATA).read())
     }
+}
+
+/// Wait (bounded) until everything sent has left the transmitter.
+fn drain_transmitter() {
+    for _ in 0..POLL_LIMIT {
+        // SAFETY: reading COM1's line status has no side effect (see `init`).
+        if unsafe { port(LINE_STATUS).read() } & LSR_TRANSMITTER_EMPTY != 0 {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Read and drop every received byte (bounded).
+fn drain_receiver() {
+    for _ in 0..64 {
+        // SAFETY: reading the line status and the receive buffer only consumes input.
+        unsafe {
+            if port(LINE_STATUS).read() & LSR_DATA_READY == 0 {
+                return;
+            }
+            port(DATA).read();
+        }
+    }
+}
+
+/// Interrupt self-test: wait for the log to leave the chip, then put the UART in internal
+/// loopback (MCR.LOOP, with OUT2) with a one-byte receive threshold and only its receive
+/// interrupt enabled. Nothing may write the log until [`loopback_end`]: it would loop back.
+pub fn loopback_begin() {
+    drain_transmitter();
+    // SAFETY: COM1's registers (see `init`); the kernel log is quiet (caller's duty), so
+    // switching the UART to loopback loses no output.
+    unsafe {
+        port(INTERRUPT_ENABLE).write(0);
+        port(MODEM_CONTROL).write(MCR_DTR_RTS | MCR_OUT2 | MCR_LOOP);
+        port(FIFO_CONTROL).write(FCR_ENABLE_CLEAR_1);
+    }
+    drain_receiver();
+    // SAFETY: as above; enables only the receive interrupt.
+    unsafe { port(INTERRUPT_ENABLE).write(IER_RECEIVE) };
+}
+
+/// Send one byte in loopback: it comes back as received data.
+pub fn loopback_send(byte: u8) {
+    write(&[byte]);
+}
+
+/// Take the byte received in loopback (clearing the receive interrupt), waiting for it a
+/// bounded time; `None` if none arrived.
+pub fn loopback_receive() -> Option<u8> {
+    for _ in 0..POLL_LIMIT {
+        // SAFETY: reading the line status and the receive buffer only consumes input.
+        unsafe {
+            if port(LINE_STATUS).read() & LSR_DATA_READY != 0 {
+                return Some(port(DATA).read());
+            }
+        }
+        core::hint::spin_loop();
+    }
+    None
+}
+
+/// Leave loopback: interrupts off, receiver drained, FIFOs and modem control as `init` set
+/// them, so the kernel log works again.
+pub fn loopback_end() {
+    drain_transmitter();
+    // SAFETY: COM1's registers (see `init`); restores `init`'s settings.
+    unsafe {
+        port(INTERRUPT_ENABLE).write(0);
+        port(FIFO_CONTROL).write(FCR_ENABLE_CLEAR_14);
+        port(MODEM_CONTROL).write(MCR_DTR_RTS);
+    }
+    drain_receiver();
 }
 
 /// A `core::fmt::Write` sink on the UART that turns `\n` into `\r\n`, for the arch

@@ -9,6 +9,11 @@ unsafe extern "Rust" {
     /// trap dispatcher with interrupts masked, on the interrupted kernel stack.
     pub fn keel_timer_tick();
 
+    /// A device interrupt on `line` (an I/O APIC GSI), after its end-of-interrupt and, when
+    /// the line was enabled with `Delivery::MaskUntilUnmask`, after masking it. Called from
+    /// the trap dispatcher with interrupts masked; the core may switch threads inside.
+    pub fn keel_irq(line: u32);
+
     /// A trap the arch crate does not finish itself: a system call, or any exception from
     /// user mode (decode with `TrapCause`). Called with interrupts masked, on the current
     /// thread's kernel stack, with `frame` at its top. The core may switch threads inside

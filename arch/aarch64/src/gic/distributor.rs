@@ -1,5 +1,6 @@
 //! The GIC distributor's register block, common to GICv2 and GICv3 (the first 4 KiB; GICv3
-//! adds `GICD_IROUTER<n>` further up, which Keel does not use yet).
+//! adds `GICD_IROUTER<n>` at 0x6000, [`Routing`]). `GICD_ITARGETSR` is GICv2's (GICv3 with
+//! affinity routing ignores it), `GICD_IGRPMODR` GICv3's.
 
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
@@ -13,17 +14,29 @@ register_structs! {
         (0x080 => pub igroupr: [ReadWrite<u32>; 32]),
         (0x100 => pub isenabler: [ReadWrite<u32>; 32]),
         (0x180 => pub icenabler: [ReadWrite<u32>; 32]),
-        (0x200 => _reserved1),
+        (0x200 => pub ispendr: [ReadWrite<u32>; 32]),
         (0x280 => pub icpendr: [ReadWrite<u32>; 32]),
         (0x300 => _reserved2),
         (0x380 => pub icactiver: [ReadWrite<u32>; 32]),
         (0x400 => pub ipriorityr: [ReadWrite<u8>; 1024]),
-        (0x800 => _reserved3),
+        (0x800 => pub itargetsr: [ReadWrite<u8>; 1024]),
         (0xc00 => pub icfgr: [ReadWrite<u32>; 64]),
-        (0xd00 => _reserved4),
+        (0xd00 => pub igrpmodr: [ReadWrite<u32>; 32]),
+        (0xd80 => _reserved4),
         (0x1000 => @END),
     }
 }
+
+register_structs! {
+    /// GICv3's `GICD_IROUTER<n>`, 0x6000 into the distributor: one per INTID (32–1019).
+    pub Routing {
+        (0x0000 => pub irouter: [ReadWrite<u64>; 1020]),
+        (0x1fe0 => @END),
+    }
+}
+
+/// Offset of [`Routing`] from the distributor's base.
+pub const ROUTING_OFFSET: usize = 0x6000;
 
 /// GICD_CTLR.RWP (GICv3): a write to CTLR or ICENABLER is still taking effect. Reads as 0
 /// on GICv2, where the bit is reserved.
@@ -52,6 +65,11 @@ impl Distributor {
     /// Wait until a CTLR/ICENABLER write has taken effect.
     pub fn wait_for_writes(&self) -> bool {
         (0..POLL_LIMIT).any(|_| self.ctlr.get() & CTLR_RWP == 0)
+    }
+
+    /// Words of [`Distributor::words`] as interrupt IDs: lines `0..line_count()` exist.
+    pub fn line_count(&self) -> u32 {
+        (self.words() as u32 * 32).min(super::FIRST_SPECIAL)
     }
 
     /// Set the configuration bits of `intid` in GICD_ICFGR/GICR_ICFGR form: `true` = edge.

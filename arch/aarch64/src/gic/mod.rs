@@ -1,7 +1,8 @@
 //! The Arm Generic Interrupt Controller, v2 or v3 (whichever the device tree describes).
 //!
-//! This round enables one interrupt, the timer PPI, on the boot CPU; everything else the
-//! firmware may have left enabled, pending or active is cleared at init.
+//! The timer PPI and the shared peripheral interrupts the core enables (device lines,
+//! [`crate::interrupts`]) are routed to the boot CPU; everything else the firmware may have
+//! left enabled, pending or active is cleared at init.
 
 mod distributor;
 mod v2;
@@ -18,7 +19,7 @@ const PRIORITY: u8 = 0x80;
 /// The CPU interface signals interrupts with a priority below this.
 const PRIORITY_MASK: u32 = 0xf0;
 /// Interrupt IDs 1020–1023 are special; 1023 means "spurious, nothing pending".
-const FIRST_SPECIAL: u32 = 1020;
+pub(crate) const FIRST_SPECIAL: u32 = 1020;
 
 /// An acknowledged interrupt, to be passed back to [`Gic::end`].
 #[derive(Clone, Copy, Debug)]
@@ -98,6 +99,39 @@ impl Gic {
         match self {
             Gic::V2(gic) => gic.enable_ppi(intid, edge),
             Gic::V3(gic) => gic.enable_ppi(intid, edge),
+        }
+    }
+
+    /// Configure shared peripheral interrupt `intid` (32 and up) for this CPU and enable it.
+    pub fn enable_spi(&self, intid: u32, trigger: Trigger) {
+        let edge = trigger == Trigger::Edge;
+        match self {
+            Gic::V2(gic) => gic.enable_spi(intid, edge),
+            Gic::V3(gic) => gic.enable_spi(intid, edge),
+        }
+    }
+
+    /// Enable an interrupt configured earlier and since [`Gic::disable`]d (unmask).
+    pub fn reenable(&self, intid: u32) {
+        match self {
+            Gic::V2(gic) => gic.reenable(intid),
+            Gic::V3(gic) => gic.reenable(intid),
+        }
+    }
+
+    /// Set shared interrupt `intid` pending at the distributor (self-tests).
+    pub fn set_pending(&self, intid: u32) {
+        match self {
+            Gic::V2(gic) => gic.set_pending(intid),
+            Gic::V3(gic) => gic.set_pending(intid),
+        }
+    }
+
+    /// Interrupt IDs the distributor implements: `0..line_count()`.
+    pub fn line_count(&self) -> u32 {
+        match self {
+            Gic::V2(gic) => gic.line_count(),
+            Gic::V3(gic) => gic.line_count(),
         }
     }
 

@@ -87,6 +87,42 @@ impl GicV2 {
         self.distributor.icenabler[(intid / 32) as usize].set(1 << (intid % 32));
     }
 
+    /// Configure shared interrupt `intid` (group, priority, this CPU as its target, trigger)
+    /// and enable it.
+    pub fn enable_spi(&self, intid: u32, edge: bool) {
+        let distributor = &self.distributor;
+        let word = (intid / 32) as usize;
+        let bit = 1 << (intid % 32);
+        if !self.security_extensions {
+            let groups = &distributor.igroupr[word];
+            groups.set(groups.get() & !bit);
+        }
+        distributor.ipriorityr[intid as usize].set(PRIORITY);
+        // GICD_ITARGETSR0–7 read back this CPU's own bit (IHI 0048B §4.3.12); on a
+        // uniprocessor GIC they, and every target field, read as zero and ignore writes.
+        let this_cpu = (0..32)
+            .map(|index| distributor.itargetsr[index].get())
+            .find(|&mask| mask != 0)
+            .unwrap_or(1);
+        distributor.itargetsr[intid as usize].set(this_cpu);
+        Distributor::configure_bits(&distributor.icfgr[(intid / 16) as usize], intid, edge);
+        distributor.isenabler[word].set(bit);
+    }
+
+    /// Let an enabled interrupt be signalled again (after [`GicV2::disable`]).
+    pub fn reenable(&self, intid: u32) {
+        self.distributor.isenabler[(intid / 32) as usize].set(1 << (intid % 32));
+    }
+
+    /// Make `intid` pending, as if its device had signalled it.
+    pub fn set_pending(&self, intid: u32) {
+        self.distributor.ispendr[(intid / 32) as usize].set(1 << (intid % 32));
+    }
+
+    pub fn line_count(&self) -> u32 {
+        self.distributor.line_count()
+    }
+
     pub fn acknowledge(&self) -> Option<Acknowledged> {
         let raw = self.cpu.iar.get();
         let intid = raw & IAR_ID;

@@ -14,7 +14,7 @@ use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite};
 
-use super::distributor::{Distributor, POLL_LIMIT};
+use super::distributor::{Distributor, POLL_LIMIT, ROUTING_OFFSET, Routing};
 use super::{Acknowledged, PRIORITY, PRIORITY_MASK};
 use crate::mmio::Mmio;
 
@@ -78,6 +78,10 @@ const IAR_ID: u64 = 0xff_ffff;
 
 pub struct GicV3 {
     distributor: Mmio<Distributor>,
+    routing: Mmio<Routing>,
+    /// This CPU's affinity in GICD_IROUTER form (Aff3 at bits 39:32, Aff2.Aff1.Aff0 below;
+    /// Interrupt_Routing_Mode 0: this CPU only).
+    affinity: u64,
     control: Mmio<RedistributorControl>,
     sgi: Mmio<RedistributorSgi>,
 }
@@ -114,9 +118,14 @@ impl GicV3 {
                     // SAFETY: the SGI frame follows the control frame inside the region.
                     let sgi = unsafe { Mmio::new(region.base + offset + FRAME) };
                     // SAFETY: the caller guarantees the distributor mapping.
-                    let distributor = unsafe { Mmio::new(distributor) };
+                    let distributor_registers = unsafe { Mmio::new(distributor) };
+                    // SAFETY: GICD_IROUTER lies 0x6000 into the distributor's 64 KiB
+                    // frame, which the caller mapped whole.
+                    let routing = unsafe { Mmio::new(distributor + ROUTING_OFFSET) };
                     return Ok(Self {
-                        distributor,
+                        distributor: distributor_registers,
+                        routing,
+                        affinity: mpidr & 0xff_00ff_ffff,
                         control,
                         sgi,
                     });
@@ -220,7 +229,40 @@ impl GicV3 {
             self.sgi.icenabler0.set(1 << intid);
         } else {
             self.distributor.icenabler[(intid / 32) as usize].set(1 << (intid % 32));
+            // The disable takes effect when RWP clears (bounded: a GIC that never clears
+            // it is reported at init, not here).
+            let _ = self.distributor.wait_for_writes();
         }
+    }
+
+    /// Configure shared interrupt `intid` (Group 1, priority, routed to this CPU, trigger)
+    /// and enable it.
+    pub fn enable_spi(&self, intid: u32, edge: bool) {
+        let distributor = &self.distributor;
+        let word = (intid / 32) as usize;
+        let bit = 1 << (intid % 32);
+        let groups = &distributor.igroupr[word];
+        groups.set(groups.get() | bit);
+        let modifiers = &distributor.igrpmodr[word];
+        modifiers.set(modifiers.get() & !bit);
+        distributor.ipriorityr[intid as usize].set(PRIORITY);
+        self.routing.irouter[intid as usize].set(self.affinity);
+        Distributor::configure_bits(&distributor.icfgr[(intid / 16) as usize], intid, edge);
+        distributor.isenabler[word].set(bit);
+    }
+
+    /// Let an enabled interrupt be signalled again (after [`GicV3::disable`]).
+    pub fn reenable(&self, intid: u32) {
+        self.distributor.isenabler[(intid / 32) as usize].set(1 << (intid % 32));
+    }
+
+    /// Make `intid` pending, as if its device had signalled it.
+    pub fn set_pending(&self, intid: u32) {
+        self.distributor.ispendr[(intid / 32) as usize].set(1 << (intid % 32));
+    }
+
+    pub fn line_count(&self) -> u32 {
+        self.distributor.line_count()
     }
 
     pub fn acknowledge(&self) -> Option<Acknowledged> {

@@ -401,12 +401,9 @@ fn interrupt(frame: &TrapFrame) {
         // (kernel/src/upcall.rs); called with interrupts masked, as it expects.
         unsafe { upcall::keel_timer_tick() };
     } else {
-        gic.disable(acknowledged.intid);
-        gic.end(acknowledged);
-        crate::console::report!(
-            "keel: unexpected interrupt {} (disabled at the GIC)",
-            acknowledged.intid
-        );
+        // A device line (mask if asked, end, `keel_irq`), or one nobody enabled (disabled
+        // and counted, never fatal).
+        crate::interrupts::deliver(gic, acknowledged);
     }
 }
 

@@ -9,12 +9,14 @@
 //! | NMI | counted (GS base checked) | counted (GS base checked) |
 //! | #DF, #MC | fatal report (a #DF on a guard page: the stack-overflow line) | same |
 //! | LAPIC timer | EOI, `keel_timer_tick` | same |
+//! | device line (I/O APIC) | mask if asked, EOI, `keel_irq` ([`crate::ioapic::deliver`]) | same |
+//! | any other interrupt vector | counted as unexpected, EOI if in service | same |
 
 use super::frame::rflags;
 use super::report;
 use super::vector;
 use super::{TrapFrame, fixup, syscall};
-use crate::{apic, percpu, pic, upcall};
+use crate::{apic, ioapic, percpu, pic, upcall};
 
 /// Called by the entry assembly with a pointer to the frame it built, interrupts masked,
 /// GS holding the kernel's per-CPU block, DF and AC clear.
@@ -98,6 +100,14 @@ fn handle(frame: &mut TrapFrame) {
         // IRQ 7 needs no EOI; a spurious IRQ 15 reached the master as a real IRQ 2.
         vector::PIC_SPURIOUS_MASTER if !pic::in_service(7) => {}
         vector::PIC_SPURIOUS_SLAVE if !pic::in_service(15) => pic::end_of_interrupt_master(),
+        external if vector::is_external(external) => {
+            ioapic::deliver((external - vector::EXTERNAL_BASE) as u32);
+        }
+        // A vector nothing is assigned to (a stray MSI, an 8259 line that slipped through):
+        // counted, never fatal.
+        stray if (vector::FIRST_INTERRUPT..=vector::LAST).contains(&stray) => {
+            ioapic::count_unexpected_vector(stray);
+        }
         _ => report::fatal(frame),
     }
 }

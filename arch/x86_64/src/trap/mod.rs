@@ -48,6 +48,16 @@ pub mod vector {
     pub const PIC_SPURIOUS_SLAVE: u64 = PIC_BASE + 15;
     /// The local APIC timer.
     pub const LAPIC_TIMER: u64 = 0x30;
+    /// Device interrupts: line (I/O APIC GSI) n on vector `EXTERNAL_BASE + n`.
+    pub const EXTERNAL_BASE: u64 = 0x40;
+    /// How many lines have a vector (0x40..0xE0).
+    pub const EXTERNAL_LINES: u32 = 0xA0;
+    /// A vector assigned to nothing, for the "unrouted interrupt" self-test.
+    pub const UNASSIGNED_TEST: u64 = 0xEF;
+    /// Whether `vector` is a device line's.
+    pub const fn is_external(vector: u64) -> bool {
+        vector >= EXTERNAL_BASE && vector < EXTERNAL_BASE + EXTERNAL_LINES as u64
+    }
     /// The local APIC's internal error interrupt.
     pub const LAPIC_ERROR: u64 = 0xFE;
     /// The local APIC's spurious vector (its low four bits must be 1s on old APICs).
@@ -134,6 +144,7 @@ pub mod vector {
             0..32 => EXCEPTIONS[vector as usize],
             PIC_BASE..=PIC_SPURIOUS_SLAVE => "legacy 8259 interrupt",
             LAPIC_TIMER => "local APIC timer",
+            vector if is_external(vector) => "device interrupt",
             LAPIC_ERROR => "local APIC error",
             LAPIC_SPURIOUS => "local APIC spurious",
             SYSCALL => "system call",
