@@ -232,10 +232,22 @@ pub unsafe fn switch(
     let cpu = percpu::this();
     from.tpidr_el0 = sysreg::read!("tpidr_el0");
     from.tpidrro_el0 = cpu.user_tpidrro.load(Ordering::Relaxed);
-    // TPIDR_EL0 matters only at EL0; the kernel never reads it.
-    sysreg::write!("tpidr_el0", to.tpidr_el0);
-    // Written to the register on the next return to EL0 (the trap return path).
+    // TPIDRRO_EL0 is kept in the per-CPU block for the trap return path (which writes it
+    // back after an EL1 entry borrowed the register), and written now, with TPIDR_EL0, for
+    // the system-call fast exit, which does not touch it.
     cpu.user_tpidrro.store(to.tpidrro_el0, Ordering::Relaxed);
+    // SAFETY: both registers matter only at EL0 (the kernel never reads TPIDR_EL0, and
+    // reads TPIDRRO_EL0 only as its own scratch in the EL1 entry, which restores it); the
+    // ERET to EL0 synchronizes them, so no ISB.
+    unsafe {
+        core::arch::asm!(
+            "msr tpidr_el0, {tls}",
+            "msr tpidrro_el0, {tls_ro}",
+            tls = in(reg) to.tpidr_el0,
+            tls_ro = in(reg) to.tpidrro_el0,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
     // From here an EL1 exception checks SP against the incoming stack. Interrupts are
     // masked (the caller's duty) and the code up to the SP switch makes no deep calls, so
     // the only exception possible before it is a fault, which the report handles either way.
@@ -332,6 +344,7 @@ pub fn write_user_registers(
     frame.elr = registers.instruction_pointer;
     frame.sp_el0 = registers.stack_pointer;
     frame.spsr = crate::trap::SPSR_EL0T | registers.flags;
+    frame.mark_full();
     fpu.fpcr = registers.fpu_control;
     fpu.fpsr = registers.fpu_status;
     Ok(())

@@ -314,6 +314,7 @@ pub fn write_user_registers(
         rflags: registers.flags | forced,
         ..*frame
     };
+    frame.mark_full();
     // The running thread's FPU registers are live, and its `FpuState` is stale until the
     // next switch saves over it: for that thread, save, change, and load back.
     let running = percpu::current()
