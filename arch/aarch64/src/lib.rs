@@ -162,6 +162,7 @@ impl Threads for Cpu {
         thread::prepare(stack, entry, argument)
     }
 
+    #[inline]
     unsafe fn switch(
         from: &mut Context,
         from_fpu: &mut FpuState,
@@ -182,6 +183,7 @@ impl Threads for Cpu {
         unsafe { thread::enter_user(frame) }
     }
 
+    #[inline]
     fn set_current_thread(thread: usize) {
         thread::set_current_thread(thread);
     }
@@ -235,6 +237,7 @@ impl Paging for Cpu {
         paging::unmap_user(space, virtual_address)
     }
 
+    #[inline]
     fn activate(space: &AddressSpace) {
         paging::activate(space);
     }

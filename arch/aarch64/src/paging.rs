@@ -410,6 +410,7 @@ pub fn unmap_user(space: &mut AddressSpace, virt: u64) -> Result<u64, MapError> 
     Ok(entry & ADDRESS)
 }
 
+#[inline]
 pub fn activate(space: &AddressSpace) {
     // TTBR0 changes only the user half, which the kernel reaches only through the user
     // copies; the ASID keeps other spaces' TLB entries apart, so no invalidation.

@@ -339,6 +339,7 @@ unsafe fn write_cr3(value: u64) {
 }
 
 /// Make `space` the current user half.
+#[inline]
 pub fn activate(space: &AddressSpace) {
     let mut value = space.root;
     if pcid_enabled() {
@@ -467,6 +468,7 @@ impl arch_api::Paging for crate::Cpu {
         unmap_user(space, virtual_address)
     }
 
+    #[inline]
     fn activate(space: &AddressSpace) {
         activate(space);
     }
