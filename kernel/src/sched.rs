@@ -466,9 +466,16 @@ static DEAD_PENDING: AtomicBool = AtomicBool::new(false);
 /// Run by every thread right after it gains the CPU: free the thread that died before it.
 #[inline]
 pub fn after_switch() {
-    if !DEAD_PENDING.load(Ordering::Relaxed) {
-        return;
+    if DEAD_PENDING.load(Ordering::Relaxed) {
+        free_dead();
     }
+}
+
+/// The slow part of [`after_switch`]: free the dead thread's stack and its share of its
+/// process.
+#[cold]
+#[inline(never)]
+fn free_dead() {
     DEAD_PENDING.store(false, Ordering::Relaxed);
     let dead = with(|scheduler| {
         let id = scheduler.dead.take()?;
