@@ -394,10 +394,10 @@ fn reschedule(reason: Reason) {
         // queue work, no state change.
         if reason == Reason::Yield
             && current != idle
-            && !scheduler
+            && scheduler
                 .queue
                 .highest_priority()
-                .is_some_and(|ready| ready >= priority)
+                .is_none_or(|ready| ready < priority)
         {
             scheduler.slice_left = TIME_SLICE_TICKS;
             return;
