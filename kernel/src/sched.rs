@@ -20,7 +20,7 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arch_api::{Paging, Platform, Threads};
 use kcore::runqueue::{Priority, QueueLink, RunQueue};
@@ -399,10 +399,24 @@ fn reschedule(reason: Reason) {
         let scheduler = shared.0.as_mut().expect("scheduler not initialized");
         let current = scheduler.current;
         let idle = scheduler.idle;
+        let Some(priority) = scheduler.thread(current).map(|thread| thread.priority) else {
+            return;
+        };
+        // A yield with no other thread ready at this priority or above keeps the CPU: no
+        // queue work, no state change.
+        if reason == Reason::Yield
+            && current != idle
+            && scheduler
+                .queue
+                .highest_priority()
+                .is_none_or(|ready| ready < priority)
+        {
+            scheduler.slice_left = TIME_SLICE_TICKS;
+            return;
+        }
         let Some(thread) = scheduler.thread(current) else {
             return;
         };
-        let priority = thread.priority;
         match reason {
             Reason::Yield => thread.state = State::Ready,
             Reason::Block => thread.state = State::Blocked,
@@ -421,6 +435,7 @@ fn reschedule(reason: Reason) {
         }
         if reason == Reason::Exit {
             scheduler.dead = Some(current);
+            DEAD_PENDING.store(true, Ordering::Relaxed);
         }
         scheduler.slice_left = TIME_SLICE_TICKS;
         scheduler.current = next;
@@ -519,8 +534,24 @@ pub fn switch_to(next: usize) {
     after_switch();
 }
 
+/// Whether `Scheduler::dead` may hold a thread, so [`after_switch`] takes the lock only
+/// then (set under the lock, cleared by the taker; one CPU, interrupts masked).
+static DEAD_PENDING: AtomicBool = AtomicBool::new(false);
+
 /// Run by every thread right after it gains the CPU: free the thread that died before it.
+#[inline]
 pub fn after_switch() {
+    if DEAD_PENDING.load(Ordering::Relaxed) {
+        free_dead();
+    }
+}
+
+/// The slow part of [`after_switch`]: free the dead thread's stack and its share of its
+/// process.
+#[cold]
+#[inline(never)]
+fn free_dead() {
+    DEAD_PENDING.store(false, Ordering::Relaxed);
     let dead = with(|scheduler| {
         let id = scheduler.dead.take()?;
         scheduler.threads[id].take()

@@ -61,6 +61,15 @@ pub fn keel_trap(frame: &mut TrapFrame) {
     }
 }
 
+/// A system call, straight from the arch crate's system-call entry (no trap demultiplexing
+/// on the way): interrupts masked, `frame` at the top of the current thread's kernel
+/// stack, holding at least the number and argument registers. Returns with the results in
+/// `frame`; may switch threads inside, or end the thread and never return.
+#[unsafe(no_mangle)]
+pub extern "C" fn keel_syscall(frame: &mut TrapFrame) {
+    syscall::enter(frame);
+}
+
 /// The name of thread `thread`, for the arch crate's fatal reports. Never blocks (the
 /// report may come from inside the scheduler).
 #[unsafe(no_mangle)]

@@ -172,6 +172,7 @@ impl Threads for Cpu {
         thread::prepare(stack, entry, argument)
     }
 
+    #[inline]
     unsafe fn switch(
         from: &mut Context,
         from_fpu: &mut FpuState,
@@ -192,6 +193,7 @@ impl Threads for Cpu {
         unsafe { thread::enter_user(frame) }
     }
 
+    #[inline]
     fn set_current_thread(thread: usize) {
         thread::set_current_thread(thread);
     }
@@ -253,6 +255,7 @@ impl Paging for Cpu {
         paging::protect_user(space, virtual_address, flags)
     }
 
+    #[inline]
     fn activate(space: &AddressSpace) {
         paging::activate(space);
     }

@@ -598,6 +598,7 @@ pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Re
     Ok(())
 }
 
+#[inline]
 pub fn activate(space: &AddressSpace) {
     // TTBR0 changes only the user half, which the kernel reaches only through the user
     // copies; the ASID keeps other spaces' TLB entries apart, so no invalidation.

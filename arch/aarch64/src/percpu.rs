@@ -84,6 +84,7 @@ pub fn current() -> Option<&'static PerCpu> {
 
 /// This CPU's block, through TPIDR_EL1. Only valid after [`init_boot_cpu`], which
 /// `early_init` runs first (a zero TPIDR_EL1 falls back to the boot CPU's block).
+#[inline]
 pub fn this() -> &'static PerCpu {
     match TPIDR_EL1.get() {
         0 => &BOOT_CPU,
@@ -96,6 +97,7 @@ pub fn this() -> &'static PerCpu {
 impl PerCpu {
     /// Record the bounds of the kernel stack the CPU runs on now (or will, after the switch
     /// in progress), for the overflow check.
+    #[inline]
     pub fn set_stack(&self, stack: KernelStack) {
         // Order: the base is what the entry check reads; a stale top is harmless.
         self.stack_top.store(stack.top, Ordering::Relaxed);

@@ -148,9 +148,10 @@ unsafe extern "C" fn switch_stacks(from: *mut Context, to: *const Context) {
     )
 }
 
-/// Store q0–q31, FPCR, FPSR into `state`.
+/// Store q0–q31, FPCR, FPSR into `save`, then load them from `load`: the eager FP/SIMD
+/// switch, in one call.
 #[unsafe(naked)]
-unsafe extern "C" fn fpu_save(state: *mut FpuState) {
+unsafe extern "C" fn fpu_switch(save: *mut FpuState, load: *const FpuState) {
     naked_asm!(
         ".arch_extension fp",
         ".arch_extension simd",
@@ -173,36 +174,24 @@ unsafe extern "C" fn fpu_save(state: *mut FpuState) {
         "mrs    x9, fpcr",
         "mrs    x10, fpsr",
         "add    x11, x0, #{fpcr}",                  // (beyond stp's immediate range)
-        "stp    x9, x10, [x11]",
-        "ret",
-        q = const Q,
-        fpcr = const FPCR,
-    )
-}
-
-/// Load q0–q31, FPCR, FPSR from `state`.
-#[unsafe(naked)]
-unsafe extern "C" fn fpu_load(state: *const FpuState) {
-    naked_asm!(
-        ".arch_extension fp",
-        ".arch_extension simd",
-        "ldp    q0, q1, [x0, #{q} + 0 * 32]",
-        "ldp    q2, q3, [x0, #{q} + 1 * 32]",
-        "ldp    q4, q5, [x0, #{q} + 2 * 32]",
-        "ldp    q6, q7, [x0, #{q} + 3 * 32]",
-        "ldp    q8, q9, [x0, #{q} + 4 * 32]",
-        "ldp    q10, q11, [x0, #{q} + 5 * 32]",
-        "ldp    q12, q13, [x0, #{q} + 6 * 32]",
-        "ldp    q14, q15, [x0, #{q} + 7 * 32]",
-        "ldp    q16, q17, [x0, #{q} + 8 * 32]",
-        "ldp    q18, q19, [x0, #{q} + 9 * 32]",
-        "ldp    q20, q21, [x0, #{q} + 10 * 32]",
-        "ldp    q22, q23, [x0, #{q} + 11 * 32]",
-        "ldp    q24, q25, [x0, #{q} + 12 * 32]",
-        "ldp    q26, q27, [x0, #{q} + 13 * 32]",
-        "ldp    q28, q29, [x0, #{q} + 14 * 32]",
-        "ldp    q30, q31, [x0, #{q} + 15 * 32]",
-        "add    x11, x0, #{fpcr}",
+        "stp    x9, x10, [x11]",                    // save.fpcr, save.fpsr
+        "ldp    q0, q1, [x1, #{q} + 0 * 32]",
+        "ldp    q2, q3, [x1, #{q} + 1 * 32]",
+        "ldp    q4, q5, [x1, #{q} + 2 * 32]",
+        "ldp    q6, q7, [x1, #{q} + 3 * 32]",
+        "ldp    q8, q9, [x1, #{q} + 4 * 32]",
+        "ldp    q10, q11, [x1, #{q} + 5 * 32]",
+        "ldp    q12, q13, [x1, #{q} + 6 * 32]",
+        "ldp    q14, q15, [x1, #{q} + 7 * 32]",
+        "ldp    q16, q17, [x1, #{q} + 8 * 32]",
+        "ldp    q18, q19, [x1, #{q} + 9 * 32]",
+        "ldp    q20, q21, [x1, #{q} + 10 * 32]",
+        "ldp    q22, q23, [x1, #{q} + 11 * 32]",
+        "ldp    q24, q25, [x1, #{q} + 12 * 32]",
+        "ldp    q26, q27, [x1, #{q} + 13 * 32]",
+        "ldp    q28, q29, [x1, #{q} + 14 * 32]",
+        "ldp    q30, q31, [x1, #{q} + 15 * 32]",
+        "add    x11, x1, #{fpcr}",
         "ldp    x9, x10, [x11]",
         "msr    fpcr, x9",
         "msr    fpsr, x10",
@@ -216,6 +205,7 @@ unsafe extern "C" fn fpu_load(state: *const FpuState) {
 ///
 /// # Safety
 /// As `arch_api::Threads::switch`.
+#[inline]
 pub unsafe fn switch(
     from: &mut Context,
     from_fpu: &mut FpuState,
@@ -225,17 +215,26 @@ pub unsafe fn switch(
 ) {
     // SAFETY: both states are live, 16-byte aligned `FpuState`s; FP/SIMD access is enabled
     // at EL1 (CPACR_EL1.FPEN) and the kernel keeps no value of its own in these registers.
-    unsafe {
-        fpu_save(from_fpu);
-        fpu_load(to_fpu);
-    }
+    unsafe { fpu_switch(from_fpu, to_fpu) };
     let cpu = percpu::this();
     from.tpidr_el0 = sysreg::read!("tpidr_el0");
     from.tpidrro_el0 = cpu.user_tpidrro.load(Ordering::Relaxed);
-    // TPIDR_EL0 matters only at EL0; the kernel never reads it.
-    sysreg::write!("tpidr_el0", to.tpidr_el0);
-    // Written to the register on the next return to EL0 (the trap return path).
+    // TPIDRRO_EL0 is kept in the per-CPU block for the trap return path (which writes it
+    // back after an EL1 entry borrowed the register), and written now, with TPIDR_EL0, for
+    // the system-call fast exit, which does not touch it.
     cpu.user_tpidrro.store(to.tpidrro_el0, Ordering::Relaxed);
+    // SAFETY: both registers matter only at EL0 (the kernel never reads TPIDR_EL0, and
+    // reads TPIDRRO_EL0 only as its own scratch in the EL1 entry, which restores it); the
+    // ERET to EL0 synchronizes them, so no ISB.
+    unsafe {
+        core::arch::asm!(
+            "msr tpidr_el0, {tls}",
+            "msr tpidrro_el0, {tls_ro}",
+            tls = in(reg) to.tpidr_el0,
+            tls_ro = in(reg) to.tpidrro_el0,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
     // From here an EL1 exception checks SP against the incoming stack. Interrupts are
     // masked (the caller's duty) and the code up to the SP switch makes no deep calls, so
     // the only exception possible before it is a fault, which the report handles either way.
@@ -283,6 +282,7 @@ pub unsafe fn enter_user(frame: *const TrapFrame) -> ! {
 }
 
 /// Record the running thread (0: none).
+#[inline]
 pub fn set_current_thread(thread: usize) {
     percpu::this()
         .current_thread
@@ -332,6 +332,7 @@ pub fn write_user_registers(
     frame.elr = registers.instruction_pointer;
     frame.sp_el0 = registers.stack_pointer;
     frame.spsr = crate::trap::SPSR_EL0T | registers.flags;
+    frame.mark_full();
     fpu.fpcr = registers.fpu_control;
     fpu.fpsr = registers.fpu_status;
     Ok(())

@@ -16,3 +16,12 @@ unsafe extern "Rust" {
     /// reports.
     pub fn keel_thread_name(thread: usize) -> &'static str;
 }
+
+unsafe extern "C" {
+    /// A system call (`svc #0`), called straight from the vector table's fast path (so the
+    /// C ABI): decode the number and arguments from `frame`, run it, write the results into
+    /// `frame`. Interrupts masked, on the current thread's kernel stack, `frame` at its top
+    /// — a partial frame (`trap::SYSCALL_PARTIAL`). The core may switch threads inside, or
+    /// end the thread and never return.
+    pub fn keel_syscall(frame: &mut crate::TrapFrame);
+}

@@ -208,6 +208,7 @@ pub fn init(cpuid: &Cpuid) -> Result<(), EarlyError> {
 }
 
 /// Save this CPU's FPU registers into `state`.
+#[inline]
 pub fn save(state: &mut FpuState) {
     let area = state.area.as_mut_ptr();
     // RFBM (EDX:EAX) = all ones: save every component XCR0 enables.
@@ -242,6 +243,7 @@ pub fn save(state: &mut FpuState) {
 }
 
 /// Load this CPU's FPU registers from `state`.
+#[inline]
 pub fn restore(state: &FpuState) {
     let area = state.area.as_ptr();
     let (low, high) = (u32::MAX, u32::MAX);

@@ -276,6 +276,7 @@ unsafe fn write_cr3(value: u64) {
 }
 
 /// Make `space` the current user half.
+#[inline]
 pub fn activate(space: &AddressSpace) {
     let mut value = space.root;
     if pcid_enabled() {
@@ -398,6 +399,7 @@ impl arch_api::Paging for crate::Cpu {
         protect_user(space, virtual_address, flags)
     }
 
+    #[inline]
     fn activate(space: &AddressSpace) {
         activate(space);
     }

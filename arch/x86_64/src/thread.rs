@@ -179,6 +179,7 @@ impl Threads for crate::Cpu {
         prepare_context(stack, entry, argument)
     }
 
+    #[inline]
     unsafe fn switch(
         from: &mut Context,
         from_fpu: &mut FpuState,
@@ -196,6 +197,7 @@ impl Threads for crate::Cpu {
         unsafe { switch_stacks(from, to) };
     }
 
+    #[inline]
     fn set_kernel_stack(stack: KernelStack) {
         percpu::set_kernel_stack(stack);
     }
@@ -205,6 +207,7 @@ impl Threads for crate::Cpu {
         unsafe { enter_user(frame) }
     }
 
+    #[inline]
     fn set_current_thread(thread: usize) {
         percpu::current().set_current_thread(thread);
     }
@@ -314,6 +317,7 @@ pub fn write_user_registers(
         rflags: registers.flags | forced,
         ..*frame
     };
+    frame.mark_full();
     // The running thread's FPU registers are live, and its `FpuState` is stale until the
     // next switch saves over it: for that thread, save, change, and load back.
     let running = percpu::current()

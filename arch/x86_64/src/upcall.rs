@@ -24,3 +24,12 @@ unsafe extern "Rust" {
     /// `Threads::set_current_thread`), for fatal reports.
     pub fn keel_thread_name(thread: usize) -> &'static str;
 }
+
+unsafe extern "C" {
+    /// A system call (the `SYSCALL` entry's direct call, so the C ABI): decode the number
+    /// and arguments from `frame`, run it, write the results into `frame`. Called with
+    /// interrupts masked, on the current thread's kernel stack, with `frame` at its top —
+    /// a partial frame (`trap::frame::SYSCALL_PARTIAL`: only the argument registers are
+    /// stored). The core may switch threads inside, or end the thread and never return.
+    pub fn keel_syscall(frame: &mut TrapFrame);
+}

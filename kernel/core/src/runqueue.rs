@@ -150,6 +150,7 @@ where
     }
 
     /// Removes and returns the first thread of the highest non-empty priority. O(1).
+    #[inline]
     pub fn pick_next(&mut self) -> Option<usize> {
         let thread = self.peek_next()?;
         self.remove(thread).ok()?;

@@ -60,7 +60,9 @@ pub struct TrapFrame {
     pub far: u64,
     /// Which of the sixteen vector slots was taken: `origin * 4 + kind`.
     pub vector: u64,
-    reserved: u64,
+    /// For a frame built by the system-call fast path: [`SYSCALL_PARTIAL`] or
+    /// [`SYSCALL_FULL`] (see [`vectors`]); other entries leave it alone and ignore it.
+    pub syscall_state: u64,
     /// An AAPCS64 frame record `{x29, elr}` that x29 points to while the handler runs.
     pub record: [u64; 2],
 }
@@ -74,6 +76,7 @@ const SPSR: usize = offset_of!(TrapFrame, spsr);
 const ESR: usize = offset_of!(TrapFrame, esr);
 const FAR: usize = offset_of!(TrapFrame, far);
 const VECTOR: usize = offset_of!(TrapFrame, vector);
+const SYSCALL_STATE: usize = offset_of!(TrapFrame, syscall_state);
 const RECORD: usize = offset_of!(TrapFrame, record);
 
 const _: () = assert!(FRAME_SIZE == 320);
@@ -88,7 +91,20 @@ const _: () = assert!(SPSR == ELR + 8, "saved with one stp");
 const _: () = assert!(ESR == 272);
 const _: () = assert!(FAR == ESR + 8, "saved with one stp");
 const _: () = assert!(VECTOR == 288);
+const _: () = assert!(SYSCALL_STATE == VECTOR + 8, "stored with one stp");
 const _: () = assert!(RECORD == 304);
+
+/// A system-call frame as the fast path built it: x0–x18, x30, SP_EL0, ELR, SPSR, ESR and
+/// `vector` are stored; x19–x29 stay live in the CPU (the Rust code preserves them), FAR
+/// and the frame record are stale.
+pub const SYSCALL_PARTIAL: u64 = 0;
+/// A system-call frame whose every register slot is authoritative (written whole by
+/// `write_user_registers`): the exit restores all of them.
+pub const SYSCALL_FULL: u64 = 1;
+
+/// ESR_EL1 of `svc #0` from AArch64 EL0: EC = SVC64, IL = 1, ISS (the immediate) = 0.
+const ESR_SVC0: u64 = (class::SVC64 << 26) | (1 << 25);
+const _: () = assert!(ESR_SVC0 == 0x5600_0000 && ESR_SVC0 & 0xffff == 0);
 
 /// Set in `vector` by the EL1 entry when it moved to the overflow stack.
 const OVERFLOW: u64 = 0x100;
@@ -167,6 +183,12 @@ impl TrapFrame {
         }
     }
 
+    /// Record that every register slot now holds what EL0 must get back (after writing
+    /// them all), so a system-call exit restores them all.
+    pub fn mark_full(&mut self) {
+        self.syscall_state = SYSCALL_FULL;
+    }
+
     /// ESR_EL1.EC.
     pub fn exception_class(&self) -> u64 {
         (self.esr >> 26) & 0x3f
@@ -239,7 +261,7 @@ impl arch_api::TrapFrame for TrapFrame {
             far: 0,
             // As if made by a synchronous exception from EL0 in AArch64.
             vector: 8,
-            reserved: 0,
+            syscall_state: SYSCALL_FULL,
             record: [0; 2],
         }
     }

@@ -2,7 +2,10 @@
 
 use core::arch::global_asm;
 
-use super::{ELR, ESR, FRAME_SIZE, OVERFLOW, OVERFLOW_SPAN, RECORD, SP_EL0, VECTOR, X0, dispatch};
+use super::{
+    ELR, ESR, ESR_SVC0, FRAME_SIZE, OVERFLOW, OVERFLOW_SPAN, RECORD, SP_EL0, SYSCALL_STATE, VECTOR,
+    X0, dispatch,
+};
 use crate::percpu;
 
 global_asm!(
@@ -29,6 +32,12 @@ keel_vectors:
     .endif
     sub     sp, sp, #{frame_size}       // sp -= sizeof(TrapFrame): the frame lives below the interrupted SP
     stp     x0, x1, [sp, #{x0}]         // frame.x[0..2] = x0, x1 (now free as scratch)
+    .if \slot == 8                      // synchronous from EL0 (AArch64): `svc #0`?
+    mrs     x0, esr_el1
+    movz    x1, #({esr_svc0} >> 16), lsl #16
+    cmp     x0, x1                      // exactly EC = SVC64, IL = 1, immediate 0?
+    b.eq    keel_el0_syscall            //   then the system-call fast path
+    .endif
     mov     x0, #\slot                  // x0 = which slot was taken
     b       keel_trap_common            // same path for all sixteen
     .if \slot < 8
@@ -55,6 +64,57 @@ keel_stack_overflow:
     ldr     x2, [x0, #{scratch} + 8]        // x2 = interrupted x2
     mov     x0, x1
     b       keel_trap_common
+
+    // The system-call fast path (`svc #0` from EL0; the module essay of `trap` and
+    // `SYSCALL_PARTIAL`): store only what the call reads or may write back — x0–x18 (the
+    // number, arguments, results and message registers, and every other register the
+    // Rust code may clobber), x30, SP_EL0, ELR, SPSR, ESR and the vector — and call the
+    // core's `keel_syscall` directly. x19–x29 stay in the CPU: the Rust code preserves
+    // them (AAPCS64), so on the way out they still hold EL0's values. No frame record:
+    // a backtrace from inside ends at EL0's x29, which the walker refuses.
+    // In: x0 = ESR_EL1, x0/x1 stored; sp = the frame (at the top of the thread's stack).
+keel_el0_syscall:
+    stp     x2, x3, [sp, #{x0} + 2 * 8]     // frame.x[2..18] = x2..x17
+    stp     x4, x5, [sp, #{x0} + 4 * 8]
+    stp     x6, x7, [sp, #{x0} + 6 * 8]
+    stp     x8, x9, [sp, #{x0} + 8 * 8]
+    stp     x10, x11, [sp, #{x0} + 10 * 8]
+    stp     x12, x13, [sp, #{x0} + 12 * 8]
+    stp     x14, x15, [sp, #{x0} + 14 * 8]
+    stp     x16, x17, [sp, #{x0} + 16 * 8]
+    str     x18, [sp, #{x0} + 18 * 8]       // frame.x[18]
+    str     x30, [sp, #{x0} + 30 * 8]       // frame.x[30] = EL0's lr
+    mrs     x2, elr_el1
+    mrs     x3, spsr_el1
+    stp     x2, x3, [sp, #{elr}]            // frame.elr, frame.spsr
+    mrs     x4, sp_el0
+    str     x4, [sp, #{sp_el0}]             // frame.sp_el0 = EL0's SP
+    str     x0, [sp, #{esr}]                // frame.esr
+    mov     x5, #8
+    stp     x5, xzr, [sp, #{vector}]        // frame.vector = 8, syscall_state = PARTIAL
+    mov     x0, sp                          // argument: &mut TrapFrame
+    bl      {keel_syscall}                  // keel_syscall(frame)
+    ldr     x9, [sp, #{syscall_state}]
+    cbnz    x9, 1f                          // written whole: the full restore below
+    ldp     x2, x3, [sp, #{elr}]            // the core may have edited elr (and a nested
+    msr     elr_el1, x2                     //   exception or a switch changed the
+    msr     spsr_el1, x3                    //   registers meanwhile)
+    ldr     x4, [sp, #{sp_el0}]
+    msr     sp_el0, x4                      // SP_EL0 = frame.sp_el0 (a switch changed it)
+    ldp     x2, x3, [sp, #{x0} + 2 * 8]     // x2..x18, x30 = frame's: no kernel value
+    ldp     x4, x5, [sp, #{x0} + 4 * 8]     //   survives in a register the Rust code
+    ldp     x6, x7, [sp, #{x0} + 6 * 8]     //   may have used
+    ldp     x8, x9, [sp, #{x0} + 8 * 8]
+    ldp     x10, x11, [sp, #{x0} + 10 * 8]
+    ldp     x12, x13, [sp, #{x0} + 12 * 8]
+    ldp     x14, x15, [sp, #{x0} + 14 * 8]
+    ldp     x16, x17, [sp, #{x0} + 16 * 8]
+    ldr     x18, [sp, #{x0} + 18 * 8]
+    ldr     x30, [sp, #{x0} + 30 * 8]
+    ldp     x0, x1, [sp, #{x0}]             // x0, x1 = the results
+    add     sp, sp, #{frame_size}           // SP_EL1 = the stack top again
+    eret                                    // TPIDRRO_EL0 is already EL0's (the switch set it)
+1:  b       keel_trap_return                // every register from the frame
 
 keel_trap_common:
     stp     x2, x3, [sp, #{x0} + 2 * 8]     // frame.x[2..4]
@@ -123,6 +183,9 @@ keel_trap_return:                           // also entered by enter_user, sp = 
     vector = const VECTOR,
     record = const RECORD,
     dispatch = sym dispatch,
+    keel_syscall = sym crate::upcall::keel_syscall,
+    esr_svc0 = const ESR_SVC0,
+    syscall_state = const SYSCALL_STATE,
     scratch = const percpu::SCRATCH,
     stack_base = const percpu::STACK_BASE,
     overflow_top = const percpu::OVERFLOW_TOP,
@@ -148,3 +211,6 @@ unsafe extern "C" {
 pub fn base() -> u64 {
     (&raw const keel_vectors) as u64
 }
+
+// The fast path stores `xzr` as the frame's `syscall_state`.
+const _: () = assert!(super::SYSCALL_PARTIAL == 0);

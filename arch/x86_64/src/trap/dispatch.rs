@@ -27,6 +27,12 @@ pub(super) extern "C" fn dispatch(frame: &mut TrapFrame) {
     }
 }
 
+/// The `SYSCALL` slow exit, just before it leaves through `IRETQ`: a non-canonical RIP or
+/// RSP in the (now complete) frame becomes the user's own #GP, as in [`dispatch`].
+pub(super) extern "C" fn syscall_slow_return(frame: &mut TrapFrame) {
+    fault_bad_return_in_user_mode(frame);
+}
+
 /// The paranoid entry path's dispatcher (NMI, #DB, #DF, #MC, on their IST stacks). A #DB
 /// from user mode goes to the core, which may block or switch: it must not run on the IST
 /// stack. So its frame is copied to the top of the current thread's kernel stack (unused

@@ -32,7 +32,8 @@ pub struct TrapFrame {
     pub rax: u64,
     /// Which vector brought us here (0–255), or [`vector::SYSCALL`].
     pub vector: u64,
-    /// The CPU's error code, or 0 for vectors that have none.
+    /// The CPU's error code, or 0 for vectors that have none; for [`vector::SYSCALL`]
+    /// frames, [`SYSCALL_PARTIAL`] or [`SYSCALL_FULL`].
     pub error_code: u64,
     // From here up the layout is the hardware's (Intel SDM Vol. 3A, Figure 6-9).
     pub rip: u64,
@@ -41,6 +42,14 @@ pub struct TrapFrame {
     pub rsp: u64,
     pub ss: u64,
 }
+
+/// A system-call frame as the `SYSCALL` entry built it: only `rax rdi rsi rdx r10 r8 r9`
+/// (and the hardware part) are stored; the callee-saved registers stay live in the CPU
+/// (see `trap::syscall`). Kept in `error_code`, which a system call has none of.
+pub const SYSCALL_PARTIAL: u64 = 0;
+/// A system-call frame whose every register slot is authoritative (written whole, by
+/// `write_user_registers`): the exit restores all of them.
+pub const SYSCALL_FULL: u64 = 1 << 63;
 
 /// Offsets into [`TrapFrame`] used by the entry assembly, each checked against the struct.
 pub mod offsets {
@@ -113,6 +122,15 @@ impl TrapFrame {
     /// The interrupted stack pointer.
     pub fn stack_pointer(&self) -> u64 {
         self.rsp
+    }
+
+    /// Record that every register slot of this frame now holds what user mode must get
+    /// back (after writing them all), so a system-call exit restores them all. Frames of
+    /// other vectors are always complete.
+    pub fn mark_full(&mut self) {
+        if self.vector == vector::SYSCALL {
+            self.error_code = SYSCALL_FULL;
+        }
     }
 
     /// Whether the trap came from user mode (saved CS has RPL 3).

@@ -7,21 +7,40 @@
 //! no single-step in ring 0 on user GS, the SysV DF rule, SMAP enforced). So the entry:
 //! `SWAPGS` (GS base := this CPU's block), parks the user RSP in the per-CPU scratch slot,
 //! loads the current thread's kernel stack top from the per-CPU block, and pushes a
-//! hardware-style frame (SS, RSP, RFLAGS = R11, CS, RIP = RCX), a zero error code and the
-//! pseudo-vector [`vector::SYSCALL`] — then the same GPR block as every interrupt, so the
-//! core sees one [`TrapFrame`](super::TrapFrame) layout.
+//! hardware-style frame (SS, RSP, RFLAGS = R11, CS, RIP = RCX), the frame state
+//! [`SYSCALL_PARTIAL`] in the error-code slot and the pseudo-vector [`vector::SYSCALL`], so
+//! the core sees the one [`TrapFrame`](super::TrapFrame) layout. Then it calls the core's
+//! `keel_syscall` directly (no vector demultiplexing, no `TrapCause` decode).
+//!
+//! # What a system-call frame holds (the fast path)
+//! The entry stores only the registers the system-call ABI reads or may write back: the
+//! number and the arguments (`rax rdi rsi rdx r10 r8 r9`, which are also the result and
+//! message registers). The callee-saved registers (`rbx rbp r12–r15`) are *not* stored: the
+//! Rust code the entry calls preserves them (SysV ABI, and the context switch saves them in
+//! the thread's `Context`), so on the way out they still hold the user's values; `rcx` and
+//! `r11` are the return RIP and RFLAGS. Such a frame is `PARTIAL`: its `rbx rbp rcx r11
+//! r12–r15` slots are stale. The fast exit reloads every caller-saved register (`rax rcx
+//! rdx rsi rdi r8–r11`: the kernel leaves no value of its own in any of them) and leaves
+//! the callee-saved ones alone. Whoever writes the whole register set into a system-call
+//! frame (`write_user_registers`) marks it [`SYSCALL_FULL`] (`TrapFrame::mark_full`); the
+//! exit then restores every register from the frame through `IRETQ`. The slow exit
+//! completes a partial frame from the live callee-saved registers first, so the `IRETQ`
+//! path always restores a complete frame.
 //!
 //! # Why the exit sometimes uses `IRETQ`
 //! `SYSRET` loads RIP from RCX and RFLAGS from R11 and, on Intel CPUs, raises #GP *in ring 0*
 //! when RCX is not canonical (Intel SDM Vol. 2B, SYSRET: "If RCX is not canonical … #GP(0)";
 //! the fault is delivered after CS is still the kernel's but with the user RSP and, after
 //! our `SWAPGS`, the user GS base — a ring-0 exception on a user-controlled stack). A
-//! user program can set its own RIP to anything through the register-write call, so the
-//! exit takes `SYSRET` only when the frame still looks like one `SYSCALL` made: RIP in the
-//! lower (user) half, CS/SS the user selectors, RFLAGS containing IF and nothing beyond
-//! what user code may set (no TF: a single-step trap is delivered exactly by `IRETQ`;
-//! no RF/NT/IOPL). Everything else returns through the normal trap exit (`IRETQ`), which
-//! faults — if at all — in user mode.
+//! user program can set its own RIP to anything through the register-write call, and the
+//! kernel can rewrite a blocked thread's RIP, so the exit takes `SYSRET` only when the frame
+//! is partial, RIP lies in the lower (user) half, and RFLAGS contains IF and nothing beyond
+//! what user code may set (no TF: a single-step trap is delivered exactly by `IRETQ`; no
+//! RF/NT/IOPL). CS and SS need no check: `SYSRET` takes them from `IA32_STAR`, and the entry
+//! pushed the user selectors, which no kernel code changes in a frame. Everything else
+//! returns through the slow exit: a non-canonical RIP or RSP becomes the user's own #GP
+//! (`dispatch::syscall_slow_return`), the rest leaves by the normal trap exit (`IRETQ`),
+//! which faults — if at all — in user mode.
 
 use core::arch::global_asm;
 
@@ -29,9 +48,10 @@ use x86_64::VirtAddr;
 use x86_64::registers::model_specific::{Efer, EferFlags, LStar, Msr};
 
 use super::frame::offsets as frame;
-use super::frame::rflags;
+use super::frame::{SYSCALL_PARTIAL, rflags};
 use super::{dispatch, vector};
 use crate::percpu::{offsets as percpu, selector};
+use crate::upcall;
 
 /// `IA32_STAR`, `IA32_FMASK`.
 const STAR_MSR: u32 = 0xC000_0081;
@@ -48,6 +68,11 @@ pub const SYSCALL_MASK: u64 = rflags::INTERRUPT
 /// RFLAGS bits a `SYSRET` may restore (anything else: `IRETQ`).
 const SYSRET_FLAGS: u64 =
     (rflags::USER_SETTABLE & !rflags::TRAP) | rflags::INTERRUPT | rflags::RESERVED_ONE;
+
+/// `!SYSRET_FLAGS` as the sign-extended 32-bit immediate of `testq` (every bit from 31 up is
+/// set in it, so the 32-bit form means the same 64-bit mask).
+const NOT_SYSRET_FLAGS_IMM: i32 = !SYSRET_FLAGS as i64 as i32;
+const _: () = assert!(NOT_SYSRET_FLAGS_IMM as i64 as u64 == !SYSRET_FLAGS);
 
 unsafe extern "C" {
     #[link_name = "keel_x86_syscall_entry"]
@@ -99,72 +124,72 @@ global_asm!(
     "    pushq %r11",                               // frame.rflags = user RFLAGS
     "    pushq ${user_code}",                       // frame.cs
     "    pushq %rcx",                               // frame.rip = user RIP
-    "    pushq $0",                                 // frame.error_code
+    "    pushq ${partial}",                         // frame.error_code = PARTIAL (see above)
     "    pushq ${syscall}",                         // frame.vector = SYSCALL
     "    subq ${vector}, %rsp",                     // room for the GPRs
-    "    movq %rax, {rax}(%rsp)",                   // frame.rax = rax (the number)
-    "    movq %rbx, {rbx}(%rsp)",                   // …
-    "    movq %rcx, {rcx}(%rsp)",
-    "    movq %rdx, {rdx}(%rsp)",
-    "    movq %rsi, {rsi}(%rsp)",
-    "    movq %rdi, {rdi}(%rsp)",
-    "    movq %rbp, {rbp}(%rsp)",
+    "    movq %rax, {rax}(%rsp)",                   // frame.rax = the number
+    "    movq %rdi, {rdi}(%rsp)",                   // frame.rdi, rsi, rdx, r10, r8, r9 =
+    "    movq %rsi, {rsi}(%rsp)",                   //   the arguments (and the registers a
+    "    movq %rdx, {rdx}(%rsp)",                   //   result may be written to)
+    "    movq %r10, {r10}(%rsp)",
     "    movq %r8, {r8}(%rsp)",
     "    movq %r9, {r9}(%rsp)",
-    "    movq %r10, {r10}(%rsp)",
-    "    movq %r11, {r11}(%rsp)",
-    "    movq %r12, {r12}(%rsp)",
-    "    movq %r13, {r13}(%rsp)",
-    "    movq %r14, {r14}(%rsp)",
-    "    movq %r15, {r15}(%rsp)",
-    "    xorl %ebp, %ebp",                          // end the backtrace at the entry
-    "    movq %rsp, %rdi",                          // dispatch(frame: &mut TrapFrame)
-    "    call {dispatch}",
+    "    movq %rsp, %rdi",                          // keel_syscall(frame: &mut TrapFrame)
+    "    call {keel_syscall}",
     //
-    // ---- exit: SYSRET only for a frame SYSCALL could have made, else IRETQ ----
+    // ---- fast exit: SYSRET, for a partial frame SYSCALL could have made ----
     "    movq {rip}(%rsp), %rcx",                   // rcx = frame.rip
-    "    movq %rcx, %rax",
-    "    shrq $47, %rax",                           // rip in the lower half (canonical user)?
-    "    jnz keel_x86_trap_return",                 //   no: IRETQ
-    "    cmpq ${user_code}, {cs}(%rsp)",            // cs = user code?
-    "    jne keel_x86_trap_return",
-    "    cmpq ${user_data}, {ss}(%rsp)",            // ss = user data?
-    "    jne keel_x86_trap_return",
+    "    movq {error_code}(%rsp), %rax",            // rax = PARTIAL (0) or FULL (bit 63)
+    "    orq %rcx, %rax",                           // full, or rip not in the lower half?
+    "    shrq $47, %rax",
+    "    jnz keel_x86_syscall_slow_exit",           //   then the IRETQ exit
     "    movq {rflags}(%rsp), %r11",                // r11 = frame.rflags
-    "    movq ${not_sysret_flags}, %rax",
-    "    testq %rax, %r11",                         // any bit SYSRET must not restore?
-    "    jnz keel_x86_trap_return",
-    "    btq $9, %r11",                             // IF set?
-    "    jnc keel_x86_trap_return",
-    "    movq {r15}(%rsp), %r15",                   // r15 = frame.r15
-    "    movq {r14}(%rsp), %r14",                   // …
-    "    movq {r13}(%rsp), %r13",
-    "    movq {r12}(%rsp), %r12",
-    "    movq {r10}(%rsp), %r10",
-    "    movq {r9}(%rsp), %r9",
-    "    movq {r8}(%rsp), %r8",
-    "    movq {rbp}(%rsp), %rbp",
-    "    movq {rdi}(%rsp), %rdi",
+    "    testq ${not_sysret_flags}, %r11",          // any bit SYSRET must not restore?
+    "    jnz keel_x86_syscall_slow_exit",
+    "    btl $9, %r11d",                            // IF set?
+    "    jnc keel_x86_syscall_slow_exit",
+    "    movq {r9}(%rsp), %r9",                     // the caller-saved registers a result
+    "    movq {r8}(%rsp), %r8",                     //   or message may be in, all from the
+    "    movq {r10}(%rsp), %r10",                   //   frame: no kernel value survives in
+    "    movq {rdx}(%rsp), %rdx",                   //   any of rax rcx rdx rsi rdi r8–r11
     "    movq {rsi}(%rsp), %rsi",
-    "    movq {rdx}(%rsp), %rdx",
-    "    movq {rbx}(%rsp), %rbx",
+    "    movq {rdi}(%rsp), %rdi",
     "    movq {rax}(%rsp), %rax",
     "    movq {rsp_slot}(%rsp), %rsp",              // rsp = user RSP (last memory read)
     "    swapgs",                                   // GS base := the user's
     ".globl keel_x86_syscall_sysret",
     "keel_x86_syscall_sysret:",
     "    sysretq",                                  // rip = rcx, rflags = r11, ring 3
+    //
+    // ---- slow exit: complete the frame, fix a bad return address, IRETQ ----
+    "keel_x86_syscall_slow_exit:",
+    "    btq $63, {error_code}(%rsp)",              // frame already FULL?
+    "    jc 1f",
+    "    movq %rbx, {rbx}(%rsp)",                   // no: the callee-saved registers are
+    "    movq %rbp, {rbp}(%rsp)",                   //   still the user's (the Rust ABI
+    "    movq %r12, {r12}(%rsp)",                   //   preserved them): into the frame
+    "    movq %r13, {r13}(%rsp)",
+    "    movq %r14, {r14}(%rsp)",
+    "    movq %r15, {r15}(%rsp)",
+    "    movq {rip}(%rsp), %rcx",                   // rcx, r11 as SYSRET would leave them
+    "    movq %rcx, {rcx}(%rsp)",
+    "    movq {rflags}(%rsp), %r11",
+    "    movq %r11, {r11}(%rsp)",
+    "1:",
+    "    movq %rsp, %rdi",                          // a non-canonical rip/rsp becomes the
+    "    call {bad_return}",                        //   user's own #GP (never returns then)
+    "    jmp keel_x86_trap_return",                 // restore everything, SWAPGS, IRETQ
     ".popsection",
     scratch = const percpu::USER_STACK_SCRATCH,
     stack_top = const percpu::KERNEL_STACK_TOP,
     user_data = const selector::USER_DATA,
     user_code = const selector::USER_CODE,
     syscall = const vector::SYSCALL,
-    not_sysret_flags = const !SYSRET_FLAGS,
+    partial = const SYSCALL_PARTIAL,
+    not_sysret_flags = const NOT_SYSRET_FLAGS_IMM,
     vector = const frame::VECTOR,
+    error_code = const frame::ERROR_CODE,
     rip = const frame::RIP,
-    cs = const frame::CS,
-    ss = const frame::SS,
     rflags = const frame::RFLAGS,
     rsp_slot = const frame::RSP,
     rax = const frame::RAX,
@@ -182,6 +207,7 @@ global_asm!(
     r13 = const frame::R13,
     r14 = const frame::R14,
     r15 = const frame::R15,
-    dispatch = sym dispatch::dispatch,
+    keel_syscall = sym upcall::keel_syscall,
+    bad_return = sym dispatch::syscall_slow_return,
     options(att_syntax),
 );
