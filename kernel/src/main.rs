@@ -14,7 +14,7 @@
 //! and run in kernel threads, user programs in processes loaded from boot modules
 //! ([`process`]); system calls arrive through [`upcall::keel_trap`] ([`syscall`]).
 //!
-//! Known weak spots: one CPU; no capabilities, IPC or process-creation calls yet (issue 8);
+//! Known weak spots: one CPU; no process-, thread- or device-creation calls yet (issue 8);
 //! bootloader-reclaimable memory is never given to the frame allocator; no per-process
 //! memory quota; the frames the early frame source handed out are kept forever.
 #![no_std]
