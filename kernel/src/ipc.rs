@@ -55,6 +55,8 @@ struct State {
     ipc: Ipc<MAX_THREADS>,
     /// Each thread's IPC buffer (user virtual address, 0: none).
     buffers: [u64; MAX_THREADS],
+    /// What each thread last queued on (kept until it queues again or exits; only the
+    /// queue link in `ipc` says whether it is still queued there).
     blocked_on: [Blocker; MAX_THREADS],
 }
 
@@ -131,12 +133,18 @@ fn write_word(buffer: *mut u64, index: usize, value: u64) {
     unsafe { buffer.add(index).write_volatile(value) }
 }
 
+/// Whether a message travels in registers only (the fast path's condition).
+#[inline(always)]
+fn register_only(info: MessageInfo) -> bool {
+    info.words() <= MessageInfo::REGISTER_WORDS && info.caps() == 0
+}
+
 /// Check what a sender's message needs before anything changes: a well-formed `info`,
 /// an IPC buffer when words beyond 4 or capabilities travel, and `GRANT` on each
 /// capability. Returns the info.
 fn check_message(thread: ThreadId, process: &Process, info: u64) -> Result<MessageInfo, Error> {
     let info = MessageInfo::from_raw(info).ok_or(Error::InvalidArgument)?;
-    if info.words() <= MessageInfo::REGISTER_WORDS && info.caps() == 0 {
+    if register_only(info) {
         return Ok(info);
     }
     if IPC.lock().buffers[thread] == 0 {
@@ -155,26 +163,26 @@ fn check_message(thread: ThreadId, process: &Process, info: u64) -> Result<Messa
 /// receiver sees (counts of what arrived: without a buffer, only the register words;
 /// capabilities that no longer resolve or find no free slot are dropped).
 fn move_buffer_parts(source: ThreadId, destination: ThreadId, info: MessageInfo) -> u64 {
-    let register_only = MessageInfo::new(
+    if register_only(info) {
+        return info.raw();
+    }
+    let truncated = MessageInfo::new(
         info.label(),
         info.words().min(MessageInfo::REGISTER_WORDS),
         0,
     )
     .unwrap_or_default()
     .raw();
-    if info.words() <= MessageInfo::REGISTER_WORDS && info.caps() == 0 {
-        return info.raw();
-    }
     let (Some(from_process), Some(to_process)) =
         (sched::process_of(source), sched::process_of(destination))
     else {
-        return register_only;
+        return truncated;
     };
     let (Some(from), Some(to)) = (
         buffer_of(source, &from_process),
         buffer_of(destination, &to_process),
     ) else {
-        return register_only;
+        return truncated;
     };
     for index in MessageInfo::REGISTER_WORDS..info.words() {
         write_word(to, index, read_word(from, index));
@@ -201,29 +209,27 @@ fn saved_message(thread: ThreadId) -> Option<[u64; 6]> {
     sched::with_saved_user_frame(thread, |frame| frame.syscall_arguments())
 }
 
-/// Deliver a message from `source` (registers `message`) into the frame of the blocked
-/// thread `destination` with `badge`.
-fn deliver_to_blocked(source: ThreadId, message: [u64; 6], destination: ThreadId, badge: u64) {
+/// What the receiver of a message from `source` (registers `message`) finds in its
+/// result registers (info, words), after the buffer parts moved to `destination`.
+#[inline(always)]
+fn prepare(source: ThreadId, message: [u64; 6], destination: ThreadId) -> (u64, [u64; 4]) {
     let info = match MessageInfo::from_raw(message[1]) {
+        // The fast path: nothing outside the registers (no call, no lookups).
+        Some(info) if register_only(info) => info.raw(),
         Some(info) => move_buffer_parts(source, destination, info),
         None => 0,
     };
-    let words = [message[2], message[3], message[4], message[5]];
-    sched::with_saved_user_frame(destination, |frame| {
-        frame.set_ipc_message(0, badge, info, words)
-    });
+    (info, [message[2], message[3], message[4], message[5]])
 }
 
 /// Wake blocked thread `thread` with `error` as its system call's status.
 fn wake_with_error(thread: ThreadId, error: Error) {
-    sched::with_saved_user_frame(thread, |frame| frame.set_status(status(error)));
-    sched::wake(thread);
+    sched::wake_with(thread, |frame| frame.set_status(status(error)));
 }
 
 /// Wake blocked thread `thread` with status 0 and its other registers as they are.
 fn wake_with_success(thread: ThreadId) {
-    sched::with_saved_user_frame(thread, |frame| frame.set_status(0));
-    sched::wake(thread);
+    sched::wake_with(thread, |frame| frame.set_status(0));
 }
 
 /// `send` (`call == false`) and `call`.
@@ -235,8 +241,8 @@ pub fn send(frame: &mut TrapFrame, call: bool) {
 
 fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
     let message = frame.syscall_arguments();
-    let me = sched::current();
-    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    let (me, process) = sched::current_and_process();
+    let process = process.ok_or(Error::InvalidArgument)?;
     let right = if call { Rights::CALL } else { Rights::WRITE };
     let (endpoint, badge) = endpoint_of(&process, message[0], right)?;
     check_message(me, &process, message[1])?;
@@ -255,12 +261,13 @@ fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
         Err(SendError::PeerDied) => Err(Error::PeerDied),
         Err(SendError::BadThread) => Err(Error::InvalidArgument),
         Ok(SendOutcome::Delivered { receiver }) => {
-            deliver_to_blocked(me, message, receiver, badge);
+            let (info, words) = prepare(me, message, receiver);
+            let write = |frame: &mut TrapFrame| frame.set_ipc_message(0, badge, info, words);
             if call {
                 // The fast path: run the receiver now; the reply lands in this frame.
-                sched::switch_to(receiver);
+                sched::switch_to(receiver, write);
             } else {
-                sched::wake(receiver);
+                sched::wake_with(receiver, write);
                 frame.set_status(0);
             }
             Ok(())
@@ -292,13 +299,17 @@ pub fn reply_recv(frame: &mut TrapFrame) {
 }
 
 fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Error> {
-    let me = sched::current();
-    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    let (me, process) = sched::current_and_process();
+    let process = process.ok_or(Error::InvalidArgument)?;
     let handle = frame.syscall_arguments()[0];
     let (endpoint, _) = endpoint_of(&process, handle, Rights::READ)?;
-    // The reply's buffer parts must be valid before anything changes (words > 4 or caps).
-    // With no live caller to answer, the reply part is skipped.
+    // The reply's buffer parts must be valid before anything changes (words > 4 or caps);
+    // a register-only reply needs no check (`reply_recv` checked its info). With no live
+    // caller to answer, the reply part is skipped.
     let reply = match reply {
+        Some(message) if MessageInfo::from_raw(message[1]).is_some_and(register_only) => {
+            Some(message)
+        }
         Some(message) if IPC.lock().ipc.has_caller(me) => {
             check_message(me, &process, message[1])?;
             Some(message)
@@ -327,9 +338,14 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
     if let Some(abandoned) = abandoned {
         wake_with_error(abandoned, Error::PeerDied);
     }
-    if let (Some(caller), Some(message)) = (caller, reply) {
-        deliver_to_blocked(me, message, caller, 0);
-    }
+    // The reply to deliver, if a caller was answered.
+    let answer = match (caller, reply) {
+        (Some(caller), Some(message)) => Some((caller, prepare(me, message, caller))),
+        _ => None,
+    };
+    let write_reply = |(info, words): (u64, [u64; 4])| {
+        move |frame: &mut TrapFrame| frame.set_ipc_message(0, 0, info, words)
+    };
     match outcome {
         ReceiveOutcome::Received {
             sender,
@@ -350,13 +366,13 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
             if !call {
                 wake_with_success(sender);
             }
-            if let Some(caller) = caller {
-                sched::wake(caller);
+            if let Some((caller, reply)) = answer {
+                sched::wake_with(caller, write_reply(reply));
             }
         }
-        ReceiveOutcome::Queued => match caller {
+        ReceiveOutcome::Queued => match answer {
             // The fast path back: run the caller now; the next message lands here.
-            Some(caller) => sched::switch_to(caller),
+            Some((caller, reply)) => sched::switch_to(caller, write_reply(reply)),
             None => sched::block(),
         },
     }
@@ -378,8 +394,8 @@ pub fn reply(frame: &mut TrapFrame) {
         check_message(me, &process, message[1])?;
         drop(process);
         let caller = IPC.lock().ipc.reply(me)?;
-        deliver_to_blocked(me, message, caller, 0);
-        sched::wake(caller);
+        let (info, words) = prepare(me, message, caller);
+        sched::wake_with(caller, |frame| frame.set_ipc_message(0, 0, info, words));
         Ok(())
     })();
     match result {
@@ -406,8 +422,7 @@ pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
         woken
     };
     if let Some((waiter, word)) = woken {
-        sched::with_saved_user_frame(waiter, |frame| frame.set_syscall_results(0, word));
-        sched::wake(waiter);
+        sched::wake_with(waiter, |frame| frame.set_syscall_results(0, word));
     }
     Ok(0)
 }

@@ -19,9 +19,9 @@
 //! bootloader-reclaimable memory goes to the frame allocator when the first thread runs
 //! (off the boot stack, with everything kept copied out of the Limine responses).
 //!
-//! Known weak spots: one CPU; no capabilities, IPC or process-creation calls yet (issue 8);
-//! the frames the early frame source handed out are kept forever (a few of them are page
-//! tables the loader's hierarchy held for Keel's regions, orphaned by the switch).
+//! Known weak spots: one CPU; the frames the early frame source handed out are kept
+//! forever (a few of them are page tables the loader's hierarchy held for Keel's regions,
+//! orphaned by the switch).
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]

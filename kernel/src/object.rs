@@ -247,8 +247,9 @@ impl CapSpace {
     /// Put `object` in the table with `rights`.
     pub fn insert(&self, mut object: Object, rights: Rights) -> Result<Handle, Error> {
         object.restrict(rights);
-        let result = self.table.lock().insert(object, rights);
-        result
+        // A refused object is dropped under the table lock; that may close an endpoint
+        // (taking the IPC lock), which never waits for a table lock: no deadlock.
+        self.table.lock().insert(object, rights)
     }
 
     /// Put a capability derived elsewhere (another table, a message) in the table.

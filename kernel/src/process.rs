@@ -5,7 +5,7 @@
 //! anything is mapped, and every mapping failure unwinds what was mapped, so a malformed
 //! module is an error, never a crash.
 //!
-//! Weak spots: no capability table yet; a process's frames are kept in a `Vec`; the
+//! Weak spots: a process's frames are kept in a `Vec`; the
 //! address space is destroyed only once another one (the kernel-only one) is active.
 
 use alloc::sync::Arc;

@@ -337,6 +337,52 @@ pub fn wake(id: usize) {
     with(|scheduler| make_ready(scheduler, id));
 }
 
+/// Like [`wake`], after `write` edited the thread's saved user frame (an IPC result),
+/// under one lock. Nothing happens to a thread that is not blocked in a system call.
+pub fn wake_with(id: usize, write: impl FnOnce(&mut crate::thread::TrapFrame)) {
+    with(|scheduler| {
+        if let Some(frame) = saved_user_frame(scheduler, id) {
+            // SAFETY: see `saved_user_frame`; the lock is held for the whole edit.
+            write(unsafe { &mut *frame });
+            make_ready(scheduler, id);
+        }
+    });
+}
+
+/// The running thread's id and process, under one lock.
+pub fn current_and_process() -> (usize, Option<Arc<Process>>) {
+    with(|scheduler| {
+        let current = scheduler.current;
+        (
+            current,
+            scheduler
+                .thread(current)
+                .and_then(|thread| thread.process.clone()),
+        )
+    })
+}
+
+/// The saved user frame of blocked user thread `id` (not the running one), checked to
+/// come from user mode. Valid while the scheduler lock is held and the thread stays
+/// blocked.
+fn saved_user_frame(scheduler: &mut Scheduler, id: usize) -> Option<*mut crate::thread::TrapFrame> {
+    use arch_api::TrapFrame as _;
+    if id == scheduler.current {
+        return None;
+    }
+    let thread = scheduler.thread(id)?;
+    if thread.process.is_none() || thread.state != State::Blocked {
+        return None;
+    }
+    let frame = (thread.stack.top - core::mem::size_of::<crate::thread::TrapFrame>() as u64)
+        as *mut crate::thread::TrapFrame;
+    // SAFETY: the slot at the top of a blocked user thread's kernel stack holds its saved
+    // user frame (the `Threads` contract); the stack is mapped and aligned, and the thread
+    // is not running while the scheduler lock is held, so nothing else touches the frame.
+    let from_user = unsafe { (*frame).is_from_user() };
+    from_user.then_some(frame)
+}
+
 /// The process of thread `id`, if it is a user thread.
 pub fn process_of(id: usize) -> Option<Arc<Process>> {
     with(|scheduler| scheduler.thread(id)?.process.clone())
@@ -471,21 +517,24 @@ fn reschedule(reason: Reason) {
     after_switch();
 }
 
-/// IPC hand-off (issue 8): block the running thread and run the blocked thread `next`
-/// in its place at once, without the run queue (its message is already in its frame).
+/// IPC hand-off (issue 8): let `write` put the message in the saved user frame of the
+/// blocked thread `next`, block the running thread and run `next` in its place at once,
+/// without the run queue.
 /// The address space is switched only when `next` is in another process. Falls back to
-/// waking `next` and blocking when `next` is not blocked. Returns when the running thread
+/// waking `next` and blocking when `next` is not a blocked user thread (then `write` is
+/// not run). Returns when the running thread
 /// is woken again.
-pub fn switch_to(next: usize) {
+pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::thread::TrapFrame)) {
     let switched = {
         let mut shared = SCHEDULER.lock();
         let scheduler = shared.0.as_mut().expect("scheduler not initialized");
         let current = scheduler.current;
-        let ready = next != current
-            && scheduler
-                .thread(next)
-                .is_some_and(|thread| thread.state == State::Blocked);
-        match (ready, scheduler.thread(current)) {
+        let frame = saved_user_frame(scheduler, next);
+        if let Some(frame) = frame {
+            // SAFETY: see `saved_user_frame`; the lock is held for the whole edit.
+            write(unsafe { &mut *frame });
+        }
+        match (frame.is_some(), scheduler.thread(current)) {
             (true, Some(thread)) => {
                 thread.state = State::Blocked;
                 let from: *mut Thread = thread;

@@ -298,7 +298,10 @@ pub enum Syscall {
     Send = 14,
     /// `recv(endpoint)`: block until a message arrives. Needs `READ`. Result registers:
     /// status, badge, info, w0..w3 ([`ipc`]); words 4.. and received capability handles
-    /// arrive in the IPC buffer. If the sender used `call`, the receiving thread now holds
+    /// arrive in the IPC buffer. The received info counts what arrived: a receiver without
+    /// an IPC buffer gets words 0..4 and no capability; a capability that finds no free
+    /// slot in the receiver's table is dropped. If the sender used `call`, the receiving
+    /// thread now holds
     /// the one-shot reply slot (`reply` / `reply_recv` answer it). Errors:
     /// [`Error::InvalidHandle`], [`Error::PermissionDenied`], [`Error::InvalidArgument`]
     /// (not an endpoint).

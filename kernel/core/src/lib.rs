@@ -1,8 +1,9 @@
 //! Keel's portable kernel logic that needs no hardware: it builds for the host and is
 //! unit-tested there (the hubris `kerncore` split, DESIGN.md §1).
 //!
-//! Today: the kernel command line and the boot memory summary. Capability tables, IPC
-//! state, scheduler queues and ELF checks join it as their issues land.
+//! Today: the kernel command line, the boot memory summary, the frame allocator's
+//! bookkeeping, capability tables, the IPC state machine, scheduler run queues and ELF
+//! checks.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 

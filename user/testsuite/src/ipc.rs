@@ -33,6 +33,12 @@ const LONG: u32 = 2;
 const CAP: u32 = 3;
 const BADGE: u32 = 4;
 const EXIT: u32 = 5;
+/// A `send` (no reply): signal the notification it carries with [`SIGNAL_BITS`].
+const SIGNAL_LATER: u32 = 6;
+/// A `send` (no reply): count it and fold its word 0 into an order-sensitive hash.
+const NOTE: u32 = 7;
+/// A call: reply with the count and hash of the notes so far.
+const NOTES: u32 = 8;
 /// The server's answer to a label it does not know.
 const UNKNOWN: u32 = 0xffff;
 /// Bits the server signals on a notification it received.
@@ -69,8 +75,22 @@ pub fn server() -> i64 {
         Ok(request) => request,
         Err(_) => return 11,
     };
+    let (mut notes, mut hash) = (0u64, 0u64);
     loop {
         let (reply_info, words) = match request.info.label() {
+            // Sent, not called: `reply_recv` finds no caller and only receives.
+            SIGNAL_LATER => {
+                let handle = buffer.cap(0);
+                let _ = ipc::signal(handle, SIGNAL_BITS);
+                let _ = ipc::cap_delete(handle);
+                (info(0, 0, 0), [0; 4])
+            }
+            NOTE => {
+                notes += 1;
+                hash = hash.wrapping_mul(31).wrapping_add(request.words[0]);
+                (info(0, 0, 0), [0; 4])
+            }
+            NOTES => (info(NOTES, 2, 0), [notes, hash, 0, 0]),
             PING => (info(PING, 4, 0), pong(request.words)),
             LONG => {
                 // Echo every word inverted; word 0 of the reply also carries the sum.
@@ -136,6 +156,7 @@ pub fn client(results: &mut Results) {
     long_message(results, &buffer);
     capability_transfer(results, &buffer);
     badge(results);
+    sends(results, &buffer);
     capability_rules(results);
     notifications(results);
     bad_arguments(results, &buffer);
@@ -280,6 +301,56 @@ fn badge(results: &mut Results) {
         Ok(())
     })();
     results.check("user ipc badge delivered to the server", outcome);
+}
+
+/// `send` (no reply) in both rendezvous orders, and a thread blocked in `wait` woken by
+/// another process's `signal`.
+fn sends(results: &mut Results, buffer: &IpcBuffer) {
+    // The server waits in `recv`: the first send meets it and returns at once (the server
+    // is only made ready); the second finds no receiver and waits in the queue until the
+    // server, done with the first, receives again (the sender-first order).
+    let outcome = (|| {
+        for word in [11, 22, 33] {
+            ipc::send(ENDPOINT, info(NOTE, 1, 0), [word, 0, 0, 0]).map_err(|_| "a send failed")?;
+        }
+        let reply = ipc::call(ENDPOINT, info(NOTES, 0, 0), [0; 4]).map_err(|_| "call failed")?;
+        let expected = [11u64, 22, 33]
+            .iter()
+            .fold(0u64, |hash, word| hash.wrapping_mul(31).wrapping_add(*word));
+        if reply.words[0] != 3 {
+            return Err("the server did not receive every send");
+        }
+        if reply.words[1] != expected {
+            return Err("the sends arrived out of order or changed");
+        }
+        Ok(())
+    })();
+    results.check(
+        "user ipc send without reply, receiver first and sender first, in order",
+        outcome,
+    );
+    // Send a notification to the server, then block in `wait` until the server signals it
+    // (the server runs once this thread blocks; unless a timer tick preempts this thread
+    // in between, the bits are not there yet when `wait` starts).
+    let outcome = (|| {
+        let notification = ipc::notification_create().map_err(|_| "cannot create")?;
+        let granted = ipc::cap_copy(notification, Rights::SIGNAL | Rights::GRANT)
+            .map_err(|_| "cannot copy")?;
+        buffer.set_cap(0, granted);
+        ipc::send(ENDPOINT, info(SIGNAL_LATER, 0, 1), [0; 4]).map_err(|_| "send failed")?;
+        let bits = ipc::wait(notification);
+        let _ = ipc::cap_delete(granted);
+        let _ = ipc::cap_delete(notification);
+        match bits {
+            Ok(SIGNAL_BITS) => Ok(()),
+            Ok(_) => Err("wait returned other bits"),
+            Err(_) => Err("wait failed"),
+        }
+    })();
+    results.check(
+        "user notification wait woken by another process's signal",
+        outcome,
+    );
 }
 
 fn capability_rules(results: &mut Results) {
