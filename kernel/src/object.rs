@@ -247,8 +247,7 @@ impl CapSpace {
     /// Put `object` in the table with `rights`.
     pub fn insert(&self, mut object: Object, rights: Rights) -> Result<Handle, Error> {
         object.restrict(rights);
-        let result = self.table.lock().insert(object, rights);
-        result
+        self.table.lock().insert(object, rights)
     }
 
     /// Put a capability derived elsewhere (another table, a message) in the table.
