@@ -639,7 +639,9 @@ pub fn set_priority(id: usize, serial: u64, priority: Priority) -> bool {
 /// to user mode and holds nothing on its kernel stack: after a system call, after a timer
 /// preemption, before a new thread's first entry.
 pub fn exit_if_killed() {
-    let killed = with(|scheduler| {
+    // Also called from the timer upcall, which runs before the scheduler exists (the
+    // `boot` scenario): no scheduler, no killed thread.
+    let killed = SCHEDULER.lock().0.as_mut().is_some_and(|scheduler| {
         let current = scheduler.current;
         scheduler
             .thread(current)
