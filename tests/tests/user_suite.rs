@@ -121,6 +121,7 @@ const PROC_EXPECTED: &[&str] = &[
     "ok user process kill ends a spinning child (death notification, status killed)",
     "ok user two spinning threads at equal priority both make progress (round robin)",
     "ok user thread kill stops a spinning thread (its counter freezes while the other advances)",
+    "ok user a lower-priority thread runs only while the higher-priority one blocks",
     "ok user proc bad argument: thread_kill of an ended thread",
     "ok user proc bad argument: thread_set_priority of an ended thread",
     "ok user priority change above the caller's is refused (thread_set_priority, thread_create, process_spawn); lowering works; a blocked thread is killed",

@@ -38,7 +38,7 @@ const PROGRESS: u64 = 1000;
 /// Timer ticks a wait for progress may take before the test fails (a hang guard only).
 const PATIENCE_TICKS: u64 = 3000;
 
-static COUNTERS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static COUNTERS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
 /// What a child does (`main` dispatches here).
 pub fn child(argument: u64) -> i64 {
@@ -55,8 +55,8 @@ pub fn child(argument: u64) -> i64 {
 }
 
 extern "C" fn spinner(index: u64) -> ! {
-    // why: index is 0 or 1 (the thread's counter).
-    let counter = &COUNTERS[index as usize & 1];
+    // why: index is 0, 1 or 2 (the thread's counter).
+    let counter = &COUNTERS[(index as usize).min(2)];
     loop {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -185,7 +185,7 @@ fn kill_spinning_child(results: &mut Results) {
 }
 
 fn threads(results: &mut Results) {
-    if rt::memory_map(STACKS, 3 * STACK_SIZE, MAP_WRITE).is_err() {
+    if rt::memory_map(STACKS, 4 * STACK_SIZE, MAP_WRITE).is_err() {
         results.check("user thread stacks mapped", Err("memory_map failed"));
         return;
     }
@@ -224,6 +224,10 @@ fn threads(results: &mut Results) {
             proc::thread_kill(spinners[1]).map_err(|_| "thread_kill failed")?;
             Ok(())
         })(),
+    );
+    results.check(
+        "user a lower-priority thread runs only while the higher-priority one blocks",
+        lower_priority(),
     );
     expect(
         results,
@@ -278,6 +282,28 @@ fn threads(results: &mut Results) {
         "user priority change above the caller's is refused (thread_set_priority, thread_create, process_spawn); lowering works; a blocked thread is killed",
         outcome,
     );
+}
+
+/// A spinner at priority 1 under this thread (priority 8): it must not run while this
+/// thread spins through several timer ticks, and must run while this thread sleeps.
+fn lower_priority() -> Result<(), &'static str> {
+    let count = || COUNTERS[2].load(Ordering::Relaxed);
+    let top = STACKS + 4 * STACK_SIZE;
+    let low = proc::thread_create(spinner, top, 2, 1).map_err(|_| "thread_create failed")?;
+    let start = ticks();
+    // Several ticks (each a chance to preempt) of spinning without a system call.
+    while ticks().wrapping_sub(start) < 10 {
+        core::hint::spin_loop();
+    }
+    let starved = count();
+    let _ = rt::test_sleep(5, 0);
+    let ran = count();
+    proc::thread_kill(low).map_err(|_| "thread_kill failed")?;
+    match (starved, ran) {
+        (0, ran) if ran > 0 => Ok(()),
+        (0, _) => Err("the lower-priority thread never ran while this one slept"),
+        _ => Err("the lower-priority thread ran while a higher one was ready"),
+    }
 }
 
 fn irq(results: &mut Results) {
