@@ -203,10 +203,13 @@ fn map_page(
     physical: u64,
     flags: u64,
 ) -> Result<(), EarlyError> {
-    let mut table = Cr3::read().0.start_address().as_u64();
+    // The kernel's root (the loader's before the switch to the kernel's own tables), never
+    // a user space's copy: the device window's root entry is shared, but say what is meant.
+    let mut table = kernel_root();
     for level in (2..=4).rev() {
-        // SAFETY: `table` is CR3's root or a table reached from it, and the HHDM maps all
-        // memory the loader's page tables live in (bootloader-reclaimable, not yet reused).
+        // SAFETY: `table` is the kernel root or a table reached from it, and the HHDM maps
+        // all memory page tables live in (the loader's: bootloader-reclaimable, not reused
+        // before the switch; the kernel's own: frames of the allocator).
         let slot = unsafe { &mut (*table_at(table))[index(virtual_address, level)] };
         if *slot & entry::PRESENT == 0 {
             let frame = frames.alloc_zeroed_frame().ok_or(EarlyError::OutOfMemory)?;
