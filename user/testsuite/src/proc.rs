@@ -19,6 +19,8 @@ use crate::Results;
 pub const CHILD_EXIT: u64 = 15;
 /// Child: spin forever without a system call.
 pub const CHILD_SPIN: u64 = 16;
+/// Child: receive one message on the endpoint in its slot 1, never reply, spin.
+pub const CHILD_SERVER: u64 = 17;
 const CHILD_SIGNAL: u64 = 0x10;
 
 const IMAGE: Handle = Handle::new(abi::root_slots::TESTSUITE_IMAGE, 1);
@@ -47,6 +49,12 @@ pub fn child(argument: u64) -> i64 {
             core::hint::spin_loop();
         }
     }
+    if argument & 0xff == CHILD_SERVER {
+        let _ = ipc::recv(Handle::new(1, 1));
+        loop {
+            core::hint::spin_loop();
+        }
+    }
     if ipc::signal(Handle::new(1, 1), CHILD_SIGNAL).is_err() {
         return 99;
     }
@@ -59,6 +67,18 @@ extern "C" fn spinner(index: u64) -> ! {
     let counter = &COUNTERS[(index as usize).min(2)];
     loop {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Yields a few times (letting the server child receive), kills the process `child`, then
+/// keeps yielding until it is killed itself.
+extern "C" fn server_killer(child: u64) -> ! {
+    for _ in 0..5 {
+        let _ = rt::yield_now();
+    }
+    let _ = proc::process_kill(Handle::from_raw(child));
+    loop {
+        let _ = rt::yield_now();
     }
 }
 
@@ -107,6 +127,7 @@ pub fn tests(results: &mut Results) {
     malformed_image(results);
     kill_spinning_child(results);
     threads(results);
+    killed_server(results);
     irq(results);
     device(results);
     bad_arguments(results);
@@ -135,6 +156,39 @@ fn spawn_and_exit(results: &mut Results) {
     })();
     results.check(
         "user process spawned from a boot module: exit code 42 seen after its death notification, copied capability used by the child",
+        outcome,
+    );
+}
+
+/// Issue 8: a killed server makes its clients' calls fail with `PeerDied` — the call it
+/// had received and never answered, and every call after.
+fn killed_server(results: &mut Results) {
+    let outcome = (|| {
+        let endpoint = ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
+        let child = proc::process_spawn(IMAGE, &[endpoint], PRIORITY_NORMAL, CHILD_SERVER)
+            .map_err(|_| "process_spawn failed")?;
+        // Keep only a capability that cannot receive: the child holds the server side.
+        let client =
+            ipc::cap_copy(endpoint, Rights::CALL | Rights::WRITE).map_err(|_| "cap_copy failed")?;
+        ipc::cap_delete(endpoint).map_err(|_| "cap_delete failed")?;
+        let top = STACKS + 4 * STACK_SIZE;
+        let killer = proc::thread_create(server_killer, top, child.raw(), PRIORITY_NORMAL)
+            .map_err(|_| "thread_create failed")?;
+        let info = abi::MessageInfo::new(7, 1, 0).ok_or("message info")?;
+        let first = ipc::call(client, info, [1, 2, 3, 4]);
+        let second = ipc::call(client, info, [1, 2, 3, 4]);
+        let _ = proc::thread_kill(killer);
+        if proc::process_status(child) != Ok(ProcessStatus::Killed) {
+            return Err("the server child was not killed");
+        }
+        match (first.err(), second.err()) {
+            (Some(Error::PeerDied), Some(Error::PeerDied)) => Ok(()),
+            (Some(Error::PeerDied), _) => Err("a call after the kill did not fail with PeerDied"),
+            _ => Err("the call the killed server held did not fail with PeerDied"),
+        }
+    })();
+    results.check(
+        "user ipc calls to a killed server fail with PeerDied (the pending call and later ones)",
         outcome,
     );
 }
