@@ -33,8 +33,8 @@ mod boot;
 mod console;
 mod early_frames;
 mod ipc;
-mod irq_caps;
 mod irq;
+mod irq_caps;
 mod ktest;
 mod ktest_irq;
 mod memory;
@@ -44,6 +44,7 @@ mod procsys;
 mod scenario;
 mod sched;
 mod syscall;
+mod sysinfo;
 mod thread;
 mod upcall;
 

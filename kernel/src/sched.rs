@@ -306,6 +306,20 @@ pub fn block() {
     reschedule(Reason::Block);
 }
 
+/// What `ps` shows of thread slot `id`: (name, state, priority, CPU ticks, process).
+pub fn describe(id: usize) -> Option<(&'static str, State, Priority, u64, Option<Arc<Process>>)> {
+    with(|scheduler| {
+        let thread = scheduler.thread(id)?;
+        Some((
+            thread.name,
+            thread.state,
+            thread.priority,
+            thread.cpu_ticks,
+            thread.process.clone(),
+        ))
+    })
+}
+
 /// Sleep for at least `ticks` timer ticks.
 pub fn sleep(ticks: u64) {
     let until = crate::upcall::ticks() + ticks;
@@ -370,6 +384,9 @@ pub fn timer_tick(now: u64) {
             }
         }
         let current = scheduler.current;
+        if let Some(thread) = scheduler.thread(current) {
+            thread.cpu_ticks += 1;
+        }
         let priority = scheduler
             .thread(current)
             .map_or(Priority::LOWEST, |t| t.priority);
@@ -610,10 +627,18 @@ pub fn current_priority() -> Priority {
 /// it ends (see [`exit_if_killed`]).
 fn mark_killed(scheduler: &mut Scheduler, id: usize) {
     if let Some(thread) = scheduler.thread(id) {
+        if !thread.killed {
+            KILLS_PENDING.fetch_add(1, Ordering::Relaxed);
+        }
         thread.killed = true;
     }
     make_ready(scheduler, id);
 }
+
+/// Threads marked killed that have not yet ended through [`exit_if_killed`] (a hint: one
+/// that ends otherwise, e.g. by `exit`, keeps it above 0, which only costs the lock below).
+/// Lets the system-call return path skip the scheduler lock when nobody was killed.
+static KILLS_PENDING: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Kill thread `(id, serial)`: `false` when it no longer exists. The running thread ends
 /// on its way back to user mode ([`exit_if_killed`]).
@@ -670,6 +695,9 @@ pub fn set_priority(id: usize, serial: u64, priority: Priority) -> bool {
 /// to user mode and holds nothing on its kernel stack: after a system call, after a timer
 /// preemption, before a new thread's first entry.
 pub fn exit_if_killed() {
+    if KILLS_PENDING.load(Ordering::Relaxed) == 0 {
+        return;
+    }
     let killed = with(|scheduler| {
         let current = scheduler.current;
         scheduler
@@ -677,6 +705,9 @@ pub fn exit_if_killed() {
             .is_some_and(|thread| thread.killed && thread.process.is_some())
     });
     if killed {
+        let _ = KILLS_PENDING.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pending| {
+            pending.checked_sub(1)
+        });
         exit_current();
     }
 }

@@ -20,12 +20,16 @@
 pub mod counter;
 pub mod fault;
 pub mod fpu;
-pub mod ipc;
 pub mod heap;
+pub mod ipc;
 pub mod print;
 pub mod proc;
 mod raw;
 pub mod registers;
+pub mod service;
+pub mod sync;
+
+extern crate alloc;
 
 use abi::{Error, Syscall};
 
