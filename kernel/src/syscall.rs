@@ -98,6 +98,12 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Some(Syscall::PowerOff) => crate::sysinfo::power_off(arguments[0], arguments[1]),
         Some(Syscall::Sleep) => crate::sysinfo::sleep(arguments[0]),
         Some(Syscall::ProcessId) => crate::sysinfo::process_id(arguments[0]),
+        Some(Syscall::LogBind) => {
+            crate::sysinfo::log_bind(arguments[0], arguments[1], arguments[2])
+        }
+        Some(Syscall::LogRead) => {
+            crate::sysinfo::log_read(arguments[0], arguments[1], arguments[2])
+        }
         Some(Syscall::BenchCounter) => abi::BenchCounter::from_number(arguments[0])
             .map(crate::bench::counter)
             .ok_or(Error::InvalidArgument),

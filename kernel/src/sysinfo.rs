@@ -177,6 +177,7 @@ pub fn power_off(power: u64, code: u64) -> Result<u64, Error> {
     let Object::Power = caller_object(power, Rights::CONTROL)? else {
         return Err(Error::InvalidArgument);
     };
+    crate::console::undefer_log();
     crate::println!("keel: power off requested (code {code})");
     Cpu::power_off(if code == 0 {
         ExitCode::Success
@@ -257,4 +258,63 @@ fn install_init_caps(init: &crate::process::Process) -> Result<(), &'static str>
         .map_err(|_| full)?;
     }
     Ok(())
+}
+
+/// Who is told when deferred kernel log arrives (`log_bind`).
+static LOG_TARGET: spin::Mutex<Option<(alloc::sync::Arc<crate::object::Notification>, u64)>> =
+    spin::Mutex::new(None);
+
+/// The caller holds the console UART's register capability with `WRITE`.
+fn console_holder(handle: u64) -> Result<(), Error> {
+    match caller_object(handle, Rights::WRITE)? {
+        Object::IoPorts(_) | Object::Mmio(_) => Ok(()),
+        _ => Err(Error::InvalidArgument),
+    }
+}
+
+/// `log_bind(console, notification, bits)`.
+pub fn log_bind(console: u64, notification: u64, bits: u64) -> Result<u64, Error> {
+    console_holder(console)?;
+    let Object::Notification(notification) = caller_object(notification, Rights::SIGNAL)? else {
+        return Err(Error::InvalidArgument);
+    };
+    if bits == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    let old = LOG_TARGET.lock().replace((notification, bits));
+    drop(old);
+    crate::console::defer_log();
+    // Whatever was deferred before this binding is waiting.
+    log_written();
+    Ok(0)
+}
+
+/// `log_read(console, buffer, length)`.
+pub fn log_read(console: u64, buffer: u64, length: u64) -> Result<u64, Error> {
+    console_holder(console)?;
+    let mut chunk = [0u8; 512];
+    let length = usize::try_from(length)
+        .unwrap_or(usize::MAX)
+        .min(chunk.len());
+    let in_range = buffer >= USER_START
+        && buffer
+            .checked_add(length as u64)
+            .is_some_and(|end| end <= USER_END);
+    if !in_range {
+        return Err(Error::BadAddress);
+    }
+    let count = crate::console::take_log(&mut chunk[..length]);
+    if count > 0 {
+        <Cpu as arch_api::Paging>::copy_to_user(buffer, &chunk[..count])
+            .map_err(|_| Error::BadAddress)?;
+    }
+    Ok(count as u64)
+}
+
+/// Deferred log text arrived: signal the console's notification.
+pub fn log_written() {
+    let target = LOG_TARGET.lock().clone();
+    if let Some((notification, bits)) = target {
+        crate::ipc::signal_object(&notification, bits);
+    }
 }

@@ -446,6 +446,17 @@ pub enum Syscall {
     /// Needs `READ`. Errors: [`Error::InvalidHandle`], [`Error::PermissionDenied`],
     /// [`Error::InvalidArgument`] (not a process).
     ProcessId = 0x33,
+    /// `log_bind(console, notification, bits)`: the holder of the console UART's register
+    /// capability (I/O ports or MMIO, `WRITE`) takes the kernel log: from now on kernel
+    /// log lines are kept in a ring (8 KiB, oldest dropped) instead of printed, and `bits`
+    /// is signalled on the notification (`SIGNAL`) when text arrives; a new binding
+    /// replaces the old. Errors: [`Error::InvalidHandle`], [`Error::PermissionDenied`],
+    /// [`Error::InvalidArgument`] (wrong object types, `bits` 0).
+    LogBind = 0x34,
+    /// `log_read(console, buffer, length)`: move up to `length` bytes of the kernel log
+    /// into `buffer`. Value: the bytes moved. Needs the capability of `log_bind`.
+    /// Errors: as `log_bind`, [`Error::BadAddress`].
+    LogRead = 0x35,
     BenchCounter = 0x40,
     /// `irq_test_raise(irq)`: test-only, the software path into interrupt delivery: the
     /// kernel delivers the capability's line exactly as if it had fired (signal and mask
@@ -884,6 +895,8 @@ impl Syscall {
             0x31 => Self::PowerOff,
             0x32 => Self::Sleep,
             0x33 => Self::ProcessId,
+            0x34 => Self::LogBind,
+            0x35 => Self::LogRead,
             0x40 => Self::BenchCounter,
             0x41 => Self::IrqTestRaise,
             _ => return None,
@@ -948,13 +961,13 @@ mod tests {
             );
         }
         assert_eq!(Syscall::from_number(0x2c), None);
-        for number in 0x30..=0x33 {
+        for number in 0x30..=0x35 {
             assert_eq!(
                 Syscall::from_number(number).map(Syscall::number),
                 Some(number)
             );
         }
-        assert_eq!(Syscall::from_number(0x34), None);
+        assert_eq!(Syscall::from_number(0x36), None);
         assert_eq!(Syscall::IrqTestRaise.number(), 0x41);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }

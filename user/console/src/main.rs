@@ -11,6 +11,9 @@
 //!   the receive FIFO, acknowledges the interrupt (`irq_ack`) and waits on the IRQ
 //!   notification until an event is complete.
 //!
+//! - the kernel log: once the log thread calls `log_bind`, the kernel keeps its log lines
+//!   for the console, which prints them like a client's.
+//!
 //! Weak spots: typed bytes are only taken (and echoed) while a reader waits, so typing
 //! ahead relies on the UART's FIFO and QEMU's flow control; every output byte is one or
 //! two system calls on x86_64 (port I/O through the kernel).
@@ -35,6 +38,10 @@ const MMIO_ADDRESS: u64 = 0x0000_2000_0000_0000;
 /// The input thread's stack.
 const INPUT_STACK: u64 = 0x0000_2100_0000_0000;
 const INPUT_STACK_BYTES: u64 = 16 * PAGE_SIZE;
+/// The log thread's stack.
+const LOG_STACK: u64 = 0x0000_2200_0000_0000;
+/// The client the kernel log counts as in `ucore::output` (no badge `init` mints).
+const KERNEL_BADGE: u64 = u64::MAX;
 /// The notification bit of the UART's interrupt.
 const IRQ_BIT: u64 = 1;
 
@@ -189,16 +196,16 @@ fn main(_: u64) -> i64 {
     let Ok(buffer) = service::ipc_buffer(0) else {
         return 2;
     };
-    if rt::memory_map(INPUT_STACK, INPUT_STACK_BYTES, abi::MAP_WRITE).is_err()
-        || proc::thread_create(
-            input_thread,
-            INPUT_STACK + INPUT_STACK_BYTES,
-            0,
-            abi::PRIORITY_NORMAL,
-        )
-        .is_err()
-    {
-        return 3;
+    for (entry, stack) in [
+        (input_thread as extern "C" fn(u64) -> !, INPUT_STACK),
+        (log_thread, LOG_STACK),
+    ] {
+        if rt::memory_map(stack, INPUT_STACK_BYTES, abi::MAP_WRITE).is_err()
+            || proc::thread_create(entry, stack + INPUT_STACK_BYTES, 0, abi::PRIORITY_NORMAL)
+                .is_err()
+        {
+            return 3;
+        }
     }
     serve_output(&buffer)
 }
@@ -231,6 +238,31 @@ fn serve_output(buffer: &IpcBuffer) -> i64 {
                 [u64::from(Error::InvalidArgument.code()), 0, 0, 0],
             ),
         };
+    }
+}
+
+/// The kernel log's thread: takes the log (`log_bind`) and prints it as another client,
+/// so kernel lines and server lines never cut into each other.
+extern "C" fn log_thread(_: u64) -> ! {
+    let device = slot(slots::CONSOLE_DEVICE);
+    let Ok(notification) = ipc::notification_create() else {
+        rt::exit(120)
+    };
+    if proc::log_bind(device, notification, 1).is_err() {
+        rt::exit(121)
+    }
+    let mut chunk = [0u8; 512];
+    loop {
+        match proc::log_read(device, &mut chunk) {
+            Ok(count) if count > 0 => {
+                if let Some(screen) = SCREEN.lock().as_mut() {
+                    screen.write(KERNEL_BADGE, &chunk[..count]);
+                }
+            }
+            _ => {
+                let _ = ipc::wait(notification);
+            }
+        }
     }
 }
 

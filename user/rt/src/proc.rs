@@ -214,3 +214,29 @@ pub fn sleep(ticks: u64) -> Result<(), Error> {
 pub fn process_id(process: Handle) -> Result<u64, Error> {
     call(Syscall::ProcessId, [process.raw(), 0, 0, 0, 0, 0])
 }
+
+/// `log_bind(console, notification, bits)`: take the kernel log (see `abi::Syscall::LogBind`).
+pub fn log_bind(console: Handle, notification: Handle, bits: u64) -> Result<(), Error> {
+    call(
+        Syscall::LogBind,
+        [console.raw(), notification.raw(), bits, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// `log_read(console, buffer)`: the bytes of kernel log moved into `out`.
+pub fn log_read(console: Handle, out: &mut [u8]) -> Result<usize, Error> {
+    call(
+        Syscall::LogRead,
+        [
+            console.raw(),
+            out.as_mut_ptr() as u64,
+            out.len() as u64,
+            0,
+            0,
+            0,
+        ],
+    )
+    // why: at most `out.len()`.
+    .map(|count| count as usize)
+}
