@@ -253,6 +253,9 @@ impl CapSpace {
     /// Put `object` in the table with `rights`.
     pub fn insert(&self, mut object: Object, rights: Rights) -> Result<Handle, Error> {
         object.restrict(rights);
+        // why: the `let` ends the lock guard's life before the result (which may hold
+        // the rejected object) is returned and dropped by the caller.
+        #[allow(clippy::let_and_return)]
         let result = self.table.lock().insert(object, rights);
         result
     }

@@ -306,8 +306,11 @@ pub fn block() {
     reschedule(Reason::Block);
 }
 
+/// A thread as `ps` shows it: (name, state, priority, CPU ticks, process).
+pub type Description = (&'static str, State, Priority, u64, Option<Arc<Process>>);
+
 /// What `ps` shows of thread slot `id`: (name, state, priority, CPU ticks, process).
-pub fn describe(id: usize) -> Option<(&'static str, State, Priority, u64, Option<Arc<Process>>)> {
+pub fn describe(id: usize) -> Option<Description> {
     with(|scheduler| {
         let thread = scheduler.thread(id)?;
         Some((

@@ -43,7 +43,15 @@ fn shell(arch: Arch) {
     run(&mut terminal, "help");
     terminal.expect_line("commands:");
     // One line per command, in the table's order.
-    for command in ["help", "ps", "mem", "caps <pid>", "kill <pid>", "echo [text]", "poweroff"] {
+    for command in [
+        "help",
+        "ps",
+        "mem",
+        "caps <pid>",
+        "kill <pid>",
+        "echo [text]",
+        "poweroff",
+    ] {
         terminal.expect_line(&format!("  {command} "));
     }
     terminal.expect_prompt(PROMPT);
@@ -80,6 +88,20 @@ fn shell(arch: Arch) {
     assert_eq!(
         terminal.expect_line("error: "),
         "error: unknown command \"frobnicate\" (type help for the list)"
+    );
+    terminal.expect_prompt(PROMPT);
+
+    // Bad arguments: one error line each.
+    run(&mut terminal, "kill abc");
+    assert_eq!(
+        terminal.expect_line("error: "),
+        "error: kill: \"abc\" is not a number (usage: kill <pid>)"
+    );
+    terminal.expect_prompt(PROMPT);
+    run(&mut terminal, "kill 999");
+    assert_eq!(
+        terminal.expect_line("error: "),
+        "error: kill: no process 999 started by init"
     );
     terminal.expect_prompt(PROMPT);
 

@@ -218,11 +218,9 @@ fn serve_output(buffer: &IpcBuffer) -> i64 {
     loop {
         let received = match ipc::reply_recv(endpoint, answer.0, answer.1) {
             Ok(received) => received,
-            Err(_) => {
-                answer = (MessageInfo::default(), [0; 4]);
-                let _ = proc::sleep(1);
-                continue;
-            }
+            // Only `recv`'s own errors come back (a dead caller is skipped): the endpoint
+            // capability is wrong, which does not get better.
+            Err(error) => return 100 + i64::from(error.code()),
         };
         answer = match received.info.label() {
             label::CONSOLE_WRITE => {

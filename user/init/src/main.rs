@@ -379,9 +379,10 @@ extern "C" fn service_thread(_: u64) -> ! {
     loop {
         let received = match ipc::reply_recv(endpoint, answer.0, answer.1) {
             Ok(received) => received,
-            Err(_) => {
-                answer = (MessageInfo::default(), [0; 4]);
-                continue;
+            // Only `recv`'s own errors come back (a dead caller is skipped): permanent.
+            Err(error) => {
+                report(format!("init: process service stopped: {error:?}"));
+                rt::exit(4)
             }
         };
         let result = match received.info.label() {

@@ -168,6 +168,15 @@ impl Shell {
             )
             .map(|_| {
                 let _ = writeln!(out, "killed pid {pid}");
+            })
+            .or_else(|error| {
+                let _ = match error {
+                    Error::InvalidArgument => {
+                        writeln!(out, "error: kill: no process {pid} started by init")
+                    }
+                    other => writeln!(out, "error: kill: {other:?}"),
+                };
+                Ok(())
             }),
             Command::Spawn { module, args } => {
                 if !args.is_empty() {
@@ -181,6 +190,16 @@ impl Shell {
                 )
                 .map(|pid| {
                     let _ = writeln!(out, "started {module} (pid {pid})");
+                })
+                .or_else(|error| {
+                    let _ = match error {
+                        Error::InvalidArgument => writeln!(
+                            out,
+                            "error: spawn: no boot module {module} (or not an executable)"
+                        ),
+                        other => writeln!(out, "error: spawn: {other:?}"),
+                    };
+                    Ok(())
                 })
             }
             Command::IpcBench { rounds } => self.ipcbench(rounds, out),
