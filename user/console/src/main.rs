@@ -137,6 +137,16 @@ impl Uart {
         }
     }
 
+    /// Whether a received byte waits.
+    fn has_data(&self) -> bool {
+        match self {
+            Uart::Ports { ports, base } => {
+                proc::port_in(*ports, base + LSR, 1).is_ok_and(|lsr| lsr & LSR_DATA != 0)
+            }
+            Uart::Mmio(mmio) => mmio.read32(FR).is_some_and(|fr| fr & FR_RXFE == 0),
+        }
+    }
+
     /// Clear the receive interrupt at the device (PL011: receive timeout).
     fn clear(&self) {
         if let Uart::Mmio(mmio) = self {
@@ -310,7 +320,15 @@ fn input_loop() -> Result<(), Error> {
                 continue;
             }
             proc::irq_ack(irq)?;
-            ipc::wait(notification)?;
+            // A byte that arrived after the drain may have raised no new edge (or had its
+            // interrupt cleared above): look once more before sleeping.
+            let waiting = SCREEN
+                .lock()
+                .as_ref()
+                .is_some_and(|screen| screen.uart.has_data());
+            if !waiting {
+                ipc::wait(notification)?;
+            }
         };
         let words = match &event {
             Event::Line(line) => {

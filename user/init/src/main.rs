@@ -31,7 +31,7 @@ use rt::service::{self, CLIENT_RIGHTS, Console, label};
 use rt::sync::SpinLock;
 use ucore::manifest::{Capability, Manifest};
 use ucore::restart::Exit;
-use ucore::supervisor::{State, Supervisor};
+use ucore::supervisor::Supervisor;
 
 const MANIFEST: &[u8] = include_bytes!("../manifest");
 /// The death bit of programs started through the process service.
@@ -321,9 +321,6 @@ fn reap(supervisor: &mut Supervisor<u64>, bits: u64) {
                 }
                 // why: the manifest holds at most 16 servers.
                 queue(Job::OwnerDied(index as u64 + 1));
-                let _ = supervisor
-                    .state(index)
-                    .filter(|state| matches!(state, State::Stopped));
             }
             None => report(format!("init: {} (pid {}) {exit}", child.module, child.pid)),
         }
