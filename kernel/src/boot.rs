@@ -307,6 +307,18 @@ pub fn module(name: &str) -> Option<&'static [u8]> {
         .map(|module| module.contents)
 }
 
+/// The name (command line) of the boot module whose contents are exactly `bytes`, for
+/// naming the processes made from it.
+pub fn module_name_of(bytes: &[u8]) -> Option<&'static str> {
+    MODULE_COPIES
+        .get()?
+        .iter()
+        .find(|module| {
+            module.contents.as_ptr() == bytes.as_ptr() && module.contents.len() == bytes.len()
+        })
+        .map(|module| module.cmdline)
+}
+
 /// Bytes of the kernel image as linked (text, rodata, data and bss).
 pub fn kernel_image_bytes() -> u64 {
     unsafe extern "C" {

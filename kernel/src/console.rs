@@ -4,6 +4,7 @@
 //! lines never interleave (DESIGN.md §7).
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use arch_api::{EarlyError, ExitCode, Platform};
 use spin::Mutex;
@@ -29,9 +30,94 @@ impl Write for Serial {
 }
 
 pub fn print(args: fmt::Arguments<'_>) {
+    if DEFERRED.load(Ordering::Acquire) {
+        {
+            let mut ring = LOG.lock();
+            let _ = ring.write_fmt(args);
+        }
+        crate::sysinfo::log_written();
+        return;
+    }
     let _guard = CONSOLE.lock();
     // Serial writes cannot fail.
     let _ = Serial.write_fmt(args);
+}
+
+/// Issue 9: once the user-space console has taken the kernel log (`log_bind`), log lines
+/// go to this ring instead of the UART, and the console prints them as whole lines among
+/// its clients' (so kernel lines and server output never interleave within a line).
+/// Printing must then not happen under the IPC lock (the console is signalled).
+static DEFERRED: AtomicBool = AtomicBool::new(false);
+/// Bytes of log the ring holds; older bytes are dropped (and counted) when it is full.
+const LOG_BYTES: usize = 8192;
+
+struct LogRing {
+    bytes: [u8; LOG_BYTES],
+    start: usize,
+    length: usize,
+    lost: u64,
+}
+
+static LOG: Mutex<LogRing> = Mutex::new(LogRing {
+    bytes: [0; LOG_BYTES],
+    start: 0,
+    length: 0,
+    lost: 0,
+});
+
+impl Write for LogRing {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for &byte in text.as_bytes() {
+            if self.length == LOG_BYTES {
+                self.start = (self.start + 1) % LOG_BYTES;
+                self.length -= 1;
+                self.lost += 1;
+            }
+            self.bytes[(self.start + self.length) % LOG_BYTES] = byte;
+            self.length += 1;
+        }
+        Ok(())
+    }
+}
+
+/// From now on the log goes to the ring ([`take_log`]).
+pub fn defer_log() {
+    DEFERRED.store(true, Ordering::Release);
+}
+
+/// Move up to `out.len()` bytes of deferred log into `out`; returns how many.
+pub fn take_log(out: &mut [u8]) -> usize {
+    let mut ring = LOG.lock();
+    let count = out.len().min(ring.length);
+    for (index, place) in out[..count].iter_mut().enumerate() {
+        *place = ring.bytes[(ring.start + index) % LOG_BYTES];
+    }
+    ring.start = (ring.start + count) % LOG_BYTES;
+    ring.length -= count;
+    count
+}
+
+/// Print the log to the UART again, the deferred part first (before power-off, when no
+/// console server will drain it).
+pub fn undefer_log() {
+    DEFERRED.store(false, Ordering::Release);
+    let _guard = CONSOLE.lock();
+    let mut chunk = [0u8; 256];
+    loop {
+        let count = take_log(&mut chunk);
+        if count == 0 {
+            break;
+        }
+        for line in chunk[..count].split_inclusive(|&byte| byte == b'\n') {
+            match line.split_last() {
+                Some((b'\n', text)) => {
+                    Cpu::console_write(text);
+                    Cpu::console_write(b"\r\n");
+                }
+                _ => Cpu::console_write(line),
+            }
+        }
+    }
 }
 
 #[macro_export]

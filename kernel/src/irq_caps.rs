@@ -6,21 +6,24 @@
 //! most once per acknowledgement, so a level-triggered device cannot storm the kernel.
 //!
 //! # The interface to the interrupt controller
-//! The arch side (I/O APIC / GIC SPI routing and the upcall for a device line) is built
-//! separately: it calls [`deliver`] with the line, and this module calls [`arch_mask`] /
-//! [`arch_unmask`]. Today the only caller of [`deliver`] besides `keel_trap`'s
-//! `TrapCause::Irq` is the test-only system call `irq_test_raise`, and [`arch_mask`] /
-//! [`arch_unmask`] only record the state here: they are the two places to wire to the
-//! controller.
+//! The first `irq_bind` of a line claims it from the core's line table ([`crate::irq::claim`])
+//! and keeps the claim in the binding for good; the claim's target is [`line_fired`], which
+//! calls [`deliver`]. The controller masks the line on every delivery
+//! (`Delivery::MaskUntilUnmask`), and `irq_ack` unmasks it through the claim. The test-only
+//! system call `irq_test_raise` calls [`deliver`] without the controller; the binding's own
+//! `masked` flag keeps the "once per acknowledgement" rule for both.
 //!
 //! Weak spots: a binding outlives the capabilities that made it (it holds the notification
-//! until the line is bound again); lines at or above [`MAX_LINES`] cannot be bound.
+//! and the claim until the line is bound again: a restarted driver rebinds the same claim);
+//! lines at or above [`MAX_LINES`] cannot be bound; a line the kernel itself claimed
+//! (the kernel suite's UART test) cannot be bound at the same time ([`Error::PermissionDenied`]).
 
 use alloc::sync::Arc;
 
 use abi::Error;
 use spin::Mutex;
 
+use crate::irq;
 use crate::object::Notification;
 
 /// Lines this table covers (GIC INTIDs below 1020, ISA/IO APIC lines far below).
@@ -43,24 +46,29 @@ struct Binding {
     target: Option<(Arc<Notification>, u64)>,
     /// Masked by the kernel after a delivery, until `irq_ack`.
     masked: bool,
+    /// The core's claim on the line, taken by the first bind and kept.
+    claim: Option<irq::IrqLine>,
 }
 
 impl Binding {
     const EMPTY: Self = Self {
         target: None,
         masked: true,
+        claim: None,
     };
 }
 
 static LINES: Mutex<[Binding; MAX_LINES]> = Mutex::new([const { Binding::EMPTY }; MAX_LINES]);
 
-/// Mask `line` at the interrupt controller (to be wired to the arch's controller).
-fn arch_mask(_line: u32) {}
-
-/// Unmask `line` at the interrupt controller (to be wired to the arch's controller).
-fn arch_unmask(_line: u32) {}
+/// The target of every claimed line: the core's line table calls it (interrupt context,
+/// interrupts masked) with the line number as its word.
+fn line_fired(word: usize) {
+    // why: the word is the line number `bind` stored, below MAX_LINES.
+    deliver(word as u32);
+}
 
 /// `irq_bind`: deliveries of `line` signal `bits` on `notification`; the line is unmasked.
+/// The first bind claims the line at the interrupt controller.
 pub fn bind(line: IrqLine, notification: Arc<Notification>, bits: u64) -> Result<(), Error> {
     if bits == 0 {
         return Err(Error::InvalidArgument);
@@ -68,10 +76,23 @@ pub fn bind(line: IrqLine, notification: Arc<Notification>, bits: u64) -> Result
     let old = {
         let mut lines = LINES.lock();
         let binding = &mut lines[line.line as usize];
+        if binding.claim.is_none() {
+            let claim = irq::claim(line.line).map_err(|error| match error {
+                irq::IrqError::InUse => Error::PermissionDenied,
+                irq::IrqError::InvalidLine | irq::IrqError::NoController => Error::InvalidArgument,
+            })?;
+            claim.set_target(Some(irq::Target {
+                function: line_fired,
+                word: line.line as usize,
+            }));
+            binding.claim = Some(claim);
+        }
         binding.masked = false;
+        if let Some(claim) = binding.claim.as_ref() {
+            claim.unmask();
+        }
         binding.target.replace((notification, bits))
     };
-    arch_unmask(line.line);
     // The old notification is dropped outside the lock.
     drop(old);
     Ok(())
@@ -79,15 +100,15 @@ pub fn bind(line: IrqLine, notification: Arc<Notification>, bits: u64) -> Result
 
 /// `irq_ack`: unmask a bound line.
 pub fn ack(line: IrqLine) -> Result<(), Error> {
-    {
-        let mut lines = LINES.lock();
-        let binding = &mut lines[line.line as usize];
-        if binding.target.is_none() {
-            return Err(Error::InvalidArgument);
-        }
-        binding.masked = false;
+    let mut lines = LINES.lock();
+    let binding = &mut lines[line.line as usize];
+    if binding.target.is_none() {
+        return Err(Error::InvalidArgument);
     }
-    arch_unmask(line.line);
+    binding.masked = false;
+    if let Some(claim) = binding.claim.as_ref() {
+        claim.unmask();
+    }
     Ok(())
 }
 
@@ -107,10 +128,11 @@ pub fn deliver(line: u32) -> bool {
         let Some((notification, bits)) = binding.target.as_ref() else {
             return false;
         };
+        // The controller masked the line already (mask-on-delivery); `irq_test_raise`
+        // relies on this flag alone.
         binding.masked = true;
         (notification.clone(), *bits)
     };
-    arch_mask(line);
     crate::ipc::signal_object(&target.0, target.1);
     true
 }

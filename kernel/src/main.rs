@@ -44,6 +44,7 @@ mod procsys;
 mod scenario;
 mod sched;
 mod syscall;
+mod sysinfo;
 mod thread;
 mod upcall;
 

@@ -45,6 +45,10 @@ pub enum Object {
     IoPorts(crate::procsys::PortRange),
     /// A physical device-memory range ([`crate::procsys`]).
     Mmio(crate::procsys::MmioRange),
+    /// Reading system information ([`crate::sysinfo`]).
+    System,
+    /// Switching the machine off ([`crate::sysinfo`]).
+    Power,
 }
 
 impl Object {
@@ -58,6 +62,8 @@ impl Object {
             Self::Irq(_) => ObjectType::Irq,
             Self::IoPorts(_) => ObjectType::IoPorts,
             Self::Mmio(_) => ObjectType::Mmio,
+            Self::System => ObjectType::System,
+            Self::Power => ObjectType::Power,
         }
     }
 
@@ -318,6 +324,21 @@ impl CapSpace {
         self.with(handle, Rights::NONE, |capability| {
             (capability.object().object_type(), capability.rights())
         })
+    }
+
+    /// Up to `out.len()` of the capabilities, as (slot, object type, rights), in slot order.
+    pub fn list(&self, out: &mut [(u32, ObjectType, Rights)]) -> usize {
+        let table = self.table.lock();
+        let mut count = 0;
+        for ((handle, capability), place) in table.iter().zip(out.iter_mut()) {
+            *place = (
+                handle.slot(),
+                capability.object().object_type(),
+                capability.rights(),
+            );
+            count += 1;
+        }
+        count
     }
 
     /// Delete every capability (the process is torn down). References drop outside the

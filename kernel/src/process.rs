@@ -66,6 +66,8 @@ pub enum Ending {
 
 pub struct Process {
     pub name: &'static str,
+    /// Its id (issue 9: `ps`, `kill <pid>`): unique for the life of the kernel, from 1.
+    pub id: u64,
     /// `None` once the process is torn down.
     pub space: Mutex<Option<AddressSpace>>,
     /// Every user mapping (freed with the process); its length is the process's memory use,
@@ -91,6 +93,12 @@ pub struct Process {
 unsafe impl Send for Process {}
 // SAFETY: as above: every field is behind a lock or atomic.
 unsafe impl Sync for Process {}
+
+/// A fresh process id.
+fn next_id() -> u64 {
+    static NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Why a process could not be created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,6 +291,7 @@ impl Process {
         let space = Cpu::new_address_space(&mut KernelFrames).map_err(LoadError::Map)?;
         Ok(Arc::new(Process {
             name,
+            id: next_id(),
             space: Mutex::new(Some(space)),
             frames: Mutex::new(Vec::new()),
             threads: AtomicUsize::new(0),
@@ -316,6 +325,11 @@ impl Process {
     }
 
     /// Threads not yet freed.
+    /// User pages mapped (its memory use, `mem`).
+    pub fn pages(&self) -> usize {
+        self.frames.lock().len()
+    }
+
     pub fn live_threads(&self) -> usize {
         self.threads.load(Ordering::Acquire)
     }
@@ -447,6 +461,7 @@ pub fn spawn_at(
     let space = Cpu::new_address_space(&mut KernelFrames).map_err(LoadError::Map)?;
     let process = Arc::new(Process {
         name: module,
+        id: next_id(),
         space: Mutex::new(Some(space)),
         frames: Mutex::new(Vec::new()),
         threads: AtomicUsize::new(0),

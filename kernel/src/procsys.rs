@@ -165,8 +165,10 @@ pub fn process_spawn(
         return Err(Error::NoSpace);
     }
     let charge = parent.caps.charge()?;
+    // A whole boot module names its process (`ps`); anything else takes the parent's name.
+    let name = crate::boot::module_name_of(image.bytes()).unwrap_or(parent.name);
     let (child, thread) =
-        process::spawn_at(parent.name, image.bytes(), argument, priority).map_err(load_error)?;
+        process::spawn_at(name, image.bytes(), argument, priority).map_err(load_error)?;
     // The child cannot run before this call returns (the kernel is not preempted).
     let filled = (|| {
         let serial = sched::serial_of(thread).ok_or(Error::OutOfMemory)?;

@@ -28,6 +28,7 @@ const KNOWN: &[&str] = &[
 
 pub fn run(boot: &BootInfo) -> ! {
     match boot.cmdline.scenario() {
+        None if crate::boot::module("init").is_some() => in_thread("boot", start_init, 0),
         None => idle(),
         Some("bench") => {
             let iterations = boot
@@ -813,6 +814,29 @@ fn user_fault(_: usize) {
         Err(why) => println!("not ok kernel survived: {why}"),
     }
     Cpu::power_off(ExitCode::TestFailed)
+}
+
+/// No scenario (issue 9): start `init` from its boot module with the boot capabilities
+/// (`abi::init_slots`), and watch it: if the root task ends, the system cannot go on, so
+/// say so and power off.
+fn start_init(_: usize) {
+    let init = match crate::sysinfo::start_init(TIMER_HZ) {
+        Ok(init) => init,
+        Err(problem) => {
+            println!("keel: cannot start init: {problem}");
+            Cpu::power_off(ExitCode::Fatal)
+        }
+    };
+    println!("keel: started init (pid {})", init.id);
+    loop {
+        match init.ending() {
+            Ending::Running => sched::sleep(u64::from(TIMER_HZ)),
+            ending => {
+                println!("keel: init ended ({ending:?}); powering off");
+                Cpu::power_off(ExitCode::Fatal)
+            }
+        }
+    }
 }
 
 /// No scenario: keep the timer ticking and idle until the user quits QEMU.

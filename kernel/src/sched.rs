@@ -306,6 +306,23 @@ pub fn block() {
     reschedule(Reason::Block);
 }
 
+/// A thread as `ps` shows it: (name, state, priority, CPU ticks, process).
+pub type Description = (&'static str, State, Priority, u64, Option<Arc<Process>>);
+
+/// What `ps` shows of thread slot `id`: (name, state, priority, CPU ticks, process).
+pub fn describe(id: usize) -> Option<Description> {
+    with(|scheduler| {
+        let thread = scheduler.thread(id)?;
+        Some((
+            thread.name,
+            thread.state,
+            thread.priority,
+            thread.cpu_ticks,
+            thread.process.clone(),
+        ))
+    })
+}
+
 /// Sleep for at least `ticks` timer ticks.
 pub fn sleep(ticks: u64) {
     let until = crate::upcall::ticks() + ticks;
@@ -416,6 +433,9 @@ pub fn timer_tick(now: u64) {
             }
         }
         let current = scheduler.current;
+        if let Some(thread) = scheduler.thread(current) {
+            thread.cpu_ticks += 1;
+        }
         let priority = scheduler
             .thread(current)
             .map_or(Priority::LOWEST, |t| t.priority);

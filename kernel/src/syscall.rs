@@ -88,6 +88,22 @@ pub fn dispatch(frame: &mut TrapFrame) {
             procsys::port_out(arguments[0], arguments[1], arguments[2], arguments[3])
         }
         Some(Syscall::MmioMap) => procsys::mmio_map(arguments[0], arguments[1]),
+        Some(Syscall::SystemInfo) => crate::sysinfo::system_info(
+            arguments[0],
+            arguments[1],
+            arguments[2],
+            arguments[3],
+            arguments[4],
+        ),
+        Some(Syscall::PowerOff) => crate::sysinfo::power_off(arguments[0], arguments[1]),
+        Some(Syscall::Sleep) => crate::sysinfo::sleep(arguments[0]),
+        Some(Syscall::ProcessId) => crate::sysinfo::process_id(arguments[0]),
+        Some(Syscall::LogBind) => {
+            crate::sysinfo::log_bind(arguments[0], arguments[1], arguments[2])
+        }
+        Some(Syscall::LogRead) => {
+            crate::sysinfo::log_read(arguments[0], arguments[1], arguments[2])
+        }
         Some(Syscall::BenchCounter) => abi::BenchCounter::from_number(arguments[0])
             .map(crate::bench::counter)
             .ok_or(Error::InvalidArgument),
@@ -325,7 +341,11 @@ pub fn enter(frame: &mut TrapFrame) {
     } else if number == Syscall::Yield.number() {
         frame.set_syscall_results(0, 0);
         sched::yield_now();
+        // A thread killed while it yielded (or blocked, below) ends before it runs user
+        // code again (one relaxed load when no kill is pending).
+        sched::exit_if_killed();
     } else {
         dispatch(frame);
+        sched::exit_if_killed();
     }
 }

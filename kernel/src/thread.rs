@@ -56,6 +56,8 @@ pub struct Thread {
     pub serial: u64,
     /// Killed (`thread_kill`, `process_kill`): ends before it runs user code again.
     pub killed: bool,
+    /// Timer ticks taken while it was running (`ps`).
+    pub cpu_ticks: u64,
 }
 
 /// The next thread serial.
@@ -83,6 +85,7 @@ impl Thread {
             wake_at: None,
             serial: NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             killed: false,
+            cpu_ticks: 0,
         }
     }
 }

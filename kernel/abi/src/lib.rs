@@ -430,6 +430,36 @@ pub enum Syscall {
     /// benchmarks (issue 10). Reads only; an unknown selector returns
     /// [`Error::InvalidArgument`]. Numbered apart from the lasting calls: it may change
     /// with the benchmarks.
+    /// `system_info(system, what, index, buffer, words)`: facts about the running system
+    /// ([`sysinfo`]), written as up to `words` `u64`s at `buffer`. Needs `READ` on a
+    /// [`ObjectType::System`] capability. Value: the words written (0: `index` names
+    /// nothing, e.g. an empty thread slot). Errors: [`Error::InvalidHandle`],
+    /// [`Error::PermissionDenied`], [`Error::InvalidArgument`] (not a system capability,
+    /// unknown `what`, `words` above [`sysinfo::WORDS_MAX`]), [`Error::BadAddress`].
+    SystemInfo = 0x30,
+    /// `power_off(power, code)`: switch the machine off; QEMU exits with status `code`
+    /// (0 success, else failure). Needs `CONTROL` on an [`ObjectType::Power`] capability.
+    /// Never returns on success. Errors: [`Error::InvalidHandle`],
+    /// [`Error::PermissionDenied`], [`Error::InvalidArgument`] (not a power capability).
+    PowerOff = 0x31,
+    /// `sleep(ticks)`: block the calling thread for 1 to [`SLEEP_MAX_TICKS`] timer ticks
+    /// (else [`Error::InvalidArgument`]).
+    Sleep = 0x32,
+    /// `process_id(process)`: value: the process's id (as `ps` and [`sysinfo`] show it).
+    /// Needs `READ`. Errors: [`Error::InvalidHandle`], [`Error::PermissionDenied`],
+    /// [`Error::InvalidArgument`] (not a process).
+    ProcessId = 0x33,
+    /// `log_bind(console, notification, bits)`: the holder of the console UART's register
+    /// capability (I/O ports or MMIO, `WRITE`) takes the kernel log: from now on kernel
+    /// log lines are kept in a ring (8 KiB, oldest dropped) instead of printed, and `bits`
+    /// is signalled on the notification (`SIGNAL`) when text arrives; a new binding
+    /// replaces the old. Errors: [`Error::InvalidHandle`], [`Error::PermissionDenied`],
+    /// [`Error::InvalidArgument`] (wrong object types, `bits` 0).
+    LogBind = 0x34,
+    /// `log_read(console, buffer, length)`: move up to `length` bytes of the kernel log
+    /// into `buffer`. Value: the bytes moved. Needs the capability of `log_bind`.
+    /// Errors: as `log_bind`, [`Error::BadAddress`].
+    LogRead = 0x35,
     BenchCounter = 0x40,
     /// `irq_test_raise(irq)`: test-only, the software path into interrupt delivery: the
     /// kernel delivers the capability's line exactly as if it had fired (signal and mask
@@ -464,6 +494,123 @@ impl BenchCounter {
             _ => return None,
         })
     }
+}
+
+/// The longest block `sleep` accepts, in timer ticks.
+pub const SLEEP_MAX_TICKS: u64 = 10_000;
+
+/// What `system_info` reports (issue 9): `what` selectors and the word layout of each
+/// record. Names are 16 bytes, NUL-padded, in two little-endian words.
+pub mod sysinfo {
+    /// The most words one call writes.
+    pub const WORDS_MAX: u64 = 64;
+    /// `index` ignored: [`summary`] words.
+    pub const SUMMARY: u64 = 0;
+    /// `index`: a thread slot (1 up to [`summary::THREAD_SLOTS`]); [`thread`] words, none
+    /// for an empty slot.
+    pub const THREAD: u64 = 1;
+    /// `index`: a boot module's position; [`module`] words, none past the last.
+    pub const MODULE: u64 = 2;
+    /// `index`: a process id; the capabilities of that process, [`cap`] words each
+    /// (as many as fit), none when no live process has that id.
+    pub const CAPS: u64 = 3;
+    /// `index`: a CPU number; [`cpu`] words, none past the last CPU.
+    pub const CPU: u64 = 4;
+
+    /// Word positions of the summary.
+    pub mod summary {
+        pub const TICKS: usize = 0;
+        pub const TIMER_HZ: usize = 1;
+        pub const FREE_FRAMES: usize = 2;
+        /// Frames the allocator manages (free and used).
+        pub const TOTAL_FRAMES: usize = 3;
+        /// Bytes of the kernel heap in use.
+        pub const KERNEL_HEAP: usize = 4;
+        pub const THREAD_SLOTS: usize = 5;
+        pub const CPUS: usize = 6;
+        pub const WORDS: usize = 7;
+    }
+
+    /// Word positions of a thread record.
+    pub mod thread {
+        pub const ID: usize = 0;
+        /// The id of its process (0: a kernel thread).
+        pub const PROCESS: usize = 1;
+        /// 0 ready, 1 running, 2 blocked, 3 dead.
+        pub const STATE: usize = 2;
+        pub const PRIORITY: usize = 3;
+        /// Timer ticks it was running at.
+        pub const CPU_TICKS: usize = 4;
+        /// Its process's user pages (0 for a kernel thread).
+        pub const PAGES: usize = 5;
+        pub const NAME: usize = 6;
+        pub const WORDS: usize = 8;
+    }
+
+    /// Word positions of a boot-module record.
+    pub mod module {
+        pub const SIZE: usize = 0;
+        pub const NAME: usize = 1;
+        pub const WORDS: usize = 3;
+    }
+
+    /// Word positions of one capability of a `CAPS` listing.
+    pub mod cap {
+        pub const SLOT: usize = 0;
+        /// [`super::super::ObjectType`] in bits 0..32, rights in bits 32..64.
+        pub const TYPE_RIGHTS: usize = 1;
+        pub const WORDS: usize = 2;
+    }
+
+    /// Word positions of a CPU record.
+    pub mod cpu {
+        pub const ID: usize = 0;
+        /// Thread switches so far.
+        pub const SWITCHES: usize = 1;
+        /// Timer ticks so far.
+        pub const TICKS: usize = 2;
+        pub const NAME: usize = 3;
+        pub const WORDS: usize = 5;
+    }
+
+    /// A name packed as [`thread::NAME`] and the others store it: 16 bytes, NUL-padded.
+    pub fn pack_name(name: &str) -> [u64; 2] {
+        let mut bytes = [0u8; 16];
+        let take = name.len().min(16);
+        bytes[..take].copy_from_slice(&name.as_bytes()[..take]);
+        let mut words = [0u64; 2];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(chunk);
+            *word = u64::from_le_bytes(eight);
+        }
+        words
+    }
+
+    /// The bytes of a packed name, without the padding.
+    pub fn unpack_name(words: [u64; 2], out: &mut [u8; 16]) -> usize {
+        out[..8].copy_from_slice(&words[0].to_le_bytes());
+        out[8..].copy_from_slice(&words[1].to_le_bytes());
+        out.iter().position(|&byte| byte == 0).unwrap_or(16)
+    }
+}
+
+/// The capabilities the kernel gives `init`, the root task of a boot without a test
+/// scenario (issue 9), by slot (handle `Handle::new(slot, 1)`).
+pub mod init_slots {
+    /// System information (`system_info`): [`super::ObjectType::System`], `READ GRANT`.
+    pub const SYSTEM: u32 = 0;
+    /// Power off: [`super::ObjectType::Power`], `CONTROL GRANT`.
+    pub const POWER: u32 = 1;
+    /// The console UART's interrupt line (`CONTROL GRANT`).
+    pub const CONSOLE_IRQ: u32 = 2;
+    /// The console UART: I/O ports `READ WRITE GRANT` (x86_64) or MMIO
+    /// `READ WRITE MAP GRANT` (AArch64).
+    pub const CONSOLE_DEVICE: u32 = 3;
+    /// Boot module `i` (in `system_info(MODULE, i)` order) is at slot `FIRST_MODULE + i`
+    /// (memory region, `READ MAP GRANT`), up to [`MODULES_MAX`] modules.
+    pub const FIRST_MODULE: u32 = 4;
+    pub const MODULES_MAX: u32 = 16;
 }
 
 /// The longest block `test_sleep` accepts, in timer ticks.
@@ -537,6 +684,10 @@ pub enum ObjectType {
     Irq = 6,
     IoPorts = 7,
     Mmio = 8,
+    /// Reading system information (`system_info`).
+    System = 9,
+    /// Switching the machine off (`power_off`).
+    Power = 10,
 }
 
 impl ObjectType {
@@ -550,6 +701,8 @@ impl ObjectType {
             6 => Self::Irq,
             7 => Self::IoPorts,
             8 => Self::Mmio,
+            9 => Self::System,
+            10 => Self::Power,
             _ => return None,
         })
     }
@@ -741,6 +894,12 @@ impl Syscall {
             0x29 => Self::PortIn,
             0x2a => Self::PortOut,
             0x2b => Self::MmioMap,
+            0x30 => Self::SystemInfo,
+            0x31 => Self::PowerOff,
+            0x32 => Self::Sleep,
+            0x33 => Self::ProcessId,
+            0x34 => Self::LogBind,
+            0x35 => Self::LogRead,
             0x40 => Self::BenchCounter,
             0x41 => Self::IrqTestRaise,
             _ => return None,
@@ -805,6 +964,13 @@ mod tests {
             );
         }
         assert_eq!(Syscall::from_number(0x2c), None);
+        for number in 0x30..=0x35 {
+            assert_eq!(
+                Syscall::from_number(number).map(Syscall::number),
+                Some(number)
+            );
+        }
+        assert_eq!(Syscall::from_number(0x36), None);
         assert_eq!(Syscall::IrqTestRaise.number(), 0x41);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }
@@ -860,14 +1026,14 @@ mod tests {
 
     #[test]
     fn object_types_are_stable() {
-        for number in 1..=8 {
+        for number in 1..=10 {
             assert_eq!(
                 ObjectType::from_number(number).map(|t| t as u32),
                 Some(number)
             );
         }
         assert_eq!(ObjectType::from_number(0), None);
-        assert_eq!(ObjectType::from_number(9), None);
+        assert_eq!(ObjectType::from_number(11), None);
     }
 
     #[test]

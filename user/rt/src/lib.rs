@@ -26,6 +26,10 @@ pub mod print;
 pub mod proc;
 mod raw;
 pub mod registers;
+pub mod service;
+pub mod sync;
+
+extern crate alloc;
 
 use abi::{Error, Syscall};
 

@@ -161,3 +161,82 @@ impl Mmio {
         Some(unsafe { core::ptr::read_volatile(register) })
     }
 }
+
+impl Mmio {
+    /// Write the 32-bit register at `offset` (4-byte aligned, inside the range); `false`
+    /// when the offset is not.
+    pub fn write32(&self, offset: u64, value: u32) -> bool {
+        let in_range =
+            offset.is_multiple_of(4) && offset.checked_add(4).is_some_and(|end| end <= self.length);
+        if !in_range {
+            return false;
+        }
+        let register = (self.address + offset) as *mut u32;
+        // SAFETY: as in `read32`: mapped device memory of this process, aligned offset
+        // inside the range, a volatile write as a device register needs.
+        unsafe { core::ptr::write_volatile(register, value) };
+        true
+    }
+}
+
+/// `system_info(system, what, index)` into `out`: the words written (`abi::sysinfo`).
+pub fn system_info(system: Handle, what: u64, index: u64, out: &mut [u64]) -> Result<usize, Error> {
+    let words = out.len().min(abi::sysinfo::WORDS_MAX as usize);
+    call(
+        Syscall::SystemInfo,
+        [
+            system.raw(),
+            what,
+            index,
+            out.as_mut_ptr() as u64,
+            words as u64,
+            0,
+        ],
+    )
+    // why: at most `words`, a usize.
+    .map(|count| count as usize)
+}
+
+/// `power_off(power, code)`: returns only on an error.
+pub fn power_off(power: Handle, code: u64) -> Error {
+    match call(Syscall::PowerOff, [power.raw(), code, 0, 0, 0, 0]) {
+        Ok(_) => Error::InvalidArgument,
+        Err(error) => error,
+    }
+}
+
+/// `sleep(ticks)`: block 1 to `abi::SLEEP_MAX_TICKS` timer ticks.
+pub fn sleep(ticks: u64) -> Result<(), Error> {
+    call(Syscall::Sleep, [ticks, 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// `process_id(process)`.
+pub fn process_id(process: Handle) -> Result<u64, Error> {
+    call(Syscall::ProcessId, [process.raw(), 0, 0, 0, 0, 0])
+}
+
+/// `log_bind(console, notification, bits)`: take the kernel log (see `abi::Syscall::LogBind`).
+pub fn log_bind(console: Handle, notification: Handle, bits: u64) -> Result<(), Error> {
+    call(
+        Syscall::LogBind,
+        [console.raw(), notification.raw(), bits, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// `log_read(console, buffer)`: the bytes of kernel log moved into `out`.
+pub fn log_read(console: Handle, out: &mut [u8]) -> Result<usize, Error> {
+    call(
+        Syscall::LogRead,
+        [
+            console.raw(),
+            out.as_mut_ptr() as u64,
+            out.len() as u64,
+            0,
+            0,
+            0,
+        ],
+    )
+    // why: at most `out.len()`.
+    .map(|count| count as usize)
+}

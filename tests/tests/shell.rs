@@ -1,0 +1,145 @@
+//! Issue 9: the interactive system. A boot without a test scenario ends at the shell's
+//! `keel> ` prompt, served from user space (`init`, `console`, `names`, `shell`); the test
+//! types at it over the serial line as a person would, on both architectures: `help`,
+//! `echo`, `ps`, `mem`, an unknown command, a 4 KiB line of garbage, `kill` of the console
+//! server (init reports the death and the restart, and the prompt works again), `poweroff`.
+#![forbid(unsafe_code)]
+
+use tests::{Arch, Ending, Terminal, expect_ending, number_after, options, selected, start};
+
+const PROMPT: &str = "keel> ";
+
+/// `n` printable ASCII bytes from a fixed seed (no spaces, no control characters).
+fn garbage(n: usize) -> String {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 94) as u8)
+        })
+        .collect()
+}
+
+/// Type `command`, and consume its echo.
+fn run(terminal: &mut Terminal, command: &str) {
+    terminal.send_line(command);
+    terminal.expect_line(command);
+}
+
+fn shell(arch: Arch) {
+    if !selected(arch, &format!("shell on {arch}")) {
+        return;
+    }
+    let mut terminal = start(&options(arch, "shell", ""));
+    terminal.expect_line("keel: started init (pid 1)");
+    let console = terminal.expect_line("init: started console (pid ");
+    let console_pid = number_after(&console, "(pid ").expect("the console's pid");
+    terminal.expect_line("init: started names (pid ");
+    terminal.expect_line("init: started shell (pid ");
+    terminal.expect_prompt(PROMPT);
+
+    run(&mut terminal, "help");
+    terminal.expect_line("commands:");
+    // One line per command, in the table's order.
+    for command in [
+        "help",
+        "ps",
+        "mem",
+        "caps <pid>",
+        "kill <pid>",
+        "echo [text]",
+        "poweroff",
+    ] {
+        terminal.expect_line(&format!("  {command} "));
+    }
+    terminal.expect_prompt(PROMPT);
+
+    run(&mut terminal, "echo hello   keel");
+    assert_eq!(terminal.expect_line("hello"), "hello   keel");
+    terminal.expect_prompt(PROMPT);
+
+    run(&mut terminal, "ps");
+    terminal.expect_line("PID  TID  NAME");
+    // Every server's threads are listed, with a state and a priority.
+    for name in ["init", "console", "names", "shell"] {
+        let line = terminal.expect_line(&format!("{name} "));
+        assert!(
+            ["ready", "running", "blocked"]
+                .iter()
+                .any(|state| line.contains(state)),
+            "{line}"
+        );
+    }
+    terminal.expect_prompt(PROMPT);
+
+    run(&mut terminal, "mem");
+    let frames = terminal.expect_line("frames: ");
+    let free = number_after(&frames, "frames: ").expect("free frames");
+    let used = number_after(&frames, "free, ").expect("used frames");
+    let total = number_after(&frames, "used, ").expect("total frames");
+    assert!(free > 0 && used > 0 && free + used == total, "{frames}");
+    let shell_memory = terminal.expect_line("shell ");
+    assert!(number_after(&shell_memory, "shell").is_some_and(|pages| pages > 0));
+    terminal.expect_prompt(PROMPT);
+
+    run(&mut terminal, "frobnicate now");
+    assert_eq!(
+        terminal.expect_line("error: "),
+        "error: unknown command \"frobnicate\" (type help for the list)"
+    );
+    terminal.expect_prompt(PROMPT);
+
+    // Bad arguments: one error line each.
+    run(&mut terminal, "kill abc");
+    assert_eq!(
+        terminal.expect_line("error: "),
+        "error: kill: \"abc\" is not a number (usage: kill <pid>)"
+    );
+    terminal.expect_prompt(PROMPT);
+    run(&mut terminal, "kill 999");
+    assert_eq!(
+        terminal.expect_line("error: "),
+        "error: kill: no process 999 started by init"
+    );
+    terminal.expect_prompt(PROMPT);
+
+    // 4 KiB of garbage in one line: one error line, then a prompt that works.
+    terminal.send_line(&garbage(4096));
+    assert_eq!(
+        terminal.expect_line("error: "),
+        "error: line too long (4096 bytes, at most 512)"
+    );
+    terminal.expect_prompt(PROMPT);
+    run(&mut terminal, "echo still here");
+    assert_eq!(terminal.expect_line("still"), "still here");
+    terminal.expect_prompt(PROMPT);
+
+    // Kill the console server: init reports the death and the restart, and the shell's
+    // output comes back through the new console.
+    run(&mut terminal, &format!("kill {console_pid}"));
+    terminal.expect_line("init: console was killed; restarting in ");
+    let restarted = terminal.expect_line("init: started console (pid ");
+    let new_pid = number_after(&restarted, "(pid ").expect("the new console's pid");
+    assert_ne!(new_pid, console_pid);
+    terminal.expect_prompt(PROMPT);
+    run(&mut terminal, "echo back again");
+    assert_eq!(terminal.expect_line("back"), "back again");
+    terminal.expect_prompt(PROMPT);
+
+    run(&mut terminal, "poweroff");
+    terminal.expect_line("powering off");
+    let outcome = terminal.finish();
+    expect_ending(&outcome, &Ending::Exit(0));
+}
+
+#[test]
+fn shell_x86_64() {
+    shell(Arch::X86_64);
+}
+
+#[test]
+fn shell_aarch64() {
+    shell(Arch::Aarch64);
+}

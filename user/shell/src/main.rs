@@ -1,0 +1,342 @@
+//! `shell`: the interactive shell on the serial console (issue 9).
+//!
+//! A loop: print the prompt `keel> `, read the next input event from the console server,
+//! run it (`ucore::shell` parses; every bad line is one `error: …` line), repeat. All output
+//! goes to the console server in whole lines.
+//!
+//! Capabilities (from `init`, `rt::service::slots`): the console's endpoints, the name
+//! service, `init`'s process service (`spawn`, `kill`), system information (`ps`, `mem`,
+//! `caps`, `uptime`, `cpu`) and power (`poweroff`).
+//!
+//! If the console dies under a request, the request fails with `PeerDied`; the shell waits
+//! a moment and asks again (`init` restarts the console on the same endpoints).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+use abi::{Error, Handle, MessageInfo, ObjectType, Rights, sysinfo};
+use rt::proc;
+use rt::service::{self, Console, INPUT_INTERRUPT, INPUT_LINE, label, slot, slots};
+use ucore::line::Event;
+use ucore::shell::{self, Command};
+
+const PROMPT: &[u8] = b"keel> ";
+
+struct Shell {
+    console: Console,
+    names: Handle,
+    processes: Handle,
+    system: Handle,
+    power: Handle,
+}
+
+fn main(_: u64) -> i64 {
+    let Ok(buffer) = service::ipc_buffer(0) else {
+        return 1;
+    };
+    let shell = Shell {
+        console: Console {
+            out: slot(slots::CONSOLE_OUT),
+            input: slot(slots::CONSOLE_IN),
+            buffer,
+        },
+        names: slot(slots::SHELL_NAMES),
+        processes: slot(slots::SHELL_PROCESSES),
+        system: slot(slots::SHELL_SYSTEM),
+        power: slot(slots::SHELL_POWER),
+    };
+    let mut line = Vec::new();
+    let mut prompt = true;
+    loop {
+        if prompt {
+            let _ = shell.console.write(PROMPT);
+        }
+        let (kind, length) = match shell.console.read(&mut line) {
+            Ok(event) => event,
+            Err(_) => {
+                // The console is being restarted: ask again shortly, prompt once it is back.
+                let _ = proc::sleep(5);
+                prompt = true;
+                continue;
+            }
+        };
+        prompt = true;
+        let event = match kind {
+            INPUT_LINE => Event::Line(core::mem::take(&mut line)),
+            INPUT_INTERRUPT => Event::Interrupt,
+            // why: the console reports lengths of lines it received, far below usize::MAX.
+            _ => Event::TooLong {
+                length: length as usize,
+            },
+        };
+        let mut out = shell.console.printer();
+        match shell::interpret(&event) {
+            Ok(command) => shell.run(command, &mut out),
+            Err(error) => {
+                let _ = writeln!(out, "{error}");
+            }
+        }
+        let _ = out.flush();
+        if let Event::Line(bytes) = event {
+            line = bytes;
+        }
+    }
+}
+
+fn state_name(state: u64) -> &'static str {
+    match state {
+        0 => "ready",
+        1 => "running",
+        2 => "blocked",
+        _ => "dead",
+    }
+}
+
+fn name_text(words: [u64; 2], out: &mut [u8; 16]) -> &str {
+    let length = sysinfo::unpack_name(words, out);
+    core::str::from_utf8(&out[..length]).unwrap_or("?")
+}
+
+fn type_name(kind: Option<ObjectType>) -> &'static str {
+    match kind {
+        Some(ObjectType::Endpoint) => "endpoint",
+        Some(ObjectType::Notification) => "notification",
+        Some(ObjectType::Process) => "process",
+        Some(ObjectType::Memory) => "memory",
+        Some(ObjectType::Thread) => "thread",
+        Some(ObjectType::Irq) => "irq",
+        Some(ObjectType::IoPorts) => "io-ports",
+        Some(ObjectType::Mmio) => "mmio",
+        Some(ObjectType::System) => "system",
+        Some(ObjectType::Power) => "power",
+        None => "?",
+    }
+}
+
+impl Shell {
+    fn summary(&self) -> Result<[u64; sysinfo::summary::WORDS], Error> {
+        let mut words = [0u64; sysinfo::summary::WORDS];
+        proc::system_info(self.system, sysinfo::SUMMARY, 0, &mut words)?;
+        Ok(words)
+    }
+
+    /// Every thread record.
+    fn threads(&self) -> Result<Vec<[u64; sysinfo::thread::WORDS]>, Error> {
+        let slots = self.summary()?[sysinfo::summary::THREAD_SLOTS];
+        let mut threads = Vec::new();
+        for index in 1..slots {
+            let mut record = [0u64; sysinfo::thread::WORDS];
+            if proc::system_info(self.system, sysinfo::THREAD, index, &mut record)? != 0 {
+                threads.push(record);
+            }
+        }
+        Ok(threads)
+    }
+
+    fn run(&self, command: Command<'_>, out: &mut service::Printer<'_>) {
+        let result = match command {
+            Command::Empty => Ok(()),
+            Command::Help => {
+                let _ = writeln!(out, "commands:");
+                for line in shell::help_lines() {
+                    let _ = writeln!(out, "{line}");
+                }
+                Ok(())
+            }
+            Command::Echo { text } => {
+                let _ = writeln!(out, "{text}");
+                Ok(())
+            }
+            Command::Ps => self.ps(out),
+            Command::Mem => self.mem(out),
+            Command::Caps { pid } => self.caps(u64::from(pid), out),
+            Command::Uptime => self.summary().map(|summary| {
+                let hz = summary[sysinfo::summary::TIMER_HZ];
+                let ticks = summary[sysinfo::summary::TICKS];
+                // why: the kernel's timer rate is far below u32::MAX.
+                let _ = writeln!(out, "{}", shell::format_uptime(ticks, hz as u32));
+            }),
+            Command::Cpu => self.cpu(out),
+            Command::Kill { pid } => service::process_request(
+                self.processes,
+                label::PROCESS_KILL,
+                [u64::from(pid), 0, 0, 0],
+            )
+            .map(|_| {
+                let _ = writeln!(out, "killed pid {pid}");
+            })
+            .or_else(|error| {
+                let _ = match error {
+                    Error::InvalidArgument => {
+                        writeln!(out, "error: kill: no process {pid} started by init")
+                    }
+                    other => writeln!(out, "error: kill: {other:?}"),
+                };
+                Ok(())
+            }),
+            Command::Spawn { module, args } => {
+                if !args.is_empty() {
+                    let _ = writeln!(out, "error: spawn: arguments are not passed yet");
+                    return;
+                }
+                service::process_request(
+                    self.processes,
+                    label::PROCESS_SPAWN,
+                    service::name_words(module),
+                )
+                .map(|pid| {
+                    let _ = writeln!(out, "started {module} (pid {pid})");
+                })
+                .or_else(|error| {
+                    let _ = match error {
+                        Error::InvalidArgument => writeln!(
+                            out,
+                            "error: spawn: no boot module {module} (or not an executable)"
+                        ),
+                        other => writeln!(out, "error: spawn: {other:?}"),
+                    };
+                    Ok(())
+                })
+            }
+            Command::IpcBench { rounds } => self.ipcbench(rounds, out),
+            Command::Poweroff => {
+                let _ = writeln!(out, "powering off");
+                let _ = out.flush();
+                Err(proc::power_off(self.power, 0))
+            }
+        };
+        if let Err(error) = result {
+            let _ = writeln!(out, "error: {error:?}");
+        }
+    }
+
+    fn ps(&self, out: &mut service::Printer<'_>) -> Result<(), Error> {
+        use sysinfo::thread::*;
+        let hz = self.summary()?[sysinfo::summary::TIMER_HZ].max(1);
+        let _ = writeln!(out, "  PID  TID  NAME          STATE    PRIO  CPU(ms)");
+        for record in self.threads()? {
+            let mut name = [0u8; 16];
+            let _ = writeln!(
+                out,
+                "{:>5} {:>4}  {:<12}  {:<7}  {:>4}  {:>7}",
+                record[PROCESS],
+                record[ID],
+                name_text([record[NAME], record[NAME + 1]], &mut name),
+                state_name(record[STATE]),
+                record[PRIORITY],
+                record[CPU_TICKS] * 1000 / hz,
+            );
+        }
+        Ok(())
+    }
+
+    fn mem(&self, out: &mut service::Printer<'_>) -> Result<(), Error> {
+        use sysinfo::summary::*;
+        let summary = self.summary()?;
+        let free = summary[FREE_FRAMES];
+        let total = summary[TOTAL_FRAMES];
+        let _ = writeln!(
+            out,
+            "frames: {} free, {} used, {} total (4 KiB each); kernel heap {} KiB",
+            free,
+            total.saturating_sub(free),
+            total,
+            summary[KERNEL_HEAP] / 1024
+        );
+        let mut seen: Vec<u64> = Vec::new();
+        for record in self.threads()? {
+            let pid = record[sysinfo::thread::PROCESS];
+            if pid == 0 || seen.contains(&pid) {
+                continue;
+            }
+            seen.push(pid);
+            let mut name = [0u8; 16];
+            let pages = record[sysinfo::thread::PAGES];
+            let _ = writeln!(
+                out,
+                "  pid {pid:>3} {:<12} {pages:>5} pages ({} KiB)",
+                name_text(
+                    [
+                        record[sysinfo::thread::NAME],
+                        record[sysinfo::thread::NAME + 1]
+                    ],
+                    &mut name
+                ),
+                pages * 4
+            );
+        }
+        Ok(())
+    }
+
+    fn caps(&self, pid: u64, out: &mut service::Printer<'_>) -> Result<(), Error> {
+        use sysinfo::cap::*;
+        let mut words = [0u64; sysinfo::WORDS_MAX as usize];
+        let count = proc::system_info(self.system, sysinfo::CAPS, pid, &mut words)?;
+        if count == 0 {
+            let _ = writeln!(out, "error: caps: no process {pid}");
+            return Ok(());
+        }
+        let _ = writeln!(out, "capabilities of pid {pid}:");
+        for record in words[..count].chunks_exact(WORDS) {
+            let value = record[TYPE_RIGHTS];
+            // why: the type is in bits 0..32, the rights in bits 32..64.
+            let kind = ObjectType::from_number(value as u32);
+            let rights = Rights::from_bits_truncate((value >> 32) as u32);
+            let _ = writeln!(
+                out,
+                "  slot {:>3}  {:<12}  {rights:?}",
+                record[SLOT],
+                type_name(kind)
+            );
+        }
+        Ok(())
+    }
+
+    fn cpu(&self, out: &mut service::Printer<'_>) -> Result<(), Error> {
+        use sysinfo::cpu::*;
+        let mut index = 0;
+        loop {
+            let mut record = [0u64; WORDS];
+            if proc::system_info(self.system, sysinfo::CPU, index, &mut record)? == 0 {
+                return Ok(());
+            }
+            let mut name = [0u8; 16];
+            let _ = writeln!(
+                out,
+                "cpu {}: {}, {} timer ticks, {} thread switches",
+                record[ID],
+                name_text([record[NAME], record[NAME + 1]], &mut name),
+                record[TICKS],
+                record[SWITCHES]
+            );
+            index += 1;
+        }
+    }
+
+    fn ipcbench(&self, rounds: u32, out: &mut service::Printer<'_>) -> Result<(), Error> {
+        let words = service::name_words("ipcbench-no-such-name");
+        let info = MessageInfo::new(label::NAMES_LOOKUP, 0, 0).ok_or(Error::InvalidArgument)?;
+        let start = self.summary()?[sysinfo::summary::TICKS];
+        for _ in 0..rounds {
+            rt::ipc::call(self.names, info, words)?;
+        }
+        let summary = self.summary()?;
+        let ticks = summary[sysinfo::summary::TICKS] - start;
+        let hz = summary[sysinfo::summary::TIMER_HZ].max(1);
+        let micros = ticks * 1_000_000 / hz;
+        let _ = writeln!(
+            out,
+            "ipcbench: {rounds} round trips to names in {} ms (~{} us each, timer resolution {} ms)",
+            micros / 1000,
+            micros / u64::from(rounds.max(1)),
+            1000 / hz
+        );
+        Ok(())
+    }
+}
+
+rt::entry!(main);
