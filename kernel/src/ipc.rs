@@ -35,7 +35,9 @@ use alloc::sync::Arc;
 
 use abi::{Error, Handle, MessageInfo, PAGE_SIZE, Rights};
 use arch_api::{Paging, TrapFrame as _};
-use kcore::ipc::{Ipc, ReceiveOutcome, SendError, SendOutcome, ThreadId};
+use kcore::ipc::{
+    Ipc, ReceiveOutcome, ReplySlot, SendError, SendOutcome, State as IpcState, ThreadId,
+};
 use spin::Mutex;
 
 use crate::object::{Endpoint, Notification, Object};
@@ -558,4 +560,288 @@ pub fn signal_object(notification: &Notification, bits: u64) {
         sched::with_saved_user_frame(waiter, |frame| frame.set_syscall_results(0, word));
         sched::wake(waiter);
     }
+}
+
+// ---- The fast path (issue 10) ----
+//
+// `call` to an endpoint whose first waiting thread is a receiver blocked in the kernel, and
+// `reply_recv` that answers a caller blocked in the kernel and finds no sender waiting,
+// both with a register-only message (at most 4 words, no capability): taken straight from
+// the system-call entry ([`crate::syscall::enter`]) before any decoding. Under one
+// scheduler lock ([`sched::Handoff`]) it finds the running thread and its process, looks the
+// endpoint up without taking a reference, checks every condition before changing
+// anything, updates the `kcore` state, copies the registers frame to frame and switches
+// to the partner directly (no run queue; the address space only when the partner is in
+// another process; FPU state switched eagerly by `Cpu::switch`). Anything else — a
+// condition not met, any error — returns `false` having changed nothing, and the slow path
+// ([`send`], [`reply_recv`]) handles the call and reports the error.
+//
+// The endpoint is used through a plain pointer, not an `Arc` clone: the capability that
+// names it stays in the running process's table until this thread runs again, because
+// only a system call or a death changes a table, and nothing else runs on the one CPU
+// (interrupts masked, no switch before `Handoff::switch`); every use ends before that.
+
+/// The endpoint (as a pointer) and badge capability `handle` of `process` names, if it is
+/// an endpoint capability with `required`.
+#[inline(always)]
+fn endpoint_pointer(
+    process: &Process,
+    handle: u64,
+    required: Rights,
+) -> Option<(*const Endpoint, u64)> {
+    process
+        .caps
+        .with(
+            Handle::from_raw(handle),
+            required,
+            |capability| match capability.object() {
+                Object::Endpoint(endpoint) => {
+                    Some((Arc::as_ptr(&endpoint.endpoint), endpoint.badge))
+                }
+                _ => None,
+            },
+        )
+        .ok()
+        .flatten()
+}
+
+/// `call` on the fast path: `true` when it was taken (the reply is then in `frame`).
+#[inline(always)]
+pub fn fast_call(frame: &mut TrapFrame) -> bool {
+    let message = frame.syscall_arguments();
+    let Some(info) = MessageInfo::from_raw(message[1]) else {
+        return false;
+    };
+    if !register_only(info) {
+        return false;
+    }
+    let Some(mut scheduler) = sched::lock_for_handoff() else {
+        return false;
+    };
+    let me = scheduler.current();
+    let Some(process) = scheduler.current_process() else {
+        return false;
+    };
+    let Some((endpoint, badge)) = endpoint_pointer(process, message[0], Rights::CALL) else {
+        return false;
+    };
+    // SAFETY: see the section comment: the capability keeps the endpoint alive until
+    // this thread runs again, and every use of `endpoint` ends before the switch.
+    let endpoint = unsafe { &*endpoint };
+    let mut state = IPC.lock();
+    let mut queue = endpoint.queue.lock();
+    if !queue.has_receiver() || queue.is_closed() || state.ipc.state(me) != Some(IpcState::Idle) {
+        return false;
+    }
+    let Some(receiver) = queue.first() else {
+        return false;
+    };
+    let Some(target) = scheduler.blocked_frame(receiver) else {
+        return false;
+    };
+    // Every condition holds: the send meets `receiver` (the queue's head).
+    let outcome = state.ipc.send(&mut queue, me, badge, true);
+    debug_assert_eq!(outcome, Ok(SendOutcome::Delivered { receiver }));
+    drop(queue);
+    drop(state);
+    // SAFETY: `blocked_frame` returned the saved user frame of blocked thread `receiver`
+    // under the scheduler lock, still held; nothing else touches it.
+    unsafe {
+        (*target).set_ipc_message(
+            0,
+            badge,
+            info.raw(),
+            [message[2], message[3], message[4], message[5]],
+        )
+    };
+    scheduler.switch(receiver);
+    true
+}
+
+/// `reply_recv` on the fast path: `true` when it was taken (the next message is then in
+/// `frame`).
+#[inline(always)]
+pub fn fast_reply_recv(frame: &mut TrapFrame) -> bool {
+    let message = frame.syscall_arguments();
+    let Some(info) = MessageInfo::from_raw(message[1]) else {
+        return false;
+    };
+    if !register_only(info) {
+        return false;
+    }
+    let Some(mut scheduler) = sched::lock_for_handoff() else {
+        return false;
+    };
+    let me = scheduler.current();
+    let Some(process) = scheduler.current_process() else {
+        return false;
+    };
+    let Some((endpoint, _)) = endpoint_pointer(process, message[0], Rights::READ) else {
+        return false;
+    };
+    let mut state = IPC.lock();
+    let Some(ReplySlot::Caller(caller)) = state.ipc.reply_slot(me) else {
+        return false;
+    };
+    // The thread queues on the endpoint it last queued on (the server loop): its
+    // `blocked_on` already names it, so no reference is taken or dropped here.
+    if state.ipc.state(me) != Some(IpcState::Idle)
+        || !matches!(&state.blocked_on[me], Blocker::Endpoint(last) if Arc::as_ptr(last) == endpoint)
+    {
+        return false;
+    }
+    // SAFETY: see the section comment (and `blocked_on` holds a reference too).
+    let endpoint = unsafe { &*endpoint };
+    let mut queue = endpoint.queue.lock();
+    if queue.has_sender() {
+        return false;
+    }
+    let Some(target) = scheduler.blocked_frame(caller) else {
+        return false;
+    };
+    // Every condition holds: reply to `caller`, then queue as a receiver.
+    let replied = state.ipc.reply(me);
+    debug_assert_eq!(replied, Ok(caller));
+    let received = state.ipc.receive(&mut queue, me);
+    debug_assert_eq!(received, Ok((ReceiveOutcome::Queued, None)));
+    drop(queue);
+    drop(state);
+    // SAFETY: as in `fast_call`: the saved frame of blocked thread `caller`, scheduler
+    // lock held.
+    unsafe {
+        (*target).set_ipc_message(
+            0,
+            0,
+            info.raw(),
+            [message[2], message[3], message[4], message[5]],
+        )
+    };
+    scheduler.switch(caller);
+    true
+}
+
+/// The notification (as a pointer) capability `handle` of `process` names, if it is a
+/// notification capability with `required`.
+#[inline(always)]
+fn notification_pointer(
+    process: &Process,
+    handle: u64,
+    required: Rights,
+) -> Option<*const Notification> {
+    process
+        .caps
+        .with(
+            Handle::from_raw(handle),
+            required,
+            |capability| match capability.object() {
+                Object::Notification(notification) => Some(Arc::as_ptr(notification)),
+                _ => None,
+            },
+        )
+        .ok()
+        .flatten()
+}
+
+/// `signal` on the fast path (no reference taken, one scheduler lock for the lookup and
+/// the wake-up): `true` when it was taken (the results are then in `frame`). The woken
+/// thread goes through the run queue; the signaller keeps the CPU.
+#[inline(always)]
+pub fn fast_signal(frame: &mut TrapFrame) -> bool {
+    let [handle, bits, ..] = frame.syscall_arguments();
+    if bits == 0 {
+        return false;
+    }
+    let Some(mut scheduler) = sched::lock_for_handoff() else {
+        return false;
+    };
+    let Some(process) = scheduler.current_process() else {
+        return false;
+    };
+    let Some(notification) = notification_pointer(process, handle, Rights::SIGNAL) else {
+        return false;
+    };
+    // SAFETY: as for the endpoint in `fast_call`: the capability keeps the notification
+    // alive while this thread runs, and every use ends before this function returns.
+    let notification = unsafe { &*notification };
+    let mut state = IPC.lock();
+    let mut word = notification.state.lock();
+    // A waiter is woken here only when it is a user thread blocked in `wait`.
+    let target = match word.waiters().first() {
+        Some(waiter) => match scheduler.blocked_frame(waiter) {
+            Some(target) => Some((waiter, target)),
+            None => return false,
+        },
+        None => None,
+    };
+    let woken = state.ipc.signal(&mut word, bits);
+    let released = match (woken, target) {
+        (Some((waiter, value)), Some((expected, target))) if waiter == expected => {
+            let released = core::mem::replace(&mut state.blocked_on[waiter], Blocker::Nothing);
+            drop(word);
+            drop(state);
+            // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
+            // `waiter` under the scheduler lock, still held.
+            unsafe { (*target).set_syscall_results(0, value) };
+            scheduler.make_ready(waiter);
+            released
+        }
+        // `signal` wakes the queue's head, the thread checked above; nobody waited.
+        _ => Blocker::Nothing,
+    };
+    drop(scheduler);
+    // The waiter's reference to the notification (the capability holds another).
+    drop(released);
+    frame.set_syscall_results(0, 0);
+    true
+}
+
+/// `wait` on the fast path (no reference taken unless the thread must record what it
+/// waits on, one scheduler lock for the lookup): `true` when it was taken.
+#[inline(always)]
+pub fn fast_wait(frame: &mut TrapFrame) -> bool {
+    let handle = frame.syscall_arguments()[0];
+    let Some(mut scheduler) = sched::lock_for_handoff() else {
+        return false;
+    };
+    let me = scheduler.current();
+    let Some(process) = scheduler.current_process() else {
+        return false;
+    };
+    let Some(pointer) = notification_pointer(process, handle, Rights::WAIT) else {
+        return false;
+    };
+    // SAFETY: as in `fast_signal`.
+    let notification = unsafe { &*pointer };
+    let mut state = IPC.lock();
+    let mut word = notification.state.lock();
+    // An error changes nothing: the slow path reports it.
+    let Ok(pending) = state.ipc.wait(&mut word, me) else {
+        return false;
+    };
+    drop(word);
+    let released = match pending {
+        Some(_) => Blocker::Nothing,
+        None if matches!(&state.blocked_on[me], Blocker::Notification(last) if Arc::as_ptr(last) == pointer) => {
+            Blocker::Nothing
+        }
+        None => {
+            // SAFETY: `pointer` came from `Arc::as_ptr` of the `Arc` in a capability that is
+            // still in the table (see above), so the count is at least one; this makes the
+            // reference `blocked_on` owns.
+            let waited = unsafe {
+                Arc::increment_strong_count(pointer);
+                Arc::from_raw(pointer)
+            };
+            core::mem::replace(&mut state.blocked_on[me], Blocker::Notification(waited))
+        }
+    };
+    drop(state);
+    drop(scheduler);
+    drop(released);
+    match pending {
+        Some(value) => frame.set_syscall_results(0, value),
+        // The signaller writes the results, then wakes this thread.
+        None => sched::block(),
+    }
+    true
 }

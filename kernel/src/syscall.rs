@@ -325,6 +325,23 @@ pub fn enter(frame: &mut TrapFrame) {
     } else if number == Syscall::Yield.number() {
         frame.set_syscall_results(0, 0);
         sched::yield_now();
+    } else if number == Syscall::Call.number() {
+        // The IPC fast path (issue 10); `false`: nothing changed, take the slow path.
+        if !ipc::fast_call(frame) {
+            dispatch(frame);
+        }
+    } else if number == Syscall::ReplyRecv.number() {
+        if !ipc::fast_reply_recv(frame) {
+            dispatch(frame);
+        }
+    } else if number == Syscall::Signal.number() {
+        if !ipc::fast_signal(frame) {
+            dispatch(frame);
+        }
+    } else if number == Syscall::Wait.number() {
+        if !ipc::fast_wait(frame) {
+            dispatch(frame);
+        }
     } else {
         dispatch(frame);
     }

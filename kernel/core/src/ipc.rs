@@ -112,6 +112,19 @@ impl EndpointQueue {
     pub const fn has_receiver(&self) -> bool {
         matches!(self.waiting, Waiting::Receivers)
     }
+
+    /// Whether a sender waits (a receive would meet it at once).
+    pub const fn has_sender(&self) -> bool {
+        matches!(self.waiting, Waiting::Senders)
+    }
+
+    /// The thread at the head of the queue (the one the next rendezvous meets), if any.
+    pub const fn first(&self) -> Option<ThreadId> {
+        match self.head {
+            NONE => None,
+            head => Some(head as ThreadId),
+        }
+    }
 }
 
 /// What a send did.
@@ -471,6 +484,41 @@ mod tests {
         assert_eq!(ipc.state(2), Some(State::Idle), "a plain send goes on");
         assert!(!queue.has_receiver());
         assert_eq!(ipc.reply_slot(1), Some(ReplySlot::Empty));
+    }
+
+    /// The fast path's peek: `first` is the thread the next rendezvous meets, and
+    /// `has_sender`/`has_receiver` say which kind waits.
+    #[test]
+    fn first_names_the_thread_the_next_rendezvous_meets() {
+        let mut ipc = Table::new();
+        let mut queue = EndpointQueue::new();
+        assert_eq!(queue.first(), None);
+        assert!(!queue.has_sender() && !queue.has_receiver());
+        assert_eq!(ipc.send(&mut queue, 4, 0, true), Ok(SendOutcome::Queued));
+        assert_eq!(ipc.send(&mut queue, 2, 0, true), Ok(SendOutcome::Queued));
+        assert!(queue.has_sender() && !queue.has_receiver());
+        assert_eq!(queue.first(), Some(4));
+        let (outcome, _) = ipc.receive(&mut queue, 1).unwrap();
+        assert!(matches!(
+            outcome,
+            ReceiveOutcome::Received { sender: 4, .. }
+        ));
+        assert_eq!(queue.first(), Some(2));
+        assert_eq!(ipc.exit(2, Some(&mut queue)), None);
+        assert_eq!(queue.first(), None);
+        assert!(!queue.has_sender());
+        assert_eq!(ipc.reply(1), Ok(4));
+        assert_eq!(
+            ipc.receive(&mut queue, 1),
+            Ok((ReceiveOutcome::Queued, None))
+        );
+        assert!(queue.has_receiver() && !queue.has_sender());
+        assert_eq!(queue.first(), Some(1));
+        assert_eq!(
+            ipc.send(&mut queue, 4, 7, true),
+            Ok(SendOutcome::Delivered { receiver: 1 })
+        );
+        assert_eq!(queue.first(), None);
     }
 
     #[test]
