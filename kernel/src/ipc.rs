@@ -35,9 +35,7 @@ use alloc::sync::Arc;
 
 use abi::{Error, Handle, MessageInfo, PAGE_SIZE, Rights};
 use arch_api::{Paging, TrapFrame as _};
-use kcore::ipc::{
-    Ipc, ReceiveOutcome, ReplySlot, SendError, SendOutcome, State as IpcState, ThreadId,
-};
+use kcore::ipc::{Ipc, ReceiveOutcome, SendError, SendOutcome, ThreadId};
 use spin::Mutex;
 
 use crate::object::{Endpoint, Notification, Object};
@@ -605,14 +603,27 @@ fn endpoint_pointer(
         .flatten()
 }
 
+/// `raw >> 32` of the largest register-only message info: above the 32-bit label lie
+/// the word count (lowest), the capability count and reserved bits, so an info is valid
+/// and register-only (at most 4 words, no capability) exactly when `raw >> 32` is at most
+/// this.
+const REGISTER_ONLY_HIGH: u64 = match MessageInfo::new(u32::MAX, MessageInfo::REGISTER_WORDS, 0) {
+    Some(info) => info.raw() >> 32,
+    None => 0,
+};
+const _: () = assert!(REGISTER_ONLY_HIGH == MessageInfo::REGISTER_WORDS as u64);
+
+/// Whether `raw` is a valid, register-only message info (one comparison).
+#[inline(always)]
+fn register_only_raw(raw: u64) -> bool {
+    raw >> 32 <= REGISTER_ONLY_HIGH
+}
+
 /// `call` on the fast path: `true` when it was taken (the reply is then in `frame`).
 #[inline(always)]
 pub fn fast_call(frame: &mut TrapFrame) -> bool {
     let message = frame.syscall_arguments();
-    let Some(info) = MessageInfo::from_raw(message[1]) else {
-        return false;
-    };
-    if !register_only(info) {
+    if !register_only_raw(message[1]) {
         return false;
     }
     let Some(mut scheduler) = sched::lock_for_handoff() else {
@@ -630,30 +641,28 @@ pub fn fast_call(frame: &mut TrapFrame) -> bool {
     let endpoint = unsafe { &*endpoint };
     let mut state = IPC.lock();
     let mut queue = endpoint.queue.lock();
-    if !queue.has_receiver() || queue.is_closed() || state.ipc.state(me) != Some(IpcState::Idle) {
-        return false;
-    }
-    let Some(receiver) = queue.first() else {
+    let mut target = None;
+    // The receiver must be a user thread blocked in the kernel, to run it at once.
+    let Some(receiver) = state.ipc.call_fast(&mut queue, me, |receiver| {
+        target = scheduler.blocked_frame(receiver);
+        target.is_some()
+    }) else {
         return false;
     };
-    let Some(target) = scheduler.blocked_frame(receiver) else {
-        return false;
-    };
-    // Every condition holds: the send meets `receiver` (the queue's head).
-    let outcome = state.ipc.send(&mut queue, me, badge, true);
-    debug_assert_eq!(outcome, Ok(SendOutcome::Delivered { receiver }));
     drop(queue);
     drop(state);
-    // SAFETY: `blocked_frame` returned the saved user frame of blocked thread `receiver`
-    // under the scheduler lock, still held; nothing else touches it.
-    unsafe {
-        (*target).set_ipc_message(
-            0,
-            badge,
-            info.raw(),
-            [message[2], message[3], message[4], message[5]],
-        )
-    };
+    if let Some(target) = target {
+        // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
+        // `receiver` under the scheduler lock, still held; nothing else touches it.
+        unsafe {
+            (*target).set_ipc_message(
+                0,
+                badge,
+                message[1],
+                [message[2], message[3], message[4], message[5]],
+            )
+        };
+    }
     scheduler.switch(receiver);
     true
 }
@@ -663,10 +672,7 @@ pub fn fast_call(frame: &mut TrapFrame) -> bool {
 #[inline(always)]
 pub fn fast_reply_recv(frame: &mut TrapFrame) -> bool {
     let message = frame.syscall_arguments();
-    let Some(info) = MessageInfo::from_raw(message[1]) else {
-        return false;
-    };
-    if !register_only(info) {
+    if !register_only_raw(message[1]) {
         return false;
     }
     let Some(mut scheduler) = sched::lock_for_handoff() else {
@@ -680,42 +686,36 @@ pub fn fast_reply_recv(frame: &mut TrapFrame) -> bool {
         return false;
     };
     let mut state = IPC.lock();
-    let Some(ReplySlot::Caller(caller)) = state.ipc.reply_slot(me) else {
-        return false;
-    };
     // The thread queues on the endpoint it last queued on (the server loop): its
     // `blocked_on` already names it, so no reference is taken or dropped here.
-    if state.ipc.state(me) != Some(IpcState::Idle)
-        || !matches!(&state.blocked_on[me], Blocker::Endpoint(last) if Arc::as_ptr(last) == endpoint)
-    {
+    if !matches!(&state.blocked_on[me], Blocker::Endpoint(last) if Arc::as_ptr(last) == endpoint) {
         return false;
     }
     // SAFETY: see the section comment (and `blocked_on` holds a reference too).
     let endpoint = unsafe { &*endpoint };
     let mut queue = endpoint.queue.lock();
-    if queue.has_sender() {
-        return false;
-    }
-    let Some(target) = scheduler.blocked_frame(caller) else {
+    let mut target = None;
+    // The caller must be a user thread blocked in the kernel, to run it at once.
+    let Some(caller) = state.ipc.reply_recv_fast(&mut queue, me, |caller| {
+        target = scheduler.blocked_frame(caller);
+        target.is_some()
+    }) else {
         return false;
     };
-    // Every condition holds: reply to `caller`, then queue as a receiver.
-    let replied = state.ipc.reply(me);
-    debug_assert_eq!(replied, Ok(caller));
-    let received = state.ipc.receive(&mut queue, me);
-    debug_assert_eq!(received, Ok((ReceiveOutcome::Queued, None)));
     drop(queue);
     drop(state);
-    // SAFETY: as in `fast_call`: the saved frame of blocked thread `caller`, scheduler
-    // lock held.
-    unsafe {
-        (*target).set_ipc_message(
-            0,
-            0,
-            info.raw(),
-            [message[2], message[3], message[4], message[5]],
-        )
-    };
+    if let Some(target) = target {
+        // SAFETY: as in `fast_call`: the saved frame of blocked thread `caller`, scheduler
+        // lock held.
+        unsafe {
+            (*target).set_ipc_message(
+                0,
+                0,
+                message[1],
+                [message[2], message[3], message[4], message[5]],
+            )
+        };
+    }
     scheduler.switch(caller);
     true
 }

@@ -97,6 +97,7 @@ static SIZE: AtomicU64 = AtomicU64::new(512);
 /// MXCSR bits the CPU supports (MXCSR_MASK), for validating user-written state.
 static MXCSR_MASK: AtomicU64 = AtomicU64::new(0xFFBF);
 
+#[inline]
 fn mode() -> Mode {
     match MODE.load(Ordering::Relaxed) {
         2 => Mode::XsaveOpt,

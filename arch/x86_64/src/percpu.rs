@@ -133,6 +133,7 @@ impl PerCpu {
     }
 
     /// This CPU's number.
+    #[inline]
     pub fn cpu_id(&self) -> u32 {
         self.cpu_id.load(Ordering::Relaxed)
     }
@@ -143,6 +144,7 @@ impl PerCpu {
     }
 
     /// Record the current thread (the core's identity; 0 = none).
+    #[inline]
     pub fn set_current_thread(&self, thread: usize) {
         self.current_thread.store(thread, Ordering::Relaxed);
     }
