@@ -20,8 +20,8 @@
 pub mod counter;
 pub mod fault;
 pub mod fpu;
-pub mod ipc;
 pub mod heap;
+pub mod ipc;
 pub mod print;
 pub mod proc;
 mod raw;
