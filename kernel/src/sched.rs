@@ -606,6 +606,9 @@ fn free_dead() {
         scheduler.threads[id].take()
     });
     if let Some(thread) = dead {
+        if thread.killed {
+            KILLED_THREADS.fetch_sub(1, Ordering::AcqRel);
+        }
         stacks::free(thread.stack);
         if let Some(process) = &thread.process {
             process.thread_exited();
@@ -658,11 +661,18 @@ pub fn current_priority() -> Priority {
 /// Mark a thread killed and make it runnable if it was blocked, so it reaches a point where
 /// it ends (see [`exit_if_killed`]).
 fn mark_killed(scheduler: &mut Scheduler, id: usize) {
-    if let Some(thread) = scheduler.thread(id) {
+    if let Some(thread) = scheduler.thread(id)
+        && !thread.killed
+    {
         thread.killed = true;
+        KILLED_THREADS.fetch_add(1, Ordering::AcqRel);
     }
     make_ready(scheduler, id);
 }
+
+/// Threads marked killed and not yet freed: while 0, [`exit_if_killed`] (on every system
+/// call return) takes no lock.
+static KILLED_THREADS: AtomicU64 = AtomicU64::new(0);
 
 /// Kill thread `(id, serial)`: `false` when it no longer exists. The running thread ends
 /// on its way back to user mode ([`exit_if_killed`]).
@@ -719,7 +729,12 @@ pub fn set_priority(id: usize, serial: u64, priority: Priority) -> bool {
 /// to user mode and holds nothing on its kernel stack: after a system call, after a timer
 /// preemption, before a new thread's first entry.
 pub fn exit_if_killed() {
-    let killed = with(|scheduler| {
+    if KILLED_THREADS.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    // Also called from the timer upcall, which runs before the scheduler exists (the
+    // `boot` scenario): no scheduler, no killed thread.
+    let killed = SCHEDULER.lock().0.as_mut().is_some_and(|scheduler| {
         let current = scheduler.current;
         scheduler
             .thread(current)

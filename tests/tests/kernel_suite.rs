@@ -23,6 +23,7 @@ const EXPECTED: &[&str] = &[
     "ok irq masked level-triggered line does not deliver, unmask delivers the pending interrupt",
     "ok irq unrouted and unclaimed interrupts are counted, not fatal",
     "ok frame allocator counts return exactly",
+    "ok memory above 4 GiB is allocated and holds data",
     "ok kernel stack freed and reused",
     "ok heap allocations freed",
     "ok two kernel threads keep separate stacks across block and preemption",

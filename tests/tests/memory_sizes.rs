@@ -21,6 +21,17 @@ fn kernel_suite_with_memory(arch: Arch, size: &str, least_usable_mib: u64) {
         usable >= least_usable_mib,
         "{memory:?}: expected at least {least_usable_mib} MiB usable"
     );
+    // Issue 7: memory above 4 GiB is used (allocated, written and read back) when present.
+    let (_, above) = expect_line(&outcome, "mm: above 4 GiB: ");
+    let above_mib = number_after(above, "mm: above 4 GiB: ").expect("MiB above 4 GiB");
+    if size == "4G" {
+        assert!(
+            above_mib >= 512,
+            "{above:?}: expected memory above 4 GiB in use"
+        );
+    } else {
+        assert_eq!(above_mib, 0, "{above:?}");
+    }
     expect_no_failed_test(&outcome);
     let (_, summary) = expect_line(&outcome, " passed, ");
     assert!(summary.trim_end().ends_with(" 0 failed"), "{summary:?}");

@@ -204,7 +204,9 @@ impl DeviceWindow {
         phys: u64,
         frames: &mut dyn FrameSource,
     ) -> Result<(), EarlyError> {
-        let mut table = self.root;
+        // The active TTBR1 root (the loader's during early init; the kernel's own after the
+        // switch), never a root remembered from before it.
+        let mut table = TTBR1_EL1.get() & ADDRESS;
         for level in 0..3 {
             let index = (virt >> (39 - 9 * level)) & (ENTRIES - 1);
             let entry = self.read_entry(table, index);

@@ -97,7 +97,7 @@ static SIZE: AtomicU64 = AtomicU64::new(512);
 /// MXCSR bits the CPU supports (MXCSR_MASK), for validating user-written state.
 static MXCSR_MASK: AtomicU64 = AtomicU64::new(0xFFBF);
 
-#[inline]
+#[inline(always)]
 fn mode() -> Mode {
     match MODE.load(Ordering::Relaxed) {
         2 => Mode::XsaveOpt,
@@ -265,6 +265,54 @@ pub fn restore(state: &FpuState) {
         // SAFETY: as above, for FXRSTOR (whose only faulting field is MXCSR).
         Mode::Fxsave => unsafe {
             core::arch::asm!("fxrstor64 [{area}]", area = in(reg) area, options(nostack, readonly));
+        },
+    }
+}
+
+/// Save this CPU's FPU registers into `save`, then load them from `load`: the eager switch
+/// (DESIGN.md §2), with the save instruction chosen once.
+#[inline]
+pub fn switch(save: &mut FpuState, load: &FpuState) {
+    let save = save.area.as_mut_ptr();
+    let load = load.area.as_ptr();
+    let (low, high) = (u32::MAX, u32::MAX);
+    match mode() {
+        // SAFETY: as in `save` and `restore`: both areas are 64-byte aligned, sized for
+        // XCR0's components (checked at boot), and `load` holds a valid image; OSXSAVE is
+        // on in this mode.
+        Mode::XsaveOpt => unsafe {
+            core::arch::asm!(
+                "xsaveopt64 [{save}]",
+                "xrstor64 [{load}]",
+                save = in(reg) save,
+                load = in(reg) load,
+                in("eax") low,
+                in("edx") high,
+                options(nostack),
+            );
+        },
+        // SAFETY: as for XSAVEOPT.
+        Mode::Xsave => unsafe {
+            core::arch::asm!(
+                "xsave64 [{save}]",
+                "xrstor64 [{load}]",
+                save = in(reg) save,
+                load = in(reg) load,
+                in("eax") low,
+                in("edx") high,
+                options(nostack),
+            );
+        },
+        // SAFETY: both areas are 16-byte aligned and at least 512 bytes; CR4.OSFXSR is on;
+        // `load` holds a valid FXSAVE image (its MXCSR checked against MXCSR_MASK).
+        Mode::Fxsave => unsafe {
+            core::arch::asm!(
+                "fxsave64 [{save}]",
+                "fxrstor64 [{load}]",
+                save = in(reg) save,
+                load = in(reg) load,
+                options(nostack),
+            );
         },
     }
 }

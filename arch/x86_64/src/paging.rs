@@ -13,14 +13,13 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use arch_api::{EarlyError, FrameSource};
+use arch_api::pagetable::Walker;
+use arch_api::{EarlyError, FrameSource, MapError, PageFlags};
 use spin::Mutex;
 use x86_64::VirtAddr;
 use x86_64::instructions::tlb;
 use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::Msr;
-
-use crate::features::{self, Feature};
 
 /// The kernel's device window: fixed, above any HHDM Limine places (checked at boot).
 pub const DEVICE_WINDOW_BASE: u64 = 0xFFFF_FE00_0000_0000;
@@ -169,10 +168,13 @@ pub fn map_device(
             "the kernel's device window is full",
         ));
     }
-    let mut flags = entry::PRESENT | entry::WRITABLE | entry::WRITE_THROUGH | entry::CACHE_DISABLE;
-    if features::enabled(Feature::NoExecute) {
-        flags |= entry::NO_EXECUTE;
-    }
+    // Writable, never executable, uncached (PWT + PCD: PAT entry 3, UC, checked at boot),
+    // supervisor only.
+    let flags = PageFlags {
+        writable: true,
+        device: true,
+        ..PageFlags::default()
+    };
     for page in 0..pages {
         let virtual_address = virtual_base + page * PAGE_SIZE;
         map_page(
@@ -196,38 +198,26 @@ pub fn map_device(
     Ok(virtual_base + (physical - first_page))
 }
 
-/// Install one 4 KiB leaf, creating the intermediate tables it needs.
+/// Install one 4 KiB leaf in the kernel root (the loader's before the switch to the
+/// kernel's own tables, then the kernel's; never a user space's copy), creating the
+/// intermediate tables it needs, through the portable walker.
 fn map_page(
     frames: &mut dyn FrameSource,
     virtual_address: u64,
     physical: u64,
-    flags: u64,
+    flags: PageFlags,
 ) -> Result<(), EarlyError> {
-    let mut table = Cr3::read().0.start_address().as_u64();
-    for level in (2..=4).rev() {
-        // SAFETY: `table` is CR3's root or a table reached from it, and the HHDM maps all
-        // memory the loader's page tables live in (bootloader-reclaimable, not yet reused).
-        let slot = unsafe { &mut (*table_at(table))[index(virtual_address, level)] };
-        if *slot & entry::PRESENT == 0 {
-            let frame = frames.alloc_zeroed_frame().ok_or(EarlyError::OutOfMemory)?;
-            // Intermediate entries grant everything; the leaf decides.
-            *slot = frame | entry::PRESENT | entry::WRITABLE;
-        } else if *slot & entry::HUGE != 0 || *slot & entry::WRITABLE == 0 {
-            return Err(EarlyError::Unsupported(
-                "the loader's page tables already map the kernel's device window",
-            ));
-        }
-        table = *slot & entry::ADDRESS;
-    }
-    // SAFETY: as above; `table` is now the page table (level 1) for `virtual_address`.
-    let leaf = unsafe { &mut (*table_at(table))[index(virtual_address, 1)] };
-    if *leaf & entry::PRESENT != 0 {
-        return Err(EarlyError::Unsupported(
-            "a page of the kernel's device window is already mapped",
-        ));
-    }
-    *leaf = physical | flags;
-    Ok(())
+    let format = crate::tables::Format::current();
+    let mut memory = crate::tables::HhdmTables::growing(frames);
+    Walker::new(&mut memory, &format, kernel_root())
+        .map(virtual_address, physical, flags, 0, true)
+        .map_err(|error| match error {
+            MapError::OutOfMemory => EarlyError::OutOfMemory,
+            MapError::AlreadyMapped => {
+                EarlyError::Unsupported("a page of the kernel's device window is already mapped")
+            }
+            _ => EarlyError::Unsupported("a device page cannot be mapped in the device window"),
+        })
 }
 
 /// What the active page tables say about one virtual address.

@@ -133,7 +133,7 @@ impl PerCpu {
     }
 
     /// This CPU's number.
-    #[inline]
+    #[inline(always)]
     pub fn cpu_id(&self) -> u32 {
         self.cpu_id.load(Ordering::Relaxed)
     }
@@ -144,7 +144,7 @@ impl PerCpu {
     }
 
     /// Record the current thread (the core's identity; 0 = none).
-    #[inline]
+    #[inline(always)]
     pub fn set_current_thread(&self, thread: usize) {
         self.current_thread.store(thread, Ordering::Relaxed);
     }
@@ -297,6 +297,7 @@ pub unsafe fn init(cpu_id: u32) {
 ///
 /// Valid only after [`init`] ran on this CPU and while GS holds the kernel's base (always
 /// true in kernel code outside the few instructions of the entry stubs).
+#[inline(always)]
 pub fn current() -> &'static PerCpu {
     let block: *const PerCpu;
     // SAFETY: reads `%gs:0`, the block's self pointer (GS base discipline above).

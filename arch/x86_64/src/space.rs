@@ -111,7 +111,7 @@ pub fn init(cpuid: &Cpuid, frames: &mut dyn FrameSource) -> Result<(), EarlyErro
 }
 
 /// Whether address spaces carry PCIDs.
-#[inline]
+#[inline(always)]
 pub fn pcid_enabled() -> bool {
     PCID_ENABLED.load(Ordering::Relaxed)
 }

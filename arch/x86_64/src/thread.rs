@@ -189,8 +189,7 @@ impl Threads for crate::Cpu {
     ) {
         // The kernel never touches FPU registers, so they hold the outgoing thread's user
         // state until here.
-        fpu::save(from_fpu);
-        fpu::restore(to_fpu);
+        fpu::switch(from_fpu, to_fpu);
         percpu::set_kernel_stack(to_stack);
         // SAFETY: interrupts are masked and `to` is a prepared or saved context (the
         // caller's duties).

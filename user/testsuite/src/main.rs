@@ -131,7 +131,12 @@ fn main(argument: u64) -> i64 {
             1
         }
         IPC_SERVER => ipc::server(),
-        argument if matches!(argument & 0xff, proc::CHILD_EXIT | proc::CHILD_SPIN) => {
+        argument
+            if matches!(
+                argument & 0xff,
+                proc::CHILD_EXIT | proc::CHILD_SPIN | proc::CHILD_SERVER
+            ) =>
+        {
             proc::child(argument)
         }
         IPC_CLIENT => {

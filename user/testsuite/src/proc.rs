@@ -19,6 +19,8 @@ use crate::Results;
 pub const CHILD_EXIT: u64 = 15;
 /// Child: spin forever without a system call.
 pub const CHILD_SPIN: u64 = 16;
+/// Child: receive one message on the endpoint in its slot 1, never reply, spin.
+pub const CHILD_SERVER: u64 = 17;
 const CHILD_SIGNAL: u64 = 0x10;
 
 const IMAGE: Handle = Handle::new(abi::root_slots::TESTSUITE_IMAGE, 1);
@@ -38,11 +40,17 @@ const PROGRESS: u64 = 1000;
 /// Timer ticks a wait for progress may take before the test fails (a hang guard only).
 const PATIENCE_TICKS: u64 = 3000;
 
-static COUNTERS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static COUNTERS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
 /// What a child does (`main` dispatches here).
 pub fn child(argument: u64) -> i64 {
     if argument & 0xff == CHILD_SPIN {
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+    if argument & 0xff == CHILD_SERVER {
+        let _ = ipc::recv(Handle::new(1, 1));
         loop {
             core::hint::spin_loop();
         }
@@ -55,10 +63,22 @@ pub fn child(argument: u64) -> i64 {
 }
 
 extern "C" fn spinner(index: u64) -> ! {
-    // why: index is 0 or 1 (the thread's counter).
-    let counter = &COUNTERS[index as usize & 1];
+    // why: index is 0, 1 or 2 (the thread's counter).
+    let counter = &COUNTERS[(index as usize).min(2)];
     loop {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Yields a few times (letting the server child receive), kills the process `child`, then
+/// keeps yielding until it is killed itself.
+extern "C" fn server_killer(child: u64) -> ! {
+    for _ in 0..5 {
+        let _ = rt::yield_now();
+    }
+    let _ = proc::process_kill(Handle::from_raw(child));
+    loop {
+        let _ = rt::yield_now();
     }
 }
 
@@ -107,6 +127,7 @@ pub fn tests(results: &mut Results) {
     malformed_image(results);
     kill_spinning_child(results);
     threads(results);
+    killed_server(results);
     irq(results);
     device(results);
     bad_arguments(results);
@@ -135,6 +156,39 @@ fn spawn_and_exit(results: &mut Results) {
     })();
     results.check(
         "user process spawned from a boot module: exit code 42 seen after its death notification, copied capability used by the child",
+        outcome,
+    );
+}
+
+/// Issue 8: a killed server makes its clients' calls fail with `PeerDied` — the call it
+/// had received and never answered, and every call after.
+fn killed_server(results: &mut Results) {
+    let outcome = (|| {
+        let endpoint = ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
+        let child = proc::process_spawn(IMAGE, &[endpoint], PRIORITY_NORMAL, CHILD_SERVER)
+            .map_err(|_| "process_spawn failed")?;
+        // Keep only a capability that cannot receive: the child holds the server side.
+        let client =
+            ipc::cap_copy(endpoint, Rights::CALL | Rights::WRITE).map_err(|_| "cap_copy failed")?;
+        ipc::cap_delete(endpoint).map_err(|_| "cap_delete failed")?;
+        let top = STACKS + 4 * STACK_SIZE;
+        let killer = proc::thread_create(server_killer, top, child.raw(), PRIORITY_NORMAL)
+            .map_err(|_| "thread_create failed")?;
+        let info = abi::MessageInfo::new(7, 1, 0).ok_or("message info")?;
+        let first = ipc::call(client, info, [1, 2, 3, 4]);
+        let second = ipc::call(client, info, [1, 2, 3, 4]);
+        let _ = proc::thread_kill(killer);
+        if proc::process_status(child) != Ok(ProcessStatus::Killed) {
+            return Err("the server child was not killed");
+        }
+        match (first.err(), second.err()) {
+            (Some(Error::PeerDied), Some(Error::PeerDied)) => Ok(()),
+            (Some(Error::PeerDied), _) => Err("a call after the kill did not fail with PeerDied"),
+            _ => Err("the call the killed server held did not fail with PeerDied"),
+        }
+    })();
+    results.check(
+        "user ipc calls to a killed server fail with PeerDied (the pending call and later ones)",
         outcome,
     );
 }
@@ -185,7 +239,7 @@ fn kill_spinning_child(results: &mut Results) {
 }
 
 fn threads(results: &mut Results) {
-    if rt::memory_map(STACKS, 3 * STACK_SIZE, MAP_WRITE).is_err() {
+    if rt::memory_map(STACKS, 4 * STACK_SIZE, MAP_WRITE).is_err() {
         results.check("user thread stacks mapped", Err("memory_map failed"));
         return;
     }
@@ -224,6 +278,10 @@ fn threads(results: &mut Results) {
             proc::thread_kill(spinners[1]).map_err(|_| "thread_kill failed")?;
             Ok(())
         })(),
+    );
+    results.check(
+        "user a lower-priority thread runs only while the higher-priority one blocks",
+        lower_priority(),
     );
     expect(
         results,
@@ -278,6 +336,28 @@ fn threads(results: &mut Results) {
         "user priority change above the caller's is refused (thread_set_priority, thread_create, process_spawn); lowering works; a blocked thread is killed",
         outcome,
     );
+}
+
+/// A spinner at priority 1 under this thread (priority 8): it must not run while this
+/// thread spins through several timer ticks, and must run while this thread sleeps.
+fn lower_priority() -> Result<(), &'static str> {
+    let count = || COUNTERS[2].load(Ordering::Relaxed);
+    let top = STACKS + 4 * STACK_SIZE;
+    let low = proc::thread_create(spinner, top, 2, 1).map_err(|_| "thread_create failed")?;
+    let start = ticks();
+    // Several ticks (each a chance to preempt) of spinning without a system call.
+    while ticks().wrapping_sub(start) < 10 {
+        core::hint::spin_loop();
+    }
+    let starved = count();
+    let _ = rt::test_sleep(5, 0);
+    let ran = count();
+    proc::thread_kill(low).map_err(|_| "thread_kill failed")?;
+    match (starved, ran) {
+        (0, ran) if ran > 0 => Ok(()),
+        (0, _) => Err("the lower-priority thread never ran while this one slept"),
+        _ => Err("the lower-priority thread ran while a higher one was ready"),
+    }
 }
 
 fn irq(results: &mut Results) {

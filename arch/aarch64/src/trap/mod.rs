@@ -25,6 +25,21 @@
 //!
 //! Interrupts stay masked for the whole handler (the CPU set PSTATE.I on entry), so IRQs
 //! never nest; a synchronous exception inside a handler nests once and is reported.
+//!
+//! # The system-call fast path
+//!
+//! Slot 8 (synchronous, from EL0 in AArch64) first compares ESR_EL1 with exactly the
+//! syndrome of `svc #0`; a match takes a shorter path (`keel_el0_syscall` in [`vectors`])
+//! that stores only x0–x18, x30, SP_EL0, ELR, SPSR, ESR and the vector, calls the core's
+//! `keel_syscall` directly (no [`dispatch`], no cause decode), and on return reloads exactly
+//! those. x19–x29 are neither stored nor reloaded: the Rust code preserves them (AAPCS64)
+//! and the context switch keeps them in the thread's `Context`, so they still hold EL0's
+//! values; the frame's slots for them (and FAR and the frame record) are stale, and the
+//! frame says so ([`SYSCALL_PARTIAL`]). Whoever writes the whole register set
+//! (`write_user_registers`) marks it [`SYSCALL_FULL`], and the exit then restores every
+//! register through the common return path. TPIDRRO_EL0 is left alone by the fast exit:
+//! the context switch writes it for the incoming thread, and an EL1 entry that borrowed it
+//! restores it on its own return.
 
 pub mod fixup;
 mod report;
