@@ -326,23 +326,48 @@ pub fn enter(frame: &mut TrapFrame) {
         frame.set_syscall_results(0, 0);
         sched::yield_now();
     } else if number == Syscall::Call.number() {
-        // The IPC fast path (issue 10); `false`: nothing changed, take the slow path.
-        if !ipc::fast_call(frame) {
-            dispatch(frame);
-        }
+        // The IPC fast paths (issue 10), each in its own function (tail-called), so the
+        // `null`/`yield` path keeps its small frame.
+        ipc_call(frame);
     } else if number == Syscall::ReplyRecv.number() {
-        if !ipc::fast_reply_recv(frame) {
-            dispatch(frame);
-        }
+        ipc_reply_recv(frame);
     } else if number == Syscall::Signal.number() {
-        if !ipc::fast_signal(frame) {
-            dispatch(frame);
-        }
+        ipc_signal(frame);
     } else if number == Syscall::Wait.number() {
-        if !ipc::fast_wait(frame) {
-            dispatch(frame);
-        }
+        ipc_wait(frame);
     } else {
+        dispatch(frame);
+    }
+}
+
+/// `call`: the fast path, or (`false`: nothing changed) the general one.
+#[inline(never)]
+fn ipc_call(frame: &mut TrapFrame) {
+    if !ipc::fast_call(frame) {
+        dispatch(frame);
+    }
+}
+
+/// `reply_recv`: the fast path, or the general one.
+#[inline(never)]
+fn ipc_reply_recv(frame: &mut TrapFrame) {
+    if !ipc::fast_reply_recv(frame) {
+        dispatch(frame);
+    }
+}
+
+/// `signal`: the fast path, or the general one.
+#[inline(never)]
+fn ipc_signal(frame: &mut TrapFrame) {
+    if !ipc::fast_signal(frame) {
+        dispatch(frame);
+    }
+}
+
+/// `wait`: the fast path, or the general one.
+#[inline(never)]
+fn ipc_wait(frame: &mut TrapFrame) {
+    if !ipc::fast_wait(frame) {
         dispatch(frame);
     }
 }
