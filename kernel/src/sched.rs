@@ -764,3 +764,120 @@ pub fn exit_if_killed() {
         exit_current();
     }
 }
+
+// ---- IPC fast path (issue 10) ----
+//
+// The IPC fast path ([`crate::ipc::fast_call`], [`crate::ipc::fast_reply_recv`]) holds the
+// scheduler lock from its first lookup to the switch: one lock for the running thread, its
+// process, the partner's saved frame and the hand-off. Invariant it relies on: one CPU, the
+// kernel runs with interrupts masked and no lock is held by a thread that is not running
+// (see the module docs), so every lock taken under this one (capability table, IPC state,
+// endpoint queue, address space) is free; the usual order (IPC before scheduler) is not
+// needed for that, only for a future SMP kernel, which would need per-object locks here.
+
+/// The scheduler, locked for an IPC hand-off ([`lock_for_handoff`]).
+pub struct Handoff {
+    guard: spin::MutexGuard<'static, Shared>,
+}
+
+/// Lock the scheduler for an IPC hand-off; `None` before [`init`].
+#[inline(always)]
+pub fn lock_for_handoff() -> Option<Handoff> {
+    let guard = SCHEDULER.lock();
+    guard.0.as_ref()?;
+    Some(Handoff { guard })
+}
+
+impl Handoff {
+    #[inline(always)]
+    fn scheduler(&mut self) -> &mut Scheduler {
+        // why: `lock_for_handoff` checked that the scheduler exists.
+        match self.guard.0.as_mut() {
+            Some(scheduler) => scheduler,
+            None => unreachable!(),
+        }
+    }
+
+    /// The running thread's id.
+    #[inline(always)]
+    pub fn current(&mut self) -> usize {
+        self.scheduler().current
+    }
+
+    /// The running thread's process (no reference taken: valid while the lock is held).
+    #[inline(always)]
+    pub fn current_process(&mut self) -> Option<&Process> {
+        let scheduler = self.scheduler();
+        let current = scheduler.current;
+        scheduler.thread(current)?.process.as_deref()
+    }
+
+    /// The saved user frame of blocked user thread `id` (not the running one): the thread
+    /// a hand-off may run. Valid while the lock is held and until [`Handoff::switch`].
+    #[inline(always)]
+    pub fn blocked_frame(&mut self, id: usize) -> Option<*mut crate::thread::TrapFrame> {
+        saved_user_frame(self.scheduler(), id)
+    }
+
+    /// Make blocked thread `id` ready (after its frame was written through
+    /// [`Handoff::blocked_frame`]).
+    #[inline(always)]
+    pub fn make_ready(&mut self, id: usize) {
+        make_ready(self.scheduler(), id);
+    }
+
+    /// Block the running thread and run `next` (whose frame [`Handoff::blocked_frame`]
+    /// returned under this same lock) in its place: no run queue. The address space is
+    /// activated only when `next` is in another process. Returns when the running thread
+    /// is woken again.
+    #[inline(always)]
+    pub fn switch(mut self, next: usize) {
+        let scheduler = self.scheduler();
+        let current = scheduler.current;
+        let Some(from) = scheduler.thread(current) else {
+            return;
+        };
+        from.state = State::Blocked;
+        let from: *mut Thread = from;
+        let Some(to) = scheduler.thread(next) else {
+            // why: the caller checked `next` under this lock; unblock ourselves again.
+            // SAFETY: `from` points into the table, whose lock is still held.
+            unsafe { (*from).state = State::Running };
+            return;
+        };
+        to.state = State::Running;
+        let to: *mut Thread = to;
+        scheduler.current = next;
+        drop(self);
+        // SAFETY: as in `reschedule`: both threads are boxed in the table; `from` is the
+        // running thread (blocked now, so not freed) and `to` was blocked, not running, so
+        // nothing else touches either after the lock is released (one CPU, masked).
+        let (from, to) = unsafe { (&mut *from, &mut *to) };
+        Cpu::set_current_thread(to.id);
+        crate::bench::count_switch();
+        let same_space = match (&from.process, &to.process) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same_space
+            && let Some(space) = to.process.as_ref().map(|process| process.space.lock())
+            && let Some(space) = space.as_ref()
+        {
+            crate::bench::count_space_switch();
+            Cpu::activate(space);
+        }
+        // SAFETY: interrupts are masked (kernel invariant); `to.context` was saved by an
+        // earlier switch (it was blocked), for the thread whose kernel stack is
+        // `to.stack`; one CPU.
+        unsafe {
+            Cpu::switch(
+                &mut from.context,
+                &mut from.fpu,
+                &to.context,
+                &to.fpu,
+                to.stack,
+            )
+        };
+        after_switch();
+    }
+}

@@ -344,8 +344,58 @@ pub fn enter(frame: &mut TrapFrame) {
         // A thread killed while it yielded (or blocked, below) ends before it runs user
         // code again (one relaxed load when no kill is pending).
         sched::exit_if_killed();
+    } else if number == Syscall::Call.number() {
+        // The IPC fast paths (issue 10), each in its own function (tail-called), so the
+        // `null`/`yield` path keeps its small frame.
+        ipc_call(frame);
+    } else if number == Syscall::ReplyRecv.number() {
+        ipc_reply_recv(frame);
+    } else if number == Syscall::Signal.number() {
+        ipc_signal(frame);
+    } else if number == Syscall::Wait.number() {
+        ipc_wait(frame);
     } else {
         dispatch(frame);
         sched::exit_if_killed();
     }
+}
+
+/// `call`: the fast path, or (`false`: nothing changed) the general one.
+#[inline(never)]
+fn ipc_call(frame: &mut TrapFrame) {
+    if !ipc::fast_call(frame) {
+        dispatch(frame);
+    }
+    // A thread killed while it was blocked here ends before it runs user code again.
+    sched::exit_if_killed();
+}
+
+/// `reply_recv`: the fast path, or the general one.
+#[inline(never)]
+fn ipc_reply_recv(frame: &mut TrapFrame) {
+    if !ipc::fast_reply_recv(frame) {
+        dispatch(frame);
+    }
+    // A thread killed while it was blocked here ends before it runs user code again.
+    sched::exit_if_killed();
+}
+
+/// `signal`: the fast path, or the general one.
+#[inline(never)]
+fn ipc_signal(frame: &mut TrapFrame) {
+    if !ipc::fast_signal(frame) {
+        dispatch(frame);
+    }
+    // A thread killed while it was blocked here ends before it runs user code again.
+    sched::exit_if_killed();
+}
+
+/// `wait`: the fast path, or the general one.
+#[inline(never)]
+fn ipc_wait(frame: &mut TrapFrame) {
+    if !ipc::fast_wait(frame) {
+        dispatch(frame);
+    }
+    // A thread killed while it was blocked here ends before it runs user code again.
+    sched::exit_if_killed();
 }

@@ -55,7 +55,7 @@ pub enum ReplySlot {
     CallerDied,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Link {
     previous: u32,
     next: u32,
@@ -63,7 +63,7 @@ struct Link {
 }
 
 /// Per-thread IPC state for `N` thread ids.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ipc<const N: usize> {
     state: [State; N],
     reply: [ReplySlot; N],
@@ -79,7 +79,7 @@ enum Waiting {
 }
 
 /// One endpoint's waiting threads.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EndpointQueue {
     head: u32,
     tail: u32,
@@ -111,6 +111,19 @@ impl EndpointQueue {
     /// Whether a receiver waits (the fast path's first test).
     pub const fn has_receiver(&self) -> bool {
         matches!(self.waiting, Waiting::Receivers)
+    }
+
+    /// Whether a sender waits (a receive would meet it at once).
+    pub const fn has_sender(&self) -> bool {
+        matches!(self.waiting, Waiting::Senders)
+    }
+
+    /// The thread at the head of the queue (the one the next rendezvous meets), if any.
+    pub const fn first(&self) -> Option<ThreadId> {
+        match self.head {
+            NONE => None,
+            head => Some(head as ThreadId),
+        }
     }
 }
 
@@ -257,6 +270,79 @@ impl<const N: usize> Ipc<N> {
         self.push(queue, receiver, Waiting::Receivers);
         self.state[receiver] = State::Receiving;
         Ok((ReceiveOutcome::Queued, abandoned))
+    }
+
+    /// The `call` fast path: when the first thread waiting on `queue` is a receiver,
+    /// `sender` is idle and `admit(receiver)` accepts it (the kernel checks that it can run
+    /// it at once), the same change as `send(queue, sender, _, true)` returning
+    /// `Delivered { receiver }`, and the receiver is returned; otherwise `None` and nothing
+    /// changed.
+    #[inline]
+    pub fn call_fast(
+        &mut self,
+        queue: &mut EndpointQueue,
+        sender: ThreadId,
+        admit: impl FnOnce(ThreadId) -> bool,
+    ) -> Option<ThreadId> {
+        if queue.waiting != Waiting::Receivers || queue.closed {
+            return None;
+        }
+        if self.state.get(sender) != Some(&State::Idle) || self.links[sender].queued {
+            return None;
+        }
+        let receiver = queue.head as usize;
+        if receiver >= N || !admit(receiver) {
+            return None;
+        }
+        // Pop the head.
+        let next = self.links[receiver].next;
+        queue.head = next;
+        match next {
+            NONE => {
+                queue.tail = NONE;
+                queue.waiting = Waiting::Nobody;
+            }
+            next => self.links[next as usize].previous = NONE,
+        }
+        self.links[receiver] = Link {
+            previous: NONE,
+            next: NONE,
+            queued: false,
+        };
+        self.state[receiver] = State::Idle;
+        self.state[sender] = State::AwaitingReply { server: receiver };
+        self.reply[receiver] = ReplySlot::Caller(sender);
+        Some(receiver)
+    }
+
+    /// The `reply_recv` fast path: when `server` is idle with a live caller in its reply
+    /// slot, no sender waits on `queue` and `admit(caller)` accepts the caller, the same
+    /// change as `reply(server)` then `receive(queue, server)` returning `Queued` with
+    /// nothing abandoned, and the caller is returned; otherwise `None` and nothing changed.
+    #[inline]
+    pub fn reply_recv_fast(
+        &mut self,
+        queue: &mut EndpointQueue,
+        server: ThreadId,
+        admit: impl FnOnce(ThreadId) -> bool,
+    ) -> Option<ThreadId> {
+        if queue.waiting == Waiting::Senders {
+            return None;
+        }
+        if self.state.get(server) != Some(&State::Idle) || self.links[server].queued {
+            return None;
+        }
+        let ReplySlot::Caller(caller) = self.reply[server] else {
+            return None;
+        };
+        if !admit(caller) {
+            return None;
+        }
+        self.reply[server] = ReplySlot::Empty;
+        self.state[caller] = State::Idle;
+        self.push(queue, server, Waiting::Receivers);
+        self.state[server] = State::Receiving;
+        Some(caller)
     }
 
     /// Empty `server`'s reply slot; a caller found there is idle again and returned.
@@ -471,6 +557,96 @@ mod tests {
         assert_eq!(ipc.state(2), Some(State::Idle), "a plain send goes on");
         assert!(!queue.has_receiver());
         assert_eq!(ipc.reply_slot(1), Some(ReplySlot::Empty));
+    }
+
+    /// The fast path's peek: `first` is the thread the next rendezvous meets, and
+    /// `has_sender`/`has_receiver` say which kind waits.
+    #[test]
+    fn first_names_the_thread_the_next_rendezvous_meets() {
+        let mut ipc = Table::new();
+        let mut queue = EndpointQueue::new();
+        assert_eq!(queue.first(), None);
+        assert!(!queue.has_sender() && !queue.has_receiver());
+        assert_eq!(ipc.send(&mut queue, 4, 0, true), Ok(SendOutcome::Queued));
+        assert_eq!(ipc.send(&mut queue, 2, 0, true), Ok(SendOutcome::Queued));
+        assert!(queue.has_sender() && !queue.has_receiver());
+        assert_eq!(queue.first(), Some(4));
+        let (outcome, _) = ipc.receive(&mut queue, 1).unwrap();
+        assert!(matches!(
+            outcome,
+            ReceiveOutcome::Received { sender: 4, .. }
+        ));
+        assert_eq!(queue.first(), Some(2));
+        assert_eq!(ipc.exit(2, Some(&mut queue)), None);
+        assert_eq!(queue.first(), None);
+        assert!(!queue.has_sender());
+        assert_eq!(ipc.reply(1), Ok(4));
+        assert_eq!(
+            ipc.receive(&mut queue, 1),
+            Ok((ReceiveOutcome::Queued, None))
+        );
+        assert!(queue.has_receiver() && !queue.has_sender());
+        assert_eq!(queue.first(), Some(1));
+        assert_eq!(
+            ipc.send(&mut queue, 4, 7, true),
+            Ok(SendOutcome::Delivered { receiver: 1 })
+        );
+        assert_eq!(queue.first(), None);
+    }
+
+    /// The fast paths change exactly what the general operations change, and refuse
+    /// (changing nothing) whenever those would not meet at once or `admit` says no.
+    #[test]
+    fn fast_paths_equal_the_general_operations() {
+        let mut ipc = Table::new();
+        let mut queue = EndpointQueue::new();
+        // Two receivers queue (1 then 3); caller 2 meets the first.
+        ipc.receive(&mut queue, 1).unwrap();
+        ipc.receive(&mut queue, 3).unwrap();
+        let (mut slow, mut slow_queue) = (ipc.clone(), queue);
+        assert_eq!(
+            slow.send(&mut slow_queue, 2, 0, true),
+            Ok(SendOutcome::Delivered { receiver: 1 })
+        );
+        let (before, before_queue) = (ipc.clone(), queue);
+        assert_eq!(ipc.call_fast(&mut queue, 2, |_| false), None);
+        assert_eq!((&ipc, queue), (&before, before_queue), "refused: no change");
+        assert_eq!(
+            ipc.call_fast(&mut queue, 2, |receiver| receiver == 1),
+            Some(1)
+        );
+        assert_eq!((&ipc, queue), (&slow, slow_queue));
+        // A busy sender (2 awaits a reply) is refused.
+        assert_eq!(ipc.call_fast(&mut queue, 2, |_| true), None);
+        // Server 1 replies to 2 and waits again, behind 3.
+        let (mut slow, mut slow_queue) = (ipc.clone(), queue);
+        assert_eq!(slow.reply(1), Ok(2));
+        assert_eq!(
+            slow.receive(&mut slow_queue, 1),
+            Ok((ReceiveOutcome::Queued, None))
+        );
+        let (before, before_queue) = (ipc.clone(), queue);
+        assert_eq!(ipc.reply_recv_fast(&mut queue, 1, |_| false), None);
+        assert_eq!((&ipc, queue), (&before, before_queue), "refused: no change");
+        assert_eq!(
+            ipc.reply_recv_fast(&mut queue, 1, |caller| caller == 2),
+            Some(2)
+        );
+        assert_eq!((&ipc, queue), (&slow, slow_queue));
+        assert_eq!(queue.first(), Some(3));
+        // No caller to answer: refused.
+        let mut other = EndpointQueue::new();
+        assert_eq!(ipc.reply_recv_fast(&mut other, 4, |_| true), None);
+        // A sender waiting: the receive would meet it, so refused.
+        ipc.send(&mut other, 5, 0, true).unwrap();
+        ipc.receive(&mut other, 6).unwrap();
+        assert_eq!(ipc.state(5), Some(State::AwaitingReply { server: 6 }));
+        ipc.send(&mut other, 7, 0, true).unwrap();
+        assert_eq!(ipc.reply_recv_fast(&mut other, 6, |_| true), None);
+        // A closed endpoint or one with senders: the call is refused.
+        assert_eq!(ipc.call_fast(&mut other, 4, |_| true), None);
+        ipc.close(&mut other, |_| {});
+        assert_eq!(ipc.call_fast(&mut other, 4, |_| true), None);
     }
 
     #[test]
