@@ -40,12 +40,12 @@ fn kernel_suite_with_memory(arch: Arch, size: &str, least_usable_mib: u64) {
 
 #[test]
 fn kernel_suite_128m_x86_64() {
-    kernel_suite_with_memory(Arch::X86_64, "128M", 64);
+    kernel_suite_with_memory(Arch::X86_64, "128M", 48);
 }
 
 #[test]
 fn kernel_suite_128m_aarch64() {
-    kernel_suite_with_memory(Arch::Aarch64, "128M", 64);
+    kernel_suite_with_memory(Arch::Aarch64, "128M", 48);
 }
 
 #[test]
