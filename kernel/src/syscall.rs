@@ -325,11 +325,12 @@ pub fn enter(frame: &mut TrapFrame) {
     } else if number == Syscall::Yield.number() {
         frame.set_syscall_results(0, 0);
         sched::yield_now();
-    } else if number == Syscall::Call.number() {
+    } else if number == Syscall::Call.number() && ipc::fast_candidate(frame) {
         // The IPC fast paths (issue 10), each in its own function (tail-called), so the
-        // `null`/`yield` path keeps its small frame.
+        // `null`/`yield` path keeps its small frame; a message beyond the registers goes
+        // straight to `dispatch`.
         ipc_call(frame);
-    } else if number == Syscall::ReplyRecv.number() {
+    } else if number == Syscall::ReplyRecv.number() && ipc::fast_candidate(frame) {
         ipc_reply_recv(frame);
     } else if number == Syscall::Signal.number() {
         ipc_signal(frame);
