@@ -344,11 +344,12 @@ pub fn enter(frame: &mut TrapFrame) {
         // A thread killed while it yielded (or blocked, below) ends before it runs user
         // code again (one relaxed load when no kill is pending).
         sched::exit_if_killed();
-    } else if number == Syscall::Call.number() {
+    } else if number == Syscall::Call.number() && ipc::fast_candidate(frame) {
         // The IPC fast paths (issue 10), each in its own function (tail-called), so the
-        // `null`/`yield` path keeps its small frame.
+        // `null`/`yield` path keeps its small frame; a message beyond the registers goes
+        // straight to `dispatch`.
         ipc_call(frame);
-    } else if number == Syscall::ReplyRecv.number() {
+    } else if number == Syscall::ReplyRecv.number() && ipc::fast_candidate(frame) {
         ipc_reply_recv(frame);
     } else if number == Syscall::Signal.number() {
         ipc_signal(frame);
