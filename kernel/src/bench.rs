@@ -52,6 +52,9 @@ pub fn counter(which: BenchCounter) -> u64 {
         BenchCounter::Switches => SWITCHES.load(Ordering::Relaxed),
         BenchCounter::SpaceSwitches => SPACE_SWITCHES.load(Ordering::Relaxed),
         BenchCounter::TlbFlushes => TLB_FLUSHES.load(Ordering::Relaxed),
+        BenchCounter::SinceKernelEntry => {
+            Cpu::instruction_clock().saturating_sub(KERNEL_ENTRY.load(Ordering::Relaxed))
+        }
     }
 }
 

@@ -268,7 +268,58 @@ pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec
             )));
         }
     }
+    let mut results = results;
+    results.push(boot_to_shell(workspace, arch)?);
     Ok(results)
+}
+
+/// Boot the whole system (no scenario) with `-icount shift=0` and read, through the
+/// shell's `uptime`, the instructions from kernel entry to the shell's first prompt.
+fn boot_to_shell(workspace: &Workspace, arch: Arch) -> Result<Measurement> {
+    const STEP: Duration = Duration::from_secs(600);
+    const LABEL: &str = "boot to first prompt: ";
+    let mut qemu = QemuOptions::new(arch);
+    qemu.capture = true;
+    qemu.echo = false;
+    qemu.timeout = Some(Duration::from_secs(1200));
+    qemu.extra_args = vec!["-icount".to_owned(), "shift=0".to_owned()];
+    let options = BootOptions {
+        profile: Profile::Release,
+        loader: LoaderChoice::Auto,
+        cmdline: String::new(),
+        image: Some(
+            workspace
+                .images_dir()
+                .join(format!("keel-{arch}-bench-shell.img")),
+        ),
+        build: true,
+        qemu,
+    };
+    step(format_args!(
+        "{arch}: booting to the shell with -icount shift=0 (boot_to_shell)…"
+    ));
+    let mut session = boot::start(workspace, &options)?;
+    session.expect_text("keel> ", STEP)?;
+    session.send_line("uptime")?;
+    let line = session.expect_line(LABEL, STEP)?;
+    session.expect_text("keel> ", STEP)?;
+    session.send_line("poweroff")?;
+    let _ = session.finish(STEP);
+    let count = line
+        .split(LABEL)
+        .nth(1)
+        .and_then(|rest| rest.split_ascii_whitespace().next())
+        .and_then(|number| number.parse::<u64>().ok())
+        .ok_or_else(|| Error::new(format!("{arch}: cannot read boot_to_shell from {line:?}")))?;
+    Ok(Measurement {
+        name: "boot_to_shell".to_owned(),
+        min: count,
+        median: count,
+        max: count,
+        samples: 1,
+        discarded: 0,
+        events: Vec::new(),
+    })
 }
 
 /// `cargo xtask bench`.

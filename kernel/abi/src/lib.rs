@@ -481,6 +481,10 @@ pub enum BenchCounter {
     SpaceSwitches = 2,
     /// Single-page TLB invalidations by the core (one per page unmapped).
     TlbFlushes = 3,
+    /// The instruction counter's advance since kernel entry (guest instructions under QEMU
+    /// `-icount shift=0`; elsewhere the counter's own unit): `boot_to_shell` reads it at the
+    /// shell's first prompt.
+    SinceKernelEntry = 4,
 }
 
 impl BenchCounter {
@@ -491,6 +495,7 @@ impl BenchCounter {
             1 => Self::Switches,
             2 => Self::SpaceSwitches,
             3 => Self::TlbFlushes,
+            4 => Self::SinceKernelEntry,
             _ => return None,
         })
     }

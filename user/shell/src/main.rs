@@ -17,6 +17,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::{Error, Handle, MessageInfo, ObjectType, Rights, sysinfo};
 use rt::proc;
@@ -25,6 +26,10 @@ use ucore::line::Event;
 use ucore::shell::{self, Command};
 
 const PROMPT: &[u8] = b"keel> ";
+
+/// The instruction counter's advance since kernel entry when the first prompt was written
+/// (`boot_to_shell` of `cargo xtask bench`, shown by `uptime`); 0 until then.
+static BOOT_TO_SHELL: AtomicU64 = AtomicU64::new(0);
 
 struct Shell {
     console: Console,
@@ -53,6 +58,10 @@ fn main(_: u64) -> i64 {
     let mut prompt = true;
     loop {
         if prompt {
+            if BOOT_TO_SHELL.load(Ordering::Relaxed) == 0 {
+                let count = rt::bench_counter(abi::BenchCounter::SinceKernelEntry).unwrap_or(0);
+                BOOT_TO_SHELL.store(count, Ordering::Relaxed);
+            }
             let _ = shell.console.write(PROMPT);
         }
         let (kind, length) = match shell.console.read(&mut line) {
@@ -159,6 +168,14 @@ impl Shell {
                 let ticks = summary[sysinfo::summary::TICKS];
                 // why: the kernel's timer rate is far below u32::MAX.
                 let _ = writeln!(out, "{}", shell::format_uptime(ticks, hz as u32));
+                let count = BOOT_TO_SHELL.load(Ordering::Relaxed);
+                if count != 0 {
+                    let _ = writeln!(
+                        out,
+                        "boot to first prompt: {count} instructions since kernel entry \
+                         (exact under -icount shift=0)"
+                    );
+                }
             }),
             Command::Cpu => self.cpu(out),
             Command::Kill { pid } => service::process_request(
