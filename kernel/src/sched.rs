@@ -575,6 +575,22 @@ pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::thread::TrapFrame))
     // nothing else touches either while the lock is released.
     let (from, to) = unsafe { (&mut *from, &mut *to) };
     to.state = State::Running;
+    // SAFETY: `from` is the running thread, `to` a blocked one whose context an earlier
+    // switch saved; the scheduler lock is released and interrupts are masked.
+    unsafe { switch_between(from, to) };
+}
+
+/// Give the CPU from the running thread `from` to the blocked thread `to` (already marked
+/// running and made current by the caller): activate `to`'s address space when it differs,
+/// switch kernel stacks and FPU state, and, once `from` runs again, reap a dead thread.
+/// Shared by the IPC hand-offs ([`switch_to`], [`Handoff`]).
+///
+/// # Safety
+/// Interrupts are masked (kernel invariant) and the scheduler lock is released; `from` is
+/// the running thread and `to` a thread of the table that is not running, whose context was
+/// saved by an earlier switch for its kernel stack `to.stack`; one CPU.
+#[inline(always)]
+unsafe fn switch_between(from: &mut Thread, to: &mut Thread) {
     Cpu::set_current_thread(to.id);
     crate::bench::count_switch();
     let same_space = match (&from.process, &to.process) {
@@ -588,9 +604,8 @@ pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::thread::TrapFrame))
         crate::bench::count_space_switch();
         Cpu::activate(space);
     }
-    // SAFETY: interrupts are masked (kernel invariant); `to.context` was saved by an
-    // earlier switch (it was blocked), for the thread whose kernel stack is `to.stack`;
-    // one CPU.
+    // SAFETY: the caller's contract: interrupts masked, `to.context` saved by an earlier
+    // switch for the thread whose kernel stack is `to.stack`, one CPU.
     unsafe {
         Cpu::switch(
             &mut from.context,
@@ -853,31 +868,8 @@ impl Handoff {
         // running thread (blocked now, so not freed) and `to` was blocked, not running, so
         // nothing else touches either after the lock is released (one CPU, masked).
         let (from, to) = unsafe { (&mut *from, &mut *to) };
-        Cpu::set_current_thread(to.id);
-        crate::bench::count_switch();
-        let same_space = match (&from.process, &to.process) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
-        if !same_space
-            && let Some(space) = to.process.as_ref().map(|process| process.space.lock())
-            && let Some(space) = space.as_ref()
-        {
-            crate::bench::count_space_switch();
-            Cpu::activate(space);
-        }
-        // SAFETY: interrupts are masked (kernel invariant); `to.context` was saved by an
-        // earlier switch (it was blocked), for the thread whose kernel stack is
-        // `to.stack`; one CPU.
-        unsafe {
-            Cpu::switch(
-                &mut from.context,
-                &mut from.fpu,
-                &to.context,
-                &to.fpu,
-                to.stack,
-            )
-        };
-        after_switch();
+        // SAFETY: `from` is the running thread, `to` a blocked one whose context an earlier
+        // switch saved; the lock was released above and interrupts are masked.
+        unsafe { switch_between(from, to) };
     }
 }

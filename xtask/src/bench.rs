@@ -214,25 +214,36 @@ pub fn baseline_path(workspace: &Workspace, arch: Arch) -> PathBuf {
         .join(format!("baseline-{arch}.json"))
 }
 
-/// Boot the `bench` scenario on `arch` and return its measurements.
-pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec<Measurement>> {
+/// How every benchmark boot runs: release build, `-icount shift=0`, output captured, the
+/// image `keel-<arch>-<image>.img`.
+fn bench_boot(workspace: &Workspace, arch: Arch, cmdline: String, image: &str) -> BootOptions {
     let mut qemu = QemuOptions::new(arch);
     qemu.capture = true;
     qemu.echo = false;
     qemu.timeout = Some(Duration::from_secs(1200));
     qemu.extra_args = vec!["-icount".to_owned(), "shift=0".to_owned()];
-    let options = BootOptions {
+    BootOptions {
         profile: Profile::Release,
         loader: LoaderChoice::Auto,
-        cmdline: format!("test=bench iterations={iterations}"),
+        cmdline,
         image: Some(
             workspace
                 .images_dir()
-                .join(format!("keel-{arch}-bench.img")),
+                .join(format!("keel-{arch}-{image}.img")),
         ),
         build: true,
         qemu,
-    };
+    }
+}
+
+/// Boot the `bench` scenario on `arch` and return its measurements.
+pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec<Measurement>> {
+    let options = bench_boot(
+        workspace,
+        arch,
+        format!("test=bench iterations={iterations}"),
+        "bench",
+    );
     step(format_args!(
         "{arch}: booting test=bench with -icount shift=0 ({iterations} iterations)…"
     ));
@@ -278,23 +289,7 @@ pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec
 fn boot_to_shell(workspace: &Workspace, arch: Arch) -> Result<Measurement> {
     const STEP: Duration = Duration::from_secs(600);
     const LABEL: &str = "boot to first prompt: ";
-    let mut qemu = QemuOptions::new(arch);
-    qemu.capture = true;
-    qemu.echo = false;
-    qemu.timeout = Some(Duration::from_secs(1200));
-    qemu.extra_args = vec!["-icount".to_owned(), "shift=0".to_owned()];
-    let options = BootOptions {
-        profile: Profile::Release,
-        loader: LoaderChoice::Auto,
-        cmdline: String::new(),
-        image: Some(
-            workspace
-                .images_dir()
-                .join(format!("keel-{arch}-bench-shell.img")),
-        ),
-        build: true,
-        qemu,
-    };
+    let options = bench_boot(workspace, arch, String::new(), "bench-shell");
     step(format_args!(
         "{arch}: booting to the shell with -icount shift=0 (boot_to_shell)…"
     ));
