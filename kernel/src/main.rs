@@ -1,54 +1,61 @@
 //! Keel: a capability-based microkernel.
 //!
 //! This crate is the portable core. It is entered through the Limine boot protocol
-//! ([`boot`]), brings the architecture up through the `arch-api` contract (`arch::Cpu`), and
-//! runs the scenario the command line selects (`test=<name>`, DESIGN.md §8) or idles with
-//! the timer running.
+//! ([`boot`]), brings the architecture up through the `arch-api` contract (`arch::Cpu`),
+//! and starts `init`, the root task (or, in a kernel built with the `testing` feature, the
+//! scenario `test=<name>` on the command line selects, DESIGN.md §8).
 //!
-//! Principles: the core never names a register or a `cfg(target_arch)`; everything the
-//! hardware does goes through [`arch_api::Platform`]. Pure logic lives in `kcore`, where the
-//! host can test it.
+//! # Layers
+//! The folders are the layers (DESIGN.md §9); each imports only from the rows below it,
+//! and `cargo xtask lint` checks that:
 //!
-//! Boot order: arch early init (with [`early_frames`]), [`memory`] (frame allocator, heap),
-//! banner, then the scenario; scenarios other than `boot` start the scheduler ([`sched`])
-//! and run in kernel threads, user programs in processes loaded from boot modules
-//! ([`process`]); system calls arrive through [`upcall::keel_trap`] ([`syscall`]).
+//! | layer | modules | holds |
+//! | --- | --- | --- |
+//! | top | `main.rs`, [`upcall`], [`testing`] (test build) | entry points, scenarios and suites |
+//! | system calls | [`syscall`] | decoding, one module per call family |
+//! | services | [`proc`] over [`irq`] over [`ipc`] | spawn/exit/kill, interrupt bindings, message passing |
+//! | tasks | [`task`] | threads, the scheduler, the start trampoline |
+//! | objects | [`obj`] | kernel objects, capability spaces, process records |
+//! | base | [`mm`] over [`boot`], [`log`], [`time`], [`stats`], [`hwirq`] over [`sync`] | memory, boot info, the kernel log, ticks, counters, device lines, locks |
 //!
-//! Memory order (issue 7): the frame allocator, then the kernel's own page tables
-//! ([`memory::kernel_tables`], the loader's are never used again), then the heap;
-//! bootloader-reclaimable memory goes to the frame allocator when the first thread runs
-//! (off the boot stack, with everything kept copied out of the Limine responses).
+//! Locks follow the same order ([`sync`] has the table). Nothing called under a lock
+//! calls up: the last capability to an endpoint queues the endpoint to be closed and a
+//! dead process queues its death notification ([`obj::pending`]), and the kernel log
+//! only marks itself readable ([`log`]); the system-call exit and the timer tick
+//! ([`upcall`]) do the work from the top.
 //!
-//! Known weak spots: one CPU; the frames the early frame source handed out are kept
-//! forever (a few of them are page tables the loader's hierarchy held for Keel's regions,
-//! orphaned by the switch).
+//! Boot order: arch early init (with [`boot::early_frames`]), [`mm`] (frame allocator, the
+//! kernel's own page tables, heap), banner, then `init` (or the scenario) in the first
+//! thread; reclaimable loader memory goes to the frame allocator once that thread runs off
+//! the boot stack.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
 
-mod bench;
 mod boot;
-mod console;
-mod early_frames;
+mod hwirq;
 mod ipc;
 mod irq;
-mod irq_caps;
-mod ktest;
-mod ktest_irq;
-mod memory;
-mod object;
-mod process;
-mod procsys;
-mod scenario;
-mod sched;
+mod log;
+mod mm;
+mod obj;
+mod proc;
+mod stats;
+mod sync;
 mod syscall;
-mod sysinfo;
-mod thread;
+mod task;
+#[cfg(feature = "testing")]
+mod testing;
+mod time;
 mod upcall;
 
+use core::fmt::Write as _;
+
 use arch_api::{EarlyInfo, ExitCode, Platform};
+
+use crate::obj::process::Ending;
 
 /// The architecture this kernel was built for.
 type Cpu = arch::Cpu;
@@ -57,30 +64,108 @@ type Cpu = arch::Cpu;
 /// here on the boot CPU, on a stack of at least the size the Stack Size request asked for.
 #[unsafe(no_mangle)]
 extern "C" fn kmain() -> ! {
-    bench::mark_kernel_entry();
+    stats::mark_kernel_entry();
     let Some(early) = boot::early() else {
         // Without a supported base revision or an HHDM nothing the loader said can be
         // trusted, and without the device tree there may be no console: say what we can.
         Cpu::power_off(ExitCode::Fatal);
     };
-    let mut frames = early_frames::EarlyFrames::new(early.memory, early.hhdm_offset);
+    let mut frames = boot::early_frames::EarlyFrames::new(early.memory, early.hhdm_offset);
     let info = EarlyInfo {
         hhdm_offset: early.hhdm_offset,
         device_tree: early.device_tree,
         rsdp: early.rsdp,
     };
     if let Err(error) = Cpu::early_init(&info, &mut frames) {
-        console::fatal_early(error);
+        log::fatal_early(error);
     }
-    memory::init(&early, frames.used());
+    mm::init(&early, frames.used());
     let boot = boot::collect(&early);
     boot.print_banner();
-    memory::print_summary();
-    scenario::run(&boot)
+    mm::print_summary();
+    match boot.cmdline.scenario() {
+        None if boot::module("init").is_some() => task::run_first("boot", start_init, 0),
+        None => idle(),
+        Some(scenario) => run_scenario(&boot, scenario),
+    }
+}
+
+#[cfg(feature = "testing")]
+fn run_scenario(boot: &boot::BootInfo, scenario: &str) -> ! {
+    testing::run(boot, scenario)
+}
+
+/// A kernel without the `testing` feature has no scenario: say so and fail.
+#[cfg(not(feature = "testing"))]
+fn run_scenario(_: &boot::BootInfo, scenario: &str) -> ! {
+    println!(
+        "not ok scenario {scenario}: this kernel was built without test code (the `testing` \
+         feature); `cargo xtask test`, `cargo xtask bench` and `--cmdline test=...` boots \
+         build it in"
+    );
+    println!("0 passed, 1 failed");
+    Cpu::power_off(ExitCode::TestFailed)
+}
+
+/// No scenario: start `init` from its boot module with the boot capabilities
+/// (`abi::init_slots`), and watch it: if the root task ends, the system cannot go on, so
+/// say so and power off.
+fn start_init(_: usize) {
+    let init = match proc::init::start() {
+        Ok(init) => init,
+        Err(problem) => {
+            println!("keel: cannot start init: {problem}");
+            Cpu::power_off(ExitCode::Fatal)
+        }
+    };
+    println!("keel: started init (pid {})", init.id);
+    loop {
+        match init.ending() {
+            Ending::Running => task::sched::sleep(u64::from(time::TIMER_HZ)),
+            ending => {
+                println!("keel: init ended ({ending:?}); powering off");
+                Cpu::power_off(ExitCode::Fatal)
+            }
+        }
+    }
+}
+
+/// No scenario and no `init` module: keep the timer ticking and idle until the user quits
+/// QEMU.
+fn idle() -> ! {
+    time::start_timer();
+    println!(
+        "keel: no init module and no test scenario; idling with the timer at {} Hz",
+        time::TIMER_HZ
+    );
+    let minute = u64::from(time::TIMER_HZ) * 60;
+    let mut next_report = minute;
+    loop {
+        Cpu::wait_for_interrupt();
+        let ticks = time::ticks();
+        if ticks >= next_report {
+            println!("keel: uptime {} s, idle", ticks / u64::from(time::TIMER_HZ));
+            next_report += minute;
+        }
+    }
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::panic_report(info);
+    // The report takes no lock: the panicking code may hold one.
+    let mut out = log::Serial;
+    let _ = write!(out, "\nKERNEL PANIC: {}", info.message());
+    if let Some(location) = info.location() {
+        let _ = write!(out, " at {location}");
+    }
+    let _ = writeln!(out);
+    let thread = <Cpu as arch_api::Threads>::current_thread();
+    let _ = writeln!(
+        out,
+        "panic in thread {} (id {thread})",
+        upcall::keel_thread_name(thread)
+    );
+    let _ = Cpu::backtrace(&mut out);
+    let _ = writeln!(out, "keel: kernel panic; powering off (exit code 2)");
     Cpu::power_off(ExitCode::Fatal)
 }

@@ -1,26 +1,29 @@
 //! Upcalls: the named functions an arch crate calls into the core (DESIGN.md §2).
 //!
 //! Each arch crate declares these in its `upcall` module as `extern "Rust"`; they are
-//! defined here, once, with unmangled names so the linker joins the two.
-
-use core::sync::atomic::{AtomicU64, Ordering};
+//! defined here, once, with unmangled names so the linker joins the two. This is the top
+//! layer: the timer tick and the system-call exit are where work deferred by lower
+//! layers is done (`obj::pending`, the kernel log's reader).
 
 use arch_api::{TrapCause, TrapFrame as _};
 
-use crate::thread::TrapFrame;
-use crate::{irq, process, sched, syscall};
-
-/// Timer interrupts taken since the timer was started.
-static TICKS: AtomicU64 = AtomicU64::new(0);
+use crate::obj::pending;
+use crate::task::sched;
+use crate::task::thread::TrapFrame;
+use crate::{hwirq, ipc, irq, proc, syscall, time};
 
 /// Called by the arch crate's timer interrupt handler, with interrupts masked, after EOI.
 /// May switch threads (preemption).
 #[unsafe(no_mangle)]
 pub fn keel_timer_tick() {
-    let now = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = time::tick();
     sched::timer_tick(now);
+    if pending::any() {
+        ipc::run_pending();
+    }
+    syscall::system::signal_log();
     // A user thread killed while it was preempted ends before it runs user code again.
-    sched::exit_if_killed();
+    proc::exit_if_killed();
 }
 
 /// Called by the arch crate for every device interrupt that is not the timer, with
@@ -28,34 +31,26 @@ pub fn keel_timer_tick() {
 /// enabled with mask-on-delivery). May switch threads (a woken driver).
 #[unsafe(no_mangle)]
 pub fn keel_irq(line: u32) {
-    irq::deliver(line);
+    hwirq::deliver(line);
 }
 
-/// Timer ticks so far.
-pub fn ticks() -> u64 {
-    TICKS.load(Ordering::Relaxed)
-}
-
-/// Every trap the arch crate does not finish itself: system calls and exceptions from user
-/// mode. Interrupts are masked; `frame` lies at the top of the current thread's kernel
-/// stack. A fault kills the current thread (never returns); a system call returns with
-/// its results in `frame`.
+/// Every trap the arch crate does not finish itself: exceptions from user mode (system
+/// calls arrive through [`keel_syscall`]). Interrupts are masked; `frame` lies at the top
+/// of the current thread's kernel stack. A fault kills the current thread (never returns).
 #[unsafe(no_mangle)]
 pub fn keel_trap(frame: &mut TrapFrame) {
     match frame.cause() {
         TrapCause::Syscall => {
             syscall::dispatch(frame);
-            // A thread killed during the call (by itself or while it was blocked) ends here.
-            sched::exit_if_killed();
+            syscall::finish();
         }
-        // Device interrupts go to the capability holder bound to the line (issue 8).
         TrapCause::Irq(line) => {
-            crate::irq_caps::deliver(line);
+            irq::deliver(line);
         }
-        cause if frame.is_from_user() => process::kill_current(frame, cause),
+        cause if frame.is_from_user() => proc::kill_current(frame, cause),
         cause => panic!(
             "kernel trap sent to the core: {} at ip {:#x}",
-            process::Describe(cause),
+            proc::Describe(cause),
             frame.instruction_pointer()
         ),
     }

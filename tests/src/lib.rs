@@ -62,6 +62,8 @@ pub fn workspace() -> Workspace {
 /// echoed, the generous [`BOOT_TIMEOUT`].
 pub fn options(arch: Arch, test: &str, cmdline: &str) -> BootOptions {
     let mut options = BootOptions::new(arch);
+    // Every QEMU test runs the kernel with its test code and the lock-order checker.
+    options.kernel = Some(xtask::compile::KernelBuild::Checked);
     options.cmdline = cmdline.to_owned();
     options.image = Some(image_path(arch, test));
     options.qemu.capture = true;

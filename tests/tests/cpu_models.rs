@@ -1,4 +1,4 @@
-//! The kernel and user suites on other CPU models (issues 5–7): `--cpu max` turns on SMAP
+//! The kernel and user suites on other CPU models : `--cpu max` turns on SMAP
 //! (x86_64) and PAN + SVE (AArch64), so the kernel's own access to user memory must fault
 //! and an EL0 SVE instruction must follow the written policy; AArch64 also runs on a
 //! Cortex-A53 with GICv2 (both suites, the device-interrupt tests checked by name there), and

@@ -1,6 +1,6 @@
 //! Scenario `echo-input`: the test types into the guest's serial input and reads the
-//! kernel's answers, prompts without a newline included — the harness the shell tests of
-//! issue 9 drive. The kernel polls the UART (16550 on x86_64, PL011 on AArch64) and prints
+//! kernel's answers, prompts without a newline included — the harness the shell tests
+//! drive. The kernel polls the UART (16550 on x86_64, PL011 on AArch64) and prints
 //! each line back. One boot per architecture.
 #![forbid(unsafe_code)]
 

@@ -1,4 +1,4 @@
-//! The kernel suite at the memory sizes issue 7 names: 128 MiB (little room for the frame
+//! The kernel suite at two memory sizes: 128 MiB (little room for the frame
 //! allocator's storage, the heap and 1,000 address spaces) and 4 GiB (memory above 4 GiB in
 //! the map, so the frame allocator must span it). One boot per size and architecture.
 #![forbid(unsafe_code)]
@@ -21,7 +21,7 @@ fn kernel_suite_with_memory(arch: Arch, size: &str, least_usable_mib: u64) {
         usable >= least_usable_mib,
         "{memory:?}: expected at least {least_usable_mib} MiB usable"
     );
-    // Issue 7: memory above 4 GiB is used (allocated, written and read back) when present.
+    // Memory above 4 GiB is used (allocated, written and read back) when present.
     let (_, above) = expect_line(&outcome, "mm: above 4 GiB: ");
     let above_mib = number_after(above, "mm: above 4 GiB: ").expect("MiB above 4 GiB");
     if size == "4G" {

@@ -1,4 +1,4 @@
-//! Scenario `panic` (issues 5 and 6): a deliberate `panic!` in a kernel thread is reported
+//! Scenario `panic`: a deliberate `panic!` in a kernel thread is reported
 //! with its message, the thread's name and a frame-pointer backtrace, and the machine
 //! powers off with exit code 2. One boot per architecture.
 #![forbid(unsafe_code)]

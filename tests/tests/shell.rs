@@ -1,4 +1,4 @@
-//! Issue 9: the interactive system. A boot without a test scenario ends at the shell's
+//! The interactive system. A boot without a test scenario ends at the shell's
 //! `keel> ` prompt, served from user space (`init`, `console`, `names`, `shell`); the test
 //! types at it over the serial line as a person would, on both architectures: `help`,
 //! `echo`, `ps`, `mem`, an unknown command, a 4 KiB line of garbage, `kill` of the console

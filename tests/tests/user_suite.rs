@@ -1,10 +1,10 @@
 //! Scenario `user` (DESIGN.md §8): the `testsuite` boot module in user mode — the null
 //! system call, `debug_write` with good and bad pointers, and one process per faulting
 //! instruction (undefined, privileged, page fault), each killed with a report naming the
-//! process while the kernel keeps running; and issue 8's IPC and capability tests (an IPC
+//! process while the kernel keeps running; and the IPC and capability tests (an IPC
 //! client and server process: ping-pong, long messages, capability transfer, badges,
 //! stale handles, rights, quotas, every new system call with each class of bad argument,
-//! a dead server); and issue 8's process, thread, priority, IRQ and device capability tests
+//! a dead server); and the process, thread, priority, IRQ and device capability tests
 //! (children spawned from a boot module, killed, round robin, port and MMIO access, every
 //! new call with each class of bad argument). One boot per architecture.
 #![forbid(unsafe_code)]
@@ -114,11 +114,12 @@ const EXPECTED: &[&str] = &[
     "ok kernel survived user faults",
 ];
 
-/// Issue 8: processes, threads, priorities and IRQ lines (both architectures).
+/// Processes, threads, priorities and IRQ lines (both architectures).
 const PROC_EXPECTED: &[&str] = &[
     "ok user process spawned from a boot module: exit code 42 seen after its death notification, copied capability used by the child",
     "ok user process spawn of a malformed image returns InvalidArgument",
     "ok user process kill ends a spinning child (death notification, status killed)",
+    "ok user spawn refused for lack of threads or quota returns an error and the caller keeps running",
     "ok user two spinning threads at equal priority both make progress (round robin)",
     "ok user thread kill stops a spinning thread (its counter freezes while the other advances)",
     "ok user a lower-priority thread runs only while the higher-priority one blocks",
@@ -172,7 +173,7 @@ const PROC_EXPECTED: &[&str] = &[
     "ok user proc bad argument: mmio_map of a notification",
 ];
 
-/// Issue 8 device capabilities on x86_64: COM1's I/O ports.
+/// Device capabilities on x86_64: COM1's I/O ports.
 const PROC_X86_64: &[&str] = &[
     "ok user COM1 scratch register write and read back through the port capability",
     "ok user proc bad argument: port_in below the granted range",
@@ -185,7 +186,7 @@ const PROC_X86_64: &[&str] = &[
     "ok user proc bad argument: mmio_map of an I/O-port capability",
 ];
 
-/// Issue 8 device capabilities on AArch64: the PL011's MMIO range.
+/// Device capabilities on AArch64: the PL011's MMIO range.
 const PROC_AARCH64: &[&str] = &[
     "ok user mmio_map of the PL011 and a read of its ID registers",
     "ok user proc bad argument: mmio_map over an existing mapping",
@@ -221,7 +222,7 @@ fn user_suite(arch: Arch) {
     if arch == Arch::Aarch64 {
         assert!(fpu.contains("upper vector halves too"), "{fpu:?}");
     }
-    // Each privileged instruction is its own process (issues 5 and 6).
+    // Each privileged instruction is its own process.
     let privileged: &[&str] = match arch {
         Arch::X86_64 => &[
             "ok user privileged instruction hlt kills the process",
@@ -284,7 +285,7 @@ fn user_suite(arch: Arch) {
             "no fault report for {cause}"
         );
     }
-    // Issue 7: the page touched after `memory_unmap` (testsuite's SCRATCH) is reported as a
+    // The page touched after `memory_unmap` (testsuite's SCRATCH) is reported as a
     // page fault at that very address.
     assert!(
         outcome.lines.iter().any(

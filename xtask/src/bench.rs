@@ -1,4 +1,4 @@
-//! `cargo xtask bench` (issue 10): boot the `bench` scenario under QEMU `-icount shift=0`,
+//! `cargo xtask bench`: boot the `bench` scenario under QEMU `-icount shift=0`,
 //! parse its `bench <name> min=… median=… max=… …` lines, print a table with the ratio of
 //! each median to the committed baseline (`bench/baseline-<arch>.json`), and write
 //! `target/bench/<arch>.json`.
@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::boot::{self, BootOptions};
+use crate::compile::KernelBuild;
 use crate::loader::LoaderChoice;
 use crate::qemu::QemuOptions;
 use crate::{Arch, Context, Error, Profile, Result, Workspace, step};
@@ -232,6 +233,7 @@ fn bench_boot(workspace: &Workspace, arch: Arch, cmdline: String, image: &str) -
                 .join(format!("keel-{arch}-{image}.img")),
         ),
         build: true,
+        kernel: Some(KernelBuild::Testing),
         qemu,
     }
 }

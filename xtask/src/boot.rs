@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::compile::{self, Artifacts, WithLoader};
+use crate::compile::{self, Artifacts, KernelBuild, WithLoader};
 use crate::image::{self, Contents};
 use crate::loader::{self, Loader, LoaderChoice};
 use crate::qemu::{self, Outcome, QemuOptions, Session};
@@ -22,6 +22,8 @@ pub struct BootOptions {
     pub image: Option<PathBuf>,
     /// Build first (`true`), or use what an earlier build left in `target/` (`false`).
     pub build: bool,
+    /// Which kernel; `None`: the one the command line needs ([`KernelBuild::for_cmdline`]).
+    pub kernel: Option<KernelBuild>,
     pub qemu: QemuOptions,
 }
 
@@ -33,6 +35,7 @@ impl BootOptions {
             cmdline: String::new(),
             image: None,
             build: true,
+            kernel: None,
             qemu: QemuOptions::new(arch),
         }
     }
@@ -116,10 +119,25 @@ fn prepare(workspace: &Workspace, options: &BootOptions) -> Result<(prereq::Firm
     let loader = loader::resolve(workspace, options.loader, arch)?;
     step(loader::describe_choice(options.loader, &loader));
 
+    let kernel = options
+        .kernel
+        .unwrap_or_else(|| KernelBuild::for_cmdline(&options.cmdline));
     let artifacts = if options.build {
-        compile::build(workspace, arch, options.profile, with_loader(&loader))?
+        compile::build(
+            workspace,
+            arch,
+            options.profile,
+            kernel,
+            with_loader(&loader),
+        )?
     } else {
-        compile::locate(workspace, arch, options.profile, with_loader(&loader))?
+        compile::locate(
+            workspace,
+            arch,
+            options.profile,
+            kernel,
+            with_loader(&loader),
+        )?
     };
     let path = options
         .image

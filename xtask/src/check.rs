@@ -1,7 +1,7 @@
 //! `cargo xtask test` and `cargo xtask lint`.
 
 use crate::arch::ArchChoice;
-use crate::compile::{self, Kind, USER_PROGRAMS};
+use crate::compile::{self, KernelBuild, Kind, USER_PROGRAMS};
 use crate::{Arch, Error, Profile, Result, Workspace, prereq, step};
 
 /// Crates that build and unit-test on the host (the kernel cannot: it needs `arch`).
@@ -39,12 +39,16 @@ pub fn test(workspace: &Workspace, arches: ArchChoice, filter: Option<&str>) -> 
     let selected = arches.arches();
     prereq::ensure(workspace, &selected)?;
     for &arch in &selected {
+        // Every QEMU test runs the checked kernel, except the one that shows what a
+        // plain kernel refuses.
         compile::build(
             workspace,
             arch,
             Profile::Debug,
+            KernelBuild::Checked,
             compile::WithLoader::Builtin,
         )?;
+        compile::build_kernel(workspace, arch, Profile::Debug, KernelBuild::Plain)?;
     }
 
     let names: Vec<&str> = selected.iter().map(|arch| arch.name()).collect();
@@ -147,18 +151,30 @@ fn clippy_runs(workspace: &Workspace) -> Vec<ClippyRun> {
             Arch::X86_64 => "arch-x86_64",
             Arch::Aarch64 => "arch-aarch64",
         };
-        let mut command = Kind::Kernel.cargo(workspace, "clippy", arch);
-        packages(
-            &mut command,
-            &["kernel", arch_crate, "arch-api", "kcore", "abi"],
-        );
-        runs.push(ClippyRun {
-            what: format!(
-                "kernel, {arch_crate}, arch-api, kcore, abi for {}",
-                arch.kernel_target()
-            ),
-            command,
-        });
+        // The kernel with and without its test code: each feature set is its own code.
+        for kernel in [KernelBuild::Plain, KernelBuild::Checked] {
+            let mut command = Kind::Kernel.cargo_in(
+                workspace,
+                "clippy",
+                arch,
+                compile::kernel_dir(workspace, kernel),
+            );
+            packages(
+                &mut command,
+                &["kernel", arch_crate, "arch-api", "kcore", "abi"],
+            );
+            if !kernel.features().is_empty() {
+                command.args(["--features", kernel.features()]);
+            }
+            runs.push(ClippyRun {
+                what: format!(
+                    "kernel ({}), {arch_crate}, arch-api, kcore, abi for {}",
+                    kernel.describe(),
+                    arch.kernel_target()
+                ),
+                command,
+            });
+        }
 
         let mut command = Kind::User.cargo(workspace, "clippy", arch);
         packages(&mut command, USER_PROGRAMS);
@@ -208,6 +224,12 @@ pub fn lint(workspace: &Workspace) -> Result<()> {
     command.args(["fmt", "--all", "--check"]);
     if compile::run(command, "cargo fmt --check").is_err() {
         failed.push("formatting (run `cargo fmt --all`)".to_owned());
+    }
+
+    step("checking the kernel's layers (no import from a higher layer)…");
+    if let Err(error) = crate::layers::check_tree(&workspace.root().join("kernel/src")) {
+        eprintln!("{error}");
+        failed.push("the kernel's layers".to_owned());
     }
 
     for mut run in clippy_runs(workspace) {

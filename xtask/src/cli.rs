@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::arch::ArchChoice;
 use crate::boot::{self, BootOptions};
-use crate::compile::WithLoader;
+use crate::compile::{KernelBuild, WithLoader};
 use crate::loader::{self, LoaderChoice};
 use crate::qemu::QemuOptions;
 use crate::{Arch, Error, Profile, Result, Workspace, check, compile, image, step};
@@ -26,6 +26,10 @@ pub enum Command {
     Build {
         #[arg(long, value_enum, default_value_t)]
         arch: ArchChoice,
+        /// Which kernel: plain (what ships), testing (with scenarios, suites and test-only
+        /// system calls), checked (testing plus the lock-order checker).
+        #[arg(long, value_enum, default_value = "plain")]
+        kernel: KernelBuild,
         /// Optimized build (cargo's release profile).
         #[arg(long)]
         release: bool,
@@ -109,6 +113,10 @@ pub struct QemuArgs {
     /// Optimized build (cargo's release profile).
     #[arg(long)]
     pub release: bool,
+    /// Which kernel [default: checked when the command line selects a scenario (`test=…`),
+    /// else plain].
+    #[arg(long, value_enum)]
+    pub kernel: Option<KernelBuild>,
     /// Extra arguments for QEMU, after `--`.
     #[arg(last = true, value_name = "QEMU ARGS")]
     pub qemu_args: Vec<String>,
@@ -136,6 +144,7 @@ impl QemuArgs {
             cmdline: self.cmdline.clone(),
             image: None,
             build: true,
+            kernel: self.kernel,
             qemu,
         })
     }
@@ -145,10 +154,14 @@ impl QemuArgs {
 /// `qemu-*`, else 0).
 pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Build { arch, release } => {
+        Command::Build {
+            arch,
+            kernel,
+            release,
+        } => {
             for arch in arch.arches() {
                 let profile = Profile::from_release(release);
-                compile::build(workspace, arch, profile, WithLoader::Builtin)?;
+                compile::build(workspace, arch, profile, kernel, WithLoader::Builtin)?;
             }
             step("build finished");
             Ok(0)
@@ -168,8 +181,9 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
             for (arch, loader) in loaders {
                 step(loader::describe_choice(choice, &loader));
                 let profile = Profile::from_release(release);
+                let kernel = KernelBuild::for_cmdline(&cmdline);
                 let artifacts =
-                    compile::build(workspace, arch, profile, boot::with_loader(&loader))?;
+                    compile::build(workspace, arch, profile, kernel, boot::with_loader(&loader))?;
                 let path = boot::default_image(workspace, arch);
                 boot::make_image(&artifacts, &loader, &cmdline, &path)?;
             }

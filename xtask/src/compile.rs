@@ -6,7 +6,7 @@
 //!
 //! | kind | target dir | flags |
 //! | --- | --- | --- |
-//! | kernel | `target/kernel` | static relocation model (else it links as PIE), frame pointers |
+//! | kernel | `target/kernel`, `target/kernel-testing`, `target/kernel-checked` (one per [`KernelBuild`]) | static relocation model (else it links as PIE), frame pointers |
 //! | user programs | `target/user` | the same plus the small code model |
 //! | loader | `target/loader-build` | none (UEFI applications are PE files) |
 
@@ -36,6 +36,61 @@ pub const USER_RUSTFLAGS: &[&str] = &[
     "-C",
     "force-frame-pointers=yes",
 ];
+
+/// Which kernel to build: the three differ only in cargo features, and each has its own
+/// target dir so switching between them recompiles nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelBuild {
+    /// What ships: no scenario, no in-kernel suite, no test-only system call.
+    Plain,
+    /// With the test code (`testing`): what `cargo xtask bench` measures.
+    Testing,
+    /// With the test code and the lock-order checker (`testing,lockcheck`): what every QEMU
+    /// test and every `--cmdline test=…` boot runs.
+    Checked,
+}
+
+impl KernelBuild {
+    /// The kernel's cargo features for this build.
+    pub fn features(self) -> &'static str {
+        match self {
+            KernelBuild::Plain => "",
+            KernelBuild::Testing => "testing",
+            KernelBuild::Checked => "testing,lockcheck",
+        }
+    }
+
+    /// Its target dir's name under `target/`.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            KernelBuild::Plain => "kernel",
+            KernelBuild::Testing => "kernel-testing",
+            KernelBuild::Checked => "kernel-checked",
+        }
+    }
+
+    /// The build a boot with kernel command line `cmdline` needs: one that selects a
+    /// scenario (`test=…`) gets the test code and the checker.
+    pub fn for_cmdline(cmdline: &str) -> Self {
+        if cmdline
+            .split_whitespace()
+            .any(|word| word.starts_with("test="))
+        {
+            KernelBuild::Checked
+        } else {
+            KernelBuild::Plain
+        }
+    }
+
+    /// Words for progress lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KernelBuild::Plain => "plain",
+            KernelBuild::Testing => "with test code",
+            KernelBuild::Checked => "with test code and the lock-order checker",
+        }
+    }
+}
 
 /// What one architecture's build produced.
 #[derive(Clone, Debug)]
@@ -85,12 +140,23 @@ impl Kind {
 
     /// A `cargo <subcommand> --target … --target-dir …` with this kind's flags.
     pub fn cargo(self, workspace: &Workspace, subcommand: &str, arch: Arch) -> Command {
+        self.cargo_in(workspace, subcommand, arch, self.target_dir(workspace))
+    }
+
+    /// [`Kind::cargo`] with another target dir.
+    pub fn cargo_in(
+        self,
+        workspace: &Workspace,
+        subcommand: &str,
+        arch: Arch,
+        target_dir: PathBuf,
+    ) -> Command {
         let mut command = workspace.cargo();
         command
             .arg(subcommand)
             .args(["--target", self.target(arch)])
             .arg("--target-dir")
-            .arg(self.target_dir(workspace))
+            .arg(target_dir)
             .env("CARGO_ENCODED_RUSTFLAGS", self.rustflags().join("\x1f"))
             .env_remove("RUSTFLAGS");
         command
@@ -106,19 +172,51 @@ pub enum WithLoader {
     Skip,
 }
 
-/// Build the kernel, the user programs and (unless skipped) the loader for `arch`.
+/// The target dir of kernel build `kernel`.
+pub fn kernel_dir(workspace: &Workspace, kernel: KernelBuild) -> PathBuf {
+    workspace.target_dir().join(kernel.dir_name())
+}
+
+/// Build only the kernel, as `kernel`, for `arch`.
+pub fn build_kernel(
+    workspace: &Workspace,
+    arch: Arch,
+    profile: Profile,
+    kernel: KernelBuild,
+) -> Result<()> {
+    ensure_targets(workspace)?;
+    step(format_args!(
+        "building kernel ({arch}, {profile}, {})…",
+        kernel.describe()
+    ));
+    let mut command =
+        Kind::Kernel.cargo_in(workspace, "build", arch, kernel_dir(workspace, kernel));
+    command.args(["-p", "kernel"]);
+    if !kernel.features().is_empty() {
+        command.args(["--features", kernel.features()]);
+    }
+    if profile == Profile::Release {
+        command.arg("--release");
+    }
+    run(
+        command,
+        &format!("building the kernel for {}", Kind::Kernel.target(arch)),
+    )
+}
+
+/// Build the kernel (as `kernel`), the user programs and (unless skipped) the loader for
+/// `arch`.
 pub fn build(
     workspace: &Workspace,
     arch: Arch,
     profile: Profile,
+    kernel: KernelBuild,
     with_loader: WithLoader,
 ) -> Result<Artifacts> {
     ensure_targets(workspace)?;
     let release = profile == Profile::Release;
 
-    step(format_args!("building kernel ({arch}, {profile})…"));
-    let kernel = &["kernel"];
-    cargo_build(workspace, Kind::Kernel, arch, release, kernel, "the kernel")?;
+    build_kernel(workspace, arch, profile, kernel)?;
 
     let programs = USER_PROGRAMS.join(", ");
     step(format_args!(
@@ -145,7 +243,7 @@ pub fn build(
             "tools/efi-loader",
         )?;
     }
-    locate(workspace, arch, profile, with_loader)
+    locate(workspace, arch, profile, kernel, with_loader)
 }
 
 /// The artifacts of an earlier [`build`], without building (for tests run by
@@ -154,9 +252,16 @@ pub fn locate(
     workspace: &Workspace,
     arch: Arch,
     profile: Profile,
+    kernel: KernelBuild,
     with_loader: WithLoader,
 ) -> Result<Artifacts> {
-    let kernel = artifact(workspace, Kind::Kernel, arch, profile, "kernel")?;
+    let kernel = artifact_in(
+        kernel_dir(workspace, kernel),
+        Kind::Kernel,
+        arch,
+        profile,
+        "kernel",
+    )?;
     let user = USER_PROGRAMS
         .iter()
         .map(|name| {
@@ -213,8 +318,17 @@ fn artifact(
     profile: Profile,
     file: &str,
 ) -> Result<PathBuf> {
-    let path = kind
-        .target_dir(workspace)
+    artifact_in(kind.target_dir(workspace), kind, arch, profile, file)
+}
+
+fn artifact_in(
+    target_dir: PathBuf,
+    kind: Kind,
+    arch: Arch,
+    profile: Profile,
+    file: &str,
+) -> Result<PathBuf> {
+    let path = target_dir
         .join(kind.target(arch))
         .join(profile.dir())
         .join(file);

@@ -32,6 +32,7 @@ pub mod cli;
 pub mod compile;
 mod error;
 pub mod image;
+pub mod layers;
 pub mod loader;
 pub mod prereq;
 pub mod qemu;

@@ -3,8 +3,8 @@
 //!
 //! Every value here is part of a stable binary interface: discriminants are explicit and
 //! never reused. Today: error codes, capability handles, rights, object types, the IPC
-//! message layout ([`MessageInfo`], [`ipc`]) and the system calls ([`Syscall`]); process,
-//! thread and device calls arrive with the rest of issue 8.
+//! message layout ([`MessageInfo`], [`ipc`]) and the system calls ([`Syscall`]), process,
+//! thread and device calls included.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -27,6 +27,9 @@ pub enum Error {
     PermissionDenied = 6,
     /// A fixed-size kernel table (such as the caller's capability table) has no free slot.
     NoSpace = 7,
+    /// The call exists but this kernel was built without it: a test-only call in a kernel
+    /// without the `testing` feature.
+    NotSupported = 8,
 }
 
 impl Error {
@@ -40,6 +43,7 @@ impl Error {
             5 => Self::InvalidHandle,
             6 => Self::PermissionDenied,
             7 => Self::NoSpace,
+            8 => Self::NotSupported,
             _ => return None,
         })
     }
@@ -234,8 +238,7 @@ pub enum Syscall {
     /// `thread_write_registers(thread, pointer, length)`: replace a thread's user
     /// registers with the [`UserRegisters`] at `pointer` (`length` must be its size).
     /// `thread` 0 is the calling thread, the only one accepted until thread capabilities
-    /// exist (issue 8). The kernel validates everything the CPU would trust (issues 5 and
-    /// 6) and answers [`Error::InvalidArgument`] for a bad value, [`Error::BadAddress`]
+    /// exist. The kernel validates everything the CPU would trust and answers [`Error::InvalidArgument`] for a bad value, [`Error::BadAddress`]
     /// for an unreadable image. On success the call does not return: the thread resumes
     /// with the new registers.
     ThreadWriteRegisters = 4,
@@ -251,7 +254,7 @@ pub enum Syscall {
     /// their memory. Every page of the range must be such a mapping
     /// ([`Error::InvalidArgument`]); nothing changes on an error.
     MemoryUnmap = 6,
-    /// `test_sleep(ticks, seed)`: a test-only call (issues 5 and 6: "two threads in kernel
+    /// `test_sleep(ticks, seed)`: a test-only call ("two threads in kernel
     /// at once keep separate kernel stacks"). The kernel fills 1 KiB of the caller's
     /// kernel stack with a pattern from `seed`, blocks the caller for `ticks` timer ticks
     /// (1 to [`TEST_SLEEP_MAX_TICKS`], else [`Error::InvalidArgument`]), then checks the
@@ -427,7 +430,7 @@ pub enum Syscall {
     /// (page tables).
     MmioMap = 0x2b,
     /// `bench_counter(which)`: one of the kernel's event counters ([`BenchCounter`]), for
-    /// benchmarks (issue 10). Reads only; an unknown selector returns
+    /// benchmarks. Reads only; an unknown selector returns
     /// [`Error::InvalidArgument`]. Numbered apart from the lasting calls: it may change
     /// with the benchmarks.
     /// `system_info(system, what, index, buffer, words)`: facts about the running system
@@ -504,7 +507,7 @@ impl BenchCounter {
 /// The longest block `sleep` accepts, in timer ticks.
 pub const SLEEP_MAX_TICKS: u64 = 10_000;
 
-/// What `system_info` reports (issue 9): `what` selectors and the word layout of each
+/// What `system_info` reports: `what` selectors and the word layout of each
 /// record. Names are 16 bytes, NUL-padded, in two little-endian words.
 pub mod sysinfo {
     /// The most words one call writes.
@@ -601,7 +604,7 @@ pub mod sysinfo {
 }
 
 /// The capabilities the kernel gives `init`, the root task of a boot without a test
-/// scenario (issue 9), by slot (handle `Handle::new(slot, 1)`).
+/// scenario, by slot (handle `Handle::new(slot, 1)`).
 pub mod init_slots {
     /// System information (`system_info`): [`super::ObjectType::System`], `READ GRANT`.
     pub const SYSTEM: u32 = 0;
@@ -775,7 +778,7 @@ impl MessageInfo {
     }
 }
 
-/// IPC register convention (issue 8). A message is `info` ([`MessageInfo`]), words
+/// IPC register convention. A message is `info` ([`MessageInfo`]), words
 /// 0..4 in registers, words 4.. in the IPC buffer (buffer word `i` = message word `i`),
 /// and up to four capability handles in IPC-buffer words 0..4 (the receiver finds its
 /// new handles there). The message words sit in the same registers going in and coming

@@ -1,4 +1,4 @@
-//! A process's capability table (DESIGN.md §6, issue 8): a fixed number of slots, each
+//! A process's capability table (DESIGN.md §6): a fixed number of slots, each
 //! empty or holding one capability — a kernel object reference plus its rights — named
 //! from user space by an [`abi::Handle`] (slot index + generation).
 //!

@@ -1,6 +1,6 @@
 //! The physical frame allocator: pure bookkeeping over physical frame numbers (4 KiB
 //! frames). It never reads or writes the frames themselves, so it is host-tested here and
-//! the kernel owns every memory access (DESIGN.md §1, issue 7).
+//! the kernel owns every memory access (DESIGN.md §1).
 //!
 //! # Design
 //!

@@ -1,4 +1,4 @@
-//! The IPC state machine (issue 8): synchronous endpoints and notifications over plain
+//! The IPC state machine: synchronous endpoints and notifications over plain
 //! thread ids, so the host can test every transition; the kernel moves the registers and
 //! blocks and wakes the threads this module names.
 //!

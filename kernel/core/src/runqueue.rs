@@ -1,4 +1,4 @@
-//! Scheduler run queues (issue 8): fixed priorities, round robin inside a priority.
+//! Scheduler run queues: fixed priorities, round robin inside a priority.
 //!
 //! One [`RunQueue`] per CPU holds the threads ready to run there, identified by an index
 //! (the kernel's thread-table slot). There are [`PRIORITY_LEVELS`] priorities; a higher

@@ -1,4 +1,4 @@
-//! `bench`: the user-mode benchmarks of issue 10, started by the kernel's `bench` scenario
+//! `bench`: the user-mode benchmarks, started by the kernel's `bench` scenario
 //! from the boot module of the same name (`cargo xtask bench` runs it under QEMU
 //! `-icount shift=0`, where the counter [`rt::counter`] reads counts guest instructions).
 //!
@@ -29,7 +29,7 @@ const IPC_SERVER: u64 = 4;
 /// The other thread of `notify_wake`.
 const NOTIFY_PARTNER: u64 = 5;
 
-/// Capabilities the kernel's `bench` scenario pre-installs (kernel/src/scenario.rs):
+/// Capabilities the kernel's `bench` scenario pre-installs (kernel/src/testing/mod.rs):
 /// the runner holds the endpoint (`WRITE CALL GRANT`), the yield partner's start
 /// notification (`SIGNAL`), and the two notifications of `notify_wake` (`SIGNAL` on
 /// [`PING`], `WAIT` on [`PONG`]); the IPC server the endpoint (`READ WRITE GRANT`) in slot

@@ -1,4 +1,4 @@
-//! `console`: the serial console's driver and server, in user space (issue 9).
+//! `console`: the serial console's driver and server, in user space.
 //!
 //! Capabilities (from `init`, `rt::service::slots`): the UART's interrupt line, its
 //! registers (x86_64: 16550 I/O ports through `port_in`/`port_out`; AArch64: PL011 MMIO

@@ -17,7 +17,7 @@
 //! Nothing here allocates without a bound.
 //!
 //! Weak spot: the servers that drive this logic (`console`, `names`, `init`, `shell`) need
-//! the kernel's IPC, capability and IRQ system calls (issue 8) and do not exist yet.
+//! the kernel's IPC, capability and IRQ system calls and do not exist yet.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 

@@ -1,4 +1,4 @@
-//! `init`, Keel's root task (issue 9, DESIGN.md §7): the kernel starts it from the boot
+//! `init`, Keel's root task (DESIGN.md §7): the kernel starts it from the boot
 //! module `init` when no test scenario is selected, with every boot capability
 //! (`abi::init_slots`).
 //!

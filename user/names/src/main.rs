@@ -1,4 +1,4 @@
-//! `names`: the name service (issue 9). Clients register an endpoint under a name and look
+//! `names`: the name service. Clients register an endpoint under a name and look
 //! names up (`rt::service::label::NAMES_*`); the registry is `ucore::names`.
 //!
 //! Each client reaches the service through an endpoint capability `init` minted with the

@@ -1,4 +1,4 @@
-//! The benchmarks' instruction counter (issue 10), read with one instruction.
+//! The benchmarks' instruction counter, read with one instruction.
 //!
 //! Under QEMU `-icount shift=0` both count guest instructions exactly:
 //! - x86_64: `rdtsc` (the TSC advances one per instruction; `rdpmc` is #UD under software

@@ -53,7 +53,7 @@ pub fn touch_unmapped(address: u64) -> u8 {
     unsafe { core::ptr::read_volatile(address as *const u8) }
 }
 
-/// x86_64 hostile entry (issue 5): set TF in RFLAGS, then make a `null` system call, so a
+/// x86_64 hostile entry: set TF in RFLAGS, then make a `null` system call, so a
 /// single-step trap is pending across `SYSCALL` (it must not fire in ring 0 on the user's
 /// GS base) and fires again in user mode after the return. Returns if the kernel lets the
 /// thread continue; `false` on architectures without such a test.
@@ -79,7 +79,7 @@ pub fn syscall_with_trap_flag() -> bool {
     true
 }
 
-/// x86_64 hostile entry (issue 5); `false`: AArch64 has no such entry path.
+/// x86_64 hostile entry; `false`: AArch64 has no such entry path.
 #[cfg(target_arch = "aarch64")]
 pub fn syscall_with_trap_flag() -> bool {
     false

@@ -1,4 +1,4 @@
-//! An FPU/SIMD register check for the FPU-preemption test (issues 5 and 6: "FPU state
+//! An FPU/SIMD register check for the FPU-preemption test ("FPU state
 //! survives preemption"): fill every vector register with values derived from a seed,
 //! spin so the timer preempts the thread many times, and check the registers after each
 //! round. Two processes with different seeds running at once must never see each other's

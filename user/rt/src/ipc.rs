@@ -1,4 +1,4 @@
-//! Capabilities, IPC and notifications (issue 8): safe wrappers over the system calls of
+//! Capabilities, IPC and notifications: safe wrappers over the system calls of
 //! `abi` numbers 8..=22, with the register convention of [`abi::ipc`].
 
 use abi::{Error, Handle, MessageInfo, ObjectType, PAGE_SIZE, Rights, Syscall};

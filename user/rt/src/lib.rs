@@ -13,8 +13,8 @@
 //! The global allocator is [`heap`]: a buddy allocator over memory mapped on demand with
 //! `memory_map` (a program uses it by naming `extern crate alloc`).
 //!
-//! Weak spots: printing goes through the kernel's debug log, not the console server (which
-//! arrives with issue 9).
+//! Weak spot: printing goes through the kernel's debug log (which the console server
+//! prints as one of its clients), not straight to the console server.
 #![no_std]
 
 pub mod counter;

@@ -1,4 +1,4 @@
-//! Processes, threads, priorities, interrupt lines and devices (issue 8): safe wrappers
+//! Processes, threads, priorities, interrupt lines and devices: safe wrappers
 //! over the system calls of `abi` numbers `0x20..=0x2b` and the test-only `0x41`.
 
 use abi::{Error, Handle, ProcessStatus, Syscall};

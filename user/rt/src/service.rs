@@ -1,4 +1,4 @@
-//! The protocols of Keel's servers (issue 9) and their client side: the console (write
+//! The protocols of Keel's servers and their client side: the console (write
 //! whole lines, read edited lines), the name service and `init`'s process service, plus
 //! the capability slots `init` gives each program.
 //!

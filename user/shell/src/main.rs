@@ -1,4 +1,4 @@
-//! `shell`: the interactive shell on the serial console (issue 9).
+//! `shell`: the interactive shell on the serial console.
 //!
 //! A loop: print the prompt `keel> `, read the next input event from the console server,
 //! run it (`ucore::shell` parses; every bad line is one `error: …` line), repeat. All output

@@ -1,4 +1,4 @@
-//! Issue 8's IPC and capability tests: a client and a server, each its own `testsuite`
+//! The IPC and capability tests: a client and a server, each its own `testsuite`
 //! process, started by the kernel's `user` scenario with capabilities pre-installed:
 //!
 //! | handle | server | client |

@@ -1,4 +1,4 @@
-//! Issue 8: processes, threads, priorities, interrupt lines and devices, run by the root
+//! Processes, threads, priorities, interrupt lines and devices, run by the root
 //! process of scenario `user`, which holds the capabilities of `abi::root_slots`.
 //!
 //! Children are this same image, spawned from the `testsuite` memory capability with the
@@ -21,6 +21,8 @@ pub const CHILD_EXIT: u64 = 15;
 pub const CHILD_SPIN: u64 = 16;
 /// Child: receive one message on the endpoint in its slot 1, never reply, spin.
 pub const CHILD_SERVER: u64 = 17;
+/// Child: wait on the notification in its slot 1 forever.
+pub const CHILD_PARK: u64 = 18;
 const CHILD_SIGNAL: u64 = 0x10;
 
 const IMAGE: Handle = Handle::new(abi::root_slots::TESTSUITE_IMAGE, 1);
@@ -47,6 +49,11 @@ pub fn child(argument: u64) -> i64 {
     if argument & 0xff == CHILD_SPIN {
         loop {
             core::hint::spin_loop();
+        }
+    }
+    if argument & 0xff == CHILD_PARK {
+        loop {
+            let _ = ipc::wait(Handle::new(1, 1));
         }
     }
     if argument & 0xff == CHILD_SERVER {
@@ -126,6 +133,7 @@ pub fn tests(results: &mut Results) {
     spawn_and_exit(results);
     malformed_image(results);
     kill_spinning_child(results);
+    spawn_until_refused(results);
     threads(results);
     killed_server(results);
     irq(results);
@@ -160,7 +168,7 @@ fn spawn_and_exit(results: &mut Results) {
     );
 }
 
-/// Issue 8: a killed server makes its clients' calls fail with `PeerDied` — the call it
+/// A killed server makes its clients' calls fail with `PeerDied` — the call it
 /// had received and never answered, and every call after.
 fn killed_server(results: &mut Results) {
     let outcome = (|| {
@@ -235,6 +243,95 @@ fn kill_spinning_child(results: &mut Results) {
     results.check(
         "user process kill ends a spinning child (death notification, status killed)",
         outcome,
+    );
+}
+
+/// Spawn parked children until the kernel refuses one: the refusal is an error for the
+/// caller, which keeps running in its own address space (a failed spawn tears the
+/// half-built child down in the caller's context); then every child is killed and spawning
+/// works again. Parked helper threads of this process take thread slots first, so the
+/// refusal comes from the thread table (after the child's address space was built), not
+/// from the object quota (checked before anything is built).
+fn spawn_until_refused(results: &mut Results) {
+    const MAX: usize = 100;
+    const HELPERS: usize = 12;
+    const HELPER_STACKS: u64 = STACKS + 16 * STACK_SIZE;
+    let (Ok(park), Ok(death)) = (ipc::notification_create(), ipc::notification_create()) else {
+        results.check(
+            "user spawn refused for lack of threads or quota",
+            Err("notification_create failed"),
+        );
+        return;
+    };
+    let mut helpers = [Handle::NULL; HELPERS];
+    if rt::memory_map(HELPER_STACKS, HELPERS as u64 * STACK_SIZE, MAP_WRITE).is_ok() {
+        for (index, helper) in helpers.iter_mut().enumerate() {
+            let top = HELPER_STACKS + (index as u64 + 1) * STACK_SIZE;
+            if let Ok(handle) = proc::thread_create(parker, top, park.raw(), PRIORITY_NORMAL) {
+                *helper = handle;
+            }
+        }
+    }
+    let mut children = [Handle::from_raw(0); MAX];
+    let mut count = 0;
+    let refusal = loop {
+        if count == MAX {
+            break None;
+        }
+        match proc::process_spawn(IMAGE, &[park], PRIORITY_NORMAL, CHILD_PARK) {
+            Ok(child) => {
+                children[count] = child;
+                count += 1;
+            }
+            Err(error) => break Some(error),
+        }
+    };
+    // Still alive, in its own address space: a system call, and this process's memory
+    // read and written (a lost address space would have faulted already).
+    let alive = rt::null() == Ok(0) && {
+        let probe = core::hint::black_box(&COUNTERS[0]);
+        probe.fetch_add(0, Ordering::Relaxed);
+        true
+    };
+    let mut ended = true;
+    for &child in &children[..count] {
+        let killed = proc::process_bind_death(child, death, 0x1).is_ok()
+            && proc::process_kill(child).is_ok()
+            && ipc::wait(death) == Ok(0x1);
+        ended &= killed;
+        let _ = ipc::cap_delete(child);
+    }
+    for &helper in helpers.iter().filter(|helper| **helper != Handle::NULL) {
+        let _ = proc::thread_kill(helper);
+        let _ = ipc::cap_delete(helper);
+    }
+    // Let the killed helpers end before their stacks go.
+    for _ in 0..3 {
+        let _ = rt::yield_now();
+    }
+    let _ = rt::memory_unmap(HELPER_STACKS, HELPERS as u64 * STACK_SIZE);
+    let again = proc::process_spawn(IMAGE, &[park], PRIORITY_NORMAL, CHILD_PARK);
+    if let Ok(child) = again {
+        let _ = proc::process_kill(child);
+        let _ = ipc::cap_delete(child);
+    }
+    let _ = ipc::cap_delete(death);
+    let _ = ipc::cap_delete(park);
+    rt::println!("testsuite: {count} children spawned before the refusal ({refusal:?})");
+    results.check(
+        "user spawn refused for lack of threads or quota returns an error and the caller keeps running",
+        match refusal {
+            None => Err("no spawn was refused"),
+            Some(Error::OutOfMemory | Error::NoSpace) if !alive => Err("the caller did not survive"),
+            Some(Error::OutOfMemory | Error::NoSpace) if !ended => {
+                Err("a child was not ended by process_kill")
+            }
+            Some(Error::OutOfMemory | Error::NoSpace) if again.is_err() => {
+                Err("spawning after the kills failed")
+            }
+            Some(Error::OutOfMemory | Error::NoSpace) => Ok(()),
+            Some(_) => Err("the refusal is not OutOfMemory or NoSpace"),
+        },
     );
 }
 

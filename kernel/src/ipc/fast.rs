@@ -1,0 +1,294 @@
+//! The IPC fast path.
+//!
+//! `call` to an endpoint whose first waiting thread is a receiver blocked in the kernel, and
+//! `reply_recv` that answers a caller blocked in the kernel and finds no sender waiting,
+//! both with a register-only message (at most 4 words, no capability): taken straight from
+//! the system-call entry ([`crate::syscall::enter`]) before any decoding. Under one
+//! scheduler lock ([`sched::Handoff`]) it finds the running thread and its process, looks the
+//! endpoint up without taking a reference, checks every condition before changing
+//! anything, updates the `kcore` state, copies the registers frame to frame and switches
+//! to the partner directly (no run queue; the address space only when the partner is in
+//! another process; FPU state switched eagerly by `Cpu::switch`). Anything else — a
+//! condition not met, any error — returns `false` having changed nothing, and the slow path
+//! ([`super::send`], [`super::reply_recv`]) handles the call and reports the error.
+//!
+//! Locks, in the order of `crate::sync`: the IPC state, the scheduler (held as
+//! [`sched::Handoff`] to the switch), the capability table (for the lookup only), then the
+//! endpoint queue or notification word.
+//!
+//! The endpoint is used through a plain pointer, not an `Arc` clone: the capability that
+//! names it stays in the running process's table until this thread runs again, because
+//! only a system call or a death changes a table, and nothing else runs on the one CPU
+//! (interrupts masked, no switch before `Handoff::switch`); every use ends before that.
+
+use alloc::sync::Arc;
+
+use abi::{Handle, MessageInfo, Rights};
+use arch_api::TrapFrame as _;
+
+use super::{Blocker, IPC};
+use crate::obj::{Endpoint, Notification, Process, kind};
+use crate::task::sched;
+use crate::task::thread::TrapFrame;
+
+/// The endpoint (as a pointer) and badge capability `handle` of `process` names, if it is
+/// an endpoint capability with `required`.
+#[inline(always)]
+fn endpoint_pointer(
+    process: &Process,
+    handle: u64,
+    required: Rights,
+) -> Option<(*const Endpoint, u64)> {
+    process
+        .caps
+        .with::<kind::Endpoint, _>(Handle::from_raw(handle), required, |endpoint| {
+            (Arc::as_ptr(&endpoint.endpoint), endpoint.badge)
+        })
+        .ok()
+}
+
+/// `raw >> 32` of the largest register-only message info: above the 32-bit label lie
+/// the word count (lowest), the capability count and reserved bits, so an info is valid
+/// and register-only (at most 4 words, no capability) exactly when `raw >> 32` is at most
+/// this.
+const REGISTER_ONLY_HIGH: u64 = match MessageInfo::new(u32::MAX, MessageInfo::REGISTER_WORDS, 0) {
+    Some(info) => info.raw() >> 32,
+    None => 0,
+};
+const _: () = assert!(REGISTER_ONLY_HIGH == MessageInfo::REGISTER_WORDS as u64);
+
+/// Whether `raw` is a valid, register-only message info (one comparison).
+#[inline(always)]
+fn register_only_raw(raw: u64) -> bool {
+    raw >> 32 <= REGISTER_ONLY_HIGH
+}
+
+/// Whether the `call` / `reply_recv` in `frame` carries a register-only message (the
+/// first condition of the fast path, tested before it is entered).
+#[inline(always)]
+pub fn fast_candidate(frame: &TrapFrame) -> bool {
+    register_only_raw(frame.syscall_arguments()[1])
+}
+
+/// `call` on the fast path: `true` when it was taken (the reply is then in `frame`).
+#[inline(always)]
+pub fn fast_call(frame: &mut TrapFrame) -> bool {
+    let message = frame.syscall_arguments();
+    if !register_only_raw(message[1]) {
+        return false;
+    }
+    // The lock order: IPC state, then the scheduler (`crate::sync`).
+    let mut state = IPC.lock();
+    let Some(mut scheduler) = sched::lock_for_handoff() else {
+        return false;
+    };
+    let me = scheduler.current();
+    let Some(process) = scheduler.current_process() else {
+        return false;
+    };
+    let Some((endpoint, badge)) = endpoint_pointer(process, message[0], Rights::CALL) else {
+        return false;
+    };
+    // SAFETY: see the section comment: the capability keeps the endpoint alive until
+    // this thread runs again, and every use of `endpoint` ends before the switch.
+    let endpoint = unsafe { &*endpoint };
+    let mut queue = endpoint.queue.lock();
+    let mut target = None;
+    // The receiver must be a user thread blocked in the kernel, to run it at once.
+    let Some(receiver) = state.ipc.call_fast(&mut queue, me, |receiver| {
+        target = scheduler.blocked_frame(receiver);
+        target.is_some()
+    }) else {
+        return false;
+    };
+    drop(queue);
+    drop(state);
+    if let Some(target) = target {
+        // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
+        // `receiver` under the scheduler lock, still held; nothing else touches it.
+        unsafe {
+            (*target).set_ipc_message(
+                0,
+                badge,
+                message[1],
+                [message[2], message[3], message[4], message[5]],
+            )
+        };
+    }
+    scheduler.switch(receiver);
+    true
+}
+
+/// `reply_recv` on the fast path: `true` when it was taken (the next message is then in
+/// `frame`).
+#[inline(always)]
+pub fn fast_reply_recv(frame: &mut TrapFrame) -> bool {
+    let message = frame.syscall_arguments();
+    if !register_only_raw(message[1]) {
+        return false;
+    }
+    // The lock order: IPC state, then the scheduler (`crate::sync`).
+    let mut state = IPC.lock();
+    let Some(mut scheduler) = sched::lock_for_handoff() else {
+        return false;
+    };
+    let me = scheduler.current();
+    let Some(process) = scheduler.current_process() else {
+        return false;
+    };
+    let Some((endpoint, _)) = endpoint_pointer(process, message[0], Rights::READ) else {
+        return false;
+    };
+    // The thread queues on the endpoint it last queued on (the server loop): its
+    // `blocked_on` already names it, so no reference is taken or dropped here.
+    if !matches!(&state.blocked_on[me], Blocker::Endpoint(last) if Arc::as_ptr(last) == endpoint) {
+        return false;
+    }
+    // SAFETY: see the section comment (and `blocked_on` holds a reference too).
+    let endpoint = unsafe { &*endpoint };
+    let mut queue = endpoint.queue.lock();
+    let mut target = None;
+    // The caller must be a user thread blocked in the kernel, to run it at once.
+    let Some(caller) = state.ipc.reply_recv_fast(&mut queue, me, |caller| {
+        target = scheduler.blocked_frame(caller);
+        target.is_some()
+    }) else {
+        return false;
+    };
+    drop(queue);
+    drop(state);
+    if let Some(target) = target {
+        // SAFETY: as in `fast_call`: the saved frame of blocked thread `caller`, scheduler
+        // lock held.
+        unsafe {
+            (*target).set_ipc_message(
+                0,
+                0,
+                message[1],
+                [message[2], message[3], message[4], message[5]],
+            )
+        };
+    }
+    scheduler.switch(caller);
+    true
+}
+
+/// The notification (as a pointer) capability `handle` of `process` names, if it is a
+/// notification capability with `required`.
+#[inline(always)]
+fn notification_pointer(
+    process: &Process,
+    handle: u64,
+    required: Rights,
+) -> Option<*const Notification> {
+    process
+        .caps
+        .with::<kind::Notification, _>(Handle::from_raw(handle), required, Arc::as_ptr)
+        .ok()
+}
+
+/// `signal` on the fast path (no reference taken, one scheduler lock for the lookup and
+/// the wake-up): `true` when it was taken (the results are then in `frame`). The woken
+/// thread goes through the run queue; the signaller keeps the CPU.
+#[inline(always)]
+pub fn fast_signal(frame: &mut TrapFrame) -> bool {
+    let [handle, bits, ..] = frame.syscall_arguments();
+    if bits == 0 {
+        return false;
+    }
+    // The lock order: IPC state, then the scheduler (`crate::sync`).
+    let mut state = IPC.lock();
+    let Some(mut scheduler) = sched::lock_for_handoff() else {
+        return false;
+    };
+    let Some(process) = scheduler.current_process() else {
+        return false;
+    };
+    let Some(notification) = notification_pointer(process, handle, Rights::SIGNAL) else {
+        return false;
+    };
+    // SAFETY: as for the endpoint in `fast_call`: the capability keeps the notification
+    // alive while this thread runs, and every use ends before this function returns.
+    let notification = unsafe { &*notification };
+    let mut word = notification.state.lock();
+    // A waiter is woken here only when it is a user thread blocked in `wait`.
+    let target = match word.waiters().first() {
+        Some(waiter) => match scheduler.blocked_frame(waiter) {
+            Some(target) => Some((waiter, target)),
+            None => return false,
+        },
+        None => None,
+    };
+    let woken = state.ipc.signal(&mut word, bits);
+    let released = match (woken, target) {
+        (Some((waiter, value)), Some((expected, target))) if waiter == expected => {
+            let released = core::mem::replace(&mut state.blocked_on[waiter], Blocker::Nothing);
+            drop(word);
+            drop(state);
+            // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
+            // `waiter` under the scheduler lock, still held.
+            unsafe { (*target).set_syscall_results(0, value) };
+            scheduler.make_ready(waiter);
+            released
+        }
+        // `signal` wakes the queue's head, the thread checked above; nobody waited.
+        _ => Blocker::Nothing,
+    };
+    drop(scheduler);
+    // The waiter's reference to the notification (the capability holds another).
+    drop(released);
+    frame.set_syscall_results(0, 0);
+    true
+}
+
+/// `wait` on the fast path (no reference taken unless the thread must record what it
+/// waits on, one scheduler lock for the lookup): `true` when it was taken.
+#[inline(always)]
+pub fn fast_wait(frame: &mut TrapFrame) -> bool {
+    let handle = frame.syscall_arguments()[0];
+    // The lock order: IPC state, then the scheduler (`crate::sync`).
+    let mut state = IPC.lock();
+    let Some(mut scheduler) = sched::lock_for_handoff() else {
+        return false;
+    };
+    let me = scheduler.current();
+    let Some(process) = scheduler.current_process() else {
+        return false;
+    };
+    let Some(pointer) = notification_pointer(process, handle, Rights::WAIT) else {
+        return false;
+    };
+    // SAFETY: as in `fast_signal`.
+    let notification = unsafe { &*pointer };
+    let mut word = notification.state.lock();
+    // An error changes nothing: the slow path reports it.
+    let Ok(pending) = state.ipc.wait(&mut word, me) else {
+        return false;
+    };
+    drop(word);
+    let released = match pending {
+        Some(_) => Blocker::Nothing,
+        None if matches!(&state.blocked_on[me], Blocker::Notification(last) if Arc::as_ptr(last) == pointer) => {
+            Blocker::Nothing
+        }
+        None => {
+            // SAFETY: `pointer` came from `Arc::as_ptr` of the `Arc` in a capability that is
+            // still in the table (see above), so the count is at least one; this makes the
+            // reference `blocked_on` owns.
+            let waited = unsafe {
+                Arc::increment_strong_count(pointer);
+                Arc::from_raw(pointer)
+            };
+            core::mem::replace(&mut state.blocked_on[me], Blocker::Notification(waited))
+        }
+    };
+    drop(state);
+    drop(scheduler);
+    drop(released);
+    match pending {
+        Some(value) => frame.set_syscall_results(0, value),
+        // The signaller writes the results, then wakes this thread.
+        None => sched::block(),
+    }
+    true
+}

@@ -1,0 +1,556 @@
+//! IPC and notification system calls (DESIGN.md §6): the kernel side of
+//! [`kcore::ipc`], which decides who meets whom; this module moves the registers, the
+//! IPC-buffer words and the capabilities, and blocks and wakes the threads.
+//!
+//! # How a message moves
+//!
+//! A thread blocked in IPC is inside a system call, so its user registers sit in its trap
+//! frame at the top of its kernel stack. The thread that completes a rendezvous writes the
+//! result straight into the other thread's frame ([`arch_api::TrapFrame::set_ipc_message`])
+//! and wakes it; the woken thread returns to user mode without touching its frame again.
+//! Message words 0..4 travel register to register; words 4.. and capabilities go from
+//! the sender's IPC buffer page to the receiver's through the kernel's direct map (both
+//! frames resolved through their processes, so an unmapped buffer is an error, never a
+//! dangling pointer).
+//!
+//! # Fast path
+//!
+//! `call` to an endpoint whose receiver waits, and `reply_recv` that finds no next sender,
+//! with at most 4 words and no capability: one frame-to-frame register copy and a direct
+//! switch — no run queue, no allocation, one address-space switch ([`fast`]).
+//!
+//! # Locks
+//!
+//! One lock ([`IPC`], level `ipc state` in `crate::sync`) guards the per-thread IPC state,
+//! and under it each endpoint's and notification's own lock guards its queue; the slow
+//! path takes the scheduler lock only after releasing them (inside `sched`), the fast path
+//! between the two. Capability objects dropped here queue their follow-up work
+//! (`obj::pending`), which [`run_pending`] does with no lock held.
+//!
+//! Weak spots: one CPU (a thread enqueues itself, drops the lock, then blocks); an IPC
+//! buffer's frame is found by a scan of its process's page list on each long message.
+
+pub mod fast;
+
+use alloc::sync::Arc;
+
+use crate::Cpu;
+use crate::mm::frames;
+use crate::obj::{Endpoint, Notification, Process, kind, pending};
+use crate::sync::{Lock, level};
+use crate::task::sched::{self, MAX_THREADS};
+use crate::task::thread::TrapFrame;
+use abi::{Error, Handle, MessageInfo, PAGE_SIZE, Rights};
+use arch_api::{Paging, TrapFrame as _};
+use kcore::ipc::{Ipc, ReceiveOutcome, SendError, SendOutcome, ThreadId};
+
+/// What a thread is blocked on (to unlink it when it dies).
+enum Blocker {
+    Nothing,
+    Endpoint(Arc<Endpoint>),
+    Notification(Arc<Notification>),
+}
+
+struct State {
+    ipc: Ipc<MAX_THREADS>,
+    /// Each thread's IPC buffer (user virtual address, 0: none).
+    buffers: [u64; MAX_THREADS],
+    /// What each thread last queued on (kept until it queues again or exits; only the
+    /// queue link in `ipc` says whether it is still queued there).
+    blocked_on: [Blocker; MAX_THREADS],
+}
+
+static IPC: Lock<State> = Lock::new(
+    level::IPC,
+    State {
+        ipc: Ipc::new(),
+        buffers: [0; MAX_THREADS],
+        blocked_on: [const { Blocker::Nothing }; MAX_THREADS],
+    },
+);
+
+fn status(error: Error) -> u64 {
+    u64::from(error.code())
+}
+
+/// The endpoint and badge `handle` names, with `required`.
+fn endpoint_of(
+    process: &Process,
+    handle: u64,
+    required: Rights,
+) -> Result<(Arc<Endpoint>, u64), Error> {
+    process
+        .caps
+        .with::<kind::Endpoint, _>(Handle::from_raw(handle), required, |endpoint| {
+            (endpoint.endpoint.clone(), endpoint.badge)
+        })
+}
+
+/// The kernel address of thread `thread`'s IPC buffer page, if it has a live one.
+fn buffer_of(thread: ThreadId, process: &Process) -> Option<*mut u64> {
+    let address = IPC.lock().buffers.get(thread).copied()?;
+    if address == 0 {
+        return None;
+    }
+    let frame = process.anonymous_frame(address)?;
+    Some(frames::virtual_address(frame) as *mut u64)
+}
+
+fn read_word(buffer: *mut u64, index: usize) -> u64 {
+    debug_assert!(index < (PAGE_SIZE / 8) as usize);
+    // SAFETY: `buffer` is the direct-map address of a whole frame that is mapped into a
+    // live process as its IPC buffer (just resolved), and `index` is below 512 (callers
+    // bound it by `MessageInfo::MAX_WORDS`), so the word lies inside that frame.
+    unsafe { buffer.add(index).read_volatile() }
+}
+
+fn write_word(buffer: *mut u64, index: usize, value: u64) {
+    debug_assert!(index < (PAGE_SIZE / 8) as usize);
+    // SAFETY: as in `read_word`.
+    unsafe { buffer.add(index).write_volatile(value) }
+}
+
+/// Whether a message travels in registers only (the fast path's condition).
+#[inline(always)]
+fn register_only(info: MessageInfo) -> bool {
+    info.words() <= MessageInfo::REGISTER_WORDS && info.caps() == 0
+}
+
+/// Check what a sender's message needs before anything changes: a well-formed `info`,
+/// an IPC buffer when words beyond 4 or capabilities travel, and `GRANT` on each
+/// capability. Returns the info.
+fn check_message(thread: ThreadId, process: &Process, info: u64) -> Result<MessageInfo, Error> {
+    let info = MessageInfo::from_raw(info).ok_or(Error::InvalidArgument)?;
+    if register_only(info) {
+        return Ok(info);
+    }
+    if IPC.lock().buffers[thread] == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    let buffer = buffer_of(thread, process).ok_or(Error::BadAddress)?;
+    for index in 0..info.caps() {
+        let handle = Handle::from_raw(read_word(buffer, index));
+        process.caps.check(handle, Rights::GRANT)?;
+    }
+    Ok(info)
+}
+
+/// Move the parts of a message that do not travel in registers — words 4.. and
+/// capabilities — from `source`'s IPC buffer to `destination`'s, and return the info the
+/// receiver sees (counts of what arrived: without a buffer, only the register words;
+/// capabilities that no longer resolve or find no free slot are dropped).
+fn move_buffer_parts(source: ThreadId, destination: ThreadId, info: MessageInfo) -> u64 {
+    if register_only(info) {
+        return info.raw();
+    }
+    let truncated = MessageInfo::new(
+        info.label(),
+        info.words().min(MessageInfo::REGISTER_WORDS),
+        0,
+    )
+    .unwrap_or_default()
+    .raw();
+    let (Some(from_process), Some(to_process)) =
+        (sched::process_of(source), sched::process_of(destination))
+    else {
+        return truncated;
+    };
+    let (Some(from), Some(to)) = (
+        buffer_of(source, &from_process),
+        buffer_of(destination, &to_process),
+    ) else {
+        return truncated;
+    };
+    for index in MessageInfo::REGISTER_WORDS..info.words() {
+        write_word(to, index, read_word(from, index));
+    }
+    let mut moved = 0;
+    for index in 0..info.caps() {
+        let handle = Handle::from_raw(read_word(from, index));
+        let Ok(capability) = from_process.caps.get(handle, Rights::GRANT) else {
+            continue;
+        };
+        let rights = capability.rights();
+        if let Ok(new) = to_process.caps.insert(capability.into_object(), rights) {
+            write_word(to, moved, new.raw());
+            moved += 1;
+        }
+    }
+    MessageInfo::new(info.label(), info.words(), moved)
+        .unwrap_or_default()
+        .raw()
+}
+
+/// The message registers (handle, info, words 0..4) of blocked thread `thread`.
+fn saved_message(thread: ThreadId) -> Option<[u64; 6]> {
+    sched::with_saved_user_frame(thread, |frame| frame.syscall_arguments())
+}
+
+/// What the receiver of a message from `source` (registers `message`) finds in its
+/// result registers (info, words), after the buffer parts moved to `destination`.
+#[inline(always)]
+fn prepare(source: ThreadId, message: [u64; 6], destination: ThreadId) -> (u64, [u64; 4]) {
+    let info = match MessageInfo::from_raw(message[1]) {
+        // The fast path: nothing outside the registers (no call, no lookups).
+        Some(info) if register_only(info) => info.raw(),
+        Some(info) => move_buffer_parts(source, destination, info),
+        None => 0,
+    };
+    (info, [message[2], message[3], message[4], message[5]])
+}
+
+/// Wake blocked thread `thread` with `error` as its system call's status.
+fn wake_with_error(thread: ThreadId, error: Error) {
+    sched::wake_with(thread, |frame| frame.set_status(status(error)));
+}
+
+/// Wake blocked thread `thread` with status 0 and its other registers as they are.
+fn wake_with_success(thread: ThreadId) {
+    sched::wake_with(thread, |frame| frame.set_status(0));
+}
+
+/// `send` (`call == false`) and `call`.
+pub fn send(frame: &mut TrapFrame, call: bool) {
+    if let Err(error) = try_send(frame, call) {
+        frame.set_status(status(error));
+    }
+}
+
+fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
+    let message = frame.syscall_arguments();
+    let (me, process) = sched::current_and_process();
+    let process = process.ok_or(Error::InvalidArgument)?;
+    let right = if call { Rights::CALL } else { Rights::WRITE };
+    let (endpoint, badge) = endpoint_of(&process, message[0], right)?;
+    check_message(me, &process, message[1])?;
+    drop(process);
+    let outcome = {
+        let mut state = IPC.lock();
+        let mut queue = endpoint.queue.lock();
+        let outcome = state.ipc.send(&mut queue, me, badge, call);
+        if outcome == Ok(SendOutcome::Queued) {
+            state.blocked_on[me] = Blocker::Endpoint(endpoint.clone());
+        }
+        outcome
+    };
+    drop(endpoint);
+    match outcome {
+        Err(SendError::PeerDied) => Err(Error::PeerDied),
+        Err(SendError::BadThread) => Err(Error::InvalidArgument),
+        Ok(SendOutcome::Delivered { receiver }) => {
+            let (info, words) = prepare(me, message, receiver);
+            let write = |frame: &mut TrapFrame| frame.set_ipc_message(0, badge, info, words);
+            if call {
+                // The fast path: run the receiver now; the reply lands in this frame.
+                sched::switch_to(receiver, write);
+            } else {
+                sched::wake_with(receiver, write);
+                frame.set_status(0);
+            }
+            Ok(())
+        }
+        Ok(SendOutcome::Queued) => {
+            // The receiver (or `close_endpoint`) writes this frame, then wakes us.
+            sched::block();
+            Ok(())
+        }
+    }
+}
+
+/// `recv`.
+pub fn recv(frame: &mut TrapFrame) {
+    if let Err(error) = try_receive(frame, None) {
+        frame.set_status(status(error));
+    }
+}
+
+/// `reply_recv`: check the receive side, reply (if a live caller waits), receive.
+pub fn reply_recv(frame: &mut TrapFrame) {
+    let message = frame.syscall_arguments();
+    let result = MessageInfo::from_raw(message[1])
+        .ok_or(Error::InvalidArgument)
+        .and_then(|_| try_receive(frame, Some(message)));
+    if let Err(error) = result {
+        frame.set_status(status(error));
+    }
+}
+
+fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Error> {
+    let (me, process) = sched::current_and_process();
+    let process = process.ok_or(Error::InvalidArgument)?;
+    let handle = frame.syscall_arguments()[0];
+    let (endpoint, _) = endpoint_of(&process, handle, Rights::READ)?;
+    // The reply's buffer parts must be valid before anything changes (words > 4 or caps);
+    // a register-only reply needs no check (`reply_recv` checked its info). With no live
+    // caller to answer, the reply part is skipped.
+    let reply = match reply {
+        Some(message) if MessageInfo::from_raw(message[1]).is_some_and(register_only) => {
+            Some(message)
+        }
+        Some(message) if IPC.lock().ipc.has_caller(me) => {
+            check_message(me, &process, message[1])?;
+            Some(message)
+        }
+        _ => None,
+    };
+    drop(process);
+    let (caller, outcome, abandoned) = {
+        let mut state = IPC.lock();
+        let caller = if reply.is_some() {
+            state.ipc.reply(me).ok()
+        } else {
+            None
+        };
+        let mut queue = endpoint.queue.lock();
+        let (outcome, abandoned) = state
+            .ipc
+            .receive(&mut queue, me)
+            .map_err(|_| Error::InvalidArgument)?;
+        if outcome == ReceiveOutcome::Queued {
+            state.blocked_on[me] = Blocker::Endpoint(endpoint.clone());
+        }
+        (caller, outcome, abandoned)
+    };
+    drop(endpoint);
+    if let Some(abandoned) = abandoned {
+        wake_with_error(abandoned, Error::PeerDied);
+    }
+    // The reply to deliver, if a caller was answered.
+    let answer = match (caller, reply) {
+        (Some(caller), Some(message)) => Some((caller, prepare(me, message, caller))),
+        _ => None,
+    };
+    let write_reply = |(info, words): (u64, [u64; 4])| {
+        move |frame: &mut TrapFrame| frame.set_ipc_message(0, 0, info, words)
+    };
+    match outcome {
+        ReceiveOutcome::Received {
+            sender,
+            badge,
+            call,
+        } => {
+            let message = saved_message(sender).unwrap_or_default();
+            let info = match MessageInfo::from_raw(message[1]) {
+                Some(info) => move_buffer_parts(sender, me, info),
+                None => 0,
+            };
+            frame.set_ipc_message(
+                0,
+                badge,
+                info,
+                [message[2], message[3], message[4], message[5]],
+            );
+            if !call {
+                wake_with_success(sender);
+            }
+            if let Some((caller, reply)) = answer {
+                sched::wake_with(caller, write_reply(reply));
+            }
+        }
+        ReceiveOutcome::Queued => match answer {
+            // The fast path back: run the caller now; the next message lands here.
+            Some((caller, reply)) => sched::switch_to(caller, write_reply(reply)),
+            None => sched::block(),
+        },
+    }
+    Ok(())
+}
+
+/// `reply`.
+pub fn reply(frame: &mut TrapFrame) {
+    let message = frame.syscall_arguments();
+    let me = sched::current();
+    let result = (|| {
+        let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+        MessageInfo::from_raw(message[1]).ok_or(Error::InvalidArgument)?;
+        match IPC.lock().ipc.reply_slot(me) {
+            Some(kcore::ipc::ReplySlot::Caller(_)) => {}
+            Some(kcore::ipc::ReplySlot::CallerDied) => {}
+            _ => return Err(Error::InvalidArgument),
+        }
+        check_message(me, &process, message[1])?;
+        drop(process);
+        let caller = IPC.lock().ipc.reply(me)?;
+        let (info, words) = prepare(me, message, caller);
+        sched::wake_with(caller, |frame| frame.set_ipc_message(0, 0, info, words));
+        Ok(())
+    })();
+    match result {
+        Ok(()) => frame.set_status(0),
+        Err(error) => frame.set_status(status(error)),
+    }
+}
+
+/// `signal(notification, bits)`.
+pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
+    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    let notification = process
+        .caps
+        .find::<kind::Notification>(handle, Rights::SIGNAL)?;
+    drop(process);
+    if bits == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    let woken = {
+        let mut state = IPC.lock();
+        let mut word = notification.state.lock();
+        let woken = state.ipc.signal(&mut word, bits);
+        if let Some((waiter, _)) = woken {
+            state.blocked_on[waiter] = Blocker::Nothing;
+        }
+        woken
+    };
+    if let Some((waiter, word)) = woken {
+        sched::wake_with(waiter, |frame| frame.set_syscall_results(0, word));
+    }
+    Ok(0)
+}
+
+/// `wait(notification)`: the result is written by whoever wakes the thread.
+pub fn wait(frame: &mut TrapFrame) {
+    let handle = frame.syscall_arguments()[0];
+    let me = sched::current();
+    let result = (|| {
+        let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+        let notification = process
+            .caps
+            .find::<kind::Notification>(handle, Rights::WAIT)?;
+        drop(process);
+        let mut state = IPC.lock();
+        let mut word = notification.state.lock();
+        let pending = state
+            .ipc
+            .wait(&mut word, me)
+            .map_err(|_| Error::InvalidArgument)?;
+        if pending.is_none() {
+            drop(word);
+            state.blocked_on[me] = Blocker::Notification(notification.clone());
+        }
+        Ok(pending)
+    })();
+    match result {
+        Ok(Some(word)) => frame.set_syscall_results(0, word),
+        Ok(None) => sched::block(),
+        Err(error) => frame.set_syscall_results(status(error), 0),
+    }
+}
+
+/// `poll(notification)`.
+pub fn poll(handle: u64) -> Result<u64, Error> {
+    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    let notification = process
+        .caps
+        .find::<kind::Notification>(handle, Rights::WAIT)?;
+    drop(process);
+    let _state = IPC.lock();
+    let word = notification.state.lock().poll();
+    Ok(word)
+}
+
+/// `ipc_buffer_set(address)`.
+pub fn buffer_set(address: u64) -> Result<u64, Error> {
+    let me = sched::current();
+    if address != 0 {
+        if !address.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::InvalidArgument);
+        }
+        let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+        if !(arch_api::USER_START..arch_api::USER_END).contains(&address)
+            || process.anonymous_frame(address).is_none()
+        {
+            return Err(Error::BadAddress);
+        }
+        // Writable? Rewrite its first byte with itself through the checked user copy.
+        let mut byte = [0u8; 1];
+        Cpu::copy_from_user(&mut byte, address).map_err(|_| Error::BadAddress)?;
+        Cpu::copy_to_user(address, &byte).map_err(|_| Error::BadAddress)?;
+    }
+    IPC.lock().buffers[me] = address;
+    Ok(0)
+}
+
+/// The last receive-capable capability to `endpoint` is gone: wake everything queued on
+/// it with `PeerDied`; later sends fail at once.
+pub fn close_endpoint(endpoint: &Endpoint) {
+    let mut woken = [0usize; MAX_THREADS];
+    let mut count = 0;
+    {
+        let mut state = IPC.lock();
+        let mut queue = endpoint.queue.lock();
+        state.ipc.close(&mut queue, |thread| {
+            if count < MAX_THREADS {
+                woken[count] = thread;
+                count += 1;
+            }
+        });
+        drop(queue);
+        for &thread in &woken[..count] {
+            // Only references to this same endpoint, which the caller still holds: dropping
+            // them under the lock frees nothing.
+            state.blocked_on[thread] = Blocker::Nothing;
+        }
+    }
+    for &thread in &woken[..count] {
+        wake_with_error(thread, Error::PeerDied);
+    }
+}
+
+/// Thread `thread` is ending: take it out of any queue, wake a caller waiting for its
+/// reply with `PeerDied`, and forget its IPC state (the id will be reused).
+pub fn thread_exiting(thread: ThreadId) {
+    if thread >= MAX_THREADS {
+        return;
+    }
+    let (caller, blocker) = {
+        let mut state = IPC.lock();
+        let blocker = core::mem::replace(&mut state.blocked_on[thread], Blocker::Nothing);
+        let caller = match &blocker {
+            Blocker::Endpoint(endpoint) => {
+                let mut queue = endpoint.queue.lock();
+                state.ipc.exit(thread, Some(&mut queue))
+            }
+            Blocker::Notification(notification) => {
+                let mut word = notification.state.lock();
+                state.ipc.exit(thread, Some(word.waiters()))
+            }
+            Blocker::Nothing => state.ipc.exit(thread, None),
+        };
+        state.buffers[thread] = 0;
+        (caller, blocker)
+    };
+    drop(blocker);
+    if let Some(caller) = caller {
+        wake_with_error(caller, Error::PeerDied);
+    }
+}
+
+/// Signal `bits` on `notification` from the kernel itself (a process's death, an interrupt
+/// line, the kernel log): as `signal`, without a capability. Takes the IPC and scheduler locks;
+/// no allocation.
+pub fn signal_object(notification: &Notification, bits: u64) {
+    let woken = {
+        let mut state = IPC.lock();
+        let mut word = notification.state.lock();
+        let woken = state.ipc.signal(&mut word, bits);
+        if let Some((waiter, _)) = woken {
+            state.blocked_on[waiter] = Blocker::Nothing;
+        }
+        woken
+    };
+    if let Some((waiter, word)) = woken {
+        sched::with_saved_user_frame(waiter, |frame| frame.set_syscall_results(0, word));
+        sched::wake(waiter);
+    }
+}
+
+/// Do the work objects queued (`obj::pending`): close endpoints whose last receiver went,
+/// signal death notifications. Called with no lock held, from the system-call exit and the
+/// timer tick.
+pub fn run_pending() {
+    while let Some(work) = pending::take() {
+        match work {
+            pending::Work::Close(endpoint) => close_endpoint(&endpoint),
+            pending::Work::Signal(notification, bits) => signal_object(&notification, bits),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Work an object leaves for the layers above it.
+//!
+//! Objects are dropped wherever their last reference goes: under a capability table's
+//! lock, in the scheduler while it frees a dead thread, inside a process teardown. What
+//! such a drop must set in motion needs the IPC layer and the scheduler, which lie above
+//! this one, so it is queued here instead, and [`take`] hands it to the IPC layer
+//! (`ipc::run_pending`), which the system-call exit and the timer tick call. A queued
+//! item is done before the thread that queued it returns to user mode, or at the next
+//! timer tick when no thread of that system call is left.
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use super::{Endpoint, Notification};
+use crate::sync::{Lock, level};
+
+/// One piece of deferred work.
+pub enum Work {
+    /// The last receive-capable capability to this endpoint is gone.
+    Close(Arc<Endpoint>),
+    /// Signal these bits (a process died; its death notification).
+    Signal(Arc<Notification>, u64),
+}
+
+static QUEUE: Lock<VecDeque<Work>> = Lock::new(level::PENDING, VecDeque::new());
+/// Whether [`QUEUE`] may hold work (checked without the lock on every system-call exit).
+static ANY: AtomicBool = AtomicBool::new(false);
+
+fn push(work: Work) {
+    QUEUE.lock().push_back(work);
+    ANY.store(true, Ordering::Release);
+}
+
+/// Queue `endpoint` to be closed.
+pub fn close(endpoint: Arc<Endpoint>) {
+    push(Work::Close(endpoint));
+}
+
+/// Queue a signal of `bits` on `notification`.
+pub fn signal(notification: Arc<Notification>, bits: u64) {
+    push(Work::Signal(notification, bits));
+}
+
+/// Whether work may be queued (one load).
+#[inline(always)]
+pub fn any() -> bool {
+    ANY.load(Ordering::Acquire)
+}
+
+/// The oldest queued work, if any (the lock is released before the caller does it).
+pub fn take() -> Option<Work> {
+    let mut queue = QUEUE.lock();
+    let work = queue.pop_front();
+    if queue.is_empty() {
+        ANY.store(false, Ordering::Release);
+    }
+    work
+}

@@ -1,0 +1,449 @@
+//! The process record: a process's address space and the user pages in it, its
+//! capability space, its threads' count and how it ended. Records and memory operations
+//! only: starting, killing and ending processes is the process layer's (`proc/`).
+//!
+//! The address space is destroyed only once another one (the kernel-only one) is active.
+//!
+//! Weak spot: a process's frames are kept in a `Vec`.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
+
+use abi::Error;
+use arch_api::{MapError, PAGE_SIZE, PageFlags, Paging, TrapCause, USER_END, USER_START};
+
+use super::{CapSpace, Charge, Notification};
+use crate::Cpu;
+use crate::mm::frames::{self, KernelFrames};
+use crate::sync::{Lock, level};
+
+pub type AddressSpace = <Cpu as Paging>::AddressSpace;
+
+/// The user stack: 64 KiB ending one page below the top of the user half (that page stays
+/// unmapped).
+pub const USER_STACK_TOP: u64 = USER_END - PAGE_SIZE;
+pub const USER_STACK_SIZE: u64 = 64 * 1024;
+
+/// Pages of user memory one process may hold — image, stack and `memory_map` together
+/// (16 MiB), so no process can exhaust the kernel's frames.
+pub const QUOTA_PAGES: usize = 4096;
+
+/// One page of a process's user memory.
+#[derive(Clone, Copy)]
+struct UserPage {
+    page: u64,
+    frame: u64,
+    /// Made by `memory_map` (only those may be unmapped by the process).
+    anonymous: bool,
+    /// A device page ([`Process::map_device`]): `frame` is MMIO, never freed.
+    device: bool,
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Still running.
+    Running,
+    /// Its last thread called `exit(code)`.
+    Exited(i64),
+    /// Its last thread was killed by a fault.
+    Faulted(TrapCause),
+}
+
+pub struct Process {
+    pub name: &'static str,
+    /// Its id (`ps`, `kill <pid>`): unique for the life of the kernel, from 1.
+    pub id: u64,
+    /// `None` once the process is torn down.
+    pub space: Lock<Option<AddressSpace>>,
+    /// Every user mapping (freed with the process); its length is the process's memory use,
+    /// bounded by [`QUOTA_PAGES`].
+    frames: Lock<Vec<UserPage>>,
+    threads: AtomicUsize,
+    /// 0 running, 1 exited, 2 faulted.
+    ending_kind: AtomicU32,
+    exit_code: AtomicI64,
+    fault: Lock<Option<TrapCause>>,
+    /// Its capabilities and object quota.
+    pub caps: CapSpace,
+    /// Ended by `process_kill`.
+    killed: AtomicBool,
+    /// The notification and bits signalled when the last thread is gone.
+    death: Lock<Option<(Arc<Notification>, u64)>>,
+    /// The charge against the creator's object quota (`process_spawn`).
+    charge: Lock<Option<Charge>>,
+}
+
+// SAFETY: the address space is reached only under its lock, and the kernel runs on one CPU
+// with interrupts masked; the arch's page-table root is plain data.
+unsafe impl Send for Process {}
+// SAFETY: as above: every field is behind a lock or atomic.
+unsafe impl Sync for Process {}
+
+/// A fresh process id.
+fn next_id() -> u64 {
+    static NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Process {
+    /// A process named `name` with an empty address space, no thread and no capability.
+    pub fn new(name: &'static str) -> Result<Arc<Self>, MapError> {
+        let space = Cpu::new_address_space(&mut KernelFrames)?;
+        Ok(Arc::new(Process {
+            name,
+            id: next_id(),
+            space: Lock::new(level::ADDRESS_SPACE, Some(space)),
+            frames: Lock::new(level::PROCESS_PAGES, Vec::new()),
+            threads: AtomicUsize::new(0),
+            ending_kind: AtomicU32::new(0),
+            exit_code: AtomicI64::new(0),
+            fault: Lock::new(level::PROCESS, None),
+            caps: CapSpace::new(),
+            killed: AtomicBool::new(false),
+            death: Lock::new(level::PROCESS, None),
+            charge: Lock::new(level::PROCESS, None),
+        }))
+    }
+
+    /// The ending so far.
+    pub fn ending(&self) -> Ending {
+        match self.ending_kind.load(Ordering::Acquire) {
+            0 => Ending::Running,
+            1 => Ending::Exited(self.exit_code.load(Ordering::Relaxed)),
+            _ => Ending::Faulted(self.fault.lock().unwrap_or(TrapCause::Other(0))),
+        }
+    }
+
+    /// Record an `exit(code)` by one of its threads.
+    pub fn record_exit(&self, code: i64) {
+        self.exit_code.store(code, Ordering::Relaxed);
+        self.ending_kind.store(1, Ordering::Release);
+    }
+
+    /// Record the fault that killed one of its threads.
+    pub fn record_fault(&self, cause: TrapCause) {
+        *self.fault.lock() = Some(cause);
+        self.ending_kind.store(2, Ordering::Release);
+    }
+
+    /// Map `pages` fresh zeroed pages from `address` (checked by the caller: page-aligned,
+    /// in the user half). All or nothing.
+    pub fn map_anonymous(&self, address: u64, pages: u64, flags: PageFlags) -> Result<(), Error> {
+        let mut space = self.space.lock();
+        let space = space.as_mut().ok_or(Error::InvalidArgument)?;
+        let mut list = self.frames.lock();
+        let wanted = usize::try_from(pages).map_err(|_| Error::OutOfMemory)?;
+        if list.len().saturating_add(wanted) > QUOTA_PAGES {
+            return Err(Error::OutOfMemory);
+        }
+        let end = address + pages * PAGE_SIZE;
+        if list
+            .iter()
+            .any(|user_page| (address..end).contains(&user_page.page))
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let first_new = list.len();
+        let mut page = address;
+        let mut result = Ok(());
+        while page < end {
+            let Some(frame) = frames::allocate_zeroed() else {
+                result = Err(Error::OutOfMemory);
+                break;
+            };
+            if let Err(error) = Cpu::map_user(space, page, frame, flags, &mut KernelFrames) {
+                let _ = frames::free(frame);
+                result = Err(match error {
+                    arch_api::MapError::OutOfMemory => Error::OutOfMemory,
+                    arch_api::MapError::BadAddress => Error::BadAddress,
+                    _ => Error::InvalidArgument,
+                });
+                break;
+            }
+            list.push(UserPage {
+                page,
+                frame,
+                anonymous: true,
+                device: false,
+            });
+            page += PAGE_SIZE;
+        }
+        if result.is_err() {
+            for user_page in list.drain(first_new..) {
+                let _ = Cpu::unmap_user(space, user_page.page);
+                let _ = frames::free(user_page.frame);
+            }
+        }
+        result
+    }
+
+    /// Unmap `pages` pages from `address`, each of which `map_anonymous` made, and free
+    /// them. Nothing changes when one is not such a page.
+    pub fn unmap_anonymous(&self, address: u64, pages: u64) -> Result<(), Error> {
+        let mut space = self.space.lock();
+        let space = space.as_mut().ok_or(Error::InvalidArgument)?;
+        let mut list = self.frames.lock();
+        let end = address + pages * PAGE_SIZE;
+        let in_range = |user_page: &UserPage| (address..end).contains(&user_page.page);
+        let found = list
+            .iter()
+            .filter(|user_page| in_range(user_page) && user_page.anonymous)
+            .count();
+        if u64::try_from(found).ok() != Some(pages) {
+            return Err(Error::InvalidArgument);
+        }
+        let mut index = 0;
+        while index < list.len() {
+            if in_range(&list[index]) {
+                let user_page = list.swap_remove(index);
+                let _ = Cpu::unmap_user(space, user_page.page);
+                crate::stats::count_tlb_flush();
+                let _ = frames::free(user_page.frame);
+            } else {
+                index += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Map `pages` pages of device registers from `physical` at `address`, uncached
+    /// (x86_64 PAT UC, AArch64 Device-nGnRE), user-readable (and writable when `writable`),
+    /// never executable: for driver
+    /// servers holding an MMIO capability (the capability check is the caller's). Refuses
+    /// a range that is not wholly in the user half or wraps (`BadAddress`), touches RAM or
+    /// firmware memory of the memory map (`PermissionDenied`), overlaps a page the process
+    /// already has or is misaligned (`InvalidArgument`), or exceeds the quota
+    /// (`OutOfMemory`). All or nothing. Device pages count towards [`QUOTA_PAGES`] (their
+    /// page tables are the process's) and are unmapped, never freed, with the process.
+    pub fn map_device(
+        &self,
+        address: u64,
+        physical: u64,
+        pages: u64,
+        writable: bool,
+    ) -> Result<(), Error> {
+        let length = pages.checked_mul(PAGE_SIZE).ok_or(Error::BadAddress)?;
+        let end = address.checked_add(length).ok_or(Error::BadAddress)?;
+        if pages == 0 || !address.is_multiple_of(PAGE_SIZE) || !physical.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::InvalidArgument);
+        }
+        if address < USER_START || end > USER_END {
+            return Err(Error::BadAddress);
+        }
+        let regions = crate::boot::memory_regions().ok_or(Error::PermissionDenied)?;
+        if kcore::memory::overlaps_memory(regions, physical, length) {
+            return Err(Error::PermissionDenied);
+        }
+        let mut space = self.space.lock();
+        let space = space.as_mut().ok_or(Error::InvalidArgument)?;
+        let mut list = self.frames.lock();
+        let wanted = usize::try_from(pages).map_err(|_| Error::OutOfMemory)?;
+        if list.len().saturating_add(wanted) > QUOTA_PAGES {
+            return Err(Error::OutOfMemory);
+        }
+        if list
+            .iter()
+            .any(|user_page| (address..end).contains(&user_page.page))
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let flags = PageFlags {
+            writable,
+            executable: false,
+            user: true,
+            device: true,
+        };
+        let first_new = list.len();
+        let mut result = Ok(());
+        for index in 0..pages {
+            let (page, frame) = (address + index * PAGE_SIZE, physical + index * PAGE_SIZE);
+            if let Err(error) = Cpu::map_user(space, page, frame, flags, &mut KernelFrames) {
+                result = Err(match error {
+                    arch_api::MapError::OutOfMemory => Error::OutOfMemory,
+                    _ => Error::InvalidArgument,
+                });
+                break;
+            }
+            list.push(UserPage {
+                page,
+                frame,
+                anonymous: false,
+                device: true,
+            });
+        }
+        if result.is_err() {
+            for user_page in list.drain(first_new..) {
+                let _ = Cpu::unmap_user(space, user_page.page);
+            }
+        }
+        result
+    }
+
+    #[cfg(feature = "testing")]
+    /// Tear down a process no thread ever ran in.
+    pub fn release_unstarted(&self) {
+        if self.threads.load(Ordering::Acquire) == 0 {
+            self.teardown();
+        }
+    }
+
+    /// One of its threads was freed. The last one tears the address space down and
+    /// queues the signal of the death notification ([`super::pending`]).
+    pub fn thread_exited(&self) {
+        if self.threads.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.teardown();
+            let death = self.death.lock().take();
+            if let Some((notification, bits)) = death {
+                super::pending::signal(notification, bits);
+            }
+        }
+    }
+
+    /// Threads not yet freed.
+    /// User pages mapped (its memory use, `mem`).
+    pub fn pages(&self) -> usize {
+        self.frames.lock().len()
+    }
+
+    pub fn live_threads(&self) -> usize {
+        self.threads.load(Ordering::Acquire)
+    }
+
+    /// Count one more thread (before it is spawned; undo with [`Process::thread_exited`]).
+    pub fn add_thread(&self) {
+        self.threads.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The state `process_status` reports: running while a thread is left.
+    pub fn status(&self) -> abi::ProcessStatus {
+        if self.live_threads() > 0 {
+            return abi::ProcessStatus::Running;
+        }
+        if self.killed.load(Ordering::Acquire) {
+            return abi::ProcessStatus::Killed;
+        }
+        match self.ending() {
+            // No thread and no ending: it never started (spawn failed).
+            Ending::Running => abi::ProcessStatus::Killed,
+            // why: the status carries the low 32 bits of the code (abi::ProcessStatus).
+            Ending::Exited(code) => abi::ProcessStatus::Exited(code as i32),
+            Ending::Faulted(_) => abi::ProcessStatus::Faulted,
+        }
+    }
+
+    /// Mark the process killed (`process_status` reports it); ending its threads is the
+    /// caller's.
+    pub fn mark_killed(&self) {
+        self.killed.store(true, Ordering::Release);
+    }
+
+    /// Signal `bits` on `notification` when the last thread is gone. Returns them back
+    /// when it is gone already: the caller signals at once.
+    pub fn bind_death(
+        &self,
+        notification: Arc<Notification>,
+        bits: u64,
+    ) -> Option<(Arc<Notification>, u64)> {
+        let mut death = self.death.lock();
+        if self.live_threads() == 0 {
+            return Some((notification, bits));
+        }
+        let old = death.replace((notification, bits));
+        drop(death);
+        drop(old);
+        None
+    }
+
+    /// Keep `charge` for as long as the process object lives.
+    pub fn set_charge(&self, charge: Charge) {
+        *self.charge.lock() = Some(charge);
+    }
+
+    /// The frame behind `page` if `memory_map` made it (an IPC buffer candidate).
+    pub fn anonymous_frame(&self, page: u64) -> Option<u64> {
+        self.frames
+            .lock()
+            .iter()
+            .find(|user_page| user_page.page == page && user_page.anonymous)
+            .map(|user_page| user_page.frame)
+    }
+
+    /// Map a fresh zeroed frame at `page`; returns its physical address.
+    pub fn map_zeroed(&self, page: u64, flags: PageFlags) -> Result<u64, MapError> {
+        let physical = frames::allocate_zeroed().ok_or(MapError::OutOfMemory)?;
+        let mapped = match self.space.lock().as_mut() {
+            Some(space) => Cpu::map_user(space, page, physical, flags, &mut KernelFrames),
+            None => Err(MapError::NotMapped),
+        };
+        if let Err(error) = mapped {
+            let _ = frames::free(physical);
+            return Err(error);
+        }
+        let mut list = self.frames.lock();
+        if list.len() >= QUOTA_PAGES {
+            drop(list);
+            if let Some(space) = self.space.lock().as_mut() {
+                let _ = Cpu::unmap_user(space, page);
+            }
+            let _ = frames::free(physical);
+            return Err(MapError::OutOfMemory);
+        }
+        list.push(UserPage {
+            page,
+            frame: physical,
+            anonymous: false,
+            device: false,
+        });
+        Ok(physical)
+    }
+
+    /// Make this process's address space the CPU's current one (if it still has one).
+    pub fn activate(&self) {
+        if let Some(space) = self.space.lock().as_ref() {
+            Cpu::activate(space);
+        }
+    }
+
+    /// Free everything the process holds: capabilities, user pages, page tables.
+    pub fn teardown(&self) {
+        // Capabilities first: dropping them may queue endpoints to close.
+        self.caps.clear();
+        // Nothing may run on this address space any more; make sure the CPU is not still
+        // walking its tables before they are freed.
+        activate_kernel_only();
+        let Some(mut space) = self.space.lock().take() else {
+            return;
+        };
+        let user_frames = core::mem::take(&mut *self.frames.lock());
+        for user_page in &user_frames {
+            let _ = Cpu::unmap_user(&mut space, user_page.page);
+            if !user_page.device {
+                let _ = frames::free(user_page.frame);
+            }
+        }
+        Cpu::destroy(space, &mut |table| {
+            let _ = frames::free(table);
+        });
+    }
+}
+
+/// An address space with no user mapping, active whenever no process is (so a dead
+/// process's tables can be freed).
+static KERNEL_ONLY: Lock<Option<AddressSpace>> = Lock::new(level::KERNEL_ONLY, None);
+
+/// Make the kernel-only address space current (no user mapping at all).
+pub fn activate_kernel_only() {
+    if let Some(kernel_only) = KERNEL_ONLY.lock().as_ref() {
+        Cpu::activate(kernel_only);
+    }
+}
+
+/// Create the kernel-only address space. Called once, after the frame allocator.
+pub fn init() {
+    match Cpu::new_address_space(&mut KernelFrames) {
+        Ok(space) => *KERNEL_ONLY.lock() = Some(space),
+        Err(error) => panic!("no kernel-only address space: {error:?}"),
+    }
+}

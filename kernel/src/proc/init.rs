@@ -1,0 +1,73 @@
+//! The start of `init`, the root task of a boot without a test scenario, with its boot
+//! capabilities (`abi::init_slots`).
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use abi::{Rights, init_slots};
+use arch_api::Devices;
+
+use crate::Cpu;
+use crate::mm::frames;
+use crate::obj::{IrqLine, MemoryRegion, MmioRange, Object, PortRange, Process};
+
+/// Frames the allocator had free when `init` started (what `mem` calls the total).
+static TOTAL_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// Frames the allocator had free when `init` started.
+pub fn total_frames() -> u64 {
+    TOTAL_FRAMES.load(Ordering::Relaxed)
+}
+
+/// Start `init` from the boot module `init` with the capabilities of `abi::init_slots`.
+/// Returns the process; `Err` says what was missing.
+pub fn start() -> Result<Arc<Process>, &'static str> {
+    TOTAL_FRAMES.store(frames::free_frames(), Ordering::Relaxed);
+    let process = super::spawn_from_module("init", 0).map_err(|_| "cannot load module init")?;
+    // The new thread has not run yet (this thread has not blocked), so these fill slots
+    // 0.. of its empty table, in `init_slots` order.
+    if let Err(problem) = install_init_caps(&process) {
+        super::kill(&process);
+        return Err(problem);
+    }
+    Ok(process)
+}
+
+fn install_init_caps(init: &Process) -> Result<(), &'static str> {
+    let caps = &init.caps;
+    let full = "init's capability table is full";
+    let slot = caps
+        .insert(Object::System, Rights::READ | Rights::GRANT)
+        .map_err(|_| full)?;
+    debug_assert_eq!(slot.slot(), init_slots::SYSTEM);
+    caps.insert(Object::Power, Rights::CONTROL | Rights::GRANT)
+        .map_err(|_| full)?;
+    let device = Cpu::console_device().ok_or("no console device")?;
+    let line = device
+        .irq
+        .and_then(IrqLine::new)
+        .ok_or("the console has no interrupt line")?;
+    caps.insert(Object::Irq(line), Rights::CONTROL | Rights::GRANT)
+        .map_err(|_| full)?;
+    match (device.ports, device.mmio) {
+        (Some((first, count)), _) => caps.insert(
+            Object::IoPorts(PortRange { first, count }),
+            Rights::READ | Rights::WRITE | Rights::GRANT,
+        ),
+        (None, Some((base, length))) => caps.insert(
+            Object::Mmio(MmioRange { base, length }),
+            Rights::READ | Rights::WRITE | Rights::MAP | Rights::GRANT,
+        ),
+        (None, None) => return Err("the console has no registers"),
+    }
+    .map_err(|_| full)?;
+    for (_, _, name) in crate::boot::modules().take(init_slots::MODULES_MAX as usize) {
+        let region = MemoryRegion::boot_module(name).ok_or("a boot module vanished")?;
+        caps.insert(
+            Object::Memory(region),
+            Rights::READ | Rights::MAP | Rights::GRANT,
+        )
+        .map_err(|_| full)?;
+    }
+    Ok(())
+}

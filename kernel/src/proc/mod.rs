@@ -1,0 +1,225 @@
+//! Processes starting, ending and being killed (DESIGN.md §7): a process is loaded from a
+//! checked ELF image (a boot module) into a fresh address space with a user stack, and
+//! its threads end through here.
+//!
+//! Loading never trusts the image: [`kcore::elf::parse`] checks it completely before
+//! anything is mapped, and every mapping failure unwinds what was mapped, so a malformed
+//! module is an error, never a crash.
+//!
+//! # Ending a thread
+//! A thread ends in [`exit_current`]: its IPC state first (queues, a caller waiting for
+//! its reply), then the scheduler frees it. A killed thread is marked and, if blocked, made
+//! ready; it ends at the next point where it is about to return to user mode with nothing
+//! held on its kernel stack ([`exit_if_killed`]: after a system call, after a timer
+//! preemption), so it never runs user code again and its blocking call unwinds normally.
+
+pub mod init;
+
+use alloc::sync::Arc;
+
+use arch_api::{PAGE_SIZE, PageFlags, TrapCause, USER_END, USER_START};
+use kcore::elf::{self, ElfError};
+
+use crate::Cpu;
+use crate::mm::frames;
+use crate::obj::Process;
+use crate::obj::process::{USER_STACK_SIZE, USER_STACK_TOP};
+use crate::task::sched;
+use crate::task::thread::{Start, TrapFrame};
+
+/// The machine number user ELF images must carry.
+pub const MACHINE: u16 = if matches!(<Cpu as arch_api::Platform>::NAME.as_bytes(), b"x86_64") {
+    elf::MACHINE_X86_64
+} else {
+    elf::MACHINE_AARCH64
+};
+
+/// Why a process could not be created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    NoModule,
+    Elf(ElfError),
+    Map(arch_api::MapError),
+    Thread(sched::SpawnError),
+}
+
+/// Load the boot module `module` and start one thread in it at its entry point with
+/// `argument`. Returns the process (to watch its ending).
+pub fn spawn_from_module(module: &'static str, argument: u64) -> Result<Arc<Process>, LoadError> {
+    let file = crate::boot::module(module).ok_or(LoadError::NoModule)?;
+    spawn_from_image(module, file, argument)
+}
+
+/// Check `file` as an executable, load it into a new process named `name`, and start one
+/// thread at its entry point with `argument`. A malformed image is an error; nothing is
+/// left allocated when one is returned.
+pub fn spawn_from_image(
+    name: &'static str,
+    file: &[u8],
+    argument: u64,
+) -> Result<Arc<Process>, LoadError> {
+    spawn_at(name, file, argument, sched::NORMAL).map(|(process, _)| process)
+}
+
+/// [`spawn_from_image`] with the first thread at `priority`; also returns that thread's id.
+/// The thread is ready but cannot run before the caller next blocks or yields (the
+/// kernel is not preempted), so the caller can still fill the capability table.
+pub fn spawn_at(
+    name: &'static str,
+    file: &[u8],
+    argument: u64,
+    priority: kcore::runqueue::Priority,
+) -> Result<(Arc<Process>, usize), LoadError> {
+    let module = name;
+    let image = elf::parse(file, MACHINE, USER_START..USER_END).map_err(LoadError::Elf)?;
+    let process = Process::new(module).map_err(LoadError::Map)?;
+    if let Err(error) = populate(&process, file, &image) {
+        discard(&process);
+        return Err(error);
+    }
+    process.add_thread();
+    let start = Start::User {
+        entry: image.entry,
+        stack: USER_STACK_TOP,
+        argument,
+    };
+    match sched::spawn(module, priority, start, Some(process.clone()), true) {
+        Ok(thread) => Ok((process, thread)),
+        Err(error) => {
+            // The thread never existed: this undoes `add_thread`.
+            process.thread_exited();
+            discard(&process);
+            Err(LoadError::Thread(error))
+        }
+    }
+}
+
+/// Tear down a process whose spawn failed, in the caller's context: the teardown switches
+/// to the kernel-only address space (the dying tables must not be live), so the caller's
+/// own space is made current again before it returns to user mode.
+fn discard(process: &Process) {
+    process.teardown();
+    if let Some(caller) = sched::current_process() {
+        caller.activate();
+    }
+}
+
+/// Map the image's segments and the user stack.
+fn populate(process: &Process, file: &[u8], image: &elf::Image) -> Result<(), LoadError> {
+    for segment in image.segments() {
+        let flags = PageFlags {
+            writable: segment.writable,
+            executable: segment.executable,
+            user: true,
+            device: false,
+        };
+        for page in segment.pages().step_by(PAGE_SIZE as usize) {
+            let physical = process.map_zeroed(page, flags).map_err(LoadError::Map)?;
+            if let Some((offset, range)) = segment.file_bytes_in_page(page) {
+                let bytes = &file[range];
+                let target = frames::virtual_address(physical) + offset as u64;
+                // SAFETY: the frame was just allocated for this page (nothing else uses
+                // it); `offset + bytes.len() <= PAGE_SIZE` by `file_bytes_in_page`; the HHDM
+                // maps it writable.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(bytes.as_ptr(), target as *mut u8, bytes.len());
+                }
+            }
+        }
+    }
+    let stack_flags = PageFlags {
+        writable: true,
+        executable: false,
+        user: true,
+        device: false,
+    };
+    let mut page = USER_STACK_TOP - USER_STACK_SIZE;
+    while page < USER_STACK_TOP {
+        process
+            .map_zeroed(page, stack_flags)
+            .map_err(LoadError::Map)?;
+        page += PAGE_SIZE;
+    }
+    Ok(())
+}
+
+/// A trap from user mode that is not a system call: report it, record it, and end the
+/// thread. Never returns.
+pub fn kill_current(frame: &TrapFrame, cause: TrapCause) -> ! {
+    crate::stats::mark_fault();
+    let thread = sched::current();
+    let process = sched::current_process();
+    let name = process.as_ref().map_or("(kernel)", |process| process.name);
+    crate::println!(
+        "keel: user fault in process {name} (thread {thread}): {} at ip {:#x}; thread killed",
+        Describe(cause),
+        arch_api::TrapFrame::instruction_pointer(frame),
+    );
+    if let Some(process) = &process {
+        process.record_fault(cause);
+    }
+    drop(process);
+    exit_current()
+}
+
+/// A trap cause in words, for reports.
+pub struct Describe(pub TrapCause);
+
+impl core::fmt::Display for Describe {
+    fn fmt(&self, out: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            TrapCause::PageFault { addr, access, .. } => {
+                let access = match access {
+                    arch_api::Access::Read => "read",
+                    arch_api::Access::Write => "write",
+                    arch_api::Access::Execute => "execute",
+                };
+                write!(out, "page fault ({access}) at {addr:#x}")
+            }
+            TrapCause::Breakpoint => write!(out, "breakpoint"),
+            TrapCause::Undefined => write!(out, "undefined instruction"),
+            TrapCause::Alignment => write!(out, "alignment fault"),
+            TrapCause::Arithmetic => write!(out, "arithmetic fault"),
+            TrapCause::FpuUnavailable => write!(out, "FPU unavailable"),
+            TrapCause::GeneralProtection => {
+                write!(
+                    out,
+                    "general protection (privileged instruction or bad address)"
+                )
+            }
+            TrapCause::Syscall => write!(out, "system call"),
+            TrapCause::Irq(line) => write!(out, "interrupt {line}"),
+            TrapCause::Other(code) => write!(out, "exception {code:#x}"),
+        }
+    }
+}
+
+/// End the running thread: unlink it from IPC (a caller waiting for its reply gets
+/// `PeerDied`), then let the scheduler free it. Never returns.
+pub fn exit_current() -> ! {
+    crate::ipc::thread_exiting(sched::current());
+    sched::exit_current()
+}
+
+/// End the running thread if it was killed (see the module docs).
+#[inline(always)]
+pub fn exit_if_killed() {
+    if sched::current_killed() {
+        exit_current();
+    }
+}
+
+/// `process_kill`: every thread of `process` ends before it runs user code again.
+pub fn kill(process: &Arc<Process>) {
+    if process.live_threads() > 0 {
+        process.mark_killed();
+        sched::kill_process(process);
+    }
+}
+
+/// Signal `bits` on `notification` when `process`'s last thread is gone (now if it is).
+pub fn bind_death(process: &Process, notification: Arc<crate::obj::Notification>, bits: u64) {
+    if let Some((notification, bits)) = process.bind_death(notification, bits) {
+        crate::ipc::signal_object(&notification, bits);
+    }
+}

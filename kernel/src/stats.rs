@@ -1,0 +1,121 @@
+//! Event counters: counters on the paths benchmarks measure, read by
+//! user programs through `bench_counter`, and the boot-to-user span.
+//!
+//! The counters are plain per-event adds (load, add, store: the kernel runs them with
+//! interrupts masked on one CPU), always compiled in (a few instructions on the switch and
+//! unmap paths). The system call that reads them, `bench_counter`, is in the test build only.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use abi::BenchCounter;
+use arch_api::Bench as _;
+
+use crate::Cpu;
+
+static SWITCHES: AtomicU64 = AtomicU64::new(0);
+static SPACE_SWITCHES: AtomicU64 = AtomicU64::new(0);
+static TLB_FLUSHES: AtomicU64 = AtomicU64::new(0);
+/// `Bench::instruction_clock` at kernel entry, and at the first entry into user mode.
+static KERNEL_ENTRY: AtomicU64 = AtomicU64::new(0);
+static FIRST_USER: AtomicU64 = AtomicU64::new(0);
+/// The spawn and fault benchmarks: armed (`u64::MAX`), then `Bench::instruction_counter`
+/// at the next first entry into user mode / the next user fault the core handles.
+static SPAWN_ENTRY: AtomicU64 = AtomicU64::new(0);
+static FAULT_ENTRY: AtomicU64 = AtomicU64::new(0);
+
+/// One more event. A plain load and store, not an atomic read-modify-write: the counters
+/// are only changed with interrupts masked on the one CPU that runs the kernel.
+#[inline(always)]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// A thread switch happened (with its eager FPU save and restore).
+pub fn count_switch() {
+    bump(&SWITCHES);
+}
+
+/// An address space was activated.
+pub fn count_space_switch() {
+    bump(&SPACE_SWITCHES);
+}
+
+/// A page was unmapped from a user space (one TLB invalidation).
+pub fn count_tlb_flush() {
+    bump(&TLB_FLUSHES);
+}
+
+/// The value of counter `which`.
+pub fn counter(which: BenchCounter) -> u64 {
+    match which {
+        BenchCounter::Ticks => crate::time::ticks(),
+        BenchCounter::Switches => SWITCHES.load(Ordering::Relaxed),
+        BenchCounter::SpaceSwitches => SPACE_SWITCHES.load(Ordering::Relaxed),
+        BenchCounter::TlbFlushes => TLB_FLUSHES.load(Ordering::Relaxed),
+        BenchCounter::SinceKernelEntry => {
+            Cpu::instruction_clock().saturating_sub(KERNEL_ENTRY.load(Ordering::Relaxed))
+        }
+    }
+}
+
+/// Called first thing in `kmain`.
+pub fn mark_kernel_entry() {
+    KERNEL_ENTRY.store(Cpu::instruction_clock(), Ordering::Relaxed);
+}
+
+/// Called just before a thread enters user mode for the first time; only the first call
+/// since boot counts.
+pub fn mark_user_entry() {
+    if FIRST_USER.load(Ordering::Relaxed) == 0 {
+        FIRST_USER.store(Cpu::instruction_clock(), Ordering::Relaxed);
+    }
+    if SPAWN_ENTRY.load(Ordering::Relaxed) == u64::MAX {
+        SPAWN_ENTRY.store(Cpu::instruction_counter(), Ordering::Relaxed);
+    }
+}
+
+/// Called first thing when the core handles a user fault (`process::kill_current`).
+/// Out of line and cold, so it does not change how the trap path around it is compiled.
+#[cold]
+#[inline(never)]
+pub fn mark_fault() {
+    if FAULT_ENTRY.load(Ordering::Relaxed) == u64::MAX {
+        FAULT_ENTRY.store(Cpu::instruction_counter(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(feature = "testing")]
+/// Arm the spawn and fault marks and return the counter now.
+pub fn arm_marks() -> u64 {
+    SPAWN_ENTRY.store(u64::MAX, Ordering::Relaxed);
+    FAULT_ENTRY.store(u64::MAX, Ordering::Relaxed);
+    Cpu::instruction_counter()
+}
+
+#[cfg(feature = "testing")]
+fn take(mark: &AtomicU64) -> Option<u64> {
+    match mark.swap(0, Ordering::Relaxed) {
+        0 | u64::MAX => None,
+        at => Some(at),
+    }
+}
+
+#[cfg(feature = "testing")]
+/// The counter at the first user entry since [`arm_marks`], if there was one.
+pub fn spawn_mark() -> Option<u64> {
+    take(&SPAWN_ENTRY)
+}
+
+#[cfg(feature = "testing")]
+/// The counter at the first user fault since [`arm_marks`], if there was one.
+pub fn fault_mark() -> Option<u64> {
+    take(&FAULT_ENTRY)
+}
+
+#[cfg(feature = "testing")]
+/// Instructions from kernel entry to the first entry into user mode, if both happened.
+pub fn boot_to_user() -> Option<u64> {
+    let first = FIRST_USER.load(Ordering::Relaxed);
+    let entry = KERNEL_ENTRY.load(Ordering::Relaxed);
+    (first != 0 && entry != 0).then(|| first.saturating_sub(entry))
+}

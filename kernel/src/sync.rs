@@ -1,0 +1,301 @@
+//! Kernel locks and the one lock order.
+//!
+//! Every kernel lock is a [`Lock`] with a [`Level`]. Locks are taken in increasing level
+//! order: a thread holding a lock of level *n* may take only locks of a level above *n*.
+//! The levels follow the layers (DESIGN.md §9): a higher layer's lock is taken first and
+//! so has the lower number, and nothing that runs under a lock calls up into a higher
+//! layer. The whole order, in one table:
+//!
+//! | level | lock | layer |
+//! | --- | --- | --- |
+//! | 10 | `ipc state` (queue links, reply slots, blocked-on records, IPC buffers) | `ipc/` |
+//! | 12 | `irq bindings` (interrupt line → notification) | `irq/` |
+//! | 14 | `log target` (the notification the kernel log signals) | `syscall/` |
+//! | 20 | `scheduler` (thread table, run queue) | `task/` |
+//! | 30 | `capability table` (one per process) | `obj/` |
+//! | 32 | `pending work` (endpoints to close, notifications to signal) | `obj/` |
+//! | 34 | `endpoint queue`, `notification word` (never both) | `obj/` |
+//! | 40 | `process record` (death binding, charge, fault) | `obj/` |
+//! | 42 | `address space` (one per process) | `obj/` |
+//! | 44 | `process pages` (one per process) | `obj/` |
+//! | 46 | `kernel-only space` | `obj/` |
+//! | 50 | `kernel stacks` | `mm/` |
+//! | 52 | `frames` | `mm/` |
+//! | 54 | `kernel tables report` | `mm/` |
+//! | 60 | `heap` | `mm/` |
+//! | 70 | `console` (the UART writer) | `log` |
+//! | 72 | `log ring` | `log` |
+//!
+//! Interrupts: the kernel runs with interrupts masked except while a CPU waits for one
+//! (`Platform::wait_for_interrupt`) and in user mode, so no lock is taken by an
+//! interrupt handler on a CPU that already holds it, and no lock is held by a preempted
+//! thread. The one lock held across a switch is the scheduler's, in the IPC hand-off
+//! (`task::sched::Handoff`): taken by the outgoing thread and released on the same CPU
+//! before the incoming one runs.
+//!
+//! # The lock-order checker
+//! With the `lockcheck` feature (every QEMU test run turns it on), each CPU keeps the
+//! locks it holds; taking a lock whose level is at or below the highest level held
+//! panics and names both locks. Without the feature a [`Lock`] is a plain spin lock.
+//! Holding is tracked per CPU, not per thread: a lock taken by one thread and released
+//! after a switch by the next one on the same CPU is still one CPU's lock.
+
+use core::ops::{Deref, DerefMut};
+
+/// A lock's place in the order: its number and its name for reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level {
+    pub rank: u8,
+    pub name: &'static str,
+}
+
+impl Level {
+    const fn new(rank: u8, name: &'static str) -> Self {
+        Self { rank, name }
+    }
+}
+
+/// The levels of every kernel lock (see the table in the module docs).
+pub mod level {
+    use super::Level;
+
+    pub const IPC: Level = Level::new(10, "ipc state");
+    pub const IRQ_BINDINGS: Level = Level::new(12, "irq bindings");
+    pub const LOG_TARGET: Level = Level::new(14, "log target");
+    pub const SCHEDULER: Level = Level::new(20, "scheduler");
+    pub const CAP_TABLE: Level = Level::new(30, "capability table");
+    pub const PENDING: Level = Level::new(32, "pending work");
+    pub const ENDPOINT_QUEUE: Level = Level::new(34, "endpoint queue");
+    pub const NOTIFICATION: Level = Level::new(34, "notification word");
+    pub const PROCESS: Level = Level::new(40, "process record");
+    pub const ADDRESS_SPACE: Level = Level::new(42, "address space");
+    pub const PROCESS_PAGES: Level = Level::new(44, "process pages");
+    pub const KERNEL_ONLY: Level = Level::new(46, "kernel-only space");
+    pub const STACKS: Level = Level::new(50, "kernel stacks");
+    pub const FRAMES: Level = Level::new(52, "frames");
+    pub const TABLES_REPORT: Level = Level::new(54, "kernel tables report");
+    pub const HEAP: Level = Level::new(60, "heap");
+    pub const CONSOLE: Level = Level::new(70, "console");
+    pub const LOG_RING: Level = Level::new(72, "log ring");
+
+    /// Two locks for the checker's own test (`test=lock-order`): a lock taken while a
+    /// higher one is held must end in the checker's report.
+    #[cfg(feature = "testing")]
+    pub const TEST_OUTER: Level = Level::new(80, "test outer");
+    #[cfg(feature = "testing")]
+    pub const TEST_INNER: Level = Level::new(81, "test inner");
+}
+
+/// A spin lock with a place in the lock order.
+pub struct Lock<T> {
+    #[cfg(feature = "lockcheck")]
+    level: Level,
+    inner: spin::Mutex<T>,
+}
+
+/// Proof that a [`Lock`] is held; releases it when dropped.
+pub struct LockGuard<'a, T> {
+    guard: spin::MutexGuard<'a, T>,
+    #[cfg(feature = "lockcheck")]
+    level: Level,
+}
+
+impl<T> Lock<T> {
+    pub const fn new(level: Level, value: T) -> Self {
+        #[cfg(not(feature = "lockcheck"))]
+        let _ = level;
+        Self {
+            #[cfg(feature = "lockcheck")]
+            level,
+            inner: spin::Mutex::new(value),
+        }
+    }
+
+    /// Take the lock, spinning while another CPU holds it.
+    #[inline(always)]
+    pub fn lock(&self) -> LockGuard<'_, T> {
+        #[cfg(feature = "lockcheck")]
+        checker::acquire(self.level);
+        LockGuard {
+            guard: self.inner.lock(),
+            #[cfg(feature = "lockcheck")]
+            level: self.level,
+        }
+    }
+
+    /// Take the lock if it is free. Never waits, so it cannot deadlock: the order is
+    /// not checked (reports from inside the scheduler use it), but the lock is tracked.
+    #[inline(always)]
+    pub fn try_lock(&self) -> Option<LockGuard<'_, T>> {
+        let guard = self.inner.try_lock()?;
+        #[cfg(feature = "lockcheck")]
+        checker::record(self.level);
+        Some(LockGuard {
+            guard,
+            #[cfg(feature = "lockcheck")]
+            level: self.level,
+        })
+    }
+}
+
+impl<T> Deref for LockGuard<'_, T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> DerefMut for LockGuard<'_, T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+#[cfg(feature = "lockcheck")]
+impl<T> Drop for LockGuard<'_, T> {
+    fn drop(&mut self) {
+        checker::release(self.level);
+    }
+}
+
+#[cfg(feature = "lockcheck")]
+mod checker {
+    //! The held-lock records, one per CPU. Only the CPU itself touches its record, with
+    //! interrupts masked (see the module docs), so plain atomics with relaxed ordering
+    //! are enough; they are atomics only so the statics need no `unsafe`.
+
+    use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+    use super::Level;
+
+    /// Locks one CPU may hold at once.
+    const DEPTH: usize = 16;
+    /// The CPUs the checker keeps records for.
+    const CPUS: usize = 1;
+
+    struct Held {
+        count: AtomicUsize,
+        ranks: [AtomicU8; DEPTH],
+        names: [AtomicUsize; DEPTH],
+    }
+
+    static HELD: [Held; CPUS] = [const {
+        Held {
+            count: AtomicUsize::new(0),
+            ranks: [const { AtomicU8::new(0) }; DEPTH],
+            names: [const { AtomicUsize::new(0) }; DEPTH],
+        }
+    }; CPUS];
+
+    /// Names are kept as indices into this table of every level.
+    const LEVELS: &[Level] = &[
+        super::level::IPC,
+        super::level::IRQ_BINDINGS,
+        super::level::LOG_TARGET,
+        super::level::SCHEDULER,
+        super::level::CAP_TABLE,
+        super::level::PENDING,
+        super::level::ENDPOINT_QUEUE,
+        super::level::NOTIFICATION,
+        super::level::PROCESS,
+        super::level::ADDRESS_SPACE,
+        super::level::PROCESS_PAGES,
+        super::level::KERNEL_ONLY,
+        super::level::STACKS,
+        super::level::FRAMES,
+        super::level::TABLES_REPORT,
+        super::level::HEAP,
+        super::level::CONSOLE,
+        super::level::LOG_RING,
+        #[cfg(feature = "testing")]
+        super::level::TEST_OUTER,
+        #[cfg(feature = "testing")]
+        super::level::TEST_INNER,
+    ];
+
+    fn index_of(level: Level) -> usize {
+        LEVELS
+            .iter()
+            .position(|known| *known == level)
+            .unwrap_or(usize::MAX)
+    }
+
+    fn name_of(index: usize) -> &'static str {
+        LEVELS
+            .get(index)
+            .map_or("(unknown lock)", |level| level.name)
+    }
+
+    fn this_cpu() -> &'static Held {
+        &HELD[0]
+    }
+
+    /// Check that `level` may be taken now, then record it.
+    pub fn acquire(level: Level) {
+        let held = this_cpu();
+        let count = held.count.load(Ordering::Relaxed).min(DEPTH);
+        // The highest level held (the first such lock, for the report).
+        let mut highest: Option<usize> = None;
+        for slot in 0..count {
+            let rank = held.ranks[slot].load(Ordering::Relaxed);
+            if highest.is_none_or(|best| rank > held.ranks[best].load(Ordering::Relaxed)) {
+                highest = Some(slot);
+            }
+        }
+        if let Some(slot) = highest
+            && held.ranks[slot].load(Ordering::Relaxed) >= level.rank
+        {
+            let holding = name_of(held.names[slot].load(Ordering::Relaxed));
+            let holding_rank = held.ranks[slot].load(Ordering::Relaxed);
+            // Forget what is held: the panic report takes no lock, but keep the checker
+            // from firing again on the way down.
+            held.count.store(0, Ordering::Relaxed);
+            panic!(
+                "lock order violated: taking \"{}\" (level {}) while holding \"{}\" (level {})",
+                level.name, level.rank, holding, holding_rank
+            );
+        }
+        record(level);
+    }
+
+    /// Record `level` as held without checking the order.
+    pub fn record(level: Level) {
+        let held = this_cpu();
+        let count = held.count.load(Ordering::Relaxed);
+        if count < DEPTH {
+            held.ranks[count].store(level.rank, Ordering::Relaxed);
+            held.names[count].store(index_of(level), Ordering::Relaxed);
+        }
+        held.count.store(count + 1, Ordering::Relaxed);
+    }
+
+    /// Forget the most recent record of `level` (guards may drop in any order).
+    pub fn release(level: Level) {
+        let held = this_cpu();
+        let count = held.count.load(Ordering::Relaxed);
+        if count == 0 {
+            return;
+        }
+        if count > DEPTH {
+            held.count.store(count - 1, Ordering::Relaxed);
+            return;
+        }
+        let index = index_of(level);
+        let found = (0..count).rev().find(|&slot| {
+            held.ranks[slot].load(Ordering::Relaxed) == level.rank
+                && held.names[slot].load(Ordering::Relaxed) == index
+        });
+        let Some(found) = found else {
+            return;
+        };
+        for slot in found..count - 1 {
+            let rank = held.ranks[slot + 1].load(Ordering::Relaxed);
+            let name = held.names[slot + 1].load(Ordering::Relaxed);
+            held.ranks[slot].store(rank, Ordering::Relaxed);
+            held.names[slot].store(name, Ordering::Relaxed);
+        }
+        held.count.store(count - 1, Ordering::Relaxed);
+    }
+}

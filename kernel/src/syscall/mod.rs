@@ -1,0 +1,381 @@
+//! System calls (DESIGN.md §6): decode the number and arguments from the trap frame, run a
+//! safe handler returning `Result<u64, abi::Error>`, and write the two result registers in
+//! one place (`0`/error code, then the value; see [`abi::Syscall`]).
+//!
+//! Every argument is untrusted. Handlers touch user memory only through
+//! `Paging::copy_from_user` (range checks and fault fixup in the arch crate, SMAP/PAN lifted
+//! only inside the copy). `null` and `yield` neither allocate, format nor take a lock
+//! beyond the scheduler's.
+//!
+//! Families: capabilities, memory and the thread's own calls here; IPC in `crate::ipc`;
+//! processes, threads, interrupts and devices in [`procs`]; system information, power and
+//! the kernel log in [`system`]; the test-only calls (`test_sleep`, `bench_counter`,
+//! `irq_test_raise`) in [`testing`], which a kernel without the `testing` feature answers
+//! with `NotSupported`.
+//!
+//! # On the way out
+//! Every call that leaves through [`enter`] ends with [`finish`]: deferred object work
+//! (`obj::pending`) is done, the kernel-log reader signalled, and a killed thread ends
+//! before it runs user code again; each costs one load when there is nothing to do.
+
+pub mod procs;
+pub mod system;
+pub mod testing;
+
+use abi::{
+    DEBUG_WRITE_MAX, Error, Handle, MAP_EXECUTE, MAP_WRITE, PAGE_SIZE, Rights, Syscall,
+    UserRegisters,
+};
+use alloc::sync::Arc;
+use arch_api::{Paging, TrapFrame as _, USER_END, USER_START, UserRegisterWrite};
+
+use crate::obj::{Endpoint, EndpointCap, Notification, Object, Process, pending};
+use crate::task::sched;
+use crate::task::thread::TrapFrame;
+use crate::{Cpu, ipc};
+
+/// Decode, run, and write the results of the system call in `frame`.
+#[inline(never)]
+pub fn dispatch(frame: &mut TrapFrame) {
+    let arguments = frame.syscall_arguments();
+    let result = match Syscall::from_number(frame.syscall_number()) {
+        Some(Syscall::Null) => Ok(0),
+        Some(Syscall::DebugWrite) => debug_write(arguments[0], arguments[1]),
+        Some(Syscall::Exit) => exit(arguments[0]),
+        Some(Syscall::Yield) => {
+            sched::yield_now();
+            Ok(0)
+        }
+        Some(Syscall::ThreadWriteRegisters) => {
+            match write_registers(frame, arguments[0], arguments[1], arguments[2]) {
+                // The frame now holds the new registers, results included: leave it.
+                Ok(()) => return,
+                Err(error) => Err(error),
+            }
+        }
+        Some(Syscall::MemoryMap) => memory_map(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::MemoryUnmap) => memory_unmap(arguments[0], arguments[1]),
+        Some(Syscall::TestSleep) => testing::test_sleep(arguments[0], arguments[1]),
+        Some(Syscall::CapCopy) => cap_copy(arguments[0], arguments[1]),
+        Some(Syscall::CapDelete) => cap_delete(arguments[0]),
+        Some(Syscall::CapMint) => cap_mint(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::CapIdentify) => cap_identify(arguments[0]),
+        Some(Syscall::EndpointCreate) => object_create(true),
+        Some(Syscall::NotificationCreate) => object_create(false),
+        // The IPC calls write their own result registers (abi::ipc), often into the frame
+        // of a thread that was blocked.
+        Some(Syscall::Send) => return ipc::send(frame, false),
+        Some(Syscall::Call) => return ipc::send(frame, true),
+        Some(Syscall::Recv) => return ipc::recv(frame),
+        Some(Syscall::Reply) => return ipc::reply(frame),
+        Some(Syscall::ReplyRecv) => return ipc::reply_recv(frame),
+        Some(Syscall::Wait) => return ipc::wait(frame),
+        Some(Syscall::Signal) => ipc::signal(arguments[0], arguments[1]),
+        Some(Syscall::Poll) => ipc::poll(arguments[0]),
+        Some(Syscall::IpcBufferSet) => ipc::buffer_set(arguments[0]),
+        Some(Syscall::ProcessSpawn) => procs::process_spawn(
+            arguments[0],
+            arguments[1],
+            arguments[2],
+            arguments[3],
+            arguments[4],
+        ),
+        Some(Syscall::ProcessKill) => procs::process_kill(arguments[0]),
+        Some(Syscall::ProcessBindDeath) => {
+            procs::process_bind_death(arguments[0], arguments[1], arguments[2])
+        }
+        Some(Syscall::ProcessStatus) => procs::process_status(arguments[0]),
+        Some(Syscall::ThreadCreate) => {
+            procs::thread_create(arguments[0], arguments[1], arguments[2], arguments[3])
+        }
+        Some(Syscall::ThreadKill) => procs::thread_kill(arguments[0]),
+        Some(Syscall::ThreadSetPriority) => procs::thread_set_priority(arguments[0], arguments[1]),
+        Some(Syscall::IrqBind) => procs::irq_bind(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::IrqAck) => procs::irq_ack(arguments[0]),
+        Some(Syscall::IrqTestRaise) => testing::irq_test_raise(arguments[0]),
+        Some(Syscall::PortIn) => procs::port_in(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::PortOut) => {
+            procs::port_out(arguments[0], arguments[1], arguments[2], arguments[3])
+        }
+        Some(Syscall::MmioMap) => procs::mmio_map(arguments[0], arguments[1]),
+        Some(Syscall::SystemInfo) => system::system_info(
+            arguments[0],
+            arguments[1],
+            arguments[2],
+            arguments[3],
+            arguments[4],
+        ),
+        Some(Syscall::PowerOff) => system::power_off(arguments[0], arguments[1]),
+        Some(Syscall::Sleep) => system::sleep(arguments[0]),
+        Some(Syscall::ProcessId) => system::process_id(arguments[0]),
+        Some(Syscall::LogBind) => system::log_bind(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::LogRead) => system::log_read(arguments[0], arguments[1], arguments[2]),
+        Some(Syscall::BenchCounter) => testing::bench_counter(arguments[0]),
+        None => Err(Error::InvalidArgument),
+    };
+    match result {
+        Ok(value) => frame.set_syscall_results(0, value),
+        Err(error) => frame.set_syscall_results(u64::from(error.code()), 0),
+    }
+}
+
+/// The rights in a `rights_mask` argument: reserved bits are an error.
+fn rights_mask(raw: u64) -> Result<Rights, Error> {
+    u32::try_from(raw)
+        .ok()
+        .and_then(Rights::from_bits)
+        .ok_or(Error::InvalidArgument)
+}
+
+fn caps() -> Result<Arc<Process>, Error> {
+    sched::current_process().ok_or(Error::InvalidArgument)
+}
+
+fn cap_copy(handle: u64, mask: u64) -> Result<u64, Error> {
+    let process = caps()?;
+    // A bad handle is reported before a bad mask (checked first, like every lookup).
+    process.caps.identify(Handle::from_raw(handle))?;
+    let mask = rights_mask(mask)?;
+    Ok(process.caps.copy(Handle::from_raw(handle), mask)?.raw())
+}
+
+fn cap_delete(handle: u64) -> Result<u64, Error> {
+    caps()?.caps.delete(Handle::from_raw(handle))?;
+    Ok(0)
+}
+
+fn cap_mint(handle: u64, badge: u64, mask: u64) -> Result<u64, Error> {
+    let process = caps()?;
+    process.caps.identify(Handle::from_raw(handle))?;
+    let mask = rights_mask(mask)?;
+    Ok(process
+        .caps
+        .mint(Handle::from_raw(handle), badge, mask)?
+        .raw())
+}
+
+fn cap_identify(handle: u64) -> Result<u64, Error> {
+    let (kind, rights) = caps()?.caps.identify(Handle::from_raw(handle))?;
+    Ok(u64::from(kind as u32) | u64::from(rights.bits()) << 32)
+}
+
+/// `endpoint_create` / `notification_create`: charged to the caller, full rights.
+fn object_create(endpoint: bool) -> Result<u64, Error> {
+    let process = caps()?;
+    if process.caps.free_slots() == 0 {
+        return Err(Error::NoSpace);
+    }
+    let charge = process.caps.charge()?;
+    let object = if endpoint {
+        Object::Endpoint(EndpointCap::new(Endpoint::new(Some(charge)), 0))
+    } else {
+        Object::Notification(Notification::new(Some(charge)))
+    };
+    Ok(process.caps.insert(object, Rights::ALL)?.raw())
+}
+
+/// Whether `[pointer, pointer + length)` lies wholly in the user half without wrapping.
+fn user_range_ok(pointer: u64, length: u64) -> bool {
+    pointer >= USER_START
+        && pointer
+            .checked_add(length)
+            .is_some_and(|end| end <= USER_END)
+}
+
+fn debug_write(pointer: u64, length: u64) -> Result<u64, Error> {
+    if !user_range_ok(pointer, length) {
+        return Err(Error::BadAddress);
+    }
+    if length > DEBUG_WRITE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let mut buffer = [0u8; DEBUG_WRITE_MAX as usize];
+    // why: length <= DEBUG_WRITE_MAX, checked above.
+    let text = &mut buffer[..length as usize];
+    Cpu::copy_from_user(text, pointer).map_err(|_| Error::BadAddress)?;
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    match core::str::from_utf8(text) {
+        Ok(text) => crate::println!("{text}"),
+        Err(_) => crate::println!("(debug_write: {} bytes, not UTF-8)", text.len()),
+    }
+    Ok(length)
+}
+
+fn exit(code: u64) -> Result<u64, Error> {
+    if let Some(process) = sched::current_process() {
+        // why: the code is an `i64` passed in a register; reinterpreting keeps negatives.
+        process.record_exit(code as i64);
+        // Dropped here: `exit_current` never returns, so nothing later would drop it.
+        drop(process);
+    }
+    crate::proc::exit_current()
+}
+
+/// `thread_write_registers` for the calling thread (`thread == 0`): decode, let the arch
+/// crate validate and apply, all or nothing.
+///
+/// Weak spot: for the calling thread the FPU control and status words are validated and
+/// stored in its saved FPU state, but the live FPU registers are saved over them at the
+/// next switch, so they do not take effect; writing another (stopped) thread's registers,
+/// which would apply them, is not offered.
+fn write_registers(
+    frame: &mut TrapFrame,
+    thread: u64,
+    pointer: u64,
+    length: u64,
+) -> Result<(), Error> {
+    if thread != 0 || length != UserRegisters::SIZE as u64 {
+        return Err(Error::InvalidArgument);
+    }
+    if !user_range_ok(pointer, length) {
+        return Err(Error::BadAddress);
+    }
+    let mut bytes = [0u8; UserRegisters::SIZE];
+    Cpu::copy_from_user(&mut bytes, pointer).map_err(|_| Error::BadAddress)?;
+    let mut words = [0u64; UserRegisters::WORDS];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        *word = u64::from_le_bytes(le);
+    }
+    let image = UserRegisters::from_words(&words);
+    let registers = arch_api::UserRegisters {
+        instruction_pointer: image.instruction_pointer,
+        stack_pointer: image.stack_pointer,
+        flags: image.flags,
+        general: image.general,
+        fpu_control: image.fpu_control,
+        fpu_status: image.fpu_status,
+    };
+    sched::with_current_fpu(|fpu| Cpu::write_user_registers(frame, fpu, &registers))
+        .ok_or(Error::InvalidArgument)?
+        .map_err(|_| Error::InvalidArgument)
+}
+
+/// Decode a `memory_map`/`memory_unmap` range into its page count.
+fn page_range(address: u64, length: u64) -> Result<u64, Error> {
+    if !address.is_multiple_of(PAGE_SIZE) || !length.is_multiple_of(PAGE_SIZE) || length == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    if !user_range_ok(address, length) {
+        return Err(Error::BadAddress);
+    }
+    Ok(length / PAGE_SIZE)
+}
+
+fn memory_map(address: u64, length: u64, flags: u64) -> Result<u64, Error> {
+    let pages = page_range(address, length)?;
+    if flags & !(MAP_WRITE | MAP_EXECUTE) != 0 || flags == MAP_WRITE | MAP_EXECUTE {
+        return Err(Error::InvalidArgument);
+    }
+    if pages > crate::obj::process::QUOTA_PAGES as u64 {
+        return Err(Error::OutOfMemory);
+    }
+    let flags = arch_api::PageFlags {
+        writable: flags & MAP_WRITE != 0,
+        executable: flags & MAP_EXECUTE != 0,
+        user: true,
+        device: false,
+    };
+    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    process.map_anonymous(address, pages, flags)?;
+    Ok(0)
+}
+
+fn memory_unmap(address: u64, length: u64) -> Result<u64, Error> {
+    let pages = page_range(address, length)?;
+    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    process.unmap_anonymous(address, pages)?;
+    Ok(0)
+}
+
+/// The system-call entry (`keel_syscall`, straight from the arch crate's entry): the calls
+/// that read no argument and cannot fail are finished here, in a small frame, before any
+/// decoding; everything else goes to [`dispatch`] (which handles these two the same way).
+/// `yield` writes its results before it switches away: nothing reads them meanwhile.
+#[inline(always)]
+pub fn enter(frame: &mut TrapFrame) {
+    let number = frame.syscall_number();
+    if number == Syscall::Null.number() {
+        frame.set_syscall_results(0, 0);
+    } else if number == Syscall::Yield.number() {
+        frame.set_syscall_results(0, 0);
+        sched::yield_now();
+        // A thread killed while it yielded ends before it runs user code again (one
+        // relaxed load when no kill is pending).
+        crate::proc::exit_if_killed();
+    } else if number == Syscall::Call.number() && ipc::fast::fast_candidate(frame) {
+        // The IPC fast paths, each in its own function (tail-called), so the `null`/`yield`
+        // path keeps its small frame; a message beyond the registers goes straight to
+        // `dispatch`.
+        ipc_call(frame);
+    } else if number == Syscall::ReplyRecv.number() && ipc::fast::fast_candidate(frame) {
+        ipc_reply_recv(frame);
+    } else if number == Syscall::Signal.number() {
+        ipc_signal(frame);
+    } else if number == Syscall::Wait.number() {
+        ipc_wait(frame);
+    } else {
+        dispatch(frame);
+        finish();
+    }
+}
+
+/// The end of every call but `null` and `yield`: deferred object work, the log reader,
+/// a killed thread (see the module docs).
+#[inline(always)]
+pub fn finish() {
+    if pending::any() {
+        ipc::run_pending();
+    }
+    system::signal_log();
+    crate::proc::exit_if_killed();
+}
+
+/// `call`: the fast path, or (`false`: nothing changed) the general one.
+#[inline(never)]
+fn ipc_call(frame: &mut TrapFrame) {
+    if ipc::fast::fast_call(frame) {
+        // A thread killed while it was blocked here ends before it runs user code again.
+        crate::proc::exit_if_killed();
+    } else {
+        dispatch(frame);
+        finish();
+    }
+}
+
+/// `reply_recv`: the fast path, or the general one.
+#[inline(never)]
+fn ipc_reply_recv(frame: &mut TrapFrame) {
+    if ipc::fast::fast_reply_recv(frame) {
+        // A thread killed while it was blocked here ends before it runs user code again.
+        crate::proc::exit_if_killed();
+    } else {
+        dispatch(frame);
+        finish();
+    }
+}
+
+/// `signal`: the fast path, or the general one.
+#[inline(never)]
+fn ipc_signal(frame: &mut TrapFrame) {
+    if ipc::fast::fast_signal(frame) {
+        // A thread killed while it was blocked here ends before it runs user code again.
+        crate::proc::exit_if_killed();
+    } else {
+        dispatch(frame);
+        finish();
+    }
+}
+
+/// `wait`: the fast path, or the general one.
+#[inline(never)]
+fn ipc_wait(frame: &mut TrapFrame) {
+    if ipc::fast::fast_wait(frame) {
+        // A thread killed while it was blocked here ends before it runs user code again.
+        crate::proc::exit_if_killed();
+    } else {
+        dispatch(frame);
+        finish();
+    }
+}

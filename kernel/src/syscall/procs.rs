@@ -1,0 +1,323 @@
+//! Process, thread, interrupt and device system calls (`abi` numbers `0x20..=0x2b` and
+//! the test-only `0x41`): processes spawned from memory-region
+//! capabilities, thread capabilities, priorities, IRQ lines and device ranges.
+//!
+//! # Killing
+//! A killed thread is marked and, if blocked, made ready; it ends at the next point where
+//! it is about to return to user mode with nothing held on its kernel stack
+//! ([`crate::proc::exit_if_killed`]: after a system call, after a timer preemption, before its
+//! first entry). So it never runs user code again, and its blocking call unwinds normally
+//! (IPC state is cleaned by the exit path).
+//!
+//! # Priorities
+//! A thread may give another thread (or a new process) at most its own priority, so a
+//! process can never raise itself above what it was given.
+//!
+//! # I/O ports
+//! `port_in` / `port_out` are system calls checked against the capability's range rather
+//! than a TSS I/O-permission bitmap: nothing per process to switch on every address-space
+//! switch, one uniform check for both directions; the cost, a system call per access, is
+//! fine for the slow devices (UART, PIT, CMOS) user drivers use ports for.
+//!
+//! Weak spots: a process's threads are found by a scan of the thread table when it is
+//! killed; at most [`MAX_THREADS_PER_PROCESS`] threads per process.
+
+use alloc::sync::Arc;
+
+use abi::{Error, Handle, MAX_SPAWN_CAPS, PAGE_SIZE, PRIORITY_LEVELS, Rights};
+use arch_api::{Devices, USER_END, USER_START};
+use kcore::runqueue::Priority;
+
+use crate::obj::{Object, Process, ThreadRef, kind};
+use crate::proc::{self, LoadError};
+use crate::task::sched;
+use crate::{Cpu, irq};
+
+/// Threads one process may have at once (so no process takes every thread slot).
+pub const MAX_THREADS_PER_PROCESS: usize = 16;
+
+fn current() -> Result<Arc<Process>, Error> {
+    sched::current_process().ok_or(Error::InvalidArgument)
+}
+
+/// A requested priority: below [`PRIORITY_LEVELS`] and not above the caller's own.
+fn priority(raw: u64) -> Result<Priority, Error> {
+    if raw >= PRIORITY_LEVELS {
+        return Err(Error::InvalidArgument);
+    }
+    // why: below PRIORITY_LEVELS (32), so it fits a u8.
+    let wanted = Priority::new(raw as u8).ok_or(Error::InvalidArgument)?;
+    if wanted > sched::current_priority() {
+        return Err(Error::PermissionDenied);
+    }
+    Ok(wanted)
+}
+
+fn load_error(error: LoadError) -> Error {
+    match error {
+        LoadError::NoModule | LoadError::Elf(_) => Error::InvalidArgument,
+        LoadError::Map(arch_api::MapError::OutOfMemory) | LoadError::Thread(_) => {
+            Error::OutOfMemory
+        }
+        LoadError::Map(_) => Error::InvalidArgument,
+    }
+}
+
+/// `process_spawn(memory, caps_pointer, caps_count, priority, argument)`.
+pub fn process_spawn(
+    memory: u64,
+    caps_pointer: u64,
+    caps_count: u64,
+    priority_raw: u64,
+    argument: u64,
+) -> Result<u64, Error> {
+    let parent = current()?;
+    let image = parent
+        .caps
+        .lookup::<kind::Memory>(Handle::from_raw(memory), Rights::READ)?;
+    if caps_count > MAX_SPAWN_CAPS {
+        return Err(Error::InvalidArgument);
+    }
+    let priority = priority(priority_raw)?;
+    // The listed capabilities, looked up (and rights-checked) before anything is made.
+    let mut raw = [0u8; MAX_SPAWN_CAPS as usize * 8];
+    // why: caps_count <= MAX_SPAWN_CAPS, checked above.
+    let raw = &mut raw[..caps_count as usize * 8];
+    if !raw.is_empty() {
+        let in_range = caps_pointer >= USER_START
+            && caps_pointer
+                .checked_add(raw.len() as u64)
+                .is_some_and(|end| end <= USER_END);
+        if !in_range {
+            return Err(Error::BadAddress);
+        }
+        <Cpu as arch_api::Paging>::copy_from_user(raw, caps_pointer)
+            .map_err(|_| Error::BadAddress)?;
+    }
+    let mut listed = alloc::vec::Vec::with_capacity(raw.len() / 8);
+    for chunk in raw.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let handle = Handle::from_raw(u64::from_le_bytes(word));
+        listed.push(parent.caps.get(handle, Rights::GRANT)?);
+    }
+    if parent.caps.free_slots() == 0 {
+        return Err(Error::NoSpace);
+    }
+    let charge = parent.caps.charge()?;
+    // A whole boot module names its process (`ps`); anything else takes the parent's name.
+    let name = crate::boot::module_name_of(image.bytes()).unwrap_or(parent.name);
+    let (child, thread) =
+        proc::spawn_at(name, image.bytes(), argument, priority).map_err(load_error)?;
+    // The child cannot run before this call returns (the kernel is not preempted).
+    let filled = (|| {
+        let serial = sched::serial_of(thread).ok_or(Error::OutOfMemory)?;
+        child.caps.insert(
+            Object::Thread(ThreadRef { id: thread, serial }),
+            Rights::CONTROL,
+        )?;
+        for capability in listed {
+            child.caps.insert_capability(capability)?;
+        }
+        parent
+            .caps
+            .insert(Object::Process(child.clone()), Rights::ALL)
+    })();
+    match filled {
+        Ok(handle) => {
+            child.set_charge(charge);
+            Ok(handle.raw())
+        }
+        Err(error) => {
+            // Its only thread ends before it runs; the process is torn down with it.
+            proc::kill(&child);
+            Err(error)
+        }
+    }
+}
+
+/// `process_kill(process)`.
+pub fn process_kill(handle: u64) -> Result<u64, Error> {
+    let target = current()?
+        .caps
+        .find::<kind::Process>(handle, Rights::CONTROL)?;
+    proc::kill(&target);
+    Ok(0)
+}
+
+/// `process_bind_death(process, notification, bits)`.
+pub fn process_bind_death(handle: u64, notification: u64, bits: u64) -> Result<u64, Error> {
+    let caller = current()?;
+    let target = caller.caps.find::<kind::Process>(handle, Rights::CONTROL)?;
+    let notification = caller
+        .caps
+        .find::<kind::Notification>(notification, Rights::SIGNAL)?;
+    if bits == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    drop(caller);
+    proc::bind_death(&target, notification, bits);
+    Ok(0)
+}
+
+/// `process_status(process)`.
+pub fn process_status(handle: u64) -> Result<u64, Error> {
+    let target = current()?
+        .caps
+        .find::<kind::Process>(handle, Rights::READ)?;
+    Ok(target.status().encode())
+}
+
+/// `thread_create(entry, stack, argument, priority)`.
+pub fn thread_create(
+    entry: u64,
+    stack: u64,
+    argument: u64,
+    priority_raw: u64,
+) -> Result<u64, Error> {
+    let caller = current()?;
+    let user = USER_START..USER_END;
+    if !user.contains(&entry) || !(USER_START..=USER_END).contains(&stack) {
+        return Err(Error::BadAddress);
+    }
+    if !stack.is_multiple_of(16) {
+        return Err(Error::InvalidArgument);
+    }
+    let priority = priority(priority_raw)?;
+    if caller.live_threads() >= MAX_THREADS_PER_PROCESS {
+        return Err(Error::OutOfMemory);
+    }
+    if caller.caps.free_slots() == 0 {
+        return Err(Error::NoSpace);
+    }
+    caller.add_thread();
+    let start = crate::task::thread::Start::User {
+        entry,
+        stack,
+        argument,
+    };
+    let id = match sched::spawn(caller.name, priority, start, Some(caller.clone()), true) {
+        Ok(id) => id,
+        Err(_) => {
+            caller.thread_exited();
+            return Err(Error::OutOfMemory);
+        }
+    };
+    let serial = sched::serial_of(id).ok_or(Error::OutOfMemory)?;
+    let thread = ThreadRef { id, serial };
+    match caller.caps.insert(Object::Thread(thread), Rights::ALL) {
+        Ok(handle) => Ok(handle.raw()),
+        Err(error) => {
+            sched::kill(id, serial);
+            Err(error)
+        }
+    }
+}
+
+/// `thread_kill(thread)`.
+pub fn thread_kill(handle: u64) -> Result<u64, Error> {
+    let thread = current()?
+        .caps
+        .find::<kind::Thread>(handle, Rights::CONTROL)?;
+    if sched::kill(thread.id, thread.serial) {
+        Ok(0)
+    } else {
+        Err(Error::PeerDied)
+    }
+}
+
+/// `thread_set_priority(thread, priority)`.
+pub fn thread_set_priority(handle: u64, priority_raw: u64) -> Result<u64, Error> {
+    let thread = current()?
+        .caps
+        .find::<kind::Thread>(handle, Rights::CONTROL)?;
+    let priority = priority(priority_raw)?;
+    if sched::set_priority(thread.id, thread.serial, priority) {
+        Ok(0)
+    } else {
+        Err(Error::PeerDied)
+    }
+}
+
+/// `irq_bind(irq, notification, bits)`.
+pub fn irq_bind(handle: u64, notification: u64, bits: u64) -> Result<u64, Error> {
+    let caller = current()?;
+    let line = caller.caps.find::<kind::Irq>(handle, Rights::CONTROL)?;
+    let notification = caller
+        .caps
+        .find::<kind::Notification>(notification, Rights::SIGNAL)?;
+    drop(caller);
+    irq::bind(line, notification, bits)?;
+    Ok(0)
+}
+
+/// `irq_ack(irq)`.
+pub fn irq_ack(handle: u64) -> Result<u64, Error> {
+    let line = current()?.caps.find::<kind::Irq>(handle, Rights::CONTROL)?;
+    irq::ack(line)?;
+    Ok(0)
+}
+
+/// The port and width of a `port_in` / `port_out`, checked against the capability.
+fn port_access(handle: u64, port: u64, width: u64, required: Rights) -> Result<(u16, u8), Error> {
+    let range = current()?
+        .caps
+        .lookup::<kind::IoPorts>(Handle::from_raw(handle), required)?;
+    if !matches!(width, 1 | 2 | 4) {
+        return Err(Error::InvalidArgument);
+    }
+    let port = u16::try_from(port).map_err(|_| Error::InvalidArgument)?;
+    let first = u64::from(range.first);
+    let end = first + u64::from(range.count);
+    if u64::from(port) < first || u64::from(port) + width > end {
+        return Err(Error::PermissionDenied);
+    }
+    // why: width is 1, 2 or 4.
+    Ok((port, width as u8))
+}
+
+/// `port_in(ports, port, width)`.
+pub fn port_in(handle: u64, port: u64, width: u64) -> Result<u64, Error> {
+    let (port, width) = port_access(handle, port, width, Rights::READ)?;
+    // The port lies in the range of an I/O-port capability with `READ` the caller holds
+    // (checked by `port_access`): the trait's contract.
+    let value = Cpu::port_read(port, width).ok_or(Error::InvalidArgument)?;
+    Ok(u64::from(value))
+}
+
+/// `port_out(ports, port, width, value)`.
+pub fn port_out(handle: u64, port: u64, width: u64, value: u64) -> Result<u64, Error> {
+    let (port, width) = port_access(handle, port, width, Rights::WRITE)?;
+    // why: only the low `width` bytes are written (documented).
+    let value = value as u32;
+    // The port lies in the range of an I/O-port capability with `WRITE` the caller holds
+    // (checked by `port_access`): the trait's contract.
+    if Cpu::port_write(port, width, value) {
+        Ok(0)
+    } else {
+        Err(Error::InvalidArgument)
+    }
+}
+
+/// `mmio_map(mmio, address)`.
+pub fn mmio_map(handle: u64, address: u64) -> Result<u64, Error> {
+    let caller = current()?;
+    // The type before the rights (as every lookup): an I/O-port capability (which never
+    // has MAP) is the wrong object, not a missing right.
+    let (range, rights) = caller
+        .caps
+        .lookup_rights::<kind::Mmio>(Handle::from_raw(handle), Rights::MAP)?;
+    let writable = rights.contains(Rights::WRITE);
+    if !address.is_multiple_of(PAGE_SIZE) {
+        return Err(Error::InvalidArgument);
+    }
+    let in_range = address >= USER_START
+        && address
+            .checked_add(range.length)
+            .is_some_and(|end| end <= USER_END);
+    if !in_range {
+        return Err(Error::BadAddress);
+    }
+    caller.map_device(address, range.base, range.length / PAGE_SIZE, writable)?;
+    Ok(0)
+}

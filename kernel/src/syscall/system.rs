@@ -1,0 +1,267 @@
+//! The system calls of the interactive system beyond IPC and processes:
+//! `system_info` (what `ps`, `mem`, `caps`, `cpu` and `uptime` show), `power_off`,
+//! `sleep`, `process_id` (abi numbers `0x30..=0x33`), and the kernel log's `log_bind` /
+//! `log_read` (`0x34`, `0x35`).
+//!
+//! `system_info` and `power_off` are guarded by capabilities of their own object types
+//! ([`Object::System`], [`Object::Power`]), which only the kernel makes: `init` receives
+//! one of each and passes them on to whom its manifest names.
+//!
+//! The kernel log: printing only marks the log readable (`crate::log`); [`signal_log`],
+//! called on the system-call exit and the timer tick, signals the bound reader.
+//!
+//! Weak spots: `system_info` takes the scheduler lock once per thread record and a
+//! process's page-list lock for its page count (system calls, never the trap path); one
+//! CPU is reported.
+
+use abi::{Error, Handle, ObjectType, Rights, SLEEP_MAX_TICKS, sysinfo};
+use arch_api::{ExitCode, Platform, USER_END, USER_START};
+
+use crate::obj::kind;
+use crate::sync::{Lock, level};
+use crate::task::sched::{self, MAX_THREADS};
+use crate::task::thread::State;
+use crate::{Cpu, mm, time};
+
+fn caller() -> Result<alloc::sync::Arc<crate::obj::Process>, Error> {
+    sched::current_process().ok_or(Error::InvalidArgument)
+}
+
+/// `system_info(system, what, index, buffer, words)`.
+pub fn system_info(
+    system: u64,
+    what: u64,
+    index: u64,
+    buffer: u64,
+    words: u64,
+) -> Result<u64, Error> {
+    caller()?
+        .caps
+        .lookup::<kind::System>(Handle::from_raw(system), Rights::READ)?;
+    if words > sysinfo::WORDS_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let mut record = [0u64; sysinfo::WORDS_MAX as usize];
+    let filled = match what {
+        sysinfo::SUMMARY => summary(&mut record),
+        sysinfo::THREAD => thread(index, &mut record),
+        sysinfo::MODULE => module(index, &mut record),
+        sysinfo::CAPS => caps(index, &mut record),
+        sysinfo::CPU => cpu(index, &mut record),
+        _ => return Err(Error::InvalidArgument),
+    };
+    // why: words <= WORDS_MAX (64), checked above.
+    let count = filled.min(words as usize);
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut bytes = [0u8; sysinfo::WORDS_MAX as usize * 8];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(&record[..count]) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    let length = count as u64 * 8;
+    let in_range = buffer >= USER_START
+        && buffer
+            .checked_add(length)
+            .is_some_and(|end| end <= USER_END);
+    if !in_range {
+        return Err(Error::BadAddress);
+    }
+    <Cpu as arch_api::Paging>::copy_to_user(buffer, &bytes[..count * 8])
+        .map_err(|_| Error::BadAddress)?;
+    Ok(count as u64)
+}
+
+fn summary(record: &mut [u64]) -> usize {
+    use sysinfo::summary::*;
+    let free = mm::frames::free_frames();
+    record[TICKS] = time::ticks();
+    record[TIMER_HZ] = u64::from(time::TIMER_HZ);
+    record[FREE_FRAMES] = free;
+    record[TOTAL_FRAMES] = crate::proc::init::total_frames().max(free);
+    record[KERNEL_HEAP] = mm::heap::allocated_bytes() as u64;
+    record[THREAD_SLOTS] = MAX_THREADS as u64;
+    record[CPUS] = 1;
+    WORDS
+}
+
+fn thread(index: u64, record: &mut [u64]) -> usize {
+    use sysinfo::thread::*;
+    let Ok(id) = usize::try_from(index) else {
+        return 0;
+    };
+    if id == 0 || id >= MAX_THREADS {
+        return 0;
+    }
+    let Some((name, state, priority, ticks, process)) = sched::describe(id) else {
+        return 0;
+    };
+    record[ID] = id as u64;
+    record[STATE] = match state {
+        State::Ready => 0,
+        State::Running => 1,
+        State::Blocked => 2,
+        State::Dead => 3,
+    };
+    record[PRIORITY] = u64::from(priority.level());
+    record[CPU_TICKS] = ticks;
+    if let Some(process) = process {
+        record[PROCESS] = process.id;
+        record[PAGES] = process.pages() as u64;
+    }
+    let [first, second] = sysinfo::pack_name(name);
+    record[NAME] = first;
+    record[NAME + 1] = second;
+    WORDS
+}
+
+fn module(index: u64, record: &mut [u64]) -> usize {
+    use sysinfo::module::*;
+    let Some((_, size, name)) = usize::try_from(index)
+        .ok()
+        .and_then(|index| crate::boot::modules().nth(index))
+    else {
+        return 0;
+    };
+    record[SIZE] = size;
+    let [first, second] = sysinfo::pack_name(name);
+    record[NAME] = first;
+    record[NAME + 1] = second;
+    WORDS
+}
+
+fn caps(pid: u64, record: &mut [u64]) -> usize {
+    use sysinfo::cap::*;
+    let process = (1..MAX_THREADS).find_map(|id| {
+        let (_, _, _, _, process) = sched::describe(id)?;
+        process.filter(|process| process.id == pid)
+    });
+    let Some(process) = process else {
+        return 0;
+    };
+    let mut list =
+        [(0u32, ObjectType::Endpoint, Rights::NONE); sysinfo::WORDS_MAX as usize / WORDS];
+    let count = process.caps.list(&mut list);
+    for (chunk, (slot, kind, rights)) in record.chunks_exact_mut(WORDS).zip(&list[..count]) {
+        chunk[SLOT] = u64::from(*slot);
+        chunk[TYPE_RIGHTS] = *kind as u64 | u64::from(rights.bits()) << 32;
+    }
+    count * WORDS
+}
+
+fn cpu(index: u64, record: &mut [u64]) -> usize {
+    use sysinfo::cpu::*;
+    if index != 0 {
+        return 0;
+    }
+    record[ID] = 0;
+    record[SWITCHES] = crate::stats::counter(abi::BenchCounter::Switches);
+    record[TICKS] = time::ticks();
+    let [first, second] = sysinfo::pack_name(Cpu::NAME);
+    record[NAME] = first;
+    record[NAME + 1] = second;
+    WORDS
+}
+
+/// `power_off(power, code)`.
+pub fn power_off(power: u64, code: u64) -> Result<u64, Error> {
+    caller()?
+        .caps
+        .lookup::<kind::Power>(Handle::from_raw(power), Rights::CONTROL)?;
+    crate::log::undefer_log();
+    crate::println!("keel: power off requested (code {code})");
+    Cpu::power_off(if code == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::TestFailed
+    })
+}
+
+/// `sleep(ticks)`.
+pub fn sleep(ticks: u64) -> Result<u64, Error> {
+    if ticks == 0 || ticks > SLEEP_MAX_TICKS {
+        return Err(Error::InvalidArgument);
+    }
+    sched::sleep(ticks);
+    Ok(0)
+}
+
+/// `process_id(process)`.
+pub fn process_id(handle: u64) -> Result<u64, Error> {
+    let process = caller()?
+        .caps
+        .lookup::<kind::Process>(Handle::from_raw(handle), Rights::READ)?;
+    Ok(process.id)
+}
+
+/// Who is told when deferred kernel log arrives (`log_bind`).
+static LOG_TARGET: Lock<Option<(alloc::sync::Arc<crate::obj::Notification>, u64)>> =
+    Lock::new(level::LOG_TARGET, None);
+
+/// The caller holds the console UART's register capability with `WRITE`.
+fn console_holder(handle: u64) -> Result<(), Error> {
+    let caller = caller()?;
+    let handle = Handle::from_raw(handle);
+    match caller.caps.lookup::<kind::IoPorts>(handle, Rights::WRITE) {
+        Err(Error::InvalidArgument) => caller
+            .caps
+            .lookup::<kind::Mmio>(handle, Rights::WRITE)
+            .map(|_| ()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// `log_bind(console, notification, bits)`.
+pub fn log_bind(console: u64, notification: u64, bits: u64) -> Result<u64, Error> {
+    console_holder(console)?;
+    let notification = caller()?
+        .caps
+        .lookup::<kind::Notification>(Handle::from_raw(notification), Rights::SIGNAL)?;
+    if bits == 0 {
+        return Err(Error::InvalidArgument);
+    }
+    let old = LOG_TARGET.lock().replace((notification, bits));
+    drop(old);
+    crate::log::defer_log();
+    // Whatever was deferred before this binding is waiting.
+    signal_target();
+    Ok(0)
+}
+
+/// `log_read(console, buffer, length)`.
+pub fn log_read(console: u64, buffer: u64, length: u64) -> Result<u64, Error> {
+    console_holder(console)?;
+    let mut chunk = [0u8; 512];
+    let length = usize::try_from(length)
+        .unwrap_or(usize::MAX)
+        .min(chunk.len());
+    let in_range = buffer >= USER_START
+        && buffer
+            .checked_add(length as u64)
+            .is_some_and(|end| end <= USER_END);
+    if !in_range {
+        return Err(Error::BadAddress);
+    }
+    let count = crate::log::take_log(&mut chunk[..length]);
+    if count > 0 {
+        <Cpu as arch_api::Paging>::copy_to_user(buffer, &chunk[..count])
+            .map_err(|_| Error::BadAddress)?;
+    }
+    Ok(count as u64)
+}
+
+/// Signal the log reader if lines arrived since it was last signalled. One load when none
+/// did. Called with no lock held.
+#[inline(always)]
+pub fn signal_log() {
+    if crate::log::take_readable() {
+        signal_target();
+    }
+}
+
+fn signal_target() {
+    let target = LOG_TARGET.lock().clone();
+    if let Some((notification, bits)) = target {
+        crate::ipc::signal_object(&notification, bits);
+    }
+}

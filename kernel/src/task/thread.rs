@@ -1,0 +1,134 @@
+//! Threads: what the scheduler switches between (DESIGN.md §2). A thread owns a kernel
+//! stack, the kernel context saved when it is switched away from, and its FPU state; a
+//! user thread also belongs to a [`Process`].
+
+use alloc::sync::Arc;
+
+use arch_api::{KernelStack, Threads};
+use kcore::runqueue::Priority;
+
+use crate::Cpu;
+use crate::obj::Process;
+
+pub type Context = <Cpu as Threads>::Context;
+pub type FpuState = <Cpu as Threads>::FpuState;
+pub type TrapFrame = <Cpu as Threads>::TrapFrame;
+
+/// A thread's place in the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// In the run queue (or the idle thread, waiting to be picked).
+    Ready,
+    Running,
+    /// Waiting for its wake-up tick.
+    Blocked,
+    /// Finished; its stack is freed once the scheduler has switched away from it.
+    Dead,
+}
+
+/// What a thread runs when it first starts.
+#[derive(Clone, Copy)]
+pub enum Start {
+    /// A kernel thread: `entry(argument)`, then exit.
+    Kernel { entry: fn(usize), argument: usize },
+    /// A user thread: enter user mode at `entry` on `stack` with `argument`.
+    User {
+        entry: u64,
+        stack: u64,
+        argument: u64,
+    },
+}
+
+pub struct Thread {
+    pub id: usize,
+    pub name: &'static str,
+    pub priority: Priority,
+    pub state: State,
+    pub stack: KernelStack,
+    pub context: Context,
+    pub fpu: FpuState,
+    pub start: Start,
+    /// The process of a user thread.
+    pub process: Option<Arc<Process>>,
+    /// The tick at which a sleeping thread becomes ready again.
+    pub wake_at: Option<u64>,
+    /// Unique over the kernel's life (ids are reused): what a thread capability names.
+    pub serial: u64,
+    /// Killed (`thread_kill`, `process_kill`): ends before it runs user code again.
+    pub killed: bool,
+    /// Timer ticks taken while it was running (`ps`).
+    pub cpu_ticks: u64,
+}
+
+/// The next thread serial.
+static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+impl Thread {
+    pub fn new(
+        id: usize,
+        name: &'static str,
+        priority: Priority,
+        stack: KernelStack,
+        start: Start,
+        process: Option<Arc<Process>>,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            priority,
+            state: State::Ready,
+            stack,
+            context: Cpu::prepare_context(stack, thread_start, id),
+            fpu: Cpu::initial_fpu_state(),
+            start,
+            process,
+            wake_at: None,
+            serial: NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+            killed: false,
+            cpu_ticks: 0,
+        }
+    }
+}
+
+/// Where every thread begins, on its own kernel stack, with interrupts masked.
+extern "C" fn thread_start(id: usize) -> ! {
+    super::sched::after_switch();
+    // The first thread to run has left the boot stack for good: the loader's memory can go.
+    crate::mm::reclaim_boot_memory();
+    // Killed before it ever ran: it holds no IPC state yet.
+    if super::sched::current_killed() {
+        super::sched::exit_current();
+    }
+    match super::sched::start_of(id) {
+        Some(Start::Kernel { entry, argument }) => {
+            entry(argument);
+            super::sched::exit_current()
+        }
+        Some(Start::User {
+            entry,
+            stack,
+            argument,
+        }) => enter_user(entry, stack, argument),
+        None => super::sched::exit_current(),
+    }
+}
+
+/// The first entry of a user thread into user mode (on its own kernel stack; its address
+/// space is already active).
+fn enter_user(entry: u64, stack: u64, argument: u64) -> ! {
+    let kernel_stack = super::sched::current_stack().expect("a user thread has a kernel stack");
+    let frame = (kernel_stack.top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
+    // SAFETY: the frame slot is the top of this thread's own kernel stack, which is mapped,
+    // suitably aligned (the stack top is page-aligned and the frame size a multiple of 16)
+    // and not used by anything above this function's own frame, which lies lower.
+    unsafe {
+        frame.write(<TrapFrame as arch_api::TrapFrame>::new_user(
+            entry, stack, argument,
+        ))
+    };
+    crate::stats::mark_user_entry();
+    // SAFETY: the frame lies at the top of the current thread's kernel stack, was made by
+    // `new_user`, and the scheduler activated the thread's address space before switching
+    // to it.
+    unsafe { Cpu::enter_user(frame) }
+}
