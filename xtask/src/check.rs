@@ -152,6 +152,7 @@ fn clippy_runs(workspace: &Workspace) -> Vec<ClippyRun> {
             &mut command,
             &["kernel", arch_crate, "arch-api", "kcore", "abi"],
         );
+        command.args(["--features", "kernel/testing"]);
         runs.push(ClippyRun {
             what: format!(
                 "kernel, {arch_crate}, arch-api, kcore, abi for {}",

@@ -197,6 +197,10 @@ fn cargo_build(
     for package in packages {
         command.args(["-p", package]);
     }
+    if kind == Kind::Kernel {
+        // The test build, for now always (DESIGN.md §9).
+        command.args(["--features", "kernel/testing"]);
+    }
     if release {
         command.arg("--release");
     }

@@ -128,6 +128,7 @@ fn enable_pan() -> bool {
 /// Whether PAN was turned on at boot.
 static PAN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
+#[cfg(feature = "testing")]
 pub fn pan_enabled() -> bool {
     PAN.load(core::sync::atomic::Ordering::Relaxed)
 }

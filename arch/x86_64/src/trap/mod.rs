@@ -53,6 +53,7 @@ pub mod vector {
     /// How many lines have a vector (0x40..0xE0).
     pub const EXTERNAL_LINES: u32 = 0xA0;
     /// A vector assigned to nothing, for the "unrouted interrupt" self-test.
+    #[cfg(feature = "testing")]
     pub const UNASSIGNED_TEST: u64 = 0xEF;
     /// Whether `vector` is a device line's.
     pub const fn is_external(vector: u64) -> bool {
