@@ -134,7 +134,7 @@ pub fn pan_enabled() -> bool {
 }
 
 /// The console PL011's physical base and length (0: unknown) and INTID ([`NO_INTID`]:
-/// none), for the core's device capabilities (issue 8).
+/// none), for the core's device capabilities.
 pub static CONSOLE_UART: AtomicU64 = AtomicU64::new(0);
 pub static CONSOLE_UART_LENGTH: AtomicU64 = AtomicU64::new(0);
 pub static CONSOLE_UART_INTID: AtomicU32 = AtomicU32::new(NO_INTID);
