@@ -130,7 +130,7 @@ mod tests {
         );
         assert_eq!(recorded.take(), Some(TrapCause::Breakpoint));
         assert_eq!(recorded.take(), None, "taking clears");
-        assert!(Fixup::at(u64::MAX, 0, false).covers(u64::MAX - 1) == false);
+        assert!(!Fixup::at(u64::MAX, 0, false).covers(u64::MAX - 1));
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl ExactSizeIterator for Pages {}
 impl FusedIterator for Pages {}
 
 const fn is_page_aligned(value: u64) -> bool {
-    value % PAGE_SIZE == 0
+    value.is_multiple_of(PAGE_SIZE)
 }
 
 #[cfg(test)]
