@@ -1,10 +1,10 @@
 //! Traps: the IDT, the entry stubs, the one [`TrapFrame`], and the dispatcher.
 //!
-//! Every vector enters through an assembly stub ([`entry`]), and `SYSCALL` through
-//! [`syscall`]; both build the same [`TrapFrame`] and call `dispatch::dispatch`, whose
-//! table says what the arch finishes itself (interrupts, NMIs, kernel faults covered by a
-//! [`fixup`]), what goes to the core (`keel_trap`: system calls and user exceptions) and
-//! what ends in the fatal report of [`report`].
+//! Every vector enters through an assembly stub ([`entry`]) that builds a [`TrapFrame`] and
+//! calls `dispatch::dispatch`, whose table says what the arch finishes itself (interrupts,
+//! NMIs, kernel faults covered by a [`fixup`]), what goes to the core (`keel_trap`: user
+//! exceptions) and what ends in the fatal report of [`report`]. `SYSCALL` enters through
+//! [`syscall`], which builds the same frame and calls the core's `keel_syscall` directly.
 
 pub mod dispatch;
 pub mod entry;
