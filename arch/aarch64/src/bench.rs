@@ -1,4 +1,4 @@
-//! Benchmark support (`arch_api::Bench`, issue 10): the PMU's instructions-retired event
+//! Benchmark support (`arch_api::Bench`): the PMU's instructions-retired event
 //! for user programs, and the virtual counter as a clock from kernel entry on.
 //!
 //! Under QEMU `-icount shift=0` event 0x08 counts guest instructions exactly (QEMU offers

@@ -128,12 +128,13 @@ fn enable_pan() -> bool {
 /// Whether PAN was turned on at boot.
 static PAN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
+#[cfg(feature = "testing")]
 pub fn pan_enabled() -> bool {
     PAN.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// The console PL011's physical base and length (0: unknown) and INTID ([`NO_INTID`]:
-/// none), for the core's device capabilities (issue 8).
+/// none), for the core's device capabilities.
 pub static CONSOLE_UART: AtomicU64 = AtomicU64::new(0);
 pub static CONSOLE_UART_LENGTH: AtomicU64 = AtomicU64::new(0);
 pub static CONSOLE_UART_INTID: AtomicU32 = AtomicU32::new(NO_INTID);

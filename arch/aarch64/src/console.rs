@@ -29,6 +29,7 @@ fn uart() -> Option<Pl011> {
 }
 
 /// Run `work` on the PL011, once it is mapped (the interrupt self-test).
+#[cfg(feature = "testing")]
 pub fn with_uart<R>(work: impl FnOnce(&Pl011) -> R) -> Option<R> {
     uart().map(|uart| work(&uart))
 }

@@ -11,7 +11,9 @@
 //! tree where Keel read it (the console UART), else level (the `virt` machine's default
 //! for its devices).
 
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+#[cfg(feature = "testing")]
+use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use arch_api::{Delivery, InterruptError};
 use spin::Once;
@@ -32,6 +34,7 @@ static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
 /// The console UART's line and trigger, from the device tree.
 static CONSOLE: Once<(u32, Trigger)> = Once::new();
 /// A line the self-test enables behind the core's back (0: none yet).
+#[cfg(feature = "testing")]
 static UNROUTED_TEST_LINE: AtomicU32 = AtomicU32::new(0);
 
 /// Remember the console UART's interrupt (early init).
@@ -66,10 +69,13 @@ fn check(line: u32) -> Result<(&'static Gic, &'static AtomicU8), InterruptError>
 }
 
 /// The self-test's trigger override: line (0: none) and 1 = level, 0 = edge.
+#[cfg(feature = "testing")]
 static TEST_TRIGGER_LINE: AtomicU32 = AtomicU32::new(0);
+#[cfg(feature = "testing")]
 static TEST_TRIGGER_LEVEL: AtomicU8 = AtomicU8::new(0);
 
 fn trigger_of(line: u32) -> Trigger {
+    #[cfg(feature = "testing")]
     if line == TEST_TRIGGER_LINE.load(Ordering::Relaxed) {
         return match TEST_TRIGGER_LEVEL.load(Ordering::Relaxed) {
             0 => Trigger::Edge,
@@ -85,6 +91,7 @@ fn trigger_of(line: u32) -> Trigger {
 /// Self-test: route a disabled `line` edge (`Some(false)`) or level (`Some(true)`)
 /// triggered, or as the device tree says (`None`), from its next enable on. Returns whether
 /// it is now level.
+#[cfg(feature = "testing")]
 pub fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
     let (_, state) = check(line).ok()?;
     if state.load(Ordering::Relaxed) & ENABLED != 0 {
@@ -161,6 +168,7 @@ pub fn deliver(gic: &Gic, acknowledged: Acknowledged) {
 }
 
 /// Make an enabled `line` pending at the distributor.
+#[cfg(feature = "testing")]
 pub fn raise(line: u32) -> bool {
     match check(line) {
         Ok((gic, _)) => {
@@ -173,6 +181,7 @@ pub fn raise(line: u32) -> bool {
 
 /// Enable, behind the core's back, the highest SPI nobody enabled and make it pending:
 /// the entry must count it and disable it again.
+#[cfg(feature = "testing")]
 pub fn raise_unrouted() -> bool {
     let Ok(gic) = controller() else {
         return false;
@@ -193,10 +202,13 @@ pub fn raise_unrouted() -> bool {
 }
 
 /// The console self-test's state: whether the PL011 loops back, and its saved CR.
+#[cfg(feature = "testing")]
 static LOOPBACK: AtomicU8 = AtomicU8::new(0);
+#[cfg(feature = "testing")]
 static SAVED_CONTROL: AtomicU32 = AtomicU32::new(0);
 
 /// Begin the console interrupt self-test (see `arch_api::InterruptSelfTest`).
+#[cfg(feature = "testing")]
 pub fn console_test_begin() -> Option<arch_api::ConsoleIrqSource> {
     let (loopback, saved) = crate::console::with_uart(|uart| uart.irq_test_begin())?;
     LOOPBACK.store(u8::from(loopback), Ordering::Relaxed);
@@ -208,15 +220,21 @@ pub fn console_test_begin() -> Option<arch_api::ConsoleIrqSource> {
     })
 }
 
+/// Part of the console interrupt self-test.
+#[cfg(feature = "testing")]
 pub fn console_test_send(byte: u8) {
     crate::console::write(&[byte]);
 }
 
+/// Part of the console interrupt self-test.
+#[cfg(feature = "testing")]
 pub fn console_test_clear() -> Option<u8> {
     let loopback = LOOPBACK.load(Ordering::Relaxed) != 0;
     crate::console::with_uart(|uart| uart.irq_test_clear(loopback)).flatten()
 }
 
+/// Part of the console interrupt self-test.
+#[cfg(feature = "testing")]
 pub fn console_test_end() {
     let saved = SAVED_CONTROL.load(Ordering::Relaxed);
     crate::console::with_uart(|uart| uart.irq_test_end(saved));

@@ -14,8 +14,8 @@
 //!   stacks and every exception saves its frame on the interrupted kernel stack.
 //! - **One trap frame, one dispatcher.** All sixteen vectors save the same
 //!   [`trap::TrapFrame`] and call one Rust function; assembly offsets are compile-time
-//!   checked against the struct. System calls and every exception from EL0 go to the core
-//!   (`keel_trap` upcall); a kernel exception is either covered by the exception-fixup table
+//!   checked against the struct. `svc #0` from EL0 goes to the core's `keel_syscall`
+//!   (a fast path), every other exception from EL0 to `keel_trap`; a kernel exception is either covered by the exception-fixup table
 //!   (user copies, self-tests) or a fatal report naming the thread.
 //! - **Never loop on exceptions.** A fault while reporting a fault prints one line and powers
 //!   off; a third one halts silently. Semihosting and PSCI calls that the machine does not
@@ -96,9 +96,8 @@ mod trap;
 mod upcall;
 
 use arch_api::{
-    Bench, ConsoleIrqSource, Delivery, EarlyError, EarlyInfo, ExitCode, FrameSource,
-    InterruptError, InterruptSelfTest, Interrupts, InvalidRegisters, KernelStack, MapError,
-    PageFlags, Paging, Platform, ProvokedTrap, SelfTest, Threads, TrapCause, UserAccessFault,
+    Bench, Delivery, EarlyError, EarlyInfo, ExitCode, FrameSource, InterruptError, Interrupts,
+    InvalidRegisters, KernelStack, MapError, PageFlags, Paging, Platform, Threads, UserAccessFault,
     UserRegisterWrite, UserRegisters,
 };
 
@@ -280,35 +279,56 @@ impl Paging for Cpu {
     }
 }
 
-impl SelfTest for Cpu {
-    fn provoke(trap: ProvokedTrap) -> Option<TrapCause> {
-        trap::fixup::take_recorded();
+#[cfg(feature = "testing")]
+impl arch_api::SelfTest for Cpu {
+    fn provoke(trap: arch_api::ProvokedTrap) -> Option<arch_api::TrapCause> {
+        use arch_api::ProvokedTrap;
+        use trap::fixup::probes;
         match trap {
-            // SAFETY: each routine is one faulting instruction under a fixup entry that
-            // resumes at its `ret`; they touch no memory but the reserved address.
-            ProvokedTrap::Breakpoint => unsafe { trap::fixup::keel_provoke_brk() },
-            // SAFETY: as above.
-            ProvokedTrap::Undefined => unsafe { trap::fixup::keel_provoke_udf() },
+            ProvokedTrap::Breakpoint => probes::under(|| {
+                // SAFETY: a leaf routine of one faulting instruction under a fixup entry
+                // that resumes at its `ret`; it touches no memory.
+                unsafe { probes::keel_provoke_brk() }
+            }),
+            ProvokedTrap::Undefined => probes::under(|| {
+                // SAFETY: as above, for its `udf`.
+                unsafe { probes::keel_provoke_udf() }
+            }),
             // AArch64 integer division by zero returns 0; there is no trap to provoke.
-            ProvokedTrap::DivideError => return None,
-            ProvokedTrap::KernelPageFault => {
-                // SAFETY: as above; the address is the device window's last page, which
-                // `mmu::DeviceWindow` never maps, so the load faults.
-                unsafe { trap::fixup::keel_provoke_load(mmu::RESERVED_TEST_ADDRESS) };
-            }
+            ProvokedTrap::DivideError => None,
+            ProvokedTrap::KernelPageFault => probes::under(|| {
+                // SAFETY: as above, for its load; the address is the device window's last
+                // page, which `mmu::DeviceWindow` never maps, so the load faults and reads
+                // nothing.
+                unsafe { probes::keel_provoke_load(mmu::RESERVED_TEST_ADDRESS) };
+            }),
         }
-        trap::fixup::take_recorded()
     }
 
-    fn provoke_user_access(address: u64) -> Option<TrapCause> {
-        trap::fixup::take_recorded();
-        // SAFETY: a single load under a fixup entry; a fault resumes after it.
-        unsafe { trap::fixup::keel_provoke_load(address) };
-        trap::fixup::take_recorded()
+    fn provoke_user_access(address: u64) -> Option<arch_api::TrapCause> {
+        if !arch_api::UserRange::is_user_address(address) {
+            return None;
+        }
+        trap::fixup::probes::under(|| {
+            // SAFETY: one load under a fixup entry from a user-half address (checked): it
+            // faults (PAN, or not mapped) and resumes after the load, or reads user memory,
+            // never kernel state.
+            unsafe { trap::fixup::probes::keel_provoke_load(address) };
+        })
     }
 
     fn user_access_protected() -> bool {
         boot::pan_enabled()
+    }
+
+    fn provoke_kernel_write(address: u64) -> Option<arch_api::TrapCause> {
+        paging::lookup_kernel(address)?;
+        trap::fixup::probes::under(|| {
+            // SAFETY: a mapped kernel address (checked); the probe stores back the word it
+            // just loaded (interrupts are masked in the kernel, so nothing changes it in
+            // between), and a fault resumes after the store through its fixup entry.
+            unsafe { trap::fixup::probes::keel_provoke_store(address) };
+        })
     }
 }
 
@@ -350,16 +370,6 @@ impl arch_api::KernelTables for Cpu {
     fn lookup_kernel(virtual_address: u64) -> Option<arch_api::pagetable::Translation> {
         paging::lookup_kernel(virtual_address)
     }
-
-    fn provoke_kernel_write(address: u64) -> Option<TrapCause> {
-        paging::lookup_kernel(address)?;
-        trap::fixup::take_recorded();
-        // SAFETY: a mapped kernel address (checked); the probe stores back the word it
-        // just loaded (interrupts are masked in the kernel, so nothing changes it in
-        // between), and a fault resumes after the store through its fixup entry.
-        unsafe { trap::fixup::keel_provoke_store(address) };
-        trap::fixup::take_recorded()
-    }
 }
 
 /// Device lines are GIC SPIs ([`interrupts`]).
@@ -395,8 +405,9 @@ impl Interrupts for Cpu {
 
 /// The PL011 raises its interrupt through loopback (or its transmit interrupt where the
 /// model has no loopback); lines are raised by setting them pending at the distributor.
-impl InterruptSelfTest for Cpu {
-    fn console_irq_test_begin() -> Option<ConsoleIrqSource> {
+#[cfg(feature = "testing")]
+impl arch_api::InterruptSelfTest for Cpu {
+    fn console_irq_test_begin() -> Option<arch_api::ConsoleIrqSource> {
         interrupts::console_test_begin()
     }
 

@@ -26,6 +26,7 @@ pub const WINDOW_SIZE: u64 = 1 << 30;
 /// A kernel address that is never mapped (the device window's last page: `map` always
 /// leaves a guard page above each mapping and never reaches it), for the self-test's
 /// kernel page fault.
+#[cfg(feature = "testing")]
 pub const RESERVED_TEST_ADDRESS: u64 = WINDOW_BASE + WINDOW_SIZE - PAGE;
 /// The HHDM covers at least the first 4 GiB (base revision 2), plus RAM above.
 const HHDM_MINIMUM: u64 = 4 << 30;

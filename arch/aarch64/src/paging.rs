@@ -10,8 +10,8 @@
 //!   updates"): `dsb ishst` before the walker may see a new entry; on removal `dsb ishst`,
 //!   `tlbi`, `dsb ish`, `isb`. New tables are zeroed before they are linked.
 //! - **User pages**: EL0 access bits, always PXN, UXN unless executable, W^X refused, nG so
-//!   the TLB tags them with the space's ASID; page 0 and every address at or above
-//!   [`USER_END`] are refused.
+//!   the TLB tags them with the space's ASID; every address outside the user half
+//!   ([`UserRange`]: page 0, and everything at or above `USER_END`) is refused.
 //! - **ASIDs** are 16-bit when ID_AA64MMFR0_EL1.ASIDBits says so (TCR_EL1.AS set), else
 //!   8-bit. ASID 0 belongs to the empty root TTBR0 holds when no user space is active. A
 //!   destroyed space's ASID is flushed (`tlbi aside1is`) before it can be reused.
@@ -22,8 +22,8 @@
 //!
 //! The walks themselves are the portable `arch_api::pagetable` walker, over [`Format`]
 //! (this architecture's descriptors) and [`HhdmTables`] (tables reached through the HHDM,
-//! cleaned for the walker); [`switch_to_kernel_tables`] builds the kernel's own TTBR1
-//! hierarchy (issue 7).
+//! cleaned for the walker by [`Hhdm`]); [`switch_to_kernel_tables`] switches to the
+//! kernel's own TTBR1 hierarchy, built by `arch_api::kernel_tables`.
 //!
 //! Weak spots: empty intermediate user tables are only freed by `destroy`; ASID exhaustion
 //! (more than 255 / 65535 live spaces) is reported as `OutOfMemory` instead of rolling over.
@@ -33,15 +33,15 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use aarch64_cpu::asm::barrier;
 use arch_api::{
     EarlyError, FrameSource, KERNEL_STACK_REGION, KernelLayout, KernelTablesReport, MapError,
-    PAGE_SIZE, PageFlags, USER_END, USER_START, UserAccessFault,
+    PAGE_SIZE, PageFlags, UserAccessFault, UserRange,
 };
 use spin::Mutex;
 
-use arch_api::pagetable::{self, EntryFormat, TableMemory, Walker};
+use arch_api::kernel_tables;
+use arch_api::pagetable::{self, EntryFormat, HhdmAccess, Walker};
 
 use crate::sysreg::{self, masked};
 
-const ENTRIES: u64 = 512;
 /// Output-address bits [47:12] of a descriptor.
 const ADDRESS: u64 = 0x0000_ffff_ffff_f000;
 /// Valid + table (levels 0–2) or page (level 3).
@@ -169,25 +169,6 @@ pub fn translate(address: u64) -> Option<u64> {
     (par & 1 == 0).then_some(par)
 }
 
-fn entry_pointer(table: u64, index: u64) -> *mut u64 {
-    (HHDM.load(Ordering::Relaxed) + table + index * 8) as *mut u64
-}
-
-fn read_entry(table: u64, index: u64) -> u64 {
-    // SAFETY: `table` is the physical address of a translation table (a root this module
-    // or the loader made, or an address taken from a table descriptor), in RAM the HHDM
-    // maps; reading it has no side effect.
-    unsafe { entry_pointer(table, index).read_volatile() }
-}
-
-fn write_entry(table: u64, index: u64, value: u64) {
-    let pointer = entry_pointer(table, index);
-    // SAFETY: as in `read_entry`; callers hold the lock of the tables they change (the
-    // kernel-table mutex or `&mut AddressSpace`) and order the write with barriers.
-    unsafe { pointer.write_volatile(value) };
-    clean(pointer as u64, 8);
-}
-
 /// Clean `[virt, virt + length)` to the point of coherency when the walker does not snoop
 /// the data cache.
 fn clean(virt: u64, length: u64) {
@@ -269,49 +250,41 @@ impl EntryFormat for Format {
     }
 }
 
-/// Translation tables in RAM, reached through the HHDM; new tables come from `frames`,
-/// zeroed and cleaned before they can be linked; every write is cleaned too when the
-/// walker does not snoop the caches.
-pub struct HhdmTables<'a> {
-    frames: Option<&'a mut dyn FrameSource>,
-    /// Tables handed out so far.
-    pub allocated: u64,
-}
+/// The AArch64 side of [`pagetable::HhdmTables`]: entries read and written through the
+/// HHDM, each write (and each new table) cleaned to the point of coherency when the walker
+/// does not snoop the caches, and new tables' zeroes made visible (`dsb ishst`) before
+/// they can be linked.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hhdm;
 
-impl<'a> HhdmTables<'a> {
-    pub fn growing(frames: &'a mut dyn FrameSource) -> Self {
-        Self {
-            frames: Some(frames),
-            allocated: 0,
-        }
+impl HhdmAccess for Hhdm {
+    fn offset(&self) -> u64 {
+        HHDM.load(Ordering::Relaxed)
     }
 
-    pub fn fixed() -> Self {
-        Self {
-            frames: None,
-            allocated: 0,
-        }
-    }
-}
-
-impl TableMemory for HhdmTables<'_> {
-    fn read(&self, table: u64, index: usize) -> u64 {
-        read_entry(table, index as u64 % ENTRIES)
+    fn read(&self, address: u64) -> u64 {
+        // SAFETY: `HhdmTables` passes the HHDM address of an entry of a translation table
+        // (a root this module or the loader made, or an address taken from a table
+        // descriptor), in RAM the HHDM maps, 8-aligned; reading it has no side effect.
+        unsafe { (address as *const u64).read_volatile() }
     }
 
-    fn write(&mut self, table: u64, index: usize, value: u64) {
-        write_entry(table, index as u64 % ENTRIES, value);
+    fn write(&self, address: u64, value: u64) {
+        // SAFETY: as in `read`; callers hold the lock of the tables they change (the
+        // kernel-table mutex or `&mut AddressSpace`) and order the write with barriers.
+        unsafe { (address as *mut u64).write_volatile(value) };
+        clean(address, 8);
     }
 
-    fn allocate_table(&mut self) -> Option<u64> {
-        let frame = self.frames.as_mut()?.alloc_zeroed_frame()?;
-        clean(HHDM.load(Ordering::Relaxed) + frame, PAGE_SIZE);
+    fn publish_table(&self, address: u64) {
+        clean(address, PAGE_SIZE);
         // The zeroes must be visible to the walker before the table is linked.
         barrier::dsb(barrier::ISHST);
-        self.allocated += 1;
-        Some(frame)
     }
 }
+
+/// Translation tables in RAM, reached through the HHDM ([`Hhdm`]).
+pub type HhdmTables<'a> = pagetable::HhdmTables<'a, Hhdm>;
 
 fn memory_attributes(flags: PageFlags) -> u64 {
     if flags.device {
@@ -368,100 +341,39 @@ pub fn unmap_kernel(virt: u64) -> Result<u64, MapError> {
     })
 }
 
-/// Build the kernel's own TTBR1 tables and switch to them (issue 7): the image section by
-/// section (text RX, rodata R+XN, data RW+XN; physical addresses read from the loader's
-/// tables, blocks included), the HHDM over `direct_map` (RW+XN, normal memory, 2 MiB
-/// blocks where aligned), and the pages Keel mapped in the kernel-stack region and the
-/// device window, copied entry by entry. Both hierarchies map the running code and stack
-/// to the same frames with the same memory type, so the switch is one TTBR1 write
-/// followed by a full invalidation of this VMID's TLB entries (kernel entries are global).
+/// Build the kernel's own TTBR1 tables ([`arch_api::kernel_tables::build`]: the image by
+/// section, the HHDM, the pages Keel mapped in the kernel-stack region and the device
+/// window) and switch to them. Both hierarchies map the running code and stack to the same
+/// frames with the same memory type, so the switch is one TTBR1 write followed by a full
+/// invalidation of this VMID's TLB entries (kernel entries are global).
 pub fn switch_to_kernel_tables(
     layout: &KernelLayout,
     direct_map: &[(u64, u64)],
     frames: &mut dyn FrameSource,
 ) -> Result<KernelTablesReport, EarlyError> {
-    let fail = EarlyError::Unsupported;
     let loader_root = kernel_root();
+    let stack_marker = 0u8;
+    let here = switch_to_kernel_tables as fn(_, _, _) -> _ as usize as u64;
     masked(|| {
         let _tables = KERNEL_TABLES.lock();
-        let mut memory = HhdmTables::growing(frames);
-        let new_root = memory.allocate_table().ok_or(EarlyError::OutOfMemory)?;
-        let mut tables = Walker::new(&mut memory, &Format, new_root);
-        for region in [
-            KERNEL_STACK_REGION,
-            crate::mmu::WINDOW_BASE..crate::mmu::WINDOW_BASE + crate::mmu::WINDOW_SIZE,
-        ] {
-            tables
-                .copy_pages_from(loader_root, region)
-                .map_err(|_| fail("cannot copy the kernel's own mappings into its new tables"))?;
-        }
-        let text = PageFlags {
-            executable: true,
-            ..PageFlags::default()
-        };
-        let data = PageFlags {
-            writable: true,
-            ..PageFlags::default()
-        };
-        for (range, flags) in [
-            (layout.text.clone(), text),
-            (layout.rodata.clone(), PageFlags::default()),
-            (layout.data.clone(), data),
-        ] {
-            let mut page = range.start & !(PAGE_SIZE - 1);
-            while page < range.end {
-                let physical = Walker::new(&mut *tables.memory, &Format, loader_root)
-                    .lookup(page)
-                    .ok_or(fail(
-                        "a page of the kernel image is not mapped by the loader",
-                    ))?
-                    .physical;
-                tables
-                    .map(page, physical, flags, 0, true)
-                    .map_err(|_| fail("cannot map the kernel image"))?;
-                page += PAGE_SIZE;
-            }
-        }
-        let mut direct_map_bytes = 0;
-        for &(base, length) in direct_map {
-            let virt = layout
-                .hhdm_offset
-                .checked_add(base)
-                .ok_or(fail("the HHDM wraps around"))?;
-            tables
-                .map_range(virt, base, length, data, true)
-                .map_err(|error| {
-                    fail(match error {
-                        MapError::OutOfMemory => "out of frames for the HHDM's tables",
-                        MapError::AlreadyMapped => "the HHDM overlaps another kernel mapping",
-                        _ => "the HHDM's addresses are not mappable",
-                    })
-                })?;
-            direct_map_bytes += length;
-        }
-        let stack_marker = 0u8;
-        let here = switch_to_kernel_tables as fn(_, _, _) -> _ as usize as u64;
-        for address in [here, core::ptr::from_ref(&stack_marker) as u64] {
-            let old = Walker::new(&mut *tables.memory, &Format, loader_root).lookup(address);
-            let new = tables.lookup(address);
-            if old.map(|t| t.physical) != new.map(|t| t.physical) {
-                return Err(fail(
-                    "the running code or boot stack would not be mapped by the kernel's tables",
-                ));
-            }
-        }
-        let table_frames = memory.allocated;
+        let report = kernel_tables::build(
+            &mut HhdmTables::growing(frames),
+            &Format,
+            loader_root,
+            layout,
+            direct_map,
+            &[
+                KERNEL_STACK_REGION,
+                crate::mmu::WINDOW_BASE..crate::mmu::WINDOW_BASE + crate::mmu::WINDOW_SIZE,
+            ],
+            &[here, core::ptr::from_ref(&stack_marker) as u64],
+        )?;
         // Every table write is complete before the walker may use the new root.
         barrier::dsb(barrier::ISH);
-        sysreg::write!("ttbr1_el1", new_root);
+        sysreg::write!("ttbr1_el1", report.kernel_root);
         // Drop every cached translation of the old tables (global kernel entries too).
         flush_all();
-        Ok(KernelTablesReport {
-            loader_root,
-            kernel_root: new_root,
-            table_frames,
-            direct_map_bytes,
-        })
+        Ok(report)
     })
 }
 
@@ -476,7 +388,9 @@ pub fn lookup_kernel(virt: u64) -> Option<pagetable::Translation> {
 
 /// What `space` maps at the user address `virt`.
 pub fn lookup_user(space: &AddressSpace, virt: u64) -> Option<pagetable::Translation> {
-    check_user(virt).ok()?;
+    if !UserRange::is_user_address(virt) {
+        return None;
+    }
     let mut memory = HhdmTables::fixed();
     Walker::new(&mut memory, &Format, space.root).lookup(virt)
 }
@@ -531,11 +445,10 @@ fn release_asid(asid: u16) {
     masked(|| ASIDS.lock()[asid / 64] &= !(1 << (asid % 64)));
 }
 
-fn check_user(virt: u64) -> Result<(), MapError> {
-    if !(USER_START..USER_END).contains(&virt) {
-        return Err(MapError::BadAddress);
-    }
-    Ok(())
+fn check_user_page(virt: u64) -> Result<(), MapError> {
+    UserRange::page(virt)
+        .map(|_| ())
+        .ok_or(MapError::BadAddress)
 }
 
 pub fn map_user(
@@ -545,7 +458,7 @@ pub fn map_user(
     flags: PageFlags,
     frames: &mut dyn FrameSource,
 ) -> Result<(), MapError> {
-    check_user(virt)?;
+    check_user_page(virt)?;
     let flags = PageFlags {
         user: true,
         ..flags
@@ -558,10 +471,7 @@ pub fn map_user(
 }
 
 pub fn unmap_user(space: &mut AddressSpace, virt: u64) -> Result<u64, MapError> {
-    if !virt.is_multiple_of(PAGE_SIZE) {
-        return Err(MapError::BadAddress);
-    }
-    check_user(virt)?;
+    check_user_page(virt)?;
     let mut memory = HhdmTables::fixed();
     let frame = Walker::new(&mut memory, &Format, space.root).unmap(virt)?;
     barrier::dsb(barrier::ISHST);
@@ -579,7 +489,7 @@ pub fn unmap_user(space: &mut AddressSpace, virt: u64) -> Result<u64, MapError> 
 /// Change one user page's permissions and drop its old translation (break-before-make is
 /// not needed: only permissions change, Arm ARM D8.16.1).
 pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Result<(), MapError> {
-    check_user(virt)?;
+    check_user_page(virt)?;
     let flags = PageFlags {
         user: true,
         ..flags
@@ -634,15 +544,11 @@ fn flush_all() {
     barrier::isb(barrier::SY);
 }
 
-/// Whether `[address, address + length)` lies in the user half without wrapping.
-fn user_range(address: u64, length: usize) -> bool {
-    address
-        .checked_add(length as u64)
-        .is_some_and(|end| end <= USER_END)
-}
-
 pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {
-    if !user_range(source, destination.len()) {
+    if destination.is_empty() {
+        return Ok(());
+    }
+    if UserRange::new(source, destination.len() as u64).is_none() {
         return Err(UserAccessFault);
     }
     // SAFETY: the destination is a live kernel slice of that length; the source is in the
@@ -659,7 +565,10 @@ pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAcc
 }
 
 pub fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), UserAccessFault> {
-    if !user_range(destination, source.len()) {
+    if source.is_empty() {
+        return Ok(());
+    }
+    if UserRange::new(destination, source.len() as u64).is_none() {
         return Err(UserAccessFault);
     }
     // SAFETY: as in `copy_from_user`, with STTR for the user stores.

@@ -59,14 +59,19 @@ register_structs! {
 /// All interrupt bits of IMSC/ICR.
 const ALL_INTERRUPTS: u32 = 0x7ff;
 /// Interrupt bits: receive, transmit, receive timeout.
+#[cfg(feature = "testing")]
 const RECEIVE_INTERRUPTS: u32 = (1 << 4) | (1 << 6);
+#[cfg(feature = "testing")]
 const TRANSMIT_INTERRUPT: u32 = 1 << 5;
 /// CR.LBE: internal loopback.
+#[cfg(feature = "testing")]
 const CR_LOOPBACK: u32 = 1 << 7;
 /// The byte `irq_test_begin` sends to find out whether loopback works: a carriage return,
 /// invisible where it leaves the machine.
+#[cfg(feature = "testing")]
 const PROBE: u8 = b'\r';
 /// Bound on the self-test's waits for a looped-back byte.
+#[cfg(feature = "testing")]
 const RECEIVE_POLLS: u32 = 100_000;
 /// The console's line rate; only used when the firmware left the UART unconfigured.
 const BAUD: u64 = 115_200;
@@ -129,7 +134,11 @@ impl Pl011 {
         // why: DR bits 0..8 are the data; bits 8..12 are error flags.
         Some(self.registers.dr.get() as u8)
     }
+}
 
+/// The interrupt self-test's part of the driver.
+#[cfg(feature = "testing")]
+impl Pl011 {
     /// Interrupt self-test: drain, switch on loopback, and find out with one probe byte
     /// whether it works; then enable only the interrupt a sent byte will raise (receive in
     /// loopback, else transmit). Returns whether loopback works. The control register's
@@ -197,7 +206,9 @@ impl Pl011 {
             self.registers.dr.get();
         }
     }
+}
 
+impl Pl011 {
     /// Wait until the last byte has left the shift register (before powering off).
     pub fn drain(&self) {
         // Bounded: a UART stuck busy must not stop a power-off.

@@ -112,13 +112,8 @@ pub fn prepare(stack: KernelStack, entry: extern "C" fn(usize) -> !, argument: u
     context.callee_saved[0] = entry as usize as u64;
     context.callee_saved[1] = argument as u64;
     context.link = thread_start as *const () as u64;
-    context.stack_pointer = user_frame_address(stack);
+    context.stack_pointer = stack.user_frame::<TrapFrame>() as u64;
     context
-}
-
-/// Where the user trap frame of a thread with kernel stack `stack` lives: at the top.
-pub fn user_frame_address(stack: KernelStack) -> u64 {
-    stack.top - size_of::<TrapFrame>() as u64
 }
 
 /// Save callee-saved registers and SP into `from`, load them from `to`, return into `to`.
@@ -304,17 +299,19 @@ const FPCR_USER_BITS: u64 = (1 << 26) | (1 << 25) | (1 << 24) | (0b11 << 22) | (
 /// FPSR fields: QC and the cumulative exception flags IDC, IXC, UFC, OFC, DZC, IOC.
 const FPSR_USER_BITS: u64 = (1 << 27) | (1 << 7) | 0b1_1111;
 
-/// Validate `registers` (issue 6's rules), then write them into `frame` and `fpu`.
+/// Validate `registers` (program counter in the user half, stack pointer in it or at its
+/// very top, only the flags and FP control/status bits user code may set itself), then
+/// write them into `frame` and `fpu`.
 pub fn write_user_registers(
     frame: &mut TrapFrame,
     fpu: &mut FpuState,
     registers: &arch_api::UserRegisters,
 ) -> Result<(), arch_api::InvalidRegisters> {
-    use arch_api::{InvalidRegisters, USER_END};
-    if registers.instruction_pointer >= USER_END {
+    use arch_api::{InvalidRegisters, UserRange};
+    if !UserRange::is_user_address(registers.instruction_pointer) {
         return Err(InvalidRegisters("PC outside the user half"));
     }
-    if registers.stack_pointer >= USER_END {
+    if !UserRange::is_user_stack_pointer(registers.stack_pointer) {
         return Err(InvalidRegisters("SP outside the user half"));
     }
     if registers.flags & !SPSR_USER_BITS != 0 {

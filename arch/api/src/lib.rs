@@ -8,15 +8,26 @@
 //! named set of `extern "Rust"` functions declared in each arch crate's `upcall` module and
 //! defined in the kernel's `upcall` module. There is no function-pointer registry.
 //!
-//! Weak spot (tracked in issues 5 and 6): the trap frame, kernel stacks and context switch
-//! of DESIGN.md §2 are not part of this trait yet; today the contract covers early boot,
-//! the console, the timer, idling and power-off.
+//! Besides the traits, the algorithms both architectures share live here, host-tested, with
+//! the architecture supplying only its register- and encoding-specific parts: the page-table
+//! walker and HHDM table access ([`pagetable`]), building the kernel's own tables
+//! ([`kernel_tables`]), exception fixups ([`fixup`]), the frame-pointer backtrace
+//! ([`backtrace`]) and user address ranges ([`UserRange`]).
+//!
+//! With the cargo feature `testing` (off by default) the contract also holds the hooks only
+//! the in-kernel test suite uses: [`SelfTest`] and [`InterruptSelfTest`].
 #![no_std]
 // No unsafe code here; the only `unsafe` items are the declarations of the `Threads`
 // methods whose callers carry duties (allowed where declared).
 #![deny(unsafe_code)]
 
+pub mod backtrace;
+pub mod fixup;
+pub mod kernel_tables;
 pub mod pagetable;
+mod user;
+
+pub use user::{Pages, UserRange};
 
 /// What the core learned from the boot protocol that an arch crate needs before anything
 /// else runs. Built by the kernel's `boot` module from the Limine responses.
@@ -126,8 +137,8 @@ pub trait Platform {
 }
 
 // ---------------------------------------------------------------------------------------
-// Threads, traps and address spaces (issues 5, 6 and 7). Each architecture implements
-// these for the same `arch::Cpu`; the core reaches them only through the traits.
+// Threads, traps and address spaces. Each architecture implements these for the same
+// `arch::Cpu`; the core reaches them only through the traits.
 // ---------------------------------------------------------------------------------------
 
 /// Size of every thread's kernel stack (DESIGN.md §2). An unmapped guard page lies directly
@@ -147,6 +158,10 @@ pub const USER_START: u64 = PAGE_SIZE;
 /// One past the last user address (the top of the lower half on both architectures).
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 
+/// Where the kernel image is linked (DESIGN.md §5): every kernel return address lies at or
+/// above it.
+pub const KERNEL_IMAGE_BASE: u64 = 0xffff_ffff_8000_0000;
+
 /// One thread's kernel stack: usable addresses `[base, top)`; `base - PAGE_SIZE` is the
 /// unmapped guard page. Allocated by the core in [`KERNEL_STACK_REGION`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +179,13 @@ impl KernelStack {
     /// Whether `address` lies in this stack's guard page.
     pub fn guard_contains(&self, address: u64) -> bool {
         (self.base.wrapping_sub(PAGE_SIZE)..self.base).contains(&address)
+    }
+
+    /// Where the thread's user trap frame `F` lives: at the very top of the stack (the
+    /// area [`Threads::prepare_context`] leaves free, and where a trap from user mode
+    /// lands). Only an address: nothing is read or written.
+    pub const fn user_frame<F>(&self) -> *mut F {
+        (self.top - size_of::<F>() as u64) as *mut F
     }
 }
 
@@ -220,7 +242,7 @@ pub trait TrapFrame: Sized {
     fn set_syscall_results(&mut self, first: u64, second: u64);
     /// Why the kernel was entered.
     fn cause(&self) -> TrapCause;
-    /// IPC (issue 8, `abi::ipc`): write a delivered message — status, badge, info and
+    /// IPC (`abi::ipc`): write a delivered message — status, badge, info and
     /// message words 0..4 — into the IPC result registers (x86_64: `rax`, `rdi`, `rsi`,
     /// `rdx r10 r8 r9`; AArch64: `x0`, `x6`, `x1`, `x2`–`x5`). The message arrives in
     /// [`TrapFrame::syscall_arguments`] 1..6 (info, words), in the same registers.
@@ -248,8 +270,8 @@ pub trait Threads: Platform {
 
     /// Lay out a new thread's first context on `stack`: the first [`Threads::switch`] to it
     /// runs `entry(argument)` on that stack, with interrupts masked. The thread's stack
-    /// starts below one `TrapFrame` at the very top (`stack.top - size_of::<TrapFrame>()`),
-    /// which stays free for the thread's first user frame (both arches, round 2).
+    /// starts below one `TrapFrame` at the very top ([`KernelStack::user_frame`]), which
+    /// stays free for the thread's first user frame.
     fn prepare_context(
         stack: KernelStack,
         entry: extern "C" fn(usize) -> !,
@@ -323,7 +345,7 @@ pub trait Paging: Platform {
     fn unmap_user(space: &mut Self::AddressSpace, virtual_address: u64) -> Result<u64, MapError>;
 
     /// Change the permissions of one mapped user page (its frame stays); W+X refused; the
-    /// stale TLB entry is flushed (issue 7; added by the memory helper in round 4).
+    /// stale TLB entry is flushed.
     fn protect_user(
         space: &mut Self::AddressSpace,
         virtual_address: u64,
@@ -333,8 +355,8 @@ pub trait Paging: Platform {
     /// Make `space` the current user half.
     fn activate(space: &Self::AddressSpace);
 
-    /// What `space` maps at the user address `virtual_address` (issue 7; added by the
-    /// memory helper in round 4).
+    /// What `space` maps at the user address `virtual_address` (`None` for an address
+    /// outside the user half).
     fn lookup_user(
         space: &Self::AddressSpace,
         virtual_address: u64,
@@ -352,7 +374,8 @@ pub trait Paging: Platform {
     fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), UserAccessFault>;
 }
 
-/// A trap the in-kernel test suite asks the arch crate to provoke (round 2 brief).
+/// A trap the in-kernel test suite asks the arch crate to provoke.
+#[cfg(feature = "testing")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProvokedTrap {
     /// `int3` / `brk`.
@@ -369,6 +392,7 @@ pub enum ProvokedTrap {
 /// Self-test hooks for the in-kernel suite (`test=kernel`). The arch crate executes the
 /// instruction under an exception-fixup entry: its trap dispatcher records the cause and
 /// resumes at the fixup instead of reporting a fatal trap.
+#[cfg(feature = "testing")]
 pub trait SelfTest: Platform {
     /// Provoke `trap` in kernel mode and return the cause the dispatcher recorded, or
     /// `None` when the trap does not exist on this architecture (or was not taken).
@@ -377,8 +401,8 @@ pub trait SelfTest: Platform {
     /// Read the mapped, active user address `address` with an ordinary kernel load (not
     /// through `copy_from_user`) under an exception-fixup entry, and return the cause the
     /// dispatcher recorded: a permission fault when PAN (AArch64) / SMAP (x86_64) is on,
-    /// `None` when the load went through. Added by the AArch64 helper in round 2; the
-    /// default says "not implemented" by returning `None`, so callers must also ask
+    /// `None` when the load went through; `None` too for an address outside the user half.
+    /// The default says "not implemented" by returning `None`, so callers must also ask
     /// [`SelfTest::user_access_protected`].
     fn provoke_user_access(address: u64) -> Option<TrapCause> {
         let _ = address;
@@ -391,10 +415,9 @@ pub trait SelfTest: Platform {
         false
     }
 
-    /// Start (`true`) or stop (`false`) an asynchronous NMI storm (x86_64, issue 5's
+    /// Start (`true`) or stop (`false`) an asynchronous NMI storm (x86_64, for the
     /// hostile-entry test: NMIs arrive whatever the CPU runs, user loops and the system-call
-    /// entry and exit included). Returns `false` when the arch has none. Added by the
-    /// x86_64 helper in round 2; default: `false`.
+    /// entry and exit included). Returns `false` when the arch has none (the default).
     fn nmi_storm(run: bool) -> bool {
         let _ = run;
         false
@@ -405,9 +428,15 @@ pub trait SelfTest: Platform {
     fn nmi_counts() -> (u64, u64) {
         (0, 0)
     }
+
+    /// Store to the kernel address `address` (after loading the same value from it) under
+    /// an exception-fixup entry, and return the cause recorded: a write page fault for
+    /// read-only memory, `None` when the store went through or `address` is not a mapped
+    /// kernel address. For the test that `.rodata` and `.text` are write-protected.
+    fn provoke_kernel_write(address: u64) -> Option<TrapCause>;
 }
 
-/// Benchmark support (issue 10, `test=bench`): an instruction counter user programs can
+/// Benchmark support (`test=bench`): an instruction counter user programs can
 /// read, and a clock the core can read from its first instruction. Both count guest
 /// instructions only under QEMU `-icount shift=0`. Defaults: nothing available.
 pub trait Bench: Platform {
@@ -432,10 +461,8 @@ pub trait Bench: Platform {
     }
 }
 
-/// A thread's user registers as a register-write system call supplies them (issues 5 and
-/// 6: for `init`, debuggers and the hostile-entry tests). Added by the AArch64 helper in
-/// round 2; an architecture that does not implement [`UserRegisterWrite`] yet simply has
-/// no such call.
+/// A thread's user registers as a register-write system call supplies them (for `init`,
+/// debuggers and the hostile-entry tests).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UserRegisters {
     pub instruction_pointer: u64,
@@ -469,7 +496,7 @@ pub trait UserRegisterWrite: Threads {
     ) -> Result<(), InvalidRegisters>;
 }
 
-/// The console UART as user space receives it through capabilities (issue 8): its I/O
+/// The console UART as user space receives it through capabilities: its I/O
 /// ports (x86_64) or its MMIO range (AArch64), and its interrupt line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConsoleDevice {
@@ -481,7 +508,7 @@ pub struct ConsoleDevice {
     pub irq: Option<u32>,
 }
 
-/// Devices handed to user space (issue 8), and port I/O on behalf of a capability holder.
+/// Devices handed to user space, and port I/O on behalf of a capability holder.
 /// Defaults: no device, no I/O ports.
 pub trait Devices: Platform {
     /// The console UART, if the platform knows it.
@@ -507,7 +534,7 @@ pub trait Devices: Platform {
 }
 
 /// The kernel image's sections, by virtual address (page-aligned, from the linker script's
-/// symbols), for the kernel's own page tables (issue 7).
+/// symbols), for the kernel's own page tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelLayout {
     /// `.text`: read + execute.
@@ -533,9 +560,9 @@ pub struct KernelTablesReport {
     pub direct_map_bytes: u64,
 }
 
-/// The kernel's own page tables (issue 7, DESIGN.md §4): built once after the frame
-/// allocator exists, switched to, and the loader's tables never touched again. Added by
-/// the memory helper in round 4.
+/// The kernel's own page tables (DESIGN.md §4): built once after the frame allocator
+/// exists ([`kernel_tables::build`]), switched to, and the loader's tables never touched
+/// again.
 pub trait KernelTables: Paging {
     /// Build a new kernel hierarchy — the image with per-section permissions (text RX,
     /// rodata R+NX, data RW+NX), the HHDM over `direct_map` (physical `(base, length)`
@@ -554,15 +581,10 @@ pub trait KernelTables: Paging {
 
     /// What the active kernel tables map at `virtual_address` (a kernel address).
     fn lookup_kernel(virtual_address: u64) -> Option<pagetable::Translation>;
-
-    /// Store to `address` (after loading the same value from it) under an exception-fixup
-    /// entry, and return the cause recorded: a write page fault for read-only memory,
-    /// `None` when the store went through. For the in-kernel test that `.rodata` and
-    /// `.text` are write-protected.
-    fn provoke_kernel_write(address: u64) -> Option<TrapCause>;
 }
+
 // ---------------------------------------------------------------------------------------
-// External device interrupts (issues 8 and 9). Added in round 4 by the IRQ helper.
+// External device interrupts.
 // ---------------------------------------------------------------------------------------
 
 /// Why an interrupt-line request was refused. Nothing changes when one is returned.
@@ -630,6 +652,7 @@ pub trait Interrupts: Platform {
 }
 
 /// Which condition of the console UART the interrupt self-test raises.
+#[cfg(feature = "testing")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConsoleIrqSource {
     /// Internal loopback: the byte sent comes back as received data (16550 MCR.LOOP,
@@ -644,6 +667,7 @@ pub enum ConsoleIrqSource {
 /// its interrupt without external input, and software-raised lines. Defaults: unsupported.
 /// Between [`InterruptSelfTest::console_irq_test_begin`] and
 /// [`InterruptSelfTest::console_irq_test_end`] nothing may write to the kernel log.
+#[cfg(feature = "testing")]
 pub trait InterruptSelfTest: Interrupts {
     /// Drain the console UART, put it where a byte sent raises its interrupt without
     /// leaving the machine (internal loopback where the UART supports it), and enable only

@@ -1,4 +1,4 @@
-//! The portable page-table walker both architectures use (issue 7): 4 levels, 4 KiB
+//! The portable page-table walker both architectures use: 4 levels, 4 KiB
 //! pages, 512 eight-byte entries per table, 48-bit virtual addresses. The architecture
 //! supplies two things: how to reach a table's entries in physical memory
 //! ([`TableMemory`]: the HHDM in the kernel, a fake memory in the host tests) and how an
@@ -15,7 +15,7 @@
 
 use core::ops::Range;
 
-use crate::{MapError, PAGE_SIZE, PageFlags};
+use crate::{FrameSource, MapError, PAGE_SIZE, PageFlags};
 
 /// Entries per table.
 pub const ENTRIES: usize = 512;
@@ -88,6 +88,91 @@ pub struct Translation {
 pub const fn is_canonical(address: u64) -> bool {
     let top = address >> 48;
     top == 0 || top == 0xffff
+}
+
+/// The architecture's half of [`HhdmTables`]: where the HHDM lies, and how one entry is
+/// read and written through it (volatile accesses, plus whatever the table walker needs to
+/// see a write: cache cleaning, barriers).
+pub trait HhdmAccess {
+    /// The virtual address at which physical address 0 is mapped.
+    fn offset(&self) -> u64;
+    /// The entry at the virtual address `address`. [`HhdmTables`] passes only
+    /// `offset() + table + 8 * index` with `index < ENTRIES`, for tables its callers own.
+    fn read(&self, address: u64) -> u64;
+    /// Write the entry at `address` (as for [`HhdmAccess::read`]), ordered for the walker.
+    fn write(&self, address: u64, value: u64);
+    /// A new table, zeroed by the frame source, lies at the virtual address `address`: make
+    /// its zeroes visible to the walker before it is linked. Default: nothing (a walker
+    /// that snoops the data cache sees them already).
+    fn publish_table(&self, address: u64) {
+        let _ = address;
+    }
+}
+
+/// Page tables in RAM, reached through the HHDM; new tables come from a [`FrameSource`].
+/// The one [`TableMemory`] of both architectures in the kernel, over their [`HhdmAccess`].
+pub struct HhdmTables<'a, A: HhdmAccess> {
+    access: A,
+    frames: Option<&'a mut dyn FrameSource>,
+    allocated: u64,
+}
+
+impl<'a, A: HhdmAccess> HhdmTables<'a, A> {
+    /// Tables reached through `access`, growing from `frames` when given.
+    pub fn new(access: A, frames: Option<&'a mut dyn FrameSource>) -> Self {
+        Self {
+            access,
+            frames,
+            allocated: 0,
+        }
+    }
+
+    /// Tables that may grow from `frames`.
+    pub fn growing(frames: &'a mut dyn FrameSource) -> Self
+    where
+        A: Default,
+    {
+        Self::new(A::default(), Some(frames))
+    }
+
+    /// Tables that are only read, changed or shrunk.
+    pub fn fixed() -> Self
+    where
+        A: Default,
+    {
+        Self::new(A::default(), None)
+    }
+
+    /// Tables handed out so far.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
+    fn entry_address(&self, table: u64, index: usize) -> u64 {
+        let index = (index % ENTRIES) as u64;
+        self.access
+            .offset()
+            .wrapping_add(table)
+            .wrapping_add(index * 8)
+    }
+}
+
+impl<A: HhdmAccess> TableMemory for HhdmTables<'_, A> {
+    fn read(&self, table: u64, index: usize) -> u64 {
+        self.access.read(self.entry_address(table, index))
+    }
+
+    fn write(&mut self, table: u64, index: usize, value: u64) {
+        self.access.write(self.entry_address(table, index), value);
+    }
+
+    fn allocate_table(&mut self) -> Option<u64> {
+        let frame = self.frames.as_mut()?.alloc_zeroed_frame()?;
+        self.access
+            .publish_table(self.access.offset().wrapping_add(frame));
+        self.allocated += 1;
+        Some(frame)
+    }
 }
 
 /// One hierarchy: its root, the memory its tables live in and the entry format.
@@ -379,7 +464,7 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
 
     use std::collections::BTreeMap;
@@ -388,14 +473,14 @@ mod tests {
     use super::*;
 
     /// Physical memory made of tables only, with a frame budget.
-    struct FakeMemory {
+    pub(crate) struct FakeMemory {
         tables: BTreeMap<u64, [u64; ENTRIES]>,
         next: u64,
         budget: usize,
     }
 
     impl FakeMemory {
-        fn new(budget: usize) -> (Self, u64) {
+        pub(crate) fn new(budget: usize) -> (Self, u64) {
             let mut memory = Self {
                 tables: BTreeMap::new(),
                 next: 0x10_0000,
@@ -403,6 +488,12 @@ mod tests {
             };
             let root = memory.allocate_table().unwrap();
             (memory, root)
+        }
+
+        /// The same memory with only `budget` more frames.
+        pub(crate) fn with_budget_of(mut self, budget: usize) -> Self {
+            self.budget = budget;
+            self
         }
     }
 
@@ -426,7 +517,7 @@ mod tests {
     }
 
     /// An x86_64-like encoding: P, W, U, PS, NX; tables get U when user.
-    struct Format;
+    pub(crate) struct Format;
 
     const P: u64 = 1;
     const W: u64 = 2;
@@ -685,5 +776,66 @@ mod tests {
         // Root + PDPT + PD + 3 PTs (pages 0..2 and 600 in two PTs; 512*512+7 in another PD).
         assert_eq!(freed.len(), 1 + 1 + 2 + 3);
         assert_eq!(*freed.last().unwrap(), target);
+    }
+
+    /// An HHDM over a sparse fake RAM, logging what was published.
+    #[derive(Default)]
+    struct FakeHhdm {
+        words: std::cell::RefCell<BTreeMap<u64, u64>>,
+        published: std::cell::RefCell<Vec<u64>>,
+    }
+
+    const OFFSET: u64 = 0xffff_8000_0000_0000;
+
+    impl HhdmAccess for &FakeHhdm {
+        fn offset(&self) -> u64 {
+            OFFSET
+        }
+        fn read(&self, address: u64) -> u64 {
+            self.words.borrow().get(&address).copied().unwrap_or(0)
+        }
+        fn write(&self, address: u64, value: u64) {
+            self.words.borrow_mut().insert(address, value);
+        }
+        fn publish_table(&self, address: u64) {
+            self.published.borrow_mut().push(address);
+        }
+    }
+
+    struct Frames(u64, usize);
+
+    impl FrameSource for Frames {
+        fn alloc_zeroed_frame(&mut self) -> Option<u64> {
+            self.1 = self.1.checked_sub(1)?;
+            self.0 += PAGE_SIZE;
+            Some(self.0)
+        }
+    }
+
+    #[test]
+    fn hhdm_tables_address_entries_through_the_offset() {
+        let hhdm = FakeHhdm::default();
+        let mut frames = Frames(0x20_0000, 8);
+        let mut memory = HhdmTables::new(&hhdm, Some(&mut frames));
+        let root = memory.allocate_table().unwrap();
+        assert_eq!(root, 0x20_1000);
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        walker.map(0x40_0000, 0x7000, DATA, 0, true).unwrap();
+        assert_eq!(walker.lookup(0x40_0000).unwrap().physical, 0x7000);
+        // Root + PDPT + PD + PT, each published at its HHDM address.
+        assert_eq!(memory.allocated(), 4);
+        assert_eq!(
+            *hhdm.published.borrow(),
+            [0x20_1000, 0x20_2000, 0x20_3000, 0x20_4000].map(|frame| OFFSET + frame)
+        );
+        // The root's entry for 0x40_0000 (index 0) is at the root's HHDM address.
+        assert_ne!(hhdm.words.borrow()[&(OFFSET + root)] & P, 0);
+        // Indices are reduced to one table.
+        memory.write(root, ENTRIES + 3, 42);
+        assert_eq!(memory.read(root, 3), 42);
+        // Fixed tables never grow.
+        let mut fixed = HhdmTables::new(&hhdm, None);
+        assert_eq!(fixed.allocate_table(), None);
+        assert_eq!(fixed.read(root, 3), 42);
     }
 }

@@ -349,6 +349,7 @@ pub fn deliver(line: u32) {
 
 /// Self-test: route a disabled `line` edge (`Some(false)`) or level (`Some(true)`)
 /// triggered, active high, or as the MADT says (`None`). Returns whether it is now level.
+#[cfg(feature = "testing")]
 pub fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
     let index = check(line).ok()?;
     let state = &LINE_STATE[index];
@@ -365,6 +366,7 @@ pub fn set_trigger_for_test(line: u32, level: Option<bool>) -> Option<bool> {
 }
 
 /// Raise `line` by software: a self-IPI on its vector.
+#[cfg(feature = "testing")]
 pub fn raise(line: u32) -> bool {
     if check(line).is_err() {
         return false;
@@ -375,6 +377,7 @@ pub fn raise(line: u32) -> bool {
 
 /// Program the redirection entry of `gsi` raw (the NMI storm). Returns `false` when no
 /// I/O APIC has that input.
+#[cfg(feature = "testing")]
 pub fn write_raw_entry(gsi: u32, low: u32, high: u32) -> bool {
     write_entry(gsi, low, high)
 }

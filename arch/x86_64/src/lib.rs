@@ -1,20 +1,22 @@
 //! Keel's x86_64 architecture crate: descriptor tables, trap entry, `SYSCALL`, per-CPU
 //! data, context switch and FPU state, address spaces, the local APIC timer and the 16550
-//! console, behind the `arch_api` contract (`Platform`, `Threads`, `Paging`, `SelfTest`,
-//! `UserRegisterWrite`, `TrapFrame`).
+//! console, behind the `arch_api` contract (`Platform`, `Threads`, `Paging`,
+//! `UserRegisterWrite`, `TrapFrame`; with the feature `testing`, `SelfTest` and
+//! `InterruptSelfTest`).
 //!
 //! # Map
 //! - [`trap`]: the IDT and its 256 stubs ([`trap::entry`]), the `SYSCALL` entry
 //!   ([`trap::syscall`]), the one [`trap::TrapFrame`], the dispatcher ([`trap::dispatch`]:
 //!   what the arch finishes itself and what goes to the core's `keel_trap`), exception
-//!   fixups ([`trap::fixup`]: user copies and the self-test probes), fatal reports.
+//!   fixups ([`trap::fixup`]: user copies and, with `testing`, the self-test probes),
+//!   fatal reports.
 //! - [`thread`]: `Context`, `switch`, the new-thread trampoline, `enter_user`, the
 //!   register-write validation. [`fpu`]: XSAVE/XSAVEOPT/FXSAVE state.
 //! - [`space`]: kernel-half mappings, user address spaces (PCID), `copy_from_user` /
 //!   `copy_to_user`. [`paging`]: reading the active tables, the device window.
 //! - [`percpu`]: the GS-based per-CPU block, GDT, TSS, IST stacks. [`features`]: CPUID and
-//!   CR0/CR4/EFER hardening. [`apic`], [`pic`], [`serial`], [`power`], [`nmi`] (test-only
-//!   NMI storm), [`upcall`] (the arch → core calls).
+//!   CR0/CR4/EFER hardening. [`apic`], [`pic`], [`serial`], [`power`], `nmi` (the NMI
+//!   storm, with `testing` only), [`upcall`] (the arch → core calls).
 //! - [`acpi`] (the MADT) and [`ioapic`]: device interrupt lines (`Interrupts`), one vector
 //!   per I/O APIC input, lazy masking of edge lines.
 //!
@@ -55,8 +57,6 @@
 //!   kernel's own tables ([`tables`]) copy those pages when the core switches to them,
 //!   and the loader's tables are not used after that.
 //! - The NMI storm assumes the I/O APIC at 0xFEC0_0000 with the PIT on pin 2 (QEMU).
-//! - The kernel still runs on the loader's page tables (their higher half is the shared
-//!   kernel half); the device window and the kernel-stack region are added to them.
 //! - `FpuState` is a fixed 1 KiB (x87 + SSE + AVX = 832 bytes; checked at boot): AVX-512
 //!   and later components are never enabled in XCR0.
 #![no_std]
@@ -67,6 +67,7 @@ pub mod apic;
 pub mod features;
 pub mod fpu;
 pub mod ioapic;
+#[cfg(feature = "testing")]
 pub mod nmi;
 pub mod paging;
 pub mod percpu;
@@ -82,8 +83,8 @@ pub mod upcall;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use arch_api::{
-    Bench, Delivery, EarlyError, EarlyInfo, ExitCode, FrameSource, InterruptError,
-    InterruptSelfTest, Interrupts, Platform,
+    Bench, Delivery, EarlyError, EarlyInfo, ExitCode, FrameSource, InterruptError, Interrupts,
+    Platform,
 };
 
 use crate::features::{Cpuid, Feature};
@@ -263,7 +264,8 @@ impl Interrupts for Cpu {
 }
 
 /// COM1's internal loopback raises its receive interrupt; self-IPIs raise lines.
-impl InterruptSelfTest for Cpu {
+#[cfg(feature = "testing")]
+impl arch_api::InterruptSelfTest for Cpu {
     fn console_irq_test_begin() -> Option<arch_api::ConsoleIrqSource> {
         serial::loopback_begin();
         Some(arch_api::ConsoleIrqSource::ReceiveLoopback)
@@ -391,9 +393,5 @@ impl arch_api::KernelTables for Cpu {
 
     fn lookup_kernel(virtual_address: u64) -> Option<arch_api::pagetable::Translation> {
         tables::lookup_active(virtual_address)
-    }
-
-    fn provoke_kernel_write(address: u64) -> Option<arch_api::TrapCause> {
-        trap::fixup::provoke_store(address)
     }
 }

@@ -34,16 +34,22 @@ const LSR_DATA_READY: u8 = 1 << 0;
 /// LSR: the transmit holding register is empty.
 const LSR_THR_EMPTY: u8 = 1 << 5;
 /// LSR: the transmitter (holding and shift register) is empty.
+#[cfg(feature = "testing")]
 const LSR_TRANSMITTER_EMPTY: u8 = 1 << 6;
 /// MCR: internal loopback (the transmitter feeds the receiver, nothing leaves the chip).
+#[cfg(feature = "testing")]
 const MCR_LOOP: u8 = 1 << 4;
 /// MCR: OUT2, which gates the UART's interrupt onto the ISA line on PCs.
+#[cfg(feature = "testing")]
 const MCR_OUT2: u8 = 1 << 3;
 /// FCR: enable, clear both FIFOs, receive threshold 1 byte (an interrupt per byte).
+#[cfg(feature = "testing")]
 const FCR_ENABLE_CLEAR_1: u8 = 0b0000_0111;
 /// IER: received-data-available (and receive timeout) interrupt.
+#[cfg(feature = "testing")]
 const IER_RECEIVE: u8 = 1 << 0;
 /// Bound on every wait of the self-test (a missing UART reads 0xFF and never waits).
+#[cfg(feature = "testing")]
 const POLL_LIMIT: u32 = 1_000_000;
 /// 115200 baud from the UART's 1.8432 MHz / 16 clock.
 const DIVISOR_115200: u16 = 1;
@@ -101,6 +107,7 @@ pub fn read() -> Option<u8> {
 }
 
 /// Wait (bounded) until everything sent has left the transmitter.
+#[cfg(feature = "testing")]
 fn drain_transmitter() {
     for _ in 0..POLL_LIMIT {
         // SAFETY: reading COM1's line status has no side effect (see `init`).
@@ -112,6 +119,7 @@ fn drain_transmitter() {
 }
 
 /// Read and drop every received byte (bounded).
+#[cfg(feature = "testing")]
 fn drain_receiver() {
     for _ in 0..64 {
         // SAFETY: reading the line status and the receive buffer only consumes input.
@@ -127,6 +135,7 @@ fn drain_receiver() {
 /// Interrupt self-test: wait for the log to leave the chip, then put the UART in internal
 /// loopback (MCR.LOOP, with OUT2) with a one-byte receive threshold and only its receive
 /// interrupt enabled. Nothing may write the log until [`loopback_end`]: it would loop back.
+#[cfg(feature = "testing")]
 pub fn loopback_begin() {
     drain_transmitter();
     // SAFETY: COM1's registers (see `init`); the kernel log is quiet (caller's duty), so
@@ -142,12 +151,14 @@ pub fn loopback_begin() {
 }
 
 /// Send one byte in loopback: it comes back as received data.
+#[cfg(feature = "testing")]
 pub fn loopback_send(byte: u8) {
     write(&[byte]);
 }
 
 /// Take the byte received in loopback (clearing the receive interrupt), waiting for it a
 /// bounded time; `None` if none arrived.
+#[cfg(feature = "testing")]
 pub fn loopback_receive() -> Option<u8> {
     for _ in 0..POLL_LIMIT {
         // SAFETY: reading the line status and the receive buffer only consumes input.
@@ -163,6 +174,7 @@ pub fn loopback_receive() -> Option<u8> {
 
 /// Leave loopback: interrupts off, receiver drained, FIFOs and modem control as `init` set
 /// them, so the kernel log works again.
+#[cfg(feature = "testing")]
 pub fn loopback_end() {
     drain_transmitter();
     // SAFETY: COM1's registers (see `init`); restores `init`'s settings.

@@ -16,8 +16,8 @@
 //! Without PCID every CR3 write flushes the (non-global) TLB.
 //!
 //! # User copies
-//! The range is checked first (wholly inside `[USER_START, USER_END)`, no wrap), so the
-//! copy can only fault on a user page; the `rep movsb` has an exception-fixup entry
+//! The range is checked first (a [`UserRange`]: wholly inside the user half, no wrap), so
+//! the copy can only fault on a user page; the `rep movsb` has an exception-fixup entry
 //! (`trap::fixup`), and with SMAP on, `stac`/`clac` bracket that one instruction.
 //!
 //! Weak spots: one CPU only (no TLB shootdown); a `map_user` that runs out of frames may
@@ -26,8 +26,8 @@
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 use arch_api::{
-    EarlyError, FrameSource, KERNEL_STACK_REGION, MapError, PAGE_SIZE, PageFlags, USER_END,
-    USER_START, UserAccessFault,
+    EarlyError, FrameSource, KERNEL_STACK_REGION, MapError, PAGE_SIZE, PageFlags, UserAccessFault,
+    UserRange,
 };
 use x86_64::VirtAddr;
 use x86_64::instructions::tlb;
@@ -189,8 +189,7 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
 }
 
 fn check_user_page(virtual_address: u64, physical_address: u64) -> Result<(), MapError> {
-    if !(USER_START..USER_END).contains(&virtual_address)
-        || !is_page_aligned(virtual_address)
+    if UserRange::page(virtual_address).is_none()
         || !is_page_aligned(physical_address)
         || physical_address & !entry::ADDRESS != 0
     {
@@ -308,20 +307,12 @@ pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
     );
 }
 
-/// Whether `[address, address + length)` lies wholly in the user half (no wrap).
-fn is_user_range(address: u64, length: usize) -> bool {
-    address >= USER_START
-        && address
-            .checked_add(length as u64)
-            .is_some_and(|end| end <= USER_END)
-}
-
 /// Copy from user memory; a bad range or an unmapped page is an error, never a fault.
 pub fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {
     if destination.is_empty() {
         return Ok(());
     }
-    if !is_user_range(source, destination.len()) {
+    if UserRange::new(source, destination.len() as u64).is_none() {
         return Err(UserAccessFault);
     }
     // SAFETY: the source range is wholly in the user half (checked) and the destination is
@@ -345,7 +336,7 @@ pub fn copy_to_user(destination: u64, source: &[u8]) -> Result<(), UserAccessFau
     if source.is_empty() {
         return Ok(());
     }
-    if !is_user_range(destination, source.len()) {
+    if UserRange::new(destination, source.len() as u64).is_none() {
         return Err(UserAccessFault);
     }
     // SAFETY: the destination range is wholly in the user half (checked) and the source is
@@ -409,7 +400,7 @@ impl arch_api::Paging for crate::Cpu {
         space: &AddressSpace,
         virtual_address: u64,
     ) -> Option<arch_api::pagetable::Translation> {
-        if !(USER_START..USER_END).contains(&virtual_address) {
+        if !UserRange::is_user_address(virtual_address) {
             return None;
         }
         let format = Format::current();

@@ -22,7 +22,7 @@
 use core::mem::offset_of;
 
 use arch_api::{
-    InvalidRegisters, KernelStack, Threads, USER_END, USER_START, UserRegisterWrite, UserRegisters,
+    InvalidRegisters, KernelStack, Threads, UserRange, UserRegisterWrite, UserRegisters,
 };
 
 use crate::fpu::{self, FpuState};
@@ -108,7 +108,7 @@ pub fn prepare_context(
     entry: extern "C" fn(usize) -> !,
     argument: usize,
 ) -> Context {
-    let frame_bottom = stack.top - FRAME_SIZE as u64;
+    let frame_bottom = stack.user_frame::<TrapFrame>() as u64;
     let return_slot = frame_bottom - 8;
     assert!(
         stack.top.is_multiple_of(16) && stack.contains(return_slot),
@@ -124,11 +124,6 @@ pub fn prepare_context(
         r13: argument as u64,
         ..Context::default()
     }
-}
-
-/// Where a thread's [`TrapFrame`] lives on its kernel stack: at the very top.
-pub fn trap_frame_of(stack: KernelStack) -> *mut TrapFrame {
-    (stack.top - FRAME_SIZE as u64) as *mut TrapFrame
 }
 
 unsafe extern "C" {
@@ -243,12 +238,11 @@ pub fn write_user_registers(
     fpu: &mut FpuState,
     registers: &UserRegisters,
 ) -> Result<(), InvalidRegisters> {
-    let user = USER_START..USER_END;
-    if !user.contains(&registers.instruction_pointer) {
+    if !UserRange::is_user_address(registers.instruction_pointer) {
         return Err(InvalidRegisters("rip outside the user half"));
     }
     // RSP may equal USER_END (an empty stack at the very top).
-    if !(USER_START..=USER_END).contains(&registers.stack_pointer) {
+    if !UserRange::is_user_stack_pointer(registers.stack_pointer) {
         return Err(InvalidRegisters("rsp outside the user half"));
     }
     let forced = rflags::INTERRUPT | rflags::RESERVED_ONE;
@@ -321,7 +315,7 @@ pub fn write_user_registers(
     // next switch saves over it: for that thread, save, change, and load back.
     let running = percpu::current()
         .kernel_stack()
-        .is_some_and(|stack| core::ptr::eq(frame, trap_frame_of(stack)));
+        .is_some_and(|stack| core::ptr::eq(frame, stack.user_frame::<TrapFrame>()));
     if running {
         fpu::save(fpu);
         fpu.set_mxcsr(mxcsr);

@@ -14,8 +14,9 @@ unsafe extern "Rust" {
     /// the trap dispatcher with interrupts masked; the core may switch threads inside.
     pub fn keel_irq(line: u32);
 
-    /// A trap the arch crate does not finish itself: a system call, or any exception from
-    /// user mode (decode with `TrapCause`). Called with interrupts masked, on the current
+    /// A trap the arch crate does not finish itself: an exception from user mode (decode
+    /// with `TrapCause`; system calls go to `keel_syscall`, interrupts to `keel_irq` and
+    /// `keel_timer_tick`). Called with interrupts masked, on the current
     /// thread's kernel stack, with `frame` at its top. The core may switch threads inside
     /// it, or kill the current thread and never return.
     pub fn keel_trap(frame: &mut TrapFrame);

@@ -120,6 +120,7 @@ impl Gic {
     }
 
     /// Set shared interrupt `intid` pending at the distributor (self-tests).
+    #[cfg(feature = "testing")]
     pub fn set_pending(&self, intid: u32) {
         match self {
             Gic::V2(gic) => gic.set_pending(intid),

@@ -115,6 +115,7 @@ impl GicV2 {
     }
 
     /// Make `intid` pending, as if its device had signalled it.
+    #[cfg(feature = "testing")]
     pub fn set_pending(&self, intid: u32) {
         self.distributor.ispendr[(intid / 32) as usize].set(1 << (intid % 32));
     }

@@ -362,14 +362,16 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
     }
 }
 
-/// Hand a trap to the core (system call, or an exception that ends the thread).
+/// Hand a trap to the core: an exception from EL0 (`svc #0` never comes here: it takes the
+/// system-call fast path to `keel_syscall`).
 fn to_core(frame: &mut TrapFrame) {
     // SAFETY: `keel_trap` is the core's safe Rust function of that signature
     // (kernel/src/upcall.rs); the frame is this trap's, on the current kernel stack.
     unsafe { upcall::keel_trap(frame) };
 }
 
-/// A synchronous exception from EL0 in AArch64: a system call or a fault of that thread.
+/// A synchronous exception from EL0 in AArch64: a fault of that thread (or an `svc` with
+/// another immediate than 0, which is no system call).
 fn user_synchronous(frame: &mut TrapFrame) {
     match frame.exception_class() {
         class::SVC64 => {}

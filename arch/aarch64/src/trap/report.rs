@@ -11,7 +11,7 @@ use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use aarch64_cpu::asm::barrier;
-use arch_api::{ExitCode, TrapCause};
+use arch_api::{ExitCode, TrapCause, backtrace};
 
 use super::{Kind, Origin, TrapFrame, class};
 use crate::console::{Report, report};
@@ -19,10 +19,6 @@ use crate::{percpu, power, upcall};
 
 /// Fatal exceptions being reported (any CPU).
 static FATAL_DEPTH: AtomicU32 = AtomicU32::new(0);
-/// Frames the backtrace prints at most.
-const BACKTRACE_DEPTH: usize = 32;
-/// A frame record further than this above the first one is not on the same stack.
-const BACKTRACE_SPAN: u64 = 1 << 20;
 
 /// Report a fatal exception and power off.
 pub fn fatal(frame: &TrapFrame) -> ! {
@@ -305,13 +301,26 @@ fn mode_name(spsr: u64) -> &'static str {
     }
 }
 
-/// Print the interrupted PC, then walk the AAPCS64 frame-record chain from the interrupted
-/// x29: each record is `{previous x29, return address}`, at increasing addresses.
+/// Print the backtrace from the interrupted PC and x29 (AAPCS64 frame records).
 fn backtrace(frame: &TrapFrame) {
-    report!("  backtrace:");
     // Records lie above the frame, except when the frame was built on the overflow stack.
     let floor = (core::ptr::from_ref(frame) as u64).min(frame.x[29].saturating_sub(1));
-    let _ = walk(&mut Report, frame.elr, frame.x[29], floor);
+    let _ = backtrace::write(&mut Report, frame.elr, frame.x[29], floor, &Mapped);
+}
+
+/// Frame records are read only where they translate for an EL1 read (`AT S1E1R`), so a
+/// corrupt x29 ends the walk instead of faulting.
+struct Mapped;
+
+impl backtrace::StackMemory for Mapped {
+    fn read_word(&self, address: u64) -> Option<u64> {
+        if !address.is_multiple_of(8) || !is_mapped(address) {
+            return None;
+        }
+        // SAFETY: `address` is 8-aligned and its page translates for an EL1 read right
+        // now (checked just now); reading it has no side effect.
+        Some(unsafe { (address as *const u64).read_volatile() })
+    }
 }
 
 /// The caller's backtrace (the `Platform::backtrace` of the panic report), from the live
@@ -331,39 +340,7 @@ pub fn backtrace_here(out: &mut dyn core::fmt::Write) -> fmt::Result {
         let words = own as *const u64;
         (words.read_volatile(), words.add(1).read_volatile())
     };
-    writeln!(out, "  backtrace:")?;
-    walk(out, return_address, caller_record, own)
-}
-
-/// Print `pc`, then walk the frame records from `record` (each above `floor` and the one
-/// before it).
-fn walk(out: &mut dyn core::fmt::Write, pc: u64, mut record: u64, mut floor: u64) -> fmt::Result {
-    writeln!(out, "    #0  {pc:#018x}")?;
-    let first = record;
-    for depth in 1..=BACKTRACE_DEPTH {
-        let sane = record != 0
-            && record.is_multiple_of(8)
-            && record > floor
-            && record - first <= BACKTRACE_SPAN
-            && is_mapped(record)
-            && is_mapped(record + 8);
-        if !sane {
-            break;
-        }
-        // SAFETY: `record` is 8-byte aligned and the pages of both words were just
-        // translated for an EL1 read.
-        let (previous, lr) = unsafe {
-            let words = record as *const u64;
-            (words.read_volatile(), words.add(1).read_volatile())
-        };
-        if lr == 0 {
-            break;
-        }
-        writeln!(out, "    #{depth:<2} {lr:#018x}")?;
-        floor = record;
-        record = previous;
-    }
-    Ok(())
+    backtrace::write(out, return_address, caller_record, own, &Mapped)
 }
 
 /// Whether `address` translates for an EL1 read right now (`AT S1E1R`, PAR_EL1.F).

@@ -1,9 +1,12 @@
 //! The one Rust function every trap enters: finish what the arch owns (interrupts, kernel
 //! fixups, fatal reports), hand the rest to the core (`keel_trap`).
 //!
+//! `SYSCALL` never comes here: its entry calls the core's `keel_syscall` directly
+//! ([`syscall`]), and its slow exit only checks the return address
+//! ([`syscall_slow_return`]).
+//!
 //! | trap | from user mode | from kernel mode |
 //! | --- | --- | --- |
-//! | `SYSCALL` | `keel_trap` | — |
 //! | exception (0–31 but NMI, #DF, #MC) | `keel_trap` (a #DB first moves off its IST stack) | fixup table, else fatal report (a #DB on the `SYSCALL` entry's first instruction: ignored) |
 //! | any, about to return to a non-canonical RIP/RSP | `keel_trap` again, as the user's #GP | — |
 //! | NMI | counted (GS base checked) | counted (GS base checked) |
@@ -43,10 +46,11 @@ pub(super) extern "C" fn dispatch_paranoid(frame: &mut TrapFrame) -> *mut TrapFr
     if frame.from_user() && frame.vector == vector::DEBUG {
         let cpu = percpu::current();
         if let Some(stack) = cpu.kernel_stack() {
-            let copy = crate::thread::trap_frame_of(stack);
+            let copy = stack.user_frame::<TrapFrame>();
             // SAFETY: the thread was running in user mode, so nothing lives on its kernel
             // stack; the frame area at its top is mapped, writable and aligned (the
-            // `KernelStack` invariant and `trap_frame_of`).
+            // `KernelStack` invariant; the stack top is page-aligned and the frame size a
+            // multiple of 16).
             unsafe { copy.write(*frame) };
             return copy;
         }
@@ -73,8 +77,14 @@ fn is_canonical(address: u64) -> bool {
 
 fn handle(frame: &mut TrapFrame) {
     match frame.vector {
-        vector::SYSCALL => to_core(frame),
-        vector::NMI => nmi(frame),
+        vector::NMI => {
+            // The NMI storm test counts the hits inside the system-call path's windows.
+            #[cfg(feature = "testing")]
+            if !frame.from_user() && syscall::is_user_gs_window(frame.rip) {
+                crate::nmi::count_window_hit();
+            }
+            nmi();
+        }
         vector::DOUBLE_FAULT => {
             report::check_stack_overflow(frame);
             report::fatal(frame)
@@ -137,8 +147,7 @@ fn kernel_exception(frame: &mut TrapFrame) {
         frame.rflags &= !rflags::TRAP;
         return;
     }
-    if let Some(resume) = fixup::find(frame.rip) {
-        fixup::record(cause);
+    if let Some(resume) = fixup::resume(frame.rip, cause) {
         frame.rip = resume;
         return;
     }
@@ -150,12 +159,9 @@ fn kernel_exception(frame: &mut TrapFrame) {
 
 /// An NMI: count it and check that the GS base is this CPU's block (the paranoid entry
 /// path swapped it if the NMI interrupted user mode or the `SYSCALL`/`SYSRET` window).
-fn nmi(frame: &mut TrapFrame) {
+fn nmi() {
     // Read the MSR before touching `%gs`: a wrong base would make `percpu::current` lie.
     let gs_base = x86_64::registers::model_specific::GsBase::read().as_u64();
-    if !frame.from_user() && syscall::is_user_gs_window(frame.rip) {
-        crate::nmi::count_window_hit();
-    }
     match percpu::block_at(gs_base) {
         Some(cpu) => cpu.count_nmi(),
         None => percpu::count_nmi_with_bad_gs(),

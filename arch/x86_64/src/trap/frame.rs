@@ -138,11 +138,13 @@ impl TrapFrame {
         self.cs & 3 == 3
     }
 
-    /// The portable cause. Reads CR2 for a page fault, so call it before anything else can
-    /// fault (the dispatcher does so first thing).
+    /// The portable cause of an exception. Reads CR2 for a page fault, so call it before
+    /// anything else can fault (the dispatcher does so first thing). Only exceptions reach
+    /// the core's `keel_trap`: system calls enter through `keel_syscall` and interrupts are
+    /// finished by the dispatcher, so their frames decode as [`TrapCause::Other`] with the
+    /// vector.
     pub fn cause(&self) -> TrapCause {
         match self.vector {
-            vector::SYSCALL => TrapCause::Syscall,
             vector::PAGE_FAULT => TrapCause::PageFault {
                 addr: Cr2::read_raw(),
                 access: page_fault_access(self.error_code),
@@ -156,7 +158,6 @@ impl TrapFrame {
             }
             vector::DEVICE_NOT_AVAILABLE => TrapCause::FpuUnavailable,
             vector::GENERAL_PROTECTION => TrapCause::GeneralProtection,
-            irq @ vector::FIRST_INTERRUPT..=vector::LAST => TrapCause::Irq(irq as u32),
             other => TrapCause::Other(other),
         }
     }

@@ -1,10 +1,10 @@
 //! Traps: the IDT, the entry stubs, the one [`TrapFrame`], and the dispatcher.
 //!
-//! Every vector enters through an assembly stub ([`entry`]), and `SYSCALL` through
-//! [`syscall`]; both build the same [`TrapFrame`] and call `dispatch::dispatch`, whose
-//! table says what the arch finishes itself (interrupts, NMIs, kernel faults covered by a
-//! [`fixup`]), what goes to the core (`keel_trap`: system calls and user exceptions) and
-//! what ends in the fatal report of [`report`].
+//! Every vector enters through an assembly stub ([`entry`]) that builds a [`TrapFrame`] and
+//! calls `dispatch::dispatch`, whose table says what the arch finishes itself (interrupts,
+//! NMIs, kernel faults covered by a [`fixup`]), what goes to the core (`keel_trap`: user
+//! exceptions) and what ends in the fatal report of [`report`]. `SYSCALL` enters through
+//! [`syscall`], which builds the same frame and calls the core's `keel_syscall` directly.
 
 pub mod dispatch;
 pub mod entry;
@@ -53,6 +53,7 @@ pub mod vector {
     /// How many lines have a vector (0x40..0xE0).
     pub const EXTERNAL_LINES: u32 = 0xA0;
     /// A vector assigned to nothing, for the "unrouted interrupt" self-test.
+    #[cfg(feature = "testing")]
     pub const UNASSIGNED_TEST: u64 = 0xEF;
     /// Whether `vector` is a device line's.
     pub const fn is_external(vector: u64) -> bool {

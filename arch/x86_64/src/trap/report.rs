@@ -7,7 +7,7 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use arch_api::ExitCode;
+use arch_api::{ExitCode, backtrace};
 use x86_64::registers::control::{Cr0, Cr2, Cr3, Cr4};
 
 use super::TrapFrame;
@@ -16,12 +16,6 @@ use super::vector;
 use crate::serial::Writer;
 use crate::{paging, percpu, power, upcall};
 
-/// Frames the backtrace walks at most.
-const MAX_FRAMES: usize = 32;
-/// Largest plausible distance between two saved frame pointers (a single stack frame).
-const MAX_FRAME_SIZE: u64 = 64 * 1024;
-/// The kernel image is linked in the top 2 GiB; return addresses elsewhere end the walk.
-const KERNEL_IMAGE_BASE: u64 = 0xFFFF_FFFF_8000_0000;
 /// The start of the higher half, where every kernel stack lives.
 const HIGHER_HALF: u64 = 0xFFFF_8000_0000_0000;
 
@@ -251,48 +245,26 @@ fn write_frame(out: &mut impl Write, frame: &TrapFrame) -> fmt::Result {
     Ok(())
 }
 
-/// Walk the RBP chain: `[rbp]` is the caller's RBP, `[rbp + 8]` the return address (the
-/// kernel is built with `-C force-frame-pointers=yes`). Stops at the first frame pointer
-/// that is misaligned, outside the higher half, not mapped, not above the previous one, or
-/// implausibly far from it, and at the first return address outside the kernel image.
-fn write_backtrace(out: &mut impl Write, rip: u64, mut rbp: u64) -> fmt::Result {
-    writeln!(
-        out,
-        "backtrace (innermost first; addr2line -e <kernel ELF> resolves them):"
-    )?;
-    writeln!(out, "  #0  {rip:#018x}")?;
-    for depth in 1..=MAX_FRAMES {
-        if rbp == 0 {
-            return writeln!(out, "  (end: frame pointer 0)");
+/// Frame records are read only where the active tables map them readable, and only in
+/// the higher half (every kernel stack lies there): a corrupt RBP ends the walk instead
+/// of faulting.
+struct KernelStacks;
+
+impl backtrace::StackMemory for KernelStacks {
+    fn read_word(&self, address: u64) -> Option<u64> {
+        if !address.is_multiple_of(8) || address < HIGHER_HALF || !paging::is_readable(address, 8) {
+            return None;
         }
-        if !rbp.is_multiple_of(8) || rbp < HIGHER_HALF || !paging::is_readable(rbp, 16) {
-            return writeln!(
-                out,
-                "  (end: frame pointer {rbp:#x} is not a readable kernel address)"
-            );
-        }
-        // SAFETY: `rbp` is 8-aligned and both words are mapped readable (checked above).
-        let (caller_rbp, return_address) =
-            unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
-        if return_address == 0 {
-            return writeln!(out, "  (end of the chain: return address 0)");
-        }
-        if return_address < KERNEL_IMAGE_BASE {
-            return writeln!(
-                out,
-                "  (end: return address {return_address:#x} outside the kernel)"
-            );
-        }
-        writeln!(out, "  #{depth:<2} {return_address:#018x}")?;
-        if caller_rbp != 0 && (caller_rbp <= rbp || caller_rbp - rbp > MAX_FRAME_SIZE) {
-            return writeln!(
-                out,
-                "  (end: next frame pointer {caller_rbp:#x} out of bounds)"
-            );
-        }
-        rbp = caller_rbp;
+        // SAFETY: `address` is 8-aligned, in the higher half, and mapped readable in the
+        // active tables (checked just now); reading it has no side effect.
+        Some(unsafe { (address as *const u64).read_volatile() })
     }
-    writeln!(out, "  (stopped after {MAX_FRAMES} frames)")
+}
+
+/// Write the backtrace from `rip` and the RBP chain (the kernel is built with
+/// `-C force-frame-pointers=yes`): [`arch_api::backtrace::write`].
+fn write_backtrace(out: &mut dyn Write, rip: u64, rbp: u64) -> fmt::Result {
+    backtrace::write(out, rip, rbp, 0, &KernelStacks)
 }
 
 /// The caller's backtrace (the `Platform::backtrace` of the panic report), from the live
@@ -312,5 +284,5 @@ pub fn backtrace_here(out: &mut dyn Write) -> fmt::Result {
         let words = own as *const u64;
         (words.read_volatile(), words.add(1).read_volatile())
     };
-    write_backtrace(&mut &mut *out, return_address, caller_rbp)
+    backtrace::write(out, return_address, caller_rbp, own, &KernelStacks)
 }
