@@ -35,6 +35,7 @@ pub mod image;
 pub mod loader;
 pub mod prereq;
 pub mod qemu;
+pub mod symbolize;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -23,6 +23,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::prereq::Firmware;
+use crate::symbolize::{SymbolFiles, Symbolizer};
 use crate::{Arch, Context, Error, Result, Workspace, step};
 
 /// The options of `cargo xtask qemu-<arch>`, plus two for library callers.
@@ -52,6 +53,9 @@ pub struct QemuOptions {
     pub deadline_after: Option<(String, Duration)>,
     /// Echo the serial output to the terminal (piped mode).
     pub echo: bool,
+    /// The ELF files that name the code addresses of the kernel's reports (piped mode and
+    /// sessions): each such line gets `function (file:line)` appended as it is relayed.
+    pub symbols: Option<SymbolFiles>,
 }
 
 impl QemuOptions {
@@ -70,6 +74,7 @@ impl QemuOptions {
             capture: false,
             deadline_after: None,
             echo: true,
+            symbols: None,
         }
     }
 
@@ -394,6 +399,7 @@ fn wait_piped(
         }
     });
 
+    let mut symbolizer = options.symbols.clone().map(Symbolizer::new);
     let start = Instant::now();
     let mut deadline = options.timeout.map(|timeout| start + timeout);
     let mut lines = Vec::new();
@@ -407,7 +413,13 @@ fn wait_piped(
             match receiver.recv_timeout(wait) {
                 Ok(raw) => {
                     let line = clean_line(&raw);
-                    take_line(options, &raw, &line, log.as_deref_mut())?;
+                    let line = take_line(
+                        options,
+                        symbolizer.as_mut(),
+                        &raw,
+                        line,
+                        log.as_deref_mut(),
+                    )?;
                     if let Some((text, extra)) = &options.deadline_after
                         && line.contains(text.as_str())
                     {
@@ -435,26 +447,45 @@ fn wait_piped(
     let _ = reader.join();
     for raw in receiver.try_iter() {
         let line = clean_line(&raw);
-        take_line(options, &raw, &line, log.as_deref_mut())?;
+        let line = take_line(
+            options,
+            symbolizer.as_mut(),
+            &raw,
+            line,
+            log.as_deref_mut(),
+        )?;
         lines.push(line);
     }
     Ok((status, lines))
 }
 
-fn take_line(options: &QemuOptions, raw: &str, line: &str, log: Option<&mut File>) -> Result<()> {
+/// Echo and log one serial line, with the names of its code addresses appended; returns
+/// the cleaned line as kept (names included).
+fn take_line(
+    options: &QemuOptions,
+    symbolizer: Option<&mut Symbolizer>,
+    raw: &str,
+    mut line: String,
+    log: Option<&mut File>,
+) -> Result<String> {
+    let names = symbolizer
+        .and_then(|symbolizer| symbolizer.annotate(&line))
+        .unwrap_or_default();
+    let raw = raw.trim_end_matches('\r');
     if options.echo && options.capture {
         // A library caller (a test): go through `println!`, which the test harness captures.
-        println!("{}", raw.trim_end_matches('\r'));
+        println!("{raw}{names}");
     } else if options.echo {
         // The terminal: a closed stdout (`| head`) must not stop the run.
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", raw.trim_end_matches('\r'));
+        let _ = writeln!(stdout, "{raw}{names}");
         let _ = stdout.flush();
     }
+    line.push_str(&names);
     if let Some(log) = log {
         writeln!(log, "{line}").context(|| "cannot write the serial log".to_owned())?;
     }
-    Ok(())
+    Ok(line)
 }
 
 /// A running QEMU driven over its serial line: the caller writes to the guest's serial input
@@ -479,6 +510,8 @@ pub struct Session {
     _vars: Option<VarsCopy>,
     /// Echo whole output lines through `println!` (a test harness captures them).
     echo: bool,
+    /// Names the code addresses of echoed and finished lines.
+    symbolizer: Option<Symbolizer>,
     /// Everything QEMU wrote to stdout so far.
     output: Vec<u8>,
     /// Where the next `expect_*` starts looking in `output`.
@@ -516,12 +549,9 @@ pub fn start(
                 "cannot start {program}: {error}; is QEMU installed?"
             ))
         })?;
-    Ok(Session::attach(
-        child,
-        options.arch,
-        options.echo,
-        Some(vars),
-    ))
+    let mut session = Session::attach(child, options.arch, options.echo, Some(vars));
+    session.symbolizer = options.symbols.clone().map(Symbolizer::new);
+    Ok(session)
 }
 
 impl Session {
@@ -556,6 +586,7 @@ impl Session {
             qemu_error,
             _vars: vars,
             echo,
+            symbolizer: None,
             output: Vec::new(),
             cursor: 0,
             echoed: 0,
@@ -648,10 +679,16 @@ impl Session {
                 self.qemu_error.load(Ordering::Relaxed),
             ),
         };
-        Ok(Outcome {
-            ending,
-            lines: split_lines(&self.output),
-        })
+        let mut lines = split_lines(&self.output);
+        if let Some(symbolizer) = &mut self.symbolizer {
+            symbolizer.restart();
+            for line in &mut lines {
+                if let Some(names) = symbolizer.annotate(line) {
+                    line.push_str(&names);
+                }
+            }
+        }
+        Ok(Outcome { ending, lines })
     }
 
     /// The position of `needle` in the output after the cursor, once it is there (and,
@@ -715,17 +752,26 @@ impl Session {
             && last >= self.echoed
         {
             for line in split_lines(&self.output[self.echoed..last]) {
-                println!("{line}");
+                self.echo_line(line);
             }
             self.echoed = last + 1;
         }
+    }
+
+    fn echo_line(&mut self, line: String) {
+        let names = self
+            .symbolizer
+            .as_mut()
+            .and_then(|symbolizer| symbolizer.annotate(&line))
+            .unwrap_or_default();
+        println!("{line}{names}");
     }
 
     /// Echo a last line that has no newline (a prompt left when QEMU ended).
     fn echo_rest(&mut self) {
         if self.echo && self.echoed < self.output.len() {
             for line in split_lines(&self.output[self.echoed..]) {
-                println!("{line}");
+                self.echo_line(line);
             }
             self.echoed = self.output.len();
         }
