@@ -153,9 +153,10 @@ pub fn prepare_artifacts(
         .clone()
         .unwrap_or_else(|| default_image(workspace, arch));
     let image = make_image(&artifacts, &loader, &options.cmdline, &path)?;
-    if options.qemu.gdb {
+    if options.qemu.gdb && options.qemu.gdb_port == qemu::GDB_PORT {
         step(format_args!(
-            "QEMU waits for a debugger; attach with: {}",
+            "QEMU waits for a debugger; attach with `cargo xtask {} --attach` or: {}",
+            crate::gdb::subcommand(arch),
             qemu::gdb_command(workspace, arch, &artifacts.kernel)
         ));
     }

@@ -31,6 +31,7 @@ pub mod check;
 pub mod cli;
 pub mod compile;
 mod error;
+pub mod gdb;
 pub mod image;
 pub mod loader;
 pub mod prereq;

@@ -37,8 +37,13 @@ pub struct QemuOptions {
     pub cpu: Option<String>,
     /// GIC version on AArch64 (2 or 3).
     pub gic: u8,
-    /// Wait for a debugger on `localhost:1234` (`-s -S`).
+    /// Wait for a debugger on `localhost:<gdb_port>` (`-s -S` for the default port).
     pub gdb: bool,
+    /// The port of QEMU's gdb stub ([`GDB_PORT`] unless a caller needs its own).
+    pub gdb_port: u16,
+    /// Start QEMU in a process group of its own, so a Ctrl-C typed at the terminal (meant
+    /// for a debugger in the foreground) does not reach it.
+    pub own_process_group: bool,
     /// Kill QEMU after this long and report a timeout.
     pub timeout: Option<Duration>,
     /// Also write the serial output to this file.
@@ -68,6 +73,8 @@ impl QemuOptions {
             cpu: None,
             gic: 3,
             gdb: false,
+            gdb_port: GDB_PORT,
+            own_process_group: false,
             timeout: None,
             serial_log: None,
             extra_args: Vec::new(),
@@ -92,6 +99,9 @@ impl QemuOptions {
         }
     }
 }
+
+/// The port QEMU's `-s` opens for gdb.
+pub const GDB_PORT: u16 = 1234;
 
 /// The CPU model used when `--cpu` is not given.
 pub fn default_cpu(arch: Arch) -> &'static str {
@@ -153,8 +163,10 @@ pub fn arguments(
     } else {
         push(&["-serial", "mon:stdio"]);
     }
-    if options.gdb {
+    if options.gdb && options.gdb_port == GDB_PORT {
         push(&["-s", "-S"]);
+    } else if options.gdb {
+        push(&["-gdb", &format!("tcp:127.0.0.1:{}", options.gdb_port), "-S"]);
     }
     args.extend(options.extra_args.iter().cloned());
     args
@@ -413,13 +425,8 @@ fn wait_piped(
             match receiver.recv_timeout(wait) {
                 Ok(raw) => {
                     let line = clean_line(&raw);
-                    let line = take_line(
-                        options,
-                        symbolizer.as_mut(),
-                        &raw,
-                        line,
-                        log.as_deref_mut(),
-                    )?;
+                    let line =
+                        take_line(options, symbolizer.as_mut(), &raw, line, log.as_deref_mut())?;
                     if let Some((text, extra)) = &options.deadline_after
                         && line.contains(text.as_str())
                     {
@@ -447,13 +454,7 @@ fn wait_piped(
     let _ = reader.join();
     for raw in receiver.try_iter() {
         let line = clean_line(&raw);
-        let line = take_line(
-            options,
-            symbolizer.as_mut(),
-            &raw,
-            line,
-            log.as_deref_mut(),
-        )?;
+        let line = take_line(options, symbolizer.as_mut(), &raw, line, log.as_deref_mut())?;
         lines.push(line);
     }
     Ok((status, lines))
@@ -537,8 +538,12 @@ pub fn start(
     piped.capture = true;
     let args = arguments(&piped, firmware, &vars.0, image);
     let program = options.arch.qemu_binary();
-    let child = workspace
-        .command(program)
+    let mut command = workspace.command(program);
+    if options.own_process_group {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    let child = command
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -635,6 +640,34 @@ impl Session {
         let line = clean_line(&String::from_utf8_lossy(&self.output[at..end]));
         self.cursor = end + 1;
         Ok(line)
+    }
+
+    /// Take what QEMU writes for at most `wait` and return the lines completed since the
+    /// previous call, cleaned and with their code addresses named (for a caller that relays
+    /// the output itself: a session started with `echo` off). `None` once QEMU's output
+    /// has ended and every line was returned.
+    pub fn relay(&mut self, wait: Duration) -> Option<Vec<String>> {
+        if !self.closed {
+            self.pump(Instant::now() + wait);
+        }
+        let end = match self.output.iter().rposition(|&byte| byte == b'\n') {
+            _ if self.closed => self.output.len(),
+            Some(last) if last >= self.echoed => last + 1,
+            _ => self.echoed,
+        };
+        if self.closed && self.echoed == end {
+            return None;
+        }
+        let mut lines = split_lines(&self.output[self.echoed..end]);
+        self.echoed = end;
+        if let Some(symbolizer) = &mut self.symbolizer {
+            for line in &mut lines {
+                if let Some(names) = symbolizer.annotate(line) {
+                    line.push_str(&names);
+                }
+            }
+        }
+        Some(lines)
     }
 
     /// Everything the guest printed so far, cleaned, one string (for failure messages).
@@ -818,7 +851,7 @@ fn split_lines(output: &[u8]) -> Vec<String> {
     text.split('\n').map(clean_line).collect()
 }
 
-/// The exact command that attaches a debugger to a `--gdb` run.
+/// The exact command that attaches a debugger to a `--gdb` run (QEMU's default port).
 pub fn gdb_command(workspace: &Workspace, arch: Arch, kernel: &Path) -> String {
     let gdb = match arch {
         Arch::Aarch64 if crate::prereq::find_in_path(workspace, "gdb-multiarch").is_some() => {

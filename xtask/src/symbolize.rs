@@ -304,7 +304,9 @@ mod tests {
                 returns: true
             }]
         );
-        let trap = addresses("KERNEL FATAL TRAP: page fault (vector 14) in kernel mode at rip 0xffffffff8000abcd");
+        let trap = addresses(
+            "KERNEL FATAL TRAP: page fault (vector 14) in kernel mode at rip 0xffffffff8000abcd",
+        );
         assert_eq!(trap.len(), 1);
         assert_eq!(trap[0].label, Some("rip"));
         assert_eq!(trap[0].address, 0xffffffff8000abcd);
@@ -355,10 +357,7 @@ mod tests {
             "kernel/src/main.rs"
         );
         assert_eq!(
-            short_path(
-                "/rustc/0123abcd/library/core/src/panicking.rs",
-                Some(root)
-            ),
+            short_path("/rustc/0123abcd/library/core/src/panicking.rs", Some(root)),
             "library/core/src/panicking.rs"
         );
         assert_eq!(
@@ -430,7 +429,10 @@ mod tests {
             "{suffix}"
         );
         // No address, or one outside any function: nothing to append.
-        assert_eq!(symbolizer.annotate("keel: kernel panic; powering off"), None);
+        assert_eq!(
+            symbolizer.annotate("keel: kernel panic; powering off"),
+            None
+        );
         assert_eq!(symbolizer.annotate("  #1  0x0000000000000010"), None);
     }
 
