@@ -3,9 +3,9 @@
 //! Without `--attach`: build, write the image, start QEMU with its gdb stub on a free local
 //! port, halted before the firmware runs, then start `gdb-multiarch` with the kernel's
 //! symbols and every user program's (`add-symbol-file` at the address of its `.text`:
-//! user programs are linked where they are loaded), connected, and stopped at the kernel's
-//! entry `kmain` (a temporary hardware breakpoint: the kernel is not in memory yet when gdb
-//! connects). The serial output goes to `target/gdb/serial-<arch>.log`, its code
+//! user programs are linked where they are loaded), connected, and stopped at the first
+//! instruction of the kernel's entry `kmain` (a temporary breakpoint: QEMU's stub keeps it
+//! outside guest memory, where the kernel is not loaded yet when gdb connects). The serial output goes to `target/gdb/serial-<arch>.log`, its code
 //! addresses named as everywhere else; QEMU ends when gdb does.
 //!
 //! With `--attach`: only gdb, with the symbols of the last build, joined to a
@@ -110,7 +110,7 @@ pub fn startup_commands(
     }
     commands.push(format!("target remote 127.0.0.1:{port}"));
     if fresh_boot {
-        commands.push(format!("thbreak {KERNEL_ENTRY}"));
+        commands.push(format!("thbreak *{KERNEL_ENTRY}"));
         commands.push("continue".to_owned());
     }
     commands
@@ -368,7 +368,7 @@ mod tests {
                 "file /t/kernel",
                 "add-symbol-file /t/user/init 0x400000",
                 "target remote 127.0.0.1:4321",
-                "thbreak kmain",
+                "thbreak *kmain",
                 "continue",
             ]
         );

@@ -15,9 +15,10 @@
 //! their load addresses. A lower-half address with no process named yet is looked up in
 //! the kernel ELF (which covers it or not).
 //!
-//! Return addresses (backtrace frames after `#0`) are looked up one byte earlier, inside
-//! the call instruction, so a call that ends a function (to a `-> !` callee) names the
-//! caller and the line of the call rather than whatever follows it.
+//! Return addresses (backtrace frames after `#0`, and `#0` too after a `KERNEL PANIC` line:
+//! the panic report walks from its own frame) are looked up one byte earlier, inside the
+//! call instruction, so a call that ends a function (to a `-> !` callee) names the caller
+//! and the line of the call rather than whatever follows it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,9 @@ pub struct Symbolizer {
     loaded: BTreeMap<PathBuf, Option<Loader>>,
     /// The user program the latest report line named.
     process: Option<String>,
+    /// Whether frame `#0` of the next backtrace is the interrupted instruction (a trap
+    /// report) rather than a return address (a panic report, walked from its own frame).
+    exact_first_frame: bool,
 }
 
 impl std::fmt::Debug for Symbolizer {
@@ -76,12 +80,14 @@ impl Symbolizer {
             files,
             loaded: BTreeMap::new(),
             process: None,
+            exact_first_frame: true,
         }
     }
 
     /// Read the next lines as a new output from the start (no process named yet).
     pub fn restart(&mut self) {
         self.process = None;
+        self.exact_first_frame = true;
     }
 
     /// What to append to `line` (starting with spaces), or `None` when it carries no code
@@ -90,7 +96,17 @@ impl Symbolizer {
         if let Some(name) = named_process(line) {
             self.process = Some(name.to_owned());
         }
-        let found = addresses(line);
+        if line.contains("KERNEL PANIC") {
+            self.exact_first_frame = false;
+        } else if line.contains("FATAL") || line.contains("stack overflow") {
+            self.exact_first_frame = true;
+        }
+        let mut found = addresses(line);
+        if !self.exact_first_frame {
+            for found in &mut found {
+                found.returns |= found.label.is_none();
+            }
+        }
         let labelled = found.iter().any(|found| found.label.is_some());
         let mut parts = Vec::new();
         for found in found {
