@@ -1,6 +1,8 @@
 //! The crash scenarios of DESIGN.md §8, each in its own boot: `stack-overflow` (a kernel
 //! thread recursing into its guard page is reported by name, exit 2) and `user-fault` (a
-//! user page fault is reported naming the process, and the kernel survives, exit 0).
+//! user page fault is reported naming the process, and the kernel survives, exit 0). The
+//! xtask names the code address of each report from the ELF it belongs to: the recursing
+//! kernel function, the faulting instruction of the user program.
 #![forbid(unsafe_code)]
 
 use tests::{Arch, Ending, boot, expect_ending, expect_line, options, selected};
@@ -10,10 +12,18 @@ fn stack_overflow(arch: Arch) {
         return;
     }
     let outcome = boot(&options(arch, "stack-overflow", "test=stack-overflow"));
-    let (_, line) = expect_line(&outcome, "kernel stack overflow in thread ");
+    let (report, line) = expect_line(&outcome, "kernel stack overflow in thread ");
     assert_eq!(
         line.trim_end(),
         "kernel stack overflow in thread overflow-test"
+    );
+    // The faulting instruction (x86_64 `rip`, AArch64 `elr`) is in the recursing function.
+    assert!(
+        outcome.lines[report..]
+            .iter()
+            .any(|line| line.contains("::recurse (kernel/src/")),
+        "no report line names the recursing function:\n{}",
+        outcome.lines.join("\n")
     );
     assert!(
         !outcome
@@ -33,6 +43,11 @@ fn user_fault(arch: Arch) {
     let (report, line) = expect_line(&outcome, "keel: user fault in process testsuite");
     assert!(
         line.contains("page fault (read) at 0x100000000000"),
+        "{line:?}"
+    );
+    // The faulting `ip`, named from the user program's ELF: code in the user sources.
+    assert!(
+        line.contains("[ip: ") && line.contains(" (user/"),
         "{line:?}"
     );
     let (survived, line) = expect_line(&outcome, "ok kernel survived");

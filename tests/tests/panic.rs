@@ -1,6 +1,7 @@
-//! Scenario `panic`: a deliberate `panic!` in a kernel thread is reported
-//! with its message, the thread's name and a frame-pointer backtrace, and the machine
-//! powers off with exit code 2. One boot per architecture.
+//! Scenario `panic`: a deliberate `panic!` in a kernel thread is reported with its message,
+//! the thread's name and a frame-pointer backtrace whose frames the xtask names from the
+//! kernel ELF's debug info, and the machine powers off with exit code 2. One boot per
+//! architecture.
 #![forbid(unsafe_code)]
 
 use tests::{Arch, Ending, boot, expect_ending, expect_line, options, selected};
@@ -34,6 +35,19 @@ fn panic_report(arch: Arch) {
         "fewer than two backtrace frames:\n{}",
         outcome.lines.join("\n")
     );
+    // The xtask appends `function (file:line)` to each frame, the raw address kept: one
+    // frame is the function that panics on purpose, in the kernel's sources.
+    let named = outcome.lines[backtrace..].iter().find(|line| {
+        let line = line.trim();
+        line.starts_with('#') && line.contains(" 0x") && line.contains("::panic_here (")
+    });
+    let Some(named) = named else {
+        panic!(
+            "no backtrace frame names panic_here:\n{}",
+            outcome.lines.join("\n")
+        )
+    };
+    assert!(named.contains("kernel/src/"), "{named:?}");
     expect_ending(&outcome, &Ending::Exit(2));
 }
 

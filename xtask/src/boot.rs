@@ -9,6 +9,7 @@ use crate::compile::{self, Artifacts, KernelBuild, WithLoader};
 use crate::image::{self, Contents};
 use crate::loader::{self, Loader, LoaderChoice};
 use crate::qemu::{self, Outcome, QemuOptions, Session};
+use crate::symbolize::SymbolFiles;
 use crate::{Arch, Context, Error, Profile, Result, Workspace, prereq, step};
 
 /// Everything one boot needs.
@@ -98,19 +99,45 @@ pub fn with_loader(loader: &Loader) -> WithLoader {
 
 /// Check prerequisites, choose the loader, build, write the image and boot it.
 pub fn boot(workspace: &Workspace, options: &BootOptions) -> Result<Outcome> {
-    let (firmware, image) = prepare(workspace, options)?;
-    qemu::run(workspace, &options.qemu, &firmware, &image)
+    let (firmware, image, qemu) = prepare(workspace, options)?;
+    qemu::run(workspace, &qemu, &firmware, &image)
 }
 
 /// As [`boot`], but return at once with a [`Session`] that writes to the guest's serial
 /// input and reads its output as it comes (tests that type into the system).
 pub fn start(workspace: &Workspace, options: &BootOptions) -> Result<Session> {
-    let (firmware, image) = prepare(workspace, options)?;
-    qemu::start(workspace, &options.qemu, &firmware, &image)
+    let (firmware, image, qemu) = prepare(workspace, options)?;
+    qemu::start(workspace, &qemu, &firmware, &image)
 }
 
-/// Everything up to starting QEMU: the firmware to boot and the image written.
-fn prepare(workspace: &Workspace, options: &BootOptions) -> Result<(prereq::Firmware, PathBuf)> {
+/// Everything up to starting QEMU: the firmware to boot, the image written, and QEMU's
+/// options with the symbol files of this build.
+fn prepare(
+    workspace: &Workspace,
+    options: &BootOptions,
+) -> Result<(prereq::Firmware, PathBuf, QemuOptions)> {
+    let (firmware, image, artifacts) = prepare_artifacts(workspace, options)?;
+    let mut qemu = options.qemu.clone();
+    if qemu.symbols.is_none() {
+        qemu.symbols = Some(symbol_files(workspace, &artifacts));
+    }
+    Ok((firmware, image, qemu))
+}
+
+/// The ELF files of a build, for naming addresses.
+pub fn symbol_files(workspace: &Workspace, artifacts: &Artifacts) -> SymbolFiles {
+    SymbolFiles {
+        kernel: Some(artifacts.kernel.clone()),
+        user: artifacts.user.clone(),
+        root: Some(workspace.root().to_path_buf()),
+    }
+}
+
+/// [`prepare`], returning the build's artifacts instead of the final options.
+pub fn prepare_artifacts(
+    workspace: &Workspace,
+    options: &BootOptions,
+) -> Result<(prereq::Firmware, PathBuf, Artifacts)> {
     let arch = options.qemu.arch;
     // Cheap checks first, so bad input fails before minutes of compiling.
     image::check_cmdline(&options.cmdline)?;
@@ -144,12 +171,13 @@ fn prepare(workspace: &Workspace, options: &BootOptions) -> Result<(prereq::Firm
         .clone()
         .unwrap_or_else(|| default_image(workspace, arch));
     let image = make_image(&artifacts, &loader, &options.cmdline, &path)?;
-    if options.qemu.gdb {
+    if options.qemu.gdb && options.qemu.gdb_port == qemu::GDB_PORT {
         step(format_args!(
-            "QEMU waits for a debugger; attach with: {}",
+            "QEMU waits for a debugger; attach with `cargo xtask {} --attach` or: {}",
+            crate::gdb::subcommand(arch),
             qemu::gdb_command(workspace, arch, &artifacts.kernel)
         ));
     }
     qemu::announce(&options.qemu, &image);
-    Ok((firmware, image))
+    Ok((firmware, image, artifacts))
 }

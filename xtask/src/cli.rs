@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::arch::ArchChoice;
 use crate::boot::{self, BootOptions};
 use crate::compile::{KernelBuild, WithLoader};
+use crate::gdb::GdbOptions;
 use crate::loader::{self, LoaderChoice};
 use crate::qemu::QemuOptions;
 use crate::{Arch, Error, Profile, Result, Workspace, check, compile, image, step};
@@ -54,6 +55,14 @@ pub enum Command {
     /// Build, make an image and boot it on AArch64 (QEMU virt + AAVMF).
     #[command(name = "qemu-aarch64")]
     QemuAarch64(QemuArgs),
+    /// Boot on x86_64 under gdb-multiarch, stopped at the kernel's entry (kmain), with the
+    /// kernel's and the user programs' symbols.
+    #[command(name = "gdb-x86")]
+    GdbX86(GdbArgs),
+    /// Boot on AArch64 under gdb-multiarch, stopped at the kernel's entry (kmain), with the
+    /// kernel's and the user programs' symbols.
+    #[command(name = "gdb-aarch64")]
+    GdbAarch64(GdbArgs),
     /// Run the host unit tests, then the QEMU integration tests of tests/.
     Test {
         #[arg(long, value_enum, default_value_t)]
@@ -120,6 +129,55 @@ pub struct QemuArgs {
     /// Extra arguments for QEMU, after `--`.
     #[arg(last = true, value_name = "QEMU ARGS")]
     pub qemu_args: Vec<String>,
+}
+
+/// Options of `gdb-x86` and `gdb-aarch64`.
+#[derive(Debug, Args)]
+pub struct GdbArgs {
+    /// Join a boot started with `cargo xtask qemu-<arch> --gdb` instead of booting.
+    #[arg(long)]
+    pub attach: bool,
+    /// Run these gdb commands (separated by `;`) without a terminal, print the output and
+    /// end, e.g. "bt" or "info symbol $pc".
+    #[arg(long, value_name = "COMMANDS")]
+    pub batch: Option<String>,
+    /// The gdb stub's port [default: 1234 with --attach, else a free one].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Which UEFI loader boots the kernel (auto: Limine if found, else built-in).
+    #[arg(long, value_enum, default_value_t)]
+    pub loader: LoaderChoice,
+    /// The kernel command line, e.g. "test=boot".
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Number of CPUs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub smp: u32,
+    /// Guest memory (QEMU -m syntax).
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub mem: String,
+    /// With --batch: stop gdb and QEMU if gdb has not finished by then.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub timeout: u64,
+    /// Optimized build (cargo's release profile).
+    #[arg(long)]
+    pub release: bool,
+}
+
+impl GdbArgs {
+    pub fn gdb_options(&self, arch: Arch) -> GdbOptions {
+        let mut options = GdbOptions::new(arch);
+        options.boot.profile = Profile::from_release(self.release);
+        options.boot.loader = self.loader;
+        options.boot.cmdline = self.cmdline.clone();
+        options.boot.qemu.smp = self.smp;
+        options.boot.qemu.mem = self.mem.clone();
+        options.attach = self.attach;
+        options.port = self.port;
+        options.batch = self.batch.as_deref().map(crate::gdb::split_commands);
+        options.timeout = Duration::from_secs(self.timeout);
+        options
+    }
 }
 
 impl QemuArgs {
@@ -191,6 +249,8 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
         }
         Command::QemuX86(args) => qemu(workspace, Arch::X86_64, &args),
         Command::QemuAarch64(args) => qemu(workspace, Arch::Aarch64, &args),
+        Command::GdbX86(args) => gdb(workspace, Arch::X86_64, &args),
+        Command::GdbAarch64(args) => gdb(workspace, Arch::Aarch64, &args),
         Command::Test { arch, filter } => {
             check::test(workspace, arch, filter.as_deref())?;
             Ok(0)
@@ -221,6 +281,18 @@ fn qemu(workspace: &Workspace, arch: Arch, args: &QemuArgs) -> Result<u8> {
     let code = outcome.ending.into_result()?;
     step(format_args!("the kernel powered off with exit code {code}"));
     Ok(code)
+}
+
+fn gdb(workspace: &Workspace, arch: Arch, args: &GdbArgs) -> Result<u8> {
+    let outcome = crate::gdb::run(workspace, &args.gdb_options(arch))?;
+    match outcome.status {
+        Some(0) => Ok(0),
+        Some(code) => Err(Error::forwarded(
+            code,
+            format!("gdb exited with status {code}"),
+        )),
+        None => Err(Error::new("gdb was stopped (timeout or signal)")),
+    }
 }
 
 /// The whole program: parse, run, print the one error line, exit.

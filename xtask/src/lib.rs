@@ -31,11 +31,13 @@ pub mod check;
 pub mod cli;
 pub mod compile;
 mod error;
+pub mod gdb;
 pub mod image;
 pub mod layers;
 pub mod loader;
 pub mod prereq;
 pub mod qemu;
+pub mod symbolize;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -379,6 +379,52 @@ pub fn ensure(workspace: &Workspace, arches: &[Arch]) -> Result<()> {
     }
 }
 
+/// The debugger `cargo xtask gdb-<arch>` runs.
+pub const GDB: &str = "gdb-multiarch";
+
+/// What to do about a missing [`GDB`]: `None` to install it (root with apt), else the
+/// message that tells the user how.
+pub fn gdb_plan(root: bool, apt: bool) -> Option<String> {
+    match (root, apt) {
+        (true, true) => None,
+        (false, true) => Some(format!(
+            "{GDB} is missing; run `sudo apt-get update && sudo apt-get install -y \
+             --no-install-recommends {GDB}` and try again"
+        )),
+        (_, false) => Some(format!(
+            "{GDB} is missing; install it (or a gdb built for x86_64 and AArch64) with your \
+             system's package manager and try again"
+        )),
+    }
+}
+
+/// The path of [`GDB`], installing it with apt-get first when it is missing and the xtask
+/// runs as root.
+pub fn ensure_gdb(workspace: &Workspace) -> Result<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|poison| poison.into_inner());
+    if let Some(path) = find_in_path(workspace, GDB) {
+        return Ok(path);
+    }
+    let apt = find_in_path(workspace, "apt-get").is_some();
+    if let Some(message) = gdb_plan(is_root(), apt) {
+        return Err(Error::new(message));
+    }
+    step(format_args!(
+        "missing {GDB}: installing it with apt-get (running as root)…"
+    ));
+    apt_get(workspace, &["update".to_owned()])?;
+    apt_get(
+        workspace,
+        &["install", "-y", "--no-install-recommends", GDB].map(String::from),
+    )?;
+    find_in_path(workspace, GDB).ok_or_else(|| {
+        Error::new(format!(
+            "still missing {GDB} after apt-get install; install it by hand"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +455,14 @@ mod tests {
             .with_var("AAVMF_CODE", None)
             .with_var("AAVMF_VARS", None);
         (root, workspace)
+    }
+
+    #[test]
+    fn gdb_is_installed_by_root_or_named_with_its_command() {
+        assert_eq!(gdb_plan(true, true), None);
+        let told = gdb_plan(false, true).unwrap();
+        assert!(told.contains("sudo apt-get install -y --no-install-recommends gdb-multiarch"));
+        assert!(gdb_plan(true, false).unwrap().contains("package manager"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::prereq::Firmware;
+use crate::symbolize::{SymbolFiles, Symbolizer};
 use crate::{Arch, Context, Error, Result, Workspace, step};
 
 /// The options of `cargo xtask qemu-<arch>`, plus two for library callers.
@@ -36,8 +37,13 @@ pub struct QemuOptions {
     pub cpu: Option<String>,
     /// GIC version on AArch64 (2 or 3).
     pub gic: u8,
-    /// Wait for a debugger on `localhost:1234` (`-s -S`).
+    /// Wait for a debugger on `localhost:<gdb_port>` (`-s -S` for the default port).
     pub gdb: bool,
+    /// The port of QEMU's gdb stub ([`GDB_PORT`] unless a caller needs its own).
+    pub gdb_port: u16,
+    /// Start QEMU in a process group of its own, so a Ctrl-C typed at the terminal (meant
+    /// for a debugger in the foreground) does not reach it.
+    pub own_process_group: bool,
     /// Kill QEMU after this long and report a timeout.
     pub timeout: Option<Duration>,
     /// Also write the serial output to this file.
@@ -52,6 +58,9 @@ pub struct QemuOptions {
     pub deadline_after: Option<(String, Duration)>,
     /// Echo the serial output to the terminal (piped mode).
     pub echo: bool,
+    /// The ELF files that name the code addresses of the kernel's reports (piped mode and
+    /// sessions): each such line gets `function (file:line)` appended as it is relayed.
+    pub symbols: Option<SymbolFiles>,
 }
 
 impl QemuOptions {
@@ -64,12 +73,15 @@ impl QemuOptions {
             cpu: None,
             gic: 3,
             gdb: false,
+            gdb_port: GDB_PORT,
+            own_process_group: false,
             timeout: None,
             serial_log: None,
             extra_args: Vec::new(),
             capture: false,
             deadline_after: None,
             echo: true,
+            symbols: None,
         }
     }
 
@@ -87,6 +99,9 @@ impl QemuOptions {
         }
     }
 }
+
+/// The port QEMU's `-s` opens for gdb.
+pub const GDB_PORT: u16 = 1234;
 
 /// The CPU model used when `--cpu` is not given.
 pub fn default_cpu(arch: Arch) -> &'static str {
@@ -148,8 +163,10 @@ pub fn arguments(
     } else {
         push(&["-serial", "mon:stdio"]);
     }
-    if options.gdb {
+    if options.gdb && options.gdb_port == GDB_PORT {
         push(&["-s", "-S"]);
+    } else if options.gdb {
+        push(&["-gdb", &format!("tcp:127.0.0.1:{}", options.gdb_port), "-S"]);
     }
     args.extend(options.extra_args.iter().cloned());
     args
@@ -394,6 +411,7 @@ fn wait_piped(
         }
     });
 
+    let mut symbolizer = options.symbols.clone().map(Symbolizer::new);
     let start = Instant::now();
     let mut deadline = options.timeout.map(|timeout| start + timeout);
     let mut lines = Vec::new();
@@ -407,7 +425,8 @@ fn wait_piped(
             match receiver.recv_timeout(wait) {
                 Ok(raw) => {
                     let line = clean_line(&raw);
-                    take_line(options, &raw, &line, log.as_deref_mut())?;
+                    let line =
+                        take_line(options, symbolizer.as_mut(), &raw, line, log.as_deref_mut())?;
                     if let Some((text, extra)) = &options.deadline_after
                         && line.contains(text.as_str())
                     {
@@ -435,26 +454,39 @@ fn wait_piped(
     let _ = reader.join();
     for raw in receiver.try_iter() {
         let line = clean_line(&raw);
-        take_line(options, &raw, &line, log.as_deref_mut())?;
+        let line = take_line(options, symbolizer.as_mut(), &raw, line, log.as_deref_mut())?;
         lines.push(line);
     }
     Ok((status, lines))
 }
 
-fn take_line(options: &QemuOptions, raw: &str, line: &str, log: Option<&mut File>) -> Result<()> {
+/// Echo and log one serial line, with the names of its code addresses appended; returns
+/// the cleaned line as kept (names included).
+fn take_line(
+    options: &QemuOptions,
+    symbolizer: Option<&mut Symbolizer>,
+    raw: &str,
+    mut line: String,
+    log: Option<&mut File>,
+) -> Result<String> {
+    let names = symbolizer
+        .and_then(|symbolizer| symbolizer.annotate(&line))
+        .unwrap_or_default();
+    let raw = raw.trim_end_matches('\r');
     if options.echo && options.capture {
         // A library caller (a test): go through `println!`, which the test harness captures.
-        println!("{}", raw.trim_end_matches('\r'));
+        println!("{raw}{names}");
     } else if options.echo {
         // The terminal: a closed stdout (`| head`) must not stop the run.
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", raw.trim_end_matches('\r'));
+        let _ = writeln!(stdout, "{raw}{names}");
         let _ = stdout.flush();
     }
+    line.push_str(&names);
     if let Some(log) = log {
         writeln!(log, "{line}").context(|| "cannot write the serial log".to_owned())?;
     }
-    Ok(())
+    Ok(line)
 }
 
 /// A running QEMU driven over its serial line: the caller writes to the guest's serial input
@@ -479,6 +511,8 @@ pub struct Session {
     _vars: Option<VarsCopy>,
     /// Echo whole output lines through `println!` (a test harness captures them).
     echo: bool,
+    /// Names the code addresses of echoed and finished lines.
+    symbolizer: Option<Symbolizer>,
     /// Everything QEMU wrote to stdout so far.
     output: Vec<u8>,
     /// Where the next `expect_*` starts looking in `output`.
@@ -504,8 +538,12 @@ pub fn start(
     piped.capture = true;
     let args = arguments(&piped, firmware, &vars.0, image);
     let program = options.arch.qemu_binary();
-    let child = workspace
-        .command(program)
+    let mut command = workspace.command(program);
+    if options.own_process_group {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    let child = command
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -516,12 +554,9 @@ pub fn start(
                 "cannot start {program}: {error}; is QEMU installed?"
             ))
         })?;
-    Ok(Session::attach(
-        child,
-        options.arch,
-        options.echo,
-        Some(vars),
-    ))
+    let mut session = Session::attach(child, options.arch, options.echo, Some(vars));
+    session.symbolizer = options.symbols.clone().map(Symbolizer::new);
+    Ok(session)
 }
 
 impl Session {
@@ -556,6 +591,7 @@ impl Session {
             qemu_error,
             _vars: vars,
             echo,
+            symbolizer: None,
             output: Vec::new(),
             cursor: 0,
             echoed: 0,
@@ -606,6 +642,34 @@ impl Session {
         Ok(line)
     }
 
+    /// Take what QEMU writes for at most `wait` and return the lines completed since the
+    /// previous call, cleaned and with their code addresses named (for a caller that relays
+    /// the output itself: a session started with `echo` off). `None` once QEMU's output
+    /// has ended and every line was returned.
+    pub fn relay(&mut self, wait: Duration) -> Option<Vec<String>> {
+        if !self.closed {
+            self.pump(Instant::now() + wait);
+        }
+        let end = match self.output.iter().rposition(|&byte| byte == b'\n') {
+            _ if self.closed => self.output.len(),
+            Some(last) if last >= self.echoed => last + 1,
+            _ => self.echoed,
+        };
+        if self.closed && self.echoed == end {
+            return None;
+        }
+        let mut lines = split_lines(&self.output[self.echoed..end]);
+        self.echoed = end;
+        if let Some(symbolizer) = &mut self.symbolizer {
+            for line in &mut lines {
+                if let Some(names) = symbolizer.annotate(line) {
+                    line.push_str(&names);
+                }
+            }
+        }
+        Some(lines)
+    }
+
     /// Everything the guest printed so far, cleaned, one string (for failure messages).
     pub fn transcript(&self) -> String {
         split_lines(&self.output).join("\n")
@@ -648,10 +712,16 @@ impl Session {
                 self.qemu_error.load(Ordering::Relaxed),
             ),
         };
-        Ok(Outcome {
-            ending,
-            lines: split_lines(&self.output),
-        })
+        let mut lines = split_lines(&self.output);
+        if let Some(symbolizer) = &mut self.symbolizer {
+            symbolizer.restart();
+            for line in &mut lines {
+                if let Some(names) = symbolizer.annotate(line) {
+                    line.push_str(&names);
+                }
+            }
+        }
+        Ok(Outcome { ending, lines })
     }
 
     /// The position of `needle` in the output after the cursor, once it is there (and,
@@ -715,17 +785,26 @@ impl Session {
             && last >= self.echoed
         {
             for line in split_lines(&self.output[self.echoed..last]) {
-                println!("{line}");
+                self.echo_line(line);
             }
             self.echoed = last + 1;
         }
+    }
+
+    fn echo_line(&mut self, line: String) {
+        let names = self
+            .symbolizer
+            .as_mut()
+            .and_then(|symbolizer| symbolizer.annotate(&line))
+            .unwrap_or_default();
+        println!("{line}{names}");
     }
 
     /// Echo a last line that has no newline (a prompt left when QEMU ended).
     fn echo_rest(&mut self) {
         if self.echo && self.echoed < self.output.len() {
             for line in split_lines(&self.output[self.echoed..]) {
-                println!("{line}");
+                self.echo_line(line);
             }
             self.echoed = self.output.len();
         }
@@ -772,7 +851,7 @@ fn split_lines(output: &[u8]) -> Vec<String> {
     text.split('\n').map(clean_line).collect()
 }
 
-/// The exact command that attaches a debugger to a `--gdb` run.
+/// The exact command that attaches a debugger to a `--gdb` run (QEMU's default port).
 pub fn gdb_command(workspace: &Workspace, arch: Arch, kernel: &Path) -> String {
     let gdb = match arch {
         Arch::Aarch64 if crate::prereq::find_in_path(workspace, "gdb-multiarch").is_some() => {
