@@ -132,15 +132,25 @@ pub fn run(workspace: &Workspace, options: &GdbOptions) -> Result<GdbOutcome> {
     let arch = options.boot.qemu.arch;
     let gdb = prereq::ensure_gdb(workspace)?;
     if options.attach {
-        let artifacts = compile::locate(workspace, arch, options.boot.profile, WithLoader::Skip)
-            .map_err(|error| {
-                Error::new(format!(
-                    "{}; --attach uses the symbols of the last build: boot with `cargo xtask {} \
+        let kernel = options
+            .boot
+            .kernel
+            .unwrap_or_else(|| compile::KernelBuild::for_cmdline(&options.boot.cmdline));
+        let artifacts = compile::locate(
+            workspace,
+            arch,
+            options.boot.profile,
+            kernel,
+            WithLoader::Skip,
+        )
+        .map_err(|error| {
+            Error::new(format!(
+                "{}; --attach uses the symbols of the last build: boot with `cargo xtask {} \
                  --gdb` first",
-                    error.message(),
-                    arch.qemu_subcommand()
-                ))
-            })?;
+                error.message(),
+                arch.qemu_subcommand()
+            ))
+        })?;
         let port = options.port.unwrap_or(GDB_PORT);
         let commands = commands(&artifacts, port, false)?;
         step(format_args!(

@@ -455,7 +455,7 @@ pub fn buffer_set(address: u64) -> Result<u64, Error> {
             return Err(Error::InvalidArgument);
         }
         let process = sched::current_process().ok_or(Error::InvalidArgument)?;
-        if !(arch_api::USER_START..arch_api::USER_END).contains(&address)
+        if !arch_api::UserRange::is_user_address(address)
             || process.anonymous_frame(address).is_none()
         {
             return Err(Error::BadAddress);

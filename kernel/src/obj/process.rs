@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 
 use abi::Error;
-use arch_api::{MapError, PAGE_SIZE, PageFlags, Paging, TrapCause, USER_END, USER_START};
+use arch_api::{MapError, PAGE_SIZE, PageFlags, Paging, TrapCause, USER_END, UserRange};
 
 use super::{CapSpace, Charge, Notification};
 use crate::Cpu;
@@ -225,13 +225,12 @@ impl Process {
         writable: bool,
     ) -> Result<(), Error> {
         let length = pages.checked_mul(PAGE_SIZE).ok_or(Error::BadAddress)?;
-        let end = address.checked_add(length).ok_or(Error::BadAddress)?;
         if pages == 0 || !address.is_multiple_of(PAGE_SIZE) || !physical.is_multiple_of(PAGE_SIZE) {
             return Err(Error::InvalidArgument);
         }
-        if address < USER_START || end > USER_END {
-            return Err(Error::BadAddress);
-        }
+        let end = UserRange::new(address, length)
+            .ok_or(Error::BadAddress)?
+            .end();
         let regions = crate::boot::memory_regions().ok_or(Error::PermissionDenied)?;
         if kcore::memory::overlaps_memory(regions, physical, length) {
             return Err(Error::PermissionDenied);

@@ -27,7 +27,7 @@ use abi::{
     UserRegisters,
 };
 use alloc::sync::Arc;
-use arch_api::{Paging, TrapFrame as _, USER_END, USER_START, UserRegisterWrite};
+use arch_api::{Paging, TrapFrame as _, UserRange, UserRegisterWrite};
 
 use crate::obj::{Endpoint, EndpointCap, Notification, Object, Process, pending};
 use crate::task::sched;
@@ -174,12 +174,14 @@ fn object_create(endpoint: bool) -> Result<u64, Error> {
     Ok(process.caps.insert(object, Rights::ALL)?.raw())
 }
 
-/// Whether `[pointer, pointer + length)` lies wholly in the user half without wrapping.
-fn user_range_ok(pointer: u64, length: u64) -> bool {
-    pointer >= USER_START
-        && pointer
-            .checked_add(length)
-            .is_some_and(|end| end <= USER_END)
+/// Whether `[pointer, pointer + length)` lies wholly in the user half without wrapping
+/// ([`UserRange`]); an empty range may sit anywhere from the first user address to the end
+/// of the user half.
+pub fn user_range_ok(pointer: u64, length: u64) -> bool {
+    if length == 0 {
+        return UserRange::is_user_stack_pointer(pointer);
+    }
+    UserRange::new(pointer, length).is_some()
 }
 
 fn debug_write(pointer: u64, length: u64) -> Result<u64, Error> {

@@ -25,7 +25,7 @@
 use alloc::sync::Arc;
 
 use abi::{Error, Handle, MAX_SPAWN_CAPS, PAGE_SIZE, PRIORITY_LEVELS, Rights};
-use arch_api::{Devices, USER_END, USER_START};
+use arch_api::{Devices, UserRange};
 use kcore::runqueue::Priority;
 
 use crate::obj::{Object, Process, ThreadRef, kind};
@@ -84,11 +84,7 @@ pub fn process_spawn(
     // why: caps_count <= MAX_SPAWN_CAPS, checked above.
     let raw = &mut raw[..caps_count as usize * 8];
     if !raw.is_empty() {
-        let in_range = caps_pointer >= USER_START
-            && caps_pointer
-                .checked_add(raw.len() as u64)
-                .is_some_and(|end| end <= USER_END);
-        if !in_range {
+        if UserRange::new(caps_pointer, raw.len() as u64).is_none() {
             return Err(Error::BadAddress);
         }
         <Cpu as arch_api::Paging>::copy_from_user(raw, caps_pointer)
@@ -176,8 +172,7 @@ pub fn thread_create(
     priority_raw: u64,
 ) -> Result<u64, Error> {
     let caller = current()?;
-    let user = USER_START..USER_END;
-    if !user.contains(&entry) || !(USER_START..=USER_END).contains(&stack) {
+    if !UserRange::is_user_address(entry) || !UserRange::is_user_stack_pointer(stack) {
         return Err(Error::BadAddress);
     }
     if !stack.is_multiple_of(16) {
@@ -311,11 +306,7 @@ pub fn mmio_map(handle: u64, address: u64) -> Result<u64, Error> {
     if !address.is_multiple_of(PAGE_SIZE) {
         return Err(Error::InvalidArgument);
     }
-    let in_range = address >= USER_START
-        && address
-            .checked_add(range.length)
-            .is_some_and(|end| end <= USER_END);
-    if !in_range {
+    if UserRange::new(address, range.length).is_none() {
         return Err(Error::BadAddress);
     }
     caller.map_device(address, range.base, range.length / PAGE_SIZE, writable)?;

@@ -15,7 +15,7 @@
 //! CPU is reported.
 
 use abi::{Error, Handle, ObjectType, Rights, SLEEP_MAX_TICKS, sysinfo};
-use arch_api::{ExitCode, Platform, USER_END, USER_START};
+use arch_api::{ExitCode, Platform, UserRange};
 
 use crate::obj::kind;
 use crate::sync::{Lock, level};
@@ -60,11 +60,7 @@ pub fn system_info(
         chunk.copy_from_slice(&word.to_le_bytes());
     }
     let length = count as u64 * 8;
-    let in_range = buffer >= USER_START
-        && buffer
-            .checked_add(length)
-            .is_some_and(|end| end <= USER_END);
-    if !in_range {
+    if UserRange::new(buffer, length).is_none() {
         return Err(Error::BadAddress);
     }
     <Cpu as arch_api::Paging>::copy_to_user(buffer, &bytes[..count * 8])
@@ -235,11 +231,7 @@ pub fn log_read(console: u64, buffer: u64, length: u64) -> Result<u64, Error> {
     let length = usize::try_from(length)
         .unwrap_or(usize::MAX)
         .min(chunk.len());
-    let in_range = buffer >= USER_START
-        && buffer
-            .checked_add(length as u64)
-            .is_some_and(|end| end <= USER_END);
-    if !in_range {
+    if !super::user_range_ok(buffer, length as u64) {
         return Err(Error::BadAddress);
     }
     let count = crate::log::take_log(&mut chunk[..length]);

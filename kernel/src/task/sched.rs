@@ -284,9 +284,7 @@ pub fn with_saved_user_frame<R>(
         if thread.process.is_none() || thread.state != State::Blocked {
             return None;
         }
-        let frame = (thread.stack.top
-            - core::mem::size_of::<crate::task::thread::TrapFrame>() as u64)
-            as *mut crate::task::thread::TrapFrame;
+        let frame = thread.stack.user_frame::<crate::task::thread::TrapFrame>();
         // SAFETY: the slot at the top of a thread's kernel stack holds its saved user
         // frame while it is inside the kernel from user mode (the `Threads` contract); the
         // stack is mapped and aligned, and the thread is blocked (not running) while the
@@ -398,8 +396,7 @@ fn saved_user_frame(
     if thread.process.is_none() || thread.state != State::Blocked {
         return None;
     }
-    let frame = (thread.stack.top - core::mem::size_of::<crate::task::thread::TrapFrame>() as u64)
-        as *mut crate::task::thread::TrapFrame;
+    let frame = thread.stack.user_frame::<crate::task::thread::TrapFrame>();
     // SAFETY: the slot at the top of a blocked user thread's kernel stack holds its saved
     // user frame (the `Threads` contract); the stack is mapped and aligned, and the thread
     // is not running while the scheduler lock is held, so nothing else touches the frame.

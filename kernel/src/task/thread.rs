@@ -117,7 +117,7 @@ extern "C" fn thread_start(id: usize) -> ! {
 /// space is already active).
 fn enter_user(entry: u64, stack: u64, argument: u64) -> ! {
     let kernel_stack = super::sched::current_stack().expect("a user thread has a kernel stack");
-    let frame = (kernel_stack.top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
+    let frame = kernel_stack.user_frame::<TrapFrame>();
     // SAFETY: the frame slot is the top of this thread's own kernel stack, which is mapped,
     // suitably aligned (the stack top is page-aligned and the frame size a multiple of 16)
     // and not used by anything above this function's own frame, which lies lower.
