@@ -23,6 +23,7 @@ pub mod fdt;
 pub mod machine;
 pub mod memmap;
 pub mod paging;
+pub mod path;
 pub mod protocol;
 pub mod requests;
 pub mod time;

@@ -226,22 +226,20 @@ impl Kernel {
             flags: self.word_at(record + 16).ok_or_else(bad)?,
         };
         let path = self.string_at(module.path).ok_or_else(bad)?;
+        if module.flags & protocol::INTERNAL_MODULE_COMPRESSED != 0 {
+            return Err(format!(
+                "kernel {}: internal module {path} is flagged compressed; this loader cannot decompress modules",
+                self.path
+            ));
+        }
         let cmdline = self.string_at(module.string).ok_or_else(bad)?.to_string();
         let (relative, hash) = match path.rsplit_once('#') {
             Some((relative, hash)) => (relative, Some(hash.to_ascii_lowercase())),
             None => (path, None),
         };
-        // Relative to the kernel's directory, as the protocol says.
-        let full = match relative.strip_prefix('/') {
-            Some(_) => relative.to_string(),
-            None => {
-                let directory = self
-                    .path
-                    .rfind('/')
-                    .map_or("/", |slash| &self.path[..=slash]);
-                format!("{directory}{relative}")
-            }
-        };
+        // Relative to the kernel's directory, as the protocol says, and normalized as
+        // Limine reports it.
+        let full = efi_loader::path::absolute(relative, efi_loader::path::directory(&self.path));
         let uri = Uri {
             path: full.clone(),
             hash,
