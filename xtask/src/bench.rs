@@ -215,7 +215,8 @@ pub fn baseline_path(workspace: &Workspace, arch: Arch) -> PathBuf {
 }
 
 /// How every benchmark boot runs: release build, `-icount shift=0`, output captured, the
-/// image `keel-<arch>-<image>.img`.
+/// HHDM at its fixed base (a randomised one would move page-table walks between runs),
+/// the image `keel-<arch>-<image>.img`.
 fn bench_boot(workspace: &Workspace, arch: Arch, cmdline: String, image: &str) -> BootOptions {
     let mut qemu = QemuOptions::new(arch);
     qemu.capture = true;
@@ -232,6 +233,7 @@ fn bench_boot(workspace: &Workspace, arch: Arch, cmdline: String, image: &str) -
                 .join(format!("keel-{arch}-{image}.img")),
         ),
         build: true,
+        fixed_hhdm: true,
         qemu,
     }
 }

@@ -136,6 +136,7 @@ impl QemuArgs {
             cmdline: self.cmdline.clone(),
             image: None,
             build: true,
+            fixed_hhdm: false,
             qemu,
         })
     }
@@ -171,7 +172,7 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
                 let artifacts =
                     compile::build(workspace, arch, profile, boot::with_loader(&loader))?;
                 let path = boot::default_image(workspace, arch);
-                boot::make_image(&artifacts, &loader, &cmdline, &path)?;
+                boot::make_image(&artifacts, &loader, &cmdline, false, &path)?;
             }
             Ok(0)
         }

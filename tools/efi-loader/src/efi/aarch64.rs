@@ -34,6 +34,8 @@ pub const MACHINE: Machine = Machine::Aarch64;
 /// The value of Limine's `${ARCH}` macro.
 pub const ARCH: &str = "aarch64";
 pub const HHDM_OFFSET: u64 = HHDM_OFFSET_AARCH64;
+/// Virtual address bits of the paging mode the loader sets up (4-level).
+pub const VA_BITS: u32 = 48;
 /// The kernel's root covers the TTBR1 half.
 pub const SPACE: Space = Space::Upper;
 

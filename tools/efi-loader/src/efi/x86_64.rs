@@ -25,6 +25,8 @@ pub const MACHINE: Machine = Machine::X86_64;
 /// The value of Limine's `${ARCH}` macro.
 pub const ARCH: &str = "x86-64";
 pub const HHDM_OFFSET: u64 = HHDM_OFFSET_X86_64;
+/// Virtual address bits of the paging mode the loader sets up (4-level).
+pub const VA_BITS: u32 = 48;
 /// One root translates both halves.
 pub const SPACE: Space = Space::Canonical;
 /// At most this many I/O APICs get their entries masked.
