@@ -49,6 +49,11 @@ pub const HHDM_OFFSET_AARCH64: u64 = 0xffff_0000_0000_0000;
 
 /// The paging mode value both architectures use for 4-level (48-bit) paging.
 pub const PAGING_MODE_4LEVEL: u64 = 0;
+/// The paging mode value both architectures use for 5-level paging (x86_64 LA57, 57-bit;
+/// AArch64 52-bit with FEAT_LPA2).
+pub const PAGING_MODE_5LEVEL: u64 = 1;
+/// The lowest paging mode value (`LIMINE_PAGING_MODE_MIN`).
+pub const PAGING_MODE_MIN: u64 = PAGING_MODE_4LEVEL;
 
 /// `firmware_type` value for 64-bit UEFI.
 pub const FIRMWARE_TYPE_UEFI64: u64 = 2;

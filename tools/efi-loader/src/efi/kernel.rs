@@ -32,6 +32,8 @@ pub struct Kernel {
     pub base_revision: BaseRevision,
     /// The entry point (the ELF's, or the Entry Point request's).
     pub entry: u64,
+    /// The paging mode the kernel gets (`protocol::PAGING_MODE_*`).
+    pub paging_mode: u64,
 }
 
 /// A module to hand over: where it is and what the kernel is told about it.
@@ -88,9 +90,10 @@ impl Kernel {
             scan,
             base_revision,
             entry: 0,
+            paging_mode: protocol::PAGING_MODE_4LEVEL,
         };
         kernel.entry = kernel.entry_point().map_err(|e| context(&e))?;
-        kernel.check_paging_mode().map_err(|e| context(&e))?;
+        kernel.paging_mode = kernel.decide_paging_mode().map_err(|e| context(&e))?;
         println!(
             "kernel: {}, {} bytes, image {:#x}..{:#x} at physical {:#x}{}",
             kernel.path,
@@ -152,16 +155,28 @@ impl Kernel {
         core::str::from_utf8(&tail[..end]).ok()
     }
 
-    /// Refuse a kernel whose Paging Mode request excludes 4-level paging.
-    fn check_paging_mode(&self) -> Result<(), String> {
-        let Some(found) = self.request(RequestKind::PagingMode) else {
-            return Ok(());
-        };
-        let word =
-            |index: usize| self.request_word(found, protocol::REQUEST_EXTRA_OFFSET + 8 * index);
-        requests::paging_mode(found.revision, word(0), word(1), word(2))
-            .map(|_| ())
-            .map_err(|error| error.0)
+    /// The paging mode for the kernel's Paging Mode request, within what the loader can
+    /// hand over with (see [`arch::SUPPORTED_PAGING_MAX`]).
+    fn decide_paging_mode(&self) -> Result<u64, String> {
+        let request = self.request(RequestKind::PagingMode).map(|found| {
+            let word =
+                |index: usize| self.request_word(found, protocol::REQUEST_EXTRA_OFFSET + 8 * index);
+            requests::PagingRequest {
+                revision: found.revision,
+                mode: word(0),
+                max_mode: word(1),
+                min_mode: word(2),
+            }
+        });
+        if let Some(request) = request
+            && request.mode > arch::SUPPORTED_PAGING_MAX
+            && arch::cpu_has_5level()
+        {
+            println!(
+                "note: the CPU has 5-level paging, but this loader hands over with 4-level paging only"
+            );
+        }
+        requests::paging_mode(request, arch::SUPPORTED_PAGING_MAX).map_err(|error| error.0)
     }
 
     /// The entry point: the ELF's, or the one the Entry Point request names.
