@@ -376,9 +376,19 @@ impl<'a> Parser<'a> {
                 self.config.default_entry = entry;
                 self.default_entry_line = line_number;
             }
-            "protocol" | "path" | "kernel_path" | "cmdline" | "kernel_cmdline" | "module_path"
-            | "module_cmdline" | "module_string" | "dtb_path" | "kaslr" | "randomise_hhdm_base"
-            | "randomize_hhdm_base" | "comment" => {
+            "protocol"
+            | "path"
+            | "kernel_path"
+            | "cmdline"
+            | "kernel_cmdline"
+            | "module_path"
+            | "module_cmdline"
+            | "module_string"
+            | "dtb_path"
+            | "kaslr"
+            | "randomise_hhdm_base"
+            | "randomize_hhdm_base"
+            | "comment" => {
                 return Err(self.error(
                     line_number,
                     format!("`{key}` outside any entry (entries start with `/Name`)"),
@@ -715,7 +725,9 @@ timeout: 0
         assert!(entry.kaslr && !entry.randomise_hhdm_base);
         let no_kaslr = parse_ok("/A\nprotocol: limine\npath: boot():/k\nkaslr: no\n");
         assert!(!no_kaslr.boot_entry().unwrap().randomise_hhdm_base);
-        let both = parse_ok("/A\nprotocol: limine\npath: boot():/k\nkaslr: no\nRANDOMIZE_HHDM_BASE: yes\n");
+        let both = parse_ok(
+            "/A\nprotocol: limine\npath: boot():/k\nkaslr: no\nRANDOMIZE_HHDM_BASE: yes\n",
+        );
         assert!(both.boot_entry().unwrap().randomise_hhdm_base);
         assert!(fixed.warnings.is_empty() && both.warnings.is_empty());
     }

@@ -14,8 +14,7 @@ use alloc::vec::Vec;
 use crate::elf::read_u64;
 use crate::protocol::{
     BASE_REVISION_MAGIC, COMMON_MAGIC, MAX_BASE_REVISION, MIN_BASE_REVISION, PAGING_MODE_4LEVEL,
-    PAGING_MODE_MIN,
-    REQUEST_EXTRA_OFFSET, REQUESTS_END_MARKER, REQUESTS_START_MARKER, RequestKind,
+    PAGING_MODE_MIN, REQUEST_EXTRA_OFFSET, REQUESTS_END_MARKER, REQUESTS_START_MARKER, RequestKind,
 };
 
 /// A request found in the image.
@@ -415,8 +414,14 @@ mod tests {
     #[test]
     fn paging_mode_follows_the_protocol_for_every_combination() {
         use crate::protocol::PAGING_MODE_5LEVEL;
-        assert_eq!(paging_mode(None, PAGING_MODE_4LEVEL), Ok(PAGING_MODE_4LEVEL));
-        assert_eq!(paging_mode(None, PAGING_MODE_5LEVEL), Ok(PAGING_MODE_4LEVEL));
+        assert_eq!(
+            paging_mode(None, PAGING_MODE_4LEVEL),
+            Ok(PAGING_MODE_4LEVEL)
+        );
+        assert_eq!(
+            paging_mode(None, PAGING_MODE_5LEVEL),
+            Ok(PAGING_MODE_4LEVEL)
+        );
         // Modes 0 (4-level), 1 (5-level) and 2 (unknown) in every member; CPUs without
         // and with LA57.
         for supported_max in [PAGING_MODE_4LEVEL, PAGING_MODE_5LEVEL] {
@@ -435,18 +440,14 @@ mod tests {
                             } else {
                                 (0, mode)
                             };
-                            // The modes both sides accept.
-                            let both = (low.max(0), high.min(supported_max));
+                            // The modes both sides accept (the loader's lowest is 0).
+                            let both = (low, high.min(supported_max));
                             let got = paging_mode(Some(request), supported_max);
                             if low > high || both.0 > both.1 {
                                 assert!(got.is_err(), "{request:?} on {supported_max}: {got:?}");
                             } else {
                                 let expected = mode.clamp(both.0, both.1);
-                                assert_eq!(
-                                    got,
-                                    Ok(expected),
-                                    "{request:?} on {supported_max}"
-                                );
+                                assert_eq!(got, Ok(expected), "{request:?} on {supported_max}");
                             }
                         }
                     }
@@ -460,8 +461,16 @@ mod tests {
             max_mode: PAGING_MODE_5LEVEL,
             min_mode: PAGING_MODE_4LEVEL,
         };
-        assert_eq!(paging_mode(Some(five), PAGING_MODE_5LEVEL), Ok(1), "LA57: honoured");
-        assert_eq!(paging_mode(Some(five), PAGING_MODE_4LEVEL), Ok(0), "no LA57: fallback");
+        assert_eq!(
+            paging_mode(Some(five), PAGING_MODE_5LEVEL),
+            Ok(1),
+            "LA57: honoured"
+        );
+        assert_eq!(
+            paging_mode(Some(five), PAGING_MODE_4LEVEL),
+            Ok(0),
+            "no LA57: fallback"
+        );
         let only_five = PagingRequest {
             min_mode: PAGING_MODE_5LEVEL,
             ..five
