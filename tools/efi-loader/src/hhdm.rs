@@ -24,9 +24,33 @@ pub fn base(higher_half: u64, va_bits: u32, random: Option<u64>) -> u64 {
     }
 }
 
+/// Spread a time counter's entropy over all 64 bits (the SplitMix64 finaliser), for when
+/// the firmware has no RNG: a counter read early in boot changes only in its low bits
+/// (AArch64's generic timer ticks at tens of MHz), which the 1 GiB alignment above drops.
+pub fn scramble(counter: u64) -> u64 {
+    let mut z = counter.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearby_counter_values_give_different_bases() {
+        let bases: alloc::vec::Vec<u64> = (1_000_000..1_000_016)
+            .map(|counter| base(HHDM_OFFSET_X86_64, 48, Some(scramble(counter))))
+            .collect();
+        for (i, a) in bases.iter().enumerate() {
+            assert_eq!(
+                bases.iter().filter(|b| *b == a).count(),
+                1,
+                "base {i} repeats"
+            );
+        }
+    }
     use crate::protocol::{HHDM_OFFSET_AARCH64, HHDM_OFFSET_X86_64};
 
     #[test]

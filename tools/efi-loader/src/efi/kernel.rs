@@ -60,8 +60,9 @@ impl Kernel {
             .read_uri(&entry.kernel, Owner::Kernel, "kernel")
             .map_err(|error| entry.at(entry.kernel_line, error))?;
         let executable = elf::parse(file.bytes(), arch::MACHINE).map_err(|e| context(&e))?;
-        let random = (entry.kaslr && executable.relocatable)
-            .then(|| platform::random().unwrap_or_else(arch::counter));
+        let random = (entry.kaslr && executable.relocatable).then(|| {
+            platform::random().unwrap_or_else(|| efi_loader::hhdm::scramble(arch::counter()))
+        });
         let slide = executable.choose_slide(random);
         let mut image =
             Pages::allocate(executable.image_size(), Owner::Kernel, "the kernel image")?;

@@ -138,7 +138,7 @@ fn boot_kernel() -> Result<Infallible, String> {
         .and_then(|_| platform::boot_time());
     let random_hhdm = entry
         .randomise_hhdm_base
-        .then(|| platform::random().unwrap_or_else(arch::counter));
+        .then(|| platform::random().unwrap_or_else(|| efi_loader::hhdm::scramble(arch::counter())));
     let hhdm = efi_loader::hhdm::base(arch::HHDM_OFFSET, arch::VA_BITS, random_hhdm);
     println!(
         "hhdm base: {hhdm:#x} ({})",
