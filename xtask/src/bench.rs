@@ -216,7 +216,8 @@ pub fn baseline_path(workspace: &Workspace, arch: Arch) -> PathBuf {
 }
 
 /// How every benchmark boot runs: release build, `-icount shift=0`, output captured, the
-/// image `keel-<arch>-<image>.img`.
+/// HHDM at its fixed base (a randomised one would move page-table walks between runs),
+/// the image `keel-<arch>-<image>.img`.
 fn bench_boot(workspace: &Workspace, arch: Arch, cmdline: String, image: &str) -> BootOptions {
     let mut qemu = QemuOptions::new(arch);
     qemu.capture = true;
@@ -234,6 +235,7 @@ fn bench_boot(workspace: &Workspace, arch: Arch, cmdline: String, image: &str) -
         ),
         build: true,
         kernel: Some(KernelBuild::Testing),
+        fixed_hhdm: true,
         qemu,
     }
 }

@@ -25,6 +25,8 @@ pub struct BootOptions {
     pub build: bool,
     /// Which kernel; `None`: the one the command line needs ([`KernelBuild::for_cmdline`]).
     pub kernel: Option<KernelBuild>,
+    /// Fix the HHDM base for reproducible runs (`randomise_hhdm_base: no`).
+    pub fixed_hhdm: bool,
     pub qemu: QemuOptions,
 }
 
@@ -37,6 +39,7 @@ impl BootOptions {
             image: None,
             build: true,
             kernel: None,
+            fixed_hhdm: false,
             qemu: QemuOptions::new(arch),
         }
     }
@@ -48,10 +51,12 @@ pub fn default_image(workspace: &Workspace, arch: Arch) -> PathBuf {
 }
 
 /// Write an image holding `artifacts` and `loader`; prints its path and loader.
+/// `fixed_hhdm` fixes the HHDM base in `limine.conf`.
 pub fn make_image(
     artifacts: &Artifacts,
     loader: &Loader,
     cmdline: &str,
+    fixed_hhdm: bool,
     path: &Path,
 ) -> Result<PathBuf> {
     let read =
@@ -75,6 +80,7 @@ pub fn make_image(
             .map(|(name, elf)| Ok((name.clone(), read(elf)?)))
             .collect::<Result<_>>()?,
         cmdline: cmdline.to_owned(),
+        fixed_hhdm,
     };
     step(format_args!("writing image {}…", path.display()));
     let size = image::write(path, &contents)?;
@@ -100,7 +106,22 @@ pub fn with_loader(loader: &Loader) -> WithLoader {
 /// Check prerequisites, choose the loader, build, write the image and boot it.
 pub fn boot(workspace: &Workspace, options: &BootOptions) -> Result<Outcome> {
     let (firmware, image, qemu) = prepare(workspace, options)?;
-    qemu::run(workspace, &qemu, &firmware, &image)
+    let outcome = qemu::run(workspace, &qemu, &firmware, &image)?;
+    if let Some(base) = hhdm_base(&outcome.lines) {
+        step(format_args!("this boot's HHDM base: {base}"));
+    }
+    Ok(outcome)
+}
+
+/// The HHDM base a boot used, from the loader's `hhdm base:` line (the built-in loader)
+/// or the kernel's `hhdm:` banner line.
+pub fn hhdm_base(lines: &[String]) -> Option<&str> {
+    ["hhdm base: ", "hhdm: "].iter().find_map(|label| {
+        lines.iter().find_map(|line| {
+            let rest = &line[line.find(label)? + label.len()..];
+            rest.split_whitespace().next()
+        })
+    })
 }
 
 /// As [`boot`], but return at once with a [`Session`] that writes to the guest's serial
@@ -170,7 +191,13 @@ pub fn prepare_artifacts(
         .image
         .clone()
         .unwrap_or_else(|| default_image(workspace, arch));
-    let image = make_image(&artifacts, &loader, &options.cmdline, &path)?;
+    let image = make_image(
+        &artifacts,
+        &loader,
+        &options.cmdline,
+        options.fixed_hhdm,
+        &path,
+    )?;
     if options.qemu.gdb && options.qemu.gdb_port == qemu::GDB_PORT {
         step(format_args!(
             "QEMU waits for a debugger; attach with `cargo xtask {} --attach` or: {}",
@@ -180,4 +207,23 @@ pub fn prepare_artifacts(
     }
     qemu::announce(&options.qemu, &image);
     Ok((firmware, image, artifacts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hhdm_base_comes_from_the_loader_or_the_banner() {
+        let lines = |text: &[&str]| text.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        let loader = lines(&[
+            "config: /limine.conf (1 entries)",
+            "hhdm base: 0xffff8a4c00000000 (randomised)",
+            "hhdm: 0xffff8a4c00000000",
+        ]);
+        assert_eq!(hhdm_base(&loader), Some("0xffff8a4c00000000"));
+        let banner = lines(&["Keel 0.1.0 x86_64", "hhdm: 0xffff800000000000"]);
+        assert_eq!(hhdm_base(&banner), Some("0xffff800000000000"));
+        assert_eq!(hhdm_base(&lines(&["memory: 1 MiB"])), None);
+    }
 }

@@ -203,6 +203,7 @@ impl QemuArgs {
             image: None,
             build: true,
             kernel: self.kernel,
+            fixed_hhdm: false,
             qemu,
         })
     }
@@ -243,7 +244,7 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
                 let artifacts =
                     compile::build(workspace, arch, profile, kernel, boot::with_loader(&loader))?;
                 let path = boot::default_image(workspace, arch);
-                boot::make_image(&artifacts, &loader, &cmdline, &path)?;
+                boot::make_image(&artifacts, &loader, &cmdline, false, &path)?;
             }
             Ok(0)
         }

@@ -8,6 +8,9 @@
 //!
 //! `limine.conf` uses Limine 8 syntax and names the kernel with both `kernel_path` (Limine 8)
 //! and `path` (Limine 9 and later), so one image boots under `efi-loader` and any Limine ≥ 8.
+//! With [`Contents::fixed_hhdm`] it adds `randomise_hhdm_base: no`, which fixes the HHDM at
+//! its lowest address (benchmarks want reproducible runs); otherwise the loader randomises
+//! the HHDM base on every boot, as Limine does.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
@@ -37,16 +40,23 @@ pub struct Contents {
     pub modules: Vec<(String, Vec<u8>)>,
     /// The kernel command line.
     pub cmdline: String,
+    /// Fix the HHDM base (`randomise_hhdm_base: no`) instead of letting the loader
+    /// randomise it.
+    pub fixed_hhdm: bool,
 }
 
-/// The `limine.conf` for a kernel command line and a list of module names.
-pub fn limine_conf(cmdline: &str, modules: &[&str]) -> String {
+/// The `limine.conf` for a kernel command line and a list of module names; `fixed_hhdm`
+/// asks for the HHDM at its fixed base.
+pub fn limine_conf(cmdline: &str, modules: &[&str], fixed_hhdm: bool) -> String {
     let mut text = String::from("timeout: 0\n\n/Keel\n    protocol: limine\n");
     // Limine 8 calls it `kernel_path`; Limine 9 renamed it `path`. Each ignores the other.
     text.push_str(&format!("    kernel_path: boot():/{KERNEL_PATH}\n"));
     text.push_str(&format!("    path: boot():/{KERNEL_PATH}\n"));
     if !cmdline.is_empty() {
         text.push_str(&format!("    cmdline: {cmdline}\n"));
+    }
+    if fixed_hhdm {
+        text.push_str("    randomise_hhdm_base: no\n");
     }
     for name in modules {
         text.push_str(&format!("    module_path: boot():/boot/{name}\n"));
@@ -73,7 +83,7 @@ pub fn write(path: &Path, contents: &Contents) -> Result<u64> {
         .iter()
         .map(|(name, _)| name.as_str())
         .collect();
-    let conf = limine_conf(&contents.cmdline, &names);
+    let conf = limine_conf(&contents.cmdline, &names, contents.fixed_hhdm);
 
     let mut files: Vec<(String, &[u8])> = vec![
         (
@@ -216,7 +226,7 @@ mod tests {
 
     #[test]
     fn conf_names_kernel_both_ways_and_every_module() {
-        let conf = limine_conf("test=boot", &["init", "console"]);
+        let conf = limine_conf("test=boot", &["init", "console"], false);
         assert_eq!(
             conf,
             "timeout: 0\n\n/Keel\n    protocol: limine\n    kernel_path: boot():/boot/keel\n    \
@@ -224,7 +234,9 @@ mod tests {
              module_cmdline: init\n    module_path: boot():/boot/console\n    \
              module_cmdline: console\n"
         );
-        assert!(!limine_conf("", &["init"]).contains("cmdline: \n"));
+        assert!(!limine_conf("", &["init"], false).contains("cmdline: \n"));
+        assert!(!limine_conf("", &["init"], false).contains("randomise_hhdm_base"));
+        assert!(limine_conf("", &["init"], true).contains("    randomise_hhdm_base: no\n"));
         assert!(check_cmdline("a\nb").is_err());
     }
 
@@ -238,6 +250,7 @@ mod tests {
             kernel: kernel.clone(),
             modules: vec![("init".to_owned(), b"\x7fELF init".to_vec())],
             cmdline: "test=boot quiet".to_owned(),
+            fixed_hhdm: false,
         };
         let size = write(&path, &contents).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), size);
@@ -262,7 +275,7 @@ mod tests {
         assert_eq!(read_esp_file(&path, "boot/keel").unwrap(), kernel);
         assert_eq!(read_esp_file(&path, "boot/init").unwrap(), b"\x7fELF init");
         let conf = String::from_utf8(read_esp_file(&path, "limine.conf").unwrap()).unwrap();
-        assert_eq!(conf, limine_conf("test=boot quiet", &["init"]));
+        assert_eq!(conf, limine_conf("test=boot quiet", &["init"], false));
         assert!(conf.contains("    kernel_path: boot():/boot/keel\n"));
         assert!(conf.contains("    path: boot():/boot/keel\n"));
         assert!(conf.contains("    cmdline: test=boot quiet\n"));

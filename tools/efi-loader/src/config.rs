@@ -11,7 +11,9 @@
 //! the kernel path (`path:` for Limine 9 and later, `kernel_path:` for Limine 8, both
 //! accepted and required to agree), `cmdline` (alias `kernel_cmdline`), `module_path`
 //! each optionally followed by `module_cmdline` (alias `module_string`), `dtb_path`,
-//! `kaslr` and `comment`. Other keys are ignored with a warning. Every error names the
+//! `kaslr`, `randomise_hhdm_base` (alias `randomize_hhdm_base`; `yes` or `no`, default the
+//! value of `kaslr`: `no` fixes the HHDM at the paging mode's lowest higher-half address
+//! for reproducible runs) and `comment`. Other keys are ignored with a warning. Every error names the
 //! file and the line.
 
 use alloc::format;
@@ -83,6 +85,8 @@ pub struct Entry {
     pub modules: Vec<EntryModule>,
     pub dtb_path: Option<(Uri, usize)>,
     pub kaslr: bool,
+    /// `randomise_hhdm_base:` when given.
+    pub randomise_hhdm_base: Option<bool>,
 }
 
 /// The parsed file.
@@ -110,6 +114,8 @@ pub struct BootEntry {
     pub modules: Vec<ModuleSpec>,
     pub dtb_path: Option<(Uri, usize)>,
     pub kaslr: bool,
+    /// Whether the HHDM base is randomised.
+    pub randomise_hhdm_base: bool,
 }
 
 impl BootEntry {
@@ -338,6 +344,7 @@ impl<'a> Parser<'a> {
             modules: Vec::new(),
             dtb_path: None,
             kaslr: true,
+            randomise_hhdm_base: None,
         });
         Ok(())
     }
@@ -369,8 +376,19 @@ impl<'a> Parser<'a> {
                 self.config.default_entry = entry;
                 self.default_entry_line = line_number;
             }
-            "protocol" | "path" | "kernel_path" | "cmdline" | "kernel_cmdline" | "module_path"
-            | "module_cmdline" | "module_string" | "dtb_path" | "kaslr" | "comment" => {
+            "protocol"
+            | "path"
+            | "kernel_path"
+            | "cmdline"
+            | "kernel_cmdline"
+            | "module_path"
+            | "module_cmdline"
+            | "module_string"
+            | "dtb_path"
+            | "kaslr"
+            | "randomise_hhdm_base"
+            | "randomize_hhdm_base"
+            | "comment" => {
                 return Err(self.error(
                     line_number,
                     format!("`{key}` outside any entry (entries start with `/Name`)"),
@@ -490,6 +508,17 @@ impl<'a> Parser<'a> {
                         )));
                     }
                 };
+            }
+            "randomise_hhdm_base" | "randomize_hhdm_base" => {
+                entry.randomise_hhdm_base = Some(match value.to_ascii_lowercase().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => {
+                        return Err(error(format!(
+                            "{key} must be `yes` or `no`, found `{value}`"
+                        )));
+                    }
+                });
             }
             "comment" => {}
             "timeout" | "default_entry" => {
@@ -630,6 +659,7 @@ impl Config {
                 .collect(),
             dtb_path: entry.dtb_path.clone(),
             kaslr: entry.kaslr,
+            randomise_hhdm_base: entry.randomise_hhdm_base.unwrap_or(entry.kaslr),
         })
     }
 }
@@ -685,6 +715,21 @@ timeout: 0
         assert_eq!(entry.modules[1].uri.path, "/boot/console");
         assert_eq!(entry.modules[1].cmdline, "");
         assert!(entry.kaslr);
+        assert!(entry.randomise_hhdm_base, "randomised by default");
+    }
+
+    #[test]
+    fn the_hhdm_base_is_fixed_by_its_option_or_by_kaslr() {
+        let fixed = parse_ok("/A\nprotocol: limine\npath: boot():/k\nrandomise_hhdm_base: no\n");
+        let entry = fixed.boot_entry().unwrap();
+        assert!(entry.kaslr && !entry.randomise_hhdm_base);
+        let no_kaslr = parse_ok("/A\nprotocol: limine\npath: boot():/k\nkaslr: no\n");
+        assert!(!no_kaslr.boot_entry().unwrap().randomise_hhdm_base);
+        let both = parse_ok(
+            "/A\nprotocol: limine\npath: boot():/k\nkaslr: no\nRANDOMIZE_HHDM_BASE: yes\n",
+        );
+        assert!(both.boot_entry().unwrap().randomise_hhdm_base);
+        assert!(fixed.warnings.is_empty() && both.warnings.is_empty());
     }
 
     #[test]
@@ -808,6 +853,11 @@ timeout: 0
             "second `module_cmdline`",
         );
         assert_error("/A\nkaslr: maybe\n", 2, "kaslr must be");
+        assert_error(
+            "/A\nrandomise_hhdm_base: 1\n",
+            2,
+            "randomise_hhdm_base must be",
+        );
         assert_error("/A\npath: /boot/kernel\n", 2, "not a Limine URI");
         assert_error(
             "/A\npath: hdd(1:1):/boot/kernel\n",

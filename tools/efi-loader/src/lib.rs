@@ -8,8 +8,7 @@
 //! (`main.rs`) only reads files, asks the firmware, copies bytes and jumps.
 //!
 //! Known weak spots: base revision 0 (no tag) is refused rather than emulated; only the
-//! boot volume (`boot():`) is reachable from the configuration; MP is not implemented;
-//! the HHDM base is Limine's non-randomised default.
+//! boot volume (`boot():`) is reachable from the configuration; MP is not implemented.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -20,9 +19,11 @@ pub mod blake2b;
 pub mod config;
 pub mod elf;
 pub mod fdt;
+pub mod hhdm;
 pub mod machine;
 pub mod memmap;
 pub mod paging;
+pub mod path;
 pub mod protocol;
 pub mod requests;
 pub mod time;

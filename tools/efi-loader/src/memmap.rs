@@ -16,6 +16,10 @@ use crate::{FOUR_GIB, PAGE_SIZE, align_down, align_up};
 /// UEFI memory type the loader allocates the kernel and its modules with (the OS-defined
 /// range starts at 0x8000_0000), so that the final map tells them from its own data.
 pub const EFI_EXECUTABLE_AND_MODULES: u32 = 0x8000_4b4c;
+/// UEFI memory type of everything else the loader hands over (responses, page tables,
+/// the stack, copies of firmware tables, the final memory map): bootloader-reclaimable.
+/// Distinct from `EfiLoaderData`, which the final map reports as reserved, as Limine does.
+pub const EFI_BOOTLOADER_RECLAIMABLE: u32 = 0x8000_4b4d;
 
 /// A region of physical memory and its Limine type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,24 +29,78 @@ pub struct Region {
     pub kind: MemoryType,
 }
 
-/// The Limine type of a UEFI memory type, as the protocol's table lists it ("EFI Memory
-/// Map Entry Type to Limine Memory Map Type"), plus the loader's own kernel type.
+/// UEFI memory types (UEFI 2.10, 7.2 "EFI_MEMORY_TYPE").
+pub mod efi_type {
+    pub const RESERVED: u32 = 0;
+    pub const LOADER_CODE: u32 = 1;
+    pub const LOADER_DATA: u32 = 2;
+    pub const BOOT_SERVICES_CODE: u32 = 3;
+    pub const BOOT_SERVICES_DATA: u32 = 4;
+    pub const RUNTIME_SERVICES_CODE: u32 = 5;
+    pub const RUNTIME_SERVICES_DATA: u32 = 6;
+    pub const CONVENTIONAL: u32 = 7;
+    pub const UNUSABLE: u32 = 8;
+    pub const ACPI_RECLAIM: u32 = 9;
+    pub const ACPI_NVS: u32 = 10;
+    pub const MMIO: u32 = 11;
+    pub const MMIO_PORT_SPACE: u32 = 12;
+    pub const PAL_CODE: u32 = 13;
+    pub const PERSISTENT: u32 = 14;
+    pub const UNACCEPTED: u32 = 15;
+}
+
+/// One descriptor of the firmware's final memory map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EfiDescriptor {
+    pub efi_type: u32,
+    /// `EFI_MEMORY_*` attribute bits; they do not change the Limine type (Limine 8
+    /// decides by the type alone).
+    pub attribute: u64,
+    pub base: u64,
+    pub pages: u64,
+}
+
+/// The Limine type Limine 8.2 gives memory the final UEFI map describes as `efi_type`,
+/// plus the loader's own two types. Limine's rules (`common/mm/pmm.s2.c`):
+///
+/// - conventional memory and boot services code and data are usable once boot services
+///   have exited;
+/// - ACPI reclaim and ACPI NVS memory keep their ACPI types;
+/// - loader code and data that are not the bootloader's own (another image's, or pool
+///   memory the firmware handed out) are reserved, as are unusable memory (Limine does
+///   not report it as bad), runtime services, MMIO, PAL code, persistent, unaccepted and
+///   unknown memory.
 pub fn from_efi(efi_type: u32) -> MemoryType {
     match efi_type {
-        // EfiLoaderCode, EfiLoaderData, EfiBootServicesCode, EfiBootServicesData.
-        1..=4 => MemoryType::BootloaderReclaimable,
-        // EfiConventionalMemory.
-        7 => MemoryType::Usable,
-        // EfiUnusableMemory: memory with errors.
-        8 => MemoryType::BadMemory,
-        // EfiACPIReclaimMemory.
-        9 => MemoryType::AcpiReclaimable,
-        // EfiACPIMemoryNVS.
-        10 => MemoryType::AcpiNvs,
+        efi_type::CONVENTIONAL | efi_type::BOOT_SERVICES_CODE | efi_type::BOOT_SERVICES_DATA => {
+            MemoryType::Usable
+        }
+        efi_type::ACPI_RECLAIM => MemoryType::AcpiReclaimable,
+        efi_type::ACPI_NVS => MemoryType::AcpiNvs,
         EFI_EXECUTABLE_AND_MODULES => MemoryType::ExecutableAndModules,
-        // Reserved, runtime services code/data, MMIO, MMIO port space, PAL code,
-        // persistent memory and anything unknown.
+        EFI_BOOTLOADER_RECLAIMABLE => MemoryType::BootloaderReclaimable,
         _ => MemoryType::Reserved,
+    }
+}
+
+/// The region a descriptor of the final map becomes. `loader_image` is the physical range
+/// of the loader's own executable image: its loader code and data pages are
+/// bootloader-reclaimable (Limine reports its own image so), not reserved.
+pub fn region_of(descriptor: &EfiDescriptor, loader_image: (u64, u64)) -> Region {
+    let length = descriptor.pages.saturating_mul(PAGE_SIZE);
+    let (image_start, image_length) = loader_image;
+    let inside_image = descriptor.base >= image_start
+        && descriptor.base.saturating_add(length) <= image_start.saturating_add(image_length);
+    let kind = match descriptor.efi_type {
+        efi_type::LOADER_CODE | efi_type::LOADER_DATA if inside_image && length > 0 => {
+            MemoryType::BootloaderReclaimable
+        }
+        other => from_efi(other),
+    };
+    Region {
+        base: descriptor.base,
+        length,
+        kind,
     }
 }
 
@@ -305,35 +363,119 @@ mod tests {
         }
     }
 
+    /// Limine 8.2's type for every UEFI type, the loader's own two, OEM and OS ranges.
+    const EXPECTED: [(u32, MemoryType); 22] = [
+        (efi_type::RESERVED, Reserved),
+        (efi_type::LOADER_CODE, Reserved),
+        (efi_type::LOADER_DATA, Reserved),
+        (efi_type::BOOT_SERVICES_CODE, Usable),
+        (efi_type::BOOT_SERVICES_DATA, Usable),
+        (efi_type::RUNTIME_SERVICES_CODE, Reserved),
+        (efi_type::RUNTIME_SERVICES_DATA, Reserved),
+        (efi_type::CONVENTIONAL, Usable),
+        (efi_type::UNUSABLE, Reserved),
+        (efi_type::ACPI_RECLAIM, AcpiReclaimable),
+        (efi_type::ACPI_NVS, AcpiNvs),
+        (efi_type::MMIO, Reserved),
+        (efi_type::MMIO_PORT_SPACE, Reserved),
+        (efi_type::PAL_CODE, Reserved),
+        (efi_type::PERSISTENT, Reserved),
+        (efi_type::UNACCEPTED, Reserved),
+        (16, Reserved),
+        (0x7000_0000, Reserved),
+        (0x7fff_ffff, Reserved),
+        (EFI_EXECUTABLE_AND_MODULES, ExecutableAndModules),
+        (EFI_BOOTLOADER_RECLAIMABLE, BootloaderReclaimable),
+        (0x8000_0000, Reserved),
+    ];
+
+    /// The `EFI_MEMORY_*` attribute bits UEFI 2.10 defines.
+    const ATTRIBUTES: [u64; 16] = [
+        0x1,                   // UC
+        0x2,                   // WC
+        0x4,                   // WT
+        0x8,                   // WB
+        0x10,                  // UCE
+        0x1000,                // WP
+        0x2000,                // RP
+        0x4000,                // XP
+        0x8000,                // NV
+        0x1_0000,              // MORE_RELIABLE
+        0x2_0000,              // RO
+        0x4_0000,              // SP
+        0x8_0000,              // CPU_CRYPTO
+        0x4000_0000_0000_0000, // ISA_VALID
+        0x8000_0000_0000_0000, // RUNTIME
+        0x0fff_f000_0000_0000, // ISA_MASK
+    ];
+
     #[test]
-    fn maps_every_efi_type() {
-        let expected = [
-            (0, Reserved),
-            (1, BootloaderReclaimable),
-            (2, BootloaderReclaimable),
-            (3, BootloaderReclaimable),
-            (4, BootloaderReclaimable),
-            (5, Reserved),
-            (6, Reserved),
-            (7, Usable),
-            (8, BadMemory),
-            (9, AcpiReclaimable),
-            (10, AcpiNvs),
-            (11, Reserved),
-            (12, Reserved),
-            (13, Reserved),
-            (14, Reserved),
-            (15, Reserved),
-            (0x7000_0000, Reserved),
-            (EFI_EXECUTABLE_AND_MODULES, ExecutableAndModules),
-            (0x8000_0000, Reserved),
-        ];
-        for (efi, limine) in expected {
+    fn every_efi_type_and_attribute_combination_gets_limines_type() {
+        let outside = (0x100_0000, 0x10_0000);
+        for (efi, limine) in EXPECTED {
             assert_eq!(from_efi(efi), limine, "EFI type {efi:#x}");
+            for combination in 0u32..1 << ATTRIBUTES.len() {
+                let attribute = ATTRIBUTES
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| combination & (1 << bit) != 0)
+                    .fold(0, |all, (_, value)| all | value);
+                let descriptor = EfiDescriptor {
+                    efi_type: efi,
+                    attribute,
+                    base: 0x7ffe_0000,
+                    pages: 1,
+                };
+                assert_eq!(
+                    region_of(&descriptor, outside),
+                    region(0x7ffe_0000, PAGE_SIZE, limine),
+                    "EFI type {efi:#x}, attributes {attribute:#x}"
+                );
+            }
         }
         for code in 0..8 {
             assert_eq!(type_of(code) as u64, code);
         }
+    }
+
+    #[test]
+    fn firmware_loader_data_is_reserved_but_the_loaders_own_image_is_reclaimable() {
+        // QEMU `virt` + AAVMF: one-page loader data allocations below the loader's image,
+        // which Limine reports as reserved, must not become usable or reclaimable.
+        let image = (0x7ffe_8000, 0x4_0000);
+        for page in 0..8 {
+            for efi in [efi_type::LOADER_CODE, efi_type::LOADER_DATA] {
+                let firmware = EfiDescriptor {
+                    efi_type: efi,
+                    attribute: 0xf | 0x4000,
+                    base: 0x7ffe_0000 + page * PAGE_SIZE,
+                    pages: 1,
+                };
+                assert_eq!(region_of(&firmware, image).kind, Reserved);
+            }
+        }
+        for efi in [efi_type::LOADER_CODE, efi_type::LOADER_DATA] {
+            let own = EfiDescriptor {
+                efi_type: efi,
+                attribute: 0xf,
+                base: 0x7ffe_9000,
+                pages: 4,
+            };
+            assert_eq!(region_of(&own, image).kind, BootloaderReclaimable);
+            let straddling = EfiDescriptor {
+                base: 0x7ffe_7000,
+                ..own
+            };
+            assert_eq!(region_of(&straddling, image).kind, Reserved);
+        }
+        // Other types inside the image range keep their own type.
+        let inside = EfiDescriptor {
+            efi_type: efi_type::RUNTIME_SERVICES_DATA,
+            attribute: 0,
+            base: 0x7ffe_8000,
+            pages: 1,
+        };
+        assert_eq!(region_of(&inside, image).kind, Reserved);
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub const HHDM_OFFSET_AARCH64: u64 = 0xffff_0000_0000_0000;
 
 /// The paging mode value both architectures use for 4-level (48-bit) paging.
 pub const PAGING_MODE_4LEVEL: u64 = 0;
+/// The paging mode value both architectures use for 5-level paging (x86_64 LA57, 57-bit;
+/// AArch64 52-bit with FEAT_LPA2).
+pub const PAGING_MODE_5LEVEL: u64 = 1;
+/// The lowest paging mode value (`LIMINE_PAGING_MODE_MIN`).
+pub const PAGING_MODE_MIN: u64 = PAGING_MODE_4LEVEL;
 
 /// `firmware_type` value for 64-bit UEFI.
 pub const FIRMWARE_TYPE_UEFI64: u64 = 2;
@@ -58,6 +63,8 @@ pub const FRAMEBUFFER_RGB: u8 = 1;
 
 /// Internal module flag: fail the boot when the module cannot be found.
 pub const INTERNAL_MODULE_REQUIRED: u64 = 1 << 0;
+/// Internal module flag: the file is compressed and the bootloader is to decompress it.
+pub const INTERNAL_MODULE_COMPRESSED: u64 = 1 << 1;
 
 /// The requests this loader knows by name. Answered ones are handled by the UEFI glue;
 /// the others are recognised only so that the progress output can name them.
@@ -405,9 +412,10 @@ pub struct InternalModule {
 pub mod revision {
     /// Framebuffer responses carry the video mode list (revision 1 members).
     pub const FRAMEBUFFER: u64 = 1;
-    /// Module responses honour internal modules (revision 1) but not compressed ones
-    /// (revision 2).
-    pub const MODULE: u64 = 1;
+    /// Module responses are revision 2, as Limine 8.2 answers them (the revision that
+    /// knows compressed internal modules; this loader refuses a module flagged so, as it
+    /// has no decompressor).
+    pub const MODULE: u64 = 2;
     /// Every other response is revision 0.
     pub const DEFAULT: u64 = 0;
 }
@@ -433,6 +441,13 @@ mod tests {
         assert_eq!(offset_of!(VideoMode, bpp), 24);
         assert_eq!(size_of::<VideoMode>(), 40);
         assert_eq!(size_of::<InternalModule>(), 24);
+    }
+
+    #[test]
+    fn response_revisions_are_limine_8_2s() {
+        assert_eq!(revision::MODULE, 2);
+        assert_eq!(revision::FRAMEBUFFER, 1);
+        assert_eq!(revision::DEFAULT, 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use crate::elf::read_u64;
 use crate::protocol::{
     BASE_REVISION_MAGIC, COMMON_MAGIC, MAX_BASE_REVISION, MIN_BASE_REVISION, PAGING_MODE_4LEVEL,
-    REQUEST_EXTRA_OFFSET, REQUESTS_END_MARKER, REQUESTS_START_MARKER, RequestKind,
+    PAGING_MODE_MIN, REQUEST_EXTRA_OFFSET, REQUESTS_END_MARKER, REQUESTS_START_MARKER, RequestKind,
 };
 
 /// A request found in the image.
@@ -193,28 +193,54 @@ pub fn answer_base_revision(image: &mut [u8], offset: usize, outcome: &BaseRevis
     }
 }
 
-/// Decide the paging mode for a Paging Mode request of `revision` with members `mode`,
-/// `max_mode` and `min_mode` (the last two exist from request revision 1). The loader
-/// offers 4-level paging only; a kernel whose range excludes it is refused, as the
-/// protocol says the bootloader must.
-pub fn paging_mode(
-    revision: u64,
-    mode: u64,
-    max_mode: u64,
-    min_mode: u64,
-) -> Result<u64, ScanError> {
-    let (max, min) = if revision >= 1 {
-        (max_mode, min_mode)
-    } else {
-        (mode, PAGING_MODE_4LEVEL)
+/// The members of a Paging Mode request: `mode`, and from request revision 1 `max_mode`
+/// and `min_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagingRequest {
+    pub revision: u64,
+    pub mode: u64,
+    pub max_mode: u64,
+    pub min_mode: u64,
+}
+
+/// Decide the paging mode as Limine does. The loader (with this CPU) can provide the modes
+/// `PAGING_MODE_MIN..=supported_max`; the kernel accepts `min_mode..=max_mode` (request
+/// revision 0: `PAGING_MODE_MIN..=mode`). The answer is the requested `mode` moved into
+/// both ranges; when they do not meet, or the kernel's range is empty, the boot fails, as
+/// the protocol says. Without a request, 4-level paging.
+pub fn paging_mode(request: Option<PagingRequest>, supported_max: u64) -> Result<u64, ScanError> {
+    let supported_min = PAGING_MODE_MIN;
+    let Some(request) = request else {
+        return Ok(PAGING_MODE_4LEVEL);
     };
-    if (min..=max).contains(&PAGING_MODE_4LEVEL) {
-        Ok(PAGING_MODE_4LEVEL)
+    let (kernel_min, kernel_max) = if request.revision >= 1 {
+        (request.min_mode, request.max_mode)
     } else {
-        Err(ScanError(format!(
-            "the Paging Mode request allows modes {min} to {max}; this loader provides only 4-level paging ({PAGING_MODE_4LEVEL})"
-        )))
+        (PAGING_MODE_MIN, request.mode)
+    };
+    if kernel_max < kernel_min {
+        return Err(ScanError(format!(
+            "the Paging Mode request's max_mode ({kernel_max}) is below its min_mode ({kernel_min})"
+        )));
     }
+    let mut mode = request.mode.clamp(supported_min, supported_max);
+    if mode > kernel_max {
+        if kernel_max < supported_min {
+            return Err(ScanError(format!(
+                "the Paging Mode request allows modes up to {kernel_max}; this loader provides {supported_min} to {supported_max}"
+            )));
+        }
+        mode = kernel_max;
+    }
+    if mode < kernel_min {
+        if kernel_min > supported_max {
+            return Err(ScanError(format!(
+                "the Paging Mode request needs at least mode {kernel_min}; this loader provides {supported_min} to {supported_max} on this CPU"
+            )));
+        }
+        mode = kernel_min;
+    }
+    Ok(mode)
 }
 
 #[cfg(test)]
@@ -386,22 +412,77 @@ mod tests {
     }
 
     #[test]
-    fn paging_mode_ranges() {
-        // Revision 0: max = mode, min = 4-level.
-        assert_eq!(paging_mode(0, 0, 9, 9), Ok(0));
+    fn paging_mode_follows_the_protocol_for_every_combination() {
+        use crate::protocol::PAGING_MODE_5LEVEL;
         assert_eq!(
-            paging_mode(0, 1, 0, 0),
+            paging_mode(None, PAGING_MODE_4LEVEL),
+            Ok(PAGING_MODE_4LEVEL)
+        );
+        assert_eq!(
+            paging_mode(None, PAGING_MODE_5LEVEL),
+            Ok(PAGING_MODE_4LEVEL)
+        );
+        // Modes 0 (4-level), 1 (5-level) and 2 (unknown) in every member; CPUs without
+        // and with LA57.
+        for supported_max in [PAGING_MODE_4LEVEL, PAGING_MODE_5LEVEL] {
+            for revision in 0..=2 {
+                for mode in 0..=2 {
+                    for max_mode in 0..=2 {
+                        for min_mode in 0..=2 {
+                            let request = PagingRequest {
+                                revision,
+                                mode,
+                                max_mode,
+                                min_mode,
+                            };
+                            let (low, high) = if revision >= 1 {
+                                (min_mode, max_mode)
+                            } else {
+                                (0, mode)
+                            };
+                            // The modes both sides accept (the loader's lowest is 0).
+                            let both = (low, high.min(supported_max));
+                            let got = paging_mode(Some(request), supported_max);
+                            if low > high || both.0 > both.1 {
+                                assert!(got.is_err(), "{request:?} on {supported_max}: {got:?}");
+                            } else {
+                                let expected = mode.clamp(both.0, both.1);
+                                assert_eq!(got, Ok(expected), "{request:?} on {supported_max}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The cases the protocol text spells out.
+        let five = PagingRequest {
+            revision: 1,
+            mode: PAGING_MODE_5LEVEL,
+            max_mode: PAGING_MODE_5LEVEL,
+            min_mode: PAGING_MODE_4LEVEL,
+        };
+        assert_eq!(
+            paging_mode(Some(five), PAGING_MODE_5LEVEL),
+            Ok(1),
+            "LA57: honoured"
+        );
+        assert_eq!(
+            paging_mode(Some(five), PAGING_MODE_4LEVEL),
             Ok(0),
-            "5-level preferred, 4-level acceptable"
+            "no LA57: fallback"
         );
-        // Revision 1: the range decides.
-        assert_eq!(paging_mode(1, 1, 1, 0), Ok(0));
-        assert!(
-            paging_mode(1, 1, 1, 1)
-                .unwrap_err()
-                .0
-                .contains("modes 1 to 1")
-        );
-        assert!(paging_mode(1, 0, 0, 1).is_err());
+        let only_five = PagingRequest {
+            min_mode: PAGING_MODE_5LEVEL,
+            ..five
+        };
+        assert!(paging_mode(Some(only_five), PAGING_MODE_4LEVEL).is_err());
+        let revision0 = PagingRequest {
+            revision: 0,
+            mode: PAGING_MODE_5LEVEL,
+            max_mode: 0,
+            min_mode: 9,
+        };
+        assert_eq!(paging_mode(Some(revision0), PAGING_MODE_5LEVEL), Ok(1));
+        assert_eq!(paging_mode(Some(revision0), PAGING_MODE_4LEVEL), Ok(0));
     }
 }

@@ -34,6 +34,17 @@ pub const MACHINE: Machine = Machine::Aarch64;
 /// The value of Limine's `${ARCH}` macro.
 pub const ARCH: &str = "aarch64";
 pub const HHDM_OFFSET: u64 = HHDM_OFFSET_AARCH64;
+/// Virtual address bits of the paging mode the loader sets up (4-level).
+pub const VA_BITS: u32 = 48;
+/// The highest paging mode the handoff sets up (Limine 8.2 gives AArch64 kernels 4-level
+/// paging only).
+pub const SUPPORTED_PAGING_MAX: u64 = efi_loader::protocol::PAGING_MODE_4LEVEL;
+
+/// 5-level (52-bit) paging is not offered on AArch64, as in Limine 8.2.
+pub fn cpu_has_5level() -> bool {
+    false
+}
+
 /// The kernel's root covers the TTBR1 half.
 pub const SPACE: Space = Space::Upper;
 

@@ -80,6 +80,8 @@ pub struct Prepared<'a> {
     pub entry: u64,
     pub stack_top: u64,
     pub hhdm: u64,
+    /// Physical (start, length) of the loader's own image.
+    pub loader_image: (u64, u64),
     pub extra: arch::Extra,
 }
 
@@ -125,10 +127,15 @@ fn memory_map(prepared: &mut Prepared, final_map: &MemoryMapOwned) -> &'static [
         length,
         kind: MemoryType::Framebuffer,
     });
-    let firmware = final_map.entries().map(|descriptor| Region {
-        base: descriptor.phys_start,
-        length: descriptor.page_count * PAGE_SIZE,
-        kind: memmap::from_efi(descriptor.ty.0),
+    let loader_image = prepared.loader_image;
+    let firmware = final_map.entries().map(|descriptor| {
+        let descriptor = memmap::EfiDescriptor {
+            efi_type: descriptor.ty.0,
+            attribute: descriptor.att.bits(),
+            base: descriptor.phys_start,
+            pages: descriptor.page_count,
+        };
+        memmap::region_of(&descriptor, loader_image)
     });
     let mut count = 0;
     for region in firmware.chain(framebuffer) {

@@ -32,6 +32,8 @@ pub struct Kernel {
     pub base_revision: BaseRevision,
     /// The entry point (the ELF's, or the Entry Point request's).
     pub entry: u64,
+    /// The paging mode the kernel gets (`protocol::PAGING_MODE_*`).
+    pub paging_mode: u64,
 }
 
 /// A module to hand over: where it is and what the kernel is told about it.
@@ -58,8 +60,9 @@ impl Kernel {
             .read_uri(&entry.kernel, Owner::Kernel, "kernel")
             .map_err(|error| entry.at(entry.kernel_line, error))?;
         let executable = elf::parse(file.bytes(), arch::MACHINE).map_err(|e| context(&e))?;
-        let random = (entry.kaslr && executable.relocatable)
-            .then(|| platform::random().unwrap_or_else(arch::counter));
+        let random = (entry.kaslr && executable.relocatable).then(|| {
+            platform::random().unwrap_or_else(|| efi_loader::hhdm::scramble(arch::counter()))
+        });
         let slide = executable.choose_slide(random);
         let mut image =
             Pages::allocate(executable.image_size(), Owner::Kernel, "the kernel image")?;
@@ -88,9 +91,10 @@ impl Kernel {
             scan,
             base_revision,
             entry: 0,
+            paging_mode: protocol::PAGING_MODE_4LEVEL,
         };
         kernel.entry = kernel.entry_point().map_err(|e| context(&e))?;
-        kernel.check_paging_mode().map_err(|e| context(&e))?;
+        kernel.paging_mode = kernel.decide_paging_mode().map_err(|e| context(&e))?;
         println!(
             "kernel: {}, {} bytes, image {:#x}..{:#x} at physical {:#x}{}",
             kernel.path,
@@ -152,16 +156,28 @@ impl Kernel {
         core::str::from_utf8(&tail[..end]).ok()
     }
 
-    /// Refuse a kernel whose Paging Mode request excludes 4-level paging.
-    fn check_paging_mode(&self) -> Result<(), String> {
-        let Some(found) = self.request(RequestKind::PagingMode) else {
-            return Ok(());
-        };
-        let word =
-            |index: usize| self.request_word(found, protocol::REQUEST_EXTRA_OFFSET + 8 * index);
-        requests::paging_mode(found.revision, word(0), word(1), word(2))
-            .map(|_| ())
-            .map_err(|error| error.0)
+    /// The paging mode for the kernel's Paging Mode request, within what the loader can
+    /// hand over with (see [`arch::SUPPORTED_PAGING_MAX`]).
+    fn decide_paging_mode(&self) -> Result<u64, String> {
+        let request = self.request(RequestKind::PagingMode).map(|found| {
+            let word =
+                |index: usize| self.request_word(found, protocol::REQUEST_EXTRA_OFFSET + 8 * index);
+            requests::PagingRequest {
+                revision: found.revision,
+                mode: word(0),
+                max_mode: word(1),
+                min_mode: word(2),
+            }
+        });
+        if let Some(request) = request
+            && request.mode > arch::SUPPORTED_PAGING_MAX
+            && arch::cpu_has_5level()
+        {
+            println!(
+                "note: the CPU has 5-level paging, but this loader hands over with 4-level paging only"
+            );
+        }
+        requests::paging_mode(request, arch::SUPPORTED_PAGING_MAX).map_err(|error| error.0)
     }
 
     /// The entry point: the ELF's, or the one the Entry Point request names.
@@ -226,22 +242,20 @@ impl Kernel {
             flags: self.word_at(record + 16).ok_or_else(bad)?,
         };
         let path = self.string_at(module.path).ok_or_else(bad)?;
+        if module.flags & protocol::INTERNAL_MODULE_COMPRESSED != 0 {
+            return Err(format!(
+                "kernel {}: internal module {path} is flagged compressed; this loader cannot decompress modules",
+                self.path
+            ));
+        }
         let cmdline = self.string_at(module.string).ok_or_else(bad)?.to_string();
         let (relative, hash) = match path.rsplit_once('#') {
             Some((relative, hash)) => (relative, Some(hash.to_ascii_lowercase())),
             None => (path, None),
         };
-        // Relative to the kernel's directory, as the protocol says.
-        let full = match relative.strip_prefix('/') {
-            Some(_) => relative.to_string(),
-            None => {
-                let directory = self
-                    .path
-                    .rfind('/')
-                    .map_or("/", |slash| &self.path[..=slash]);
-                format!("{directory}{relative}")
-            }
-        };
+        // Relative to the kernel's directory, as the protocol says, and normalized as
+        // Limine reports it.
+        let full = efi_loader::path::absolute(relative, efi_loader::path::directory(&self.path));
         let uri = Uri {
             path: full.clone(),
             hash,

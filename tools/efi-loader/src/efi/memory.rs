@@ -10,7 +10,7 @@ use alloc::format;
 use alloc::string::String;
 
 use efi_loader::PAGE_SIZE;
-use efi_loader::memmap::EFI_EXECUTABLE_AND_MODULES;
+use efi_loader::memmap::{EFI_BOOTLOADER_RECLAIMABLE, EFI_EXECUTABLE_AND_MODULES};
 use efi_loader::paging::{ENTRIES, Table, TableMemory};
 use uefi::boot::{self, AllocateType, MemoryType};
 
@@ -24,10 +24,10 @@ pub enum Owner {
 }
 
 impl Owner {
-    fn memory_type(self) -> MemoryType {
+    pub fn memory_type(self) -> MemoryType {
         match self {
             Owner::Kernel => MemoryType::custom(EFI_EXECUTABLE_AND_MODULES),
-            Owner::Bootloader => MemoryType::LOADER_DATA,
+            Owner::Bootloader => MemoryType::custom(EFI_BOOTLOADER_RECLAIMABLE),
         }
     }
 }

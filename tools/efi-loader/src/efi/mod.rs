@@ -78,6 +78,8 @@ fn boot_kernel() -> Result<Infallible, String> {
     #[cfg(target_arch = "x86_64")]
     arch::check_firmware_state()?;
 
+    let loader_image = platform::loader_image();
+
     // 1. Configuration.
     let mut volume = Volume::open()?;
     let (config_path, text) = volume.config()?;
@@ -134,7 +136,18 @@ fn boot_kernel() -> Result<Infallible, String> {
     let boot_time = kernel
         .request(RequestKind::DateAtBoot)
         .and_then(|_| platform::boot_time());
-    let hhdm = arch::HHDM_OFFSET;
+    let random_hhdm = entry
+        .randomise_hhdm_base
+        .then(|| platform::random().unwrap_or_else(|| efi_loader::hhdm::scramble(arch::counter())));
+    let hhdm = efi_loader::hhdm::base(arch::HHDM_OFFSET, arch::VA_BITS, random_hhdm);
+    println!(
+        "hhdm base: {hhdm:#x} ({})",
+        if random_hhdm.is_some() {
+            "randomised"
+        } else {
+            "fixed by randomise_hhdm_base: no"
+        }
+    );
     let facts = Facts {
         cmdline: &entry.cmdline,
         modules: &modules,
@@ -235,6 +248,7 @@ fn boot_kernel() -> Result<Infallible, String> {
         entry: kernel.entry,
         stack_top: stack.physical + stack.length + hhdm,
         hhdm,
+        loader_image,
         extra,
     };
     // Protocols opened through the uefi crate close themselves on drop, which needs boot
@@ -245,7 +259,7 @@ fn boot_kernel() -> Result<Infallible, String> {
     // SAFETY: no protocol stays open (the volume is closed; the others were scoped to the
     // functions that used them), the console is not used past this point, and nothing
     // allocates or frees afterwards: the rest works in memory reserved above.
-    let final_map = unsafe { boot::exit_boot_services(None) };
+    let final_map = unsafe { boot::exit_boot_services(Some(Owner::Bootloader.memory_type())) };
     handoff::after_exit(prepared, &final_map)
 }
 

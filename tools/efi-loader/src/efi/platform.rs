@@ -11,6 +11,7 @@ use efi_loader::protocol::{FRAMEBUFFER_RGB, VideoMode};
 use efi_loader::{fdt, time};
 use uefi::boot;
 use uefi::proto::console::gop::{GraphicsOutput, PixelFormat};
+use uefi::proto::loaded_image::LoadedImage;
 use uefi::proto::rng::Rng;
 use uefi::proto::unsafe_protocol;
 use uefi::table::cfg::ConfigTableEntry;
@@ -136,6 +137,17 @@ pub fn boot_time() -> Option<i64> {
         u32::from(now.minute()),
         u32::from(now.second()),
     ))
+}
+
+/// Physical (start, length) of the loader's own executable image, whose loader code and
+/// data pages the final memory map reports as bootloader-reclaimable; (0, 0) if the
+/// firmware does not say.
+pub fn loader_image() -> (u64, u64) {
+    let Ok(image) = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle()) else {
+        return (0, 0);
+    };
+    let (base, size) = image.info();
+    (base as u64, size)
 }
 
 /// 64 random bits from the firmware's RNG, if it has one.

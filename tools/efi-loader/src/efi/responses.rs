@@ -160,7 +160,8 @@ pub fn answer_all(kernel: &mut Kernel, arena: &mut Arena, facts: &Facts) -> Answ
         writer.answer(RequestKind::StackSize, EmptyResponse { revision: rev });
     }
     writer.one_word(RequestKind::Hhdm, hhdm);
-    writer.one_word(RequestKind::PagingMode, protocol::PAGING_MODE_4LEVEL);
+    let paging_mode = writer.kernel.paging_mode;
+    writer.one_word(RequestKind::PagingMode, paging_mode);
     if writer.wanted(RequestKind::EntryPoint) {
         writer.answer(RequestKind::EntryPoint, EmptyResponse { revision: rev });
     }

@@ -25,6 +25,20 @@ pub const MACHINE: Machine = Machine::X86_64;
 /// The value of Limine's `${ARCH}` macro.
 pub const ARCH: &str = "x86-64";
 pub const HHDM_OFFSET: u64 = HHDM_OFFSET_X86_64;
+/// Virtual address bits of the paging mode the loader sets up (4-level).
+pub const VA_BITS: u32 = 48;
+/// The highest paging mode the handoff sets up. 5-level paging would need the switch to
+/// LA57 (which can only be made with paging off, from 32-bit code); the handoff does not
+/// make it yet, so a request is answered within 4-level paging.
+pub const SUPPORTED_PAGING_MAX: u64 = efi_loader::protocol::PAGING_MODE_4LEVEL;
+
+/// Whether the CPU supports 5-level paging (CPUID.(EAX=7,ECX=0):ECX.LA57[bit 16]).
+pub fn cpu_has_5level() -> bool {
+    // `cpuid` is available on every x86_64 CPU and has no side effects.
+    let max_leaf = core::arch::x86_64::__cpuid(0).eax;
+    max_leaf >= 7 && core::arch::x86_64::__cpuid_count(7, 0).ecx & (1 << 16) != 0
+}
+
 /// One root translates both halves.
 pub const SPACE: Space = Space::Canonical;
 /// At most this many I/O APICs get their entries masked.
