@@ -50,6 +50,26 @@ fn user_fault(arch: Arch) {
         line.contains("[ip: ") && line.contains(" (user/"),
         "{line:?}"
     );
+    // The user frames follow the report, named from the same ELF: the faulting function
+    // and the testsuite's `main` that called it.
+    let (trace, _) = expect_line(&outcome, "user backtrace (innermost first):");
+    assert!(trace > report, "the user backtrace comes after the report");
+    let frames: Vec<&String> = outcome.lines[trace + 1..]
+        .iter()
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .collect();
+    assert!(
+        frames.len() >= 2,
+        "fewer than two user frames:\n{}",
+        outcome.lines.join("\n")
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|line| line.contains("testsuite::main (user/testsuite/src/main.rs")),
+        "no user frame names testsuite::main:\n{}",
+        outcome.lines.join("\n")
+    );
     let (survived, line) = expect_line(&outcome, "ok kernel survived");
     assert_eq!(line.trim_end(), "ok kernel survived");
     assert!(

@@ -232,6 +232,10 @@ pub trait TrapFrame: Sized {
     fn set_instruction_pointer(&mut self, address: u64);
     /// The interrupted stack pointer (the user one for a trap from user mode).
     fn stack_pointer(&self) -> u64;
+    /// The interrupted frame pointer (`rbp` / `x29`): the head of the frame-record chain a
+    /// backtrace walks. Meaningful in a full frame (an exception), not in the partial frame
+    /// of a system call.
+    fn frame_pointer(&self) -> u64;
     /// Whether the trap came from user mode.
     fn is_from_user(&self) -> bool;
     /// The system-call number (DESIGN.md §6: `rax` / `x8`).

@@ -17,7 +17,7 @@ pub mod init;
 
 use alloc::sync::Arc;
 
-use arch_api::{PAGE_SIZE, PageFlags, TrapCause, USER_END, USER_START};
+use arch_api::{PAGE_SIZE, PageFlags, TrapCause, USER_END, USER_START, UserRange};
 use kcore::elf::{self, ElfError};
 
 use crate::Cpu;
@@ -155,11 +155,58 @@ pub fn kill_current(frame: &TrapFrame, cause: TrapCause) -> ! {
         Describe(cause),
         arch_api::TrapFrame::instruction_pointer(frame),
     );
+    user_backtrace(frame);
     if let Some(process) = &process {
         process.record_fault(cause);
     }
     drop(process);
     exit_current()
+}
+
+/// The user frames of a faulting thread, after its fault report: `#0` at the faulting
+/// instruction, then the return address of each record of the frame-record chain from its
+/// frame pointer (user programs keep frame pointers). Records are read through the checked
+/// user copy, so a bad chain ends the walk and never faults the kernel.
+fn user_backtrace(frame: &TrapFrame) {
+    const MAX_FRAMES: usize = 32;
+    crate::println!("user backtrace (innermost first):");
+    crate::println!(
+        "  #0  {:#018x}",
+        arch_api::TrapFrame::instruction_pointer(frame)
+    );
+    let mut record = arch_api::TrapFrame::frame_pointer(frame);
+    let mut index = 1;
+    let end = loop {
+        if index > MAX_FRAMES {
+            break "frame limit";
+        }
+        if record == 0 {
+            break "end of the chain";
+        }
+        if !record.is_multiple_of(8) || UserRange::new(record, 16).is_none() {
+            break "frame pointer outside user memory";
+        }
+        let mut words = [0u8; 16];
+        if <Cpu as arch_api::Paging>::copy_from_user(&mut words, record).is_err() {
+            break "unreadable frame record";
+        }
+        let [next, address] = [&words[..8], &words[8..]].map(|bytes| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            u64::from_le_bytes(word)
+        });
+        if address == 0 {
+            break "end of the chain";
+        }
+        crate::println!("  #{index}  {address:#018x}");
+        // The callers' records lie higher on the stack; anything else is a broken chain.
+        if next <= record {
+            break "end of the chain";
+        }
+        record = next;
+        index += 1;
+    };
+    crate::println!("  (end: {end})");
 }
 
 /// A trap cause in words, for reports.

@@ -289,6 +289,10 @@ impl arch_api::TrapFrame for TrapFrame {
         self.elr = address;
     }
 
+    fn frame_pointer(&self) -> u64 {
+        self.x[29]
+    }
+
     fn stack_pointer(&self) -> u64 {
         if self.from_user() {
             self.sp_el0

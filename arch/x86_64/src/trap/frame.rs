@@ -233,6 +233,10 @@ impl arch_api::TrapFrame for TrapFrame {
         self.rsp
     }
 
+    fn frame_pointer(&self) -> u64 {
+        self.rbp
+    }
+
     fn is_from_user(&self) -> bool {
         self.from_user()
     }
