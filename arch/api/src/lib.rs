@@ -25,6 +25,7 @@ pub mod backtrace;
 pub mod fixup;
 pub mod kernel_tables;
 pub mod pagetable;
+pub mod tags;
 mod user;
 
 pub use user::{Pages, UserRange};

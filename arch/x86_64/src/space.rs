@@ -10,10 +10,13 @@
 //!
 //! # PCIDs
 //! With PCID, each address space gets a 12-bit tag and `activate` writes CR3 with the
-//! no-flush bit, keeping the TLB entries of other spaces. A space whose entries may be
-//! stale in the TLB (a page unmapped while another space was active, or a tag recycled
-//! after 4095 spaces) carries `needs_flush`, and its next activation flushes its tag.
-//! Without PCID every CR3 write flushes the (non-global) TLB.
+//! no-flush bit, keeping the TLB entries of other spaces. Two live spaces never share a
+//! tag: tags 1..=4094 come from a [`TagAllocator`] and go back when the space is
+//! destroyed; a space created while all of them are taken gets [`SHARED_PCID`], which is
+//! flushed on every activation. A space whose entries may be stale in the TLB (a page
+//! unmapped while another space was active, or a tag a destroyed space had) carries
+//! `needs_flush`, and its next activation flushes its tag. Without PCID every CR3 write
+//! flushes the (non-global) TLB.
 //!
 //! # User copies
 //! The range is checked first (a [`UserRange`]: wholly inside the user half, no wrap), so
@@ -23,7 +26,7 @@
 //! Weak spots: one CPU only (no TLB shootdown); a `map_user` that runs out of frames may
 //! leave empty intermediate tables behind (freed by `destroy`).
 
-use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use arch_api::{
     EarlyError, FrameSource, KERNEL_STACK_REGION, MapError, PAGE_SIZE, PageFlags, UserAccessFault,
@@ -34,6 +37,7 @@ use x86_64::instructions::tlb;
 use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 
 use arch_api::pagetable::Walker;
+use arch_api::tags::TagAllocator;
 
 use crate::features::Cpuid;
 use crate::paging::{self, ENTRIES, entry, index, table_at};
@@ -46,11 +50,13 @@ const KERNEL_HALF_FIRST_SLOT: usize = ENTRIES / 2;
 const HIGHER_HALF: u64 = 0xFFFF_8000_0000_0000;
 /// CR3 bit 63 with CR4.PCIDE: do not flush the new PCID's TLB entries.
 const CR3_NO_FLUSH: u64 = 1 << 63;
-/// PCIDs are 12 bits; 0 is the kernel root's.
-const PCID_COUNT: u16 = 4096;
+/// PCIDs are 12 bits; 0 is the kernel root's, 4095 the shared fallback.
+const SHARED_PCID: u16 = 4095;
 
 static PCID_ENABLED: AtomicBool = AtomicBool::new(false);
-static NEXT_PCID: AtomicU16 = AtomicU16::new(1);
+/// The PCIDs of live spaces.
+static PCIDS: spin::Mutex<TagAllocator<64>> =
+    spin::Mutex::new(TagAllocator::new(1, SHARED_PCID - 1));
 
 /// One user address space.
 #[derive(Debug)]
@@ -172,12 +178,9 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
         target[KERNEL_HALF_FIRST_SLOT..].copy_from_slice(&source[KERNEL_HALF_FIRST_SLOT..]);
     }
     let pcid = if pcid_enabled() {
-        // 1..=4095, wrapping; a recycled tag is flushed on first use (`needs_flush`).
-        NEXT_PCID
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pcid| {
-                Some(if pcid + 1 >= PCID_COUNT { 1 } else { pcid + 1 })
-            })
-            .unwrap_or(1)
+        // A tag no live space has (its stale entries are flushed on first use:
+        // `needs_flush`), or the shared one, flushed on every activation.
+        PCIDS.lock().allocate().unwrap_or(SHARED_PCID)
     } else {
         0
     };
@@ -281,7 +284,7 @@ pub fn activate(space: &AddressSpace) {
     let mut value = space.root;
     if pcid_enabled() {
         value |= u64::from(space.pcid);
-        if !space.needs_flush.swap(false, Ordering::Relaxed) {
+        if !space.needs_flush.swap(false, Ordering::Relaxed) && space.pcid != SHARED_PCID {
             value |= CR3_NO_FLUSH;
         }
     }
@@ -305,6 +308,10 @@ pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
         true,
         free,
     );
+    // Its tag's TLB entries stay behind: the next space that gets it flushes it first.
+    if space.pcid != 0 && space.pcid != SHARED_PCID {
+        PCIDS.lock().free(space.pcid);
+    }
 }
 
 /// Copy from user memory; a bad range or an unmapped page is an error, never a fault.
