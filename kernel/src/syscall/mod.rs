@@ -318,9 +318,16 @@ pub fn enter(frame: &mut TrapFrame) {
     } else if number == Syscall::Wait.number() {
         ipc_wait(frame);
     } else {
-        dispatch(frame);
-        finish();
+        general(frame);
     }
+}
+
+/// Every other call: decoded by [`dispatch`], then [`finish`]. Its own function (tail
+/// called), so the `null`/`yield` path keeps its small frame.
+#[inline(never)]
+fn general(frame: &mut TrapFrame) {
+    dispatch(frame);
+    finish();
 }
 
 /// The end of every call but `null` and `yield`: deferred object work, the log reader,

@@ -251,6 +251,8 @@ pub fn signal_log() {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn signal_target() {
     let target = LOG_TARGET.lock().clone();
     if let Some((notification, bits)) = target {
