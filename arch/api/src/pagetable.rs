@@ -113,6 +113,8 @@ pub trait HhdmAccess {
 /// The one [`TableMemory`] of both architectures in the kernel, over their [`HhdmAccess`].
 pub struct HhdmTables<'a, A: HhdmAccess> {
     access: A,
+    /// `access.offset()`, read once: every entry access adds it.
+    offset: u64,
     frames: Option<&'a mut dyn FrameSource>,
     allocated: u64,
 }
@@ -121,6 +123,7 @@ impl<'a, A: HhdmAccess> HhdmTables<'a, A> {
     /// Tables reached through `access`, growing from `frames` when given.
     pub fn new(access: A, frames: Option<&'a mut dyn FrameSource>) -> Self {
         Self {
+            offset: access.offset(),
             access,
             frames,
             allocated: 0,
@@ -150,10 +153,7 @@ impl<'a, A: HhdmAccess> HhdmTables<'a, A> {
 
     fn entry_address(&self, table: u64, index: usize) -> u64 {
         let index = (index % ENTRIES) as u64;
-        self.access
-            .offset()
-            .wrapping_add(table)
-            .wrapping_add(index * 8)
+        self.offset.wrapping_add(table).wrapping_add(index * 8)
     }
 }
 
@@ -168,8 +168,7 @@ impl<A: HhdmAccess> TableMemory for HhdmTables<'_, A> {
 
     fn allocate_table(&mut self) -> Option<u64> {
         let frame = self.frames.as_mut()?.alloc_zeroed_frame()?;
-        self.access
-            .publish_table(self.access.offset().wrapping_add(frame));
+        self.access.publish_table(self.offset.wrapping_add(frame));
         self.allocated += 1;
         Some(frame)
     }
