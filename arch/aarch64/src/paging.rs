@@ -258,10 +258,12 @@ impl EntryFormat for Format {
 pub struct Hhdm;
 
 impl HhdmAccess for Hhdm {
+    #[inline(always)]
     fn offset(&self) -> u64 {
         HHDM.load(Ordering::Relaxed)
     }
 
+    #[inline(always)]
     fn read(&self, address: u64) -> u64 {
         // SAFETY: `HhdmTables` passes the HHDM address of an entry of a translation table
         // (a root this module or the loader made, or an address taken from a table
@@ -269,6 +271,7 @@ impl HhdmAccess for Hhdm {
         unsafe { (address as *const u64).read_volatile() }
     }
 
+    #[inline(always)]
     fn write(&self, address: u64, value: u64) {
         // SAFETY: as in `read`; callers hold the lock of the tables they change (the
         // kernel-table mutex or `&mut AddressSpace`) and order the write with barriers.

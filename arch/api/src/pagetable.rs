@@ -151,6 +151,7 @@ impl<'a, A: HhdmAccess> HhdmTables<'a, A> {
         self.allocated
     }
 
+    #[inline]
     fn entry_address(&self, table: u64, index: usize) -> u64 {
         let index = (index % ENTRIES) as u64;
         self.offset.wrapping_add(table).wrapping_add(index * 8)
@@ -158,10 +159,12 @@ impl<'a, A: HhdmAccess> HhdmTables<'a, A> {
 }
 
 impl<A: HhdmAccess> TableMemory for HhdmTables<'_, A> {
+    #[inline(always)]
     fn read(&self, table: u64, index: usize) -> u64 {
         self.access.read(self.entry_address(table, index))
     }
 
+    #[inline(always)]
     fn write(&mut self, table: u64, index: usize, value: u64) {
         self.access.write(self.entry_address(table, index), value);
     }
@@ -246,6 +249,7 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
     /// Map one leaf of `level` (0: 4 KiB page, 1: 2 MiB block) at `virtual_address`.
     /// `create_root_entries`: whether a missing root entry may be created (the kernel half
     /// of x86_64 is shared by copying root entries, so it must not grow later).
+    #[inline]
     pub fn map(
         &mut self,
         virtual_address: u64,
@@ -312,6 +316,7 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
     }
 
     /// Remove the 4 KiB page at `virtual_address`; returns the frame it mapped.
+    #[inline]
     pub fn unmap(&mut self, virtual_address: u64) -> Result<u64, MapError> {
         if !virtual_address.is_multiple_of(PAGE_SIZE) || !is_canonical(virtual_address) {
             return Err(MapError::BadAddress);

@@ -116,10 +116,12 @@ impl EntryFormat for Format {
 pub struct Hhdm;
 
 impl HhdmAccess for Hhdm {
+    #[inline(always)]
     fn offset(&self) -> u64 {
         paging::hhdm_offset().unwrap_or(0)
     }
 
+    #[inline(always)]
     fn read(&self, address: u64) -> u64 {
         // SAFETY: `HhdmTables` passes the HHDM address of an entry of a table the walker
         // reached: a root the callers own (the kernel's, a user space's, the loader's while
@@ -128,6 +130,7 @@ impl HhdmAccess for Hhdm {
         unsafe { (address as *const u64).read_volatile() }
     }
 
+    #[inline(always)]
     fn write(&self, address: u64, value: u64) {
         // SAFETY: as in `read`; callers serialize edits of one hierarchy (`&mut` space, or
         // the kernel half on one CPU with interrupts masked) and do the TLB maintenance.
