@@ -8,7 +8,7 @@
 //! (`main.rs`) only reads files, asks the firmware, copies bytes and jumps.
 //!
 //! Known weak spots: base revision 0 (no tag) is refused rather than emulated; only the
-//! boot volume (`boot():`) is reachable from the configuration; MP is not implemented.
+//! boot volume (`boot():`) is reachable from the configuration; MP starts CPUs only from EL1 on AArch64.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -22,6 +22,7 @@ pub mod fdt;
 pub mod hhdm;
 pub mod machine;
 pub mod memmap;
+pub mod mp;
 pub mod paging;
 pub mod path;
 pub mod protocol;
