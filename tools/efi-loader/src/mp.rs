@@ -199,12 +199,14 @@ pub fn dt_cpus(blob: &[u8]) -> Vec<Cpu> {
     cpus
 }
 
-/// The CPUs to list, in firmware order: the boot CPU (added first if the firmware did
-/// not describe it) and those `started` says reached their parking loop.
-pub fn listed(cpus: &[Cpu], bsp: u64, started: impl Fn(usize) -> bool) -> Vec<usize> {
-    (0..cpus.len())
-        .filter(|&index| cpus[index].hardware_id == bsp || started(index))
-        .collect()
+/// The indices of the CPUs to list, in firmware order: the boot CPU and those `started`
+/// says reached their parking loop. Allocates nothing (it runs after ExitBootServices).
+pub fn listed<'a>(
+    cpus: &'a [Cpu],
+    bsp: u64,
+    started: impl Fn(usize) -> bool + 'a,
+) -> impl Iterator<Item = usize> + 'a {
+    (0..cpus.len()).filter(move |&index| cpus[index].hardware_id == bsp || started(index))
 }
 
 #[cfg(test)]
@@ -416,8 +418,11 @@ mod tests {
                 hardware_id: id,
             })
             .collect();
-        assert_eq!(listed(&cpus, 0, |_| true), [0, 1, 2, 3]);
-        assert_eq!(listed(&cpus, 0, |index| index == 3), [1, 3]);
-        assert_eq!(listed(&cpus, 0, |_| false), [1]);
+        assert_eq!(listed(&cpus, 0, |_| true).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            listed(&cpus, 0, |index| index == 3).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(listed(&cpus, 0, |_| false).collect::<Vec<_>>(), [1]);
     }
 }

@@ -359,3 +359,27 @@ unsafe extern "sysv64" fn jump(state: *const Trampoline) -> ! {
         data = const DATA_SELECTOR,
     )
 }
+
+/// What starting the secondary CPUs needs beyond the common plan.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MpExtra {}
+
+/// The boot CPU's hardware id as the MP response reports it: its local APIC ID.
+pub fn bsp_hardware_id() -> u64 {
+    // `cpuid` is available on every x86_64 CPU and has no side effects; leaf 1 EBX[31:24]
+    // is the initial APIC ID.
+    u64::from(core::arch::x86_64::__cpuid(1).ebx >> 24)
+}
+
+/// Bytes of one secondary CPU's start-data slot.
+pub const MP_BLOCK_BYTES: usize = 64;
+
+/// The physical range the secondary CPUs' long-mode start code occupies.
+pub fn ap_code() -> (u64, u64) {
+    trampoline_code()
+}
+
+/// Start the secondary CPU `index` of `plan`; not yet done on x86_64.
+pub fn start_cpu(_plan: &super::mp::Plan, _index: usize, _roots: &Roots, _hhdm: u64) -> bool {
+    false
+}
