@@ -282,7 +282,7 @@ pub fn after_exit(mut prepared: Prepared, final_map: &MemoryMapOwned) -> ! {
         let roots = arch::Roots { root: tables.root };
         if let Some(plan) = &prepared.mp {
             super::mp::start_all(plan, &mut prepared.arena, |index| {
-                arch::start_cpu(plan, index, &roots, hhdm)
+                arch::start_cpu(plan, index, &prepared.extra, &roots, hhdm)
             });
         }
         arch::enter(

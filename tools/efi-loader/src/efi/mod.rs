@@ -305,7 +305,7 @@ fn mp_cpus(
             .and_then(platform::madt)
             .map(efi_loader::mp::madt_cpus)
             .unwrap_or_default();
-        (cpus, arch::MpExtra::default())
+        (cpus, arch::MpExtra::allocate())
     };
     let bsp = arch::bsp_hardware_id();
     cpus.truncate(mp::MAX_CPUS);

@@ -31,7 +31,8 @@ pub struct Plan {
     response: u64,
     pointers: u64,
     pub infos: u64,
-    /// Per-CPU boot data the arch's start code reads (physical, one slot per CPU).
+    /// Per-CPU boot data the start code reads (physical, one slot per CPU).
+    #[cfg(target_arch = "aarch64")]
     pub blocks: u64,
     pub arch: arch::MpExtra,
 }
@@ -63,6 +64,7 @@ pub fn prepare(
         Owner::Bootloader,
         "the secondary CPUs' stacks",
     )?;
+    #[cfg(target_arch = "aarch64")]
     let blocks = Pages::allocate(
         (count * arch::MP_BLOCK_BYTES) as u64,
         Owner::Bootloader,
@@ -78,6 +80,7 @@ pub fn prepare(
         response,
         pointers,
         infos,
+        #[cfg(target_arch = "aarch64")]
         blocks: blocks.physical,
         arch,
     };
