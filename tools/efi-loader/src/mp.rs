@@ -83,9 +83,7 @@ pub const STACK_OFFSET_AARCH64: usize = 16;
 /// x2APIC entries whose ID fits in 8 bits are skipped when a local APIC entry already
 /// named that ID; IDs above 255 are skipped, since the CPUs are started in xAPIC mode.
 pub fn madt_cpus(madt: &[u8]) -> Vec<Cpu> {
-    let length = crate::acpi::table_length(madt)
-        .unwrap_or(0)
-        .min(madt.len());
+    let length = crate::acpi::table_length(madt).unwrap_or(0).min(madt.len());
     let mut cpus: Vec<Cpu> = Vec::new();
     let mut at = 44;
     while at + 2 <= length {
@@ -118,7 +116,9 @@ pub fn madt_cpus(madt: &[u8]) -> Vec<Cpu> {
             _ => None,
         };
         if let Some(cpu) = cpu
-            && !cpus.iter().any(|known| known.hardware_id == cpu.hardware_id)
+            && !cpus
+                .iter()
+                .any(|known| known.hardware_id == cpu.hardware_id)
         {
             cpus.push(cpu);
         }
@@ -180,9 +180,9 @@ pub fn dt_cpus(blob: &[u8]) -> Vec<Cpu> {
         };
         let value = reg.value;
         let id = match cells {
-            1 if value.len() >= 4 => u64::from(u32::from_be_bytes([
-                value[0], value[1], value[2], value[3],
-            ])),
+            1 if value.len() >= 4 => {
+                u64::from(u32::from_be_bytes([value[0], value[1], value[2], value[3]]))
+            }
             2 if value.len() >= 8 => u64::from_be_bytes([
                 value[0], value[1], value[2], value[3], value[4], value[5], value[6], value[7],
             ]),
@@ -252,10 +252,10 @@ mod tests {
     #[test]
     fn madt_lists_usable_local_apics_in_order() {
         let table = madt(&[
-            &[0, 8, 0, 0, 1, 0, 0, 0],                        // uid 0, apic 0, enabled
-            &[1, 12, 0, 0, 0, 0, 0xc0, 0xfe, 0, 0, 0, 0],     // I/O APIC
-            &[0, 8, 1, 2, 0, 0, 0, 0],                        // disabled, not online-capable
-            &[0, 8, 2, 4, 2, 0, 0, 0],                        // online-capable
+            &[0, 8, 0, 0, 1, 0, 0, 0],                    // uid 0, apic 0, enabled
+            &[1, 12, 0, 0, 0, 0, 0xc0, 0xfe, 0, 0, 0, 0], // I/O APIC
+            &[0, 8, 1, 2, 0, 0, 0, 0],                    // disabled, not online-capable
+            &[0, 8, 2, 4, 2, 0, 0, 0],                    // online-capable
             &[9, 16, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0], // x2APIC repeat of apic 4
             &[9, 16, 0, 0, 6, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0], // x2APIC apic 6, uid 7
             &[9, 16, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0], // apic 256: not in xAPIC mode
@@ -300,7 +300,7 @@ mod tests {
             self.structure.extend_from_slice(&value.to_be_bytes());
         }
         fn pad(&mut self) {
-            while self.structure.len() % 4 != 0 {
+            while !self.structure.len().is_multiple_of(4) {
                 self.structure.push(0);
             }
         }

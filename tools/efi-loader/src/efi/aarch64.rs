@@ -488,7 +488,9 @@ pub fn start_cpu(
     let booted = (block + offset_of!(ApBlock, booted) as u64) as *const u64;
     let frequency: u64;
     // SAFETY: reading the counter frequency has no side effects.
-    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) frequency, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mrs {}, cntfrq_el0", out(reg) frequency, options(nomem, nostack, preserves_flags))
+    };
     let deadline = counter() + frequency.max(1) * AP_START_TIMEOUT_MS / 1000;
     while counter() < deadline {
         // SAFETY: `booted` lies in the block written above; the started CPU stores 1 there

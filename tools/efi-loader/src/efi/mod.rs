@@ -184,9 +184,7 @@ fn boot_kernel() -> Result<Infallible, String> {
             kernel.virtual_base
         ));
     }
-    let mp_cpus = kernel
-        .request(RequestKind::Mp)
-        .map(|_| mp_cpus(&firmware));
+    let mp_cpus = kernel.request(RequestKind::Mp).map(|_| mp_cpus(&firmware));
     let arena_size = responses::arena_size(&kernel, &facts)
         + MemoryMapBuffers::arena_bytes(firmware_map.len())
         + mp_cpus

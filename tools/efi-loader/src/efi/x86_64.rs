@@ -406,7 +406,10 @@ pub fn bsp_hardware_id() -> u64 {
 /// The physical range the secondary CPUs' start code occupies (identity-mapped for their
 /// switch to long mode).
 pub fn ap_code() -> (u64, u64) {
-    (AP_LOW_PAGE.load(core::sync::atomic::Ordering::Relaxed), 4096)
+    (
+        AP_LOW_PAGE.load(core::sync::atomic::Ordering::Relaxed),
+        4096,
+    )
 }
 
 unsafe extern "C" {
@@ -690,7 +693,12 @@ pub fn start_cpu(
         cr3_low: table_copy as u32,
         cr4: (cr4 | 1 << 5) as u32,
         cr0: (cr0 | 1 | 1 << 31 | CR0_WP) as u32,
-        efer_set: (1 << 8) | if extra.features.no_execute { EFER_NXE as u32 } else { 0 },
+        efer_set: (1 << 8)
+            | if extra.features.no_execute {
+                EFER_NXE as u32
+            } else {
+                0
+            },
         pat_low: PAT as u32,
         pat_high: (PAT >> 32) as u32,
         use_pat: u32::from(extra.features.pat),
