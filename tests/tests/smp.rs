@@ -30,21 +30,21 @@ fn boot_with(arch: Arch, cpus: u32) {
 }
 
 #[test]
-fn four_cpus_x86_64() {
+fn smp_four_cpus_x86_64() {
     boot_with(Arch::X86_64, 4);
 }
 
 #[test]
-fn one_cpu_x86_64() {
+fn smp_one_cpu_x86_64() {
     boot_with(Arch::X86_64, 1);
 }
 
 #[test]
-fn four_cpus_aarch64() {
+fn smp_four_cpus_aarch64() {
     boot_with(Arch::Aarch64, 4);
 }
 
 #[test]
-fn one_cpu_aarch64() {
+fn smp_one_cpu_aarch64() {
     boot_with(Arch::Aarch64, 1);
 }
