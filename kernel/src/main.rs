@@ -25,7 +25,8 @@
 //! ([`upcall`]) do the work from the top.
 //!
 //! Boot order: arch early init (with [`boot::early_frames`]), [`mm`] (frame allocator, the
-//! kernel's own page tables, heap), banner, then `init` (or the scenario) in the first
+//! kernel's own page tables, heap), banner, the secondary CPUs ([`boot::smp`], parked),
+//! then `init` (or the scenario) in the first
 //! thread; reclaimable loader memory goes to the frame allocator once that thread runs off
 //! the boot stack.
 #![no_std]
@@ -83,6 +84,7 @@ extern "C" fn kmain() -> ! {
     let boot = boot::collect(&early);
     boot.print_banner();
     mm::print_summary();
+    boot::smp::start_secondaries();
     match boot.cmdline.scenario() {
         None if boot::module("init").is_some() => task::run_first("boot", start_init, 0),
         None => idle(),

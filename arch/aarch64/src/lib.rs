@@ -89,6 +89,7 @@ mod pl011;
 mod power;
 mod psci;
 mod semihosting;
+pub mod smp;
 mod sysreg;
 mod thread;
 mod timer;
@@ -433,5 +434,19 @@ impl arch_api::InterruptSelfTest for Cpu {
 
     fn raise_unrouted() -> bool {
         interrupts::raise_unrouted()
+    }
+}
+
+impl arch_api::SecondaryCpus for Cpu {
+    fn prepare_secondaries() {
+        smp::prepare();
+    }
+
+    fn enter_secondary() {
+        smp::enter();
+    }
+
+    fn park_secondary() -> ! {
+        smp::park()
     }
 }

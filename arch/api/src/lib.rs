@@ -137,6 +137,25 @@ pub trait Platform {
     fn backtrace(out: &mut dyn core::fmt::Write) -> core::fmt::Result;
 }
 
+/// Secondary CPUs (DESIGN.md §4): the loader parks them (the Limine MP feature) and the
+/// boot CPU sends each one to the core's entry, which calls these in order:
+/// [`enter_secondary`](Self::enter_secondary), then the core's bookkeeping, then
+/// [`park_secondary`](Self::park_secondary). The scheduler stays on the boot CPU for now.
+pub trait SecondaryCpus {
+    /// On the boot CPU, before any secondary is released: record the translation state
+    /// (the kernel's own tables) the secondaries take over.
+    fn prepare_secondaries();
+
+    /// First thing on a secondary CPU, still on the loader's stack (which the HHDM maps):
+    /// mask interrupts and leave the loader's translation state for the kernel's, so that
+    /// nothing the CPU uses afterwards lies in memory the kernel reclaims.
+    fn enter_secondary();
+
+    /// Park this secondary CPU for good: interrupts masked, the CPU halted in a loop that
+    /// touches no memory (not even the stack).
+    fn park_secondary() -> !;
+}
+
 // ---------------------------------------------------------------------------------------
 // Threads, traps and address spaces. Each architecture implements these for the same
 // `arch::Cpu`; the core reaches them only through the traits.

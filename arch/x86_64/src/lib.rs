@@ -74,6 +74,7 @@ pub mod percpu;
 pub mod pic;
 pub mod power;
 pub mod serial;
+pub mod smp;
 pub mod space;
 pub mod tables;
 pub mod thread;
@@ -393,5 +394,19 @@ impl arch_api::KernelTables for Cpu {
 
     fn lookup_kernel(virtual_address: u64) -> Option<arch_api::pagetable::Translation> {
         tables::lookup_active(virtual_address)
+    }
+}
+
+impl arch_api::SecondaryCpus for Cpu {
+    fn prepare_secondaries() {
+        smp::prepare();
+    }
+
+    fn enter_secondary() {
+        smp::enter();
+    }
+
+    fn park_secondary() -> ! {
+        smp::park()
     }
 }

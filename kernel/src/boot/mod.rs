@@ -7,6 +7,7 @@
 //! dereferenced.
 
 pub mod early_frames;
+pub mod smp;
 
 use core::ffi::CStr;
 
@@ -352,6 +353,10 @@ impl BootInfo {
             self.memory.regions,
             self.memory.reclaimable_bytes >> 10,
         );
+        match smp::reported() {
+            Some((count, bsp)) => println!("cpus: {count} (bsp {bsp:#x})"),
+            None => println!("cpus: 1 (no MP response)"),
+        }
         println!("cmdline: {}", self.cmdline.as_str());
         if self.has_device_tree {
             println!("device tree: yes");

@@ -29,6 +29,12 @@ pub fn reclaim_boot_memory() {
     if RECLAIMED.swap(true, Ordering::AcqRel) || kernel_tables::report().is_none() {
         return;
     }
+    if !boot::smp::all_arrived() {
+        // A secondary CPU that has not arrived may still run on the loader's stack and
+        // tables, or arrive later and use them: leave that memory alone.
+        crate::println!("mm: bootloader-reclaimable memory kept: a secondary CPU did not arrive");
+        return;
+    }
     let mut added = 0;
     for region in boot::memory_regions().into_iter().flatten() {
         if region.kind == RegionKind::BootloaderReclaimable {

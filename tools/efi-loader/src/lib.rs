@@ -8,7 +8,8 @@
 //! (`main.rs`) only reads files, asks the firmware, copies bytes and jumps.
 //!
 //! Known weak spots: base revision 0 (no tag) is refused rather than emulated; only the
-//! boot volume (`boot():`) is reachable from the configuration; MP is not implemented.
+//! boot volume (`boot():`) is reachable from the configuration; MP starts AArch64
+//! secondaries only when the firmware runs at EL1, and does not synchronise x86 MTRRs.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod fdt;
 pub mod hhdm;
 pub mod machine;
 pub mod memmap;
+pub mod mp;
 pub mod paging;
 pub mod path;
 pub mod protocol;

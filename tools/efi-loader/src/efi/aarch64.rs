@@ -112,7 +112,7 @@ pub struct Roots {
 }
 
 /// Clean and invalidate `[start, start + length)` to the point of coherency.
-fn clean_to_coherency(start: u64, length: u64) {
+pub fn clean_to_coherency(start: u64, length: u64) {
     let ctr: u64;
     // SAFETY: reading CTR_EL0 has no side effects.
     unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
@@ -359,4 +359,228 @@ const _: () = {
     assert!(offset_of!(Handoff, ttbr0_identity) == offset_of!(Handoff, sctlr) + 8);
     assert!(offset_of!(Handoff, ttbr0_final) == offset_of!(Handoff, ttbr1) + 8);
     assert!(offset_of!(Handoff, stack_top) == offset_of!(Handoff, hhdm) + 8);
+};
+
+/// What starting the secondary CPUs needs beyond the common plan: how to call PSCI.
+#[derive(Clone, Copy, Debug)]
+pub struct MpExtra {
+    /// `None` when the device tree describes no PSCI: then no CPU is started.
+    pub conduit: Option<efi_loader::mp::Conduit>,
+}
+
+/// The boot CPU's hardware id as the MP response reports it: MPIDR_EL1's affinity.
+pub fn bsp_hardware_id() -> u64 {
+    let mpidr: u64;
+    // SAFETY: reading MPIDR_EL1 has no side effects.
+    unsafe { asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack, preserves_flags)) };
+    mpidr & efi_loader::mp::MPIDR_AFFINITY_MASK
+}
+
+/// What a secondary CPU's start code reads, with the MMU off, from its slot of the
+/// plan's blocks (cleaned to the point of coherency before the CPU is started).
+#[repr(C)]
+struct ApBlock {
+    mair: u64,
+    tcr: u64,
+    sctlr: u64,
+    ttbr0_identity: u64,
+    ttbr1: u64,
+    ttbr0_final: u64,
+    hhdm: u64,
+    /// Kernel (HHDM) address of the CPU's `limine_mp_info`.
+    info: u64,
+    /// Set to 1 by the CPU once it runs on the loader's tables in its parking loop.
+    booted: u64,
+}
+
+/// Bytes of one [`ApBlock`] slot (a cache-line multiple).
+pub const MP_BLOCK_BYTES: usize = 128;
+const _: () = assert!(size_of::<ApBlock>() <= MP_BLOCK_BYTES);
+
+/// The physical range the secondary CPUs' start code occupies (identity-mapped while they
+/// turn their MMU on).
+pub fn ap_code() -> (u64, u64) {
+    let start = ap_start as *const () as u64;
+    (start & !0xfff, 2 * 4096)
+}
+
+/// PSCI `CPU_ON` (SMC64 function 0xc400_0003) for `mpidr`, entering `entry` with
+/// `context` in x0. Returns the PSCI status (0 = success).
+fn psci_cpu_on(conduit: efi_loader::mp::Conduit, mpidr: u64, entry: u64, context: u64) -> i64 {
+    const CPU_ON: u64 = 0xc400_0003;
+    let status: u64;
+    // SAFETY: a PSCI call per the SMC Calling Convention: function id in x0, arguments in
+    // x1-x3, result in x0, x4-x17 may be clobbered; the firmware (EL2/EL3) starts the
+    // named CPU at `entry`, and changes nothing of this CPU's state beyond those registers.
+    unsafe {
+        match conduit {
+            efi_loader::mp::Conduit::Hvc => asm!(
+                "hvc #0",
+                inout("x0") CPU_ON => status,
+                inout("x1") mpidr => _, inout("x2") entry => _, inout("x3") context => _,
+                out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+                out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+                out("x16") _, out("x17") _,
+                options(nostack),
+            ),
+            efi_loader::mp::Conduit::Smc => asm!(
+                "smc #0",
+                inout("x0") CPU_ON => status,
+                inout("x1") mpidr => _, inout("x2") entry => _, inout("x3") context => _,
+                out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+                out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+                out("x16") _, out("x17") _,
+                options(nostack),
+            ),
+        }
+    }
+    status as i64
+}
+
+/// How long a started CPU gets to reach its parking loop.
+const AP_START_TIMEOUT_MS: u64 = 1000;
+
+/// Start the secondary CPU `index` of `plan` and wait (bounded) until it parks on its
+/// `goto_address`. Runs after ExitBootServices, with `roots` built. Only from EL1: PSCI
+/// enters the CPU at the caller's exception level, and the start code runs at EL1.
+pub fn start_cpu(
+    plan: &super::mp::Plan,
+    index: usize,
+    exception_level: u64,
+    roots: &Roots,
+    hhdm: u64,
+) -> bool {
+    let Some(conduit) = plan.arch.conduit else {
+        return false;
+    };
+    if exception_level != 1 {
+        return false;
+    }
+    let mmfr0: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe {
+        asm!("mrs {}, id_aa64mmfr0_el1", out(reg) mmfr0, options(nomem, nostack, preserves_flags))
+    };
+    let block = plan.blocks + (index * MP_BLOCK_BYTES) as u64;
+    let value = ApBlock {
+        mair: MAIR,
+        tcr: tcr(mmfr0 & 0xf),
+        sctlr: SCTLR,
+        ttbr0_identity: roots.identity,
+        ttbr1: roots.higher,
+        ttbr0_final: roots.empty,
+        hhdm,
+        info: super::mp::info_at(plan.infos, index) + hhdm,
+        booted: 0,
+    };
+    // SAFETY: `block` is this CPU's slot of the blocks the plan allocated (loader memory,
+    // identity-mapped, `MP_BLOCK_BYTES` each, 8-byte aligned), used by nothing else.
+    unsafe { (block as *mut ApBlock).write(value) };
+    clean_to_coherency(block, MP_BLOCK_BYTES as u64);
+    let (code, length) = ap_code();
+    clean_to_coherency(code, length);
+    let mpidr = plan.cpus[index].hardware_id;
+    if psci_cpu_on(conduit, mpidr, ap_start as *const () as u64, block) != 0 {
+        return false;
+    }
+    let booted = (block + offset_of!(ApBlock, booted) as u64) as *const u64;
+    let frequency: u64;
+    // SAFETY: reading the counter frequency has no side effects.
+    unsafe {
+        asm!("mrs {}, cntfrq_el0", out(reg) frequency, options(nomem, nostack, preserves_flags))
+    };
+    let deadline = counter() + frequency.max(1) * AP_START_TIMEOUT_MS / 1000;
+    while counter() < deadline {
+        // SAFETY: `booted` lies in the block written above; the started CPU stores 1 there
+        // (through the HHDM, with its caches on, so coherent with this CPU's view).
+        if unsafe { booted.read_volatile() } != 0 {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
+
+/// A secondary CPU's first instructions, at EL1 with the MMU off, its [`ApBlock`]'s
+/// physical address in x0 (PSCI's context id): the boot CPU's MAIR/TCR/SCTLR with the
+/// identity root in TTBR0 and the kernel's root in TTBR1, on through the HHDM, TTBR0
+/// emptied, `booted` set, then the parking loop on `goto_address`, and into the kernel at
+/// EL1t on the CPU's stack with DAIF masked and its info in x0.
+///
+/// # Safety
+/// Only entered by PSCI `CPU_ON` with a block [`start_cpu`] wrote and cleaned.
+#[unsafe(naked)]
+unsafe extern "C" fn ap_start() -> ! {
+    naked_asm!(
+        "msr daifset, #0xf",
+        "ldp x1, x2, [x0, #{mair}]",        // x1 = MAIR, x2 = TCR
+        "ldp x3, x4, [x0, #{sctlr}]",       // x3 = SCTLR, x4 = identity TTBR0
+        "ldp x5, x6, [x0, #{ttbr1}]",       // x5 = TTBR1, x6 = final TTBR0
+        "ldp x7, x9, [x0, #{hhdm}]",        // x7 = HHDM offset, x9 = info (kernel address)
+        "msr mair_el1, x1",
+        "msr tcr_el1, x2",
+        "msr ttbr0_el1, x4",
+        "msr ttbr1_el1, x5",
+        "isb",
+        "tlbi vmalle1",
+        "dsb nsh",
+        "ic iallu",
+        "dsb nsh",
+        "isb",
+        "msr sctlr_el1, x3",                // MMU and caches on
+        "isb",
+        "adr x10, 2f",
+        "add x10, x10, x7",
+        "br x10",                           // continue through the HHDM
+        "2:",
+        "msr ttbr0_el1, x6",                // the lower half: empty
+        "isb",
+        "tlbi vmalle1",
+        "dsb nsh",
+        "isb",
+        "add x10, x0, x7",
+        "mov x11, #1",
+        "add x10, x10, #{booted}",
+        "stlr x11, [x10]",                  // tell the boot CPU we are parked
+        "ldr x11, [x9, #{stack}]",
+        "msr sp_el0, x11",                  // EL1t runs on SP_EL0
+        "add x12, x9, #{goto}",
+        "3:",
+        "ldar x11, [x12]",
+        "cbnz x11, 4f",
+        "yield",
+        "b 3b",
+        "4:",
+        "msr elr_el1, x11",
+        "mov x11, #{spsr}",
+        "msr spsr_el1, x11",                // EL1t, D A I F masked
+        "mov x0, x9",
+        "mov x1, xzr", "mov x2, xzr", "mov x3, xzr",
+        "mov x4, xzr", "mov x5, xzr", "mov x6, xzr", "mov x7, xzr",
+        "mov x8, xzr", "mov x9, xzr", "mov x10, xzr", "mov x11, xzr",
+        "mov x12, xzr", "mov x13, xzr", "mov x14, xzr", "mov x15, xzr",
+        "mov x16, xzr", "mov x17, xzr", "mov x18, xzr", "mov x19, xzr",
+        "mov x20, xzr", "mov x21, xzr", "mov x22, xzr", "mov x23, xzr",
+        "mov x24, xzr", "mov x25, xzr", "mov x26, xzr", "mov x27, xzr",
+        "mov x28, xzr", "mov x29, xzr", "mov x30, xzr",
+        "eret",
+        mair = const offset_of!(ApBlock, mair),
+        sctlr = const offset_of!(ApBlock, sctlr),
+        ttbr1 = const offset_of!(ApBlock, ttbr1),
+        hhdm = const offset_of!(ApBlock, hhdm),
+        booted = const offset_of!(ApBlock, booted),
+        stack = const efi_loader::mp::STACK_OFFSET_AARCH64,
+        goto = const efi_loader::mp::GOTO_OFFSET_AARCH64,
+        spsr = const SPSR_EL1T_MASKED,
+    )
+}
+
+// The paired loads of `ap_start` rely on this order.
+const _: () = {
+    assert!(offset_of!(ApBlock, tcr) == offset_of!(ApBlock, mair) + 8);
+    assert!(offset_of!(ApBlock, ttbr0_identity) == offset_of!(ApBlock, sctlr) + 8);
+    assert!(offset_of!(ApBlock, ttbr0_final) == offset_of!(ApBlock, ttbr1) + 8);
+    assert!(offset_of!(ApBlock, info) == offset_of!(ApBlock, hhdm) + 8);
 };

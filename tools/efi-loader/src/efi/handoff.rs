@@ -83,6 +83,8 @@ pub struct Prepared<'a> {
     /// Physical (start, length) of the loader's own image.
     pub loader_image: (u64, u64),
     pub extra: arch::Extra,
+    /// The secondary CPUs to start, when the kernel asked for MP.
+    pub mp: Option<super::mp::Plan>,
 }
 
 /// An upper bound on the page-table frames the handoff needs.
@@ -258,10 +260,31 @@ pub fn after_exit(mut prepared: Prepared, final_map: &MemoryMapOwned) -> ! {
     {
         arch::fatal("cannot identity-map the trampoline");
     }
+    if prepared.mp.is_some() {
+        let (ap_code, ap_length) = arch::ap_code();
+        if identity
+            .map(
+                pool,
+                ap_code,
+                ap_code,
+                ap_length,
+                Attributes::RWX,
+                Overlap::KeepExisting,
+            )
+            .is_err()
+        {
+            arch::fatal("cannot identity-map the secondary CPUs' start code");
+        }
+    }
 
     #[cfg(target_arch = "x86_64")]
     {
         let roots = arch::Roots { root: tables.root };
+        if let Some(plan) = &prepared.mp {
+            super::mp::start_all(plan, &mut prepared.arena, |index| {
+                arch::start_cpu(plan, index, &prepared.extra, &roots, hhdm)
+            });
+        }
         arch::enter(
             &prepared.extra,
             &roots,
@@ -281,6 +304,15 @@ pub fn after_exit(mut prepared: Prepared, final_map: &MemoryMapOwned) -> ! {
             empty,
         };
         let tables_pages = pool.span();
+        if let Some(plan) = &prepared.mp {
+            // The tables are complete: the secondary CPUs walk them from their first
+            // translated fetch, with their caches off until then.
+            arch::clean_to_coherency(tables_pages.physical, tables_pages.length);
+            let level = prepared.extra.exception_level;
+            super::mp::start_all(plan, &mut prepared.arena, |index| {
+                arch::start_cpu(plan, index, level, &roots, hhdm)
+            });
+        }
         let coherent = [
             (prepared.image.physical, prepared.image.length),
             (tables_pages.physical, tables_pages.length),

@@ -19,6 +19,7 @@ mod files;
 mod handoff;
 mod kernel;
 mod memory;
+mod mp;
 mod platform;
 mod responses;
 
@@ -183,8 +184,12 @@ fn boot_kernel() -> Result<Infallible, String> {
             kernel.virtual_base
         ));
     }
-    let arena_size =
-        responses::arena_size(&kernel, &facts) + MemoryMapBuffers::arena_bytes(firmware_map.len());
+    let mp_cpus = kernel.request(RequestKind::Mp).map(|_| mp_cpus(&firmware));
+    let arena_size = responses::arena_size(&kernel, &facts)
+        + MemoryMapBuffers::arena_bytes(firmware_map.len())
+        + mp_cpus
+            .as_ref()
+            .map_or(0, |(cpus, _, _)| mp::arena_bytes(cpus.len()));
     let mut arena = Arena::new(arena_size, hhdm)?;
     let mut memory_map = MemoryMapBuffers::reserve(firmware_map.len(), &mut arena)?;
     let ranges = kernel.executable.page_ranges();
@@ -196,7 +201,20 @@ fn boot_kernel() -> Result<Infallible, String> {
     ))?;
     drop(firmware_map);
 
-    let answered = responses::answer_all(&mut kernel, &mut arena, &facts);
+    let mut answered = responses::answer_all(&mut kernel, &mut arena, &facts);
+    let mp_plan = match (mp_cpus, kernel.request(RequestKind::Mp)) {
+        (Some((cpus, bsp, extra)), Some(found)) => {
+            println!(
+                "mp: {} CPUs described, boot CPU {bsp:#x}; the others start after the exit",
+                cpus.len()
+            );
+            let (plan, response) = mp::prepare(cpus, bsp, extra, &mut arena, stack_size)?;
+            kernel.respond(found, arena.virtual_of(response));
+            answered.names.push(RequestKind::Mp.name());
+            Some(plan)
+        }
+        _ => None,
+    };
     memory_map.response = answered.memory_map;
     memory_map.efi_response = answered.efi_memory_map;
     #[cfg(target_arch = "x86_64")]
@@ -217,7 +235,7 @@ fn boot_kernel() -> Result<Infallible, String> {
                 format!("unknown ({a:#x}, {b:#x})"),
                 "not in the protocol this loader knows",
             ),
-            RequestKind::Mp | RequestKind::RiscvBspHartid | RequestKind::BootloaderPerformance => {
+            RequestKind::RiscvBspHartid | RequestKind::BootloaderPerformance => {
                 (found.kind.name().to_string(), "not implemented")
             }
             known => (known.name().to_string(), "nothing to report"),
@@ -250,6 +268,7 @@ fn boot_kernel() -> Result<Infallible, String> {
         hhdm,
         loader_image,
         extra,
+        mp: mp_plan,
     };
     // Protocols opened through the uefi crate close themselves on drop, which needs boot
     // services: close the volume now. Heap values stay alive (this function does not
@@ -261,6 +280,44 @@ fn boot_kernel() -> Result<Infallible, String> {
     // allocates or frees afterwards: the rest works in memory reserved above.
     let final_map = unsafe { boot::exit_boot_services(Some(Owner::Bootloader.memory_type())) };
     handoff::after_exit(prepared, &final_map)
+}
+
+/// The CPUs the firmware describes (at most `mp::MAX_CPUS`, the boot CPU first if the
+/// firmware left it out), the boot CPU's hardware id, and how to start the others.
+fn mp_cpus(
+    firmware: &platform::FirmwareTables,
+) -> (alloc::vec::Vec<efi_loader::mp::Cpu>, u64, arch::MpExtra) {
+    #[cfg(target_arch = "aarch64")]
+    let (mut cpus, extra) = {
+        let blob = firmware
+            .device_tree
+            .and_then(platform::firmware_device_tree);
+        let cpus = blob.map(efi_loader::mp::dt_cpus).unwrap_or_default();
+        let conduit = blob.and_then(efi_loader::mp::psci_conduit);
+        (cpus, arch::MpExtra { conduit })
+    };
+    #[cfg(target_arch = "x86_64")]
+    let (mut cpus, extra) = {
+        let cpus = firmware
+            .rsdp
+            .and_then(platform::madt)
+            .map(efi_loader::mp::madt_cpus)
+            .unwrap_or_default();
+        (cpus, arch::MpExtra::allocate())
+    };
+    let bsp = arch::bsp_hardware_id();
+    cpus.truncate(mp::MAX_CPUS);
+    if !cpus.iter().any(|cpu| cpu.hardware_id == bsp) {
+        cpus.insert(
+            0,
+            efi_loader::mp::Cpu {
+                processor_id: 0,
+                hardware_id: bsp,
+            },
+        );
+        cpus.truncate(mp::MAX_CPUS);
+    }
+    (cpus, bsp, extra)
 }
 
 /// How long an error stays on screen before the firmware gets control back.

@@ -63,20 +63,16 @@ unsafe fn firmware_bytes(physical: u64, length: usize) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(physical as *const u8, length) }
 }
 
-/// The MMIO bases of the I/O APICs, from the ACPI MADT.
+/// The ACPI MADT ("APIC"), found through the RSDP's root table.
 #[cfg(target_arch = "x86_64")]
-pub fn io_apics(rsdp: u64) -> Vec<u64> {
+pub fn madt(rsdp: u64) -> Option<&'static [u8]> {
     // SAFETY: the RSDP's configuration table entry points at an RSDP (36 bytes in ACPI 2+;
     // ACPI 1 has 20, and `root_table` only reads past 20 when the revision says 2+).
     let rsdp = unsafe { firmware_bytes(rsdp, 36) };
-    let Some((root, wide)) = acpi::root_table(rsdp) else {
-        return Vec::new();
-    };
+    let (root, wide) = acpi::root_table(rsdp)?;
     // SAFETY: the root table the RSDP points to has a 36-byte header with its length.
     let header = unsafe { firmware_bytes(root, 36) };
-    let Some(length) = acpi::table_length(header) else {
-        return Vec::new();
-    };
+    let length = acpi::table_length(header)?;
     // SAFETY: the firmware's table spans `length` bytes.
     let table = unsafe { firmware_bytes(root, length) };
     for address in acpi::root_entries(table, wide) {
@@ -85,11 +81,27 @@ pub fn io_apics(rsdp: u64) -> Vec<u64> {
         if acpi::signature(header) == Some(b"APIC") {
             let length = acpi::table_length(header).unwrap_or(36);
             // SAFETY: the MADT spans its `length`.
-            let madt = unsafe { firmware_bytes(address, length) };
-            return acpi::io_apics(madt).collect();
+            return Some(unsafe { firmware_bytes(address, length) });
         }
     }
-    Vec::new()
+    None
+}
+
+/// The MMIO bases of the I/O APICs, from the ACPI MADT.
+#[cfg(target_arch = "x86_64")]
+pub fn io_apics(rsdp: u64) -> Vec<u64> {
+    madt(rsdp).map_or_else(Vec::new, |madt| acpi::io_apics(madt).collect())
+}
+
+/// The firmware's flattened device tree at `physical` (its configuration table entry).
+#[cfg(target_arch = "aarch64")]
+pub fn firmware_device_tree(physical: u64) -> Option<&'static [u8]> {
+    // SAFETY: the configuration table entry points at a flattened device tree, whose
+    // header starts with magic and total size.
+    let header = unsafe { firmware_bytes(physical, 8) };
+    let size = fdt::total_size(header).ok()?;
+    // SAFETY: the blob spans `totalsize` bytes.
+    Some(unsafe { firmware_bytes(physical, size) })
 }
 
 /// A copy of the firmware's device tree (or of `override_blob`) in bootloader-reclaimable

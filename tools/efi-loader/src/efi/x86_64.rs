@@ -359,3 +359,386 @@ unsafe extern "sysv64" fn jump(state: *const Trampoline) -> ! {
         data = const DATA_SELECTOR,
     )
 }
+
+/// What starting the secondary CPUs needs beyond the common plan: the two pages below
+/// 1 MiB (start code and data, then a copy of the top-level table) the SIPI vector names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MpExtra {
+    low: Option<u64>,
+}
+
+/// Where the secondary CPUs' start code lies (physical, below 1 MiB), 0 if nowhere.
+static AP_LOW_PAGE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+impl MpExtra {
+    /// Allocate the two low pages (bootloader-reclaimable) and copy the start code there.
+    /// Without them no CPU is started.
+    pub fn allocate() -> MpExtra {
+        use uefi::boot::{AllocateType, allocate_pages};
+        let Ok(pages) = allocate_pages(
+            AllocateType::MaxAddress(0x9_ffff),
+            super::memory::Owner::Bootloader.memory_type(),
+            2,
+        ) else {
+            return MpExtra { low: None };
+        };
+        let low = pages.as_ptr() as u64;
+        let (start, length) = ap_trampoline();
+        // SAFETY: the firmware just gave the loader these two identity-mapped pages; the
+        // start code is `length` (< 4 KiB, checked at build time) bytes of the loader's own
+        // text.
+        unsafe {
+            core::ptr::write_bytes(low as *mut u8, 0, 2 * 4096);
+            core::ptr::copy_nonoverlapping(start as *const u8, low as *mut u8, length as usize);
+        }
+        AP_LOW_PAGE.store(low, core::sync::atomic::Ordering::Relaxed);
+        MpExtra { low: Some(low) }
+    }
+}
+
+/// The boot CPU's hardware id as the MP response reports it: its local APIC ID.
+pub fn bsp_hardware_id() -> u64 {
+    // `cpuid` is available on every x86_64 CPU and has no side effects; leaf 1 EBX[31:24]
+    // is the initial APIC ID.
+    u64::from(core::arch::x86_64::__cpuid(1).ebx >> 24)
+}
+
+/// The physical range the secondary CPUs' start code occupies (identity-mapped for their
+/// switch to long mode).
+pub fn ap_code() -> (u64, u64) {
+    (
+        AP_LOW_PAGE.load(core::sync::atomic::Ordering::Relaxed),
+        4096,
+    )
+}
+
+unsafe extern "C" {
+    static keel_ap_trampoline_start: u8;
+    static keel_ap_trampoline_end: u8;
+}
+
+/// The start code in the loader's image: (address, length).
+fn ap_trampoline() -> (u64, u64) {
+    let start = &raw const keel_ap_trampoline_start as u64;
+    let end = &raw const keel_ap_trampoline_end as u64;
+    (start, end - start)
+}
+
+/// What the start code reads, at [`AP_DATA`] in the low page.
+#[repr(C, packed)]
+struct ApData {
+    gdt_limit: u16,
+    gdt_base: u32,
+    far_offset: u32,
+    far_selector: u16,
+    cr3_low: u32,
+    cr4: u32,
+    cr0: u32,
+    efer_set: u32,
+    pat_low: u32,
+    pat_high: u32,
+    use_pat: u32,
+    hhdm: u64,
+    cr3: u64,
+    gdtr: u64,
+    info: u64,
+    booted: u64,
+    gdt: [u64; 7],
+}
+
+/// Offset of [`ApData`] in the low page (the code lies below it).
+const AP_DATA: usize = 0xe00;
+const _: () = assert!(AP_DATA + size_of::<ApData>() <= 4096);
+
+// A secondary CPU's first instructions: real mode at `low:0` (the SIPI vector names the
+// low page). Straight to long mode: PAE, the low copy of the top-level table (a 32-bit
+// CR3), EFER.LME (and NXE), the boot CPU's PAT, the protocol's GDT (a copy in the page),
+// paging on, and a far jump to the 64-bit code segment. Then, still identity-mapped, on
+// through the HHDM, the loader's own top-level table in CR3, the protocol's GDT (the
+// boot CPU's), `booted` set, and the parking loop on `goto_address`; into the kernel with
+// RFLAGS = 2, the stack from the info's `reserved` slot with a zero return address, the
+// info in RDI and every other register zero. RIP-relative references stay inside the
+// copied code, so it runs from any page.
+core::arch::global_asm!(
+    ".pushsection .text.keel_ap_trampoline, \"ax\"",
+    ".global keel_ap_trampoline_start",
+    ".global keel_ap_trampoline_end",
+    ".code16",
+    "keel_ap_trampoline_start:",
+    "cli",
+    "cld",
+    "movw %cs, %ax",
+    "movw %ax, %ds",
+    "movl ({cr4}), %eax",
+    "movl %eax, %cr4",
+    "movl ({cr3_low}), %eax",
+    "movl %eax, %cr3",
+    "movl $0xc0000080, %ecx",
+    "rdmsr",
+    "orl ({efer_set}), %eax",
+    "wrmsr",
+    "cmpl $0, ({use_pat})",
+    "je 1f",
+    "movl $0x277, %ecx",
+    "movl ({pat_low}), %eax",
+    "movl ({pat_high}), %edx",
+    "wrmsr",
+    "1:",
+    "lgdtl ({gdt_limit})",
+    "movl ({cr0}), %eax",
+    "movl %eax, %cr0",
+    "ljmpl *({far_offset})",
+    ".code64",
+    "keel_ap_long_mode:",
+    "movl ${data}, %eax",
+    "movw %ax, %ds",
+    "movw %ax, %es",
+    "movw %ax, %ss",
+    "leaq keel_ap_trampoline_start(%rip), %rbx",
+    "movq {hhdm}(%rbx), %rax",
+    "leaq 2f(%rip), %rcx",
+    "addq %rax, %rcx",
+    "jmpq *%rcx",
+    "2:",
+    "addq %rax, %rbx",
+    "movq {cr3}(%rbx), %rcx",
+    "movq %rcx, %cr3",
+    "movq {info}(%rbx), %rdi",
+    "movq {stack}(%rdi), %rsp",         // the CPU's own stack, for the far return
+    "movq {gdtr}(%rbx), %rcx",
+    "lgdt (%rcx)",
+    "pushq ${code}",
+    "leaq 3f(%rip), %rcx",
+    "pushq %rcx",
+    "lretq",
+    "3:",
+    "movl ${data}, %eax",
+    "movw %ax, %ds",
+    "movw %ax, %es",
+    "movw %ax, %ss",
+    "movw %ax, %fs",
+    "movw %ax, %gs",
+    "movq $1, {booted}(%rbx)",
+    "4:",
+    "movq {goto}(%rdi), %rax",
+    "testq %rax, %rax",
+    "jnz 5f",
+    "pause",
+    "jmp 4b",
+    "5:",
+    "pushq $2",
+    "popfq",
+    "pushq $0",
+    "pushq %rax",
+    "xorl %eax, %eax",
+    "xorl %ebx, %ebx",
+    "xorl %ecx, %ecx",
+    "xorl %edx, %edx",
+    "xorl %esi, %esi",
+    "xorl %ebp, %ebp",
+    "xorl %r8d, %r8d",
+    "xorl %r9d, %r9d",
+    "xorl %r10d, %r10d",
+    "xorl %r11d, %r11d",
+    "xorl %r12d, %r12d",
+    "xorl %r13d, %r13d",
+    "xorl %r14d, %r14d",
+    "xorl %r15d, %r15d",
+    "retq",
+    "keel_ap_trampoline_end:",
+    ".popsection",
+    cr4 = const AP_DATA + offset_of!(ApData, cr4),
+    cr3_low = const AP_DATA + offset_of!(ApData, cr3_low),
+    efer_set = const AP_DATA + offset_of!(ApData, efer_set),
+    use_pat = const AP_DATA + offset_of!(ApData, use_pat),
+    pat_low = const AP_DATA + offset_of!(ApData, pat_low),
+    pat_high = const AP_DATA + offset_of!(ApData, pat_high),
+    gdt_limit = const AP_DATA + offset_of!(ApData, gdt_limit),
+    cr0 = const AP_DATA + offset_of!(ApData, cr0),
+    far_offset = const AP_DATA + offset_of!(ApData, far_offset),
+    hhdm = const AP_DATA + offset_of!(ApData, hhdm),
+    cr3 = const AP_DATA + offset_of!(ApData, cr3),
+    gdtr = const AP_DATA + offset_of!(ApData, gdtr),
+    info = const AP_DATA + offset_of!(ApData, info),
+    booted = const AP_DATA + offset_of!(ApData, booted),
+    stack = const efi_loader::mp::STACK_OFFSET_X86_64,
+    goto = const efi_loader::mp::GOTO_OFFSET_X86_64,
+    code = const CODE_SELECTOR,
+    data = const DATA_SELECTOR,
+    options(att_syntax),
+);
+
+/// The offset of the 64-bit part in the start code.
+fn long_mode_offset() -> u64 {
+    unsafe extern "C" {
+        static keel_ap_long_mode: u8;
+    }
+    &raw const keel_ap_long_mode as u64 - ap_trampoline().0
+}
+
+/// IA32_APIC_BASE: the local APIC's MMIO base and mode bits.
+const APIC_BASE_MSR: u32 = 0x1b;
+/// IA32_APIC_BASE.EXTD: x2APIC mode.
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+/// The x2APIC ICR MSR.
+const X2APIC_ICR: u32 = 0x830;
+
+/// Send one inter-processor interrupt with ICR low word `command` to `apic_id`.
+///
+/// # Safety
+/// Boot services must be gone (the loader owns the local APIC), and `command` must be an
+/// INIT or a startup IPI.
+unsafe fn send_ipi(apic_id: u32, command: u32) {
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; the base it names is the local
+    // APIC's MMIO page, which the firmware's identity map covers uncached; ICR high then
+    // low (offsets 0x310, 0x300) sends the IPI, and bit 12 of the low word is the
+    // delivery status (SDM Vol. 3A 11.6.1). In x2APIC mode the ICR is one MSR.
+    unsafe {
+        let base = read_msr(APIC_BASE_MSR);
+        if base & APIC_BASE_X2APIC != 0 {
+            write_msr(X2APIC_ICR, (u64::from(apic_id) << 32) | u64::from(command));
+            return;
+        }
+        let mmio = base & 0xf_ffff_f000;
+        let low = (mmio + 0x300) as *mut u32;
+        let high = (mmio + 0x310) as *mut u32;
+        high.write_volatile(apic_id << 24);
+        low.write_volatile(command);
+        for _ in 0..1_000_000 {
+            if low.read_volatile() & (1 << 12) == 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Time-stamp counter ticks per millisecond, measured against the PIT (channel 2, gate
+/// through port 0x61) once; 0 until measured.
+static TSC_PER_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn tsc_per_ms() -> u64 {
+    let known = TSC_PER_MS.load(core::sync::atomic::Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    // 10 ms of the PIT's 1.193182 MHz.
+    const COUNT: u16 = 11_932;
+    // SAFETY: boot services are gone, so the loader owns the PIT; channel 2 drives only
+    // the PC speaker, whose output stays off (port 0x61 bit 1 clear). Mode 0 counts down
+    // once and raises OUT2 (port 0x61 bit 5) at zero.
+    let ticks = unsafe {
+        let gate = inb(0x61);
+        outb(0x61, (gate & !0x02) | 0x01);
+        outb(0x43, 0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
+        outb(0x42, COUNT as u8);
+        outb(0x42, (COUNT >> 8) as u8);
+        let start = counter();
+        let mut end = start;
+        for _ in 0..100_000_000u64 {
+            if inb(0x61) & 0x20 != 0 {
+                end = counter();
+                break;
+            }
+        }
+        outb(0x61, gate);
+        end - start
+    };
+    let per_ms = (ticks / 10).max(1_000);
+    TSC_PER_MS.store(per_ms, core::sync::atomic::Ordering::Relaxed);
+    per_ms
+}
+
+/// Busy-wait `micros` microseconds by the time-stamp counter.
+fn delay_us(micros: u64) {
+    let end = counter() + tsc_per_ms() * micros / 1000;
+    while counter() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// How long a started CPU gets to reach its parking loop.
+const AP_START_TIMEOUT_MS: u64 = 1000;
+
+/// Start the secondary CPU `index` of `plan` with INIT-SIPI-SIPI and wait (bounded) until
+/// it parks on its `goto_address`. Runs after ExitBootServices, with `roots` built and the
+/// low page identity-mapped in them; CPUs start one at a time (they share the low page).
+pub fn start_cpu(
+    plan: &super::mp::Plan,
+    index: usize,
+    extra: &Extra,
+    roots: &Roots,
+    hhdm: u64,
+) -> bool {
+    let Some(low) = plan.arch.low else {
+        return false;
+    };
+    let Ok(apic_id) = u32::try_from(plan.cpus[index].hardware_id) else {
+        return false;
+    };
+    let table_copy = low + 4096;
+    let (cr0, cr4): (u64, u64);
+    // SAFETY: reading control registers at CPL 0 has no side effects.
+    unsafe {
+        asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags));
+        asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+    }
+    // PAE and PGE as on the boot CPU, and SSE enabled as the firmware had it.
+    let cr4 = cr4 & (CR4_PGE | 1 << 5 | 1 << 9 | 1 << 10);
+    let data = ApData {
+        gdt_limit: (size_of_val(&GDT) - 1) as u16,
+        gdt_base: (low + (AP_DATA + offset_of!(ApData, gdt)) as u64) as u32,
+        far_offset: (low + long_mode_offset()) as u32,
+        far_selector: CODE_SELECTOR,
+        cr3_low: table_copy as u32,
+        cr4: (cr4 | 1 << 5) as u32,
+        cr0: (cr0 | 1 | 1 << 31 | CR0_WP) as u32,
+        efer_set: (1 << 8)
+            | if extra.features.no_execute {
+                EFER_NXE as u32
+            } else {
+                0
+            },
+        pat_low: PAT as u32,
+        pat_high: (PAT >> 32) as u32,
+        use_pat: u32::from(extra.features.pat),
+        hhdm,
+        cr3: roots.root,
+        gdtr: extra.gdtr,
+        info: super::mp::info_at(plan.infos, index) + hhdm,
+        booted: 0,
+        gdt: GDT,
+    };
+    // SAFETY: the low pages are the loader's (allocated for this below 1 MiB, identity-
+    // mapped by the firmware's tables still in CR3); the data lies above the code, and the
+    // second page takes a copy of the complete top-level table (the lower levels are
+    // shared), so the CPU can load it with a 32-bit CR3 whatever the root's address.
+    unsafe {
+        ((low + AP_DATA as u64) as *mut ApData).write_unaligned(data);
+        core::ptr::copy_nonoverlapping(roots.root as *const u8, table_copy as *mut u8, 4096);
+    }
+    let booted = (low + (AP_DATA + offset_of!(ApData, booted)) as u64) as *const u64;
+    let vector = (low >> 12) as u32;
+    // SAFETY: the loader owns the local APIC after ExitBootServices; INIT (0x4500: level
+    // assert) then two startup IPIs (0x4600 | vector) as the SDM's MP initialization
+    // protocol has it (Vol. 3A 9.4.4.1), with its delays.
+    unsafe {
+        send_ipi(apic_id, 0x4500);
+        delay_us(10_000);
+        send_ipi(apic_id, 0x4600 | vector);
+        delay_us(200);
+        // SAFETY: the started CPU writes `booted` (same memory through the HHDM).
+        if booted.read_volatile() == 0 {
+            send_ipi(apic_id, 0x4600 | vector);
+        }
+    }
+    let deadline = counter() + tsc_per_ms() * AP_START_TIMEOUT_MS;
+    while counter() < deadline {
+        // SAFETY: as above.
+        if unsafe { booted.read_volatile() } != 0 {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
