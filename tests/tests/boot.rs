@@ -27,6 +27,9 @@ fn boot_prints_banner_and_powers_off(arch: Arch) {
         "hhdm is not a hex address: {line:?}"
     );
 
+    // Keel asks for 4-level paging and nothing else; the loader answers the request.
+    assert_eq!(serial.expect("paging: ").trim_end(), "paging: 4-level");
+
     let line = serial.expect("memory: ");
     let mib = number_after(line, "memory:").unwrap_or_else(|| panic!("no MiB in {line:?}"));
     let regions = number_after(line, "usable in").unwrap_or_else(|| panic!("no regions: {line:?}"));

@@ -5,6 +5,10 @@
 //! The tables are ordinary memory (ACPI reclaimable or NVS entries of the memory map),
 //! which the HHDM maps, so they are read through it; every length is bounded and every
 //! table's checksum verified before a byte of it is believed.
+//!
+//! Why not the `acpi` crate: this runs in early boot, before the kernel has a heap, and
+//! the crate's table set and platform model are built in allocated memory through a
+//! physical-mapping handler; Keel needs three kinds of MADT entry, read through the HHDM.
 
 use crate::paging;
 

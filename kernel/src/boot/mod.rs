@@ -18,8 +18,8 @@ use limine::firmware_type::FirmwareType;
 use limine::memory_map::EntryType;
 use limine::request::{
     BootloaderInfoRequest, DeviceTreeBlobRequest, ExecutableFileRequest, FirmwareTypeRequest,
-    HhdmRequest, MemoryMapRequest, ModuleRequest, RequestsEndMarker, RequestsStartMarker,
-    RsdpRequest, StackSizeRequest,
+    HhdmRequest, MemoryMapRequest, ModuleRequest, PagingModeRequest, RequestsEndMarker,
+    RequestsStartMarker, RsdpRequest, StackSizeRequest,
 };
 
 use crate::{Cpu, println};
@@ -74,6 +74,15 @@ static RSDP: RsdpRequest = RsdpRequest::new();
 #[unsafe(link_section = ".requests")]
 static DEVICE_TREE: DeviceTreeBlobRequest = DeviceTreeBlobRequest::new();
 
+/// 4-level paging, and nothing else (Keel's tables and its walker are 4-level): the
+/// protocol's mode limits keep a loader from giving 5-level even on a CPU that has it.
+#[used]
+#[unsafe(link_section = ".requests")]
+static PAGING_MODE: PagingModeRequest = PagingModeRequest::new()
+    .with_mode(limine::paging::Mode::FOUR_LEVEL)
+    .with_max_mode(limine::paging::Mode::FOUR_LEVEL)
+    .with_min_mode(limine::paging::Mode::FOUR_LEVEL);
+
 #[used]
 #[unsafe(link_section = ".requests_end_marker")]
 static REQUESTS_END: RequestsEndMarker = RequestsEndMarker::new();
@@ -90,6 +99,13 @@ pub struct Early {
 /// accept our base revision or gave no HHDM or memory map: then nothing can be trusted.
 pub fn early() -> Option<Early> {
     if !BASE_REVISION.is_supported() {
+        return None;
+    }
+    // A loader that ignored the mode limits left the kernel on tables it cannot walk.
+    if PAGING_MODE
+        .get_response()
+        .is_some_and(|response| response.mode() != limine::paging::Mode::FOUR_LEVEL)
+    {
         return None;
     }
     copy_memory_map()?;
@@ -218,6 +234,9 @@ pub struct BootInfo {
     pub rsdp: Option<u64>,
     /// The firmware type's name, when the loader said.
     pub firmware: Option<&'static str>,
+    /// The paging mode the loader gave, in words (`None`: no paging-mode response, which
+    /// means the protocol's default, 4-level; any other mode ends the boot in `early`).
+    pub paging: Option<&'static str>,
 }
 
 /// Copy `text` (in loader memory) to the kernel heap, for the kernel's lifetime.
@@ -287,6 +306,8 @@ pub fn collect(early: &Early) -> BootInfo {
         firmware: FIRMWARE_TYPE
             .get_response()
             .map(|response| firmware_name(response.firmware_type())),
+        // `early` refused any other mode.
+        paging: PAGING_MODE.get_response().map(|_| "4-level"),
     }
 }
 
@@ -347,6 +368,10 @@ impl BootInfo {
             println!("firmware: {firmware}");
         }
         println!("hhdm: {:#x}", self.hhdm_offset);
+        match self.paging {
+            Some(mode) => println!("paging: {mode}"),
+            None => println!("paging: 4-level (no paging-mode response: the protocol's default)"),
+        }
         println!(
             "memory: {} MiB usable in {} regions ({} KiB bootloader-reclaimable)",
             self.memory.usable_mib(),

@@ -1,6 +1,12 @@
 //! Just enough ACPI to find the I/O APICs (MADT entries), whose redirection entries the
 //! protocol wants masked at kernel entry on x86_64. The caller reads the tables out of
 //! physical memory; this module only interprets bytes.
+//!
+//! Why not the `acpi` crate: it builds its own view of the whole table set through an
+//! `AcpiHandler` that maps physical regions, and interprets far more than the few MADT
+//! entry types read here (I/O APICs, and the local APICs the MP answer lists). A byte
+//! parser of a few dozen lines, host-tested with every length checked, is the smaller
+//! thing to trust in a loader.
 
 use crate::elf::{read_u32, read_u64};
 
