@@ -128,9 +128,9 @@ fn unique_sibling(path: &Path, what: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-    let extension = path
-        .extension()
-        .map_or(String::new(), |extension| format!(".{}", extension.to_string_lossy()));
+    let extension = path.extension().map_or(String::new(), |extension| {
+        format!(".{}", extension.to_string_lossy())
+    });
     path.with_file_name(format!(
         "{stem}.{what}-{}-{n}{extension}",
         std::process::id()

@@ -29,7 +29,7 @@ use arch_api::TrapFrame as _;
 use super::{Blocker, IPC};
 use crate::obj::{Endpoint, Notification, Process, kind};
 use crate::task::sched;
-use crate::task::thread::TrapFrame;
+use crate::task::thread::{self, Event, TrapFrame};
 
 /// The endpoint (as a pointer) and badge capability `handle` of `process` names, if it is
 /// an endpoint capability with `required`.
@@ -115,6 +115,7 @@ pub fn fast_call(frame: &mut TrapFrame) -> bool {
             )
         };
     }
+    thread::count(Event::Ipc);
     scheduler.switch(receiver);
     true
 }
@@ -169,6 +170,7 @@ pub fn fast_reply_recv(frame: &mut TrapFrame) -> bool {
             )
         };
     }
+    thread::count(Event::Ipc);
     scheduler.switch(caller);
     true
 }
@@ -238,6 +240,7 @@ pub fn fast_signal(frame: &mut TrapFrame) -> bool {
     // The waiter's reference to the notification (the capability holds another).
     drop(released);
     frame.set_syscall_results(0, 0);
+    thread::count(Event::Notification);
     true
 }
 
@@ -285,6 +288,7 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     drop(state);
     drop(scheduler);
     drop(released);
+    thread::count(Event::Notification);
     match pending {
         Some(value) => frame.set_syscall_results(0, value),
         // The signaller writes the results, then wakes this thread.

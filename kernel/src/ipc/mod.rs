@@ -39,7 +39,7 @@ use crate::mm::frames;
 use crate::obj::{Endpoint, Notification, Process, kind, pending};
 use crate::sync::{Lock, level};
 use crate::task::sched::{self, MAX_THREADS};
-use crate::task::thread::TrapFrame;
+use crate::task::thread::{self, Event, TrapFrame};
 use abi::{Error, Handle, MessageInfo, PAGE_SIZE, Rights};
 use arch_api::{Paging, TrapFrame as _};
 use kcore::ipc::{Ipc, ReceiveOutcome, SendError, SendOutcome, ThreadId};
@@ -211,6 +211,7 @@ fn wake_with_success(thread: ThreadId) {
 
 /// `send` (`call == false`) and `call`.
 pub fn send(frame: &mut TrapFrame, call: bool) {
+    thread::count(Event::Ipc);
     if let Err(error) = try_send(frame, call) {
         frame.set_status(status(error));
     }
@@ -259,6 +260,7 @@ fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
 
 /// `recv`.
 pub fn recv(frame: &mut TrapFrame) {
+    thread::count(Event::Ipc);
     if let Err(error) = try_receive(frame, None) {
         frame.set_status(status(error));
     }
@@ -266,6 +268,7 @@ pub fn recv(frame: &mut TrapFrame) {
 
 /// `reply_recv`: check the receive side, reply (if a live caller waits), receive.
 pub fn reply_recv(frame: &mut TrapFrame) {
+    thread::count(Event::Ipc);
     let message = frame.syscall_arguments();
     let result = MessageInfo::from_raw(message[1])
         .ok_or(Error::InvalidArgument)
@@ -358,6 +361,7 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
 
 /// `reply`.
 pub fn reply(frame: &mut TrapFrame) {
+    thread::count(Event::Ipc);
     let message = frame.syscall_arguments();
     let me = sched::current();
     let result = (|| {
@@ -383,6 +387,7 @@ pub fn reply(frame: &mut TrapFrame) {
 
 /// `signal(notification, bits)`.
 pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
+    thread::count(Event::Notification);
     let process = sched::current_process().ok_or(Error::InvalidArgument)?;
     let notification = process
         .caps
@@ -408,6 +413,7 @@ pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
 
 /// `wait(notification)`: the result is written by whoever wakes the thread.
 pub fn wait(frame: &mut TrapFrame) {
+    thread::count(Event::Notification);
     let handle = frame.syscall_arguments()[0];
     let me = sched::current();
     let result = (|| {

@@ -3,6 +3,7 @@
 //! user thread also belongs to a [`Process`].
 
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use arch_api::{KernelStack, Threads};
 use kcore::runqueue::Priority;
@@ -58,12 +59,51 @@ pub struct Thread {
     pub killed: bool,
     /// Timer ticks taken while it was running (`ps`).
     pub cpu_ticks: u64,
+    /// Times the scheduler switched to it (`top`).
+    pub switches: u64,
+    /// The CPU it last ran on (`ps`).
+    pub last_cpu: u32,
+}
+
+/// What the IPC and trap paths count per thread ([`count`]).
+#[derive(Clone, Copy)]
+pub enum Event {
+    /// An IPC operation: send, call, receive, reply, reply-and-receive.
+    Ipc = 0,
+    /// A notification operation: signal or wait.
+    Notification = 1,
+    /// A page fault taken in user mode.
+    PageFault = 2,
+}
+
+/// The events of each thread slot, beside the records in the scheduler's table: counted
+/// on the IPC fast paths by the running thread's id, with no lock (interrupts masked, one
+/// CPU); zeroed when a thread takes the slot.
+static EVENTS: [[AtomicU64; 3]; super::sched::MAX_THREADS] =
+    [const { [const { AtomicU64::new(0) }; 3] }; super::sched::MAX_THREADS];
+
+/// One more `event` of the running thread: a plain load, add and store.
+#[inline(always)]
+pub fn count(event: Event) {
+    if let Some(slot) = EVENTS.get(Cpu::current_thread()) {
+        let counter = &slot[event as usize];
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+/// The events of thread slot `id` so far: IPC, notification and page-fault counts.
+pub fn events(id: usize) -> [u64; 3] {
+    EVENTS.get(id).map_or([0; 3], |slot| {
+        slot.each_ref()
+            .map(|counter| counter.load(Ordering::Relaxed))
+    })
 }
 
 /// The next thread serial.
 static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 impl Thread {
+    /// A new thread for slot `id` (whose event counts start again from zero).
     pub fn new(
         id: usize,
         name: &'static str,
@@ -72,6 +112,11 @@ impl Thread {
         start: Start,
         process: Option<Arc<Process>>,
     ) -> Self {
+        if let Some(slot) = EVENTS.get(id) {
+            for counter in slot {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
         Self {
             id,
             name,
@@ -86,6 +131,8 @@ impl Thread {
             serial: NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             killed: false,
             cpu_ticks: 0,
+            switches: 0,
+            last_cpu: 0,
         }
     }
 }
