@@ -631,6 +631,19 @@ pub fn start(
     Ok(session)
 }
 
+/// End this process (with `SIGKILL`) when the thread that started it ends: the xtask run
+/// as `cargo xtask …` goes when its cargo is killed, and its QEMU with it. Linux only; a
+/// no-op elsewhere.
+pub fn die_with_parent() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: `prctl(PR_SET_PDEATHSIG)` only sets this process's parent-death signal; it
+    // takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
 /// The command that starts QEMU: in a process group of its own when asked, and, on Linux,
 /// killed when the thread that started it ends, so a killed xtask never leaves QEMU
 /// running. (The parent is the thread: [`run`] waits in the thread that started QEMU, and
