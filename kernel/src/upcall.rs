@@ -47,12 +47,7 @@ pub fn keel_trap(frame: &mut TrapFrame) {
         TrapCause::Irq(line) => {
             irq::deliver(line);
         }
-        cause if frame.is_from_user() => {
-            if let TrapCause::PageFault { .. } = cause {
-                crate::task::thread::count(crate::task::thread::Event::PageFault);
-            }
-            proc::kill_current(frame, cause)
-        }
+        cause if frame.is_from_user() => proc::kill_current(frame, cause),
         cause => panic!(
             "kernel trap sent to the core: {} at ip {:#x}",
             proc::Describe(cause),

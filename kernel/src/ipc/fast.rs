@@ -115,7 +115,7 @@ pub fn fast_call(frame: &mut TrapFrame) -> bool {
             )
         };
     }
-    thread::count(Event::Ipc);
+    thread::count(me, Event::Ipc);
     scheduler.switch(receiver);
     true
 }
@@ -170,7 +170,7 @@ pub fn fast_reply_recv(frame: &mut TrapFrame) -> bool {
             )
         };
     }
-    thread::count(Event::Ipc);
+    thread::count(me, Event::Ipc);
     scheduler.switch(caller);
     true
 }
@@ -236,11 +236,11 @@ pub fn fast_signal(frame: &mut TrapFrame) -> bool {
         // `signal` wakes the queue's head, the thread checked above; nobody waited.
         _ => Blocker::Nothing,
     };
+    thread::count(scheduler.current(), Event::Notification);
     drop(scheduler);
     // The waiter's reference to the notification (the capability holds another).
     drop(released);
     frame.set_syscall_results(0, 0);
-    thread::count(Event::Notification);
     true
 }
 
@@ -288,7 +288,7 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     drop(state);
     drop(scheduler);
     drop(released);
-    thread::count(Event::Notification);
+    thread::count(me, Event::Notification);
     match pending {
         Some(value) => frame.set_syscall_results(0, value),
         // The signaller writes the results, then wakes this thread.

@@ -211,7 +211,6 @@ fn wake_with_success(thread: ThreadId) {
 
 /// `send` (`call == false`) and `call`.
 pub fn send(frame: &mut TrapFrame, call: bool) {
-    thread::count(Event::Ipc);
     if let Err(error) = try_send(frame, call) {
         frame.set_status(status(error));
     }
@@ -220,6 +219,7 @@ pub fn send(frame: &mut TrapFrame, call: bool) {
 fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
     let message = frame.syscall_arguments();
     let (me, process) = sched::current_and_process();
+    thread::count(me, Event::Ipc);
     let process = process.ok_or(Error::InvalidArgument)?;
     let right = if call { Rights::CALL } else { Rights::WRITE };
     let (endpoint, badge) = endpoint_of(&process, message[0], right)?;
@@ -260,7 +260,6 @@ fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
 
 /// `recv`.
 pub fn recv(frame: &mut TrapFrame) {
-    thread::count(Event::Ipc);
     if let Err(error) = try_receive(frame, None) {
         frame.set_status(status(error));
     }
@@ -268,7 +267,6 @@ pub fn recv(frame: &mut TrapFrame) {
 
 /// `reply_recv`: check the receive side, reply (if a live caller waits), receive.
 pub fn reply_recv(frame: &mut TrapFrame) {
-    thread::count(Event::Ipc);
     let message = frame.syscall_arguments();
     let result = MessageInfo::from_raw(message[1])
         .ok_or(Error::InvalidArgument)
@@ -280,6 +278,7 @@ pub fn reply_recv(frame: &mut TrapFrame) {
 
 fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Error> {
     let (me, process) = sched::current_and_process();
+    thread::count(me, Event::Ipc);
     let process = process.ok_or(Error::InvalidArgument)?;
     let handle = frame.syscall_arguments()[0];
     let (endpoint, _) = endpoint_of(&process, handle, Rights::READ)?;
@@ -361,9 +360,9 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
 
 /// `reply`.
 pub fn reply(frame: &mut TrapFrame) {
-    thread::count(Event::Ipc);
     let message = frame.syscall_arguments();
     let me = sched::current();
+    thread::count(me, Event::Ipc);
     let result = (|| {
         let process = sched::current_process().ok_or(Error::InvalidArgument)?;
         MessageInfo::from_raw(message[1]).ok_or(Error::InvalidArgument)?;
@@ -387,8 +386,9 @@ pub fn reply(frame: &mut TrapFrame) {
 
 /// `signal(notification, bits)`.
 pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
-    thread::count(Event::Notification);
-    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    let (me, process) = sched::current_and_process();
+    thread::count(me, Event::Notification);
+    let process = process.ok_or(Error::InvalidArgument)?;
     let notification = process
         .caps
         .find::<kind::Notification>(handle, Rights::SIGNAL)?;
@@ -413,9 +413,9 @@ pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
 
 /// `wait(notification)`: the result is written by whoever wakes the thread.
 pub fn wait(frame: &mut TrapFrame) {
-    thread::count(Event::Notification);
     let handle = frame.syscall_arguments()[0];
     let me = sched::current();
+    thread::count(me, Event::Notification);
     let result = (|| {
         let process = sched::current_process().ok_or(Error::InvalidArgument)?;
         let notification = process

@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use arch_api::{KernelStack, Threads};
 use kcore::runqueue::Priority;
 
+use super::sched::MAX_THREADS;
 use crate::Cpu;
 use crate::obj::Process;
 
@@ -77,18 +78,16 @@ pub enum Event {
 }
 
 /// The events of each thread slot, beside the records in the scheduler's table: counted
-/// on the IPC fast paths by the running thread's id, with no lock (interrupts masked, one
-/// CPU); zeroed when a thread takes the slot.
-static EVENTS: [[AtomicU64; 3]; super::sched::MAX_THREADS] =
-    [const { [const { AtomicU64::new(0) }; 3] }; super::sched::MAX_THREADS];
+/// by the running thread's id, which the counting paths hold already, with no lock
+/// (interrupts masked, one CPU); zeroed when a thread takes the slot.
+static EVENTS: [[AtomicU64; 3]; MAX_THREADS] =
+    [const { [const { AtomicU64::new(0) }; 3] }; MAX_THREADS];
 
-/// One more `event` of the running thread: a plain load, add and store.
+/// One more `event` of thread `id` (the running thread): a plain load, add and store.
 #[inline(always)]
-pub fn count(event: Event) {
-    if let Some(slot) = EVENTS.get(Cpu::current_thread()) {
-        let counter = &slot[event as usize];
-        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    }
+pub fn count(id: usize, event: Event) {
+    let counter = &EVENTS[id % MAX_THREADS][event as usize];
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// The events of thread slot `id` so far: IPC, notification and page-fault counts.
