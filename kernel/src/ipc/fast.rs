@@ -115,7 +115,6 @@ pub fn fast_call(frame: &mut TrapFrame) -> bool {
             )
         };
     }
-    thread::count(me, Event::Ipc);
     scheduler.switch(receiver);
     true
 }
@@ -170,7 +169,6 @@ pub fn fast_reply_recv(frame: &mut TrapFrame) -> bool {
             )
         };
     }
-    thread::count(me, Event::Ipc);
     scheduler.switch(caller);
     true
 }

@@ -109,12 +109,13 @@ fn thread(index: u64, record: &mut [u64]) -> usize {
     let [first, second] = sysinfo::pack_name(name);
     record[NAME] = first;
     record[NAME + 1] = second;
+    let [ipc, notifications, page_faults] = crate::task::thread::events(id);
     if let Some(activity) = sched::activity(id) {
         record[LAST_CPU] = u64::from(activity.last_cpu);
         record[SWITCHES] = activity.switches;
+        record[IPC] = activity.ipc_handoffs;
     }
-    let [ipc, notifications, page_faults] = crate::task::thread::events(id);
-    record[IPC] = ipc;
+    record[IPC] += ipc;
     record[NOTIFICATIONS] = notifications;
     record[PAGE_FAULTS] = page_faults;
     WORDS

@@ -319,6 +319,8 @@ const THIS_CPU: u32 = 0;
 pub struct Activity {
     pub switches: u64,
     pub last_cpu: u32,
+    /// IPC operations of the fast paths (the rest are in [`super::thread::events`]).
+    pub ipc_handoffs: u64,
 }
 
 /// The switches and last CPU of thread slot `id`.
@@ -328,6 +330,7 @@ pub fn activity(id: usize) -> Option<Activity> {
         Some(Activity {
             switches: thread.switches,
             last_cpu: thread.last_cpu,
+            ipc_handoffs: thread.ipc_handoffs,
         })
     })
 }
@@ -864,7 +867,8 @@ impl Handoff {
     }
 
     /// Block the running thread and run `next` (whose frame [`Handoff::blocked_frame`]
-    /// returned under this same lock) in its place: no run queue. The address space is
+    /// returned under this same lock) in its place: no run queue. Counts the running
+    /// thread's IPC operation (the IPC fast paths' hand-off). The address space is
     /// activated only when `next` is in another process. Returns when the running thread
     /// is woken again.
     #[inline(always)]
@@ -875,6 +879,8 @@ impl Handoff {
             return;
         };
         from.state = State::Blocked;
+        // The IPC operation that hands the CPU over, counted where the record is at hand.
+        from.ipc_handoffs += 1;
         let from: *mut Thread = from;
         let Some(to) = scheduler.thread(next) else {
             // why: the caller checked `next` under this lock; unblock ourselves again.
