@@ -85,8 +85,9 @@ pub enum Event {
 /// The events of each thread slot, beside the records in the scheduler's table: counted
 /// by the running thread's id, which the counting paths hold already, with no lock
 /// (interrupts masked, one CPU); zeroed when a thread takes the slot.
-static EVENTS: [[AtomicU64; 3]; MAX_THREADS] =
-    [const { [const { AtomicU64::new(0) }; 3] }; MAX_THREADS];
+/// Four words a slot (one unused), so a slot's address is a shift away from its id.
+static EVENTS: [[AtomicU64; 4]; MAX_THREADS] =
+    [const { [const { AtomicU64::new(0) }; 4] }; MAX_THREADS];
 
 /// One more `event` of thread `id` (the running thread): a plain load, add and store.
 #[inline(always)]
@@ -98,8 +99,7 @@ pub fn count(id: usize, event: Event) {
 /// The events of thread slot `id` so far: IPC, notification and page-fault counts.
 pub fn events(id: usize) -> [u64; 3] {
     EVENTS.get(id).map_or([0; 3], |slot| {
-        slot.each_ref()
-            .map(|counter| counter.load(Ordering::Relaxed))
+        [0, 1, 2].map(|event| slot[event].load(Ordering::Relaxed))
     })
 }
 
