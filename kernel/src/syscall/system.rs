@@ -1,7 +1,7 @@
 //! The system calls of the interactive system beyond IPC and processes:
-//! `system_info` (what `ps`, `top`, `mem`, `caps`, `cpu`, `uptime` and `ipcbench` show), `power_off`,
-//! `sleep`, `process_id` (abi numbers `0x30..=0x33`), and the kernel log's `log_bind` /
-//! `log_read` (`0x34`, `0x35`).
+//! `system_info` (what `ps`, `top`, `mem`, `caps`, `cpu`, `uptime` and `ipcbench` show),
+//! `power_off`, `sleep`, `process_id` (abi numbers `0x30..=0x33`), and the kernel log's
+//! `log_bind` / `log_read` (`0x34`, `0x35`).
 //!
 //! `system_info` and `power_off` are guarded by capabilities of their own object types
 //! ([`Object::System`], [`Object::Power`]), which only the kernel makes: `init` receives

@@ -323,7 +323,7 @@ pub struct Activity {
     pub ipc_handoffs: u64,
 }
 
-/// The switches and last CPU of thread slot `id`.
+/// The switches, last CPU and fast-path IPC operations of thread slot `id`.
 pub fn activity(id: usize) -> Option<Activity> {
     with(|scheduler| {
         let thread = scheduler.thread(id)?;
