@@ -1,7 +1,7 @@
 //! The interactive system. A boot without a test scenario ends at the shell's
 //! `keel> ` prompt, served from user space (`init`, `console`, `names`, `shell`); the test
 //! types at it over the serial line as a person would, on both architectures: `help`,
-//! `echo`, `ps`, `mem`, an unknown command, a 4 KiB line of garbage, `kill` of the console
+//! `echo`, `ps`, `top`, `ipcbench`, `mem`, an unknown command, a 4 KiB line of garbage, `kill` of the console
 //! server (init reports the death and the restart, and the prompt works again), `poweroff`.
 #![forbid(unsafe_code)]
 
@@ -46,6 +46,7 @@ fn shell(arch: Arch) {
     for command in [
         "help",
         "ps",
+        "top [seconds]",
         "mem",
         "caps <pid>",
         "kill <pid>",
@@ -61,8 +62,10 @@ fn shell(arch: Arch) {
     terminal.expect_prompt(PROMPT);
 
     run(&mut terminal, "ps");
-    terminal.expect_line("PID  TID  NAME");
-    // Every server's threads are listed, with a state and a priority.
+    let header = terminal.expect_line("PID  TID  NAME");
+    assert!(header.ends_with("CPU(ms)  LASTCPU"), "{header}");
+    // Every server's threads are listed, with a state, a priority and the CPU it last ran
+    // on (the kernel's record: CPU 0, the only one).
     for name in ["init", "console", "names", "shell"] {
         let line = terminal.expect_line(&format!("{name} "));
         assert!(
@@ -71,7 +74,48 @@ fn shell(arch: Arch) {
                 .any(|state| line.contains(state)),
             "{line}"
         );
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.last(), Some(&"0"), "{line}");
     }
+    terminal.expect_prompt(PROMPT);
+
+    // One refresh of `top`: a row per thread, with counts over that second.
+    run(&mut terminal, "top 1");
+    let title = terminal.expect_line("top: 1/1, the last ");
+    let ms = number_after(&title, "the last ").expect("the interval");
+    assert!((900..=5000).contains(&ms), "{title}");
+    let header = terminal.expect_line("PID  TID  NAME");
+    assert!(
+        header.ends_with("CPU%  SWITCHES     IPC  NOTIFY  FAULTS"),
+        "{header}"
+    );
+    for name in ["init", "console", "names", "shell"] {
+        let line = terminal.expect_line(&format!("{name} "));
+        let numbers: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|word| word.parse().expect("a number"))
+            .collect();
+        let [percent, switches, _ipc, _notifications, faults] = numbers[..] else {
+            panic!("not five counts: {line}");
+        };
+        assert!(percent <= 100 && faults == 0, "{line}");
+        if name == "shell" {
+            // The shell woke from its one-second sleep at least once.
+            assert!(switches >= 1, "{line}");
+        }
+    }
+    terminal.expect_prompt(PROMPT);
+
+    // ipcbench times with the kernel's fine clock, not the 10 ms timer.
+    run(&mut terminal, "ipcbench 200");
+    let line = terminal.expect_line("ipcbench: 200 round trips to names, ");
+    let each = number_after(&line, "names, ").expect("the time of one round trip");
+    let unit = match arch {
+        Arch::X86_64 => " cycles each",
+        Arch::Aarch64 => " ns each",
+    };
+    assert!(each > 0 && line.contains(unit), "{line}");
     terminal.expect_prompt(PROMPT);
 
     run(&mut terminal, "mem");

@@ -59,6 +59,36 @@ pub fn make_image(
     fixed_hhdm: bool,
     path: &Path,
 ) -> Result<PathBuf> {
+    let contents = image_contents(artifacts, loader, cmdline, fixed_hhdm)?;
+    step(format_args!("writing image {}…", path.display()));
+    let size = image::write(path, &contents)?;
+    describe_image(artifacts, loader, cmdline, path, size);
+    Ok(path.to_path_buf())
+}
+
+/// As [`make_image`], for one QEMU run: the image is also written to a file of this run's
+/// own ([`image::write_for_run`]), which is returned; QEMU boots that, so runs at once
+/// never share an image, and [`qemu::run`] / [`qemu::start`] remove it when QEMU ends.
+pub fn make_run_image(
+    artifacts: &Artifacts,
+    loader: &Loader,
+    cmdline: &str,
+    fixed_hhdm: bool,
+    path: &Path,
+) -> Result<PathBuf> {
+    let contents = image_contents(artifacts, loader, cmdline, fixed_hhdm)?;
+    step(format_args!("writing image {}…", path.display()));
+    let (run, size) = image::write_for_run(path, &contents)?;
+    describe_image(artifacts, loader, cmdline, path, size);
+    Ok(run)
+}
+
+fn image_contents(
+    artifacts: &Artifacts,
+    loader: &Loader,
+    cmdline: &str,
+    fixed_hhdm: bool,
+) -> Result<Contents> {
     let read =
         |file: &Path| std::fs::read(file).context(|| format!("cannot read {}", file.display()));
     let loader_file = match (loader, &artifacts.loader) {
@@ -70,7 +100,7 @@ pub fn make_image(
             ));
         }
     };
-    let contents = Contents {
+    Ok(Contents {
         arch: artifacts.arch,
         loader: read(&loader_file)?,
         kernel: read(&artifacts.kernel)?,
@@ -81,9 +111,10 @@ pub fn make_image(
             .collect::<Result<_>>()?,
         cmdline: cmdline.to_owned(),
         fixed_hhdm,
-    };
-    step(format_args!("writing image {}…", path.display()));
-    let size = image::write(path, &contents)?;
+    })
+}
+
+fn describe_image(artifacts: &Artifacts, loader: &Loader, cmdline: &str, path: &Path, size: u64) {
     step(format_args!(
         "image: {} ({} MiB, {} as {}, cmdline {:?})",
         path.display(),
@@ -92,7 +123,6 @@ pub fn make_image(
         artifacts.arch.efi_boot_file(),
         cmdline
     ));
-    Ok(path.to_path_buf())
 }
 
 /// Whether `loader` needs `tools/efi-loader` built.
@@ -154,7 +184,8 @@ pub fn symbol_files(workspace: &Workspace, artifacts: &Artifacts) -> SymbolFiles
     }
 }
 
-/// [`prepare`], returning the build's artifacts instead of the final options.
+/// [`prepare`], returning the build's artifacts instead of the final options. The image
+/// returned is this run's own copy ([`make_run_image`]).
 pub fn prepare_artifacts(
     workspace: &Workspace,
     options: &BootOptions,
@@ -191,7 +222,7 @@ pub fn prepare_artifacts(
         .image
         .clone()
         .unwrap_or_else(|| default_image(workspace, arch));
-    let image = make_image(
+    let image = make_run_image(
         &artifacts,
         &loader,
         &options.cmdline,
@@ -205,7 +236,7 @@ pub fn prepare_artifacts(
             qemu::gdb_command(workspace, arch, &artifacts.kernel)
         ));
     }
-    qemu::announce(&options.qemu, &image);
+    qemu::announce(&options.qemu, &path);
     Ok((firmware, image, artifacts))
 }
 

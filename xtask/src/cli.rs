@@ -299,6 +299,8 @@ fn gdb(workspace: &Workspace, arch: Arch, args: &GdbArgs) -> Result<u8> {
 /// The whole program: parse, run, print the one error line, exit.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `cargo xtask` killed (its cargo gone) ends the xtask too, and with it its QEMU.
+    crate::qemu::die_with_parent();
     match run(&Workspace::from_env(), cli) {
         Ok(code) => std::process::ExitCode::from(code),
         Err(error) => {

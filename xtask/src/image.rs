@@ -14,7 +14,9 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{Arch, Context, Error, Result};
 
@@ -107,8 +109,114 @@ pub fn write(path: &Path, contents: &Contents) -> Result<u64> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
     }
-    write_disk(path, total, &esp).context(|| format!("cannot write {}", path.display()))?;
+    // Write under a name of its own and rename: a QEMU still running the previous image
+    // keeps the file it opened, and never sees a half-written one.
+    let temp = unique_sibling(path, "tmp");
+    let written = write_disk(&temp, total, &esp)
+        .and_then(|()| fs::rename(&temp, path))
+        .context(|| format!("cannot write {}", path.display()));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written?;
     Ok(total)
+}
+
+/// A name next to `path` that no other run and no other call of this process uses:
+/// `<stem>.<what>-<pid>-<n>.<extension>`.
+fn unique_sibling(path: &Path, what: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let extension = path.extension().map_or(String::new(), |extension| {
+        format!(".{}", extension.to_string_lossy())
+    });
+    path.with_file_name(format!(
+        "{stem}.{what}-{}-{n}{extension}",
+        std::process::id()
+    ))
+}
+
+/// The images of QEMU runs in progress ([`write_for_run`]), until [`RunImage::claim`].
+static RUN_IMAGES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Write the image one QEMU run boots: a file of its own (so two runs at once never share
+/// an image or its write lock), also published at `path` for the user (replacing what was
+/// there atomically). Returns the run's file and the image's size; [`RunImage::claim`]
+/// takes the file over, to remove it when QEMU has ended.
+pub fn write_for_run(path: &Path, contents: &Contents) -> Result<(PathBuf, u64)> {
+    if let Some(dir) = path.parent() {
+        remove_stale_run_images(dir);
+    }
+    let run = unique_sibling(path, RUN);
+    let size = write(&run, contents)?;
+    RUN_IMAGES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(run.clone());
+    let temp = unique_sibling(path, "tmp");
+    let published = fs::hard_link(&run, &temp)
+        .or_else(|_| fs::copy(&run, &temp).map(|_| ()))
+        .and_then(|()| fs::rename(&temp, path))
+        .context(|| format!("cannot write {}", path.display()));
+    if published.is_err() {
+        let _ = fs::remove_file(&temp);
+        drop(RunImage::claim(&run));
+    }
+    published?;
+    Ok((run, size))
+}
+
+/// What names a run's image ([`write_for_run`]).
+const RUN: &str = "run";
+
+/// Remove the run images and firmware variables a killed xtask left behind in `dir` (their
+/// process is gone).
+fn remove_stale_run_images(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // `<stem>.run-<pid>-<n>.img`, `<stem>.tmp-<pid>-<n>.img` and the firmware
+        // variables of a run, `vars-<arch>-<pid>-<n>.fd`.
+        let pid = match name.strip_prefix("vars-") {
+            Some(rest) => rest.split('-').nth(1),
+            None => name
+                .split_once(&format!(".{RUN}-"))
+                .or_else(|| name.split_once(".tmp-"))
+                .and_then(|(_, rest)| rest.split('-').next()),
+        };
+        let Some(pid) = pid.and_then(|pid| pid.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && Path::new("/proc/self").exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A run's image file, removed when dropped (when its QEMU has ended).
+#[derive(Debug)]
+pub struct RunImage(PathBuf);
+
+impl RunImage {
+    /// Take over the file [`write_for_run`] wrote for `path`; `None` for any other image.
+    pub fn claim(path: &Path) -> Option<RunImage> {
+        let mut images = RUN_IMAGES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let at = images.iter().position(|image| image == path)?;
+        Some(RunImage(images.swap_remove(at)))
+    }
+}
+
+impl Drop for RunImage {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 fn round_up(value: u64, align: u64) -> u64 {
@@ -238,6 +346,32 @@ mod tests {
         assert!(!limine_conf("", &["init"], false).contains("randomise_hhdm_base"));
         assert!(limine_conf("", &["init"], true).contains("    randomise_hhdm_base: no\n"));
         assert!(check_cmdline("a\nb").is_err());
+    }
+
+    #[test]
+    fn each_run_boots_its_own_image_and_the_path_holds_the_last() {
+        let path = scratch("run.img");
+        let contents = |cmdline: &str| Contents {
+            arch: Arch::X86_64,
+            loader: b"MZ loader".to_vec(),
+            kernel: b"\x7fELF kernel".to_vec(),
+            modules: Vec::new(),
+            cmdline: cmdline.to_owned(),
+            fixed_hhdm: false,
+        };
+        let (first, _) = write_for_run(&path, &contents("one")).unwrap();
+        let (second, _) = write_for_run(&path, &contents("two")).unwrap();
+        assert_ne!(first, second);
+        let conf = |image: &Path| String::from_utf8(read_esp_file(image, "limine.conf").unwrap());
+        assert!(conf(&first).unwrap().contains("cmdline: one"));
+        assert!(conf(&second).unwrap().contains("cmdline: two"));
+        assert!(conf(&path).unwrap().contains("cmdline: two"));
+        let claimed = RunImage::claim(&first).unwrap();
+        assert!(RunImage::claim(&first).is_none());
+        drop(claimed);
+        assert!(!first.exists());
+        drop(RunImage::claim(&second));
+        assert!(!second.exists() && path.exists());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::image::RunImage;
 use crate::prereq::Firmware;
 use crate::symbolize::{SymbolFiles, Symbolizer};
 use crate::{Arch, Context, Error, Result, Workspace, step};
@@ -309,10 +310,11 @@ pub fn run(
     firmware: &Firmware,
     image: &Path,
 ) -> Result<Outcome> {
+    let _image = RunImage::claim(image);
     let vars = VarsCopy::new(workspace, firmware, options.arch)?;
     let args = arguments(options, firmware, &vars.0, image);
     let program = options.arch.qemu_binary();
-    let mut command = workspace.command(program);
+    let mut command = qemu_command(workspace, program, options.own_process_group);
     command.args(&args).stderr(Stdio::piped());
     if options.piped() {
         command.stdin(Stdio::null()).stdout(Stdio::piped());
@@ -393,17 +395,16 @@ fn wait_piped(
     mut log: Option<&mut File>,
 ) -> Result<(Option<std::process::ExitStatus>, Vec<String>)> {
     let stdout = child.stdout.take().expect("stdout is piped");
-    let (sender, receiver) = mpsc::channel::<String>();
+    let (sender, receiver) = mpsc::channel::<Vec<u8>>();
     let reader = std::thread::spawn(move || {
-        let mut stdout = BufReader::new(stdout);
-        let mut raw = Vec::new();
+        use std::io::Read;
+        let mut stdout = stdout;
+        let mut buffer = [0u8; 4096];
         loop {
-            raw.clear();
-            match stdout.read_until(b'\n', &mut raw) {
+            match stdout.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&raw);
-                    if sender.send(text.trim_end_matches('\n').to_owned()).is_err() {
+                Ok(count) => {
+                    if sender.send(buffer[..count].to_vec()).is_err() {
                         break;
                     }
                 }
@@ -415,26 +416,45 @@ fn wait_piped(
     let start = Instant::now();
     let mut deadline = options.timeout.map(|timeout| start + timeout);
     let mut lines = Vec::new();
+    let mut partial = Partial::default();
     let mut stdout_open = true;
     let poll = Duration::from_millis(100);
+    let mut take = |raw: &[u8],
+                    partial: &mut Partial,
+                    deadline: &mut Option<Instant>,
+                    lines: &mut Vec<String>|
+     -> Result<()> {
+        for raw in partial.push(raw) {
+            let echoed = partial.echoed_of_last;
+            let line = take_line(
+                options,
+                symbolizer.as_mut(),
+                &raw,
+                echoed,
+                log.as_deref_mut(),
+            )?;
+            partial.echoed_of_last = 0;
+            if let Some((text, extra)) = &options.deadline_after
+                && line.contains(text.as_str())
+            {
+                let soon = Instant::now() + *extra;
+                *deadline = Some(deadline.map_or(soon, |deadline| deadline.min(soon)));
+            }
+            lines.push(line);
+        }
+        // A prompt does not end its line: show what there is of it at once.
+        if options.echo && !options.capture {
+            partial.echo_pending();
+        }
+        Ok(())
+    };
     let status = loop {
         let wait = deadline.map_or(poll, |deadline| {
             deadline.saturating_duration_since(Instant::now()).min(poll)
         });
         if stdout_open {
             match receiver.recv_timeout(wait) {
-                Ok(raw) => {
-                    let line = clean_line(&raw);
-                    let line =
-                        take_line(options, symbolizer.as_mut(), &raw, line, log.as_deref_mut())?;
-                    if let Some((text, extra)) = &options.deadline_after
-                        && line.contains(text.as_str())
-                    {
-                        let soon = Instant::now() + *extra;
-                        deadline = Some(deadline.map_or(soon, |deadline| deadline.min(soon)));
-                    }
-                    lines.push(line);
-                }
+                Ok(raw) => take(&raw, &mut partial, &mut deadline, &mut lines)?,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => stdout_open = false,
             }
@@ -453,33 +473,85 @@ fn wait_piped(
     // QEMU is gone, so its stdout is closed: collect what it wrote last.
     let _ = reader.join();
     for raw in receiver.try_iter() {
-        let line = clean_line(&raw);
-        let line = take_line(options, symbolizer.as_mut(), &raw, line, log.as_deref_mut())?;
-        lines.push(line);
+        take(&raw, &mut partial, &mut deadline, &mut lines)?;
+    }
+    // A last line without a newline.
+    if !partial.pending.is_empty() {
+        take(b"\n", &mut partial, &mut deadline, &mut lines)?;
     }
     Ok((status, lines))
 }
 
+/// The serial output's unfinished last line, and how much of it the terminal has shown.
+#[derive(Default)]
+struct Partial {
+    /// Bytes after the last newline.
+    pending: Vec<u8>,
+    /// How many bytes of the pending line were echoed.
+    echoed: usize,
+    /// For the first line [`Partial::push`] just completed: how many of its bytes were
+    /// echoed before its newline came (the caller zeroes it after that line).
+    echoed_of_last: usize,
+}
+
+impl Partial {
+    /// Add `raw`; return the lines it completes (without their newlines).
+    fn push(&mut self, raw: &[u8]) -> Vec<Vec<u8>> {
+        let mut done = Vec::new();
+        for &byte in raw {
+            if byte == b'\n' {
+                done.push(std::mem::take(&mut self.pending));
+                // Only the first completed line can have been echoed in part.
+                if done.len() == 1 {
+                    self.echoed_of_last = self.echoed;
+                }
+                self.echoed = 0;
+            } else {
+                self.pending.push(byte);
+            }
+        }
+        if done.is_empty() {
+            self.echoed_of_last = 0;
+        }
+        done
+    }
+
+    /// Print the part of the pending line not shown yet, as it came (the terminal puts
+    /// split characters and escape sequences back together).
+    fn echo_pending(&mut self) {
+        if self.pending.len() > self.echoed {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&self.pending[self.echoed..]);
+            let _ = stdout.flush();
+            self.echoed = self.pending.len();
+        }
+    }
+}
+
 /// Echo and log one serial line, with the names of its code addresses appended; returns
-/// the cleaned line as kept (names included).
+/// the cleaned line as kept (names included). The first `echoed` bytes of `raw` are on the
+/// terminal already (shown before its newline came).
 fn take_line(
     options: &QemuOptions,
     symbolizer: Option<&mut Symbolizer>,
-    raw: &str,
-    mut line: String,
+    raw: &[u8],
+    echoed: usize,
     log: Option<&mut File>,
 ) -> Result<String> {
+    let mut line = clean_line(&String::from_utf8_lossy(raw));
     let names = symbolizer
         .and_then(|symbolizer| symbolizer.annotate(&line))
         .unwrap_or_default();
-    let raw = raw.trim_end_matches('\r');
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     if options.echo && options.capture {
         // A library caller (a test): go through `println!`, which the test harness captures.
-        println!("{raw}{names}");
+        println!("{}{names}", String::from_utf8_lossy(raw));
     } else if options.echo {
         // The terminal: a closed stdout (`| head`) must not stop the run.
+        let rest = raw.get(echoed..).unwrap_or_default();
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{raw}{names}");
+        let _ = stdout.write_all(rest);
+        let _ = writeln!(stdout, "{names}");
         let _ = stdout.flush();
     }
     line.push_str(&names);
@@ -509,6 +581,8 @@ pub struct Session {
     qemu_error: Arc<AtomicBool>,
     /// The firmware variables copy, removed when the session ends.
     _vars: Option<VarsCopy>,
+    /// This run's own image, removed when the session ends.
+    _image: Option<RunImage>,
     /// Echo whole output lines through `println!` (a test harness captures them).
     echo: bool,
     /// Names the code addresses of echoed and finished lines.
@@ -532,17 +606,14 @@ pub fn start(
     firmware: &Firmware,
     image: &Path,
 ) -> Result<Session> {
+    let run_image = RunImage::claim(image);
     let vars = VarsCopy::new(workspace, firmware, options.arch)?;
     // A session always reads QEMU's stdout (`-serial stdio -monitor none`).
     let mut piped = options.clone();
     piped.capture = true;
     let args = arguments(&piped, firmware, &vars.0, image);
     let program = options.arch.qemu_binary();
-    let mut command = workspace.command(program);
-    if options.own_process_group {
-        use std::os::unix::process::CommandExt;
-        command.process_group(0);
-    }
+    let mut command = qemu_command(workspace, program, options.own_process_group);
     let child = command
         .args(&args)
         .stdin(Stdio::piped())
@@ -556,7 +627,59 @@ pub fn start(
         })?;
     let mut session = Session::attach(child, options.arch, options.echo, Some(vars));
     session.symbolizer = options.symbols.clone().map(Symbolizer::new);
+    session._image = run_image;
     Ok(session)
+}
+
+/// End this process (with `SIGKILL`) when the thread that started it ends: the xtask run
+/// as `cargo xtask …` goes when its cargo is killed, and its QEMU with it. Linux only; a
+/// no-op elsewhere.
+pub fn die_with_parent() {
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: `prctl(PR_SET_PDEATHSIG)` only sets this process's parent-death signal; it
+    // takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
+/// The command that starts QEMU: in a process group of its own when asked, and, on Linux,
+/// killed when the thread that started it ends, so a killed xtask never leaves QEMU
+/// running. (The parent is the thread: [`run`] waits in the thread that started QEMU, and
+/// a [`Session`] must be ended by the thread that started it.)
+fn qemu_command(
+    workspace: &Workspace,
+    program: &str,
+    own_process_group: bool,
+) -> std::process::Command {
+    let mut command = workspace.command(program);
+    if own_process_group {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id();
+        // SAFETY: the hook runs in the forked child before `exec` and calls only
+        // async-signal-safe functions (`prctl`, `getppid`, `_exit`); it allocates nothing
+        // and touches no lock.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The xtask died between the fork and the `prctl`: no signal will come.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    command
 }
 
 impl Session {
@@ -590,6 +713,7 @@ impl Session {
             stderr: Some(stderr),
             qemu_error,
             _vars: vars,
+            _image: None,
             echo,
             symbolizer: None,
             output: Vec::new(),
@@ -1040,6 +1164,21 @@ mod tests {
         let outcome = session.finish(Duration::from_secs(20)).unwrap();
         assert_eq!(outcome.ending, Ending::Exit(1));
         assert_eq!(outcome.lines, ["partial"]);
+    }
+
+    #[test]
+    fn partial_lines_are_kept_until_their_newline() {
+        let mut partial = Partial::default();
+        assert!(partial.push(b"boot\r\nkeel").len() == 1);
+        assert_eq!(partial.pending, b"keel");
+        // What the terminal was shown of the prompt is not shown again.
+        partial.echoed = 4;
+        let done = partial.push(b"> ls\r\nbin\n");
+        assert_eq!(done, [b"keel> ls\r".to_vec(), b"bin".to_vec()]);
+        assert_eq!(partial.echoed_of_last, 4);
+        assert_eq!(partial.echoed, 0);
+        assert!(partial.push(b"x").is_empty());
+        assert_eq!(partial.echoed_of_last, 0);
     }
 
     #[test]

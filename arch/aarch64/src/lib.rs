@@ -150,6 +150,8 @@ impl Bench for Cpu {
         bench::instruction_clock()
     }
 
+    const INSTRUCTION_CLOCK_IN_NANOSECONDS: bool = true;
+
     fn instruction_counter() -> u64 {
         bench::instruction_counter()
     }

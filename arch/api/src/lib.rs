@@ -478,6 +478,9 @@ pub trait Bench: Platform {
         0
     }
 
+    /// Whether [`Bench::instruction_clock`] counts nanoseconds (else CPU cycles).
+    const INSTRUCTION_CLOCK_IN_NANOSECONDS: bool = false;
+
     /// The counter user programs read, read in the kernel (exact; valid only after
     /// [`Bench::enable_user_instruction_counter`] returned `true`). Default 0.
     fn instruction_counter() -> u64 {

@@ -524,6 +524,8 @@ pub mod sysinfo {
     pub const CAPS: u64 = 3;
     /// `index`: a CPU number; [`cpu`] words, none past the last CPU.
     pub const CPU: u64 = 4;
+    /// `index` ignored: [`clock`] words.
+    pub const CLOCK: u64 = 5;
 
     /// Word positions of the summary.
     pub mod summary {
@@ -552,7 +554,32 @@ pub mod sysinfo {
         /// Its process's user pages (0 for a kernel thread).
         pub const PAGES: usize = 5;
         pub const NAME: usize = 6;
-        pub const WORDS: usize = 8;
+        /// The CPU it last ran on.
+        pub const LAST_CPU: usize = 8;
+        /// Times the scheduler switched to it.
+        pub const SWITCHES: usize = 9;
+        /// IPC operations (send, call, receive, reply, reply-and-receive) it made.
+        pub const IPC: usize = 10;
+        /// Notification operations (signal, wait) it made.
+        pub const NOTIFICATIONS: usize = 11;
+        /// Page faults it took in user mode.
+        pub const PAGE_FAULTS: usize = 12;
+        pub const WORDS: usize = 13;
+    }
+
+    /// Word positions of the clock record: the kernel's fine-grained clock, for timing
+    /// short runs (finer than timer ticks).
+    pub mod clock {
+        /// The clock now.
+        pub const NOW: usize = 0;
+        /// What it counts: [`CYCLES`] or [`NANOSECONDS`].
+        pub const UNIT: usize = 1;
+        pub const WORDS: usize = 2;
+        /// CPU cycles (x86_64's time-stamp counter; guest instructions under QEMU
+        /// `-icount shift=0`).
+        pub const CYCLES: u64 = 0;
+        /// Nanoseconds (AArch64's virtual counter, scaled).
+        pub const NANOSECONDS: u64 = 1;
     }
 
     /// Word positions of a boot-module record.

@@ -29,7 +29,7 @@ use arch_api::TrapFrame as _;
 use super::{Blocker, IPC};
 use crate::obj::{Endpoint, Notification, Process, kind};
 use crate::task::sched;
-use crate::task::thread::TrapFrame;
+use crate::task::thread::{self, Event, TrapFrame};
 
 /// The endpoint (as a pointer) and badge capability `handle` of `process` names, if it is
 /// an endpoint capability with `required`.
@@ -234,6 +234,7 @@ pub fn fast_signal(frame: &mut TrapFrame) -> bool {
         // `signal` wakes the queue's head, the thread checked above; nobody waited.
         _ => Blocker::Nothing,
     };
+    thread::count(scheduler.current(), Event::Notification);
     drop(scheduler);
     // The waiter's reference to the notification (the capability holds another).
     drop(released);
@@ -285,6 +286,7 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     drop(state);
     drop(scheduler);
     drop(released);
+    thread::count(me, Event::Notification);
     match pending {
         Some(value) => frame.set_syscall_results(0, value),
         // The signaller writes the results, then wakes this thread.

@@ -39,7 +39,7 @@ use crate::mm::frames;
 use crate::obj::{Endpoint, Notification, Process, kind, pending};
 use crate::sync::{Lock, level};
 use crate::task::sched::{self, MAX_THREADS};
-use crate::task::thread::TrapFrame;
+use crate::task::thread::{self, Event, TrapFrame};
 use abi::{Error, Handle, MessageInfo, PAGE_SIZE, Rights};
 use arch_api::{Paging, TrapFrame as _};
 use kcore::ipc::{Ipc, ReceiveOutcome, SendError, SendOutcome, ThreadId};
@@ -219,6 +219,7 @@ pub fn send(frame: &mut TrapFrame, call: bool) {
 fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
     let message = frame.syscall_arguments();
     let (me, process) = sched::current_and_process();
+    thread::count(me, Event::Ipc);
     let process = process.ok_or(Error::InvalidArgument)?;
     let right = if call { Rights::CALL } else { Rights::WRITE };
     let (endpoint, badge) = endpoint_of(&process, message[0], right)?;
@@ -277,6 +278,7 @@ pub fn reply_recv(frame: &mut TrapFrame) {
 
 fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Error> {
     let (me, process) = sched::current_and_process();
+    thread::count(me, Event::Ipc);
     let process = process.ok_or(Error::InvalidArgument)?;
     let handle = frame.syscall_arguments()[0];
     let (endpoint, _) = endpoint_of(&process, handle, Rights::READ)?;
@@ -360,6 +362,7 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
 pub fn reply(frame: &mut TrapFrame) {
     let message = frame.syscall_arguments();
     let me = sched::current();
+    thread::count(me, Event::Ipc);
     let result = (|| {
         let process = sched::current_process().ok_or(Error::InvalidArgument)?;
         MessageInfo::from_raw(message[1]).ok_or(Error::InvalidArgument)?;
@@ -383,7 +386,9 @@ pub fn reply(frame: &mut TrapFrame) {
 
 /// `signal(notification, bits)`.
 pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
-    let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+    let (me, process) = sched::current_and_process();
+    thread::count(me, Event::Notification);
+    let process = process.ok_or(Error::InvalidArgument)?;
     let notification = process
         .caps
         .find::<kind::Notification>(handle, Rights::SIGNAL)?;
@@ -410,6 +415,7 @@ pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
 pub fn wait(frame: &mut TrapFrame) {
     let handle = frame.syscall_arguments()[0];
     let me = sched::current();
+    thread::count(me, Event::Notification);
     let result = (|| {
         let process = sched::current_process().ok_or(Error::InvalidArgument)?;
         let notification = process

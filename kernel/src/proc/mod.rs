@@ -148,6 +148,9 @@ fn populate(process: &Process, file: &[u8], image: &elf::Image) -> Result<(), Lo
 pub fn kill_current(frame: &TrapFrame, cause: TrapCause) -> ! {
     crate::stats::mark_fault();
     let thread = sched::current();
+    if let TrapCause::PageFault { .. } = cause {
+        crate::task::thread::count(thread, crate::task::thread::Event::PageFault);
+    }
     let process = sched::current_process();
     let name = process.as_ref().map_or("(kernel)", |process| process.name);
     crate::println!(

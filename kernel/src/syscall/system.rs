@@ -1,7 +1,7 @@
 //! The system calls of the interactive system beyond IPC and processes:
-//! `system_info` (what `ps`, `mem`, `caps`, `cpu` and `uptime` show), `power_off`,
-//! `sleep`, `process_id` (abi numbers `0x30..=0x33`), and the kernel log's `log_bind` /
-//! `log_read` (`0x34`, `0x35`).
+//! `system_info` (what `ps`, `top`, `mem`, `caps`, `cpu`, `uptime` and `ipcbench` show),
+//! `power_off`, `sleep`, `process_id` (abi numbers `0x30..=0x33`), and the kernel log's
+//! `log_bind` / `log_read` (`0x34`, `0x35`).
 //!
 //! `system_info` and `power_off` are guarded by capabilities of their own object types
 //! ([`Object::System`], [`Object::Power`]), which only the kernel makes: `init` receives
@@ -48,6 +48,7 @@ pub fn system_info(
         sysinfo::MODULE => module(index, &mut record),
         sysinfo::CAPS => caps(index, &mut record),
         sysinfo::CPU => cpu(index, &mut record),
+        sysinfo::CLOCK => clock(&mut record),
         _ => return Err(Error::InvalidArgument),
     };
     // why: words <= WORDS_MAX (64), checked above.
@@ -108,6 +109,27 @@ fn thread(index: u64, record: &mut [u64]) -> usize {
     let [first, second] = sysinfo::pack_name(name);
     record[NAME] = first;
     record[NAME + 1] = second;
+    let [ipc, notifications, page_faults] = crate::task::thread::events(id);
+    if let Some(activity) = sched::activity(id) {
+        record[LAST_CPU] = u64::from(activity.last_cpu);
+        record[SWITCHES] = activity.switches;
+        record[IPC] = activity.ipc_handoffs;
+    }
+    record[IPC] += ipc;
+    record[NOTIFICATIONS] = notifications;
+    record[PAGE_FAULTS] = page_faults;
+    WORDS
+}
+
+fn clock(record: &mut [u64]) -> usize {
+    use arch_api::Bench;
+    use sysinfo::clock::*;
+    record[NOW] = Cpu::instruction_clock();
+    record[UNIT] = if Cpu::INSTRUCTION_CLOCK_IN_NANOSECONDS {
+        NANOSECONDS
+    } else {
+        CYCLES
+    };
     WORDS
 }
 

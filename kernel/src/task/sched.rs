@@ -311,6 +311,30 @@ pub fn block() {
 /// A thread as `ps` shows it: (name, state, priority, CPU ticks, process).
 pub type Description = (&'static str, State, Priority, u64, Option<Arc<Process>>);
 
+/// The CPU the scheduler runs threads on (one CPU).
+const THIS_CPU: u32 = 0;
+
+/// What `ps` and `top` show of thread slot `id` beyond [`describe`].
+#[derive(Clone, Copy)]
+pub struct Activity {
+    pub switches: u64,
+    pub last_cpu: u32,
+    /// IPC operations of the fast paths (the rest are in [`super::thread::events`]).
+    pub ipc_handoffs: u64,
+}
+
+/// The switches, last CPU and fast-path IPC operations of thread slot `id`.
+pub fn activity(id: usize) -> Option<Activity> {
+    with(|scheduler| {
+        let thread = scheduler.thread(id)?;
+        Some(Activity {
+            switches: thread.switches,
+            last_cpu: thread.last_cpu,
+            ipc_handoffs: thread.ipc_handoffs,
+        })
+    })
+}
+
 /// What `ps` shows of thread slot `id`: (name, state, priority, CPU ticks, process).
 pub fn describe(id: usize) -> Option<Description> {
     with(|scheduler| {
@@ -519,6 +543,8 @@ fn reschedule(reason: Reason) {
     to.state = State::Running;
     Cpu::set_current_thread(to.id);
     crate::stats::count_switch();
+    to.switches += 1;
+    to.last_cpu = THIS_CPU;
     if let Some(space) = to.process.as_ref().map(|process| process.space.lock())
         && let Some(space) = space.as_ref()
     {
@@ -596,6 +622,8 @@ pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapF
 unsafe fn switch_between(from: &mut Thread, to: &mut Thread) {
     Cpu::set_current_thread(to.id);
     crate::stats::count_switch();
+    to.switches += 1;
+    to.last_cpu = THIS_CPU;
     let same_space = match (&from.process, &to.process) {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
         _ => false,
@@ -839,7 +867,8 @@ impl Handoff {
     }
 
     /// Block the running thread and run `next` (whose frame [`Handoff::blocked_frame`]
-    /// returned under this same lock) in its place: no run queue. The address space is
+    /// returned under this same lock) in its place: no run queue. Counts the running
+    /// thread's IPC operation (the IPC fast paths' hand-off). The address space is
     /// activated only when `next` is in another process. Returns when the running thread
     /// is woken again.
     #[inline(always)]
@@ -850,6 +879,8 @@ impl Handoff {
             return;
         };
         from.state = State::Blocked;
+        // The IPC operation that hands the CPU over, counted where the record is at hand.
+        from.ipc_handoffs += 1;
         let from: *mut Thread = from;
         let Some(to) = scheduler.thread(next) else {
             // why: the caller checked `next` under this lock; unblock ourselves again.

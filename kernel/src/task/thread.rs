@@ -3,10 +3,12 @@
 //! user thread also belongs to a [`Process`].
 
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use arch_api::{KernelStack, Threads};
 use kcore::runqueue::Priority;
 
+use super::sched::MAX_THREADS;
 use crate::Cpu;
 use crate::obj::Process;
 
@@ -58,12 +60,54 @@ pub struct Thread {
     pub killed: bool,
     /// Timer ticks taken while it was running (`ps`).
     pub cpu_ticks: u64,
+    /// Times the scheduler switched to it (`top`).
+    pub switches: u64,
+    /// The CPU it last ran on (`ps`).
+    pub last_cpu: u32,
+    /// IPC operations that handed the CPU straight to the partner (the fast paths'
+    /// `call` and `reply_recv`, counted at the hand-off); the other IPC operations are
+    /// counted in [`Event::Ipc`].
+    pub ipc_handoffs: u64,
+}
+
+/// What the IPC and trap paths count per thread ([`count`]).
+#[derive(Clone, Copy)]
+pub enum Event {
+    /// An IPC operation (send, call, receive, reply, reply-and-receive) other than a
+    /// fast-path hand-off ([`Thread::ipc_handoffs`]).
+    Ipc = 0,
+    /// A notification operation: signal or wait.
+    Notification = 1,
+    /// A page fault taken in user mode.
+    PageFault = 2,
+}
+
+/// The events of each thread slot, beside the records in the scheduler's table: counted
+/// by the running thread's id, which the counting paths hold already, with no lock
+/// (interrupts masked, one CPU); zeroed when a thread takes the slot.
+/// Four words a slot (one unused), so a slot's address is a shift away from its id.
+static EVENTS: [[AtomicU64; 4]; MAX_THREADS] =
+    [const { [const { AtomicU64::new(0) }; 4] }; MAX_THREADS];
+
+/// One more `event` of thread `id` (the running thread): a plain load, add and store.
+#[inline(always)]
+pub fn count(id: usize, event: Event) {
+    let counter = &EVENTS[id % MAX_THREADS][event as usize];
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// The events of thread slot `id` so far: IPC, notification and page-fault counts.
+pub fn events(id: usize) -> [u64; 3] {
+    EVENTS.get(id).map_or([0; 3], |slot| {
+        [0, 1, 2].map(|event| slot[event].load(Ordering::Relaxed))
+    })
 }
 
 /// The next thread serial.
 static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 impl Thread {
+    /// A new thread for slot `id` (whose event counts start again from zero).
     pub fn new(
         id: usize,
         name: &'static str,
@@ -72,6 +116,11 @@ impl Thread {
         start: Start,
         process: Option<Arc<Process>>,
     ) -> Self {
+        if let Some(slot) = EVENTS.get(id) {
+            for counter in slot {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
         Self {
             id,
             name,
@@ -86,6 +135,9 @@ impl Thread {
             serial: NEXT_SERIAL.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             killed: false,
             cpu_ticks: 0,
+            switches: 0,
+            last_cpu: 0,
+            ipc_handoffs: 0,
         }
     }
 }

@@ -23,6 +23,10 @@ pub const MODULE_NAME_MAX: usize = 32;
 pub const IPCBENCH_ROUNDS_MAX: u32 = 100_000;
 /// `ipcbench` rounds when none are given.
 pub const IPCBENCH_ROUNDS_DEFAULT: u32 = 1000;
+/// The longest `top` run, in seconds (one refresh each).
+pub const TOP_SECONDS_MAX: u32 = 60;
+/// `top` refreshes when no count is given.
+pub const TOP_SECONDS_DEFAULT: u32 = 1;
 /// How many characters of the input an error message quotes.
 pub const QUOTE_MAX: usize = 24;
 
@@ -45,7 +49,12 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo {
         name: "ps",
         usage: "",
-        summary: "processes and threads: state, priority, CPU time",
+        summary: "processes and threads: state, priority, CPU time, last CPU",
+    },
+    CommandInfo {
+        name: "top",
+        usage: "[seconds]",
+        summary: "per-thread CPU, switches, IPC, notifications, faults; once a second",
     },
     CommandInfo {
         name: "mem",
@@ -101,6 +110,11 @@ pub enum Command<'a> {
     Empty,
     Help,
     Ps,
+    /// Refresh once a second, `seconds` times (the console delivers whole lines, so a key
+    /// cannot end it early).
+    Top {
+        seconds: u32,
+    },
     Mem,
     Caps {
         pid: Pid,
@@ -301,6 +315,21 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
             }
             Ok(Command::Spawn { module, args })
         }
+        "top" => {
+            let seconds = match words.next() {
+                None => TOP_SECONDS_DEFAULT,
+                Some(word) => {
+                    let seconds = number(word, u64::from(TOP_SECONDS_MAX)).map_err(usage)?;
+                    if seconds == 0 {
+                        return Err(usage(Problem::OutOfRange(word)));
+                    }
+                    // why: at most TOP_SECONDS_MAX, a u32.
+                    seconds as u32
+                }
+            };
+            no_arguments(Command::Empty, &mut words)?;
+            Ok(Command::Top { seconds })
+        }
         "ipcbench" => {
             let rounds = match words.next() {
                 None => IPCBENCH_ROUNDS_DEFAULT,
@@ -319,6 +348,14 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
         // Every row of COMMANDS has an arm (tested); a row without one reads as unknown.
         _ => Err(ParseError::Unknown { name }),
     }
+}
+
+/// `part` as a whole percentage of `whole` (0 when `whole` is 0), at most 100.
+pub fn percent(part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        return 0;
+    }
+    (part.min(whole) as u128 * 100 / whole as u128) as u64
 }
 
 /// Why an input event from the console gives no command. `Display` is the one line the
@@ -452,6 +489,20 @@ mod tests {
             })
         );
         assert_eq!(parse("ipcbench 50"), Ok(Command::IpcBench { rounds: 50 }));
+        assert_eq!(
+            parse("top"),
+            Ok(Command::Top {
+                seconds: TOP_SECONDS_DEFAULT
+            })
+        );
+        assert_eq!(parse("top 3"), Ok(Command::Top { seconds: 3 }));
+        assert!(matches!(parse("top 0"), Err(ParseError::Usage { .. })));
+        assert!(matches!(parse("top 61"), Err(ParseError::Usage { .. })));
+        assert!(matches!(parse("top 1 2"), Err(ParseError::Usage { .. })));
+        assert_eq!(percent(25, 100), 25);
+        assert_eq!(percent(3, 0), 0);
+        assert_eq!(percent(150, 100), 100);
+        assert_eq!(percent(u64::MAX, u64::MAX), 100);
         assert_eq!(parse("poweroff"), Ok(Command::Poweroff));
     }
 
