@@ -38,6 +38,7 @@ pub mod loader;
 pub mod prereq;
 pub mod qemu;
 pub mod symbolize;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

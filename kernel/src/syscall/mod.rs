@@ -37,6 +37,27 @@ use crate::{Cpu, ipc};
 /// Decode, run, and write the results of the system call in `frame`.
 #[inline(never)]
 pub fn dispatch(frame: &mut TrapFrame) {
+    if crate::trace::on() {
+        traced_dispatch(frame);
+    } else {
+        decode(frame);
+    }
+}
+
+/// [`dispatch`] with trace records of the call's entry and exit.
+#[cold]
+#[inline(never)]
+fn traced_dispatch(frame: &mut TrapFrame) {
+    use crate::trace::{Kind, event_here};
+    let number = frame.syscall_number();
+    event_here(Kind::SyscallEnter, number, frame.syscall_arguments()[0]);
+    let status = decode(frame).unwrap_or(u64::MAX);
+    event_here(Kind::SyscallExit, number, status);
+}
+
+/// The work of [`dispatch`]: the status written, or `None` when the call wrote its own
+/// results (the IPC calls, a register write).
+fn decode(frame: &mut TrapFrame) -> Option<u64> {
     let arguments = frame.syscall_arguments();
     let result = match Syscall::from_number(frame.syscall_number()) {
         Some(Syscall::Null) => Ok(0),
@@ -49,7 +70,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Some(Syscall::ThreadWriteRegisters) => {
             match write_registers(frame, arguments[0], arguments[1], arguments[2]) {
                 // The frame now holds the new registers, results included: leave it.
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err(error) => Err(error),
             }
         }
@@ -64,12 +85,30 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Some(Syscall::NotificationCreate) => object_create(false),
         // The IPC calls write their own result registers (abi::ipc), often into the frame
         // of a thread that was blocked.
-        Some(Syscall::Send) => return ipc::send(frame, false),
-        Some(Syscall::Call) => return ipc::send(frame, true),
-        Some(Syscall::Recv) => return ipc::recv(frame),
-        Some(Syscall::Reply) => return ipc::reply(frame),
-        Some(Syscall::ReplyRecv) => return ipc::reply_recv(frame),
-        Some(Syscall::Wait) => return ipc::wait(frame),
+        Some(Syscall::Send) => {
+            ipc::send(frame, false);
+            return None;
+        }
+        Some(Syscall::Call) => {
+            ipc::send(frame, true);
+            return None;
+        }
+        Some(Syscall::Recv) => {
+            ipc::recv(frame);
+            return None;
+        }
+        Some(Syscall::Reply) => {
+            ipc::reply(frame);
+            return None;
+        }
+        Some(Syscall::ReplyRecv) => {
+            ipc::reply_recv(frame);
+            return None;
+        }
+        Some(Syscall::Wait) => {
+            ipc::wait(frame);
+            return None;
+        }
         Some(Syscall::Signal) => ipc::signal(arguments[0], arguments[1]),
         Some(Syscall::Poll) => ipc::poll(arguments[0]),
         Some(Syscall::IpcBufferSet) => ipc::buffer_set(arguments[0]),
@@ -113,10 +152,17 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Some(Syscall::BenchCounter) => testing::bench_counter(arguments[0]),
         None => Err(Error::InvalidArgument),
     };
-    match result {
-        Ok(value) => frame.set_syscall_results(0, value),
-        Err(error) => frame.set_syscall_results(u64::from(error.code()), 0),
-    }
+    let status = match result {
+        Ok(value) => {
+            frame.set_syscall_results(0, value);
+            0
+        }
+        Err(error) => {
+            frame.set_syscall_results(u64::from(error.code()), 0);
+            u64::from(error.code())
+        }
+    };
+    Some(status)
 }
 
 /// The rights in a `rights_mask` argument: reserved bits are an error.

@@ -163,6 +163,7 @@ pub fn spawn(
         stacks::free(stack);
         return Err(SpawnError::NoThreadSlot);
     }
+    crate::trace::name(id, name);
     Ok(id)
 }
 
@@ -182,6 +183,7 @@ pub fn start() -> ! {
         )
     });
     let next = current();
+    crate::trace::switch(0, next);
     Cpu::set_current_thread(next);
     // SAFETY: interrupts are masked (the kernel runs masked); the context was made by
     // `prepare_context` for the thread whose kernel stack is `to_stack`; the thread is boxed
@@ -411,6 +413,7 @@ pub fn process_of(id: usize) -> Option<Arc<Process>> {
 
 /// End the running thread. Its stack is freed by the next thread to run.
 pub fn exit_current() -> ! {
+    crate::trace::event_here(crate::trace::Kind::Exit, 0, 0);
     reschedule(Reason::Exit);
     unreachable!("a dead thread was resumed");
 }
@@ -517,6 +520,7 @@ fn reschedule(reason: Reason) {
     // `to` is not running, so nothing else touches either while the lock is released.
     let (from, to) = unsafe { (&mut *from, &mut *to) };
     to.state = State::Running;
+    crate::trace::switch(from.id, to.id);
     Cpu::set_current_thread(to.id);
     crate::stats::count_switch();
     if let Some(space) = to.process.as_ref().map(|process| process.space.lock())
@@ -594,6 +598,7 @@ pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapF
 /// saved by an earlier switch for its kernel stack `to.stack`; one CPU.
 #[inline(always)]
 unsafe fn switch_between(from: &mut Thread, to: &mut Thread) {
+    crate::trace::switch(from.id, to.id);
     Cpu::set_current_thread(to.id);
     crate::stats::count_switch();
     let same_space = match (&from.process, &to.process) {
