@@ -49,7 +49,7 @@ const CPUS: usize = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
 pub enum Kind {
-    /// `thread` (the running one) hands the CPU to thread `a`.
+    /// `thread` handed the CPU to thread `a` (recorded as `a` starts to run).
     Switch = 1,
     /// Thread `thread` was created; `a`, `b`: the first 16 bytes of its name (little endian,
     /// zero padded).
@@ -194,10 +194,18 @@ fn write(kind: Kind, thread: usize, a: u64, b: u64) {
     ring.written.store(written + 1, Ordering::Relaxed);
 }
 
-/// Thread `from` switches to thread `to`.
-#[inline(always)]
-pub fn switch(from: usize, to: usize) {
-    event(Kind::Switch, from, to as u64, 0);
+/// The thread that last gained each CPU (0: the boot context).
+static LAST: [AtomicU64; CPUS] = [const { AtomicU64::new(0) }; CPUS];
+
+/// Thread `to` has just gained this CPU (called by `to` itself, right after the switch, so
+/// the switch path carries no trace check): a [`Kind::Switch`] record from the thread
+/// that had it.
+pub fn switched_to(to: usize) {
+    if on() {
+        let from = LAST[cpu()].swap(to as u64, Ordering::Relaxed);
+        // why: thread ids fit a `usize` (they came from one).
+        write(Kind::Switch, from as usize, to as u64, 0);
+    }
 }
 
 /// Thread `thread` was created with `name`.

@@ -332,10 +332,8 @@ impl Builder {
             }
             kind::SWITCH => {
                 let from = self.track(record.thread);
-                if !self.running.contains_key(&cpu) {
-                    // The thread before the first switch ran since the trace began.
-                    self.running.insert(cpu, (from, 0.0_f64.min(ts)));
-                }
+                // The thread before the first switch ran since the trace began.
+                self.running.entry(cpu).or_insert((from, 0.0_f64.min(ts)));
                 self.stop_running(cpu, ts);
                 // A call the thread is switched away inside is shown as two instants.
                 if let Some((since, number, argument)) = self.tracks[from].syscall.take() {
@@ -370,10 +368,10 @@ impl Builder {
                     .arg("endpoint", format!("{:#x}", record.a))
                     .arg("from", format!("{sender_name} ({sender})"));
                 self.out.push(event);
-                if let Some((endpoint, flow)) = self.sends.remove(&sender) {
-                    if endpoint == record.a {
-                        self.flow_end(receiver, flow, ts);
-                    }
+                if let Some((endpoint, flow)) = self.sends.remove(&sender)
+                    && endpoint == record.a
+                {
+                    self.flow_end(receiver, flow, ts);
                 }
             }
             kind::REPLY => {

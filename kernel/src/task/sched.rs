@@ -20,7 +20,7 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use crate::Cpu;
 use crate::mm::stacks;
@@ -79,6 +79,9 @@ enum Reason {
 
 /// Create the scheduler and its idle thread. Called once, after the heap exists.
 pub fn init() {
+    if crate::trace::on() {
+        AFTER_SWITCH.fetch_or(TRACE_SWITCHES, Ordering::Relaxed);
+    }
     let mut shared = SCHEDULER.lock();
     assert!(shared.0.is_none(), "scheduler initialized twice");
     shared.0 = Some(Scheduler {
@@ -183,7 +186,6 @@ pub fn start() -> ! {
         )
     });
     let next = current();
-    crate::trace::switch(0, next);
     Cpu::set_current_thread(next);
     // SAFETY: interrupts are masked (the kernel runs masked); the context was made by
     // `prepare_context` for the thread whose kernel stack is `to_stack`; the thread is boxed
@@ -507,7 +509,7 @@ fn reschedule(reason: Reason) {
         }
         if reason == Reason::Exit {
             scheduler.dead = Some(current);
-            DEAD_PENDING.store(true, Ordering::Relaxed);
+            AFTER_SWITCH.fetch_or(DEAD_PENDING, Ordering::Relaxed);
         }
         scheduler.slice_left = TIME_SLICE_TICKS;
         scheduler.current = next;
@@ -520,7 +522,6 @@ fn reschedule(reason: Reason) {
     // `to` is not running, so nothing else touches either while the lock is released.
     let (from, to) = unsafe { (&mut *from, &mut *to) };
     to.state = State::Running;
-    crate::trace::switch(from.id, to.id);
     Cpu::set_current_thread(to.id);
     crate::stats::count_switch();
     if let Some(space) = to.process.as_ref().map(|process| process.space.lock())
@@ -598,7 +599,6 @@ pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapF
 /// saved by an earlier switch for its kernel stack `to.stack`; one CPU.
 #[inline(always)]
 unsafe fn switch_between(from: &mut Thread, to: &mut Thread) {
-    crate::trace::switch(from.id, to.id);
     Cpu::set_current_thread(to.id);
     crate::stats::count_switch();
     let same_space = match (&from.process, &to.process) {
@@ -626,24 +626,41 @@ unsafe fn switch_between(from: &mut Thread, to: &mut Thread) {
     after_switch();
 }
 
-/// Whether `Scheduler::dead` may hold a thread, so [`after_switch`] takes the lock only
-/// then (set under the lock, cleared by the taker; one CPU, interrupts masked).
-static DEAD_PENDING: AtomicBool = AtomicBool::new(false);
+/// What [`after_switch`] has to do, so it costs one load when there is nothing:
+/// [`DEAD_PENDING`] (set under the lock, cleared by the taker; one CPU, interrupts masked)
+/// and [`TRACE_SWITCHES`] (set at start-up when the kernel is traced).
+static AFTER_SWITCH: AtomicU8 = AtomicU8::new(0);
+/// `Scheduler::dead` may hold a thread.
+const DEAD_PENDING: u8 = 1;
+/// Every switch is recorded in the kernel trace, by the thread that gains the CPU (so the
+/// switch path itself carries no trace check).
+const TRACE_SWITCHES: u8 = 2;
 
-/// Run by every thread right after it gains the CPU: free the thread that died before it.
+/// Run by every thread right after it gains the CPU: record the switch when tracing, and
+/// free the thread that died before it.
 #[inline]
 pub fn after_switch() {
-    if DEAD_PENDING.load(Ordering::Relaxed) {
+    if AFTER_SWITCH.load(Ordering::Relaxed) != 0 {
+        after_switch_work();
+    }
+}
+
+/// The slow part of [`after_switch`].
+#[cold]
+#[inline(never)]
+fn after_switch_work() {
+    let work = AFTER_SWITCH.load(Ordering::Relaxed);
+    if work & TRACE_SWITCHES != 0 {
+        crate::trace::switched_to(Cpu::current_thread());
+    }
+    if work & DEAD_PENDING != 0 {
         free_dead();
     }
 }
 
-/// The slow part of [`after_switch`]: free the dead thread's stack and its share of its
-/// process.
-#[cold]
-#[inline(never)]
+/// Free the dead thread's stack and its share of its process.
 fn free_dead() {
-    DEAD_PENDING.store(false, Ordering::Relaxed);
+    AFTER_SWITCH.fetch_and(!DEAD_PENDING, Ordering::Relaxed);
     let dead = with(|scheduler| {
         let id = scheduler.dead.take()?;
         scheduler.threads[id].take()
