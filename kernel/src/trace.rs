@@ -39,8 +39,9 @@ use arch_api::{Bench as _, ExitCode, Platform as _, Threads as _};
 
 use crate::Cpu;
 
-/// Records per CPU ring (a power of two): 32 bytes each.
-pub const RECORDS: usize = 16384;
+/// Records per CPU ring (a power of two): 32 bytes each, 256 KiB of `.bss` (whose mapping
+/// the boot pays for, traced or not).
+pub const RECORDS: usize = 8192;
 
 /// CPUs with a ring. One today; the rings are indexed by CPU id.
 const CPUS: usize = 1;
@@ -74,8 +75,8 @@ pub enum Kind {
     /// System call `a` entered by `thread` (not `null`/`yield` nor the IPC fast paths,
     /// which have their own records); `b`: its first argument.
     SyscallEnter = 11,
-    /// System call `a` of `thread` returns status `b` (`u64::MAX`: the IPC calls, whose
-    /// results the partner writes).
+    /// The system call `thread` last entered returns status `a` (not recorded for the IPC
+    /// calls, whose results the partner writes, nor a register write).
     SyscallExit = 12,
     /// Thread `thread` started in process `a`.
     Spawn = 13,

@@ -435,17 +435,22 @@ impl Builder {
             }
             kind::SYSCALL_ENTER => {
                 let track = self.track(record.thread);
-                self.tracks[track].syscall = Some((ts, record.a, record.b));
+                // A call with no exit record (IPC) is shown as an instant.
+                if let Some((since, number, argument)) =
+                    self.tracks[track].syscall.replace((ts, record.a, record.b))
+                {
+                    let event = self
+                        .instant(track, "syscall", &syscall_name(number), since)
+                        .arg("number", number)
+                        .arg("argument", format!("{argument:#x}"));
+                    self.out.push(event);
+                }
             }
             kind::SYSCALL_EXIT => {
                 let track = self.track(record.thread);
-                let status = if record.b == u64::MAX {
-                    "(written by the partner)".to_owned()
-                } else {
-                    record.b.to_string()
-                };
+                let status = record.a.to_string();
                 match self.tracks[track].syscall.take() {
-                    Some((since, number, argument)) if number == record.a => {
+                    Some((since, number, argument)) => {
                         let mut slice = Event::new("X", "syscall", syscall_name(number), since)
                             .on(self.place(track))
                             .arg("argument", format!("{argument:#x}"))
@@ -455,8 +460,7 @@ impl Builder {
                     }
                     _ => {
                         let event = self
-                            .instant(track, "syscall", &syscall_name(record.a), ts)
-                            .arg("number", record.a)
+                            .instant(track, "syscall", "syscall exit", ts)
                             .arg("status", status)
                             .arg("part", "exit");
                         self.out.push(event);

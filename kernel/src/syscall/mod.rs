@@ -34,30 +34,13 @@ use crate::task::sched;
 use crate::task::thread::TrapFrame;
 use crate::{Cpu, ipc};
 
-/// Decode, run, and write the results of the system call in `frame`.
+/// Decode, run, and write the results of the system call in `frame`. Traced: the entry
+/// and, for calls that do not write their own results (IPC), the exit with its status.
 #[inline(never)]
 pub fn dispatch(frame: &mut TrapFrame) {
     if crate::trace::on() {
-        traced_dispatch(frame);
-    } else {
-        decode(frame);
+        trace_entry(frame);
     }
-}
-
-/// [`dispatch`] with trace records of the call's entry and exit.
-#[cold]
-#[inline(never)]
-fn traced_dispatch(frame: &mut TrapFrame) {
-    use crate::trace::{Kind, event_here};
-    let number = frame.syscall_number();
-    event_here(Kind::SyscallEnter, number, frame.syscall_arguments()[0]);
-    let status = decode(frame).unwrap_or(u64::MAX);
-    event_here(Kind::SyscallExit, number, status);
-}
-
-/// The work of [`dispatch`]: the status written, or `None` when the call wrote its own
-/// results (the IPC calls, a register write).
-fn decode(frame: &mut TrapFrame) -> Option<u64> {
     let arguments = frame.syscall_arguments();
     let result = match Syscall::from_number(frame.syscall_number()) {
         Some(Syscall::Null) => Ok(0),
@@ -70,7 +53,7 @@ fn decode(frame: &mut TrapFrame) -> Option<u64> {
         Some(Syscall::ThreadWriteRegisters) => {
             match write_registers(frame, arguments[0], arguments[1], arguments[2]) {
                 // The frame now holds the new registers, results included: leave it.
-                Ok(()) => return None,
+                Ok(()) => return,
                 Err(error) => Err(error),
             }
         }
@@ -85,30 +68,12 @@ fn decode(frame: &mut TrapFrame) -> Option<u64> {
         Some(Syscall::NotificationCreate) => object_create(false),
         // The IPC calls write their own result registers (abi::ipc), often into the frame
         // of a thread that was blocked.
-        Some(Syscall::Send) => {
-            ipc::send(frame, false);
-            return None;
-        }
-        Some(Syscall::Call) => {
-            ipc::send(frame, true);
-            return None;
-        }
-        Some(Syscall::Recv) => {
-            ipc::recv(frame);
-            return None;
-        }
-        Some(Syscall::Reply) => {
-            ipc::reply(frame);
-            return None;
-        }
-        Some(Syscall::ReplyRecv) => {
-            ipc::reply_recv(frame);
-            return None;
-        }
-        Some(Syscall::Wait) => {
-            ipc::wait(frame);
-            return None;
-        }
+        Some(Syscall::Send) => return ipc::send(frame, false),
+        Some(Syscall::Call) => return ipc::send(frame, true),
+        Some(Syscall::Recv) => return ipc::recv(frame),
+        Some(Syscall::Reply) => return ipc::reply(frame),
+        Some(Syscall::ReplyRecv) => return ipc::reply_recv(frame),
+        Some(Syscall::Wait) => return ipc::wait(frame),
         Some(Syscall::Signal) => ipc::signal(arguments[0], arguments[1]),
         Some(Syscall::Poll) => ipc::poll(arguments[0]),
         Some(Syscall::IpcBufferSet) => ipc::buffer_set(arguments[0]),
@@ -158,11 +123,31 @@ fn decode(frame: &mut TrapFrame) -> Option<u64> {
             0
         }
         Err(error) => {
-            frame.set_syscall_results(u64::from(error.code()), 0);
-            u64::from(error.code())
+            let code = u64::from(error.code());
+            frame.set_syscall_results(code, 0);
+            code
         }
     };
-    Some(status)
+    if crate::trace::on() {
+        trace_exit(status);
+    }
+}
+
+/// A trace record of the system call in `frame` entering: its number and first argument.
+#[cold]
+#[inline(never)]
+fn trace_entry(frame: &TrapFrame) {
+    let number = frame.syscall_number();
+    let argument = frame.syscall_arguments()[0];
+    crate::trace::event_here(crate::trace::Kind::SyscallEnter, number, argument);
+}
+
+/// A trace record of the running thread's system call returning `status` (the number is
+/// the entry record's: the results may have overwritten it in the frame).
+#[cold]
+#[inline(never)]
+fn trace_exit(status: u64) {
+    crate::trace::event_here(crate::trace::Kind::SyscallExit, status, 0);
 }
 
 /// The rights in a `rights_mask` argument: reserved bits are an error.
@@ -383,7 +368,13 @@ pub fn finish() {
 /// `call`: the fast path, or (`false`: nothing changed) the general one.
 #[inline(never)]
 fn ipc_call(frame: &mut TrapFrame) {
-    if ipc::fast::fast_call(frame) {
+    // One trace check: the untraced fast path carries no trace code.
+    let taken = if crate::trace::on() {
+        traced_fast_call(frame)
+    } else {
+        ipc::fast::fast_call::<false>(frame)
+    };
+    if taken {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
     } else {
@@ -395,7 +386,13 @@ fn ipc_call(frame: &mut TrapFrame) {
 /// `reply_recv`: the fast path, or the general one.
 #[inline(never)]
 fn ipc_reply_recv(frame: &mut TrapFrame) {
-    if ipc::fast::fast_reply_recv(frame) {
+    // One trace check: the untraced fast path carries no trace code.
+    let taken = if crate::trace::on() {
+        traced_fast_reply_recv(frame)
+    } else {
+        ipc::fast::fast_reply_recv::<false>(frame)
+    };
+    if taken {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
     } else {
@@ -407,7 +404,13 @@ fn ipc_reply_recv(frame: &mut TrapFrame) {
 /// `signal`: the fast path, or the general one.
 #[inline(never)]
 fn ipc_signal(frame: &mut TrapFrame) {
-    if ipc::fast::fast_signal(frame) {
+    // One trace check: the untraced fast path carries no trace code.
+    let taken = if crate::trace::on() {
+        traced_fast_signal(frame)
+    } else {
+        ipc::fast::fast_signal::<false>(frame)
+    };
+    if taken {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
     } else {
@@ -426,4 +429,25 @@ fn ipc_wait(frame: &mut TrapFrame) {
         dispatch(frame);
         finish();
     }
+}
+
+/// The traced copy of the `call` fast path, out of line.
+#[cold]
+#[inline(never)]
+fn traced_fast_call(frame: &mut TrapFrame) -> bool {
+    ipc::fast::fast_call::<true>(frame)
+}
+
+/// The traced copy of the `reply_recv` fast path, out of line.
+#[cold]
+#[inline(never)]
+fn traced_fast_reply_recv(frame: &mut TrapFrame) -> bool {
+    ipc::fast::fast_reply_recv::<true>(frame)
+}
+
+/// The traced copy of the `signal` fast path, out of line.
+#[cold]
+#[inline(never)]
+fn traced_fast_signal(frame: &mut TrapFrame) -> bool {
+    ipc::fast::fast_signal::<true>(frame)
 }
