@@ -16,7 +16,7 @@
 //! | services | [`proc`] over [`irq`] over [`ipc`] | spawn/exit/kill, interrupt bindings, message passing |
 //! | tasks | [`task`] | threads, the scheduler, the start trampoline |
 //! | objects | [`obj`] | kernel objects, capability spaces, process records |
-//! | base | [`mm`] over [`boot`], [`log`], [`time`], [`stats`], [`hwirq`] over [`sync`] | memory, boot info, the kernel log, ticks, counters, device lines, locks |
+//! | base | [`mm`] over [`boot`], [`stats`], [`trace`] over [`log`], [`time`], [`hwirq`] over [`sync`] | memory, boot info, counters, the trace ring, the kernel log, ticks, device lines, locks |
 //!
 //! Locks follow the same order ([`sync`] has the table). Nothing called under a lock
 //! calls up: the last capability to an endpoint queues the endpoint to be closed and a
@@ -50,6 +50,7 @@ mod task;
 #[cfg(feature = "testing")]
 mod testing;
 mod time;
+mod trace;
 mod upcall;
 
 use core::fmt::Write as _;
@@ -82,6 +83,9 @@ extern "C" fn kmain() -> ! {
     }
     mm::init(&early, frames.used());
     let boot = boot::collect(&early);
+    if boot.cmdline.get("trace") == Some("on") {
+        trace::enable();
+    }
     boot.print_banner();
     mm::print_summary();
     boot::smp::start_secondaries();
@@ -106,7 +110,7 @@ fn run_scenario(_: &boot::BootInfo, scenario: &str) -> ! {
          build it in"
     );
     println!("0 passed, 1 failed");
-    Cpu::power_off(ExitCode::TestFailed)
+    trace::power_off(ExitCode::TestFailed)
 }
 
 /// No scenario: start `init` from its boot module with the boot capabilities
@@ -117,7 +121,7 @@ fn start_init(_: usize) {
         Ok(init) => init,
         Err(problem) => {
             println!("keel: cannot start init: {problem}");
-            Cpu::power_off(ExitCode::Fatal)
+            trace::power_off(ExitCode::Fatal)
         }
     };
     println!("keel: started init (pid {})", init.id);
@@ -126,7 +130,7 @@ fn start_init(_: usize) {
             Ending::Running => task::sched::sleep(u64::from(time::TIMER_HZ)),
             ending => {
                 println!("keel: init ended ({ending:?}); powering off");
-                Cpu::power_off(ExitCode::Fatal)
+                trace::power_off(ExitCode::Fatal)
             }
         }
     }
@@ -169,5 +173,5 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     );
     let _ = Cpu::backtrace(&mut out);
     let _ = writeln!(out, "keel: kernel panic; powering off (exit code 2)");
-    Cpu::power_off(ExitCode::Fatal)
+    trace::power_off(ExitCode::Fatal)
 }

@@ -10,18 +10,21 @@ use arch_api::{TrapCause, TrapFrame as _};
 use crate::obj::pending;
 use crate::task::sched;
 use crate::task::thread::TrapFrame;
+use crate::trace::{self, Kind};
 use crate::{hwirq, ipc, irq, proc, syscall, time};
 
 /// Called by the arch crate's timer interrupt handler, with interrupts masked, after EOI.
 /// May switch threads (preemption).
 #[unsafe(no_mangle)]
 pub fn keel_timer_tick() {
+    trace::event_here(Kind::IrqEnter, trace::TIMER_LINE, 0);
     let now = time::tick();
     sched::timer_tick(now);
     if pending::any() {
         ipc::run_pending();
     }
     syscall::system::signal_log();
+    trace::event_here(Kind::IrqExit, trace::TIMER_LINE, 0);
     // A user thread killed while it was preempted ends before it runs user code again.
     proc::exit_if_killed();
 }
@@ -31,7 +34,9 @@ pub fn keel_timer_tick() {
 /// enabled with mask-on-delivery). May switch threads (a woken driver).
 #[unsafe(no_mangle)]
 pub fn keel_irq(line: u32) {
+    trace::event_here(Kind::IrqEnter, u64::from(line), 0);
     hwirq::deliver(line);
+    trace::event_here(Kind::IrqExit, u64::from(line), 0);
 }
 
 /// Every trap the arch crate does not finish itself: exceptions from user mode (system
@@ -45,7 +50,9 @@ pub fn keel_trap(frame: &mut TrapFrame) {
             syscall::finish();
         }
         TrapCause::Irq(line) => {
+            trace::event_here(Kind::IrqEnter, u64::from(line), 0);
             irq::deliver(line);
+            trace::event_here(Kind::IrqExit, u64::from(line), 0);
         }
         cause if frame.is_from_user() => proc::kill_current(frame, cause),
         cause => panic!(

@@ -63,6 +63,14 @@ pub enum Command {
     /// kernel's and the user programs' symbols.
     #[command(name = "gdb-aarch64")]
     GdbAarch64(GdbArgs),
+    /// Boot on x86_64 with `trace=on`, collect the kernel's trace at power-off and write
+    /// target/trace/x86_64.json (Chrome/Perfetto trace format).
+    #[command(name = "trace-x86")]
+    TraceX86(TraceArgs),
+    /// Boot on AArch64 with `trace=on`, collect the kernel's trace at power-off and write
+    /// target/trace/aarch64.json (Chrome/Perfetto trace format).
+    #[command(name = "trace-aarch64")]
+    TraceAarch64(TraceArgs),
     /// Run the host unit tests, then the QEMU integration tests of tests/.
     Test {
         #[arg(long, value_enum, default_value_t)]
@@ -129,6 +137,21 @@ pub struct QemuArgs {
     /// Extra arguments for QEMU, after `--`.
     #[arg(last = true, value_name = "QEMU ARGS")]
     pub qemu_args: Vec<String>,
+}
+
+/// Options of `trace-x86` and `trace-aarch64`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The kernel command line (`trace=on` is added). The trace is printed at power-off,
+    /// so it must run something that powers off.
+    #[arg(long, default_value = crate::trace::DEFAULT_CMDLINE)]
+    pub cmdline: String,
+    /// Fail if the kernel has not powered off by then.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub seconds: u64,
+    /// Optimized build (cargo's release profile).
+    #[arg(long)]
+    pub release: bool,
 }
 
 /// Options of `gdb-x86` and `gdb-aarch64`.
@@ -252,6 +275,8 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
         Command::QemuAarch64(args) => qemu(workspace, Arch::Aarch64, &args),
         Command::GdbX86(args) => gdb(workspace, Arch::X86_64, &args),
         Command::GdbAarch64(args) => gdb(workspace, Arch::Aarch64, &args),
+        Command::TraceX86(args) => trace(workspace, Arch::X86_64, &args),
+        Command::TraceAarch64(args) => trace(workspace, Arch::Aarch64, &args),
         Command::Test { arch, filter } => {
             check::test(workspace, arch, filter.as_deref())?;
             Ok(0)
@@ -282,6 +307,13 @@ fn qemu(workspace: &Workspace, arch: Arch, args: &QemuArgs) -> Result<u8> {
     let code = outcome.ending.into_result()?;
     step(format_args!("the kernel powered off with exit code {code}"));
     Ok(code)
+}
+
+fn trace(workspace: &Workspace, arch: Arch, args: &TraceArgs) -> Result<u8> {
+    let profile = Profile::from_release(args.release);
+    let options = crate::trace::TraceOptions::new(arch, &args.cmdline, args.seconds, profile);
+    crate::trace::run(workspace, &options)?;
+    Ok(0)
 }
 
 fn gdb(workspace: &Workspace, arch: Arch, args: &GdbArgs) -> Result<u8> {

@@ -19,6 +19,7 @@ pub const LAYERS: &[(&str, u32)] = &[
     ("hwirq", 1),
     ("boot", 2),
     ("stats", 2),
+    ("trace", 2),
     ("mm", 3),
     ("obj", 4),
     ("task", 5),

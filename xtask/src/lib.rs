@@ -39,6 +39,7 @@ pub mod loader;
 pub mod prereq;
 pub mod qemu;
 pub mod symbolize;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

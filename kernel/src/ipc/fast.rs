@@ -26,10 +26,11 @@ use alloc::sync::Arc;
 use abi::{Handle, MessageInfo, Rights};
 use arch_api::TrapFrame as _;
 
-use super::{Blocker, IPC};
+use super::{Blocker, IPC, trace_id};
 use crate::obj::{Endpoint, Notification, Process, kind};
 use crate::task::sched;
 use crate::task::thread::{self, Event, TrapFrame};
+use crate::trace::{self, Kind};
 
 /// The endpoint (as a pointer) and badge capability `handle` of `process` names, if it is
 /// an endpoint capability with `required`.
@@ -72,7 +73,7 @@ pub fn fast_candidate(frame: &TrapFrame) -> bool {
 
 /// `call` on the fast path: `true` when it was taken (the reply is then in `frame`).
 #[inline(always)]
-pub fn fast_call(frame: &mut TrapFrame) -> bool {
+pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let message = frame.syscall_arguments();
     if !register_only_raw(message[1]) {
         return false;
@@ -103,6 +104,11 @@ pub fn fast_call(frame: &mut TrapFrame) -> bool {
     };
     drop(queue);
     drop(state);
+    if TRACE {
+        let id = trace_id(endpoint);
+        trace::event(Kind::Send, me, id, badge);
+        trace::event(Kind::Receive, receiver, id, me as u64);
+    }
     if let Some(target) = target {
         // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
         // `receiver` under the scheduler lock, still held; nothing else touches it.
@@ -122,7 +128,7 @@ pub fn fast_call(frame: &mut TrapFrame) -> bool {
 /// `reply_recv` on the fast path: `true` when it was taken (the next message is then in
 /// `frame`).
 #[inline(always)]
-pub fn fast_reply_recv(frame: &mut TrapFrame) -> bool {
+pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let message = frame.syscall_arguments();
     if !register_only_raw(message[1]) {
         return false;
@@ -157,6 +163,9 @@ pub fn fast_reply_recv(frame: &mut TrapFrame) -> bool {
     };
     drop(queue);
     drop(state);
+    if TRACE {
+        trace::event(Kind::Reply, me, caller as u64, 0);
+    }
     if let Some(target) = target {
         // SAFETY: as in `fast_call`: the saved frame of blocked thread `caller`, scheduler
         // lock held.
@@ -191,7 +200,7 @@ fn notification_pointer(
 /// the wake-up): `true` when it was taken (the results are then in `frame`). The woken
 /// thread goes through the run queue; the signaller keeps the CPU.
 #[inline(always)]
-pub fn fast_signal(frame: &mut TrapFrame) -> bool {
+pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let [handle, bits, ..] = frame.syscall_arguments();
     if bits == 0 {
         return false;
@@ -220,6 +229,13 @@ pub fn fast_signal(frame: &mut TrapFrame) -> bool {
         None => None,
     };
     let woken = state.ipc.signal(&mut word, bits);
+    if TRACE {
+        let id = trace_id(notification);
+        trace::event_here(Kind::Signal, id, bits);
+        if let Some((waiter, value)) = woken {
+            trace::event(Kind::Wake, waiter, id, value);
+        }
+    }
     let released = match (woken, target) {
         (Some((waiter, value)), Some((expected, target))) if waiter == expected => {
             let released = core::mem::replace(&mut state.blocked_on[waiter], Blocker::Nothing);

@@ -40,9 +40,16 @@ use crate::obj::{Endpoint, Notification, Process, kind, pending};
 use crate::sync::{Lock, level};
 use crate::task::sched::{self, MAX_THREADS};
 use crate::task::thread::{self, Event, TrapFrame};
+use crate::trace::{self, Kind};
 use abi::{Error, Handle, MessageInfo, PAGE_SIZE, Rights};
 use arch_api::{Paging, TrapFrame as _};
 use kcore::ipc::{Ipc, ReceiveOutcome, SendError, SendOutcome, ThreadId};
+
+/// An object's identity in trace records: its address.
+#[inline(always)]
+fn trace_id<T>(object: *const T) -> u64 {
+    object as usize as u64
+}
 
 /// What a thread is blocked on (to unlink it when it dies).
 enum Blocker {
@@ -234,6 +241,15 @@ fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
         }
         outcome
     };
+    if trace::on() {
+        let id = trace_id(Arc::as_ptr(&endpoint));
+        if let Ok(outcome) = outcome {
+            trace::event(Kind::Send, me, id, badge);
+            if let SendOutcome::Delivered { receiver } = outcome {
+                trace::event(Kind::Receive, receiver, id, me as u64);
+            }
+        }
+    }
     drop(endpoint);
     match outcome {
         Err(SendError::PeerDied) => Err(Error::PeerDied),
@@ -313,6 +329,19 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
         }
         (caller, outcome, abandoned)
     };
+    if trace::on() {
+        if let ReceiveOutcome::Received { sender, .. } = outcome {
+            trace::event(
+                Kind::Receive,
+                me,
+                trace_id(Arc::as_ptr(&endpoint)),
+                sender as u64,
+            );
+        }
+        if let (Some(caller), Some(_)) = (caller, reply) {
+            trace::event(Kind::Reply, me, caller as u64, 0);
+        }
+    }
     drop(endpoint);
     if let Some(abandoned) = abandoned {
         wake_with_error(abandoned, Error::PeerDied);
@@ -374,6 +403,7 @@ pub fn reply(frame: &mut TrapFrame) {
         check_message(me, &process, message[1])?;
         drop(process);
         let caller = IPC.lock().ipc.reply(me)?;
+        trace::event(Kind::Reply, me, caller as u64, 0);
         let (info, words) = prepare(me, message, caller);
         sched::wake_with(caller, |frame| frame.set_ipc_message(0, 0, info, words));
         Ok(())
@@ -405,6 +435,13 @@ pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
         }
         woken
     };
+    if trace::on() {
+        let id = trace_id(Arc::as_ptr(&notification));
+        trace::event_here(Kind::Signal, id, bits);
+        if let Some((waiter, word)) = woken {
+            trace::event(Kind::Wake, waiter, id, word);
+        }
+    }
     if let Some((waiter, word)) = woken {
         sched::wake_with(waiter, |frame| frame.set_syscall_results(0, word));
     }
@@ -543,6 +580,13 @@ pub fn signal_object(notification: &Notification, bits: u64) {
         }
         woken
     };
+    if trace::on() {
+        let id = trace_id(notification);
+        trace::event_here(Kind::Signal, id, bits);
+        if let Some((waiter, word)) = woken {
+            trace::event(Kind::Wake, waiter, id, word);
+        }
+    }
     if let Some((waiter, word)) = woken {
         sched::with_saved_user_frame(waiter, |frame| frame.set_syscall_results(0, word));
         sched::wake(waiter);

@@ -84,7 +84,10 @@ pub fn spawn_at(
         argument,
     };
     match sched::spawn(module, priority, start, Some(process.clone()), true) {
-        Ok(thread) => Ok((process, thread)),
+        Ok(thread) => {
+            crate::trace::event(crate::trace::Kind::Spawn, thread, process.id, 0);
+            Ok((process, thread))
+        }
         Err(error) => {
             // The thread never existed: this undoes `add_thread`.
             process.thread_exited();
@@ -147,6 +150,17 @@ fn populate(process: &Process, file: &[u8], image: &elf::Image) -> Result<(), Lo
 /// thread. Never returns.
 pub fn kill_current(frame: &TrapFrame, cause: TrapCause) -> ! {
     crate::stats::mark_fault();
+    if crate::trace::on() {
+        let address = match cause {
+            TrapCause::PageFault { addr, .. } => addr,
+            _ => 0,
+        };
+        crate::trace::event_here(
+            crate::trace::Kind::Fault,
+            arch_api::TrapFrame::instruction_pointer(frame),
+            address,
+        );
+    }
     let thread = sched::current();
     if let TrapCause::PageFault { .. } = cause {
         crate::task::thread::count(thread, crate::task::thread::Event::PageFault);

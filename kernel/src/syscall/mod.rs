@@ -34,9 +34,13 @@ use crate::task::sched;
 use crate::task::thread::TrapFrame;
 use crate::{Cpu, ipc};
 
-/// Decode, run, and write the results of the system call in `frame`.
+/// Decode, run, and write the results of the system call in `frame`. Traced: the entry
+/// and, for calls that do not write their own results (IPC), the exit with its status.
 #[inline(never)]
 pub fn dispatch(frame: &mut TrapFrame) {
+    if crate::trace::on() {
+        trace_entry(frame);
+    }
     let arguments = frame.syscall_arguments();
     let result = match Syscall::from_number(frame.syscall_number()) {
         Some(Syscall::Null) => Ok(0),
@@ -113,10 +117,37 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Some(Syscall::BenchCounter) => testing::bench_counter(arguments[0]),
         None => Err(Error::InvalidArgument),
     };
-    match result {
-        Ok(value) => frame.set_syscall_results(0, value),
-        Err(error) => frame.set_syscall_results(u64::from(error.code()), 0),
+    let status = match result {
+        Ok(value) => {
+            frame.set_syscall_results(0, value);
+            0
+        }
+        Err(error) => {
+            let code = u64::from(error.code());
+            frame.set_syscall_results(code, 0);
+            code
+        }
+    };
+    if crate::trace::on() {
+        trace_exit(status);
     }
+}
+
+/// A trace record of the system call in `frame` entering: its number and first argument.
+#[cold]
+#[inline(never)]
+fn trace_entry(frame: &TrapFrame) {
+    let number = frame.syscall_number();
+    let argument = frame.syscall_arguments()[0];
+    crate::trace::event_here(crate::trace::Kind::SyscallEnter, number, argument);
+}
+
+/// A trace record of the running thread's system call returning `status` (the number is
+/// the entry record's: the results may have overwritten it in the frame).
+#[cold]
+#[inline(never)]
+fn trace_exit(status: u64) {
+    crate::trace::event_here(crate::trace::Kind::SyscallExit, status, 0);
 }
 
 /// The rights in a `rights_mask` argument: reserved bits are an error.
@@ -344,7 +375,13 @@ pub fn finish() {
 /// `call`: the fast path, or (`false`: nothing changed) the general one.
 #[inline(never)]
 fn ipc_call(frame: &mut TrapFrame) {
-    if ipc::fast::fast_call(frame) {
+    // One trace check: the untraced fast path carries no trace code.
+    let taken = if crate::trace::on() {
+        traced_fast_call(frame)
+    } else {
+        ipc::fast::fast_call::<false>(frame)
+    };
+    if taken {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
     } else {
@@ -356,7 +393,13 @@ fn ipc_call(frame: &mut TrapFrame) {
 /// `reply_recv`: the fast path, or the general one.
 #[inline(never)]
 fn ipc_reply_recv(frame: &mut TrapFrame) {
-    if ipc::fast::fast_reply_recv(frame) {
+    // One trace check: the untraced fast path carries no trace code.
+    let taken = if crate::trace::on() {
+        traced_fast_reply_recv(frame)
+    } else {
+        ipc::fast::fast_reply_recv::<false>(frame)
+    };
+    if taken {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
     } else {
@@ -368,7 +411,13 @@ fn ipc_reply_recv(frame: &mut TrapFrame) {
 /// `signal`: the fast path, or the general one.
 #[inline(never)]
 fn ipc_signal(frame: &mut TrapFrame) {
-    if ipc::fast::fast_signal(frame) {
+    // One trace check: the untraced fast path carries no trace code.
+    let taken = if crate::trace::on() {
+        traced_fast_signal(frame)
+    } else {
+        ipc::fast::fast_signal::<false>(frame)
+    };
+    if taken {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
     } else {
@@ -387,4 +436,25 @@ fn ipc_wait(frame: &mut TrapFrame) {
         dispatch(frame);
         finish();
     }
+}
+
+/// The traced copy of the `call` fast path, out of line.
+#[cold]
+#[inline(never)]
+fn traced_fast_call(frame: &mut TrapFrame) -> bool {
+    ipc::fast::fast_call::<true>(frame)
+}
+
+/// The traced copy of the `reply_recv` fast path, out of line.
+#[cold]
+#[inline(never)]
+fn traced_fast_reply_recv(frame: &mut TrapFrame) -> bool {
+    ipc::fast::fast_reply_recv::<true>(frame)
+}
+
+/// The traced copy of the `signal` fast path, out of line.
+#[cold]
+#[inline(never)]
+fn traced_fast_signal(frame: &mut TrapFrame) -> bool {
+    ipc::fast::fast_signal::<true>(frame)
 }

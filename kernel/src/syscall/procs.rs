@@ -192,7 +192,10 @@ pub fn thread_create(
         argument,
     };
     let id = match sched::spawn(caller.name, priority, start, Some(caller.clone()), true) {
-        Ok(id) => id,
+        Ok(id) => {
+            crate::trace::event(crate::trace::Kind::Spawn, id, caller.id, 0);
+            id
+        }
         Err(_) => {
             caller.thread_exited();
             return Err(Error::OutOfMemory);

@@ -188,7 +188,7 @@ pub fn power_off(power: u64, code: u64) -> Result<u64, Error> {
         .lookup::<kind::Power>(Handle::from_raw(power), Rights::CONTROL)?;
     crate::log::undefer_log();
     crate::println!("keel: power off requested (code {code})");
-    Cpu::power_off(if code == 0 {
+    crate::trace::power_off(if code == 0 {
         ExitCode::Success
     } else {
         ExitCode::TestFailed

@@ -20,7 +20,7 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use crate::Cpu;
 use crate::mm::stacks;
@@ -79,6 +79,9 @@ enum Reason {
 
 /// Create the scheduler and its idle thread. Called once, after the heap exists.
 pub fn init() {
+    if crate::trace::on() {
+        AFTER_SWITCH.fetch_or(TRACE_SWITCHES, Ordering::Relaxed);
+    }
     let mut shared = SCHEDULER.lock();
     assert!(shared.0.is_none(), "scheduler initialized twice");
     shared.0 = Some(Scheduler {
@@ -163,6 +166,7 @@ pub fn spawn(
         stacks::free(stack);
         return Err(SpawnError::NoThreadSlot);
     }
+    crate::trace::name(id, name);
     Ok(id)
 }
 
@@ -435,6 +439,7 @@ pub fn process_of(id: usize) -> Option<Arc<Process>> {
 
 /// End the running thread. Its stack is freed by the next thread to run.
 pub fn exit_current() -> ! {
+    crate::trace::event_here(crate::trace::Kind::Exit, 0, 0);
     reschedule(Reason::Exit);
     unreachable!("a dead thread was resumed");
 }
@@ -528,7 +533,7 @@ fn reschedule(reason: Reason) {
         }
         if reason == Reason::Exit {
             scheduler.dead = Some(current);
-            DEAD_PENDING.store(true, Ordering::Relaxed);
+            AFTER_SWITCH.fetch_or(DEAD_PENDING, Ordering::Relaxed);
         }
         scheduler.slice_left = TIME_SLICE_TICKS;
         scheduler.current = next;
@@ -649,24 +654,41 @@ unsafe fn switch_between(from: &mut Thread, to: &mut Thread) {
     after_switch();
 }
 
-/// Whether `Scheduler::dead` may hold a thread, so [`after_switch`] takes the lock only
-/// then (set under the lock, cleared by the taker; one CPU, interrupts masked).
-static DEAD_PENDING: AtomicBool = AtomicBool::new(false);
+/// What [`after_switch`] has to do, so it costs one load when there is nothing:
+/// [`DEAD_PENDING`] (set under the lock, cleared by the taker; one CPU, interrupts masked)
+/// and [`TRACE_SWITCHES`] (set at start-up when the kernel is traced).
+static AFTER_SWITCH: AtomicU8 = AtomicU8::new(0);
+/// `Scheduler::dead` may hold a thread.
+const DEAD_PENDING: u8 = 1;
+/// Every switch is recorded in the kernel trace, by the thread that gains the CPU (so the
+/// switch path itself carries no trace check).
+const TRACE_SWITCHES: u8 = 2;
 
-/// Run by every thread right after it gains the CPU: free the thread that died before it.
+/// Run by every thread right after it gains the CPU: record the switch when tracing, and
+/// free the thread that died before it.
 #[inline]
 pub fn after_switch() {
-    if DEAD_PENDING.load(Ordering::Relaxed) {
+    if AFTER_SWITCH.load(Ordering::Relaxed) != 0 {
+        after_switch_work();
+    }
+}
+
+/// The slow part of [`after_switch`].
+#[cold]
+#[inline(never)]
+fn after_switch_work() {
+    let work = AFTER_SWITCH.load(Ordering::Relaxed);
+    if work & TRACE_SWITCHES != 0 {
+        crate::trace::switched_to(Cpu::current_thread());
+    }
+    if work & DEAD_PENDING != 0 {
         free_dead();
     }
 }
 
-/// The slow part of [`after_switch`]: free the dead thread's stack and its share of its
-/// process.
-#[cold]
-#[inline(never)]
+/// Free the dead thread's stack and its share of its process.
 fn free_dead() {
-    DEAD_PENDING.store(false, Ordering::Relaxed);
+    AFTER_SWITCH.fetch_and(!DEAD_PENDING, Ordering::Relaxed);
     let dead = with(|scheduler| {
         let id = scheduler.dead.take()?;
         scheduler.threads[id].take()

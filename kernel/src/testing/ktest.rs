@@ -52,7 +52,7 @@ impl Suite {
     /// Print the summary and power off: success iff nothing failed.
     pub fn finish(&self) -> ! {
         println!("{} passed, {} failed", self.passed, self.failed);
-        Cpu::power_off(if self.failed == 0 {
+        crate::trace::power_off(if self.failed == 0 {
             arch_api::ExitCode::Success
         } else {
             arch_api::ExitCode::TestFailed

@@ -51,7 +51,7 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         other => {
             println!("not ok scenario {other}: unknown scenario (this kernel knows: {KNOWN:?})");
             println!("0 passed, 1 failed");
-            Cpu::power_off(ExitCode::TestFailed)
+            crate::trace::power_off(ExitCode::TestFailed)
         }
     }
 }
@@ -79,7 +79,7 @@ fn lock_order(_: usize) {
         *inner, *outer
     );
     println!("0 passed, 1 failed");
-    Cpu::power_off(ExitCode::TestFailed)
+    crate::trace::power_off(ExitCode::TestFailed)
 }
 
 /// The banner is out; show that interrupts arrive, then power off with success.
@@ -91,7 +91,7 @@ fn boot_scenario() -> ! {
     }
     println!("ok timer ticks ({WANTED} at {TIMER_HZ} Hz)");
     println!("1 passed, 0 failed");
-    Cpu::power_off(ExitCode::Success)
+    crate::trace::power_off(ExitCode::Success)
 }
 
 /// `stack-overflow`: recurse without bound in this thread (named `overflow-test`). The arch
@@ -102,7 +102,7 @@ fn overflow(_: usize) {
     let depth = recurse(0);
     println!("not ok stack overflow caught: recursion returned at depth {depth}");
     println!("0 passed, 1 failed");
-    Cpu::power_off(ExitCode::TestFailed)
+    crate::trace::power_off(ExitCode::TestFailed)
 }
 
 /// `panic`: a deliberate `panic!` in kernel code, in the thread `panic-test`. The panic
@@ -653,7 +653,7 @@ const BENCH_NOTIFY_PARTNER: u64 = 5;
 fn bench(iterations: usize) {
     if !Cpu::enable_user_instruction_counter() {
         println!("not ok bench: no instruction counter readable from user mode");
-        Cpu::power_off(ExitCode::TestFailed)
+        crate::trace::power_off(ExitCode::TestFailed)
     }
     let argument = |mode: u64| mode | (iterations as u64) << 8;
     spawn_benchmarks(iterations);
@@ -671,12 +671,12 @@ fn bench(iterations: usize) {
     let spawn_with = |mode: u64, caps: &[(Object, Rights)]| {
         let Ok(process) = proc::spawn_from_module("bench", argument(mode)) else {
             println!("not ok bench: cannot load the bench module");
-            Cpu::power_off(ExitCode::TestFailed)
+            crate::trace::power_off(ExitCode::TestFailed)
         };
         for (object, rights) in caps {
             if process.caps.insert(object.clone(), *rights).is_err() {
                 println!("not ok bench: cannot install a capability");
-                Cpu::power_off(ExitCode::TestFailed)
+                crate::trace::power_off(ExitCode::TestFailed)
             }
         }
         process
@@ -716,11 +716,11 @@ fn bench(iterations: usize) {
     match runner.ending() {
         Ending::Exited(0) => {
             println!("bench done");
-            Cpu::power_off(ExitCode::Success)
+            crate::trace::power_off(ExitCode::Success)
         }
         _ => {
             println!("not ok bench: the bench process failed");
-            Cpu::power_off(ExitCode::TestFailed)
+            crate::trace::power_off(ExitCode::TestFailed)
         }
     }
 }
@@ -750,7 +750,7 @@ fn spawn_benchmarks(iterations: usize) {
             let start = crate::stats::arm_marks();
             let Ok(process) = proc::spawn_from_module("bench", mode) else {
                 println!("not ok bench: cannot load the bench module");
-                Cpu::power_off(ExitCode::TestFailed)
+                crate::trace::power_off(ExitCode::TestFailed)
             };
             sched::yield_now();
             let entry = crate::stats::spawn_mark();
@@ -819,12 +819,12 @@ fn user_fault(_: usize) {
     match run_testsuite(PAGE_FAULT) {
         Ok(Ending::Faulted(TrapCause::PageFault { .. })) => {
             println!("ok kernel survived");
-            Cpu::power_off(ExitCode::Success)
+            crate::trace::power_off(ExitCode::Success)
         }
         Ok(_) => println!("not ok kernel survived: the process was not killed by a page fault"),
         Err(why) => println!("not ok kernel survived: {why}"),
     }
-    Cpu::power_off(ExitCode::TestFailed)
+    crate::trace::power_off(ExitCode::TestFailed)
 }
 
 /// The longest line `echo-input` keeps; longer lines are reported and dropped.
@@ -868,7 +868,7 @@ fn echo_input() -> ! {
         } else if text == b"quit" {
             println!("ok echo-input ({echoed} lines echoed)");
             println!("1 passed, 0 failed");
-            Cpu::power_off(ExitCode::Success)
+            crate::trace::power_off(ExitCode::Success)
         } else {
             echoed += 1;
             println!(
