@@ -130,11 +130,29 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static START_CLOCK: AtomicU64 = AtomicU64::new(0);
 static START_TICKS: AtomicU64 = AtomicU64::new(0);
 
+/// Whether the IPC fast paths run their instrumented variant: tracing is on, or someone
+/// reads the per-thread event counts (`top`), which the fast paths keep only then.
+static INSTRUMENTED: AtomicBool = AtomicBool::new(false);
+
 /// Turn tracing on (from `kmain`, when the command line says `trace=on`).
 pub fn enable() {
     START_CLOCK.store(Cpu::instruction_clock(), Ordering::Relaxed);
     START_TICKS.store(crate::time::ticks(), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
+    INSTRUMENTED.store(true, Ordering::Relaxed);
+}
+
+/// From now on the IPC fast paths count per-thread events (the first reader of the counts
+/// turns this on; the counts of the slow paths are always kept).
+pub fn count_fast_paths() {
+    INSTRUMENTED.store(true, Ordering::Relaxed);
+}
+
+/// Whether the IPC fast paths take their instrumented variant (trace records and event
+/// counts): one relaxed load.
+#[inline(always)]
+pub fn instrumented() -> bool {
+    INSTRUMENTED.load(Ordering::Relaxed)
 }
 
 /// Whether tracing is on: one relaxed load. Trace points whose arguments cost something

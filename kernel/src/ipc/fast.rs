@@ -250,7 +250,9 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         // `signal` wakes the queue's head, the thread checked above; nobody waited.
         _ => Blocker::Nothing,
     };
-    thread::count(scheduler.current(), Event::Notification);
+    if TRACE {
+        thread::count(scheduler.current(), Event::Notification);
+    }
     drop(scheduler);
     // The waiter's reference to the notification (the capability holds another).
     drop(released);
@@ -302,7 +304,9 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     drop(state);
     drop(scheduler);
     drop(released);
-    thread::count(me, Event::Notification);
+    if crate::trace::instrumented() {
+        thread::count(me, Event::Notification);
+    }
     match pending {
         Some(value) => frame.set_syscall_results(0, value),
         // The signaller writes the results, then wakes this thread.

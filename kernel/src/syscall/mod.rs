@@ -375,8 +375,8 @@ pub fn finish() {
 /// `call`: the fast path, or (`false`: nothing changed) the general one.
 #[inline(never)]
 fn ipc_call(frame: &mut TrapFrame) {
-    // One trace check: the untraced fast path carries no trace code.
-    let taken = if crate::trace::on() {
+    // One check: the plain fast path carries no trace record and no event count.
+    let taken = if crate::trace::instrumented() {
         traced_fast_call(frame)
     } else {
         ipc::fast::fast_call::<false>(frame)
@@ -393,8 +393,8 @@ fn ipc_call(frame: &mut TrapFrame) {
 /// `reply_recv`: the fast path, or the general one.
 #[inline(never)]
 fn ipc_reply_recv(frame: &mut TrapFrame) {
-    // One trace check: the untraced fast path carries no trace code.
-    let taken = if crate::trace::on() {
+    // One check: the plain fast path carries no trace record and no event count.
+    let taken = if crate::trace::instrumented() {
         traced_fast_reply_recv(frame)
     } else {
         ipc::fast::fast_reply_recv::<false>(frame)
@@ -411,8 +411,8 @@ fn ipc_reply_recv(frame: &mut TrapFrame) {
 /// `signal`: the fast path, or the general one.
 #[inline(never)]
 fn ipc_signal(frame: &mut TrapFrame) {
-    // One trace check: the untraced fast path carries no trace code.
-    let taken = if crate::trace::on() {
+    // One check: the plain fast path carries no trace record and no event count.
+    let taken = if crate::trace::instrumented() {
         traced_fast_signal(frame)
     } else {
         ipc::fast::fast_signal::<false>(frame)

@@ -44,7 +44,11 @@ pub fn system_info(
     let mut record = [0u64; sysinfo::WORDS_MAX as usize];
     let filled = match what {
         sysinfo::SUMMARY => summary(&mut record),
-        sysinfo::THREAD => thread(index, &mut record),
+        sysinfo::THREAD => {
+            // A reader of the per-thread counts: the IPC fast paths count from now on.
+            crate::trace::count_fast_paths();
+            thread(index, &mut record)
+        }
         sysinfo::MODULE => module(index, &mut record),
         sysinfo::CAPS => caps(index, &mut record),
         sysinfo::CPU => cpu(index, &mut record),
