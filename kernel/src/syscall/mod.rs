@@ -438,21 +438,24 @@ fn ipc_wait(frame: &mut TrapFrame) {
     }
 }
 
-/// The traced copy of the `call` fast path, out of line.
+/// The instrumented copy of the `call` fast path (trace records, event counts), out of
+/// line.
 #[cold]
 #[inline(never)]
 fn traced_fast_call(frame: &mut TrapFrame) -> bool {
     ipc::fast::fast_call::<true>(frame)
 }
 
-/// The traced copy of the `reply_recv` fast path, out of line.
+/// The instrumented copy of the `reply_recv` fast path (trace records, event counts), out of
+/// line.
 #[cold]
 #[inline(never)]
 fn traced_fast_reply_recv(frame: &mut TrapFrame) -> bool {
     ipc::fast::fast_reply_recv::<true>(frame)
 }
 
-/// The traced copy of the `signal` fast path, out of line.
+/// The instrumented copy of the `signal` fast path (trace records, event counts), out of
+/// line.
 #[cold]
 #[inline(never)]
 fn traced_fast_signal(frame: &mut TrapFrame) -> bool {
