@@ -121,6 +121,9 @@ pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
             )
         };
     }
+    if TRACE {
+        thread::count(me, Event::Ipc);
+    }
     scheduler.switch(receiver);
     true
 }
@@ -177,6 +180,9 @@ pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
                 [message[2], message[3], message[4], message[5]],
             )
         };
+    }
+    if TRACE {
+        thread::count(me, Event::Ipc);
     }
     scheduler.switch(caller);
     true

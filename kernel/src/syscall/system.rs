@@ -117,9 +117,8 @@ fn thread(index: u64, record: &mut [u64]) -> usize {
     if let Some(activity) = sched::activity(id) {
         record[LAST_CPU] = u64::from(activity.last_cpu);
         record[SWITCHES] = activity.switches;
-        record[IPC] = activity.ipc_handoffs;
     }
-    record[IPC] += ipc;
+    record[IPC] = ipc;
     record[NOTIFICATIONS] = notifications;
     record[PAGE_FAULTS] = page_faults;
     WORDS

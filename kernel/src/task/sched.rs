@@ -323,18 +323,15 @@ const THIS_CPU: u32 = 0;
 pub struct Activity {
     pub switches: u64,
     pub last_cpu: u32,
-    /// IPC operations of the fast paths (the rest are in [`super::thread::events`]).
-    pub ipc_handoffs: u64,
 }
 
-/// The switches, last CPU and fast-path IPC operations of thread slot `id`.
+/// The switches and last CPU of thread slot `id`.
 pub fn activity(id: usize) -> Option<Activity> {
     with(|scheduler| {
         let thread = scheduler.thread(id)?;
         Some(Activity {
             switches: thread.switches,
             last_cpu: thread.last_cpu,
-            ipc_handoffs: thread.ipc_handoffs,
         })
     })
 }
@@ -901,8 +898,6 @@ impl Handoff {
             return;
         };
         from.state = State::Blocked;
-        // The IPC operation that hands the CPU over, counted where the record is at hand.
-        from.ipc_handoffs += 1;
         let from: *mut Thread = from;
         let Some(to) = scheduler.thread(next) else {
             // why: the caller checked `next` under this lock; unblock ourselves again.

@@ -64,17 +64,13 @@ pub struct Thread {
     pub switches: u64,
     /// The CPU it last ran on (`ps`).
     pub last_cpu: u32,
-    /// IPC operations that handed the CPU straight to the partner (the fast paths'
-    /// `call` and `reply_recv`, counted at the hand-off); the other IPC operations are
-    /// counted in [`Event::Ipc`].
-    pub ipc_handoffs: u64,
 }
 
 /// What the IPC and trap paths count per thread ([`count`]).
 #[derive(Clone, Copy)]
 pub enum Event {
-    /// An IPC operation (send, call, receive, reply, reply-and-receive) other than a
-    /// fast-path hand-off ([`Thread::ipc_handoffs`]).
+    /// An IPC operation (send, call, receive, reply, reply-and-receive); the fast paths
+    /// count in their instrumented variant only (`trace::instrumented`).
     Ipc = 0,
     /// A notification operation: signal or wait.
     Notification = 1,
@@ -137,7 +133,6 @@ impl Thread {
             cpu_ticks: 0,
             switches: 0,
             last_cpu: 0,
-            ipc_handoffs: 0,
         }
     }
 }
