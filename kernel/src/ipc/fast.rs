@@ -310,9 +310,7 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     drop(state);
     drop(scheduler);
     drop(released);
-    if crate::trace::instrumented() {
-        thread::count(me, Event::Notification);
-    }
+    thread::count(me, Event::Notification);
     match pending {
         Some(value) => frame.set_syscall_results(0, value),
         // The signaller writes the results, then wakes this thread.

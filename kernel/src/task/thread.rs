@@ -85,9 +85,14 @@ pub enum Event {
 static EVENTS: [[AtomicU64; 4]; MAX_THREADS] =
     [const { [const { AtomicU64::new(0) }; 4] }; MAX_THREADS];
 
-/// One more `event` of thread `id` (the running thread): a plain load, add and store.
+/// One more `event` of thread `id` (the running thread): a plain load, add and store,
+/// once someone reads the counts or tracing is on (`trace::instrumented`); until then one
+/// load and a branch.
 #[inline(always)]
 pub fn count(id: usize, event: Event) {
+    if !crate::trace::instrumented() {
+        return;
+    }
     let counter = &EVENTS[id % MAX_THREADS][event as usize];
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
