@@ -375,47 +375,38 @@ pub fn finish() {
 /// `call`: the fast path, or (`false`: nothing changed) the general one.
 #[inline(never)]
 fn ipc_call(frame: &mut TrapFrame) {
-    // One check: the plain fast path carries no trace record and no event count.
-    let taken = if crate::trace::instrumented() {
-        traced_fast_call(frame)
-    } else {
-        ipc::fast::fast_call::<false>(frame)
-    };
-    if taken {
-        // A thread killed while it was blocked here ends before it runs user code again.
-        crate::proc::exit_if_killed();
-    } else {
-        dispatch(frame);
-        finish();
-    }
+    fast_or_general(frame, ipc::fast::fast_call::<false>, traced_fast_call);
 }
 
 /// `reply_recv`: the fast path, or the general one.
 #[inline(never)]
 fn ipc_reply_recv(frame: &mut TrapFrame) {
-    // One check: the plain fast path carries no trace record and no event count.
-    let taken = if crate::trace::instrumented() {
-        traced_fast_reply_recv(frame)
-    } else {
-        ipc::fast::fast_reply_recv::<false>(frame)
-    };
-    if taken {
-        // A thread killed while it was blocked here ends before it runs user code again.
-        crate::proc::exit_if_killed();
-    } else {
-        dispatch(frame);
-        finish();
-    }
+    fast_or_general(
+        frame,
+        ipc::fast::fast_reply_recv::<false>,
+        traced_fast_reply_recv,
+    );
 }
 
 /// `signal`: the fast path, or the general one.
 #[inline(never)]
 fn ipc_signal(frame: &mut TrapFrame) {
-    // One check: the plain fast path carries no trace record and no event count.
+    fast_or_general(frame, ipc::fast::fast_signal::<false>, traced_fast_signal);
+}
+
+/// Try the fast path (`plain`, or `instrumented` while tracing or counting: one check, so
+/// the plain fast path carries no trace record and no event count); if it was not taken
+/// (nothing changed), the general path.
+#[inline(always)]
+fn fast_or_general(
+    frame: &mut TrapFrame,
+    plain: impl FnOnce(&mut TrapFrame) -> bool,
+    instrumented: impl FnOnce(&mut TrapFrame) -> bool,
+) {
     let taken = if crate::trace::instrumented() {
-        traced_fast_signal(frame)
+        instrumented(frame)
     } else {
-        ipc::fast::fast_signal::<false>(frame)
+        plain(frame)
     };
     if taken {
         // A thread killed while it was blocked here ends before it runs user code again.

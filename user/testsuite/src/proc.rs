@@ -249,13 +249,13 @@ fn kill_spinning_child(results: &mut Results) {
 /// Spawn parked children until the kernel refuses one: the refusal is an error for the
 /// caller, which keeps running in its own address space (a failed spawn tears the
 /// half-built child down in the caller's context); then every child is killed and spawning
-/// works again. Parked helper threads of this process take thread slots first, so the
+/// works again. Parked threads of this process take thread slots first, so the
 /// refusal comes from the thread table (after the child's address space was built), not
 /// from the object quota (checked before anything is built).
 fn spawn_until_refused(results: &mut Results) {
     const MAX: usize = 100;
-    const HELPERS: usize = 12;
-    const HELPER_STACKS: u64 = STACKS + 16 * STACK_SIZE;
+    const PARKED: usize = 12;
+    const PARKED_STACKS: u64 = STACKS + 16 * STACK_SIZE;
     let (Ok(park), Ok(death)) = (ipc::notification_create(), ipc::notification_create()) else {
         results.check(
             "user spawn refused for lack of threads or quota",
@@ -263,12 +263,12 @@ fn spawn_until_refused(results: &mut Results) {
         );
         return;
     };
-    let mut helpers = [Handle::NULL; HELPERS];
-    if rt::memory_map(HELPER_STACKS, HELPERS as u64 * STACK_SIZE, MAP_WRITE).is_ok() {
-        for (index, helper) in helpers.iter_mut().enumerate() {
-            let top = HELPER_STACKS + (index as u64 + 1) * STACK_SIZE;
+    let mut parked = [Handle::NULL; PARKED];
+    if rt::memory_map(PARKED_STACKS, PARKED as u64 * STACK_SIZE, MAP_WRITE).is_ok() {
+        for (index, slot) in parked.iter_mut().enumerate() {
+            let top = PARKED_STACKS + (index as u64 + 1) * STACK_SIZE;
             if let Ok(handle) = proc::thread_create(parker, top, park.raw(), PRIORITY_NORMAL) {
-                *helper = handle;
+                *slot = handle;
             }
         }
     }
@@ -301,15 +301,15 @@ fn spawn_until_refused(results: &mut Results) {
         ended &= killed;
         let _ = ipc::cap_delete(child);
     }
-    for &helper in helpers.iter().filter(|helper| **helper != Handle::NULL) {
-        let _ = proc::thread_kill(helper);
-        let _ = ipc::cap_delete(helper);
+    for &thread in parked.iter().filter(|thread| **thread != Handle::NULL) {
+        let _ = proc::thread_kill(thread);
+        let _ = ipc::cap_delete(thread);
     }
-    // Let the killed helpers end before their stacks go.
+    // Let the killed threads end before their stacks go.
     for _ in 0..3 {
         let _ = rt::yield_now();
     }
-    let _ = rt::memory_unmap(HELPER_STACKS, HELPERS as u64 * STACK_SIZE);
+    let _ = rt::memory_unmap(PARKED_STACKS, PARKED as u64 * STACK_SIZE);
     let again = proc::process_spawn(IMAGE, &[park], PRIORITY_NORMAL, CHILD_PARK);
     if let Ok(child) = again {
         let _ = proc::process_kill(child);
