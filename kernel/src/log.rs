@@ -12,7 +12,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Cpu;
-use crate::sync::{Lock, level};
+use crate::sync::{Lock, deferred, level};
 use arch_api::{EarlyError, ExitCode, Platform};
 
 /// Serializes writers; the unit type is the console itself (the arch crate owns the device).
@@ -40,7 +40,7 @@ pub fn print(args: fmt::Arguments<'_>) {
             let mut ring = LOG.lock();
             let _ = ring.write_fmt(args);
         }
-        READABLE.store(true, Ordering::Release);
+        deferred::raise(deferred::LOG);
         return;
     }
     let _guard = CONSOLE.lock();
@@ -50,14 +50,12 @@ pub fn print(args: fmt::Arguments<'_>) {
 
 /// Whether log lines go to the ring (the user-space console has taken the log).
 static DEFERRED: AtomicBool = AtomicBool::new(false);
-/// Set when a line went to the ring since the reader was last signalled.
-static READABLE: AtomicBool = AtomicBool::new(false);
 
 /// Whether lines went to the ring since the last call (clears the mark): the caller
 /// signals the log reader.
 #[inline(always)]
 pub fn take_readable() -> bool {
-    READABLE.load(Ordering::Relaxed) && READABLE.swap(false, Ordering::AcqRel)
+    deferred::take(deferred::LOG)
 }
 /// Bytes of log the ring holds; older bytes are dropped (and counted) when it is full.
 const LOG_BYTES: usize = 8192;

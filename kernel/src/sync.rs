@@ -86,6 +86,51 @@ pub mod level {
     pub const TEST_INNER: Level = Level::new(81, "test inner");
 }
 
+/// Work that code running under a lock leaves for later: the system-call exit and the
+/// timer tick check one word (one load when it is clear) and do the work with no lock held.
+/// Each flag is raised by its owner after the work is recorded and cleared by whoever
+/// takes it; a raised flag with nothing left to do costs one empty check.
+pub mod deferred {
+    use core::sync::atomic::{AtomicU8, Ordering};
+
+    /// `obj::pending` holds work (endpoints to close, death notifications to signal).
+    pub const PENDING: u8 = 1 << 0;
+    /// Lines went to the kernel log's ring since its reader was last signalled.
+    pub const LOG: u8 = 1 << 1;
+
+    static FLAGS: AtomicU8 = AtomicU8::new(0);
+
+    /// Raise `flag` (after the work it stands for is recorded).
+    #[inline(always)]
+    pub fn raise(flag: u8) {
+        FLAGS.fetch_or(flag, Ordering::Release);
+    }
+
+    /// Whether any flag is raised (one load).
+    #[inline(always)]
+    pub fn any() -> bool {
+        FLAGS.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether `flag` is raised.
+    #[inline(always)]
+    pub fn is_raised(flag: u8) -> bool {
+        FLAGS.load(Ordering::Acquire) & flag != 0
+    }
+
+    /// Clear `flag`; whether it was raised.
+    #[inline(always)]
+    pub fn take(flag: u8) -> bool {
+        is_raised(flag) && FLAGS.fetch_and(!flag, Ordering::AcqRel) & flag != 0
+    }
+
+    /// Clear `flag` (its owner found nothing left to do).
+    #[inline(always)]
+    pub fn clear(flag: u8) {
+        FLAGS.fetch_and(!flag, Ordering::AcqRel);
+    }
+}
+
 /// A spin lock with a place in the lock order.
 pub struct Lock<T> {
     #[cfg(feature = "lockcheck")]

@@ -7,11 +7,10 @@
 
 use arch_api::{TrapCause, TrapFrame as _};
 
-use crate::obj::pending;
 use crate::task::sched;
 use crate::task::thread::TrapFrame;
 use crate::trace::{self, Kind};
-use crate::{hwirq, ipc, irq, proc, syscall, time};
+use crate::{hwirq, irq, proc, syscall, time};
 
 /// Called by the arch crate's timer interrupt handler, with interrupts masked, after EOI.
 /// May switch threads (preemption).
@@ -20,10 +19,9 @@ pub fn keel_timer_tick() {
     trace::event_here(Kind::IrqEnter, trace::TIMER_LINE, 0);
     let now = time::tick();
     sched::timer_tick(now);
-    if pending::any() {
-        ipc::run_pending();
+    if crate::sync::deferred::any() {
+        syscall::run_deferred();
     }
-    syscall::system::signal_log();
     trace::event_here(Kind::IrqExit, trace::TIMER_LINE, 0);
     // A user thread killed while it was preempted ends before it runs user code again.
     proc::exit_if_killed();

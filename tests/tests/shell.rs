@@ -107,6 +107,18 @@ fn shell(arch: Arch) {
     }
     terminal.expect_prompt(PROMPT);
 
+    // `top` alone refreshes until a key: two refreshes, then a key (not echoed, not left
+    // for the next command) stops it.
+    run(&mut terminal, "top");
+    terminal.expect_line("top: 1, the last ");
+    terminal.expect_line("top: 2, the last ");
+    terminal.send(b"q");
+    terminal.expect_line("top: stopped by a key");
+    terminal.expect_prompt(PROMPT);
+    run(&mut terminal, "echo after top");
+    assert_eq!(terminal.expect_line("after"), "after top");
+    terminal.expect_prompt(PROMPT);
+
     // ipcbench times with the kernel's fine clock, not the 10 ms timer.
     run(&mut terminal, "ipcbench 200");
     let line = terminal.expect_line("ipcbench: 200 round trips to names, ");

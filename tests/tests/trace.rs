@@ -146,3 +146,64 @@ fn trace_x86_64() {
 fn trace_aarch64() {
     traced_ping_pong(Arch::Aarch64);
 }
+
+/// `cargo xtask bench --trace ipc_call_reply`: only that benchmark runs (its `bench` line and
+/// no other), and its timeline is valid JSON with the ping-pong's sends and replies.
+fn bench_trace(arch: Arch) {
+    if !selected(arch, &format!("bench --trace on {arch}")) {
+        return;
+    }
+    let runs = xtask::bench::trace(&workspace(), &[arch], 20, "ipc_call_reply")
+        .unwrap_or_else(|error| panic!("bench --trace failed: {error}"));
+    let traced = &runs[0];
+    assert!(
+        traced
+            .outcome
+            .line_containing("bench ipc_call_reply ")
+            .is_some()
+    );
+    for other in [
+        "null_syscall",
+        "ipc_call_reply_1k",
+        "yield",
+        "map_unmap",
+        "spawn",
+    ] {
+        assert!(
+            traced
+                .outcome
+                .line_containing(&format!("bench {other} "))
+                .is_none(),
+            "{other} ran too"
+        );
+    }
+    let text = std::fs::read_to_string(xtask::bench::trace_path(
+        &workspace(),
+        arch,
+        "ipc_call_reply",
+    ))
+    .expect("the JSON was written");
+    let document = json::parse(&text).unwrap_or_else(|error| panic!("invalid JSON: {error}"));
+    let events = document
+        .get("traceEvents")
+        .and_then(Value::as_array)
+        .expect("a traceEvents array");
+    let count = |name: &str| events.iter().filter(|e| field(e, "name") == name).count();
+    // 20 samples after a warm-up: at least 20 sends and 20 replies.
+    assert!(
+        count("send") >= 20 && count("reply") >= 20,
+        "{} sends, {} replies",
+        count("send"),
+        count("reply")
+    );
+}
+
+#[test]
+fn bench_trace_x86_64() {
+    bench_trace(Arch::X86_64);
+}
+
+#[test]
+fn bench_trace_aarch64() {
+    bench_trace(Arch::Aarch64);
+}

@@ -321,6 +321,75 @@ fn boot_to_shell(workspace: &Workspace, arch: Arch) -> Result<Measurement> {
     })
 }
 
+/// Where `bench --trace NAME` writes the timeline of `name` on `arch`.
+pub fn trace_path(workspace: &Workspace, arch: Arch, name: &str) -> PathBuf {
+    workspace
+        .target_dir()
+        .join("trace")
+        .join(format!("{arch}-{name}.json"))
+}
+
+/// `cargo xtask bench --trace NAME`: boot the bench scenario with only `name`
+/// (`only=NAME`) and the kernel trace on, write the trace, and print the measurement.
+/// Returns each architecture's traced boot.
+pub fn trace(
+    workspace: &Workspace,
+    arches: &[Arch],
+    iterations: u32,
+    name: &str,
+) -> Result<Vec<crate::trace::Traced>> {
+    if abi::bench::selector(name).is_none() {
+        return Err(Error::new(format!(
+            "no benchmark named {name:?} can be traced; the benchmarks are: {}",
+            abi::bench::NAMES.join(", ")
+        )));
+    }
+    let mut runs = Vec::new();
+    for &arch in arches {
+        let boot = bench_boot(
+            workspace,
+            arch,
+            format!("test=bench iterations={iterations} only={name} trace=on"),
+            "bench-trace",
+        );
+        let traced = crate::trace::run(
+            workspace,
+            &crate::trace::TraceOptions {
+                boot,
+                output: Some(trace_path(workspace, arch, name)),
+            },
+        )?;
+        match traced.outcome.ending.clone().into_result() {
+            Ok(0) => {}
+            Ok(code) => {
+                return Err(Error::new(format!(
+                    "{arch}: the traced bench scenario failed (exit code {code})"
+                )));
+            }
+            Err(error) => return Err(error),
+        }
+        let result = traced
+            .outcome
+            .lines
+            .iter()
+            .filter_map(|line| parse_line(line))
+            .find(|result| result.name == name)
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "{arch}: the traced run printed no `bench {name} …` line"
+                ))
+            })?;
+        print!("{}", table(arch, std::slice::from_ref(&result), None));
+        step(format_args!(
+            "{arch}: {name} traced ({} records, {} dropped; the counts include the trace's own cost)",
+            traced.trace.records.len(),
+            traced.trace.dropped
+        ));
+        runs.push(traced);
+    }
+    Ok(runs)
+}
+
 /// `cargo xtask bench`.
 pub fn run(
     workspace: &Workspace,

@@ -92,8 +92,13 @@ pub enum Command {
               value_parser = clap::value_parser!(u32).range(1..=2000))]
         iterations: u32,
         /// Rewrite bench/baseline-<arch>.json with this run's results.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "trace")]
         update_baseline: bool,
+        /// Run only benchmark NAME with the kernel trace on and write its timeline to
+        /// target/trace/<arch>-NAME.json (Chrome/Perfetto format; counts with the trace on
+        /// are not compared with the baseline).
+        #[arg(long, value_name = "NAME")]
+        trace: Option<String>,
     },
 }
 
@@ -289,8 +294,17 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
             arch,
             iterations,
             update_baseline,
+            trace,
         } => {
-            crate::bench::run(workspace, &arch.arches(), iterations, update_baseline)?;
+            match trace {
+                Some(name) => drop(crate::bench::trace(
+                    workspace,
+                    &arch.arches(),
+                    iterations,
+                    &name,
+                )?),
+                None => crate::bench::run(workspace, &arch.arches(), iterations, update_baseline)?,
+            }
             Ok(0)
         }
     }

@@ -389,55 +389,65 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
         let mut copied = 0;
         let mut address = range.start & !(PAGE_SIZE - 1);
         while address < range.end {
-            // Skip whole absent subtrees quickly.
-            if let Some(span) = self.absent_span(source, address) {
-                address = match (address & !(span - 1)).checked_add(span) {
+            let leaves = match self.leaf_table(source, address) {
+                Ok(table) => table,
+                // A whole absent subtree: skip it.
+                Err(Some(span)) => {
+                    address = match (address & !(span - 1)).checked_add(span) {
+                        Some(next) => next,
+                        None => break,
+                    };
+                    continue;
+                }
+                Err(None) => return Err(MapError::AlreadyMapped),
+            };
+            // Every slot of this leaf table inside the range, read directly; the
+            // destination table is found (or made) once, at the first present entry.
+            let chunk_end = (address & !(BLOCK_2M - 1))
+                .checked_add(BLOCK_2M)
+                .map_or(range.end, |end| end.min(range.end));
+            let mut destination = None;
+            while address < chunk_end {
+                let entry = self.memory.read(leaves, index(address, 0));
+                if self.format.is_present(entry) {
+                    let table = match destination {
+                        Some(table) => table,
+                        None => *destination.insert(self.table_at(address, 0, true, true, false)?),
+                    };
+                    let slot = index(address, 0);
+                    if self.format.is_present(self.memory.read(table, slot)) {
+                        return Err(MapError::AlreadyMapped);
+                    }
+                    self.memory.write(table, slot, entry);
+                    copied += 1;
+                }
+                address = match address.checked_add(PAGE_SIZE) {
                     Some(next) => next,
-                    None => break,
+                    None => return Ok(copied),
                 };
-                continue;
             }
-            let source_walker = Walker {
-                memory: &mut *self.memory,
-                format: self.format,
-                root: source,
-            };
-            let Some(found) = source_walker.lookup(address) else {
-                address += PAGE_SIZE;
-                continue;
-            };
-            if found.level != 0 {
-                return Err(MapError::AlreadyMapped);
-            }
-            let table = self.table_at(address, 0, true, true, false)?;
-            let slot = index(address, 0);
-            if self.format.is_present(self.memory.read(table, slot)) {
-                return Err(MapError::AlreadyMapped);
-            }
-            self.memory.write(table, slot, found.entry);
-            copied += 1;
-            address += PAGE_SIZE;
         }
         Ok(copied)
     }
 
-    /// The span of the largest absent entry covering `address` in hierarchy `root`, if one
-    /// is absent on the way down (above the leaves).
-    fn absent_span(&self, root: u64, address: u64) -> Option<u64> {
+    /// The leaf (4 KiB page) table covering `address` in hierarchy `root`; or the span of
+    /// the largest absent entry on the way down (`Err(Some(span))`), or `Err(None)` when a
+    /// block maps it.
+    fn leaf_table(&self, root: u64, address: u64) -> Result<u64, Option<u64>> {
         let mut table = root;
         let mut level = ROOT_LEVEL;
         while level > 0 {
             let entry = self.memory.read(table, index(address, level));
             if !self.format.is_present(entry) {
-                return Some(entry_span(level));
+                return Err(Some(entry_span(level)));
             }
             if !self.format.is_table(entry, level) {
-                return None;
+                return Err(None);
             }
             table = self.format.address(entry);
             level -= 1;
         }
-        None
+        Ok(table)
     }
 
     /// Hand every table below the root entries `slots` to `free`, deepest first; the

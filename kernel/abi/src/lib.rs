@@ -472,6 +472,41 @@ pub enum Syscall {
     IrqTestRaise = 0x41,
 }
 
+/// The benchmarks of the `bench` scenario (test build), by name; `test=bench only=<name>`
+/// runs just one of them (`cargo xtask bench --trace <name>`).
+pub mod bench {
+    /// Every benchmark the scenario can run alone; the spawn and fault benchmarks are
+    /// measured by the kernel, the others by `user/bench`.
+    pub const NAMES: [&str; 9] = [
+        "null_syscall",
+        "ipc_call_reply",
+        "ipc_call_reply_1k",
+        "cap_transfer",
+        "notify_wake",
+        "yield",
+        "map_unmap",
+        "spawn",
+        "page_fault",
+    ];
+
+    /// The selector of benchmark `name` (its place in [`NAMES`] plus one; 0 runs all).
+    pub fn selector(name: &str) -> Option<u64> {
+        NAMES
+            .iter()
+            .position(|known| *known == name)
+            .map(|index| index as u64 + 1)
+    }
+
+    /// Whether selector `only` (0: all) runs benchmark `name`.
+    pub fn selected(only: u64, name: &str) -> bool {
+        only == 0 || selector(name) == Some(only)
+    }
+
+    /// Where the selector sits in the bench program's argument (above its mode byte and
+    /// its iteration count).
+    pub const SELECTOR_SHIFT: u32 = 56;
+}
+
 /// The counters `bench_counter` reads: events on the kernel paths benchmarks measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u64)]

@@ -64,13 +64,6 @@ fn register_only_raw(raw: u64) -> bool {
     raw >> 32 <= REGISTER_ONLY_HIGH
 }
 
-/// Whether the `call` / `reply_recv` in `frame` carries a register-only message (the
-/// first condition of the fast path, tested before it is entered).
-#[inline(always)]
-pub fn fast_candidate(frame: &TrapFrame) -> bool {
-    register_only_raw(frame.syscall_arguments()[1])
-}
-
 /// `call` on the fast path: `true` when it was taken (the reply is then in `frame`).
 #[inline(always)]
 pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {

@@ -60,18 +60,36 @@ enum Blocker {
 
 struct State {
     ipc: Ipc<MAX_THREADS>,
-    /// Each thread's IPC buffer (user virtual address, 0: none).
-    buffers: [u64; MAX_THREADS],
+    /// Each thread's IPC buffer.
+    buffers: [Buffer; MAX_THREADS],
     /// What each thread last queued on (kept until it queues again or exits; only the
     /// queue link in `ipc` says whether it is still queued there).
     blocked_on: [Blocker; MAX_THREADS],
+}
+
+/// A thread's IPC buffer: its user address (0: none) and the frame behind it as last
+/// resolved, valid while the process's unmap generation is still `unmaps` (a cache: the
+/// page list is searched only after an unmap in that process).
+#[derive(Clone, Copy)]
+struct Buffer {
+    address: u64,
+    frame: u64,
+    unmaps: u64,
+}
+
+impl Buffer {
+    const NONE: Buffer = Buffer {
+        address: 0,
+        frame: 0,
+        unmaps: u64::MAX,
+    };
 }
 
 static IPC: Lock<State> = Lock::new(
     level::IPC,
     State {
         ipc: Ipc::new(),
-        buffers: [0; MAX_THREADS],
+        buffers: [Buffer::NONE; MAX_THREADS],
         blocked_on: [const { Blocker::Nothing }; MAX_THREADS],
     },
 );
@@ -95,11 +113,23 @@ fn endpoint_of(
 
 /// The kernel address of thread `thread`'s IPC buffer page, if it has a live one.
 fn buffer_of(thread: ThreadId, process: &Process) -> Option<*mut u64> {
-    let address = IPC.lock().buffers.get(thread).copied()?;
-    if address == 0 {
+    let unmaps = process.unmaps();
+    let buffer = IPC.lock().buffers.get(thread).copied()?;
+    if buffer.address == 0 {
         return None;
     }
-    let frame = process.anonymous_frame(address)?;
+    let frame = if buffer.unmaps == unmaps && buffer.frame != 0 {
+        buffer.frame
+    } else {
+        let frame = process.anonymous_frame(buffer.address)?;
+        let mut state = IPC.lock();
+        let entry = &mut state.buffers[thread];
+        if entry.address == buffer.address {
+            entry.frame = frame;
+            entry.unmaps = unmaps;
+        }
+        frame
+    };
     Some(frames::virtual_address(frame) as *mut u64)
 }
 
@@ -131,7 +161,7 @@ fn check_message(thread: ThreadId, process: &Process, info: u64) -> Result<Messa
     if register_only(info) {
         return Ok(info);
     }
-    if IPC.lock().buffers[thread] == 0 {
+    if IPC.lock().buffers[thread].address == 0 {
         return Err(Error::InvalidArgument);
     }
     let buffer = buffer_of(thread, process).ok_or(Error::BadAddress)?;
@@ -508,7 +538,10 @@ pub fn buffer_set(address: u64) -> Result<u64, Error> {
         Cpu::copy_from_user(&mut byte, address).map_err(|_| Error::BadAddress)?;
         Cpu::copy_to_user(address, &byte).map_err(|_| Error::BadAddress)?;
     }
-    IPC.lock().buffers[me] = address;
+    IPC.lock().buffers[me] = Buffer {
+        address,
+        ..Buffer::NONE
+    };
     Ok(0)
 }
 
@@ -558,7 +591,7 @@ pub fn thread_exiting(thread: ThreadId) {
             }
             Blocker::Nothing => state.ipc.exit(thread, None),
         };
-        state.buffers[thread] = 0;
+        state.buffers[thread] = Buffer::NONE;
         (caller, blocker)
     };
     drop(blocker);

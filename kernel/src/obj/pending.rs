@@ -10,10 +10,9 @@
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Endpoint, Notification};
-use crate::sync::{Lock, level};
+use crate::sync::{Lock, deferred, level};
 
 /// One piece of deferred work.
 pub enum Work {
@@ -23,13 +22,13 @@ pub enum Work {
     Signal(Arc<Notification>, u64),
 }
 
+/// The queue; [`deferred::PENDING`] is raised while it may hold work (checked without the
+/// lock on every system-call exit, together with the other deferred flags).
 static QUEUE: Lock<VecDeque<Work>> = Lock::new(level::PENDING, VecDeque::new());
-/// Whether [`QUEUE`] may hold work (checked without the lock on every system-call exit).
-static ANY: AtomicBool = AtomicBool::new(false);
 
 fn push(work: Work) {
     QUEUE.lock().push_back(work);
-    ANY.store(true, Ordering::Release);
+    deferred::raise(deferred::PENDING);
 }
 
 /// Queue `endpoint` to be closed.
@@ -45,7 +44,7 @@ pub fn signal(notification: Arc<Notification>, bits: u64) {
 /// Whether work may be queued (one load).
 #[inline(always)]
 pub fn any() -> bool {
-    ANY.load(Ordering::Acquire)
+    deferred::is_raised(deferred::PENDING)
 }
 
 /// The oldest queued work, if any (the lock is released before the caller does it).
@@ -53,7 +52,7 @@ pub fn take() -> Option<Work> {
     let mut queue = QUEUE.lock();
     let work = queue.pop_front();
     if queue.is_empty() {
-        ANY.store(false, Ordering::Release);
+        deferred::clear(deferred::PENDING);
     }
     work
 }

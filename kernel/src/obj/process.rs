@@ -8,7 +8,7 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use abi::Error;
 use arch_api::{MapError, PAGE_SIZE, PageFlags, Paging, TrapCause, USER_END, UserRange};
@@ -60,6 +60,10 @@ pub struct Process {
     /// Every user mapping (freed with the process); its length is the process's memory use,
     /// bounded by [`QUOTA_PAGES`].
     frames: Lock<Vec<UserPage>>,
+    /// Bumped whenever a page leaves `frames` (before its frame is freed): a frame found by
+    /// [`Process::anonymous_frame`] under generation *g* is still this process's while the
+    /// generation is *g* (the IPC layer caches buffer frames by it).
+    unmaps: AtomicU64,
     threads: AtomicUsize,
     /// 0 running, 1 exited, 2 faulted.
     ending_kind: AtomicU32,
@@ -96,6 +100,7 @@ impl Process {
             id: next_id(),
             space: Lock::new(level::ADDRESS_SPACE, Some(space)),
             frames: Lock::new(level::PROCESS_PAGES, Vec::new()),
+            unmaps: AtomicU64::new(0),
             threads: AtomicUsize::new(0),
             ending_kind: AtomicU32::new(0),
             exit_code: AtomicI64::new(0),
@@ -171,6 +176,7 @@ impl Process {
             page += PAGE_SIZE;
         }
         if result.is_err() {
+            self.unmaps.fetch_add(1, Ordering::AcqRel);
             for user_page in list.drain(first_new..) {
                 let _ = Cpu::unmap_user(space, user_page.page);
                 let _ = frames::free(user_page.frame);
@@ -194,6 +200,7 @@ impl Process {
         if u64::try_from(found).ok() != Some(pages) {
             return Err(Error::InvalidArgument);
         }
+        self.unmaps.fetch_add(1, Ordering::AcqRel);
         let mut index = 0;
         while index < list.len() {
             if in_range(&list[index]) {
@@ -360,6 +367,12 @@ impl Process {
         *self.charge.lock() = Some(charge);
     }
 
+    /// The unmap generation (see the field): read it before [`Process::anonymous_frame`].
+    #[inline(always)]
+    pub fn unmaps(&self) -> u64 {
+        self.unmaps.load(Ordering::Acquire)
+    }
+
     /// The frame behind `page` if `memory_map` made it (an IPC buffer candidate).
     pub fn anonymous_frame(&self, page: u64) -> Option<u64> {
         self.frames
@@ -415,6 +428,7 @@ impl Process {
         let Some(mut space) = self.space.lock().take() else {
             return;
         };
+        self.unmaps.fetch_add(1, Ordering::AcqRel);
         let user_frames = core::mem::take(&mut *self.frames.lock());
         for user_page in &user_frames {
             let _ = Cpu::unmap_user(&mut space, user_page.page);

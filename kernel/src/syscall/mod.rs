@@ -337,12 +337,12 @@ pub fn enter(frame: &mut TrapFrame) {
         // A thread killed while it yielded ends before it runs user code again (one
         // relaxed load when no kill is pending).
         crate::proc::exit_if_killed();
-    } else if number == Syscall::Call.number() && ipc::fast::fast_candidate(frame) {
+    } else if number == Syscall::Call.number() {
         // The IPC fast paths, each in its own function (tail-called), so the `null`/`yield`
-        // path keeps its small frame; a message beyond the registers goes straight to
-        // `dispatch`.
+        // path keeps its small frame; each checks first that the message travels in
+        // registers only, and a longer one goes on to `dispatch`.
         ipc_call(frame);
-    } else if number == Syscall::ReplyRecv.number() && ipc::fast::fast_candidate(frame) {
+    } else if number == Syscall::ReplyRecv.number() {
         ipc_reply_recv(frame);
     } else if number == Syscall::Signal.number() {
         ipc_signal(frame);
@@ -365,11 +365,21 @@ fn general(frame: &mut TrapFrame) {
 /// a killed thread (see the module docs).
 #[inline(always)]
 pub fn finish() {
+    if crate::sync::deferred::any() {
+        run_deferred();
+    }
+    crate::proc::exit_if_killed();
+}
+
+/// Deferred work (`sync::deferred`): pending object work, then the log reader's signal.
+/// Also the timer tick's. Runs with no lock held.
+#[cold]
+#[inline(never)]
+pub fn run_deferred() {
     if pending::any() {
         ipc::run_pending();
     }
     system::signal_log();
-    crate::proc::exit_if_killed();
 }
 
 /// `call`: the fast path, or (`false`: nothing changed) the general one.

@@ -37,7 +37,19 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
                 .cmdline
                 .get("iterations")
                 .and_then(|text| text.parse::<usize>().ok())
-                .unwrap_or(BENCH_ITERATIONS);
+                .unwrap_or(BENCH_ITERATIONS)
+                .min(BENCH_ITERATIONS_MAX);
+            let only = match boot.cmdline.get("only") {
+                None => 0,
+                Some(name) => match abi::bench::selector(name) {
+                    Some(selector) => selector,
+                    None => {
+                        println!("not ok bench: no benchmark named {name:?}");
+                        crate::trace::power_off(ExitCode::TestFailed)
+                    }
+                },
+            };
+            BENCH_ONLY.store(only, core::sync::atomic::Ordering::Relaxed);
             in_thread("bench", bench, iterations)
         }
         "boot" => boot_scenario(),
@@ -638,6 +650,10 @@ fn nmi_storm(suite: &mut Suite) {
 
 /// Samples per benchmark when the command line has no `iterations=N`.
 const BENCH_ITERATIONS: usize = 200;
+/// The most samples per benchmark (the iteration count travels in 48 bits).
+const BENCH_ITERATIONS_MAX: usize = 1 << 20;
+/// `only=<name>`: the one benchmark to run (`abi::bench` selector; 0: all).
+static BENCH_ONLY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 /// `bench`'s argument: the mode in the low byte, the iteration count above.
 const BENCH_RUN: u64 = 0;
 const BENCH_YIELD_PARTNER: u64 = 1;
@@ -655,8 +671,11 @@ fn bench(iterations: usize) {
         println!("not ok bench: no instruction counter readable from user mode");
         crate::trace::power_off(ExitCode::TestFailed)
     }
-    let argument = |mode: u64| mode | (iterations as u64) << 8;
-    spawn_benchmarks(iterations);
+    let only = BENCH_ONLY.load(core::sync::atomic::Ordering::Relaxed);
+    let argument = |mode: u64| mode | (iterations as u64) << 8 | only << abi::bench::SELECTOR_SHIFT;
+    if abi::bench::selected(only, "spawn") || abi::bench::selected(only, "page_fault") {
+        spawn_benchmarks(iterations);
+    }
     // The partner only yields, forever: `yield` measures the round trip through it. It
     // starts first, so the benchmarks always find it in the run queue; it waits for the
     // runner's start signal first, so it is not in the queue during the IPC benchmarks.

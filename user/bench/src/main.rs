@@ -71,7 +71,10 @@ rt::entry!(main);
 
 fn main(argument: u64) -> i64 {
     match argument & 0xff {
-        RUN => match run((argument >> 8) as usize) {
+        RUN => match run(
+            ((argument & ((1 << abi::bench::SELECTOR_SHIFT) - 1)) >> 8) as usize,
+            argument >> abi::bench::SELECTOR_SHIFT,
+        ) {
             Ok(()) => 0,
             Err(error) => {
                 println!("bench: a benchmarked call failed: {error:?}");
@@ -192,7 +195,9 @@ fn report(name: &str, stats: &Stats) {
     }
 }
 
-fn run(iterations: usize) -> Result<(), Error> {
+/// Run every benchmark, or only the one selector `only` names (`abi::bench`).
+fn run(iterations: usize, only: u64) -> Result<(), Error> {
+    let wanted = |name: &str| abi::bench::selected(only, name);
     // The empty measurement: two counter reads back to back (constant under icount).
     let empty = measure(iterations, 0, 1, || Ok(()))?;
     println!(
@@ -200,24 +205,30 @@ fn run(iterations: usize) -> Result<(), Error> {
         empty.min
     );
     let empty = empty.min;
-    report(
-        "null_syscall",
-        &measure(iterations, empty, 1, || rt::null().map(drop))?,
-    );
-    // One sample is this thread → partner → this thread: two yields and two switches.
-    ipc_benchmarks(iterations, empty)?;
+    if wanted("null_syscall") {
+        report(
+            "null_syscall",
+            &measure(iterations, empty, 1, || rt::null().map(drop))?,
+        );
+    }
+    ipc_benchmarks(iterations, empty, &wanted)?;
     rt::ipc::signal(slots::YIELD_START, 1)?;
-    report(
-        "yield",
-        &measure(iterations, empty, 2, || rt::yield_now().map(drop))?,
-    );
-    report(
-        "map_unmap",
-        &measure(iterations, empty, 1, || {
-            rt::memory_map(SCRATCH, PAGE_SIZE, MAP_WRITE)?;
-            rt::memory_unmap(SCRATCH, PAGE_SIZE).map(drop)
-        })?,
-    );
+    // One sample is this thread → partner → this thread: two yields and two switches.
+    if wanted("yield") {
+        report(
+            "yield",
+            &measure(iterations, empty, 2, || rt::yield_now().map(drop))?,
+        );
+    }
+    if wanted("map_unmap") {
+        report(
+            "map_unmap",
+            &measure(iterations, empty, 1, || {
+                rt::memory_map(SCRATCH, PAGE_SIZE, MAP_WRITE)?;
+                rt::memory_unmap(SCRATCH, PAGE_SIZE).map(drop)
+            })?,
+        );
+    }
     Ok(())
 }
 
@@ -254,39 +265,51 @@ fn ipc_server() -> i64 {
 /// each way through the IPC buffers), `cap_transfer` (a call carrying one capability, the
 /// server's `cap_delete` of it, the reply) and `notify_wake` (signal → the waiting thread
 /// of another process runs; one sample is a round trip through the partner, halved).
-fn ipc_benchmarks(iterations: usize, empty: u64) -> Result<(), Error> {
+fn ipc_benchmarks(
+    iterations: usize,
+    empty: u64,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<(), Error> {
     let words = [1, 2, 3, 4];
-    report(
-        "ipc_call_reply",
-        &measure(iterations, empty, 1, || {
-            rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
-        })?,
-    );
+    if wanted("ipc_call_reply") {
+        report(
+            "ipc_call_reply",
+            &measure(iterations, empty, 1, || {
+                rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
+            })?,
+        );
+    }
     let buffer = rt::ipc::IpcBuffer::map(IPC_BUFFER)?;
     for index in 4..LONG_WORDS {
         buffer.set_word(index, index as u64);
     }
-    report(
-        "ipc_call_reply_1k",
-        &measure(iterations, empty, 1, || {
-            rt::ipc::call(slots::ENDPOINT, info(LONG, LONG_WORDS, 0), words).map(drop)
-        })?,
-    );
+    if wanted("ipc_call_reply_1k") {
+        report(
+            "ipc_call_reply_1k",
+            &measure(iterations, empty, 1, || {
+                rt::ipc::call(slots::ENDPOINT, info(LONG, LONG_WORDS, 0), words).map(drop)
+            })?,
+        );
+    }
     let notification = rt::ipc::notification_create()?;
-    report(
-        "cap_transfer",
-        &measure(iterations, empty, 1, || {
-            buffer.set_cap(0, notification);
-            rt::ipc::call(slots::ENDPOINT, info(CAP, 0, 1), words).map(drop)
-        })?,
-    );
+    if wanted("cap_transfer") {
+        report(
+            "cap_transfer",
+            &measure(iterations, empty, 1, || {
+                buffer.set_cap(0, notification);
+                rt::ipc::call(slots::ENDPOINT, info(CAP, 0, 1), words).map(drop)
+            })?,
+        );
+    }
     rt::ipc::cap_delete(notification)?;
-    report(
-        "notify_wake",
-        &measure(iterations, empty, 2, || {
-            rt::ipc::signal(slots::PING, 1)?;
-            rt::ipc::wait(slots::PONG).map(drop)
-        })?,
-    );
+    if wanted("notify_wake") {
+        report(
+            "notify_wake",
+            &measure(iterations, empty, 2, || {
+                rt::ipc::signal(slots::PING, 1)?;
+                rt::ipc::wait(slots::PONG).map(drop)
+            })?,
+        );
+    }
     Ok(())
 }

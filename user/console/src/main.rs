@@ -9,7 +9,8 @@
 //! - input (`CONSOLE_READ`): the input thread answers the reader (the shell) with the next
 //!   event of the line discipline (`ucore::line`: echo, erase, Ctrl-U, Ctrl-C). It drains
 //!   the receive FIFO, acknowledges the interrupt (`irq_ack`) and waits on the IRQ
-//!   notification until an event is complete.
+//!   notification until an event is complete. `CONSOLE_KEYS` never waits: it drops what
+//!   was typed and not read and says how much (`top` runs until a key).
 //!
 //! - the kernel log: once the log thread calls `log_bind`, the kernel keeps its log lines
 //!   for the console, which prints them like a client's.
@@ -293,6 +294,12 @@ fn input_loop() -> Result<(), Error> {
     let mut echo = Vec::new();
     loop {
         let request = ipc::recv(endpoint)?;
+        if request.info.label() == label::CONSOLE_KEYS {
+            let keys = take_keys(&mut events);
+            proc::irq_ack(irq)?;
+            let _ = ipc::reply(MessageInfo::default(), [keys, 0, 0, 0]);
+            continue;
+        }
         if request.info.label() != label::CONSOLE_READ {
             let _ = ipc::reply(
                 MessageInfo::default(),
@@ -342,6 +349,20 @@ fn input_loop() -> Result<(), Error> {
         // A reader that died meanwhile loses its line; the next reader gets the next one.
         let _ = ipc::reply(info, words.1);
     }
+}
+
+/// `CONSOLE_KEYS`: drop the events not yet read and every byte waiting in the UART,
+/// unechoed; how many there were.
+fn take_keys(events: &mut VecDeque<Event>) -> u64 {
+    let mut keys = events.len() as u64;
+    events.clear();
+    if let Some(screen) = SCREEN.lock().as_mut() {
+        while screen.uart.get().is_some() {
+            keys += 1;
+        }
+        screen.uart.clear();
+    }
+    keys
 }
 
 rt::entry!(main);

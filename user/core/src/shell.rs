@@ -23,10 +23,8 @@ pub const MODULE_NAME_MAX: usize = 32;
 pub const IPCBENCH_ROUNDS_MAX: u32 = 100_000;
 /// `ipcbench` rounds when none are given.
 pub const IPCBENCH_ROUNDS_DEFAULT: u32 = 1000;
-/// The longest `top` run, in seconds (one refresh each).
+/// The longest counted `top` run, in seconds (one refresh each).
 pub const TOP_SECONDS_MAX: u32 = 60;
-/// `top` refreshes when no count is given.
-pub const TOP_SECONDS_DEFAULT: u32 = 1;
 /// How many characters of the input an error message quotes.
 pub const QUOTE_MAX: usize = 24;
 
@@ -54,7 +52,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo {
         name: "top",
         usage: "[seconds]",
-        summary: "per-thread CPU, switches, IPC, notifications, faults; once a second",
+        summary: "per-thread CPU, switches, IPC, notifications, faults; each second until a key",
     },
     CommandInfo {
         name: "mem",
@@ -110,10 +108,9 @@ pub enum Command<'a> {
     Empty,
     Help,
     Ps,
-    /// Refresh once a second, `seconds` times (the console delivers whole lines, so a key
-    /// cannot end it early).
+    /// Refresh once a second until a key is pressed, or at most `seconds` times.
     Top {
-        seconds: u32,
+        seconds: Option<u32>,
     },
     Mem,
     Caps {
@@ -317,14 +314,14 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
         }
         "top" => {
             let seconds = match words.next() {
-                None => TOP_SECONDS_DEFAULT,
+                None => None,
                 Some(word) => {
                     let seconds = number(word, u64::from(TOP_SECONDS_MAX)).map_err(usage)?;
                     if seconds == 0 {
                         return Err(usage(Problem::OutOfRange(word)));
                     }
                     // why: at most TOP_SECONDS_MAX, a u32.
-                    seconds as u32
+                    Some(seconds as u32)
                 }
             };
             no_arguments(Command::Empty, &mut words)?;
@@ -489,13 +486,8 @@ mod tests {
             })
         );
         assert_eq!(parse("ipcbench 50"), Ok(Command::IpcBench { rounds: 50 }));
-        assert_eq!(
-            parse("top"),
-            Ok(Command::Top {
-                seconds: TOP_SECONDS_DEFAULT
-            })
-        );
-        assert_eq!(parse("top 3"), Ok(Command::Top { seconds: 3 }));
+        assert_eq!(parse("top"), Ok(Command::Top { seconds: None }));
+        assert_eq!(parse("top 3"), Ok(Command::Top { seconds: Some(3) }));
         assert!(matches!(parse("top 0"), Err(ParseError::Usage { .. })));
         assert!(matches!(parse("top 61"), Err(ParseError::Usage { .. })));
         assert!(matches!(parse("top 1 2"), Err(ParseError::Usage { .. })));

@@ -25,6 +25,9 @@ pub mod label {
     /// Console, input endpoint: the next input event. Reply w0: [`super::INPUT_LINE`],
     /// [`super::INPUT_INTERRUPT`] or [`super::INPUT_TOO_LONG`]; w1: its length.
     pub const CONSOLE_READ: u32 = 2;
+    /// Console, input endpoint: never waits; takes and drops every byte typed and every
+    /// input event not yet read. Reply w0: how many there were (a key was pressed).
+    pub const CONSOLE_KEYS: u32 = 3;
     /// Names: register the endpoint in capability 0 as the name in w0..w4 (32 bytes).
     /// Reply w0: 0 or an `abi::Error` code.
     pub const NAMES_REGISTER: u32 = 1;
@@ -168,6 +171,14 @@ impl Console {
         Ok((kind, length))
     }
 
+    /// Take and drop what was typed and not read (never waits): how many bytes and input
+    /// events there were. A program that runs until a key is pressed asks this.
+    pub fn take_keys(&self) -> Result<u64, Error> {
+        let info = MessageInfo::new(label::CONSOLE_KEYS, 0, 0).ok_or(Error::InvalidArgument)?;
+        let received = call(self.input, info, [0; 4])?;
+        Ok(received.words[0])
+    }
+
     /// A buffer for formatted output, sent by [`Printer::flush`].
     pub fn printer(&self) -> Printer<'_> {
         Printer {
@@ -185,6 +196,11 @@ pub struct Printer<'a> {
 }
 
 impl Printer<'_> {
+    /// The console this printer writes to.
+    pub fn console(&self) -> &Console {
+        self.console
+    }
+
     pub fn flush(&mut self) -> Result<(), Error> {
         let result = self.console.write(&self.text);
         self.text.clear();

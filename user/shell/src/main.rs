@@ -259,19 +259,26 @@ impl Shell {
     /// Once a second, `seconds` times: each thread's share of the CPU over that second
     /// and what it did in it (switches to it, IPC and notification operations, page
     /// faults). The console delivers whole lines, so it runs for the count it was given.
-    fn top(&self, seconds: u32, out: &mut service::Printer<'_>) -> Result<(), Error> {
+    /// Refresh once a second until a key is pressed (or `seconds` refreshes).
+    fn top(&self, seconds: Option<u32>, out: &mut service::Printer<'_>) -> Result<(), Error> {
         use sysinfo::thread::*;
         let hz = self.summary()?[sysinfo::summary::TIMER_HZ].max(1);
         let mut before = self.threads()?;
         let mut since = self.summary()?[sysinfo::summary::TICKS];
-        for refresh in 1..=seconds {
+        // Keys typed before `top` started do not stop it.
+        out.console().take_keys()?;
+        for refresh in 1..=seconds.unwrap_or(u32::MAX) {
             proc::sleep(hz)?;
             let now = self.threads()?;
             let ticks = self.summary()?[sysinfo::summary::TICKS];
             let interval = ticks.saturating_sub(since);
+            let _ = match seconds {
+                Some(seconds) => write!(out, "top: {refresh}/{seconds}"),
+                None => write!(out, "top: {refresh}"),
+            };
             let _ = writeln!(
                 out,
-                "top: {refresh}/{seconds}, the last {} ms",
+                ", the last {} ms (any key stops)",
                 interval * 1000 / hz
             );
             let _ = writeln!(
@@ -305,6 +312,10 @@ impl Shell {
                 );
             }
             let _ = out.flush();
+            if out.console().take_keys()? > 0 {
+                let _ = writeln!(out, "top: stopped by a key");
+                break;
+            }
             before = now;
             since = ticks;
         }
