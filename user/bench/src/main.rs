@@ -71,10 +71,7 @@ rt::entry!(main);
 
 fn main(argument: u64) -> i64 {
     match argument & 0xff {
-        RUN => match run(
-            ((argument & ((1 << abi::bench::SELECTOR_SHIFT) - 1)) >> 8) as usize,
-            argument >> abi::bench::SELECTOR_SHIFT,
-        ) {
+        RUN => match run_from(argument) {
             Ok(()) => 0,
             Err(error) => {
                 println!("bench: a benchmarked call failed: {error:?}");
@@ -193,6 +190,16 @@ fn report(name: &str, stats: &Stats) {
             stats.min, stats.median, stats.max, stats.samples, stats.discarded
         );
     }
+}
+
+/// [`run`] with the iteration count and selector decoded from the argument (in its own
+/// function, so `main`'s prologue stays that of the other modes: `page_fault` counts it).
+#[inline(never)]
+fn run_from(argument: u64) -> Result<(), Error> {
+    run(
+        ((argument & ((1 << abi::bench::SELECTOR_SHIFT) - 1)) >> 8) as usize,
+        argument >> abi::bench::SELECTOR_SHIFT,
+    )
 }
 
 /// Run every benchmark, or only the one selector `only` names (`abi::bench`).
