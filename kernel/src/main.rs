@@ -57,8 +57,6 @@ use core::fmt::Write as _;
 
 use arch_api::{EarlyInfo, ExitCode, Platform};
 
-use crate::obj::process::Ending;
-
 /// The architecture this kernel was built for.
 type Cpu = arch::Cpu;
 
@@ -90,7 +88,7 @@ extern "C" fn kmain() -> ! {
     mm::print_summary();
     boot::smp::start_secondaries();
     match boot.cmdline.scenario() {
-        None if boot::module("init").is_some() => task::run_first("boot", start_init, 0),
+        None if boot::module("init").is_some() => task::run_first("boot", proc::init::run, 0),
         None => idle(),
         Some(scenario) => run_scenario(&boot, scenario),
     }
@@ -111,29 +109,6 @@ fn run_scenario(_: &boot::BootInfo, scenario: &str) -> ! {
     );
     println!("0 passed, 1 failed");
     trace::power_off(ExitCode::TestFailed)
-}
-
-/// No scenario: start `init` from its boot module with the boot capabilities
-/// (`abi::init_slots`), and watch it: if the root task ends, the system cannot go on, so
-/// say so and power off.
-fn start_init(_: usize) {
-    let init = match proc::init::start() {
-        Ok(init) => init,
-        Err(problem) => {
-            println!("keel: cannot start init: {problem}");
-            trace::power_off(ExitCode::Fatal)
-        }
-    };
-    println!("keel: started init (pid {})", init.id);
-    loop {
-        match init.ending() {
-            Ending::Running => task::sched::sleep(u64::from(time::TIMER_HZ)),
-            ending => {
-                println!("keel: init ended ({ending:?}); powering off");
-                trace::power_off(ExitCode::Fatal)
-            }
-        }
-    }
 }
 
 /// No scenario and no `init` module: keep the timer ticking and idle until the user quits

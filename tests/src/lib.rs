@@ -68,9 +68,19 @@ pub fn options(arch: Arch, test: &str, cmdline: &str) -> BootOptions {
     options.image = Some(image_path(arch, test));
     options.qemu.capture = true;
     options.qemu.timeout = Some(BOOT_TIMEOUT);
+    options.qemu.smp = default_cpus();
     // Under `cargo xtask test` everything is built already: boot that very build.
     options.build = std::env::var_os(xtask::check::PREBUILT_VAR).is_none();
     options
+}
+
+/// The CPUs a test boot gets unless it sets its own: `cargo xtask test --smp N`, else 1.
+pub fn default_cpus() -> u32 {
+    std::env::var(xtask::check::TEST_SMP_VAR)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|&cpus| (1..=8).contains(&cpus))
+        .unwrap_or(1)
 }
 
 /// Where the image of test `test` on `arch` is written.

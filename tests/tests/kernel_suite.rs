@@ -42,12 +42,23 @@ const EXPECTED: &[&str] = &[
     "ok device memory mapped uncached into a user space; RAM, overlaps, kernel and wrapping ranges refused",
 ];
 
-fn kernel_suite(arch: Arch) {
-    if !selected(arch, &format!("kernel suite on {arch}")) {
+fn kernel_suite(arch: Arch, cpus: u32) {
+    if !selected(arch, &format!("kernel suite on {arch} with {cpus} CPUs")) {
         return;
     }
-    let outcome = boot(&options(arch, "kernel", "test=kernel"));
+    let mut options = options(
+        arch,
+        &format!("kernel-smp{cpus}"),
+        &format!("test=kernel cpus={cpus}"),
+    );
+    options.qemu.smp = cpus;
+    let outcome = boot(&options);
     expect_no_failed_test(&outcome);
+    // The suite counts the CPUs it found against the number QEMU was given.
+    expect_line(
+        &outcome,
+        &format!("ok cpus: {cpus} found, every one arrived"),
+    );
     let (_, reclaimed) = expect_line(&outcome, "mm: reclaimed ");
     let frames = tests::number_after(reclaimed, "mm: reclaimed ").expect("a frame count");
     assert!(frames > 0, "{reclaimed:?}");
@@ -90,17 +101,27 @@ fn kernel_suite(arch: Arch) {
         .expect("no summary line");
     assert_eq!(
         summary.trim(),
-        format!("{} passed, 0 failed", EXPECTED.len())
+        format!("{} passed, 0 failed", EXPECTED.len() + 1)
     );
     expect_ending(&outcome, &Ending::Exit(0));
 }
 
 #[test]
 fn kernel_suite_x86_64() {
-    kernel_suite(Arch::X86_64);
+    kernel_suite(Arch::X86_64, tests::default_cpus());
 }
 
 #[test]
 fn kernel_suite_aarch64() {
-    kernel_suite(Arch::Aarch64);
+    kernel_suite(Arch::Aarch64, tests::default_cpus());
+}
+
+#[test]
+fn kernel_suite_x86_64_smp4() {
+    kernel_suite(Arch::X86_64, 4);
+}
+
+#[test]
+fn kernel_suite_aarch64_smp4() {
+    kernel_suite(Arch::Aarch64, 4);
 }

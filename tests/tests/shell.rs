@@ -28,11 +28,13 @@ fn run(terminal: &mut Terminal, command: &str) {
     terminal.expect_line(command);
 }
 
-fn shell(arch: Arch) {
-    if !selected(arch, &format!("shell on {arch}")) {
+fn shell(arch: Arch, cpus: u32) {
+    if !selected(arch, &format!("shell on {arch} with {cpus} CPUs")) {
         return;
     }
-    let mut terminal = start(&options(arch, "shell", ""));
+    let mut options = options(arch, &format!("shell-smp{cpus}"), "");
+    options.qemu.smp = cpus;
+    let mut terminal = start(&options);
     terminal.expect_line("keel: started init (pid 1)");
     let console = terminal.expect_line("init: started console (pid ");
     let console_pid = number_after(&console, "(pid ").expect("the console's pid");
@@ -192,10 +194,20 @@ fn shell(arch: Arch) {
 
 #[test]
 fn shell_x86_64() {
-    shell(Arch::X86_64);
+    shell(Arch::X86_64, tests::default_cpus());
 }
 
 #[test]
 fn shell_aarch64() {
-    shell(Arch::Aarch64);
+    shell(Arch::Aarch64, tests::default_cpus());
+}
+
+#[test]
+fn shell_x86_64_smp4() {
+    shell(Arch::X86_64, 4);
+}
+
+#[test]
+fn shell_aarch64_smp4() {
+    shell(Arch::Aarch64, 4);
 }

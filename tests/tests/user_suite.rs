@@ -196,11 +196,18 @@ const PROC_AARCH64: &[&str] = &[
     "ok user proc bad argument: port_in on an MMIO capability",
 ];
 
-fn user_suite(arch: Arch) {
-    if !selected(arch, &format!("user suite on {arch}")) {
+fn user_suite(arch: Arch, cpus: u32) {
+    if !selected(arch, &format!("user suite on {arch} with {cpus} CPUs")) {
         return;
     }
-    let outcome = boot(&options(arch, "user", "test=user"));
+    let mut options = options(arch, &format!("user-smp{cpus}"), "test=user");
+    options.qemu.smp = cpus;
+    let outcome = boot(&options);
+    let (_, arrived) = expect_line(&outcome, "smp: ");
+    assert_eq!(
+        arrived.trim_end(),
+        format!("smp: {cpus} of {cpus} CPUs arrived")
+    );
     expect_no_failed_test(&outcome);
     let (hello, _) = expect_line(&outcome, "testsuite: hello from user mode");
     let (good, _) = expect_line(&outcome, "ok user debug_write good pointer");
@@ -313,10 +320,20 @@ fn user_suite(arch: Arch) {
 
 #[test]
 fn user_suite_x86_64() {
-    user_suite(Arch::X86_64);
+    user_suite(Arch::X86_64, tests::default_cpus());
 }
 
 #[test]
 fn user_suite_aarch64() {
-    user_suite(Arch::Aarch64);
+    user_suite(Arch::Aarch64, tests::default_cpus());
+}
+
+#[test]
+fn user_suite_x86_64_smp4() {
+    user_suite(Arch::X86_64, 4);
+}
+
+#[test]
+fn user_suite_aarch64_smp4() {
+    user_suite(Arch::Aarch64, 4);
 }

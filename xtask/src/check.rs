@@ -14,6 +14,10 @@ pub const USER_LIBRARIES: &[&str] = &["rt", "ucore"];
 /// The environment variable that tells `tests/` which architectures to boot.
 pub const TEST_ARCH_VAR: &str = "KEEL_TEST_ARCH";
 
+/// The CPUs every test boot gets unless the test sets its own (`cargo xtask test --smp N`;
+/// unset: 1). The SMP tests and the suites' `_smp4` variants choose theirs.
+pub const TEST_SMP_VAR: &str = "KEEL_TEST_SMP";
+
 /// Set (to `1`) when `cargo xtask test` has built everything: the tests then boot what is in
 /// `target/` instead of rebuilding for every boot, so all of them test the same build.
 pub const PREBUILT_VAR: &str = "KEEL_TEST_PREBUILT";
@@ -25,7 +29,12 @@ fn packages(command: &mut std::process::Command, packages: &[&str]) {
 }
 
 /// Host unit tests, then a build and the QEMU integration tests for `arches`.
-pub fn test(workspace: &Workspace, arches: ArchChoice, filter: Option<&str>) -> Result<()> {
+pub fn test(
+    workspace: &Workspace,
+    arches: ArchChoice,
+    filter: Option<&str>,
+    smp: u32,
+) -> Result<()> {
     step(format_args!(
         "running host unit tests ({})…",
         HOST_CRATES.join(", ")
@@ -53,14 +62,16 @@ pub fn test(workspace: &Workspace, arches: ArchChoice, filter: Option<&str>) -> 
 
     let names: Vec<&str> = selected.iter().map(|arch| arch.name()).collect();
     step(format_args!(
-        "running QEMU integration tests ({}{})…",
+        "running QEMU integration tests ({}, {smp} CPU{} by default{})…",
         names.join(", "),
+        if smp == 1 { "" } else { "s" },
         filter.map_or(String::new(), |filter| format!(", filter {filter:?}"))
     ));
     let mut command = workspace.cargo();
     command
         .args(["test", "-p", "tests"])
-        .env(TEST_ARCH_VAR, arches.name());
+        .env(TEST_ARCH_VAR, arches.name())
+        .env(TEST_SMP_VAR, smp.to_string());
     if let Some(filter) = filter {
         command.args(["--", filter]);
     }

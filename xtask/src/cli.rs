@@ -78,6 +78,11 @@ pub enum Command {
         /// Run only the integration tests whose name contains this text.
         #[arg(long)]
         filter: Option<String>,
+        /// CPUs of every test boot that does not choose its own (the suites also run at 4
+        /// CPUs in tests of their own).
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=8))]
+        smp: u32,
     },
     /// Check formatting and run clippy with -D warnings on every crate for every target.
     Lint,
@@ -282,8 +287,8 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
         Command::GdbAarch64(args) => gdb(workspace, Arch::Aarch64, &args),
         Command::TraceX86(args) => trace(workspace, Arch::X86_64, &args),
         Command::TraceAarch64(args) => trace(workspace, Arch::Aarch64, &args),
-        Command::Test { arch, filter } => {
-            check::test(workspace, arch, filter.as_deref())?;
+        Command::Test { arch, filter, smp } => {
+            check::test(workspace, arch, filter.as_deref(), smp)?;
             Ok(0)
         }
         Command::Lint => {

@@ -502,6 +502,21 @@ pub mod bench {
         only == 0 || selector(name) == Some(only)
     }
 
+    /// Whether selector `only` (0: all) runs the benchmark at `index` of [`NAMES`] (no
+    /// string comparison: the bench program's size is part of what `spawn` measures).
+    pub const fn runs(only: u64, index: usize) -> bool {
+        only == 0 || only == index as u64 + 1
+    }
+
+    /// Places in [`NAMES`].
+    pub const NULL_SYSCALL: usize = 0;
+    pub const IPC_CALL_REPLY: usize = 1;
+    pub const IPC_CALL_REPLY_1K: usize = 2;
+    pub const CAP_TRANSFER: usize = 3;
+    pub const NOTIFY_WAKE: usize = 4;
+    pub const YIELD: usize = 5;
+    pub const MAP_UNMAP: usize = 6;
+
     /// Where the selector sits in the bench program's argument (above its mode byte and
     /// its iteration count).
     pub const SELECTOR_SHIFT: u32 = 56;
@@ -869,6 +884,10 @@ pub mod ipc {
 pub const PRIORITY_LEVELS: u64 = 32;
 /// The priority of the first thread of every process the kernel starts.
 pub const PRIORITY_NORMAL: u64 = 8;
+
+/// `init`'s argument under the crash-containment scenario (`test=containment`): start the
+/// servers of its containment manifest instead of the system's (0).
+pub const INIT_CONTAINMENT: u64 = 1;
 /// Capabilities one `process_spawn` copies at most.
 pub const MAX_SPAWN_CAPS: u64 = 16;
 
@@ -987,6 +1006,26 @@ mod tests {
     extern crate std;
     use super::*;
     use std::format;
+
+    #[test]
+    fn bench_selectors_name_their_benchmarks() {
+        use bench::*;
+        for (index, name) in [
+            (NULL_SYSCALL, "null_syscall"),
+            (IPC_CALL_REPLY, "ipc_call_reply"),
+            (IPC_CALL_REPLY_1K, "ipc_call_reply_1k"),
+            (CAP_TRANSFER, "cap_transfer"),
+            (NOTIFY_WAKE, "notify_wake"),
+            (YIELD, "yield"),
+            (MAP_UNMAP, "map_unmap"),
+        ] {
+            assert_eq!(NAMES[index], name);
+            let only = selector(name).unwrap();
+            assert!(runs(only, index) && runs(0, index) && selected(only, name));
+            assert!(!runs(only, (index + 1) % NAMES.len()));
+        }
+        assert_eq!(selector("boot_to_user"), None);
+    }
 
     #[test]
     fn codes_round_trip_and_zero_is_not_an_error() {

@@ -64,13 +64,20 @@ fn register_only_raw(raw: u64) -> bool {
     raw >> 32 <= REGISTER_ONLY_HIGH
 }
 
+/// Whether the `call` / `reply_recv` in `frame` carries a register-only message: the
+/// first condition of the fast path, tested by the system-call entry before it enters
+/// [`fast_call`] or [`fast_reply_recv`] (which do not test it again).
+#[inline(always)]
+pub fn fast_candidate(frame: &TrapFrame) -> bool {
+    register_only_raw(frame.syscall_arguments()[1])
+}
+
 /// `call` on the fast path: `true` when it was taken (the reply is then in `frame`).
+/// Only for a [`fast_candidate`].
 #[inline(always)]
 pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let message = frame.syscall_arguments();
-    if !register_only_raw(message[1]) {
-        return false;
-    }
+    debug_assert!(register_only_raw(message[1]));
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
     let Some(mut scheduler) = sched::lock_for_handoff() else {
@@ -122,13 +129,11 @@ pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
 }
 
 /// `reply_recv` on the fast path: `true` when it was taken (the next message is then in
-/// `frame`).
+/// `frame`). Only for a [`fast_candidate`].
 #[inline(always)]
 pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let message = frame.syscall_arguments();
-    if !register_only_raw(message[1]) {
-        return false;
-    }
+    debug_assert!(register_only_raw(message[1]));
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
     let Some(mut scheduler) = sched::lock_for_handoff() else {

@@ -19,11 +19,13 @@ pub fn total_frames() -> u64 {
     TOTAL_FRAMES.load(Ordering::Relaxed)
 }
 
-/// Start `init` from the boot module `init` with the capabilities of `abi::init_slots`.
-/// Returns the process; `Err` says what was missing.
-pub fn start() -> Result<Arc<Process>, &'static str> {
+/// Start `init` from the boot module `init` with the capabilities of `abi::init_slots`
+/// and `argument` (0; `abi::INIT_CONTAINMENT` under the containment scenario). Returns the
+/// process; `Err` says what was missing.
+pub fn start_with(argument: u64) -> Result<Arc<Process>, &'static str> {
     TOTAL_FRAMES.store(frames::free_frames(), Ordering::Relaxed);
-    let process = super::spawn_from_module("init", 0).map_err(|_| "cannot load module init")?;
+    let process =
+        super::spawn_from_module("init", argument).map_err(|_| "cannot load module init")?;
     // The new thread has not run yet (this thread has not blocked), so these fill slots
     // 0.. of its empty table, in `init_slots` order.
     if let Err(problem) = install_init_caps(&process) {
@@ -70,4 +72,29 @@ fn install_init_caps(init: &Process) -> Result<(), &'static str> {
         .map_err(|_| full)?;
     }
     Ok(())
+}
+
+/// The body of the boot thread when `init` runs: start it with `argument` (0, or
+/// `abi::INIT_CONTAINMENT` under the containment scenario) and watch it; if the root task
+/// ends, the system cannot go on, so say so and power off.
+pub fn run(argument: usize) {
+    let init = match start_with(argument as u64) {
+        Ok(init) => init,
+        Err(problem) => {
+            crate::println!("keel: cannot start init: {problem}");
+            crate::trace::power_off(arch_api::ExitCode::Fatal)
+        }
+    };
+    crate::println!("keel: started init (pid {})", init.id);
+    loop {
+        match init.ending() {
+            crate::obj::process::Ending::Running => {
+                crate::task::sched::sleep(u64::from(crate::time::TIMER_HZ))
+            }
+            ending => {
+                crate::println!("keel: init ended ({ending:?}); powering off");
+                crate::trace::power_off(arch_api::ExitCode::Fatal)
+            }
+        }
+    }
 }

@@ -337,12 +337,12 @@ pub fn enter(frame: &mut TrapFrame) {
         // A thread killed while it yielded ends before it runs user code again (one
         // relaxed load when no kill is pending).
         crate::proc::exit_if_killed();
-    } else if number == Syscall::Call.number() {
+    } else if number == Syscall::Call.number() && ipc::fast::fast_candidate(frame) {
         // The IPC fast paths, each in its own function (tail-called), so the `null`/`yield`
-        // path keeps its small frame; each checks first that the message travels in
-        // registers only, and a longer one goes on to `dispatch`.
+        // path keeps its small frame; a message beyond the registers goes straight to
+        // `dispatch`. The fast paths rely on this check (they do not repeat it).
         ipc_call(frame);
-    } else if number == Syscall::ReplyRecv.number() {
+    } else if number == Syscall::ReplyRecv.number() && ipc::fast::fast_candidate(frame) {
         ipc_reply_recv(frame);
     } else if number == Syscall::Signal.number() {
         ipc_signal(frame);

@@ -61,8 +61,11 @@ impl Suite {
 }
 
 /// The suite's thread body.
-pub fn run(_: usize) {
+/// The suite; `cpus` is the CPU count the command line says the machine has (0: not
+/// given, not checked).
+pub fn run(cpus: usize) {
     let mut suite = Suite::new();
+    cpus_found(&mut suite, cpus);
     traps(&mut suite);
     suite.check("timer interrupts counted while idle", timer_while_idle());
     crate::testing::ktest_irq::run(&mut suite);
@@ -786,4 +789,19 @@ fn device_mapping() -> Result<(), &'static str> {
         return Err("tearing the process down did not return every frame");
     }
     outcome
+}
+
+/// The CPUs the MP response lists (the boot CPU included) against the count the command
+/// line gives, and every secondary CPU sent to the kernel arrived.
+fn cpus_found(suite: &mut Suite, expected: usize) {
+    let found = crate::boot::smp::reported().map_or(1, |(count, _)| count);
+    let name = alloc::format!("cpus: {found} found, every one arrived");
+    let outcome = if expected != 0 && found != expected {
+        Err("not the number of CPUs the machine was given (cpus= on the command line)")
+    } else if !crate::boot::smp::all_arrived() {
+        Err("a secondary CPU did not arrive")
+    } else {
+        Ok(())
+    };
+    suite.check(&name, outcome);
 }

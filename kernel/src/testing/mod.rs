@@ -21,6 +21,7 @@ pub mod ktest_irq;
 const KNOWN: &[&str] = &[
     "bench",
     "boot",
+    "containment",
     "echo-input",
     "kernel",
     "lock-order",
@@ -53,8 +54,19 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
             in_thread("bench", bench, iterations)
         }
         "boot" => boot_scenario(),
+        // The whole system under the containment manifest (`user/init`): `crashtest`
+        // reports and powers off.
+        "containment" => in_thread("boot", proc::init::run, abi::INIT_CONTAINMENT as usize),
         "echo-input" => echo_input(),
-        "kernel" => in_thread("kernel-suite", ktest::run, 0),
+        "kernel" => {
+            // `cpus=N`: the CPUs QEMU was given, which the suite checks it found.
+            let cpus = boot
+                .cmdline
+                .get("cpus")
+                .and_then(|text| text.parse::<usize>().ok())
+                .unwrap_or(0);
+            in_thread("kernel-suite", ktest::run, cpus)
+        }
         "lock-order" => in_thread("lock-order", lock_order, 0),
         "panic" => in_thread("panic-test", deliberate_panic, 0),
         "stack-overflow" => in_thread("overflow-test", overflow, 0),

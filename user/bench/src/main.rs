@@ -204,7 +204,7 @@ fn run_from(argument: u64) -> Result<(), Error> {
 
 /// Run every benchmark, or only the one selector `only` names (`abi::bench`).
 fn run(iterations: usize, only: u64) -> Result<(), Error> {
-    let wanted = |name: &str| abi::bench::selected(only, name);
+    let wanted = |index: usize| abi::bench::runs(only, index);
     // The empty measurement: two counter reads back to back (constant under icount).
     let empty = measure(iterations, 0, 1, || Ok(()))?;
     println!(
@@ -212,7 +212,7 @@ fn run(iterations: usize, only: u64) -> Result<(), Error> {
         empty.min
     );
     let empty = empty.min;
-    if wanted("null_syscall") {
+    if wanted(abi::bench::NULL_SYSCALL) {
         report(
             "null_syscall",
             &measure(iterations, empty, 1, || rt::null().map(drop))?,
@@ -221,13 +221,13 @@ fn run(iterations: usize, only: u64) -> Result<(), Error> {
     ipc_benchmarks(iterations, empty, &wanted)?;
     rt::ipc::signal(slots::YIELD_START, 1)?;
     // One sample is this thread → partner → this thread: two yields and two switches.
-    if wanted("yield") {
+    if wanted(abi::bench::YIELD) {
         report(
             "yield",
             &measure(iterations, empty, 2, || rt::yield_now().map(drop))?,
         );
     }
-    if wanted("map_unmap") {
+    if wanted(abi::bench::MAP_UNMAP) {
         report(
             "map_unmap",
             &measure(iterations, empty, 1, || {
@@ -275,10 +275,10 @@ fn ipc_server() -> i64 {
 fn ipc_benchmarks(
     iterations: usize,
     empty: u64,
-    wanted: &dyn Fn(&str) -> bool,
+    wanted: &dyn Fn(usize) -> bool,
 ) -> Result<(), Error> {
     let words = [1, 2, 3, 4];
-    if wanted("ipc_call_reply") {
+    if wanted(abi::bench::IPC_CALL_REPLY) {
         report(
             "ipc_call_reply",
             &measure(iterations, empty, 1, || {
@@ -290,7 +290,7 @@ fn ipc_benchmarks(
     for index in 4..LONG_WORDS {
         buffer.set_word(index, index as u64);
     }
-    if wanted("ipc_call_reply_1k") {
+    if wanted(abi::bench::IPC_CALL_REPLY_1K) {
         report(
             "ipc_call_reply_1k",
             &measure(iterations, empty, 1, || {
@@ -299,7 +299,7 @@ fn ipc_benchmarks(
         );
     }
     let notification = rt::ipc::notification_create()?;
-    if wanted("cap_transfer") {
+    if wanted(abi::bench::CAP_TRANSFER) {
         report(
             "cap_transfer",
             &measure(iterations, empty, 1, || {
@@ -309,7 +309,7 @@ fn ipc_benchmarks(
         );
     }
     rt::ipc::cap_delete(notification)?;
-    if wanted("notify_wake") {
+    if wanted(abi::bench::NOTIFY_WAKE) {
         report(
             "notify_wake",
             &measure(iterations, empty, 2, || {

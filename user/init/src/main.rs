@@ -34,6 +34,9 @@ use ucore::restart::Exit;
 use ucore::supervisor::Supervisor;
 
 const MANIFEST: &[u8] = include_bytes!("../manifest");
+/// The manifest of the crash-containment scenario (the kernel starts `init` with argument
+/// [`abi::INIT_CONTAINMENT`] under `test=containment`).
+const CONTAINMENT_MANIFEST: &[u8] = include_bytes!("../manifest-containment");
 /// The death bit of programs started through the process service.
 const SPAWNED_BIT: u64 = 1 << 63;
 /// The console and names badge of programs started through the process service (servers
@@ -88,8 +91,13 @@ fn report(line: String) {
     queue(Job::Print(line));
 }
 
-fn main(_: u64) -> i64 {
-    match run() {
+fn main(argument: u64) -> i64 {
+    let manifest = if argument == abi::INIT_CONTAINMENT {
+        CONTAINMENT_MANIFEST
+    } else {
+        MANIFEST
+    };
+    match run(manifest) {
         Ok(never) => match never {},
         Err(error) => {
             rt::println!("init: cannot continue: {error:?}");
@@ -109,7 +117,7 @@ fn ticks() -> u64 {
     summary[sysinfo::summary::TICKS]
 }
 
-fn run() -> Result<core::convert::Infallible, Error> {
+fn run(manifest: &[u8]) -> Result<core::convert::Infallible, Error> {
     let _buffer = service::ipc_buffer(0)?;
     let system = boot_slot(init_slots::SYSTEM);
     let mut summary = [0u64; sysinfo::summary::WORDS];
@@ -147,7 +155,7 @@ fn run() -> Result<core::convert::Infallible, Error> {
         .as_ref()
         .map(|boot| boot.deaths)
         .unwrap_or(Handle::NULL);
-    let manifest = Manifest::parse(MANIFEST).map_err(|_| Error::InvalidArgument)?;
+    let manifest = Manifest::parse(manifest).map_err(|_| Error::InvalidArgument)?;
     let mut supervisor: Supervisor<u64> = Supervisor::new(manifest, hz);
     start_thread(worker, WORKER_STACK)?;
     start_thread(service_thread, SERVICE_STACK)?;

@@ -218,6 +218,35 @@ impl fmt::Write for Printer<'_> {
     }
 }
 
+/// Register `endpoint` (a copy with [`CLIENT_RIGHTS`] travels; the caller keeps its own)
+/// under `name` at the name service `names`, through `buffer` (this thread's).
+pub fn names_register(
+    names: Handle,
+    buffer: &IpcBuffer,
+    name: &str,
+    endpoint: Handle,
+) -> Result<(), Error> {
+    let copy = crate::ipc::cap_copy(endpoint, CLIENT_RIGHTS)?;
+    buffer.set_cap(0, copy);
+    let info = MessageInfo::new(label::NAMES_REGISTER, 0, 1).ok_or(Error::InvalidArgument)?;
+    let result = call(names, info, name_words(name)).and_then(|received| status(&received));
+    // The copy moved to the name service, or is still ours when the call failed.
+    let _ = crate::ipc::cap_delete(copy);
+    result
+}
+
+/// Look `name` up at the name service `names`, through `buffer` (this thread's): the
+/// endpoint capability it is registered with (the caller's to delete).
+pub fn names_lookup(names: Handle, buffer: &IpcBuffer, name: &str) -> Result<Handle, Error> {
+    let info = MessageInfo::new(label::NAMES_LOOKUP, 0, 0).ok_or(Error::InvalidArgument)?;
+    let received = call(names, info, name_words(name))?;
+    status(&received)?;
+    if received.info.caps() != 1 {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(buffer.cap(0))
+}
+
 /// Ask `init`'s process service (`endpoint`) to do `label` with `words`.
 pub fn process_request(endpoint: Handle, label: u32, words: [u64; 4]) -> Result<u64, Error> {
     let info = MessageInfo::new(label, 0, 0).ok_or(Error::InvalidArgument)?;
