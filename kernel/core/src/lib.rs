@@ -2,14 +2,15 @@
 //! unit-tested there (the hubris `kerncore` split, DESIGN.md §1).
 //!
 //! Today: the kernel command line, the boot memory summary, the frame allocator's
-//! bookkeeping, capability tables, the IPC state machine, scheduler run queues and ELF
-//! checks.
+//! bookkeeping, capability tables, the IPC state machine, scheduler run queues, the
+//! sleepers' deadline heap and ELF checks.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod bootmem;
 pub mod captable;
 pub mod cmdline;
+pub mod deadlines;
 pub mod elf;
 pub mod frames;
 pub mod ipc;

@@ -15,8 +15,10 @@
 //! and in user mode. So a kernel thread is preempted only where it waits for an interrupt,
 //! a user thread anywhere, and no lock is ever held by a preempted thread.
 //!
-//! Weak spots: one CPU; the thread table is a fixed array of [`MAX_THREADS`]; sleeping
-//! threads are found by a scan of that table on each tick.
+//! Sleeping threads wait in a deadline heap ([`kcore::deadlines`]): a tick takes out only
+//! the due ones, O(log n) each, and a thread woken early leaves it the same way.
+//!
+//! Weak spots: one CPU; the thread table is a fixed array of [`MAX_THREADS`].
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -28,6 +30,7 @@ use crate::obj::Process;
 use crate::sync::{Lock, LockGuard, level};
 use crate::task::thread::{Start, State, Thread};
 use arch_api::{Paging, Platform, Threads};
+use kcore::deadlines::Deadlines;
 use kcore::runqueue::{Priority, QueueLink, RunQueue};
 
 /// Thread slots; slot 0 is never used (id 0 means "no thread" to the arch crate).
@@ -43,6 +46,8 @@ pub const NORMAL: Priority = match Priority::new(8) {
 struct Scheduler {
     threads: [Option<Box<Thread>>; MAX_THREADS],
     queue: RunQueue<[QueueLink; MAX_THREADS]>,
+    /// Threads blocked in `sleep`, by wake-up tick (the timer tick pops the due ones).
+    sleepers: Deadlines<MAX_THREADS>,
     current: usize,
     idle: usize,
     slice_left: u32,
@@ -87,6 +92,7 @@ pub fn init() {
     shared.0 = Some(Scheduler {
         threads: core::array::from_fn(|_| None),
         queue: RunQueue::new([QueueLink::UNQUEUED; MAX_THREADS]),
+        sleepers: Deadlines::new(),
         current: 0,
         idle: 0,
         slice_left: TIME_SLICE_TICKS,
@@ -357,6 +363,7 @@ pub fn sleep(ticks: u64) {
         let current = scheduler.current;
         if let Some(thread) = scheduler.thread(current) {
             thread.wake_at = Some(until);
+            scheduler.sleepers.insert(current, until);
         }
     });
     block();
@@ -370,8 +377,11 @@ fn make_ready(scheduler: &mut Scheduler, id: usize) {
         return;
     }
     thread.state = State::Ready;
-    thread.wake_at = None;
+    let slept = thread.wake_at.take().is_some();
     let priority = thread.priority;
+    if slept {
+        scheduler.sleepers.remove(id);
+    }
     let _ = scheduler.queue.enqueue(id, priority);
 }
 
@@ -453,13 +463,9 @@ pub fn timer_tick(now: u64) {
         if scheduler.current == 0 {
             return;
         }
-        for id in 1..MAX_THREADS {
-            let due = scheduler
-                .thread(id)
-                .is_some_and(|thread| thread.wake_at.is_some_and(|tick| tick <= now));
-            if due {
-                make_ready(scheduler, id);
-            }
+        while let Some(id) = scheduler.sleepers.pop_due(now) {
+            // `make_ready` clears the thread's `wake_at` (the heap entry is gone already).
+            make_ready(scheduler, id);
         }
         let current = scheduler.current;
         if let Some(thread) = scheduler.thread(current) {
@@ -688,6 +694,7 @@ fn free_dead() {
     AFTER_SWITCH.fetch_and(!DEAD_PENDING, Ordering::Relaxed);
     let dead = with(|scheduler| {
         let id = scheduler.dead.take()?;
+        scheduler.sleepers.remove(id);
         scheduler.threads[id].take()
     });
     if let Some(thread) = dead {
