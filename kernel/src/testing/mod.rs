@@ -16,6 +16,7 @@ use crate::{Cpu, println};
 
 pub mod ktest;
 pub mod ktest_irq;
+pub mod smp;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
 const KNOWN: &[&str] = &[
@@ -25,6 +26,8 @@ const KNOWN: &[&str] = &[
     "kernel",
     "lock-order",
     "panic",
+    "smp",
+    "smp-panic",
     "stack-overflow",
     "user",
     "user-fault",
@@ -45,6 +48,8 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         "kernel" => in_thread("kernel-suite", ktest::run, 0),
         "lock-order" => in_thread("lock-order", lock_order, 0),
         "panic" => in_thread("panic-test", deliberate_panic, 0),
+        "smp" => in_thread("smp", smp::scenario, 0),
+        "smp-panic" => smp::panic_scenario(),
         "stack-overflow" => in_thread("overflow-test", overflow, 0),
         "user" => in_thread("user-suite", user_suite, 0),
         "user-fault" => in_thread("user-fault", user_fault, 0),

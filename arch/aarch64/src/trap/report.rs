@@ -126,7 +126,7 @@ pub fn user_exception(frame: &TrapFrame, why: &str) {
 }
 
 fn full_report(frame: &TrapFrame) {
-    let cpu = percpu::current().map_or(u32::MAX, |cpu| cpu.id);
+    let cpu = percpu::current().map_or(u32::MAX, |cpu| cpu.id.load(Ordering::Relaxed));
     report!(
         "\nkeel: FATAL: {} [{}] on cpu {} in thread {}",
         what(frame),
