@@ -1,7 +1,7 @@
 //! Secondary CPUs (DESIGN.md §4): the loader starts them from the Limine MP request and
 //! parks them; the kernel sends each to its entry, which gives it its per-CPU state and
-//! an idle loop with interrupts on. Per architecture: scenario `boot` with four CPUs and
-//! with one; scenario `smp` with four (IPIs, the per-CPU blocks, TLB shootdown; GICv2 too
+//! an idle loop with interrupts on. Per architecture: scenario `boot` with four CPUs, with
+//! one, and with ten (two beyond the kernel's maximum, left parked); scenario `smp` with four (IPIs, the per-CPU blocks, TLB shootdown; GICv2 too
 //! on AArch64); scenario `smp-panic` with four (two secondaries panic at once: one report,
 //! then silence, exit code 2).
 #![forbid(unsafe_code)]
@@ -36,6 +36,30 @@ fn boot_with(arch: Arch, cpus: u32) {
         online.starts_with(&format!("smp: {cpus} CPUs online")),
         "not every CPU came online: {online:?}"
     );
+    serial.expect("ok timer ticks");
+    expect_ending(&outcome, &Ending::Exit(0));
+}
+
+/// Scenario `boot` with ten CPUs, two more than the kernel's `MAX_CPUS` (8): those two are
+/// moved onto the kernel's tables and parked with a line each, the other eight come online.
+fn boot_beyond_max(arch: Arch) {
+    if !selected(arch, &format!("smp test with 10 CPUs on {arch}")) {
+        return;
+    }
+    let mut options = options(arch, "smp-10", "test=boot");
+    options.qemu.smp = 10;
+    let outcome = boot(&options);
+    let mut serial = Serial::new(&outcome);
+    serial.expect("cpus: 10 (bsp 0x");
+    for _ in 0..2 {
+        let line = serial.expect("smp: cpu ");
+        assert!(
+            line.ends_with("is beyond the kernel's 8 CPUs; left parked"),
+            "{line:?}"
+        );
+    }
+    serial.expect("smp: 10 of 10 CPUs arrived");
+    serial.expect("smp: 8 CPUs online (at most 8)");
     serial.expect("ok timer ticks");
     expect_ending(&outcome, &Ending::Exit(0));
 }
@@ -139,6 +163,16 @@ fn smp_panic(arch: Arch) {
         );
     }
     expect_ending(&outcome, &Ending::Exit(2));
+}
+
+#[test]
+fn smp_ten_cpus_x86_64() {
+    boot_beyond_max(Arch::X86_64);
+}
+
+#[test]
+fn smp_ten_cpus_aarch64() {
+    boot_beyond_max(Arch::Aarch64);
 }
 
 #[test]

@@ -11,7 +11,9 @@
 //! masked) on its own stack, with its `limine_mp_info` in X0. The loader's tables lie in
 //! bootloader-reclaimable memory, which the kernel takes back once the boot path is done,
 //! so the CPU switches to the kernel's and stops walking TTBR0 (TCR_EL1.EPD0) before
-//! anything else; a CPU left parked waits in a loop that touches no memory.
+//! anything else; a CPU left parked waits in a loop that touches no memory. TTBR0 walks
+//! stay off on a secondary: it runs no user thread yet (the step that schedules threads
+//! there must clear EPD0 along with its first `activate`).
 //!
 //! # IPIs
 //! SGI INTID = `arch_api::Ipi` number, sent to one CPU at a time (never "all but self":
@@ -140,10 +142,11 @@ pub fn hardware_id() -> u64 {
     sysreg::read!("mpidr_el1") & MPIDR_AFFINITY
 }
 
-/// This CPU's dense index, through TPIDR_EL1.
+/// This CPU's dense index, through TPIDR_EL1 (0 while it points at no block of
+/// `percpu`: the loader's value on a secondary that has not run `percpu::init` yet).
 #[inline]
 pub fn this_cpu() -> u32 {
-    percpu::this().id.load(Ordering::Relaxed)
+    percpu::current().map_or(0, |block| block.id.load(Ordering::Relaxed))
 }
 
 /// Shootdown generations (see `arch_api::ShootdownGenerations`).
