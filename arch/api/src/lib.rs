@@ -964,3 +964,65 @@ pub trait InterruptSelfTest: Interrupts {
         false
     }
 }
+
+#[cfg(test)]
+mod ipi_tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_numbers() {
+        for ipi in Ipi::ALL {
+            assert_eq!(Ipi::from_number(ipi as u64), Some(ipi));
+        }
+        assert_eq!(Ipi::from_number(Ipi::ALL.len() as u64), None);
+    }
+
+    #[test]
+    fn targets_are_online_cpus_and_never_the_sender_among_all_others() {
+        let online = |index: u32| [0, 1, 3, 5].contains(&index);
+        let all: Vec<u32> = ipi_targets(IpiTarget::AllOthers, 1, online).collect();
+        assert_eq!(all, [0, 3, 5]);
+        let one: Vec<u32> = ipi_targets(IpiTarget::Cpu(3), 1, online).collect();
+        assert_eq!(one, [3]);
+        assert_eq!(ipi_targets(IpiTarget::Cpu(2), 1, online).count(), 0);
+        assert_eq!(
+            ipi_targets(IpiTarget::Cpu(MAX_CPUS as u32), 0, |_| true).count(),
+            1,
+            "the online check, not the sender, decides an out-of-range index"
+        );
+    }
+
+    #[test]
+    fn a_shootdown_waits_for_a_flush_that_started_after_it() {
+        let generations = ShootdownGenerations::new();
+        let counters = IpiCounters::new();
+        // A flush that read the generation before the sender took its own does not count.
+        let seen_early = generations.current();
+        let mine = generations.next();
+        counters.acknowledge_tlb(seen_early);
+        let done = |counts: &IpiCounts| counts.tlb_flushed >= mine;
+        assert!(!done(&counters.snapshot()));
+        counters.acknowledge_tlb(generations.current());
+        assert!(done(&counters.snapshot()));
+        // An older acknowledgement never lowers a newer one.
+        counters.acknowledge_tlb(seen_early);
+        assert!(done(&counters.snapshot()));
+    }
+
+    #[test]
+    fn the_wait_is_bounded_and_counts_who_did_not_answer() {
+        let answered = IpiCounters::new();
+        answered.mark_stopped();
+        let silent = IpiCounters::new();
+        let counts = |index: u32| match index {
+            0 => Some(answered.snapshot()),
+            1 => Some(silent.snapshot()),
+            _ => None,
+        };
+        let missing = wait_for_ipi_effect([0, 1, 2].into_iter(), counts, |c| c.stopped);
+        assert_eq!(missing, 2);
+    }
+}

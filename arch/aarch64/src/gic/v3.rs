@@ -106,7 +106,10 @@ pub struct MappedRegion {
 }
 
 /// The redistributor of the CPU whose MPIDR is `mpidr`, in `regions`.
-fn find_redistributor(
+///
+/// # Safety
+/// Every region maps GICv3 redistributor frames with device attributes for good.
+unsafe fn find_redistributor(
     regions: &[MappedRegion],
     stride: Option<u64>,
     mpidr: u64,
@@ -117,7 +120,7 @@ fn find_redistributor(
         let mut offset = 0;
         while offset + STRIDE_V3 <= region.size {
             // SAFETY: the frame lies inside a mapped redistributor region (loop bound; the
-            // regions are mapped for good, `GicV3::new`'s contract).
+            // caller's duty).
             let control: Mmio<RedistributorControl> = unsafe { Mmio::new(region.base + offset) };
             let typer = control.typer.get();
             if typer >> 32 == affinity {
@@ -150,9 +153,11 @@ impl GicV3 {
         stride: Option<u64>,
     ) -> Result<Self, EarlyError> {
         let mpidr = MPIDR_EL1.get();
-        let Redistributor { control, sgi } = find_redistributor(regions, stride, mpidr).ok_or(
-            EarlyError::MissingDevice("GICv3 redistributor for the boot CPU's MPIDR"),
-        )?;
+        // SAFETY: the caller guarantees the regions' mappings.
+        let found = unsafe { find_redistributor(regions, stride, mpidr) };
+        let Redistributor { control, sgi } = found.ok_or(EarlyError::MissingDevice(
+            "GICv3 redistributor for the boot CPU's MPIDR",
+        ))?;
         // SAFETY: the caller guarantees the distributor mapping.
         let distributor_registers = unsafe { Mmio::new(distributor) };
         // SAFETY: GICD_IROUTER lies 0x6000 into the distributor's 64 KiB frame, which the
@@ -197,12 +202,15 @@ impl GicV3 {
 
     /// Set up a secondary CPU: find its redistributor, then as for the boot CPU.
     pub fn init_cpu(&self) -> Result<(), EarlyError> {
-        let Redistributor { control, sgi } = find_redistributor(
-            &self.regions[..self.region_count],
-            self.stride,
-            MPIDR_EL1.get(),
-        )
-        .ok_or(EarlyError::MissingDevice(
+        // SAFETY: the regions are the ones `new` was given, mapped for good (its contract).
+        let found = unsafe {
+            find_redistributor(
+                &self.regions[..self.region_count],
+                self.stride,
+                MPIDR_EL1.get(),
+            )
+        };
+        let Redistributor { control, sgi } = found.ok_or(EarlyError::MissingDevice(
             "GICv3 redistributor for this CPU's MPIDR",
         ))?;
         Self::init_cpu_interface(&control, &sgi)
