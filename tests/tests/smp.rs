@@ -1,9 +1,11 @@
 //! Secondary CPUs (DESIGN.md §4): the loader starts them from the Limine MP request and
 //! parks them; the kernel sends each to its entry, which gives it its per-CPU state and
 //! an idle loop with interrupts on. Per architecture: scenario `boot` with four CPUs, with
-//! one, and with ten (two beyond the kernel's maximum, left parked); scenario `smp` with four (IPIs, the per-CPU blocks, TLB shootdown; GICv2 too
-//! on AArch64); scenario `smp-panic` with four (two secondaries panic at once: one report,
-//! then silence, exit code 2).
+//! one, and with ten (two beyond the kernel's maximum, left parked); scenario `smp` with
+//! four (IPIs, the per-CPU blocks, TLB shootdown; GICv2 too on AArch64); scenario
+//! `smp-panic` with four (two secondaries panic at once: one report, then silence, exit
+//! code 2); scenario `smp-overflow` with four (a secondary overflows its stack: one
+//! fatal-trap report, then silence, exit code 2).
 #![forbid(unsafe_code)]
 
 use tests::{
@@ -163,6 +165,61 @@ fn smp_panic(arch: Arch) {
         );
     }
     expect_ending(&outcome, &Ending::Exit(2));
+}
+
+/// Scenario `smp-overflow` on four CPUs: secondary 1 recurses into the guard page of its
+/// idle stack. The arch crate reports the overflow on that CPU (x86_64: a double fault on
+/// its own guarded IST stack; AArch64: its overflow stack) after the core stopped the
+/// others: one report, and no line of the boot CPU (one per tick until it is stopped)
+/// after it.
+fn smp_overflow(arch: Arch) {
+    if !selected(arch, &format!("smp-overflow on {arch}")) {
+        return;
+    }
+    let mut options = options(arch, "smp-overflow", "test=smp-overflow");
+    options.qemu.smp = 4;
+    let outcome = boot(&options);
+    let reports: Vec<usize> = outcome
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.contains("kernel stack overflow in thread"))
+        .map(|(index, _)| index)
+        .collect();
+    assert_eq!(
+        reports.len(),
+        1,
+        "expected one overflow report:\n{}",
+        outcome.lines.join("\n")
+    );
+    assert!(
+        outcome.lines[reports[0]..]
+            .iter()
+            .any(|line| line.contains("::recurse (kernel/src/")),
+        "no report line names the recursing function:\n{}",
+        outcome.lines.join("\n")
+    );
+    for text in &outcome.lines[reports[0] + 1..] {
+        assert!(
+            !text.contains("smp-panic:")
+                && !text.contains("smp: ")
+                && !text.contains("KERNEL")
+                && !text.contains("ok "),
+            "a line of another CPU after the report: {text:?}\n{}",
+            outcome.lines.join("\n")
+        );
+    }
+    expect_ending(&outcome, &Ending::Exit(2));
+}
+
+#[test]
+fn smp_overflow_x86_64() {
+    smp_overflow(Arch::X86_64);
+}
+
+#[test]
+fn smp_overflow_aarch64() {
+    smp_overflow(Arch::Aarch64);
 }
 
 #[test]

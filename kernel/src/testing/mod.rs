@@ -27,6 +27,7 @@ const KNOWN: &[&str] = &[
     "lock-order",
     "panic",
     "smp",
+    "smp-overflow",
     "smp-panic",
     "stack-overflow",
     "user",
@@ -49,7 +50,8 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         "lock-order" => in_thread("lock-order", lock_order, 0),
         "panic" => in_thread("panic-test", deliberate_panic, 0),
         "smp" => in_thread("smp", smp::scenario, 0),
-        "smp-panic" => smp::panic_scenario(),
+        "smp-overflow" => smp::fatal_scenario(smp::Fatal::Overflow),
+        "smp-panic" => smp::fatal_scenario(smp::Fatal::Panic),
         "stack-overflow" => in_thread("overflow-test", overflow, 0),
         "user" => in_thread("user-suite", user_suite, 0),
         "user-fault" => in_thread("user-fault", user_fault, 0),
@@ -128,7 +130,7 @@ fn panic_here(value: u64) {
 /// Recurses without bound: the array (through `black_box`) keeps each frame alive and the
 /// addition after the call defeats tail-call optimization.
 #[inline(never)]
-fn recurse(depth: u64) -> u64 {
+pub(crate) fn recurse(depth: u64) -> u64 {
     let mut frame = [0u8; 256];
     frame[(depth % 256) as usize] = depth as u8;
     let frame = core::hint::black_box(frame);

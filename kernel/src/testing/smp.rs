@@ -1,5 +1,7 @@
-//! Scenarios `smp` and `smp-panic` (DESIGN.md §8): the secondary CPUs' per-CPU state and
-//! the IPIs between CPUs, on a machine started with several CPUs (`--smp 4`).
+//! Scenarios `smp`, `smp-panic` and `smp-overflow` (DESIGN.md §8): the secondary CPUs'
+//! per-CPU state and the IPIs between CPUs, and the stop of every other CPU when one
+//! panics or overflows its kernel stack, on a machine started with several CPUs
+//! (`--smp 4`).
 //!
 //! The boot CPU asks a secondary for something by writing its request slot and sending it
 //! a reschedule IPI: the secondary wakes from its idle wait, and its idle loop
@@ -28,6 +30,8 @@ const REPORT: u8 = 1;
 const READ: u8 = 2;
 /// Panic on purpose.
 const PANIC: u8 = 3;
+/// Recurse into the guard page of this CPU's idle stack.
+const OVERFLOW: u8 = 4;
 
 static REQUEST: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(NOTHING) }; MAX_CPUS];
 /// Set by the secondary once it has answered its request.
@@ -65,6 +69,10 @@ pub fn on_wake(index: usize) {
             "deliberate panic on cpu {} (scenario smp-panic)",
             Cpu::cpu_index()
         ),
+        OVERFLOW => {
+            let depth = crate::testing::recurse(0);
+            println!("not ok smp-overflow: the recursion returned at depth {depth}");
+        }
         _ => return,
     }
     ANSWERED[index].store(1, Ordering::Release);
@@ -234,11 +242,21 @@ fn remap_seen(index: u32) -> Result<(), &'static str> {
     outcome
 }
 
-/// `smp-panic`: two secondaries panic at once. One reports (the first to claim the
-/// report); the other stops without a word, and so do the idle secondaries and the boot
-/// CPU, which prints a line on every tick until it is stopped. The machine powers off
-/// with the panic exit code.
-pub fn panic_scenario() -> ! {
+/// What the secondaries of [`fatal_scenario`] do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fatal {
+    /// `smp-panic`: two secondaries panic at once.
+    Panic,
+    /// `smp-overflow`: one secondary overflows its idle stack (a fatal trap, reported by
+    /// the arch crate on that CPU's own IST / overflow stack).
+    Overflow,
+}
+
+/// `smp-panic` / `smp-overflow`: one report (the first CPU to claim it), then silence:
+/// the reporting CPU stops every other one, a second panicking CPU stops without a word,
+/// and the boot CPU, which prints a line on every tick, is stopped too. The machine
+/// powers off with the fatal exit code.
+pub fn fatal_scenario(kind: Fatal) -> ! {
     let cpus = secondaries();
     if cpus.is_empty() {
         println!("not ok smp-panic: no secondary CPU online (boot with --smp 2 or more)");
@@ -246,10 +264,16 @@ pub fn panic_scenario() -> ! {
         crate::trace::power_off(ExitCode::TestFailed);
     }
     time::start_timer();
-    let panicking = &cpus[..cpus.len().min(2)];
-    println!("smp-panic: cpus {panicking:?} panic at once");
+    let (request, panicking) = match kind {
+        Fatal::Panic => (PANIC, &cpus[..cpus.len().min(2)]),
+        Fatal::Overflow => (OVERFLOW, &cpus[..1]),
+    };
+    match kind {
+        Fatal::Panic => println!("smp-panic: cpus {panicking:?} panic at once"),
+        Fatal::Overflow => println!("smp-panic: cpu {} overflows its stack", panicking[0]),
+    }
     for &index in panicking {
-        REQUEST[index as usize].store(PANIC, Ordering::Release);
+        REQUEST[index as usize].store(request, Ordering::Release);
     }
     for &index in panicking {
         Cpu::send_ipi(IpiTarget::Cpu(index), Ipi::Reschedule);
