@@ -7,22 +7,62 @@
 //! of the UART and the console prints them as whole lines among its clients'. Printing
 //! then only marks the log readable ([`take_readable`]); the system-call exit and the
 //! timer tick signal the reader, so a `println!` is safe under any lock.
+//!
+//! A kernel panic is reported by one CPU ([`claim_panic`]: the first to panic); from then
+//! on any other CPU that writes to the UART stops instead ([`Serial`]), so nothing follows
+//! the report, even from a CPU the stop IPI has not reached yet.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::Cpu;
 use crate::sync::{Lock, deferred, level};
-use arch_api::{EarlyError, ExitCode, Platform};
+use arch_api::{EarlyError, ExitCode, Platform, SecondaryCpus};
 
 /// Serializes writers; the unit type is the console itself (the arch crate owns the device).
 static CONSOLE: Lock<()> = Lock::new(level::CONSOLE, ());
 
-/// The UART, unlocked: for reports that must not wait (a panic may hold the lock).
+/// The UART, unlocked: for reports that must not wait (a panic may hold the lock). A CPU
+/// other than the one reporting a panic stops here instead of writing.
 pub struct Serial;
+
+/// The CPU that reports a kernel panic; [`NO_PANIC`] while there is none.
+static PANIC_CPU: AtomicU32 = AtomicU32::new(NO_PANIC);
+const NO_PANIC: u32 = u32::MAX;
+
+/// What a panicking CPU is to the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanicRole {
+    /// The first CPU to panic: it reports.
+    Reporter,
+    /// The reporting CPU panicked again while reporting.
+    Nested,
+    /// Another CPU reports already: this one must stop without a word.
+    Silent,
+}
+
+/// Claim the panic report for this CPU (the first caller wins).
+pub fn claim_panic() -> PanicRole {
+    let me = Cpu::cpu_index();
+    match PANIC_CPU.compare_exchange(NO_PANIC, me, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => PanicRole::Reporter,
+        Err(owner) if owner == me => PanicRole::Nested,
+        Err(_) => PanicRole::Silent,
+    }
+}
+
+/// Stop this CPU if another one is reporting a panic.
+#[inline]
+fn stop_if_silenced() {
+    let owner = PANIC_CPU.load(Ordering::Acquire);
+    if owner != NO_PANIC && owner != Cpu::cpu_index() {
+        Cpu::stop_self();
+    }
+}
 
 impl Write for Serial {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        stop_if_silenced();
         // Serial terminals want CR LF.
         for (index, line) in text.split('\n').enumerate() {
             if index > 0 {

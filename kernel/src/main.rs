@@ -25,8 +25,8 @@
 //! ([`upcall`]) do the work from the top.
 //!
 //! Boot order: arch early init (with [`boot::early_frames`]), [`mm`] (frame allocator, the
-//! kernel's own page tables, heap), banner, the secondary CPUs ([`boot::smp`], parked),
-//! then `init` (or the scenario) in the first
+//! kernel's own page tables, heap), banner, the secondary CPUs ([`boot::smp`], each in
+//! [`secondary_idle`] with its per-CPU state), then `init` (or the scenario) in the first
 //! thread; reclaimable loader memory goes to the frame allocator once that thread runs off
 //! the boot stack.
 #![no_std]
@@ -86,7 +86,11 @@ extern "C" fn kmain() -> ! {
     }
     boot.print_banner();
     mm::print_summary();
-    boot::smp::start_secondaries();
+    boot::smp::start_secondaries(
+        &mut mm::frames::KernelFrames,
+        &mut || mm::stacks::allocate().ok(),
+        secondary_idle,
+    );
     match boot.cmdline.scenario() {
         None if boot::module("init").is_some() => task::run_first("boot", proc::init::run, 0),
         None => idle(),
@@ -131,8 +135,32 @@ fn idle() -> ! {
     }
 }
 
+/// An online secondary CPU, on its own kernel stack, for good: wait for interrupts with
+/// interrupts enabled, handling IPIs (the arch does: reschedule counted, TLB flushed and
+/// acknowledged, stop). The scheduler does not run here yet.
+extern "C" fn secondary_idle(_index: usize) -> ! {
+    loop {
+        Cpu::wait_for_interrupt();
+        #[cfg(feature = "testing")]
+        testing::smp::on_wake(_index);
+    }
+}
+
+/// The panic report. The first CPU to panic reports; it stops every other CPU first (stop
+/// IPIs, and `log::Serial` stops a CPU that writes meanwhile), so nothing follows the
+/// report and a second panicking CPU stops without a word.
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    use arch_api::SecondaryCpus;
+    match log::claim_panic() {
+        log::PanicRole::Reporter => {}
+        log::PanicRole::Silent => Cpu::stop_self(),
+        log::PanicRole::Nested => {
+            let _ = writeln!(log::Serial, "\nKERNEL PANIC while reporting a panic");
+            Cpu::power_off(ExitCode::Fatal)
+        }
+    }
+    let still_running = Cpu::stop_others();
     // The report takes no lock: the panicking code may hold one.
     let mut out = log::Serial;
     let _ = write!(out, "\nKERNEL PANIC: {}", info.message());
@@ -141,11 +169,15 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     }
     let _ = writeln!(out);
     let thread = <Cpu as arch_api::Threads>::current_thread();
-    let _ = writeln!(
-        out,
-        "panic in thread {} (id {thread})",
-        upcall::keel_thread_name(thread)
-    );
+    let cpu = Cpu::cpu_index();
+    let name = match (thread, cpu) {
+        (0, 1..) => "(secondary idle)",
+        _ => upcall::keel_thread_name(thread),
+    };
+    let _ = writeln!(out, "panic in thread {name} (id {thread}) on cpu {cpu}");
+    if still_running != 0 {
+        let _ = writeln!(out, "({still_running} other CPUs did not stop)");
+    }
     let _ = Cpu::backtrace(&mut out);
     let _ = writeln!(out, "keel: kernel panic; powering off (exit code 2)");
     trace::power_off(ExitCode::Fatal)

@@ -26,19 +26,31 @@
 //! | 70 | `console` (the UART writer) | `log` |
 //! | 72 | `log ring` | `log` |
 //!
-//! Interrupts: the kernel runs with interrupts masked except while a CPU waits for one
-//! (`Platform::wait_for_interrupt`) and in user mode, so no lock is taken by an
-//! interrupt handler on a CPU that already holds it, and no lock is held by a preempted
-//! thread. The one lock held across a switch is the scheduler's, in the IPC hand-off
+//! # Interrupts and SMP
+//! A lock is interrupt-safe because of where interrupts are on, not because [`Lock`]
+//! masks them: every CPU runs kernel code with interrupts masked except inside
+//! `Platform::wait_for_interrupt` (which holds no lock: it is called from idle loops and
+//! sleeping waits outside any guard) and in user mode. So while a CPU holds a lock no
+//! interrupt handler runs on it, no handler can spin on a lock its own CPU holds, and no
+//! lock is held by a preempted thread; another CPU that wants the lock spins until the
+//! holder, which cannot be interrupted, releases it. The IPI handlers of the secondary
+//! CPUs take no lock at all. The lock-order checker checks this rule on every take: a
+//! lock taken with interrupts enabled panics (`lock taken with interrupts enabled`).
+//! Masking in [`Lock::lock`] itself would cost every lock (the IPC fast paths included)
+//! a flags save and restore for a state the kernel is already in.
+//!
+//! The one lock held across a switch is the scheduler's, in the IPC hand-off
 //! (`task::sched::Handoff`): taken by the outgoing thread and released on the same CPU
 //! before the incoming one runs.
 //!
 //! # The lock-order checker
 //! With the `lockcheck` feature (every QEMU test run turns it on), each CPU keeps the
-//! locks it holds; taking a lock whose level is at or below the highest level held
-//! panics and names both locks. Without the feature a [`Lock`] is a plain spin lock.
-//! Holding is tracked per CPU, not per thread: a lock taken by one thread and released
-//! after a switch by the next one on the same CPU is still one CPU's lock.
+//! locks it holds in its own record (indexed by the CPU's dense index, read through its
+//! per-CPU block; `arch_api::MAX_CPUS` records); taking a lock whose level is at or below
+//! the highest level its CPU holds panics and names both locks. Without the feature a
+//! [`Lock`] is a plain spin lock. Holding is tracked per CPU, not per thread: a lock taken
+//! by one thread and released after a switch by the next one on the same CPU is still one
+//! CPU's lock (threads do not move between CPUs).
 
 use core::ops::{Deref, DerefMut};
 
@@ -213,12 +225,15 @@ mod checker {
 
     use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+    use arch_api::{Platform, SecondaryCpus};
+
     use super::Level;
+    use crate::Cpu;
 
     /// Locks one CPU may hold at once.
     const DEPTH: usize = 16;
     /// The CPUs the checker keeps records for.
-    const CPUS: usize = 1;
+    const CPUS: usize = arch_api::MAX_CPUS;
 
     struct Held {
         count: AtomicUsize,
@@ -274,12 +289,20 @@ mod checker {
     }
 
     fn this_cpu() -> &'static Held {
-        &HELD[0]
+        // Only online CPUs run kernel code that locks, and their indices are below CPUS.
+        &HELD[(Cpu::cpu_index() as usize).min(CPUS - 1)]
     }
 
     /// Check that `level` may be taken now, then record it.
     pub fn acquire(level: Level) {
         let held = this_cpu();
+        if Cpu::interrupts_enabled() {
+            held.count.store(0, Ordering::Relaxed);
+            panic!(
+                "lock taken with interrupts enabled: \"{}\" (level {})",
+                level.name, level.rank
+            );
+        }
         let count = held.count.load(Ordering::Relaxed).min(DEPTH);
         // The highest level held (the first such lock, for the report).
         let mut highest: Option<usize> = None;

@@ -10,7 +10,7 @@ use arch_api::{TrapCause, TrapFrame as _};
 use crate::task::sched;
 use crate::task::thread::TrapFrame;
 use crate::trace::{self, Kind};
-use crate::{hwirq, irq, proc, syscall, time};
+use crate::{Cpu, hwirq, irq, log, proc, syscall, time};
 
 /// Called by the arch crate's timer interrupt handler, with interrupts masked, after EOI.
 /// May switch threads (preemption).
@@ -78,4 +78,19 @@ pub fn keel_thread_name(thread: usize) -> &'static str {
         return "(boot)";
     }
     sched::name_of(thread).unwrap_or("(unknown thread)")
+}
+
+/// A fatal report (kernel fault, kernel-stack overflow) is about to start on this CPU: as
+/// for a panic (`main.rs`), the first CPU to report stops the others first, and a CPU that
+/// comes second stops without a word. Takes no lock.
+#[unsafe(no_mangle)]
+pub fn keel_fatal_begin() {
+    use arch_api::SecondaryCpus;
+    match log::claim_panic() {
+        log::PanicRole::Reporter => {
+            Cpu::stop_others();
+        }
+        log::PanicRole::Nested => {}
+        log::PanicRole::Silent => Cpu::stop_self(),
+    }
 }

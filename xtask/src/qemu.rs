@@ -1058,6 +1058,23 @@ mod tests {
         assert!(line.ends_with("-no-reboot -serial stdio -monitor none -s -S"));
     }
 
+    /// QEMU runs an SMP guest of these targets with one host thread per vCPU
+    /// (multi-threaded TCG) unless told otherwise; the SMP tests rely on the CPUs running
+    /// at once, so no ordinary boot may ask for single-threaded TCG or `-icount` (which
+    /// implies it). Only `cargo xtask bench` adds `-icount`, through `extra_args`.
+    #[test]
+    fn smp_boots_keep_multi_threaded_tcg() {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let mut options = QemuOptions::new(arch);
+            options.smp = 4;
+            let line = joined(&options);
+            assert!(line.contains(" -smp 4 "), "{line}");
+            for forbidden in ["thread=single", "-icount", "-accel"] {
+                assert!(!line.contains(forbidden), "{forbidden} in {line}");
+            }
+        }
+    }
+
     #[test]
     fn exit_status_mapping() {
         use Ending::*;

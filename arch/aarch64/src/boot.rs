@@ -27,7 +27,7 @@ pub fn early_init(info: &EarlyInfo<'_>, frames: &mut dyn FrameSource) -> Result<
     }
     use_sp_el1();
     // The EL1 vector entry reads the per-CPU block before anything else.
-    percpu::init_boot_cpu();
+    percpu::init_boot_cpu(crate::smp::hardware_id());
     trap::install_vectors();
     trap::unmask_serror();
     thread::init_fpu();
@@ -52,9 +52,9 @@ pub fn early_init(info: &EarlyInfo<'_>, frames: &mut dyn FrameSource) -> Result<
     check_clear_of_hhdm(info.hhdm_offset, devices.memory_top)?;
     paging::init(info.hhdm_offset, window.attr_index(), frames).map_err(EarlyError::Unsupported)?;
     let pan = enable_pan();
-    // SCTLR_EL1.UMA = 0: `msr daifset`/`daifclr` at EL0 trap (EL0 never masks interrupts).
-    sysreg::write!("sctlr_el1", sysreg::read!("sctlr_el1") & !(1 << 9));
+    init_cpu_controls();
     let gic = gic::init(&devices.gic, &mut window, frames)?;
+    percpu::mark_online();
     report!(
         "aarch64: EL1 on SP_EL1; PL011 at {:#x} (INTID {}); GICv{} ({} INTIDs); timer CNTV \
          (INTID {}) at {} Hz; PSCI {}; MAIR index {} = Device-nGnRE; PAN {}",
@@ -105,6 +105,16 @@ fn check_clear_of_hhdm(hhdm_offset: u64, memory_top: u64) -> Result<(), EarlyErr
         ));
     }
     Ok(())
+}
+
+/// The system-control settings every CPU gets: PAN on where the boot CPU turned it on
+/// ([`enable_pan`]), and SCTLR_EL1.UMA = 0: `msr daifset`/`daifclr` at EL0 trap (EL0 never
+/// masks interrupts).
+pub fn init_cpu_controls() {
+    if PAN.load(Ordering::Relaxed) {
+        enable_pan();
+    }
+    sysreg::write!("sctlr_el1", sysreg::read!("sctlr_el1") & !(1 << 9));
 }
 
 /// Turn on Privileged Access Never when the CPU has it (ID_AA64MMFR1_EL1.PAN), and keep it

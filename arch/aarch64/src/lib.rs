@@ -60,9 +60,12 @@
 //!   running code and stack to the same frames with the same memory type, but the loader
 //!   may have used blocks where Keel uses pages (a TLB conflict is possible in theory on
 //!   hardware; QEMU does not model it).
-//! - Boot CPU only: one per-CPU block and overflow stack, the GICv3 redistributor of the
-//!   boot CPU, the timer PPI and the SPIs the core enables ([`interrupts`]) routed to it.
-//!   TLB maintenance is inner-shareable broadcast, so it is already correct for SMP.
+//! - Secondary CPUs come online ([`smp`]: per-CPU block and overflow stack, vectors, GIC
+//!   interface or redistributor, SGIs for the IPIs) but run only their idle loop; the
+//!   timer PPI and the SPIs the core enables ([`interrupts`]) are routed to the boot CPU.
+//!   TLB maintenance is inner-shareable broadcast, so it is already correct for SMP (the
+//!   shootdown IPI adds a local flush and an acknowledgement). A stop IPI is an SGI: a CPU
+//!   that spins with interrupts masked does not take it (no pseudo-NMI).
 //! - ASIDs are not rolled over: with 8-bit ASIDs at most 255 user address spaces exist at
 //!   once (`new_address_space` then answers `OutOfMemory`).
 //! - The overflow check treats an SP up to 64 KiB below the running stack's base as an
@@ -130,6 +133,10 @@ impl Platform for Cpu {
 
     fn wait_for_interrupt() {
         trap::wait_for_interrupt();
+    }
+
+    fn interrupts_enabled() -> bool {
+        trap::interrupts_enabled()
     }
 
     fn power_off(code: ExitCode) -> ! {
@@ -440,15 +447,61 @@ impl arch_api::InterruptSelfTest for Cpu {
 }
 
 impl arch_api::SecondaryCpus for Cpu {
-    fn prepare_secondaries() {
+    fn prepare_secondaries(_count: u32, _frames: &mut dyn FrameSource) -> Result<(), EarlyError> {
         smp::prepare();
+        Ok(())
     }
 
     fn enter_secondary() {
         smp::enter();
     }
 
+    unsafe fn run_on_stack(top: u64, entry: extern "C" fn(usize) -> !, argument: usize) -> ! {
+        // SAFETY: the caller upholds the trait's contract, which is `smp::run_on_stack`'s.
+        unsafe { smp::run_on_stack(top, entry, argument) }
+    }
+
+    fn init_secondary(index: u32, hardware_id: u64, stack: KernelStack) {
+        if let Err(problem) = smp::init_secondary(index, hardware_id, stack) {
+            console::report!("aarch64: cpu {index} left parked: {problem:?}");
+            smp::park();
+        }
+    }
+
     fn park_secondary() -> ! {
         smp::park()
+    }
+
+    #[inline]
+    fn cpu_index() -> u32 {
+        smp::this_cpu()
+    }
+
+    fn hardware_id() -> u64 {
+        smp::hardware_id()
+    }
+
+    fn is_online(index: u32) -> bool {
+        percpu::is_online(index)
+    }
+
+    fn send_ipi(target: arch_api::IpiTarget, ipi: arch_api::Ipi) {
+        smp::send_ipi(target, ipi);
+    }
+
+    fn ipi_counts(index: u32) -> Option<arch_api::IpiCounts> {
+        smp::ipi_counts(index)
+    }
+
+    fn tlb_shootdown(target: arch_api::IpiTarget) -> u32 {
+        smp::tlb_shootdown(target)
+    }
+
+    fn stop_others() -> u32 {
+        smp::stop_others()
+    }
+
+    fn stop_self() -> ! {
+        smp::stop_self()
     }
 }

@@ -1,4 +1,5 @@
-//! The per-CPU block, reached in O(1) through TPIDR_EL1 (DESIGN.md §2).
+//! The per-CPU blocks, one per CPU up to `arch_api::MAX_CPUS`, each reached in O(1)
+//! through its CPU's TPIDR_EL1 (DESIGN.md §2), and each CPU's overflow stack.
 //!
 //! The exception entry reads it before it may touch the stack (the kernel-stack overflow
 //! check in [`crate::trap`]), so the fields the assembly uses sit at fixed, compile-time
@@ -6,10 +7,10 @@
 //! vectors, the context switch and ordinary kernel code without `&mut`.
 
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{Readable, TPIDR_EL1, Writeable};
-use arch_api::KernelStack;
+use arch_api::{IpiCounters, KernelStack, MAX_CPUS};
 
 /// Size of the per-CPU overflow stack the EL1 entry moves to when the interrupted kernel
 /// stack has overflowed. It only runs the report.
@@ -34,8 +35,15 @@ pub struct PerCpu {
     pub overflowed_sp: AtomicU64,
     /// The core's identity of the running thread (0: none).
     pub current_thread: AtomicUsize,
-    /// Keel's CPU number (0 = the boot CPU).
-    pub id: u32,
+    /// Keel's dense CPU index (0 = the boot CPU).
+    pub id: AtomicU32,
+    /// This CPU's GICv2 CPU-interface bit (its `GICD_SGIR` target), once its interface is
+    /// up; unused with GICv3.
+    pub gic_target: AtomicU32,
+    /// The MPIDR_EL1 affinity fields as the MP response reported them.
+    pub hardware_id: AtomicU64,
+    /// The IPIs this CPU received.
+    pub ipi: IpiCounters,
 }
 
 /// Offsets the vector assembly uses.
@@ -48,30 +56,54 @@ const _: () = assert!(STACK_BASE == 0 && OVERFLOW_TOP == 16 && SCRATCH == 24);
 const _: () = assert!(USER_TPIDRRO == 40 && OVERFLOWED_SP == 48);
 const _: () = assert!(size_of::<AtomicU64>() == 8, "ldr/str of a plain word");
 
-/// The boot CPU's overflow stack (16-byte aligned, as SP must be).
+/// One CPU's overflow stack (16-byte aligned, as SP must be).
 #[repr(C, align(16))]
-struct OverflowStack([u8; OVERFLOW_STACK_SIZE]);
+struct OverflowStack(core::cell::UnsafeCell<[u8; OVERFLOW_STACK_SIZE]>);
 
-/// Written only by the CPU (its SP); Rust never reads it.
-static mut BOOT_OVERFLOW_STACK: OverflowStack = OverflowStack([0; OVERFLOW_STACK_SIZE]);
+// SAFETY: an overflow stack is written only by the CPU that owns it (its SP, in the
+// report after an overflow); Rust only takes its address.
+unsafe impl Sync for OverflowStack {}
 
-static BOOT_CPU: PerCpu = PerCpu {
-    stack_base: AtomicU64::new(0),
-    stack_top: AtomicU64::new(0),
-    overflow_top: AtomicU64::new(0),
-    scratch: [AtomicU64::new(0), AtomicU64::new(0)],
-    user_tpidrro: AtomicU64::new(0),
-    overflowed_sp: AtomicU64::new(0),
-    current_thread: AtomicUsize::new(0),
-    id: 0,
-};
+/// Every CPU's overflow stack, in `.bss`.
+static OVERFLOW_STACKS: [OverflowStack; MAX_CPUS] =
+    [const { OverflowStack(core::cell::UnsafeCell::new([0; OVERFLOW_STACK_SIZE])) }; MAX_CPUS];
 
-/// Point TPIDR_EL1 at the boot CPU's block. Must run before the vectors are installed: the
-/// EL1 entry dereferences TPIDR_EL1 unconditionally.
-pub fn init_boot_cpu() {
-    let top = (&raw mut BOOT_OVERFLOW_STACK) as u64 + OVERFLOW_STACK_SIZE as u64;
-    BOOT_CPU.overflow_top.store(top, Ordering::Relaxed);
-    TPIDR_EL1.set(core::ptr::from_ref(&BOOT_CPU) as u64);
+/// Every CPU's block, by dense index.
+static CPUS: [PerCpu; MAX_CPUS] = [const {
+    PerCpu {
+        stack_base: AtomicU64::new(0),
+        stack_top: AtomicU64::new(0),
+        overflow_top: AtomicU64::new(0),
+        scratch: [AtomicU64::new(0), AtomicU64::new(0)],
+        user_tpidrro: AtomicU64::new(0),
+        overflowed_sp: AtomicU64::new(0),
+        current_thread: AtomicUsize::new(0),
+        id: AtomicU32::new(0),
+        gic_target: AtomicU32::new(0),
+        hardware_id: AtomicU64::new(0),
+        ipi: IpiCounters::new(),
+    }
+}; MAX_CPUS];
+
+/// Bit `n`: CPU `n` is online (block, vectors and GIC interface set up; it takes IPIs).
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+const _: () = assert!(MAX_CPUS <= 32, "ONLINE is one bit per CPU");
+
+/// Point TPIDR_EL1 at CPU `index`'s block (with its overflow stack and hardware id).
+/// Must run before the vectors are installed on that CPU: the EL1 entry dereferences
+/// TPIDR_EL1 unconditionally. `index < MAX_CPUS` (callers check).
+pub fn init(index: u32, hardware_id: u64) {
+    let block = &CPUS[index as usize];
+    let top = OVERFLOW_STACKS[index as usize].0.get() as u64 + OVERFLOW_STACK_SIZE as u64;
+    block.overflow_top.store(top, Ordering::Relaxed);
+    block.id.store(index, Ordering::Relaxed);
+    block.hardware_id.store(hardware_id, Ordering::Relaxed);
+    TPIDR_EL1.set(core::ptr::from_ref(block) as u64);
+}
+
+/// Point TPIDR_EL1 at the boot CPU's block.
+pub fn init_boot_cpu(hardware_id: u64) {
+    init(0, hardware_id);
 }
 
 /// This CPU's block, if it has one.
@@ -79,19 +111,36 @@ pub fn current() -> Option<&'static PerCpu> {
     let block = TPIDR_EL1.get() as *const PerCpu;
     // Only blocks this module made are dereferenced: a corrupted TPIDR_EL1 must not turn
     // a fault report into a second fault.
-    core::ptr::eq(block, &BOOT_CPU).then_some(&BOOT_CPU)
+    CPUS.iter()
+        .find(|candidate| core::ptr::eq(block, *candidate))
 }
 
-/// This CPU's block, through TPIDR_EL1. Only valid after [`init_boot_cpu`], which
-/// `early_init` runs first (a zero TPIDR_EL1 falls back to the boot CPU's block).
+/// This CPU's block, through TPIDR_EL1. Only valid after [`init`] ran on this CPU, which
+/// early init and the secondary bring-up do first (a zero TPIDR_EL1 falls back to the
+/// boot CPU's block).
 #[inline]
 pub fn this() -> &'static PerCpu {
     match TPIDR_EL1.get() {
-        0 => &BOOT_CPU,
-        // SAFETY: TPIDR_EL1 is written only by `init_boot_cpu` (the loader's value is
-        // replaced before anything calls this), always with a `&'static PerCpu`.
+        0 => &CPUS[0],
+        // SAFETY: TPIDR_EL1 is written only by `init` (the loader's value is replaced
+        // before anything calls this), always with a `&'static PerCpu`.
         block => unsafe { &*(block as *const PerCpu) },
     }
+}
+
+/// Whether CPU `index` is online.
+pub fn is_online(index: u32) -> bool {
+    (index as usize) < MAX_CPUS && ONLINE.load(Ordering::Acquire) & (1 << index) != 0
+}
+
+/// Mark this CPU online.
+pub fn mark_online() {
+    ONLINE.fetch_or(1 << this().id.load(Ordering::Relaxed), Ordering::Release);
+}
+
+/// The block of CPU `index`, if that CPU is online.
+pub fn online_block(index: u32) -> Option<&'static PerCpu> {
+    is_online(index).then(|| &CPUS[index as usize])
 }
 
 impl PerCpu {

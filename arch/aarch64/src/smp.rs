@@ -1,18 +1,32 @@
-//! Secondary CPUs: the arch side of the boot CPU sending the CPUs the loader parked (the
-//! Limine MP feature) to the kernel. A secondary takes over the boot CPU's translation
-//! state (the kernel's TTBR1 tables and the MAIR and TCR that go with them) and waits with
-//! DAIF masked; the scheduler stays on the boot CPU.
+//! Secondary CPUs and IPIs: the arch side of the boot CPU sending the CPUs the loader
+//! parked (the Limine MP feature) to the kernel, each secondary's per-CPU setup, and the
+//! IPIs (GIC SGIs) between online CPUs. A secondary takes over the boot CPU's translation
+//! state (the kernel's TTBR1 tables and the MAIR and TCR that go with them, [`enter`]),
+//! moves to a kernel stack on SP_EL1 ([`run_on_stack`]), then gets its per-CPU block
+//! (TPIDR_EL1, overflow stack), VBAR_EL1, FP/SIMD access, PAN as the boot CPU has it and
+//! its GIC interface ([`init_secondary`]); the scheduler stays on the boot CPU.
 //!
 //! What the protocol guarantees a secondary at its `goto_address` (PROTOCOL.md, MP
 //! feature): the boot CPU's entry state (EL1, MMU on with the loader's tables, DAIF
 //! masked) on its own stack, with its `limine_mp_info` in X0. The loader's tables lie in
 //! bootloader-reclaimable memory, which the kernel takes back once the boot path is done,
 //! so the CPU switches to the kernel's and stops walking TTBR0 (TCR_EL1.EPD0) before
-//! parking; the wait loop touches no memory.
+//! anything else; a CPU left parked waits in a loop that touches no memory. TTBR0 walks
+//! stay off on a secondary: it runs no user thread yet (the step that schedules threads
+//! there must clear EPD0 along with its first `activate`).
+//!
+//! # IPIs
+//! SGI INTID = `arch_api::Ipi` number, sent to one CPU at a time (never "all but self":
+//! a CPU left parked beyond `arch_api::MAX_CPUS` must not be woken). A stop is taken when
+//! the target next unmasks interrupts (there is no NMI here): an online secondary idles
+//! with them unmasked; the boot CPU unmasks them whenever it waits, and any CPU that
+//! writes to the console while another reports a panic stops there (the core's log).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::sysreg;
+use arch_api::{EarlyError, Ipi, IpiCounts, IpiTarget, KernelStack, ShootdownGenerations};
+
+use crate::{boot, gic, percpu, sysreg, thread, trap};
 
 /// TCR_EL1.EPD0: no table walks through TTBR0 (the lower half stays unmapped).
 const TCR_EPD0: u64 = 1 << 7;
@@ -34,6 +48,8 @@ pub fn cpu_id(cpu: &limine::mp::Cpu) -> u64 {
     cpu.mpidr & MPIDR_AFFINITY
 }
 
+/// On the boot CPU: record the translation state for the secondaries. Their per-CPU
+/// storage is static (`percpu`), so nothing is allocated.
 pub fn prepare() {
     SECONDARY_MAIR.store(sysreg::read!("mair_el1"), Ordering::Relaxed);
     SECONDARY_TCR.store(sysreg::read!("tcr_el1"), Ordering::Relaxed);
@@ -67,10 +83,148 @@ pub fn enter() {
     }
 }
 
+/// Move to SP_EL1 at `top` and call `entry(argument)` there.
+///
+/// # Safety
+/// As `SecondaryCpus::run_on_stack`: `top` is the top of a mapped kernel stack nothing
+/// else uses.
+pub unsafe fn run_on_stack(top: u64, entry: extern "C" fn(usize) -> !, argument: usize) -> ! {
+    // SAFETY: DAIF is masked (`enter`), so nothing observes the switch; the kernel runs
+    // with SPSel = 1 (SP_EL0 is left for user mode and cleared); `top` is 16-byte aligned
+    // (page-aligned); x29 = x30 = 0 end the frame-record chain.
+    unsafe {
+        core::arch::asm!(
+            "msr spsel, #1",
+            "mov sp, {top}",
+            "msr sp_el0, xzr",
+            "mov x29, xzr",
+            "mov x30, xzr",
+            "br {entry}",
+            top = in(reg) top,
+            entry = in(reg) entry,
+            in("x0") argument,
+            options(noreturn),
+        );
+    }
+}
+
+/// Set up secondary CPU `index` (see the module docs); on success it is online.
+pub fn init_secondary(index: u32, hardware_id: u64, stack: KernelStack) -> Result<(), EarlyError> {
+    if index == 0 || index as usize >= arch_api::MAX_CPUS {
+        return Err(EarlyError::Unsupported("CPU index out of range"));
+    }
+    // The EL1 vector entry reads the per-CPU block before anything else.
+    percpu::init(index, hardware_id);
+    percpu::this().set_stack(stack);
+    trap::install_vectors();
+    trap::unmask_serror();
+    thread::init_fpu();
+    boot::init_cpu_controls();
+    let gic = gic::get().ok_or(EarlyError::MissingDevice("GIC (early init not run)"))?;
+    gic.init_cpu()?;
+    if sysreg::read!("mpidr_el1") & MPIDR_AFFINITY != hardware_id {
+        return Err(EarlyError::Unsupported("MPIDR differs from the loader's"));
+    }
+    percpu::mark_online();
+    Ok(())
+}
+
 pub fn park() -> ! {
     loop {
         // SAFETY: with DAIF masked, `wfe` only waits for an event; the loop touches no
         // memory.
         unsafe { core::arch::asm!("msr daifset, #0xf", "wfe", options(nomem, nostack)) };
     }
+}
+
+/// This CPU's MPIDR affinity fields, from the hardware.
+pub fn hardware_id() -> u64 {
+    sysreg::read!("mpidr_el1") & MPIDR_AFFINITY
+}
+
+/// This CPU's dense index, through TPIDR_EL1 (0 while it points at no block of
+/// `percpu`: the loader's value on a secondary that has not run `percpu::init` yet).
+#[inline]
+pub fn this_cpu() -> u32 {
+    percpu::current().map_or(0, |block| block.id.load(Ordering::Relaxed))
+}
+
+/// Shootdown generations (see `arch_api::ShootdownGenerations`).
+static SHOOTDOWNS: ShootdownGenerations = ShootdownGenerations::new();
+
+pub fn send_ipi(target: IpiTarget, ipi: Ipi) {
+    let Some(gic) = gic::get() else {
+        return;
+    };
+    for index in arch_api::ipi_targets(target, this_cpu(), percpu::is_online) {
+        if let Some(block) = percpu::online_block(index) {
+            gic.send_sgi(block, ipi as u32);
+        }
+    }
+}
+
+pub fn ipi_counts(index: u32) -> Option<IpiCounts> {
+    percpu::online_block(index).map(|block| block.ipi.snapshot())
+}
+
+/// An IPI's SGI arrived (the caller has ended it at the GIC).
+pub fn handle_ipi(ipi: Ipi) {
+    let block = percpu::this();
+    match ipi {
+        Ipi::Reschedule => block.ipi.count_reschedule(),
+        Ipi::TlbShootdown => {
+            let generation = SHOOTDOWNS.current();
+            flush_local_tlb();
+            block.ipi.acknowledge_tlb(generation);
+        }
+        Ipi::Stop => stop_self(),
+    }
+}
+
+/// Drop every EL1&0 TLB entry of this CPU (the page-table code's own maintenance is
+/// inner-shareable broadcast already; this is the shootdown's local flush).
+fn flush_local_tlb() {
+    // SAFETY: TLB invalidation only drops cached translations; the barriers complete the
+    // table writes before it and the invalidation before the next instruction fetch.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            options(nostack)
+        );
+    }
+}
+
+pub fn tlb_shootdown(target: IpiTarget) -> u32 {
+    let me = this_cpu();
+    let generation = SHOOTDOWNS.next();
+    if matches!(target, IpiTarget::Cpu(index) if index == me) {
+        flush_local_tlb();
+        return 0;
+    }
+    send_ipi(target, Ipi::TlbShootdown);
+    arch_api::wait_for_ipi_effect(
+        arch_api::ipi_targets(target, me, percpu::is_online),
+        ipi_counts,
+        |counts| counts.tlb_flushed >= generation,
+    )
+}
+
+pub fn stop_others() -> u32 {
+    let me = this_cpu();
+    send_ipi(IpiTarget::AllOthers, Ipi::Stop);
+    arch_api::wait_for_ipi_effect(
+        arch_api::ipi_targets(IpiTarget::AllOthers, me, percpu::is_online),
+        ipi_counts,
+        |counts| counts.stopped,
+    )
+}
+
+pub fn stop_self() -> ! {
+    if let Some(block) = percpu::current() {
+        block.ipi.mark_stopped();
+    }
+    park()
 }

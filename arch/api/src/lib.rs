@@ -128,6 +128,11 @@ pub trait Platform {
     /// Unmask interrupts and halt the CPU until one has been taken.
     fn wait_for_interrupt();
 
+    /// Whether this CPU takes interrupts now (x86_64 RFLAGS.IF; AArch64 PSTATE.I clear).
+    /// The kernel runs with them masked except inside [`Platform::wait_for_interrupt`],
+    /// which the lock-order checker relies on.
+    fn interrupts_enabled() -> bool;
+
     /// Power the machine off; under QEMU the exit status carries `code`.
     fn power_off(code: ExitCode) -> !;
 
@@ -137,23 +142,242 @@ pub trait Platform {
     fn backtrace(out: &mut dyn core::fmt::Write) -> core::fmt::Result;
 }
 
+/// The most CPUs the kernel brings up: every per-CPU array (per-CPU blocks, descriptor
+/// tables, IST and overflow stacks, the lock-order checker's records) has this many slots.
+/// A CPU the loader reports beyond it is moved onto the kernel's tables and left parked,
+/// with a line in the boot log.
+pub const MAX_CPUS: usize = 8;
+
+/// An inter-processor interrupt (DESIGN.md §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Ipi {
+    /// Ask the CPU to look at its run queue. For now the receiver only counts it in its
+    /// per-CPU block ([`IpiCounters`]) and returns to what it was doing.
+    Reschedule = 0,
+    /// Drop every TLB entry (global ones included) and acknowledge through the per-CPU
+    /// block; [`SecondaryCpus::tlb_shootdown`] sends it and waits for the acknowledgement.
+    TlbShootdown = 1,
+    /// Halt for good with interrupts masked (the panic path). x86_64 delivers it as an NMI,
+    /// so it reaches a CPU that runs with interrupts masked too; AArch64 as an SGI, taken
+    /// when the CPU next unmasks interrupts.
+    Stop = 2,
+}
+
+impl Ipi {
+    /// Every kind, in the order of their numbers.
+    pub const ALL: [Ipi; 3] = [Ipi::Reschedule, Ipi::TlbShootdown, Ipi::Stop];
+
+    /// The kind numbered `number` (its SGI INTID on AArch64, its offset from the first IPI
+    /// vector on x86_64).
+    pub fn from_number(number: u64) -> Option<Ipi> {
+        Self::ALL.into_iter().find(|ipi| *ipi as u64 == number)
+    }
+}
+
+/// Where an IPI goes: one CPU by its dense index, or every other CPU that is online.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpiTarget {
+    Cpu(u32),
+    AllOthers,
+}
+
+/// What a CPU's per-CPU block records about the IPIs it received, shared by both arch
+/// crates (each block embeds one). Written only by the CPU that owns the block (in its
+/// IPI handler), read by any.
+#[derive(Debug, Default)]
+pub struct IpiCounters {
+    reschedules: core::sync::atomic::AtomicU64,
+    /// The highest shootdown generation this CPU has flushed for.
+    tlb_flushed: core::sync::atomic::AtomicU64,
+    stopped: core::sync::atomic::AtomicBool,
+}
+
+/// A snapshot of one CPU's [`IpiCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpiCounts {
+    pub reschedules: u64,
+    /// The latest TLB-shootdown generation the CPU acknowledged.
+    pub tlb_flushed: u64,
+    pub stopped: bool,
+}
+
+impl IpiCounters {
+    pub const fn new() -> Self {
+        Self {
+            reschedules: core::sync::atomic::AtomicU64::new(0),
+            tlb_flushed: core::sync::atomic::AtomicU64::new(0),
+            stopped: core::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Count one reschedule IPI.
+    pub fn count_reschedule(&self) {
+        self.reschedules
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Acknowledge every shootdown up to `generation`: the caller read it from
+    /// [`ShootdownGenerations::current`] *before* it flushed its TLB.
+    pub fn acknowledge_tlb(&self, generation: u64) {
+        self.tlb_flushed
+            .fetch_max(generation, core::sync::atomic::Ordering::Release);
+    }
+
+    /// Record that this CPU has stopped (it runs nothing afterwards).
+    pub fn mark_stopped(&self) {
+        self.stopped
+            .store(true, core::sync::atomic::Ordering::Release);
+    }
+
+    pub fn snapshot(&self) -> IpiCounts {
+        use core::sync::atomic::Ordering;
+        IpiCounts {
+            reschedules: self.reschedules.load(Ordering::Relaxed),
+            tlb_flushed: self.tlb_flushed.load(Ordering::Acquire),
+            stopped: self.stopped.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// TLB-shootdown generations: a sender takes a new one ([`ShootdownGenerations::next`])
+/// after its page-table change and waits until every target acknowledged at least that
+/// one; a receiver reads [`ShootdownGenerations::current`] before flushing. A flush that
+/// started after the sender's change covers it whatever the order of concurrent
+/// shootdowns, so one acknowledgement may serve several senders.
+#[derive(Debug, Default)]
+pub struct ShootdownGenerations(core::sync::atomic::AtomicU64);
+
+impl ShootdownGenerations {
+    pub const fn new() -> Self {
+        Self(core::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// A new generation for one shootdown (ordered after the caller's table writes).
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, core::sync::atomic::Ordering::AcqRel) + 1
+    }
+
+    /// The newest generation taken so far (a receiver reads it before flushing).
+    pub fn current(&self) -> u64 {
+        self.0.load(core::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// How many times a sender polls for an IPI's effect (a shootdown's acknowledgement, a
+/// stopped CPU) before giving up on that CPU: far more than an online CPU needs, and still
+/// a bound, so a CPU that hangs cannot hang the sender.
+pub const IPI_WAIT_POLLS: u64 = 1 << 26;
+
+/// The CPUs `target` names, seen from CPU `me`: online ones only, `me` never included in
+/// [`IpiTarget::AllOthers`]. The IPI senders of both arch crates walk this.
+pub fn ipi_targets(
+    target: IpiTarget,
+    me: u32,
+    online: impl Fn(u32) -> bool,
+) -> impl Iterator<Item = u32> {
+    let (first, last, skip) = match target {
+        IpiTarget::Cpu(index) => (index, index, None),
+        IpiTarget::AllOthers => (0, MAX_CPUS as u32 - 1, Some(me)),
+    };
+    (first..=last).filter(move |&index| Some(index) != skip && online(index))
+}
+
+/// Wait, at most [`IPI_WAIT_POLLS`] polls per CPU, until `done` holds for the counts of
+/// every CPU of `targets`; returns how many never got there (a CPU whose counts are gone,
+/// i.e. not online, counts as not done).
+pub fn wait_for_ipi_effect(
+    targets: impl Iterator<Item = u32>,
+    counts: impl Fn(u32) -> Option<IpiCounts>,
+    done: impl Fn(&IpiCounts) -> bool,
+) -> u32 {
+    let mut missing = 0;
+    for index in targets {
+        let mut polls = 0;
+        while !counts(index).is_some_and(|counts| done(&counts)) {
+            if polls == IPI_WAIT_POLLS {
+                missing += 1;
+                break;
+            }
+            polls += 1;
+            core::hint::spin_loop();
+        }
+    }
+    missing
+}
+
 /// Secondary CPUs (DESIGN.md §4): the loader parks them (the Limine MP feature) and the
-/// boot CPU sends each one to the core's entry, which calls these in order:
-/// [`enter_secondary`](Self::enter_secondary), then the core's bookkeeping, then
-/// [`park_secondary`](Self::park_secondary). The scheduler stays on the boot CPU for now.
-pub trait SecondaryCpus {
-    /// On the boot CPU, before any secondary is released: record the translation state
-    /// (the kernel's own tables) the secondaries take over.
-    fn prepare_secondaries();
+/// boot CPU sends each one to the core's entry, which calls, on the secondary,
+/// [`enter_secondary`](Self::enter_secondary), [`run_on_stack`](Self::run_on_stack) onto
+/// a kernel stack, then [`init_secondary`](Self::init_secondary); a CPU beyond
+/// [`MAX_CPUS`] gets [`park_secondary`](Self::park_secondary) instead of the last two.
+/// After that the CPU is *online*: it has its per-CPU block (dense index, hardware id),
+/// its trap vectors and its interrupt-controller interface, and takes IPIs. The
+/// scheduler stays on the boot CPU for now.
+#[allow(
+    unsafe_code,
+    reason = "declares an `unsafe fn` whose caller carries the duties"
+)]
+pub trait SecondaryCpus: Platform {
+    /// On the boot CPU, before any secondary is released: record the translation and
+    /// control state the secondaries take over, and allocate what CPUs `1..count` need
+    /// beyond static storage (x86_64: their guarded IST stacks). `count` is at most
+    /// [`MAX_CPUS`].
+    fn prepare_secondaries(count: u32, frames: &mut dyn FrameSource) -> Result<(), EarlyError>;
 
     /// First thing on a secondary CPU, still on the loader's stack (which the HHDM maps):
     /// mask interrupts and leave the loader's translation state for the kernel's, so that
     /// nothing the CPU uses afterwards lies in memory the kernel reclaims.
     fn enter_secondary();
 
+    /// Move this CPU onto the kernel stack whose top is `top` and call `entry(argument)`
+    /// there (AArch64: on SP_EL1). The loader's stack is never used again.
+    ///
+    /// # Safety
+    /// `top` is the top of a mapped, writable kernel stack nothing else uses; the CPU has
+    /// run [`enter_secondary`](Self::enter_secondary).
+    unsafe fn run_on_stack(top: u64, entry: extern "C" fn(usize) -> !, argument: usize) -> !;
+
+    /// On secondary CPU `index` (`1..count` of [`prepare_secondaries`]), on `stack`:
+    /// its per-CPU block (with `index` and `hardware_id`, as the MP response reports it),
+    /// descriptor tables or vectors, control registers as the boot CPU has them, and its
+    /// interrupt-controller interface with the IPIs enabled; then it is online.
+    /// Interrupts stay masked.
+    fn init_secondary(index: u32, hardware_id: u64, stack: KernelStack);
+
     /// Park this secondary CPU for good: interrupts masked, the CPU halted in a loop that
-    /// touches no memory (not even the stack).
+    /// touches no memory (not even the stack). For CPUs beyond [`MAX_CPUS`].
     fn park_secondary() -> !;
+
+    /// This CPU's dense index (0 = the boot CPU), read through its per-CPU block; 0
+    /// before the boot CPU's block exists.
+    fn cpu_index() -> u32;
+
+    /// This CPU's hardware id read from the hardware (x86_64: the local APIC ID;
+    /// AArch64: the MPIDR_EL1 affinity fields), for comparison with the per-CPU block.
+    fn hardware_id() -> u64;
+
+    /// Whether the CPU with `index` is online (the boot CPU is once early init is done).
+    fn is_online(index: u32) -> bool;
+
+    /// Send `ipi` (x86_64: the local APIC's ICR; AArch64: a GIC SGI). Targets that are not
+    /// online, and this CPU in [`IpiTarget::AllOthers`], are skipped.
+    fn send_ipi(target: IpiTarget, ipi: Ipi);
+
+    /// What the CPU with `index` has recorded about IPIs, if it is online.
+    fn ipi_counts(index: u32) -> Option<IpiCounts>;
+
+    /// Flush the TLBs of `target` after a page-table change: send [`Ipi::TlbShootdown`]
+    /// and wait (at most [`IPI_WAIT_POLLS`] polls per CPU) for each target's
+    /// acknowledgement. Returns how many targets did not acknowledge in time (0: all did).
+    fn tlb_shootdown(target: IpiTarget) -> u32;
+
+    /// Stop every other online CPU ([`Ipi::Stop`]) and wait (bounded) until each has
+    /// recorded that it stopped. Returns how many did not in time.
+    fn stop_others() -> u32;
+
+    /// Stop this CPU for good, as an [`Ipi::Stop`] would: interrupts masked, halted.
+    fn stop_self() -> !;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -738,5 +962,67 @@ pub trait InterruptSelfTest: Interrupts {
     /// the core's back). `false` when impossible.
     fn raise_unrouted() -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod ipi_tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_numbers() {
+        for ipi in Ipi::ALL {
+            assert_eq!(Ipi::from_number(ipi as u64), Some(ipi));
+        }
+        assert_eq!(Ipi::from_number(Ipi::ALL.len() as u64), None);
+    }
+
+    #[test]
+    fn targets_are_online_cpus_and_never_the_sender_among_all_others() {
+        let online = |index: u32| [0, 1, 3, 5].contains(&index);
+        let all: Vec<u32> = ipi_targets(IpiTarget::AllOthers, 1, online).collect();
+        assert_eq!(all, [0, 3, 5]);
+        let one: Vec<u32> = ipi_targets(IpiTarget::Cpu(3), 1, online).collect();
+        assert_eq!(one, [3]);
+        assert_eq!(ipi_targets(IpiTarget::Cpu(2), 1, online).count(), 0);
+        assert_eq!(
+            ipi_targets(IpiTarget::Cpu(MAX_CPUS as u32), 0, |_| true).count(),
+            1,
+            "the online check, not the sender, decides an out-of-range index"
+        );
+    }
+
+    #[test]
+    fn a_shootdown_waits_for_a_flush_that_started_after_it() {
+        let generations = ShootdownGenerations::new();
+        let counters = IpiCounters::new();
+        // A flush that read the generation before the sender took its own does not count.
+        let seen_early = generations.current();
+        let mine = generations.next();
+        counters.acknowledge_tlb(seen_early);
+        let done = |counts: &IpiCounts| counts.tlb_flushed >= mine;
+        assert!(!done(&counters.snapshot()));
+        counters.acknowledge_tlb(generations.current());
+        assert!(done(&counters.snapshot()));
+        // An older acknowledgement never lowers a newer one.
+        counters.acknowledge_tlb(seen_early);
+        assert!(done(&counters.snapshot()));
+    }
+
+    #[test]
+    fn the_wait_is_bounded_and_counts_who_did_not_answer() {
+        let answered = IpiCounters::new();
+        answered.mark_stopped();
+        let silent = IpiCounters::new();
+        let counts = |index: u32| match index {
+            0 => Some(answered.snapshot()),
+            1 => Some(silent.snapshot()),
+            _ => None,
+        };
+        let missing = wait_for_ipi_effect([0, 1, 2].into_iter(), counts, |c| c.stopped);
+        assert_eq!(missing, 2);
     }
 }

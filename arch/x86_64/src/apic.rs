@@ -1,8 +1,11 @@
 //! The local APIC: mapped uncached into the device window, its timer calibrated against
-//! the PIT, EOI.
+//! the PIT, EOI, IPIs through the ICR.
 //!
-//! xAPIC (MMIO) mode only: if the firmware left the APIC in x2APIC mode, it is switched
-//! back through the disabled state (SDM Vol. 3A §11.12.5 allows x2APIC → disabled → xAPIC).
+//! xAPIC (MMIO) mode only, on every CPU: if the firmware left an APIC in x2APIC mode, it is
+//! switched back through the disabled state (SDM Vol. 3A §11.12.5 allows x2APIC →
+//! disabled → xAPIC). Every CPU's APIC sits at the same physical address (the boot CPU's
+//! mapping serves all: each CPU reaches its own APIC there); xAPIC destinations are 8-bit
+//! APIC IDs, enough for [`arch_api::MAX_CPUS`] CPUs on any machine whose IDs fit.
 //! Weak spot: the calibration trusts one 10 ms PIT interval; under emulation it is as good
 //! as the emulator's clocks, which is all the tests need (no test depends on wall-clock
 //! speed, DESIGN.md §8).
@@ -34,6 +37,7 @@ mod register {
     pub const IN_SERVICE: usize = 0x100;
     pub const ERROR_STATUS: usize = 0x280;
     pub const INTERRUPT_COMMAND_LOW: usize = 0x300;
+    pub const INTERRUPT_COMMAND_HIGH: usize = 0x310;
     pub const LVT_TIMER: usize = 0x320;
     pub const LVT_LINT0: usize = 0x350;
     pub const LVT_ERROR: usize = 0x370;
@@ -50,6 +54,8 @@ const TIMER_DIVIDE_BY_16: u32 = 0b0011;
 
 /// Virtual address of the APIC's registers in the device window (0 = not mapped yet).
 static REGISTERS: AtomicU64 = AtomicU64::new(0);
+/// Physical address of the boot CPU's APIC registers (every CPU's must match).
+static PHYSICAL: AtomicU64 = AtomicU64::new(0);
 /// Timer counts (at ÷16) per PIT calibration interval, once measured.
 static COUNTS_PER_INTERVAL: AtomicU32 = AtomicU32::new(0);
 
@@ -78,9 +84,9 @@ pub struct Found {
     pub was_x2apic: bool,
 }
 
-/// Enable this CPU's local APIC in xAPIC mode, map its registers, and mask everything but
-/// its error interrupt.
-pub fn init(frames: &mut dyn FrameSource) -> Result<Found, EarlyError> {
+/// Put this CPU's local APIC in xAPIC mode, enabled. Returns the IA32_APIC_BASE value
+/// read before the change and whether the APIC was in x2APIC mode.
+fn enable_xapic_mode() -> (u64, bool) {
     let mut msr = Msr::new(APIC_BASE_MSR);
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU (CPUID.1:EDX.APIC is architectural
     // for long mode); reading it has no side effect.
@@ -94,6 +100,13 @@ pub fn init(frames: &mut dyn FrameSource) -> Result<Found, EarlyError> {
         }
         msr.write((base & !APIC_BASE_X2APIC) | APIC_BASE_ENABLE);
     }
+    (base, was_x2apic)
+}
+
+/// Enable the boot CPU's local APIC in xAPIC mode, map its registers, and mask everything
+/// but its error interrupt.
+pub fn init(frames: &mut dyn FrameSource) -> Result<Found, EarlyError> {
+    let (base, was_x2apic) = enable_xapic_mode();
     let physical = base & APIC_BASE_ADDRESS;
     if base & APIC_BASE_BSP == 0 {
         return Err(EarlyError::Unsupported(
@@ -101,8 +114,35 @@ pub fn init(frames: &mut dyn FrameSource) -> Result<Found, EarlyError> {
         ));
     }
     let virtual_address = paging::map_device(frames, physical, 4096)?;
-    REGISTERS.store(virtual_address, Ordering::Relaxed);
+    PHYSICAL.store(physical, Ordering::Relaxed);
+    REGISTERS.store(virtual_address, Ordering::Release);
+    program_local();
+    Ok(Found {
+        physical,
+        virtual_address,
+        id: read(register::ID) >> 24,
+        version: read(register::VERSION) & 0xFF,
+        was_x2apic,
+    })
+}
 
+/// Enable a secondary CPU's local APIC as [`init`] did the boot CPU's (the registers are
+/// mapped already). Fails when this APIC's registers are not where the boot CPU's are.
+pub fn init_secondary() -> Result<(), &'static str> {
+    let (base, _) = enable_xapic_mode();
+    if REGISTERS.load(Ordering::Relaxed) == 0 || base & APIC_BASE_BSP != 0 {
+        return Err("the boot CPU's local APIC is not set up");
+    }
+    if base & APIC_BASE_ADDRESS != PHYSICAL.load(Ordering::Relaxed) {
+        return Err("this CPU's local APIC is not at the boot CPU's address");
+    }
+    program_local();
+    Ok(())
+}
+
+/// Program this CPU's APIC: accept every priority, timer and LINT0 masked, the error
+/// interrupt on, software-enabled with the spurious vector.
+fn program_local() {
     write(register::TASK_PRIORITY, 0);
     write(register::LVT_TIMER, LVT_MASKED | vector::LAPIC_TIMER as u32);
     write(register::LVT_LINT0, LVT_MASKED);
@@ -114,13 +154,6 @@ pub fn init(frames: &mut dyn FrameSource) -> Result<Found, EarlyError> {
         register::SPURIOUS,
         SPURIOUS_APIC_ENABLE | vector::LAPIC_SPURIOUS as u32,
     );
-    Ok(Found {
-        physical,
-        virtual_address,
-        id: read(register::ID) >> 24,
-        version: read(register::VERSION) & 0xFF,
-        was_x2apic,
-    })
 }
 
 /// This CPU's local APIC id (xAPIC: bits 24–31 of the ID register).
@@ -139,25 +172,45 @@ pub fn in_service(vector: u64) -> bool {
     read(register::IN_SERVICE + 0x10 * (vector / 32)) & (1 << (vector % 32)) != 0
 }
 
-/// ICR: delivery status (a previous IPI still being sent), level "assert", and the
-/// destination shorthand "self" (SDM Vol. 3A §11.6.1); fixed delivery mode is 0.
+/// ICR: delivery mode NMI (fixed is 0), delivery status (a previous IPI still being
+/// sent), level "assert", and the destination shorthand "self" (SDM Vol. 3A §11.6.1);
+/// physical destination mode, edge-triggered and no shorthand are 0.
+const ICR_NMI: u32 = 0b100 << 8;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_ASSERT: u32 = 1 << 14;
 const ICR_SELF: u32 = 0b01 << 18;
 
-/// Send this CPU a fixed interrupt on `vector` (taken once interrupts are enabled).
-pub fn send_self(vector: u64) {
-    // Bounded: a stuck delivery status must not hang the kernel.
+/// Wait (bounded: a stuck delivery status must not hang the kernel) until the previous
+/// IPI of this CPU has been sent.
+fn wait_for_icr() {
     for _ in 0..1_000_000 {
         if read(register::INTERRUPT_COMMAND_LOW) & ICR_DELIVERY_PENDING == 0 {
             break;
         }
         core::hint::spin_loop();
     }
+}
+
+/// Send this CPU a fixed interrupt on `vector` (taken once interrupts are enabled).
+pub fn send_self(vector: u64) {
+    wait_for_icr();
     write(
         register::INTERRUPT_COMMAND_LOW,
         ICR_SELF | ICR_ASSERT | (vector & 0xFF) as u32,
     );
+}
+
+/// Send the CPU whose local APIC ID is `apic_id` a fixed interrupt on `vector`, or an NMI.
+/// Interrupts are masked (the kernel's invariant), so no handler on this CPU writes the
+/// ICR between its two halves.
+pub fn send_ipi(apic_id: u8, vector: Option<u8>) {
+    wait_for_icr();
+    write(register::INTERRUPT_COMMAND_HIGH, u32::from(apic_id) << 24);
+    let low = match vector {
+        Some(vector) => ICR_ASSERT | u32::from(vector),
+        None => ICR_ASSERT | ICR_NMI,
+    };
+    write(register::INTERRUPT_COMMAND_LOW, low);
 }
 
 /// The error status register's latched errors (and clear them).

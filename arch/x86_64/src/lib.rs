@@ -47,8 +47,10 @@
 //! | kernel-stack overflow | guard page → #PF cannot push → #DF on its IST stack → `kernel stack overflow in thread <name>` (decided by CR2 or RSP in the current stack's guard page), power off with exit code 2 |
 //!
 //! # Known weak spots
-//! - Only the boot CPU is brought up; TLB maintenance is local (no shootdown). An IST
-//!   stack overflow hits its guard page but ends in a triple fault, not a report.
+//! - Secondary CPUs are brought up ([`smp`]) but run only their idle loop and IPIs; TLB
+//!   maintenance in the paging code is local, a shootdown is the caller's explicit
+//!   `tlb_shootdown`. An IST stack overflow hits its guard page but ends in a triple
+//!   fault, not a report.
 //! - Nested NMIs (an exception inside the NMI handler) are not handled; the NMI handler
 //!   only counts (its one user is the storm test).
 //! - PCIDs: implemented ([`space`]) but never exercised — QEMU 7.2's TCG does not offer
@@ -108,8 +110,8 @@ impl Platform for Cpu {
         paging::set_hhdm_offset(info.hhdm_offset);
         paging::record_kernel_root();
         // SAFETY: once, on the boot CPU (the loader enters the kernel there), with interrupts
-        // masked, before anything reads %gs.
-        unsafe { percpu::init(0) };
+        // masked, before anything reads %gs. Its APIC ID is recorded once the APIC is up.
+        unsafe { percpu::init(0, 0) };
         // SAFETY: once, on the boot CPU, before any CPU loads the IDT; the GDT and TSS just
         // loaded hold the kernel code selector and the IST stacks the gates name.
         unsafe {
@@ -122,6 +124,7 @@ impl Platform for Cpu {
         paging::check_device_window(info.hhdm_offset, cpuid.physical_address_bits)?;
         paging::check_pat()?;
         let apic = apic::init(frames)?;
+        percpu::record_hardware_id(u64::from(apic.id));
         let supervisor_only = kernel_is_supervisor_only(apic.virtual_address);
         if supervisor_only {
             features::harden_supervisor_access(&cpuid);
@@ -135,6 +138,7 @@ impl Platform for Cpu {
         // SAFETY: the GDT loaded by `percpu::init` has the selectors STAR names; no user
         // code runs before the core sets a kernel stack (`Threads::set_kernel_stack`).
         unsafe { trap::syscall::init() };
+        percpu::mark_online();
         print_summary(&cpuid, &apic, supervisor_only);
         print_interrupt_summary(&ioapic);
         Ok(())
@@ -163,6 +167,11 @@ impl Platform for Cpu {
         // masked state callers rely on. Not `nomem`: the handlers change memory the caller
         // reads afterwards.
         unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
+    }
+
+    #[inline]
+    fn interrupts_enabled() -> bool {
+        x86_64::instructions::interrupts::are_enabled()
     }
 
     fn power_off(code: ExitCode) -> ! {
@@ -398,15 +407,60 @@ impl arch_api::KernelTables for Cpu {
 }
 
 impl arch_api::SecondaryCpus for Cpu {
-    fn prepare_secondaries() {
-        smp::prepare();
+    fn prepare_secondaries(count: u32, frames: &mut dyn FrameSource) -> Result<(), EarlyError> {
+        smp::prepare(count, frames)
     }
 
     fn enter_secondary() {
         smp::enter();
     }
 
+    unsafe fn run_on_stack(top: u64, entry: extern "C" fn(usize) -> !, argument: usize) -> ! {
+        // SAFETY: the caller upholds the trait's contract, which is `smp::run_on_stack`'s.
+        unsafe { smp::run_on_stack(top, entry, argument) }
+    }
+
+    fn init_secondary(index: u32, hardware_id: u64, stack: arch_api::KernelStack) {
+        if let Err(problem) = smp::init_secondary(index, hardware_id, stack) {
+            arch_println!("x86_64: cpu {index} left parked: {problem}");
+            smp::park();
+        }
+    }
+
     fn park_secondary() -> ! {
         smp::park()
+    }
+
+    #[inline]
+    fn cpu_index() -> u32 {
+        smp::this_cpu()
+    }
+
+    fn hardware_id() -> u64 {
+        u64::from(apic::id())
+    }
+
+    fn is_online(index: u32) -> bool {
+        percpu::is_online(index)
+    }
+
+    fn send_ipi(target: arch_api::IpiTarget, ipi: arch_api::Ipi) {
+        smp::send_ipi(target, ipi);
+    }
+
+    fn ipi_counts(index: u32) -> Option<arch_api::IpiCounts> {
+        smp::ipi_counts(index)
+    }
+
+    fn tlb_shootdown(target: arch_api::IpiTarget) -> u32 {
+        smp::tlb_shootdown(target)
+    }
+
+    fn stop_others() -> u32 {
+        smp::stop_others()
+    }
+
+    fn stop_self() -> ! {
+        smp::stop_self()
     }
 }

@@ -17,17 +17,23 @@
 //! then the 16-byte TSS descriptor.
 //!
 //! # IST stacks
-//! [`init`] points the TSS at static `.bss` stacks (no guard page: the kernel cannot map
-//! pages yet); [`install_guarded_ist_stacks`] then moves each to mapped pages with an
-//! unmapped guard page below, so a handler that overflows one faults instead of silently
-//! corrupting its neighbour (the fault itself is then a triple fault: there is no stack
-//! left to report on). Only the boot CPU's slot is initialized: SMP bring-up (later)
-//! initializes the others.
+//! On the boot CPU, [`init`] points the TSS at static `.bss` stacks (no guard page: the
+//! kernel cannot map pages yet); [`install_guarded_ist_stacks`] then moves each to mapped
+//! pages with an unmapped guard page below, so a handler that overflows one faults instead
+//! of silently corrupting its neighbour (the fault itself is then a triple fault: there is
+//! no stack left to report on). A secondary CPU's guarded stacks are mapped by the boot
+//! CPU before the secondary starts ([`map_guarded_ist_stacks`]), and its [`init`] uses
+//! them from the first instruction: only the boot CPU has `.bss` IST stacks.
+//!
+//! # Which CPUs exist
+//! Slots are indexed by the dense CPU index (0 = the boot CPU) up to
+//! [`arch_api::MAX_CPUS`]; a CPU is *online* ([`is_online`]) once its slot is fully set
+//! up, and only online CPUs are sent IPIs.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use arch_api::KernelStack;
+use arch_api::{IpiCounters, KernelStack};
 
 use x86_64::instructions::segmentation::{CS, DS, ES, FS, GS, SS, Segment};
 use x86_64::instructions::tables::load_tss;
@@ -38,7 +44,7 @@ use x86_64::structures::tss::TaskStateSegment;
 use x86_64::{PrivilegeLevel, VirtAddr};
 
 /// CPUs this kernel has per-CPU storage for.
-pub const MAX_CPUS: usize = 4;
+pub const MAX_CPUS: usize = arch_api::MAX_CPUS;
 
 /// Size of each IST stack.
 pub const IST_STACK_SIZE: usize = 16 * 1024;
@@ -97,6 +103,10 @@ pub struct PerCpu {
     kernel_stack_base: AtomicU64,
     /// NMIs taken on this CPU (the NMI storm test counts them).
     nmi_count: AtomicU64,
+    /// The local APIC ID as the MP response reported it (the IPI destination).
+    hardware_id: AtomicU64,
+    /// The IPIs this CPU received.
+    ipi: IpiCounters,
 }
 
 /// Offsets into [`PerCpu`] for `%gs:`-relative assembly, checked against the struct.
@@ -129,7 +139,19 @@ impl PerCpu {
             cpu_id: AtomicU32::new(0),
             kernel_stack_base: AtomicU64::new(0),
             nmi_count: AtomicU64::new(0),
+            hardware_id: AtomicU64::new(0),
+            ipi: IpiCounters::new(),
         }
+    }
+
+    /// The local APIC ID recorded for this CPU.
+    pub fn hardware_id(&self) -> u64 {
+        self.hardware_id.load(Ordering::Relaxed)
+    }
+
+    /// The IPIs this CPU received.
+    pub fn ipi(&self) -> &IpiCounters {
+        &self.ipi
     }
 
     /// This CPU's number.
@@ -208,9 +230,34 @@ impl CpuSlot {
 
 static CPUS: [CpuSlot; MAX_CPUS] = [const { CpuSlot::new() }; MAX_CPUS];
 
-/// Kept apart from `CPUS` so these all-zero stacks land in `.bss`, not in the image.
-static IST_STACKS: [[IstStack; IST_COUNT]; MAX_CPUS] =
-    [const { [const { IstStack(UnsafeCell::new([0; IST_STACK_SIZE])) }; IST_COUNT] }; MAX_CPUS];
+/// The boot CPU's early IST stacks (until [`install_guarded_ist_stacks`]). Kept apart from
+/// `CPUS` so these all-zero stacks land in `.bss`, not in the image.
+static IST_STACKS: [IstStack; IST_COUNT] =
+    [const { IstStack(UnsafeCell::new([0; IST_STACK_SIZE])) }; IST_COUNT];
+
+/// Bit `n`: CPU `n` is online (its slot is set up and it takes IPIs).
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+const _: () = assert!(MAX_CPUS <= 32, "ONLINE is one bit per CPU");
+
+/// Whether CPU `index` is online.
+pub fn is_online(index: u32) -> bool {
+    (index as usize) < MAX_CPUS && ONLINE.load(Ordering::Acquire) & (1 << index) != 0
+}
+
+/// Record this CPU's local APIC ID (the boot CPU learns it after [`init`]).
+pub fn record_hardware_id(hardware_id: u64) {
+    current().hardware_id.store(hardware_id, Ordering::Relaxed);
+}
+
+/// Mark this CPU online (its block, tables and local APIC are set up).
+pub fn mark_online() {
+    ONLINE.fetch_or(1 << current().cpu_id(), Ordering::Release);
+}
+
+/// The block of CPU `index`, if that CPU is online.
+pub fn online_block(index: u32) -> Option<&'static PerCpu> {
+    is_online(index).then(|| &CPUS[index as usize].block)
+}
 
 /// Set once the boot CPU's GS base points at its block (the fatal report checks it).
 static BOOT_CPU_READY: AtomicBool = AtomicBool::new(false);
@@ -221,19 +268,28 @@ pub fn ready() -> bool {
 }
 
 /// Build and load CPU `cpu_id`'s GDT and TSS, reload the segment registers, and point GS
-/// base at its per-CPU block.
+/// base at its per-CPU block, which records `hardware_id` (the local APIC ID).
 ///
 /// # Safety
-/// Called once per CPU, on that CPU, with interrupts masked, before anything uses `%gs`.
-pub unsafe fn init(cpu_id: u32) {
+/// Called once per CPU, on that CPU, with interrupts masked, before anything uses `%gs`;
+/// `cpu_id < MAX_CPUS`; for a CPU other than the boot CPU, [`map_guarded_ist_stacks`] has
+/// run for it.
+pub unsafe fn init(cpu_id: u32, hardware_id: u64) {
     let slot = &CPUS[cpu_id as usize];
     let tss = slot.tss.get();
     // SAFETY: this CPU owns the slot and has not loaded its TSS or GDT yet (caller's duty),
     // so nothing else reads or writes them.
     unsafe {
-        for (index, stack) in IST_STACKS[cpu_id as usize].iter().enumerate() {
-            // The CPU pushes below the top; the top is 16-byte aligned by `IstStack`'s type.
-            let top = stack.0.get() as u64 + IST_STACK_SIZE as u64;
+        for index in 0..IST_COUNT {
+            // The CPU pushes below the top; the top is 16-byte aligned (`IstStack`'s type,
+            // or a page boundary for the guarded stacks).
+            let guarded = GUARDED_IST_BASES[cpu_id as usize][index].load(Ordering::Acquire);
+            let top = if guarded != 0 {
+                guarded + IST_STACK_SIZE as u64
+            } else {
+                assert_eq!(cpu_id, 0, "a secondary CPU's IST stacks were not mapped");
+                IST_STACKS[index].0.get() as u64 + IST_STACK_SIZE as u64
+            };
             (*tss).interrupt_stack_table[index] = VirtAddr::new(top);
         }
         let gdt = &mut *slot.gdt.get();
@@ -286,6 +342,7 @@ pub unsafe fn init(cpu_id: u32) {
         .self_pointer
         .store(core::ptr::from_ref(block).cast_mut(), Ordering::Relaxed);
     block.cpu_id.store(cpu_id, Ordering::Relaxed);
+    block.hardware_id.store(hardware_id, Ordering::Relaxed);
     GsBase::write(VirtAddr::from_ptr(block));
     KernelGsBase::write(VirtAddr::zero());
     if cpu_id == 0 {
@@ -388,20 +445,23 @@ const IST_SLOT_SIZE: u64 = arch_api::PAGE_SIZE + IST_STACK_SIZE as u64;
 static GUARDED_IST_BASES: [[AtomicU64; IST_COUNT]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; IST_COUNT] }; MAX_CPUS];
 
-/// Move this CPU's IST stacks from the early `.bss` arrays (which have no guard page) to
-/// pages mapped in the kernel half at [`IST_REGION_BASE`], each with an unmapped guard page
-/// below it, and point the TSS at them.
-///
-/// # Safety
-/// Called once per CPU, on that CPU, with interrupts masked and no IST stack in use (early
-/// init: nothing runs on them yet), after `space::init`.
-pub unsafe fn install_guarded_ist_stacks(
+/// Map CPU `cpu_id`'s IST stacks in the kernel half at [`IST_REGION_BASE`], each above an
+/// unmapped guard page, and record them for [`init`] and the reports. Runs on the boot CPU
+/// (for itself and, before releasing them, for the secondaries); the kernel half's edits
+/// are the boot CPU's alone.
+pub fn map_guarded_ist_stacks(
+    cpu_id: u32,
     frames: &mut dyn arch_api::FrameSource,
 ) -> Result<(), arch_api::EarlyError> {
     use arch_api::{EarlyError, PAGE_SIZE, PageFlags};
-    let cpu_id = current().cpu_id() as usize;
-    let slot_tss = CPUS[cpu_id].tss.get();
+    let cpu_id = cpu_id as usize;
+    if cpu_id >= MAX_CPUS {
+        return Err(EarlyError::Unsupported("CPU index beyond MAX_CPUS"));
+    }
     for (ist, guarded_base) in GUARDED_IST_BASES[cpu_id].iter().enumerate() {
+        if guarded_base.load(Ordering::Relaxed) != 0 {
+            continue;
+        }
         let slot = IST_REGION_BASE + ((cpu_id * IST_COUNT + ist) as u64) * IST_SLOT_SIZE;
         let base = slot + PAGE_SIZE;
         for page in 0..IST_STACK_SIZE as u64 / PAGE_SIZE {
@@ -413,7 +473,25 @@ pub unsafe fn install_guarded_ist_stacks(
             crate::space::map_kernel(base + page * PAGE_SIZE, frame, flags, frames)
                 .map_err(|_| EarlyError::Unsupported("cannot map the IST stacks"))?;
         }
-        let top = base + IST_STACK_SIZE as u64;
+        guarded_base.store(base, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Move this CPU's IST stacks from the early `.bss` arrays (which have no guard page) to
+/// guarded stacks ([`map_guarded_ist_stacks`]) and point the TSS at them.
+///
+/// # Safety
+/// Called once, on the boot CPU, with interrupts masked and no IST stack in use (early
+/// init: nothing runs on them yet), after `space::init`.
+pub unsafe fn install_guarded_ist_stacks(
+    frames: &mut dyn arch_api::FrameSource,
+) -> Result<(), arch_api::EarlyError> {
+    let cpu_id = current().cpu_id();
+    map_guarded_ist_stacks(cpu_id, frames)?;
+    let slot_tss = CPUS[cpu_id as usize].tss.get();
+    for (ist, guarded_base) in GUARDED_IST_BASES[cpu_id as usize].iter().enumerate() {
+        let top = guarded_base.load(Ordering::Relaxed) + IST_STACK_SIZE as u64;
         // SAFETY: the TSS belongs to this CPU, which reads an IST entry only when it
         // delivers an exception through that slot — none is in progress (caller's duty).
         // The struct is `packed(4)`, so the entry is written unaligned.
@@ -421,7 +499,6 @@ pub unsafe fn install_guarded_ist_stacks(
             let entry = core::ptr::addr_of_mut!((*slot_tss).interrupt_stack_table[ist]);
             entry.write_unaligned(VirtAddr::new(top));
         }
-        guarded_base.store(base, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -432,7 +509,7 @@ pub fn ist_stack_range(cpu_id: u32, ist: Ist) -> core::ops::Range<u64> {
     if guarded != 0 {
         return guarded..guarded + IST_STACK_SIZE as u64;
     }
-    let stack = &IST_STACKS[cpu_id as usize][ist as usize - 1];
+    let stack = &IST_STACKS[ist as usize - 1];
     let bottom = stack.0.get() as u64;
     bottom..bottom + IST_STACK_SIZE as u64
 }

@@ -24,6 +24,13 @@ unsafe extern "Rust" {
     /// The name of the thread the core identifies as `thread` (the value given to
     /// `Threads::set_current_thread`), for fatal reports.
     pub fn keel_thread_name(thread: usize) -> &'static str;
+
+    /// A fatal report (a kernel fault, a kernel-stack overflow) is about to start on this
+    /// CPU. Returns once every other CPU has been stopped, when this CPU is the first to
+    /// report a panic or a fatal trap (or already is the reporter: a fault inside its own
+    /// report); never returns when another CPU reports already (this CPU stops). Called with
+    /// interrupts masked; takes no lock.
+    pub fn keel_fatal_begin();
 }
 
 unsafe extern "C" {

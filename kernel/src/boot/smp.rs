@@ -1,19 +1,28 @@
 //! Secondary CPUs, from the Limine MP response (DESIGN.md §4): the loader starts them and
-//! parks each on its `goto_address`; the boot path sends every one to [`secondary_main`],
-//! which moves it onto the kernel's own page tables, counts its arrival and parks it with
-//! interrupts masked. The scheduler stays on the boot CPU for now.
+//! parks each on its `goto_address`; the boot path sends every one to `secondary_main`,
+//! which moves it onto the kernel's own page tables and a kernel stack, sets up its
+//! per-CPU state through the arch (`SecondaryCpus::init_secondary`: per-CPU block with
+//! its dense index and hardware id, descriptor tables or vectors, interrupt-controller
+//! interface) and hands it to the idle entry the caller gave, which waits for interrupts
+//! with interrupts enabled and handles IPIs. The scheduler stays on the boot CPU for now.
+//!
+//! Dense indices follow the response's order, the boot CPU being 0; a CPU beyond
+//! `arch_api::MAX_CPUS` is moved onto the kernel's tables and parked with interrupts
+//! masked (a line in the boot log says so), as is one whose kernel stack cannot be had.
 //!
 //! Only what the protocol guarantees is relied on: the response lists every CPU the loader
 //! started, the boot CPU included; a write to a secondary's `goto_address` sends it to the
 //! written address with its `limine_mp_info` as the first argument, on its own stack in
-//! the HHDM, in the boot CPU's entry state. The x2APIC flag is not asked for (the kernel
-//! drives the local APIC in xAPIC mode).
+//! the HHDM, in the boot CPU's entry state; `extra` is free for the kernel (it carries the
+//! dense index). The x2APIC flag is not asked for (the kernel drives every local APIC in
+//! xAPIC mode).
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use arch_api::SecondaryCpus;
+use arch_api::{FrameSource, KernelStack, MAX_CPUS, SecondaryCpus};
 use limine::mp::Cpu as MpInfo;
 use limine::request::MpRequest;
+use spin::Once;
 
 use crate::{Cpu, println};
 
@@ -22,14 +31,24 @@ use crate::{Cpu, println};
 static MP: MpRequest = MpRequest::new();
 
 /// How many times the boot path polls for arrivals before it gives up on the rest: far
-/// more than a secondary needs (a few hundred instructions) on any machine or emulator,
+/// more than a secondary needs (a few thousand instructions) on any machine or emulator,
 /// and still a bound, so a CPU that never comes cannot hang the boot.
 const ARRIVAL_POLLS: u64 = 1 << 30;
 
-/// Secondary CPUs that reached [`secondary_main`].
+/// The `extra` value of a CPU sent to be parked (no index).
+const PARK: u64 = u64::MAX;
+
+/// Secondary CPUs that left the loader's memory for good (online, or parked).
 static ARRIVED: AtomicUsize = AtomicUsize::new(0);
-/// Secondary CPUs sent to [`secondary_main`].
+/// Secondary CPUs sent to `secondary_main`.
 static SENT: AtomicUsize = AtomicUsize::new(0);
+/// The hardware id of each dense index (the MP response's), for checks and reports.
+static HARDWARE_IDS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Each secondary's kernel stack (base, top), allocated by the boot CPU.
+static STACKS: [(AtomicU64, AtomicU64); MAX_CPUS] =
+    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX_CPUS];
+/// Where an online secondary goes: the idle entry `start_secondaries` was given.
+static IDLE: Once<extern "C" fn(usize) -> !> = Once::new();
 
 /// The CPUs the loader reported: (count including the boot CPU, the boot CPU's hardware
 /// id: x86_64 local APIC ID, AArch64 MPIDR affinity). `None` without an MP response.
@@ -38,22 +57,65 @@ pub fn reported() -> Option<(usize, u64)> {
     Some((response.cpus().len(), arch::smp::bsp_id(response)))
 }
 
-/// Send every secondary CPU of the MP response to [`secondary_main`], wait (bounded) for
-/// them and print how many arrived. Runs once, on the boot CPU, on the kernel's own page
-/// tables and before any bootloader-reclaimable memory is reclaimed (the parked CPUs
-/// still run on the loader's stacks and tables until they arrive).
-pub fn start_secondaries() {
+/// The hardware id the MP response gives the CPU with dense index `index`.
+#[cfg(feature = "testing")]
+pub fn hardware_id_of(index: u32) -> Option<u64> {
+    HARDWARE_IDS
+        .get(index as usize)
+        .map(|id| id.load(Ordering::Relaxed))
+}
+
+/// Send every secondary CPU of the MP response to `secondary_main`, wait (bounded) for
+/// them and print how many arrived and how many are online. Each online CPU ends in
+/// `idle(index)`, on a kernel stack from `allocate_stack`; `frames` serves the arch's
+/// per-CPU allocations. Runs once, on the boot CPU, on the kernel's own page tables and
+/// before any bootloader-reclaimable memory is reclaimed (the parked CPUs still run on
+/// the loader's stacks and tables until they arrive).
+pub fn start_secondaries(
+    frames: &mut dyn FrameSource,
+    allocate_stack: &mut dyn FnMut() -> Option<KernelStack>,
+    idle: extern "C" fn(usize) -> !,
+) {
     let Some(response) = MP.get_response() else {
         return;
     };
+    IDLE.call_once(|| idle);
     let bsp = arch::smp::bsp_id(response);
-    Cpu::prepare_secondaries();
-    let mut sent = 0;
-    for info in response.cpus() {
-        if arch::smp::cpu_id(info) != bsp {
-            info.goto_address.write(secondary_main);
-            sent += 1;
+    HARDWARE_IDS[0].store(bsp, Ordering::Relaxed);
+    let count = response.cpus().len().min(MAX_CPUS) as u32;
+    let prepared = match Cpu::prepare_secondaries(count, frames) {
+        Ok(()) => true,
+        Err(error) => {
+            println!("smp: secondary CPUs left parked: {error:?}");
+            false
         }
+    };
+    let mut sent = 0;
+    let mut next_index = 1u64;
+    for info in response.cpus() {
+        let id = arch::smp::cpu_id(info);
+        if id == bsp {
+            continue;
+        }
+        let mut extra = PARK;
+        if prepared && next_index as usize >= MAX_CPUS {
+            println!("smp: cpu {id:#x} is beyond the kernel's {MAX_CPUS} CPUs; left parked");
+        } else if prepared {
+            match allocate_stack() {
+                Some(stack) => {
+                    let index = next_index as usize;
+                    HARDWARE_IDS[index].store(id, Ordering::Relaxed);
+                    STACKS[index].0.store(stack.base, Ordering::Relaxed);
+                    STACKS[index].1.store(stack.top, Ordering::Relaxed);
+                    extra = next_index;
+                    next_index += 1;
+                }
+                None => println!("smp: no kernel stack for cpu {id:#x}; left parked"),
+            }
+        }
+        info.extra.store(extra, Ordering::Release);
+        info.goto_address.write(secondary_main);
+        sent += 1;
     }
     SENT.store(sent, Ordering::Release);
     let mut polls = 0;
@@ -67,6 +129,10 @@ pub fn start_secondaries() {
         arrived + 1,
         response.cpus().len()
     );
+    let online = (0..MAX_CPUS as u32)
+        .filter(|&index| Cpu::is_online(index))
+        .count();
+    println!("smp: {online} CPUs online (at most {MAX_CPUS}), idle with interrupts on");
 }
 
 /// Whether every secondary CPU sent to the kernel has arrived (so none still runs on the
@@ -76,9 +142,36 @@ pub fn all_arrived() -> bool {
 }
 
 /// Where a secondary CPU goes from the loader's parking loop: onto the kernel's tables,
-/// counted, parked for good.
-unsafe extern "C" fn secondary_main(_info: &MpInfo) -> ! {
+/// then onto its kernel stack ([`secondary_online`]), or parked for good.
+unsafe extern "C" fn secondary_main(info: &MpInfo) -> ! {
     Cpu::enter_secondary();
+    let index = info.extra.load(Ordering::Acquire);
+    let top = STACKS
+        .get(index as usize)
+        .map_or(0, |stack| stack.1.load(Ordering::Relaxed));
+    if index == PARK || index == 0 || top == 0 {
+        ARRIVED.fetch_add(1, Ordering::AcqRel);
+        Cpu::park_secondary();
+    }
+    // SAFETY: the boot CPU allocated this stack for this index alone (mapped, unused), and
+    // `enter_secondary` ran.
+    unsafe { Cpu::run_on_stack(top, secondary_online, index as usize) }
+}
+
+/// A secondary CPU on its kernel stack: its per-CPU state, then the idle entry.
+extern "C" fn secondary_online(index: usize) -> ! {
+    let stack = KernelStack {
+        base: STACKS[index].0.load(Ordering::Relaxed),
+        top: STACKS[index].1.load(Ordering::Relaxed),
+    };
+    Cpu::init_secondary(
+        index as u32,
+        HARDWARE_IDS[index].load(Ordering::Relaxed),
+        stack,
+    );
     ARRIVED.fetch_add(1, Ordering::AcqRel);
-    Cpu::park_secondary()
+    match IDLE.get() {
+        Some(idle) => idle(index),
+        None => Cpu::park_secondary(),
+    }
 }

@@ -16,6 +16,7 @@ use crate::{Cpu, println};
 
 pub mod ktest;
 pub mod ktest_irq;
+pub mod smp;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
 const KNOWN: &[&str] = &[
@@ -26,6 +27,9 @@ const KNOWN: &[&str] = &[
     "kernel",
     "lock-order",
     "panic",
+    "smp",
+    "smp-overflow",
+    "smp-panic",
     "stack-overflow",
     "user",
     "user-fault",
@@ -69,6 +73,9 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         }
         "lock-order" => in_thread("lock-order", lock_order, 0),
         "panic" => in_thread("panic-test", deliberate_panic, 0),
+        "smp" => in_thread("smp", smp::scenario, 0),
+        "smp-overflow" => smp::fatal_scenario(smp::Fatal::Overflow),
+        "smp-panic" => smp::fatal_scenario(smp::Fatal::Panic),
         "stack-overflow" => in_thread("overflow-test", overflow, 0),
         "user" => in_thread("user-suite", user_suite, 0),
         "user-fault" => in_thread("user-fault", user_fault, 0),
@@ -147,7 +154,7 @@ fn panic_here(value: u64) {
 /// Recurses without bound: the array (through `black_box`) keeps each frame alive and the
 /// addition after the call defeats tail-call optimization.
 #[inline(never)]
-fn recurse(depth: u64) -> u64 {
+pub(crate) fn recurse(depth: u64) -> u64 {
     let mut frame = [0u8; 256];
     frame[(depth % 256) as usize] = depth as u8;
     let frame = core::hint::black_box(frame);

@@ -1,10 +1,10 @@
 //! The GIC distributor's register block, common to GICv2 and GICv3 (the first 4 KiB; GICv3
-//! adds `GICD_IROUTER<n>` at 0x6000, [`Routing`]). `GICD_ITARGETSR` is GICv2's (GICv3 with
-//! affinity routing ignores it), `GICD_IGRPMODR` GICv3's.
+//! adds `GICD_IROUTER<n>` at 0x6000, [`Routing`]). `GICD_ITARGETSR` and `GICD_SGIR` are
+//! GICv2's (GICv3 with affinity routing ignores them), `GICD_IGRPMODR` GICv3's.
 
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
-use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 
 register_structs! {
     pub Distributor {
@@ -23,6 +23,8 @@ register_structs! {
         (0xc00 => pub icfgr: [ReadWrite<u32>; 64]),
         (0xd00 => pub igrpmodr: [ReadWrite<u32>; 32]),
         (0xd80 => _reserved4),
+        (0xf00 => pub sgir: WriteOnly<u32>),
+        (0xf04 => _reserved5),
         (0x1000 => @END),
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! The timer PPI and the shared peripheral interrupts the core enables (device lines,
 //! [`crate::interrupts`]) are routed to the boot CPU; everything else the firmware may have
-//! left enabled, pending or active is cleared at init.
+//! left enabled, pending or active is cleared at init. Every online CPU has its CPU
+//! interface (GICv3: its redistributor too) enabled with the IPIs' SGIs, INTIDs
+//! `0..IPI_SGIS` (`arch_api::Ipi` numbers them), which [`Gic::send_sgi`] raises on
+//! another CPU (GICv2 `GICD_SGIR`, GICv3 `ICC_SGI1R_EL1`).
 
 mod distributor;
 mod v2;
@@ -20,6 +23,8 @@ const PRIORITY: u8 = 0x80;
 const PRIORITY_MASK: u32 = 0xf0;
 /// Interrupt IDs 1020–1023 are special; 1023 means "spurious, nothing pending".
 pub(crate) const FIRST_SPECIAL: u32 = 1020;
+/// The SGIs the IPIs use: INTID = `arch_api::Ipi` number.
+pub(crate) const IPI_SGIS: u32 = arch_api::Ipi::ALL.len() as u32;
 
 /// An acknowledged interrupt, to be passed back to [`Gic::end`].
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +63,10 @@ pub fn init(
             // SAFETY: both blocks were just mapped Device-nGnRE in the device window, for
             // good, and this is the only driver.
             let gic = unsafe { v2::GicV2::new(distributor, cpu_interface) };
-            gic.init();
+            let target = gic.init();
+            crate::percpu::this()
+                .gic_target
+                .store(target, core::sync::atomic::Ordering::Relaxed);
             Gic::V2(gic)
         }
         GicDescription::V3 {
@@ -86,6 +94,31 @@ pub fn init(
 }
 
 impl Gic {
+    /// Enable a secondary CPU's interface (and GICv3 redistributor) with the IPIs' SGIs.
+    pub fn init_cpu(&self) -> Result<(), EarlyError> {
+        match self {
+            Gic::V2(gic) => {
+                let target = gic.init_cpu();
+                crate::percpu::this()
+                    .gic_target
+                    .store(target, core::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Gic::V3(gic) => gic.init_cpu(),
+        }
+    }
+
+    /// Raise SGI `intid` on the CPU whose block is `target` (after the caller's memory
+    /// writes are visible to it).
+    pub fn send_sgi(&self, target: &crate::percpu::PerCpu, intid: u32) {
+        use core::sync::atomic::Ordering;
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+        match self {
+            Gic::V2(gic) => gic.send_sgi(target.gic_target.load(Ordering::Relaxed), intid),
+            Gic::V3(gic) => gic.send_sgi(target.hardware_id.load(Ordering::Relaxed), intid),
+        }
+    }
+
     pub fn version(&self) -> u8 {
         match self {
             Gic::V2(_) => 2,

@@ -55,21 +55,55 @@ impl GicV2 {
         }
     }
 
-    /// Quiesce everything the firmware left, then enable the distributor and this CPU's
-    /// interface with every interrupt still disabled.
-    pub fn init(&self) {
+    /// Quiesce everything the firmware left, then enable the distributor and the boot
+    /// CPU's interface with every interrupt but the IPIs' SGIs still disabled.
+    pub fn init(&self) -> u32 {
         let distributor = &self.distributor;
         distributor.ctlr.set(0);
         distributor.quiesce_shared();
+        distributor.ctlr.set(ENABLE_BOTH_GROUPS);
+        self.init_cpu()
+    }
+
+    /// Reset this CPU's banked SGIs and PPIs, enable the IPIs' SGIs (`0..sgis`) and this
+    /// CPU's interface. Returns this CPU's interface bit (its `GICD_SGIR` target).
+    pub fn init_cpu(&self) -> u32 {
+        let distributor = &self.distributor;
         // Word 0 is this CPU's banked SGIs and PPIs.
         distributor.icenabler[0].set(u32::MAX);
         distributor.icpendr[0].set(u32::MAX);
         distributor.icactiver[0].set(u32::MAX);
-        distributor.ctlr.set(ENABLE_BOTH_GROUPS);
+        let sgis = super::IPI_SGIS;
+        if !self.security_extensions {
+            let groups = &distributor.igroupr[0];
+            groups.set(groups.get() & !((1 << sgis) - 1));
+        }
+        for intid in 0..sgis {
+            distributor.ipriorityr[intid as usize].set(PRIORITY);
+        }
+        distributor.isenabler[0].set((1 << sgis) - 1);
         self.cpu.pmr.set(PRIORITY_MASK);
         self.cpu.bpr.set(0);
         // EOImode 0: a write to GICC_EOIR both drops priority and deactivates.
         self.cpu.ctlr.set(ENABLE_BOTH_GROUPS);
+        self.this_cpu_target()
+    }
+
+    /// This CPU's interface bit: GICD_ITARGETSR0–7 read back this CPU's own bit (IHI 0048B
+    /// §4.3.12); on a uniprocessor GIC they read as zero (and SGIs need no target).
+    fn this_cpu_target(&self) -> u32 {
+        (0..32)
+            .map(|index| self.distributor.itargetsr[index].get())
+            .find(|&mask| mask != 0)
+            .map_or(1, u32::from)
+    }
+
+    /// Send SGI `intid` to the CPU interfaces of `targets` (a bit per interface).
+    pub fn send_sgi(&self, targets: u32, intid: u32) {
+        // TargetListFilter 0 (the list), CPUTargetList, NSATT 0, SGIINTID.
+        self.distributor
+            .sgir
+            .set(((targets & 0xff) << 16) | (intid & 0xf));
     }
 
     pub fn enable_ppi(&self, intid: u32, edge: bool) {
@@ -98,13 +132,8 @@ impl GicV2 {
             groups.set(groups.get() & !bit);
         }
         distributor.ipriorityr[intid as usize].set(PRIORITY);
-        // GICD_ITARGETSR0–7 read back this CPU's own bit (IHI 0048B §4.3.12); on a
-        // uniprocessor GIC they, and every target field, read as zero and ignore writes.
-        let this_cpu = (0..32)
-            .map(|index| distributor.itargetsr[index].get())
-            .find(|&mask| mask != 0)
-            .unwrap_or(1);
-        distributor.itargetsr[intid as usize].set(this_cpu);
+        // On a uniprocessor GIC every target field reads as zero and ignores writes.
+        distributor.itargetsr[intid as usize].set(self.this_cpu_target() as u8);
         Distributor::configure_bits(&distributor.icfgr[(intid / 16) as usize], intid, edge);
         distributor.isenabler[word].set(bit);
     }

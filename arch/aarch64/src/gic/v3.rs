@@ -16,6 +16,7 @@ use tock_registers::registers::{ReadOnly, ReadWrite};
 
 use super::distributor::{Distributor, POLL_LIMIT, ROUTING_OFFSET, Routing};
 use super::{Acknowledged, PRIORITY, PRIORITY_MASK};
+use crate::devicetree::MAX_REDISTRIBUTOR_REGIONS;
 use crate::mmio::Mmio;
 
 register_structs! {
@@ -79,9 +80,20 @@ const IAR_ID: u64 = 0xff_ffff;
 pub struct GicV3 {
     distributor: Mmio<Distributor>,
     routing: Mmio<Routing>,
-    /// This CPU's affinity in GICD_IROUTER form (Aff3 at bits 39:32, Aff2.Aff1.Aff0 below;
-    /// Interrupt_Routing_Mode 0: this CPU only).
+    /// The boot CPU's affinity in GICD_IROUTER form (Aff3 at bits 39:32, Aff2.Aff1.Aff0
+    /// below; Interrupt_Routing_Mode 0: this CPU only).
     affinity: u64,
+    /// The boot CPU's redistributor (its PPIs: the timer's).
+    control: Mmio<RedistributorControl>,
+    sgi: Mmio<RedistributorSgi>,
+    /// Every redistributor region, for the secondaries to find their own.
+    regions: [MappedRegion; MAX_REDISTRIBUTOR_REGIONS],
+    region_count: usize,
+    stride: Option<u64>,
+}
+
+/// One CPU's redistributor frames.
+struct Redistributor {
     control: Mmio<RedistributorControl>,
     sgi: Mmio<RedistributorSgi>,
 }
@@ -91,6 +103,42 @@ pub struct GicV3 {
 pub struct MappedRegion {
     pub base: usize,
     pub size: usize,
+}
+
+/// The redistributor of the CPU whose MPIDR is `mpidr`, in `regions`.
+///
+/// # Safety
+/// Every region maps GICv3 redistributor frames with device attributes for good.
+unsafe fn find_redistributor(
+    regions: &[MappedRegion],
+    stride: Option<u64>,
+    mpidr: u64,
+) -> Option<Redistributor> {
+    // GICR_TYPER.Affinity_Value is Aff3.Aff2.Aff1.Aff0, MPIDR has Aff3 at bits [39:32].
+    let affinity = ((mpidr >> 8) & 0xff00_0000) | (mpidr & 0x00ff_ffff);
+    for region in regions {
+        let mut offset = 0;
+        while offset + STRIDE_V3 <= region.size {
+            // SAFETY: the frame lies inside a mapped redistributor region (loop bound; the
+            // caller's duty).
+            let control: Mmio<RedistributorControl> = unsafe { Mmio::new(region.base + offset) };
+            let typer = control.typer.get();
+            if typer >> 32 == affinity {
+                // SAFETY: the SGI frame follows the control frame inside the region.
+                let sgi = unsafe { Mmio::new(region.base + offset + FRAME) };
+                return Some(Redistributor { control, sgi });
+            }
+            if typer & TYPER_LAST != 0 {
+                break;
+            }
+            offset += match stride {
+                Some(stride) if stride != 0 => stride as usize,
+                _ if typer & TYPER_VLPIS != 0 => STRIDE_V4,
+                _ => STRIDE_V3,
+            };
+        }
+    }
+    None
 }
 
 impl GicV3 {
@@ -105,44 +153,29 @@ impl GicV3 {
         stride: Option<u64>,
     ) -> Result<Self, EarlyError> {
         let mpidr = MPIDR_EL1.get();
-        // GICR_TYPER.Affinity_Value is Aff3.Aff2.Aff1.Aff0, MPIDR has Aff3 at bits [39:32].
-        let affinity = ((mpidr >> 8) & 0xff00_0000) | (mpidr & 0x00ff_ffff);
-        for region in regions {
-            let mut offset = 0;
-            while offset + STRIDE_V3 <= region.size {
-                // SAFETY: the frame lies inside a mapped redistributor region (loop bound).
-                let control: Mmio<RedistributorControl> =
-                    unsafe { Mmio::new(region.base + offset) };
-                let typer = control.typer.get();
-                if typer >> 32 == affinity {
-                    // SAFETY: the SGI frame follows the control frame inside the region.
-                    let sgi = unsafe { Mmio::new(region.base + offset + FRAME) };
-                    // SAFETY: the caller guarantees the distributor mapping.
-                    let distributor_registers = unsafe { Mmio::new(distributor) };
-                    // SAFETY: GICD_IROUTER lies 0x6000 into the distributor's 64 KiB
-                    // frame, which the caller mapped whole.
-                    let routing = unsafe { Mmio::new(distributor + ROUTING_OFFSET) };
-                    return Ok(Self {
-                        distributor: distributor_registers,
-                        routing,
-                        affinity: mpidr & 0xff_00ff_ffff,
-                        control,
-                        sgi,
-                    });
-                }
-                if typer & TYPER_LAST != 0 {
-                    break;
-                }
-                offset += match stride {
-                    Some(stride) if stride != 0 => stride as usize,
-                    _ if typer & TYPER_VLPIS != 0 => STRIDE_V4,
-                    _ => STRIDE_V3,
-                };
-            }
-        }
-        Err(EarlyError::MissingDevice(
+        // SAFETY: the caller guarantees the regions' mappings.
+        let found = unsafe { find_redistributor(regions, stride, mpidr) };
+        let Redistributor { control, sgi } = found.ok_or(EarlyError::MissingDevice(
             "GICv3 redistributor for the boot CPU's MPIDR",
-        ))
+        ))?;
+        // SAFETY: the caller guarantees the distributor mapping.
+        let distributor_registers = unsafe { Mmio::new(distributor) };
+        // SAFETY: GICD_IROUTER lies 0x6000 into the distributor's 64 KiB frame, which the
+        // caller mapped whole.
+        let routing = unsafe { Mmio::new(distributor + ROUTING_OFFSET) };
+        let mut kept = [MappedRegion { base: 0, size: 0 }; MAX_REDISTRIBUTOR_REGIONS];
+        let region_count = regions.len().min(MAX_REDISTRIBUTOR_REGIONS);
+        kept[..region_count].copy_from_slice(&regions[..region_count]);
+        Ok(Self {
+            distributor: distributor_registers,
+            routing,
+            affinity: mpidr & 0xff_00ff_ffff,
+            control,
+            sgi,
+            regions: kept,
+            region_count,
+            stride,
+        })
     }
 
     /// Quiesce the distributor and this CPU's redistributor, wake the redistributor, and turn
@@ -164,23 +197,52 @@ impl GicV3 {
         if !distributor.wait_for_writes() {
             return Err(timeout);
         }
+        Self::init_cpu_interface(&self.control, &self.sgi)
+    }
 
-        let waker = &self.control.waker;
+    /// Set up a secondary CPU: find its redistributor, then as for the boot CPU.
+    pub fn init_cpu(&self) -> Result<(), EarlyError> {
+        // SAFETY: the regions are the ones `new` was given, mapped for good (its contract).
+        let found = unsafe {
+            find_redistributor(
+                &self.regions[..self.region_count],
+                self.stride,
+                MPIDR_EL1.get(),
+            )
+        };
+        let Redistributor { control, sgi } = found.ok_or(EarlyError::MissingDevice(
+            "GICv3 redistributor for this CPU's MPIDR",
+        ))?;
+        Self::init_cpu_interface(&control, &sgi)
+    }
+
+    /// Wake this CPU's redistributor, quiesce its SGIs and PPIs, enable the IPIs' SGIs,
+    /// and turn on its system-register CPU interface.
+    fn init_cpu_interface(
+        control: &Mmio<RedistributorControl>,
+        sgi: &Mmio<RedistributorSgi>,
+    ) -> Result<(), EarlyError> {
+        let timeout = EarlyError::MissingDevice("GICv3: register write never completed (RWP)");
+        let waker = &control.waker;
         waker.set(waker.get() & !WAKER_PROCESSOR_SLEEP);
         if !(0..POLL_LIMIT).any(|_| waker.get() & WAKER_CHILDREN_ASLEEP == 0) {
             return Err(EarlyError::MissingDevice(
                 "GICv3 redistributor does not wake up",
             ));
         }
-        let sgi = &self.sgi;
         sgi.icenabler0.set(u32::MAX);
-        if !(0..POLL_LIMIT).any(|_| self.control.ctlr.get() & GICR_CTLR_RWP == 0) {
+        if !(0..POLL_LIMIT).any(|_| control.ctlr.get() & GICR_CTLR_RWP == 0) {
             return Err(timeout);
         }
         sgi.icpendr0.set(u32::MAX);
         sgi.icactiver0.set(u32::MAX);
         sgi.igroupr0.set(u32::MAX);
         sgi.igrpmodr0.set(0);
+        let sgis = super::IPI_SGIS;
+        for intid in 0..sgis {
+            sgi.ipriorityr[intid as usize].set(PRIORITY);
+        }
+        sgi.isenabler0.set((1 << sgis) - 1);
 
         // SAFETY: enabling the system-register interface only changes how this CPU talks to
         // the GIC; the read-back below checks a higher EL allowed it.
@@ -215,6 +277,28 @@ impl GicV3 {
             );
         }
         Ok(())
+    }
+
+    /// Send SGI `intid` (Group 1) to the CPU whose MPIDR affinity is `mpidr`, through
+    /// ICC_SGI1R_EL1: Aff3.Aff2.Aff1 name its cluster, the range selector and target list
+    /// its Aff0.
+    pub fn send_sgi(&self, mpidr: u64, intid: u32) {
+        let aff0 = mpidr & 0xff;
+        let aff1 = (mpidr >> 8) & 0xff;
+        let aff2 = (mpidr >> 16) & 0xff;
+        let aff3 = (mpidr >> 32) & 0xff;
+        let value = (aff3 << 48)
+            | ((aff0 / 16) << 44)
+            | (aff2 << 32)
+            | (u64::from(intid & 0xf) << 24)
+            | (aff1 << 16)
+            | (1 << (aff0 % 16));
+        // SAFETY: generating an SGI only makes it pending at the target's redistributor;
+        // the barriers order it after the caller's memory writes and before what follows.
+        unsafe {
+            core::arch::asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value,
+                options(nostack));
+        }
     }
 
     pub fn enable_ppi(&self, intid: u32, edge: bool) {

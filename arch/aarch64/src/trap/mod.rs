@@ -435,7 +435,13 @@ fn interrupt(frame: &TrapFrame) {
         // Spurious (1023) or special: nothing to end.
         return;
     };
-    if timer::is_timer(acknowledged.intid) {
+    if acknowledged.intid < gic::IPI_SGIS {
+        // End first: a stop does not come back.
+        gic.end(acknowledged);
+        if let Some(ipi) = arch_api::Ipi::from_number(u64::from(acknowledged.intid)) {
+            crate::smp::handle_ipi(ipi);
+        }
+    } else if timer::is_timer(acknowledged.intid) {
         timer::rearm();
         // End before the upcall: once the core switches threads from the tick, the GIC's
         // running priority must already be dropped. IRQs stay masked at PSTATE meanwhile.
@@ -448,6 +454,16 @@ fn interrupt(frame: &TrapFrame) {
         // and counted, never fatal).
         crate::interrupts::deliver(gic, acknowledged);
     }
+}
+
+/// Whether IRQs are unmasked (PSTATE.I clear).
+pub fn interrupts_enabled() -> bool {
+    let daif: u64;
+    // SAFETY: reading DAIF has no side effect.
+    unsafe {
+        core::arch::asm!("mrs {}, daif", out(reg) daif, options(nomem, nostack, preserves_flags))
+    };
+    daif & (1 << 7) == 0
 }
 
 /// Halt until an interrupt arrives, then take it.

@@ -22,6 +22,7 @@ static FATAL_DEPTH: AtomicU32 = AtomicU32::new(0);
 
 /// Report a fatal exception and power off.
 pub fn fatal(frame: &TrapFrame) -> ! {
+    fatal_begin();
     match FATAL_DEPTH.fetch_add(1, Ordering::SeqCst) {
         0 => {
             full_report(frame);
@@ -40,6 +41,14 @@ pub fn fatal(frame: &TrapFrame) -> ! {
         }
         _ => power::halt(),
     }
+}
+
+/// Claim the report for this CPU and stop the others (or stop here when another CPU
+/// reports already).
+fn fatal_begin() {
+    // SAFETY: the kernel defines `keel_fatal_begin` (kernel/src/upcall.rs) as a plain
+    // function that takes no lock; every exception handler runs with IRQs masked.
+    unsafe { upcall::keel_fatal_begin() };
 }
 
 fn what(frame: &TrapFrame) -> &'static str {
@@ -94,6 +103,7 @@ pub fn thread_name() -> &'static str {
 /// there. Report (the first line is the stable one the `stack-overflow` scenario checks)
 /// and power off.
 pub fn stack_overflow(frame: &TrapFrame) -> ! {
+    fatal_begin();
     if FATAL_DEPTH.fetch_add(1, Ordering::SeqCst) != 0 {
         power::off(ExitCode::Fatal);
     }
@@ -126,7 +136,7 @@ pub fn user_exception(frame: &TrapFrame, why: &str) {
 }
 
 fn full_report(frame: &TrapFrame) {
-    let cpu = percpu::current().map_or(u32::MAX, |cpu| cpu.id);
+    let cpu = percpu::current().map_or(u32::MAX, |cpu| cpu.id.load(Ordering::Relaxed));
     report!(
         "\nkeel: FATAL: {} [{}] on cpu {} in thread {}",
         what(frame),

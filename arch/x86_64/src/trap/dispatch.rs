@@ -9,9 +9,10 @@
 //! | --- | --- | --- |
 //! | exception (0–31 but NMI, #DF, #MC) | `keel_trap` (a #DB first moves off its IST stack) | fixup table, else fatal report (a #DB on the `SYSCALL` entry's first instruction: ignored) |
 //! | any, about to return to a non-canonical RIP/RSP | `keel_trap` again, as the user's #GP | — |
-//! | NMI | counted (GS base checked) | counted (GS base checked) |
+//! | NMI | counted (GS base checked); a stop request halts the CPU | same |
 //! | #DF, #MC | fatal report (a #DF on a guard page: the stack-overflow line) | same |
 //! | LAPIC timer | EOI, `keel_timer_tick` | same |
+//! | reschedule, TLB-shootdown IPI | EOI, [`crate::smp::handle_ipi`] (count; flush and acknowledge) | same |
 //! | device line (I/O APIC) | mask if asked, EOI, `keel_irq` ([`crate::ioapic::deliver`]) | same |
 //! | any other interrupt vector | counted as unexpected, EOI if in service | same |
 
@@ -19,7 +20,7 @@ use super::frame::rflags;
 use super::report;
 use super::vector;
 use super::{TrapFrame, fixup, syscall};
-use crate::{apic, ioapic, percpu, pic, upcall};
+use crate::{apic, ioapic, percpu, pic, smp, upcall};
 
 /// Called by the entry assembly with a pointer to the frame it built, interrupts masked,
 /// GS holding the kernel's per-CPU block, DF and AC clear.
@@ -105,6 +106,10 @@ fn handle(frame: &mut TrapFrame) {
             // function callable from interrupt context with interrupts masked.
             unsafe { upcall::keel_timer_tick() };
         }
+        ipi @ (vector::IPI_RESCHEDULE | vector::IPI_TLB_SHOOTDOWN) => {
+            apic::end_of_interrupt();
+            smp::handle_ipi(ipi);
+        }
         // A spurious APIC interrupt is not in service: no EOI (SDM Vol. 3A §11.9).
         vector::LAPIC_SPURIOUS => {}
         vector::LAPIC_ERROR => {
@@ -165,5 +170,9 @@ fn nmi() {
     match percpu::block_at(gs_base) {
         Some(cpu) => cpu.count_nmi(),
         None => percpu::count_nmi_with_bad_gs(),
+    }
+    // Another CPU stops the machine (its panic report): halt here, NMIs stay blocked.
+    if smp::stop_requested() {
+        smp::stop_self();
     }
 }

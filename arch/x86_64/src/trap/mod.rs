@@ -59,6 +59,10 @@ pub mod vector {
     pub const fn is_external(vector: u64) -> bool {
         vector >= EXTERNAL_BASE && vector < EXTERNAL_BASE + EXTERNAL_LINES as u64
     }
+    /// The reschedule IPI (`arch_api::Ipi::Reschedule`).
+    pub const IPI_RESCHEDULE: u64 = 0xF0;
+    /// The TLB-shootdown IPI (`arch_api::Ipi::TlbShootdown`); stop is an NMI.
+    pub const IPI_TLB_SHOOTDOWN: u64 = 0xF1;
     /// The local APIC's internal error interrupt.
     pub const LAPIC_ERROR: u64 = 0xFE;
     /// The local APIC's spurious vector (its low four bits must be 1s on old APICs).
@@ -146,6 +150,8 @@ pub mod vector {
             PIC_BASE..=PIC_SPURIOUS_SLAVE => "legacy 8259 interrupt",
             LAPIC_TIMER => "local APIC timer",
             vector if is_external(vector) => "device interrupt",
+            IPI_RESCHEDULE => "reschedule IPI",
+            IPI_TLB_SHOOTDOWN => "TLB-shootdown IPI",
             LAPIC_ERROR => "local APIC error",
             LAPIC_SPURIOUS => "local APIC spurious",
             SYSCALL => "system call",

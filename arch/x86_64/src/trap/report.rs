@@ -25,6 +25,7 @@ static REPORTING: AtomicBool = AtomicBool::new(false);
 pub fn fatal(frame: &TrapFrame) -> ! {
     // Read CR2 before anything else can fault and overwrite it.
     let fault_address = Cr2::read_raw();
+    fatal_begin();
     if REPORTING.swap(true, Ordering::Relaxed) {
         let _ = writeln!(
             Writer,
@@ -37,6 +38,14 @@ pub fn fatal(frame: &TrapFrame) -> ! {
     }
     let _ = write_report(&mut Writer, frame, fault_address);
     power::power_off(ExitCode::Fatal)
+}
+
+/// Claim the report for this CPU and stop the others (or stop here when another CPU
+/// reports already).
+fn fatal_begin() {
+    // SAFETY: the kernel defines `keel_fatal_begin` (kernel/src/upcall.rs) as a plain
+    // function that takes no lock; interrupts are masked in every trap handler.
+    unsafe { upcall::keel_fatal_begin() };
 }
 
 /// The core's name for `thread` (0: "none").
@@ -64,6 +73,7 @@ pub fn check_stack_overflow(frame: &TrapFrame) {
     if !(stack.guard_contains(fault_address) || stack.guard_contains(frame.rsp)) {
         return;
     }
+    fatal_begin();
     if REPORTING.swap(true, Ordering::Relaxed) {
         power::power_off(ExitCode::Fatal);
     }
