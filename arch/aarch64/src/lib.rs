@@ -245,8 +245,12 @@ impl Paging for Cpu {
         paging::map_user(space, virtual_address, physical_address, flags, frames)
     }
 
-    fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64, MapError> {
-        paging::unmap_user(space, virtual_address)
+    fn unmap_user(
+        space: &mut AddressSpace,
+        virtual_address: u64,
+        frames: &mut dyn FrameSource,
+    ) -> Result<u64, MapError> {
+        paging::unmap_user(space, virtual_address, frames)
     }
 
     fn protect_user(

@@ -850,6 +850,9 @@ pub mod root_slots {
     /// A memory region that is not an ELF executable (the first 256 bytes of `testsuite`:
     /// a valid ELF header whose program headers lie beyond the region), `READ GRANT`.
     pub const MALFORMED_IMAGE: u32 = 3;
+    /// The system-information capability (`READ`): the resource tests read the free
+    /// frames and the kernel heap with `system_info`.
+    pub const SYSTEM: u32 = 4;
 }
 
 /// A process's state as `process_status` reports it.

@@ -175,4 +175,8 @@ impl FrameSource for KernelFrames {
     fn alloc_zeroed_frame(&mut self) -> Option<u64> {
         allocate_zeroed()
     }
+
+    fn free_frame(&mut self, frame: u64) {
+        let _ = free(frame);
+    }
 }

@@ -400,11 +400,11 @@ fn user_mapping_checks() -> Result<(), &'static str> {
             Err(_) => outcome = Err("refused with the wrong error"),
             Ok(()) => {
                 outcome = Err("a forbidden mapping was made");
-                let _ = Cpu::unmap_user(&mut space, address);
+                let _ = Cpu::unmap_user(&mut space, address, &mut KernelFrames);
             }
         }
     }
-    if Cpu::unmap_user(&mut space, 0x40_0000) != Err(MapError::NotMapped) {
+    if Cpu::unmap_user(&mut space, 0x40_0000, &mut KernelFrames) != Err(MapError::NotMapped) {
         outcome = Err("unmapping an unmapped page did not fail with NotMapped");
     }
     Cpu::destroy(space, &mut |table| {
@@ -459,7 +459,7 @@ fn protect_user_page() -> Result<(), &'static str> {
         Ok(())
     })();
     crate::obj::process::activate_kernel_only();
-    let _ = Cpu::unmap_user(&mut space, page);
+    let _ = Cpu::unmap_user(&mut space, page, &mut KernelFrames);
     let _ = frames::free(frame);
     Cpu::destroy(space, &mut |table| {
         let _ = frames::free(table);
@@ -486,7 +486,7 @@ fn address_spaces() -> Result<(), &'static str> {
             }
         }
         for page in pages {
-            let frame = Cpu::unmap_user(&mut space, page).map_err(|_| "unmap_user failed")?;
+            let frame = Cpu::unmap_user(&mut space, page, &mut KernelFrames).map_err(|_| "unmap_user failed")?;
             frames::free(frame).map_err(|_| "unmapped frame could not be freed")?;
         }
         Cpu::destroy(space, &mut |table| {
@@ -535,7 +535,7 @@ fn user_access_protection(suite: &mut Suite) {
                 (Ok(()), Some(_)) => Err("the load faulted with another cause"),
                 (Ok(()), None) => Err("the kernel read user memory with PAN/SMAP on"),
             };
-            let _ = Cpu::unmap_user(&mut space, page);
+            let _ = Cpu::unmap_user(&mut space, page, &mut KernelFrames);
         }
         let _ = frames::free(frame);
         Cpu::destroy(space, &mut |table| {

@@ -911,5 +911,6 @@ fn install_root_caps(root: &crate::obj::Process) -> Result<(), abi::Error> {
         MemoryRegion::boot_module_prefix("testsuite", 256).ok_or(Error::InvalidArgument)?;
     root.caps
         .insert(Object::Memory(malformed), Rights::READ | Rights::GRANT)?;
+    root.caps.insert(Object::System, Rights::READ)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use rt::println;
 
 mod ipc;
 mod proc;
+mod resources;
 
 /// Arguments the kernel passes.
 const SUITE: u64 = 0;
@@ -526,5 +527,6 @@ fn suite() -> i64 {
     memory_tests(&mut results);
     proc::tests(&mut results);
     heap_tests(&mut results);
+    resources::tests(&mut results);
     exit_code(results.passed, results.failed)
 }
