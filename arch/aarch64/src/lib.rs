@@ -277,6 +277,10 @@ impl Paging for Cpu {
         paging::destroy(space, free);
     }
 
+    fn sync_instructions(virtual_address: u64, length: u64) {
+        paging::sync_instructions(virtual_address, length);
+    }
+
     fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {
         paging::copy_from_user(destination, source)
     }

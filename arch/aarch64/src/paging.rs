@@ -37,6 +37,7 @@ use arch_api::{
 };
 use spin::Mutex;
 
+use arch_api::cache::{CacheType, line_span};
 use arch_api::kernel_tables;
 use arch_api::pagetable::{self, EntryFormat, HhdmAccess, KeptTable, Pruned, Walker};
 
@@ -182,6 +183,49 @@ fn clean(virt: u64, length: u64) {
         unsafe { core::arch::asm!("dc cvac, {}", in(reg) address, options(nostack)) };
         address += line;
     }
+}
+
+/// Make `[virt, virt + length)`, written through the kernel's mapping, what instruction
+/// fetch sees through every mapping (Arm ARM B2.4.4): clean each data-cache line to the
+/// point of unification, `dsb ish`, invalidate each instruction-cache line, `dsb ish`,
+/// `isb`. Line sizes and what the CPU needs come from CTR_EL0 (IDC / DIC skip a step; an
+/// instruction cache that is not PIPT is invalidated whole, since another alias may hold
+/// the lines). `ic ivau` and `ic ialluis` reach every CPU of the inner-shareable domain.
+pub fn sync_instructions(virt: u64, length: u64) {
+    let cache = CacheType::from_ctr(sysreg::read!("ctr_el0"));
+    if !cache.data_clean_not_needed {
+        let span = line_span(virt, length, cache.data_line);
+        let mut line = span.start;
+        while line < span.end {
+            // SAFETY: cleaning a mapped line only writes dirty data back; `virt` is a
+            // kernel address the caller just wrote through.
+            unsafe { core::arch::asm!("dc cvau, {}", in(reg) line, options(nostack)) };
+            let Some(next) = line.checked_add(cache.data_line) else {
+                break;
+            };
+            line = next;
+        }
+    }
+    barrier::dsb(barrier::ISH);
+    if !cache.instruction_invalidate_not_needed {
+        if cache.instruction_cache_pipt {
+            let span = line_span(virt, length, cache.instruction_line);
+            let mut line = span.start;
+            while line < span.end {
+                // SAFETY: invalidating instruction-cache lines only costs refetches.
+                unsafe { core::arch::asm!("ic ivau, {}", in(reg) line, options(nostack)) };
+                let Some(next) = line.checked_add(cache.instruction_line) else {
+                    break;
+                };
+                line = next;
+            }
+        } else {
+            // SAFETY: as above, for the whole cache.
+            unsafe { core::arch::asm!("ic ialluis", options(nostack)) };
+        }
+        barrier::dsb(barrier::ISH);
+    }
+    barrier::isb(barrier::SY);
 }
 
 /// The AArch64 entry encoding for the portable walker (Arm ARM D8.3): table descriptors

@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod backtrace;
+pub mod cache;
 pub mod fixup;
 pub mod kernel_tables;
 pub mod pagetable;
@@ -403,6 +404,14 @@ pub trait Paging: Platform {
 
     /// Free every page-table frame of `space` (not the frames its pages map) through `free`.
     fn destroy(space: Self::AddressSpace, free: &mut dyn FnMut(u64));
+
+    /// Make the bytes the kernel wrote at the kernel address `virtual_address` (`length`
+    /// bytes, e.g. a user page through the direct map) what instruction fetch sees, through
+    /// any mapping of the same memory, before user code runs from them. AArch64: clean the
+    /// data cache to the point of unification, invalidate the instruction cache
+    /// (`dc cvau`, `dsb ish`, `ic ivau`, `dsb ish`, `isb`, Arm ARM B2.4.4, with the line
+    /// sizes of CTR_EL0, [`cache`]). x86_64: nothing (instruction fetch snoops stores).
+    fn sync_instructions(virtual_address: u64, length: u64);
 
     /// Copy from user memory at `source` into `destination`; a range outside the user half,
     /// wrapping, or touching an unmapped or unreadable page fails without a kernel fault

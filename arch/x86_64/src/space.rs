@@ -439,6 +439,12 @@ impl arch_api::Paging for crate::Cpu {
         destroy(space, free);
     }
 
+    #[inline(always)]
+    fn sync_instructions(_virtual_address: u64, _length: u64) {
+        // Instruction fetch sees every store (self- and cross-modifying code is handled
+        // by the CPU; the next user entry is a serializing IRETQ / SYSRET).
+    }
+
     fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {
         copy_from_user(destination, source)
     }

@@ -168,6 +168,25 @@ fn zero(physical: u64, bytes: u64) {
     unsafe { core::ptr::write_bytes(virtual_address(physical) as *mut u8, 0, bytes as usize) };
 }
 
+/// The start and length of the last [`sync_instructions`] call (test build: the kernel
+/// suite checks that the core asks for the right range).
+#[cfg(feature = "testing")]
+pub static LAST_INSTRUCTION_SYNC: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// `length` bytes from the physical address `physical` were written through the HHDM and
+/// will be executed by user code: make instruction fetch see them
+/// (`Paging::sync_instructions`).
+pub fn sync_instructions(physical: u64, length: u64) {
+    use arch_api::Paging;
+    let start = virtual_address(physical);
+    crate::Cpu::sync_instructions(start, length);
+    #[cfg(feature = "testing")]
+    {
+        LAST_INSTRUCTION_SYNC[0].store(start, Ordering::Relaxed);
+        LAST_INSTRUCTION_SYNC[1].store(length, Ordering::Relaxed);
+    }
+}
+
 /// The allocator as an [`arch_api::FrameSource`] (page tables for the arch crate).
 pub struct KernelFrames;
 

@@ -249,6 +249,10 @@ impl Process {
                 result = Err(Error::OutOfMemory);
                 break;
             };
+            if flags.executable {
+                // The zeroes must replace whatever instructions the frame held before.
+                frames::sync_instructions(frame, PAGE_SIZE);
+            }
             let pending = ((end - page) / PAGE_SIZE) as usize;
             let mapped = Cpu::map_user(
                 space,

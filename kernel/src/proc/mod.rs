@@ -128,6 +128,10 @@ fn populate(process: &Process, file: &[u8], image: &elf::Image) -> Result<(), Lo
                     core::ptr::copy_nonoverlapping(bytes.as_ptr(), target as *mut u8, bytes.len());
                 }
             }
+            if segment.executable {
+                // Zeroed and copied through the HHDM: the whole page is new code.
+                frames::sync_instructions(physical, PAGE_SIZE);
+            }
         }
     }
     let stack_flags = PageFlags {
