@@ -152,6 +152,8 @@ fn main(argument: u64) -> i64 {
             let wrong = (0..100_000).filter(|_| rt::null() != Ok(0)).count();
             i64::from(wrong != 0)
         }
+        resources::HOARDER => resources::hoarder(),
+        resources::EXIT_AT_ONCE => 0,
         _ => -1,
     }
 }
