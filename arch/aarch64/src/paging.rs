@@ -550,8 +550,7 @@ pub fn unmap_user(
         core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
     };
     if !pruned.tables().is_empty() {
-        let operand =
-            (u64::from(space.asid) << 48) | ((pruned.address >> 12) & ((1 << 44) - 1));
+        let operand = (u64::from(space.asid) << 48) | ((pruned.address >> 12) & ((1 << 44) - 1));
         // SAFETY: as above.
         unsafe {
             core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))

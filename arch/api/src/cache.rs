@@ -67,8 +67,8 @@ mod tests {
         assert_eq!(line_span(0x103f, 2, 64), 0x1000..0x1080);
         assert_eq!(line_span(0x1040, 64, 64), 0x1040..0x1080);
         assert_eq!(line_span(0x1000, 0, 64), 0..0);
-        assert_eq!(line_span(u64::MAX - 10, 5, 64), (u64::MAX & !63)..u64::MAX);
-        assert_eq!(line_span(u64::MAX - 10, 100, 64), (u64::MAX & !63)..u64::MAX);
+        assert_eq!(line_span(u64::MAX - 10, 5, 64), !63..u64::MAX);
+        assert_eq!(line_span(u64::MAX - 10, 100, 64), !63..u64::MAX);
         assert_eq!(line_span(0x1000, 16, 0), 0..0);
         assert_eq!(line_span(0x1000, 16, 48), 0..0);
         // One 4 KiB page through the HHDM, 64-byte lines: 64 lines.

@@ -361,8 +361,9 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
     }
 
     /// Map the user page `virtual_address` (checked by [`Walker::map`]), keeping the counts
-    /// of a user hierarchy: the missing tables are all allocated before the first is
-    /// linked, so a refusal changes nothing.
+    /// of a user hierarchy. The common case (every table there) walks down and writes the
+    /// leaf and its table's count; missing tables are [`Walker::map_new_tables`]'s.
+    #[inline]
     fn map_counted(
         &mut self,
         virtual_address: u64,
@@ -370,17 +371,22 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
         flags: PageFlags,
         create_root_entries: bool,
     ) -> Result<(), MapError> {
-        let one = 1u64 << self.format.count_shift();
-        // The table at each level above the leaves and the slot of the address in it.
-        let mut path = [(0u64, 0usize); ROOT_LEVEL as usize + 1];
+        // Where the descriptor of `table` is (unused while `table` is the root).
+        let (mut parent, mut parent_slot) = (0, 0);
         let mut table = self.root;
         let mut level = ROOT_LEVEL;
         while level > 0 {
             let slot = index(virtual_address, level);
             let entry = self.memory.read(table, slot);
-            path[level as usize] = (table, slot);
             if !self.format.is_present(entry) {
-                break;
+                return self.map_new_tables(
+                    virtual_address,
+                    physical,
+                    flags,
+                    (table, level),
+                    (parent, parent_slot),
+                    create_root_entries,
+                );
             }
             if !self.format.is_table(entry, level) {
                 return Err(MapError::AlreadyMapped);
@@ -389,25 +395,44 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
             if widened != entry {
                 self.memory.write(table, slot, widened);
             }
+            (parent, parent_slot) = (table, slot);
             table = self.format.address(entry);
             level -= 1;
         }
-        let leaf = self.format.leaf_entry(physical, flags, 0);
         let slot = index(virtual_address, 0);
-        if level == 0 {
-            if self.format.is_present(self.memory.read(table, slot)) {
-                return Err(MapError::AlreadyMapped);
-            }
-            self.memory.write(table, slot, leaf);
-            let (parent, parent_slot) = path[1];
-            let entry = self.memory.read(parent, parent_slot);
-            self.memory.write(parent, parent_slot, entry + one);
-            return Ok(());
+        if self.format.is_present(self.memory.read(table, slot)) {
+            return Err(MapError::AlreadyMapped);
         }
-        // The tables of levels `level - 1` down to 0 are missing.
+        self.memory
+            .write(table, slot, self.format.leaf_entry(physical, flags, 0));
+        let descriptor = self.memory.read(parent, parent_slot);
+        self.memory.write(
+            parent,
+            parent_slot,
+            descriptor + (1 << self.format.count_shift()),
+        );
+        Ok(())
+    }
+
+    /// The rest of [`Walker::map_counted`] when the table of `level - 1` under `table`
+    /// (whose descriptor is at `parent`) is missing: every missing table is allocated
+    /// before the first is linked, so a refusal changes nothing.
+    #[cold]
+    #[inline(never)]
+    fn map_new_tables(
+        &mut self,
+        virtual_address: u64,
+        physical: u64,
+        flags: PageFlags,
+        (table, level): (u64, u8),
+        (parent, parent_slot): (u64, usize),
+        create_root_entries: bool,
+    ) -> Result<(), MapError> {
+        let one = 1u64 << self.format.count_shift();
         if level == ROOT_LEVEL && !create_root_entries {
             return Err(MapError::BadAddress);
         }
+        // The tables of levels `level - 1` down to 0.
         let missing = usize::from(level);
         let mut fresh = [0u64; ROOT_LEVEL as usize];
         for index in 0..missing {
@@ -419,12 +444,11 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
             };
             fresh[index] = new;
         }
-        // The existing table at `level` gains an entry; its count is in its parent's
-        // descriptor (the root's is not kept).
+        // `table` gains an entry; its count is in its parent's descriptor (the root's is
+        // not kept).
         if level < ROOT_LEVEL {
-            let (parent, parent_slot) = path[usize::from(level) + 1];
-            let entry = self.memory.read(parent, parent_slot);
-            self.memory.write(parent, parent_slot, entry + one);
+            let descriptor = self.memory.read(parent, parent_slot);
+            self.memory.write(parent, parent_slot, descriptor + one);
         }
         // Each new table holds exactly one entry: the next new table, or the leaf.
         let mut current = table;
@@ -437,7 +461,11 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
             );
             current = new;
         }
-        self.memory.write(current, slot, leaf);
+        self.memory.write(
+            current,
+            index(virtual_address, 0),
+            self.format.leaf_entry(physical, flags, 0),
+        );
         Ok(())
     }
 

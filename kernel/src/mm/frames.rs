@@ -168,6 +168,22 @@ fn zero(physical: u64, bytes: u64) {
     unsafe { core::ptr::write_bytes(virtual_address(physical) as *mut u8, 0, bytes as usize) };
 }
 
+/// Fill the frame at `physical` (one the caller owns) with `bytes` at `offset` and zeroes
+/// everywhere else, writing each byte once. `offset + bytes.len()` is cut to the frame.
+pub fn fill(physical: u64, offset: usize, bytes: &[u8]) {
+    let size = FRAME_SIZE as usize;
+    let offset = offset.min(size);
+    let length = bytes.len().min(size - offset);
+    let base = virtual_address(physical) as *mut u8;
+    // SAFETY: the frame is the caller's (freshly allocated, not yet shared), the HHDM maps
+    // it writable, and the three ranges lie within its `size` bytes without overlap.
+    unsafe {
+        core::ptr::write_bytes(base, 0, offset);
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(offset), length);
+        core::ptr::write_bytes(base.add(offset + length), 0, size - offset - length);
+    }
+}
+
 /// The start and length of the last [`sync_instructions`] call (test build: the kernel
 /// suite checks that the core asks for the right range).
 #[cfg(feature = "testing")]

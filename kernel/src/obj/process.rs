@@ -66,13 +66,17 @@ impl Memory {
 
     /// Room for `wanted` more pages (their tables come out of what is left), and heap
     /// room to list them: `OutOfMemory` otherwise.
+    #[inline]
     fn make_room(&mut self, wanted: usize) -> Result<(), Error> {
         if self.used().saturating_add(wanted) > QUOTA_PAGES {
             return Err(Error::OutOfMemory);
         }
-        self.pages
-            .try_reserve(wanted)
-            .map_err(|_| Error::OutOfMemory)
+        if self.pages.capacity() - self.pages.len() < wanted {
+            self.pages
+                .try_reserve(wanted)
+                .map_err(|_| Error::OutOfMemory)?;
+        }
+        Ok(())
     }
 
     /// Unmap the pages listed from `first` on and drop them from the list (frames freed
@@ -254,13 +258,8 @@ impl Process {
                 frames::sync_instructions(frame, PAGE_SIZE);
             }
             let pending = ((end - page) / PAGE_SIZE) as usize;
-            let mapped = Cpu::map_user(
-                space,
-                page,
-                frame,
-                flags,
-                &mut memory.table_frames(pending),
-            );
+            let mapped =
+                Cpu::map_user(space, page, frame, flags, &mut memory.table_frames(pending));
             if let Err(error) = mapped {
                 let _ = frames::free(frame);
                 result = Err(map_error(error));
@@ -286,6 +285,20 @@ impl Process {
         let mut space = self.space.lock();
         let space = space.as_mut().ok_or(Error::InvalidArgument)?;
         let mut memory = self.frames.lock();
+        if pages == 1 {
+            // One page, looked for from the most recently mapped.
+            let index = memory
+                .pages
+                .iter()
+                .rposition(|user_page| user_page.page == address)
+                .filter(|&index| memory.pages[index].anonymous)
+                .ok_or(Error::InvalidArgument)?;
+            let user_page = memory.pages.swap_remove(index);
+            let _ = Cpu::unmap_user(space, user_page.page, &mut memory.table_frames(0));
+            crate::stats::count_tlb_flush();
+            let _ = frames::free(user_page.frame);
+            return Ok(());
+        }
         let end = address + pages * PAGE_SIZE;
         let in_range = |user_page: &UserPage| (address..end).contains(&user_page.page);
         let found = memory
@@ -360,13 +373,8 @@ impl Process {
         for index in 0..pages {
             let (page, frame) = (address + index * PAGE_SIZE, physical + index * PAGE_SIZE);
             let pending = (pages - index) as usize;
-            let mapped = Cpu::map_user(
-                space,
-                page,
-                frame,
-                flags,
-                &mut memory.table_frames(pending),
-            );
+            let mapped =
+                Cpu::map_user(space, page, frame, flags, &mut memory.table_frames(pending));
             if let Err(error) = mapped {
                 result = Err(match error {
                     MapError::OutOfMemory => Error::OutOfMemory,
@@ -480,15 +488,25 @@ impl Process {
 
     /// Map a fresh zeroed frame at `page`; returns its physical address.
     pub fn map_zeroed(&self, page: u64, flags: PageFlags) -> Result<u64, MapError> {
+        self.map_filled(page, flags, &[], 0)
+    }
+
+    /// Map a fresh frame at `page` holding `bytes` from `offset` and zeroes elsewhere
+    /// (written once, before the page is mapped); returns its physical address.
+    pub fn map_filled(
+        &self,
+        page: u64,
+        flags: PageFlags,
+        bytes: &[u8],
+        offset: usize,
+    ) -> Result<u64, MapError> {
         let mut space = self.space.lock();
         let space = space.as_mut().ok_or(MapError::NotMapped)?;
         let mut memory = self.frames.lock();
-        memory
-            .make_room(1)
-            .map_err(|_| MapError::OutOfMemory)?;
-        let physical = frames::allocate_zeroed().ok_or(MapError::OutOfMemory)?;
-        if let Err(error) =
-            Cpu::map_user(space, page, physical, flags, &mut memory.table_frames(1))
+        memory.make_room(1).map_err(|_| MapError::OutOfMemory)?;
+        let physical = frames::allocate_run(0).ok_or(MapError::OutOfMemory)?;
+        frames::fill(physical, offset, bytes);
+        if let Err(error) = Cpu::map_user(space, page, physical, flags, &mut memory.table_frames(1))
         {
             let _ = frames::free(physical);
             return Err(error);

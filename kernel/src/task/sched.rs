@@ -118,7 +118,7 @@ pub enum SpawnError {
     NoThreadSlot,
     NoKernelStack,
     /// The heap cannot hold the thread's record.
-    NoMemory,
+    OutOfHeap,
 }
 
 /// Create a ready kernel thread running `entry(argument)`.
@@ -151,7 +151,7 @@ pub fn spawn(
         Some(id)
     })
     .ok_or(SpawnError::NoThreadSlot)?;
-    crate::mm::heap::reserve(core::mem::size_of::<Thread>()).map_err(|_| SpawnError::NoMemory)?;
+    crate::mm::heap::reserve(core::mem::size_of::<Thread>()).map_err(|_| SpawnError::OutOfHeap)?;
     let stack = stacks::allocate().map_err(|_| SpawnError::NoKernelStack)?;
     let thread = Box::new(Thread::new(id, name, priority, stack, start, process));
     let placed = with(|scheduler| {

@@ -490,7 +490,8 @@ fn address_spaces() -> Result<(), &'static str> {
             }
         }
         for page in pages {
-            let frame = Cpu::unmap_user(&mut space, page, &mut KernelFrames).map_err(|_| "unmap_user failed")?;
+            let frame = Cpu::unmap_user(&mut space, page, &mut KernelFrames)
+                .map_err(|_| "unmap_user failed")?;
             frames::free(frame).map_err(|_| "unmapped frame could not be freed")?;
         }
         Cpu::destroy(space, &mut |table| {

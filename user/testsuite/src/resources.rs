@@ -162,8 +162,7 @@ fn hoard_round(done: Handle, death: Handle) -> Result<(usize, u64, Error), &'sta
 /// capacity of kernel queues); a second round must end where the first did.
 fn dead_processes_held(results: &mut Results) {
     let outcome = (|| {
-        let (Ok(done), Ok(death)) = (ipc::notification_create(), ipc::notification_create())
-        else {
+        let (Ok(done), Ok(death)) = (ipc::notification_create(), ipc::notification_create()) else {
             return Err("notification_create failed");
         };
         let result = (|| {
