@@ -28,9 +28,13 @@ const HOARDER_DEATH: u64 = 0x2;
 /// The test suite's image (`abi::root_slots`).
 const IMAGE: Handle = Handle::new(abi::root_slots::TESTSUITE_IMAGE, 1);
 
+/// Dead processes the hoarding test must see held at once: about 9 KiB of kernel heap
+/// each, so more than twice the heap's first 4 MiB.
+const HELD_AT_LEAST: u64 = 1000;
+
 pub fn tests(results: &mut Results) {
-    page_tables(results);
     dead_processes_held(results);
+    page_tables(results);
 }
 
 /// The kernel's summary record (`system_info`).
@@ -186,6 +190,9 @@ fn dead_processes_held(results: &mut Results) {
             );
             if second.2 != Error::OutOfMemory {
                 return Err("the refusal is not OutOfMemory");
+            }
+            if first.1 < HELD_AT_LEAST || second.1 < HELD_AT_LEAST {
+                return Err("too few dead processes were held to need more heap");
             }
             if after != before {
                 return Err("the heap bytes or the frames did not return to their count");
