@@ -100,6 +100,8 @@ const EXPECTED: &[&str] = &[
     "ok user heap: Vec and Box grow across mapped chunks and hold their values",
     "ok user heap: freed memory is used again",
     "ok user heap: allocations beyond the quota or the heap's span fail and the heap still works",
+    "ok user page tables: 100000 map/unmap pairs 2 MiB apart succeed and every emptied table is freed",
+    "ok user dead processes held by many holders: the kernel refuses with OutOfMemory, stays up and gets every heap byte and frame back",
     "ok user FPU state survives preemption",
     "ok user thread blocked in a system call and a kernel thread preempted by the timer keep their own kernel stacks",
     "ok user thread resumed at a non-canonical instruction pointer faults in user mode",

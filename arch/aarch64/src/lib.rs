@@ -252,8 +252,12 @@ impl Paging for Cpu {
         paging::map_user(space, virtual_address, physical_address, flags, frames)
     }
 
-    fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64, MapError> {
-        paging::unmap_user(space, virtual_address)
+    fn unmap_user(
+        space: &mut AddressSpace,
+        virtual_address: u64,
+        frames: &mut dyn FrameSource,
+    ) -> Result<u64, MapError> {
+        paging::unmap_user(space, virtual_address, frames)
     }
 
     fn protect_user(
@@ -278,6 +282,10 @@ impl Paging for Cpu {
 
     fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
         paging::destroy(space, free);
+    }
+
+    fn sync_instructions(virtual_address: u64, length: u64) {
+        paging::sync_instructions(virtual_address, length);
     }
 
     fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {

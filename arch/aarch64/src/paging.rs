@@ -25,7 +25,7 @@
 //! cleaned for the walker by [`Hhdm`]); [`switch_to_kernel_tables`] switches to the
 //! kernel's own TTBR1 hierarchy, built by `arch_api::kernel_tables`.
 //!
-//! Weak spots: empty intermediate user tables are only freed by `destroy`; ASID exhaustion
+//! Weak spots: ASID exhaustion
 //! (more than 255 / 65535 live spaces) is reported as `OutOfMemory` instead of rolling over.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,8 +37,9 @@ use arch_api::{
 };
 use spin::Mutex;
 
+use arch_api::cache::{CacheType, line_span};
 use arch_api::kernel_tables;
-use arch_api::pagetable::{self, EntryFormat, HhdmAccess, Walker};
+use arch_api::pagetable::{self, EntryFormat, HhdmAccess, KeptTable, Pruned, Walker};
 
 use crate::sysreg::{self, masked};
 
@@ -184,6 +185,49 @@ fn clean(virt: u64, length: u64) {
     }
 }
 
+/// Make `[virt, virt + length)`, written through the kernel's mapping, what instruction
+/// fetch sees through every mapping (Arm ARM B2.4.4): clean each data-cache line to the
+/// point of unification, `dsb ish`, invalidate each instruction-cache line, `dsb ish`,
+/// `isb`. Line sizes and what the CPU needs come from CTR_EL0 (IDC / DIC skip a step; an
+/// instruction cache that is not PIPT is invalidated whole, since another alias may hold
+/// the lines). `ic ivau` and `ic ialluis` reach every CPU of the inner-shareable domain.
+pub fn sync_instructions(virt: u64, length: u64) {
+    let cache = CacheType::from_ctr(sysreg::read!("ctr_el0"));
+    if !cache.data_clean_not_needed {
+        let span = line_span(virt, length, cache.data_line);
+        let mut line = span.start;
+        while line < span.end {
+            // SAFETY: cleaning a mapped line only writes dirty data back; `virt` is a
+            // kernel address the caller just wrote through.
+            unsafe { core::arch::asm!("dc cvau, {}", in(reg) line, options(nostack)) };
+            let Some(next) = line.checked_add(cache.data_line) else {
+                break;
+            };
+            line = next;
+        }
+    }
+    barrier::dsb(barrier::ISH);
+    if !cache.instruction_invalidate_not_needed {
+        if cache.instruction_cache_pipt {
+            let span = line_span(virt, length, cache.instruction_line);
+            let mut line = span.start;
+            while line < span.end {
+                // SAFETY: invalidating instruction-cache lines only costs refetches.
+                unsafe { core::arch::asm!("ic ivau, {}", in(reg) line, options(nostack)) };
+                let Some(next) = line.checked_add(cache.instruction_line) else {
+                    break;
+                };
+                line = next;
+            }
+        } else {
+            // SAFETY: as above, for the whole cache.
+            unsafe { core::arch::asm!("ic ialluis", options(nostack)) };
+        }
+        barrier::dsb(barrier::ISH);
+    }
+    barrier::isb(barrier::SY);
+}
+
 /// The AArch64 entry encoding for the portable walker (Arm ARM D8.3): table descriptors
 /// `0b11` at levels 0–2, blocks `0b01`, pages `0b11`; AF always set; kernel leaves UXN
 /// (and PXN unless executable), user leaves nG + AP[1] + PXN (and UXN unless executable);
@@ -247,6 +291,12 @@ impl EntryFormat for Format {
 
     fn address_fits(&self, physical: u64) -> bool {
         physical & !ADDRESS == 0
+    }
+
+    fn count_shift(&self) -> u32 {
+        // Bits [11:2] of a table descriptor are ignored (Arm ARM D8.3.1, 48-bit addresses,
+        // no hardware-managed table flags).
+        2
     }
 }
 
@@ -408,6 +458,8 @@ pub fn active_kernel_root() -> u64 {
 pub struct AddressSpace {
     root: u64,
     asid: u16,
+    /// The emptied last-level table left linked (`pagetable::KeptTable`).
+    kept: KeptTable,
 }
 
 impl AddressSpace {
@@ -440,6 +492,7 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
     Ok(AddressSpace {
         root,
         asid: asid as u16,
+        kept: KeptTable::default(),
     })
 }
 
@@ -473,10 +526,22 @@ pub fn map_user(
     Ok(())
 }
 
-pub fn unmap_user(space: &mut AddressSpace, virt: u64) -> Result<u64, MapError> {
+/// Unmap one user page; tables the unmap prunes go back to `frames` once no walk through
+/// them can be cached (`tlbi vae1is` drops the cached entries of every level used to
+/// translate the address, Arm ARM D8.13).
+pub fn unmap_user(
+    space: &mut AddressSpace,
+    virt: u64,
+    frames: &mut dyn FrameSource,
+) -> Result<u64, MapError> {
     check_user_page(virt)?;
     let mut memory = HhdmTables::fixed();
-    let frame = Walker::new(&mut memory, &Format, space.root).unmap(virt)?;
+    let mut pruned = Pruned::default();
+    let frame = Walker::new(&mut memory, &Format, space.root).unmap_counted(
+        virt,
+        &mut space.kept,
+        &mut pruned,
+    )?;
     barrier::dsb(barrier::ISHST);
     // TLBI VAE1IS: this VA in this ASID (ASID in [63:48], VA[55:12] in [43:0]).
     let operand = (u64::from(space.asid) << 48) | ((virt >> 12) & ((1 << 44) - 1));
@@ -484,8 +549,18 @@ pub fn unmap_user(space: &mut AddressSpace, virt: u64) -> Result<u64, MapError> 
     unsafe {
         core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
     };
+    if !pruned.tables().is_empty() {
+        let operand = (u64::from(space.asid) << 48) | ((pruned.address >> 12) & ((1 << 44) - 1));
+        // SAFETY: as above.
+        unsafe {
+            core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
+        };
+    }
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
+    for &table in pruned.tables() {
+        frames.free_frame(table);
+    }
     Ok(frame)
 }
 

@@ -148,6 +148,11 @@ impl<M: TableMemory> TableMemory for Counting<'_, M> {
         self.allocated += 1;
         Some(table)
     }
+
+    fn free_table(&mut self, table: u64) {
+        self.memory.free_table(table);
+        self.allocated -= 1;
+    }
 }
 
 #[cfg(test)]

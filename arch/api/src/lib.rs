@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod backtrace;
+pub mod cache;
 pub mod fixup;
 pub mod kernel_tables;
 pub mod pagetable;
@@ -47,6 +48,12 @@ pub struct EarlyInfo<'a> {
 pub trait FrameSource {
     /// A zeroed 4 KiB frame, by physical address, or `None` when memory ran out.
     fn alloc_zeroed_frame(&mut self) -> Option<u64>;
+
+    /// Take back a frame [`FrameSource::alloc_zeroed_frame`] handed out (a page table that
+    /// emptied or was never linked). Default: keep it (boot-time sources never free).
+    fn free_frame(&mut self, frame: u64) {
+        let _ = frame;
+    }
 }
 
 /// Why early platform bring-up failed. Each variant carries what the user must be told.
@@ -580,7 +587,9 @@ pub trait Paging: Platform {
     /// A new, empty user address space sharing the kernel half.
     fn new_address_space(frames: &mut dyn FrameSource) -> Result<Self::AddressSpace, MapError>;
 
-    /// Map one user page. Refuses kernel addresses, page 0, and W+X.
+    /// Map one user page. Refuses kernel addresses, page 0, and W+X. The page tables it
+    /// needs come from `frames`, all before any is linked: a refusal (`OutOfMemory`
+    /// included) gives them back and leaves the hierarchy as it was.
     fn map_user(
         space: &mut Self::AddressSpace,
         virtual_address: u64,
@@ -590,7 +599,14 @@ pub trait Paging: Platform {
     ) -> Result<(), MapError>;
 
     /// Unmap one user page, returning its frame; flushes the TLB entry if `space` is live.
-    fn unmap_user(space: &mut Self::AddressSpace, virtual_address: u64) -> Result<u64, MapError>;
+    /// Page tables the unmap empties are given back to `frames` (after the translations
+    /// through them are invalidated), except the last-level table that emptied most
+    /// recently, which stays linked for reuse ([`pagetable::KeptTable`]).
+    fn unmap_user(
+        space: &mut Self::AddressSpace,
+        virtual_address: u64,
+        frames: &mut dyn FrameSource,
+    ) -> Result<u64, MapError>;
 
     /// Change the permissions of one mapped user page (its frame stays); W+X refused; the
     /// stale TLB entry is flushed.
@@ -612,6 +628,14 @@ pub trait Paging: Platform {
 
     /// Free every page-table frame of `space` (not the frames its pages map) through `free`.
     fn destroy(space: Self::AddressSpace, free: &mut dyn FnMut(u64));
+
+    /// Make the bytes the kernel wrote at the kernel address `virtual_address` (`length`
+    /// bytes, e.g. a user page through the direct map) what instruction fetch sees, through
+    /// any mapping of the same memory, before user code runs from them. AArch64: clean the
+    /// data cache to the point of unification, invalidate the instruction cache
+    /// (`dc cvau`, `dsb ish`, `ic ivau`, `dsb ish`, `isb`, Arm ARM B2.4.4, with the line
+    /// sizes of CTR_EL0, [`cache`]). x86_64: nothing (instruction fetch snoops stores).
+    fn sync_instructions(virtual_address: u64, length: u64);
 
     /// Copy from user memory at `source` into `destination`; a range outside the user half,
     /// wrapping, or touching an unmapped or unreadable page fails without a kernel fault

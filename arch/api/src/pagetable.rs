@@ -10,8 +10,20 @@
 //! level 3 is the root (PML4 / L0).
 //!
 //! Guarantees: every refusal ([`MapError`]) leaves the mapped pages as they were (a refused
-//! map may leave a new, empty intermediate table behind, freed with the hierarchy); W+X is
-//! refused for every mapping, kernel or user; nothing here panics on any argument.
+//! kernel map may leave a new, empty intermediate table behind, freed with the hierarchy;
+//! a refused user map leaves the tables as they were); W+X is refused for every mapping,
+//! kernel or user; nothing here panics on any argument.
+//!
+//! # User hierarchies count their entries
+//! Every table descriptor of a user hierarchy (one whose leaves are all user pages, mapped
+//! with [`Walker::map`] and removed with [`Walker::unmap_counted`]) records in ten bits the
+//! table ignores ([`EntryFormat::count_shift`]) how many entries of the table it points to
+//! are present. An unmap that empties a last-level table keeps it linked
+//! ([`KeptTable`]: mapping and unmapping one page again and again costs no table) and
+//! prunes the one kept before, with every table above it that thereby empties; the pruned
+//! tables are handed back ([`Pruned`]) for the caller to free once no translation through
+//! them can be cached. So a user hierarchy holds at most one empty table chain, and no
+//! unmap scans a table. Kernel hierarchies are not counted.
 
 use core::ops::Range;
 
@@ -44,6 +56,8 @@ pub trait TableMemory {
     /// A new, zeroed table whose zeroes the walker will see before it is linked, by
     /// physical address; `None` when memory ran out.
     fn allocate_table(&mut self) -> Option<u64>;
+    /// Give back a table [`TableMemory::allocate_table`] returned that was never linked.
+    fn free_table(&mut self, table: u64);
 }
 
 /// How one architecture encodes entries.
@@ -67,6 +81,53 @@ pub trait EntryFormat {
     fn leaf_flags(&self, entry: u64, level: u8) -> PageFlags;
     /// Whether `physical` fits an entry's address field.
     fn address_fits(&self, physical: u64) -> bool;
+    /// The lowest of ten bits every table descriptor (levels 1..=3) ignores: a user
+    /// hierarchy keeps there the count of present entries of the table the descriptor
+    /// points to. [`EntryFormat::table_entry`] leaves them 0,
+    /// [`EntryFormat::table_entry_for_user`] and [`EntryFormat::address`] ignore them.
+    fn count_shift(&self) -> u32;
+}
+
+/// The bits of a table descriptor holding its table's count of present entries.
+const COUNT_BITS: u64 = 0x3ff;
+
+/// The last-level table of a user hierarchy that emptied most recently and stays linked
+/// (by the 2 MiB-aligned address it covers): kept with the hierarchy, passed to every
+/// [`Walker::unmap_counted`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeptTable(Option<u64>);
+
+impl KeptTable {
+    /// The 2 MiB region whose table is kept, if one is.
+    pub fn region(&self) -> Option<u64> {
+        self.0
+    }
+}
+
+/// Tables [`Walker::unmap_counted`] took out of a hierarchy, deepest first. The caller
+/// invalidates the cached translations of [`Pruned::address`] (which drops every cached
+/// walk through them) before it frees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// An address the pruned tables covered.
+    pub address: u64,
+    tables: [u64; ROOT_LEVEL as usize],
+    count: usize,
+}
+
+impl Pruned {
+    /// The tables taken out (none, or a last-level table and the tables above it that
+    /// emptied with it).
+    pub fn tables(&self) -> &[u64] {
+        &self.tables[..self.count]
+    }
+
+    fn push(&mut self, table: u64) {
+        if let Some(slot) = self.tables.get_mut(self.count) {
+            *slot = table;
+            self.count += 1;
+        }
+    }
 }
 
 /// What a lookup found for one virtual address.
@@ -175,6 +236,13 @@ impl<A: HhdmAccess> TableMemory for HhdmTables<'_, A> {
         self.allocated += 1;
         Some(frame)
     }
+
+    fn free_table(&mut self, table: u64) {
+        if let Some(frames) = self.frames.as_mut() {
+            frames.free_frame(table);
+            self.allocated -= 1;
+        }
+    }
 }
 
 /// One hierarchy: its root, the memory its tables live in and the entry format.
@@ -270,6 +338,12 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
         if flags.writable && flags.executable {
             return Err(MapError::WriteAndExecute);
         }
+        if flags.user {
+            if level != 0 {
+                return Err(MapError::BadAddress);
+            }
+            return self.map_counted(virtual_address, physical, flags, create_root_entries);
+        }
         let table = self.table_at(
             virtual_address,
             level,
@@ -284,6 +358,215 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
         let entry = self.format.leaf_entry(physical, flags, level);
         self.memory.write(table, slot, entry);
         Ok(())
+    }
+
+    /// Map the user page `virtual_address` (checked by [`Walker::map`]), keeping the counts
+    /// of a user hierarchy. The common case (every table there) walks down and writes the
+    /// leaf and its table's count; missing tables are [`Walker::map_new_tables`]'s.
+    #[inline]
+    fn map_counted(
+        &mut self,
+        virtual_address: u64,
+        physical: u64,
+        flags: PageFlags,
+        create_root_entries: bool,
+    ) -> Result<(), MapError> {
+        // Where the descriptor of `table` is (unused while `table` is the root).
+        let (mut parent, mut parent_slot) = (0, 0);
+        let mut table = self.root;
+        let mut level = ROOT_LEVEL;
+        while level > 0 {
+            let slot = index(virtual_address, level);
+            let entry = self.memory.read(table, slot);
+            if !self.format.is_present(entry) {
+                return self.map_new_tables(
+                    virtual_address,
+                    physical,
+                    flags,
+                    (table, level),
+                    (parent, parent_slot),
+                    create_root_entries,
+                );
+            }
+            if !self.format.is_table(entry, level) {
+                return Err(MapError::AlreadyMapped);
+            }
+            let widened = self.format.table_entry_for_user(entry, true);
+            if widened != entry {
+                self.memory.write(table, slot, widened);
+            }
+            (parent, parent_slot) = (table, slot);
+            table = self.format.address(entry);
+            level -= 1;
+        }
+        let slot = index(virtual_address, 0);
+        if self.format.is_present(self.memory.read(table, slot)) {
+            return Err(MapError::AlreadyMapped);
+        }
+        self.memory
+            .write(table, slot, self.format.leaf_entry(physical, flags, 0));
+        let descriptor = self.memory.read(parent, parent_slot);
+        self.memory.write(
+            parent,
+            parent_slot,
+            descriptor + (1 << self.format.count_shift()),
+        );
+        Ok(())
+    }
+
+    /// The rest of [`Walker::map_counted`] when the table of `level - 1` under `table`
+    /// (whose descriptor is at `parent`) is missing: every missing table is allocated
+    /// before the first is linked, so a refusal changes nothing.
+    #[cold]
+    #[inline(never)]
+    fn map_new_tables(
+        &mut self,
+        virtual_address: u64,
+        physical: u64,
+        flags: PageFlags,
+        (table, level): (u64, u8),
+        (parent, parent_slot): (u64, usize),
+        create_root_entries: bool,
+    ) -> Result<(), MapError> {
+        let one = 1u64 << self.format.count_shift();
+        if level == ROOT_LEVEL && !create_root_entries {
+            return Err(MapError::BadAddress);
+        }
+        // The tables of levels `level - 1` down to 0.
+        let missing = usize::from(level);
+        let mut fresh = [0u64; ROOT_LEVEL as usize];
+        for index in 0..missing {
+            let Some(new) = self.memory.allocate_table() else {
+                for &table in &fresh[..index] {
+                    self.memory.free_table(table);
+                }
+                return Err(MapError::OutOfMemory);
+            };
+            fresh[index] = new;
+        }
+        // `table` gains an entry; its count is in its parent's descriptor (the root's is
+        // not kept).
+        if level < ROOT_LEVEL {
+            let descriptor = self.memory.read(parent, parent_slot);
+            self.memory.write(parent, parent_slot, descriptor + one);
+        }
+        // Each new table holds exactly one entry: the next new table, or the leaf.
+        let mut current = table;
+        for (depth, &new) in fresh[..missing].iter().enumerate() {
+            let at = level - depth as u8;
+            self.memory.write(
+                current,
+                index(virtual_address, at),
+                self.format.table_entry(new, true) + one,
+            );
+            current = new;
+        }
+        self.memory.write(
+            current,
+            index(virtual_address, 0),
+            self.format.leaf_entry(physical, flags, 0),
+        );
+        Ok(())
+    }
+
+    /// Remove the user page at `virtual_address` from a user hierarchy (one mapped through
+    /// [`Walker::map`] with user flags); returns the frame it mapped. When its last-level
+    /// table empties, that table is kept (`kept`) and the one kept before is pruned if it
+    /// is still empty, with every table above it that empties in turn (not the root):
+    /// they are unlinked and listed in `pruned`, for the caller to free after invalidating
+    /// the translations of `pruned.address`.
+    #[inline]
+    pub fn unmap_counted(
+        &mut self,
+        virtual_address: u64,
+        kept: &mut KeptTable,
+        pruned: &mut Pruned,
+    ) -> Result<u64, MapError> {
+        if !virtual_address.is_multiple_of(PAGE_SIZE) || !is_canonical(virtual_address) {
+            return Err(MapError::BadAddress);
+        }
+        let one = 1u64 << self.format.count_shift();
+        let mut table = self.root;
+        let mut level = ROOT_LEVEL;
+        // The descriptor of the last-level table: where it is and its value.
+        let mut parent = (0u64, 0usize, 0u64);
+        while level > 0 {
+            let slot = index(virtual_address, level);
+            let entry = self.memory.read(table, slot);
+            if !self.format.is_present(entry) {
+                return Err(MapError::NotMapped);
+            }
+            if !self.format.is_table(entry, level) {
+                return Err(MapError::AlreadyMapped);
+            }
+            parent = (table, slot, entry);
+            table = self.format.address(entry);
+            level -= 1;
+        }
+        let slot = index(virtual_address, 0);
+        let entry = self.memory.read(table, slot);
+        if !self.format.is_present(entry) {
+            return Err(MapError::NotMapped);
+        }
+        self.memory.write(table, slot, 0);
+        let (parent_table, parent_slot, descriptor) = parent;
+        let count_mask = COUNT_BITS << self.format.count_shift();
+        // A table without a count (never counted) is never pruned.
+        if descriptor & count_mask != 0 {
+            let descriptor = descriptor - one;
+            self.memory.write(parent_table, parent_slot, descriptor);
+            if descriptor & count_mask == 0 {
+                let region = virtual_address & !(BLOCK_2M - 1);
+                if kept.0 != Some(region)
+                    && let Some(previous) = kept.0.replace(region)
+                {
+                    self.prune(previous, pruned);
+                }
+            }
+        }
+        Ok(self.format.address(entry))
+    }
+
+    /// Unlink the last-level table covering `address` if its count says it is empty, then
+    /// each table above it (below the root) that this empties; list them in `pruned`.
+    #[cold]
+    fn prune(&mut self, address: u64, pruned: &mut Pruned) {
+        let one = 1u64 << self.format.count_shift();
+        let count_mask = COUNT_BITS << self.format.count_shift();
+        // path[level]: the table at `level`, the slot of `address` in it, that entry.
+        let mut path = [(0u64, 0usize, 0u64); ROOT_LEVEL as usize + 1];
+        let mut table = self.root;
+        let mut level = ROOT_LEVEL;
+        while level > 0 {
+            let slot = index(address, level);
+            let entry = self.memory.read(table, slot);
+            if !self.format.is_present(entry) || !self.format.is_table(entry, level) {
+                return;
+            }
+            path[usize::from(level)] = (table, slot, entry);
+            table = self.format.address(entry);
+            level -= 1;
+        }
+        pruned.address = address;
+        for level in 1..=usize::from(ROOT_LEVEL) {
+            let (table, slot, descriptor) = path[level];
+            if descriptor & count_mask != 0 {
+                break;
+            }
+            self.memory.write(table, slot, 0);
+            pruned.push(self.format.address(descriptor));
+            if level == usize::from(ROOT_LEVEL) {
+                break;
+            }
+            // `table` lost an entry; its count is in the descriptor one level up.
+            let (above, above_slot, above_descriptor) = path[level + 1];
+            if above_descriptor & count_mask == 0 {
+                break;
+            }
+            let lowered = above_descriptor - one;
+            self.memory.write(above, above_slot, lowered);
+            path[level + 1].2 = lowered;
+        }
     }
 
     /// Map `[physical, physical + length)` at `virtual_address` (both page-aligned), with
@@ -528,6 +811,10 @@ pub(crate) mod tests {
             self.tables.insert(frame, [0; ENTRIES]);
             Some(frame)
         }
+        fn free_table(&mut self, table: u64) {
+            assert!(self.tables.remove(&table).is_some(), "freed twice");
+            self.budget += 1;
+        }
     }
 
     /// An x86_64-like encoding: P, W, U, PS, NX; tables get U when user.
@@ -582,6 +869,9 @@ pub(crate) mod tests {
         }
         fn address_fits(&self, physical: u64) -> bool {
             physical & !ADDRESS == 0
+        }
+        fn count_shift(&self) -> u32 {
+            52
         }
     }
 
@@ -790,6 +1080,122 @@ pub(crate) mod tests {
         // Root + PDPT + PD + 3 PTs (pages 0..2 and 600 in two PTs; 512*512+7 in another PD).
         assert_eq!(freed.len(), 1 + 1 + 2 + 3);
         assert_eq!(*freed.last().unwrap(), target);
+    }
+
+    /// Unmap through the counted path and free what it pruned, as the architectures do.
+    fn unmap_and_free(
+        memory: &mut FakeMemory,
+        root: u64,
+        address: u64,
+        kept: &mut KeptTable,
+    ) -> Result<u64, MapError> {
+        let mut pruned = Pruned::default();
+        let frame = Walker::new(memory, &Format, root).unmap_counted(address, kept, &mut pruned);
+        for &table in pruned.tables() {
+            // Pruned tables hold nothing.
+            assert!(memory.tables[&table].iter().all(|&entry| entry == 0));
+            memory.free_table(table);
+        }
+        frame
+    }
+
+    #[test]
+    fn emptied_user_tables_are_reclaimed() {
+        let (mut memory, root) = FakeMemory::new(16);
+        let mut kept = KeptTable::default();
+        // Root only.
+        assert_eq!(memory.tables.len(), 1);
+        // 2 MiB apart: each page needs its own last-level table; 1 GiB apart every 512.
+        for step in 0..3000u64 {
+            let address = 0x1000_0000_0000 + step * BLOCK_2M;
+            Walker::new(&mut memory, &Format, root)
+                .map(address, 0x7000, DATA, 0, true)
+                .unwrap();
+            assert_eq!(
+                unmap_and_free(&mut memory, root, address, &mut kept),
+                Ok(0x7000)
+            );
+            // The root and at most one kept chain (PDPT, PD, PT).
+            assert!(memory.tables.len() <= 4, "{} tables", memory.tables.len());
+            assert_eq!(kept.region(), Some(address));
+        }
+        // Unmapping the same page again and again keeps its tables (after the first time,
+        // which prunes the chain kept before).
+        for round in 0..3 {
+            let address = 0x1000_0000_0000;
+            Walker::new(&mut memory, &Format, root)
+                .map(address, 0x8000, DATA, 0, true)
+                .unwrap();
+            let before = memory.tables.len();
+            unmap_and_free(&mut memory, root, address, &mut kept).unwrap();
+            if round > 0 {
+                assert_eq!(memory.tables.len(), before);
+            }
+        }
+        // A table holding another page is never pruned.
+        let (neighbour, other) = (0x1000_0000_1000, 0x2000_0000_0000);
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        walker.map(neighbour, 0x9000, DATA, 0, true).unwrap();
+        walker.map(0x1000_0000_0000, 0xa000, DATA, 0, true).unwrap();
+        walker.map(other, 0xb000, DATA, 0, true).unwrap();
+        unmap_and_free(&mut memory, root, 0x1000_0000_0000, &mut kept).unwrap();
+        unmap_and_free(&mut memory, root, other, &mut kept).unwrap();
+        assert_eq!(
+            Walker::new(&mut memory, &Format, root)
+                .lookup(neighbour)
+                .map(|found| found.physical),
+            Some(0x9000)
+        );
+        unmap_and_free(&mut memory, root, neighbour, &mut kept).unwrap();
+        // Unmapping `other` kept its table (the neighbour's was not empty); unmapping the
+        // neighbour kept the neighbour's and pruned other's chain: root + one chain.
+        assert_eq!(memory.tables.len(), 4);
+        assert_eq!(kept.region(), Some(0x1000_0000_0000));
+        // Descriptors count exactly: unmap of an unmapped page changes nothing.
+        assert_eq!(
+            unmap_and_free(&mut memory, root, neighbour, &mut kept),
+            Err(MapError::NotMapped)
+        );
+    }
+
+    #[test]
+    fn refused_user_map_leaves_no_table() {
+        // Root exists; a first user page needs three more tables, only two are left.
+        let (memory, root) = FakeMemory::new(2);
+        let mut memory = memory.with_budget_of(2);
+        assert_eq!(
+            Walker::new(&mut memory, &Format, root).map(0x40_0000, 0x7000, DATA, 0, true),
+            Err(MapError::OutOfMemory)
+        );
+        assert_eq!(memory.tables.len(), 1);
+        assert_eq!(memory.budget, 2);
+        assert!(memory.tables[&root].iter().all(|&entry| entry == 0));
+        // User blocks are refused.
+        assert_eq!(
+            Walker::new(&mut memory, &Format, root).map(0x40_0000, 0, DATA, 1, true),
+            Err(MapError::BadAddress)
+        );
+    }
+
+    #[test]
+    fn counts_survive_widening_and_protect() {
+        let (mut memory, root) = FakeMemory::new(16);
+        let mut kept = KeptTable::default();
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        for page in 0..512 {
+            walker
+                .map(0x40_0000 + page * PAGE_SIZE, 0x7000, DATA, 0, true)
+                .unwrap();
+        }
+        walker.protect(0x40_0000, CODE).unwrap();
+        let pd = Format.address(memory.read(root, 0));
+        let pd = Format.address(memory.read(pd, 0));
+        assert_eq!(memory.read(pd, 2) >> 52 & COUNT_BITS, 512);
+        for page in 0..512 {
+            unmap_and_free(&mut memory, root, 0x40_0000 + page * PAGE_SIZE, &mut kept).unwrap();
+        }
+        assert_eq!(memory.read(pd, 2) >> 52 & COUNT_BITS, 0);
+        assert_eq!(kept.region(), Some(0x40_0000));
     }
 
     /// An HHDM over a sparse fake RAM, logging what was published.

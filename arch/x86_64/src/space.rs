@@ -23,8 +23,7 @@
 //! the copy can only fault on a user page; the `rep movsb` has an exception-fixup entry
 //! (`trap::fixup`), and with SMAP on, `stac`/`clac` bracket that one instruction.
 //!
-//! Weak spots: one CPU only (no TLB shootdown); a `map_user` that runs out of frames may
-//! leave empty intermediate tables behind (freed by `destroy`).
+//! Weak spot: one CPU only (no TLB shootdown).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -36,7 +35,7 @@ use x86_64::VirtAddr;
 use x86_64::instructions::tlb;
 use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 
-use arch_api::pagetable::Walker;
+use arch_api::pagetable::{KeptTable, Pruned, Walker};
 use arch_api::tags::TagAllocator;
 
 use crate::features::Cpuid;
@@ -67,6 +66,8 @@ pub struct AddressSpace {
     pcid: u16,
     /// Its TLB entries may be stale: the next activation flushes them.
     needs_flush: AtomicBool,
+    /// The emptied last-level table left linked (`pagetable::KeptTable`).
+    kept: KeptTable,
 }
 
 impl AddressSpace {
@@ -188,6 +189,7 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
         root,
         pcid,
         needs_flush: AtomicBool::new(true),
+        kept: KeptTable::default(),
     })
 }
 
@@ -231,16 +233,30 @@ fn is_active(space: &AddressSpace) -> bool {
     Cr3::read_raw().0.start_address().as_u64() == space.root
 }
 
-/// Unmap one user page, returning its frame.
-pub fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64, MapError> {
+/// Unmap one user page, returning its frame. Tables the unmap prunes go back to `frames`
+/// after the flush: `INVLPG` drops every paging-structure-cache entry of the current PCID
+/// (Intel SDM 4.10.4.1), and an inactive space flushes its PCID when next activated.
+pub fn unmap_user(
+    space: &mut AddressSpace,
+    virtual_address: u64,
+    frames: &mut dyn FrameSource,
+) -> Result<u64, MapError> {
     check_user_page(virtual_address, 0)?;
     let format = Format::current();
     let mut memory = HhdmTables::fixed();
-    let frame = Walker::new(&mut memory, &format, space.root).unmap(virtual_address)?;
+    let mut pruned = Pruned::default();
+    let frame = Walker::new(&mut memory, &format, space.root).unmap_counted(
+        virtual_address,
+        &mut space.kept,
+        &mut pruned,
+    )?;
     if is_active(space) {
         tlb::flush(VirtAddr::new(virtual_address));
     } else {
         space.needs_flush.store(true, Ordering::Relaxed);
+    }
+    for &table in pruned.tables() {
+        frames.free_frame(table);
     }
     Ok(frame)
 }
@@ -386,8 +402,12 @@ impl arch_api::Paging for crate::Cpu {
         map_user(space, virtual_address, physical_address, flags, frames)
     }
 
-    fn unmap_user(space: &mut AddressSpace, virtual_address: u64) -> Result<u64, MapError> {
-        unmap_user(space, virtual_address)
+    fn unmap_user(
+        space: &mut AddressSpace,
+        virtual_address: u64,
+        frames: &mut dyn FrameSource,
+    ) -> Result<u64, MapError> {
+        unmap_user(space, virtual_address, frames)
     }
 
     fn protect_user(
@@ -417,6 +437,12 @@ impl arch_api::Paging for crate::Cpu {
 
     fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
         destroy(space, free);
+    }
+
+    #[inline(always)]
+    fn sync_instructions(_virtual_address: u64, _length: u64) {
+        // Instruction fetch sees every store (self- and cross-modifying code is handled
+        // by the CPU; the next user entry is a serializing IRETQ / SYSRET).
     }
 
     fn copy_from_user(destination: &mut [u8], source: u64) -> Result<(), UserAccessFault> {

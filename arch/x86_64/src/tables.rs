@@ -108,6 +108,11 @@ impl EntryFormat for Format {
     fn address_fits(&self, physical: u64) -> bool {
         physical & !entry::ADDRESS == 0
     }
+
+    fn count_shift(&self) -> u32 {
+        // Bits 52..=61 of a PML4E, PDPTE or PDE that points to a table are ignored.
+        52
+    }
 }
 
 /// The x86_64 side of [`pagetable::HhdmTables`]: entries read and written through the HHDM

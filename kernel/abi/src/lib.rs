@@ -588,7 +588,10 @@ pub mod sysinfo {
         pub const KERNEL_HEAP: usize = 4;
         pub const THREAD_SLOTS: usize = 5;
         pub const CPUS: usize = 6;
-        pub const WORDS: usize = 7;
+        /// Frames the kernel heap holds (it grows from the frame allocator and keeps
+        /// them): with [`FREE_FRAMES`], what a leak check compares.
+        pub const HEAP_FRAMES: usize = 7;
+        pub const WORDS: usize = 8;
     }
 
     /// Word positions of a thread record.
@@ -601,7 +604,8 @@ pub mod sysinfo {
         pub const PRIORITY: usize = 3;
         /// Timer ticks it was running at.
         pub const CPU_TICKS: usize = 4;
-        /// Its process's user pages (0 for a kernel thread).
+        /// Its process's frames: user pages and the page tables mapping them, counted
+        /// against the process's memory quota (0 for a kernel thread).
         pub const PAGES: usize = 5;
         pub const NAME: usize = 6;
         /// The CPU it last ran on.
@@ -904,6 +908,9 @@ pub mod root_slots {
     /// A memory region that is not an ELF executable (the first 256 bytes of `testsuite`:
     /// a valid ELF header whose program headers lie beyond the region), `READ GRANT`.
     pub const MALFORMED_IMAGE: u32 = 3;
+    /// The system-information capability (`READ`): the resource tests read the free
+    /// frames and the kernel heap with `system_info`.
+    pub const SYSTEM: u32 = 4;
 }
 
 /// A process's state as `process_status` reports it.

@@ -168,11 +168,50 @@ fn zero(physical: u64, bytes: u64) {
     unsafe { core::ptr::write_bytes(virtual_address(physical) as *mut u8, 0, bytes as usize) };
 }
 
+/// Fill the frame at `physical` (one the caller owns) with `bytes` at `offset` and zeroes
+/// everywhere else, writing each byte once. `offset + bytes.len()` is cut to the frame.
+pub fn fill(physical: u64, offset: usize, bytes: &[u8]) {
+    let size = FRAME_SIZE as usize;
+    let offset = offset.min(size);
+    let length = bytes.len().min(size - offset);
+    let base = virtual_address(physical) as *mut u8;
+    // SAFETY: the frame is the caller's (freshly allocated, not yet shared), the HHDM maps
+    // it writable, and the three ranges lie within its `size` bytes without overlap.
+    unsafe {
+        core::ptr::write_bytes(base, 0, offset);
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(offset), length);
+        core::ptr::write_bytes(base.add(offset + length), 0, size - offset - length);
+    }
+}
+
+/// The start and length of the last [`sync_instructions`] call (test build: the kernel
+/// suite checks that the core asks for the right range).
+#[cfg(feature = "testing")]
+pub static LAST_INSTRUCTION_SYNC: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// `length` bytes from the physical address `physical` were written through the HHDM and
+/// will be executed by user code: make instruction fetch see them
+/// (`Paging::sync_instructions`).
+pub fn sync_instructions(physical: u64, length: u64) {
+    use arch_api::Paging;
+    let start = virtual_address(physical);
+    crate::Cpu::sync_instructions(start, length);
+    #[cfg(feature = "testing")]
+    {
+        LAST_INSTRUCTION_SYNC[0].store(start, Ordering::Relaxed);
+        LAST_INSTRUCTION_SYNC[1].store(length, Ordering::Relaxed);
+    }
+}
+
 /// The allocator as an [`arch_api::FrameSource`] (page tables for the arch crate).
 pub struct KernelFrames;
 
 impl FrameSource for KernelFrames {
     fn alloc_zeroed_frame(&mut self) -> Option<u64> {
         allocate_zeroed()
+    }
+
+    fn free_frame(&mut self, frame: u64) {
+        let _ = free(frame);
     }
 }

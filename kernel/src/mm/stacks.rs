@@ -52,6 +52,13 @@ pub fn allocate() -> Result<KernelStack, MapError> {
         match slots.free.pop() {
             Some(slot) => slot,
             None if slots.next_unused < SLOTS => {
+                // Every slot in use may come back: room to list them all, so `free`
+                // never allocates.
+                let additional = slots.next_unused as usize + 1 - slots.free.len();
+                slots
+                    .free
+                    .try_reserve(additional)
+                    .map_err(|_| MapError::OutOfMemory)?;
                 slots.next_unused += 1;
                 slots.next_unused - 1
             }

@@ -8,7 +8,10 @@
 //! looked up in one way only, [`CapSpace::lookup`] / [`CapSpace::with`], typed by [`Kind`].
 //!
 //! Objects a process creates are charged to it ([`Charge`]): at most
-//! [`abi::OBJECT_QUOTA`] live at once, so no process can exhaust the kernel heap.
+//! [`abi::OBJECT_QUOTA`] live at once. Taking a charge also makes sure the heap holds the
+//! object ([`OBJECT_HEAP_BYTES`], `mm::heap::reserve`) and that the deferred-work queue
+//! has room for what its end may queue ([`pending::promise`]): when the frames for either
+//! are gone the creation fails with `OutOfMemory`, before anything is allocated.
 //!
 //! Extending: a new object type is a new [`Object`] variant, its [`ObjectType`], a
 //! [`Kind`] impl, and the system calls that use it; [`CapSpace`] needs no change.
@@ -17,8 +20,8 @@
 //! an endpoint whose last receiver went, signalling a dead process's death notification)
 //! is queued on [`pending`] and done by the layers above.
 //!
-//! Weak spot: `Arc::new` cannot report heap exhaustion on stable Rust; the quota keeps the
-//! heap far from it.
+//! Weak spot: `Arc::new` cannot report heap exhaustion on stable Rust; [`Charge::take`]
+//! reserves the heap it will use first.
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -147,23 +150,35 @@ pub mod kind {
     }
 }
 
+/// Heap bytes one charged object may take when it is made: the largest, a process,
+/// holds its record, its capability table and its first thread's record (with room to
+/// spare).
+pub const OBJECT_HEAP_BYTES: usize = 32 * 1024;
+
 /// A charge against a process's object quota, released when the object is freed.
 pub struct Charge(Arc<AtomicUsize>);
 
 impl Charge {
-    /// Count one more object against `counter`, or `OutOfMemory` at the quota.
+    /// Count one more object against `counter`, or `OutOfMemory` at the quota or when the
+    /// heap cannot hold one more object.
     pub fn take(counter: &Arc<AtomicUsize>) -> Result<Self, Error> {
+        crate::mm::heap::reserve(OBJECT_HEAP_BYTES).map_err(|_| Error::OutOfMemory)?;
         counter
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
                 (live < OBJECT_QUOTA).then_some(live + 1)
             })
             .map_err(|_| Error::OutOfMemory)?;
+        if pending::promise().is_err() {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::OutOfMemory);
+        }
         Ok(Self(counter.clone()))
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
+        pending::release_promise();
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

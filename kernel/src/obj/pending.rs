@@ -10,6 +10,7 @@
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Endpoint, Notification};
 use crate::sync::{Lock, deferred, level};
@@ -25,6 +26,33 @@ pub enum Work {
 /// The queue; [`deferred::PENDING`] is raised while it may hold work (checked without the
 /// lock on every system-call exit, together with the other deferred flags).
 static QUEUE: Lock<VecDeque<Work>> = Lock::new(level::PENDING, VecDeque::new());
+/// Charged objects alive ([`promise`]): each may queue one piece of work when it ends.
+static PROMISED: AtomicUsize = AtomicUsize::new(0);
+/// Room kept for work of objects no process is charged for (the kernel's own, init's).
+const UNCHARGED_ROOM: usize = 64;
+
+/// Make room in the queue for the work one more charged object may leave, so that
+/// queueing it does not allocate; `Err` when the heap cannot grow. Undone by
+/// [`release_promise`].
+pub fn promise() -> Result<(), ()> {
+    let promised = PROMISED.fetch_add(1, Ordering::AcqRel) + 1;
+    let mut queue = QUEUE.lock();
+    let wanted = promised + UNCHARGED_ROOM;
+    if queue.capacity() < wanted {
+        let additional = wanted.saturating_sub(queue.len());
+        if queue.try_reserve(additional).is_err() {
+            drop(queue);
+            PROMISED.fetch_sub(1, Ordering::AcqRel);
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
+/// A charged object is gone (its work, if any, is queued already).
+pub fn release_promise() {
+    PROMISED.fetch_sub(1, Ordering::AcqRel);
+}
 
 fn push(work: Work) {
     QUEUE.lock().push_back(work);

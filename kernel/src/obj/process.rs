@@ -4,6 +4,14 @@
 //!
 //! The address space is destroyed only once another one (the kernel-only one) is active.
 //!
+//! # The memory quota
+//! A process's frames — its user pages and the page tables of its address space, root
+//! included — count against one quota, [`QUOTA_PAGES`]. Tables come from a
+//! [`TableFrames`] source that refuses a table beyond the quota, and go back through it
+//! when an unmap empties them (`arch_api::pagetable`, "User hierarchies count their
+//! entries"), so mapping and unmapping at ever new addresses neither leaks tables nor
+//! grows past the quota.
+//!
 //! Weak spot: a process's frames are kept in a `Vec`.
 
 use alloc::sync::Arc;
@@ -11,7 +19,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use abi::Error;
-use arch_api::{MapError, PAGE_SIZE, PageFlags, Paging, TrapCause, USER_END, UserRange};
+use arch_api::{
+    FrameSource, MapError, PAGE_SIZE, PageFlags, Paging, TrapCause, USER_END, UserRange,
+};
 
 use super::{CapSpace, Charge, Notification};
 use crate::Cpu;
@@ -25,8 +35,9 @@ pub type AddressSpace = <Cpu as Paging>::AddressSpace;
 pub const USER_STACK_TOP: u64 = USER_END - PAGE_SIZE;
 pub const USER_STACK_SIZE: u64 = 64 * 1024;
 
-/// Pages of user memory one process may hold — image, stack and `memory_map` together
-/// (16 MiB), so no process can exhaust the kernel's frames.
+/// Frames one process may hold — image, stack, `memory_map` and device pages, and the
+/// page tables mapping them (16 MiB together), so no process can exhaust the kernel's
+/// frames.
 pub const QUOTA_PAGES: usize = 4096;
 
 /// One page of a process's user memory.
@@ -38,6 +49,90 @@ struct UserPage {
     anonymous: bool,
     /// A device page ([`Process::map_device`]): `frame` is MMIO, never freed.
     device: bool,
+}
+
+/// What a process's frames are: its user pages and how many page tables map them.
+struct Memory {
+    pages: Vec<UserPage>,
+    /// Page-table frames of the address space, root included.
+    tables: usize,
+}
+
+impl Memory {
+    /// Frames counted against [`QUOTA_PAGES`].
+    fn used(&self) -> usize {
+        self.pages.len() + self.tables
+    }
+
+    /// Room for `wanted` more pages (their tables come out of what is left), and heap
+    /// room to list them: `OutOfMemory` otherwise.
+    #[inline]
+    fn make_room(&mut self, wanted: usize) -> Result<(), Error> {
+        if self.used().saturating_add(wanted) > QUOTA_PAGES {
+            return Err(Error::OutOfMemory);
+        }
+        if self.pages.capacity() - self.pages.len() < wanted {
+            self.pages
+                .try_reserve(wanted)
+                .map_err(|_| Error::OutOfMemory)?;
+        }
+        Ok(())
+    }
+
+    /// Unmap the pages listed from `first` on and drop them from the list (frames freed
+    /// unless device memory).
+    fn forget_from(&mut self, space: &mut AddressSpace, first: usize) {
+        while self.pages.len() > first {
+            let Some(user_page) = self.pages.pop() else {
+                break;
+            };
+            let _ = Cpu::unmap_user(space, user_page.page, &mut self.table_frames(0));
+            if !user_page.device {
+                let _ = frames::free(user_page.frame);
+            }
+        }
+    }
+
+    /// The table source for mapping `pending` more pages: tables may take what the quota
+    /// leaves once those pages and the ones listed are counted.
+    fn table_frames(&mut self, pending: usize) -> TableFrames<'_> {
+        let limit = QUOTA_PAGES.saturating_sub(self.pages.len() + pending);
+        TableFrames {
+            tables: &mut self.tables,
+            limit,
+        }
+    }
+}
+
+/// Page-table frames for one process's address space, counted against its quota: a table
+/// beyond `limit` tables is refused (the map fails with `OutOfMemory`).
+pub struct TableFrames<'a> {
+    tables: &'a mut usize,
+    limit: usize,
+}
+
+impl FrameSource for TableFrames<'_> {
+    fn alloc_zeroed_frame(&mut self) -> Option<u64> {
+        if *self.tables >= self.limit {
+            return None;
+        }
+        let frame = frames::allocate_zeroed()?;
+        *self.tables += 1;
+        Some(frame)
+    }
+
+    fn free_frame(&mut self, frame: u64) {
+        let _ = frames::free(frame);
+        *self.tables = self.tables.saturating_sub(1);
+    }
+}
+
+fn map_error(error: MapError) -> Error {
+    match error {
+        MapError::OutOfMemory => Error::OutOfMemory,
+        MapError::BadAddress => Error::BadAddress,
+        _ => Error::InvalidArgument,
+    }
 }
 
 /// How a process ended.
@@ -57,9 +152,9 @@ pub struct Process {
     pub id: u64,
     /// `None` once the process is torn down.
     pub space: Lock<Option<AddressSpace>>,
-    /// Every user mapping (freed with the process); its length is the process's memory use,
-    /// bounded by [`QUOTA_PAGES`].
-    frames: Lock<Vec<UserPage>>,
+    /// Every user mapping and the count of page tables (freed with the process): together
+    /// the process's memory use, bounded by [`QUOTA_PAGES`].
+    frames: Lock<Memory>,
     /// Bumped whenever a page leaves `frames` (before its frame is freed): a frame found by
     /// [`Process::anonymous_frame`] under generation *g* is still this process's while the
     /// generation is *g* (the IPC layer caches buffer frames by it).
@@ -99,7 +194,13 @@ impl Process {
             name,
             id: next_id(),
             space: Lock::new(level::ADDRESS_SPACE, Some(space)),
-            frames: Lock::new(level::PROCESS_PAGES, Vec::new()),
+            frames: Lock::new(
+                level::PROCESS_PAGES,
+                Memory {
+                    pages: Vec::new(),
+                    tables: 1,
+                },
+            ),
             unmaps: AtomicU64::new(0),
             threads: AtomicUsize::new(0),
             ending_kind: AtomicU32::new(0),
@@ -138,19 +239,18 @@ impl Process {
     pub fn map_anonymous(&self, address: u64, pages: u64, flags: PageFlags) -> Result<(), Error> {
         let mut space = self.space.lock();
         let space = space.as_mut().ok_or(Error::InvalidArgument)?;
-        let mut list = self.frames.lock();
+        let mut memory = self.frames.lock();
         let wanted = usize::try_from(pages).map_err(|_| Error::OutOfMemory)?;
-        if list.len().saturating_add(wanted) > QUOTA_PAGES {
-            return Err(Error::OutOfMemory);
-        }
+        memory.make_room(wanted)?;
         let end = address + pages * PAGE_SIZE;
-        if list
+        if memory
+            .pages
             .iter()
             .any(|user_page| (address..end).contains(&user_page.page))
         {
             return Err(Error::InvalidArgument);
         }
-        let first_new = list.len();
+        let first_new = memory.pages.len();
         let mut page = address;
         let mut result = Ok(());
         while page < end {
@@ -158,16 +258,19 @@ impl Process {
                 result = Err(Error::OutOfMemory);
                 break;
             };
-            if let Err(error) = Cpu::map_user(space, page, frame, flags, &mut KernelFrames) {
+            if flags.executable {
+                // The zeroes must replace whatever instructions the frame held before.
+                frames::sync_instructions(frame, PAGE_SIZE);
+            }
+            let pending = ((end - page) / PAGE_SIZE) as usize;
+            let mapped =
+                Cpu::map_user(space, page, frame, flags, &mut memory.table_frames(pending));
+            if let Err(error) = mapped {
                 let _ = frames::free(frame);
-                result = Err(match error {
-                    arch_api::MapError::OutOfMemory => Error::OutOfMemory,
-                    arch_api::MapError::BadAddress => Error::BadAddress,
-                    _ => Error::InvalidArgument,
-                });
+                result = Err(map_error(error));
                 break;
             }
-            list.push(UserPage {
+            memory.pages.push(UserPage {
                 page,
                 frame,
                 anonymous: true,
@@ -177,10 +280,7 @@ impl Process {
         }
         if result.is_err() {
             self.unmaps.fetch_add(1, Ordering::AcqRel);
-            for user_page in list.drain(first_new..) {
-                let _ = Cpu::unmap_user(space, user_page.page);
-                let _ = frames::free(user_page.frame);
-            }
+            memory.forget_from(space, first_new);
         }
         result
     }
@@ -190,10 +290,26 @@ impl Process {
     pub fn unmap_anonymous(&self, address: u64, pages: u64) -> Result<(), Error> {
         let mut space = self.space.lock();
         let space = space.as_mut().ok_or(Error::InvalidArgument)?;
-        let mut list = self.frames.lock();
+        let mut memory = self.frames.lock();
+        if pages == 1 {
+            // One page, looked for from the most recently mapped.
+            let index = memory
+                .pages
+                .iter()
+                .rposition(|user_page| user_page.page == address)
+                .filter(|&index| memory.pages[index].anonymous)
+                .ok_or(Error::InvalidArgument)?;
+            self.unmaps.fetch_add(1, Ordering::AcqRel);
+            let user_page = memory.pages.swap_remove(index);
+            let _ = Cpu::unmap_user(space, user_page.page, &mut memory.table_frames(0));
+            crate::stats::count_tlb_flush();
+            let _ = frames::free(user_page.frame);
+            return Ok(());
+        }
         let end = address + pages * PAGE_SIZE;
         let in_range = |user_page: &UserPage| (address..end).contains(&user_page.page);
-        let found = list
+        let found = memory
+            .pages
             .iter()
             .filter(|user_page| in_range(user_page) && user_page.anonymous)
             .count();
@@ -202,10 +318,10 @@ impl Process {
         }
         self.unmaps.fetch_add(1, Ordering::AcqRel);
         let mut index = 0;
-        while index < list.len() {
-            if in_range(&list[index]) {
-                let user_page = list.swap_remove(index);
-                let _ = Cpu::unmap_user(space, user_page.page);
+        while index < memory.pages.len() {
+            if in_range(&memory.pages[index]) {
+                let user_page = memory.pages.swap_remove(index);
+                let _ = Cpu::unmap_user(space, user_page.page, &mut memory.table_frames(0));
                 crate::stats::count_tlb_flush();
                 let _ = frames::free(user_page.frame);
             } else {
@@ -222,8 +338,8 @@ impl Process {
     /// a range that is not wholly in the user half or wraps (`BadAddress`), touches RAM or
     /// firmware memory of the memory map (`PermissionDenied`), overlaps a page the process
     /// already has or is misaligned (`InvalidArgument`), or exceeds the quota
-    /// (`OutOfMemory`). All or nothing. Device pages count towards [`QUOTA_PAGES`] (their
-    /// page tables are the process's) and are unmapped, never freed, with the process.
+    /// (`OutOfMemory`). All or nothing. Device pages count towards [`QUOTA_PAGES`] like
+    /// the tables mapping them, and are unmapped, never freed, with the process.
     pub fn map_device(
         &self,
         address: u64,
@@ -244,12 +360,11 @@ impl Process {
         }
         let mut space = self.space.lock();
         let space = space.as_mut().ok_or(Error::InvalidArgument)?;
-        let mut list = self.frames.lock();
+        let mut memory = self.frames.lock();
         let wanted = usize::try_from(pages).map_err(|_| Error::OutOfMemory)?;
-        if list.len().saturating_add(wanted) > QUOTA_PAGES {
-            return Err(Error::OutOfMemory);
-        }
-        if list
+        memory.make_room(wanted)?;
+        if memory
+            .pages
             .iter()
             .any(|user_page| (address..end).contains(&user_page.page))
         {
@@ -261,18 +376,21 @@ impl Process {
             user: true,
             device: true,
         };
-        let first_new = list.len();
+        let first_new = memory.pages.len();
         let mut result = Ok(());
         for index in 0..pages {
             let (page, frame) = (address + index * PAGE_SIZE, physical + index * PAGE_SIZE);
-            if let Err(error) = Cpu::map_user(space, page, frame, flags, &mut KernelFrames) {
+            let pending = (pages - index) as usize;
+            let mapped =
+                Cpu::map_user(space, page, frame, flags, &mut memory.table_frames(pending));
+            if let Err(error) = mapped {
                 result = Err(match error {
-                    arch_api::MapError::OutOfMemory => Error::OutOfMemory,
+                    MapError::OutOfMemory => Error::OutOfMemory,
                     _ => Error::InvalidArgument,
                 });
                 break;
             }
-            list.push(UserPage {
+            memory.pages.push(UserPage {
                 page,
                 frame,
                 anonymous: false,
@@ -280,9 +398,7 @@ impl Process {
             });
         }
         if result.is_err() {
-            for user_page in list.drain(first_new..) {
-                let _ = Cpu::unmap_user(space, user_page.page);
-            }
+            memory.forget_from(space, first_new);
         }
         result
     }
@@ -307,12 +423,13 @@ impl Process {
         }
     }
 
-    /// Threads not yet freed.
-    /// User pages mapped (its memory use, `mem`).
+    /// Frames it holds: user pages and page tables (its memory use against
+    /// [`QUOTA_PAGES`], `mem`).
     pub fn pages(&self) -> usize {
-        self.frames.lock().len()
+        self.frames.lock().used()
     }
 
+    /// Threads not yet freed.
     pub fn live_threads(&self) -> usize {
         self.threads.load(Ordering::Acquire)
     }
@@ -377,6 +494,7 @@ impl Process {
     pub fn anonymous_frame(&self, page: u64) -> Option<u64> {
         self.frames
             .lock()
+            .pages
             .iter()
             .find(|user_page| user_page.page == page && user_page.anonymous)
             .map(|user_page| user_page.frame)
@@ -384,25 +502,30 @@ impl Process {
 
     /// Map a fresh zeroed frame at `page`; returns its physical address.
     pub fn map_zeroed(&self, page: u64, flags: PageFlags) -> Result<u64, MapError> {
-        let physical = frames::allocate_zeroed().ok_or(MapError::OutOfMemory)?;
-        let mapped = match self.space.lock().as_mut() {
-            Some(space) => Cpu::map_user(space, page, physical, flags, &mut KernelFrames),
-            None => Err(MapError::NotMapped),
-        };
-        if let Err(error) = mapped {
+        self.map_filled(page, flags, &[], 0)
+    }
+
+    /// Map a fresh frame at `page` holding `bytes` from `offset` and zeroes elsewhere
+    /// (written once, before the page is mapped); returns its physical address.
+    pub fn map_filled(
+        &self,
+        page: u64,
+        flags: PageFlags,
+        bytes: &[u8],
+        offset: usize,
+    ) -> Result<u64, MapError> {
+        let mut space = self.space.lock();
+        let space = space.as_mut().ok_or(MapError::NotMapped)?;
+        let mut memory = self.frames.lock();
+        memory.make_room(1).map_err(|_| MapError::OutOfMemory)?;
+        let physical = frames::allocate_run(0).ok_or(MapError::OutOfMemory)?;
+        frames::fill(physical, offset, bytes);
+        if let Err(error) = Cpu::map_user(space, page, physical, flags, &mut memory.table_frames(1))
+        {
             let _ = frames::free(physical);
             return Err(error);
         }
-        let mut list = self.frames.lock();
-        if list.len() >= QUOTA_PAGES {
-            drop(list);
-            if let Some(space) = self.space.lock().as_mut() {
-                let _ = Cpu::unmap_user(space, page);
-            }
-            let _ = frames::free(physical);
-            return Err(MapError::OutOfMemory);
-        }
-        list.push(UserPage {
+        memory.pages.push(UserPage {
             page,
             frame: physical,
             anonymous: false,
@@ -425,17 +548,22 @@ impl Process {
         // Nothing may run on this address space any more; make sure the CPU is not still
         // walking its tables before they are freed.
         activate_kernel_only();
-        let Some(mut space) = self.space.lock().take() else {
+        let Some(space) = self.space.lock().take() else {
             return;
         };
         self.unmaps.fetch_add(1, Ordering::AcqRel);
-        let user_frames = core::mem::take(&mut *self.frames.lock());
-        for user_page in &user_frames {
-            let _ = Cpu::unmap_user(&mut space, user_page.page);
+        // The space is active nowhere and its tables go next: its frames need no unmap
+        // (its TLB entries are tagged with an ASID / PCID that is flushed before reuse).
+        let mut memory = self.frames.lock();
+        let user_pages = core::mem::take(&mut memory.pages);
+        memory.tables = 0;
+        drop(memory);
+        for user_page in &user_pages {
             if !user_page.device {
                 let _ = frames::free(user_page.frame);
             }
         }
+        drop(user_pages);
         Cpu::destroy(space, &mut |table| {
             let _ = frames::free(table);
         });

@@ -117,16 +117,17 @@ fn populate(process: &Process, file: &[u8], image: &elf::Image) -> Result<(), Lo
             device: false,
         };
         for page in segment.pages().step_by(PAGE_SIZE as usize) {
-            let physical = process.map_zeroed(page, flags).map_err(LoadError::Map)?;
-            if let Some((offset, range)) = segment.file_bytes_in_page(page) {
-                let bytes = &file[range];
-                let target = frames::virtual_address(physical) + offset as u64;
-                // SAFETY: the frame was just allocated for this page (nothing else uses
-                // it); `offset + bytes.len() <= PAGE_SIZE` by `file_bytes_in_page`; the HHDM
-                // maps it writable.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(bytes.as_ptr(), target as *mut u8, bytes.len());
-                }
+            // The parser checked every segment's file bytes lie in the file.
+            let (bytes, offset) = match segment.file_bytes_in_page(page) {
+                Some((offset, range)) => (&file[range], offset),
+                None => (&[][..], 0),
+            };
+            let physical = process
+                .map_filled(page, flags, bytes, offset)
+                .map_err(LoadError::Map)?;
+            if segment.executable {
+                // Zeroed and copied through the HHDM: the whole page is new code.
+                frames::sync_instructions(physical, PAGE_SIZE);
             }
         }
     }

@@ -90,12 +90,12 @@ pub fn process_spawn(
         <Cpu as arch_api::Paging>::copy_from_user(raw, caps_pointer)
             .map_err(|_| Error::BadAddress)?;
     }
-    let mut listed = alloc::vec::Vec::with_capacity(raw.len() / 8);
-    for chunk in raw.chunks_exact(8) {
+    let mut listed = [const { None }; MAX_SPAWN_CAPS as usize];
+    for (chunk, slot) in raw.chunks_exact(8).zip(listed.iter_mut()) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let handle = Handle::from_raw(u64::from_le_bytes(word));
-        listed.push(parent.caps.get(handle, Rights::GRANT)?);
+        *slot = Some(parent.caps.get(handle, Rights::GRANT)?);
     }
     if parent.caps.free_slots() == 0 {
         return Err(Error::NoSpace);
@@ -112,7 +112,7 @@ pub fn process_spawn(
             Object::Thread(ThreadRef { id: thread, serial }),
             Rights::CONTROL,
         )?;
-        for capability in listed {
+        for capability in listed.into_iter().flatten() {
             child.caps.insert_capability(capability)?;
         }
         parent

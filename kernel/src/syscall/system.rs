@@ -83,6 +83,7 @@ fn summary(record: &mut [u64]) -> usize {
     record[KERNEL_HEAP] = mm::heap::allocated_bytes() as u64;
     record[THREAD_SLOTS] = MAX_THREADS as u64;
     record[CPUS] = 1;
+    record[HEAP_FRAMES] = mm::heap::frames_held();
     WORDS
 }
 

@@ -123,6 +123,8 @@ fn with<R>(body: impl FnOnce(&mut Scheduler) -> R) -> R {
 pub enum SpawnError {
     NoThreadSlot,
     NoKernelStack,
+    /// The heap cannot hold the thread's record.
+    OutOfHeap,
 }
 
 /// Create a ready kernel thread running `entry(argument)`.
@@ -155,6 +157,7 @@ pub fn spawn(
         Some(id)
     })
     .ok_or(SpawnError::NoThreadSlot)?;
+    crate::mm::heap::reserve(core::mem::size_of::<Thread>()).map_err(|_| SpawnError::OutOfHeap)?;
     let stack = stacks::allocate().map_err(|_| SpawnError::NoKernelStack)?;
     let thread = Box::new(Thread::new(id, name, priority, stack, start, process));
     let placed = with(|scheduler| {

@@ -98,6 +98,10 @@ pub fn run(cpus: usize) {
     );
     user_access_protection(&mut suite);
     suite.check("malformed user images are refused", malformed_images());
+    suite.check(
+        "process quota counts page tables; executable pages synced for instruction fetch; teardown frees every frame",
+        process_memory(),
+    );
     kernel_tables(&mut suite);
     suite.check(
         "bootloader-reclaimable memory returned to the frame allocator",
@@ -403,11 +407,11 @@ fn user_mapping_checks() -> Result<(), &'static str> {
             Err(_) => outcome = Err("refused with the wrong error"),
             Ok(()) => {
                 outcome = Err("a forbidden mapping was made");
-                let _ = Cpu::unmap_user(&mut space, address);
+                let _ = Cpu::unmap_user(&mut space, address, &mut KernelFrames);
             }
         }
     }
-    if Cpu::unmap_user(&mut space, 0x40_0000) != Err(MapError::NotMapped) {
+    if Cpu::unmap_user(&mut space, 0x40_0000, &mut KernelFrames) != Err(MapError::NotMapped) {
         outcome = Err("unmapping an unmapped page did not fail with NotMapped");
     }
     Cpu::destroy(space, &mut |table| {
@@ -462,7 +466,7 @@ fn protect_user_page() -> Result<(), &'static str> {
         Ok(())
     })();
     crate::obj::process::activate_kernel_only();
-    let _ = Cpu::unmap_user(&mut space, page);
+    let _ = Cpu::unmap_user(&mut space, page, &mut KernelFrames);
     let _ = frames::free(frame);
     Cpu::destroy(space, &mut |table| {
         let _ = frames::free(table);
@@ -489,7 +493,8 @@ fn address_spaces() -> Result<(), &'static str> {
             }
         }
         for page in pages {
-            let frame = Cpu::unmap_user(&mut space, page).map_err(|_| "unmap_user failed")?;
+            let frame = Cpu::unmap_user(&mut space, page, &mut KernelFrames)
+                .map_err(|_| "unmap_user failed")?;
             frames::free(frame).map_err(|_| "unmapped frame could not be freed")?;
         }
         Cpu::destroy(space, &mut |table| {
@@ -538,7 +543,7 @@ fn user_access_protection(suite: &mut Suite) {
                 (Ok(()), Some(_)) => Err("the load faulted with another cause"),
                 (Ok(()), None) => Err("the kernel read user memory with PAN/SMAP on"),
             };
-            let _ = Cpu::unmap_user(&mut space, page);
+            let _ = Cpu::unmap_user(&mut space, page, &mut KernelFrames);
         }
         let _ = frames::free(frame);
         Cpu::destroy(space, &mut |table| {
@@ -590,6 +595,72 @@ fn malformed_images() -> Result<(), &'static str> {
         return Err("refusing images leaked frames");
     }
     Ok(())
+}
+
+/// A process's memory use counts its page tables (root included) with its pages; a page
+/// mapped executable is handed to `Paging::sync_instructions` by its direct-map address
+/// (whole), a data page is not; tearing the process down returns every frame.
+fn process_memory() -> Result<(), &'static str> {
+    use crate::obj::Process;
+    let before = frames::free_frames();
+    let process = Process::new("memory-test").map_err(|_| "no process")?;
+    let code = PageFlags {
+        writable: false,
+        executable: true,
+        user: true,
+        device: false,
+    };
+    let result = (|| {
+        if process.pages() != 1 {
+            return Err("a new process does not count its root table");
+        }
+        frames::LAST_INSTRUCTION_SYNC[1].store(0, Ordering::Relaxed);
+        process
+            .map_anonymous(0x40_0000, 1, USER_DATA)
+            .map_err(|_| "data map failed")?;
+        if frames::LAST_INSTRUCTION_SYNC[1].load(Ordering::Relaxed) != 0 {
+            return Err("a data page was synced for instruction fetch");
+        }
+        // Root, PDPT, PD, PT and the page.
+        if process.pages() != 5 {
+            return Err("page tables are not counted with the pages");
+        }
+        process
+            .map_anonymous(0x40_1000, 2, code)
+            .map_err(|_| "code map failed")?;
+        let last = process.anonymous_frame(0x40_2000).ok_or("no frame")?;
+        let synced = [
+            frames::LAST_INSTRUCTION_SYNC[0].load(Ordering::Relaxed),
+            frames::LAST_INSTRUCTION_SYNC[1].load(Ordering::Relaxed),
+        ];
+        if synced != [frames::virtual_address(last), PAGE_SIZE] {
+            return Err("an executable page was not synced over its direct-map range");
+        }
+        // A new 2 MiB region needs one more table; unmapping it keeps that table.
+        process
+            .map_anonymous(0x60_0000, 1, USER_DATA)
+            .map_err(|_| "second region map failed")?;
+        if process.pages() != 9 {
+            return Err("a new last-level table was not counted");
+        }
+        process
+            .unmap_anonymous(0x60_0000, 1)
+            .map_err(|_| "unmap failed")?;
+        process
+            .unmap_anonymous(0x40_0000, 3)
+            .map_err(|_| "unmap failed")?;
+        // The emptied table at 0x40_0000 is kept; the one at 0x60_0000 was pruned.
+        if process.pages() != 4 {
+            return Err("an emptied table was not given back to the quota");
+        }
+        Ok(())
+    })();
+    process.release_unstarted();
+    drop(process);
+    if result.is_ok() && frames::free_frames() != before {
+        return Err("frames leaked");
+    }
+    result
 }
 
 /// A word the linker places in `.rodata` (an immutable static without interior

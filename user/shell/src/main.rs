@@ -329,11 +329,12 @@ impl Shell {
         let total = summary[TOTAL_FRAMES];
         let _ = writeln!(
             out,
-            "frames: {} free, {} used, {} total (4 KiB each); kernel heap {} KiB",
+            "frames: {} free, {} used, {} total (4 KiB each); kernel heap {} KiB of {} KiB",
             free,
             total.saturating_sub(free),
             total,
-            summary[KERNEL_HEAP] / 1024
+            summary[KERNEL_HEAP] / 1024,
+            summary[HEAP_FRAMES] * 4
         );
         let mut seen: Vec<u64> = Vec::new();
         for record in self.threads()? {
@@ -346,7 +347,7 @@ impl Shell {
             let pages = record[sysinfo::thread::PAGES];
             let _ = writeln!(
                 out,
-                "  pid {pid:>3} {:<12} {pages:>5} pages ({} KiB)",
+                "  pid {pid:>3} {:<12} {pages:>5} pages with tables ({} KiB)",
                 name_text(
                     [
                         record[sysinfo::thread::NAME],

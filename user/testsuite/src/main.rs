@@ -17,6 +17,7 @@ use rt::println;
 
 mod ipc;
 mod proc;
+mod resources;
 
 /// Arguments the kernel passes.
 const SUITE: u64 = 0;
@@ -151,6 +152,8 @@ fn main(argument: u64) -> i64 {
             let wrong = (0..100_000).filter(|_| rt::null() != Ok(0)).count();
             i64::from(wrong != 0)
         }
+        resources::HOARDER => resources::hoarder(),
+        resources::EXIT_AT_ONCE => 0,
         _ => -1,
     }
 }
@@ -526,5 +529,6 @@ fn suite() -> i64 {
     memory_tests(&mut results);
     proc::tests(&mut results);
     heap_tests(&mut results);
+    resources::tests(&mut results);
     exit_code(results.passed, results.failed)
 }
