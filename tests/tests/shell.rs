@@ -5,9 +5,7 @@
 //! server (init reports the death and the restart, and the prompt works again), `poweroff`.
 #![forbid(unsafe_code)]
 
-use tests::{
-    Arch, Ending, Terminal, expect_ending, note, number_after, options, selected, start,
-};
+use tests::{Arch, Ending, Terminal, expect_ending, note, number_after, options, selected, start};
 
 const PROMPT: &str = "keel> ";
 
