@@ -135,10 +135,12 @@ fn idle() -> ! {
     }
 }
 
-/// An online secondary CPU, on its own kernel stack, for good: wait for interrupts with
-/// interrupts enabled, handling IPIs (the arch does: reschedule counted, TLB flushed and
-/// acknowledged, stop). The scheduler does not run here yet.
+/// An online secondary CPU, on its own kernel stack, for good: start its local timer
+/// (ticks counted in its per-CPU block), then wait for interrupts with interrupts enabled,
+/// handling IPIs (the arch does: reschedule counted, TLB flushed and acknowledged, stop).
+/// The scheduler does not run here yet.
 extern "C" fn secondary_idle(_index: usize) -> ! {
+    time::start_secondary_timer();
     loop {
         Cpu::wait_for_interrupt();
         #[cfg(feature = "testing")]

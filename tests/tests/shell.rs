@@ -1,11 +1,11 @@
 //! The interactive system. A boot without a test scenario ends at the shell's
 //! `keel> ` prompt, served from user space (`init`, `console`, `names`, `shell`); the test
 //! types at it over the serial line as a person would, on both architectures: `help`,
-//! `echo`, `ps`, `top`, `ipcbench`, `mem`, an unknown command, a 4 KiB line of garbage, `kill` of the console
+//! `echo`, `ps`, `top`, `ipcbench`, `cpu`, `mem`, an unknown command, a 4 KiB line of garbage, `kill` of the console
 //! server (init reports the death and the restart, and the prompt works again), `poweroff`.
 #![forbid(unsafe_code)]
 
-use tests::{Arch, Ending, Terminal, expect_ending, number_after, options, selected, start};
+use tests::{Arch, Ending, Terminal, expect_ending, note, number_after, options, selected, start};
 
 const PROMPT: &str = "keel> ";
 
@@ -130,6 +130,36 @@ fn shell(arch: Arch, cpus: u32) {
         Arch::Aarch64 => " ns each",
     };
     assert!(each > 0 && line.contains(unit), "{line}");
+    terminal.expect_prompt(PROMPT);
+
+    // `cpu`: one row per CPU QEMU was given, indices 0..cpus, and every CPU's timer has
+    // ticked (the secondaries' local timers run too).
+    run(&mut terminal, "cpu");
+    terminal.expect_line("CPU  HWID  TICKS  SWITCHES  IPIS");
+    let mut indices = Vec::new();
+    loop {
+        let line = terminal.expect_line("");
+        note(format!("{arch} cpu: {line}"));
+        if line.contains("CPUs online") {
+            assert!(
+                line.starts_with(&format!("{arch}: {cpus} CPUs online")),
+                "{line}"
+            );
+            break;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [index, _hardware_id, ticks, _switches, _ipis] = words[..] else {
+            panic!("not a CPU row: {line}");
+        };
+        let ticks: u64 = ticks.parse().expect("a tick count");
+        assert!(ticks > 0, "cpu {index} has not ticked: {line}");
+        indices.push(index.parse::<u32>().expect("a CPU index"));
+        assert!(
+            indices.len() <= cpus as usize,
+            "more rows than CPUs: {line}"
+        );
+    }
+    assert_eq!(indices, (0..cpus).collect::<Vec<_>>());
     terminal.expect_prompt(PROMPT);
 
     run(&mut terminal, "mem");

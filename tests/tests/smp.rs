@@ -66,8 +66,9 @@ fn boot_beyond_max(arch: Arch) {
     expect_ending(&outcome, &Ending::Exit(0));
 }
 
-/// Scenario `smp` on four CPUs: every line passes, and each secondary answered the
-/// reschedule IPI with the index its per-CPU block holds and its hardware id.
+/// Scenario `smp` on four CPUs: every line passes, each secondary answered the
+/// reschedule IPI with the index its per-CPU block holds and its hardware id, and each
+/// secondary's timer ticks advanced while it idled.
 fn smp_scenario(arch: Arch, gic: Option<u8>) {
     let name = match gic {
         Some(version) => format!("smp scenario with GICv{version} on {arch}"),
@@ -103,8 +104,14 @@ fn smp_scenario(arch: Arch, gic: Option<u8>) {
             "ok smp cpu {cpu} reads a remapped page after a tlb shootdown"
         ));
     }
+    // Each secondary's local timer ticks while it idles (counted in its per-CPU block).
+    for cpu in 1..=3 {
+        serial.expect(&format!(
+            "ok smp cpu {cpu} timer ticks advance while it idles"
+        ));
+    }
     serial.expect("ok smp tlb shootdown to all 3 other CPUs acknowledged");
-    serial.expect("15 passed, 0 failed");
+    serial.expect("18 passed, 0 failed");
     expect_ending(&outcome, &Ending::Exit(0));
 }
 

@@ -512,4 +512,19 @@ impl arch_api::SecondaryCpus for Cpu {
     fn stop_self() -> ! {
         smp::stop_self()
     }
+
+    fn start_secondary_timer(hz: u32) -> Result<(), EarlyError> {
+        if smp::this_cpu() == 0 {
+            return Err(EarlyError::Unsupported("not a secondary CPU"));
+        }
+        timer::start(hz)
+    }
+
+    fn timer_ticks(index: u32) -> Option<u64> {
+        percpu::online_block(index).map(|block| {
+            block
+                .timer_ticks
+                .load(core::sync::atomic::Ordering::Relaxed)
+        })
+    }
 }

@@ -44,6 +44,8 @@ pub struct PerCpu {
     pub hardware_id: AtomicU64,
     /// The IPIs this CPU received.
     pub ipi: IpiCounters,
+    /// Timer ticks taken on a secondary CPU (the boot CPU's go to the core).
+    pub timer_ticks: AtomicU64,
 }
 
 /// Offsets the vector assembly uses.
@@ -82,6 +84,7 @@ static CPUS: [PerCpu; MAX_CPUS] = [const {
         gic_target: AtomicU32::new(0),
         hardware_id: AtomicU64::new(0),
         ipi: IpiCounters::new(),
+        timer_ticks: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 

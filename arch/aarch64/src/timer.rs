@@ -1,5 +1,7 @@
 //! The generic timer: the EL1 virtual timer (CNTV), periodic by re-arming `CNTV_TVAL_EL0`
-//! in the interrupt handler.
+//! in the interrupt handler. Every CPU has its own CNTV and timer PPI; all tick at the
+//! same rate (the boot CPU's ticks go to the core, a secondary's are only counted in its
+//! per-CPU block).
 //!
 //! Why CNTV rather than CNTP is written down at [`crate::devicetree::TimerDescription`].
 //! TVAL is a signed 32-bit down-counter relative to "now", so re-arming it in the handler
@@ -38,7 +40,9 @@ pub fn frequency() -> u64 {
     }
 }
 
-/// Start ticking at `hz`. Interrupts stay masked at the CPU until the caller waits for one.
+/// Start ticking at `hz` on this CPU (the boot CPU, or a secondary: CNTV and the timer's
+/// PPI are per CPU, the period the same on all). Interrupts stay masked at the CPU until
+/// the caller waits for one.
 pub fn start(hz: u32) -> Result<(), EarlyError> {
     let timer = DESCRIPTION
         .get()

@@ -195,6 +195,8 @@ pub enum IpiTarget {
 #[derive(Debug, Default)]
 pub struct IpiCounters {
     reschedules: core::sync::atomic::AtomicU64,
+    /// TLB-shootdown IPIs handled.
+    shootdowns: core::sync::atomic::AtomicU64,
     /// The highest shootdown generation this CPU has flushed for.
     tlb_flushed: core::sync::atomic::AtomicU64,
     stopped: core::sync::atomic::AtomicBool,
@@ -204,6 +206,8 @@ pub struct IpiCounters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IpiCounts {
     pub reschedules: u64,
+    /// TLB-shootdown IPIs handled.
+    pub shootdowns: u64,
     /// The latest TLB-shootdown generation the CPU acknowledged.
     pub tlb_flushed: u64,
     pub stopped: bool,
@@ -213,6 +217,7 @@ impl IpiCounters {
     pub const fn new() -> Self {
         Self {
             reschedules: core::sync::atomic::AtomicU64::new(0),
+            shootdowns: core::sync::atomic::AtomicU64::new(0),
             tlb_flushed: core::sync::atomic::AtomicU64::new(0),
             stopped: core::sync::atomic::AtomicBool::new(false),
         }
@@ -227,6 +232,8 @@ impl IpiCounters {
     /// Acknowledge every shootdown up to `generation`: the caller read it from
     /// [`ShootdownGenerations::current`] *before* it flushed its TLB.
     pub fn acknowledge_tlb(&self, generation: u64) {
+        self.shootdowns
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         self.tlb_flushed
             .fetch_max(generation, core::sync::atomic::Ordering::Release);
     }
@@ -241,6 +248,7 @@ impl IpiCounters {
         use core::sync::atomic::Ordering;
         IpiCounts {
             reschedules: self.reschedules.load(Ordering::Relaxed),
+            shootdowns: self.shootdowns.load(Ordering::Relaxed),
             tlb_flushed: self.tlb_flushed.load(Ordering::Acquire),
             stopped: self.stopped.load(Ordering::Acquire),
         }
@@ -385,6 +393,22 @@ pub trait SecondaryCpus: Platform {
 
     /// Stop this CPU for good, as an [`Ipi::Stop`] would: interrupts masked, halted.
     fn stop_self() -> !;
+
+    /// On an online secondary CPU: start its local timer (x86_64: the local APIC timer
+    /// with the boot CPU's calibration, made in [`prepare_secondaries`]; AArch64: CNTV
+    /// with its PPI enabled in this CPU's GIC interface), periodic at `hz`. Its ticks
+    /// never reach the core's `timer_tick` upcall (the scheduler runs on the boot CPU
+    /// only): the arch counts them in this CPU's per-CPU block ([`timer_ticks`]).
+    /// Interrupts stay masked until the CPU next waits for one.
+    ///
+    /// [`prepare_secondaries`]: Self::prepare_secondaries
+    /// [`timer_ticks`]: Self::timer_ticks
+    fn start_secondary_timer(hz: u32) -> Result<(), EarlyError>;
+
+    /// The timer ticks counted in the per-CPU block of the CPU with `index`, if it is
+    /// online: a secondary's local timer ticks; always 0 for the boot CPU, whose ticks go
+    /// to the core.
+    fn timer_ticks(index: u32) -> Option<u64>;
 }
 
 // ---------------------------------------------------------------------------------------

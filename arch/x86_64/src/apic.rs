@@ -269,28 +269,61 @@ fn calibrate() -> Result<u32, EarlyError> {
     }
 }
 
-/// Start the APIC timer, periodic at `hz` (calibrating once). Returns the counts per tick.
-pub fn start_timer(hz: u32) -> Result<u32, EarlyError> {
+/// Measure the APIC timer's rate once (the PIT is the boot CPU's: only it calibrates).
+/// The count per tick is the same on every CPU, so the secondaries reuse this.
+pub fn calibrate_once() -> Result<u32, EarlyError> {
     let mut per_interval = COUNTS_PER_INTERVAL.load(Ordering::Relaxed);
     if per_interval == 0 {
         per_interval = calibrate()?;
         COUNTS_PER_INTERVAL.store(per_interval, Ordering::Relaxed);
     }
+    Ok(per_interval)
+}
+
+/// Timer counts (at ÷16) per tick at `hz`, from a calibration of `per_interval`.
+fn counts_per_tick(per_interval: u32, hz: u32) -> Result<u32, EarlyError> {
     let per_second = u64::from(per_interval) * 1000 / CALIBRATION_MS;
     let per_tick = per_second.checked_div(u64::from(hz)).unwrap_or(0);
-    let per_tick = u32::try_from(per_tick)
+    u32::try_from(per_tick)
         .ok()
         .filter(|&count| count > 0)
         .ok_or(EarlyError::Unsupported(
             "timer frequency out of the APIC timer's range",
-        ))?;
+        ))
+}
+
+/// Program this CPU's APIC timer periodic on `timer_vector`, `per_tick` counts at ÷16.
+fn start_periodic(timer_vector: u64, per_tick: u32) {
     write(register::TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
     write(
         register::LVT_TIMER,
-        LVT_TIMER_PERIODIC | vector::LAPIC_TIMER as u32,
+        LVT_TIMER_PERIODIC | timer_vector as u32,
     );
     write(register::TIMER_INITIAL_COUNT, per_tick);
+}
+
+/// Start the APIC timer, periodic at `hz` (calibrating once). Returns the counts per tick.
+pub fn start_timer(hz: u32) -> Result<u32, EarlyError> {
+    let per_tick = counts_per_tick(calibrate_once()?, hz)?;
+    start_periodic(vector::LAPIC_TIMER, per_tick);
     Ok(per_tick)
+}
+
+/// Start a secondary CPU's APIC timer, periodic at `hz` on
+/// [`vector::LAPIC_TIMER_SECONDARY`], with the boot CPU's calibration (which must have
+/// been made: [`calibrate_once`]).
+pub fn start_secondary_timer(hz: u32) -> Result<(), EarlyError> {
+    let per_interval = COUNTS_PER_INTERVAL.load(Ordering::Relaxed);
+    if per_interval == 0 {
+        return Err(EarlyError::Unsupported(
+            "the APIC timer was not calibrated on the boot CPU",
+        ));
+    }
+    start_periodic(
+        vector::LAPIC_TIMER_SECONDARY,
+        counts_per_tick(per_interval, hz)?,
+    );
+    Ok(())
 }
 
 /// Timer counts per second at ÷16, once calibrated.

@@ -463,4 +463,12 @@ impl arch_api::SecondaryCpus for Cpu {
     fn stop_self() -> ! {
         smp::stop_self()
     }
+
+    fn start_secondary_timer(hz: u32) -> Result<(), EarlyError> {
+        apic::start_secondary_timer(hz)
+    }
+
+    fn timer_ticks(index: u32) -> Option<u64> {
+        percpu::online_block(index).map(percpu::PerCpu::timer_ticks)
+    }
 }

@@ -107,6 +107,8 @@ pub struct PerCpu {
     hardware_id: AtomicU64,
     /// The IPIs this CPU received.
     ipi: IpiCounters,
+    /// Local APIC timer ticks taken on a secondary CPU (the boot CPU's go to the core).
+    timer_ticks: AtomicU64,
 }
 
 /// Offsets into [`PerCpu`] for `%gs:`-relative assembly, checked against the struct.
@@ -141,7 +143,18 @@ impl PerCpu {
             nmi_count: AtomicU64::new(0),
             hardware_id: AtomicU64::new(0),
             ipi: IpiCounters::new(),
+            timer_ticks: AtomicU64::new(0),
         }
+    }
+
+    /// Count one timer tick of this (secondary) CPU.
+    pub fn count_timer_tick(&self) {
+        self.timer_ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Timer ticks counted with [`PerCpu::count_timer_tick`].
+    pub fn timer_ticks(&self) -> u64 {
+        self.timer_ticks.load(Ordering::Relaxed)
     }
 
     /// The local APIC ID recorded for this CPU.

@@ -63,8 +63,8 @@ pub fn cpu_id(cpu: &limine::mp::Cpu) -> u64 {
     u64::from(cpu.lapic_id)
 }
 
-/// On the boot CPU: record the kernel's root and the control state, and map the guarded
-/// IST stacks of CPUs `1..count`.
+/// On the boot CPU: record the kernel's root and the control state, map the guarded IST
+/// stacks of CPUs `1..count`, and calibrate the APIC timer for them.
 pub fn prepare(count: u32, frames: &mut dyn FrameSource) -> Result<(), EarlyError> {
     SECONDARY_ROOT.store(paging::kernel_root(), Ordering::Release);
     BOOT_CR0.store(Cr0::read_raw(), Ordering::Relaxed);
@@ -86,6 +86,11 @@ pub fn prepare(count: u32, frames: &mut dyn FrameSource) -> Result<(), EarlyErro
     }
     for cpu in 1..count.min(arch_api::MAX_CPUS as u32) {
         percpu::map_guarded_ist_stacks(cpu, frames)?;
+    }
+    // The secondaries' timers use the boot CPU's calibration (the PIT is not theirs).
+    // Without one they still come online, and each says it has no local timer.
+    if count > 1 {
+        let _ = apic::calibrate_once();
     }
     Ok(())
 }

@@ -572,7 +572,8 @@ pub mod sysinfo {
     /// `index`: a process id; the capabilities of that process, [`cap`] words each
     /// (as many as fit), none when no live process has that id.
     pub const CAPS: u64 = 3;
-    /// `index`: a CPU number; [`cpu`] words, none past the last CPU.
+    /// `index`: a CPU's dense index (0 = the boot CPU, up to [`summary::CPUS`]);
+    /// [`cpu`] words. `InvalidArgument` past the last online CPU.
     pub const CPU: u64 = 4;
     /// `index` ignored: [`clock`] words.
     pub const CLOCK: u64 = 5;
@@ -587,6 +588,7 @@ pub mod sysinfo {
         /// Bytes of the kernel heap in use.
         pub const KERNEL_HEAP: usize = 4;
         pub const THREAD_SLOTS: usize = 5;
+        /// CPUs with a record: one past the highest online CPU's index.
         pub const CPUS: usize = 6;
         /// Frames the kernel heap holds (it grows from the frame allocator and keeps
         /// them): with [`FREE_FRAMES`], what a leak check compares.
@@ -653,13 +655,26 @@ pub mod sysinfo {
 
     /// Word positions of a CPU record.
     pub mod cpu {
+        /// The CPU's dense index (the record's `index`).
         pub const ID: usize = 0;
-        /// Thread switches so far.
+        /// Thread switches so far (the scheduler runs on CPU 0 only: 0 on the others).
         pub const SWITCHES: usize = 1;
-        /// Timer ticks so far.
+        /// Timer ticks this CPU has taken so far.
         pub const TICKS: usize = 2;
+        /// The architecture's name (packed as [`super::pack_name`] packs it).
         pub const NAME: usize = 3;
-        pub const WORDS: usize = 5;
+        /// The CPU's hardware id: x86_64 its local APIC ID, AArch64 its MPIDR affinity
+        /// fields.
+        pub const HARDWARE_ID: usize = 5;
+        /// 1 if the CPU is online, 0 if it was left parked.
+        pub const ONLINE: usize = 6;
+        /// Reschedule IPIs it received.
+        pub const IPI_RESCHEDULE: usize = 7;
+        /// TLB-shootdown IPIs it handled.
+        pub const IPI_TLB_SHOOTDOWN: usize = 8;
+        /// 1 once a stop IPI (or its own fatal stop) halted it.
+        pub const IPI_STOP: usize = 9;
+        pub const WORDS: usize = 10;
     }
 
     /// A name packed as [`thread::NAME`] and the others store it: 16 bytes, NUL-padded.

@@ -57,8 +57,8 @@ pub fn reported() -> Option<(usize, u64)> {
     Some((response.cpus().len(), arch::smp::bsp_id(response)))
 }
 
-/// The hardware id the MP response gives the CPU with dense index `index`.
-#[cfg(feature = "testing")]
+/// The hardware id the MP response gives the CPU with dense index `index` (0 without an
+/// MP response).
 pub fn hardware_id_of(index: u32) -> Option<u64> {
     HARDWARE_IDS
         .get(index as usize)

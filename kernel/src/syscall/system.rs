@@ -11,8 +11,7 @@
 //! called on the system-call exit and the timer tick, signals the bound reader.
 //!
 //! Weak spots: `system_info` takes the scheduler lock once per thread record and a
-//! process's page-list lock for its page count (system calls, never the trap path); one
-//! CPU is reported.
+//! process's page-list lock for its page count (system calls, never the trap path).
 
 use abi::{Error, Handle, ObjectType, Rights, SLEEP_MAX_TICKS, sysinfo};
 use arch_api::{ExitCode, Platform, UserRange};
@@ -51,7 +50,7 @@ pub fn system_info(
         }
         sysinfo::MODULE => module(index, &mut record),
         sysinfo::CAPS => caps(index, &mut record),
-        sysinfo::CPU => cpu(index, &mut record),
+        sysinfo::CPU => cpu(index, &mut record)?,
         sysinfo::CLOCK => clock(&mut record),
         _ => return Err(Error::InvalidArgument),
     };
@@ -82,7 +81,7 @@ fn summary(record: &mut [u64]) -> usize {
     record[TOTAL_FRAMES] = crate::proc::init::total_frames().max(free);
     record[KERNEL_HEAP] = mm::heap::allocated_bytes() as u64;
     record[THREAD_SLOTS] = MAX_THREADS as u64;
-    record[CPUS] = 1;
+    record[CPUS] = cpu_count();
     record[HEAP_FRAMES] = mm::heap::frames_held();
     WORDS
 }
@@ -171,18 +170,40 @@ fn caps(pid: u64, record: &mut [u64]) -> usize {
     count * WORDS
 }
 
-fn cpu(index: u64, record: &mut [u64]) -> usize {
+/// CPUs with a record: one past the highest online index (a CPU below it that was left
+/// parked has a record saying so).
+fn cpu_count() -> u64 {
+    use arch_api::SecondaryCpus;
+    (0..arch_api::MAX_CPUS as u32)
+        .rev()
+        .find(|&index| Cpu::is_online(index))
+        .map_or(1, |index| u64::from(index) + 1)
+}
+
+fn cpu(index: u64, record: &mut [u64]) -> Result<usize, Error> {
+    use arch_api::SecondaryCpus;
     use sysinfo::cpu::*;
-    if index != 0 {
-        return 0;
+    if index >= cpu_count() {
+        return Err(Error::InvalidArgument);
     }
-    record[ID] = 0;
-    record[SWITCHES] = crate::stats::counter(abi::BenchCounter::Switches);
-    record[TICKS] = time::ticks();
+    // why: index < cpu_count() <= MAX_CPUS.
+    let cpu = index as u32;
+    record[ID] = index;
+    if cpu == 0 {
+        record[SWITCHES] = crate::stats::counter(abi::BenchCounter::Switches);
+    }
+    record[TICKS] = time::cpu_ticks(cpu).unwrap_or(0);
     let [first, second] = sysinfo::pack_name(Cpu::NAME);
     record[NAME] = first;
     record[NAME + 1] = second;
-    WORDS
+    record[HARDWARE_ID] = crate::boot::smp::hardware_id_of(cpu).unwrap_or(0);
+    record[ONLINE] = u64::from(Cpu::is_online(cpu));
+    if let Some(counts) = Cpu::ipi_counts(cpu) {
+        record[IPI_RESCHEDULE] = counts.reschedules;
+        record[IPI_TLB_SHOOTDOWN] = counts.shootdowns;
+        record[IPI_STOP] = u64::from(counts.stopped);
+    }
+    Ok(WORDS)
 }
 
 /// `power_off(power, code)`.

@@ -102,7 +102,7 @@ fn secondaries() -> Vec<u32> {
 /// `smp`: every secondary is woken by a reschedule IPI (counted in its per-CPU block),
 /// reports the index its per-CPU block holds and its hardware id, and flushes its TLB on
 /// a shootdown: after the boot CPU remapped a page the secondary had read, it reads the
-/// new frame.
+/// new frame; its local timer ticks while it idles.
 pub fn scenario(_: usize) {
     let mut suite = Suite::new();
     let cpus = secondaries();
@@ -164,6 +164,12 @@ pub fn scenario(_: usize) {
             remap_seen(index),
         );
     }
+    for &index in &cpus {
+        suite.check(
+            &format!("smp cpu {index} timer ticks advance while it idles"),
+            secondary_ticks_advance(index),
+        );
+    }
     let all = Cpu::tlb_shootdown(IpiTarget::AllOthers);
     suite.check(
         &format!(
@@ -177,6 +183,24 @@ pub fn scenario(_: usize) {
         },
     );
     suite.finish()
+}
+
+/// Secondary `index`'s local timer runs while it idles: its tick count (per-CPU block,
+/// reported by `time::cpu_ticks`) grows by at least 2 while the boot CPU waits, up to 10 s
+/// of the boot CPU's ticks (its timer runs: the scenario's thread started it), which are
+/// counted apart.
+fn secondary_ticks_advance(index: u32) -> Result<(), &'static str> {
+    let before = time::cpu_ticks(index).ok_or("cpu not online")?;
+    let deadline = time::ticks() + 10 * u64::from(TIMER_HZ);
+    while time::ticks() < deadline {
+        Cpu::wait_for_interrupt();
+        let now = time::cpu_ticks(index).ok_or("cpu went offline")?;
+        if now >= before + 2 {
+            println!("smp: cpu {index} timer ticks {before} -> {now}");
+            return Ok(());
+        }
+    }
+    Err("its tick count did not advance (its local timer does not run)")
 }
 
 /// Secondary `index` reads a kernel page (so its TLB caches the translation), the boot

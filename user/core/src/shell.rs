@@ -82,7 +82,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo {
         name: "cpu",
         usage: "",
-        summary: "per-CPU information",
+        summary: "every CPU: ticks, thread switches, IPIs",
     },
     CommandInfo {
         name: "ipcbench",

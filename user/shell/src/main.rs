@@ -385,25 +385,42 @@ impl Shell {
         Ok(())
     }
 
+    /// One row per CPU the kernel has a record for (up to the first `InvalidArgument`),
+    /// then the architecture and how many are online.
     fn cpu(&self, out: &mut service::Printer<'_>) -> Result<(), Error> {
         use sysinfo::cpu::*;
-        let mut index = 0;
+        let _ = writeln!(out, "CPU  HWID  TICKS  SWITCHES  IPIS");
+        let mut name = [0u8; 16];
+        let mut arch = "?";
+        let (mut rows, mut online) = (0u64, 0u64);
         loop {
             let mut record = [0u64; WORDS];
-            if proc::system_info(self.system, sysinfo::CPU, index, &mut record)? == 0 {
-                return Ok(());
+            match proc::system_info(self.system, sysinfo::CPU, rows, &mut record) {
+                Ok(0) | Err(Error::InvalidArgument) => break,
+                Ok(_) => {}
+                Err(error) => return Err(error),
             }
-            let mut name = [0u8; 16];
+            arch = name_text([record[NAME], record[NAME + 1]], &mut name);
             let _ = writeln!(
                 out,
-                "cpu {}: {}, {} timer ticks, {} thread switches",
+                "{:>3}  {:>#4x}  {:>5}  {:>8}  {}/{}/{}{}",
                 record[ID],
-                name_text([record[NAME], record[NAME + 1]], &mut name),
+                record[HARDWARE_ID],
                 record[TICKS],
-                record[SWITCHES]
+                record[SWITCHES],
+                record[IPI_RESCHEDULE],
+                record[IPI_TLB_SHOOTDOWN],
+                record[IPI_STOP],
+                if record[ONLINE] == 0 { "  offline" } else { "" }
             );
-            index += 1;
+            rows += 1;
+            online += record[ONLINE];
         }
+        let _ = writeln!(
+            out,
+            "{arch}: {online} CPUs online (IPIS: reschedule/tlb shootdown/stop)"
+        );
+        Ok(())
     }
 
     fn clock(&self) -> Result<[u64; sysinfo::clock::WORDS], Error> {

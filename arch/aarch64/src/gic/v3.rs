@@ -301,11 +301,25 @@ impl GicV3 {
         }
     }
 
+    /// Enable PPI `intid` in this CPU's redistributor: the boot CPU's, or a secondary's
+    /// found by its MPIDR (as `init_cpu` found it).
     pub fn enable_ppi(&self, intid: u32, edge: bool) {
-        let sgi = &self.sgi;
-        sgi.ipriorityr[intid as usize].set(PRIORITY);
-        Distributor::configure_bits(&sgi.icfgr[1], intid, edge);
-        sgi.isenabler0.set(1 << intid);
+        let mpidr = MPIDR_EL1.get();
+        let configure = |sgi: &Mmio<RedistributorSgi>| {
+            sgi.ipriorityr[intid as usize].set(PRIORITY);
+            Distributor::configure_bits(&sgi.icfgr[1], intid, edge);
+            sgi.isenabler0.set(1 << intid);
+        };
+        if mpidr & 0xff_00ff_ffff == self.affinity {
+            configure(&self.sgi);
+            return;
+        }
+        // SAFETY: the regions are the ones `new` was given, mapped for good (its contract).
+        let found =
+            unsafe { find_redistributor(&self.regions[..self.region_count], self.stride, mpidr) };
+        if let Some(redistributor) = found {
+            configure(&redistributor.sgi);
+        }
     }
 
     pub fn disable(&self, intid: u32) {

@@ -47,12 +47,13 @@ pub use report::backtrace_here;
 mod vectors;
 
 use core::mem::offset_of;
+use core::sync::atomic::Ordering;
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{VBAR_EL1, Writeable};
 use arch_api::{Access, TrapCause};
 
-use crate::{gic, psci, semihosting, timer, upcall};
+use crate::{gic, percpu, psci, semihosting, timer, upcall};
 
 pub use report::fatal;
 pub use vectors::keel_trap_return;
@@ -446,6 +447,12 @@ fn interrupt(frame: &TrapFrame) {
         // End before the upcall: once the core switches threads from the tick, the GIC's
         // running priority must already be dropped. IRQs stay masked at PSTATE meanwhile.
         gic.end(acknowledged);
+        let block = percpu::this();
+        if block.id.load(Ordering::Relaxed) != 0 {
+            // A secondary's tick does not enter the core (its scheduler is the boot CPU's).
+            block.timer_ticks.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         // SAFETY: `keel_timer_tick` is the core's safe Rust function of that signature
         // (kernel/src/upcall.rs); called with interrupts masked, as it expects.
         unsafe { upcall::keel_timer_tick() };

@@ -48,6 +48,9 @@ pub mod vector {
     pub const PIC_SPURIOUS_SLAVE: u64 = PIC_BASE + 15;
     /// The local APIC timer.
     pub const LAPIC_TIMER: u64 = 0x30;
+    /// A secondary CPU's local APIC timer: a vector of its own, so the boot CPU's tick
+    /// path stays as it is and a secondary's tick is only counted in its per-CPU block.
+    pub const LAPIC_TIMER_SECONDARY: u64 = 0x31;
     /// Device interrupts: line (I/O APIC GSI) n on vector `EXTERNAL_BASE + n`.
     pub const EXTERNAL_BASE: u64 = 0x40;
     /// How many lines have a vector (0x40..0xE0).
@@ -149,6 +152,7 @@ pub mod vector {
             0..32 => EXCEPTIONS[vector as usize],
             PIC_BASE..=PIC_SPURIOUS_SLAVE => "legacy 8259 interrupt",
             LAPIC_TIMER => "local APIC timer",
+            LAPIC_TIMER_SECONDARY => "secondary CPU's local APIC timer",
             vector if is_external(vector) => "device interrupt",
             IPI_RESCHEDULE => "reschedule IPI",
             IPI_TLB_SHOOTDOWN => "TLB-shootdown IPI",
