@@ -172,6 +172,8 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         upcall::keel_thread_name(thread)
     );
     let _ = Cpu::backtrace(&mut out);
+    #[cfg(feature = "testing")]
+    testing::fuzz::report_panic(&mut out);
     let _ = writeln!(out, "keel: kernel panic; powering off (exit code 2)");
     trace::power_off(ExitCode::Fatal)
 }

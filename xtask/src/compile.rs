@@ -17,7 +17,15 @@ use std::sync::Mutex;
 use crate::{Arch, Error, Profile, Result, Workspace, step};
 
 /// The user programs packed into every image as boot modules, in this order.
-pub const USER_PROGRAMS: &[&str] = &["init", "testsuite", "bench", "console", "names", "shell"];
+pub const USER_PROGRAMS: &[&str] = &[
+    "init",
+    "testsuite",
+    "bench",
+    "console",
+    "names",
+    "shell",
+    "fuzz",
+];
 
 /// The kernel's `RUSTFLAGS`.
 pub const KERNEL_RUSTFLAGS: &[&str] = &[

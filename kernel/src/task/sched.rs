@@ -827,6 +827,41 @@ pub fn current_killed() -> bool {
     })
 }
 
+/// One thread slot as the fuzz scenario's checker reads it (test build).
+#[cfg(feature = "testing")]
+#[derive(Clone, Copy)]
+pub struct ThreadSnapshot {
+    pub state: State,
+    pub killed: bool,
+    /// Belongs to a process.
+    pub user: bool,
+    /// In the run queue.
+    pub queued: bool,
+    pub current: bool,
+    pub idle: bool,
+}
+
+/// Every thread slot, under the scheduler lock (`None`: empty).
+#[cfg(feature = "testing")]
+pub fn snapshot() -> [Option<ThreadSnapshot>; MAX_THREADS] {
+    with(|scheduler| {
+        let (current, idle) = (scheduler.current, scheduler.idle);
+        core::array::from_fn(|id| {
+            let queued = scheduler.queue.contains(id);
+            scheduler.threads[id]
+                .as_deref()
+                .map(|thread| ThreadSnapshot {
+                    state: thread.state,
+                    killed: thread.killed,
+                    user: thread.process.is_some(),
+                    queued,
+                    current: id == current,
+                    idle: id == idle,
+                })
+        })
+    })
+}
+
 // ---- The IPC hand-off ----
 //
 // The IPC fast path (`ipc::fast`) holds the scheduler lock from its first lookup to the

@@ -14,6 +14,8 @@ use crate::testing::ktest::Suite;
 use crate::time::{self, TIMER_HZ};
 use crate::{Cpu, println};
 
+pub mod fuzz;
+pub mod kcheck;
 pub mod ktest;
 pub mod ktest_irq;
 
@@ -22,6 +24,8 @@ const KNOWN: &[&str] = &[
     "bench",
     "boot",
     "echo-input",
+    "fuzz",
+    "fuzz-leak",
     "kernel",
     "lock-order",
     "panic",
@@ -42,6 +46,14 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         }
         "boot" => boot_scenario(),
         "echo-input" => echo_input(),
+        "fuzz" => {
+            let leak = fuzz::configure(boot, false);
+            in_thread("fuzz", fuzz::run, leak)
+        }
+        "fuzz-leak" => {
+            let leak = fuzz::configure(boot, true);
+            in_thread("fuzz", fuzz::run, leak)
+        }
         "kernel" => in_thread("kernel-suite", ktest::run, 0),
         "lock-order" => in_thread("lock-order", lock_order, 0),
         "panic" => in_thread("panic-test", deliberate_panic, 0),
