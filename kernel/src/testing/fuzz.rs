@@ -15,11 +15,10 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use abi::Rights;
+use abi::{ProcessStatus, Rights};
 use arch_api::Bench as _;
 
 use crate::boot::BootInfo;
-use crate::obj::process::Ending;
 use crate::obj::{Endpoint, EndpointCap, MemoryRegion, Notification, Object, Process};
 use crate::task::sched::{self, MAX_THREADS};
 use crate::testing::kcheck;
@@ -140,7 +139,7 @@ fn wait(started: &[Option<Arc<Process>>], deadline: u64) -> Result<bool, (&'stat
         let running = started
             .iter()
             .flatten()
-            .any(|process| process.ending() == Ending::Running);
+            .any(|process| process.live_threads() > 0);
         if !running {
             return Ok(true);
         }
@@ -157,7 +156,6 @@ fn sweep() -> usize {
     let mut killed = 0;
     for id in 1..MAX_THREADS {
         if let Some(process) = sched::process_of(id)
-            && process.ending() == Ending::Running
             && process.live_threads() > 0
         {
             proc::kill(&process);
@@ -205,12 +203,36 @@ pub fn run(leak: usize) {
     };
     RUNNING.store(1, Ordering::Relaxed);
     // A generous bound: a slow machine makes a few thousand calls a second.
-    let deadline = time::ticks() + (120 + calls / 500) * u64::from(TIMER_HZ);
+    let deadline = time::ticks() + (60 + calls / 2000) * u64::from(TIMER_HZ);
     let outcome = wait(&started, deadline);
     RUNNING.store(0, Ordering::Relaxed);
     match outcome {
         Ok(true) => {}
-        Ok(false) => println!("{name}: the deadline passed; ending the fuzzers"),
+        Ok(false) => {
+            println!("{name}: the deadline passed; ending the fuzzers. Threads left:");
+            let ipc = crate::ipc::snapshot();
+            for (id, thread) in sched::snapshot().iter().enumerate() {
+                if let Some(thread) = thread.filter(|thread| thread.user) {
+                    let ip = sched::saved_user_position(id);
+                    let entry = match sched::start_of(id) {
+                        Some(crate::task::thread::Start::User {
+                            entry, argument, ..
+                        }) => (entry, argument),
+                        _ => (0, 0),
+                    };
+                    println!(
+                        "  thread {id} ({}) of process {}: {:?}, priority {}, killed {}, queued {}, ipc {:?}, user ip and call {ip:x?}, started at {entry:x?}",
+                        thread.name,
+                        sched::process_of(id).map_or(0, |process| process.id),
+                        thread.state,
+                        thread.priority,
+                        thread.killed,
+                        thread.queued,
+                        ipc[id],
+                    );
+                }
+            }
+        }
         Err((rule, thread)) => {
             println!(
                 "not ok {name} ipc and scheduler consistency during the run: {rule} (thread {thread})"
@@ -220,17 +242,21 @@ pub fn run(leak: usize) {
     }
     for (index, process) in started.iter().enumerate() {
         let Some(process) = process else { continue };
-        match process.ending() {
-            Ending::Exited(0) => suite.add(1, 0),
-            Ending::Exited(code) => {
+        match process.status() {
+            ProcessStatus::Exited(0) => suite.add(1, 0),
+            ProcessStatus::Exited(code) => {
                 println!("not ok {name} process {index} exited with {code}");
                 suite.add(0, 1);
             }
-            Ending::Faulted(_) => {
-                println!("not ok {name} process {index} died of a fault");
+            ProcessStatus::Faulted => {
+                println!("not ok {name} process {index}: its last thread died of a fault");
                 suite.add(0, 1);
             }
-            Ending::Running => {
+            ProcessStatus::Killed => {
+                println!("not ok {name} process {index} was killed");
+                suite.add(0, 1);
+            }
+            ProcessStatus::Running => {
                 println!("not ok {name} process {index} did not finish by the deadline");
                 suite.add(0, 1);
             }

@@ -77,10 +77,14 @@ const RING_MAGIC: u64 = 0x676e_6972_7a7a_7566;
 const RING_ENTRIES: u64 = 16;
 const RING_WORDS: u64 = 8;
 const USER_END: u64 = 0x0000_8000_0000_0000;
+/// Where this program is linked (user/user.ld), and a bound on its size.
+const IMAGE: u64 = 0x40_0000;
+const IMAGE_SPAN: u64 = 0x100_0000;
 
 /// Helper threads alive at once, and children.
 const MAX_HELPERS: usize = 5;
 const MAX_CHILDREN: usize = 3;
+const MAX_STRAYS: usize = 4;
 /// Capabilities the fuzzer remembers.
 const MAX_KNOWN: usize = 48;
 const MAX_STALE: usize = 16;
@@ -168,19 +172,22 @@ fn address(rng: &mut Rng) -> u64 {
     let page = SCRATCH + rng.below(SCRATCH_PAGES) * PAGE_SIZE;
     match rng.below(20) {
         0 => 0,
-        1 => rng.pick(&[1, 8, 0xfff, PAGE_SIZE, 0x40_0000]),
+        // Low addresses, none inside this program's image (0x40_0000..): a thread started
+        // there would run this program's code with random registers.
+        1 => rng.pick(&[1, 8, 0xfff, PAGE_SIZE, 0x10_0000]),
         2 => rng.pick(&[
             0xffff_8000_0000_0000,
             0xffff_ffff_8000_0000,
             0xffff_ffff_ffff_f000,
             u64::MAX,
         ]),
+        // Around the end of the user half; never inside the main thread's stack (just
+        // below `USER_END - PAGE_SIZE`), which a call's output or a thread would overwrite.
         3 => rng.pick(&[
             USER_END - PAGE_SIZE,
             USER_END - 8,
             USER_END,
             USER_END + PAGE_SIZE,
-            USER_END - 2 * PAGE_SIZE,
         ]),
         4 => page + 1 + rng.below(PAGE_SIZE - 1),
         5 => page + PAGE_SIZE - 8 * (1 + rng.below(4)),
@@ -188,6 +195,20 @@ fn address(rng: &mut Rng) -> u64 {
         7 => rng.next() & 0x0000_7fff_ffff_f000,
         8 => SCRATCH + SCRATCH_PAGES * PAGE_SIZE,
         _ => page,
+    }
+}
+
+/// A stack pointer from the address pool, never inside the main thread's stack (its top
+/// is `USER_END - PAGE_SIZE`): a thread running there would overwrite the main thread's
+/// frames.
+fn stack_address(rng: &mut Rng) -> u64 {
+    const MAIN_STACK: core::ops::RangeInclusive<u64> =
+        USER_END - PAGE_SIZE - 0x1_0000..=USER_END - PAGE_SIZE;
+    let address = address(rng);
+    if MAIN_STACK.contains(&address) {
+        USER_END - 8
+    } else {
+        address
     }
 }
 
@@ -288,6 +309,8 @@ struct Fuzz {
     scratch: [u8; SCRATCH_PAGES as usize],
     helpers: [Option<Helper>; MAX_HELPERS],
     children: [Option<u64>; MAX_CHILDREN],
+    /// Threads started at random places by a random `thread_create`.
+    strays: [Option<u64>; MAX_STRAYS],
     spawns: u64,
     kills: u64,
     thread_kills: u64,
@@ -323,6 +346,7 @@ fn main(argument: u64) -> i64 {
         scratch: [0; SCRATCH_PAGES as usize],
         helpers: [None; MAX_HELPERS],
         children: [None; MAX_CHILDREN],
+        strays: [None; MAX_STRAYS],
         spawns: 0,
         kills: 0,
         thread_kills: 0,
@@ -562,9 +586,16 @@ impl Fuzz {
             }
             Some(Syscall::ThreadCreate) => {
                 // A thread started at a random place dies of a fault on its own: only
-                // with several processes, and seldom (each death prints a report).
+                // with several processes, and seldom (each death prints a report). Never
+                // inside this program's image: it would run this program's code.
                 if self.single || !self.rng.chance(16) {
                     arguments[1] |= 8;
+                }
+                if (IMAGE..IMAGE + IMAGE_SPAN).contains(&arguments[0]) {
+                    arguments[0] = 0x10_0000;
+                }
+                if arguments[1] > USER_END - PAGE_SIZE - 0x2_0000 && arguments[1] <= USER_END {
+                    arguments[1] = USER_END - 8;
                 }
             }
             Some(Syscall::ProcessSpawn) => {
@@ -602,8 +633,11 @@ impl Fuzz {
             Some(Syscall::EndpointCreate) => self.remember(value, KnownKind::Endpoint),
             Some(Syscall::NotificationCreate) => self.remember(value, KnownKind::Notification),
             Some(Syscall::ThreadCreate) => {
-                // Started at a random place: it ends by its fault; forget the handle.
-                let _ = self.sys(Syscall::CapDelete.number(), [value, 0, 0, 0, 0, 0]);
+                // Started at a random place, it ends by its fault, or by a kill before the
+                // main thread exits (the last thread's ending is the process's).
+                let slot = self.rng.below(MAX_STRAYS as u64) as usize;
+                self.end_stray(slot);
+                self.strays[slot] = Some(value);
             }
             _ => {}
         }
@@ -862,6 +896,13 @@ impl Fuzz {
         }
     }
 
+    fn end_stray(&mut self, slot: usize) {
+        if let Some(thread) = self.strays[slot].take() {
+            let _ = self.sys(Syscall::ThreadKill.number(), [thread, 0, 0, 0, 0, 0]);
+            let _ = self.sys(Syscall::CapDelete.number(), [thread, 0, 0, 0, 0, 0]);
+        }
+    }
+
     fn kill_child(&mut self, slot: usize) {
         if let Some(process) = self.children[slot].take() {
             let (status, _) = self.sys(Syscall::ProcessKill.number(), [process, 0, 0, 0, 0, 0]);
@@ -881,6 +922,19 @@ impl Fuzz {
         if self.children.iter().all(Option::is_some) {
             let slot = self.rng.below(MAX_CHILDREN as u64) as usize;
             self.kill_child(slot);
+        }
+        // A spawn is charged to the object quota, which creating keeps nearly full: make
+        // room now and then.
+        if self.rng.chance(2) {
+            for kind in [KnownKind::Endpoint, KnownKind::Notification] {
+                if let Some(handle) = self.known_of(Some(kind)) {
+                    let (status, _) =
+                        self.sys(Syscall::CapDelete.number(), [handle, 0, 0, 0, 0, 0]);
+                    if status == 0 {
+                        self.forget(handle);
+                    }
+                }
+            }
         }
         let mut list = [0u64; 18];
         let mut count = 0;
@@ -1061,6 +1115,9 @@ impl Fuzz {
         for slot in 0..MAX_CHILDREN {
             self.kill_child(slot);
         }
+        for slot in 0..MAX_STRAYS {
+            self.end_stray(slot);
+        }
         if !self.top {
             return 0;
         }
@@ -1217,17 +1274,20 @@ fn jump(rng: &mut Rng, slot: usize, single: bool) -> u64 {
         stack_top,
         0x1a4d,
     );
+    // In single mode only images that are refused or land safely: a helper that dies on
+    // its own would make the main thread's kill results depend on timing.
     match rng.below(12) {
-        0 => image.instruction_pointer = address(rng),
-        1 => image.stack_pointer = address(rng),
-        2 => image.flags = rng.next(),
+        0 if !single => image.instruction_pointer = address(rng),
+        1 if !single => image.stack_pointer = stack_address(rng),
+        2 if !single => image.flags = rng.next(),
         3 => image.flags = registers::PRIVILEGED_FLAGS,
         4 => image.fpu_control = rng.next(),
         5 => image.fpu_control = registers::BAD_FPU_CONTROL,
         6 => image.fpu_status = rng.next(),
         7 => image.general = core::array::from_fn(|_| rng.next()),
-        8 => image.instruction_pointer = rng.next(),
+        8 if !single => image.instruction_pointer = rng.next(),
         9 if !single && rng.chance(64) => image.instruction_pointer = SCRATCH + 0x10,
+        0 | 1 | 2 | 8 => image.instruction_pointer = 0xffff_ffff_8000_0000 + rng.below(1 << 20),
         _ => {}
     }
     match registers::write(0, &image) {
