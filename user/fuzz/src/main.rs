@@ -311,6 +311,8 @@ struct Fuzz {
     children: [Option<u64>; MAX_CHILDREN],
     /// Threads started at random places by a random `thread_create`.
     strays: [Option<u64>; MAX_STRAYS],
+    /// The image handle the kernel gave (0: none), kept apart from the known handles.
+    image: u64,
     spawns: u64,
     kills: u64,
     thread_kills: u64,
@@ -347,6 +349,7 @@ fn main(argument: u64) -> i64 {
         helpers: [None; MAX_HELPERS],
         children: [None; MAX_CHILDREN],
         strays: [None; MAX_STRAYS],
+        image: 0,
         spawns: 0,
         kills: 0,
         thread_kills: 0,
@@ -395,7 +398,11 @@ impl Fuzz {
             let kind = match ObjectType::from_number(value as u32) {
                 Some(ObjectType::Endpoint) => KnownKind::Endpoint,
                 Some(ObjectType::Notification) => KnownKind::Notification,
-                Some(ObjectType::Memory) => KnownKind::Memory,
+                // The image is kept apart (no random call deletes it).
+                Some(ObjectType::Memory) => {
+                    self.image = handle;
+                    continue;
+                }
                 Some(ObjectType::System) => KnownKind::System,
                 // A child's own thread (slot 0) and siblings: not handed to random calls
                 // as anything but "another type".
@@ -521,10 +528,8 @@ impl Fuzz {
             2 => Handle::new(self.rng.below(1 << 20) as u32 | 0x8000_0000, 1).raw(),
             3 => self.known_of(Some(KnownKind::Reduced)).unwrap_or(0),
             4 => wrong_type.unwrap_or(0),
-            _ => self
-                .known_of(Some(KnownKind::Memory))
-                .or_else(|| self.known_of(Some(KnownKind::System)))
-                .unwrap_or(0),
+            _ if self.image != 0 => self.image,
+            _ => self.known_of(Some(KnownKind::System)).unwrap_or(0),
         }
     }
 
@@ -978,7 +983,7 @@ impl Fuzz {
         let image = if self.rng.chance(10) {
             self.handle()
         } else {
-            self.known_of(Some(KnownKind::Memory)).unwrap_or(0)
+            self.image
         };
         let priority = self.rng.pick(&[abi::PRIORITY_NORMAL, 7, 1, 9, 32]);
         let argument = self.child_argument();
