@@ -133,6 +133,7 @@ pub enum Live {
     Capability = 4,
 }
 
+#[cfg(feature = "testing")]
 impl Live {
     pub const ALL: [Live; 5] = [
         Live::Endpoint,
@@ -166,6 +167,7 @@ pub fn live_sub(kind: Live) {
 }
 
 /// Live objects of `kind`.
+#[cfg(feature = "testing")]
 pub fn live(kind: Live) -> u64 {
     LIVE[kind as usize].load(Ordering::Relaxed)
 }

@@ -1039,7 +1039,7 @@ impl Fuzz {
             _ => {
                 let mut pointer = address(&mut self.rng);
                 // Readable scratch would hold a valid image only by chance: zeroes are not.
-                if pointer >= SCRATCH && pointer < SCRATCH + SCRATCH_PAGES * PAGE_SIZE {
+                if (SCRATCH..SCRATCH + SCRATCH_PAGES * PAGE_SIZE).contains(&pointer) {
                     pointer = 0xffff_ffff_8000_0000;
                 }
                 (0, pointer, UserRegisters::SIZE as u64)
