@@ -6,7 +6,8 @@
 //! checker finds free frames, kernel-heap bytes, live objects by kind, capabilities and
 //! threads back at their baseline and the IPC and scheduler structures consistent.
 //! `fuzz-leak`: a short run after which the kernel leaks one endpoint on purpose: the
-//! checker must name it. One boot per scenario per architecture.
+//! checker must name it. `procs=1`: two boots with one seed print the same figures. One
+//! boot per scenario per architecture (two for the repeat).
 #![forbid(unsafe_code)]
 
 use tests::{
@@ -116,4 +117,45 @@ fn fuzz_leak_x86_64() {
 #[test]
 fn fuzz_leak_aarch64() {
     fuzz_leak(Arch::Aarch64);
+}
+
+/// Single mode (`procs=1`): the same seed gives the same figures, calls by number and
+/// errors by code, on two boots.
+fn fuzz_single_repeats(arch: Arch) {
+    if !selected(arch, "fuzz-single") {
+        return;
+    }
+    let figures = |run: &str| {
+        let outcome = boot(&options(
+            arch,
+            &format!("fuzz-single-{run}"),
+            "test=fuzz seed=99 calls=20000 procs=1",
+        ));
+        expect_no_failed_test(&outcome);
+        expect_ending(&outcome, &Ending::Exit(0));
+        outcome
+            .lines
+            .iter()
+            .filter_map(|line| {
+                let at = line
+                    .find("fuzz 0 calls:")
+                    .or_else(|| line.find("fuzz 0 errors:"))?;
+                Some(line[at..].trim_end().to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = figures("a");
+    let second = figures("b");
+    assert!(!first.is_empty(), "no figures printed");
+    assert_eq!(first, second, "the same seed gave other figures");
+}
+
+#[test]
+fn fuzz_single_repeats_x86_64() {
+    fuzz_single_repeats(Arch::X86_64);
+}
+
+#[test]
+fn fuzz_single_repeats_aarch64() {
+    fuzz_single_repeats(Arch::Aarch64);
 }

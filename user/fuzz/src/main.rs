@@ -24,11 +24,14 @@
 //!
 //! # Repeatability
 //! The main thread's choices depend only on its generator and on the results of its own
-//! calls. In single mode (one fuzzing process, `procs=1`) nothing else can change those
-//! results: helpers never end on their own (so killing one always finds it alive), no
-//! thread of this process receives capabilities, and no thread is created that would die
-//! on its own. So a seed repeats the same figures. With several processes they share an
-//! endpoint, a notification and the thread slots, and the figures vary with scheduling.
+//! calls. In single mode (one fuzzing process, `procs=1`) nothing else changes those
+//! results: helpers and children never end on their own (so a kill always finds them
+//! alive, and a child's object charge goes only with its kill), every thread runs at the
+//! main thread's priority and a kill is followed by an uncounted yield, so killed threads
+//! have ended (and freed their slots) before the next call; no thread of this process
+//! receives capabilities, and none is created that would die on its own. So a seed
+//! repeats the same figures. With several processes they share an endpoint, a
+//! notification and the thread slots, and the figures vary with scheduling.
 //!
 //! # Capabilities of a process the kernel starts (`ROLE_TOP`)
 //! slot 0 the `fuzz` image (`READ MAP GRANT`), 1 an endpoint and 2 a notification shared by
@@ -404,9 +407,9 @@ impl Fuzz {
                     continue;
                 }
                 Some(ObjectType::System) => KnownKind::System,
-                // A child's own thread (slot 0) and siblings: not handed to random calls
-                // as anything but "another type".
-                _ => KnownKind::Other,
+                // A child's own thread (slot 0) and siblings: never handed to random calls
+                // (a child that killed its own thread would end on its own).
+                _ => continue,
             };
             self.remember(handle, kind);
         }
@@ -584,6 +587,9 @@ impl Fuzz {
                 let _ = self.ipc(number, handle, info, [arguments[2]; 4]);
                 return;
             }
+            Some(Syscall::ThreadSetPriority) if self.single => {
+                arguments[1] = arguments[1].max(abi::PRIORITY_NORMAL);
+            }
             Some(Syscall::Sleep) => arguments[0] = self.rng.pick(&[0, 1, 2, 10_001, u64::MAX]),
             Some(Syscall::TestSleep) => arguments[0] = self.rng.pick(&[0, 1, 101, u64::MAX]),
             Some(Syscall::MemoryUnmap) if touches_kept(arguments[0], arguments[1]) => {
@@ -604,6 +610,9 @@ impl Fuzz {
                 }
             }
             Some(Syscall::ProcessSpawn) => {
+                if self.single {
+                    arguments[3] = arguments[3].max(abi::PRIORITY_NORMAL);
+                }
                 if self.children.iter().all(Option::is_some) {
                     let slot = self.rng.below(MAX_CHILDREN as u64) as usize;
                     self.kill_child(slot);
@@ -825,7 +834,10 @@ impl Fuzz {
         HELPER_SEED[slot].store(self.rng.next(), Ordering::Relaxed);
         HELPER_BUFFER[slot].store(buffer, Ordering::Relaxed);
         let stack_top = STACKS + slot as u64 * STACK_SLOT + STACK_PAGES * PAGE_SIZE;
-        let priority = abi::PRIORITY_NORMAL - self.rng.below(2);
+        // In single mode every thread stays at the main thread's priority, so that a yield
+        // lets each of them run.
+        let lower = self.rng.below(2);
+        let priority = abi::PRIORITY_NORMAL - if self.single { 0 } else { lower };
         let (status, value) = self.sys(
             Syscall::ThreadCreate.number(),
             [
@@ -851,6 +863,17 @@ impl Fuzz {
                 self.thread_kills += 1;
             }
             let _ = self.sys(Syscall::CapDelete.number(), [helper.handle, 0, 0, 0, 0, 0]);
+            self.let_the_killed_end();
+        }
+    }
+
+    /// In single mode, let a killed thread or process end before going on: a yield, not
+    /// counted, after which every other thread of this priority has run (a killed one
+    /// ends when it runs). So the thread and object counts the next calls meet do not
+    /// depend on when the timer preempts.
+    fn let_the_killed_end(&self) {
+        if self.single {
+            let _ = rt::yield_now();
         }
     }
 
@@ -862,7 +885,10 @@ impl Fuzz {
         };
         match self.rng.below(3) {
             0 => {
-                let priority = self.rng.pick(&[1, 7, 8, 9, 31, 32, u64::MAX]);
+                let mut priority = self.rng.pick(&[1, 7, 8, 9, 31, 32, u64::MAX]);
+                if self.single {
+                    priority = priority.max(abi::PRIORITY_NORMAL);
+                }
                 let _ = self.sys(
                     Syscall::ThreadSetPriority.number(),
                     [helper.handle, priority, 0, 0, 0, 0],
@@ -897,6 +923,7 @@ impl Fuzz {
                     self.kills += 1;
                 }
                 let _ = self.sys(Syscall::CapDelete.number(), [process, 0, 0, 0, 0, 0]);
+                self.let_the_killed_end();
             }
         }
     }
@@ -915,6 +942,7 @@ impl Fuzz {
                 self.kills += 1;
             }
             let _ = self.sys(Syscall::CapDelete.number(), [process, 0, 0, 0, 0, 0]);
+            self.let_the_killed_end();
         }
     }
 
@@ -985,7 +1013,10 @@ impl Fuzz {
         } else {
             self.image
         };
-        let priority = self.rng.pick(&[abi::PRIORITY_NORMAL, 7, 1, 9, 32]);
+        let mut priority = self.rng.pick(&[abi::PRIORITY_NORMAL, 7, 1, 9, 32]);
+        if self.single {
+            priority = priority.max(abi::PRIORITY_NORMAL);
+        }
         let argument = self.child_argument();
         let (status, value) = self.sys(
             Syscall::ProcessSpawn.number(),
@@ -1124,6 +1155,13 @@ impl Fuzz {
             self.end_stray(slot);
         }
         if !self.top {
+            // In single mode a child ends by its parent's kill, never at a moment the
+            // timer chose.
+            if self.single {
+                loop {
+                    let _ = rt::proc::sleep(100);
+                }
+            }
             return 0;
         }
         let index = self.index;
