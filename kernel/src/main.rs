@@ -181,6 +181,8 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         let _ = writeln!(out, "({still_running} other CPUs did not stop)");
     }
     let _ = Cpu::backtrace(&mut out);
+    #[cfg(feature = "testing")]
+    testing::fuzz::report_panic(&mut out);
     let _ = writeln!(out, "keel: kernel panic; powering off (exit code 2)");
     trace::power_off(ExitCode::Fatal)
 }

@@ -119,3 +119,55 @@ pub fn boot_to_user() -> Option<u64> {
     let entry = KERNEL_ENTRY.load(Ordering::Relaxed);
     (first != 0 && entry != 0).then(|| first.saturating_sub(entry))
 }
+
+/// Kernel objects alive now, by kind: what the fuzz scenario's checker compares with its
+/// baseline (`testing::kcheck`). Counted where the objects are made and dropped (not on
+/// any fast path: creation, capability insertion and deletion).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Live {
+    Endpoint = 0,
+    Notification = 1,
+    Process = 2,
+    MemoryRegion = 3,
+    /// Capabilities held in capability tables.
+    Capability = 4,
+}
+
+#[cfg(feature = "testing")]
+impl Live {
+    pub const ALL: [Live; 5] = [
+        Live::Endpoint,
+        Live::Notification,
+        Live::Process,
+        Live::MemoryRegion,
+        Live::Capability,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Live::Endpoint => "endpoints",
+            Live::Notification => "notifications",
+            Live::Process => "processes",
+            Live::MemoryRegion => "memory regions",
+            Live::Capability => "capabilities",
+        }
+    }
+}
+
+static LIVE: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+/// One more live object of `kind`.
+pub fn live_add(kind: Live) {
+    LIVE[kind as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// One live object of `kind` fewer.
+pub fn live_sub(kind: Live) {
+    LIVE[kind as usize].fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Live objects of `kind`.
+#[cfg(feature = "testing")]
+pub fn live(kind: Live) -> u64 {
+    LIVE[kind as usize].load(Ordering::Relaxed)
+}

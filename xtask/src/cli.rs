@@ -105,6 +105,32 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         trace: Option<String>,
     },
+    /// Boot the `fuzz` scenario (the system-call fuzzer under the kernel invariant checker)
+    /// for a long run; a failure prints its seed, the last calls and the replay command.
+    Fuzz {
+        #[arg(long, value_enum, default_value_t)]
+        arch: ArchChoice,
+        /// The seed (32 bits) [default: chosen by the kernel from its clock and printed].
+        #[arg(long)]
+        seed: Option<u32>,
+        /// System calls of all fuzzing processes together.
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        calls: u64,
+        /// Fuzzing processes (1 to 8); with 1 a seed repeats its figures.
+        #[arg(long, value_name = "P", default_value_t = 4,
+              value_parser = clap::value_parser!(u32).range(1..=8))]
+        procs: u32,
+        /// Number of CPUs.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=64))]
+        smp: u32,
+        /// Fail a boot that has not powered off by then.
+        #[arg(long, value_name = "SECS", default_value_t = 3600)]
+        timeout: u64,
+        /// Optimized build (cargo's release profile).
+        #[arg(long)]
+        release: bool,
+    },
 }
 
 /// Options of `qemu-x86` and `qemu-aarch64`.
@@ -310,6 +336,26 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
                 )?),
                 None => crate::bench::run(workspace, &arch.arches(), iterations, update_baseline)?,
             }
+            Ok(0)
+        }
+        Command::Fuzz {
+            arch,
+            seed,
+            calls,
+            procs,
+            smp,
+            timeout,
+            release,
+        } => {
+            let options = crate::fuzz::FuzzOptions {
+                seed,
+                calls,
+                procs,
+                smp,
+                release,
+                timeout: Duration::from_secs(timeout),
+            };
+            crate::fuzz::run(workspace, &arch.arches(), &options)?;
             Ok(0)
         }
     }

@@ -26,6 +26,7 @@ pub const USER_PROGRAMS: &[&str] = &[
     "shell",
     "echo",
     "crashtest",
+    "fuzz",
 ];
 
 /// The kernel's `RUSTFLAGS`.

@@ -32,6 +32,7 @@ pub mod check;
 pub mod cli;
 pub mod compile;
 mod error;
+pub mod fuzz;
 pub mod gdb;
 pub mod image;
 pub mod layers;

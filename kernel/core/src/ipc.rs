@@ -201,6 +201,11 @@ impl<const N: usize> Ipc<N> {
         self.reply.get(thread).copied()
     }
 
+    /// Whether `thread` is linked into a queue (an endpoint's or a notification's).
+    pub fn is_queued(&self, thread: ThreadId) -> bool {
+        self.links.get(thread).is_some_and(|link| link.queued)
+    }
+
     fn check_idle(&self, thread: ThreadId) -> Result<u32, BadThread> {
         match self.state.get(thread) {
             Some(State::Idle) if !self.links[thread].queued => {

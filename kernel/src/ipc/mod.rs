@@ -600,6 +600,27 @@ pub fn thread_exiting(thread: ThreadId) {
     }
 }
 
+/// One thread slot's IPC state as the fuzz scenario's checker reads it: its state, whether
+/// it is linked into a queue, and its reply slot.
+#[cfg(feature = "testing")]
+pub type IpcSnapshot = (kcore::ipc::State, bool, kcore::ipc::ReplySlot);
+
+/// Every thread slot's IPC state, under the IPC lock (the checker's consistency test).
+#[cfg(feature = "testing")]
+pub fn snapshot() -> [IpcSnapshot; MAX_THREADS] {
+    let state = IPC.lock();
+    core::array::from_fn(|thread| {
+        (
+            state.ipc.state(thread).unwrap_or(kcore::ipc::State::Idle),
+            state.ipc.is_queued(thread),
+            state
+                .ipc
+                .reply_slot(thread)
+                .unwrap_or(kcore::ipc::ReplySlot::Empty),
+        )
+    })
+}
+
 /// Signal `bits` on `notification` from the kernel itself (a process's death, an interrupt
 /// line, the kernel log): as `signal`, without a capability. Takes the IPC and scheduler locks;
 /// no allocation.

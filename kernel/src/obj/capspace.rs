@@ -20,6 +20,7 @@ use abi::{CAP_TABLE_SLOTS, Error, Handle, ObjectType, Rights};
 use kcore::captable::{CapTable, Capability, Slot};
 
 use super::{Charge, Kind, Object};
+use crate::stats::Live;
 use crate::sync::{Lock, level};
 
 type Table = CapTable<Object, Box<[Slot<Object>]>>;
@@ -56,7 +57,9 @@ impl CapSpace {
         object.restrict(rights);
         // A refused object is dropped under the table lock: it frees memory and queues
         // deferred work at most (see the module docs).
-        self.table.lock().insert(object, rights)
+        let handle = self.table.lock().insert(object, rights)?;
+        crate::stats::live_add(Live::Capability);
+        Ok(handle)
     }
 
     /// Put a capability derived elsewhere (another table, a message) in the table.
@@ -156,6 +159,7 @@ impl CapSpace {
     pub fn delete(&self, handle: Handle) -> Result<(), Error> {
         let removed = self.table.lock().delete(handle);
         drop(removed?);
+        crate::stats::live_sub(Live::Capability);
         Ok(())
     }
 
@@ -191,7 +195,10 @@ impl CapSpace {
                 handle.and_then(|handle| table.delete(handle).ok())
             };
             match next {
-                Some(capability) => drop(capability),
+                Some(capability) => {
+                    drop(capability);
+                    crate::stats::live_sub(Live::Capability);
+                }
                 None => break,
             }
         }

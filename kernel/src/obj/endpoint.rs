@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use kcore::ipc::{EndpointQueue, NotificationState};
 
 use super::Charge;
+use crate::stats::Live;
 use crate::sync::{Lock, level};
 
 /// A synchronous IPC endpoint: the threads waiting on it (its queue is changed by the IPC
@@ -24,11 +25,18 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(charge: Option<Charge>) -> Arc<Self> {
+        crate::stats::live_add(Live::Endpoint);
         Arc::new(Self {
             queue: Lock::new(level::ENDPOINT_QUEUE, EndpointQueue::new()),
             receivers: AtomicUsize::new(0),
             _charge: charge,
         })
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        crate::stats::live_sub(Live::Endpoint);
     }
 }
 
@@ -93,9 +101,16 @@ pub struct Notification {
 
 impl Notification {
     pub fn new(charge: Option<Charge>) -> Arc<Self> {
+        crate::stats::live_add(Live::Notification);
         Arc::new(Self {
             state: Lock::new(level::NOTIFICATION, NotificationState::new()),
             _charge: charge,
         })
+    }
+}
+
+impl Drop for Notification {
+    fn drop(&mut self) {
+        crate::stats::live_sub(Live::Notification);
     }
 }

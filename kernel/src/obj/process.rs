@@ -190,6 +190,7 @@ impl Process {
     /// A process named `name` with an empty address space, no thread and no capability.
     pub fn new(name: &'static str) -> Result<Arc<Self>, MapError> {
         let space = Cpu::new_address_space(&mut KernelFrames)?;
+        crate::stats::live_add(crate::stats::Live::Process);
         Ok(Arc::new(Process {
             name,
             id: next_id(),
@@ -567,6 +568,12 @@ impl Process {
         Cpu::destroy(space, &mut |table| {
             let _ = frames::free(table);
         });
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        crate::stats::live_sub(crate::stats::Live::Process);
     }
 }
 

@@ -50,10 +50,7 @@ impl MemoryRegion {
     /// The first `length` bytes of the boot module `name` (at most its length).
     pub fn boot_module_prefix(name: &str, length: u64) -> Option<Arc<Self>> {
         let whole = Self::boot_module(name)?;
-        Some(Arc::new(Self {
-            base: whole.base,
-            length: whole.length.min(length),
-        }))
+        Some(Self::counted(whole.base, whole.length.min(length)))
     }
 
     /// The bytes of the region, through the kernel's direct map. Only boot-module regions
@@ -69,9 +66,21 @@ impl MemoryRegion {
     /// The boot module named `name` (the loader's memory, never reused by the kernel).
     pub fn boot_module(name: &str) -> Option<Arc<Self>> {
         let bytes = crate::boot::module(name)?;
-        Some(Arc::new(Self {
-            base: (bytes.as_ptr() as u64).wrapping_sub(crate::mm::frames::virtual_address(0)),
-            length: bytes.len() as u64,
-        }))
+        Some(Self::counted(
+            (bytes.as_ptr() as u64).wrapping_sub(crate::mm::frames::virtual_address(0)),
+            bytes.len() as u64,
+        ))
+    }
+
+    /// A region, counted among the live objects (`stats::Live`).
+    fn counted(base: u64, length: u64) -> Arc<Self> {
+        crate::stats::live_add(crate::stats::Live::MemoryRegion);
+        Arc::new(Self { base, length })
+    }
+}
+
+impl Drop for MemoryRegion {
+    fn drop(&mut self) {
+        crate::stats::live_sub(crate::stats::Live::MemoryRegion);
     }
 }

@@ -837,6 +837,74 @@ pub fn current_killed() -> bool {
     })
 }
 
+/// One thread slot as the fuzz scenario's checker reads it (test build).
+#[cfg(feature = "testing")]
+#[derive(Clone, Copy)]
+pub struct ThreadSnapshot {
+    pub state: State,
+    pub killed: bool,
+    /// Belongs to a process.
+    pub user: bool,
+    /// In the run queue.
+    pub queued: bool,
+    pub current: bool,
+    pub idle: bool,
+    pub priority: u8,
+    pub name: &'static str,
+}
+
+/// Every thread slot, under the scheduler lock (`None`: empty).
+#[cfg(feature = "testing")]
+pub fn snapshot() -> [Option<ThreadSnapshot>; MAX_THREADS] {
+    with(|scheduler| {
+        let (current, idle) = (scheduler.current, scheduler.idle);
+        core::array::from_fn(|id| {
+            let queued = scheduler.queue.contains(id);
+            scheduler.threads[id]
+                .as_deref()
+                .map(|thread| ThreadSnapshot {
+                    state: thread.state,
+                    killed: thread.killed,
+                    user: thread.process.is_some(),
+                    queued,
+                    current: id == current,
+                    idle: id == idle,
+                    priority: thread.priority.level(),
+                    name: thread.name,
+                })
+        })
+    })
+}
+
+/// The saved user instruction pointer and system-call number of user thread `id`, when it
+/// is not running and is inside the kernel from user mode (blocked, or preempted).
+#[cfg(feature = "testing")]
+pub fn saved_user_position(id: usize) -> Option<(u64, u64, u64, u64)> {
+    use arch_api::TrapFrame as _;
+    with(|scheduler| {
+        if id == scheduler.current {
+            return None;
+        }
+        let thread = scheduler.thread(id)?;
+        if thread.process.is_none() || thread.state == State::Dead {
+            return None;
+        }
+        let frame = thread.stack.user_frame::<crate::task::thread::TrapFrame>();
+        // SAFETY: as in `with_saved_user_frame`: the slot at the top of the kernel stack of
+        // a thread that is not running holds its user frame once it has entered the
+        // kernel from user mode (checked below); it is only read, under the lock.
+        let frame = unsafe { &*frame };
+        frame.is_from_user().then(|| {
+            (
+                frame.instruction_pointer(),
+                frame.syscall_number(),
+                frame.stack_pointer(),
+                frame.frame_pointer(),
+            )
+        })
+    })
+}
+
 // ---- The IPC hand-off ----
 //
 // The IPC fast path (`ipc::fast`) holds the scheduler lock from its first lookup to the

@@ -14,6 +14,8 @@ use crate::testing::ktest::Suite;
 use crate::time::{self, TIMER_HZ};
 use crate::{Cpu, println};
 
+pub mod fuzz;
+pub mod kcheck;
 pub mod ktest;
 pub mod ktest_irq;
 pub mod smp;
@@ -24,6 +26,8 @@ const KNOWN: &[&str] = &[
     "boot",
     "containment",
     "echo-input",
+    "fuzz",
+    "fuzz-leak",
     "kernel",
     "lock-order",
     "panic",
@@ -62,6 +66,14 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         // reports and powers off.
         "containment" => in_thread("boot", proc::init::run, abi::INIT_CONTAINMENT as usize),
         "echo-input" => echo_input(),
+        "fuzz" => {
+            let leak = fuzz::configure(boot, false);
+            in_thread("fuzz", fuzz::run, leak)
+        }
+        "fuzz-leak" => {
+            let leak = fuzz::configure(boot, true);
+            in_thread("fuzz", fuzz::run, leak)
+        }
         "kernel" => {
             // `cpus=N`: the CPUs QEMU was given, which the suite checks it found.
             let cpus = boot

@@ -51,6 +51,19 @@ pub fn syscall(number: u64, arguments: [u64; 6]) -> Result<u64, Error> {
     result(raw::syscall(number, arguments))
 }
 
+/// Any system call by number, with the two result registers as the kernel left them (the
+/// fuzzer checks that the status is a code of `abi::Error`).
+pub fn syscall_registers(number: u64, arguments: [u64; 6]) -> (u64, u64) {
+    raw::syscall(number, arguments)
+}
+
+/// Any IPC call by number, with the result registers as the kernel left them.
+pub fn ipc_registers(number: u64, handle: u64, info: u64, words: [u64; 4]) -> raw::IpcRegisters {
+    raw::ipc(number, handle, info, words)
+}
+
+pub use raw::IpcRegisters;
+
 /// The null system call: enters the kernel and comes back with 0.
 pub fn null() -> Result<u64, Error> {
     syscall(Syscall::Null.number(), [0; 6])
