@@ -20,19 +20,11 @@ use crate::{Arch, Context, Error, Profile, Result, Workspace, step};
 
 /// Samples per benchmark when `--iterations` is not given.
 pub const DEFAULT_ITERATIONS: u32 = 200;
-/// Benchmarks every run must report.
-pub const EXPECTED: &[&str] = &[
-    "null_syscall",
-    "ipc_call_reply",
-    "ipc_call_reply_1k",
-    "cap_transfer",
-    "notify_wake",
-    "yield",
-    "map_unmap",
-    "spawn",
-    "page_fault",
-    "boot_to_user",
-];
+/// Benchmarks every run must report: each the scenario can run alone
+/// (`abi::bench::NAMES`), and the span from kernel entry to the first user instruction.
+pub fn expected() -> impl Iterator<Item = &'static str> {
+    abi::bench::NAMES.into_iter().chain(["boot_to_user"])
+}
 
 /// One benchmark's line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,7 +267,7 @@ pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec
         .iter()
         .filter_map(|line| parse_line(line))
         .collect();
-    for name in EXPECTED {
+    for name in expected() {
         if !results.iter().any(|result| result.name == *name) {
             show_tail();
             return Err(Error::new(format!(
