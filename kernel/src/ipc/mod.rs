@@ -111,17 +111,25 @@ fn endpoint_of(
         })
 }
 
-/// The kernel address of thread `thread`'s IPC buffer page, if it has a live one.
-fn buffer_of(thread: ThreadId, process: &Process) -> Option<*mut u64> {
+/// The kernel address of thread `thread`'s IPC buffer page: `InvalidArgument` when it set
+/// none, `BadAddress` when the page is no longer mapped.
+fn buffer_of(thread: ThreadId, process: &Process) -> Result<*mut u64, Error> {
     let unmaps = process.unmaps();
-    let buffer = IPC.lock().buffers.get(thread).copied()?;
+    let buffer = IPC
+        .lock()
+        .buffers
+        .get(thread)
+        .copied()
+        .ok_or(Error::InvalidArgument)?;
     if buffer.address == 0 {
-        return None;
+        return Err(Error::InvalidArgument);
     }
     let frame = if buffer.unmaps == unmaps && buffer.frame != 0 {
         buffer.frame
     } else {
-        let frame = process.anonymous_frame(buffer.address)?;
+        let frame = process
+            .anonymous_frame(buffer.address)
+            .ok_or(Error::BadAddress)?;
         let mut state = IPC.lock();
         let entry = &mut state.buffers[thread];
         if entry.address == buffer.address {
@@ -130,7 +138,7 @@ fn buffer_of(thread: ThreadId, process: &Process) -> Option<*mut u64> {
         }
         frame
     };
-    Some(frames::virtual_address(frame) as *mut u64)
+    Ok(frames::virtual_address(frame) as *mut u64)
 }
 
 fn read_word(buffer: *mut u64, index: usize) -> u64 {
@@ -161,10 +169,7 @@ fn check_message(thread: ThreadId, process: &Process, info: u64) -> Result<Messa
     if register_only(info) {
         return Ok(info);
     }
-    if IPC.lock().buffers[thread].address == 0 {
-        return Err(Error::InvalidArgument);
-    }
-    let buffer = buffer_of(thread, process).ok_or(Error::BadAddress)?;
+    let buffer = buffer_of(thread, process)?;
     for index in 0..info.caps() {
         let handle = Handle::from_raw(read_word(buffer, index));
         process.caps.check(handle, Rights::GRANT)?;
@@ -192,7 +197,7 @@ fn move_buffer_parts(source: ThreadId, destination: ThreadId, info: MessageInfo)
     else {
         return truncated;
     };
-    let (Some(from), Some(to)) = (
+    let (Ok(from), Ok(to)) = (
         buffer_of(source, &from_process),
         buffer_of(destination, &to_process),
     ) else {
