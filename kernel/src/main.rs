@@ -135,16 +135,34 @@ fn idle() -> ! {
     }
 }
 
-/// An online secondary CPU, on its own kernel stack, for good: start its local timer
-/// (ticks counted in its per-CPU block), then wait for interrupts with interrupts enabled,
-/// handling IPIs (the arch does: reschedule counted, TLB flushed and acknowledged, stop).
-/// The scheduler does not run here yet.
-extern "C" fn secondary_idle(_index: usize) -> ! {
+/// An online secondary CPU, on its own kernel stack, for good: start its local timer, then
+/// wait for interrupts with interrupts enabled (the arch handles IPIs: TLB flushed and
+/// acknowledged, stop) until the scheduler exists, and join it: from then on the CPU runs
+/// threads, its idle thread running [`secondary_idle_thread`].
+extern "C" fn secondary_idle(index: usize) -> ! {
     time::start_secondary_timer();
     loop {
         Cpu::wait_for_interrupt();
         #[cfg(feature = "testing")]
+        testing::smp::on_wake(index);
+        if task::sched::initialized() && !task::sched::start_secondary(secondary_idle_thread) {
+            println!(
+                "keel: cpu {index}: no memory for its idle thread; it stays out of the scheduler"
+            );
+            loop {
+                Cpu::wait_for_interrupt();
+            }
+        }
+    }
+}
+
+/// A secondary CPU's idle thread: halt until an interrupt, then run what became ready.
+fn secondary_idle_thread(_index: usize) {
+    loop {
+        Cpu::wait_for_interrupt();
+        #[cfg(feature = "testing")]
         testing::smp::on_wake(_index);
+        task::sched::idle_step();
     }
 }
 

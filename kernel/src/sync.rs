@@ -39,9 +39,10 @@
 //! Masking in [`Lock::lock`] itself would cost every lock (the IPC fast paths included)
 //! a flags save and restore for a state the kernel is already in.
 //!
-//! The one lock held across a switch is the scheduler's, in the IPC hand-off
-//! (`task::sched::Handoff`): taken by the outgoing thread and released on the same CPU
-//! before the incoming one runs.
+//! The one lock held across a switch is the scheduler's (`task::sched`): taken by the
+//! outgoing thread, handed over with the switch ([`LockGuard::hand_over`]) and released on
+//! the same CPU by the incoming thread first thing, so no other CPU sees either thread
+//! before the outgoing one's context is saved.
 //!
 //! # The lock-order checker
 //! With the `lockcheck` feature (every QEMU test run turns it on), each CPU keeps the
@@ -50,7 +51,7 @@
 //! the highest level its CPU holds panics and names both locks. Without the feature a
 //! [`Lock`] is a plain spin lock. Holding is tracked per CPU, not per thread: a lock taken
 //! by one thread and released after a switch by the next one on the same CPU is still one
-//! CPU's lock (threads do not move between CPUs).
+//! CPU's lock (the switch hand-off).
 
 use core::ops::{Deref, DerefMut};
 
@@ -147,12 +148,12 @@ pub mod deferred {
 pub struct Lock<T> {
     #[cfg(feature = "lockcheck")]
     level: Level,
-    inner: spin::Mutex<T>,
+    inner: spin::mutex::SpinMutex<T>,
 }
 
 /// Proof that a [`Lock`] is held; releases it when dropped.
 pub struct LockGuard<'a, T> {
-    guard: spin::MutexGuard<'a, T>,
+    guard: spin::mutex::SpinMutexGuard<'a, T>,
     #[cfg(feature = "lockcheck")]
     level: Level,
 }
@@ -164,7 +165,7 @@ impl<T> Lock<T> {
         Self {
             #[cfg(feature = "lockcheck")]
             level,
-            inner: spin::Mutex::new(value),
+            inner: spin::mutex::SpinMutex::new(value),
         }
     }
 
@@ -192,6 +193,38 @@ impl<T> Lock<T> {
             #[cfg(feature = "lockcheck")]
             level: self.level,
         })
+    }
+}
+
+impl<T> Lock<T> {
+    /// The protected value, for the holder of a guard given up with
+    /// [`LockGuard::hand_over`] (the scheduler's switch hand-off).
+    #[inline(always)]
+    pub fn data_ptr(&self) -> *mut T {
+        self.inner.as_mut_ptr()
+    }
+
+    /// Release a lock whose guard was given up with [`LockGuard::hand_over`].
+    ///
+    /// # Safety
+    /// This CPU holds the lock through such a guard, and no reference to the protected
+    /// value made from [`Lock::data_ptr`] is used after this call.
+    #[inline(always)]
+    pub unsafe fn release_handed_over(&self) {
+        #[cfg(feature = "lockcheck")]
+        checker::release(self.level);
+        // SAFETY: the caller's contract: this CPU holds the lock and nothing uses the value.
+        unsafe { self.inner.force_unlock() };
+    }
+}
+
+impl<T> LockGuard<'_, T> {
+    /// Give the guard up without releasing the lock: the thread this CPU switches to
+    /// releases it ([`Lock::release_handed_over`]). The lock-order record stays with this
+    /// CPU until then.
+    #[inline(always)]
+    pub fn hand_over(self) {
+        core::mem::forget(self);
     }
 }
 

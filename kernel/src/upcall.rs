@@ -16,14 +16,30 @@ use crate::{Cpu, hwirq, irq, log, proc, syscall, time};
 /// May switch threads (preemption).
 #[unsafe(no_mangle)]
 pub fn keel_timer_tick() {
+    use arch_api::SecondaryCpus;
     trace::event_here(Kind::IrqEnter, trace::TIMER_LINE, 0);
-    let now = time::tick();
+    // The boot CPU's tick is the kernel's clock; every CPU's tick drives its scheduler.
+    let now = if Cpu::cpu_index() == 0 {
+        time::tick()
+    } else {
+        time::ticks()
+    };
     sched::timer_tick(now);
     if crate::sync::deferred::any() {
         syscall::run_deferred();
     }
     trace::event_here(Kind::IrqExit, trace::TIMER_LINE, 0);
     // A user thread killed while it was preempted ends before it runs user code again.
+    proc::exit_if_killed();
+}
+
+/// Called by the arch crate for a reschedule IPI, with interrupts masked, after its end of
+/// interrupt: another CPU queued a thread here, changed the running thread's affinity, or
+/// killed it. May switch threads.
+#[unsafe(no_mangle)]
+pub fn keel_reschedule() {
+    sched::reschedule_interrupt();
+    // A user thread killed from another CPU ends before it runs user code again.
     proc::exit_if_killed();
 }
 

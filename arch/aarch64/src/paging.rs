@@ -151,6 +151,11 @@ pub fn init(
     Ok(())
 }
 
+/// The empty TTBR0 root (ASID 0), for a CPU with no user space active.
+pub fn empty_root() -> u64 {
+    EMPTY_ROOT.load(Ordering::Relaxed)
+}
+
 /// The highest ASID this CPU supports.
 fn max_asid() -> usize {
     if WIDE_ASIDS.load(Ordering::Relaxed) {

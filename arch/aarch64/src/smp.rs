@@ -4,16 +4,15 @@
 //! state (the kernel's TTBR1 tables and the MAIR and TCR that go with them, [`enter`]),
 //! moves to a kernel stack on SP_EL1 ([`run_on_stack`]), then gets its per-CPU block
 //! (TPIDR_EL1, overflow stack), VBAR_EL1, FP/SIMD access, PAN as the boot CPU has it and
-//! its GIC interface ([`init_secondary`]); the scheduler stays on the boot CPU.
+//! its GIC interface ([`init_secondary`]).
 //!
 //! What the protocol guarantees a secondary at its `goto_address` (PROTOCOL.md, MP
 //! feature): the boot CPU's entry state (EL1, MMU on with the loader's tables, DAIF
 //! masked) on its own stack, with its `limine_mp_info` in X0. The loader's tables lie in
 //! bootloader-reclaimable memory, which the kernel takes back once the boot path is done,
-//! so the CPU switches to the kernel's and stops walking TTBR0 (TCR_EL1.EPD0) before
-//! anything else; a CPU left parked waits in a loop that touches no memory. TTBR0 walks
-//! stay off on a secondary: it runs no user thread yet (the step that schedules threads
-//! there must clear EPD0 along with its first `activate`).
+//! so the CPU switches to the kernel's before anything else, with TTBR0 on the kernel's
+//! empty user root (ASID 0) and the boot CPU's TTBR0 configuration, ready to run user
+//! threads; a CPU left parked waits in a loop that touches no memory.
 //!
 //! # IPIs
 //! SGI INTID = `arch_api::Ipi` number, sent to one CPU at a time (never "all but self":
@@ -28,8 +27,6 @@ use arch_api::{EarlyError, Ipi, IpiCounts, IpiTarget, KernelStack, ShootdownGene
 
 use crate::{boot, gic, percpu, sysreg, thread, trap};
 
-/// TCR_EL1.EPD0: no table walks through TTBR0 (the lower half stays unmapped).
-const TCR_EPD0: u64 = 1 << 7;
 /// The affinity fields of MPIDR_EL1 (the Limine MP response's `mpidr` values).
 const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
@@ -59,16 +56,21 @@ pub fn prepare() {
 pub fn enter() {
     let ttbr1 = SECONDARY_TTBR1.load(Ordering::Acquire);
     let mair = SECONDARY_MAIR.load(Ordering::Relaxed);
-    let tcr = SECONDARY_TCR.load(Ordering::Relaxed) | TCR_EPD0;
+    let tcr = SECONDARY_TCR.load(Ordering::Relaxed);
+    let ttbr0 = crate::paging::empty_root();
     // SAFETY: DAIF is masked first. The kernel's TTBR1 tables map the kernel image (this
     // code) and the HHDM (this CPU's loader stack) to the same frames, as normal memory
     // under the boot CPU's MAIR index for normal memory, which is the loader's; the TCR is
-    // the boot CPU's, whose TTBR1 half is the loader's too (48 bits, 4 KiB granule). The
-    // barriers order the table switch and drop every translation of the loader's tables.
+    // the boot CPU's, whose TTBR1 half is the loader's too (48 bits, 4 KiB granule), and
+    // whose TTBR0 half (set up by `paging::init`) walks the empty root, which maps nothing.
+    // TTBR0 is switched before the TCR, so no walk uses the loader's lower-half tables under
+    // the new configuration. The barriers order the table switch and drop every translation
+    // of the loader's tables.
     unsafe {
         core::arch::asm!(
             "msr daifset, #0xf",
             "msr mair_el1, {mair}",
+            "msr ttbr0_el1, {ttbr0}",
             "msr tcr_el1, {tcr}",
             "msr ttbr1_el1, {ttbr1}",
             "isb",
@@ -78,6 +80,7 @@ pub fn enter() {
             mair = in(reg) mair,
             tcr = in(reg) tcr,
             ttbr1 = in(reg) ttbr1,
+            ttbr0 = in(reg) ttbr0,
             options(nostack, preserves_flags),
         );
     }
@@ -171,7 +174,12 @@ pub fn ipi_counts(index: u32) -> Option<IpiCounts> {
 pub fn handle_ipi(ipi: Ipi) {
     let block = percpu::this();
     match ipi {
-        Ipi::Reschedule => block.ipi.count_reschedule(),
+        Ipi::Reschedule => {
+            block.ipi.count_reschedule();
+            // SAFETY: `keel_reschedule` is the core's safe Rust function of that signature
+            // (kernel/src/upcall.rs); called with interrupts masked, as it expects.
+            unsafe { crate::upcall::keel_reschedule() };
+        }
         Ipi::TlbShootdown => {
             let generation = SHOOTDOWNS.current();
             flush_local_tlb();

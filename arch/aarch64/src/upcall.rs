@@ -4,6 +4,9 @@
 unsafe extern "Rust" {
     /// One timer period has passed. Called from the IRQ handler with interrupts masked.
     pub fn keel_timer_tick();
+    /// A reschedule IPI arrived (its SGI ended): the core looks at this CPU's run queue.
+    /// Interrupts masked; the core may switch threads inside.
+    pub fn keel_reschedule();
     /// A device interrupt on `line` (a GIC SPI's INTID), after its end-of-interrupt and, when
     /// the line was enabled with `Delivery::MaskUntilUnmask`, after disabling it at the
     /// distributor. Interrupts masked; the core may switch threads inside.

@@ -217,7 +217,12 @@ pub fn ipi_counts(index: u32) -> Option<IpiCounts> {
 pub fn handle_ipi(vector: u64) {
     let block = percpu::current();
     match vector {
-        vector::IPI_RESCHEDULE => block.ipi().count_reschedule(),
+        vector::IPI_RESCHEDULE => {
+            block.ipi().count_reschedule();
+            // SAFETY: the kernel defines `keel_reschedule` (kernel/src/upcall.rs) as a plain
+            // function callable from interrupt context with interrupts masked.
+            unsafe { crate::upcall::keel_reschedule() };
+        }
         vector::IPI_TLB_SHOOTDOWN => {
             let generation = SHOOTDOWNS.current();
             flush_tlb_everything();

@@ -9,6 +9,10 @@ unsafe extern "Rust" {
     /// trap dispatcher with interrupts masked, on the interrupted kernel stack.
     pub fn keel_timer_tick();
 
+    /// A reschedule IPI arrived (its EOI already sent): the core looks at this CPU's run
+    /// queue. Called from the trap dispatcher with interrupts masked; may switch threads.
+    pub fn keel_reschedule();
+
     /// A device interrupt on `line` (an I/O APIC GSI), after its end-of-interrupt and, when
     /// the line was enabled with `Delivery::MaskUntilUnmask`, after masking it. Called from
     /// the trap dispatcher with interrupts masked; the core may switch threads inside.

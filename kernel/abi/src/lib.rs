@@ -399,6 +399,18 @@ pub enum Syscall {
     /// thread, `priority` not below [`PRIORITY_LEVELS`]), [`Error::PeerDied`] (the thread
     /// has ended).
     ThreadSetPriority = 0x26,
+    /// `thread_set_affinity(thread, mask)`: the CPUs the thread may run on, bit `i` for the
+    /// CPU of index `i` (the order of `system_info`'s CPU records). Needs `CONTROL`;
+    /// `thread` 0 names the calling thread. Bits of CPUs that are not online are ignored;
+    /// a mask with no online CPU is refused. A thread outside its new mask moves before it
+    /// next runs user code (the calling thread: before the call returns).
+    /// Errors: [`Error::InvalidHandle`], [`Error::PermissionDenied`],
+    /// [`Error::InvalidArgument`] (not a thread; no online CPU in `mask`),
+    /// [`Error::PeerDied`] (the thread has ended).
+    ThreadSetAffinity = 0x36,
+    /// `cpu_current()`: value = the index of the CPU running the calling thread (it may
+    /// have moved by the time the caller reads it, unless its affinity pins it).
+    CpuCurrent = 0x37,
     /// `irq_bind(irq, notification, bits)`: when the interrupt line fires, the kernel
     /// masks it and signals `bits` on the notification; [`Syscall::IrqAck`] unmasks it.
     /// Binding unmasks the line; a new binding replaces the old. Needs `CONTROL` on the
@@ -1000,6 +1012,8 @@ impl Syscall {
             0x24 => Self::ThreadCreate,
             0x25 => Self::ThreadKill,
             0x26 => Self::ThreadSetPriority,
+            0x36 => Self::ThreadSetAffinity,
+            0x37 => Self::CpuCurrent,
             0x27 => Self::IrqBind,
             0x28 => Self::IrqAck,
             0x29 => Self::PortIn,
@@ -1095,13 +1109,13 @@ mod tests {
             );
         }
         assert_eq!(Syscall::from_number(0x2c), None);
-        for number in 0x30..=0x35 {
+        for number in 0x30..=0x37 {
             assert_eq!(
                 Syscall::from_number(number).map(Syscall::number),
                 Some(number)
             );
         }
-        assert_eq!(Syscall::from_number(0x36), None);
+        assert_eq!(Syscall::from_number(0x38), None);
         assert_eq!(Syscall::IrqTestRaise.number(), 0x41);
         assert_eq!(Syscall::from_number(u64::MAX), None);
     }

@@ -305,6 +305,9 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
             core::mem::replace(&mut state.blocked_on[me], Blocker::Notification(waited))
         }
     };
+    if pending.is_none() {
+        scheduler.prepare_block();
+    }
     drop(state);
     drop(scheduler);
     drop(released);

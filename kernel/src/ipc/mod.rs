@@ -271,8 +271,14 @@ fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
         let mut state = IPC.lock();
         let mut queue = endpoint.queue.lock();
         let outcome = state.ipc.send(&mut queue, me, badge, call);
+        drop(queue);
         if outcome == Ok(SendOutcome::Queued) {
             state.blocked_on[me] = Blocker::Endpoint(endpoint.clone());
+        }
+        // Queued, or a call delivered (it awaits the reply): a waker may come as soon as
+        // the IPC lock is dropped.
+        if matches!(outcome, Ok(SendOutcome::Queued)) || (call && outcome.is_ok()) {
+            sched::prepare_block();
         }
         outcome
     };
@@ -359,8 +365,10 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
             .ipc
             .receive(&mut queue, me)
             .map_err(|_| Error::InvalidArgument)?;
+        drop(queue);
         if outcome == ReceiveOutcome::Queued {
             state.blocked_on[me] = Blocker::Endpoint(endpoint.clone());
+            sched::prepare_block();
         }
         (caller, outcome, abandoned)
     };
@@ -503,6 +511,7 @@ pub fn wait(frame: &mut TrapFrame) {
         if pending.is_none() {
             drop(word);
             state.blocked_on[me] = Blocker::Notification(notification.clone());
+            sched::prepare_block();
         }
         Ok(pending)
     })();
@@ -647,8 +656,7 @@ pub fn signal_object(notification: &Notification, bits: u64) {
         }
     }
     if let Some((waiter, word)) = woken {
-        sched::with_saved_user_frame(waiter, |frame| frame.set_syscall_results(0, word));
-        sched::wake(waiter);
+        sched::wake_with(waiter, |frame| frame.set_syscall_results(0, word));
     }
 }
 

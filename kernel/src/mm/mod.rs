@@ -55,6 +55,13 @@ pub fn reclaim_boot_memory() {
     );
 }
 
+/// Free frames: the frame allocator's, and those the free kernel stacks keep mapped for
+/// the next stack ([`stacks::cached_frames`]). What `system_info` reports and the leak
+/// checks compare.
+pub fn free_frames() -> u64 {
+    frames::free_frames() + stacks::cached_frames()
+}
+
 #[cfg(feature = "testing")]
 /// Frames [`reclaim_boot_memory`] added (0 before it ran).
 pub fn reclaimed_frames() -> u64 {

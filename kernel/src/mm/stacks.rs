@@ -1,13 +1,22 @@
 //! Kernel stacks (DESIGN.md §2, §5): each [`KERNEL_STACK_SIZE`] bytes mapped in
 //! [`KERNEL_STACK_REGION`] directly above an unmapped guard page, so an overflow faults
-//! instead of corrupting a neighbour. The region is cut into fixed slots (guard + stack);
-//! a freed slot is unmapped, its frames returned, and the slot reused first.
+//! instead of corrupting a neighbour. The region is cut into fixed slots (guard + stack).
 //!
-//! The page tables of the region are kept when a stack is freed, so after the first use of
-//! a slot, allocating and freeing a stack leaves the free-frame count exactly as it was
-//! (the kernel suite checks this).
+//! # Why a freed stack stays mapped
+//! A slot's pages, once mapped, keep their frames for good: a freed stack goes to a list
+//! of mapped free slots and is zeroed when it is handed out again. Kernel mappings are
+//! global TLB entries that any CPU may hold (every CPU runs threads, and wakers on other
+//! CPUs write a blocked thread's saved frame at its stack top); if a slot were unmapped and
+//! mapped again to other frames, a CPU holding the old translation would read and write a
+//! freed frame. Keeping the translation fixed needs no TLB shootdown at all. The frames of
+//! the free slots count as free ([`cached_frames`], added in `mm::free_frames`).
+//!
+//! The page tables of the region are kept too, so after the first use of a slot,
+//! allocating and freeing a stack leaves the free-frame count exactly as it was (the kernel
+//! suite checks this).
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::{Lock, level};
 use arch_api::{
@@ -25,8 +34,11 @@ const PAGES: u64 = KERNEL_STACK_SIZE / PAGE_SIZE;
 struct Slots {
     /// Slots never used yet start here.
     next_unused: u64,
-    /// Freed slots, reused last-in first-out.
+    /// Freed slots, still mapped, reused last-in first-out.
     free: Vec<u64>,
+    /// Slots whose mapping failed part way: unmapped (only their own CPU ever saw them
+    /// mapped), mapped afresh when reused.
+    unmapped: Vec<u64>,
 }
 
 static SLOT_STATE: Lock<Slots> = Lock::new(
@@ -34,8 +46,17 @@ static SLOT_STATE: Lock<Slots> = Lock::new(
     Slots {
         next_unused: 0,
         free: Vec::new(),
+        unmapped: Vec::new(),
     },
 );
+
+/// Frames held by the mapped free slots.
+static CACHED_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// Frames the free stacks hold (free memory kept mapped for the next stack).
+pub fn cached_frames() -> u64 {
+    CACHED_FRAMES.load(Ordering::Relaxed)
+}
 
 fn stack_of(slot: u64) -> KernelStack {
     let base = KERNEL_STACK_REGION.start + slot * SLOT_SIZE + PAGE_SIZE;
@@ -49,7 +70,16 @@ fn stack_of(slot: u64) -> KernelStack {
 pub fn allocate() -> Result<KernelStack, MapError> {
     let slot = {
         let mut slots = SLOT_STATE.lock();
-        match slots.free.pop() {
+        if let Some(slot) = slots.free.pop() {
+            CACHED_FRAMES.fetch_sub(PAGES, Ordering::Relaxed);
+            drop(slots);
+            let stack = stack_of(slot);
+            // SAFETY: the slot's pages stay mapped read/write to the same frames (module
+            // docs), and nothing uses a free stack.
+            unsafe { core::ptr::write_bytes(stack.base as *mut u8, 0, KERNEL_STACK_SIZE as usize) };
+            return Ok(stack);
+        }
+        match slots.unmapped.pop() {
             Some(slot) => slot,
             None if slots.next_unused < SLOTS => {
                 // Every slot in use may come back: room to list them all, so `free`
@@ -88,21 +118,21 @@ pub fn allocate() -> Result<KernelStack, MapError> {
         };
         if let Err(error) = result {
             unmap_pages(stack, page);
-            SLOT_STATE.lock().free.push(slot);
+            SLOT_STATE.lock().unmapped.push(slot);
             return Err(error);
         }
     }
     Ok(stack)
 }
 
-/// Unmap `stack`, return its frames and make its slot available again.
+/// Make `stack`'s slot available again, its pages still mapped (module docs).
 ///
 /// The caller guarantees nothing runs on `stack` any more (its thread is dead and
 /// switched away from).
 pub fn free(stack: KernelStack) {
     let offset = stack.base - PAGE_SIZE - KERNEL_STACK_REGION.start;
-    unmap_pages(stack, PAGES);
     SLOT_STATE.lock().free.push(offset / SLOT_SIZE);
+    CACHED_FRAMES.fetch_add(PAGES, Ordering::Relaxed);
 }
 
 /// Unmap the first `count` pages of `stack` and free their frames.

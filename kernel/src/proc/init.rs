@@ -8,7 +8,6 @@ use abi::{Rights, init_slots};
 use arch_api::Devices;
 
 use crate::Cpu;
-use crate::mm::frames;
 use crate::obj::{IrqLine, MemoryRegion, MmioRange, Object, PortRange, Process};
 
 /// Frames the allocator had free when `init` started (what `mem` calls the total).
@@ -23,7 +22,7 @@ pub fn total_frames() -> u64 {
 /// and `argument` (0; `abi::INIT_CONTAINMENT` under the containment scenario). Returns the
 /// process; `Err` says what was missing.
 pub fn start_with(argument: u64) -> Result<Arc<Process>, &'static str> {
-    TOTAL_FRAMES.store(frames::free_frames(), Ordering::Relaxed);
+    TOTAL_FRAMES.store(crate::mm::free_frames(), Ordering::Relaxed);
     let process =
         super::spawn_from_module("init", argument).map_err(|_| "cannot load module init")?;
     // The new thread has not run yet (this thread has not blocked), so these fill slots

@@ -58,12 +58,14 @@ pub fn spawn_from_image(
     file: &[u8],
     argument: u64,
 ) -> Result<Arc<Process>, LoadError> {
-    spawn_at(name, file, argument, sched::NORMAL).map(|(process, _)| process)
+    let (process, thread) = spawn_at(name, file, argument, sched::NORMAL)?;
+    sched::start_thread(thread);
+    Ok(process)
 }
 
-/// [`spawn_from_image`] with the first thread at `priority`; also returns that thread's id.
-/// The thread is ready but cannot run before the caller next blocks or yields (the
-/// kernel is not preempted), so the caller can still fill the capability table.
+/// [`spawn_from_image`] with the first thread at `priority`, not started: also returns that
+/// thread's id, which the caller starts ([`sched::start_thread`]) once it has filled the
+/// capability table (or kills, if it cannot).
 pub fn spawn_at(
     name: &'static str,
     file: &[u8],
@@ -83,7 +85,7 @@ pub fn spawn_at(
         stack: USER_STACK_TOP,
         argument,
     };
-    match sched::spawn(module, priority, start, Some(process.clone()), true) {
+    match sched::spawn(module, priority, start, Some(process.clone()), false) {
         Ok(thread) => {
             crate::trace::event(crate::trace::Kind::Spawn, thread, process.id, 0);
             Ok((process, thread))

@@ -94,6 +94,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         }
         Some(Syscall::ThreadKill) => procs::thread_kill(arguments[0]),
         Some(Syscall::ThreadSetPriority) => procs::thread_set_priority(arguments[0], arguments[1]),
+        Some(Syscall::ThreadSetAffinity) => procs::thread_set_affinity(arguments[0], arguments[1]),
+        Some(Syscall::CpuCurrent) => Ok(u64::from(sched::current_cpu())),
         Some(Syscall::IrqBind) => procs::irq_bind(arguments[0], arguments[1], arguments[2]),
         Some(Syscall::IrqAck) => procs::irq_ack(arguments[0]),
         Some(Syscall::IrqTestRaise) => testing::irq_test_raise(arguments[0]),

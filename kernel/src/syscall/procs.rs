@@ -105,7 +105,7 @@ pub fn process_spawn(
     let name = crate::boot::module_name_of(image.bytes()).unwrap_or(parent.name);
     let (child, thread) =
         proc::spawn_at(name, image.bytes(), argument, priority).map_err(load_error)?;
-    // The child cannot run before this call returns (the kernel is not preempted).
+    // The child's thread starts once its table is filled.
     let filled = (|| {
         let serial = sched::serial_of(thread).ok_or(Error::OutOfMemory)?;
         child.caps.insert(
@@ -122,6 +122,7 @@ pub fn process_spawn(
     match filled {
         Ok(handle) => {
             child.set_charge(charge);
+            sched::start_thread(thread);
             Ok(handle.raw())
         }
         Err(error) => {
@@ -191,7 +192,8 @@ pub fn thread_create(
         stack,
         argument,
     };
-    let id = match sched::spawn(caller.name, priority, start, Some(caller.clone()), true) {
+    // Started once its handle is in the table (it could end the thread at once).
+    let id = match sched::spawn(caller.name, priority, start, Some(caller.clone()), false) {
         Ok(id) => {
             crate::trace::event(crate::trace::Kind::Spawn, id, caller.id, 0);
             id
@@ -204,7 +206,10 @@ pub fn thread_create(
     let serial = sched::serial_of(id).ok_or(Error::OutOfMemory)?;
     let thread = ThreadRef { id, serial };
     match caller.caps.insert(Object::Thread(thread), Rights::ALL) {
-        Ok(handle) => Ok(handle.raw()),
+        Ok(handle) => {
+            sched::start_thread(id);
+            Ok(handle.raw())
+        }
         Err(error) => {
             sched::kill(id, serial);
             Err(error)
@@ -234,6 +239,24 @@ pub fn thread_set_priority(handle: u64, priority_raw: u64) -> Result<u64, Error>
         Ok(0)
     } else {
         Err(Error::PeerDied)
+    }
+}
+
+/// `thread_set_affinity(thread, mask)`: thread 0 is the caller.
+pub fn thread_set_affinity(handle: u64, mask: u64) -> Result<u64, Error> {
+    let (id, serial) = if handle == 0 {
+        let id = sched::current();
+        (id, sched::serial_of(id).ok_or(Error::PeerDied)?)
+    } else {
+        let thread = current()?
+            .caps
+            .find::<kind::Thread>(handle, Rights::CONTROL)?;
+        (thread.id, thread.serial)
+    };
+    match sched::set_affinity(id, serial, mask) {
+        Ok(()) => Ok(0),
+        Err(sched::AffinityError::NoOnlineCpu) => Err(Error::InvalidArgument),
+        Err(sched::AffinityError::Ended) => Err(Error::PeerDied),
     }
 }
 

@@ -74,7 +74,7 @@ pub fn system_info(
 
 fn summary(record: &mut [u64]) -> usize {
     use sysinfo::summary::*;
-    let free = mm::frames::free_frames();
+    let free = mm::free_frames();
     record[TICKS] = time::ticks();
     record[TIMER_HZ] = u64::from(time::TIMER_HZ);
     record[FREE_FRAMES] = free;

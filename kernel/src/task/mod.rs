@@ -11,6 +11,7 @@ use crate::obj;
 pub fn run_first(name: &'static str, body: fn(usize), argument: usize) -> ! {
     obj::process::init();
     sched::init();
+    sched::gather_secondaries();
     if let Err(error) = sched::spawn_kernel(name, sched::NORMAL, body, argument) {
         panic!("cannot start the {name} thread: {error:?}");
     }

@@ -1,24 +1,49 @@
 //! The scheduler: fixed priorities with round robin inside a priority
-//! ([`kcore::runqueue`]), timer-driven time slices, and an idle thread that halts the CPU.
+//! ([`kcore::runqueue`]), one run queue per CPU, timer-driven time slices, and an idle
+//! thread per CPU that halts it.
 //!
-//! # How a switch happens
-//! Every switch goes through [`reschedule`]: under the scheduler lock it picks the next
-//! thread and updates the bookkeeping, then drops the lock and calls
-//! `Threads::switch`. The outgoing thread resumes later inside that same call and frees
-//! whatever thread died in the meantime ([`after_switch`]). Preemption is the timer
-//! upcall calling [`timer_tick`], which may call [`reschedule`] from inside the interrupt
-//! handler: the interrupted thread's trap frame stays on its own kernel stack until it is
-//! switched back to.
+//! # What runs where
+//! Every CPU that has joined ([`start`] on the boot CPU, [`start_secondary`] on the others)
+//! runs threads from its own run queue. A thread may run on the CPUs of its affinity mask
+//! ([`set_affinity`]; user threads start with their creator's, kernel threads with the CPU
+//! that created them, the idle threads with their own). The balancer is simple and
+//! documented here: a thread that becomes ready goes to the queue of the CPU it last ran
+//! on, unless that CPU is busier (more threads queued or running) than the waking CPU and
+//! its affinity allows the waking CPU; a CPU whose queue is empty pulls the
+//! highest-priority thread it may run from another CPU's queue. Priorities hold per CPU: a
+//! woken thread of higher priority than the thread running on its CPU preempts it — at once
+//! through a reschedule IPI when that CPU is another one, at the next tick when it is this one.
+//!
+//! # The one lock, and the switch hand-off
+//! All scheduler state — the thread table, every CPU's queue and current thread, the
+//! sleepers — is under one lock (`sync::level::SCHEDULER`). A switch picks the next
+//! thread under it and keeps holding it through `Cpu::switch`: the outgoing thread hands
+//! the lock to the incoming one, which releases it first thing ([`after_switch`]). So no
+//! other CPU ever sees a thread that is queued (or blocked) before its context is saved,
+//! and a thread's kernel stack is in use on at most one CPU at a time (checked on every
+//! switch in the lock-checking build). This is the one lock held across a switch.
+//!
+//! # Blocking without lost wake-ups
+//! A thread that waits for an event marks itself [`State::Blocked`] under the lock of the
+//! event's record ([`prepare_block`], taken after that lock: the IPC state, or the sleepers
+//! here), then drops that lock and calls [`block`]. A waker that finds it before it has
+//! switched away sees it blocked, may write its saved user frame (a waiting thread does not
+//! touch it) and makes it ready: when the thread is still running on its CPU that only
+//! cancels the block ([`State::Running`] again), and [`block`] then returns at once. A
+//! killed user thread never blocks (it ends on its way back to user mode).
 //!
 //! # Interrupts
 //! The kernel runs with interrupts masked except inside `Platform::wait_for_interrupt`
 //! and in user mode. So a kernel thread is preempted only where it waits for an interrupt,
-//! a user thread anywhere, and no lock is ever held by a preempted thread.
+//! a user thread anywhere, and no lock is ever held by a preempted thread. The timer tick
+//! and the reschedule IPI may switch from inside the interrupt handler: the interrupted
+//! thread's trap frame stays on its own kernel stack until it runs again, on any CPU.
 //!
-//! Sleeping threads wait in a deadline heap ([`kcore::deadlines`]): a tick takes out only
-//! the due ones, O(log n) each, and a thread woken early leaves it the same way.
+//! Sleeping threads wait in a deadline heap ([`kcore::deadlines`]) that the boot CPU's tick
+//! drains: O(log n) for each due thread.
 //!
-//! Weak spots: one CPU; the thread table is a fixed array of [`MAX_THREADS`].
+//! Weak spots: the thread table is a fixed array of [`MAX_THREADS`]; the one scheduler lock
+//! is shared by every CPU (the IPC fast paths take it once per hand-off).
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -29,7 +54,7 @@ use crate::mm::stacks;
 use crate::obj::Process;
 use crate::sync::{Lock, LockGuard, level};
 use crate::task::thread::{Start, State, Thread};
-use arch_api::{Paging, Platform, Threads};
+use arch_api::{Ipi, IpiTarget, MAX_CPUS, Paging, Platform, SecondaryCpus, Threads};
 use kcore::deadlines::Deadlines;
 use kcore::runqueue::{Priority, QueueLink, RunQueue};
 
@@ -42,32 +67,177 @@ pub const NORMAL: Priority = match Priority::new(8) {
     Some(priority) => priority,
     None => Priority::LOWEST,
 };
+/// An affinity mask with every CPU the kernel supports.
+pub const ALL_CPUS: u64 = if MAX_CPUS >= 64 {
+    u64::MAX
+} else {
+    (1 << MAX_CPUS) - 1
+};
 
-struct Scheduler {
-    threads: [Option<Box<Thread>>; MAX_THREADS],
-    queue: RunQueue<[QueueLink; MAX_THREADS]>,
-    /// Threads blocked in `sleep`, by wake-up tick (the timer tick pops the due ones).
-    sleepers: Deadlines<MAX_THREADS>,
+/// What the scheduler keeps for one CPU. Only that CPU picks from its queue's front and
+/// changes its `current`; other CPUs add to its queue (wake-ups) and pull from it (an
+/// idle CPU), all under the scheduler lock.
+struct PerCpu {
+    /// The thread running on this CPU (0 until it joins).
     current: usize,
     idle: usize,
     slice_left: u32,
-    /// A thread that died and still needs its stack freed.
+    /// A thread that died here and still needs its stack freed (by the next thread to run
+    /// here, once the switch away from it is complete).
     dead: Option<usize>,
+    queue: RunQueue<[QueueLink; MAX_THREADS]>,
+    /// The thread this CPU switched away from last (its stack is released in
+    /// [`after_switch`]; lock-checking build).
+    #[cfg(feature = "lockcheck")]
+    previous: usize,
+}
+
+struct Scheduler {
+    threads: [Option<Box<Thread>>; MAX_THREADS],
+    /// Threads blocked in `sleep`, by wake-up tick (the boot CPU's tick pops the due ones).
+    sleepers: Deadlines<MAX_THREADS>,
+    cpus: [PerCpu; MAX_CPUS],
+    /// The CPUs that have joined (bit `i`: CPU index `i`).
+    joined: u64,
 }
 
 /// Wraps the scheduler so it can live in a static.
 struct Shared(Option<Scheduler>);
 
-// SAFETY: the scheduler is only touched under `SCHEDULER`'s lock, with interrupts masked,
-// on the one CPU that runs the kernel; the arch types inside (contexts, FPU state, address
-// spaces) are plain register images and page-table roots that no other context aliases.
+// SAFETY: the scheduler is only touched under `SCHEDULER`'s lock, with interrupts masked;
+// the arch types inside (contexts, FPU state, address spaces) are plain register images and
+// page-table roots, and a thread's are used by the one CPU that runs it (the switch
+// hand-off, module docs).
 unsafe impl Send for Shared {}
 
 static SCHEDULER: Lock<Shared> = Lock::new(level::SCHEDULER, Shared(None));
 
+/// This CPU's index, below [`MAX_CPUS`].
+#[inline(always)]
+fn this_cpu() -> usize {
+    (Cpu::cpu_index() as usize).min(MAX_CPUS - 1)
+}
+
 impl Scheduler {
+    #[inline(always)]
     fn thread(&mut self, id: usize) -> Option<&mut Thread> {
         self.threads.get_mut(id)?.as_deref_mut()
+    }
+
+    /// Whether thread `id` is the running thread of some CPU.
+    #[inline(always)]
+    fn is_running(&self, id: usize) -> bool {
+        self.threads
+            .get(id)
+            .and_then(|thread| thread.as_deref())
+            .is_some_and(|thread| {
+                self.cpus
+                    .get(thread.last_cpu as usize)
+                    .is_some_and(|cpu| cpu.current == id)
+            })
+    }
+
+    /// Threads queued or running (not idle) on `cpu`: the balancer's measure of busy.
+    fn load(&self, cpu: usize) -> usize {
+        let state = &self.cpus[cpu];
+        state.queue.len() + usize::from(state.current != state.idle && state.current != 0)
+    }
+
+    /// The CPU whose queue ready thread `id` joins (module docs: last CPU unless busier).
+    fn place(&self, id: usize, waker: usize) -> usize {
+        let Some(thread) = self.threads.get(id).and_then(|thread| thread.as_deref()) else {
+            return waker;
+        };
+        let usable = thread.affinity & self.joined;
+        let allowed = if usable != 0 {
+            usable
+        } else {
+            // No CPU of its mask has joined yet: it waits in the first one's queue.
+            thread.affinity
+        };
+        let last = thread.last_cpu as usize;
+        let home = if allowed & (1 << last) != 0 {
+            last
+        } else {
+            allowed.trailing_zeros() as usize
+        };
+        if home != waker && usable & (1 << waker) != 0 && self.load(waker) < self.load(home) {
+            waker
+        } else {
+            home.min(MAX_CPUS - 1)
+        }
+    }
+
+    /// Put ready thread `id` in a run queue (module docs); interrupt its CPU when it
+    /// should run there now.
+    fn enqueue(&mut self, id: usize) {
+        let this = this_cpu();
+        let cpu = self.place(id, this);
+        let Some(thread) = self.thread(id) else {
+            return;
+        };
+        let priority = thread.priority;
+        thread.last_cpu = cpu as u32;
+        let target = &mut self.cpus[cpu];
+        // why: the id is below MAX_THREADS and not queued, so enqueue cannot fail.
+        let _ = target.queue.enqueue(id, priority);
+        if cpu == this || target.current == 0 {
+            return;
+        }
+        let (current, idle) = (target.current, target.idle);
+        let running = self
+            .thread(current)
+            .map_or(Priority::LOWEST, |thread| thread.priority);
+        if current == idle || priority > running {
+            Cpu::send_ipi(IpiTarget::Cpu(cpu as u32), Ipi::Reschedule);
+        }
+    }
+
+    /// The next thread for `cpu`: its own queue first, else the highest-priority thread
+    /// it may run from another CPU's queue.
+    fn pick_next(&mut self, cpu: usize) -> Option<usize> {
+        if let Some(next) = self.cpus[cpu].queue.pick_next() {
+            return Some(next);
+        }
+        let (from, id) = self.stealable(cpu)?;
+        let _ = self.cpus[from].queue.remove(id);
+        Some(id)
+    }
+
+    /// A thread in another CPU's queue that `cpu` may run: the highest priority first.
+    fn stealable(&self, cpu: usize) -> Option<(usize, usize)> {
+        let mut best: Option<(Priority, usize, usize)> = None;
+        for (other, state) in self.cpus.iter().enumerate() {
+            if other == cpu || state.queue.is_empty() {
+                continue;
+            }
+            let found = state.queue.iter().find(|&(id, _)| {
+                self.threads[id]
+                    .as_deref()
+                    .is_some_and(|thread| thread.affinity & (1 << cpu) != 0)
+            });
+            if let Some((id, priority)) = found
+                && best.is_none_or(|(top, ..)| priority > top)
+            {
+                best = Some((priority, other, id));
+            }
+        }
+        best.map(|(_, other, id)| (other, id))
+    }
+
+    /// Whether `cpu` has a thread it could run instead of its idle thread.
+    fn has_work(&self, cpu: usize) -> bool {
+        !self.cpus[cpu].queue.is_empty() || self.stealable(cpu).is_some()
+    }
+
+    /// The highest priority `cpu` could run next (its own queue, or what it may pull).
+    fn best_ready(&self, cpu: usize) -> Option<Priority> {
+        let own = self.cpus[cpu].queue.highest_priority();
+        if own.is_some() {
+            return own;
+        }
+        let (other, id) = self.stealable(cpu)?;
+        self.cpus[other].queue.queued_priority(id)
     }
 }
 
@@ -76,13 +246,14 @@ impl Scheduler {
 enum Reason {
     /// Still ready: back of its priority's queue.
     Yield,
-    /// Waits for its wake-up tick.
+    /// Waits for an event (marked blocked by [`prepare_block`] or [`sleep`]).
     Block,
     /// Finished.
     Exit,
 }
 
-/// Create the scheduler and its idle thread. Called once, after the heap exists.
+/// Create the scheduler and the boot CPU's idle thread. Called once, after the heap
+/// exists.
 pub fn init() {
     if crate::trace::on() {
         AFTER_SWITCH.fetch_or(TRACE_SWITCHES, Ordering::Relaxed);
@@ -91,26 +262,61 @@ pub fn init() {
     assert!(shared.0.is_none(), "scheduler initialized twice");
     shared.0 = Some(Scheduler {
         threads: core::array::from_fn(|_| None),
-        queue: RunQueue::new([QueueLink::UNQUEUED; MAX_THREADS]),
         sleepers: Deadlines::new(),
-        current: 0,
-        idle: 0,
-        slice_left: TIME_SLICE_TICKS,
-        dead: None,
+        cpus: core::array::from_fn(|_| PerCpu {
+            current: 0,
+            idle: 0,
+            slice_left: TIME_SLICE_TICKS,
+            dead: None,
+            queue: RunQueue::new([QueueLink::UNQUEUED; MAX_THREADS]),
+            #[cfg(feature = "lockcheck")]
+            previous: 0,
+        }),
+        joined: 0,
     });
     drop(shared);
-    let idle = spawn(
+    let cpu = this_cpu();
+    let idle = spawn_with(
         "idle",
         Priority::LOWEST,
         Start::Kernel {
             entry: idle_loop,
-            argument: 0,
+            argument: cpu,
         },
         None,
         false,
+        1 << cpu,
     )
     .expect("no memory for the idle thread");
-    with(|scheduler| scheduler.idle = idle);
+    with(|scheduler| scheduler.cpus[cpu].idle = idle);
+    INITIALIZED.store(1, Ordering::Release);
+}
+
+/// Set once [`init`] ran: the secondaries may join.
+static INITIALIZED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the scheduler exists (secondary CPUs join once it does).
+pub fn initialized() -> bool {
+    INITIALIZED.load(Ordering::Acquire) != 0
+}
+
+/// Wake every online secondary CPU and wait (boundedly) until each has joined the
+/// scheduler, so they all run threads from the first one on. Called on the boot CPU after
+/// [`init`], with no lock held.
+pub fn gather_secondaries() {
+    let online = (1..MAX_CPUS as u32)
+        .filter(|&cpu| Cpu::is_online(cpu))
+        .fold(0u64, |mask, cpu| mask | (1 << cpu));
+    if online == 0 {
+        return;
+    }
+    Cpu::send_ipi(IpiTarget::AllOthers, Ipi::Reschedule);
+    for _ in 0..arch_api::IPI_WAIT_POLLS {
+        if with(|scheduler| scheduler.joined & online == online) {
+            return;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 fn with<R>(body: impl FnOnce(&mut Scheduler) -> R) -> R {
@@ -127,7 +333,7 @@ pub enum SpawnError {
     OutOfHeap,
 }
 
-/// Create a ready kernel thread running `entry(argument)`.
+/// Create a ready kernel thread running `entry(argument)` on this CPU.
 pub fn spawn_kernel(
     name: &'static str,
     priority: Priority,
@@ -143,13 +349,37 @@ pub fn spawn_kernel(
     )
 }
 
-/// Create a thread; queue it when `ready`.
+/// Create a thread; queue it when `ready`, else it waits (blocked) for [`start_thread`] or a
+/// kill. A user thread may run where its creator may (all
+/// CPUs when a kernel thread creates it), a kernel thread on this CPU.
 pub fn spawn(
     name: &'static str,
     priority: Priority,
     start: Start,
     process: Option<Arc<Process>>,
     ready: bool,
+) -> Result<usize, SpawnError> {
+    let affinity = if process.is_some() {
+        with(|scheduler| {
+            let current = Cpu::current_thread();
+            scheduler
+                .thread(current)
+                .filter(|thread| thread.process.is_some())
+                .map_or(ALL_CPUS, |thread| thread.affinity)
+        })
+    } else {
+        1 << this_cpu()
+    };
+    spawn_with(name, priority, start, process, ready, affinity)
+}
+
+fn spawn_with(
+    name: &'static str,
+    priority: Priority,
+    start: Start,
+    process: Option<Arc<Process>>,
+    ready: bool,
+    affinity: u64,
 ) -> Result<usize, SpawnError> {
     // Reserve a slot first, without holding the lock across the stack allocation.
     let id = with(|scheduler| {
@@ -159,15 +389,19 @@ pub fn spawn(
     .ok_or(SpawnError::NoThreadSlot)?;
     crate::mm::heap::reserve(core::mem::size_of::<Thread>()).map_err(|_| SpawnError::OutOfHeap)?;
     let stack = stacks::allocate().map_err(|_| SpawnError::NoKernelStack)?;
-    let thread = Box::new(Thread::new(id, name, priority, stack, start, process));
+    let mut thread = Box::new(Thread::new(id, name, priority, stack, start, process));
+    thread.affinity = affinity;
+    if !ready {
+        thread.state = State::Blocked;
+    }
+    thread.last_cpu = affinity.trailing_zeros().min(MAX_CPUS as u32 - 1);
     let placed = with(|scheduler| {
         if scheduler.threads[id].is_some() {
             return false;
         }
         scheduler.threads[id] = Some(thread);
         if ready {
-            // why: the id is below MAX_THREADS and not queued, so enqueue cannot fail.
-            let _ = scheduler.queue.enqueue(id, priority);
+            scheduler.enqueue(id);
         }
         true
     });
@@ -179,27 +413,77 @@ pub fn spawn(
     Ok(id)
 }
 
-/// Leave the boot stack for good: switch to the highest-priority ready thread.
+/// Start thread `id`, created not ready by [`spawn`].
+pub fn start_thread(id: usize) {
+    with(|scheduler| make_ready(scheduler, id));
+}
+
+/// Leave the boot stack for good: switch to the highest-priority ready thread of this CPU.
 pub fn start() -> ! {
+    let mut guard = SCHEDULER.lock();
+    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    let cpu = this_cpu();
+    scheduler.joined |= 1 << cpu;
+    let next = scheduler.pick_next(cpu).unwrap_or(scheduler.cpus[cpu].idle);
+    enter(guard, next)
+}
+
+/// Join the scheduler on a secondary CPU, for good: create its idle thread (running
+/// `idle_body(cpu)`, which loops on `Cpu::wait_for_interrupt` and [`idle_step`]) and
+/// switch to it. Returns `false` (without joining) when there is no memory for it.
+pub fn start_secondary(idle_body: fn(usize)) -> bool {
+    let cpu = this_cpu();
+    let Ok(idle) = spawn_with(
+        "idle",
+        Priority::LOWEST,
+        Start::Kernel {
+            entry: idle_body,
+            argument: cpu,
+        },
+        None,
+        false,
+        1 << cpu,
+    ) else {
+        return false;
+    };
+    let mut guard = SCHEDULER.lock();
+    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    scheduler.cpus[cpu].idle = idle;
+    scheduler.joined |= 1 << cpu;
+    enter(guard, idle)
+}
+
+/// Leave the boot stack of this CPU for thread `next` (a kernel thread: the first thread
+/// or an idle thread), handing it the scheduler lock.
+fn enter(mut guard: LockGuard<'static, Shared>, next: usize) -> ! {
+    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    let cpu = this_cpu();
+    scheduler.cpus[cpu].current = next;
+    #[cfg(feature = "lockcheck")]
+    {
+        scheduler.cpus[cpu].previous = 0;
+    }
+    let thread = scheduler.thread(next).expect("picked thread exists");
+    thread.state = State::Running;
+    thread.last_cpu = cpu as u32;
+    #[cfg(feature = "lockcheck")]
+    {
+        assert!(thread.on_cpu.is_none(), "a kernel stack in use on two CPUs");
+        thread.on_cpu = Some(cpu as u32);
+    }
+    let (to_context, to_fpu, to_stack) = (
+        &raw const thread.context,
+        &raw const thread.fpu,
+        thread.stack,
+    );
+    Cpu::set_current_thread(next);
     let mut boot_context = crate::task::thread::Context::default();
     let mut boot_fpu = Cpu::initial_fpu_state();
-    let (to_context, to_fpu, to_stack) = with(|scheduler| {
-        let next = scheduler.queue.pick_next().unwrap_or(scheduler.idle);
-        scheduler.current = next;
-        let thread = scheduler.thread(next).expect("picked thread exists");
-        thread.state = State::Running;
-        (
-            &raw const thread.context,
-            &raw const thread.fpu,
-            thread.stack,
-        )
-    });
-    let next = current();
-    Cpu::set_current_thread(next);
+    guard.hand_over();
     // SAFETY: interrupts are masked (the kernel runs masked); the context was made by
     // `prepare_context` for the thread whose kernel stack is `to_stack`; the thread is boxed
-    // in the table and not freed while it runs; one CPU. The boot context saved into
-    // `boot_context` is never resumed.
+    // in the table and not freed while it runs, and the scheduler lock, handed to it, is
+    // held until it runs. The boot context saved into `boot_context` is never resumed.
     unsafe {
         Cpu::switch(
             &mut boot_context,
@@ -213,14 +497,16 @@ pub fn start() -> ! {
 }
 
 /// The running thread's id (0 before [`start`]).
+#[inline(always)]
 pub fn current() -> usize {
-    SCHEDULER
-        .lock()
-        .0
-        .as_ref()
-        .map_or(0, |scheduler| scheduler.current)
+    Cpu::current_thread()
 }
 
+/// The index of the CPU running the caller.
+#[inline(always)]
+pub fn current_cpu() -> u32 {
+    Cpu::cpu_index()
+}
 /// Switches forced by the timer (a thread's slice ended or a higher priority woke).
 static PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
 
@@ -254,10 +540,7 @@ pub fn start_of(id: usize) -> Option<Start> {
 
 /// The process of the running thread, if it is a user thread.
 pub fn current_process() -> Option<Arc<Process>> {
-    with(|scheduler| {
-        let current = scheduler.current;
-        scheduler.thread(current)?.process.clone()
-    })
+    with(|scheduler| scheduler.thread(current())?.process.clone())
 }
 
 /// Run `body` on the running thread's saved FPU state (`None` before [`start`]).
@@ -265,34 +548,28 @@ pub fn with_current_fpu<R>(
     body: impl FnOnce(&mut crate::task::thread::FpuState) -> R,
 ) -> Option<R> {
     with(|scheduler| {
-        let current = scheduler.current;
         scheduler
-            .thread(current)
+            .thread(current())
             .map(|thread| body(&mut thread.fpu))
     })
 }
 
 /// The kernel stack of the running thread.
 pub fn current_stack() -> Option<arch_api::KernelStack> {
-    with(|scheduler| {
-        let current = scheduler.current;
-        scheduler.thread(current).map(|thread| thread.stack)
-    })
+    with(|scheduler| scheduler.thread(current()).map(|thread| thread.stack))
 }
 
 /// Run `body` on the saved user trap frame of thread `id`: a user thread that is not
 /// running and is inside the kernel (blocked in a system call), so its frame lies at the
 /// top of its kernel stack. For the hostile-resume test: the kernel itself
 /// writes a bad instruction pointer there. `None` when `id` is no such thread.
+/// A blocked thread may still be switching away on its CPU: it does not touch the frame.
 pub fn with_saved_user_frame<R>(
     id: usize,
     body: impl FnOnce(&mut crate::task::thread::TrapFrame) -> R,
 ) -> Option<R> {
     use arch_api::TrapFrame as _;
     with(|scheduler| {
-        if id == scheduler.current {
-            return None;
-        }
         let thread = scheduler.thread(id)?;
         if thread.process.is_none() || thread.state != State::Blocked {
             return None;
@@ -300,8 +577,8 @@ pub fn with_saved_user_frame<R>(
         let frame = thread.stack.user_frame::<crate::task::thread::TrapFrame>();
         // SAFETY: the slot at the top of a thread's kernel stack holds its saved user
         // frame while it is inside the kernel from user mode (the `Threads` contract); the
-        // stack is mapped and aligned, and the thread is blocked (not running) while the
-        // scheduler lock is held, so nothing else touches the frame meanwhile.
+        // stack is mapped and aligned, and a blocked thread does not touch it (module docs)
+        // while the scheduler lock is held, so nothing else touches the frame meanwhile.
         let frame = unsafe { &mut *frame };
         if !frame.is_from_user() {
             return None;
@@ -312,20 +589,32 @@ pub fn with_saved_user_frame<R>(
 
 /// Let equal-priority threads run; returns when this thread is picked again.
 pub fn yield_now() {
-    reschedule(Reason::Yield);
+    reschedule(SCHEDULER.lock(), Reason::Yield);
 }
 
-/// Block until something makes this thread ready again (today: the wake-up tick set by
-/// [`sleep`]).
+/// Mark the running thread blocked, before it drops the lock of the record a waker will
+/// find it in (module docs). A killed user thread is not marked (it ends instead). Call
+/// [`block`] next, with no lock held.
+pub fn prepare_block() {
+    with(mark_blocked);
+}
+
+fn mark_blocked(scheduler: &mut Scheduler) {
+    if let Some(thread) = scheduler.thread(current())
+        && !(thread.killed && thread.process.is_some())
+    {
+        thread.state = State::Blocked;
+    }
+}
+
+/// Switch away until a waker makes this thread ready, if it is still marked blocked
+/// ([`prepare_block`]); at once when it was woken (or killed) meanwhile.
 pub fn block() {
-    reschedule(Reason::Block);
+    reschedule(SCHEDULER.lock(), Reason::Block);
 }
 
 /// A thread as `ps` shows it: (name, state, priority, CPU ticks, process).
 pub type Description = (&'static str, State, Priority, u64, Option<Arc<Process>>);
-
-/// The CPU the scheduler runs threads on (one CPU).
-const THIS_CPU: u32 = 0;
 
 /// What `ps` and `top` show of thread slot `id` beyond [`describe`].
 #[derive(Clone, Copy)]
@@ -362,36 +651,42 @@ pub fn describe(id: usize) -> Option<Description> {
 /// Sleep for at least `ticks` timer ticks.
 pub fn sleep(ticks: u64) {
     let until = crate::time::ticks() + ticks;
-    with(|scheduler| {
-        let current = scheduler.current;
-        if let Some(thread) = scheduler.thread(current) {
-            thread.wake_at = Some(until);
-            scheduler.sleepers.insert(current, until);
-        }
-    });
-    block();
+    let mut guard = SCHEDULER.lock();
+    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    let id = current();
+    if let Some(thread) = scheduler.thread(id)
+        && !(thread.killed && thread.process.is_some())
+    {
+        thread.wake_at = Some(until);
+        thread.state = State::Blocked;
+        scheduler.sleepers.insert(id, until);
+    }
+    reschedule(guard, Reason::Block);
 }
 
+/// Make blocked thread `id` ready: queue it, or, when it has not switched away yet, cancel
+/// its block (module docs). Nothing happens to a thread that is not blocked.
 fn make_ready(scheduler: &mut Scheduler, id: usize) {
+    let running = scheduler.is_running(id);
     let Some(thread) = scheduler.thread(id) else {
         return;
     };
     if thread.state != State::Blocked {
         return;
     }
-    thread.state = State::Ready;
     let slept = thread.wake_at.take().is_some();
-    let priority = thread.priority;
     if slept {
         scheduler.sleepers.remove(id);
     }
-    let _ = scheduler.queue.enqueue(id, priority);
-}
-
-/// Make blocked thread `id` ready (IPC wake-up). Nothing happens to a thread that is not
-/// blocked.
-pub fn wake(id: usize) {
-    with(|scheduler| make_ready(scheduler, id));
+    let Some(thread) = scheduler.thread(id) else {
+        return;
+    };
+    if running {
+        thread.state = State::Running;
+        return;
+    }
+    thread.state = State::Ready;
+    scheduler.enqueue(id);
 }
 
 /// Like [`wake`], after `write` edited the thread's saved user frame (an IPC result),
@@ -408,8 +703,8 @@ pub fn wake_with(id: usize, write: impl FnOnce(&mut crate::task::thread::TrapFra
 
 /// The running thread's id and process, under one lock.
 pub fn current_and_process() -> (usize, Option<Arc<Process>>) {
+    let current = current();
     with(|scheduler| {
-        let current = scheduler.current;
         (
             current,
             scheduler
@@ -419,25 +714,23 @@ pub fn current_and_process() -> (usize, Option<Arc<Process>>) {
     })
 }
 
-/// The saved user frame of blocked user thread `id` (not the running one), checked to
-/// come from user mode. Valid while the scheduler lock is held and the thread stays
-/// blocked.
+/// The saved user frame of blocked user thread `id`, checked to come from user mode. Valid
+/// while the scheduler lock is held and the thread stays blocked. The thread may still be
+/// switching away on its CPU (module docs): it does not touch its frame meanwhile.
+#[inline(always)]
 fn saved_user_frame(
     scheduler: &mut Scheduler,
     id: usize,
 ) -> Option<*mut crate::task::thread::TrapFrame> {
     use arch_api::TrapFrame as _;
-    if id == scheduler.current {
-        return None;
-    }
     let thread = scheduler.thread(id)?;
     if thread.process.is_none() || thread.state != State::Blocked {
         return None;
     }
     let frame = thread.stack.user_frame::<crate::task::thread::TrapFrame>();
     // SAFETY: the slot at the top of a blocked user thread's kernel stack holds its saved
-    // user frame (the `Threads` contract); the stack is mapped and aligned, and the thread
-    // is not running while the scheduler lock is held, so nothing else touches the frame.
+    // user frame (the `Threads` contract); the stack is mapped and aligned, and a blocked
+    // thread does not touch it while the scheduler lock is held.
     let from_user = unsafe { (*frame).is_from_user() };
     from_user.then_some(frame)
 }
@@ -447,207 +740,203 @@ pub fn process_of(id: usize) -> Option<Arc<Process>> {
     with(|scheduler| scheduler.thread(id)?.process.clone())
 }
 
-/// End the running thread. Its stack is freed by the next thread to run.
+/// End the running thread. Its stack is freed by the next thread to run on this CPU.
 pub fn exit_current() -> ! {
     crate::trace::event_here(crate::trace::Kind::Exit, 0, 0);
-    reschedule(Reason::Exit);
+    reschedule(SCHEDULER.lock(), Reason::Exit);
     unreachable!("a dead thread was resumed");
 }
 
-/// The timer upcall's scheduling part (interrupts masked): wake sleepers whose tick has
-/// come, and end the running thread's time slice when it is used up or a higher priority
-/// became ready.
+/// The timer upcall's scheduling part, on every CPU (interrupts masked): on the boot CPU,
+/// wake sleepers whose tick has come; on each, end the running thread's time slice when it
+/// is used up, a higher priority became ready, or its affinity no longer allows this CPU.
 pub fn timer_tick(now: u64) {
-    let preempt = {
-        let mut shared = SCHEDULER.lock();
-        let Some(scheduler) = shared.0.as_mut() else {
-            return;
-        };
-        if scheduler.current == 0 {
-            return;
-        }
+    let mut guard = SCHEDULER.lock();
+    let Some(scheduler) = guard.0.as_mut() else {
+        return;
+    };
+    let cpu = this_cpu();
+    let current = scheduler.cpus[cpu].current;
+    if current == 0 {
+        return;
+    }
+    if cpu == 0 {
         while let Some(id) = scheduler.sleepers.pop_due(now) {
             // `make_ready` clears the thread's `wake_at` (the heap entry is gone already).
             make_ready(scheduler, id);
         }
-        let current = scheduler.current;
-        if let Some(thread) = scheduler.thread(current) {
-            thread.cpu_ticks += 1;
-        }
-        let priority = scheduler
-            .thread(current)
-            .map_or(Priority::LOWEST, |t| t.priority);
-        scheduler.slice_left = scheduler.slice_left.saturating_sub(1);
-        let higher = scheduler
-            .queue
-            .highest_priority()
-            .is_some_and(|ready| ready > priority);
-        let equal = scheduler
-            .queue
-            .highest_priority()
-            .is_some_and(|ready| ready == priority);
-        current == scheduler.idle && !scheduler.queue.is_empty()
-            || higher
-            || (equal && scheduler.slice_left == 0)
-    };
-    if preempt {
+    }
+    if let Some(thread) = scheduler.thread(current) {
+        thread.cpu_ticks += 1;
+    }
+    let state = &mut scheduler.cpus[cpu];
+    state.slice_left = state.slice_left.saturating_sub(1);
+    let slice_over = state.slice_left == 0;
+    if should_preempt(scheduler, cpu, slice_over) {
         PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
-        reschedule(Reason::Yield);
+        reschedule(guard, Reason::Yield);
     }
 }
 
-/// Give the CPU to the next thread (see the module docs).
-fn reschedule(reason: Reason) {
-    let (from, to) = {
-        let mut shared = SCHEDULER.lock();
-        let scheduler = shared.0.as_mut().expect("scheduler not initialized");
-        let current = scheduler.current;
-        let idle = scheduler.idle;
-        let Some(priority) = scheduler.thread(current).map(|thread| thread.priority) else {
-            return;
-        };
-        // A yield with no other thread ready at this priority or above keeps the CPU: no
-        // queue work, no state change.
-        if reason == Reason::Yield
-            && current != idle
-            && scheduler
-                .queue
-                .highest_priority()
-                .is_none_or(|ready| ready < priority)
-        {
-            scheduler.slice_left = TIME_SLICE_TICKS;
-            return;
-        }
-        let Some(thread) = scheduler.thread(current) else {
-            return;
-        };
-        match reason {
-            Reason::Yield => thread.state = State::Ready,
-            Reason::Block => thread.state = State::Blocked,
-            Reason::Exit => thread.state = State::Dead,
-        }
-        if reason == Reason::Yield && current != idle {
-            let _ = scheduler.queue.enqueue(current, priority);
-        }
-        let next = scheduler.queue.pick_next().unwrap_or(idle);
-        if next == current {
-            if let Some(thread) = scheduler.thread(current) {
-                thread.state = State::Running;
-            }
-            scheduler.slice_left = TIME_SLICE_TICKS;
-            return;
-        }
-        if reason == Reason::Exit {
-            scheduler.dead = Some(current);
-            AFTER_SWITCH.fetch_or(DEAD_PENDING, Ordering::Relaxed);
-        }
-        scheduler.slice_left = TIME_SLICE_TICKS;
-        scheduler.current = next;
-        let from: *mut Thread = scheduler.thread(current).expect("current exists");
-        let to: *mut Thread = scheduler.thread(next).expect("picked thread exists");
-        (from, to)
-    };
-    // SAFETY: both threads are boxed in the table; `from` is the running thread (not freed
-    // while it runs: a dead thread is freed only by the next one, after this switch) and
-    // `to` is not running, so nothing else touches either while the lock is released.
-    let (from, to) = unsafe { (&mut *from, &mut *to) };
-    to.state = State::Running;
-    Cpu::set_current_thread(to.id);
-    crate::stats::count_switch();
-    to.switches += 1;
-    to.last_cpu = THIS_CPU;
-    if let Some(space) = to.process.as_ref().map(|process| process.space.lock())
-        && let Some(space) = space.as_ref()
-    {
-        crate::stats::count_space_switch();
-        Cpu::activate(space);
+/// Whether the running thread of `cpu` should give it up now: the idle thread with work
+/// waiting, a higher priority ready, an equal one when the slice is over, or an affinity
+/// that no longer allows this CPU.
+fn should_preempt(scheduler: &mut Scheduler, cpu: usize, slice_over: bool) -> bool {
+    let (current, idle) = (scheduler.cpus[cpu].current, scheduler.cpus[cpu].idle);
+    if current == idle {
+        return scheduler.has_work(cpu);
     }
-    // SAFETY: interrupts are masked (kernel invariant); `to.context` was made by
-    // `prepare_context` or saved by an earlier switch, for the thread whose kernel stack
-    // is `to.stack`; one CPU.
-    unsafe {
-        Cpu::switch(
-            &mut from.context,
-            &mut from.fpu,
-            &to.context,
-            &to.fpu,
-            to.stack,
-        )
+    let Some(thread) = scheduler.thread(current) else {
+        return false;
     };
-    after_switch();
+    if thread.affinity & (1 << cpu) == 0 {
+        return true;
+    }
+    let priority = thread.priority;
+    scheduler
+        .best_ready(cpu)
+        .is_some_and(|ready| ready > priority || (slice_over && ready == priority))
 }
 
-/// IPC hand-off: let `write` put the message in the saved user frame of the
-/// blocked thread `next`, block the running thread and run `next` in its place at once,
-/// without the run queue.
-/// The address space is switched only when `next` is in another process. Falls back to
-/// waking `next` and blocking when `next` is not a blocked user thread (then `write` is
-/// not run). Returns when the running thread
-/// is woken again.
-pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapFrame)) {
-    let switched = {
-        let mut shared = SCHEDULER.lock();
-        let scheduler = shared.0.as_mut().expect("scheduler not initialized");
-        let current = scheduler.current;
-        let frame = saved_user_frame(scheduler, next);
-        if let Some(frame) = frame {
-            // SAFETY: see `saved_user_frame`; the lock is held for the whole edit.
-            write(unsafe { &mut *frame });
-        }
-        match (frame.is_some(), scheduler.thread(current)) {
-            (true, Some(thread)) => {
-                thread.state = State::Blocked;
-                let from: *mut Thread = thread;
-                scheduler.current = next;
-                let to: *mut Thread = scheduler.thread(next).expect("checked above");
-                Some((from, to))
-            }
-            _ => None,
-        }
-    };
-    let Some((from, to)) = switched else {
-        wake(next);
-        block();
+/// The reschedule IPI's work (interrupts masked): another CPU queued a thread here that
+/// should run now, or changed the running thread's affinity.
+pub fn reschedule_interrupt() {
+    let mut guard = SCHEDULER.lock();
+    let Some(scheduler) = guard.0.as_mut() else {
         return;
     };
-    // SAFETY: as in `reschedule`: both threads are boxed in the table; `from` is the
-    // running thread (blocked now, so not freed) and `to` was blocked, not running, so
-    // nothing else touches either while the lock is released.
-    let (from, to) = unsafe { (&mut *from, &mut *to) };
-    to.state = State::Running;
-    // SAFETY: `from` is the running thread, `to` a blocked one whose context an earlier
-    // switch saved; the scheduler lock is released and interrupts are masked.
-    unsafe { switch_between(from, to) };
+    let cpu = this_cpu();
+    if scheduler.cpus[cpu].current == 0 {
+        return;
+    }
+    if should_preempt(scheduler, cpu, false) {
+        PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+        reschedule(guard, Reason::Yield);
+    }
 }
 
-/// Give the CPU from the running thread `from` to the blocked thread `to` (already marked
-/// running and made current by the caller): activate `to`'s address space when it differs,
-/// switch kernel stacks and FPU state, and, once `from` runs again, reap a dead thread.
-/// Shared by the IPC hand-offs ([`switch_to`], [`Handoff`]).
+/// Give this CPU to the next thread (see the module docs), taking `guard` over.
+fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
+    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    let cpu = this_cpu();
+    let current = scheduler.cpus[cpu].current;
+    let idle = scheduler.cpus[cpu].idle;
+    let Some(thread) = scheduler.thread(current) else {
+        return;
+    };
+    let priority = thread.priority;
+    let allowed_here = thread.affinity & (1 << cpu) != 0;
+    match reason {
+        // Woken (or killed) since it was marked: it goes on.
+        Reason::Block if thread.state != State::Blocked => return,
+        // A yield with no other thread ready at this priority or above keeps the CPU: no
+        // queue work, no state change.
+        Reason::Yield
+            if current != idle
+                && allowed_here
+                && scheduler.cpus[cpu]
+                    .queue
+                    .highest_priority()
+                    .is_none_or(|ready| ready < priority) =>
+        {
+            scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
+            return;
+        }
+        _ => {}
+    }
+    let Some(thread) = scheduler.thread(current) else {
+        return;
+    };
+    match reason {
+        Reason::Yield => thread.state = State::Ready,
+        Reason::Block => {}
+        Reason::Exit => thread.state = State::Dead,
+    }
+    if reason == Reason::Yield && current != idle {
+        scheduler.enqueue(current);
+    }
+    let next = scheduler.pick_next(cpu).unwrap_or(idle);
+    scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
+    if next == current {
+        if let Some(thread) = scheduler.thread(current) {
+            thread.state = State::Running;
+        }
+        return;
+    }
+    if reason == Reason::Exit {
+        scheduler.cpus[cpu].dead = Some(current);
+    }
+    // SAFETY: `current` and `next` are threads of the table (checked above / picked), and
+    // the lock is held.
+    unsafe { switch_locked(guard, cpu, current, next, false) };
+}
+
+/// Make `next` the running thread of `cpu` in place of `current` (whose state the caller
+/// set) and switch to it, handing the scheduler lock over (module docs): activate `next`'s
+/// address space (when `check_space`, only if it differs from `current`'s), switch kernel
+/// stacks and FPU state. Returns when `current` runs again, the lock released.
 ///
 /// # Safety
-/// Interrupts are masked (kernel invariant) and the scheduler lock is released; `from` is
-/// the running thread and `to` a thread of the table that is not running, whose context was
-/// saved by an earlier switch for its kernel stack `to.stack`; one CPU.
+/// `current` is the running thread of this CPU `cpu` and `next` a thread of the table that
+/// is not running anywhere, ready or blocked, whose context was made by `prepare_context`
+/// or saved by an earlier switch; `guard` is the scheduler lock; interrupts are masked.
 #[inline(always)]
-unsafe fn switch_between(from: &mut Thread, to: &mut Thread) {
-    Cpu::set_current_thread(to.id);
+unsafe fn switch_locked(
+    mut guard: LockGuard<'static, Shared>,
+    cpu: usize,
+    current: usize,
+    next: usize,
+    check_space: bool,
+) {
+    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    scheduler.cpus[cpu].current = next;
+    #[cfg(feature = "lockcheck")]
+    {
+        scheduler.cpus[cpu].previous = current;
+    }
+    let from: *mut Thread = scheduler.thread(current).expect("current exists");
+    let to: *mut Thread = scheduler.thread(next).expect("next exists");
+    // SAFETY: both threads are boxed in the table, which the held lock protects; they are
+    // distinct (`next` is not running, `current` is).
+    let (from, to) = unsafe { (&mut *from, &mut *to) };
+    to.state = State::Running;
+    Cpu::set_current_thread(next);
     crate::stats::count_switch();
     to.switches += 1;
-    to.last_cpu = THIS_CPU;
-    let same_space = match (&from.process, &to.process) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        _ => false,
-    };
-    if !same_space
-        && let Some(space) = to.process.as_ref().map(|process| process.space.lock())
-        && let Some(space) = space.as_ref()
+    to.last_cpu = cpu as u32;
+    #[cfg(feature = "lockcheck")]
     {
-        crate::stats::count_space_switch();
-        Cpu::activate(space);
+        assert!(
+            to.on_cpu.is_none(),
+            "the kernel stack of thread {next} is in use on another CPU"
+        );
+        to.on_cpu = Some(cpu as u32);
     }
-    // SAFETY: the caller's contract: interrupts masked, `to.context` saved by an earlier
-    // switch for the thread whose kernel stack is `to.stack`, one CPU.
+    let same_space = check_space
+        && match (&from.process, &to.process) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+    if !same_space {
+        match &to.process {
+            Some(process) => {
+                if let Some(space) = process.space.lock().as_ref() {
+                    crate::stats::count_space_switch();
+                    Cpu::activate(space);
+                }
+            }
+            // A kernel thread runs on the kernel-only space, so no CPU keeps a process's
+            // tables loaded once none of its threads runs there (they are freed with the
+            // process, on any CPU).
+            None if from.process.is_some() => crate::obj::process::activate_kernel_only(),
+            None => {}
+        }
+    }
+    guard.hand_over();
+    // SAFETY: interrupts are masked (kernel invariant); `to.context` was made by
+    // `prepare_context` or saved by an earlier switch, for the thread whose kernel stack
+    // is `to.stack`; the scheduler lock, handed to `to`, keeps every other CPU from
+    // touching either thread until the switch is complete.
     unsafe {
         Cpu::switch(
             &mut from.context,
@@ -660,43 +949,89 @@ unsafe fn switch_between(from: &mut Thread, to: &mut Thread) {
     after_switch();
 }
 
-/// What [`after_switch`] has to do, so it costs one load when there is nothing:
-/// [`DEAD_PENDING`] (set under the lock, cleared by the taker; one CPU, interrupts masked)
-/// and [`TRACE_SWITCHES`] (set at start-up when the kernel is traced).
+/// IPC hand-off: let `write` put the message in the saved user frame of the blocked thread
+/// `next`, and, when the running thread is still marked blocked ([`prepare_block`]), run
+/// `next` in its place at once, without the run queue — on this CPU, when `next` may run
+/// here and has switched away on its own CPU; else `next` is made ready where it may run
+/// and the running thread blocks. The address space is switched only when `next` is in
+/// another process. When `next` is not a blocked user thread, `write` is not run. Returns
+/// when the running thread is woken again (at once when it was not blocked).
+pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapFrame)) {
+    let mut guard = SCHEDULER.lock();
+    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    let cpu = this_cpu();
+    let current = scheduler.cpus[cpu].current;
+    if let Some(frame) = saved_user_frame(scheduler, next) {
+        // SAFETY: see `saved_user_frame`; the lock is held for the whole edit.
+        write(unsafe { &mut *frame });
+        let blocked = scheduler
+            .thread(current)
+            .is_some_and(|thread| thread.state == State::Blocked);
+        let here = scheduler
+            .thread(next)
+            .is_some_and(|thread| thread.affinity & (1 << cpu) != 0);
+        if blocked && here && !scheduler.is_running(next) {
+            // SAFETY: `current` runs here, `next` is blocked and not running anywhere, its
+            // context saved by the switch that blocked it; the lock is held.
+            unsafe { switch_locked(guard, cpu, current, next, true) };
+            return;
+        }
+        make_ready(scheduler, next);
+    }
+    reschedule(guard, Reason::Block);
+}
+/// What [`after_switch`] has to do beyond releasing the lock, so it costs one load when
+/// there is nothing: [`TRACE_SWITCHES`] (set at start-up when the kernel is traced).
 static AFTER_SWITCH: AtomicU8 = AtomicU8::new(0);
-/// `Scheduler::dead` may hold a thread.
-const DEAD_PENDING: u8 = 1;
 /// Every switch is recorded in the kernel trace, by the thread that gains the CPU (so the
 /// switch path itself carries no trace check).
 const TRACE_SWITCHES: u8 = 2;
 
-/// Run by every thread right after it gains the CPU: record the switch when tracing, and
-/// free the thread that died before it.
-#[inline]
+/// Run by every thread right after it gains the CPU (after `Cpu::switch` returns, and first
+/// thing in a new thread): release the scheduler lock the previous thread handed over,
+/// record the switch when tracing, and free the thread that died here before it.
+#[inline(always)]
 pub fn after_switch() {
-    if AFTER_SWITCH.load(Ordering::Relaxed) != 0 {
-        after_switch_work();
+    // SAFETY: the thread this CPU switched away from handed it the scheduler lock
+    // (`switch_locked`, `enter`), so the lock is held here and no other CPU touches the
+    // scheduler until it is released below.
+    let dead = unsafe {
+        let shared = &mut *SCHEDULER.data_ptr();
+        let Some(scheduler) = shared.0.as_mut() else {
+            unreachable!()
+        };
+        let cpu = &mut scheduler.cpus[this_cpu()];
+        let dead = cpu.dead.take();
+        #[cfg(feature = "lockcheck")]
+        {
+            let previous = cpu.previous;
+            if let Some(thread) = scheduler.thread(previous) {
+                thread.on_cpu = None;
+            }
+        }
+        SCHEDULER.release_handed_over();
+        dead
+    };
+    if dead.is_some() || AFTER_SWITCH.load(Ordering::Relaxed) != 0 {
+        after_switch_work(dead);
     }
 }
 
 /// The slow part of [`after_switch`].
 #[cold]
 #[inline(never)]
-fn after_switch_work() {
-    let work = AFTER_SWITCH.load(Ordering::Relaxed);
-    if work & TRACE_SWITCHES != 0 {
+fn after_switch_work(dead: Option<usize>) {
+    if AFTER_SWITCH.load(Ordering::Relaxed) & TRACE_SWITCHES != 0 {
         crate::trace::switched_to(Cpu::current_thread());
     }
-    if work & DEAD_PENDING != 0 {
-        free_dead();
+    if let Some(dead) = dead {
+        free_dead(dead);
     }
 }
 
-/// Free the dead thread's stack and its share of its process.
-fn free_dead() {
-    AFTER_SWITCH.fetch_and(!DEAD_PENDING, Ordering::Relaxed);
+/// Free dead thread `id`'s stack and its share of its process.
+fn free_dead(id: usize) {
     let dead = with(|scheduler| {
-        let id = scheduler.dead.take()?;
         scheduler.sleepers.remove(id);
         scheduler.threads[id].take()
     });
@@ -718,15 +1053,23 @@ fn free_dead() {
     }
 }
 
-/// The idle thread: halt until an interrupt; the timer tick switches away when something
-/// became ready.
+/// The boot CPU's idle thread: halt until an interrupt; [`idle_step`] after each.
 fn idle_loop(_: usize) {
     loop {
         Cpu::wait_for_interrupt();
-        let ready = with(|scheduler| !scheduler.queue.is_empty());
-        if ready {
-            yield_now();
-        }
+        idle_step();
+    }
+}
+
+/// An idle thread's check after an interrupt: give the CPU up when this CPU has a thread
+/// to run (its own queue, or one it may pull from another CPU's).
+pub fn idle_step() {
+    let guard = SCHEDULER.lock();
+    let Some(scheduler) = guard.0.as_ref() else {
+        return;
+    };
+    if scheduler.has_work(this_cpu()) {
+        reschedule(guard, Reason::Yield);
     }
 }
 
@@ -746,15 +1089,16 @@ pub fn serial_of(id: usize) -> Option<u64> {
 /// The running thread's priority.
 pub fn current_priority() -> Priority {
     with(|scheduler| {
-        let current = scheduler.current;
         scheduler
-            .thread(current)
+            .thread(current())
             .map_or(Priority::LOWEST, |thread| thread.priority)
     })
 }
 
 /// Mark a thread killed and make it runnable if it was blocked, so it reaches a point where
 /// it ends (see [`current_killed`]).
+/// A thread running on another CPU gets a reschedule IPI, so it ends before it runs
+/// another user instruction.
 fn mark_killed(scheduler: &mut Scheduler, id: usize) {
     if let Some(thread) = scheduler.thread(id)
         && !thread.killed
@@ -763,6 +1107,10 @@ fn mark_killed(scheduler: &mut Scheduler, id: usize) {
         KILLED_THREADS.fetch_add(1, Ordering::AcqRel);
     }
     make_ready(scheduler, id);
+    let cpu = scheduler.thread(id).map_or(0, |thread| thread.last_cpu);
+    if scheduler.is_running(id) && cpu as usize != this_cpu() {
+        Cpu::send_ipi(IpiTarget::Cpu(cpu), Ipi::Reschedule);
+    }
 }
 
 /// Threads marked killed and not yet freed: while 0, [`current_killed`] (on every system
@@ -770,9 +1118,10 @@ fn mark_killed(scheduler: &mut Scheduler, id: usize) {
 static KILLED_THREADS: AtomicU64 = AtomicU64::new(0);
 
 /// Kill thread `(id, serial)`: `false` when it no longer exists. The running thread ends
-/// on its way back to user mode ([`current_killed`]).
+/// on its way back to user mode ([`current_killed`]); one running on another CPU has left
+/// user mode for good when this returns.
 pub fn kill(id: usize, serial: u64) -> bool {
-    with(|scheduler| {
+    let live = with(|scheduler| {
         let live = scheduler.thread(id).is_some_and(|thread| {
             thread.serial == serial && thread.state != State::Dead && !thread.killed
         });
@@ -780,25 +1129,57 @@ pub fn kill(id: usize, serial: u64) -> bool {
             mark_killed(scheduler, id);
         }
         live
-    })
+    });
+    if live {
+        wait_until_stopped(id, serial);
+    }
+    live
+}
+
+/// Wait (boundedly, no lock held between looks) until killed thread `(id, serial)` no
+/// longer runs on another CPU: the reschedule IPI took it out of user mode and it ended, or
+/// it is in the kernel, which it leaves only by ending.
+fn wait_until_stopped(id: usize, serial: u64) {
+    let this = this_cpu();
+    for _ in 0..arch_api::IPI_WAIT_POLLS {
+        let running_elsewhere = with(|scheduler| {
+            let running = scheduler.is_running(id);
+            scheduler.thread(id).is_some_and(|thread| {
+                thread.serial == serial && running && thread.last_cpu as usize != this
+            })
+        });
+        if !running_elsewhere {
+            return;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Kill every thread of `process`.
+/// Those running on other CPUs have left user mode for good when this returns.
 pub fn kill_process(process: &Arc<Process>) {
+    let mut killed = [None; MAX_THREADS];
     with(|scheduler| {
-        for id in 1..MAX_THREADS {
-            let member = scheduler.thread(id).is_some_and(|thread| {
-                thread.state != State::Dead
+        for (id, slot) in killed.iter_mut().enumerate().skip(1) {
+            let member = scheduler.thread(id).and_then(|thread| {
+                let member = thread.state != State::Dead
                     && thread
                         .process
                         .as_ref()
-                        .is_some_and(|owner| Arc::ptr_eq(owner, process))
+                        .is_some_and(|owner| Arc::ptr_eq(owner, process));
+                member.then_some(thread.serial)
             });
-            if member {
+            if let Some(serial) = member {
                 mark_killed(scheduler, id);
+                *slot = Some(serial);
             }
         }
     });
+    for (id, serial) in killed.iter().enumerate() {
+        if let Some(serial) = *serial {
+            wait_until_stopped(id, serial);
+        }
+    }
 }
 
 /// Set thread `(id, serial)`'s priority (re-queued if ready). `false` when it no longer
@@ -812,12 +1193,60 @@ pub fn set_priority(id: usize, serial: u64, priority: Priority) -> bool {
             return false;
         }
         thread.priority = priority;
-        if scheduler.queue.contains(id) {
-            let _ = scheduler.queue.remove(id);
-            let _ = scheduler.queue.enqueue(id, priority);
+        let cpu = thread.last_cpu as usize;
+        let queue = &mut scheduler.cpus[cpu].queue;
+        if queue.contains(id) {
+            let _ = queue.remove(id);
+            let _ = queue.enqueue(id, priority);
         }
         true
     })
+}
+
+/// Why [`set_affinity`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AffinityError {
+    /// No CPU of the mask is online.
+    NoOnlineCpu,
+    /// The thread no longer exists.
+    Ended,
+}
+
+/// Let thread `(id, serial)` run only on the CPUs of `mask` (bit `i`: CPU index `i`;
+/// CPUs that are not online are dropped from it). A ready thread queued elsewhere moves
+/// now; one running elsewhere is interrupted and moves; the running thread moves before
+/// this returns.
+pub fn set_affinity(id: usize, serial: u64, mask: u64) -> Result<(), AffinityError> {
+    let online = (0..MAX_CPUS as u32)
+        .filter(|&cpu| mask & (1 << cpu) != 0 && (cpu == 0 || Cpu::is_online(cpu)))
+        .fold(0u64, |online, cpu| online | (1 << cpu));
+    if online == 0 {
+        return Err(AffinityError::NoOnlineCpu);
+    }
+    let mut guard = SCHEDULER.lock();
+    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    let this = this_cpu();
+    let running = scheduler.is_running(id);
+    let Some(thread) = scheduler.thread(id) else {
+        return Err(AffinityError::Ended);
+    };
+    if thread.serial != serial || thread.state == State::Dead || thread.killed {
+        return Err(AffinityError::Ended);
+    }
+    thread.affinity = online;
+    let cpu = thread.last_cpu as usize;
+    if online & (1 << cpu) != 0 {
+        return Ok(());
+    }
+    if scheduler.cpus[cpu].queue.contains(id) {
+        let _ = scheduler.cpus[cpu].queue.remove(id);
+        scheduler.enqueue(id);
+    } else if running && cpu != this {
+        Cpu::send_ipi(IpiTarget::Cpu(cpu as u32), Ipi::Reschedule);
+    } else if running {
+        reschedule(guard, Reason::Yield);
+    }
+    Ok(())
 }
 
 /// If the running user thread was killed, end it now. Called where it is about to return
@@ -829,8 +1258,8 @@ pub fn current_killed() -> bool {
     }
     // Also called from the timer upcall, which runs before the scheduler exists (the
     // `boot` scenario): no scheduler, no killed thread.
+    let current = current();
     SCHEDULER.lock().0.as_mut().is_some_and(|scheduler| {
-        let current = scheduler.current;
         scheduler
             .thread(current)
             .is_some_and(|thread| thread.killed && thread.process.is_some())
@@ -857,9 +1286,10 @@ pub struct ThreadSnapshot {
 #[cfg(feature = "testing")]
 pub fn snapshot() -> [Option<ThreadSnapshot>; MAX_THREADS] {
     with(|scheduler| {
-        let (current, idle) = (scheduler.current, scheduler.idle);
         core::array::from_fn(|id| {
-            let queued = scheduler.queue.contains(id);
+            let queued = scheduler.cpus.iter().any(|cpu| cpu.queue.contains(id));
+            let current = scheduler.cpus.iter().any(|cpu| cpu.current == id);
+            let idle = scheduler.cpus.iter().any(|cpu| cpu.idle == id);
             scheduler.threads[id]
                 .as_deref()
                 .map(|thread| ThreadSnapshot {
@@ -867,8 +1297,8 @@ pub fn snapshot() -> [Option<ThreadSnapshot>; MAX_THREADS] {
                     killed: thread.killed,
                     user: thread.process.is_some(),
                     queued,
-                    current: id == current,
-                    idle: id == idle,
+                    current,
+                    idle,
                     priority: thread.priority.level(),
                     name: thread.name,
                 })
@@ -882,7 +1312,7 @@ pub fn snapshot() -> [Option<ThreadSnapshot>; MAX_THREADS] {
 pub fn saved_user_position(id: usize) -> Option<(u64, u64, u64, u64)> {
     use arch_api::TrapFrame as _;
     with(|scheduler| {
-        if id == scheduler.current {
+        if scheduler.is_running(id) {
             return None;
         }
         let thread = scheduler.thread(id)?;
@@ -938,19 +1368,18 @@ impl Handoff {
     /// The running thread's id.
     #[inline(always)]
     pub fn current(&mut self) -> usize {
-        self.scheduler().current
+        current()
     }
 
     /// The running thread's process (no reference taken: valid while the lock is held).
     #[inline(always)]
     pub fn current_process(&mut self) -> Option<&Process> {
-        let scheduler = self.scheduler();
-        let current = scheduler.current;
-        scheduler.thread(current)?.process.as_deref()
+        let current = current();
+        self.scheduler().thread(current)?.process.as_deref()
     }
 
-    /// The saved user frame of blocked user thread `id` (not the running one): the thread
-    /// a hand-off may run. Valid while the lock is held and until [`Handoff::switch`].
+    /// The saved user frame of blocked user thread `id`: the thread a hand-off may run.
+    /// Valid while the lock is held and until [`Handoff::switch`].
     #[inline(always)]
     pub fn blocked_frame(&mut self, id: usize) -> Option<*mut crate::task::thread::TrapFrame> {
         saved_user_frame(self.scheduler(), id)
@@ -963,36 +1392,43 @@ impl Handoff {
         make_ready(self.scheduler(), id);
     }
 
+    /// Mark the running thread blocked ([`prepare_block`]) under this lock; [`block`]
+    /// follows once the other locks are dropped.
+    #[inline(always)]
+    pub fn prepare_block(&mut self) {
+        mark_blocked(self.scheduler());
+    }
+
     /// Block the running thread and run `next` (whose frame [`Handoff::blocked_frame`]
-    /// returned under this same lock) in its place: no run queue. Counts the running
-    /// thread's IPC operation (the IPC fast paths' hand-off). The address space is
-    /// activated only when `next` is in another process. Returns when the running thread
-    /// is woken again.
+    /// returned under this same lock) in its place: no run queue, when `next` may run on
+    /// this CPU and has switched away on its own; else `next` is made ready where it may run
+    /// and the running thread blocks. A killed running thread does not block: `next` is made
+    /// ready and this returns. The address space is activated only when `next` is in
+    /// another process. Returns when the running thread is woken again.
     #[inline(always)]
     pub fn switch(mut self, next: usize) {
+        let cpu = this_cpu();
+        let current = current();
         let scheduler = self.scheduler();
-        let current = scheduler.current;
         let Some(from) = scheduler.thread(current) else {
             return;
         };
-        from.state = State::Blocked;
-        let from: *mut Thread = from;
-        let Some(to) = scheduler.thread(next) else {
-            // why: the caller checked `next` under this lock; unblock ourselves again.
-            // SAFETY: `from` points into the table, whose lock is still held.
-            unsafe { (*from).state = State::Running };
+        if from.killed {
+            make_ready(scheduler, next);
             return;
-        };
-        to.state = State::Running;
-        let to: *mut Thread = to;
-        scheduler.current = next;
-        drop(self);
-        // SAFETY: as in `reschedule`: both threads are boxed in the table; `from` is the
-        // running thread (blocked now, so not freed) and `to` was blocked, not running, so
-        // nothing else touches either after the lock is released (one CPU, masked).
-        let (from, to) = unsafe { (&mut *from, &mut *to) };
-        // SAFETY: `from` is the running thread, `to` a blocked one whose context an earlier
-        // switch saved; the lock was released above and interrupts are masked.
-        unsafe { switch_between(from, to) };
+        }
+        from.state = State::Blocked;
+        let here = scheduler
+            .thread(next)
+            .is_some_and(|to| to.affinity & (1 << cpu) != 0);
+        if here && !scheduler.is_running(next) {
+            // SAFETY: `current` runs here; `next` is a blocked thread of the table (checked
+            // by `blocked_frame` under this lock) that is not running anywhere, its context
+            // saved by the switch that blocked it; the lock is held.
+            unsafe { switch_locked(self.guard, cpu, current, next, true) };
+            return;
+        }
+        make_ready(scheduler, next);
+        reschedule(self.guard, Reason::Block);
     }
 }

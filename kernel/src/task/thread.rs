@@ -42,7 +42,6 @@ pub enum Start {
 }
 
 pub struct Thread {
-    pub id: usize,
     pub name: &'static str,
     pub priority: Priority,
     pub state: State,
@@ -62,8 +61,14 @@ pub struct Thread {
     pub cpu_ticks: u64,
     /// Times the scheduler switched to it (`top`).
     pub switches: u64,
-    /// The CPU it last ran on (`ps`).
+    /// The CPU it runs on, last ran on, or is queued on (`ps`).
     pub last_cpu: u32,
+    /// The CPUs it may run on (bit `i`: CPU index `i`).
+    pub affinity: u64,
+    /// The CPU whose switch code is using its kernel stack: set when a CPU switches to it,
+    /// cleared once the next thread on that CPU runs (lock-checking build).
+    #[cfg(feature = "lockcheck")]
+    pub on_cpu: Option<u32>,
 }
 
 /// What the IPC and trap paths count per thread ([`count`]).
@@ -79,8 +84,9 @@ pub enum Event {
 }
 
 /// The events of each thread slot, beside the records in the scheduler's table: counted
-/// by the running thread's id, which the counting paths hold already, with no lock
-/// (interrupts masked, one CPU); zeroed when a thread takes the slot.
+/// by the running thread's id, which the counting paths hold already, with no lock (only
+/// the thread itself counts, and it runs on one CPU at a time); zeroed when a thread takes
+/// the slot.
 /// Four words a slot (one unused), so a slot's address is a shift away from its id.
 static EVENTS: [[AtomicU64; 4]; MAX_THREADS] =
     [const { [const { AtomicU64::new(0) }; 4] }; MAX_THREADS];
@@ -123,7 +129,6 @@ impl Thread {
             }
         }
         Self {
-            id,
             name,
             priority,
             state: State::Ready,
@@ -138,6 +143,9 @@ impl Thread {
             cpu_ticks: 0,
             switches: 0,
             last_cpu: 0,
+            affinity: super::sched::ALL_CPUS,
+            #[cfg(feature = "lockcheck")]
+            on_cpu: None,
         }
     }
 }

@@ -21,7 +21,7 @@
 use kcore::ipc::{ReplySlot, State as IpcState};
 
 use crate::ipc;
-use crate::mm::{frames, heap, stacks};
+use crate::mm::{heap, stacks};
 use crate::obj::pending;
 use crate::println;
 use crate::stats::{self, Live};
@@ -64,7 +64,7 @@ pub fn settle() {
 /// Take the baseline (after [`settle`] and with no user program running).
 pub fn baseline() -> Baseline {
     Baseline {
-        free_frames: frames::free_frames(),
+        free_frames: crate::mm::free_frames(),
         heap_bytes: heap::allocated_bytes(),
         live: Live::ALL.map(stats::live),
         threads: thread_count(),

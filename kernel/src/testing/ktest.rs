@@ -171,7 +171,7 @@ fn timer_while_idle() -> Result<(), &'static str> {
 }
 
 fn frame_allocator() -> Result<(), &'static str> {
-    let before = frames::free_frames();
+    let before = crate::mm::free_frames();
     let mut taken = Vec::new();
     for _ in 0..100 {
         taken.push(frames::allocate_zeroed().ok_or("allocation failed")?);
@@ -180,7 +180,7 @@ fn frame_allocator() -> Result<(), &'static str> {
     if run % (16 * 4096) != 0 {
         return Err("a run of 16 frames is not naturally aligned");
     }
-    if frames::free_frames() != before - 116 {
+    if crate::mm::free_frames() != before - 116 {
         return Err("free count after allocating is wrong");
     }
     for &frame in &taken {
@@ -190,7 +190,7 @@ fn frame_allocator() -> Result<(), &'static str> {
     if frames::free(taken[0]).is_ok() {
         return Err("a double free was accepted");
     }
-    if frames::free_frames() != before {
+    if crate::mm::free_frames() != before {
         return Err("free count did not return to its start");
     }
     Ok(())
@@ -204,7 +204,7 @@ fn memory_above_4g() -> Result<(), &'static str> {
     const RUN_ORDER: u32 = 9;
     const RUN_BYTES: u64 = 4096 << RUN_ORDER;
     const FOUR_GIB: u64 = 1 << 32;
-    let before = frames::free_frames();
+    let before = crate::mm::free_frames();
     let mut runs = Vec::new();
     // Bounded: 64 GiB of runs at most.
     while runs.len() < 32 * 1024 {
@@ -238,7 +238,7 @@ fn memory_above_4g() -> Result<(), &'static str> {
     if !intact {
         return Err("a page above 4 GiB did not hold what was written");
     }
-    if frames::free_frames() != before {
+    if crate::mm::free_frames() != before {
         return Err("free count did not return to its start");
     }
     Ok(())
@@ -246,14 +246,14 @@ fn memory_above_4g() -> Result<(), &'static str> {
 
 fn kernel_stack_reuse() -> Result<(), &'static str> {
     let first = stacks::allocate().map_err(|_| "first allocation failed")?;
-    let free_while_allocated = frames::free_frames();
+    let free_while_allocated = crate::mm::free_frames();
     stacks::free(first);
-    if frames::free_frames() != free_while_allocated + 4 {
+    if crate::mm::free_frames() != free_while_allocated + 4 {
         return Err("freeing did not return its 4 frames");
     }
     let second = stacks::allocate().map_err(|_| "second allocation failed")?;
     let reused = second == first;
-    let exact = frames::free_frames() == free_while_allocated;
+    let exact = crate::mm::free_frames() == free_while_allocated;
     stacks::free(second);
     match (reused, exact) {
         (true, true) => Ok(()),
@@ -368,11 +368,11 @@ fn dead_thread_stack_reused() -> Result<(), &'static str> {
     }
     // The thread's stack went back to the slot list: the next stack takes it without
     // changing the free-frame count (the region's page tables exist already).
-    let before = frames::free_frames();
+    let before = crate::mm::free_frames();
     let stack = stacks::allocate().map_err(|_| "allocation failed")?;
-    let after = frames::free_frames();
+    let after = crate::mm::free_frames();
     stacks::free(stack);
-    if before - after == 4 && frames::free_frames() == before {
+    if before - after == 4 && crate::mm::free_frames() == before {
         Ok(())
     } else {
         Err("a dead thread's stack was not freed and reused")
@@ -387,7 +387,7 @@ const USER_DATA: PageFlags = PageFlags {
 };
 
 fn user_mapping_checks() -> Result<(), &'static str> {
-    let before = frames::free_frames();
+    let before = crate::mm::free_frames();
     let mut space = Cpu::new_address_space(&mut KernelFrames).map_err(|_| "no address space")?;
     let frame = frames::allocate_zeroed().ok_or("no frame")?;
     let write_execute = PageFlags {
@@ -418,7 +418,7 @@ fn user_mapping_checks() -> Result<(), &'static str> {
         let _ = frames::free(table);
     });
     let _ = frames::free(frame);
-    if outcome.is_ok() && frames::free_frames() != before {
+    if outcome.is_ok() && crate::mm::free_frames() != before {
         return Err("frames leaked");
     }
     outcome
@@ -427,7 +427,7 @@ fn user_mapping_checks() -> Result<(), &'static str> {
 /// `protect` changes a mapped user page's permissions in place — after making it
 /// read-only, `copy_to_user` fails while `copy_from_user` still reads it; W+X is refused.
 fn protect_user_page() -> Result<(), &'static str> {
-    let before = frames::free_frames();
+    let before = crate::mm::free_frames();
     let mut space = Cpu::new_address_space(&mut KernelFrames).map_err(|_| "no address space")?;
     let frame = frames::allocate_zeroed().ok_or("no frame")?;
     let page = 0x40_0000;
@@ -471,7 +471,7 @@ fn protect_user_page() -> Result<(), &'static str> {
     Cpu::destroy(space, &mut |table| {
         let _ = frames::free(table);
     });
-    if outcome.is_ok() && frames::free_frames() != before {
+    if outcome.is_ok() && crate::mm::free_frames() != before {
         return Err("frames leaked");
     }
     outcome
@@ -480,7 +480,7 @@ fn protect_user_page() -> Result<(), &'static str> {
 /// Creating, populating and destroying 1,000 user address spaces returns the
 /// free-frame count to its starting value exactly.
 fn address_spaces() -> Result<(), &'static str> {
-    let before = frames::free_frames();
+    let before = crate::mm::free_frames();
     let pages = [0x40_0000, 0x7f00_0000_0000, USER_STACK_TOP - PAGE_SIZE];
     for _ in 0..1000 {
         let mut space =
@@ -501,7 +501,7 @@ fn address_spaces() -> Result<(), &'static str> {
             let _ = frames::free(table);
         });
     }
-    if frames::free_frames() == before {
+    if crate::mm::free_frames() == before {
         Ok(())
     } else {
         Err("the free-frame count did not return to its start")
@@ -559,7 +559,7 @@ fn user_access_protection(suite: &mut Suite) {
 fn malformed_images() -> Result<(), &'static str> {
     use crate::proc::{LoadError, spawn_from_image};
     let original = crate::boot::module("testsuite").ok_or("no testsuite module")?;
-    let before = frames::free_frames();
+    let before = crate::mm::free_frames();
     let mut refused = 0;
     // Truncations inside the header and the program-header table.
     for length in [0, 4, 63, 64, 100, 120, 200] {
@@ -591,7 +591,7 @@ fn malformed_images() -> Result<(), &'static str> {
     if refused != 13 {
         return Err("not every malformed image was refused");
     }
-    if frames::free_frames() != before {
+    if crate::mm::free_frames() != before {
         return Err("refusing images leaked frames");
     }
     Ok(())
@@ -602,7 +602,7 @@ fn malformed_images() -> Result<(), &'static str> {
 /// (whole), a data page is not; tearing the process down returns every frame.
 fn process_memory() -> Result<(), &'static str> {
     use crate::obj::Process;
-    let before = frames::free_frames();
+    let before = crate::mm::free_frames();
     let process = Process::new("memory-test").map_err(|_| "no process")?;
     let code = PageFlags {
         writable: false,
@@ -657,7 +657,7 @@ fn process_memory() -> Result<(), &'static str> {
     })();
     process.release_unstarted();
     drop(process);
-    if result.is_ok() && frames::free_frames() != before {
+    if result.is_ok() && crate::mm::free_frames() != before {
         return Err("frames leaked");
     }
     result
@@ -802,7 +802,7 @@ fn device_mapping() -> Result<(), &'static str> {
         .max()
         .ok_or("empty memory map")?;
     let device = top.next_multiple_of(1 << 21);
-    let before = frames::free_frames();
+    let before = crate::mm::free_frames();
     let process = crate::obj::Process::new("device-test").map_err(|_| "cannot create a process")?;
     let outcome = (|| {
         let base = 0x40_0000;
@@ -856,7 +856,7 @@ fn device_mapping() -> Result<(), &'static str> {
     })();
     process.release_unstarted();
     drop(process);
-    if outcome.is_ok() && frames::free_frames() != before {
+    if outcome.is_ok() && crate::mm::free_frames() != before {
         return Err("tearing the process down did not return every frame");
     }
     outcome

@@ -6,7 +6,6 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use arch_api::{Bench, ExitCode, Platform, SelfTest, TrapCause, TrapFrame as _};
 
 use crate::boot::BootInfo;
-use crate::mm::frames;
 use crate::obj::process::Ending;
 use crate::proc;
 use crate::task::sched;
@@ -313,7 +312,7 @@ type FaultCase = (&'static str, u64, fn(TrapCause) -> bool);
 fn user_suite(_: usize) {
     let mut suite = Suite::new();
     // Frames the heap grows by stay with it: they count as returned.
-    let free_at_start = frames::free_frames() + crate::mm::heap::frames_held();
+    let free_at_start = crate::mm::free_frames() + crate::mm::heap::frames_held();
     match run_root_suite() {
         Ok(Ending::Exited(code)) if code >= 0 => {
             // why: the suite encodes `passed << 16 | failed` (user/testsuite).
@@ -448,11 +447,26 @@ fn user_suite(_: usize) {
         };
         suite.check(name, outcome);
     }
-    // Let the scheduler reap the last dead thread, then every frame must be back.
-    sched::sleep(2);
+    // Let the scheduler reap the last dead threads (on whichever CPUs they ran: each is
+    // freed by the next thread there), then every frame must be back.
+    let back = || crate::mm::free_frames() + crate::mm::heap::frames_held() == free_at_start;
+    for _ in 0..100 {
+        if back() {
+            break;
+        }
+        sched::sleep(1);
+    }
+    if !back() {
+        crate::println!(
+            "user frames: {} free + {} cached stack + {} heap now, {free_at_start} at the start",
+            crate::mm::frames::free_frames(),
+            crate::mm::stacks::cached_frames(),
+            crate::mm::heap::frames_held()
+        );
+    }
     suite.check(
         "user processes return every frame",
-        if frames::free_frames() + crate::mm::heap::frames_held() == free_at_start {
+        if back() {
             Ok(())
         } else {
             Err("the free-frame count differs from before the first process")

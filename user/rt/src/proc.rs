@@ -100,6 +100,17 @@ pub fn thread_set_priority(thread: Handle, priority: u64) -> Result<(), Error> {
     .map(drop)
 }
 
+/// `thread_set_affinity`: the CPUs (bit `i`: CPU index `i`) `thread` may run on;
+/// [`Handle::NULL`] names the calling thread.
+pub fn thread_set_affinity(thread: Handle, mask: u64) -> Result<(), Error> {
+    call(Syscall::ThreadSetAffinity, [thread.raw(), mask, 0, 0, 0, 0]).map(drop)
+}
+
+/// `cpu_current`: the index of the CPU running the calling thread.
+pub fn cpu_current() -> u64 {
+    call(Syscall::CpuCurrent, [0; 6]).unwrap_or(0)
+}
+
 /// `irq_bind`: the line signals `bits` on `notification` (and is masked) when it fires.
 pub fn irq_bind(irq: Handle, notification: Handle, bits: u64) -> Result<(), Error> {
     call(

@@ -449,9 +449,9 @@ fn interrupt(frame: &TrapFrame) {
         gic.end(acknowledged);
         let block = percpu::this();
         if block.id.load(Ordering::Relaxed) != 0 {
-            // A secondary's tick does not enter the core (its scheduler is the boot CPU's).
+            // A secondary's tick is counted in its per-CPU block, then goes to the core
+            // like the boot CPU's (the scheduler runs on every CPU).
             block.timer_ticks.fetch_add(1, Ordering::Relaxed);
-            return;
         }
         // SAFETY: `keel_timer_tick` is the core's safe Rust function of that signature
         // (kernel/src/upcall.rs); called with interrupts masked, as it expects.

@@ -106,10 +106,13 @@ fn handle(frame: &mut TrapFrame) {
             // function callable from interrupt context with interrupts masked.
             unsafe { upcall::keel_timer_tick() };
         }
-        // A secondary's tick does not enter the core (its scheduler is the boot CPU's).
+        // A secondary's tick: counted in its per-CPU block, then the core's tick (the
+        // scheduler runs on every CPU).
         vector::LAPIC_TIMER_SECONDARY => {
             apic::end_of_interrupt();
             percpu::current().count_timer_tick();
+            // SAFETY: as for the boot CPU's timer above.
+            unsafe { upcall::keel_timer_tick() };
         }
         ipi @ (vector::IPI_RESCHEDULE | vector::IPI_TLB_SHOOTDOWN) => {
             apic::end_of_interrupt();
