@@ -10,10 +10,11 @@
 //! disables the line and frees it.
 //!
 //! The interrupt path ([`deliver`], from the `keel_irq` upcall) takes no lock and allocates
-//! nothing: the table is static and every field an atomic. Fields change with interrupts
-//! masked on the one CPU the kernel runs on, so a delivery never sees half a target.
-//! Weak spot (SMP): a target changed while another CPU delivers on that line could be seen
-//! with the old word and the new function; per-CPU delivery will need a sequence count.
+//! nothing: the table is static and every field an atomic. Device interrupts are
+//! delivered on the boot CPU only.
+//! Weak spot (SMP): a target changed on another CPU while the boot CPU delivers on that
+//! line could be seen with the old word and the new function (a notification signalled
+//! with the old bits); a sequence count would close it.
 //!
 //! A line the core has not claimed but the arch still delivers (raced with a release, or
 //! enabled behind the core's back) is counted ([`unclaimed`]) and disabled.

@@ -1,9 +1,11 @@
 //! Event counters: counters on the paths benchmarks measure, read by
 //! user programs through `bench_counter`, and the boot-to-user span.
 //!
-//! The counters are plain per-event adds (load, add, store: the kernel runs them with
-//! interrupts masked on one CPU), always compiled in (a few instructions on the switch and
-//! unmap paths). The system call that reads them, `bench_counter`, is in the test build only.
+//! The counters are plain per-event adds (load, add, store, not an atomic
+//! read-modify-write), always compiled in (a few instructions on the switch and unmap
+//! paths): with several CPUs counting at once an event may go uncounted, which the
+//! benchmarks (one CPU counting) never see. The system call that reads them,
+//! `bench_counter`, is in the test build only.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,8 +25,7 @@ static FIRST_USER: AtomicU64 = AtomicU64::new(0);
 static SPAWN_ENTRY: AtomicU64 = AtomicU64::new(0);
 static FAULT_ENTRY: AtomicU64 = AtomicU64::new(0);
 
-/// One more event. A plain load and store, not an atomic read-modify-write: the counters
-/// are only changed with interrupts masked on the one CPU that runs the kernel.
+/// One more event. A plain load and store, not an atomic read-modify-write (module docs).
 #[inline(always)]
 fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);

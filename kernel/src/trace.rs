@@ -8,11 +8,10 @@
 //! ([`on`]) is inlined, the record is written by a `#[cold]`, out-of-line function.
 //!
 //! # Per CPU
-//! The rings are per CPU by design: an array indexed by CPU id, each ring written only by
-//! its own CPU with interrupts masked (the kernel's invariant), so a write needs no lock
-//! and no atomic read-modify-write. Keel runs on one CPU today, so the array has one
-//! entry and every record is written to ring 0; a CPU id field in each record keeps the
-//! line format ready for more.
+//! The rings are per CPU: an array indexed by the CPU's dense index, each ring written only
+//! by its own CPU with interrupts masked (the kernel's invariant), so a write needs no lock
+//! and no atomic read-modify-write. Each record carries its CPU; [`drain`] prints the rings
+//! one after the other (the timeline tool orders records by time).
 //!
 //! A ring keeps the newest [`RECORDS`] records: an older one is overwritten and counted
 //! as dropped.
@@ -39,12 +38,12 @@ use arch_api::{Bench as _, ExitCode, Platform as _, Threads as _};
 
 use crate::Cpu;
 
-/// Records per CPU ring (a power of two): 32 bytes each, 256 KiB of `.bss` (whose mapping
-/// the boot pays for, traced or not).
+/// Records per CPU ring (a power of two): 32 bytes each, 256 KiB of `.bss` per CPU (whose
+/// mapping the boot pays for, traced or not).
 pub const RECORDS: usize = 8192;
 
-/// CPUs with a ring. One today; the rings are indexed by CPU id.
-const CPUS: usize = 1;
+/// CPUs with a ring, indexed by the CPU's dense index.
+const CPUS: usize = arch_api::MAX_CPUS;
 
 /// What a record says, with its `thread`, `a` and `b` fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,10 +161,11 @@ pub fn on() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// The index of this CPU's ring: 0, the one CPU today.
+/// The index of this CPU's ring.
 #[inline(always)]
 fn cpu() -> usize {
-    0
+    use arch_api::SecondaryCpus as _;
+    (Cpu::cpu_index() as usize).min(CPUS - 1)
 }
 
 /// Record one event (when tracing is on).

@@ -2,10 +2,11 @@
 //! records from the serial output and write a Chrome/Perfetto trace JSON
 //! (`target/trace/<arch>.json`; open it at <https://ui.perfetto.dev>, "Open trace file").
 //!
-//! The kernel (`kernel/src/trace.rs`) prints its ring at power-off:
+//! The kernel (`kernel/src/trace.rs`) prints its rings (one per CPU, one after the other;
+//! the records are put in time order here) at power-off:
 //!
 //! ```text
-//! trace: begin cpus=1 records=<n> dropped=<n> clock_hz=<hz or 0>
+//! trace: begin cpus=<n> records=<n> dropped=<n> clock_hz=<hz or 0>
 //! trace: <time> <cpu> <kind> <thread> <a> <b>        (hexadecimal)
 //! trace: end
 //! ```
@@ -509,13 +510,16 @@ pub fn events(trace: &Trace) -> Vec<Event> {
         next_flow: 0,
         out: Vec::new(),
     };
+    // The kernel prints its rings one CPU after another: put the records in time order
+    // (stable, so one CPU's records with equal times keep theirs).
+    let mut records: Vec<&Record> = trace.records.iter().collect();
+    records.sort_by_key(|record| record.time);
     let mut cpus = std::collections::BTreeSet::new();
-    for record in &trace.records {
+    for record in &records {
         cpus.insert(record.cpu);
         builder.record(record);
     }
-    let end = trace
-        .records
+    let end = records
         .last()
         .map_or(0.0, |record| (builder.to_us)(record.time));
     for cpu in cpus.iter().copied() {

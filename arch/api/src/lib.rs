@@ -159,8 +159,8 @@ pub const MAX_CPUS: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Ipi {
-    /// Ask the CPU to look at its run queue. For now the receiver only counts it in its
-    /// per-CPU block ([`IpiCounters`]) and returns to what it was doing.
+    /// Ask the CPU to look at its run queue: the receiver counts it in its per-CPU block
+    /// ([`IpiCounters`]) and calls the core's `keel_reschedule`.
     Reschedule = 0,
     /// Drop every TLB entry (global ones included) and acknowledge through the per-CPU
     /// block; [`SecondaryCpus::tlb_shootdown`] sends it and waits for the acknowledgement.
@@ -327,8 +327,7 @@ pub fn wait_for_ipi_effect(
 /// a kernel stack, then [`init_secondary`](Self::init_secondary); a CPU beyond
 /// [`MAX_CPUS`] gets [`park_secondary`](Self::park_secondary) instead of the last two.
 /// After that the CPU is *online*: it has its per-CPU block (dense index, hardware id),
-/// its trap vectors and its interrupt-controller interface, and takes IPIs. The
-/// scheduler stays on the boot CPU for now.
+/// its trap vectors and its interrupt-controller interface, and takes IPIs.
 #[allow(
     unsafe_code,
     reason = "declares an `unsafe fn` whose caller carries the duties"

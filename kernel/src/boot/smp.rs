@@ -4,7 +4,7 @@
 //! per-CPU state through the arch (`SecondaryCpus::init_secondary`: per-CPU block with
 //! its dense index and hardware id, descriptor tables or vectors, interrupt-controller
 //! interface) and hands it to the idle entry the caller gave, which waits for interrupts
-//! with interrupts enabled and handles IPIs. The scheduler stays on the boot CPU for now.
+//! with interrupts enabled and handles IPIs until it joins the scheduler (`main.rs`).
 //!
 //! Dense indices follow the response's order, the boot CPU being 0; a CPU beyond
 //! `arch_api::MAX_CPUS` is moved onto the kernel's tables and parked with interrupts

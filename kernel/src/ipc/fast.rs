@@ -16,10 +16,12 @@
 //! [`sched::Handoff`] to the switch), the capability table (for the lookup only), then the
 //! endpoint queue or notification word.
 //!
-//! The endpoint is used through a plain pointer, not an `Arc` clone: the capability that
-//! names it stays in the running process's table until this thread runs again, because
-//! only a system call or a death changes a table, and nothing else runs on the one CPU
-//! (interrupts masked, no switch before `Handoff::switch`); every use ends before that.
+//! The endpoint or notification is borrowed, not cloned: it is looked up with the
+//! capability table kept locked ([`crate::obj::capspace::CapSpace::pin`]) until the last
+//! use, before the switch, so no other CPU can delete the capability (and free the object)
+//! meanwhile. `reply_recv` uses the endpoint its thread's `blocked_on` already holds a
+//! reference to. The running thread's process is used through a pointer: it lives at
+//! least as long as the thread runs.
 
 use alloc::sync::Arc;
 
@@ -27,25 +29,34 @@ use abi::{Handle, MessageInfo, Rights};
 use arch_api::TrapFrame as _;
 
 use super::{Blocker, IPC, trace_id};
-use crate::obj::{Endpoint, Notification, Process, kind};
+use crate::obj::capspace::Pinned;
+use crate::obj::{Endpoint, EndpointCap, Notification, Process, kind};
 use crate::task::sched;
 use crate::task::thread::{self, Event, TrapFrame};
 use crate::trace::{self, Kind};
 
-/// The endpoint (as a pointer) and badge capability `handle` of `process` names, if it is
-/// an endpoint capability with `required`.
+/// The endpoint capability `handle` of `process` names, borrowed with `process`'s table
+/// locked, if it is an endpoint capability with `required`.
 #[inline(always)]
-fn endpoint_pointer(
+fn endpoint_pinned(
     process: &Process,
     handle: u64,
     required: Rights,
-) -> Option<(*const Endpoint, u64)> {
+) -> Option<Pinned<'_, EndpointCap>> {
     process
         .caps
-        .with::<kind::Endpoint, _>(Handle::from_raw(handle), required, |endpoint| {
-            (Arc::as_ptr(&endpoint.endpoint), endpoint.badge)
-        })
+        .pin::<kind::Endpoint>(Handle::from_raw(handle), required)
         .ok()
+}
+
+/// The running thread's process, as a reference that does not borrow the scheduler: it
+/// lives at least as long as the running thread, which outlasts every use here.
+#[inline(always)]
+fn running_process<'a>(scheduler: &mut sched::Handoff) -> Option<&'a Process> {
+    let process: *const Process = scheduler.current_process()?;
+    // SAFETY: the running thread holds a reference to its process until it ends, and it
+    // cannot end during the system call that uses this.
+    Some(unsafe { &*process })
 }
 
 /// `raw >> 32` of the largest register-only message info: above the 32-bit label lie
@@ -84,15 +95,13 @@ pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         return false;
     };
     let me = scheduler.current();
-    let Some(process) = scheduler.current_process() else {
+    let Some(process) = running_process(&mut scheduler) else {
         return false;
     };
-    let Some((endpoint, badge)) = endpoint_pointer(process, message[0], Rights::CALL) else {
+    let Some(capability) = endpoint_pinned(process, message[0], Rights::CALL) else {
         return false;
     };
-    // SAFETY: see the section comment: the capability keeps the endpoint alive until
-    // this thread runs again, and every use of `endpoint` ends before the switch.
-    let endpoint = unsafe { &*endpoint };
+    let (endpoint, badge): (&Endpoint, u64) = (&capability.endpoint, capability.badge);
     let mut queue = endpoint.queue.lock();
     let mut target = None;
     // The receiver must be a user thread blocked in the kernel, to run it at once.
@@ -109,6 +118,7 @@ pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         trace::event(Kind::Send, me, id, badge);
         trace::event(Kind::Receive, receiver, id, me as u64);
     }
+    drop(capability);
     if let Some(target) = target {
         // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
         // `receiver` under the scheduler lock, still held; nothing else touches it.
@@ -140,18 +150,21 @@ pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         return false;
     };
     let me = scheduler.current();
-    let Some(process) = scheduler.current_process() else {
+    let Some(process) = running_process(&mut scheduler) else {
         return false;
     };
-    let Some((endpoint, _)) = endpoint_pointer(process, message[0], Rights::READ) else {
+    let Some(capability) = endpoint_pinned(process, message[0], Rights::READ) else {
         return false;
     };
+    let endpoint = Arc::as_ptr(&capability.endpoint);
+    drop(capability);
     // The thread queues on the endpoint it last queued on (the server loop): its
     // `blocked_on` already names it, so no reference is taken or dropped here.
     if !matches!(&state.blocked_on[me], Blocker::Endpoint(last) if Arc::as_ptr(last) == endpoint) {
         return false;
     }
-    // SAFETY: see the section comment (and `blocked_on` holds a reference too).
+    // SAFETY: `blocked_on[me]` holds a reference to this endpoint (checked just above), and
+    // only this thread changes it, under the IPC lock held until the last use below.
     let endpoint = unsafe { &*endpoint };
     let mut queue = endpoint.queue.lock();
     let mut target = None;
@@ -186,17 +199,17 @@ pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     true
 }
 
-/// The notification (as a pointer) capability `handle` of `process` names, if it is a
-/// notification capability with `required`.
+/// The notification capability `handle` of `process` names, borrowed with `process`'s
+/// table locked, if it is a notification capability with `required`.
 #[inline(always)]
-fn notification_pointer(
+fn notification_pinned(
     process: &Process,
     handle: u64,
     required: Rights,
-) -> Option<*const Notification> {
+) -> Option<Pinned<'_, Arc<Notification>>> {
     process
         .caps
-        .with::<kind::Notification, _>(Handle::from_raw(handle), required, Arc::as_ptr)
+        .pin::<kind::Notification>(Handle::from_raw(handle), required)
         .ok()
 }
 
@@ -214,15 +227,13 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let Some(mut scheduler) = sched::lock_for_handoff() else {
         return false;
     };
-    let Some(process) = scheduler.current_process() else {
+    let Some(process) = running_process(&mut scheduler) else {
         return false;
     };
-    let Some(notification) = notification_pointer(process, handle, Rights::SIGNAL) else {
+    let Some(capability) = notification_pinned(process, handle, Rights::SIGNAL) else {
         return false;
     };
-    // SAFETY: as for the endpoint in `fast_call`: the capability keeps the notification
-    // alive while this thread runs, and every use ends before this function returns.
-    let notification = unsafe { &*notification };
+    let notification: &Notification = &capability;
     let mut word = notification.state.lock();
     // A waiter is woken here only when it is a user thread blocked in `wait`.
     let target = match word.waiters().first() {
@@ -252,11 +263,15 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
             released
         }
         // `signal` wakes the queue's head, the thread checked above; nobody waited.
-        _ => Blocker::Nothing,
+        _ => {
+            drop(word);
+            Blocker::Nothing
+        }
     };
     if TRACE {
         thread::count(scheduler.current(), Event::Notification);
     }
+    drop(capability);
     drop(scheduler);
     // The waiter's reference to the notification (the capability holds another).
     drop(released);
@@ -275,14 +290,14 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
         return false;
     };
     let me = scheduler.current();
-    let Some(process) = scheduler.current_process() else {
+    let Some(process) = running_process(&mut scheduler) else {
         return false;
     };
-    let Some(pointer) = notification_pointer(process, handle, Rights::WAIT) else {
+    let Some(capability) = notification_pinned(process, handle, Rights::WAIT) else {
         return false;
     };
-    // SAFETY: as in `fast_signal`.
-    let notification = unsafe { &*pointer };
+    let pointer = Arc::as_ptr(&capability);
+    let notification: &Notification = &capability;
     let mut word = notification.state.lock();
     // An error changes nothing: the slow path reports it.
     let Ok(pending) = state.ipc.wait(&mut word, me) else {
@@ -295,13 +310,7 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
             Blocker::Nothing
         }
         None => {
-            // SAFETY: `pointer` came from `Arc::as_ptr` of the `Arc` in a capability that is
-            // still in the table (see above), so the count is at least one; this makes the
-            // reference `blocked_on` owns.
-            let waited = unsafe {
-                Arc::increment_strong_count(pointer);
-                Arc::from_raw(pointer)
-            };
+            let waited = Arc::clone(&capability);
             core::mem::replace(&mut state.blocked_on[me], Blocker::Notification(waited))
         }
     };
@@ -309,6 +318,7 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
         scheduler.prepare_block();
     }
     drop(state);
+    drop(capability);
     drop(scheduler);
     drop(released);
     thread::count(me, Event::Notification);

@@ -619,11 +619,17 @@ pub fn thread_exiting(thread: ThreadId) {
 #[cfg(feature = "testing")]
 pub type IpcSnapshot = (kcore::ipc::State, bool, kcore::ipc::ReplySlot);
 
-/// Every thread slot's IPC state, under the IPC lock (the checker's consistency test).
+/// Every thread slot's IPC state and scheduler record, taken together under the IPC lock
+/// (then the scheduler's, in the lock order), so the checker compares one moment even while
+/// other CPUs run.
 #[cfg(feature = "testing")]
-pub fn snapshot() -> [IpcSnapshot; MAX_THREADS] {
+pub fn snapshot() -> (
+    [IpcSnapshot; MAX_THREADS],
+    [Option<sched::ThreadSnapshot>; MAX_THREADS],
+) {
     let state = IPC.lock();
-    core::array::from_fn(|thread| {
+    let threads = sched::snapshot();
+    let ipc = core::array::from_fn(|thread| {
         (
             state.ipc.state(thread).unwrap_or(kcore::ipc::State::Idle),
             state.ipc.is_queued(thread),
@@ -632,7 +638,8 @@ pub fn snapshot() -> [IpcSnapshot; MAX_THREADS] {
                 .reply_slot(thread)
                 .unwrap_or(kcore::ipc::ReplySlot::Empty),
         )
-    })
+    });
+    (ipc, threads)
 }
 
 /// Signal `bits` on `notification` from the kernel itself (a process's death, an interrupt

@@ -10,7 +10,10 @@
 //! # Locking
 //! The table's lock is level `capability table` ([`crate::sync`]). An object dropped
 //! under it (a refused insert) frees at most memory and queues deferred work
-//! ([`super::pending`]): nothing under it takes a lock of a layer above.
+//! ([`super::pending`]): nothing under it takes a lock of a layer above. A capability holds
+//! a reference to its object and leaves its slot only under the table's lock; so an object
+//! borrowed with the table locked ([`CapSpace::pin`], the IPC fast paths) cannot be freed
+//! by another CPU meanwhile.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -21,7 +24,7 @@ use kcore::captable::{CapTable, Capability, Slot};
 
 use super::{Charge, Kind, Object};
 use crate::stats::Live;
-use crate::sync::{Lock, level};
+use crate::sync::{Lock, LockGuard, level};
 
 type Table = CapTable<Object, Box<[Slot<Object>]>>;
 
@@ -97,6 +100,28 @@ impl CapSpace {
             return Err(Error::PermissionDenied);
         }
         Ok(body(target))
+    }
+
+    /// The object `handle` names, as a `K`, borrowed with the table locked (no reference
+    /// taken): it stays alive, whatever other CPUs do, until the [`Pinned`] is dropped.
+    /// Checks as [`CapSpace::with`]. Nothing may take this table's lock meanwhile.
+    #[inline(always)]
+    pub fn pin<K: Kind>(
+        &self,
+        handle: Handle,
+        required: Rights,
+    ) -> Result<Pinned<'_, K::Target>, Error> {
+        let table = self.table.lock();
+        let capability = table.lookup(handle, Rights::NONE)?;
+        let target: *const K::Target =
+            K::cast(capability.object()).ok_or(Error::InvalidArgument)?;
+        if !capability.rights().contains(required) {
+            return Err(Error::PermissionDenied);
+        }
+        Ok(Pinned {
+            _table: table,
+            target,
+        })
     }
 
     /// The object `handle` names, as a `K` (a new reference), if the capability holds
@@ -202,5 +227,22 @@ impl CapSpace {
                 None => break,
             }
         }
+    }
+}
+
+/// An object borrowed from a locked capability table ([`CapSpace::pin`]).
+pub struct Pinned<'a, T> {
+    _table: LockGuard<'a, Table>,
+    target: *const T,
+}
+
+impl<T> core::ops::Deref for Pinned<'_, T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        // SAFETY: `target` points into a capability slot of the table whose lock this
+        // holds, so the slot is neither changed nor freed while the `Pinned` lives.
+        unsafe { &*self.target }
     }
 }

@@ -58,7 +58,8 @@ use arch_api::{Ipi, IpiTarget, MAX_CPUS, Paging, Platform, SecondaryCpus, Thread
 use kcore::deadlines::Deadlines;
 use kcore::runqueue::{Priority, QueueLink, RunQueue};
 
-/// Thread slots; slot 0 is never used (id 0 means "no thread" to the arch crate).
+/// Thread slots; slot 0 is never used (id 0 means "no thread" to the arch crate). At most
+/// 64 (the reservation mask is one word).
 pub const MAX_THREADS: usize = 64;
 /// Timer ticks a thread runs before an equal-priority thread gets the CPU.
 pub const TIME_SLICE_TICKS: u32 = 2;
@@ -99,6 +100,8 @@ struct Scheduler {
     cpus: [PerCpu; MAX_CPUS],
     /// The CPUs that have joined (bit `i`: CPU index `i`).
     joined: u64,
+    /// Thread slots being filled by [`spawn`] (bit `i`: slot `i`).
+    reserved: u64,
 }
 
 /// Wraps the scheduler so it can live in a static.
@@ -273,6 +276,7 @@ pub fn init() {
             previous: 0,
         }),
         joined: 0,
+        reserved: 0,
     });
     drop(shared);
     let cpu = this_cpu();
@@ -381,34 +385,37 @@ fn spawn_with(
     ready: bool,
     affinity: u64,
 ) -> Result<usize, SpawnError> {
-    // Reserve a slot first, without holding the lock across the stack allocation.
+    // Reserve a slot first (no other CPU takes it meanwhile), without holding the lock
+    // across the stack allocation.
     let id = with(|scheduler| {
-        let id = (1..MAX_THREADS).find(|&id| scheduler.threads[id].is_none())?;
+        let id = (1..MAX_THREADS)
+            .find(|&id| scheduler.threads[id].is_none() && scheduler.reserved & (1 << id) == 0)?;
+        scheduler.reserved |= 1 << id;
         Some(id)
     })
     .ok_or(SpawnError::NoThreadSlot)?;
-    crate::mm::heap::reserve(core::mem::size_of::<Thread>()).map_err(|_| SpawnError::OutOfHeap)?;
-    let stack = stacks::allocate().map_err(|_| SpawnError::NoKernelStack)?;
+    let unreserve = || with(|scheduler| scheduler.reserved &= !(1 << id));
+    if crate::mm::heap::reserve(core::mem::size_of::<Thread>()).is_err() {
+        unreserve();
+        return Err(SpawnError::OutOfHeap);
+    }
+    let Ok(stack) = stacks::allocate() else {
+        unreserve();
+        return Err(SpawnError::NoKernelStack);
+    };
     let mut thread = Box::new(Thread::new(id, name, priority, stack, start, process));
     thread.affinity = affinity;
     if !ready {
         thread.state = State::Blocked;
     }
     thread.last_cpu = affinity.trailing_zeros().min(MAX_CPUS as u32 - 1);
-    let placed = with(|scheduler| {
-        if scheduler.threads[id].is_some() {
-            return false;
-        }
+    with(|scheduler| {
+        scheduler.reserved &= !(1 << id);
         scheduler.threads[id] = Some(thread);
         if ready {
             scheduler.enqueue(id);
         }
-        true
     });
-    if !placed {
-        stacks::free(stack);
-        return Err(SpawnError::NoThreadSlot);
-    }
     crate::trace::name(id, name);
     Ok(id)
 }

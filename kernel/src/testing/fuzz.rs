@@ -210,8 +210,8 @@ pub fn run(leak: usize) {
         Ok(true) => {}
         Ok(false) => {
             println!("{name}: the deadline passed; ending the fuzzers. Threads left:");
-            let ipc = crate::ipc::snapshot();
-            for (id, thread) in sched::snapshot().iter().enumerate() {
+            let (ipc, threads) = crate::ipc::snapshot();
+            for (id, thread) in threads.iter().enumerate() {
                 if let Some(thread) = thread.filter(|thread| thread.user) {
                     let ip = sched::saved_user_position(id);
                     let entry = match sched::start_of(id) {

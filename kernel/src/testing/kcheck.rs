@@ -2,8 +2,8 @@
 //! frames, kernel-heap bytes in use, live objects by kind (`stats::Live`), capabilities in
 //! tables, threads — taken before user programs run, compared with the same figures once
 //! they are gone; and a consistency test of the IPC and scheduler structures that holds at
-//! any moment the checker's thread runs (the kernel is not preempted, so the two snapshots
-//! it compares are of one moment).
+//! any moment (both snapshots are taken under the IPC lock, so they are of one moment even
+//! while other CPUs run).
 //!
 //! Consistency, for every thread slot:
 //! - a thread in the run queue is ready; a ready thread (not the running one, not idle) is
@@ -134,8 +134,7 @@ pub fn compare(suite: &mut Suite, prefix: &str, baseline: &Baseline) {
 /// rules). `Err` names
 /// the first broken rule and the thread.
 pub fn consistency(idle: bool) -> Result<(), (&'static str, usize)> {
-    let threads = sched::snapshot();
-    let ipc = ipc::snapshot();
+    let (ipc, threads) = ipc::snapshot();
     let mut user_threads = 0;
     for id in 1..MAX_THREADS {
         let (ipc_state, linked, reply) = ipc[id];
