@@ -19,7 +19,7 @@ use abi::{ProcessStatus, Rights};
 use arch_api::Bench as _;
 
 use crate::boot::BootInfo;
-use crate::obj::{Endpoint, EndpointCap, MemoryRegion, Notification, Object, Process};
+use crate::obj::{Budget, Endpoint, EndpointCap, MemoryRegion, Notification, Object, Process};
 use crate::task::sched::{self, MAX_THREADS};
 use crate::testing::kcheck;
 use crate::testing::ktest::Suite;
@@ -95,9 +95,14 @@ fn start(procs: u64, calls: u64, seed: u64) -> Result<[Option<Arc<Process>>; 8],
     let endpoint = Endpoint::new(None);
     let notification = Notification::new(None);
     let mut started: [Option<Arc<Process>>; 8] = Default::default();
+    // Each fuzzer gets an equal share of one root budget, a share left over.
+    let root = proc::root_budget();
+    let share = root.limit() / (procs + 1);
     for index in 0..procs {
-        let process = proc::spawn_from_module("fuzz", argument(index, procs, calls, seed))
-            .map_err(|_| "cannot load the fuzz module")?;
+        let budget = Budget::carve(&root, share).map_err(|_| "no budget for a fuzzer")?;
+        let process =
+            proc::spawn_from_module("fuzz", argument(index, procs, calls, seed), budget)
+                .map_err(|_| "cannot load the fuzz module")?;
         // The new thread has not run yet (this thread has not blocked): slots 0, 1, 2, 3.
         let image = MemoryRegion::boot_module("fuzz").ok_or("no fuzz module")?;
         let installed = process

@@ -563,7 +563,7 @@ fn malformed_images() -> Result<(), &'static str> {
     let mut refused = 0;
     // Truncations inside the header and the program-header table.
     for length in [0, 4, 63, 64, 100, 120, 200] {
-        match spawn_from_image("malformed", &original[..length.min(original.len())], 0) {
+        match spawn_from_image("malformed", &original[..length.min(original.len())], 0, crate::proc::root_budget()) {
             Err(LoadError::Elf(_)) => refused += 1,
             Err(_) => return Err("a truncated image failed for another reason"),
             Ok(_) => return Err("a truncated image was loaded"),
@@ -582,7 +582,7 @@ fn malformed_images() -> Result<(), &'static str> {
     for (offset, bytes) in corruptions {
         let mut copy = original.to_vec();
         copy[offset..offset + bytes.len()].copy_from_slice(bytes);
-        match spawn_from_image("malformed", &copy, 0) {
+        match spawn_from_image("malformed", &copy, 0, crate::proc::root_budget()) {
             Err(LoadError::Elf(_)) => refused += 1,
             Err(_) => return Err("a corrupted image failed for another reason"),
             Ok(_) => return Err("a corrupted image was loaded"),
@@ -603,7 +603,7 @@ fn malformed_images() -> Result<(), &'static str> {
 fn process_memory() -> Result<(), &'static str> {
     use crate::obj::Process;
     let before = frames::free_frames();
-    let process = Process::new("memory-test").map_err(|_| "no process")?;
+    let process = Process::new("memory-test", crate::proc::root_budget()).map_err(|_| "no process")?;
     let code = PageFlags {
         writable: false,
         executable: true,
@@ -803,7 +803,7 @@ fn device_mapping() -> Result<(), &'static str> {
         .ok_or("empty memory map")?;
     let device = top.next_multiple_of(1 << 21);
     let before = frames::free_frames();
-    let process = crate::obj::Process::new("device-test").map_err(|_| "cannot create a process")?;
+    let process = crate::obj::Process::new("device-test", crate::proc::root_budget()).map_err(|_| "cannot create a process")?;
     let outcome = (|| {
         let base = 0x40_0000;
         process

@@ -205,7 +205,7 @@ const LANDED: i64 = 0x5a;
 /// Run `testsuite` with `argument` and wait (at most ~30 s of ticks) for its ending.
 fn run_testsuite(argument: u64) -> Result<Ending, &'static str> {
     let process =
-        proc::spawn_from_module("testsuite", argument).map_err(|_| "cannot load testsuite")?;
+        proc::spawn_from_module("testsuite", argument, proc::root_budget()).map_err(|_| "cannot load testsuite")?;
     let deadline = time::ticks() + 30 * u64::from(TIMER_HZ);
     loop {
         match process.ending() {
@@ -222,7 +222,7 @@ fn run_testsuite(argument: u64) -> Result<Ending, &'static str> {
 /// [`run_testsuite`].
 fn run_root_suite() -> Result<Ending, &'static str> {
     let process =
-        proc::spawn_from_module("testsuite", SUITE).map_err(|_| "cannot load testsuite")?;
+        proc::spawn_from_module("testsuite", SUITE, proc::root_budget()).map_err(|_| "cannot load testsuite")?;
     // The new thread has not run yet (this thread has not blocked), so these fill slots
     // 0.. of an empty table.
     if install_root_caps(&process).is_err() {
@@ -250,7 +250,7 @@ fn ipc_suite(suite: &mut Suite) {
     use crate::obj::{Endpoint, EndpointCap, MemoryRegion, Object};
     use abi::Rights;
     let endpoint = Endpoint::new(None);
-    let Ok(server) = proc::spawn_from_module("testsuite", IPC_SERVER) else {
+    let Ok(server) = proc::spawn_from_module("testsuite", IPC_SERVER, proc::root_budget()) else {
         suite.check(
             "user ipc suite ran to its end",
             Err("cannot load testsuite"),
@@ -263,7 +263,7 @@ fn ipc_suite(suite: &mut Suite) {
         Object::Endpoint(EndpointCap::new(endpoint.clone(), 0)),
         Rights::READ | Rights::WRITE | Rights::GRANT,
     );
-    let Ok(client) = proc::spawn_from_module("testsuite", IPC_CLIENT) else {
+    let Ok(client) = proc::spawn_from_module("testsuite", IPC_CLIENT, proc::root_budget()) else {
         suite.check(
             "user ipc suite ran to its end",
             Err("cannot load testsuite"),
@@ -469,7 +469,7 @@ fn user_suite(_: usize) {
 fn fpu_survives_preemption() -> Result<bool, &'static str> {
     let preemptions = sched::preemptions();
     let spawn = |seed: u64| {
-        proc::spawn_from_module("testsuite", FPU_CHECK | seed << 8)
+        proc::spawn_from_module("testsuite", FPU_CHECK | seed << 8, proc::root_budget())
             .map_err(|_| "cannot load testsuite")
     };
     let processes = [spawn(0x1111_0000_1111_0000)?, spawn(0x2222_0000_2222_0000)?];
@@ -594,7 +594,7 @@ const HOSTILE_INSTRUCTION_POINTER: u64 = 0x0000_8000_0000_0000;
 fn hostile_resume(suite: &mut Suite) {
     let name = "user thread resumed at a non-canonical instruction pointer faults in user mode";
     let outcome = (|| {
-        let process = proc::spawn_from_module("testsuite", HOSTILE_RESUME)
+        let process = proc::spawn_from_module("testsuite", HOSTILE_RESUME, proc::root_budget())
             .map_err(|_| "cannot load testsuite")?;
         let deadline = time::ticks() + 30 * u64::from(TIMER_HZ);
         loop {
@@ -720,7 +720,7 @@ fn bench(iterations: usize) {
     let notification =
         |object: &alloc::sync::Arc<Notification>| Object::Notification(object.clone());
     let spawn_with = |mode: u64, caps: &[(Object, Rights)]| {
-        let Ok(process) = proc::spawn_from_module("bench", argument(mode)) else {
+        let Ok(process) = proc::spawn_from_module("bench", argument(mode), proc::root_budget()) else {
             println!("not ok bench: cannot load the bench module");
             crate::trace::power_off(ExitCode::TestFailed)
         };
@@ -797,9 +797,10 @@ fn spawn_benchmarks(iterations: usize) {
         let mut attempts = 0;
         while samples.kept < wanted && attempts < 4 * wanted + 10 {
             attempts += 1;
+            let budget = proc::root_budget();
             let ticks = time::ticks();
             let start = crate::stats::arm_marks();
-            let Ok(process) = proc::spawn_from_module("bench", mode) else {
+            let Ok(process) = proc::spawn_from_module("bench", mode, budget) else {
                 println!("not ok bench: cannot load the bench module");
                 crate::trace::power_off(ExitCode::TestFailed)
             };

@@ -249,7 +249,7 @@ fn module_image(module: &str) -> Option<Handle> {
 /// Spawn `module` with `caps` (deleted afterwards), its death bound to `bits`.
 fn spawn(module: &str, caps: Vec<Handle>, bits: u64) -> Result<(Handle, u64), Error> {
     let image = module_image(module).ok_or(Error::InvalidArgument);
-    let result = image.and_then(|image| proc::process_spawn(image, &caps, abi::PRIORITY_NORMAL, 0));
+    let result = image.and_then(|image| proc::process_spawn(image, &caps, abi::PRIORITY_NORMAL, 0, 0));
     for handle in caps {
         let _ = ipc::cap_delete(handle);
     }
