@@ -183,10 +183,7 @@ fn shell(arch: Arch, cpus: u32) {
 
     // A spawn whose budget cannot hold the program is refused; the shell goes on.
     run(&mut terminal, "spawn names budget=16K");
-    assert_eq!(
-        terminal.expect_line("error: "),
-        "error: spawn: OutOfMemory"
-    );
+    assert_eq!(terminal.expect_line("error: "), "error: spawn: OutOfMemory");
     terminal.expect_prompt(PROMPT);
     run(&mut terminal, "spawn names budget=lots");
     assert_eq!(

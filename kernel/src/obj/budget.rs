@@ -43,8 +43,7 @@ const _: () = assert!(
 /// Bytes charged for a process record, its budget record and its capability table.
 pub const PROCESS_BYTES: u64 = {
     let record = core::mem::size_of::<super::Process>() + core::mem::size_of::<Budget>() + 32;
-    let table = abi::CAP_TABLE_SLOTS
-        * core::mem::size_of::<kcore::captable::Slot<super::Object>>();
+    let table = abi::CAP_TABLE_SLOTS * core::mem::size_of::<kcore::captable::Slot<super::Object>>();
     // Rounded up to a 64-byte line.
     ((record + table + 63) & !63) as u64
 };

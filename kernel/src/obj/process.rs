@@ -197,9 +197,7 @@ impl Process {
     /// given.
     pub fn new(name: &'static str, budget: Arc<Budget>) -> Result<Arc<Self>, MapError> {
         let charge = Charge::take(&budget, PROCESS_BYTES).map_err(|_| MapError::OutOfMemory)?;
-        budget
-            .charge_pages(1)
-            .map_err(|_| MapError::OutOfMemory)?;
+        budget.charge_pages(1).map_err(|_| MapError::OutOfMemory)?;
         let space = match Cpu::new_address_space(&mut KernelFrames) {
             Ok(space) => space,
             Err(error) => {
@@ -297,7 +295,9 @@ impl Process {
         }
         if result.is_err() {
             // The pages charged but never listed, then the listed ones.
-            memory.budget.refund_pages(wanted - (memory.pages.len() - first_new));
+            memory
+                .budget
+                .refund_pages(wanted - (memory.pages.len() - first_new));
             self.unmaps.fetch_add(1, Ordering::AcqRel);
             memory.forget_from(space, first_new);
         }
@@ -418,7 +418,9 @@ impl Process {
             });
         }
         if result.is_err() {
-            memory.budget.refund_pages(wanted - (memory.pages.len() - first_new));
+            memory
+                .budget
+                .refund_pages(wanted - (memory.pages.len() - first_new));
             memory.forget_from(space, first_new);
         }
         result
@@ -549,7 +551,8 @@ impl Process {
             return Err(MapError::OutOfMemory);
         };
         frames::fill(physical, offset, bytes);
-        if let Err(error) = Cpu::map_user(space, page, physical, flags, &mut memory.table_frames()) {
+        if let Err(error) = Cpu::map_user(space, page, physical, flags, &mut memory.table_frames())
+        {
             let _ = frames::free(physical);
             memory.budget.refund_pages(1);
             return Err(error);

@@ -22,8 +22,8 @@ use kcore::elf::{self, ElfError};
 
 use crate::Cpu;
 use crate::mm::frames;
-use crate::obj::{Budget, Process};
 use crate::obj::process::{USER_STACK_SIZE, USER_STACK_TOP};
+use crate::obj::{Budget, Process};
 use crate::task::sched;
 use crate::task::thread::{Start, TrapFrame};
 

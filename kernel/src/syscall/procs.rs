@@ -38,9 +38,8 @@ use crate::{Cpu, irq};
 pub const MAX_THREADS_PER_PROCESS: usize = 16;
 
 // A thread's charge (`obj::budget::THREAD_BYTES`) covers its record.
-const _: () = assert!(
-    core::mem::size_of::<crate::task::thread::Thread>() <= THREAD_RECORD_BYTES as usize
-);
+const _: () =
+    assert!(core::mem::size_of::<crate::task::thread::Thread>() <= THREAD_RECORD_BYTES as usize);
 
 fn current() -> Result<Arc<Process>, Error> {
     sched::current_process().ok_or(Error::InvalidArgument)

@@ -204,8 +204,8 @@ const LANDED: i64 = 0x5a;
 
 /// Run `testsuite` with `argument` and wait (at most ~30 s of ticks) for its ending.
 fn run_testsuite(argument: u64) -> Result<Ending, &'static str> {
-    let process =
-        proc::spawn_from_module("testsuite", argument, proc::root_budget()).map_err(|_| "cannot load testsuite")?;
+    let process = proc::spawn_from_module("testsuite", argument, proc::root_budget())
+        .map_err(|_| "cannot load testsuite")?;
     let deadline = time::ticks() + 30 * u64::from(TIMER_HZ);
     loop {
         match process.ending() {
@@ -221,8 +221,8 @@ fn run_testsuite(argument: u64) -> Result<Ending, &'static str> {
 /// a malformed image), installed before its thread first runs. Waits like
 /// [`run_testsuite`].
 fn run_root_suite() -> Result<Ending, &'static str> {
-    let process =
-        proc::spawn_from_module("testsuite", SUITE, proc::root_budget()).map_err(|_| "cannot load testsuite")?;
+    let process = proc::spawn_from_module("testsuite", SUITE, proc::root_budget())
+        .map_err(|_| "cannot load testsuite")?;
     // The new thread has not run yet (this thread has not blocked), so these fill slots
     // 0.. of an empty table.
     if install_root_caps(&process).is_err() {
@@ -720,7 +720,8 @@ fn bench(iterations: usize) {
     let notification =
         |object: &alloc::sync::Arc<Notification>| Object::Notification(object.clone());
     let spawn_with = |mode: u64, caps: &[(Object, Rights)]| {
-        let Ok(process) = proc::spawn_from_module("bench", argument(mode), proc::root_budget()) else {
+        let Ok(process) = proc::spawn_from_module("bench", argument(mode), proc::root_budget())
+        else {
             println!("not ok bench: cannot load the bench module");
             crate::trace::power_off(ExitCode::TestFailed)
         };

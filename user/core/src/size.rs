@@ -56,7 +56,17 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_refused() {
-        for text in ["", "K", "-1", "1.5M", "1T", "0x10", "1025G", "99999999999999", "1 M"] {
+        for text in [
+            "",
+            "K",
+            "-1",
+            "1.5M",
+            "1T",
+            "0x10",
+            "1025G",
+            "99999999999999",
+            "1 M",
+        ] {
             assert_eq!(parse(text), None, "{text}");
         }
     }

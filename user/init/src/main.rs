@@ -253,8 +253,8 @@ fn module_image(module: &str) -> Option<Handle> {
 /// out of `init`'s (0: the kernel's default share), its death bound to `bits`.
 fn spawn(module: &str, caps: Vec<Handle>, budget: u64, bits: u64) -> Result<(Handle, u64), Error> {
     let image = module_image(module).ok_or(Error::InvalidArgument);
-    let result = image
-        .and_then(|image| proc::process_spawn(image, &caps, abi::PRIORITY_NORMAL, 0, budget));
+    let result =
+        image.and_then(|image| proc::process_spawn(image, &caps, abi::PRIORITY_NORMAL, 0, budget));
     for handle in caps {
         let _ = ipc::cap_delete(handle);
     }

@@ -294,11 +294,11 @@ fn refusals(results: &mut Results) {
 
 fn default_share(results: &mut Results) {
     let outcome = (|| {
-        let (Ok(park), Ok(death)) = (ipc::notification_create(), ipc::notification_create())
-        else {
+        let (Ok(park), Ok(death)) = (ipc::notification_create(), ipc::notification_create()) else {
             return Err("notification_create failed");
         };
-        let child = proc::process_spawn(IMAGE, &[park], PRIORITY_NORMAL, crate::proc::CHILD_PARK, 0);
+        let child =
+            proc::process_spawn(IMAGE, &[park], PRIORITY_NORMAL, crate::proc::CHILD_PARK, 0);
         let record = child
             .and_then(proc::process_id)
             .map_err(|_| "spawning with the default share failed")

@@ -148,8 +148,14 @@ fn spawn_and_exit(results: &mut Results) {
     let outcome = (|| {
         let death = ipc::notification_create().map_err(|_| "notification_create failed")?;
         let shared = ipc::notification_create().map_err(|_| "notification_create failed")?;
-        let child = proc::process_spawn(IMAGE, &[shared], PRIORITY_NORMAL, CHILD_EXIT | 42 << 8, CHILD_BUDGET)
-            .map_err(|_| "process_spawn failed")?;
+        let child = proc::process_spawn(
+            IMAGE,
+            &[shared],
+            PRIORITY_NORMAL,
+            CHILD_EXIT | 42 << 8,
+            CHILD_BUDGET,
+        )
+        .map_err(|_| "process_spawn failed")?;
         proc::process_bind_death(child, death, 0x4).map_err(|_| "bind_death failed")?;
         if ipc::wait(death) != Ok(0x4) {
             return Err("the death notification did not carry the bound bits");
@@ -176,8 +182,14 @@ fn spawn_and_exit(results: &mut Results) {
 fn killed_server(results: &mut Results) {
     let outcome = (|| {
         let endpoint = ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
-        let child = proc::process_spawn(IMAGE, &[endpoint], PRIORITY_NORMAL, CHILD_SERVER, CHILD_BUDGET)
-            .map_err(|_| "process_spawn failed")?;
+        let child = proc::process_spawn(
+            IMAGE,
+            &[endpoint],
+            PRIORITY_NORMAL,
+            CHILD_SERVER,
+            CHILD_BUDGET,
+        )
+        .map_err(|_| "process_spawn failed")?;
         // Keep only a capability that cannot receive: the child holds the server side.
         let client =
             ipc::cap_copy(endpoint, Rights::CALL | Rights::WRITE).map_err(|_| "cap_copy failed")?;

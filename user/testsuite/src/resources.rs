@@ -97,7 +97,9 @@ fn page_tables(results: &mut Results) {
 pub fn hoarder() -> i64 {
     let (image, done) = (Handle::new(1, 1), Handle::new(2, 1));
     let mut held = 0u64;
-    while let Ok(child) = proc::process_spawn(image, &[], PRIORITY_NORMAL, EXIT_AT_ONCE, CHILD_BUDGET) {
+    while let Ok(child) =
+        proc::process_spawn(image, &[], PRIORITY_NORMAL, EXIT_AT_ONCE, CHILD_BUDGET)
+    {
         held += 1;
         // Wait until it is dead (its thread slot free again), its record held.
         while proc::process_status(child) == Ok(ProcessStatus::Running) {
@@ -133,7 +135,13 @@ fn hoard_round(done: Handle, death: Handle) -> Result<(usize, u64, Error), &'sta
         if count == MAX {
             break None;
         }
-        match proc::process_spawn(IMAGE, &[IMAGE, done], PRIORITY_NORMAL, HOARDER, HOARDER_BUDGET) {
+        match proc::process_spawn(
+            IMAGE,
+            &[IMAGE, done],
+            PRIORITY_NORMAL,
+            HOARDER,
+            HOARDER_BUDGET,
+        ) {
             Ok(hoarder) => {
                 hoarders[count] = hoarder;
                 count += 1;
