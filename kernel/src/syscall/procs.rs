@@ -9,6 +9,12 @@
 //! first entry). So it never runs user code again, and its blocking call unwinds normally
 //! (IPC state is cleaned by the exit path).
 //!
+//! # Budgets
+//! `process_spawn` carves the child's memory budget out of the caller's before anything is
+//! built (`obj::budget`); `thread_create` and a spawn's first thread charge the thread's
+//! record and kernel stack to the process's budget (`Process::add_thread`), refunded when
+//! the thread is freed.
+//!
 //! # Priorities
 //! A thread may give another thread (or a new process) at most its own priority, so a
 //! process can never raise itself above what it was given.
