@@ -247,8 +247,9 @@ pub enum Syscall {
     /// [`MAP_EXECUTE`] (never both: W^X). `address` and `length` must be page multiples
     /// and `length` non-zero ([`Error::InvalidArgument`]); the range must lie in the user
     /// half ([`Error::BadAddress`]) and not overlap a mapping
-    /// ([`Error::InvalidArgument`]); beyond the process's memory budget, or with the
-    /// kernel out of frames, [`Error::OutOfMemory`]. All or nothing.
+    /// ([`Error::InvalidArgument`]); more than [`MAP_PAGES_MAX`] pages in one call,
+    /// beyond the process's memory budget (each page and page table is charged a page),
+    /// or with the kernel out of frames, [`Error::OutOfMemory`]. All or nothing.
     MemoryMap = 5,
     /// `memory_unmap(address, length)`: remove mappings made by `memory_map` and free
     /// their memory. Every page of the range must be such a mapping
@@ -795,6 +796,10 @@ impl UserRegisters {
         }
     }
 }
+
+/// The most pages one `memory_map` maps (16 MiB): a bound on one call's work; what a
+/// process holds in all is bounded by its memory budget.
+pub const MAP_PAGES_MAX: u64 = 4096;
 
 /// The memory budget `process_spawn` gives a child when it names none (0): 16 MiB.
 pub const DEFAULT_BUDGET: u64 = 16 << 20;

@@ -38,9 +38,8 @@ pub type AddressSpace = <Cpu as Paging>::AddressSpace;
 pub const USER_STACK_TOP: u64 = USER_END - PAGE_SIZE;
 pub const USER_STACK_SIZE: u64 = 64 * 1024;
 
-/// The most pages one `memory_map` maps (16 MiB): a bound on one call's work; what a
-/// process may hold in all is its budget's.
-pub const MAP_PAGES_MAX: usize = 4096;
+/// The most pages one `memory_map` maps (`abi::MAP_PAGES_MAX`).
+pub const MAP_PAGES_MAX: usize = abi::MAP_PAGES_MAX as usize;
 
 /// One page of a process's user memory.
 #[derive(Clone, Copy)]
