@@ -58,6 +58,7 @@ fn fuzz(arch: Arch) {
     let (_, leaked) = expect_line(&outcome, "ok fuzz leaked objects 0 ");
     assert!(leaked.contains("as at baseline"), "{leaked}");
     expect_line(&outcome, "ok fuzz frames back at baseline");
+    expect_line(&outcome, "ok fuzz budgets back at baseline");
     expect_line(&outcome, "ok fuzz heap bytes back at baseline");
     assert!(
         !outcome
@@ -66,7 +67,7 @@ fn fuzz(arch: Arch) {
             .any(|line| line.contains("KERNEL PANIC")),
         "the kernel panicked"
     );
-    expect_line(&outcome, "8 passed, 0 failed");
+    expect_line(&outcome, "9 passed, 0 failed");
     expect_ending(&outcome, &Ending::Exit(0));
 }
 
@@ -96,6 +97,7 @@ fn fuzz_leak(arch: Arch) {
     assert!(heap.contains("at baseline"), "{heap}");
     // Nothing else is reported: frames and the other kinds are back at their baseline.
     expect_line(&outcome, "ok fuzz-leak frames back at baseline");
+    expect_line(&outcome, "ok fuzz-leak budgets back at baseline");
     expect_line(
         &outcome,
         "ok fuzz-leak ipc and scheduler structures consistent",

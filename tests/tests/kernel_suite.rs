@@ -33,7 +33,7 @@ const EXPECTED: &[&str] = &[
     "ok user page protected read-only: copy_to_user refused, W+X refused, lookup agrees",
     "ok kernel access to user memory faults",
     "ok malformed user images are refused",
-    "ok process quota counts page tables; executable pages synced for instruction fetch; teardown frees every frame",
+    "ok process budget is charged for its record, page tables and pages and refuses beyond its limit; executable pages synced for instruction fetch; teardown frees every frame and byte",
     "ok kernel runs on its own page tables, not the loader's",
     "ok kernel image mapped per section: text RX, rodata R+NX, data RW+NX; HHDM RW+NX",
     "ok writing kernel .rodata faults (recovered through the fixup table)",

@@ -172,8 +172,28 @@ fn shell(arch: Arch, cpus: u32) {
     let used = number_after(&frames, "free, ").expect("used frames");
     let total = number_after(&frames, "used, ").expect("total frames");
     assert!(free > 0 && used > 0 && free + used == total, "{frames}");
-    let shell_memory = terminal.expect_line("shell ");
-    assert!(number_after(&shell_memory, "shell").is_some_and(|pages| pages > 0));
+    terminal.expect_line("  PID  NAME              BUDGET        USED  PAGES  THREADS");
+    // The shell's row: the budget init's manifest gives it, some of it used.
+    let shell_memory = terminal.expect_line(" shell ");
+    // `shell  8192 KiB  281 KiB  64  1`: name, budget, used, pages, threads.
+    let fields: Vec<&str> = shell_memory.split_whitespace().collect();
+    assert_eq!(fields[0], "shell", "{shell_memory}");
+    assert_eq!(&fields[1..3], ["8192", "KiB"], "{shell_memory}");
+    let used_kib: u64 = fields[3].parse().expect("the shell's budget use in KiB");
+    assert!(used_kib > 0 && used_kib < 8192, "{shell_memory}");
+    let pages: u64 = fields[5].parse().expect("the shell's pages");
+    assert!(pages > 0 && pages * 4 < used_kib, "{shell_memory}");
+    terminal.expect_prompt(PROMPT);
+
+    // A spawn whose budget cannot hold the program is refused; the shell goes on.
+    run(&mut terminal, "spawn names budget=16K");
+    assert_eq!(terminal.expect_line("error: "), "error: spawn: OutOfMemory");
+    terminal.expect_prompt(PROMPT);
+    run(&mut terminal, "spawn names budget=lots");
+    assert_eq!(
+        terminal.expect_line("error: "),
+        "error: spawn: \"lots\" is not a size (such as 512K or 4M) (usage: spawn <module> [budget=<size>] [args])"
+    );
     terminal.expect_prompt(PROMPT);
 
     run(&mut terminal, "frobnicate now");

@@ -3,7 +3,7 @@
 //! instruction (undefined, privileged, page fault), each killed with a report naming the
 //! process while the kernel keeps running; and the IPC and capability tests (an IPC
 //! client and server process: ping-pong, long messages, capability transfer, badges,
-//! stale handles, rights, quotas, every new system call with each class of bad argument,
+//! stale handles, rights, memory budgets, every new system call with each class of bad argument,
 //! a dead server); and the process, thread, priority, IRQ and device capability tests
 //! (children spawned from a boot module, killed, round robin, port and MMIO access, every
 //! new call with each class of bad argument). One boot per architecture.
@@ -39,7 +39,7 @@ const EXPECTED: &[&str] = &[
     "ok user memory map refuses a kernel address",
     "ok user memory map refuses page 0",
     "ok user memory map refuses a misaligned address",
-    "ok user memory map beyond the quota returns OutOfMemory",
+    "ok user memory map beyond the per-call bound returns OutOfMemory",
     "ok user memory unmap takes effect",
     "ok user memory unmap refuses memory it did not map",
     "ok user ipc ping-pong between two processes (10000 round trips, payload checksums)",
@@ -53,7 +53,6 @@ const EXPECTED: &[&str] = &[
     "ok user stale handle fails after cap_delete (and after slot reuse)",
     "ok user rights never grow (copy, copy of a copy, mint)",
     "ok user cap_identify names process and memory capabilities",
-    "ok user kernel objects beyond the quota return OutOfMemory (and deleting frees them)",
     "ok user full capability table returns NoSpace",
     "ok user notification signal, wait and poll",
     "ok user ipc bad argument: cap_copy invalid handle",
@@ -99,9 +98,12 @@ const EXPECTED: &[&str] = &[
     "ok user ipc server exited when told to",
     "ok user heap: Vec and Box grow across mapped chunks and hold their values",
     "ok user heap: freed memory is used again",
-    "ok user heap: allocations beyond the quota or the heap's span fail and the heap still works",
+    "ok user heap: allocations beyond the budget or the heap's span fail and the heap still works",
     "ok user page tables: 100000 map/unmap pairs 2 MiB apart succeed and every emptied table is freed",
     "ok user dead processes held by many holders: the kernel refuses with OutOfMemory, stays up and gets every heap byte and frame back",
+    "ok user budget: a child runs out of its own budget (pages, objects, threads) while the parent and another process map and make threads, and every byte and frame comes back",
+    "ok user budget: a spawn beyond the caller's budget, or with too small a budget, returns OutOfMemory and the caller keeps running",
+    "ok user budget: a spawn naming no budget gives the child DEFAULT_BUDGET",
     "ok user FPU state survives preemption",
     "ok user thread blocked in a system call and a kernel thread preempted by the timer keep their own kernel stacks",
     "ok user thread resumed at a non-canonical instruction pointer faults in user mode",
@@ -121,7 +123,7 @@ const PROC_EXPECTED: &[&str] = &[
     "ok user process spawned from a boot module: exit code 42 seen after its death notification, copied capability used by the child",
     "ok user process spawn of a malformed image returns InvalidArgument",
     "ok user process kill ends a spinning child (death notification, status killed)",
-    "ok user spawn refused for lack of threads or quota returns an error and the caller keeps running",
+    "ok user spawn refused for lack of threads or budget returns an error and the caller keeps running",
     "ok user two spinning threads at equal priority both make progress (round robin)",
     "ok user thread kill stops a spinning thread (its counter freezes while the other advances)",
     "ok user a lower-priority thread runs only while the higher-priority one blocks",

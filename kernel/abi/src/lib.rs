@@ -16,7 +16,7 @@ pub enum Error {
     InvalidArgument = 1,
     /// A pointer or range names memory the caller may not access.
     BadAddress = 2,
-    /// The caller's quota or the kernel's memory is exhausted.
+    /// The caller's memory budget or the kernel's memory is exhausted.
     OutOfMemory = 3,
     /// The peer of an IPC operation has died.
     PeerDied = 4,
@@ -247,8 +247,9 @@ pub enum Syscall {
     /// [`MAP_EXECUTE`] (never both: W^X). `address` and `length` must be page multiples
     /// and `length` non-zero ([`Error::InvalidArgument`]); the range must lie in the user
     /// half ([`Error::BadAddress`]) and not overlap a mapping
-    /// ([`Error::InvalidArgument`]); beyond the process's memory quota, or with the
-    /// kernel out of frames, [`Error::OutOfMemory`]. All or nothing.
+    /// ([`Error::InvalidArgument`]); more than [`MAP_PAGES_MAX`] pages in one call,
+    /// beyond the process's memory budget (each page and page table is charged a page),
+    /// or with the kernel out of frames, [`Error::OutOfMemory`]. All or nothing.
     MemoryMap = 5,
     /// `memory_unmap(address, length)`: remove mappings made by `memory_map` and free
     /// their memory. Every page of the range must be such a mapping
@@ -284,8 +285,8 @@ pub enum Syscall {
     /// the capability's rights in bits 32..64. Errors: [`Error::InvalidHandle`].
     CapIdentify = 11,
     /// `endpoint_create()`: a new endpoint; value: a handle with [`Rights::ALL`]. The
-    /// object counts against the caller's quota of [`OBJECT_QUOTA`] objects.
-    /// Errors: [`Error::OutOfMemory`] (quota used up), [`Error::NoSpace`] (table full).
+    /// object is charged to the caller's memory budget until it is freed.
+    /// Errors: [`Error::OutOfMemory`] (budget used up), [`Error::NoSpace`] (table full).
     EndpointCreate = 12,
     /// `notification_create()`: a new notification (word 0); like `endpoint_create`.
     NotificationCreate = 13,
@@ -342,10 +343,16 @@ pub enum Syscall {
     /// such a page: unmapped, read-only, part of the image or stack, kernel half).
     /// Unmapping the page later makes long messages fail with [`Error::BadAddress`].
     IpcBufferSet = 22,
-    /// `process_spawn(memory, caps_pointer, caps_count, priority, argument)`: a new
-    /// process from the ELF image in the memory-region capability `memory` (needs
+    /// `process_spawn(memory, caps_pointer, caps_count, priority, argument, budget)`: a
+    /// new process from the ELF image in the memory-region capability `memory` (needs
     /// `READ`), its first thread at `priority` (at most the calling thread's own) entering
-    /// the image's entry point with `argument`. The child's table gets its first thread
+    /// the image's entry point with `argument`. The child's memory budget is `budget`
+    /// bytes (0: [`DEFAULT_BUDGET`]), taken out of the caller's own: everything the
+    /// kernel allocates for the child (its record and capability table, threads, page
+    /// tables, pages, the objects it makes, the budgets it gives its own children) is
+    /// charged to it, and the whole `budget` returns to the caller when the child's
+    /// record is freed (the child has ended and the last handle to it is deleted) and
+    /// nothing else charged to it is left. The child's table gets its first thread
     /// ([`Rights::CONTROL`]) at slot 0 and copies of the `caps_count` (at most
     /// [`MAX_SPAWN_CAPS`]) handles at `caps_pointer` (an array of `u64`), with their
     /// rights, at slots 1.. in order; each needs `GRANT`. Slot `n` of a fresh table is
@@ -355,8 +362,9 @@ pub enum Syscall {
     /// caller's), [`Error::InvalidArgument`] (`memory` is not a memory region, the image
     /// is not a valid ELF executable for this machine, `caps_count` too large, `priority`
     /// not below [`PRIORITY_LEVELS`]), [`Error::BadAddress`] (the handle array is not
-    /// readable user memory), [`Error::OutOfMemory`] (frames, thread slots, or the
-    /// caller's object quota), [`Error::NoSpace`] (the caller's table is full).
+    /// readable user memory), [`Error::OutOfMemory`] (the caller's budget has not `budget`
+    /// bytes left, `budget` cannot hold the child's image, stack and first thread, frames,
+    /// thread slots), [`Error::NoSpace`] (the caller's table is full).
     ProcessSpawn = 0x20,
     /// `process_kill(process)`: end every thread of the process (needs `CONTROL`). A
     /// thread running user code or blocked in the kernel never runs user code again; the
@@ -385,7 +393,8 @@ pub enum Syscall {
     /// Errors: [`Error::BadAddress`] (`entry` or `stack` outside the user half),
     /// [`Error::InvalidArgument`] (`stack` misaligned, `priority` not below
     /// [`PRIORITY_LEVELS`]), [`Error::PermissionDenied`] (`priority` above the caller's),
-    /// [`Error::OutOfMemory`] (no thread slot or kernel stack, or the object quota),
+    /// [`Error::OutOfMemory`] (no thread slot or kernel stack, or the caller's budget
+    /// cannot pay for the thread's record and kernel stack),
     /// [`Error::NoSpace`] (table full).
     ThreadCreate = 0x24,
     /// `thread_kill(thread)`: end the thread (needs `CONTROL`); it never runs user code
@@ -589,6 +598,9 @@ pub mod sysinfo {
     pub const CPU: u64 = 4;
     /// `index` ignored: [`clock`] words.
     pub const CLOCK: u64 = 5;
+    /// `index`: a process id, or 0 for the caller's own process; [`budget`] words, none
+    /// when no live process (one with a thread left) has that id.
+    pub const BUDGET: u64 = 6;
 
     /// Word positions of the summary.
     pub mod summary {
@@ -618,8 +630,8 @@ pub mod sysinfo {
         pub const PRIORITY: usize = 3;
         /// Timer ticks it was running at.
         pub const CPU_TICKS: usize = 4;
-        /// Its process's frames: user pages and the page tables mapping them, counted
-        /// against the process's memory quota (0 for a kernel thread).
+        /// Its process's frames: user pages and the page tables mapping them, charged to
+        /// the process's memory budget (0 for a kernel thread).
         pub const PAGES: usize = 5;
         pub const NAME: usize = 6;
         /// The CPU it last ran on.
@@ -648,6 +660,24 @@ pub mod sysinfo {
         pub const CYCLES: u64 = 0;
         /// Nanoseconds (AArch64's virtual counter, scaled).
         pub const NANOSECONDS: u64 = 1;
+    }
+
+    /// Word positions of a process's budget record: its memory budget in bytes and
+    /// what is charged to it.
+    pub mod budget {
+        /// The process id (the record's `index`).
+        pub const PROCESS: usize = 0;
+        /// The budget its creator gave it (`init`'s: the root budget).
+        pub const LIMIT: usize = 1;
+        /// Bytes charged now: its record, threads, pages, tables, objects, and the whole
+        /// budgets of its children that are not freed yet.
+        pub const USED: usize = 2;
+        /// Frames it holds (user pages and page tables), part of [`USED`].
+        pub const PAGES: usize = 3;
+        /// Threads not yet freed.
+        pub const THREADS: usize = 4;
+        pub const NAME: usize = 5;
+        pub const WORDS: usize = 7;
     }
 
     /// Word positions of a boot-module record.
@@ -779,9 +809,15 @@ impl UserRegisters {
     }
 }
 
-/// Kernel objects (endpoints, notifications) one process may have created and not yet
-/// freed; creating one more returns [`Error::OutOfMemory`].
-pub const OBJECT_QUOTA: usize = 64;
+/// The most pages one `memory_map` maps (16 MiB): a bound on one call's work; what a
+/// process holds in all is bounded by its memory budget.
+pub const MAP_PAGES_MAX: u64 = 4096;
+
+/// The memory budget `process_spawn` gives a child when it names none (0): 16 MiB.
+pub const DEFAULT_BUDGET: u64 = 16 << 20;
+
+/// Bytes of a memory budget one endpoint or notification takes while it lives.
+pub const OBJECT_BUDGET_BYTES: u64 = 256;
 
 /// Slots in every process's capability table; inserting into a full one returns
 /// [`Error::NoSpace`].

@@ -17,42 +17,43 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::AtomicUsize;
 
 use abi::{CAP_TABLE_SLOTS, Error, Handle, ObjectType, Rights};
 use kcore::captable::{CapTable, Capability, Slot};
 
-use super::{Charge, Kind, Object};
+use super::budget::OBJECT_BYTES;
+use super::{Budget, Charge, Kind, Object};
 use crate::stats::Live;
 use crate::sync::{Lock, LockGuard, level};
 
 type Table = CapTable<Object, Box<[Slot<Object>]>>;
 
-/// A process's capabilities and its object quota.
+/// A process's capabilities and the budget the objects it creates are charged to.
 pub struct CapSpace {
     table: Lock<Table>,
-    /// Objects this process created that are still alive.
-    objects: Arc<AtomicUsize>,
-}
-
-impl Default for CapSpace {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The process's memory budget.
+    budget: Arc<Budget>,
 }
 
 impl CapSpace {
-    pub fn new() -> Self {
+    /// An empty table whose process's objects are charged to `budget` (the table itself
+    /// is charged with the process record).
+    pub fn new(budget: Arc<Budget>) -> Self {
         let slots: Box<[Slot<Object>]> = (0..CAP_TABLE_SLOTS).map(|_| Slot::empty()).collect();
         Self {
             table: Lock::new(level::CAP_TABLE, CapTable::new(slots)),
-            objects: Arc::new(AtomicUsize::new(0)),
+            budget,
         }
     }
 
-    /// A charge for one new object created by this process.
+    /// A charge for one new endpoint or notification created by this process.
     pub fn charge(&self) -> Result<Charge, Error> {
-        Charge::take(&self.objects)
+        Charge::take(&self.budget, OBJECT_BYTES)
+    }
+
+    /// The process's memory budget.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     /// Put `object` in the table with `rights`.

@@ -7,11 +7,11 @@
 //! [`kcore::captable::CapTable`] of [`abi::CAP_TABLE_SLOTS`] slots behind a lock, and are
 //! looked up in one way only, [`CapSpace::lookup`] / [`CapSpace::with`], typed by [`Kind`].
 //!
-//! Objects a process creates are charged to it ([`Charge`]): at most
-//! [`abi::OBJECT_QUOTA`] live at once. Taking a charge also makes sure the heap holds the
-//! object ([`OBJECT_HEAP_BYTES`], `mm::heap::reserve`) and that the deferred-work queue
-//! has room for what its end may queue ([`pending::promise`]): when the frames for either
-//! are gone the creation fails with `OutOfMemory`, before anything is allocated.
+//! Objects a process creates are charged to its memory budget ([`Charge`], [`budget`]).
+//! Taking a charge also makes sure the heap holds the object ([`OBJECT_HEAP_BYTES`],
+//! `mm::heap::reserve`) and that the deferred-work queue has room for what its end may
+//! queue ([`pending::promise`]): when the budget, or the frames for either, are gone the
+//! creation fails with `OutOfMemory`, before anything is allocated.
 //!
 //! Extending: a new object type is a new [`Object`] variant, its [`ObjectType`], a
 //! [`Kind`] impl, and the system calls that use it; [`CapSpace`] needs no change.
@@ -24,16 +24,17 @@
 //! reserves the heap it will use first.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
-use abi::{Error, OBJECT_QUOTA, ObjectType, Rights};
+use abi::{Error, ObjectType, Rights};
 
+pub mod budget;
 pub mod capspace;
 pub mod endpoint;
 pub mod pending;
 pub mod process;
 pub mod region;
 
+pub use budget::Budget;
 pub use capspace::CapSpace;
 pub use endpoint::{Endpoint, EndpointCap, Notification};
 pub use process::Process;
@@ -155,30 +156,32 @@ pub mod kind {
 /// spare).
 pub const OBJECT_HEAP_BYTES: usize = 32 * 1024;
 
-/// A charge against a process's object quota, released when the object is freed.
-pub struct Charge(Arc<AtomicUsize>);
+/// Bytes charged to a budget for an object, refunded when the object is freed.
+pub struct Charge {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
 
 impl Charge {
-    /// Count one more object against `counter`, or `OutOfMemory` at the quota or when the
-    /// heap cannot hold one more object.
-    pub fn take(counter: &Arc<AtomicUsize>) -> Result<Self, Error> {
+    /// Charge `bytes` to `budget` for one new object, or `OutOfMemory` when the budget
+    /// has not that much left or the heap cannot hold one more object.
+    pub fn take(budget: &Arc<Budget>, bytes: u64) -> Result<Self, Error> {
         crate::mm::heap::reserve(OBJECT_HEAP_BYTES).map_err(|_| Error::OutOfMemory)?;
-        counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
-                (live < OBJECT_QUOTA).then_some(live + 1)
-            })
-            .map_err(|_| Error::OutOfMemory)?;
+        budget.charge(bytes)?;
         if pending::promise().is_err() {
-            counter.fetch_sub(1, Ordering::AcqRel);
+            budget.refund(bytes);
             return Err(Error::OutOfMemory);
         }
-        Ok(Self(counter.clone()))
+        Ok(Self {
+            budget: budget.clone(),
+            bytes,
+        })
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
         pending::release_promise();
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.budget.refund(self.bytes);
     }
 }

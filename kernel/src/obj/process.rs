@@ -4,13 +4,15 @@
 //!
 //! The address space is destroyed only once another one (the kernel-only one) is active.
 //!
-//! # The memory quota
-//! A process's frames — its user pages and the page tables of its address space, root
-//! included — count against one quota, [`QUOTA_PAGES`]. Tables come from a
-//! [`TableFrames`] source that refuses a table beyond the quota, and go back through it
-//! when an unmap empties them (`arch_api::pagetable`, "User hierarchies count their
-//! entries"), so mapping and unmapping at ever new addresses neither leaks tables nor
-//! grows past the quota.
+//! # The memory budget
+//! A process's frames — its user pages, device pages included, and the page tables of its
+//! address space, root included — are charged a page each to its memory budget
+//! ([`super::budget`]), like its record, its threads and the objects it makes. Tables come
+//! from a [`TableFrames`] source that charges each table and refuses one the budget cannot
+//! pay for, and go back through it when an unmap empties them (`arch_api::pagetable`,
+//! "User hierarchies count their entries"), so mapping and unmapping at ever new addresses
+//! neither leaks tables nor passes the budget. A page's charge covers its entry in the
+//! page list too.
 //!
 //! Weak spot: a process's frames are kept in a `Vec`.
 
@@ -23,7 +25,8 @@ use arch_api::{
     FrameSource, MapError, PAGE_SIZE, PageFlags, Paging, TrapCause, USER_END, UserRange,
 };
 
-use super::{CapSpace, Charge, Notification};
+use super::budget::{PROCESS_BYTES, THREAD_BYTES};
+use super::{Budget, CapSpace, Charge, Notification};
 use crate::Cpu;
 use crate::mm::frames::{self, KernelFrames};
 use crate::sync::{Lock, level};
@@ -35,10 +38,8 @@ pub type AddressSpace = <Cpu as Paging>::AddressSpace;
 pub const USER_STACK_TOP: u64 = USER_END - PAGE_SIZE;
 pub const USER_STACK_SIZE: u64 = 64 * 1024;
 
-/// Frames one process may hold — image, stack, `memory_map` and device pages, and the
-/// page tables mapping them (16 MiB together), so no process can exhaust the kernel's
-/// frames.
-pub const QUOTA_PAGES: usize = 4096;
+/// The most pages one `memory_map` maps (`abi::MAP_PAGES_MAX`).
+pub const MAP_PAGES_MAX: usize = abi::MAP_PAGES_MAX as usize;
 
 /// One page of a process's user memory.
 #[derive(Clone, Copy)]
@@ -51,72 +52,74 @@ struct UserPage {
     device: bool,
 }
 
-/// What a process's frames are: its user pages and how many page tables map them.
+/// What a process's frames are: its user pages and how many page tables map them, each
+/// charged a page to `budget`.
 struct Memory {
     pages: Vec<UserPage>,
     /// Page-table frames of the address space, root included.
     tables: usize,
+    budget: Arc<Budget>,
 }
 
 impl Memory {
-    /// Frames counted against [`QUOTA_PAGES`].
+    /// Frames charged to the budget.
     fn used(&self) -> usize {
         self.pages.len() + self.tables
     }
 
-    /// Room for `wanted` more pages (their tables come out of what is left), and heap
-    /// room to list them: `OutOfMemory` otherwise.
+    /// Charge `wanted` more pages to the budget (their tables are charged as they are
+    /// made) and make heap room to list them: `OutOfMemory`, with nothing charged,
+    /// otherwise. Pages that end up not listed are the caller's to refund.
     #[inline]
     fn make_room(&mut self, wanted: usize) -> Result<(), Error> {
-        if self.used().saturating_add(wanted) > QUOTA_PAGES {
+        self.budget.charge_pages(wanted)?;
+        if self.pages.capacity() - self.pages.len() < wanted
+            && self.pages.try_reserve(wanted).is_err()
+        {
+            self.budget.refund_pages(wanted);
             return Err(Error::OutOfMemory);
-        }
-        if self.pages.capacity() - self.pages.len() < wanted {
-            self.pages
-                .try_reserve(wanted)
-                .map_err(|_| Error::OutOfMemory)?;
         }
         Ok(())
     }
 
     /// Unmap the pages listed from `first` on and drop them from the list (frames freed
-    /// unless device memory).
+    /// unless device memory), refunding them.
     fn forget_from(&mut self, space: &mut AddressSpace, first: usize) {
         while self.pages.len() > first {
             let Some(user_page) = self.pages.pop() else {
                 break;
             };
-            let _ = Cpu::unmap_user(space, user_page.page, &mut self.table_frames(0));
+            let _ = Cpu::unmap_user(space, user_page.page, &mut self.table_frames());
             if !user_page.device {
                 let _ = frames::free(user_page.frame);
             }
+            self.budget.refund_pages(1);
         }
     }
 
-    /// The table source for mapping `pending` more pages: tables may take what the quota
-    /// leaves once those pages and the ones listed are counted.
-    fn table_frames(&mut self, pending: usize) -> TableFrames<'_> {
-        let limit = QUOTA_PAGES.saturating_sub(self.pages.len() + pending);
+    /// The table source of the address space: each table charged to the budget.
+    fn table_frames(&mut self) -> TableFrames<'_> {
         TableFrames {
             tables: &mut self.tables,
-            limit,
+            budget: &self.budget,
         }
     }
 }
 
-/// Page-table frames for one process's address space, counted against its quota: a table
-/// beyond `limit` tables is refused (the map fails with `OutOfMemory`).
+/// Page-table frames for one process's address space, each charged a page to its budget:
+/// a table the budget cannot pay for is refused (the map fails with `OutOfMemory`).
 pub struct TableFrames<'a> {
     tables: &'a mut usize,
-    limit: usize,
+    budget: &'a Budget,
 }
 
 impl FrameSource for TableFrames<'_> {
     fn alloc_zeroed_frame(&mut self) -> Option<u64> {
-        if *self.tables >= self.limit {
+        self.budget.charge_pages(1).ok()?;
+        let Some(frame) = frames::allocate_zeroed() else {
+            self.budget.refund_pages(1);
             return None;
-        }
-        let frame = frames::allocate_zeroed()?;
+        };
         *self.tables += 1;
         Some(frame)
     }
@@ -124,6 +127,7 @@ impl FrameSource for TableFrames<'_> {
     fn free_frame(&mut self, frame: u64) {
         let _ = frames::free(frame);
         *self.tables = self.tables.saturating_sub(1);
+        self.budget.refund_pages(1);
     }
 }
 
@@ -153,7 +157,7 @@ pub struct Process {
     /// `None` once the process is torn down.
     pub space: Lock<Option<AddressSpace>>,
     /// Every user mapping and the count of page tables (freed with the process): together
-    /// the process's memory use, bounded by [`QUOTA_PAGES`].
+    /// the process's frames, charged to its budget.
     frames: Lock<Memory>,
     /// Bumped whenever a page leaves `frames` (before its frame is freed): a frame found by
     /// [`Process::anonymous_frame`] under generation *g* is still this process's while the
@@ -164,14 +168,14 @@ pub struct Process {
     ending_kind: AtomicU32,
     exit_code: AtomicI64,
     fault: Lock<Option<TrapCause>>,
-    /// Its capabilities and object quota.
+    /// Its capabilities and its memory budget.
     pub caps: CapSpace,
     /// Ended by `process_kill`.
     killed: AtomicBool,
     /// The notification and bits signalled when the last thread is gone.
     death: Lock<Option<(Arc<Notification>, u64)>>,
-    /// The charge against the creator's object quota (`process_spawn`).
-    charge: Lock<Option<Charge>>,
+    /// The charge of this record and its capability table to its own budget.
+    _charge: Charge,
 }
 
 // SAFETY: the address space is reached only under its lock, and the kernel runs on one CPU
@@ -187,9 +191,19 @@ fn next_id() -> u64 {
 }
 
 impl Process {
-    /// A process named `name` with an empty address space, no thread and no capability.
-    pub fn new(name: &'static str) -> Result<Arc<Self>, MapError> {
-        let space = Cpu::new_address_space(&mut KernelFrames)?;
+    /// A process named `name` with an empty address space, no thread and no capability,
+    /// charged (record, capability table, root table) to `budget`, the memory budget it is
+    /// given.
+    pub fn new(name: &'static str, budget: Arc<Budget>) -> Result<Arc<Self>, MapError> {
+        let charge = Charge::take(&budget, PROCESS_BYTES).map_err(|_| MapError::OutOfMemory)?;
+        budget.charge_pages(1).map_err(|_| MapError::OutOfMemory)?;
+        let space = match Cpu::new_address_space(&mut KernelFrames) {
+            Ok(space) => space,
+            Err(error) => {
+                budget.refund_pages(1);
+                return Err(error);
+            }
+        };
         crate::stats::live_add(crate::stats::Live::Process);
         Ok(Arc::new(Process {
             name,
@@ -200,6 +214,7 @@ impl Process {
                 Memory {
                     pages: Vec::new(),
                     tables: 1,
+                    budget: budget.clone(),
                 },
             ),
             unmaps: AtomicU64::new(0),
@@ -207,10 +222,10 @@ impl Process {
             ending_kind: AtomicU32::new(0),
             exit_code: AtomicI64::new(0),
             fault: Lock::new(level::PROCESS, None),
-            caps: CapSpace::new(),
+            caps: CapSpace::new(budget),
             killed: AtomicBool::new(false),
             death: Lock::new(level::PROCESS, None),
-            charge: Lock::new(level::PROCESS, None),
+            _charge: charge,
         }))
     }
 
@@ -242,7 +257,6 @@ impl Process {
         let space = space.as_mut().ok_or(Error::InvalidArgument)?;
         let mut memory = self.frames.lock();
         let wanted = usize::try_from(pages).map_err(|_| Error::OutOfMemory)?;
-        memory.make_room(wanted)?;
         let end = address + pages * PAGE_SIZE;
         if memory
             .pages
@@ -251,6 +265,7 @@ impl Process {
         {
             return Err(Error::InvalidArgument);
         }
+        memory.make_room(wanted)?;
         let first_new = memory.pages.len();
         let mut page = address;
         let mut result = Ok(());
@@ -263,9 +278,7 @@ impl Process {
                 // The zeroes must replace whatever instructions the frame held before.
                 frames::sync_instructions(frame, PAGE_SIZE);
             }
-            let pending = ((end - page) / PAGE_SIZE) as usize;
-            let mapped =
-                Cpu::map_user(space, page, frame, flags, &mut memory.table_frames(pending));
+            let mapped = Cpu::map_user(space, page, frame, flags, &mut memory.table_frames());
             if let Err(error) = mapped {
                 let _ = frames::free(frame);
                 result = Err(map_error(error));
@@ -280,6 +293,10 @@ impl Process {
             page += PAGE_SIZE;
         }
         if result.is_err() {
+            // The pages charged but never listed, then the listed ones.
+            memory
+                .budget
+                .refund_pages(wanted - (memory.pages.len() - first_new));
             self.unmaps.fetch_add(1, Ordering::AcqRel);
             memory.forget_from(space, first_new);
         }
@@ -302,9 +319,10 @@ impl Process {
                 .ok_or(Error::InvalidArgument)?;
             self.unmaps.fetch_add(1, Ordering::AcqRel);
             let user_page = memory.pages.swap_remove(index);
-            let _ = Cpu::unmap_user(space, user_page.page, &mut memory.table_frames(0));
+            let _ = Cpu::unmap_user(space, user_page.page, &mut memory.table_frames());
             crate::stats::count_tlb_flush();
             let _ = frames::free(user_page.frame);
+            memory.budget.refund_pages(1);
             return Ok(());
         }
         let end = address + pages * PAGE_SIZE;
@@ -322,9 +340,10 @@ impl Process {
         while index < memory.pages.len() {
             if in_range(&memory.pages[index]) {
                 let user_page = memory.pages.swap_remove(index);
-                let _ = Cpu::unmap_user(space, user_page.page, &mut memory.table_frames(0));
+                let _ = Cpu::unmap_user(space, user_page.page, &mut memory.table_frames());
                 crate::stats::count_tlb_flush();
                 let _ = frames::free(user_page.frame);
+                memory.budget.refund_pages(1);
             } else {
                 index += 1;
             }
@@ -338,9 +357,10 @@ impl Process {
     /// servers holding an MMIO capability (the capability check is the caller's). Refuses
     /// a range that is not wholly in the user half or wraps (`BadAddress`), touches RAM or
     /// firmware memory of the memory map (`PermissionDenied`), overlaps a page the process
-    /// already has or is misaligned (`InvalidArgument`), or exceeds the quota
-    /// (`OutOfMemory`). All or nothing. Device pages count towards [`QUOTA_PAGES`] like
-    /// the tables mapping them, and are unmapped, never freed, with the process.
+    /// already has or is misaligned (`InvalidArgument`), or exceeds the budget
+    /// (`OutOfMemory`). All or nothing. Device pages are charged to the budget like the
+    /// tables mapping them (their listing and bound), and are unmapped, never freed, with
+    /// the process.
     pub fn map_device(
         &self,
         address: u64,
@@ -363,7 +383,6 @@ impl Process {
         let space = space.as_mut().ok_or(Error::InvalidArgument)?;
         let mut memory = self.frames.lock();
         let wanted = usize::try_from(pages).map_err(|_| Error::OutOfMemory)?;
-        memory.make_room(wanted)?;
         if memory
             .pages
             .iter()
@@ -371,6 +390,7 @@ impl Process {
         {
             return Err(Error::InvalidArgument);
         }
+        memory.make_room(wanted)?;
         let flags = PageFlags {
             writable,
             executable: false,
@@ -381,9 +401,7 @@ impl Process {
         let mut result = Ok(());
         for index in 0..pages {
             let (page, frame) = (address + index * PAGE_SIZE, physical + index * PAGE_SIZE);
-            let pending = (pages - index) as usize;
-            let mapped =
-                Cpu::map_user(space, page, frame, flags, &mut memory.table_frames(pending));
+            let mapped = Cpu::map_user(space, page, frame, flags, &mut memory.table_frames());
             if let Err(error) = mapped {
                 result = Err(match error {
                     MapError::OutOfMemory => Error::OutOfMemory,
@@ -399,6 +417,9 @@ impl Process {
             });
         }
         if result.is_err() {
+            memory
+                .budget
+                .refund_pages(wanted - (memory.pages.len() - first_new));
             memory.forget_from(space, first_new);
         }
         result
@@ -412,9 +433,11 @@ impl Process {
         }
     }
 
-    /// One of its threads was freed. The last one tears the address space down and
-    /// queues the signal of the death notification ([`super::pending`]).
+    /// One of its threads was freed: its record and kernel stack go back to the budget.
+    /// The last one tears the address space down and queues the signal of the death
+    /// notification ([`super::pending`]).
     pub fn thread_exited(&self) {
+        self.caps.budget().refund(THREAD_BYTES);
         if self.threads.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.teardown();
             let death = self.death.lock().take();
@@ -424,10 +447,14 @@ impl Process {
         }
     }
 
-    /// Frames it holds: user pages and page tables (its memory use against
-    /// [`QUOTA_PAGES`], `mem`).
+    /// Frames it holds: user pages and page tables (`mem`).
     pub fn pages(&self) -> usize {
         self.frames.lock().used()
+    }
+
+    /// Its memory budget.
+    pub fn budget(&self) -> &Arc<Budget> {
+        self.caps.budget()
     }
 
     /// Threads not yet freed.
@@ -435,9 +462,13 @@ impl Process {
         self.threads.load(Ordering::Acquire)
     }
 
-    /// Count one more thread (before it is spawned; undo with [`Process::thread_exited`]).
-    pub fn add_thread(&self) {
+    /// Count one more thread and charge its record and kernel stack to the budget
+    /// (before it is spawned; undo with [`Process::thread_exited`]), or `OutOfMemory`
+    /// when the budget cannot pay for them.
+    pub fn add_thread(&self) -> Result<(), Error> {
+        self.caps.budget().charge(THREAD_BYTES)?;
         self.threads.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The state `process_status` reports: running while a thread is left.
@@ -480,11 +511,6 @@ impl Process {
         None
     }
 
-    /// Keep `charge` for as long as the process object lives.
-    pub fn set_charge(&self, charge: Charge) {
-        *self.charge.lock() = Some(charge);
-    }
-
     /// The unmap generation (see the field): read it before [`Process::anonymous_frame`].
     #[inline(always)]
     pub fn unmaps(&self) -> u64 {
@@ -519,11 +545,15 @@ impl Process {
         let space = space.as_mut().ok_or(MapError::NotMapped)?;
         let mut memory = self.frames.lock();
         memory.make_room(1).map_err(|_| MapError::OutOfMemory)?;
-        let physical = frames::allocate_run(0).ok_or(MapError::OutOfMemory)?;
+        let Some(physical) = frames::allocate_run(0) else {
+            memory.budget.refund_pages(1);
+            return Err(MapError::OutOfMemory);
+        };
         frames::fill(physical, offset, bytes);
-        if let Err(error) = Cpu::map_user(space, page, physical, flags, &mut memory.table_frames(1))
+        if let Err(error) = Cpu::map_user(space, page, physical, flags, &mut memory.table_frames())
         {
             let _ = frames::free(physical);
+            memory.budget.refund_pages(1);
             return Err(error);
         }
         memory.pages.push(UserPage {
@@ -557,6 +587,7 @@ impl Process {
         // (its TLB entries are tagged with an ASID / PCID that is flushed before reuse).
         let mut memory = self.frames.lock();
         let user_pages = core::mem::take(&mut memory.pages);
+        memory.budget.refund_pages(user_pages.len() + memory.tables);
         memory.tables = 0;
         drop(memory);
         for user_page in &user_pages {

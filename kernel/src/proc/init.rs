@@ -23,8 +23,9 @@ pub fn total_frames() -> u64 {
 /// process; `Err` says what was missing.
 pub fn start_with(argument: u64) -> Result<Arc<Process>, &'static str> {
     TOTAL_FRAMES.store(crate::mm::free_frames(), Ordering::Relaxed);
-    let process =
-        super::spawn_from_module("init", argument).map_err(|_| "cannot load module init")?;
+    // The root budget: every frame free now, less what the kernel keeps.
+    let process = super::spawn_from_module("init", argument, super::root_budget())
+        .map_err(|_| "cannot load module init")?;
     // The new thread has not run yet (this thread has not blocked), so these fill slots
     // 0.. of its empty table, in `init_slots` order.
     if let Err(problem) = install_init_caps(&process) {

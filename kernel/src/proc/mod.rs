@@ -22,8 +22,8 @@ use kcore::elf::{self, ElfError};
 
 use crate::Cpu;
 use crate::mm::frames;
-use crate::obj::Process;
 use crate::obj::process::{USER_STACK_SIZE, USER_STACK_TOP};
+use crate::obj::{Budget, Process};
 use crate::task::sched;
 use crate::task::thread::{Start, TrapFrame};
 
@@ -41,26 +41,39 @@ pub enum LoadError {
     Elf(ElfError),
     Map(arch_api::MapError),
     Thread(sched::SpawnError),
+    /// The budget cannot pay for the first thread.
+    Budget,
 }
 
 /// Load the boot module `module` and start one thread in it at its entry point with
-/// `argument`. Returns the process (to watch its ending).
-pub fn spawn_from_module(module: &'static str, argument: u64) -> Result<Arc<Process>, LoadError> {
+/// `argument`, charged to `budget`. Returns the process (to watch its ending).
+pub fn spawn_from_module(
+    module: &'static str,
+    argument: u64,
+    budget: Arc<Budget>,
+) -> Result<Arc<Process>, LoadError> {
     let file = crate::boot::module(module).ok_or(LoadError::NoModule)?;
-    spawn_from_image(module, file, argument)
+    spawn_from_image(module, file, argument, budget)
 }
 
-/// Check `file` as an executable, load it into a new process named `name`, and start one
-/// thread at its entry point with `argument`. A malformed image is an error; nothing is
-/// left allocated when one is returned.
+/// Check `file` as an executable, load it into a new process named `name` with the memory
+/// budget `budget`, and start one thread at its entry point with `argument`. A malformed
+/// image is an error; nothing is left allocated when one is returned.
 pub fn spawn_from_image(
     name: &'static str,
     file: &[u8],
     argument: u64,
+    budget: Arc<Budget>,
 ) -> Result<Arc<Process>, LoadError> {
-    let (process, thread) = spawn_at(name, file, argument, sched::NORMAL)?;
+    let (process, thread) = spawn_at(name, file, argument, sched::NORMAL, budget)?;
     sched::start_thread(thread);
     Ok(process)
+}
+
+/// A budget of its own for a process the kernel starts itself (`init`, or a test
+/// scenario's): the root budget of the frames free now.
+pub fn root_budget() -> Arc<Budget> {
+    Budget::root(crate::obj::budget::root_bytes(frames::free_frames()))
 }
 
 /// [`spawn_from_image`] with the first thread at `priority`, not started: also returns that
@@ -71,15 +84,19 @@ pub fn spawn_at(
     file: &[u8],
     argument: u64,
     priority: kcore::runqueue::Priority,
+    budget: Arc<Budget>,
 ) -> Result<(Arc<Process>, usize), LoadError> {
     let module = name;
     let image = elf::parse(file, MACHINE, USER_START..USER_END).map_err(LoadError::Elf)?;
-    let process = Process::new(module).map_err(LoadError::Map)?;
+    let process = Process::new(module, budget).map_err(LoadError::Map)?;
     if let Err(error) = populate(&process, file, &image) {
         discard(&process);
         return Err(error);
     }
-    process.add_thread();
+    if process.add_thread().is_err() {
+        discard(&process);
+        return Err(LoadError::Budget);
+    }
     let start = Start::User {
         entry: image.entry,
         stack: USER_STACK_TOP,

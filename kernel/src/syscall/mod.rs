@@ -83,6 +83,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
             arguments[2],
             arguments[3],
             arguments[4],
+            arguments[5],
         ),
         Some(Syscall::ProcessKill) => procs::process_kill(arguments[0]),
         Some(Syscall::ProcessBindDeath) => {
@@ -303,7 +304,7 @@ fn memory_map(address: u64, length: u64, flags: u64) -> Result<u64, Error> {
     if flags & !(MAP_WRITE | MAP_EXECUTE) != 0 || flags == MAP_WRITE | MAP_EXECUTE {
         return Err(Error::InvalidArgument);
     }
-    if pages > crate::obj::process::QUOTA_PAGES as u64 {
+    if pages > crate::obj::process::MAP_PAGES_MAX as u64 {
         return Err(Error::OutOfMemory);
     }
     let flags = arch_api::PageFlags {

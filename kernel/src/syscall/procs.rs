@@ -9,6 +9,12 @@
 //! first entry). So it never runs user code again, and its blocking call unwinds normally
 //! (IPC state is cleaned by the exit path).
 //!
+//! # Budgets
+//! `process_spawn` carves the child's memory budget out of the caller's before anything is
+//! built (`obj::budget`); `thread_create` and a spawn's first thread charge the thread's
+//! record and kernel stack to the process's budget (`Process::add_thread`), refunded when
+//! the thread is freed.
+//!
 //! # Priorities
 //! A thread may give another thread (or a new process) at most its own priority, so a
 //! process can never raise itself above what it was given.
@@ -24,17 +30,22 @@
 
 use alloc::sync::Arc;
 
-use abi::{Error, Handle, MAX_SPAWN_CAPS, PAGE_SIZE, PRIORITY_LEVELS, Rights};
+use abi::{DEFAULT_BUDGET, Error, Handle, MAX_SPAWN_CAPS, PAGE_SIZE, PRIORITY_LEVELS, Rights};
 use arch_api::{Devices, UserRange};
 use kcore::runqueue::Priority;
 
-use crate::obj::{Object, Process, ThreadRef, kind};
+use crate::obj::budget::THREAD_RECORD_BYTES;
+use crate::obj::{Budget, Object, Process, ThreadRef, kind};
 use crate::proc::{self, LoadError};
 use crate::task::sched;
 use crate::{Cpu, irq};
 
 /// Threads one process may have at once (so no process takes every thread slot).
 pub const MAX_THREADS_PER_PROCESS: usize = 16;
+
+// A thread's charge (`obj::budget::THREAD_BYTES`) covers its record.
+const _: () =
+    assert!(core::mem::size_of::<crate::task::thread::Thread>() <= THREAD_RECORD_BYTES as usize);
 
 fn current() -> Result<Arc<Process>, Error> {
     sched::current_process().ok_or(Error::InvalidArgument)
@@ -56,20 +67,21 @@ fn priority(raw: u64) -> Result<Priority, Error> {
 fn load_error(error: LoadError) -> Error {
     match error {
         LoadError::NoModule | LoadError::Elf(_) => Error::InvalidArgument,
-        LoadError::Map(arch_api::MapError::OutOfMemory) | LoadError::Thread(_) => {
-            Error::OutOfMemory
-        }
+        LoadError::Map(arch_api::MapError::OutOfMemory)
+        | LoadError::Thread(_)
+        | LoadError::Budget => Error::OutOfMemory,
         LoadError::Map(_) => Error::InvalidArgument,
     }
 }
 
-/// `process_spawn(memory, caps_pointer, caps_count, priority, argument)`.
+/// `process_spawn(memory, caps_pointer, caps_count, priority, argument, budget)`.
 pub fn process_spawn(
     memory: u64,
     caps_pointer: u64,
     caps_count: u64,
     priority_raw: u64,
     argument: u64,
+    budget: u64,
 ) -> Result<u64, Error> {
     let parent = current()?;
     let image = parent
@@ -100,11 +112,14 @@ pub fn process_spawn(
     if parent.caps.free_slots() == 0 {
         return Err(Error::NoSpace);
     }
-    let charge = parent.caps.charge()?;
+    // The child's budget, out of the parent's; it comes back when the child's record and
+    // whatever else was charged to it are freed.
+    let share = if budget == 0 { DEFAULT_BUDGET } else { budget };
+    let budget = Budget::carve(parent.budget(), share)?;
     // A whole boot module names its process (`ps`); anything else takes the parent's name.
     let name = crate::boot::module_name_of(image.bytes()).unwrap_or(parent.name);
     let (child, thread) =
-        proc::spawn_at(name, image.bytes(), argument, priority).map_err(load_error)?;
+        proc::spawn_at(name, image.bytes(), argument, priority, budget).map_err(load_error)?;
     // The child's thread starts once its table is filled.
     let filled = (|| {
         let serial = sched::serial_of(thread).ok_or(Error::OutOfMemory)?;
@@ -121,7 +136,6 @@ pub fn process_spawn(
     })();
     match filled {
         Ok(handle) => {
-            child.set_charge(charge);
             sched::start_thread(thread);
             Ok(handle.raw())
         }
@@ -186,7 +200,9 @@ pub fn thread_create(
     if caller.caps.free_slots() == 0 {
         return Err(Error::NoSpace);
     }
-    caller.add_thread();
+    // The record and kernel stack, charged to the caller's budget; refunded when the
+    // thread is freed (`Process::thread_exited`).
+    caller.add_thread()?;
     let start = crate::task::thread::Start::User {
         entry,
         stack,

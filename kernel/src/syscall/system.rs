@@ -52,6 +52,7 @@ pub fn system_info(
         sysinfo::CAPS => caps(index, &mut record),
         sysinfo::CPU => cpu(index, &mut record)?,
         sysinfo::CLOCK => clock(&mut record),
+        sysinfo::BUDGET => budget(index, &mut record),
         _ => return Err(Error::InvalidArgument),
     };
     // why: words <= WORDS_MAX (64), checked above.
@@ -151,13 +152,39 @@ fn module(index: u64, record: &mut [u64]) -> usize {
     WORDS
 }
 
-fn caps(pid: u64, record: &mut [u64]) -> usize {
-    use sysinfo::cap::*;
-    let process = (1..MAX_THREADS).find_map(|id| {
+/// The live process with id `pid` (one with a thread).
+fn process_of(pid: u64) -> Option<alloc::sync::Arc<crate::obj::Process>> {
+    (1..MAX_THREADS).find_map(|id| {
         let (_, _, _, _, process) = sched::describe(id)?;
         process.filter(|process| process.id == pid)
-    });
+    })
+}
+
+/// The budget record of process `pid`, or of the caller for 0.
+fn budget(pid: u64, record: &mut [u64]) -> usize {
+    use sysinfo::budget::*;
+    let process = if pid == 0 {
+        sched::current_process()
+    } else {
+        process_of(pid)
+    };
     let Some(process) = process else {
+        return 0;
+    };
+    record[PROCESS] = process.id;
+    record[LIMIT] = process.budget().limit();
+    record[USED] = process.budget().used();
+    record[PAGES] = process.pages() as u64;
+    record[THREADS] = process.live_threads() as u64;
+    let [first, second] = sysinfo::pack_name(process.name);
+    record[NAME] = first;
+    record[NAME + 1] = second;
+    WORDS
+}
+
+fn caps(pid: u64, record: &mut [u64]) -> usize {
+    use sysinfo::cap::*;
+    let Some(process) = process_of(pid) else {
         return 0;
     };
     let mut list =

@@ -19,7 +19,7 @@ use abi::{ProcessStatus, Rights};
 use arch_api::Bench as _;
 
 use crate::boot::BootInfo;
-use crate::obj::{Endpoint, EndpointCap, MemoryRegion, Notification, Object, Process};
+use crate::obj::{Budget, Endpoint, EndpointCap, MemoryRegion, Notification, Object, Process};
 use crate::task::sched::{self, MAX_THREADS};
 use crate::testing::kcheck;
 use crate::testing::ktest::Suite;
@@ -89,14 +89,22 @@ fn argument(index: u64, procs: u64, calls: u64, seed: u64) -> u64 {
     single | index << INDEX_SHIFT | per_process << CALLS_SHIFT | seed << SEED_SHIFT
 }
 
+/// The fuzzers of one run and the budget their shares were carved from.
+type Started = ([Option<Arc<Process>>; 8], Arc<Budget>);
+
 /// Start `procs` fuzzers sharing one endpoint and one notification (dropped here, so they
-/// live only as long as the fuzzers' capabilities).
-fn start(procs: u64, calls: u64, seed: u64) -> Result<[Option<Arc<Process>>; 8], &'static str> {
+/// live only as long as the fuzzers' capabilities), each with an equal share of one root
+/// budget.
+fn start(procs: u64, calls: u64, seed: u64) -> Result<Started, &'static str> {
     let endpoint = Endpoint::new(None);
     let notification = Notification::new(None);
     let mut started: [Option<Arc<Process>>; 8] = Default::default();
+    // Each fuzzer gets an equal share of one root budget, a share left over.
+    let root = proc::root_budget();
+    let share = root.limit() / (procs + 1);
     for index in 0..procs {
-        let process = proc::spawn_from_module("fuzz", argument(index, procs, calls, seed))
+        let budget = Budget::carve(&root, share).map_err(|_| "no budget for a fuzzer")?;
+        let process = proc::spawn_from_module("fuzz", argument(index, procs, calls, seed), budget)
             .map_err(|_| "cannot load the fuzz module")?;
         // The new thread has not run yet (this thread has not blocked): slots 0, 1, 2, 3.
         let image = MemoryRegion::boot_module("fuzz").ok_or("no fuzz module")?;
@@ -128,7 +136,7 @@ fn start(procs: u64, calls: u64, seed: u64) -> Result<[Option<Arc<Process>>; 8],
         }
         started[index as usize] = Some(process);
     }
-    Ok(started)
+    Ok((started, root))
 }
 
 /// Wait for the fuzzers, testing consistency every [`CHECK_TICKS`], until all ended or
@@ -185,7 +193,7 @@ pub fn run(leak: usize) {
     let mut suite = Suite::new();
     // Warm-up: one short run grows what the kernel keeps once grown.
     kcheck::settle();
-    if let Ok(warm) = start(1, SHORT_CALLS.min(calls), seed ^ 0x5eed) {
+    if let Ok((warm, _)) = start(1, SHORT_CALLS.min(calls), seed ^ 0x5eed) {
         let _ = wait(&warm, time::ticks() + 120 * u64::from(TIMER_HZ));
     }
     sweep();
@@ -194,7 +202,7 @@ pub fn run(leak: usize) {
         "{name}: baseline {} free frames, {} heap bytes, {} threads",
         baseline.free_frames, baseline.heap_bytes, baseline.threads
     );
-    let started = match start(procs, calls, seed) {
+    let (started, root) = match start(procs, calls, seed) {
         Ok(started) => started,
         Err(why) => {
             suite.check(name, Err(why));
@@ -268,6 +276,16 @@ pub fn run(leak: usize) {
     if leak != 0 {
         println!("{name}: leaking one endpoint on purpose");
         core::mem::forget(Endpoint::new(None));
+    }
+    // Every share, and everything charged to the fuzzers' children, is back.
+    let used = root.used();
+    // The budget record itself goes before the heap is compared.
+    drop(root);
+    if used == 0 {
+        suite.check(&alloc::format!("{name} budgets back at baseline"), Ok(()));
+    } else {
+        println!("not ok {name} budgets back at baseline: {used} bytes still charged");
+        suite.add(0, 1);
     }
     match kcheck::consistency(true) {
         Ok(()) => suite.check(

@@ -99,7 +99,7 @@ pub fn run(cpus: usize) {
     user_access_protection(&mut suite);
     suite.check("malformed user images are refused", malformed_images());
     suite.check(
-        "process quota counts page tables; executable pages synced for instruction fetch; teardown frees every frame",
+        "process budget is charged for its record, page tables and pages and refuses beyond its limit; executable pages synced for instruction fetch; teardown frees every frame and byte",
         process_memory(),
     );
     kernel_tables(&mut suite);
@@ -563,7 +563,12 @@ fn malformed_images() -> Result<(), &'static str> {
     let mut refused = 0;
     // Truncations inside the header and the program-header table.
     for length in [0, 4, 63, 64, 100, 120, 200] {
-        match spawn_from_image("malformed", &original[..length.min(original.len())], 0) {
+        match spawn_from_image(
+            "malformed",
+            &original[..length.min(original.len())],
+            0,
+            crate::proc::root_budget(),
+        ) {
             Err(LoadError::Elf(_)) => refused += 1,
             Err(_) => return Err("a truncated image failed for another reason"),
             Ok(_) => return Err("a truncated image was loaded"),
@@ -582,7 +587,7 @@ fn malformed_images() -> Result<(), &'static str> {
     for (offset, bytes) in corruptions {
         let mut copy = original.to_vec();
         copy[offset..offset + bytes.len()].copy_from_slice(bytes);
-        match spawn_from_image("malformed", &copy, 0) {
+        match spawn_from_image("malformed", &copy, 0, crate::proc::root_budget()) {
             Err(LoadError::Elf(_)) => refused += 1,
             Err(_) => return Err("a corrupted image failed for another reason"),
             Ok(_) => return Err("a corrupted image was loaded"),
@@ -597,13 +602,19 @@ fn malformed_images() -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A process's memory use counts its page tables (root included) with its pages; a page
-/// mapped executable is handed to `Paging::sync_instructions` by its direct-map address
-/// (whole), a data page is not; tearing the process down returns every frame.
+/// A process's memory use counts its page tables (root included) with its pages, each
+/// charged a page to its budget after its record; a map the budget cannot pay for is
+/// refused and changes nothing; a page mapped executable is handed to
+/// `Paging::sync_instructions` by its direct-map address (whole), a data page is not;
+/// tearing the process down returns every frame and every byte of the budget.
 fn process_memory() -> Result<(), &'static str> {
-    use crate::obj::Process;
+    use crate::obj::budget::PROCESS_BYTES;
+    use crate::obj::{Budget, Process};
     let before = crate::mm::free_frames();
-    let process = Process::new("memory-test").map_err(|_| "no process")?;
+    // Room for the record and 12 pages.
+    let budget = Budget::root(PROCESS_BYTES + 12 * PAGE_SIZE);
+    let process = Process::new("memory-test", budget.clone()).map_err(|_| "no process")?;
+    let charged = |pages: u64| budget.used() == PROCESS_BYTES + pages * PAGE_SIZE;
     let code = PageFlags {
         writable: false,
         executable: true,
@@ -611,7 +622,7 @@ fn process_memory() -> Result<(), &'static str> {
         device: false,
     };
     let result = (|| {
-        if process.pages() != 1 {
+        if process.pages() != 1 || !charged(1) {
             return Err("a new process does not count its root table");
         }
         frames::LAST_INSTRUCTION_SYNC[1].store(0, Ordering::Relaxed);
@@ -622,7 +633,7 @@ fn process_memory() -> Result<(), &'static str> {
             return Err("a data page was synced for instruction fetch");
         }
         // Root, PDPT, PD, PT and the page.
-        if process.pages() != 5 {
+        if process.pages() != 5 || !charged(5) {
             return Err("page tables are not counted with the pages");
         }
         process
@@ -640,8 +651,15 @@ fn process_memory() -> Result<(), &'static str> {
         process
             .map_anonymous(0x60_0000, 1, USER_DATA)
             .map_err(|_| "second region map failed")?;
-        if process.pages() != 9 {
+        if process.pages() != 9 || !charged(9) {
             return Err("a new last-level table was not counted");
+        }
+        // 3 pages are left: 4 more are refused, whole.
+        if process.map_anonymous(0x80_0000, 4, USER_DATA) != Err(abi::Error::OutOfMemory)
+            || process.pages() != 9
+            || !charged(9)
+        {
+            return Err("a map beyond the budget was not refused, or left something behind");
         }
         process
             .unmap_anonymous(0x60_0000, 1)
@@ -650,8 +668,8 @@ fn process_memory() -> Result<(), &'static str> {
             .unmap_anonymous(0x40_0000, 3)
             .map_err(|_| "unmap failed")?;
         // The emptied table at 0x40_0000 is kept; the one at 0x60_0000 was pruned.
-        if process.pages() != 4 {
-            return Err("an emptied table was not given back to the quota");
+        if process.pages() != 4 || !charged(4) {
+            return Err("an emptied table was not given back to the budget");
         }
         Ok(())
     })();
@@ -659,6 +677,9 @@ fn process_memory() -> Result<(), &'static str> {
     drop(process);
     if result.is_ok() && crate::mm::free_frames() != before {
         return Err("frames leaked");
+    }
+    if result.is_ok() && budget.used() != 0 {
+        return Err("the budget did not get every byte back");
     }
     result
 }
@@ -803,7 +824,8 @@ fn device_mapping() -> Result<(), &'static str> {
         .ok_or("empty memory map")?;
     let device = top.next_multiple_of(1 << 21);
     let before = crate::mm::free_frames();
-    let process = crate::obj::Process::new("device-test").map_err(|_| "cannot create a process")?;
+    let process = crate::obj::Process::new("device-test", crate::proc::root_budget())
+        .map_err(|_| "cannot create a process")?;
     let outcome = (|| {
         let base = 0x40_0000;
         process

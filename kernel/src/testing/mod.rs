@@ -203,8 +203,8 @@ const LANDED: i64 = 0x5a;
 
 /// Run `testsuite` with `argument` and wait (at most ~30 s of ticks) for its ending.
 fn run_testsuite(argument: u64) -> Result<Ending, &'static str> {
-    let process =
-        proc::spawn_from_module("testsuite", argument).map_err(|_| "cannot load testsuite")?;
+    let process = proc::spawn_from_module("testsuite", argument, proc::root_budget())
+        .map_err(|_| "cannot load testsuite")?;
     let deadline = time::ticks() + 30 * u64::from(TIMER_HZ);
     loop {
         match process.ending() {
@@ -220,8 +220,8 @@ fn run_testsuite(argument: u64) -> Result<Ending, &'static str> {
 /// a malformed image), installed before its thread first runs. Waits like
 /// [`run_testsuite`].
 fn run_root_suite() -> Result<Ending, &'static str> {
-    let process =
-        proc::spawn_from_module("testsuite", SUITE).map_err(|_| "cannot load testsuite")?;
+    let process = proc::spawn_from_module("testsuite", SUITE, proc::root_budget())
+        .map_err(|_| "cannot load testsuite")?;
     // The new thread has not run yet (this thread has not blocked), so these fill slots
     // 0.. of an empty table.
     if install_root_caps(&process).is_err() {
@@ -249,7 +249,7 @@ fn ipc_suite(suite: &mut Suite) {
     use crate::obj::{Endpoint, EndpointCap, MemoryRegion, Object};
     use abi::Rights;
     let endpoint = Endpoint::new(None);
-    let Ok(server) = proc::spawn_from_module("testsuite", IPC_SERVER) else {
+    let Ok(server) = proc::spawn_from_module("testsuite", IPC_SERVER, proc::root_budget()) else {
         suite.check(
             "user ipc suite ran to its end",
             Err("cannot load testsuite"),
@@ -262,7 +262,7 @@ fn ipc_suite(suite: &mut Suite) {
         Object::Endpoint(EndpointCap::new(endpoint.clone(), 0)),
         Rights::READ | Rights::WRITE | Rights::GRANT,
     );
-    let Ok(client) = proc::spawn_from_module("testsuite", IPC_CLIENT) else {
+    let Ok(client) = proc::spawn_from_module("testsuite", IPC_CLIENT, proc::root_budget()) else {
         suite.check(
             "user ipc suite ran to its end",
             Err("cannot load testsuite"),
@@ -483,7 +483,7 @@ fn user_suite(_: usize) {
 fn fpu_survives_preemption() -> Result<bool, &'static str> {
     let preemptions = sched::preemptions();
     let spawn = |seed: u64| {
-        proc::spawn_from_module("testsuite", FPU_CHECK | seed << 8)
+        proc::spawn_from_module("testsuite", FPU_CHECK | seed << 8, proc::root_budget())
             .map_err(|_| "cannot load testsuite")
     };
     let processes = [spawn(0x1111_0000_1111_0000)?, spawn(0x2222_0000_2222_0000)?];
@@ -608,7 +608,7 @@ const HOSTILE_INSTRUCTION_POINTER: u64 = 0x0000_8000_0000_0000;
 fn hostile_resume(suite: &mut Suite) {
     let name = "user thread resumed at a non-canonical instruction pointer faults in user mode";
     let outcome = (|| {
-        let process = proc::spawn_from_module("testsuite", HOSTILE_RESUME)
+        let process = proc::spawn_from_module("testsuite", HOSTILE_RESUME, proc::root_budget())
             .map_err(|_| "cannot load testsuite")?;
         let deadline = time::ticks() + 30 * u64::from(TIMER_HZ);
         loop {
@@ -734,7 +734,8 @@ fn bench(iterations: usize) {
     let notification =
         |object: &alloc::sync::Arc<Notification>| Object::Notification(object.clone());
     let spawn_with = |mode: u64, caps: &[(Object, Rights)]| {
-        let Ok(process) = proc::spawn_from_module("bench", argument(mode)) else {
+        let Ok(process) = proc::spawn_from_module("bench", argument(mode), proc::root_budget())
+        else {
             println!("not ok bench: cannot load the bench module");
             crate::trace::power_off(ExitCode::TestFailed)
         };
@@ -811,9 +812,10 @@ fn spawn_benchmarks(iterations: usize) {
         let mut attempts = 0;
         while samples.kept < wanted && attempts < 4 * wanted + 10 {
             attempts += 1;
+            let budget = proc::root_budget();
             let ticks = time::ticks();
             let start = crate::stats::arm_marks();
-            let Ok(process) = proc::spawn_from_module("bench", mode) else {
+            let Ok(process) = proc::spawn_from_module("bench", mode, budget) else {
                 println!("not ok bench: cannot load the bench module");
                 crate::trace::power_off(ExitCode::TestFailed)
             };

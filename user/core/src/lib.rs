@@ -29,4 +29,5 @@ pub mod names;
 pub mod output;
 pub mod restart;
 pub mod shell;
+pub mod size;
 pub mod supervisor;

@@ -4,13 +4,15 @@
 //! The format is text, one server per line; `#` starts a comment:
 //!
 //! ```text
-//! # module  restart=<always|on-failure|never>  caps=<capability>[,<capability>…]
-//! console   restart=always  caps=serial
-//! names     restart=always
-//! shell     restart=always  caps=console,names,processes,system,power
+//! # module  restart=<always|on-failure|never>  budget=<size>  caps=<capability>[,<capability>…]
+//! console   restart=always  budget=1M  caps=serial
+//! names     restart=always  budget=1M
+//! shell     restart=always  budget=4M  caps=console,names,processes,system,power
 //! ```
 //!
-//! `restart` defaults to `on-failure`, `caps` to none. A server may only be given an
+//! `restart` defaults to `on-failure`, `caps` to none. `budget` is the server's memory
+//! budget, out of `init`'s ([`crate::size`] syntax: `512K`, `4M`); without it the server
+//! gets the kernel's default share (`abi::DEFAULT_BUDGET`). A server may only be given an
 //! endpoint of a server started before it (`console`, `names`), so the order is checked,
 //! not just followed. Every error names its line; nothing is started from a manifest with
 //! an error. The manifest itself is bounded ([`MANIFEST_MAX`], [`SERVERS_MAX`]).
@@ -121,6 +123,8 @@ pub struct Server {
     pub module: String,
     pub restart: Policy,
     pub caps: Capabilities,
+    /// Its memory budget in bytes (`None`: the kernel's default share).
+    pub budget: Option<u64>,
 }
 
 /// A checked manifest: the servers in start order.
@@ -150,6 +154,8 @@ pub enum Problem {
     UnknownField(String),
     DuplicateField(&'static str),
     BadRestartPolicy(String),
+    /// `budget=` that is not a size.
+    BadBudget(String),
     UnknownCapability(String),
     DuplicateCapability(&'static str),
     /// The server is given the endpoint of a server that is not started before it.
@@ -189,6 +195,11 @@ impl fmt::Display for ManifestError {
             Problem::BadRestartPolicy(value) => write!(
                 formatter,
                 "restart must be always, on-failure or never, not \"{}\"",
+                quoted(value)
+            ),
+            Problem::BadBudget(value) => write!(
+                formatter,
+                "budget must be a size such as 512K or 4M, not \"{}\"",
                 quoted(value)
             ),
             Problem::UnknownCapability(name) => {
@@ -235,6 +246,7 @@ impl Manifest {
             }
             let mut restart = None;
             let mut caps = None;
+            let mut budget = None;
             for field in words {
                 match field.split_once('=') {
                     Some(("restart", value)) => {
@@ -244,6 +256,16 @@ impl Manifest {
                         restart = Some(
                             Policy::from_name(value)
                                 .ok_or_else(|| fail(Problem::BadRestartPolicy(value.into())))?,
+                        );
+                    }
+                    Some(("budget", value)) => {
+                        if budget.is_some() {
+                            return Err(fail(Problem::DuplicateField("budget")));
+                        }
+                        budget = Some(
+                            crate::size::parse(value)
+                                .filter(|&bytes| bytes > 0)
+                                .ok_or_else(|| fail(Problem::BadBudget(value.into())))?,
                         );
                     }
                     Some(("caps", value)) => {
@@ -259,6 +281,7 @@ impl Manifest {
                 module: module.into(),
                 restart: restart.unwrap_or(Policy::OnFailure),
                 caps: caps.unwrap_or(Capabilities::NONE),
+                budget,
             });
         }
         Ok(Self { servers })
@@ -317,7 +340,7 @@ mod tests {
     fn servers_in_order_with_defaults() {
         let manifest = Manifest::parse(
             b"# comment\n\nconsole restart=always caps=serial  # the UART\n\
-              names\n\
+              names budget=512K\n\
               shell caps=console,names,power restart=never\n",
         )
         .unwrap();
@@ -328,11 +351,13 @@ mod tests {
                     module: "console".into(),
                     restart: Policy::Always,
                     caps: Capabilities::NONE.with(Capability::Serial),
+                    budget: None,
                 },
                 Server {
                     module: "names".into(),
                     restart: Policy::OnFailure,
                     caps: Capabilities::NONE,
+                    budget: Some(512 << 10),
                 },
                 Server {
                     module: "shell".into(),
@@ -341,6 +366,7 @@ mod tests {
                         .with(Capability::Console)
                         .with(Capability::Names)
                         .with(Capability::Power),
+                    budget: None,
                 },
             ]
         );
@@ -388,6 +414,16 @@ mod tests {
             problem("x caps=power,power"),
             (1, Problem::DuplicateCapability("power"))
         );
+        assert_eq!(
+            problem("x budget=4M budget=8M"),
+            (1, Problem::DuplicateField("budget"))
+        );
+        for bad in ["", "0", "lots", "4T", "-1M"] {
+            assert_eq!(
+                problem(&alloc::format!("x budget={bad}")),
+                (1, Problem::BadBudget(bad.into()))
+            );
+        }
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo {
         name: "mem",
         usage: "",
-        summary: "free and used frames, memory per process",
+        summary: "free and used frames; each process's memory budget and use",
     },
     CommandInfo {
         name: "caps",
@@ -66,8 +66,8 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "spawn",
-        usage: "<module> [args]",
-        summary: "start a boot module as a new process",
+        usage: "<module> [budget=<size>] [args]",
+        summary: "start a boot module as a new process (memory budget: 512K, 4M…)",
     },
     CommandInfo {
         name: "kill",
@@ -118,6 +118,8 @@ pub enum Command<'a> {
     },
     Spawn {
         module: &'a str,
+        /// Its memory budget in bytes (`None`: `init`'s default share).
+        budget: Option<u64>,
         args: Vec<&'a str>,
     },
     Kill {
@@ -156,6 +158,8 @@ pub enum Problem<'a> {
     NotANumber(&'a str),
     OutOfRange(&'a str),
     BadModuleName(&'a str),
+    /// `budget=` followed by something that is not a size.
+    BadSize(&'a str),
 }
 
 /// Up to [`QUOTE_MAX`] characters of `text`, escaped (`"…"` when cut).
@@ -196,6 +200,11 @@ impl fmt::Display for ParseError<'_> {
                     Problem::OutOfRange(word) => {
                         write!(formatter, "{} is out of range", Quoted(word))?
                     }
+                    Problem::BadSize(word) => write!(
+                        formatter,
+                        "{} is not a size (such as 512K or 4M)",
+                        Quoted(word)
+                    )?,
                     Problem::BadModuleName(word) => write!(
                         formatter,
                         "{} is not a module name (letters, digits, - and _, at most {MODULE_NAME_MAX})",
@@ -303,6 +312,18 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
             if !is_module_name(module) {
                 return Err(usage(Problem::BadModuleName(module)));
             }
+            let mut words = words.peekable();
+            let budget = match words.peek().and_then(|word| word.strip_prefix("budget=")) {
+                Some(size) => {
+                    words.next();
+                    Some(
+                        crate::size::parse(size)
+                            .filter(|&bytes| bytes > 0)
+                            .ok_or(usage(Problem::BadSize(size)))?,
+                    )
+                }
+                None => None,
+            };
             let mut args = Vec::new();
             for word in words {
                 if args.len() == SPAWN_ARGS_MAX {
@@ -310,7 +331,11 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
                 }
                 args.push(word);
             }
-            Ok(Command::Spawn { module, args })
+            Ok(Command::Spawn {
+                module,
+                budget,
+                args,
+            })
         }
         "top" => {
             let seconds = match words.next() {
@@ -466,6 +491,7 @@ mod tests {
             parse("spawn testsuite 1 two"),
             Ok(Command::Spawn {
                 module: "testsuite",
+                budget: None,
                 args: alloc::vec!["1", "two"]
             })
         );
@@ -473,9 +499,20 @@ mod tests {
             parse("spawn bench"),
             Ok(Command::Spawn {
                 module: "bench",
+                budget: None,
                 args: Vec::new()
             })
         );
+        assert_eq!(
+            parse("spawn echo budget=2M x"),
+            Ok(Command::Spawn {
+                module: "echo",
+                budget: Some(2 << 20),
+                args: alloc::vec!["x"]
+            })
+        );
+        assert!(error("spawn echo budget=lots").contains("\"lots\" is not a size"));
+        assert!(error("spawn echo budget=0").contains("is not a size"));
         assert_eq!(parse("kill 12"), Ok(Command::Kill { pid: 12 }));
         assert_eq!(parse("uptime"), Ok(Command::Uptime));
         assert_eq!(parse("cpu"), Ok(Command::Cpu));
@@ -564,7 +601,7 @@ mod tests {
         assert_eq!(error("ps now"), "error: ps: too many arguments (usage: ps)");
         assert_eq!(
             error("spawn"),
-            "error: spawn: missing <module> (usage: spawn <module> [args])"
+            "error: spawn: missing <module> (usage: spawn <module> [budget=<size>] [args])"
         );
         assert!(error("spawn ../etc").contains("is not a module name"));
         assert!(error("spawn a 1 2 3 4 5 6 7 8 9").contains("too many arguments"));
@@ -673,7 +710,7 @@ mod tests {
         assert!(
             lines
                 .iter()
-                .any(|line| line.contains("spawn <module> [args]"))
+                .any(|line| line.contains("spawn <module> [budget=<size>] [args]"))
         );
     }
 

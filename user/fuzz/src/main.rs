@@ -1018,9 +1018,12 @@ impl Fuzz {
             priority = priority.max(abi::PRIORITY_NORMAL);
         }
         let argument = self.child_argument();
+        // The child's budget: the default share, shares that fit, one too small for any
+        // image, one beyond any parent's.
+        let budget = self.rng.pick(&[0, 0, 1 << 20, 4 << 20, 64 << 10, u64::MAX]);
         let (status, value) = self.sys(
             Syscall::ProcessSpawn.number(),
-            [image, pointer, count as u64, priority, argument, 0],
+            [image, pointer, count as u64, priority, argument, budget],
         );
         if status == 0 {
             self.adopt(value);

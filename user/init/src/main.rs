@@ -42,6 +42,9 @@ const SPAWNED_BIT: u64 = 1 << 63;
 /// The console and names badge of programs started through the process service (servers
 /// have their manifest index + 1).
 const SPAWNED_BADGE: u64 = 64;
+/// The largest memory budget a program started through the process service may ask for,
+/// so the shell cannot take what `init` needs to restart the servers.
+const SPAWNED_BUDGET_MAX: u64 = 64 << 20;
 const STACK_BYTES: u64 = 16 * PAGE_SIZE;
 const WORKER_STACK: u64 = 0x0000_2200_0000_0000;
 const SERVICE_STACK: u64 = 0x0000_2300_0000_0000;
@@ -246,10 +249,12 @@ fn module_image(module: &str) -> Option<Handle> {
         .map(|(_, handle)| *handle)
 }
 
-/// Spawn `module` with `caps` (deleted afterwards), its death bound to `bits`.
-fn spawn(module: &str, caps: Vec<Handle>, bits: u64) -> Result<(Handle, u64), Error> {
+/// Spawn `module` with `caps` (deleted afterwards) and a memory budget of `budget` bytes
+/// out of `init`'s (0: the kernel's default share), its death bound to `bits`.
+fn spawn(module: &str, caps: Vec<Handle>, budget: u64, bits: u64) -> Result<(Handle, u64), Error> {
     let image = module_image(module).ok_or(Error::InvalidArgument);
-    let result = image.and_then(|image| proc::process_spawn(image, &caps, abi::PRIORITY_NORMAL, 0));
+    let result =
+        image.and_then(|image| proc::process_spawn(image, &caps, abi::PRIORITY_NORMAL, 0, budget));
     for handle in caps {
         let _ = ipc::cap_delete(handle);
     }
@@ -271,7 +276,7 @@ fn start_server(supervisor: &mut Supervisor<u64>, index: usize, now: u64) {
     // why: the manifest holds at most SERVERS_MAX (16) servers.
     let badge = index as u64 + 1;
     let started = server_caps(&server.module, server.caps, badge)
-        .and_then(|caps| spawn(&server.module, caps, 1 << index));
+        .and_then(|caps| spawn(&server.module, caps, server.budget.unwrap_or(0), 1 << index));
     match started {
         Ok((process, pid)) => {
             CHILDREN.lock().push(Child {
@@ -377,9 +382,9 @@ extern "C" fn service_thread(_: u64) -> ! {
         .as_ref()
         .map(|boot| boot.processes)
         .unwrap_or(Handle::NULL);
-    if service::ipc_buffer(2).is_err() {
+    let Ok(buffer) = service::ipc_buffer(2) else {
         rt::exit(3)
-    }
+    };
     let mut answer = (MessageInfo::default(), [0u64; 4]);
     loop {
         let received = match ipc::reply_recv(endpoint, answer.0, answer.1) {
@@ -392,7 +397,15 @@ extern "C" fn service_thread(_: u64) -> ! {
         };
         let result = match received.info.label() {
             label::PROCESS_KILL => kill(received.words[0]).map(|()| 0),
-            label::PROCESS_SPAWN => spawn_request(&received.words),
+            label::PROCESS_SPAWN => {
+                // The budget in word 4, when the request has one.
+                let budget = if received.info.words() > MessageInfo::REGISTER_WORDS {
+                    buffer.word(MessageInfo::REGISTER_WORDS)
+                } else {
+                    0
+                };
+                spawn_request(&received.words, budget)
+            }
             _ => Err(Error::InvalidArgument),
         };
         answer = match result {
@@ -412,7 +425,12 @@ fn kill(pid: u64) -> Result<(), Error> {
     proc::process_kill(process)
 }
 
-fn spawn_request(words: &[u64; 4]) -> Result<u64, Error> {
+/// Start `module` (named by `words`) for the shell with a memory budget of `budget` bytes
+/// (0: the kernel's default share), at most [`SPAWNED_BUDGET_MAX`].
+fn spawn_request(words: &[u64; 4], budget: u64) -> Result<u64, Error> {
+    if budget > SPAWNED_BUDGET_MAX {
+        return Err(Error::OutOfMemory);
+    }
     let mut text = [0u8; 32];
     let length = service::words_name(words, &mut text).ok_or(Error::InvalidArgument)?;
     let module = core::str::from_utf8(&text[..length]).map_err(|_| Error::InvalidArgument)?;
@@ -431,7 +449,7 @@ fn spawn_request(words: &[u64; 4]) -> Result<u64, Error> {
             }
         }
     };
-    let (process, pid) = spawn(module, caps, SPAWNED_BIT)?;
+    let (process, pid) = spawn(module, caps, budget, SPAWNED_BIT)?;
     CHILDREN.lock().push(Child {
         pid,
         process,

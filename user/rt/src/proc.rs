@@ -11,12 +11,14 @@ fn call(number: Syscall, arguments: [u64; 6]) -> Result<u64, Error> {
 
 /// `process_spawn`: a child from the ELF image in the memory capability `image`, its
 /// first thread at `priority` with `argument`; `caps` are copied to its slots 1.. in
-/// order (slot 0 holds its first thread).
+/// order (slot 0 holds its first thread). The child's memory budget is `budget` bytes out
+/// of this process's own (0: `abi::DEFAULT_BUDGET`), back when the child's record is freed.
 pub fn process_spawn(
     image: Handle,
     caps: &[Handle],
     priority: u64,
     argument: u64,
+    budget: u64,
 ) -> Result<Handle, Error> {
     process_spawn_raw(
         image.raw(),
@@ -24,6 +26,7 @@ pub fn process_spawn(
         caps.len() as u64,
         priority,
         argument,
+        budget,
     )
     .map(Handle::from_raw)
 }
@@ -35,10 +38,11 @@ pub fn process_spawn_raw(
     caps_count: u64,
     priority: u64,
     argument: u64,
+    budget: u64,
 ) -> Result<u64, Error> {
     call(
         Syscall::ProcessSpawn,
-        [image, caps_pointer, caps_count, priority, argument, 0],
+        [image, caps_pointer, caps_count, priority, argument, budget],
     )
 }
 

@@ -255,5 +255,22 @@ pub fn process_request(endpoint: Handle, label: u32, words: [u64; 4]) -> Result<
     Ok(received.words[1])
 }
 
+/// A spawn request to `init`'s process endpoint: the module's name in words 0..4 and its
+/// memory budget in bytes in word 4 (0: `init`'s default share), through `buffer`, this
+/// thread's IPC buffer. Value: the new process's id.
+pub fn spawn_request(
+    endpoint: Handle,
+    buffer: &IpcBuffer,
+    module: &str,
+    budget: u64,
+) -> Result<u64, Error> {
+    let info = MessageInfo::new(label::PROCESS_SPAWN, MessageInfo::REGISTER_WORDS + 1, 0)
+        .ok_or(Error::InvalidArgument)?;
+    buffer.set_word(MessageInfo::REGISTER_WORDS, budget);
+    let received = call(endpoint, info, name_words(module))?;
+    status(&received)?;
+    Ok(received.words[1])
+}
+
 /// Rights a client gets on a server's endpoint.
 pub const CLIENT_RIGHTS: Rights = Rights::WRITE.union(Rights::CALL).union(Rights::GRANT);

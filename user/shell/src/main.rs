@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -196,15 +197,20 @@ impl Shell {
                 };
                 Ok(())
             }),
-            Command::Spawn { module, args } => {
+            Command::Spawn {
+                module,
+                budget,
+                args,
+            } => {
                 if !args.is_empty() {
                     let _ = writeln!(out, "error: spawn: arguments are not passed yet");
                     return;
                 }
-                service::process_request(
+                service::spawn_request(
                     self.processes,
-                    label::PROCESS_SPAWN,
-                    service::name_words(module),
+                    &self.console.buffer,
+                    module,
+                    budget.unwrap_or(0),
                 )
                 .map(|pid| {
                     let _ = writeln!(out, "started {module} (pid {pid})");
@@ -336,6 +342,11 @@ impl Shell {
             summary[KERNEL_HEAP] / 1024,
             summary[HEAP_FRAMES] * 4
         );
+        use sysinfo::budget::{LIMIT, NAME, PAGES, THREADS, USED, WORDS as BUDGET_WORDS};
+        let _ = writeln!(
+            out,
+            "  PID  NAME              BUDGET        USED  PAGES  THREADS"
+        );
         let mut seen: Vec<u64> = Vec::new();
         for record in self.threads()? {
             let pid = record[sysinfo::thread::PROCESS];
@@ -343,19 +354,20 @@ impl Shell {
                 continue;
             }
             seen.push(pid);
+            let mut budget = [0u64; BUDGET_WORDS];
+            // A process that ended since the thread list was read has no record.
+            if proc::system_info(self.system, sysinfo::BUDGET, pid, &mut budget)? == 0 {
+                continue;
+            }
             let mut name = [0u8; 16];
-            let pages = record[sysinfo::thread::PAGES];
             let _ = writeln!(
                 out,
-                "  pid {pid:>3} {:<12} {pages:>5} pages with tables ({} KiB)",
-                name_text(
-                    [
-                        record[sysinfo::thread::NAME],
-                        record[sysinfo::thread::NAME + 1]
-                    ],
-                    &mut name
-                ),
-                pages * 4
+                "{pid:>5}  {:<12}  {:>10}  {:>10}  {:>5}  {:>7}",
+                name_text([budget[NAME], budget[NAME + 1]], &mut name),
+                ucore::size::Bytes(budget[LIMIT]).to_string(),
+                ucore::size::Bytes(budget[USED]).to_string(),
+                budget[PAGES],
+                budget[THREADS],
             );
         }
         Ok(())

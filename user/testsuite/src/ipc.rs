@@ -427,35 +427,7 @@ fn capability_rules(results: &mut Results) {
         "user cap_identify names process and memory capabilities",
         outcome,
     );
-    // The quota and the table size.
-    let outcome = (|| {
-        let mut created = [Handle::NULL; abi::OBJECT_QUOTA + 1];
-        let mut count = 0;
-        let failure = loop {
-            match ipc::notification_create() {
-                Ok(handle) if count < created.len() => {
-                    created[count] = handle;
-                    count += 1;
-                }
-                Ok(_) => break Ok(()),
-                Err(error) => break Err(error),
-            }
-        };
-        for handle in &created[..count] {
-            let _ = ipc::cap_delete(*handle);
-        }
-        // Earlier tests' objects were freed, so the whole quota was available.
-        if failure != Err(Error::OutOfMemory) || count != abi::OBJECT_QUOTA {
-            return Err("the quota did not end creation at OBJECT_QUOTA with OutOfMemory");
-        }
-        ipc::notification_create()
-            .and_then(ipc::cap_delete)
-            .map_err(|_| "deleting did not return the quota")
-    })();
-    results.check(
-        "user kernel objects beyond the quota return OutOfMemory (and deleting frees them)",
-        outcome,
-    );
+    // The table size (the memory budget's tests are in `budget.rs`).
     let outcome = (|| {
         let mut copies = [Handle::NULL; abi::CAP_TABLE_SLOTS];
         let mut count = 0;

@@ -15,6 +15,7 @@ extern crate alloc;
 use abi::Error;
 use rt::println;
 
+mod budget;
 mod ipc;
 mod proc;
 mod resources;
@@ -154,6 +155,8 @@ fn main(argument: u64) -> i64 {
         }
         resources::HOARDER => resources::hoarder(),
         resources::EXIT_AT_ONCE => 0,
+        budget::EATER => budget::eater(),
+        budget::PROBE => budget::probe(),
         _ => -1,
     }
 }
@@ -292,7 +295,7 @@ fn register_write_refusals(results: &mut Results) {
 }
 
 /// `memory_map` / `memory_unmap`: zeroed memory that holds what is written, W^X, range
-/// and overlap checks, the quota, and unmapping that takes effect.
+/// and overlap checks, the per-call bound, and unmapping that takes effect.
 fn memory_tests(results: &mut Results) {
     use abi::{MAP_EXECUTE, MAP_WRITE, PAGE_SIZE};
     use core::sync::atomic::Ordering;
@@ -346,7 +349,7 @@ fn memory_tests(results: &mut Results) {
         Error::InvalidArgument,
     );
     results.expect_error(
-        "user memory map beyond the quota returns OutOfMemory",
+        "user memory map beyond the per-call bound returns OutOfMemory",
         rt::memory_map(SCRATCH + length, 1 << 32, MAP_WRITE),
         Error::OutOfMemory,
     );
@@ -422,12 +425,17 @@ fn heap_tests(results: &mut Results) {
         })(),
     );
     results.check(
-        "user heap: allocations beyond the quota or the heap's span fail and the heap still works",
+        "user heap: allocations beyond the budget or the heap's span fail and the heap still works",
         (|| {
-            let mut beyond_quota: Vec<u64> = Vec::new();
-            // 64 MiB: more than the process's memory quota.
-            if beyond_quota.try_reserve_exact(8 << 20).is_ok() {
-                return Err("64 MiB beyond the quota was granted");
+            let mut record = [0u64; abi::sysinfo::budget::WORDS];
+            let system = abi::Handle::new(abi::root_slots::SYSTEM, 1);
+            rt::proc::system_info(system, abi::sysinfo::BUDGET, 0, &mut record)
+                .map_err(|_| "system_info BUDGET failed")?;
+            // More than the process's whole memory budget.
+            let words = record[abi::sysinfo::budget::LIMIT] / 8 + 1;
+            let mut beyond_budget: Vec<u64> = Vec::new();
+            if beyond_budget.try_reserve_exact(words as usize).is_ok() {
+                return Err("more than the budget was granted");
             }
             let mut beyond_span: Vec<u64> = Vec::new();
             if beyond_span.try_reserve_exact(usize::MAX / 16).is_ok() {
@@ -530,5 +538,6 @@ fn suite() -> i64 {
     proc::tests(&mut results);
     heap_tests(&mut results);
     resources::tests(&mut results);
+    budget::tests(&mut results);
     exit_code(results.passed, results.failed)
 }

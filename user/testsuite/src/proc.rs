@@ -24,6 +24,9 @@ pub const CHILD_SERVER: u64 = 17;
 /// Child: wait on the notification in its slot 1 forever.
 pub const CHILD_PARK: u64 = 18;
 const CHILD_SIGNAL: u64 = 0x10;
+/// The memory budget of a child whose handle this suite keeps (its dead record keeps the
+/// budget out of this process's until the handle goes).
+const CHILD_BUDGET: u64 = 1 << 20;
 
 const IMAGE: Handle = Handle::new(abi::root_slots::TESTSUITE_IMAGE, 1);
 const IRQ: Handle = Handle::new(abi::root_slots::CONSOLE_IRQ, 1);
@@ -145,8 +148,14 @@ fn spawn_and_exit(results: &mut Results) {
     let outcome = (|| {
         let death = ipc::notification_create().map_err(|_| "notification_create failed")?;
         let shared = ipc::notification_create().map_err(|_| "notification_create failed")?;
-        let child = proc::process_spawn(IMAGE, &[shared], PRIORITY_NORMAL, CHILD_EXIT | 42 << 8)
-            .map_err(|_| "process_spawn failed")?;
+        let child = proc::process_spawn(
+            IMAGE,
+            &[shared],
+            PRIORITY_NORMAL,
+            CHILD_EXIT | 42 << 8,
+            CHILD_BUDGET,
+        )
+        .map_err(|_| "process_spawn failed")?;
         proc::process_bind_death(child, death, 0x4).map_err(|_| "bind_death failed")?;
         if ipc::wait(death) != Ok(0x4) {
             return Err("the death notification did not carry the bound bits");
@@ -173,8 +182,14 @@ fn spawn_and_exit(results: &mut Results) {
 fn killed_server(results: &mut Results) {
     let outcome = (|| {
         let endpoint = ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
-        let child = proc::process_spawn(IMAGE, &[endpoint], PRIORITY_NORMAL, CHILD_SERVER)
-            .map_err(|_| "process_spawn failed")?;
+        let child = proc::process_spawn(
+            IMAGE,
+            &[endpoint],
+            PRIORITY_NORMAL,
+            CHILD_SERVER,
+            CHILD_BUDGET,
+        )
+        .map_err(|_| "process_spawn failed")?;
         // Keep only a capability that cannot receive: the child holds the server side.
         let client =
             ipc::cap_copy(endpoint, Rights::CALL | Rights::WRITE).map_err(|_| "cap_copy failed")?;
@@ -204,7 +219,7 @@ fn killed_server(results: &mut Results) {
 fn malformed_image(results: &mut Results) {
     results.check(
         "user process spawn of a malformed image returns InvalidArgument",
-        match proc::process_spawn(MALFORMED, &[], PRIORITY_NORMAL, 0) {
+        match proc::process_spawn(MALFORMED, &[], PRIORITY_NORMAL, 0, 0) {
             Err(Error::InvalidArgument) => Ok(()),
             Err(_) => Err("a different error"),
             Ok(_) => Err("it was spawned"),
@@ -215,7 +230,7 @@ fn malformed_image(results: &mut Results) {
 fn kill_spinning_child(results: &mut Results) {
     let outcome = (|| {
         let death = ipc::notification_create().map_err(|_| "notification_create failed")?;
-        let child = proc::process_spawn(IMAGE, &[], PRIORITY_NORMAL, CHILD_SPIN)
+        let child = proc::process_spawn(IMAGE, &[], PRIORITY_NORMAL, CHILD_SPIN, CHILD_BUDGET)
             .map_err(|_| "process_spawn failed")?;
         proc::process_bind_death(child, death, 0x8).map_err(|_| "bind_death failed")?;
         // Let it run (it spins until the timer preempts it).
@@ -250,15 +265,15 @@ fn kill_spinning_child(results: &mut Results) {
 /// caller, which keeps running in its own address space (a failed spawn tears the
 /// half-built child down in the caller's context); then every child is killed and spawning
 /// works again. Parked threads of this process take thread slots first, so the
-/// refusal comes from the thread table (after the child's address space was built), not
-/// from the object quota (checked before anything is built).
+/// refusal comes from the thread table (after the child's address space was built) or
+/// from this process's budget (each child's share taken before anything is built).
 fn spawn_until_refused(results: &mut Results) {
     const MAX: usize = 100;
     const PARKED: usize = 12;
     const PARKED_STACKS: u64 = STACKS + 16 * STACK_SIZE;
     let (Ok(park), Ok(death)) = (ipc::notification_create(), ipc::notification_create()) else {
         results.check(
-            "user spawn refused for lack of threads or quota",
+            "user spawn refused for lack of threads or budget",
             Err("notification_create failed"),
         );
         return;
@@ -278,7 +293,7 @@ fn spawn_until_refused(results: &mut Results) {
         if count == MAX {
             break None;
         }
-        match proc::process_spawn(IMAGE, &[park], PRIORITY_NORMAL, CHILD_PARK) {
+        match proc::process_spawn(IMAGE, &[park], PRIORITY_NORMAL, CHILD_PARK, 0) {
             Ok(child) => {
                 children[count] = child;
                 count += 1;
@@ -310,7 +325,7 @@ fn spawn_until_refused(results: &mut Results) {
         let _ = rt::yield_now();
     }
     let _ = rt::memory_unmap(PARKED_STACKS, PARKED as u64 * STACK_SIZE);
-    let again = proc::process_spawn(IMAGE, &[park], PRIORITY_NORMAL, CHILD_PARK);
+    let again = proc::process_spawn(IMAGE, &[park], PRIORITY_NORMAL, CHILD_PARK, 0);
     if let Ok(child) = again {
         let _ = proc::process_kill(child);
         let _ = ipc::cap_delete(child);
@@ -319,7 +334,7 @@ fn spawn_until_refused(results: &mut Results) {
     let _ = ipc::cap_delete(park);
     rt::println!("testsuite: {count} children spawned before the refusal ({refusal:?})");
     results.check(
-        "user spawn refused for lack of threads or quota returns an error and the caller keeps running",
+        "user spawn refused for lack of threads or budget returns an error and the caller keeps running",
         match refusal {
             None => Err("no spawn was refused"),
             Some(Error::OutOfMemory | Error::NoSpace) if !alive => Err("the caller did not survive"),
@@ -414,7 +429,7 @@ fn threads(results: &mut Results) {
         {
             return Err("thread_create above the caller's priority was accepted");
         }
-        if proc::process_spawn(IMAGE, &[], PRIORITY_NORMAL + 1, CHILD_EXIT)
+        if proc::process_spawn(IMAGE, &[], PRIORITY_NORMAL + 1, CHILD_EXIT, 0)
             != Err(Error::PermissionDenied)
         {
             return Err("process_spawn above the caller's priority was accepted");
@@ -644,7 +659,7 @@ fn bad_arguments(results: &mut Results) {
     };
     // A live process to aim at: a spinning child at priority 1, which does not run while
     // this thread is busy.
-    let child = proc::process_spawn(IMAGE, &[], 1, CHILD_SPIN);
+    let child = proc::process_spawn(IMAGE, &[], 1, CHILD_SPIN, CHILD_BUDGET);
     let child = child.unwrap_or(Handle::NULL);
     let no_grant = ipc::cap_copy(note, Rights::SIGNAL | Rights::WAIT).unwrap_or(Handle::NULL);
     let no_signal = ipc::cap_copy(note, Rights::WAIT).unwrap_or(Handle::NULL);
@@ -656,7 +671,7 @@ fn bad_arguments(results: &mut Results) {
 
     // process_spawn
     let spawn = |image: Handle, caps: &[Handle], priority: u64| {
-        proc::process_spawn(image, caps, priority, CHILD_EXIT)
+        proc::process_spawn(image, caps, priority, CHILD_EXIT, CHILD_BUDGET)
     };
     expect(
         results,
@@ -685,19 +700,19 @@ fn bad_arguments(results: &mut Results) {
     expect(
         results,
         "process_spawn too many capabilities",
-        proc::process_spawn_raw(IMAGE.raw(), STACKS, 17, n, 0),
+        proc::process_spawn_raw(IMAGE.raw(), STACKS, 17, n, 0, 0),
         Error::InvalidArgument,
     );
     expect(
         results,
         "process_spawn capability list at a kernel address",
-        proc::process_spawn_raw(IMAGE.raw(), 0xffff_ffff_8000_0000, 1, n, 0),
+        proc::process_spawn_raw(IMAGE.raw(), 0xffff_ffff_8000_0000, 1, n, 0, 0),
         Error::BadAddress,
     );
     expect(
         results,
         "process_spawn capability list unmapped",
-        proc::process_spawn_raw(IMAGE.raw(), 0x0000_1000_0000_0000, 1, n, 0),
+        proc::process_spawn_raw(IMAGE.raw(), 0x0000_1000_0000_0000, 1, n, 0, 0),
         Error::BadAddress,
     );
     expect(

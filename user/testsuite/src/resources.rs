@@ -18,7 +18,8 @@ const TABLE_SPAN: u64 = 2 << 20;
 const TABLE_ROUNDS: u64 = 100_000;
 
 /// Child: spawn [`EXIT_AT_ONCE`] children from the image in slot 1 one after the other,
-/// each waited for until it is dead, and keep their handles, until a spawn is refused;
+/// each with [`CHILD_BUDGET`], each waited for until it is dead, and keep their handles,
+/// until a spawn is refused (its budget is used up);
 /// then signal [`HOARD_DONE`] on the notification in slot 2 and sleep until killed.
 pub const HOARDER: u64 = 19;
 /// Child: exit at once.
@@ -29,8 +30,13 @@ const HOARDER_DEATH: u64 = 0x2;
 const IMAGE: Handle = Handle::new(abi::root_slots::TESTSUITE_IMAGE, 1);
 
 /// Dead processes the hoarding test must see held at once: about 9 KiB of kernel heap
-/// each, so more than twice the heap's first 4 MiB.
-const HELD_AT_LEAST: u64 = 1000;
+/// each, so more than the heap's first 4 MiB.
+const HELD_AT_LEAST: u64 = 500;
+/// Each hoarder's memory budget.
+const HOARDER_BUDGET: u64 = 16 << 20;
+/// The budget a hoarder gives each child: its image, stack, record and first thread fit.
+/// A dead child's record keeps all of it out of the hoarder's budget until it is freed.
+const CHILD_BUDGET: u64 = 256 << 10;
 
 pub fn tests(results: &mut Results) {
     dead_processes_held(results);
@@ -57,7 +63,7 @@ fn map_and_unmap(address: u64) -> Result<(), Error> {
 
 /// Each page at a new 2 MiB address needs a page table of its own (and a new one above it
 /// every 1 GiB): the kernel must give emptied tables back (they count against the process's
-/// memory quota, so leaked ones would soon refuse the map) and keep at most the chain of
+/// memory budget, so leaked ones would soon refuse the map) and keep at most the chain of
 /// the last one emptied. The free frames are compared with the same chain kept: the first
 /// address is mapped and unmapped before the count and again after the rounds.
 fn page_tables(results: &mut Results) {
@@ -91,7 +97,9 @@ fn page_tables(results: &mut Results) {
 pub fn hoarder() -> i64 {
     let (image, done) = (Handle::new(1, 1), Handle::new(2, 1));
     let mut held = 0u64;
-    while let Ok(child) = proc::process_spawn(image, &[], PRIORITY_NORMAL, EXIT_AT_ONCE) {
+    while let Ok(child) =
+        proc::process_spawn(image, &[], PRIORITY_NORMAL, EXIT_AT_ONCE, CHILD_BUDGET)
+    {
         held += 1;
         // Wait until it is dead (its thread slot free again), its record held.
         while proc::process_status(child) == Ok(ProcessStatus::Running) {
@@ -113,9 +121,10 @@ fn memory_state() -> Result<(u64, u64), &'static str> {
     Ok((words[KERNEL_HEAP], words[FREE_FRAMES] + words[HEAP_FRAMES]))
 }
 
-/// One round: spawn [`HOARDER`]s one after the other, each left holding the records of the
-/// dead children it made (a process record and capability table each, charged to the
-/// hoarder that made them), until a spawn is refused; then kill them all. Returns the
+/// One round: spawn [`HOARDER`]s one after the other, each with [`HOARDER_BUDGET`] and
+/// left holding the records of the dead children it made (each child's budget charged to
+/// the hoarder that made it), until a spawn is refused (this process's budget is used
+/// up); then kill them all. Returns the
 /// hoarders made, the dead processes they held and the refusal.
 fn hoard_round(done: Handle, death: Handle) -> Result<(usize, u64, Error), &'static str> {
     const MAX: usize = 128;
@@ -126,7 +135,13 @@ fn hoard_round(done: Handle, death: Handle) -> Result<(usize, u64, Error), &'sta
         if count == MAX {
             break None;
         }
-        match proc::process_spawn(IMAGE, &[IMAGE, done], PRIORITY_NORMAL, HOARDER) {
+        match proc::process_spawn(
+            IMAGE,
+            &[IMAGE, done],
+            PRIORITY_NORMAL,
+            HOARDER,
+            HOARDER_BUDGET,
+        ) {
             Ok(hoarder) => {
                 hoarders[count] = hoarder;
                 count += 1;
