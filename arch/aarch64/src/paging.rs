@@ -13,8 +13,14 @@
 //!   the TLB tags them with the space's ASID; every address outside the user half
 //!   ([`UserRange`]: page 0, and everything at or above `USER_END`) is refused.
 //! - **ASIDs** are 16-bit when ID_AA64MMFR0_EL1.ASIDBits says so (TCR_EL1.AS set), else
-//!   8-bit. ASID 0 belongs to the empty root TTBR0 holds when no user space is active. A
-//!   destroyed space's ASID is flushed (`tlbi aside1is`) before it can be reused.
+//!   8-bit. ASID 0 belongs to the empty root TTBR0 holds when no user space is active.
+//!   ASIDs are handed out by generation (below), so any number of spaces can live.
+//! - **Every invalidation is broadcast** to the inner-shareable domain (`tlbi vae1is`,
+//!   `aside1is`, `vmalle1is`, each after `dsb ishst` and followed by `dsb ish` + `isb`), so
+//!   when unmap, protect or destroy returns no CPU holds the old translation. No IPI is
+//!   needed for that; only [`destroy`] asks the CPUs that have the space active (its
+//!   [`SpaceCpus`] mask, `arch_api::tlb`) to switch TTBR0 to the empty root first
+//!   ([`Request::Leave`]), so no CPU can walk the tables once they are freed.
 //! - **User copies** run through `LDTR`/`STTR` (unprivileged loads and stores): they are
 //!   checked with EL0's permissions, so PAN stays on even inside the copies, a read-only
 //!   user page cannot be written by `copy_to_user`, and a fault resumes through the
@@ -25,10 +31,24 @@
 //! cleaned for the walker by [`Hhdm`]); [`switch_to_kernel_tables`] switches to the
 //! kernel's own TTBR1 hierarchy, built by `arch_api::kernel_tables`.
 //!
-//! Weak spots: ASID exhaustion
-//! (more than 255 / 65535 live spaces) is reported as `OutOfMemory` instead of rolling over.
+//! # ASID generations
+//! A space's `context` is its generation (bits 16 and up) and ASID (bits 0..16); 0: none
+//! yet. [`activate`] keeps the ASID while the space's generation is the current one (the
+//! fast path: no lock, one compare-and-swap on this CPU's active-ASID slot). Otherwise,
+//! under the ASID lock, the space gets a new ASID: its old one again if that is still
+//! free in this generation or was reserved at the last rollover, else a free one; when
+//! none is left the generation rolls over: a new generation starts with every ASID free
+//! except those some CPU is running with (each CPU's active ASID, or, if a concurrent
+//! rollover cleared it, the one reserved for that CPU last time), which stay reserved for
+//! their spaces, and every TLB is flushed (`tlbi vmalle1is`). A space with an old
+//! generation re-gets an ASID on its next activation. Reuse rule: an ASID is handed to a
+//! new space only when no CPU runs with it (it is not reserved) and every entry tagged
+//! with it is gone (the rollover's flush, or the `tlbi aside1is` of [`destroy`], which
+//! frees its space's ASID after every CPU left the space). This is the design of Linux's
+//! arm64 ASID allocator, written for Keel's locks and per-CPU slots.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::asm::barrier;
 use arch_api::{
@@ -37,9 +57,11 @@ use arch_api::{
 };
 use spin::Mutex;
 
+use arch_api::MAX_CPUS;
 use arch_api::cache::{CacheType, line_span};
 use arch_api::kernel_tables;
 use arch_api::pagetable::{self, EntryFormat, HhdmAccess, KeptTable, Pruned, Walker};
+use arch_api::tlb::{self, ActiveSpaces, CpuMask, Mailboxes, Request, SpaceCpus};
 
 use crate::sysreg::{self, masked};
 
@@ -88,13 +110,146 @@ static WIDE_ASIDS: AtomicBool = AtomicBool::new(false);
 /// Serializes writes to the shared kernel tables. Taken only with IRQs masked
 /// ([`masked`]), so a preempted holder cannot leave another thread spinning.
 static KERNEL_TABLES: Mutex<()> = Mutex::new(());
-/// One bit per ASID; bit 0 (the empty root) is always taken.
-static ASIDS: Mutex<[u64; 1024]> = Mutex::new(asid_bitmap());
+/// The ASIDs of the current generation and the ones reserved at the last rollover.
+static ASIDS: Mutex<Asids> = Mutex::new(Asids::new());
+/// The current ASID generation, in the bits above [`ASID_MASK`] (starts at one).
+static GENERATION: AtomicU64 = AtomicU64::new(GENERATION_ONE);
+/// Per CPU: the context (generation and ASID) it runs with; 0 while a rollover has
+/// reserved it and the CPU has not activated a space since.
+static ACTIVE_ASIDS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// A test's cap on the ASIDs handed out (0: the CPU's).
+static ASID_LIMIT: AtomicUsize = AtomicUsize::new(0);
+/// The space each CPU has active.
+static ACTIVE: ActiveSpaces = ActiveSpaces::new();
+/// The TLB requests between CPUs.
+static MAILBOXES: Mailboxes = Mailboxes::new();
 
-const fn asid_bitmap() -> [u64; 1024] {
-    let mut map = [0; 1024];
-    map[0] = 1;
-    map
+/// The ASID bits of a context.
+const ASID_MASK: u64 = 0xffff;
+/// One generation, in a context.
+const GENERATION_ONE: u64 = 1 << 16;
+
+/// The ASID bitmap of one generation.
+struct Asids {
+    /// One bit per ASID; bit 0 (the empty root) is always taken.
+    map: [u64; 1024],
+    /// Per CPU: the context it ran with at the last rollover (its ASID stays reserved).
+    reserved: [u64; MAX_CPUS],
+}
+
+impl Asids {
+    const fn new() -> Self {
+        let mut map = [0; 1024];
+        map[0] = 1;
+        Self {
+            map,
+            reserved: [0; MAX_CPUS],
+        }
+    }
+
+    fn is_taken(&self, asid: u64) -> bool {
+        self.map[(asid / 64) as usize] & (1 << (asid % 64)) != 0
+    }
+
+    fn take(&mut self, asid: u64) {
+        self.map[(asid / 64) as usize] |= 1 << (asid % 64);
+    }
+
+    fn release(&mut self, asid: u64) {
+        if asid != 0 {
+            self.map[(asid / 64) as usize] &= !(1 << (asid % 64));
+        }
+    }
+
+    /// A free ASID at or below `limit`.
+    fn find_free(&self, limit: u64) -> Option<u64> {
+        self.map.iter().enumerate().find_map(|(word, bits)| {
+            let bit = (!bits).trailing_zeros() as u64;
+            let asid = word as u64 * 64 + bit;
+            (bit < 64 && asid <= limit).then_some(asid)
+        })
+    }
+
+    /// A context for a space whose context was `old`, in the current generation (rolling
+    /// over when no ASID is free).
+    fn new_context(&mut self, old: u64) -> u64 {
+        let generation = GENERATION.load(Ordering::Acquire);
+        let limit = asid_limit();
+        if old != 0 {
+            let asid = old & ASID_MASK;
+            let new = generation | asid;
+            // Reserved at the rollover for a CPU still running this space: keep it.
+            let mut reserved = false;
+            for slot in &mut self.reserved {
+                if *slot == old {
+                    *slot = new;
+                    reserved = true;
+                }
+            }
+            if reserved {
+                return new;
+            }
+            if asid <= limit && !self.is_taken(asid) {
+                self.take(asid);
+                return new;
+            }
+        }
+        let asid = match self.find_free(limit) {
+            Some(asid) => asid,
+            None => {
+                self.roll_over();
+                // At most MAX_CPUS are reserved and the limit is above that.
+                self.find_free(limit).unwrap_or(limit)
+            }
+        };
+        self.take(asid);
+        GENERATION.load(Ordering::Acquire) | asid
+    }
+
+    /// Start a new generation (see the module docs, "ASID generations").
+    fn roll_over(&mut self) {
+        GENERATION.fetch_add(GENERATION_ONE, Ordering::AcqRel);
+        self.map = [0; 1024];
+        self.map[0] = 1;
+        for (cpu, active) in ACTIVE_ASIDS.iter().enumerate() {
+            let mut context = active.swap(0, Ordering::AcqRel);
+            if context == 0 {
+                context = self.reserved[cpu];
+            }
+            self.reserved[cpu] = context;
+            self.take(context & ASID_MASK);
+        }
+        ROLLOVERS.fetch_add(1, Ordering::Relaxed);
+        flush_all();
+    }
+}
+
+/// Generations started since boot.
+static ROLLOVERS: AtomicU64 = AtomicU64::new(0);
+
+/// The highest ASID handed out: the CPU's, or a test's lower cap.
+fn asid_limit() -> u64 {
+    let cap = ASID_LIMIT.load(Ordering::Relaxed) as u64;
+    let hardware = max_asid() as u64;
+    if cap == 0 {
+        hardware
+    } else {
+        cap.min(hardware)
+    }
+}
+
+/// Cap the ASIDs handed out at `limit` (`None`: the CPU's), never below twice the CPUs
+/// the kernel can have (so a rollover always leaves free ones).
+#[cfg(feature = "testing")]
+pub fn limit_asids(limit: Option<u32>) {
+    let cap = limit.map_or(0, |limit| (limit as usize).max(2 * MAX_CPUS));
+    ASID_LIMIT.store(cap, Ordering::Relaxed);
+}
+
+/// How many ASID generations rolled over since boot.
+#[cfg(feature = "testing")]
+pub fn asid_rollovers() -> u64 {
+    ROLLOVERS.load(Ordering::Relaxed)
 }
 
 /// Read the loader's attributes, configure TTBR0 walks with ASIDs and point TTBR0 at an
@@ -453,52 +608,67 @@ pub fn active_kernel_root() -> u64 {
     kernel_root()
 }
 
-/// One user address space: its TTBR0 root table and ASID.
+/// One user address space: its TTBR0 root table, ASID context and active CPUs.
 #[derive(Debug)]
 pub struct AddressSpace {
     root: u64,
-    asid: u16,
+    /// Generation and ASID (module docs, "ASID generations"); 0 until first activated.
+    context: AtomicU64,
+    /// The CPUs it is active on, at a fixed address.
+    cpus: Box<SpaceCpus>,
     /// The emptied last-level table left linked (`pagetable::KeptTable`).
     kept: KeptTable,
 }
 
 impl AddressSpace {
-    /// The TTBR0_EL1 value that makes this space current.
-    fn ttbr0(&self) -> u64 {
-        self.root | (u64::from(self.asid) << 48)
+    /// The ASID CPUs running this space use (or used last: a space whose generation is
+    /// old has no entries left under a number another space got since).
+    fn asid(&self) -> u64 {
+        self.context.load(Ordering::Relaxed) & ASID_MASK
+    }
+
+    /// The CPUs this space is active on.
+    pub fn active_cpus(&self) -> CpuMask {
+        self.cpus.active()
+    }
+
+    /// Its record's address, as requests name it.
+    fn id(&self) -> usize {
+        core::ptr::from_ref::<SpaceCpus>(&self.cpus) as usize
     }
 }
 
+/// A new space's [`SpaceCpus`] on the heap, or `None` when the heap refuses.
+fn boxed_space_cpus() -> Option<Box<SpaceCpus>> {
+    let layout = core::alloc::Layout::new::<SpaceCpus>();
+    // SAFETY: the layout has a non-zero size.
+    let memory = unsafe { alloc::alloc::alloc(layout) }.cast::<SpaceCpus>();
+    if memory.is_null() {
+        return None;
+    }
+    // SAFETY: `memory` is a fresh allocation with `SpaceCpus`'s layout from the global
+    // allocator, initialized here, so the box owns it.
+    unsafe {
+        memory.write(SpaceCpus::new());
+        Some(Box::from_raw(memory))
+    }
+}
+
+/// A new, empty user address space; its ASID comes with its first activation.
 pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, MapError> {
-    let asid = masked(|| {
-        let mut map = ASIDS.lock();
-        let limit = max_asid();
-        let free = map.iter().enumerate().find_map(|(word, bits)| {
-            let bit = (!bits).trailing_zeros() as usize;
-            (bit < 64 && word * 64 + bit <= limit).then_some(word * 64 + bit)
-        });
-        let Some(asid) = free else {
-            return Err(MapError::OutOfMemory);
-        };
-        map[asid / 64] |= 1 << (asid % 64);
-        Ok(asid)
-    })?;
-    let Some(root) = frames.alloc_zeroed_frame() else {
-        release_asid(asid as u16);
+    let root = frames.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
+    let Some(cpus) = boxed_space_cpus() else {
+        frames.free_frame(root);
         return Err(MapError::OutOfMemory);
     };
     clean(HHDM.load(Ordering::Relaxed) + root, PAGE_SIZE);
     barrier::dsb(barrier::ISHST);
     Ok(AddressSpace {
         root,
-        asid: asid as u16,
+        context: AtomicU64::new(0),
+        cpus,
         kept: KeptTable::default(),
     })
-}
-
-fn release_asid(asid: u16) {
-    let asid = usize::from(asid);
-    masked(|| ASIDS.lock()[asid / 64] &= !(1 << (asid % 64)));
 }
 
 fn check_user_page(virt: u64) -> Result<(), MapError> {
@@ -526,9 +696,22 @@ pub fn map_user(
     Ok(())
 }
 
-/// Unmap one user page; tables the unmap prunes go back to `frames` once no walk through
-/// them can be cached (`tlbi vae1is` drops the cached entries of every level used to
-/// translate the address, Arm ARM D8.13).
+/// `tlbi vae1is` of `virt` in `asid`: every CPU of the inner-shareable domain (ASID in
+/// [63:48], VA[55:12] in [43:0]). The caller orders it after its table writes
+/// (`dsb ishst`) and waits for it (`dsb ish`).
+#[inline(always)]
+fn tlbi_page(asid: u64, virt: u64) {
+    let operand = (asid << 48) | ((virt >> 12) & ((1 << 44) - 1));
+    // SAFETY: invalidating TLB entries only costs refills.
+    unsafe {
+        core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
+    };
+}
+
+/// Unmap one user page; when this returns no CPU translates it (the broadcast `tlbi
+/// vae1is` completed, `dsb ish`). Tables the unmap prunes go back to `frames` once no walk
+/// through them can be cached (`tlbi vae1is` drops the cached entries of every level used
+/// to translate the address, Arm ARM D8.13).
 pub fn unmap_user(
     space: &mut AddressSpace,
     virt: u64,
@@ -543,18 +726,10 @@ pub fn unmap_user(
         &mut pruned,
     )?;
     barrier::dsb(barrier::ISHST);
-    // TLBI VAE1IS: this VA in this ASID (ASID in [63:48], VA[55:12] in [43:0]).
-    let operand = (u64::from(space.asid) << 48) | ((virt >> 12) & ((1 << 44) - 1));
-    // SAFETY: invalidating TLB entries only costs refills.
-    unsafe {
-        core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
-    };
+    let asid = space.asid();
+    tlbi_page(asid, virt);
     if !pruned.tables().is_empty() {
-        let operand = (u64::from(space.asid) << 48) | ((pruned.address >> 12) & ((1 << 44) - 1));
-        // SAFETY: as above.
-        unsafe {
-            core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
-        };
+        tlbi_page(asid, pruned.address);
     }
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
@@ -564,8 +739,8 @@ pub fn unmap_user(
     Ok(frame)
 }
 
-/// Change one user page's permissions and drop its old translation (break-before-make is
-/// not needed: only permissions change, Arm ARM D8.16.1).
+/// Change one user page's permissions and drop its old translation on every CPU
+/// (break-before-make is not needed: only permissions change, Arm ARM D8.16.1).
 pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Result<(), MapError> {
     check_user_page(virt)?;
     let flags = PageFlags {
@@ -575,42 +750,138 @@ pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Re
     let mut memory = HhdmTables::fixed();
     Walker::new(&mut memory, &Format, space.root).protect(virt, flags)?;
     barrier::dsb(barrier::ISHST);
-    // TLBI VAE1IS: this VA in this ASID.
-    let operand = (u64::from(space.asid) << 48) | ((virt >> 12) & ((1 << 44) - 1));
-    // SAFETY: invalidating TLB entries only costs refills.
-    unsafe {
-        core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
-    };
+    tlbi_page(space.asid(), virt);
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
     Ok(())
 }
 
+/// Make `space` the current user half on this CPU (TTBR0 with its ASID, re-got when its
+/// generation is old), moving this CPU's bit to its mask.
 #[inline]
 pub fn activate(space: &AddressSpace) {
-    // TTBR0 changes only the user half, which the kernel reaches only through the user
-    // copies; the ASID keeps other spaces' TLB entries apart, so no invalidation.
-    sysreg::write!("ttbr0_el1", space.ttbr0());
+    let cpu = crate::smp::this_cpu();
+    ACTIVE.activate(cpu, &space.cpus);
+    let slot = &ACTIVE_ASIDS[(cpu as usize).min(MAX_CPUS - 1)];
+    let context = space.context.load(Ordering::Relaxed);
+    let running = slot.load(Ordering::Relaxed);
+    // Fast path: the space's generation is current and no rollover cleared this CPU's
+    // slot in between (a rollover swaps it to 0, so the exchange fails).
+    let context = if running != 0
+        && context & !ASID_MASK == GENERATION.load(Ordering::Acquire)
+        && slot
+            .compare_exchange(running, context, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    {
+        context
+    } else {
+        assign_asid(space, slot)
+    };
+    sysreg::write!("ttbr0_el1", space.root | ((context & ASID_MASK) << 48));
+    barrier::isb(barrier::SY);
 }
 
+/// The slow path of [`activate`]: give `space` an ASID of the current generation, under
+/// the ASID lock, and record it as this CPU's.
+#[cold]
+#[inline(never)]
+fn assign_asid(space: &AddressSpace, slot: &AtomicU64) -> u64 {
+    masked(|| {
+        let mut asids = ASIDS.lock();
+        let mut context = space.context.load(Ordering::Relaxed);
+        if context == 0 || context & !ASID_MASK != GENERATION.load(Ordering::Acquire) {
+            context = asids.new_context(context);
+            space.context.store(context, Ordering::Relaxed);
+        }
+        slot.store(context, Ordering::Release);
+        context
+    })
+}
+
+/// Point this CPU's TTBR0 at the empty root (ASID 0) and leave `space`.
+fn leave(cpu: u32, space: &SpaceCpus) {
+    sysreg::write!("ttbr0_el1", EMPTY_ROOT.load(Ordering::Relaxed));
+    barrier::isb(barrier::SY);
+    ACTIVE.leave(cpu, space);
+}
+
+/// Answer the TLB requests other CPUs sent this one (one load when there are none).
+#[inline]
+pub fn service_requests() {
+    let cpu = crate::smp::this_cpu();
+    if MAILBOXES.has_work(cpu) {
+        MAILBOXES.service(cpu, |request| handle(cpu, request));
+    }
+}
+
+/// Carry out one request: only [`Request::Leave`] is ever sent here (invalidations are
+/// broadcast by the sender's own `tlbi … is`).
+fn handle(cpu: u32, request: Request) {
+    if let Request::Leave { space } = request
+        && ACTIVE.active_on(cpu) == space
+    {
+        // SAFETY: `space` is the address of the live record the sender holds (it waits
+        // for this answer), and it is the one this CPU's slot names.
+        let record = unsafe { &*(space as *const SpaceCpus) };
+        leave(cpu, record);
+    }
+}
+
+/// Free every page-table frame of `space` through `free` once no CPU has it active (this
+/// CPU leaves it; every other CPU in its mask is asked to, [`Request::Leave`], and
+/// answers first), then drop its ASID's entries everywhere (`tlbi aside1is`) and free the
+/// ASID.
 pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
-    if sysreg::read!("ttbr0_el1") == space.ttbr0() {
-        // SAFETY (of the write): the empty root maps nothing, and nothing of the kernel
-        // lives in the user half.
-        sysreg::write!("ttbr0_el1", EMPTY_ROOT.load(Ordering::Relaxed));
+    let cpu = crate::smp::this_cpu();
+    if ACTIVE.is_active(cpu, &space.cpus) {
+        leave(cpu, &space.cpus);
+    }
+    let others = space.cpus.active() & !tlb::bit(cpu);
+    if others != 0 {
+        let _ = MAILBOXES.send(
+            cpu,
+            others,
+            Request::Leave { space: space.id() },
+            |target| {
+                crate::smp::send_ipi(
+                    arch_api::IpiTarget::Cpu(target),
+                    arch_api::Ipi::TlbShootdown,
+                );
+            },
+            |request| handle(cpu, request),
+            |target| {
+                crate::percpu::online_block(target).is_none_or(|block| block.ipi.snapshot().stopped)
+            },
+        );
     }
     let mut memory = HhdmTables::fixed();
     Walker::new(&mut memory, &Format, space.root).free_tables(0..pagetable::ENTRIES, true, free);
     barrier::dsb(barrier::ISHST);
+    let context = space.context.load(Ordering::Relaxed);
     // TLBI ASIDE1IS: everything tagged with this ASID, before the ASID can be reused.
-    let operand = u64::from(space.asid) << 48;
+    let operand = (context & ASID_MASK) << 48;
     // SAFETY: invalidating TLB entries only costs refills.
     unsafe {
         core::arch::asm!("tlbi aside1is, {}", in(reg) operand, options(nostack, preserves_flags))
     };
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
-    release_asid(space.asid);
+    if context != 0 {
+        masked(|| {
+            let mut asids = ASIDS.lock();
+            // Free only an ASID of this generation that no CPU holds reserved.
+            if context & !ASID_MASK == GENERATION.load(Ordering::Acquire)
+                && !asids.reserved.contains(&context)
+            {
+                asids.release(context & ASID_MASK);
+            }
+        });
+    }
+}
+
+/// The empty TTBR0 root (ASID 0), for a secondary CPU's first TTBR0.
+pub fn empty_root() -> u64 {
+    EMPTY_ROOT.load(Ordering::Relaxed)
 }
 
 /// Drop every cached translation of this CPU's inner-shareable domain.

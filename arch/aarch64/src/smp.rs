@@ -10,10 +10,10 @@
 //! feature): the boot CPU's entry state (EL1, MMU on with the loader's tables, DAIF
 //! masked) on its own stack, with its `limine_mp_info` in X0. The loader's tables lie in
 //! bootloader-reclaimable memory, which the kernel takes back once the boot path is done,
-//! so the CPU switches to the kernel's and stops walking TTBR0 (TCR_EL1.EPD0) before
-//! anything else; a CPU left parked waits in a loop that touches no memory. TTBR0 walks
-//! stay off on a secondary: it runs no user thread yet (the step that schedules threads
-//! there must clear EPD0 along with its first `activate`).
+//! so the CPU switches to the kernel's before anything else, with TTBR0 on the kernel's
+//! empty root (ASID 0) and the boot CPU's TCR (TTBR0 walks on, the same ASID size), so
+//! that `activate` works on it as on the boot CPU; a CPU left parked waits in a loop that
+//! touches no memory.
 //!
 //! # IPIs
 //! SGI INTID = `arch_api::Ipi` number, sent to one CPU at a time (never "all but self":
@@ -28,8 +28,6 @@ use arch_api::{EarlyError, Ipi, IpiCounts, IpiTarget, KernelStack, ShootdownGene
 
 use crate::{boot, gic, percpu, sysreg, thread, trap};
 
-/// TCR_EL1.EPD0: no table walks through TTBR0 (the lower half stays unmapped).
-const TCR_EPD0: u64 = 1 << 7;
 /// The affinity fields of MPIDR_EL1 (the Limine MP response's `mpidr` values).
 const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
@@ -59,16 +57,21 @@ pub fn prepare() {
 pub fn enter() {
     let ttbr1 = SECONDARY_TTBR1.load(Ordering::Acquire);
     let mair = SECONDARY_MAIR.load(Ordering::Relaxed);
-    let tcr = SECONDARY_TCR.load(Ordering::Relaxed) | TCR_EPD0;
+    let tcr = SECONDARY_TCR.load(Ordering::Relaxed);
+    let ttbr0 = crate::paging::empty_root();
     // SAFETY: DAIF is masked first. The kernel's TTBR1 tables map the kernel image (this
     // code) and the HHDM (this CPU's loader stack) to the same frames, as normal memory
     // under the boot CPU's MAIR index for normal memory, which is the loader's; the TCR is
-    // the boot CPU's, whose TTBR1 half is the loader's too (48 bits, 4 KiB granule). The
-    // barriers order the table switch and drop every translation of the loader's tables.
+    // the boot CPU's, whose TTBR1 half is the loader's too (48 bits, 4 KiB granule), and
+    // whose TTBR0 half walks the kernel's empty root (written first, so no walk ever uses
+    // the loader's TTBR0). The barriers order the table switch and drop every translation
+    // of the loader's tables.
     unsafe {
         core::arch::asm!(
             "msr daifset, #0xf",
             "msr mair_el1, {mair}",
+            "msr ttbr0_el1, {ttbr0}",
+            "isb",
             "msr tcr_el1, {tcr}",
             "msr ttbr1_el1, {ttbr1}",
             "isb",
@@ -77,6 +80,7 @@ pub fn enter() {
             "isb",
             mair = in(reg) mair,
             tcr = in(reg) tcr,
+            ttbr0 = in(reg) ttbr0,
             ttbr1 = in(reg) ttbr1,
             options(nostack, preserves_flags),
         );
@@ -173,9 +177,13 @@ pub fn handle_ipi(ipi: Ipi) {
     match ipi {
         Ipi::Reschedule => block.ipi.count_reschedule(),
         Ipi::TlbShootdown => {
+            crate::paging::service_requests();
+            // A whole-TLB shootdown this CPU has not flushed for yet.
             let generation = SHOOTDOWNS.current();
-            flush_local_tlb();
-            block.ipi.acknowledge_tlb(generation);
+            if generation > block.ipi.snapshot().tlb_flushed {
+                flush_local_tlb();
+                block.ipi.acknowledge_tlb(generation);
+            }
         }
         Ipi::Stop => stop_self(),
     }
@@ -207,7 +215,11 @@ pub fn tlb_shootdown(target: IpiTarget) -> u32 {
     send_ipi(target, Ipi::TlbShootdown);
     arch_api::wait_for_ipi_effect(
         arch_api::ipi_targets(target, me, percpu::is_online),
-        ipi_counts,
+        |index| {
+            // A target may be waiting for this CPU's answer to a request of its own.
+            crate::paging::service_requests();
+            ipi_counts(index)
+        },
         |counts| counts.tlb_flushed >= generation,
     )
 }

@@ -553,8 +553,12 @@ impl Process {
             return;
         };
         self.unmaps.fetch_add(1, Ordering::AcqRel);
-        // The space is active nowhere and its tables go next: its frames need no unmap
-        // (its TLB entries are tagged with an ASID / PCID that is flushed before reuse).
+        // Destroying the space first makes every CPU that still had it active leave it and
+        // drop its translations, so its frames need no unmap and no CPU translates to one
+        // once it is free for reuse.
+        Cpu::destroy(space, &mut |table| {
+            let _ = frames::free(table);
+        });
         let mut memory = self.frames.lock();
         let user_pages = core::mem::take(&mut memory.pages);
         memory.tables = 0;
@@ -565,9 +569,6 @@ impl Process {
             }
         }
         drop(user_pages);
-        Cpu::destroy(space, &mut |table| {
-            let _ = frames::free(table);
-        });
     }
 }
 
