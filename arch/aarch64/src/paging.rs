@@ -32,20 +32,11 @@
 //! kernel's own TTBR1 hierarchy, built by `arch_api::kernel_tables`.
 //!
 //! # ASID generations
-//! A space's `context` is its generation (bits 16 and up) and ASID (bits 0..16); 0: none
-//! yet. [`activate`] keeps the ASID while the space's generation is the current one (the
-//! fast path: no lock, one compare-and-swap on this CPU's active-ASID slot). Otherwise,
-//! under the ASID lock, the space gets a new ASID: its old one again if that is still
-//! free in this generation or was reserved at the last rollover, else a free one; when
-//! none is left the generation rolls over: a new generation starts with every ASID free
-//! except those some CPU is running with (each CPU's active ASID, or, if a concurrent
-//! rollover cleared it, the one reserved for that CPU last time), which stay reserved for
-//! their spaces, and every TLB is flushed (`tlbi vmalle1is`). A space with an old
-//! generation re-gets an ASID on its next activation. Reuse rule: an ASID is handed to a
-//! new space only when no CPU runs with it (it is not reserved) and every entry tagged
-//! with it is gone (the rollover's flush, or the `tlbi aside1is` of [`destroy`], which
-//! frees its space's ASID after every CPU left the space). This is the design of Linux's
-//! arm64 ASID allocator, written for Keel's locks and per-CPU slots.
+//! A space's `context` is its ASID generation and ASID; [`activate`] keeps the ASID while
+//! the generation is current and otherwise re-gets one, rolling the generation over (and
+//! flushing every TLB with `tlbi vmalle1is`) when none is free: `arch_api::asid`, which
+//! also states when an ASID may be reused. [`destroy`] frees its space's ASID after every
+//! CPU left the space and its entries were dropped everywhere (`tlbi aside1is`).
 
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -57,7 +48,7 @@ use arch_api::{
 };
 use spin::Mutex;
 
-use arch_api::MAX_CPUS;
+use arch_api::asid::{Generations, TAG_MASK as ASID_MASK};
 use arch_api::cache::{CacheType, line_span};
 use arch_api::kernel_tables;
 use arch_api::pagetable::{self, EntryFormat, HhdmAccess, KeptTable, Pruned, Walker};
@@ -110,122 +101,14 @@ static WIDE_ASIDS: AtomicBool = AtomicBool::new(false);
 /// Serializes writes to the shared kernel tables. Taken only with IRQs masked
 /// ([`masked`]), so a preempted holder cannot leave another thread spinning.
 static KERNEL_TABLES: Mutex<()> = Mutex::new(());
-/// The ASIDs of the current generation and the ones reserved at the last rollover.
-static ASIDS: Mutex<Asids> = Mutex::new(Asids::new());
-/// The current ASID generation, in the bits above [`ASID_MASK`] (starts at one).
-static GENERATION: AtomicU64 = AtomicU64::new(GENERATION_ONE);
-/// Per CPU: the context (generation and ASID) it runs with; 0 while a rollover has
-/// reserved it and the CPU has not activated a space since.
-static ACTIVE_ASIDS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The ASIDs, by generation (`arch_api::asid`).
+static ASIDS: Generations = Generations::new();
 /// A test's cap on the ASIDs handed out (0: the CPU's).
 static ASID_LIMIT: AtomicUsize = AtomicUsize::new(0);
 /// The space each CPU has active.
 static ACTIVE: ActiveSpaces = ActiveSpaces::new();
 /// The TLB requests between CPUs.
 static MAILBOXES: Mailboxes = Mailboxes::new();
-
-/// The ASID bits of a context.
-const ASID_MASK: u64 = 0xffff;
-/// One generation, in a context.
-const GENERATION_ONE: u64 = 1 << 16;
-
-/// The ASID bitmap of one generation.
-struct Asids {
-    /// One bit per ASID; bit 0 (the empty root) is always taken.
-    map: [u64; 1024],
-    /// Per CPU: the context it ran with at the last rollover (its ASID stays reserved).
-    reserved: [u64; MAX_CPUS],
-}
-
-impl Asids {
-    const fn new() -> Self {
-        let mut map = [0; 1024];
-        map[0] = 1;
-        Self {
-            map,
-            reserved: [0; MAX_CPUS],
-        }
-    }
-
-    fn is_taken(&self, asid: u64) -> bool {
-        self.map[(asid / 64) as usize] & (1 << (asid % 64)) != 0
-    }
-
-    fn take(&mut self, asid: u64) {
-        self.map[(asid / 64) as usize] |= 1 << (asid % 64);
-    }
-
-    fn release(&mut self, asid: u64) {
-        if asid != 0 {
-            self.map[(asid / 64) as usize] &= !(1 << (asid % 64));
-        }
-    }
-
-    /// A free ASID at or below `limit`.
-    fn find_free(&self, limit: u64) -> Option<u64> {
-        self.map.iter().enumerate().find_map(|(word, bits)| {
-            let bit = (!bits).trailing_zeros() as u64;
-            let asid = word as u64 * 64 + bit;
-            (bit < 64 && asid <= limit).then_some(asid)
-        })
-    }
-
-    /// A context for a space whose context was `old`, in the current generation (rolling
-    /// over when no ASID is free).
-    fn new_context(&mut self, old: u64) -> u64 {
-        let generation = GENERATION.load(Ordering::Acquire);
-        let limit = asid_limit();
-        if old != 0 {
-            let asid = old & ASID_MASK;
-            let new = generation | asid;
-            // Reserved at the rollover for a CPU still running this space: keep it.
-            let mut reserved = false;
-            for slot in &mut self.reserved {
-                if *slot == old {
-                    *slot = new;
-                    reserved = true;
-                }
-            }
-            if reserved {
-                return new;
-            }
-            if asid <= limit && !self.is_taken(asid) {
-                self.take(asid);
-                return new;
-            }
-        }
-        let asid = match self.find_free(limit) {
-            Some(asid) => asid,
-            None => {
-                self.roll_over();
-                // At most MAX_CPUS are reserved and the limit is above that.
-                self.find_free(limit).unwrap_or(limit)
-            }
-        };
-        self.take(asid);
-        GENERATION.load(Ordering::Acquire) | asid
-    }
-
-    /// Start a new generation (see the module docs, "ASID generations").
-    fn roll_over(&mut self) {
-        GENERATION.fetch_add(GENERATION_ONE, Ordering::AcqRel);
-        self.map = [0; 1024];
-        self.map[0] = 1;
-        for (cpu, active) in ACTIVE_ASIDS.iter().enumerate() {
-            let mut context = active.swap(0, Ordering::AcqRel);
-            if context == 0 {
-                context = self.reserved[cpu];
-            }
-            self.reserved[cpu] = context;
-            self.take(context & ASID_MASK);
-        }
-        ROLLOVERS.fetch_add(1, Ordering::Relaxed);
-        flush_all();
-    }
-}
-
-/// Generations started since boot.
-static ROLLOVERS: AtomicU64 = AtomicU64::new(0);
 
 /// The highest ASID handed out: the CPU's, or a test's lower cap.
 fn asid_limit() -> u64 {
@@ -238,18 +121,17 @@ fn asid_limit() -> u64 {
     }
 }
 
-/// Cap the ASIDs handed out at `limit` (`None`: the CPU's), never below twice the CPUs
-/// the kernel can have (so a rollover always leaves free ones).
+/// Cap the ASIDs handed out at `limit` (`None`: the CPU's; `arch_api::asid` never goes
+/// below twice the CPUs the kernel can have, so a rollover always leaves free ones).
 #[cfg(feature = "testing")]
 pub fn limit_asids(limit: Option<u32>) {
-    let cap = limit.map_or(0, |limit| (limit as usize).max(2 * MAX_CPUS));
-    ASID_LIMIT.store(cap, Ordering::Relaxed);
+    ASID_LIMIT.store(limit.map_or(0, |limit| limit as usize), Ordering::Relaxed);
 }
 
 /// How many ASID generations rolled over since boot.
 #[cfg(feature = "testing")]
 pub fn asid_rollovers() -> u64 {
-    ROLLOVERS.load(Ordering::Relaxed)
+    ASIDS.rollovers()
 }
 
 /// Read the loader's attributes, configure TTBR0 walks with ASIDs and point TTBR0 at an
@@ -757,45 +639,15 @@ pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Re
 }
 
 /// Make `space` the current user half on this CPU (TTBR0 with its ASID, re-got when its
-/// generation is old), moving this CPU's bit to its mask.
+/// generation is old), moving this CPU's bit to its mask. Called with IRQs masked, as all
+/// kernel code runs (the ASID lock may be taken).
 #[inline]
 pub fn activate(space: &AddressSpace) {
     let cpu = crate::smp::this_cpu();
     ACTIVE.activate(cpu, &space.cpus);
-    let slot = &ACTIVE_ASIDS[(cpu as usize).min(MAX_CPUS - 1)];
-    let context = space.context.load(Ordering::Relaxed);
-    let running = slot.load(Ordering::Relaxed);
-    // Fast path: the space's generation is current and no rollover cleared this CPU's
-    // slot in between (a rollover swaps it to 0, so the exchange fails).
-    let context = if running != 0
-        && context & !ASID_MASK == GENERATION.load(Ordering::Acquire)
-        && slot
-            .compare_exchange(running, context, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    {
-        context
-    } else {
-        assign_asid(space, slot)
-    };
+    let context = ASIDS.activate(cpu, &space.context, asid_limit(), flush_all);
     sysreg::write!("ttbr0_el1", space.root | ((context & ASID_MASK) << 48));
     barrier::isb(barrier::SY);
-}
-
-/// The slow path of [`activate`]: give `space` an ASID of the current generation, under
-/// the ASID lock, and record it as this CPU's.
-#[cold]
-#[inline(never)]
-fn assign_asid(space: &AddressSpace, slot: &AtomicU64) -> u64 {
-    masked(|| {
-        let mut asids = ASIDS.lock();
-        let mut context = space.context.load(Ordering::Relaxed);
-        if context == 0 || context & !ASID_MASK != GENERATION.load(Ordering::Acquire) {
-            context = asids.new_context(context);
-            space.context.store(context, Ordering::Relaxed);
-        }
-        slot.store(context, Ordering::Release);
-        context
-    })
 }
 
 /// Point this CPU's TTBR0 at the empty root (ASID 0) and leave `space`.
@@ -866,17 +718,7 @@ pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
     };
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
-    if context != 0 {
-        masked(|| {
-            let mut asids = ASIDS.lock();
-            // Free only an ASID of this generation that no CPU holds reserved.
-            if context & !ASID_MASK == GENERATION.load(Ordering::Acquire)
-                && !asids.reserved.contains(&context)
-            {
-                asids.release(context & ASID_MASK);
-            }
-        });
-    }
+    masked(|| ASIDS.release(context));
 }
 
 /// The empty TTBR0 root (ASID 0), for a secondary CPU's first TTBR0.

@@ -21,6 +21,7 @@
 // methods whose callers carry duties (allowed where declared).
 #![deny(unsafe_code)]
 
+pub mod asid;
 pub mod backtrace;
 pub mod cache;
 pub mod fixup;
