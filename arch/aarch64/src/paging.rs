@@ -641,26 +641,32 @@ pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Re
 /// Make `space` the current user half on this CPU (TTBR0 with its ASID, re-got when its
 /// generation is old), moving this CPU's bit to its mask. Called with IRQs masked, as all
 /// kernel code runs (the ASID lock may be taken).
-#[inline]
+#[inline(always)]
 pub fn activate(space: &AddressSpace) {
-    let cpu = crate::smp::this_cpu();
+    let cpu = cpu_index();
     ACTIVE.activate(cpu, &space.cpus);
-    let context = ASIDS.activate(cpu, &space.context, asid_limit(), flush_all);
+    let context = ASIDS.activate(cpu, &space.context, asid_limit, flush_all);
+    // The write is followed by an ISB (`sysreg::write`).
     sysreg::write!("ttbr0_el1", space.root | ((context & ASID_MASK) << 48));
-    barrier::isb(barrier::SY);
+}
+
+/// This CPU's dense index through TPIDR_EL1 (no check of the register: kernel code runs
+/// with it pointing at this CPU's block).
+#[inline(always)]
+fn cpu_index() -> u32 {
+    crate::percpu::this().id.load(Ordering::Relaxed)
 }
 
 /// Point this CPU's TTBR0 at the empty root (ASID 0) and leave `space`.
 fn leave(cpu: u32, space: &SpaceCpus) {
     sysreg::write!("ttbr0_el1", EMPTY_ROOT.load(Ordering::Relaxed));
-    barrier::isb(barrier::SY);
     ACTIVE.leave(cpu, space);
 }
 
 /// Answer the TLB requests other CPUs sent this one (one load when there are none).
 #[inline]
 pub fn service_requests() {
-    let cpu = crate::smp::this_cpu();
+    let cpu = cpu_index();
     if MAILBOXES.has_work(cpu) {
         MAILBOXES.service(cpu, |request| handle(cpu, request));
     }
@@ -684,7 +690,7 @@ fn handle(cpu: u32, request: Request) {
 /// answers first), then drop its ASID's entries everywhere (`tlbi aside1is`) and free the
 /// ASID.
 pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
-    let cpu = crate::smp::this_cpu();
+    let cpu = cpu_index();
     if ACTIVE.is_active(cpu, &space.cpus) {
         leave(cpu, &space.cpus);
     }

@@ -94,14 +94,15 @@ impl Generations {
 
     /// On CPU `cpu`, activating the space whose context is `context`: the context to run
     /// with (its tag in [`TAG_MASK`]), updated in `context` when the space got a new one.
-    /// Tags handed out are at most `limit` (at least `2 * MAX_CPUS`, so a rollover always
-    /// leaves free ones); `flush_all` runs at a rollover, under the lock.
+    /// Tags handed out are at most `limit()` (asked only when a tag is handed out; at
+    /// least `2 * MAX_CPUS`, so a rollover always leaves free ones); `flush_all` runs at a
+    /// rollover, under the lock.
     #[inline]
     pub fn activate(
         &self,
         cpu: u32,
         context: &AtomicU64,
-        limit: u64,
+        limit: impl FnOnce() -> u64,
         flush_all: impl FnOnce(),
     ) -> u64 {
         let slot = &self.active[(cpu as usize).min(MAX_CPUS - 1)];
@@ -126,13 +127,13 @@ impl Generations {
         &self,
         slot: &AtomicU64,
         context: &AtomicU64,
-        limit: u64,
+        limit: impl FnOnce() -> u64,
         flush_all: impl FnOnce(),
     ) -> u64 {
         let mut bitmap = self.bitmap.lock();
         let mut current = context.load(Ordering::Relaxed);
         if current == 0 || current & !TAG_MASK != self.generation.load(Ordering::Acquire) {
-            current = self.new_context(&mut bitmap, current, limit, flush_all);
+            current = self.new_context(&mut bitmap, current, limit(), flush_all);
             context.store(current, Ordering::Relaxed);
         }
         slot.store(current, Ordering::Release);
@@ -246,9 +247,9 @@ mod tests {
         /// space's own (no other space's entries survive under a reused tag).
         fn run(&mut self, cpu: usize, space: usize) {
             let mut flushed = false;
-            let context = self
-                .tags
-                .activate(cpu as u32, &self.contexts[space], 16, || flushed = true);
+            let context =
+                self.tags
+                    .activate(cpu as u32, &self.contexts[space], || 16, || flushed = true);
             if flushed {
                 self.flushes += 1;
                 self.tlb.clear();
@@ -281,11 +282,11 @@ mod tests {
     fn a_running_space_keeps_its_tag_across_a_rollover() {
         let tags = Generations::new();
         let spaces: Vec<AtomicU64> = (0..40).map(|_| AtomicU64::new(0)).collect();
-        let running = tags.activate(1, &spaces[0], 16, || {});
+        let running = tags.activate(1, &spaces[0], || 16, || {});
         // Cpu 0 goes through every other space until the generation rolls over.
         let mut rolled = false;
         for space in &spaces[1..] {
-            let context = tags.activate(0, space, 16, || rolled = true);
+            let context = tags.activate(0, space, || 16, || rolled = true);
             assert_ne!(
                 context & TAG_MASK,
                 running & TAG_MASK,
@@ -293,7 +294,7 @@ mod tests {
             );
         }
         assert!(rolled);
-        let again = tags.activate(1, &spaces[0], 16, || {});
+        let again = tags.activate(1, &spaces[0], || 16, || {});
         assert_eq!(again & TAG_MASK, running & TAG_MASK);
         assert_ne!(again, running, "same tag, new generation");
     }
@@ -302,14 +303,14 @@ mod tests {
     fn a_released_tag_is_reused_and_the_fast_path_keeps_the_context() {
         let tags = Generations::new();
         let first = AtomicU64::new(0);
-        let context = tags.activate(0, &first, 16, || panic!("no rollover"));
-        assert_eq!(tags.activate(0, &first, 16, || {}), context);
+        let context = tags.activate(0, &first, || 16, || panic!("no rollover"));
+        assert_eq!(tags.activate(0, &first, || 16, || {}), context);
         let second = AtomicU64::new(0);
-        tags.activate(0, &second, 16, || {});
+        tags.activate(0, &second, || 16, || {});
         tags.release(context);
         let third = AtomicU64::new(0);
         assert_eq!(
-            tags.activate(1, &third, 16, || {}) & TAG_MASK,
+            tags.activate(1, &third, || 16, || {}) & TAG_MASK,
             context & TAG_MASK
         );
     }

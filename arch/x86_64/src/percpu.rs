@@ -276,6 +276,7 @@ pub fn online_block(index: u32) -> Option<&'static PerCpu> {
 static BOOT_CPU_READY: AtomicBool = AtomicBool::new(false);
 
 /// Whether [`current`] may be called.
+#[inline(always)]
 pub fn ready() -> bool {
     BOOT_CPU_READY.load(Ordering::Acquire)
 }

@@ -433,7 +433,7 @@ unsafe fn write_cr3(value: u64) {
 }
 
 /// Make `space` the current user half on this CPU, moving this CPU's bit to its mask.
-#[inline]
+#[inline(always)]
 pub fn activate(space: &AddressSpace) {
     let me = percpu::index();
     ACTIVE.activate(me, &space.cpus);
