@@ -18,9 +18,10 @@
 //! - **Every invalidation is broadcast** to the inner-shareable domain (`tlbi vae1is`,
 //!   `aside1is`, `vmalle1is`, each after `dsb ishst` and followed by `dsb ish` + `isb`), so
 //!   when unmap, protect or destroy returns no CPU holds the old translation. No IPI is
-//!   needed for that; only [`destroy`] asks the CPUs that have the space active (its
-//!   [`SpaceCpus`] mask, `arch_api::tlb`) to switch TTBR0 to the empty root first
-//!   ([`Request::Leave`]), so no CPU can walk the tables once they are freed.
+//!   needed for that; only [`destroy`] asks the CPUs that have the space active (each
+//!   CPU's active slot, `arch_api::tlb::ActiveSpaces`: one store per activation, no mask
+//!   to update) to switch TTBR0 to the empty root first ([`Request::Leave`]), so no CPU
+//!   can walk the tables once they are freed.
 //! - **User copies** run through `LDTR`/`STTR` (unprivileged loads and stores): they are
 //!   checked with EL0's permissions, so PAN stays on even inside the copies, a read-only
 //!   user page cannot be written by `copy_to_user`, and a fault resumes through the
@@ -509,9 +510,9 @@ impl AddressSpace {
         self.context.load(Ordering::Relaxed) & ASID_MASK
     }
 
-    /// The CPUs this space is active on.
+    /// The CPUs this space is active on (the CPUs whose active slot names it).
     pub fn active_cpus(&self) -> CpuMask {
-        self.cpus.active()
+        ACTIVE.holders(&self.cpus)
     }
 
     /// Its record's address, as requests name it.
@@ -644,7 +645,7 @@ pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Re
 #[inline(always)]
 pub fn activate(space: &AddressSpace) {
     let cpu = cpu_index();
-    ACTIVE.activate(cpu, &space.cpus);
+    ACTIVE.record(cpu, &space.cpus);
     let context = ASIDS.activate(cpu, &space.context, asid_limit, flush_all);
     // The write is followed by an ISB (`sysreg::write`).
     sysreg::write!("ttbr0_el1", space.root | ((context & ASID_MASK) << 48));
@@ -694,7 +695,7 @@ pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
     if ACTIVE.is_active(cpu, &space.cpus) {
         leave(cpu, &space.cpus);
     }
-    let others = space.cpus.active() & !tlb::bit(cpu);
+    let others = ACTIVE.holders(&space.cpus) & !tlb::bit(cpu);
     if others != 0 {
         let _ = MAILBOXES.send(
             cpu,

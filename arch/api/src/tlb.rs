@@ -12,6 +12,9 @@
 //!   when it activates the space ([`ActiveSpaces::activate`]) and clears it when it
 //!   activates another one or drops the space on request ([`ActiveSpaces::leave`]).
 //!   Any CPU reads the mask.
+//! - Where the hardware broadcasts TLB maintenance (AArch64) the mask is not kept: a CPU
+//!   only records the space in its slot ([`ActiveSpaces::record`]), and the CPUs that
+//!   have a space active are the slots that name it ([`ActiveSpaces::holders`]).
 //! - A pointer in a slot stays valid because a space is destroyed only after every CPU in
 //!   its mask dropped it (the destroying CPU sends [`Request::Leave`] and waits), so no slot
 //!   names it when its record is freed.
@@ -170,6 +173,27 @@ impl ActiveSpaces {
             old.active.fetch_and(!bit(cpu), Ordering::SeqCst);
         }
         true
+    }
+
+    /// On CPU `cpu`, before its translation registers name `space`, where no one reads the
+    /// space's `active` mask (TLB maintenance is broadcast by the hardware, and only a
+    /// destroy needs the CPUs that have the space active: [`ActiveSpaces::holders`]):
+    /// record `space` in this CPU's slot only, one store.
+    #[inline(always)]
+    pub fn record(&self, cpu: u32, space: &SpaceCpus) {
+        if let Some(slot) = self.0.get(cpu as usize) {
+            slot.store(core::ptr::from_ref(space).cast_mut(), Ordering::Release);
+        }
+    }
+
+    /// The CPUs whose slot names `space` (with [`ActiveSpaces::record`]: the CPUs it is
+    /// active on). Exact while no CPU activates `space` concurrently.
+    pub fn holders(&self, space: &SpaceCpus) -> CpuMask {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| core::ptr::eq(slot.load(Ordering::SeqCst), space))
+            .fold(0, |mask, (cpu, _)| mask | bit(cpu as u32))
     }
 
     /// On CPU `cpu`, after its translation registers stopped naming `space` (it switched to
@@ -392,6 +416,23 @@ mod tests {
         assert_eq!(a.active(), 0);
         assert_eq!(spaces.active_on(2), 0);
         assert!(spaces.is_active(1, &b));
+    }
+
+    #[test]
+    fn recorded_slots_name_the_holders() {
+        let spaces = ActiveSpaces::new();
+        let (a, b) = (SpaceCpus::new(), SpaceCpus::new());
+        spaces.record(0, &a);
+        spaces.record(4, &a);
+        spaces.record(2, &b);
+        assert_eq!(spaces.holders(&a), bit(0) | bit(4));
+        spaces.record(4, &b);
+        assert_eq!(
+            (spaces.holders(&a), spaces.holders(&b)),
+            (bit(0), bit(2) | bit(4))
+        );
+        spaces.leave(0, &a);
+        assert_eq!(spaces.holders(&a), 0);
     }
 
     #[test]
