@@ -33,11 +33,22 @@
 //! sleeping waits outside any guard) and in user mode. So while a CPU holds a lock no
 //! interrupt handler runs on it, no handler can spin on a lock its own CPU holds, and no
 //! lock is held by a preempted thread; another CPU that wants the lock spins until the
-//! holder, which cannot be interrupted, releases it. The IPI handlers of the secondary
-//! CPUs take no lock at all. The lock-order checker checks this rule on every take: a
-//! lock taken with interrupts enabled panics (`lock taken with interrupts enabled`).
+//! holder, which cannot be interrupted, releases it. The IPI handlers take no lock at
+//! all. The lock-order checker checks this rule on every take: a lock taken with
+//! interrupts enabled panics (`lock taken with interrupts enabled`).
 //! Masking in [`Lock::lock`] itself would cost every lock (the IPC fast paths included)
 //! a flags save and restore for a state the kernel is already in.
+//!
+//! # Spinning answers TLB requests
+//! A CPU that changes an address space's tables (unmap, protect, destroy) sends the other
+//! CPUs with that space active a TLB request and waits for their answers, often with locks
+//! held (the address-space lock among them). A target runs with interrupts masked, so it
+//! cannot take the request's IPI while it spins on one of those locks, and the two would
+//! wait for each other forever. So the contended path of [`Lock::lock`] answers this
+//! CPU's pending TLB requests between attempts (`SecondaryCpus::service_ipi_work`: one
+//! load when there are none, no lock taken), as the sender's own wait does
+//! (`arch_api::tlb`, "Requests and deadlock freedom"). The uncontended path is one atomic
+//! compare-and-swap, as before.
 //!
 //! The one lock held across a switch is the scheduler's (`task::sched`): taken by the
 //! outgoing thread, handed over with the switch ([`LockGuard::hand_over`]) and released on
@@ -97,6 +108,10 @@ pub mod level {
     pub const TEST_OUTER: Level = Level::new(80, "test outer");
     #[cfg(feature = "testing")]
     pub const TEST_INNER: Level = Level::new(81, "test inner");
+    /// The lock the `tlb` scenario holds while it destroys an address space another CPU
+    /// spins on it with: below the heap, which destroying a space takes.
+    #[cfg(feature = "testing")]
+    pub const TEST_TLB: Level = Level::new(56, "test tlb");
 }
 
 /// Work that code running under a lock leaves for later: the system-call exit and the
@@ -169,15 +184,34 @@ impl<T> Lock<T> {
         }
     }
 
-    /// Take the lock, spinning while another CPU holds it.
+    /// Take the lock, spinning while another CPU holds it (and answering this CPU's TLB
+    /// requests meanwhile: see the module docs).
     #[inline(always)]
     pub fn lock(&self) -> LockGuard<'_, T> {
         #[cfg(feature = "lockcheck")]
         checker::acquire(self.level);
+        let guard = match self.inner.try_lock() {
+            Some(guard) => guard,
+            None => self.lock_contended(),
+        };
         LockGuard {
-            guard: self.inner.lock(),
+            guard,
             #[cfg(feature = "lockcheck")]
             level: self.level,
+        }
+    }
+
+    /// The spin of [`Lock::lock`]: try again until the lock is free, answering TLB
+    /// requests between tries.
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) -> spin::mutex::SpinMutexGuard<'_, T> {
+        loop {
+            <crate::Cpu as arch_api::SecondaryCpus>::service_ipi_work();
+            if let Some(guard) = self.inner.try_lock() {
+                return guard;
+            }
+            core::hint::spin_loop();
         }
     }
 
@@ -306,6 +340,8 @@ mod checker {
         super::level::TEST_OUTER,
         #[cfg(feature = "testing")]
         super::level::TEST_INNER,
+        #[cfg(feature = "testing")]
+        super::level::TEST_TLB,
     ];
 
     fn index_of(level: Level) -> usize {

@@ -78,6 +78,8 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
 mod bench;
 mod boot;
 mod console;
@@ -273,6 +275,10 @@ impl Paging for Cpu {
         paging::activate(space);
     }
 
+    fn active_cpus(space: &AddressSpace) -> arch_api::tlb::CpuMask {
+        space.active_cpus()
+    }
+
     fn lookup_user(
         space: &AddressSpace,
         virtual_address: u64,
@@ -347,6 +353,15 @@ impl arch_api::SelfTest for Cpu {
             // between), and a fault resumes after the store through its fixup entry.
             unsafe { trap::fixup::probes::keel_provoke_store(address) };
         })
+    }
+
+    fn limit_space_tags(limit: Option<u32>) -> bool {
+        paging::limit_asids(limit);
+        true
+    }
+
+    fn space_tag_rollovers() -> Option<u64> {
+        Some(paging::asid_rollovers())
     }
 }
 
@@ -503,6 +518,11 @@ impl arch_api::SecondaryCpus for Cpu {
 
     fn tlb_shootdown(target: arch_api::IpiTarget) -> u32 {
         smp::tlb_shootdown(target)
+    }
+
+    #[inline]
+    fn service_ipi_work() {
+        paging::service_requests();
     }
 
     fn stop_others() -> u32 {

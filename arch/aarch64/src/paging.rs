@@ -13,8 +13,15 @@
 //!   the TLB tags them with the space's ASID; every address outside the user half
 //!   ([`UserRange`]: page 0, and everything at or above `USER_END`) is refused.
 //! - **ASIDs** are 16-bit when ID_AA64MMFR0_EL1.ASIDBits says so (TCR_EL1.AS set), else
-//!   8-bit. ASID 0 belongs to the empty root TTBR0 holds when no user space is active. A
-//!   destroyed space's ASID is flushed (`tlbi aside1is`) before it can be reused.
+//!   8-bit. ASID 0 belongs to the empty root TTBR0 holds when no user space is active.
+//!   ASIDs are handed out by generation (below), so any number of spaces can live.
+//! - **Every invalidation is broadcast** to the inner-shareable domain (`tlbi vae1is`,
+//!   `aside1is`, `vmalle1is`, each after `dsb ishst` and followed by `dsb ish` + `isb`), so
+//!   when unmap, protect or destroy returns no CPU holds the old translation. No IPI is
+//!   needed for that; only [`destroy`] asks the CPUs that have the space active (each
+//!   CPU's active slot, `arch_api::tlb::ActiveSpaces`: one store per activation, no mask
+//!   to update) to switch TTBR0 to the empty root first ([`Request::Leave`]), so no CPU
+//!   can walk the tables once they are freed.
 //! - **User copies** run through `LDTR`/`STTR` (unprivileged loads and stores): they are
 //!   checked with EL0's permissions, so PAN stays on even inside the copies, a read-only
 //!   user page cannot be written by `copy_to_user`, and a fault resumes through the
@@ -25,10 +32,15 @@
 //! cleaned for the walker by [`Hhdm`]); [`switch_to_kernel_tables`] switches to the
 //! kernel's own TTBR1 hierarchy, built by `arch_api::kernel_tables`.
 //!
-//! Weak spots: ASID exhaustion
-//! (more than 255 / 65535 live spaces) is reported as `OutOfMemory` instead of rolling over.
+//! # ASID generations
+//! A space's `context` is its ASID generation and ASID; [`activate`] keeps the ASID while
+//! the generation is current and otherwise re-gets one, rolling the generation over (and
+//! flushing every TLB with `tlbi vmalle1is`) when none is free: `arch_api::asid`, which
+//! also states when an ASID may be reused. [`destroy`] frees its space's ASID after every
+//! CPU left the space and its entries were dropped everywhere (`tlbi aside1is`).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::asm::barrier;
 use arch_api::{
@@ -37,9 +49,11 @@ use arch_api::{
 };
 use spin::Mutex;
 
+use arch_api::asid::{Generations, TAG_MASK as ASID_MASK};
 use arch_api::cache::{CacheType, line_span};
 use arch_api::kernel_tables;
 use arch_api::pagetable::{self, EntryFormat, HhdmAccess, KeptTable, Pruned, Walker};
+use arch_api::tlb::{self, ActiveSpaces, CpuMask, Mailboxes, Request, SpaceCpus};
 
 use crate::sysreg::{self, masked};
 
@@ -88,13 +102,37 @@ static WIDE_ASIDS: AtomicBool = AtomicBool::new(false);
 /// Serializes writes to the shared kernel tables. Taken only with IRQs masked
 /// ([`masked`]), so a preempted holder cannot leave another thread spinning.
 static KERNEL_TABLES: Mutex<()> = Mutex::new(());
-/// One bit per ASID; bit 0 (the empty root) is always taken.
-static ASIDS: Mutex<[u64; 1024]> = Mutex::new(asid_bitmap());
+/// The ASIDs, by generation (`arch_api::asid`).
+static ASIDS: Generations = Generations::new();
+/// A test's cap on the ASIDs handed out (0: the CPU's).
+static ASID_LIMIT: AtomicUsize = AtomicUsize::new(0);
+/// The space each CPU has active.
+static ACTIVE: ActiveSpaces = ActiveSpaces::new();
+/// The TLB requests between CPUs.
+static MAILBOXES: Mailboxes = Mailboxes::new();
 
-const fn asid_bitmap() -> [u64; 1024] {
-    let mut map = [0; 1024];
-    map[0] = 1;
-    map
+/// The highest ASID handed out: the CPU's, or a test's lower cap.
+fn asid_limit() -> u64 {
+    let cap = ASID_LIMIT.load(Ordering::Relaxed) as u64;
+    let hardware = max_asid() as u64;
+    if cap == 0 {
+        hardware
+    } else {
+        cap.min(hardware)
+    }
+}
+
+/// Cap the ASIDs handed out at `limit` (`None`: the CPU's; `arch_api::asid` never goes
+/// below twice the CPUs the kernel can have, so a rollover always leaves free ones).
+#[cfg(feature = "testing")]
+pub fn limit_asids(limit: Option<u32>) {
+    ASID_LIMIT.store(limit.map_or(0, |limit| limit as usize), Ordering::Relaxed);
+}
+
+/// How many ASID generations rolled over since boot.
+#[cfg(feature = "testing")]
+pub fn asid_rollovers() -> u64 {
+    ASIDS.rollovers()
 }
 
 /// Read the loader's attributes, configure TTBR0 walks with ASIDs and point TTBR0 at an
@@ -458,52 +496,67 @@ pub fn active_kernel_root() -> u64 {
     kernel_root()
 }
 
-/// One user address space: its TTBR0 root table and ASID.
+/// One user address space: its TTBR0 root table, ASID context and active CPUs.
 #[derive(Debug)]
 pub struct AddressSpace {
     root: u64,
-    asid: u16,
+    /// Generation and ASID (module docs, "ASID generations"); 0 until first activated.
+    context: AtomicU64,
+    /// The CPUs it is active on, at a fixed address.
+    cpus: Box<SpaceCpus>,
     /// The emptied last-level table left linked (`pagetable::KeptTable`).
     kept: KeptTable,
 }
 
 impl AddressSpace {
-    /// The TTBR0_EL1 value that makes this space current.
-    fn ttbr0(&self) -> u64 {
-        self.root | (u64::from(self.asid) << 48)
+    /// The ASID CPUs running this space use (or used last: a space whose generation is
+    /// old has no entries left under a number another space got since).
+    fn asid(&self) -> u64 {
+        self.context.load(Ordering::Relaxed) & ASID_MASK
+    }
+
+    /// The CPUs this space is active on (the CPUs whose active slot names it).
+    pub fn active_cpus(&self) -> CpuMask {
+        ACTIVE.holders(&self.cpus)
+    }
+
+    /// Its record's address, as requests name it.
+    fn id(&self) -> usize {
+        core::ptr::from_ref::<SpaceCpus>(&self.cpus) as usize
     }
 }
 
+/// A new space's [`SpaceCpus`] on the heap, or `None` when the heap refuses.
+fn boxed_space_cpus() -> Option<Box<SpaceCpus>> {
+    let layout = core::alloc::Layout::new::<SpaceCpus>();
+    // SAFETY: the layout has a non-zero size.
+    let memory = unsafe { alloc::alloc::alloc(layout) }.cast::<SpaceCpus>();
+    if memory.is_null() {
+        return None;
+    }
+    // SAFETY: `memory` is a fresh allocation with `SpaceCpus`'s layout from the global
+    // allocator, initialized here, so the box owns it.
+    unsafe {
+        memory.write(SpaceCpus::new());
+        Some(Box::from_raw(memory))
+    }
+}
+
+/// A new, empty user address space; its ASID comes with its first activation.
 pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, MapError> {
-    let asid = masked(|| {
-        let mut map = ASIDS.lock();
-        let limit = max_asid();
-        let free = map.iter().enumerate().find_map(|(word, bits)| {
-            let bit = (!bits).trailing_zeros() as usize;
-            (bit < 64 && word * 64 + bit <= limit).then_some(word * 64 + bit)
-        });
-        let Some(asid) = free else {
-            return Err(MapError::OutOfMemory);
-        };
-        map[asid / 64] |= 1 << (asid % 64);
-        Ok(asid)
-    })?;
-    let Some(root) = frames.alloc_zeroed_frame() else {
-        release_asid(asid as u16);
+    let root = frames.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
+    let Some(cpus) = boxed_space_cpus() else {
+        frames.free_frame(root);
         return Err(MapError::OutOfMemory);
     };
     clean(HHDM.load(Ordering::Relaxed) + root, PAGE_SIZE);
     barrier::dsb(barrier::ISHST);
     Ok(AddressSpace {
         root,
-        asid: asid as u16,
+        context: AtomicU64::new(0),
+        cpus,
         kept: KeptTable::default(),
     })
-}
-
-fn release_asid(asid: u16) {
-    let asid = usize::from(asid);
-    masked(|| ASIDS.lock()[asid / 64] &= !(1 << (asid % 64)));
 }
 
 fn check_user_page(virt: u64) -> Result<(), MapError> {
@@ -531,9 +584,22 @@ pub fn map_user(
     Ok(())
 }
 
-/// Unmap one user page; tables the unmap prunes go back to `frames` once no walk through
-/// them can be cached (`tlbi vae1is` drops the cached entries of every level used to
-/// translate the address, Arm ARM D8.13).
+/// `tlbi vae1is` of `virt` in `asid`: every CPU of the inner-shareable domain (ASID in
+/// [63:48], VA[55:12] in [43:0]). The caller orders it after its table writes
+/// (`dsb ishst`) and waits for it (`dsb ish`).
+#[inline(always)]
+fn tlbi_page(asid: u64, virt: u64) {
+    let operand = (asid << 48) | ((virt >> 12) & ((1 << 44) - 1));
+    // SAFETY: invalidating TLB entries only costs refills.
+    unsafe {
+        core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
+    };
+}
+
+/// Unmap one user page; when this returns no CPU translates it (the broadcast `tlbi
+/// vae1is` completed, `dsb ish`). Tables the unmap prunes go back to `frames` once no walk
+/// through them can be cached (`tlbi vae1is` drops the cached entries of every level used
+/// to translate the address, Arm ARM D8.13).
 pub fn unmap_user(
     space: &mut AddressSpace,
     virt: u64,
@@ -548,18 +614,10 @@ pub fn unmap_user(
         &mut pruned,
     )?;
     barrier::dsb(barrier::ISHST);
-    // TLBI VAE1IS: this VA in this ASID (ASID in [63:48], VA[55:12] in [43:0]).
-    let operand = (u64::from(space.asid) << 48) | ((virt >> 12) & ((1 << 44) - 1));
-    // SAFETY: invalidating TLB entries only costs refills.
-    unsafe {
-        core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
-    };
+    let asid = space.asid();
+    tlbi_page(asid, virt);
     if !pruned.tables().is_empty() {
-        let operand = (u64::from(space.asid) << 48) | ((pruned.address >> 12) & ((1 << 44) - 1));
-        // SAFETY: as above.
-        unsafe {
-            core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
-        };
+        tlbi_page(asid, pruned.address);
     }
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
@@ -569,8 +627,8 @@ pub fn unmap_user(
     Ok(frame)
 }
 
-/// Change one user page's permissions and drop its old translation (break-before-make is
-/// not needed: only permissions change, Arm ARM D8.16.1).
+/// Change one user page's permissions and drop its old translation on every CPU
+/// (break-before-make is not needed: only permissions change, Arm ARM D8.16.1).
 pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Result<(), MapError> {
     check_user_page(virt)?;
     let flags = PageFlags {
@@ -580,42 +638,99 @@ pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Re
     let mut memory = HhdmTables::fixed();
     Walker::new(&mut memory, &Format, space.root).protect(virt, flags)?;
     barrier::dsb(barrier::ISHST);
-    // TLBI VAE1IS: this VA in this ASID.
-    let operand = (u64::from(space.asid) << 48) | ((virt >> 12) & ((1 << 44) - 1));
-    // SAFETY: invalidating TLB entries only costs refills.
-    unsafe {
-        core::arch::asm!("tlbi vae1is, {}", in(reg) operand, options(nostack, preserves_flags))
-    };
+    tlbi_page(space.asid(), virt);
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
     Ok(())
 }
 
-#[inline]
+/// Make `space` the current user half on this CPU (TTBR0 with its ASID, re-got when its
+/// generation is old), moving this CPU's bit to its mask. Called with IRQs masked, as all
+/// kernel code runs (the ASID lock may be taken).
+#[inline(always)]
 pub fn activate(space: &AddressSpace) {
-    // TTBR0 changes only the user half, which the kernel reaches only through the user
-    // copies; the ASID keeps other spaces' TLB entries apart, so no invalidation.
-    sysreg::write!("ttbr0_el1", space.ttbr0());
+    let cpu = cpu_index();
+    ACTIVE.record(cpu, &space.cpus);
+    let context = ASIDS.activate(cpu, &space.context, asid_limit, flush_all);
+    // The write is followed by an ISB (`sysreg::write`).
+    sysreg::write!("ttbr0_el1", space.root | ((context & ASID_MASK) << 48));
 }
 
+/// This CPU's dense index through TPIDR_EL1 (no check of the register: kernel code runs
+/// with it pointing at this CPU's block).
+#[inline(always)]
+fn cpu_index() -> u32 {
+    crate::percpu::this().id.load(Ordering::Relaxed)
+}
+
+/// Point this CPU's TTBR0 at the empty root (ASID 0) and leave `space`.
+fn leave(cpu: u32, space: &SpaceCpus) {
+    sysreg::write!("ttbr0_el1", EMPTY_ROOT.load(Ordering::Relaxed));
+    ACTIVE.leave(cpu, space);
+}
+
+/// Answer the TLB requests other CPUs sent this one (one load when there are none).
+#[inline]
+pub fn service_requests() {
+    let cpu = cpu_index();
+    if MAILBOXES.has_work(cpu) {
+        MAILBOXES.service(cpu, |request| handle(cpu, request));
+    }
+}
+
+/// Carry out one request: only [`Request::Leave`] is ever sent here (invalidations are
+/// broadcast by the sender's own `tlbi … is`).
+fn handle(cpu: u32, request: Request) {
+    if let Request::Leave { space } = request
+        && ACTIVE.active_on(cpu) == space
+    {
+        // SAFETY: `space` is the address of the live record the sender holds (it waits
+        // for this answer), and it is the one this CPU's slot names.
+        let record = unsafe { &*(space as *const SpaceCpus) };
+        leave(cpu, record);
+    }
+}
+
+/// Free every page-table frame of `space` through `free` once no CPU has it active (this
+/// CPU leaves it; every other CPU in its mask is asked to, [`Request::Leave`], and
+/// answers first), then drop its ASID's entries everywhere (`tlbi aside1is`) and free the
+/// ASID.
 pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
-    if sysreg::read!("ttbr0_el1") == space.ttbr0() {
-        // SAFETY (of the write): the empty root maps nothing, and nothing of the kernel
-        // lives in the user half.
-        sysreg::write!("ttbr0_el1", EMPTY_ROOT.load(Ordering::Relaxed));
+    let cpu = cpu_index();
+    if ACTIVE.is_active(cpu, &space.cpus) {
+        leave(cpu, &space.cpus);
+    }
+    let others = ACTIVE.holders(&space.cpus) & !tlb::bit(cpu);
+    if others != 0 {
+        let _ = MAILBOXES.send(
+            cpu,
+            others,
+            Request::Leave { space: space.id() },
+            |target| {
+                crate::smp::send_ipi(
+                    arch_api::IpiTarget::Cpu(target),
+                    arch_api::Ipi::TlbShootdown,
+                );
+            },
+            |request| handle(cpu, request),
+            |target| {
+                crate::percpu::online_block(target).is_none_or(|block| block.ipi.snapshot().stopped)
+            },
+        );
     }
     let mut memory = HhdmTables::fixed();
     Walker::new(&mut memory, &Format, space.root).free_tables(0..pagetable::ENTRIES, true, free);
     barrier::dsb(barrier::ISHST);
+    let context = space.context.load(Ordering::Relaxed);
     // TLBI ASIDE1IS: everything tagged with this ASID, before the ASID can be reused.
-    let operand = u64::from(space.asid) << 48;
+    let operand = (context & ASID_MASK) << 48;
     // SAFETY: invalidating TLB entries only costs refills.
     unsafe {
         core::arch::asm!("tlbi aside1is, {}", in(reg) operand, options(nostack, preserves_flags))
     };
     barrier::dsb(barrier::ISH);
     barrier::isb(barrier::SY);
-    release_asid(space.asid);
+    masked(|| ASIDS.release(context));
 }
 
 /// Drop every cached translation of this CPU's inner-shareable domain.

@@ -11,8 +11,9 @@
 //! masked) on its own stack, with its `limine_mp_info` in X0. The loader's tables lie in
 //! bootloader-reclaimable memory, which the kernel takes back once the boot path is done,
 //! so the CPU switches to the kernel's before anything else, with TTBR0 on the kernel's
-//! empty user root (ASID 0) and the boot CPU's TTBR0 configuration, ready to run user
-//! threads; a CPU left parked waits in a loop that touches no memory.
+//! empty root (ASID 0) and the boot CPU's TCR (TTBR0 walks on, the same ASID size), so
+//! that `activate` works on it as on the boot CPU; a CPU left parked waits in a loop that
+//! touches no memory.
 //!
 //! # IPIs
 //! SGI INTID = `arch_api::Ipi` number, sent to one CPU at a time (never "all but self":
@@ -62,15 +63,15 @@ pub fn enter() {
     // code) and the HHDM (this CPU's loader stack) to the same frames, as normal memory
     // under the boot CPU's MAIR index for normal memory, which is the loader's; the TCR is
     // the boot CPU's, whose TTBR1 half is the loader's too (48 bits, 4 KiB granule), and
-    // whose TTBR0 half (set up by `paging::init`) walks the empty root, which maps nothing.
-    // TTBR0 is switched before the TCR, so no walk uses the loader's lower-half tables under
-    // the new configuration. The barriers order the table switch and drop every translation
+    // whose TTBR0 half walks the kernel's empty root (written first, so no walk ever uses
+    // the loader's TTBR0). The barriers order the table switch and drop every translation
     // of the loader's tables.
     unsafe {
         core::arch::asm!(
             "msr daifset, #0xf",
             "msr mair_el1, {mair}",
             "msr ttbr0_el1, {ttbr0}",
+            "isb",
             "msr tcr_el1, {tcr}",
             "msr ttbr1_el1, {ttbr1}",
             "isb",
@@ -79,8 +80,8 @@ pub fn enter() {
             "isb",
             mair = in(reg) mair,
             tcr = in(reg) tcr,
-            ttbr1 = in(reg) ttbr1,
             ttbr0 = in(reg) ttbr0,
+            ttbr1 = in(reg) ttbr1,
             options(nostack, preserves_flags),
         );
     }
@@ -181,9 +182,13 @@ pub fn handle_ipi(ipi: Ipi) {
             unsafe { crate::upcall::keel_reschedule() };
         }
         Ipi::TlbShootdown => {
+            crate::paging::service_requests();
+            // A whole-TLB shootdown this CPU has not flushed for yet.
             let generation = SHOOTDOWNS.current();
-            flush_local_tlb();
-            block.ipi.acknowledge_tlb(generation);
+            if generation > block.ipi.snapshot().tlb_flushed {
+                flush_local_tlb();
+                block.ipi.acknowledge_tlb(generation);
+            }
         }
         Ipi::Stop => stop_self(),
     }
@@ -215,7 +220,11 @@ pub fn tlb_shootdown(target: IpiTarget) -> u32 {
     send_ipi(target, Ipi::TlbShootdown);
     arch_api::wait_for_ipi_effect(
         arch_api::ipi_targets(target, me, percpu::is_online),
-        ipi_counts,
+        |index| {
+            // A target may be waiting for this CPU's answer to a request of its own.
+            crate::paging::service_requests();
+            ipi_counts(index)
+        },
         |counts| counts.tlb_flushed >= generation,
     )
 }

@@ -21,12 +21,14 @@
 // methods whose callers carry duties (allowed where declared).
 #![deny(unsafe_code)]
 
+pub mod asid;
 pub mod backtrace;
 pub mod cache;
 pub mod fixup;
 pub mod kernel_tables;
 pub mod pagetable;
 pub mod tags;
+pub mod tlb;
 mod user;
 
 pub use user::{Pages, UserRange};
@@ -162,8 +164,10 @@ pub enum Ipi {
     /// Ask the CPU to look at its run queue: the receiver counts it in its per-CPU block
     /// ([`IpiCounters`]) and calls the core's `keel_reschedule`.
     Reschedule = 0,
-    /// Drop every TLB entry (global ones included) and acknowledge through the per-CPU
-    /// block; [`SecondaryCpus::tlb_shootdown`] sends it and waits for the acknowledgement.
+    /// Answer the TLB requests waiting in this CPU's mailbox ([`tlb::Mailboxes`]), and
+    /// when a [`SecondaryCpus::tlb_shootdown`] is newer than this CPU's last full flush,
+    /// drop every TLB entry (global ones included) and acknowledge through the per-CPU
+    /// block; both senders wait for the acknowledgement.
     TlbShootdown = 1,
     /// Halt for good with interrupts masked (the panic path). x86_64 delivers it as an NMI,
     /// so it reaches a CPU that runs with interrupts masked too; AArch64 as an SGI, taken
@@ -385,6 +389,12 @@ pub trait SecondaryCpus: Platform {
     /// and wait (at most [`IPI_WAIT_POLLS`] polls per CPU) for each target's
     /// acknowledgement. Returns how many targets did not acknowledge in time (0: all did).
     fn tlb_shootdown(target: IpiTarget) -> u32;
+
+    /// Answer the TLB requests other CPUs sent this one ([`tlb::Mailboxes`]): one load
+    /// when there are none. Called between polls by every wait that runs with interrupts
+    /// masked and may be waited on by a CPU that is sending this one a request (the kernel's
+    /// lock spin path); see [`tlb`], "Requests and deadlock freedom". Takes no lock.
+    fn service_ipi_work();
 
     /// Stop every other online CPU ([`Ipi::Stop`]) and wait (bounded) until each has
     /// recorded that it stopped. Returns how many did not in time.
@@ -621,7 +631,8 @@ pub trait Paging: Platform {
         frames: &mut dyn FrameSource,
     ) -> Result<(), MapError>;
 
-    /// Unmap one user page, returning its frame; flushes the TLB entry if `space` is live.
+    /// Unmap one user page, returning its frame; its translation is gone from every CPU
+    /// when this returns (so the frame may be reused).
     /// Page tables the unmap empties are given back to `frames` (after the translations
     /// through them are invalidated), except the last-level table that emptied most
     /// recently, which stays linked for reuse ([`pagetable::KeptTable`]).
@@ -639,8 +650,14 @@ pub trait Paging: Platform {
         flags: PageFlags,
     ) -> Result<(), MapError>;
 
-    /// Make `space` the current user half.
+    /// Make `space` the current user half, and record this CPU in `space`'s active mask
+    /// (and out of the mask of the space it had active, [`tlb::ActiveSpaces`]).
     fn activate(space: &Self::AddressSpace);
+
+    /// The CPUs `space` is active on now (bit *i*: CPU *i*). [`Paging::unmap_user`],
+    /// [`Paging::protect_user`] and [`Paging::destroy`] invalidate the translations of
+    /// every one of them before they return.
+    fn active_cpus(space: &Self::AddressSpace) -> tlb::CpuMask;
 
     /// What `space` maps at the user address `virtual_address` (`None` for an address
     /// outside the user half).
@@ -649,7 +666,9 @@ pub trait Paging: Platform {
         virtual_address: u64,
     ) -> Option<pagetable::Translation>;
 
-    /// Free every page-table frame of `space` (not the frames its pages map) through `free`.
+    /// Free every page-table frame of `space` (not the frames its pages map) through `free`,
+    /// after every CPU that had `space` active switched away from it and dropped its
+    /// translations; its tag (ASID/PCID) is reused only after that.
     fn destroy(space: Self::AddressSpace, free: &mut dyn FnMut(u64));
 
     /// Make the bytes the kernel wrote at the kernel address `virtual_address` (`length`
@@ -729,6 +748,20 @@ pub trait SelfTest: Platform {
     /// read-only memory, `None` when the store went through or `address` is not a mapped
     /// kernel address. For the test that `.rodata` and `.text` are write-protected.
     fn provoke_kernel_write(address: u64) -> Option<TrapCause>;
+
+    /// Use at most `limit` address-space tags (AArch64 ASIDs; `None`: as many as the CPU
+    /// has), so a test can exhaust them with a few spaces. Returns `false` when the arch
+    /// has no such limit to set (the default; x86_64, whose PCIDs qemu64 lacks).
+    fn limit_space_tags(limit: Option<u32>) -> bool {
+        let _ = limit;
+        false
+    }
+
+    /// How many times the address-space tags rolled over to a new generation since boot
+    /// (AArch64 ASIDs); `None` where there are no generations (the default).
+    fn space_tag_rollovers() -> Option<u64> {
+        None
+    }
 }
 
 /// Benchmark support (`test=bench`): an instruction counter user programs can

@@ -64,6 +64,8 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
 pub mod acpi;
 pub mod apic;
 pub mod features;
@@ -454,6 +456,11 @@ impl arch_api::SecondaryCpus for Cpu {
 
     fn tlb_shootdown(target: arch_api::IpiTarget) -> u32 {
         smp::tlb_shootdown(target)
+    }
+
+    #[inline]
+    fn service_ipi_work() {
+        space::service_requests();
     }
 
     fn stop_others() -> u32 {

@@ -276,6 +276,7 @@ pub fn online_block(index: u32) -> Option<&'static PerCpu> {
 static BOOT_CPU_READY: AtomicBool = AtomicBool::new(false);
 
 /// Whether [`current`] may be called.
+#[inline(always)]
 pub fn ready() -> bool {
     BOOT_CPU_READY.load(Ordering::Acquire)
 }
@@ -420,6 +421,27 @@ pub fn block_at(address: u64) -> Option<&'static PerCpu> {
 /// The running CPU's block if `IA32_GS_BASE` points at one — for the fatal report, which
 /// may run on a path where GS still holds the user's base (a kernel fault in the few
 /// instructions around a `SWAPGS`); reads the MSR instead of trusting `%gs`.
+/// This CPU's dense index through `%gs` (0 before the boot CPU's block exists): one load
+/// more than [`PerCpu::cpu_id`] needs, no MSR read.
+#[inline(always)]
+pub fn index() -> u32 {
+    if !ready() {
+        return 0;
+    }
+    let id: u32;
+    // SAFETY: once `ready`, GS base points at this CPU's block in kernel code (GS base
+    // discipline above); `cpu_id` is a 32-bit field at `CPU_ID`.
+    unsafe {
+        core::arch::asm!(
+            "mov {id:e}, gs:[{offset}]",
+            id = out(reg) id,
+            offset = const offsets::CPU_ID,
+            options(nostack, preserves_flags, readonly),
+        );
+    }
+    id
+}
+
 pub fn try_current() -> Option<&'static PerCpu> {
     if !ready() {
         return None;

@@ -224,9 +224,13 @@ pub fn handle_ipi(vector: u64) {
             unsafe { crate::upcall::keel_reschedule() };
         }
         vector::IPI_TLB_SHOOTDOWN => {
+            crate::space::service_requests();
+            // A whole-TLB shootdown this CPU has not flushed for yet.
             let generation = SHOOTDOWNS.current();
-            flush_tlb_everything();
-            block.ipi().acknowledge_tlb(generation);
+            if generation > block.ipi().snapshot().tlb_flushed {
+                flush_tlb_everything();
+                block.ipi().acknowledge_tlb(generation);
+            }
         }
         _ => {}
     }
@@ -258,7 +262,11 @@ pub fn tlb_shootdown(target: IpiTarget) -> u32 {
     send_ipi(target, Ipi::TlbShootdown);
     arch_api::wait_for_ipi_effect(
         arch_api::ipi_targets(target, me, percpu::is_online),
-        ipi_counts,
+        |index| {
+            // A target may be waiting for this CPU's answer to a request of its own.
+            crate::space::service_requests();
+            ipi_counts(index)
+        },
         |counts| counts.tlb_flushed >= generation,
     )
 }

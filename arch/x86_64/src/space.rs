@@ -13,18 +13,33 @@
 //! no-flush bit, keeping the TLB entries of other spaces. Two live spaces never share a
 //! tag: tags 1..=4094 come from a [`TagAllocator`] and go back when the space is
 //! destroyed; a space created while all of them are taken gets [`SHARED_PCID`], which is
-//! flushed on every activation. A space whose entries may be stale in the TLB (a page
-//! unmapped while another space was active, or a tag a destroyed space had) carries
-//! `needs_flush`, and its next activation flushes its tag. Without PCID every CR3 write
-//! flushes the (non-global) TLB.
+//! flushed on every activation. Whether a CPU's entries for a space may be stale is one
+//! bit per CPU in the space's [`SpaceCpus`] (`arch_api::tlb`, "Stale bits"): a new space is
+//! stale on every CPU, so a tag a destroyed space had is flushed by each CPU before it
+//! first runs with it again, and a change to a space's tables marks it stale on every CPU
+//! that does not flush it at once. Without PCID every CR3 write flushes the (non-global)
+//! TLB and no stale bit is kept.
+//!
+//! # TLB consistency between CPUs
+//! Each space's [`SpaceCpus`] (boxed, so its address stays put while the space value
+//! moves) records the CPUs it is active on; `activate` moves this CPU's bit
+//! ([`ActiveSpaces`]). [`unmap_user`] and [`protect_user`] flush the page here with
+//! `INVLPG` when the space is active here, and send every other CPU in the mask a
+//! [`Request::Pages`] over the TLB-shootdown IPI, returning only once each answered (its
+//! `INVLPG` done); only then are emptied page tables, and the unmapped frame in the
+//! caller's hands, free for reuse. [`destroy`] sends [`Request::Leave`]: each CPU that has
+//! the space active switches to the kernel's root and leaves the mask, and the tables are
+//! freed after every answer. Waiting never deadlocks: see `arch_api::tlb`, "Requests and
+//! deadlock freedom". Who writes what: a CPU's bit in a mask and its active slot only by
+//! that CPU; a space's tables only by the holder of `&mut AddressSpace` (the core's
+//! address-space lock).
 //!
 //! # User copies
 //! The range is checked first (a [`UserRange`]: wholly inside the user half, no wrap), so
 //! the copy can only fault on a user page; the `rep movsb` has an exception-fixup entry
 //! (`trap::fixup`), and with SMAP on, `stac`/`clac` bracket that one instruction.
-//!
-//! Weak spot: one CPU only (no TLB shootdown).
 
+use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use arch_api::{
@@ -32,14 +47,16 @@ use arch_api::{
     UserRange,
 };
 use x86_64::VirtAddr;
-use x86_64::instructions::tlb;
+use x86_64::instructions::tlb as cpu_tlb;
 use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 
 use arch_api::pagetable::{KeptTable, Pruned, Walker};
 use arch_api::tags::TagAllocator;
+use arch_api::tlb::{self, ActiveSpaces, CpuMask, Mailboxes, Request, SpaceCpus};
 
 use crate::features::Cpuid;
 use crate::paging::{self, ENTRIES, entry, index, table_at};
+use crate::percpu;
 use crate::tables::{Format, HhdmTables};
 use crate::trap::fixup;
 
@@ -57,6 +74,14 @@ static PCID_ENABLED: AtomicBool = AtomicBool::new(false);
 static PCIDS: spin::Mutex<TagAllocator<64>> =
     spin::Mutex::new(TagAllocator::new(1, SHARED_PCID - 1));
 
+/// The space each CPU has active.
+static ACTIVE: ActiveSpaces = ActiveSpaces::new();
+/// The TLB requests between CPUs.
+static MAILBOXES: Mailboxes = Mailboxes::new();
+/// Ranges longer than this many pages are flushed whole (a CR3 reload) rather than page
+/// by page.
+const MAX_INVLPG_PAGES: u64 = 32;
+
 /// One user address space.
 #[derive(Debug)]
 pub struct AddressSpace {
@@ -64,8 +89,8 @@ pub struct AddressSpace {
     root: u64,
     /// Its PCID (0 when PCIDs are off).
     pcid: u16,
-    /// Its TLB entries may be stale: the next activation flushes them.
-    needs_flush: AtomicBool,
+    /// The CPUs it is active on and those whose entries may be stale, at a fixed address.
+    cpus: Box<SpaceCpus>,
     /// The emptied last-level table left linked (`pagetable::KeptTable`).
     kept: KeptTable,
 }
@@ -74,6 +99,16 @@ impl AddressSpace {
     /// Physical address of the root table.
     pub fn root(&self) -> u64 {
         self.root
+    }
+
+    /// The CPUs this space is active on.
+    pub fn active_cpus(&self) -> CpuMask {
+        self.cpus.active()
+    }
+
+    /// Its record's address, as requests name it.
+    fn id(&self) -> usize {
+        core::ptr::from_ref::<SpaceCpus>(&self.cpus) as usize
     }
 }
 
@@ -164,7 +199,7 @@ pub fn unmap_kernel(virtual_address: u64) -> Result<u64, MapError> {
     let format = Format::current();
     let mut memory = HhdmTables::fixed();
     let frame = Walker::new(&mut memory, &format, paging::kernel_root()).unmap(virtual_address)?;
-    tlb::flush(VirtAddr::new(virtual_address));
+    cpu_tlb::flush(VirtAddr::new(virtual_address));
     Ok(frame)
 }
 
@@ -178,9 +213,13 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
         let target = &mut *table_at(root);
         target[KERNEL_HALF_FIRST_SLOT..].copy_from_slice(&source[KERNEL_HALF_FIRST_SLOT..]);
     }
+    let Some(cpus) = boxed_space_cpus() else {
+        frames.free_frame(root);
+        return Err(MapError::OutOfMemory);
+    };
     let pcid = if pcid_enabled() {
-        // A tag no live space has (its stale entries are flushed on first use:
-        // `needs_flush`), or the shared one, flushed on every activation.
+        // A tag no live space has (stale on every CPU until each flushed it: `SpaceCpus`),
+        // or the shared one, flushed on every activation.
         PCIDS.lock().allocate().unwrap_or(SHARED_PCID)
     } else {
         0
@@ -188,9 +227,25 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
     Ok(AddressSpace {
         root,
         pcid,
-        needs_flush: AtomicBool::new(true),
+        cpus,
         kept: KeptTable::default(),
     })
+}
+
+/// A new space's [`SpaceCpus`] on the heap, or `None` when the heap refuses.
+fn boxed_space_cpus() -> Option<Box<SpaceCpus>> {
+    let layout = core::alloc::Layout::new::<SpaceCpus>();
+    // SAFETY: the layout has a non-zero size.
+    let memory = unsafe { alloc::alloc::alloc(layout) }.cast::<SpaceCpus>();
+    if memory.is_null() {
+        return None;
+    }
+    // SAFETY: `memory` is a fresh allocation with `SpaceCpus`'s layout from the global
+    // allocator, initialized here, so the box owns it.
+    unsafe {
+        memory.write(SpaceCpus::new());
+        Some(Box::from_raw(memory))
+    }
 }
 
 fn check_user_page(virtual_address: u64, physical_address: u64) -> Result<(), MapError> {
@@ -230,12 +285,103 @@ pub fn map_user(
 }
 
 fn is_active(space: &AddressSpace) -> bool {
-    Cr3::read_raw().0.start_address().as_u64() == space.root
+    ACTIVE.is_active(percpu::index(), &space.cpus)
 }
 
-/// Unmap one user page, returning its frame. Tables the unmap prunes go back to `frames`
-/// after the flush: `INVLPG` drops every paging-structure-cache entry of the current PCID
-/// (Intel SDM 4.10.4.1), and an inactive space flushes its PCID when next activated.
+/// After a change to one page of `space`'s tables: drop its translation here (when the
+/// space is active here) and on every other CPU that has the space active, and return once
+/// each did.
+#[inline]
+fn invalidate_page(space: &AddressSpace, virtual_address: u64) {
+    let me = percpu::index();
+    let here = ACTIVE.is_active(me, &space.cpus);
+    if here {
+        cpu_tlb::flush(VirtAddr::new(virtual_address));
+    }
+    let fresh = if here { tlb::bit(me) } else { 0 };
+    let others = space.cpus.changed(pcid_enabled(), fresh) & !tlb::bit(me);
+    if others != 0 {
+        send(
+            me,
+            others,
+            Request::Pages {
+                space: space.id(),
+                start: virtual_address,
+                pages: 1,
+            },
+        );
+    }
+}
+
+/// Send `request` to `targets` and wait for their answers (`arch_api::tlb`).
+#[cold]
+#[inline(never)]
+fn send(me: u32, targets: CpuMask, request: Request) {
+    let _ = MAILBOXES.send(
+        me,
+        targets,
+        request,
+        |cpu| crate::smp::send_ipi(arch_api::IpiTarget::Cpu(cpu), arch_api::Ipi::TlbShootdown),
+        |request| handle(me, request),
+        |cpu| {
+            !percpu::is_online(cpu)
+                || percpu::online_block(cpu).is_none_or(|block| block.ipi().snapshot().stopped)
+        },
+    );
+}
+
+/// Answer the TLB requests other CPUs sent this one (one load when there are none).
+#[inline]
+pub fn service_requests() {
+    let me = percpu::index();
+    if MAILBOXES.has_work(me) {
+        MAILBOXES.service(me, |request| handle(me, request));
+    }
+}
+
+/// Carry out one request on this CPU (see [`Request`]).
+fn handle(me: u32, request: Request) {
+    match request {
+        Request::Pages {
+            space,
+            start,
+            pages,
+        } if ACTIVE.active_on(me) == space => {
+            if pages <= MAX_INVLPG_PAGES {
+                for page in 0..pages {
+                    cpu_tlb::flush(VirtAddr::new(start + page * PAGE_SIZE));
+                }
+            } else {
+                flush_current();
+            }
+        }
+        Request::Space { space } if ACTIVE.active_on(me) == space => flush_current(),
+        Request::Leave { space } if ACTIVE.active_on(me) == space => {
+            // SAFETY: the kernel root maps the kernel half; PCID 0 is the kernel root's.
+            unsafe { write_cr3(paging::kernel_root()) };
+            // SAFETY: `space` is the address of the live record the sender holds (it
+            // waits for this answer), and it is the one this CPU's slot names.
+            let record = unsafe { &*(space as *const SpaceCpus) };
+            ACTIVE.leave(me, record);
+        }
+        _ => {}
+    }
+}
+
+/// Drop every non-global translation of the current CR3 (and its PCID).
+fn flush_current() {
+    let (frame, flags) = Cr3::read_raw();
+    let value = frame.start_address().as_u64() | u64::from(flags);
+    // SAFETY: the same root and PCID as now; without the no-flush bit the write drops the
+    // PCID's non-global entries.
+    unsafe { write_cr3(value) };
+}
+
+/// Unmap one user page, returning its frame, once no CPU translates it any more. Tables
+/// the unmap prunes go back to `frames` after that: `INVLPG` drops every
+/// paging-structure-cache entry of the current PCID (Intel SDM 4.10.4.1), and a CPU where
+/// the space is not active drops them at its next activation (stale bit or untagged CR3
+/// write).
 pub fn unmap_user(
     space: &mut AddressSpace,
     virtual_address: u64,
@@ -250,19 +396,15 @@ pub fn unmap_user(
         &mut space.kept,
         &mut pruned,
     )?;
-    if is_active(space) {
-        tlb::flush(VirtAddr::new(virtual_address));
-    } else {
-        space.needs_flush.store(true, Ordering::Relaxed);
-    }
+    invalidate_page(space, virtual_address);
     for &table in pruned.tables() {
         frames.free_frame(table);
     }
     Ok(frame)
 }
 
-/// Change one user page's permissions; the old translation is flushed (now if `space` is
-/// active, else at its next activation).
+/// Change one user page's permissions; the old translation is gone from every CPU when
+/// this returns.
 pub fn protect_user(
     space: &mut AddressSpace,
     virtual_address: u64,
@@ -276,11 +418,7 @@ pub fn protect_user(
     let format = Format::current();
     let mut memory = HhdmTables::fixed();
     Walker::new(&mut memory, &format, space.root).protect(virtual_address, flags)?;
-    if is_active(space) {
-        tlb::flush(VirtAddr::new(virtual_address));
-    } else {
-        space.needs_flush.store(true, Ordering::Relaxed);
-    }
+    invalidate_page(space, virtual_address);
     Ok(())
 }
 
@@ -294,13 +432,15 @@ unsafe fn write_cr3(value: u64) {
     unsafe { core::arch::asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
 }
 
-/// Make `space` the current user half.
-#[inline]
+/// Make `space` the current user half on this CPU, moving this CPU's bit to its mask.
+#[inline(always)]
 pub fn activate(space: &AddressSpace) {
+    let me = percpu::index();
+    ACTIVE.activate(me, &space.cpus);
     let mut value = space.root;
     if pcid_enabled() {
         value |= u64::from(space.pcid);
-        if !space.needs_flush.swap(false, Ordering::Relaxed) && space.pcid != SHARED_PCID {
+        if !space.cpus.take_stale(me) && space.pcid != SHARED_PCID {
             value |= CR3_NO_FLUSH;
         }
     }
@@ -310,12 +450,19 @@ pub fn activate(space: &AddressSpace) {
     unsafe { write_cr3(value) };
 }
 
-/// Free every page-table frame of `space` through `free`; switches to the kernel root
-/// first if `space` is active.
+/// Free every page-table frame of `space` through `free`, once no CPU has it active: this
+/// CPU switches to the kernel root if it has, and every other CPU in its mask is asked to
+/// ([`Request::Leave`]) and answers before anything is freed.
 pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
+    let me = percpu::index();
     if is_active(&space) {
         // SAFETY: the kernel root maps the kernel half; PCID 0 is the kernel root's.
         unsafe { write_cr3(paging::kernel_root()) };
+        ACTIVE.leave(me, &space.cpus);
+    }
+    let others = space.cpus.active() & !tlb::bit(me);
+    if others != 0 {
+        send(me, others, Request::Leave { space: space.id() });
     }
     let format = Format::current();
     let mut memory = HhdmTables::fixed();
@@ -324,7 +471,8 @@ pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
         true,
         free,
     );
-    // Its tag's TLB entries stay behind: the next space that gets it flushes it first.
+    // Its tag's TLB entries stay behind: every CPU flushes the tag before it first runs
+    // with it for the next space that gets it (a new space is stale everywhere).
     if space.pcid != 0 && space.pcid != SHARED_PCID {
         PCIDS.lock().free(space.pcid);
     }
@@ -421,6 +569,10 @@ impl arch_api::Paging for crate::Cpu {
     #[inline]
     fn activate(space: &AddressSpace) {
         activate(space);
+    }
+
+    fn active_cpus(space: &AddressSpace) -> CpuMask {
+        space.active_cpus()
     }
 
     fn lookup_user(

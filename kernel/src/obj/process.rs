@@ -583,8 +583,12 @@ impl Process {
             return;
         };
         self.unmaps.fetch_add(1, Ordering::AcqRel);
-        // The space is active nowhere and its tables go next: its frames need no unmap
-        // (its TLB entries are tagged with an ASID / PCID that is flushed before reuse).
+        // Destroying the space first makes every CPU that still had it active leave it and
+        // drop its translations, so its frames need no unmap and no CPU translates to one
+        // once it is free for reuse.
+        Cpu::destroy(space, &mut |table| {
+            let _ = frames::free(table);
+        });
         let mut memory = self.frames.lock();
         let user_pages = core::mem::take(&mut memory.pages);
         memory.budget.refund_pages(user_pages.len() + memory.tables);
@@ -596,9 +600,6 @@ impl Process {
             }
         }
         drop(user_pages);
-        Cpu::destroy(space, &mut |table| {
-            let _ = frames::free(table);
-        });
     }
 }
 

@@ -319,6 +319,7 @@ pub fn gather_secondaries() {
         if with(|scheduler| scheduler.joined & online == online) {
             return;
         }
+        Cpu::service_ipi_work();
         core::hint::spin_loop();
     }
 }
@@ -1158,6 +1159,8 @@ fn wait_until_stopped(id: usize, serial: u64) {
         if !running_elsewhere {
             return;
         }
+        // The victim may be waiting for this CPU's answer to a TLB request.
+        Cpu::service_ipi_work();
         core::hint::spin_loop();
     }
 }

@@ -18,6 +18,7 @@ pub mod kcheck;
 pub mod ktest;
 pub mod ktest_irq;
 pub mod smp;
+pub mod tlb;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
 const KNOWN: &[&str] = &[
@@ -34,6 +35,7 @@ const KNOWN: &[&str] = &[
     "smp-overflow",
     "smp-panic",
     "stack-overflow",
+    "tlb",
     "user",
     "user-fault",
 ];
@@ -88,6 +90,7 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         "smp-overflow" => smp::fatal_scenario(smp::Fatal::Overflow),
         "smp-panic" => smp::fatal_scenario(smp::Fatal::Panic),
         "stack-overflow" => in_thread("overflow-test", overflow, 0),
+        "tlb" => in_thread("tlb", tlb::scenario, 0),
         "user" => in_thread("user-suite", user_suite, 0),
         "user-fault" => in_thread("user-fault", user_fault, 0),
         other => {

@@ -5,7 +5,8 @@
 //!
 //! The boot CPU asks a secondary for something by writing its request slot and sending it
 //! a reschedule IPI: the secondary wakes from its idle wait, and its idle loop
-//! (`secondary_idle` in `main.rs`) calls [`on_wake`], which answers in its answer slot.
+//! (`secondary_idle` in `main.rs`) calls [`on_wake`], which answers in its answer slot
+//! (after letting the `tlb` scenario answer its own requests).
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -47,6 +48,9 @@ const ANSWER_POLLS: u64 = 1 << 28;
 
 /// On a secondary CPU after each wake-up: answer the boot CPU's request, if any.
 pub fn on_wake(index: usize) {
+    if crate::testing::tlb::on_wake(index) {
+        return;
+    }
     let Some(request) = REQUEST.get(index) else {
         return;
     };
