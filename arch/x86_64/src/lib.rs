@@ -433,9 +433,9 @@ impl arch_api::SecondaryCpus for Cpu {
         smp::park()
     }
 
-    #[inline]
+    #[inline(always)]
     fn cpu_index() -> u32 {
-        smp::this_cpu()
+        percpu::index()
     }
 
     fn hardware_id() -> u64 {

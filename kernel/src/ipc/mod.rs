@@ -621,24 +621,26 @@ pub type IpcSnapshot = (kcore::ipc::State, bool, kcore::ipc::ReplySlot);
 
 /// Every thread slot's IPC state and scheduler record, taken together under the IPC lock
 /// (then the scheduler's, in the lock order), so the checker compares one moment even while
-/// other CPUs run.
+/// other CPUs run. On the heap: the checker's kernel stack is small.
 #[cfg(feature = "testing")]
 pub fn snapshot() -> (
-    [IpcSnapshot; MAX_THREADS],
-    [Option<sched::ThreadSnapshot>; MAX_THREADS],
+    alloc::vec::Vec<IpcSnapshot>,
+    alloc::vec::Vec<Option<sched::ThreadSnapshot>>,
 ) {
     let state = IPC.lock();
-    let threads = sched::snapshot();
-    let ipc = core::array::from_fn(|thread| {
-        (
-            state.ipc.state(thread).unwrap_or(kcore::ipc::State::Idle),
-            state.ipc.is_queued(thread),
-            state
-                .ipc
-                .reply_slot(thread)
-                .unwrap_or(kcore::ipc::ReplySlot::Empty),
-        )
-    });
+    let threads = sched::snapshot().to_vec();
+    let ipc = (0..MAX_THREADS)
+        .map(|thread| {
+            (
+                state.ipc.state(thread).unwrap_or(kcore::ipc::State::Idle),
+                state.ipc.is_queued(thread),
+                state
+                    .ipc
+                    .reply_slot(thread)
+                    .unwrap_or(kcore::ipc::ReplySlot::Empty),
+            )
+        })
+        .collect();
     (ipc, threads)
 }
 
