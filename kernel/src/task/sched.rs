@@ -173,9 +173,22 @@ impl Scheduler {
 
     /// Put ready thread `id` in a run queue (module docs); interrupt its CPU when it
     /// should run there now.
+    #[inline(always)]
     fn enqueue(&mut self, id: usize) {
-        let this = this_cpu();
-        let cpu = self.place(id, this);
+        self.enqueue_from(id, this_cpu());
+    }
+
+    /// [`Scheduler::enqueue`] from CPU `this`.
+    fn enqueue_from(&mut self, id: usize, this: usize) {
+        let Some(thread) = self.thread(id) else {
+            return;
+        };
+        // The common case first: back on this CPU, where it last ran and may run.
+        let cpu = if thread.last_cpu as usize == this && thread.affinity & (1 << this) != 0 {
+            this
+        } else {
+            self.place(id, this)
+        };
         let Some(thread) = self.thread(id) else {
             return;
         };
@@ -861,7 +874,7 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
         Reason::Exit => thread.state = State::Dead,
     }
     if reason == Reason::Yield && current != idle {
-        scheduler.enqueue(current);
+        scheduler.enqueue_from(current, cpu);
     }
     let next = scheduler.pick_next(cpu).unwrap_or(idle);
     scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
