@@ -211,10 +211,18 @@ impl Scheduler {
 
     /// The next thread for `cpu`: its own queue first, else the highest-priority thread
     /// it may run from another CPU's queue.
+    #[inline(always)]
     fn pick_next(&mut self, cpu: usize) -> Option<usize> {
         if let Some(next) = self.cpus[cpu].queue.pick_next() {
             return Some(next);
         }
+        self.steal(cpu)
+    }
+
+    /// Take the thread [`Scheduler::stealable`] names out of its queue, for `cpu`.
+    #[cold]
+    #[inline(never)]
+    fn steal(&mut self, cpu: usize) -> Option<usize> {
         let (from, id) = self.stealable(cpu)?;
         let _ = self.cpus[from].queue.remove(id);
         Some(id)
@@ -886,6 +894,7 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
     }
     if reason == Reason::Exit {
         scheduler.cpus[cpu].dead = Some(current);
+        AFTER_SWITCH.fetch_or(DEAD_PENDING, Ordering::Relaxed);
     }
     // SAFETY: `current` and `next` are threads of the table (checked above / picked), and
     // the lock is held.
@@ -1002,8 +1011,12 @@ pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapF
     reschedule(guard, Reason::Block);
 }
 /// What [`after_switch`] has to do beyond releasing the lock, so it costs one load when
-/// there is nothing: [`TRACE_SWITCHES`] (set at start-up when the kernel is traced).
+/// there is nothing: [`TRACE_SWITCHES`] (set at start-up when the kernel is traced) and
+/// [`DEAD_PENDING`] (some CPU's `dead` holds a thread; set under the scheduler lock when a
+/// thread exits, cleared under it by the CPU that reaps the last one).
 static AFTER_SWITCH: AtomicU8 = AtomicU8::new(0);
+/// A CPU has a dead thread to reap.
+const DEAD_PENDING: u8 = 1;
 /// Every switch is recorded in the kernel trace, by the thread that gains the CPU (so the
 /// switch path itself carries no trace check).
 const TRACE_SWITCHES: u8 = 2;
@@ -1013,38 +1026,47 @@ const TRACE_SWITCHES: u8 = 2;
 /// record the switch when tracing, and free the thread that died here before it.
 #[inline(always)]
 pub fn after_switch() {
-    // SAFETY: the thread this CPU switched away from handed it the scheduler lock
-    // (`switch_locked`, `enter`), so the lock is held here and no other CPU touches the
-    // scheduler until it is released below.
-    let dead = unsafe {
-        let shared = &mut *SCHEDULER.data_ptr();
-        let Some(scheduler) = shared.0.as_mut() else {
-            unreachable!()
-        };
-        let cpu = &mut scheduler.cpus[this_cpu()];
-        let dead = cpu.dead.take();
-        #[cfg(feature = "lockcheck")]
-        {
-            let previous = cpu.previous;
+    #[cfg(feature = "lockcheck")]
+    {
+        // SAFETY: the thread this CPU switched away from handed it the scheduler lock
+        // (`switch_locked`, `enter`), so the lock is held here and nothing else touches the
+        // scheduler until it is released below.
+        let shared = unsafe { &mut *SCHEDULER.data_ptr() };
+        if let Some(scheduler) = shared.0.as_mut() {
+            let previous = scheduler.cpus[this_cpu()].previous;
             if let Some(thread) = scheduler.thread(previous) {
                 thread.on_cpu = None;
             }
         }
-        SCHEDULER.release_handed_over();
-        dead
-    };
-    if dead.is_some() || AFTER_SWITCH.load(Ordering::Relaxed) != 0 {
-        after_switch_work(dead);
+    }
+    // SAFETY: as above: this CPU holds the lock, handed over by the switch, and nothing
+    // here uses the scheduler after the release.
+    unsafe { SCHEDULER.release_handed_over() };
+    if AFTER_SWITCH.load(Ordering::Relaxed) != 0 {
+        after_switch_work();
     }
 }
 
-/// The slow part of [`after_switch`].
+/// The slow part of [`after_switch`]: record the switch when tracing; free the thread
+/// that died on this CPU, if one did.
 #[cold]
 #[inline(never)]
-fn after_switch_work(dead: Option<usize>) {
-    if AFTER_SWITCH.load(Ordering::Relaxed) & TRACE_SWITCHES != 0 {
+fn after_switch_work() {
+    let work = AFTER_SWITCH.load(Ordering::Relaxed);
+    if work & TRACE_SWITCHES != 0 {
         crate::trace::switched_to(Cpu::current_thread());
     }
+    if work & DEAD_PENDING == 0 {
+        return;
+    }
+    let cpu = this_cpu();
+    let dead = with(|scheduler| {
+        let dead = scheduler.cpus[cpu].dead.take();
+        if scheduler.cpus.iter().all(|state| state.dead.is_none()) {
+            AFTER_SWITCH.fetch_and(!DEAD_PENDING, Ordering::Relaxed);
+        }
+        dead
+    });
     if let Some(dead) = dead {
         free_dead(dead);
     }
