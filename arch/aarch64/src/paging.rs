@@ -526,26 +526,10 @@ impl AddressSpace {
     }
 }
 
-/// A new space's [`SpaceCpus`] on the heap, or `None` when the heap refuses.
-fn boxed_space_cpus() -> Option<Box<SpaceCpus>> {
-    let layout = core::alloc::Layout::new::<SpaceCpus>();
-    // SAFETY: the layout has a non-zero size.
-    let memory = unsafe { alloc::alloc::alloc(layout) }.cast::<SpaceCpus>();
-    if memory.is_null() {
-        return None;
-    }
-    // SAFETY: `memory` is a fresh allocation with `SpaceCpus`'s layout from the global
-    // allocator, initialized here, so the box owns it.
-    unsafe {
-        memory.write(SpaceCpus::new());
-        Some(Box::from_raw(memory))
-    }
-}
-
 /// A new, empty user address space; its ASID comes with its first activation.
 pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, MapError> {
     let root = frames.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
-    let Some(cpus) = boxed_space_cpus() else {
+    let Some(cpus) = SpaceCpus::boxed() else {
         frames.free_frame(root);
         return Err(MapError::OutOfMemory);
     };

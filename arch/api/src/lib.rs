@@ -21,6 +21,8 @@
 // methods whose callers carry duties (allowed where declared).
 #![deny(unsafe_code)]
 
+extern crate alloc;
+
 pub mod asid;
 pub mod backtrace;
 pub mod cache;

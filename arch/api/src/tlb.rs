@@ -80,6 +80,25 @@ impl Default for SpaceCpus {
 }
 
 impl SpaceCpus {
+    /// A new space's record on the heap (a fixed address for the CPUs' slots), or `None`
+    /// when the heap refuses: an allocation failure is the caller's `OutOfMemory`, never a
+    /// panic.
+    #[allow(unsafe_code, reason = "a fallible heap allocation of a known layout")]
+    pub fn boxed() -> Option<alloc::boxed::Box<Self>> {
+        let layout = core::alloc::Layout::new::<Self>();
+        // SAFETY: the layout has a non-zero size.
+        let memory = unsafe { alloc::alloc::alloc(layout) }.cast::<Self>();
+        if memory.is_null() {
+            return None;
+        }
+        // SAFETY: `memory` is a fresh allocation with `SpaceCpus`'s layout from the global
+        // allocator, initialized here, so the box owns it.
+        unsafe {
+            memory.write(Self::new());
+            Some(alloc::boxed::Box::from_raw(memory))
+        }
+    }
+
     /// A new space: active nowhere, stale everywhere.
     pub const fn new() -> Self {
         Self {

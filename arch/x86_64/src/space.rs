@@ -213,7 +213,7 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
         let target = &mut *table_at(root);
         target[KERNEL_HALF_FIRST_SLOT..].copy_from_slice(&source[KERNEL_HALF_FIRST_SLOT..]);
     }
-    let Some(cpus) = boxed_space_cpus() else {
+    let Some(cpus) = SpaceCpus::boxed() else {
         frames.free_frame(root);
         return Err(MapError::OutOfMemory);
     };
@@ -230,22 +230,6 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
         cpus,
         kept: KeptTable::default(),
     })
-}
-
-/// A new space's [`SpaceCpus`] on the heap, or `None` when the heap refuses.
-fn boxed_space_cpus() -> Option<Box<SpaceCpus>> {
-    let layout = core::alloc::Layout::new::<SpaceCpus>();
-    // SAFETY: the layout has a non-zero size.
-    let memory = unsafe { alloc::alloc::alloc(layout) }.cast::<SpaceCpus>();
-    if memory.is_null() {
-        return None;
-    }
-    // SAFETY: `memory` is a fresh allocation with `SpaceCpus`'s layout from the global
-    // allocator, initialized here, so the box owns it.
-    unsafe {
-        memory.write(SpaceCpus::new());
-        Some(Box::from_raw(memory))
-    }
 }
 
 fn check_user_page(virtual_address: u64, physical_address: u64) -> Result<(), MapError> {
