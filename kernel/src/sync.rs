@@ -232,7 +232,9 @@ impl<T> Lock<T> {
 
 impl<T> Lock<T> {
     /// The protected value, for the holder of a guard given up with
-    /// [`LockGuard::hand_over`] (the scheduler's switch hand-off).
+    /// [`LockGuard::hand_over`] (the scheduler's switch hand-off; the lock-checking build
+    /// reads it there).
+    #[cfg(feature = "lockcheck")]
     #[inline(always)]
     pub fn data_ptr(&self) -> *mut T {
         self.inner.as_mut_ptr()
