@@ -209,6 +209,7 @@ impl Threads for Cpu {
         thread::set_current_thread(thread);
     }
 
+    #[inline(always)]
     fn current_thread() -> usize {
         thread::current_thread()
     }

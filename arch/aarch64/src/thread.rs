@@ -284,6 +284,7 @@ pub fn set_current_thread(thread: usize) {
         .store(thread, Ordering::Relaxed);
 }
 
+#[inline(always)]
 pub fn current_thread() -> usize {
     percpu::this().current_thread.load(Ordering::Relaxed)
 }

@@ -206,6 +206,7 @@ impl Threads for crate::Cpu {
         percpu::current().set_current_thread(thread);
     }
 
+    #[inline(always)]
     fn current_thread() -> usize {
         percpu::current().current_thread()
     }

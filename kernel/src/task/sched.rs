@@ -133,11 +133,7 @@ impl Scheduler {
         self.threads
             .get(id)
             .and_then(|thread| thread.as_deref())
-            .is_some_and(|thread| {
-                self.cpus
-                    .get(thread.last_cpu as usize)
-                    .is_some_and(|cpu| cpu.current == id)
-            })
+            .is_some_and(|thread| thread.running)
     }
 
     /// Threads queued or running (not idle) on `cpu`: the balancer's measure of busy.
@@ -494,6 +490,7 @@ fn enter(mut guard: LockGuard<'static, Shared>, next: usize) -> ! {
     }
     let thread = scheduler.thread(next).expect("picked thread exists");
     thread.state = State::Running;
+    thread.running = true;
     thread.last_cpu = cpu as u32;
     #[cfg(feature = "lockcheck")]
     {
@@ -930,6 +927,8 @@ unsafe fn switch_locked(
     // distinct (`next` is not running, `current` is).
     let (from, to) = unsafe { (&mut *from, &mut *to) };
     to.state = State::Running;
+    from.running = false;
+    to.running = true;
     Cpu::set_current_thread(next);
     crate::stats::count_switch();
     to.switches += 1;
@@ -1465,8 +1464,8 @@ impl Handoff {
         from.state = State::Blocked;
         let here = scheduler
             .thread(next)
-            .is_some_and(|to| to.affinity & (1 << cpu) != 0);
-        if here && !scheduler.is_running(next) {
+            .is_some_and(|to| to.affinity & (1 << cpu) != 0 && !to.running);
+        if here {
             // SAFETY: `current` runs here; `next` is a blocked thread of the table (checked
             // by `blocked_frame` under this lock) that is not running anywhere, its context
             // saved by the switch that blocked it; the lock is held.

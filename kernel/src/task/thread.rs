@@ -65,6 +65,10 @@ pub struct Thread {
     pub last_cpu: u32,
     /// The CPUs it may run on (bit `i`: CPU index `i`).
     pub affinity: u64,
+    /// The running thread of some CPU (set and cleared under the scheduler lock by the
+    /// switch; while the lock is held across a switch, the outgoing thread already reads as
+    /// not running: nobody can look before its context is saved).
+    pub running: bool,
     /// The CPU whose switch code is using its kernel stack: set when a CPU switches to it,
     /// cleared once the next thread on that CPU runs (lock-checking build).
     #[cfg(feature = "lockcheck")]
@@ -144,6 +148,7 @@ impl Thread {
             switches: 0,
             last_cpu: 0,
             affinity: super::sched::ALL_CPUS,
+            running: false,
             #[cfg(feature = "lockcheck")]
             on_cpu: None,
         }
