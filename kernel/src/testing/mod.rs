@@ -18,6 +18,7 @@ pub mod kcheck;
 pub mod ktest;
 pub mod ktest_irq;
 pub mod smp;
+pub mod smp_user;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
 const KNOWN: &[&str] = &[
@@ -33,6 +34,7 @@ const KNOWN: &[&str] = &[
     "smp",
     "smp-overflow",
     "smp-panic",
+    "smp-user",
     "stack-overflow",
     "user",
     "user-fault",
@@ -87,6 +89,10 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         "smp" => in_thread("smp", smp::scenario, 0),
         "smp-overflow" => smp::fatal_scenario(smp::Fatal::Overflow),
         "smp-panic" => smp::fatal_scenario(smp::Fatal::Panic),
+        "smp-user" => {
+            let argument = smp_user::configure(boot);
+            in_thread("smp-user", smp_user::run, argument)
+        }
         "stack-overflow" => in_thread("overflow-test", overflow, 0),
         "user" => in_thread("user-suite", user_suite, 0),
         "user-fault" => in_thread("user-fault", user_fault, 0),
