@@ -27,6 +27,7 @@ pub const USER_PROGRAMS: &[&str] = &[
     "echo",
     "crashtest",
     "fuzz",
+    "smptest",
 ];
 
 /// The kernel's `RUSTFLAGS`.

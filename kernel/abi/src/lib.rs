@@ -410,8 +410,8 @@ pub enum Syscall {
     ThreadSetPriority = 0x26,
     /// `thread_set_affinity(thread, mask)`: the CPUs the thread may run on, bit `i` for the
     /// CPU of index `i` (the order of `system_info`'s CPU records). Needs `CONTROL`;
-    /// `thread` 0 names the calling thread. Bits of CPUs that are not online are ignored;
-    /// a mask with no online CPU is refused. A thread outside its new mask moves before it
+    /// `thread` 0 names the calling thread. Bits of CPUs that do not run threads (not
+    /// online, or not in the scheduler) are ignored; a mask with none that does is refused. A thread outside its new mask moves before it
     /// next runs user code (the calling thread: before the call returns).
     /// Errors: [`Error::InvalidHandle`], [`Error::PermissionDenied`],
     /// [`Error::InvalidArgument`] (not a thread; no online CPU in `mask`),

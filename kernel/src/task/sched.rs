@@ -1257,18 +1257,17 @@ pub enum AffinityError {
 }
 
 /// Let thread `(id, serial)` run only on the CPUs of `mask` (bit `i`: CPU index `i`;
-/// CPUs that are not online are dropped from it). A ready thread queued elsewhere moves
+/// CPUs that do not run threads are dropped from it). A ready thread queued elsewhere moves
 /// now; one running elsewhere is interrupted and moves; the running thread moves before
 /// this returns.
 pub fn set_affinity(id: usize, serial: u64, mask: u64) -> Result<(), AffinityError> {
-    let online = (0..MAX_CPUS as u32)
-        .filter(|&cpu| mask & (1 << cpu) != 0 && (cpu == 0 || Cpu::is_online(cpu)))
-        .fold(0u64, |online, cpu| online | (1 << cpu));
+    let mut guard = SCHEDULER.lock();
+    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    // The CPUs that run threads: online ones that have joined the scheduler.
+    let online = mask & scheduler.joined;
     if online == 0 {
         return Err(AffinityError::NoOnlineCpu);
     }
-    let mut guard = SCHEDULER.lock();
-    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
     let this = this_cpu();
     let running = scheduler.is_running(id);
     let Some(thread) = scheduler.thread(id) else {

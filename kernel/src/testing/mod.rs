@@ -18,6 +18,7 @@ pub mod kcheck;
 pub mod ktest;
 pub mod ktest_irq;
 pub mod smp;
+pub mod smp_user;
 pub mod tlb;
 
 /// Scenarios this kernel knows. Others in DESIGN.md §8 arrive with their issues.
@@ -34,6 +35,7 @@ const KNOWN: &[&str] = &[
     "smp",
     "smp-overflow",
     "smp-panic",
+    "smp-user",
     "stack-overflow",
     "tlb",
     "user",
@@ -89,6 +91,10 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         "smp" => in_thread("smp", smp::scenario, 0),
         "smp-overflow" => smp::fatal_scenario(smp::Fatal::Overflow),
         "smp-panic" => smp::fatal_scenario(smp::Fatal::Panic),
+        "smp-user" => {
+            let argument = smp_user::configure(boot);
+            in_thread("smp-user", smp_user::run, argument)
+        }
         "stack-overflow" => in_thread("overflow-test", overflow, 0),
         "tlb" => in_thread("tlb", tlb::scenario, 0),
         "user" => in_thread("user-suite", user_suite, 0),
