@@ -31,8 +31,8 @@ const NOTIFY_PARTNER: u64 = 5;
 
 /// Capabilities the kernel's `bench` scenario pre-installs (kernel/src/testing/mod.rs):
 /// the runner holds the endpoint (`WRITE CALL GRANT`), the yield partner's start
-/// notification (`SIGNAL`), and the two notifications of `notify_wake` (`SIGNAL` on
-/// [`PING`], `WAIT` on [`PONG`]); the IPC server the endpoint (`READ WRITE GRANT`) in slot
+/// notification (`SIGNAL`), the two notifications of `notify_wake` (`SIGNAL` on
+/// [`PING`], `WAIT` on [`PONG`]) and the cross-CPU server's endpoint; each IPC server the endpoint (`READ WRITE GRANT`) in slot
 /// 0; the yield partner its start notification (`WAIT`) in slot 0; the notify partner
 /// `WAIT` on [`PING`] in slot 0 and `SIGNAL` on [`PONG`] in slot 1.
 mod slots {
@@ -41,6 +41,8 @@ mod slots {
     pub const YIELD_START: Handle = Handle::new(1, 1);
     pub const PING: Handle = Handle::new(2, 1);
     pub const PONG: Handle = Handle::new(3, 1);
+    /// The endpoint of the cross-CPU server (`WRITE CALL`; only with two CPUs or more).
+    pub const CROSS: Handle = Handle::new(4, 1);
     /// In each partner's own table.
     pub const FIRST: Handle = Handle::new(0, 1);
     pub const SECOND: Handle = Handle::new(1, 1);
@@ -53,6 +55,13 @@ const LONG_WORDS: usize = 128;
 const SHORT: u32 = 0;
 const LONG: u32 = 1;
 const CAP: u32 = 2;
+/// Answer with the server's CPU index in word 0 (`cpu_current`).
+const WHERE: u32 = 3;
+/// Round trips per sample of `ipc_call_reply_cross_cpu`: its clock (AArch64 `CNTVCT`)
+/// ticks once per 16 instructions, so a sample spans 16 round trips.
+const CROSS_BATCH: u64 = 16;
+/// Round trips per lock count.
+const LOCK_ROUNDS: u64 = 100;
 /// Never mapped in a bench process.
 const UNMAPPED: u64 = 0x0000_1000_0000_0000;
 /// The most samples one benchmark keeps (they live on the 64 KiB user stack).
@@ -197,13 +206,15 @@ fn report(name: &str, stats: &Stats) {
 #[inline(never)]
 fn run_from(argument: u64) -> Result<(), Error> {
     run(
-        ((argument & ((1 << abi::bench::SELECTOR_SHIFT) - 1)) >> 8) as usize,
+        ((argument & ((1 << abi::bench::CPUS_SHIFT) - 1)) >> 8) as usize,
+        (argument >> abi::bench::CPUS_SHIFT) & 0xff,
         argument >> abi::bench::SELECTOR_SHIFT,
     )
 }
 
-/// Run every benchmark, or only the one selector `only` names (`abi::bench`).
-fn run(iterations: usize, only: u64) -> Result<(), Error> {
+/// Run every benchmark, or only the one selector `only` names (`abi::bench`), on a
+/// machine with `cpus` CPUs online.
+fn run(iterations: usize, cpus: u64, only: u64) -> Result<(), Error> {
     let wanted = |index: usize| abi::bench::runs(only, index);
     // The empty measurement: two counter reads back to back (constant under icount).
     let empty = measure(iterations, 0, 1, || Ok(()))?;
@@ -219,6 +230,9 @@ fn run(iterations: usize, only: u64) -> Result<(), Error> {
         );
     }
     ipc_benchmarks(iterations, empty, &wanted)?;
+    if wanted(abi::bench::IPC_CALL_REPLY_CROSS_CPU) {
+        cross_cpu(iterations, cpus)?;
+    }
     rt::ipc::signal(slots::YIELD_START, 1)?;
     // One sample is this thread → partner → this thread: two yields and two switches.
     if wanted(abi::bench::YIELD) {
@@ -259,6 +273,10 @@ fn ipc_server() -> i64 {
                 let _ = rt::ipc::cap_delete(buffer.cap(0));
                 info(CAP, 0, 0)
             }
+            WHERE => {
+                request.words[0] = rt::proc::cpu_current();
+                info(WHERE, 1, 0)
+            }
             _ => info(SHORT, 4, 0),
         };
         request = match rt::ipc::reply_recv(slots::FIRST, reply, request.words) {
@@ -285,6 +303,9 @@ fn ipc_benchmarks(
                 rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
             })?,
         );
+        lock_counts("ipc_call_reply", || {
+            rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
+        })?;
     }
     let buffer = rt::ipc::IpcBuffer::map(IPC_BUFFER)?;
     for index in 4..LONG_WORDS {
@@ -319,4 +340,189 @@ fn ipc_benchmarks(
         );
     }
     Ok(())
+}
+
+/// `ipc_call_reply_cross_cpu`: `ipc_call_reply` with the server on another CPU (the kernel
+/// pins it there; checked with `cpu_current` on both sides). Each call wakes the server's
+/// CPU and each reply this one, so the work of both CPUs is counted: the span is read from
+/// the instruction clock (`BenchCounter::InstructionClock`), which under single-threaded
+/// TCG with `-icount shift=0` advances with every CPU's instructions. One sample is
+/// [`CROSS_BATCH`] round trips (the clock read by two `bench_counter` calls, whose own cost
+/// — an empty measurement — is subtracted), divided by the batch; a sample with a timer
+/// tick on any CPU is discarded.
+fn cross_cpu(iterations: usize, cpus: u64) -> Result<(), Error> {
+    let name = "ipc_call_reply_cross_cpu";
+    if cpus < 2 {
+        println!("bench: {name} needs 2 CPUs or more (this run has {cpus}): not measured");
+        return Ok(());
+    }
+    let here = rt::proc::cpu_current();
+    let there = rt::ipc::call(slots::CROSS, info(WHERE, 1, 0), [0; 4])?.words[0];
+    if here == there {
+        println!("bench: {name}: client and server both on cpu {here}");
+        return Err(Error::InvalidArgument);
+    }
+    println!("bench: {name}: client on cpu {here}, server on cpu {there}");
+    let words = [1, 2, 3, 4];
+    let round_trip = || rt::ipc::call(slots::CROSS, info(SHORT, 4, 0), words).map(drop);
+    let clock = || counter(BenchCounter::InstructionClock);
+    let empty = measure_clock(iterations, 1, clock, || Ok(()))?.min;
+    let stats = measure_clock(iterations, empty, clock, || {
+        for _ in 0..CROSS_BATCH {
+            round_trip()?;
+        }
+        Ok(())
+    })?;
+    report(name, &stats);
+    lock_counts(name, round_trip)
+}
+
+/// [`measure`] for the cross-CPU benchmark: `clock` read around each call of `operation`
+/// ([`CROSS_BATCH`] round trips, or none for the empty measurement when `empty` is 1),
+/// ticks of every CPU checked.
+fn measure_clock(
+    iterations: usize,
+    empty: u64,
+    clock: impl Fn() -> Result<u64, Error>,
+    mut operation: impl FnMut() -> Result<(), Error>,
+) -> Result<Stats, Error> {
+    let iterations = iterations.clamp(1, MAX_SAMPLES);
+    // The empty measurement (`empty` 1) is taken per read pair, not per round trip.
+    let per = if empty == 1 { 1 } else { CROSS_BATCH };
+    for _ in 0..(iterations / 10).max(10) {
+        operation()?;
+    }
+    let mut samples = [0u64; MAX_SAMPLES];
+    let mut kept = 0;
+    let mut discarded = 0;
+    let mut events = [0u64; EVENTS.len()];
+    while kept < iterations {
+        let mut before = [0u64; EVENTS.len()];
+        for (slot, which) in before.iter_mut().zip(EVENTS) {
+            *slot = counter(which)?;
+        }
+        let ticks = counter(BenchCounter::TicksAllCpus)?;
+        let start = clock()?;
+        operation()?;
+        let end = clock()?;
+        if counter(BenchCounter::TicksAllCpus)? != ticks {
+            discarded += 1;
+            continue;
+        }
+        for ((total, which), before) in events.iter_mut().zip(EVENTS).zip(before) {
+            *total += counter(which)? - before;
+        }
+        let empty = if empty == 1 { 0 } else { empty };
+        samples[kept] = (end - start).saturating_sub(empty) / per;
+        kept += 1;
+    }
+    let samples = &mut samples[..kept];
+    samples.sort_unstable();
+    let per_operation = |total: u64| total * 100 / (kept as u64 * per);
+    Ok(Stats {
+        min: samples[0],
+        median: samples[kept / 2],
+        max: samples[kept - 1],
+        samples: kept,
+        discarded,
+        events: events.map(per_operation),
+        kernel: None,
+    })
+}
+
+/// In a kernel that counts lock acquisitions (the lock-checking build; the others answer
+/// `NotSupported` and this prints nothing), the acquisitions of every lock level per round
+/// trip of `operation`, every CPU together, over [`LOCK_ROUNDS`] round trips with no timer
+/// tick on any CPU (the best of a few tries):
+/// `locks <name>: N shared-lock acquisitions per round trip (scheduler: a, …)`.
+fn lock_counts(name: &str, mut operation: impl FnMut() -> Result<(), Error>) -> Result<(), Error> {
+    const LEVELS: usize = abi::bench::LOCK_LEVELS.len();
+    let read = |counts: &mut [u64; LEVELS]| -> Result<(), Error> {
+        for (index, count) in counts.iter_mut().enumerate() {
+            *count = rt::bench_counter_raw(abi::bench::LOCK_COUNTS + index as u64)?;
+        }
+        Ok(())
+    };
+    let mut before = [0u64; LEVELS];
+    match read(&mut before) {
+        Err(Error::NotSupported) => return Ok(()),
+        other => other?,
+    }
+    let mut after = [0u64; LEVELS];
+    let mut clean = false;
+    for _ in 0..8 {
+        let ticks = counter(BenchCounter::TicksAllCpus)?;
+        read(&mut before)?;
+        for _ in 0..LOCK_ROUNDS {
+            operation()?;
+        }
+        read(&mut after)?;
+        if counter(BenchCounter::TicksAllCpus)? == ticks {
+            clean = true;
+            break;
+        }
+    }
+    let per_round = |index: usize| (after[index] - before[index]) * 100 / LOCK_ROUNDS;
+    let total: u64 = (0..LEVELS).map(per_round).sum();
+    let mut line = Line::new();
+    let _ = core::fmt::Write::write_fmt(
+        &mut line,
+        format_args!(
+            "locks {name}: {}.{:02} shared-lock acquisitions per round trip (",
+            total / 100,
+            total % 100
+        ),
+    );
+    let mut first = true;
+    for (index, level) in abi::bench::LOCK_LEVELS.iter().enumerate() {
+        let count = per_round(index);
+        if count == 0 {
+            continue;
+        }
+        let separator = if first { "" } else { ", " };
+        first = false;
+        let _ = core::fmt::Write::write_fmt(
+            &mut line,
+            format_args!("{separator}{level}: {}.{:02}", count / 100, count % 100),
+        );
+    }
+    let note = if clean {
+        ""
+    } else {
+        "; a timer tick fell in every try"
+    };
+    println!("{}){note}", line.as_str());
+    Ok(())
+}
+
+/// A line built in a fixed buffer (the bench program allocates nothing); text past its
+/// end is dropped.
+struct Line {
+    bytes: [u8; 512],
+    length: usize,
+}
+
+impl Line {
+    fn new() -> Self {
+        Self {
+            bytes: [0; 512],
+            length: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.length]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        let room = self.bytes.len() - self.length;
+        if text.len() > room {
+            return Err(core::fmt::Error);
+        }
+        self.bytes[self.length..self.length + text.len()].copy_from_slice(text.as_bytes());
+        self.length += text.len();
+        Ok(())
+    }
 }
