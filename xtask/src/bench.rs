@@ -575,6 +575,32 @@ pub fn run(
     Ok(())
 }
 
+/// Boot the bench scenario running only benchmark `name` (`only=NAME`) with `smp` CPUs
+/// in kernel build `kernel`, under `-icount shift=0`; the boot's outcome, whatever its
+/// ending (the tests check the lines and the ending).
+pub fn run_one(
+    workspace: &Workspace,
+    arch: Arch,
+    iterations: u32,
+    smp: u32,
+    name: &str,
+    kernel: KernelBuild,
+) -> Result<crate::qemu::Outcome> {
+    let image = match kernel {
+        KernelBuild::Checked => "bench-one-locks",
+        _ => "bench-one",
+    };
+    let options = bench_boot(
+        workspace,
+        arch,
+        format!("test=bench iterations={iterations} only={name}"),
+        image,
+        smp,
+        kernel,
+    );
+    boot::boot(workspace, &options)
+}
+
 /// `cargo xtask bench --locks`: print each architecture's lock counts.
 pub fn run_locks(workspace: &Workspace, arches: &[Arch], iterations: u32, smp: u32) -> Result<()> {
     for &arch in arches {
