@@ -36,7 +36,12 @@ fn cross_cpu(arch: Arch) {
     let cpus: Vec<u64> = placed
         .split("cpu ")
         .skip(1)
-        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .filter_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect();
     assert!(cpus.len() == 2 && cpus[0] != cpus[1], "{arch}: {placed}");
     let line = outcome
@@ -66,11 +71,14 @@ fn cross_cpu(arch: Arch) {
     assert_eq!(switches, Some("4.00"), "{arch}: {line:?}");
     for other in ["ipc_call_reply", "yield", "spawn"] {
         assert!(
-            outcome.line_containing(&format!("bench {other} ")).is_none(),
+            outcome
+                .line_containing(&format!("bench {other} "))
+                .is_none(),
             "{arch}: {other} ran too"
         );
     }
-    // The same boot repeated gives the same count: the clock counts instructions.
+    // The same boot repeated gives the same count: the clock counts instructions (exactly
+    // on x86_64; on AArch64 it steps by 16 over a sample of 16 round trips: ±1).
     let again = run(arch, 2, KernelBuild::Testing);
     let repeated = again
         .lines
@@ -78,13 +86,24 @@ fn cross_cpu(arch: Arch) {
         .filter_map(|line| parse_line(line))
         .find(|result| result.name == NAME)
         .unwrap_or_else(|| panic!("{arch}: no `bench {NAME} …` line the second time"));
-    assert_eq!(repeated.median, line.median, "{arch}: not repeatable");
+    let tolerance = match arch {
+        Arch::X86_64 => 0,
+        Arch::Aarch64 => 1,
+    };
+    assert!(
+        repeated.median.abs_diff(line.median) <= tolerance,
+        "{arch}: not repeatable: {} then {}",
+        line.median,
+        repeated.median
+    );
 
     // One CPU: a line says it cannot run, and no measurement.
     let single = run(arch, 1, KernelBuild::Testing);
     assert!(
         single
-            .line_containing(&format!("bench: {NAME} needs 2 CPUs or more (this run has 1)"))
+            .line_containing(&format!(
+                "bench: {NAME} needs 2 CPUs or more (this run has 1)"
+            ))
             .is_some(),
         "{arch}: no needs-2-CPUs line"
     );
