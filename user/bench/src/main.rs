@@ -303,9 +303,14 @@ fn ipc_benchmarks(
                 rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
             })?,
         );
-        lock_counts("ipc_call_reply", || {
-            rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
-        })?;
+        // `black_box`: one copy of `lock_counts`, not one specialised per caller (the
+        // program's size is part of what `spawn` measures).
+        lock_counts(
+            "ipc_call_reply",
+            core::hint::black_box(&mut || {
+                rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
+            }),
+        )?;
     }
     let buffer = rt::ipc::IpcBuffer::map(IPC_BUFFER)?;
     for index in 4..LONG_WORDS {
@@ -365,27 +370,28 @@ fn cross_cpu(iterations: usize, cpus: u64) -> Result<(), Error> {
     println!("bench: {name}: client on cpu {here}, server on cpu {there}");
     let words = [1, 2, 3, 4];
     let round_trip = || rt::ipc::call(slots::CROSS, info(SHORT, 4, 0), words).map(drop);
-    let clock = || counter(BenchCounter::InstructionClock);
-    let empty = measure_clock(iterations, 1, clock, || Ok(()))?.min;
-    let stats = measure_clock(iterations, empty, clock, || {
+    let empty = measure_clock(iterations, 1, &mut || Ok(()))?.min;
+    let stats = measure_clock(iterations, empty, &mut || {
         for _ in 0..CROSS_BATCH {
             round_trip()?;
         }
         Ok(())
     })?;
     report(name, &stats);
-    lock_counts(name, round_trip)
+    lock_counts(name, core::hint::black_box(&mut { round_trip }))
 }
 
-/// [`measure`] for the cross-CPU benchmark: `clock` read around each call of `operation`
-/// ([`CROSS_BATCH`] round trips, or none for the empty measurement when `empty` is 1),
-/// ticks of every CPU checked.
+/// [`measure`] for the cross-CPU benchmark: the instruction clock read around each call of
+/// `operation` ([`CROSS_BATCH`] round trips, or none for the empty measurement when
+/// `empty` is 1), ticks of every CPU checked. Not generic, so the bench program (whose
+/// size `spawn` measures) carries one copy.
+#[inline(never)]
 fn measure_clock(
     iterations: usize,
     empty: u64,
-    clock: impl Fn() -> Result<u64, Error>,
-    mut operation: impl FnMut() -> Result<(), Error>,
+    operation: &mut dyn FnMut() -> Result<(), Error>,
 ) -> Result<Stats, Error> {
+    let clock = || counter(BenchCounter::InstructionClock);
     let iterations = iterations.clamp(1, MAX_SAMPLES);
     // The empty measurement (`empty` 1) is taken per read pair, not per round trip.
     let per = if empty == 1 { 1 } else { CROSS_BATCH };
@@ -435,7 +441,8 @@ fn measure_clock(
 /// trip of `operation`, every CPU together, over [`LOCK_ROUNDS`] round trips with no timer
 /// tick on any CPU (the best of a few tries):
 /// `locks <name>: N shared-lock acquisitions per round trip (scheduler: a, …)`.
-fn lock_counts(name: &str, mut operation: impl FnMut() -> Result<(), Error>) -> Result<(), Error> {
+#[inline(never)]
+fn lock_counts(name: &str, operation: &mut dyn FnMut() -> Result<(), Error>) -> Result<(), Error> {
     const LEVELS: usize = abi::bench::LOCK_LEVELS.len();
     let read = |counts: &mut [u64; LEVELS]| -> Result<(), Error> {
         for (index, count) in counts.iter_mut().enumerate() {
