@@ -17,6 +17,8 @@
 #![forbid(unsafe_code)]
 
 use abi::{BenchCounter, Error, MAP_WRITE, MessageInfo, PAGE_SIZE};
+use core::fmt::Write as _;
+
 use rt::println;
 
 const RUN: u64 = 0;
@@ -179,26 +181,25 @@ fn measure(
     })
 }
 
+#[inline(never)]
 fn report(name: &str, stats: &Stats) {
-    let hundredths = |value: u64| (value / 100, value % 100);
-    let (switches, switches_frac) = hundredths(stats.events[0]);
-    let (spaces, spaces_frac) = hundredths(stats.events[1]);
-    let (flushes, flushes_frac) = hundredths(stats.events[2]);
-    let (kernel, kernel_value) = match stats.kernel {
-        Some(value) => (" kernel=", value),
-        None => ("", 0),
-    };
-    if kernel.is_empty() {
-        println!(
-            "bench {name} min={} median={} max={} samples={} discarded={} switches={switches}.{switches_frac:02} space_switches={spaces}.{spaces_frac:02} tlb_flushes={flushes}.{flushes_frac:02}",
-            stats.min, stats.median, stats.max, stats.samples, stats.discarded
-        );
-    } else {
-        println!(
-            "bench {name} min={} median={} max={} samples={} discarded={} switches={switches}.{switches_frac:02} space_switches={spaces}.{spaces_frac:02} tlb_flushes={flushes}.{flushes_frac:02}{kernel}{kernel_value}",
-            stats.min, stats.median, stats.max, stats.samples, stats.discarded
-        );
+    let mut line = rt::print::Line::new();
+    let _ = write!(
+        line,
+        "bench {name} min={} median={} max={} samples={} discarded={}",
+        stats.min, stats.median, stats.max, stats.samples, stats.discarded
+    );
+    for (label, value) in [" switches=", " space_switches=", " tlb_flushes="]
+        .into_iter()
+        .zip(stats.events)
+    {
+        let _ = line.write_str(label);
+        write_hundredths(&mut line, value);
     }
+    if let Some(kernel) = stats.kernel {
+        let _ = write!(line, " kernel={kernel}");
+    }
+    line.flush();
 }
 
 /// [`run`] with the iteration count and selector decoded from the argument (in its own
@@ -372,7 +373,8 @@ fn cross_cpu(iterations: usize, cpus: u64) -> Result<(), Error> {
     let round_trip = || rt::ipc::call(slots::CROSS, info(SHORT, 4, 0), words).map(drop);
     let empty = measure_clock(iterations, 1, &mut || Ok(()))?.min;
     let stats = measure_clock(iterations, empty, &mut || {
-        for _ in 0..CROSS_BATCH {
+        // An opaque bound: a loop, not 16 inlined copies of the call.
+        for _ in 0..core::hint::black_box(CROSS_BATCH) {
             round_trip()?;
         }
         Ok(())
@@ -443,93 +445,66 @@ fn measure_clock(
 /// `locks <name>: N shared-lock acquisitions per round trip (scheduler: a, …)`.
 #[inline(never)]
 fn lock_counts(name: &str, operation: &mut dyn FnMut() -> Result<(), Error>) -> Result<(), Error> {
-    const LEVELS: usize = abi::bench::LOCK_LEVELS.len();
-    let read = |counts: &mut [u64; LEVELS]| -> Result<(), Error> {
-        for (index, count) in counts.iter_mut().enumerate() {
-            *count = rt::bench_counter_raw(abi::bench::LOCK_COUNTS + index as u64)?;
-        }
-        Ok(())
-    };
-    let mut before = [0u64; LEVELS];
-    match read(&mut before) {
+    let mut before = [0u64; LOCK_LEVELS];
+    match read_locks(&mut before) {
         Err(Error::NotSupported) => return Ok(()),
         other => other?,
     }
-    let mut after = [0u64; LEVELS];
+    let mut after = [0u64; LOCK_LEVELS];
     let mut clean = false;
     for _ in 0..8 {
         let ticks = counter(BenchCounter::TicksAllCpus)?;
-        read(&mut before)?;
-        for _ in 0..LOCK_ROUNDS {
+        read_locks(&mut before)?;
+        for _ in 0..core::hint::black_box(LOCK_ROUNDS) {
             operation()?;
         }
-        read(&mut after)?;
+        read_locks(&mut after)?;
         if counter(BenchCounter::TicksAllCpus)? == ticks {
             clean = true;
             break;
         }
     }
     let per_round = |index: usize| (after[index] - before[index]) * 100 / LOCK_ROUNDS;
-    let total: u64 = (0..LEVELS).map(per_round).sum();
-    let mut line = Line::new();
-    let _ = core::fmt::Write::write_fmt(
-        &mut line,
-        format_args!(
-            "locks {name}: {}.{:02} shared-lock acquisitions per round trip (",
-            total / 100,
-            total % 100
-        ),
-    );
-    let mut first = true;
+    let mut line = rt::print::Line::new();
+    let _ = line.write_str("locks ");
+    let _ = line.write_str(name);
+    let _ = line.write_str(": ");
+    write_hundredths(&mut line, (0..LOCK_LEVELS).map(per_round).sum());
+    let _ = line.write_str(" shared-lock acquisitions per round trip (");
+    let mut separator = "";
     for (index, level) in abi::bench::LOCK_LEVELS.iter().enumerate() {
         let count = per_round(index);
-        if count == 0 {
-            continue;
+        if count != 0 {
+            let _ = line.write_str(separator);
+            let _ = line.write_str(level);
+            let _ = line.write_str(": ");
+            write_hundredths(&mut line, count);
+            separator = ", ";
         }
-        let separator = if first { "" } else { ", " };
-        first = false;
-        let _ = core::fmt::Write::write_fmt(
-            &mut line,
-            format_args!("{separator}{level}: {}.{:02}", count / 100, count % 100),
-        );
     }
-    let note = if clean {
-        ""
+    let _ = line.write_str(if clean {
+        ")"
     } else {
-        "; a timer tick fell in every try"
-    };
-    println!("{}){note}", line.as_str());
+        "); a timer tick fell in every try"
+    });
+    line.flush();
     Ok(())
 }
 
-/// A line built in a fixed buffer (the bench program allocates nothing); text past its
-/// end is dropped.
-struct Line {
-    bytes: [u8; 512],
-    length: usize,
+/// Lock levels `bench_counter` counts (`abi::bench::LOCK_LEVELS`).
+const LOCK_LEVELS: usize = abi::bench::LOCK_LEVELS.len();
+
+/// Read every lock level's acquisitions.
+#[inline(never)]
+fn read_locks(counts: &mut [u64; LOCK_LEVELS]) -> Result<(), Error> {
+    for (index, count) in counts.iter_mut().enumerate() {
+        *count = rt::bench_counter_raw(abi::bench::LOCK_COUNTS + index as u64)?;
+    }
+    Ok(())
 }
 
-impl Line {
-    fn new() -> Self {
-        Self {
-            bytes: [0; 512],
-            length: 0,
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.bytes[..self.length]).unwrap_or("")
-    }
-}
-
-impl core::fmt::Write for Line {
-    fn write_str(&mut self, text: &str) -> core::fmt::Result {
-        let room = self.bytes.len() - self.length;
-        if text.len() > room {
-            return Err(core::fmt::Error);
-        }
-        self.bytes[self.length..self.length + text.len()].copy_from_slice(text.as_bytes());
-        self.length += text.len();
-        Ok(())
-    }
+/// `value` (in hundredths) as `N.NN`.
+#[inline(never)]
+fn write_hundredths(line: &mut rt::print::Line, value: u64) {
+    let _ = write!(line, "{}.{:02}", value / 100, value % 100);
 }
