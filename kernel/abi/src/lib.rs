@@ -1115,7 +1115,7 @@ mod tests {
             assert!(selector(name).is_some(), "{name}");
         }
         // The selector and the CPU count fit above the largest iteration count.
-        assert!(SELECTOR_SHIFT >= CPUS_SHIFT + 8 && CPUS_SHIFT >= 8 + 21);
+        const { assert!(SELECTOR_SHIFT >= CPUS_SHIFT + 8 && CPUS_SHIFT >= 8 + 21) };
     }
 
     #[test]
