@@ -56,6 +56,10 @@ pub fn counter(which: BenchCounter) -> u64 {
         BenchCounter::SinceKernelEntry => {
             Cpu::instruction_clock().saturating_sub(KERNEL_ENTRY.load(Ordering::Relaxed))
         }
+        BenchCounter::InstructionClock => Cpu::instruction_clock(),
+        BenchCounter::TicksAllCpus => (0..arch_api::MAX_CPUS as u32)
+            .filter_map(crate::time::cpu_ticks)
+            .sum(),
     }
 }
 

@@ -286,13 +286,22 @@ impl<T> Drop for LockGuard<'_, T> {
     }
 }
 
+/// Acquisitions (`lock` and `try_lock`, every CPU together) of the lock level at `index`
+/// of `abi::bench::LOCK_LEVELS` since boot; `None` past the last level. Counted by the
+/// lock-order checker only, so the builds without it (the one `cargo xtask bench` times
+/// among them) run no counting code.
+#[cfg(feature = "lockcheck")]
+pub fn acquisitions(index: usize) -> Option<u64> {
+    checker::acquisitions(index)
+}
+
 #[cfg(feature = "lockcheck")]
 mod checker {
     //! The held-lock records, one per CPU. Only the CPU itself touches its record, with
     //! interrupts masked (see the module docs), so plain atomics with relaxed ordering
     //! are enough; they are atomics only so the statics need no `unsafe`.
 
-    use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+    use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
     use arch_api::{Platform, SecondaryCpus};
 
@@ -345,6 +354,49 @@ mod checker {
         #[cfg(feature = "testing")]
         super::level::TEST_TLB,
     ];
+
+    /// Acquisitions per CPU and level (index into [`LEVELS`]); each CPU adds to its own
+    /// row only, with interrupts masked.
+    static ACQUIRED: [[AtomicU64; LEVELS.len()]; CPUS] =
+        [const { [const { AtomicU64::new(0) }; LEVELS.len()] }; CPUS];
+
+    /// Whether the first levels of [`LEVELS`] are, in order, those `abi::bench` names.
+    const fn matches_abi() -> bool {
+        let names = abi::bench::LOCK_LEVELS;
+        if names.len() > LEVELS.len() {
+            return false;
+        }
+        let mut index = 0;
+        while index < names.len() {
+            let (a, b) = (names[index].as_bytes(), LEVELS[index].name.as_bytes());
+            if a.len() != b.len() {
+                return false;
+            }
+            let mut byte = 0;
+            while byte < a.len() {
+                if a[byte] != b[byte] {
+                    return false;
+                }
+                byte += 1;
+            }
+            index += 1;
+        }
+        true
+    }
+    const _: () = assert!(
+        matches_abi(),
+        "abi::bench::LOCK_LEVELS must name the checker's levels in order"
+    );
+
+    /// Acquisitions of level `index` on every CPU.
+    pub fn acquisitions(index: usize) -> Option<u64> {
+        (index < abi::bench::LOCK_LEVELS.len()).then(|| {
+            ACQUIRED
+                .iter()
+                .map(|row| row[index].load(Ordering::Relaxed))
+                .sum()
+        })
+    }
 
     fn index_of(level: Level) -> usize {
         LEVELS
@@ -402,10 +454,15 @@ mod checker {
     /// Record `level` as held without checking the order.
     pub fn record(level: Level) {
         let held = this_cpu();
+        let index = index_of(level);
+        let cpu = (Cpu::cpu_index() as usize).min(CPUS - 1);
+        if let Some(counter) = ACQUIRED[cpu].get(index) {
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
         let count = held.count.load(Ordering::Relaxed);
         if count < DEPTH {
             held.ranks[count].store(level.rank, Ordering::Relaxed);
-            held.names[count].store(index_of(level), Ordering::Relaxed);
+            held.names[count].store(index, Ordering::Relaxed);
         }
         held.count.store(count + 1, Ordering::Relaxed);
     }

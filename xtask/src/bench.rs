@@ -3,6 +3,15 @@
 //! each median to the committed baseline (`bench/baseline-<arch>.json`), and write
 //! `target/bench/<arch>.json`.
 //!
+//! `--smp N` boots N CPUs. QEMU runs `-icount` only with single-threaded TCG (one host
+//! thread takes the vCPUs in turn; the bench boots ask for it explicitly), so the counts
+//! stay exact and repeatable with several CPUs, and the instruction clock advances with
+//! the instructions of every CPU together: what `ipc_call_reply_cross_cpu` reads. Every
+//! other benchmark runs with all its threads pinned to one CPU (the one whose instruction
+//! counter the scenario programs). `--locks` boots the lock-checking build instead and
+//! prints the lock acquisitions per IPC round trip (`locks <name>: …` lines); its
+//! instruction counts are not those of the timed build and are not shown.
+//!
 //! The JSON is written and read by hand (the format is fixed and tiny):
 //! `{"arch": …, "iterations": N, "benchmarks": [{"name": …, "unit": "instructions",
 //! "min": …, "median": …, "max": …}]}`. The reader only looks for each object's `"name"`
@@ -22,8 +31,31 @@ use crate::{Arch, Context, Error, Profile, Result, Workspace, step};
 pub const DEFAULT_ITERATIONS: u32 = 200;
 /// Benchmarks every run must report: each the scenario can run alone
 /// (`abi::bench::NAMES`), and the span from kernel entry to the first user instruction.
-pub fn expected() -> impl Iterator<Item = &'static str> {
-    abi::bench::NAMES.into_iter().chain(["boot_to_user"])
+/// With fewer than two CPUs the benchmarks of `abi::bench::NEEDS_SMP` are left out (the
+/// scenario prints a line saying they need two).
+pub fn expected(smp: u32) -> impl Iterator<Item = &'static str> {
+    abi::bench::NAMES
+        .into_iter()
+        .filter(move |name| smp >= 2 || !abi::bench::NEEDS_SMP.contains(name))
+        .chain(["boot_to_user"])
+}
+
+/// The CPUs a run of benchmark `name` needs at least, given `--smp`.
+pub fn smp_for(name: &str, smp: u32) -> u32 {
+    if abi::bench::NEEDS_SMP.contains(&name) {
+        smp.max(2)
+    } else {
+        smp
+    }
+}
+
+/// The lock-count line of one benchmark: `locks <name>: …` (text before `locks ` is
+/// ignored); `None` for any other line.
+pub fn parse_locks_line(line: &str) -> Option<(&str, &str)> {
+    let at = line.find("locks ")?;
+    let rest = &line[at + "locks ".len()..];
+    let (name, text) = rest.split_once(": ")?;
+    (!name.is_empty() && !name.contains(' ')).then_some((name, text))
 }
 
 /// One benchmark's line.
@@ -209,13 +241,21 @@ pub fn baseline_path(workspace: &Workspace, arch: Arch) -> PathBuf {
 
 /// How every benchmark boot runs: release build, `-icount shift=0`, output captured, the
 /// HHDM at its fixed base (a randomised one would move page-table walks between runs),
-/// the image `keel-<arch>-<image>.img`.
-fn bench_boot(workspace: &Workspace, arch: Arch, cmdline: String, image: &str) -> BootOptions {
+/// the image `keel-<arch>-<image>.img`, `smp` CPUs under single-threaded TCG.
+fn bench_boot(
+    workspace: &Workspace,
+    arch: Arch,
+    cmdline: String,
+    image: &str,
+    smp: u32,
+    kernel: KernelBuild,
+) -> BootOptions {
     let mut qemu = QemuOptions::new(arch);
     qemu.capture = true;
     qemu.echo = false;
     qemu.timeout = Some(Duration::from_secs(1200));
-    qemu.extra_args = vec!["-icount".to_owned(), "shift=0".to_owned()];
+    qemu.smp = smp;
+    qemu.extra_args = bench_qemu_args(smp);
     BootOptions {
         profile: Profile::Release,
         loader: LoaderChoice::Auto,
@@ -226,22 +266,39 @@ fn bench_boot(workspace: &Workspace, arch: Arch, cmdline: String, image: &str) -
                 .join(format!("keel-{arch}-{image}.img")),
         ),
         build: true,
-        kernel: Some(KernelBuild::Testing),
+        kernel: Some(kernel),
         fixed_hhdm: true,
         qemu,
     }
 }
 
-/// Boot the `bench` scenario on `arch` and return its measurements.
-pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec<Measurement>> {
+/// QEMU's extra arguments of a bench boot: `-icount shift=0`, and with more than one CPU
+/// single-threaded TCG said explicitly (`-icount` implies it).
+pub fn bench_qemu_args(smp: u32) -> Vec<String> {
+    let mut args = vec!["-icount".to_owned(), "shift=0".to_owned()];
+    if smp > 1 {
+        args.extend(["-accel".to_owned(), "tcg,thread=single".to_owned()]);
+    }
+    args
+}
+
+/// Boot the `bench` scenario on `arch` with `smp` CPUs and return its measurements.
+pub fn measure(
+    workspace: &Workspace,
+    arch: Arch,
+    iterations: u32,
+    smp: u32,
+) -> Result<Vec<Measurement>> {
     let options = bench_boot(
         workspace,
         arch,
         format!("test=bench iterations={iterations}"),
         "bench",
+        smp,
+        KernelBuild::Testing,
     );
     step(format_args!(
-        "{arch}: booting test=bench with -icount shift=0 ({iterations} iterations)…"
+        "{arch}: booting test=bench with -icount shift=0, {smp} CPU(s) ({iterations} iterations)…"
     ));
     let outcome = boot::boot(workspace, &options)?;
     let show_tail = || {
@@ -267,7 +324,7 @@ pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec
         .iter()
         .filter_map(|line| parse_line(line))
         .collect();
-    for name in expected() {
+    for name in expected(smp) {
         if !results.iter().any(|result| result.name == *name) {
             show_tail();
             return Err(Error::new(format!(
@@ -276,8 +333,79 @@ pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec
         }
     }
     let mut results = results;
-    results.push(boot_to_shell(workspace, arch)?);
+    // The shell boot is measured with one CPU only: with more, once every CPU idles at the
+    // prompt `-icount` moves the clock on with the host's time.
+    if smp == 1 {
+        results.push(boot_to_shell(workspace, arch)?);
+    } else {
+        step(format_args!(
+            "{arch}: boot_to_shell is measured with --smp 1 only"
+        ));
+    }
     Ok(results)
+}
+
+/// `--locks`: boot the bench scenario in the lock-checking build (which counts every lock
+/// acquisition per level) and return its `locks <name>: …` lines.
+pub fn lock_counts(
+    workspace: &Workspace,
+    arch: Arch,
+    iterations: u32,
+    smp: u32,
+) -> Result<Vec<String>> {
+    let options = bench_boot(
+        workspace,
+        arch,
+        format!("test=bench iterations={iterations}"),
+        "bench-locks",
+        smp,
+        KernelBuild::Checked,
+    );
+    step(format_args!(
+        "{arch}: booting test=bench in the lock-checking build, {smp} CPU(s), to count lock acquisitions…"
+    ));
+    let outcome = boot::boot(workspace, &options)?;
+    let tail = || {
+        outcome
+            .lines
+            .iter()
+            .rev()
+            .take(20)
+            .rev()
+            .map(|line| format!("  | {line}\n"))
+            .collect::<String>()
+    };
+    match outcome.ending.clone().into_result() {
+        Ok(0) => {}
+        Ok(code) => {
+            return Err(Error::new(format!(
+                "{arch}: the bench scenario failed (exit code {code}):\n{}",
+                tail()
+            )));
+        }
+        Err(error) => return Err(error),
+    }
+    let lines: Vec<String> = outcome
+        .lines
+        .iter()
+        .filter_map(|line| parse_locks_line(line).map(|(name, text)| format!("{name}: {text}")))
+        .collect();
+    let mut wanted = vec!["ipc_call_reply"];
+    if smp >= 2 {
+        wanted.push("ipc_call_reply_cross_cpu");
+    }
+    for name in wanted {
+        if !lines
+            .iter()
+            .any(|line| line.starts_with(&format!("{name}: ")))
+        {
+            return Err(Error::new(format!(
+                "{arch}: the lock-checking bench printed no `locks {name}: …` line:\n{}",
+                tail()
+            )));
+        }
+    }
+    Ok(lines)
 }
 
 /// Boot the whole system (no scenario) with `-icount shift=0` and read, through the
@@ -285,7 +413,14 @@ pub fn measure(workspace: &Workspace, arch: Arch, iterations: u32) -> Result<Vec
 fn boot_to_shell(workspace: &Workspace, arch: Arch) -> Result<Measurement> {
     const STEP: Duration = Duration::from_secs(600);
     const LABEL: &str = "boot to first prompt: ";
-    let options = bench_boot(workspace, arch, String::new(), "bench-shell");
+    let options = bench_boot(
+        workspace,
+        arch,
+        String::new(),
+        "bench-shell",
+        1,
+        KernelBuild::Testing,
+    );
     step(format_args!(
         "{arch}: booting to the shell with -icount shift=0 (boot_to_shell)…"
     ));
@@ -323,7 +458,7 @@ pub fn trace_path(workspace: &Workspace, arch: Arch, name: &str) -> PathBuf {
 
 /// `cargo xtask bench --trace NAME`: boot the bench scenario with only `name`
 /// (`only=NAME`) and the kernel trace on, write the trace, and print the measurement.
-/// Returns each architecture's traced boot.
+/// Returns each architecture's traced boot. A benchmark that needs two CPUs boots two.
 pub fn trace(
     workspace: &Workspace,
     arches: &[Arch],
@@ -343,6 +478,8 @@ pub fn trace(
             arch,
             format!("test=bench iterations={iterations} only={name} trace=on"),
             "bench-trace",
+            smp_for(name, 1),
+            KernelBuild::Testing,
         );
         let traced = crate::trace::run(
             workspace,
@@ -387,10 +524,18 @@ pub fn run(
     workspace: &Workspace,
     arches: &[Arch],
     iterations: u32,
+    smp: u32,
     update_baseline: bool,
 ) -> Result<()> {
     for &arch in arches {
-        let results = measure(workspace, arch, iterations)?;
+        let results = measure(workspace, arch, iterations, smp)?;
+        if smp < 2 {
+            for name in abi::bench::NEEDS_SMP {
+                step(format_args!(
+                    "{arch}: {name} needs 2 CPUs or more: not measured (use --smp 2 or more)"
+                ));
+            }
+        }
         let json = to_json(arch, iterations, &results);
         let path = results_path(workspace, arch);
         if let Some(dir) = path.parent() {
@@ -404,6 +549,8 @@ pub fn run(
             })?),
             Err(_) => None,
         };
+        // The baselines are single-CPU runs: with more CPUs the ratios still compare the
+        // pinned benchmarks, which should not move.
         print!("{}", table(arch, &results, baseline.as_deref()));
         step(format_args!("wrote {}", path.display()));
         if baseline.is_none() && !update_baseline {
@@ -423,6 +570,46 @@ pub fn run(
                 "baseline updated: {}",
                 baseline_file.display()
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Boot the bench scenario running only benchmark `name` (`only=NAME`) with `smp` CPUs
+/// in kernel build `kernel`, under `-icount shift=0`; the boot's outcome, whatever its
+/// ending (the tests check the lines and the ending).
+pub fn run_one(
+    workspace: &Workspace,
+    arch: Arch,
+    iterations: u32,
+    smp: u32,
+    name: &str,
+    kernel: KernelBuild,
+) -> Result<crate::qemu::Outcome> {
+    let image = match kernel {
+        KernelBuild::Checked => "bench-one-locks",
+        _ => "bench-one",
+    };
+    let options = bench_boot(
+        workspace,
+        arch,
+        format!("test=bench iterations={iterations} only={name}"),
+        image,
+        smp,
+        kernel,
+    );
+    boot::boot(workspace, &options)
+}
+
+/// `cargo xtask bench --locks`: print each architecture's lock counts.
+pub fn run_locks(workspace: &Workspace, arches: &[Arch], iterations: u32, smp: u32) -> Result<()> {
+    for &arch in arches {
+        let lines = lock_counts(workspace, arch, iterations, smp)?;
+        println!(
+            "{arch}: shared-lock acquisitions per round trip, {smp} CPU(s), every CPU together"
+        );
+        for line in lines {
+            println!("{line}");
         }
     }
     Ok(())
@@ -507,6 +694,38 @@ mod tests {
         assert!(yield_row.contains(" 2.00 "), "{yield_row}");
         let spawn_row = text.lines().find(|line| line.starts_with("spawn")).unwrap();
         assert!(spawn_row.contains(" - "), "{spawn_row}");
+    }
+
+    #[test]
+    fn cross_cpu_benchmark_needs_two_cpus() {
+        let name = "ipc_call_reply_cross_cpu";
+        assert!(!expected(1).any(|known| known == name));
+        assert!(expected(2).any(|known| known == name));
+        assert!(expected(1).any(|known| known == "ipc_call_reply"));
+        assert_eq!((smp_for(name, 1), smp_for(name, 4)), (2, 4));
+        assert_eq!(smp_for("yield", 1), 1);
+        assert!(!bench_qemu_args(1).iter().any(|arg| arg == "-accel"));
+        assert!(
+            bench_qemu_args(4)
+                .join(" ")
+                .contains("-accel tcg,thread=single")
+        );
+        // The note line is not a measurement.
+        assert_eq!(
+            parse_line(
+                "bench: ipc_call_reply_cross_cpu needs 2 CPUs or more (this run has 1): not measured"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn parses_lock_lines() {
+        let line = "locks ipc_call_reply: 5.00 shared-lock acquisitions per round trip (ipc state: 2.00, scheduler: 3.00)";
+        let (name, text) = parse_locks_line(line).unwrap();
+        assert_eq!(name, "ipc_call_reply");
+        assert!(text.starts_with("5.00 shared-lock"));
+        assert_eq!(parse_locks_line("bench yield min=1 median=1 max=1"), None);
     }
 
     #[test]

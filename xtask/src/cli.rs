@@ -104,6 +104,14 @@ pub enum Command {
         /// are not compared with the baseline).
         #[arg(long, value_name = "NAME")]
         trace: Option<String>,
+        /// CPUs to boot (single-threaded TCG under -icount); ipc_call_reply_cross_cpu needs 2.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=8))]
+        smp: u32,
+        /// Boot the lock-checking build instead and print the shared-lock acquisitions per
+        /// IPC round trip by lock level (no instruction counts).
+        #[arg(long, conflicts_with_all = ["trace", "update_baseline"])]
+        locks: bool,
     },
     /// Boot the `fuzz` scenario (the system-call fuzzer under the kernel invariant checker)
     /// for a long run; a failure prints its seed, the last calls and the replay command.
@@ -326,6 +334,8 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
             iterations,
             update_baseline,
             trace,
+            smp,
+            locks,
         } => {
             match trace {
                 Some(name) => drop(crate::bench::trace(
@@ -334,7 +344,12 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
                     iterations,
                     &name,
                 )?),
-                None => crate::bench::run(workspace, &arch.arches(), iterations, update_baseline)?,
+                None if locks => {
+                    crate::bench::run_locks(workspace, &arch.arches(), iterations, smp)?
+                }
+                None => {
+                    crate::bench::run(workspace, &arch.arches(), iterations, smp, update_baseline)?
+                }
             }
             Ok(0)
         }

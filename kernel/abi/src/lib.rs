@@ -498,7 +498,7 @@ pub enum Syscall {
 pub mod bench {
     /// Every benchmark the scenario can run alone; the spawn and fault benchmarks are
     /// measured by the kernel, the others by `user/bench`.
-    pub const NAMES: [&str; 9] = [
+    pub const NAMES: [&str; 10] = [
         "null_syscall",
         "ipc_call_reply",
         "ipc_call_reply_1k",
@@ -508,7 +508,12 @@ pub mod bench {
         "map_unmap",
         "spawn",
         "page_fault",
+        "ipc_call_reply_cross_cpu",
     ];
+
+    /// Benchmarks that need two CPUs or more: on one CPU the scenario prints
+    /// `bench: <name> needs 2 CPUs …` instead of a measurement.
+    pub const NEEDS_SMP: [&str; 1] = ["ipc_call_reply_cross_cpu"];
 
     /// The selector of benchmark `name` (its place in [`NAMES`] plus one; 0 runs all).
     pub fn selector(name: &str) -> Option<u64> {
@@ -537,6 +542,40 @@ pub mod bench {
     pub const NOTIFY_WAKE: usize = 4;
     pub const YIELD: usize = 5;
     pub const MAP_UNMAP: usize = 6;
+    pub const IPC_CALL_REPLY_CROSS_CPU: usize = 9;
+
+    /// Where the bench program's argument carries the number of online CPUs (8 bits,
+    /// below the selector; the iteration count sits between bit 8 and this).
+    pub const CPUS_SHIFT: u32 = 48;
+
+    /// `bench_counter(LOCK_COUNTS + i)`: acquisitions (`Lock::lock` and `try_lock`, every
+    /// CPU together) of the kernel lock level named `LOCK_LEVELS[i]` since boot. Only a
+    /// kernel built with the lock-order checker (`lockcheck`) counts; others answer
+    /// `NotSupported`.
+    pub const LOCK_COUNTS: u64 = 0x100;
+
+    /// The kernel's lock levels (`sync::level`), in the order of their counters. The
+    /// kernel checks at build time that its table names them in this order.
+    pub const LOCK_LEVELS: [&str; 18] = [
+        "ipc state",
+        "irq bindings",
+        "log target",
+        "scheduler",
+        "capability table",
+        "pending work",
+        "endpoint queue",
+        "notification word",
+        "process record",
+        "address space",
+        "process pages",
+        "kernel-only space",
+        "kernel stacks",
+        "frames",
+        "kernel tables report",
+        "heap",
+        "console",
+        "log ring",
+    ];
 
     /// Where the selector sits in the bench program's argument (above its mode byte and
     /// its iteration count).
@@ -559,6 +598,14 @@ pub enum BenchCounter {
     /// `-icount shift=0`; elsewhere the counter's own unit): `boot_to_shell` reads it at the
     /// shell's first prompt.
     SinceKernelEntry = 4,
+    /// The instruction clock (`SinceKernelEntry` without the offset): under QEMU `-icount
+    /// shift=0` with single-threaded TCG it advances with the instructions of every CPU
+    /// together, so a span read on one CPU counts the work of all of them (x86_64: the
+    /// TSC, exact; AArch64: `CNTVCT_EL0`, in steps of 16).
+    InstructionClock = 5,
+    /// Timer interrupts taken by all online CPUs together (`Ticks` counts the boot
+    /// CPU's): a cross-CPU sample with a tick on any CPU is discarded.
+    TicksAllCpus = 6,
 }
 
 impl BenchCounter {
@@ -570,6 +617,8 @@ impl BenchCounter {
             2 => Self::SpaceSwitches,
             3 => Self::TlbFlushes,
             4 => Self::SinceKernelEntry,
+            5 => Self::InstructionClock,
+            6 => Self::TicksAllCpus,
             _ => return None,
         })
     }
@@ -1090,6 +1139,7 @@ mod tests {
             (NOTIFY_WAKE, "notify_wake"),
             (YIELD, "yield"),
             (MAP_UNMAP, "map_unmap"),
+            (IPC_CALL_REPLY_CROSS_CPU, "ipc_call_reply_cross_cpu"),
         ] {
             assert_eq!(NAMES[index], name);
             let only = selector(name).unwrap();
@@ -1097,6 +1147,11 @@ mod tests {
             assert!(!runs(only, (index + 1) % NAMES.len()));
         }
         assert_eq!(selector("boot_to_user"), None);
+        for name in NEEDS_SMP {
+            assert!(selector(name).is_some(), "{name}");
+        }
+        // The selector and the CPU count fit above the largest iteration count.
+        const { assert!(SELECTOR_SHIFT >= CPUS_SHIFT + 8 && CPUS_SHIFT >= 8 + 21) };
     }
 
     #[test]

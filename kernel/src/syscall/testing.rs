@@ -31,11 +31,28 @@ mod enabled {
     use crate::obj::kind;
     use crate::task::sched;
 
-    /// `bench_counter(which)`: an event counter (`crate::stats`).
+    /// `bench_counter(which)`: an event counter (`crate::stats`), or a lock level's
+    /// acquisitions (`abi::bench::LOCK_COUNTS`, lock-checking builds only).
     pub fn bench_counter(which: u64) -> Result<u64, Error> {
+        if let Some(index) = which.checked_sub(abi::bench::LOCK_COUNTS) {
+            return lock_acquisitions(index);
+        }
         abi::BenchCounter::from_number(which)
             .map(crate::stats::counter)
             .ok_or(Error::InvalidArgument)
+    }
+
+    #[cfg(feature = "lockcheck")]
+    fn lock_acquisitions(index: u64) -> Result<u64, Error> {
+        usize::try_from(index)
+            .ok()
+            .and_then(crate::sync::acquisitions)
+            .ok_or(Error::InvalidArgument)
+    }
+
+    #[cfg(not(feature = "lockcheck"))]
+    fn lock_acquisitions(_index: u64) -> Result<u64, Error> {
+        Err(Error::NotSupported)
     }
 
     /// `irq_test_raise(irq)`: deliver the line as the interrupt would.

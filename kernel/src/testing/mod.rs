@@ -717,19 +717,70 @@ const BENCH_FAULT: u64 = 3;
 const BENCH_IPC_SERVER: u64 = 4;
 const BENCH_NOTIFY_PARTNER: u64 = 5;
 
+/// Online CPUs: one past the highest online index (at most 255, what the bench program's
+/// argument carries).
+fn online_cpus() -> u32 {
+    use arch_api::SecondaryCpus;
+    (0..arch_api::MAX_CPUS.min(255) as u32)
+        .rev()
+        .find(|&index| Cpu::is_online(index))
+        .map_or(1, |index| index + 1)
+}
+
+/// With more than one CPU, let thread `id` run on `cpu` only (with one, nothing changes:
+/// the single-CPU numbers stay those of a kernel without this call).
+fn pin(id: usize, cpu: u32, cpus: u32) {
+    if cpus < 2 {
+        return;
+    }
+    let pinned = sched::serial_of(id)
+        .is_some_and(|serial| sched::set_affinity(id, serial, 1 << cpu).is_ok());
+    if !pinned {
+        println!("not ok bench: cannot pin thread {id} to cpu {cpu}");
+        crate::trace::power_off(ExitCode::TestFailed)
+    }
+}
+
+/// `proc::spawn_from_module("bench", argument)` with its thread [`pin`]ned to `cpu`
+/// before it starts.
+fn spawn_pinned(
+    argument: u64,
+    cpu: u32,
+    cpus: u32,
+    budget: alloc::sync::Arc<crate::obj::Budget>,
+) -> Result<alloc::sync::Arc<crate::obj::Process>, proc::LoadError> {
+    if cpus < 2 {
+        return proc::spawn_from_module("bench", argument, budget);
+    }
+    let file = crate::boot::module("bench").ok_or(proc::LoadError::NoModule)?;
+    let (process, thread) = proc::spawn_at("bench", file, argument, sched::NORMAL, budget)?;
+    pin(thread, cpu, cpus);
+    sched::start_thread(thread);
+    Ok(process)
+}
+
 /// `bench`: enable the user instruction counter, start the yield partner and
 /// the benchmarks (user/bench, which prints one `bench …` line per benchmark), add the
 /// boot-to-user span measured here, and power off. Run under QEMU `-icount shift=0`
 /// (`cargo xtask bench`), or the numbers are not instructions.
 fn bench(iterations: usize) {
+    // With more than one CPU every bench thread runs on this one (the instruction counter
+    // is per CPU: it is programmed here), except the cross-CPU server, which gets another.
+    let cpus = online_cpus();
+    let home = sched::current_cpu();
+    pin(sched::current(), home, cpus);
     if !Cpu::enable_user_instruction_counter() {
         println!("not ok bench: no instruction counter readable from user mode");
         crate::trace::power_off(ExitCode::TestFailed)
     }
     let only = BENCH_ONLY.load(core::sync::atomic::Ordering::Relaxed);
-    let argument = |mode: u64| mode | (iterations as u64) << 8 | only << abi::bench::SELECTOR_SHIFT;
+    let argument = |mode: u64| {
+        mode | (iterations as u64) << 8
+            | u64::from(cpus) << abi::bench::CPUS_SHIFT
+            | only << abi::bench::SELECTOR_SHIFT
+    };
     if abi::bench::selected(only, "spawn") || abi::bench::selected(only, "page_fault") {
-        spawn_benchmarks(iterations);
+        spawn_benchmarks(iterations, home, cpus);
     }
     // The partner only yields, forever: `yield` measures the round trip through it. It
     // starts first, so the benchmarks always find it in the run queue; it waits for the
@@ -742,9 +793,8 @@ fn bench(iterations: usize) {
     let [start, ping, pong] = [(); 3].map(|()| Notification::new(None));
     let notification =
         |object: &alloc::sync::Arc<Notification>| Object::Notification(object.clone());
-    let spawn_with = |mode: u64, caps: &[(Object, Rights)]| {
-        let Ok(process) = proc::spawn_from_module("bench", argument(mode), proc::root_budget())
-        else {
+    let spawn_on = |cpu: u32, mode: u64, caps: &[(Object, Rights)]| {
+        let Ok(process) = spawn_pinned(argument(mode), cpu, cpus, proc::root_budget()) else {
             println!("not ok bench: cannot load the bench module");
             crate::trace::power_off(ExitCode::TestFailed)
         };
@@ -756,6 +806,7 @@ fn bench(iterations: usize) {
         }
         process
     };
+    let spawn_with = |mode: u64, caps: &[(Object, Rights)]| spawn_on(home, mode, caps);
     let endpoint_cap = || Object::Endpoint(EndpointCap::new(endpoint.clone(), 0));
     spawn_with(BENCH_YIELD_PARTNER, &[(notification(&start), Rights::WAIT)]);
     spawn_with(
@@ -769,6 +820,16 @@ fn bench(iterations: usize) {
             (notification(&pong), Rights::SIGNAL),
         ],
     );
+    // The server of `ipc_call_reply_cross_cpu` on another CPU, with an endpoint of its own.
+    let cross = Endpoint::new(None);
+    let cross_cap = || Object::Endpoint(EndpointCap::new(cross.clone(), 0));
+    if cpus >= 2 {
+        spawn_on(
+            (home + 1) % cpus,
+            BENCH_IPC_SERVER,
+            &[(cross_cap(), Rights::READ | Rights::WRITE | Rights::GRANT)],
+        );
+    }
     let runner = spawn_with(
         BENCH_RUN,
         &[
@@ -776,9 +837,10 @@ fn bench(iterations: usize) {
             (notification(&start), Rights::SIGNAL),
             (notification(&ping), Rights::SIGNAL),
             (notification(&pong), Rights::WAIT),
+            (cross_cap(), Rights::WRITE | Rights::CALL),
         ],
     );
-    drop((endpoint, start, ping, pong));
+    drop((endpoint, start, ping, pong, cross));
     while runner.ending() == Ending::Running {
         sched::sleep(1);
     }
@@ -813,7 +875,7 @@ const SPAWN_MAX_SAMPLES: usize = 50;
 ///   cheapest fault path there is: from that first return to user mode, through the few
 ///   instructions of `bench`'s start-up and a load from an unmapped page, to the core's
 ///   fault handler (`process::kill_current`): trap entry and decode, not the kill.
-fn spawn_benchmarks(iterations: usize) {
+fn spawn_benchmarks(iterations: usize, home: u32, cpus: u32) {
     let mut spawn = Samples::new();
     let mut fault = Samples::new();
     for (mode, samples) in [(BENCH_SPAWN_EXIT, &mut spawn), (BENCH_FAULT, &mut fault)] {
@@ -824,7 +886,7 @@ fn spawn_benchmarks(iterations: usize) {
             let budget = proc::root_budget();
             let ticks = time::ticks();
             let start = crate::stats::arm_marks();
-            let Ok(process) = proc::spawn_from_module("bench", mode, budget) else {
+            let Ok(process) = spawn_pinned(mode, home, cpus, budget) else {
                 println!("not ok bench: cannot load the bench module");
                 crate::trace::power_off(ExitCode::TestFailed)
             };

@@ -17,6 +17,8 @@
 #![forbid(unsafe_code)]
 
 use abi::{BenchCounter, Error, MAP_WRITE, MessageInfo, PAGE_SIZE};
+use core::fmt::Write as _;
+
 use rt::println;
 
 const RUN: u64 = 0;
@@ -31,8 +33,8 @@ const NOTIFY_PARTNER: u64 = 5;
 
 /// Capabilities the kernel's `bench` scenario pre-installs (kernel/src/testing/mod.rs):
 /// the runner holds the endpoint (`WRITE CALL GRANT`), the yield partner's start
-/// notification (`SIGNAL`), and the two notifications of `notify_wake` (`SIGNAL` on
-/// [`PING`], `WAIT` on [`PONG`]); the IPC server the endpoint (`READ WRITE GRANT`) in slot
+/// notification (`SIGNAL`), the two notifications of `notify_wake` (`SIGNAL` on
+/// [`PING`], `WAIT` on [`PONG`]) and the cross-CPU server's endpoint; each IPC server the endpoint (`READ WRITE GRANT`) in slot
 /// 0; the yield partner its start notification (`WAIT`) in slot 0; the notify partner
 /// `WAIT` on [`PING`] in slot 0 and `SIGNAL` on [`PONG`] in slot 1.
 mod slots {
@@ -41,6 +43,8 @@ mod slots {
     pub const YIELD_START: Handle = Handle::new(1, 1);
     pub const PING: Handle = Handle::new(2, 1);
     pub const PONG: Handle = Handle::new(3, 1);
+    /// The endpoint of the cross-CPU server (`WRITE CALL`; only with two CPUs or more).
+    pub const CROSS: Handle = Handle::new(4, 1);
     /// In each partner's own table.
     pub const FIRST: Handle = Handle::new(0, 1);
     pub const SECOND: Handle = Handle::new(1, 1);
@@ -53,6 +57,13 @@ const LONG_WORDS: usize = 128;
 const SHORT: u32 = 0;
 const LONG: u32 = 1;
 const CAP: u32 = 2;
+/// Answer with the server's CPU index in word 0 (`cpu_current`).
+const WHERE: u32 = 3;
+/// Round trips per sample of `ipc_call_reply_cross_cpu`: its clock (AArch64 `CNTVCT`)
+/// ticks once per 16 instructions, so a sample spans 16 round trips.
+const CROSS_BATCH: u64 = 16;
+/// Round trips per lock count.
+const LOCK_ROUNDS: u64 = 100;
 /// Never mapped in a bench process.
 const UNMAPPED: u64 = 0x0000_1000_0000_0000;
 /// The most samples one benchmark keeps (they live on the 64 KiB user stack).
@@ -170,26 +181,25 @@ fn measure(
     })
 }
 
+#[inline(never)]
 fn report(name: &str, stats: &Stats) {
-    let hundredths = |value: u64| (value / 100, value % 100);
-    let (switches, switches_frac) = hundredths(stats.events[0]);
-    let (spaces, spaces_frac) = hundredths(stats.events[1]);
-    let (flushes, flushes_frac) = hundredths(stats.events[2]);
-    let (kernel, kernel_value) = match stats.kernel {
-        Some(value) => (" kernel=", value),
-        None => ("", 0),
-    };
-    if kernel.is_empty() {
-        println!(
-            "bench {name} min={} median={} max={} samples={} discarded={} switches={switches}.{switches_frac:02} space_switches={spaces}.{spaces_frac:02} tlb_flushes={flushes}.{flushes_frac:02}",
-            stats.min, stats.median, stats.max, stats.samples, stats.discarded
-        );
-    } else {
-        println!(
-            "bench {name} min={} median={} max={} samples={} discarded={} switches={switches}.{switches_frac:02} space_switches={spaces}.{spaces_frac:02} tlb_flushes={flushes}.{flushes_frac:02}{kernel}{kernel_value}",
-            stats.min, stats.median, stats.max, stats.samples, stats.discarded
-        );
+    let mut line = rt::print::Line::new();
+    let _ = write!(
+        line,
+        "bench {name} min={} median={} max={} samples={} discarded={}",
+        stats.min, stats.median, stats.max, stats.samples, stats.discarded
+    );
+    for (label, value) in [" switches=", " space_switches=", " tlb_flushes="]
+        .into_iter()
+        .zip(stats.events)
+    {
+        let _ = line.write_str(label);
+        write_hundredths(&mut line, value);
     }
+    if let Some(kernel) = stats.kernel {
+        let _ = write!(line, " kernel={kernel}");
+    }
+    line.flush();
 }
 
 /// [`run`] with the iteration count and selector decoded from the argument (in its own
@@ -197,13 +207,15 @@ fn report(name: &str, stats: &Stats) {
 #[inline(never)]
 fn run_from(argument: u64) -> Result<(), Error> {
     run(
-        ((argument & ((1 << abi::bench::SELECTOR_SHIFT) - 1)) >> 8) as usize,
+        ((argument & ((1 << abi::bench::CPUS_SHIFT) - 1)) >> 8) as usize,
+        (argument >> abi::bench::CPUS_SHIFT) & 0xff,
         argument >> abi::bench::SELECTOR_SHIFT,
     )
 }
 
-/// Run every benchmark, or only the one selector `only` names (`abi::bench`).
-fn run(iterations: usize, only: u64) -> Result<(), Error> {
+/// Run every benchmark, or only the one selector `only` names (`abi::bench`), on a
+/// machine with `cpus` CPUs online.
+fn run(iterations: usize, cpus: u64, only: u64) -> Result<(), Error> {
     let wanted = |index: usize| abi::bench::runs(only, index);
     // The empty measurement: two counter reads back to back (constant under icount).
     let empty = measure(iterations, 0, 1, || Ok(()))?;
@@ -219,6 +231,9 @@ fn run(iterations: usize, only: u64) -> Result<(), Error> {
         );
     }
     ipc_benchmarks(iterations, empty, &wanted)?;
+    if wanted(abi::bench::IPC_CALL_REPLY_CROSS_CPU) {
+        cross_cpu(iterations, cpus)?;
+    }
     rt::ipc::signal(slots::YIELD_START, 1)?;
     // One sample is this thread → partner → this thread: two yields and two switches.
     if wanted(abi::bench::YIELD) {
@@ -259,6 +274,10 @@ fn ipc_server() -> i64 {
                 let _ = rt::ipc::cap_delete(buffer.cap(0));
                 info(CAP, 0, 0)
             }
+            WHERE => {
+                request.words[0] = rt::proc::cpu_current();
+                info(WHERE, 1, 0)
+            }
             _ => info(SHORT, 4, 0),
         };
         request = match rt::ipc::reply_recv(slots::FIRST, reply, request.words) {
@@ -285,6 +304,14 @@ fn ipc_benchmarks(
                 rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
             })?,
         );
+        // `black_box`: one copy of `lock_counts`, not one specialised per caller (the
+        // program's size is part of what `spawn` measures).
+        lock_counts(
+            "ipc_call_reply",
+            core::hint::black_box(&mut || {
+                rt::ipc::call(slots::ENDPOINT, info(SHORT, 4, 0), words).map(drop)
+            }),
+        )?;
     }
     let buffer = rt::ipc::IpcBuffer::map(IPC_BUFFER)?;
     for index in 4..LONG_WORDS {
@@ -319,4 +346,165 @@ fn ipc_benchmarks(
         );
     }
     Ok(())
+}
+
+/// `ipc_call_reply_cross_cpu`: `ipc_call_reply` with the server on another CPU (the kernel
+/// pins it there; checked with `cpu_current` on both sides). Each call wakes the server's
+/// CPU and each reply this one, so the work of both CPUs is counted: the span is read from
+/// the instruction clock (`BenchCounter::InstructionClock`), which under single-threaded
+/// TCG with `-icount shift=0` advances with every CPU's instructions. One sample is
+/// [`CROSS_BATCH`] round trips (the clock read by two `bench_counter` calls, whose own cost
+/// — an empty measurement — is subtracted), divided by the batch; a sample with a timer
+/// tick on any CPU is discarded.
+fn cross_cpu(iterations: usize, cpus: u64) -> Result<(), Error> {
+    let name = "ipc_call_reply_cross_cpu";
+    if cpus < 2 {
+        println!("bench: {name} needs 2 CPUs or more (this run has {cpus}): not measured");
+        return Ok(());
+    }
+    let here = rt::proc::cpu_current();
+    let there = rt::ipc::call(slots::CROSS, info(WHERE, 1, 0), [0; 4])?.words[0];
+    if here == there {
+        println!("bench: {name}: client and server both on cpu {here}");
+        return Err(Error::InvalidArgument);
+    }
+    println!("bench: {name}: client on cpu {here}, server on cpu {there}");
+    let words = [1, 2, 3, 4];
+    let round_trip = || rt::ipc::call(slots::CROSS, info(SHORT, 4, 0), words).map(drop);
+    let empty = measure_clock(iterations, 1, &mut || Ok(()))?.min;
+    let stats = measure_clock(iterations, empty, &mut || {
+        // An opaque bound: a loop, not 16 inlined copies of the call.
+        for _ in 0..core::hint::black_box(CROSS_BATCH) {
+            round_trip()?;
+        }
+        Ok(())
+    })?;
+    report(name, &stats);
+    lock_counts(name, core::hint::black_box(&mut { round_trip }))
+}
+
+/// [`measure`] for the cross-CPU benchmark: the instruction clock read around each call of
+/// `operation` ([`CROSS_BATCH`] round trips, or none for the empty measurement when
+/// `empty` is 1), ticks of every CPU checked. Not generic, so the bench program (whose
+/// size `spawn` measures) carries one copy.
+#[inline(never)]
+fn measure_clock(
+    iterations: usize,
+    empty: u64,
+    operation: &mut dyn FnMut() -> Result<(), Error>,
+) -> Result<Stats, Error> {
+    let clock = || counter(BenchCounter::InstructionClock);
+    let iterations = iterations.clamp(1, MAX_SAMPLES);
+    // The empty measurement (`empty` 1) is taken per read pair, not per round trip.
+    let per = if empty == 1 { 1 } else { CROSS_BATCH };
+    for _ in 0..(iterations / 10).max(10) {
+        operation()?;
+    }
+    let mut samples = [0u64; MAX_SAMPLES];
+    let mut kept = 0;
+    let mut discarded = 0;
+    let mut events = [0u64; EVENTS.len()];
+    while kept < iterations {
+        let mut before = [0u64; EVENTS.len()];
+        for (slot, which) in before.iter_mut().zip(EVENTS) {
+            *slot = counter(which)?;
+        }
+        let ticks = counter(BenchCounter::TicksAllCpus)?;
+        let start = clock()?;
+        operation()?;
+        let end = clock()?;
+        if counter(BenchCounter::TicksAllCpus)? != ticks {
+            discarded += 1;
+            continue;
+        }
+        for ((total, which), before) in events.iter_mut().zip(EVENTS).zip(before) {
+            *total += counter(which)? - before;
+        }
+        let empty = if empty == 1 { 0 } else { empty };
+        samples[kept] = (end - start).saturating_sub(empty) / per;
+        kept += 1;
+    }
+    let samples = &mut samples[..kept];
+    samples.sort_unstable();
+    let per_operation = |total: u64| total * 100 / (kept as u64 * per);
+    Ok(Stats {
+        min: samples[0],
+        median: samples[kept / 2],
+        max: samples[kept - 1],
+        samples: kept,
+        discarded,
+        events: events.map(per_operation),
+        kernel: None,
+    })
+}
+
+/// In a kernel that counts lock acquisitions (the lock-checking build; the others answer
+/// `NotSupported` and this prints nothing), the acquisitions of every lock level per round
+/// trip of `operation`, every CPU together, over [`LOCK_ROUNDS`] round trips with no timer
+/// tick on any CPU (the best of a few tries):
+/// `locks <name>: N shared-lock acquisitions per round trip (scheduler: a, …)`.
+#[inline(never)]
+fn lock_counts(name: &str, operation: &mut dyn FnMut() -> Result<(), Error>) -> Result<(), Error> {
+    let mut before = [0u64; LOCK_LEVELS];
+    match read_locks(&mut before) {
+        Err(Error::NotSupported) => return Ok(()),
+        other => other?,
+    }
+    let mut after = [0u64; LOCK_LEVELS];
+    let mut clean = false;
+    for _ in 0..8 {
+        let ticks = counter(BenchCounter::TicksAllCpus)?;
+        read_locks(&mut before)?;
+        for _ in 0..core::hint::black_box(LOCK_ROUNDS) {
+            operation()?;
+        }
+        read_locks(&mut after)?;
+        if counter(BenchCounter::TicksAllCpus)? == ticks {
+            clean = true;
+            break;
+        }
+    }
+    let per_round = |index: usize| (after[index] - before[index]) * 100 / LOCK_ROUNDS;
+    let mut line = rt::print::Line::new();
+    let _ = line.write_str("locks ");
+    let _ = line.write_str(name);
+    let _ = line.write_str(": ");
+    write_hundredths(&mut line, (0..LOCK_LEVELS).map(per_round).sum());
+    let _ = line.write_str(" shared-lock acquisitions per round trip (");
+    let mut separator = "";
+    for (index, level) in abi::bench::LOCK_LEVELS.iter().enumerate() {
+        let count = per_round(index);
+        if count != 0 {
+            let _ = line.write_str(separator);
+            let _ = line.write_str(level);
+            let _ = line.write_str(": ");
+            write_hundredths(&mut line, count);
+            separator = ", ";
+        }
+    }
+    let _ = line.write_str(if clean {
+        ")"
+    } else {
+        "); a timer tick fell in every try"
+    });
+    line.flush();
+    Ok(())
+}
+
+/// Lock levels `bench_counter` counts (`abi::bench::LOCK_LEVELS`).
+const LOCK_LEVELS: usize = abi::bench::LOCK_LEVELS.len();
+
+/// Read every lock level's acquisitions.
+#[inline(never)]
+fn read_locks(counts: &mut [u64; LOCK_LEVELS]) -> Result<(), Error> {
+    for (index, count) in counts.iter_mut().enumerate() {
+        *count = rt::bench_counter_raw(abi::bench::LOCK_COUNTS + index as u64)?;
+    }
+    Ok(())
+}
+
+/// `value` (in hundredths) as `N.NN`.
+#[inline(never)]
+fn write_hundredths(line: &mut rt::print::Line, value: u64) {
+    let _ = write!(line, "{}.{:02}", value / 100, value % 100);
 }

@@ -113,6 +113,11 @@ pub fn bench_counter(which: abi::BenchCounter) -> Result<u64, Error> {
     )
 }
 
+/// `bench_counter` with a raw selector (e.g. `abi::bench::LOCK_COUNTS + level`).
+pub fn bench_counter_raw(which: u64) -> Result<u64, Error> {
+    syscall(Syscall::BenchCounter.number(), [which, 0, 0, 0, 0, 0])
+}
+
 /// End the calling thread with `code`.
 pub fn exit(code: i64) -> ! {
     // why: the code travels as the register's bits; the kernel reads it back as `i64`.
