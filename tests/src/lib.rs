@@ -215,6 +215,16 @@ impl<'a> Serial<'a> {
     }
 }
 
+/// The suite's `N passed, M failed` line, trimmed; panics when the run printed none.
+pub fn summary_line(outcome: &Outcome) -> &str {
+    outcome
+        .lines
+        .iter()
+        .find(|line| line.contains(" passed, ") && line.trim_end().ends_with(" failed"))
+        .expect("no summary line")
+        .trim()
+}
+
 /// The index and text (from `prefix` on) of the first serial line anywhere in the run that
 /// contains `prefix`, for lines whose order does not matter; panics with the whole serial
 /// output when there is none. Use [`Serial`] where order matters.

@@ -12,12 +12,8 @@ use tests::{
 
 fn no_failures(outcome: &tests::Outcome) {
     expect_no_failed_test(outcome);
-    let summary = outcome
-        .lines
-        .iter()
-        .find(|line| line.contains(" passed, ") && line.trim_end().ends_with(" failed"))
-        .expect("no summary line");
-    assert!(summary.trim().ends_with(" passed, 0 failed"), "{summary:?}");
+    let summary = tests::summary_line(outcome);
+    assert!(summary.ends_with(" passed, 0 failed"), "{summary:?}");
     expect_ending(outcome, &Ending::Exit(0));
 }
 

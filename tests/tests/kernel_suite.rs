@@ -95,15 +95,8 @@ fn kernel_suite(arch: Arch, cpus: u32) {
     if arch == Arch::Aarch64 {
         assert!(divide.contains("not applicable"), "{divide:?}");
     }
-    let summary = outcome
-        .lines
-        .iter()
-        .find(|line| line.contains(" passed, ") && line.trim_end().ends_with(" failed"))
-        .expect("no summary line");
-    assert_eq!(
-        summary.trim(),
-        format!("{} passed, 0 failed", EXPECTED.len() + 1)
-    );
+    let summary = tests::summary_line(&outcome);
+    assert_eq!(summary, format!("{} passed, 0 failed", EXPECTED.len() + 1));
     expect_ending(&outcome, &Ending::Exit(0));
 }
 

@@ -90,13 +90,9 @@ fn smp_user(arch: Arch) {
         let counts: Vec<&str> = frames.trim_end().rsplit(' ').take(3).collect();
         assert_eq!(counts[0], counts[2].trim_end_matches(','), "{frames:?}");
     }
-    let summary = outcome
-        .lines
-        .iter()
-        .find(|line| line.contains(" passed, ") && line.trim_end().ends_with(" failed"))
-        .expect("no summary line");
+    let summary = tests::summary_line(&outcome);
     assert_eq!(
-        summary.trim(),
+        summary,
         format!("{} passed, 0 failed", EXPECTED.len() + RUNS as usize)
     );
     expect_ending(&outcome, &Ending::Exit(0));

@@ -307,13 +307,9 @@ fn user_suite(arch: Arch, cpus: u32) {
         ),
         "no page-fault report for the page touched after unmapping it"
     );
-    let summary = outcome
-        .lines
-        .iter()
-        .find(|line| line.contains(" passed, ") && line.trim_end().ends_with(" failed"))
-        .expect("no summary line");
+    let summary = tests::summary_line(&outcome);
     assert_eq!(
-        summary.trim(),
+        summary,
         format!(
             "{} passed, 0 failed",
             EXPECTED.len() + privileged.len() + PROC_EXPECTED.len() + proc_device.len()
