@@ -46,6 +46,20 @@ pub fn cpu_id(cpu: &limine::mp::Cpu) -> u64 {
     cpu.mpidr & MPIDR_AFFINITY
 }
 
+/// One pause of the boot CPU's wait for the secondaries it sent to the kernel: `yield`.
+/// Under QEMU's single-threaded TCG (every vCPU in turn on one host thread; `-icount`
+/// implies it) `yield` ends this vCPU's turn, so a secondary runs next, as the loader's
+/// parking loop does with its own `yield`. `core::hint::spin_loop` is `isb` here, which
+/// ends no turn: a boot CPU spinning on it keeps its whole slice, which under `-icount`
+/// lasts until the next timer deadline and leaves the vCPUs after it no instructions to
+/// run, so a parked secondary only moves when something outside the guest interrupts the
+/// round. Under multi-threaded TCG, KVM and on hardware `yield` is only a hint.
+#[inline]
+pub fn wait_pause() {
+    // SAFETY: `yield` is a hint: it changes no register, flag or memory.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
+}
+
 /// On the boot CPU: record the translation state for the secondaries. Their per-CPU
 /// storage is static (`percpu`), so nothing is allocated.
 pub fn prepare() {

@@ -176,6 +176,15 @@ fn restore_control_state() {
     }
 }
 
+/// One pause of the boot CPU's wait for the secondaries it sent to the kernel: `pause`
+/// (`core::hint::spin_loop`). Under QEMU's single-threaded TCG (every vCPU in turn on one
+/// host thread; `-icount` implies it) `pause` ends this vCPU's turn, so a secondary runs
+/// next; under multi-threaded TCG, KVM and on hardware it is only a hint.
+#[inline]
+pub fn wait_pause() {
+    core::hint::spin_loop();
+}
+
 pub fn park() -> ! {
     loop {
         // SAFETY: with interrupts masked, `hlt` stops the CPU until an NMI or INIT; the

@@ -19,7 +19,7 @@
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use arch_api::{FrameSource, KernelStack, MAX_CPUS, SecondaryCpus};
+use arch_api::{Bench, FrameSource, KernelStack, MAX_CPUS, SecondaryCpus};
 use limine::mp::Cpu as MpInfo;
 use limine::request::MpRequest;
 use spin::Once;
@@ -30,10 +30,14 @@ use crate::{Cpu, println};
 #[unsafe(link_section = ".requests")]
 static MP: MpRequest = MpRequest::new();
 
-/// How many times the boot path polls for arrivals before it gives up on the rest: far
-/// more than a secondary needs (a few thousand instructions) on any machine or emulator,
-/// and still a bound, so a CPU that never comes cannot hang the boot.
-const ARRIVAL_POLLS: u64 = 1 << 30;
+/// How long the boot path waits for arrivals before it gives up on the rest, in
+/// `Bench::instruction_clock` units: 2^32 nanoseconds (about 4.3 s) on AArch64, 2^32 TSC
+/// cycles (1-4 s at the usual rates) on x86_64, and under `-icount shift=0` on both 2^32
+/// guest instructions of all CPUs together. A clock and not a count of polls, so the bound
+/// is about the same time under every accelerator, however long one poll takes there.
+/// Far more than a secondary needs (a few thousand instructions once it runs), and still
+/// a bound, so a CPU that never comes cannot hang the boot.
+const ARRIVAL_WAIT: u64 = 1 << 32;
 
 /// The `extra` value of a CPU sent to be parked (no index).
 const PARK: u64 = u64::MAX;
@@ -118,10 +122,8 @@ pub fn start_secondaries(
         sent += 1;
     }
     SENT.store(sent, Ordering::Release);
-    let mut polls = 0;
-    while ARRIVED.load(Ordering::Acquire) < sent && polls < ARRIVAL_POLLS {
-        core::hint::spin_loop();
-        polls += 1;
+    if sent > 0 {
+        wait_for_arrivals(sent);
     }
     let arrived = ARRIVED.load(Ordering::Acquire);
     println!(
@@ -133,6 +135,19 @@ pub fn start_secondaries(
         .filter(|&index| Cpu::is_online(index))
         .count();
     println!("smp: {online} CPUs online (at most {MAX_CPUS}), idle with interrupts on");
+}
+
+/// Wait until `sent` secondaries have arrived, or [`ARRIVAL_WAIT`] has passed. Each poll
+/// pauses with `arch::smp::wait_pause`, which under single-threaded TCG hands the turn to
+/// the next vCPU (`core::hint::spin_loop` does not on AArch64, where the boot CPU would
+/// keep the whole time slice the secondary needs to run in).
+fn wait_for_arrivals(sent: usize) {
+    let start = Cpu::instruction_clock();
+    while ARRIVED.load(Ordering::Acquire) < sent
+        && Cpu::instruction_clock().wrapping_sub(start) < ARRIVAL_WAIT
+    {
+        arch::smp::wait_pause();
+    }
 }
 
 /// Whether every secondary CPU sent to the kernel has arrived (so none still runs on the
