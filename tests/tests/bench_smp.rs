@@ -1,7 +1,8 @@
-//! `cargo xtask bench --smp N`: the cross-CPU IPC benchmark on two CPUs (client and server
-//! on different CPUs, a line with exact, repeatable instruction counts for the work of
-//! both), the line saying it cannot run on one CPU, and the lock-checking build's count of
-//! lock acquisitions per round trip. Each boot runs only that benchmark with a few
+//! `cargo xtask bench --smp N`: the cross-CPU IPC benchmark on two CPUs (both CPUs in the
+//! kernel, client and server on different CPUs, a line with exact, repeatable instruction
+//! counts for the work of both), the line saying it cannot run on one CPU, and the
+//! lock-checking build's count of lock acquisitions per round trip (every one of four CPUs
+//! in the kernel). Each boot runs only that benchmark with a few
 //! iterations, under `-icount shift=0` as `cargo xtask bench` runs it.
 #![forbid(unsafe_code)]
 
@@ -24,12 +25,29 @@ fn run(arch: Arch, smp: u32, kernel: KernelBuild) -> Outcome {
     outcome
 }
 
+/// The boot log says all `cpus` CPUs arrived in the kernel and are online.
+fn arrived(arch: Arch, outcome: &Outcome, cpus: u32) {
+    for line in [
+        format!("smp: {cpus} of {cpus} CPUs arrived"),
+        format!("smp: {cpus} CPUs online"),
+    ] {
+        assert!(
+            outcome.line_containing(&line).is_some(),
+            "{arch}: no `{line}` line:\n{}",
+            outcome.lines.join("\n")
+        );
+    }
+}
+
 fn cross_cpu(arch: Arch) {
     if !selected(arch, &format!("bench cross-cpu on {arch}")) {
         return;
     }
-    // Two CPUs: the client and the server report different CPUs, and the counts are sane.
+    // Two CPUs: both reached the kernel (the boot CPU's bounded wait for the secondary
+    // ended by its arrival, under single-threaded TCG too), the client and the server
+    // report different CPUs, and the counts are sane.
     let outcome = run(arch, 2, KernelBuild::Testing);
+    arrived(arch, &outcome, 2);
     let placed = outcome
         .line_containing(&format!("bench: {NAME}: client on cpu "))
         .unwrap_or_else(|| panic!("{arch}: no placement line"));
@@ -113,6 +131,7 @@ fn cross_cpu(arch: Arch) {
     // trip; the timed build above printed no such line.
     assert!(outcome.line_containing("locks ").is_none());
     let checked = run(arch, 4, KernelBuild::Checked);
+    arrived(arch, &checked, 4);
     let (name, text) = checked
         .lines
         .iter()
