@@ -406,7 +406,7 @@ pub fn set_kernel_stack_top(top: u64) {
     // `packed(4)`, so the field is written unaligned.
     unsafe {
         let rsp0 = core::ptr::addr_of_mut!((*slot.tss.get()).privilege_stack_table[0]);
-        rsp0.write_unaligned(VirtAddr::new(top));
+        rsp0.write_unaligned(VirtAddr::new_truncate(top));
     }
     block.kernel_stack_top.store(top, Ordering::Relaxed);
 }

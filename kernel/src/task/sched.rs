@@ -893,7 +893,14 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
         Reason::Exit => thread.state = State::Dead,
     }
     if reason == Reason::Yield && current != idle {
-        scheduler.enqueue_from(current, cpu);
+        if allowed_here {
+            // `enqueue_from`'s common case, written out: it runs here and may stay, so
+            // it goes to the back of this CPU's queue (no other CPU to interrupt).
+            // why: a running thread is in no queue, so enqueue cannot fail.
+            let _ = scheduler.cpus[cpu].queue.enqueue(current, priority);
+        } else {
+            scheduler.enqueue_from(current, cpu);
+        }
     }
     let next = scheduler.pick_next(cpu).unwrap_or(idle);
     scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
