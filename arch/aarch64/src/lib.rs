@@ -213,6 +213,13 @@ impl Threads for Cpu {
     fn current_thread() -> usize {
         thread::current_thread()
     }
+
+    #[inline(always)]
+    fn running_cpu() -> u32 {
+        percpu::this()
+            .id
+            .load(core::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl UserRegisterWrite for Cpu {

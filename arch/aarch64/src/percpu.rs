@@ -121,7 +121,7 @@ pub fn current() -> Option<&'static PerCpu> {
 /// This CPU's block, through TPIDR_EL1. Only valid after [`init`] ran on this CPU, which
 /// early init and the secondary bring-up do first (a zero TPIDR_EL1 falls back to the
 /// boot CPU's block).
-#[inline]
+#[inline(always)]
 pub fn this() -> &'static PerCpu {
     match TPIDR_EL1.get() {
         0 => &CPUS[0],

@@ -600,6 +600,11 @@ pub trait Threads: Platform {
     /// upcalls); `0` means "no thread".
     fn set_current_thread(thread: usize);
     fn current_thread() -> usize;
+
+    /// This CPU's dense index, as [`SecondaryCpus::cpu_index`] gives it, for code that runs
+    /// on a thread (after the scheduler started on this CPU, so its per-CPU block is set
+    /// up): one per-CPU load, no check. The switch paths use it.
+    fn running_cpu() -> u32;
 }
 
 /// Address spaces: the kernel half shared by all, a user half per process.

@@ -406,7 +406,7 @@ pub fn set_kernel_stack_top(top: u64) {
     // `packed(4)`, so the field is written unaligned.
     unsafe {
         let rsp0 = core::ptr::addr_of_mut!((*slot.tss.get()).privilege_stack_table[0]);
-        rsp0.write_unaligned(VirtAddr::new(top));
+        rsp0.write_unaligned(VirtAddr::new_truncate(top));
     }
     block.kernel_stack_top.store(top, Ordering::Relaxed);
 }
@@ -428,6 +428,31 @@ pub fn index() -> u32 {
     if !ready() {
         return 0;
     }
+    running_index()
+}
+
+/// The current thread as the core named it, in one `%gs` load. Valid where [`current`] is.
+#[inline(always)]
+pub fn current_thread() -> usize {
+    let thread: usize;
+    // SAFETY: GS base points at this CPU's block in kernel code once `init` ran (GS base
+    // discipline above); `current_thread` is a word at `CURRENT_THREAD`, written only by
+    // this CPU.
+    unsafe {
+        core::arch::asm!(
+            "mov {thread}, gs:[{offset}]",
+            thread = out(reg) thread,
+            offset = const offsets::CURRENT_THREAD,
+            options(nostack, preserves_flags, readonly),
+        );
+    }
+    thread
+}
+
+/// This CPU's dense index in one `%gs` load, without [`index`]'s check: valid where
+/// [`current`] is (a thread runs on this CPU, so its block is set up).
+#[inline(always)]
+pub fn running_index() -> u32 {
     let id: u32;
     // SAFETY: once `ready`, GS base points at this CPU's block in kernel code (GS base
     // discipline above); `cpu_id` is a 32-bit field at `CPU_ID`.

@@ -419,7 +419,8 @@ unsafe fn write_cr3(value: u64) {
 /// Make `space` the current user half on this CPU, moving this CPU's bit to its mask.
 #[inline(always)]
 pub fn activate(space: &AddressSpace) {
-    let me = percpu::index();
+    // Address spaces exist only once this CPU's block is set up.
+    let me = percpu::running_index();
     ACTIVE.activate(me, &space.cpus);
     let mut value = space.root;
     if pcid_enabled() {

@@ -208,7 +208,12 @@ impl Threads for crate::Cpu {
 
     #[inline(always)]
     fn current_thread() -> usize {
-        percpu::current().current_thread()
+        percpu::current_thread()
+    }
+
+    #[inline(always)]
+    fn running_cpu() -> u32 {
+        percpu::running_index()
     }
 }
 

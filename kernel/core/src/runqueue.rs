@@ -149,12 +149,26 @@ where
         Some(self.heads[priority.index()] as usize)
     }
 
-    /// Removes and returns the first thread of the highest non-empty priority. O(1).
+    /// Removes and returns the first thread of the highest non-empty priority. O(1): the
+    /// head's unlinking written out (it has no predecessor), as the switch path runs it.
     #[inline]
     pub fn pick_next(&mut self) -> Option<usize> {
-        let thread = self.peek_next()?;
-        self.remove(thread).ok()?;
-        Some(thread)
+        let priority = usize::from(highest_bit(self.ready_priorities)?);
+        let head = *self.heads.get(priority)?;
+        let links = self.links.as_mut();
+        let link = links.get_mut(head as usize)?;
+        let next = link.next;
+        *link = QueueLink::UNQUEUED;
+        match links.get_mut(next as usize) {
+            Some(following) => following.previous = NONE,
+            None => {
+                self.tails[priority] = NONE;
+                self.ready_priorities &= !(1 << priority);
+            }
+        }
+        self.heads[priority] = next;
+        self.length -= 1;
+        Some(head as usize)
     }
 
     /// Puts `thread` at the tail of `priority`: a newly ready thread, or the running one

@@ -115,10 +115,13 @@ unsafe impl Send for Shared {}
 
 static SCHEDULER: Lock<Shared> = Lock::new(level::SCHEDULER, Shared(None));
 
-/// This CPU's index, below [`MAX_CPUS`].
+const _: () = assert!(MAX_CPUS.is_power_of_two());
+
+/// This CPU's index, below [`MAX_CPUS`] (the mask only tells the compiler so: indices are
+/// below it). The scheduler runs on CPUs whose per-CPU block is set up.
 #[inline(always)]
 fn this_cpu() -> usize {
-    (Cpu::cpu_index() as usize).min(MAX_CPUS - 1)
+    Cpu::running_cpu() as usize & (MAX_CPUS - 1)
 }
 
 impl Scheduler {
@@ -841,15 +844,26 @@ pub fn reschedule_interrupt() {
     }
 }
 
+/// The scheduler behind `guard`, as a pointer that outlives the borrow (so the guard can
+/// be handed over while it is used).
+#[inline(always)]
+fn scheduler_ptr(guard: &mut LockGuard<'static, Shared>) -> *mut Scheduler {
+    guard.0.as_mut().expect("scheduler not initialized")
+}
+
 /// Give this CPU to the next thread (see the module docs), taking `guard` over.
 fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
-    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    let pointer = scheduler_ptr(&mut guard);
+    // SAFETY: the scheduler lives in a static and `guard` holds its lock until it is handed
+    // over in `switch_locked`, after the last use of this reference.
+    let scheduler = unsafe { &mut *pointer };
     let cpu = this_cpu();
     let current = scheduler.cpus[cpu].current;
     let idle = scheduler.cpus[cpu].idle;
     let Some(thread) = scheduler.thread(current) else {
         return;
     };
+    let from: *mut Thread = thread;
     let priority = thread.priority;
     let allowed_here = thread.affinity & (1 << cpu) != 0;
     match reason {
@@ -870,32 +884,42 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
         }
         _ => {}
     }
-    let Some(thread) = scheduler.thread(current) else {
-        return;
-    };
+    // SAFETY: `from` is the running thread's record, boxed in the table under the held
+    // lock; no other reference to it is live across these writes.
+    let thread = unsafe { &mut *from };
     match reason {
         Reason::Yield => thread.state = State::Ready,
         Reason::Block => {}
         Reason::Exit => thread.state = State::Dead,
     }
     if reason == Reason::Yield && current != idle {
-        scheduler.enqueue_from(current, cpu);
+        if allowed_here {
+            // `enqueue_from`'s common case, written out: it runs here and may stay, so
+            // it goes to the back of this CPU's queue (no other CPU to interrupt).
+            // why: a running thread is in no queue, so enqueue cannot fail.
+            let _ = scheduler.cpus[cpu].queue.enqueue(current, priority);
+        } else {
+            scheduler.enqueue_from(current, cpu);
+        }
     }
     let next = scheduler.pick_next(cpu).unwrap_or(idle);
     scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
     if next == current {
-        if let Some(thread) = scheduler.thread(current) {
-            thread.state = State::Running;
-        }
+        // SAFETY: as above.
+        unsafe { (*from).state = State::Running };
         return;
     }
     if reason == Reason::Exit {
         scheduler.cpus[cpu].dead = Some(current);
         AFTER_SWITCH.fetch_or(DEAD_PENDING, Ordering::Relaxed);
     }
-    // SAFETY: `current` and `next` are threads of the table (checked above / picked), and
-    // the lock is held.
-    unsafe { switch_locked(guard, cpu, current, next, false) };
+    let Some(to) = scheduler.thread(next) else {
+        unreachable!("a picked thread is in the table");
+    };
+    let to: *mut Thread = to;
+    // SAFETY: `current` and `next` are threads of the table (checked above / picked),
+    // `from` and `to` their records, and the lock is held.
+    unsafe { switch_locked(guard, scheduler, cpu, current, next, from, to, false) };
 }
 
 /// Make `next` the running thread of `cpu` in place of `current` (whose state the caller
@@ -907,22 +931,30 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
 /// `current` is the running thread of this CPU `cpu` and `next` a thread of the table that
 /// is not running anywhere, ready or blocked, whose context was made by `prepare_context`
 /// or saved by an earlier switch; `guard` is the scheduler lock; interrupts are masked.
+/// `scheduler` is the one `guard` locks; `from` and `to` are the records of `current` and
+/// `next` in its table.
 #[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the switch path passes what it looked up"
+)]
 unsafe fn switch_locked(
-    mut guard: LockGuard<'static, Shared>,
+    guard: LockGuard<'static, Shared>,
+    scheduler: &mut Scheduler,
     cpu: usize,
     current: usize,
     next: usize,
+    from: *mut Thread,
+    to: *mut Thread,
     check_space: bool,
 ) {
-    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
     scheduler.cpus[cpu].current = next;
     #[cfg(feature = "lockcheck")]
     {
         scheduler.cpus[cpu].previous = current;
     }
-    let from: *mut Thread = scheduler.thread(current).expect("current exists");
-    let to: *mut Thread = scheduler.thread(next).expect("next exists");
+    #[cfg(not(feature = "lockcheck"))]
+    let _ = current;
     // SAFETY: both threads are boxed in the table, which the held lock protects; they are
     // distinct (`next` is not running, `current` is).
     let (from, to) = unsafe { (&mut *from, &mut *to) };
@@ -987,22 +1019,28 @@ unsafe fn switch_locked(
 /// when the running thread is woken again (at once when it was not blocked).
 pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapFrame)) {
     let mut guard = SCHEDULER.lock();
-    let scheduler = guard.0.as_mut().expect("scheduler not initialized");
+    let pointer = scheduler_ptr(&mut guard);
+    // SAFETY: as in `reschedule`: the lock is held until it is handed over or dropped,
+    // after the last use.
+    let scheduler = unsafe { &mut *pointer };
     let cpu = this_cpu();
     let current = scheduler.cpus[cpu].current;
     if let Some(frame) = saved_user_frame(scheduler, next) {
         // SAFETY: see `saved_user_frame`; the lock is held for the whole edit.
         write(unsafe { &mut *frame });
-        let blocked = scheduler
+        let from: Option<*mut Thread> = scheduler
             .thread(current)
-            .is_some_and(|thread| thread.state == State::Blocked);
-        let here = scheduler
+            .filter(|thread| thread.state == State::Blocked)
+            .map(|thread| thread as *mut Thread);
+        let to: Option<*mut Thread> = scheduler
             .thread(next)
-            .is_some_and(|thread| thread.affinity & (1 << cpu) != 0);
-        if blocked && here && !scheduler.is_running(next) {
+            .filter(|thread| thread.affinity & (1 << cpu) != 0 && !thread.running)
+            .map(|thread| thread as *mut Thread);
+        if let (Some(from), Some(to)) = (from, to) {
             // SAFETY: `current` runs here, `next` is blocked and not running anywhere, its
-            // context saved by the switch that blocked it; the lock is held.
-            unsafe { switch_locked(guard, cpu, current, next, true) };
+            // context saved by the switch that blocked it; `from` and `to` are their
+            // records; the lock is held.
+            unsafe { switch_locked(guard, scheduler, cpu, current, next, from, to, true) };
             return;
         }
         make_ready(scheduler, next);
@@ -1388,36 +1426,42 @@ pub fn saved_user_position(id: usize) -> Option<(u64, u64, u64, u64)> {
 /// The scheduler, locked for an IPC hand-off ([`lock_for_handoff`]).
 pub struct Handoff {
     guard: LockGuard<'static, Shared>,
+    /// The scheduler `guard` locks (checked to exist once, at the lock).
+    scheduler: *mut Scheduler,
+    /// The running thread, read once.
+    current: usize,
 }
 
 /// Lock the scheduler for an IPC hand-off; `None` before [`init`].
 #[inline(always)]
 pub fn lock_for_handoff() -> Option<Handoff> {
-    let guard = SCHEDULER.lock();
-    guard.0.as_ref()?;
-    Some(Handoff { guard })
+    let mut guard = SCHEDULER.lock();
+    let scheduler: *mut Scheduler = guard.0.as_mut()?;
+    Some(Handoff {
+        guard,
+        scheduler,
+        current: current(),
+    })
 }
 
 impl Handoff {
     #[inline(always)]
     fn scheduler(&mut self) -> &mut Scheduler {
-        // why: `lock_for_handoff` checked that the scheduler exists.
-        match self.guard.0.as_mut() {
-            Some(scheduler) => scheduler,
-            None => unreachable!(),
-        }
+        // SAFETY: `scheduler` points at the scheduler in its static, whose lock `guard`
+        // holds for as long as `self` lives; `&mut self` makes this borrow the only one.
+        unsafe { &mut *self.scheduler }
     }
 
     /// The running thread's id.
     #[inline(always)]
     pub fn current(&mut self) -> usize {
-        current()
+        self.current
     }
 
     /// The running thread's process (no reference taken: valid while the lock is held).
     #[inline(always)]
     pub fn current_process(&mut self) -> Option<&Process> {
-        let current = current();
+        let current = self.current;
         self.scheduler().thread(current)?.process.as_deref()
     }
 
@@ -1449,10 +1493,12 @@ impl Handoff {
     /// ready and this returns. The address space is activated only when `next` is in
     /// another process. Returns when the running thread is woken again.
     #[inline(always)]
-    pub fn switch(mut self, next: usize) {
+    pub fn switch(self, next: usize) {
         let cpu = this_cpu();
-        let current = current();
-        let scheduler = self.scheduler();
+        let current = self.current;
+        // SAFETY: as in `Handoff::scheduler`; `self.guard` is handed over or dropped only
+        // after the last use of this reference.
+        let scheduler = unsafe { &mut *self.scheduler };
         let Some(from) = scheduler.thread(current) else {
             return;
         };
@@ -1461,14 +1507,17 @@ impl Handoff {
             return;
         }
         from.state = State::Blocked;
-        let here = scheduler
+        let from: *mut Thread = from;
+        let to = scheduler
             .thread(next)
-            .is_some_and(|to| to.affinity & (1 << cpu) != 0 && !to.running);
-        if here {
+            .filter(|to| to.affinity & (1 << cpu) != 0 && !to.running)
+            .map(|to| to as *mut Thread);
+        if let Some(to) = to {
             // SAFETY: `current` runs here; `next` is a blocked thread of the table (checked
             // by `blocked_frame` under this lock) that is not running anywhere, its context
-            // saved by the switch that blocked it; the lock is held.
-            unsafe { switch_locked(self.guard, cpu, current, next, true) };
+            // saved by the switch that blocked it; `from` and `to` are their records; the
+            // lock is held.
+            unsafe { switch_locked(self.guard, scheduler, cpu, current, next, from, to, true) };
             return;
         }
         make_ready(scheduler, next);

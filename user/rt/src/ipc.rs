@@ -16,10 +16,12 @@ pub struct Received {
     pub words: [u64; 4],
 }
 
+#[inline]
 fn status(registers: &IpcRegisters) -> Result<(), Error> {
     result((registers.status, 0)).map(drop)
 }
 
+#[inline]
 fn received(registers: IpcRegisters) -> Result<Received, Error> {
     status(&registers)?;
     Ok(Received {
@@ -37,6 +39,7 @@ pub fn ipc_raw(call: Syscall, handle: u64, info: u64, words: [u64; 4]) -> Result
 }
 
 /// `send`: block until a receiver takes the message.
+#[inline]
 pub fn send(endpoint: Handle, info: MessageInfo, words: [u64; 4]) -> Result<(), Error> {
     status(&raw::ipc(
         Syscall::Send.number(),
@@ -47,6 +50,7 @@ pub fn send(endpoint: Handle, info: MessageInfo, words: [u64; 4]) -> Result<(), 
 }
 
 /// `call`: send and wait for the reply.
+#[inline]
 pub fn call(endpoint: Handle, info: MessageInfo, words: [u64; 4]) -> Result<Received, Error> {
     received(raw::ipc(
         Syscall::Call.number(),
@@ -57,16 +61,19 @@ pub fn call(endpoint: Handle, info: MessageInfo, words: [u64; 4]) -> Result<Rece
 }
 
 /// `recv`: wait for a message.
+#[inline]
 pub fn recv(endpoint: Handle) -> Result<Received, Error> {
     received(raw::ipc(Syscall::Recv.number(), endpoint.raw(), 0, [0; 4]))
 }
 
 /// `reply`: answer the last caller.
+#[inline]
 pub fn reply(info: MessageInfo, words: [u64; 4]) -> Result<(), Error> {
     status(&raw::ipc(Syscall::Reply.number(), 0, info.raw(), words))
 }
 
 /// `reply_recv`: answer the last caller (if any), then wait for the next message.
+#[inline]
 pub fn reply_recv(endpoint: Handle, info: MessageInfo, words: [u64; 4]) -> Result<Received, Error> {
     received(raw::ipc(
         Syscall::ReplyRecv.number(),
@@ -125,17 +132,20 @@ pub fn notification_create() -> Result<Handle, Error> {
 }
 
 /// `signal`: OR `bits` into the notification.
+#[inline]
 pub fn signal(notification: Handle, bits: u64) -> Result<(), Error> {
-    syscall(
+    crate::result(raw::syscall2(
         Syscall::Signal.number(),
-        [notification.raw(), bits, 0, 0, 0, 0],
-    )
+        notification.raw(),
+        bits,
+    ))
     .map(drop)
 }
 
 /// `wait`: block until bits are pending; returns them (cleared).
+#[inline]
 pub fn wait(notification: Handle) -> Result<u64, Error> {
-    syscall(Syscall::Wait.number(), [notification.raw(), 0, 0, 0, 0, 0])
+    crate::result(raw::syscall2(Syscall::Wait.number(), notification.raw(), 0))
 }
 
 /// `poll`: the pending bits (cleared), without blocking.

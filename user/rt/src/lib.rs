@@ -34,6 +34,7 @@ extern crate alloc;
 use abi::{Error, Syscall};
 
 /// A system call's results as a `Result`: the first register is `0` or an error code.
+#[inline]
 fn result((status, value): (u64, u64)) -> Result<u64, Error> {
     if status == 0 {
         return Ok(value);
@@ -65,8 +66,9 @@ pub fn ipc_registers(number: u64, handle: u64, info: u64, words: [u64; 4]) -> ra
 pub use raw::IpcRegisters;
 
 /// The null system call: enters the kernel and comes back with 0.
+#[inline]
 pub fn null() -> Result<u64, Error> {
-    syscall(Syscall::Null.number(), [0; 6])
+    result(raw::syscall2(Syscall::Null.number(), 0, 0))
 }
 
 /// Print `text` as one line of the kernel log. Returns the bytes written.
@@ -80,8 +82,9 @@ pub fn debug_write_raw(pointer: u64, length: u64) -> Result<u64, Error> {
 }
 
 /// Let other threads of the same priority run.
+#[inline]
 pub fn yield_now() -> Result<u64, Error> {
-    syscall(Syscall::Yield.number(), [0; 6])
+    result(raw::syscall2(Syscall::Yield.number(), 0, 0))
 }
 
 /// Map `length` bytes of zeroed memory at `address` (`flags`: [`abi::MAP_WRITE`] or

@@ -2,6 +2,7 @@
 
 /// Trap into the kernel with `number` and six arguments; returns the two result registers.
 #[cfg(target_arch = "x86_64")]
+#[inline]
 pub fn syscall(number: u64, arguments: [u64; 6]) -> (u64, u64) {
     let first: u64;
     let second: u64;
@@ -29,6 +30,7 @@ pub fn syscall(number: u64, arguments: [u64; 6]) -> (u64, u64) {
 
 /// Trap into the kernel with `number` and six arguments; returns the two result registers.
 #[cfg(target_arch = "aarch64")]
+#[inline]
 pub fn syscall(number: u64, arguments: [u64; 6]) -> (u64, u64) {
     let first: u64;
     let second: u64;
@@ -62,6 +64,7 @@ pub struct IpcRegisters {
 /// Trap into the kernel with an IPC call: `handle`, `info`, four message words in, the
 /// IPC result registers out (`abi::ipc`).
 #[cfg(target_arch = "x86_64")]
+#[inline]
 pub fn ipc(number: u64, handle: u64, info: u64, words: [u64; 4]) -> IpcRegisters {
     let mut out = IpcRegisters::default();
     // SAFETY: `syscall` enters the kernel, which validates every argument and returns with
@@ -89,6 +92,7 @@ pub fn ipc(number: u64, handle: u64, info: u64, words: [u64; 4]) -> IpcRegisters
 /// Trap into the kernel with an IPC call: `handle`, `info`, four message words in, the
 /// IPC result registers out (`abi::ipc`).
 #[cfg(target_arch = "aarch64")]
+#[inline]
 pub fn ipc(number: u64, handle: u64, info: u64, words: [u64; 4]) -> IpcRegisters {
     let mut out = IpcRegisters::default();
     // SAFETY: `svc #0` enters the kernel, which validates every argument and returns with
@@ -109,4 +113,49 @@ pub fn ipc(number: u64, handle: u64, info: u64, words: [u64; 4]) -> IpcRegisters
         );
     }
     out
+}
+
+/// Trap into the kernel with `number` and the first two arguments only: the other argument
+/// registers go in as they are (the kernel restores every register it does not return a
+/// result in, and the calls that use this read no other argument).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn syscall2(number: u64, first: u64, second: u64) -> (u64, u64) {
+    let status: u64;
+    let value: u64;
+    // SAFETY: `syscall` clobbers RCX and R11 (declared); the kernel returns in RAX and RDX
+    // and restores every other register (DESIGN.md §6).
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") number => status,
+            in("rdi") first,
+            in("rsi") second,
+            lateout("rdx") value,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    (status, value)
+}
+
+/// See the x86_64 version.
+#[cfg(target_arch = "aarch64")]
+#[inline]
+pub fn syscall2(number: u64, first: u64, second: u64) -> (u64, u64) {
+    let status: u64;
+    let value: u64;
+    // SAFETY: `svc` returns in x0 and x1 and the kernel restores every other register
+    // (DESIGN.md §6).
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            in("x8") number,
+            inlateout("x0") first => status,
+            inlateout("x1") second => value,
+            options(nostack),
+        );
+    }
+    (status, value)
 }
