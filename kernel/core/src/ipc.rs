@@ -25,6 +25,7 @@
 //! table, a thread that is already queued) is an error that changes nothing.
 
 use abi::Error;
+use alloc::vec::Vec;
 
 /// A thread, by its index in the kernel's thread table.
 pub type ThreadId = usize;
@@ -62,13 +63,38 @@ struct Link {
     queued: bool,
 }
 
-/// Per-thread IPC state for `N` thread ids.
+/// Per-thread IPC state for thread ids `0..capacity`; the table grows with the thread ids
+/// ([`Ipc::grow`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ipc<const N: usize> {
-    state: [State; N],
-    reply: [ReplySlot; N],
-    links: [Link; N],
+pub struct Ipc {
+    state: Vec<State>,
+    reply: Vec<ReplySlot>,
+    links: Vec<Link>,
 }
+
+/// The storage of a bigger [`Ipc`], allocated with no lock held.
+pub struct Spare {
+    state: Vec<State>,
+    reply: Vec<ReplySlot>,
+    links: Vec<Link>,
+}
+
+impl Spare {
+    /// Room for `capacity` thread ids, or the allocator's refusal.
+    pub fn room(capacity: usize) -> Result<Self, alloc::collections::TryReserveError> {
+        Ok(Self {
+            state: crate::table::room(capacity)?,
+            reply: crate::table::room(capacity)?,
+            links: crate::table::room(capacity)?,
+        })
+    }
+}
+
+const UNLINKED: Link = Link {
+    previous: NONE,
+    next: NONE,
+    queued: false,
+};
 
 /// Which kind of thread waits in a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,22 +200,45 @@ impl From<ReplyError> for Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadThread;
 
-impl<const N: usize> Default for Ipc<N> {
+impl Default for Ipc {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const N: usize> Ipc<N> {
+impl Ipc {
+    /// A table serving no thread id yet ([`Ipc::grow`]).
     pub const fn new() -> Self {
         Self {
-            state: [State::Idle; N],
-            reply: [ReplySlot::Empty; N],
-            links: [Link {
-                previous: NONE,
-                next: NONE,
-                queued: false,
-            }; N],
+            state: Vec::new(),
+            reply: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+
+    /// Thread ids served (`0..capacity`); every operation refuses the others.
+    #[inline(always)]
+    pub fn capacity(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Serve thread ids `0..capacity` from `spare`'s storage; returns the storage to free.
+    /// Nothing changes when the table is that long already or `spare` has too little room.
+    /// No allocation.
+    pub fn grow(&mut self, spare: Spare, capacity: usize) -> Spare {
+        if capacity <= self.capacity()
+            || spare.state.capacity() < capacity
+            || spare.reply.capacity() < capacity
+            || spare.links.capacity() < capacity
+        {
+            return spare;
+        }
+        Spare {
+            state: crate::table::move_into(&mut self.state, spare.state, capacity, || State::Idle),
+            reply: crate::table::move_into(&mut self.reply, spare.reply, capacity, || {
+                ReplySlot::Empty
+            }),
+            links: crate::table::move_into(&mut self.links, spare.links, capacity, || UNLINKED),
         }
     }
 
@@ -296,7 +345,7 @@ impl<const N: usize> Ipc<N> {
             return None;
         }
         let receiver = queue.head as usize;
-        if receiver >= N || !admit(receiver) {
+        if receiver >= self.links.len() || !admit(receiver) {
             return None;
         }
         // Pop the head.
@@ -384,12 +433,28 @@ impl<const N: usize> Ipc<N> {
     /// The endpoint lost its last receive-capable capability: every queued thread is
     /// unlinked, made idle and passed to `woken` (to be woken with `PeerDied`), and every
     /// later send fails.
-    pub fn close(&mut self, queue: &mut EndpointQueue, mut woken: impl FnMut(ThreadId)) {
+    pub fn close(&mut self, queue: &mut EndpointQueue, woken: impl FnMut(ThreadId)) {
+        self.close_at_most(queue, usize::MAX, woken);
+    }
+
+    /// [`Ipc::close`] for at most `most` of the queued threads: the endpoint is closed and
+    /// those threads are unlinked and passed to `woken`; whether threads are left queued
+    /// (call again, under a later lock, for the next ones: no thread joins a closed queue).
+    pub fn close_at_most(
+        &mut self,
+        queue: &mut EndpointQueue,
+        most: usize,
+        mut woken: impl FnMut(ThreadId),
+    ) -> bool {
         queue.closed = true;
-        while let Some(thread) = self.pop(queue) {
+        for _ in 0..most {
+            let Some(thread) = self.pop(queue) else {
+                return false;
+            };
             self.state[thread] = State::Idle;
             woken(thread);
         }
+        queue.head != NONE
     }
 
     /// `thread` dies. `queue` is the queue it waits in, if any (the kernel knows which).
@@ -400,7 +465,7 @@ impl<const N: usize> Ipc<N> {
         thread: ThreadId,
         queue: Option<&mut EndpointQueue>,
     ) -> Option<ThreadId> {
-        if thread >= N {
+        if thread >= self.capacity() {
             return None;
         }
         if let Some(queue) = queue {
@@ -542,7 +607,58 @@ impl NotificationState {
 mod tests {
     use super::*;
 
-    type Table = Ipc<8>;
+    struct Table;
+
+    impl Table {
+        /// A table for thread ids `0..8`.
+        fn new() -> Ipc {
+            sized(8)
+        }
+    }
+
+    fn sized(capacity: usize) -> Ipc {
+        let mut ipc = Ipc::new();
+        let _ = ipc.grow(Spare::room(capacity).unwrap(), capacity);
+        assert_eq!(ipc.capacity(), capacity);
+        ipc
+    }
+
+    #[test]
+    fn close_in_batches_wakes_everyone_once() {
+        let mut ipc = sized(8);
+        let mut queue = EndpointQueue::new();
+        for thread in 1..6 {
+            assert_eq!(
+                ipc.send(&mut queue, thread, 0, false),
+                Ok(SendOutcome::Queued)
+            );
+        }
+        let mut woken = Vec::new();
+        assert!(ipc.close_at_most(&mut queue, 2, |thread| woken.push(thread)));
+        assert_eq!(ipc.send(&mut queue, 6, 0, false), Err(SendError::PeerDied));
+        assert!(ipc.close_at_most(&mut queue, 2, |thread| woken.push(thread)));
+        assert!(!ipc.close_at_most(&mut queue, 2, |thread| woken.push(thread)));
+        assert_eq!(woken, [1, 2, 3, 4, 5]);
+        assert!((1..6).all(|thread| ipc.state(thread) == Some(State::Idle)));
+    }
+
+    #[test]
+    fn growing_keeps_queues_and_reply_slots() {
+        let mut ipc = sized(2);
+        let mut queue = EndpointQueue::new();
+        assert_eq!(
+            ipc.receive(&mut queue, 1),
+            Ok((ReceiveOutcome::Queued, None))
+        );
+        assert_eq!(ipc.send(&mut queue, 5, 0, true), Err(SendError::BadThread));
+        let _ = ipc.grow(Spare::room(8).unwrap(), 8);
+        assert_eq!(
+            ipc.send(&mut queue, 5, 0, true),
+            Ok(SendOutcome::Delivered { receiver: 1 })
+        );
+        assert_eq!(ipc.reply(1), Ok(5));
+        assert_eq!(ipc.state(5), Some(State::Idle));
+    }
 
     #[test]
     fn receiver_first_then_sender() {
@@ -900,7 +1016,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let mut ipc = Ipc::<16>::new();
+        let mut ipc = sized(16);
         let mut queue = EndpointQueue::new();
         let mut blocked_senders = std::collections::VecDeque::new();
         let mut blocked_receivers = std::collections::VecDeque::new();
