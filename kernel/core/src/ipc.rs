@@ -607,13 +607,9 @@ impl NotificationState {
 mod tests {
     use super::*;
 
-    struct Table;
-
-    impl Table {
-        /// A table for thread ids `0..8`.
-        fn new() -> Ipc {
-            sized(8)
-        }
+    /// A table for thread ids `0..8`.
+    fn table() -> Ipc {
+        sized(8)
     }
 
     fn sized(capacity: usize) -> Ipc {
@@ -662,7 +658,7 @@ mod tests {
 
     #[test]
     fn receiver_first_then_sender() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         assert_eq!(
             ipc.receive(&mut queue, 1),
@@ -684,7 +680,7 @@ mod tests {
     /// `has_sender`/`has_receiver` say which kind waits.
     #[test]
     fn first_names_the_thread_the_next_rendezvous_meets() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         assert_eq!(queue.first(), None);
         assert!(!queue.has_sender() && !queue.has_receiver());
@@ -719,7 +715,7 @@ mod tests {
     /// (changing nothing) whenever those would not meet at once or `admit` says no.
     #[test]
     fn fast_paths_equal_the_general_operations() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         // Two receivers queue (1 then 3); caller 2 meets the first.
         ipc.receive(&mut queue, 1).unwrap();
@@ -772,7 +768,7 @@ mod tests {
 
     #[test]
     fn sender_first_then_receiver_gets_badge() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         assert_eq!(
             ipc.send(&mut queue, 3, 0xbad9e, false),
@@ -802,7 +798,7 @@ mod tests {
 
     #[test]
     fn waiters_are_served_in_order() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         for (sender, badge) in [(1, 10), (2, 20), (3, 30)] {
             assert_eq!(
@@ -843,7 +839,7 @@ mod tests {
 
     #[test]
     fn call_and_reply_both_orders() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         // Server waits first.
         ipc.receive(&mut queue, 1).unwrap();
@@ -878,7 +874,7 @@ mod tests {
 
     #[test]
     fn reply_without_caller_is_refused() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         assert_eq!(ipc.reply(1), Err(ReplyError::NoCaller));
         assert_eq!(ipc.reply(100), Err(ReplyError::NoCaller));
         assert_eq!(Error::from(ReplyError::NoCaller), Error::InvalidArgument);
@@ -887,7 +883,7 @@ mod tests {
 
     #[test]
     fn receiving_again_abandons_an_unanswered_caller() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         ipc.send(&mut queue, 2, 0, true).unwrap();
         ipc.receive(&mut queue, 1).unwrap();
@@ -900,7 +896,7 @@ mod tests {
 
     #[test]
     fn closed_endpoint_wakes_senders_and_refuses_more() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         ipc.send(&mut queue, 1, 0, true).unwrap();
         ipc.send(&mut queue, 2, 0, false).unwrap();
@@ -919,7 +915,7 @@ mod tests {
 
     #[test]
     fn server_death_wakes_its_caller() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         ipc.receive(&mut queue, 1).unwrap();
         ipc.send(&mut queue, 2, 0, true).unwrap();
@@ -934,7 +930,7 @@ mod tests {
 
     #[test]
     fn caller_death_leaves_a_dead_reply_slot() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         ipc.receive(&mut queue, 1).unwrap();
         ipc.send(&mut queue, 2, 0, true).unwrap();
@@ -945,7 +941,7 @@ mod tests {
 
     #[test]
     fn a_queued_thread_that_dies_leaves_the_queue() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         for sender in [1, 2, 3] {
             ipc.send(&mut queue, sender, sender as u64, false).unwrap();
@@ -963,7 +959,7 @@ mod tests {
 
     #[test]
     fn bad_threads_change_nothing() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         assert_eq!(ipc.send(&mut queue, 8, 0, false), Err(SendError::BadThread));
         assert_eq!(ipc.receive(&mut queue, usize::MAX), Err(BadThread));
@@ -984,7 +980,7 @@ mod tests {
 
     #[test]
     fn notification_bits_accumulate_and_wake_waiters() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut notification = NotificationState::new();
         assert_eq!(ipc.signal(&mut notification, 0b01), None);
         assert_eq!(ipc.signal(&mut notification, 0b10), None);
