@@ -67,25 +67,33 @@ struct Link {
 /// ([`Ipc::grow`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ipc {
-    state: Vec<State>,
-    reply: Vec<ReplySlot>,
-    links: Vec<Link>,
+    entries: Vec<Entry>,
 }
+
+/// One thread's IPC state (one table of them, so a thread's whole state is one look-up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    state: State,
+    reply: ReplySlot,
+    link: Link,
+}
+
+const IDLE: Entry = Entry {
+    state: State::Idle,
+    reply: ReplySlot::Empty,
+    link: UNLINKED,
+};
 
 /// The storage of a bigger [`Ipc`], allocated with no lock held.
 pub struct Spare {
-    state: Vec<State>,
-    reply: Vec<ReplySlot>,
-    links: Vec<Link>,
+    entries: Vec<Entry>,
 }
 
 impl Spare {
     /// Room for `capacity` thread ids, or the allocator's refusal.
     pub fn room(capacity: usize) -> Result<Self, alloc::collections::TryReserveError> {
         Ok(Self {
-            state: crate::table::room(capacity)?,
-            reply: crate::table::room(capacity)?,
-            links: crate::table::room(capacity)?,
+            entries: crate::table::room(capacity)?,
         })
     }
 }
@@ -114,12 +122,14 @@ pub struct EndpointQueue {
 }
 
 impl Default for EndpointQueue {
+    #[inline]
     fn default() -> Self {
         Self::new()
     }
 }
 
 impl EndpointQueue {
+    #[inline]
     pub const fn new() -> Self {
         Self {
             head: NONE,
@@ -130,21 +140,25 @@ impl EndpointQueue {
     }
 
     /// Whether [`Ipc::close`] was called: every send fails with `PeerDied`.
+    #[inline]
     pub const fn is_closed(&self) -> bool {
         self.closed
     }
 
     /// Whether a receiver waits (the fast path's first test).
+    #[inline]
     pub const fn has_receiver(&self) -> bool {
         matches!(self.waiting, Waiting::Receivers)
     }
 
     /// Whether a sender waits (a receive would meet it at once).
+    #[inline]
     pub const fn has_sender(&self) -> bool {
         matches!(self.waiting, Waiting::Senders)
     }
 
     /// The thread at the head of the queue (the one the next rendezvous meets), if any.
+    #[inline]
     pub const fn first(&self) -> Option<ThreadId> {
         match self.head {
             NONE => None,
@@ -188,6 +202,7 @@ pub enum ReplyError {
 }
 
 impl From<ReplyError> for Error {
+    #[inline]
     fn from(error: ReplyError) -> Self {
         match error {
             ReplyError::NoCaller => Error::InvalidArgument,
@@ -201,6 +216,7 @@ impl From<ReplyError> for Error {
 pub struct BadThread;
 
 impl Default for Ipc {
+    #[inline]
     fn default() -> Self {
         Self::new()
     }
@@ -208,56 +224,51 @@ impl Default for Ipc {
 
 impl Ipc {
     /// A table serving no thread id yet ([`Ipc::grow`]).
+    #[inline]
     pub const fn new() -> Self {
         Self {
-            state: Vec::new(),
-            reply: Vec::new(),
-            links: Vec::new(),
+            entries: Vec::new(),
         }
     }
 
     /// Thread ids served (`0..capacity`); every operation refuses the others.
     #[inline(always)]
     pub fn capacity(&self) -> usize {
-        self.state.len()
+        self.entries.len()
     }
 
     /// Serve thread ids `0..capacity` from `spare`'s storage; returns the storage to free.
     /// Nothing changes when the table is that long already or `spare` has too little room.
     /// No allocation.
+    #[inline]
     pub fn grow(&mut self, spare: Spare, capacity: usize) -> Spare {
-        if capacity <= self.capacity()
-            || spare.state.capacity() < capacity
-            || spare.reply.capacity() < capacity
-            || spare.links.capacity() < capacity
-        {
-            return spare;
-        }
         Spare {
-            state: crate::table::move_into(&mut self.state, spare.state, capacity, || State::Idle),
-            reply: crate::table::move_into(&mut self.reply, spare.reply, capacity, || {
-                ReplySlot::Empty
-            }),
-            links: crate::table::move_into(&mut self.links, spare.links, capacity, || UNLINKED),
+            entries: crate::table::move_into(&mut self.entries, spare.entries, capacity, || IDLE),
         }
     }
 
+    #[inline]
     pub fn state(&self, thread: ThreadId) -> Option<State> {
-        self.state.get(thread).copied()
+        self.entries.get(thread).map(|entry| entry.state)
     }
 
+    #[inline]
     pub fn reply_slot(&self, thread: ThreadId) -> Option<ReplySlot> {
-        self.reply.get(thread).copied()
+        self.entries.get(thread).map(|entry| entry.reply)
     }
 
     /// Whether `thread` is linked into a queue (an endpoint's or a notification's).
+    #[inline]
     pub fn is_queued(&self, thread: ThreadId) -> bool {
-        self.links.get(thread).is_some_and(|link| link.queued)
+        self.entries
+            .get(thread)
+            .is_some_and(|entry| entry.link.queued)
     }
 
+    #[inline]
     fn check_idle(&self, thread: ThreadId) -> Result<u32, BadThread> {
-        match self.state.get(thread) {
-            Some(State::Idle) if !self.links[thread].queued => {
+        match self.entries.get(thread) {
+            Some(entry) if entry.state == State::Idle && !entry.link.queued => {
                 u32::try_from(thread).map_err(|_| BadThread)
             }
             _ => Err(BadThread),
@@ -266,6 +277,7 @@ impl Ipc {
 
     /// `sender` sends (a call when `call`) with `badge` on `queue`. `Err(PeerDied)` when
     /// the endpoint is closed.
+    #[inline]
     pub fn send(
         &mut self,
         queue: &mut EndpointQueue,
@@ -279,21 +291,22 @@ impl Ipc {
         }
         if queue.waiting == Waiting::Receivers {
             let receiver = self.pop(queue).ok_or(SendError::BadThread)?;
-            self.state[receiver] = State::Idle;
+            self.entries[receiver].state = State::Idle;
             if call {
-                self.state[sender] = State::AwaitingReply { server: receiver };
-                self.reply[receiver] = ReplySlot::Caller(sender);
+                self.entries[sender].state = State::AwaitingReply { server: receiver };
+                self.entries[receiver].reply = ReplySlot::Caller(sender);
             }
             return Ok(SendOutcome::Delivered { receiver });
         }
         self.push(queue, sender, Waiting::Senders);
-        self.state[sender] = State::Sending { badge, call };
+        self.entries[sender].state = State::Sending { badge, call };
         Ok(SendOutcome::Queued)
     }
 
     /// `receiver` receives on `queue`. Receiving replaces whatever reply slot it held (an
     /// unanswered caller there is returned as `abandoned`, to be woken with `PeerDied`,
     /// so no caller waits forever on a server that moved on).
+    #[inline]
     pub fn receive(
         &mut self,
         queue: &mut EndpointQueue,
@@ -303,14 +316,14 @@ impl Ipc {
         let abandoned = self.take_reply(receiver);
         if queue.waiting == Waiting::Senders {
             let sender = self.pop(queue).ok_or(BadThread)?;
-            let State::Sending { badge, call } = self.state[sender] else {
+            let State::Sending { badge, call } = self.entries[sender].state else {
                 return Err(BadThread);
             };
             if call {
-                self.state[sender] = State::AwaitingReply { server: receiver };
-                self.reply[receiver] = ReplySlot::Caller(sender);
+                self.entries[sender].state = State::AwaitingReply { server: receiver };
+                self.entries[receiver].reply = ReplySlot::Caller(sender);
             } else {
-                self.state[sender] = State::Idle;
+                self.entries[sender].state = State::Idle;
             }
             return Ok((
                 ReceiveOutcome::Received {
@@ -322,7 +335,7 @@ impl Ipc {
             ));
         }
         self.push(queue, receiver, Waiting::Receivers);
-        self.state[receiver] = State::Receiving;
+        self.entries[receiver].state = State::Receiving;
         Ok((ReceiveOutcome::Queued, abandoned))
     }
 
@@ -341,31 +354,35 @@ impl Ipc {
         if queue.waiting != Waiting::Receivers || queue.closed {
             return None;
         }
-        if self.state.get(sender) != Some(&State::Idle) || self.links[sender].queued {
+        if !self
+            .entries
+            .get(sender)
+            .is_some_and(|entry| entry.state == State::Idle && !entry.link.queued)
+        {
             return None;
         }
         let receiver = queue.head as usize;
-        if receiver >= self.links.len() || !admit(receiver) {
+        if receiver >= self.entries.len() || !admit(receiver) {
             return None;
         }
         // Pop the head.
-        let next = self.links[receiver].next;
+        let next = self.entries[receiver].link.next;
         queue.head = next;
         match next {
             NONE => {
                 queue.tail = NONE;
                 queue.waiting = Waiting::Nobody;
             }
-            next => self.links[next as usize].previous = NONE,
+            next => self.entries[next as usize].link.previous = NONE,
         }
-        self.links[receiver] = Link {
+        self.entries[receiver].link = Link {
             previous: NONE,
             next: NONE,
             queued: false,
         };
-        self.state[receiver] = State::Idle;
-        self.state[sender] = State::AwaitingReply { server: receiver };
-        self.reply[receiver] = ReplySlot::Caller(sender);
+        self.entries[receiver].state = State::Idle;
+        self.entries[sender].state = State::AwaitingReply { server: receiver };
+        self.entries[receiver].reply = ReplySlot::Caller(sender);
         Some(receiver)
     }
 
@@ -383,28 +400,33 @@ impl Ipc {
         if queue.waiting == Waiting::Senders {
             return None;
         }
-        if self.state.get(server) != Some(&State::Idle) || self.links[server].queued {
+        if !self
+            .entries
+            .get(server)
+            .is_some_and(|entry| entry.state == State::Idle && !entry.link.queued)
+        {
             return None;
         }
-        let ReplySlot::Caller(caller) = self.reply[server] else {
+        let ReplySlot::Caller(caller) = self.entries[server].reply else {
             return None;
         };
         if !admit(caller) {
             return None;
         }
-        self.reply[server] = ReplySlot::Empty;
-        self.state[caller] = State::Idle;
+        self.entries[server].reply = ReplySlot::Empty;
+        self.entries[caller].state = State::Idle;
         self.push(queue, server, Waiting::Receivers);
-        self.state[server] = State::Receiving;
+        self.entries[server].state = State::Receiving;
         Some(caller)
     }
 
     /// Empty `server`'s reply slot; a caller found there is idle again and returned.
+    #[inline]
     fn take_reply(&mut self, server: ThreadId) -> Option<ThreadId> {
-        let slot = self.reply.get_mut(server)?;
+        let slot = &mut self.entries.get_mut(server)?.reply;
         match core::mem::replace(slot, ReplySlot::Empty) {
             ReplySlot::Caller(caller) => {
-                self.state[caller] = State::Idle;
+                self.entries[caller].state = State::Idle;
                 Some(caller)
             }
             _ => None,
@@ -413,11 +435,16 @@ impl Ipc {
 
     /// `server` replies: its reply slot is emptied and the caller, now idle, returned (copy
     /// the reply into it and wake it).
+    #[inline]
     pub fn reply(&mut self, server: ThreadId) -> Result<ThreadId, ReplyError> {
-        let slot = self.reply.get_mut(server).ok_or(ReplyError::NoCaller)?;
+        let slot = &mut self
+            .entries
+            .get_mut(server)
+            .ok_or(ReplyError::NoCaller)?
+            .reply;
         match core::mem::replace(slot, ReplySlot::Empty) {
             ReplySlot::Caller(caller) => {
-                self.state[caller] = State::Idle;
+                self.entries[caller].state = State::Idle;
                 Ok(caller)
             }
             ReplySlot::CallerDied => Err(ReplyError::CallerDied),
@@ -426,13 +453,18 @@ impl Ipc {
     }
 
     /// Whether `server` holds a live caller in its reply slot.
+    #[inline]
     pub fn has_caller(&self, server: ThreadId) -> bool {
-        matches!(self.reply.get(server), Some(ReplySlot::Caller(_)))
+        matches!(
+            self.entries.get(server).map(|entry| entry.reply),
+            Some(ReplySlot::Caller(_))
+        )
     }
 
     /// The endpoint lost its last receive-capable capability: every queued thread is
     /// unlinked, made idle and passed to `woken` (to be woken with `PeerDied`), and every
     /// later send fails.
+    #[inline]
     pub fn close(&mut self, queue: &mut EndpointQueue, woken: impl FnMut(ThreadId)) {
         self.close_at_most(queue, usize::MAX, woken);
     }
@@ -440,6 +472,7 @@ impl Ipc {
     /// [`Ipc::close`] for at most `most` of the queued threads: the endpoint is closed and
     /// those threads are unlinked and passed to `woken`; whether threads are left queued
     /// (call again, under a later lock, for the next ones: no thread joins a closed queue).
+    #[inline]
     pub fn close_at_most(
         &mut self,
         queue: &mut EndpointQueue,
@@ -451,7 +484,7 @@ impl Ipc {
             let Some(thread) = self.pop(queue) else {
                 return false;
             };
-            self.state[thread] = State::Idle;
+            self.entries[thread].state = State::Idle;
             woken(thread);
         }
         queue.head != NONE
@@ -460,6 +493,7 @@ impl Ipc {
     /// `thread` dies. `queue` is the queue it waits in, if any (the kernel knows which).
     /// Returns the caller that was waiting for this thread's reply (wake it with
     /// `PeerDied`). Afterwards the id is idle and can be reused.
+    #[inline]
     pub fn exit(
         &mut self,
         thread: ThreadId,
@@ -471,12 +505,12 @@ impl Ipc {
         if let Some(queue) = queue {
             self.unlink(queue, thread);
         }
-        if let State::AwaitingReply { server } = self.state[thread]
-            && self.reply[server] == ReplySlot::Caller(thread)
+        if let State::AwaitingReply { server } = self.entries[thread].state
+            && self.entries[server].reply == ReplySlot::Caller(thread)
         {
-            self.reply[server] = ReplySlot::CallerDied;
+            self.entries[server].reply = ReplySlot::CallerDied;
         }
-        self.state[thread] = State::Idle;
+        self.entries[thread].state = State::Idle;
         self.take_reply(thread)
     }
 
@@ -484,6 +518,7 @@ impl Ipc {
 
     /// `signal(bits)`: when a thread waits, it is dequeued and returned with the word to
     /// deliver (the word is then 0); else the bits accumulate.
+    #[inline]
     pub fn signal(
         &mut self,
         notification: &mut NotificationState,
@@ -494,12 +529,13 @@ impl Ipc {
             return None;
         }
         let waiter = self.pop(&mut notification.waiters)?;
-        self.state[waiter] = State::Idle;
+        self.entries[waiter].state = State::Idle;
         Some((waiter, core::mem::take(&mut notification.word)))
     }
 
     /// `wait`: `Ok(Some(word))` (cleared) when bits are pending, else `thread` is queued
     /// (`Ok(None)`: block it).
+    #[inline]
     pub fn wait(
         &mut self,
         notification: &mut NotificationState,
@@ -510,28 +546,30 @@ impl Ipc {
             return Ok(Some(core::mem::take(&mut notification.word)));
         }
         self.push(&mut notification.waiters, thread, Waiting::Receivers);
-        self.state[thread] = State::Waiting;
+        self.entries[thread].state = State::Waiting;
         Ok(None)
     }
 
     // ---- queue links ----
 
+    #[inline]
     fn push(&mut self, queue: &mut EndpointQueue, thread: ThreadId, kind: Waiting) {
         // why: callers checked `thread < N` (so it fits u32) through `check_idle`.
         let index = thread as u32;
-        self.links[thread] = Link {
+        self.entries[thread].link = Link {
             previous: queue.tail,
             next: NONE,
             queued: true,
         };
         match queue.tail {
             NONE => queue.head = index,
-            tail => self.links[tail as usize].next = index,
+            tail => self.entries[tail as usize].link.next = index,
         }
         queue.tail = index;
         queue.waiting = kind;
     }
 
+    #[inline]
     fn pop(&mut self, queue: &mut EndpointQueue) -> Option<ThreadId> {
         let head = queue.head;
         if head == NONE {
@@ -542,8 +580,9 @@ impl Ipc {
         Some(thread)
     }
 
+    #[inline]
     fn unlink(&mut self, queue: &mut EndpointQueue, thread: ThreadId) {
-        let Some(link) = self.links.get(thread).copied() else {
+        let Some(link) = self.entries.get(thread).map(|entry| entry.link) else {
             return;
         };
         if !link.queued {
@@ -551,13 +590,13 @@ impl Ipc {
         }
         match link.previous {
             NONE => queue.head = link.next,
-            previous => self.links[previous as usize].next = link.next,
+            previous => self.entries[previous as usize].link.next = link.next,
         }
         match link.next {
             NONE => queue.tail = link.previous,
-            next => self.links[next as usize].previous = link.previous,
+            next => self.entries[next as usize].link.previous = link.previous,
         }
-        self.links[thread] = Link {
+        self.entries[thread].link = Link {
             previous: NONE,
             next: NONE,
             queued: false,
@@ -585,6 +624,7 @@ pub struct NotificationState {
 }
 
 impl NotificationState {
+    #[inline]
     pub const fn new() -> Self {
         Self {
             word: 0,
@@ -593,11 +633,13 @@ impl NotificationState {
     }
 
     /// `poll`: the pending bits, cleared.
+    #[inline]
     pub fn poll(&mut self) -> u64 {
         core::mem::take(&mut self.word)
     }
 
     /// The queue a waiting thread sits in (for [`Ipc::exit`]).
+    #[inline]
     pub fn waiters(&mut self) -> &mut EndpointQueue {
         &mut self.waiters
     }

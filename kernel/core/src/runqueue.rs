@@ -45,6 +45,7 @@ impl Priority {
     pub const HIGHEST: Self = Self(PRIORITY_LEVELS as u8 - 1);
 
     /// The priority `level`, or `None` if it is not below [`PRIORITY_LEVELS`].
+    #[inline]
     pub const fn new(level: u8) -> Option<Self> {
         if (level as usize) < PRIORITY_LEVELS {
             Some(Self(level))
@@ -53,10 +54,12 @@ impl Priority {
         }
     }
 
+    #[inline]
     pub const fn level(self) -> u8 {
         self.0
     }
 
+    #[inline]
     const fn index(self) -> usize {
         self.0 as usize
     }
@@ -114,10 +117,12 @@ impl Heads {
         length: 0,
     };
 
+    #[inline]
     fn highest_priority(&self) -> Option<Priority> {
         highest_bit(self.ready_priorities).map(Priority)
     }
 
+    #[inline]
     fn peek_next(&self) -> Option<usize> {
         let priority = self.highest_priority()?;
         Some(self.heads[priority.index()] as usize)
@@ -125,6 +130,7 @@ impl Heads {
 
     /// Link `thread` into this queue (tagged `tag`) at the tail of `priority`, or at its
     /// head when `front`.
+    #[inline]
     fn enqueue(
         &mut self,
         links: &mut [QueueLink],
@@ -172,6 +178,7 @@ impl Heads {
     }
 
     /// Unlink queued `thread`, which the caller checked is in this queue.
+    #[inline]
     fn unlink(&mut self, links: &mut [QueueLink], thread: usize) -> Priority {
         let link = links[thread];
         let priority = link.priority;
@@ -191,6 +198,7 @@ impl Heads {
         priority
     }
 
+    #[inline]
     fn iter<'a>(&'a self, links: &'a [QueueLink]) -> impl Iterator<Item = (usize, Priority)> + 'a {
         let mut priorities = self.ready_priorities;
         let mut cursor = NONE;
@@ -209,6 +217,7 @@ impl Heads {
 }
 
 /// The 32-bit link value for `thread`, if it exists and is not queued.
+#[inline]
 fn unqueued_index(links: &[QueueLink], thread: usize) -> Result<u32, QueueError> {
     let link = links.get(thread).ok_or(QueueError::NoSuchThread)?;
     // why: NONE (u32::MAX) is the "no thread" marker, so that index is refused too.
@@ -222,6 +231,7 @@ fn unqueued_index(links: &[QueueLink], thread: usize) -> Result<u32, QueueError>
     Ok(index)
 }
 
+#[inline]
 fn link_mut(links: &mut [QueueLink], index: u32) -> Option<&mut QueueLink> {
     if index == NONE {
         return None;
@@ -243,6 +253,7 @@ where
 {
     /// An empty queue; every link in `links` is reset. Thread indices at or past
     /// `u32::MAX` are refused (links are 32-bit). O(threads), once.
+    #[inline]
     pub fn new(mut links: S) -> Self {
         links.as_mut().fill(QueueLink::UNQUEUED);
         Self {
@@ -252,20 +263,24 @@ where
     }
 
     /// Queued threads.
+    #[inline]
     pub const fn len(&self) -> usize {
         self.heads.length
     }
 
+    #[inline]
     pub const fn is_empty(&self) -> bool {
         self.heads.length == 0
     }
 
     /// Whether `thread` is queued.
+    #[inline]
     pub fn contains(&self, thread: usize) -> bool {
         self.queued_priority(thread).is_some()
     }
 
     /// The priority `thread` is queued at, or `None` if it is not queued.
+    #[inline]
     pub fn queued_priority(&self, thread: usize) -> Option<Priority> {
         let link = self.links.as_ref().get(thread)?;
         link.queued.then_some(link.priority)
@@ -273,11 +288,13 @@ where
 
     /// The highest priority with a ready thread: the scheduler compares it with the
     /// running thread's to decide whether to preempt. O(1).
+    #[inline]
     pub fn highest_priority(&self) -> Option<Priority> {
         self.heads.highest_priority()
     }
 
     /// The thread [`pick_next`](Self::pick_next) would return, left in the queue. O(1).
+    #[inline]
     pub fn peek_next(&self) -> Option<usize> {
         self.heads.peek_next()
     }
@@ -292,6 +309,7 @@ where
 
     /// Puts `thread` at the tail of `priority`: a newly ready thread, or the running one
     /// after its time slice or a yield (round robin). O(1).
+    #[inline]
     pub fn enqueue(&mut self, thread: usize, priority: Priority) -> Result<(), QueueError> {
         self.heads
             .enqueue(self.links.as_mut(), 0, thread, priority, false)
@@ -299,6 +317,7 @@ where
 
     /// Puts `thread` at the head of `priority`: a thread preempted before its slice ended
     /// resumes before its peers. O(1).
+    #[inline]
     pub fn enqueue_front(&mut self, thread: usize, priority: Priority) -> Result<(), QueueError> {
         self.heads
             .enqueue(self.links.as_mut(), 0, thread, priority, true)
@@ -306,6 +325,7 @@ where
 
     /// Unlinks `thread` wherever it is in its priority's queue (it blocked, or is being
     /// killed or moved to another CPU) and returns the priority it was queued at. O(1).
+    #[inline]
     pub fn remove(&mut self, thread: usize) -> Result<Priority, QueueError> {
         let link = *self
             .links
@@ -320,6 +340,7 @@ where
 
     /// The queued threads in the order they would be picked (highest priority first,
     /// queue order within one), for listings and checks. O(queued threads).
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (usize, Priority)> + '_ {
         self.heads.iter(self.links.as_ref())
     }
@@ -337,6 +358,7 @@ pub struct RunQueues<const Q: usize> {
 }
 
 impl<const Q: usize> Default for RunQueues<Q> {
+    #[inline]
     fn default() -> Self {
         Self::new()
     }
@@ -344,6 +366,7 @@ impl<const Q: usize> Default for RunQueues<Q> {
 
 impl<const Q: usize> RunQueues<Q> {
     /// Empty queues serving no thread id yet ([`RunQueues::grow`]).
+    #[inline]
     pub const fn new() -> Self {
         const { assert!(Q <= 256, "queue tags are one byte") };
         Self {
@@ -353,6 +376,7 @@ impl<const Q: usize> RunQueues<Q> {
     }
 
     /// Thread ids served (`0..capacity`).
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.links.len()
     }
@@ -360,6 +384,7 @@ impl<const Q: usize> RunQueues<Q> {
     /// Serve thread ids `0..capacity` from `spare`'s storage (allocated beforehand with
     /// room for them, [`crate::table::room`]); returns the storage to free. Nothing changes
     /// when the table is that long already or `spare` has too little room. No allocation.
+    #[inline]
     pub fn grow(&mut self, spare: Vec<QueueLink>, capacity: usize) -> Vec<QueueLink> {
         crate::table::move_into(&mut self.links, spare, capacity, || QueueLink::UNQUEUED)
     }
@@ -376,17 +401,20 @@ impl<const Q: usize> RunQueues<Q> {
     }
 
     /// Whether `thread` is queued on `queue`.
+    #[inline]
     pub fn contains(&self, queue: usize, thread: usize) -> bool {
         self.queued_priority(queue, thread).is_some()
     }
 
     /// The queue `thread` is on, if any.
+    #[inline]
     pub fn queue_of(&self, thread: usize) -> Option<usize> {
         let link = self.links.get(thread)?;
         link.queued.then_some(usize::from(link.queue))
     }
 
     /// The priority `thread` is queued at on `queue`, or `None`.
+    #[inline]
     pub fn queued_priority(&self, queue: usize, thread: usize) -> Option<Priority> {
         let link = self.links.get(thread)?;
         (link.queued && usize::from(link.queue) == queue).then_some(link.priority)
@@ -399,6 +427,7 @@ impl<const Q: usize> RunQueues<Q> {
     }
 
     /// The thread [`pick_next`](Self::pick_next) would return from `queue`. O(1).
+    #[inline]
     pub fn peek_next(&self, queue: usize) -> Option<usize> {
         self.queues.get(queue)?.peek_next()
     }
@@ -423,6 +452,7 @@ impl<const Q: usize> RunQueues<Q> {
     }
 
     /// Puts `thread` at the head of `priority` on `queue`. O(1).
+    #[inline]
     pub fn enqueue_front(
         &mut self,
         queue: usize,
@@ -432,6 +462,7 @@ impl<const Q: usize> RunQueues<Q> {
         self.link(queue, thread, priority, true)
     }
 
+    #[inline]
     fn link(
         &mut self,
         queue: usize,
@@ -445,6 +476,7 @@ impl<const Q: usize> RunQueues<Q> {
     }
 
     /// Unlinks `thread` from `queue` and returns the priority it was queued at. O(1).
+    #[inline]
     pub fn remove(&mut self, queue: usize, thread: usize) -> Result<Priority, QueueError> {
         let link = *self.links.get(thread).ok_or(QueueError::NoSuchThread)?;
         if !link.queued || usize::from(link.queue) != queue {
@@ -455,6 +487,7 @@ impl<const Q: usize> RunQueues<Q> {
     }
 
     /// `queue`'s threads in pick order. O(queued threads).
+    #[inline]
     pub fn iter(&self, queue: usize) -> impl Iterator<Item = (usize, Priority)> + '_ {
         self.queues
             .get(queue)
@@ -464,6 +497,7 @@ impl<const Q: usize> RunQueues<Q> {
 }
 
 /// The highest set bit of `bits`, if any.
+#[inline]
 fn highest_bit(bits: u32) -> Option<u8> {
     // why: u32::BITS - 1 - leading_zeros is at most 31 and fits a u8.
     (bits != 0).then(|| (u32::BITS - 1 - bits.leading_zeros()) as u8)
