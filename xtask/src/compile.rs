@@ -28,6 +28,7 @@ pub const USER_PROGRAMS: &[&str] = &[
     "crashtest",
     "fuzz",
     "smptest",
+    "scaletest",
 ];
 
 /// The kernel's `RUSTFLAGS`.

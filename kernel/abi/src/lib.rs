@@ -660,6 +660,8 @@ pub mod sysinfo {
         pub const TOTAL_FRAMES: usize = 3;
         /// Bytes of the kernel heap in use.
         pub const KERNEL_HEAP: usize = 4;
+        /// One past the highest thread id the kernel's thread table serves now: it grows
+        /// with the threads (ids are reused), so a listing reads it again each time.
         pub const THREAD_SLOTS: usize = 5;
         /// CPUs with a record: one past the highest online CPU's index.
         pub const CPUS: usize = 6;

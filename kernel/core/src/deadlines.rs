@@ -6,31 +6,66 @@
 //! A thread is in the heap at most once; [`Deadlines::insert`] of a thread that is already
 //! there moves it to its new deadline. Among equal deadlines, the order is unspecified.
 
+use alloc::vec::Vec;
+
 /// No place: the thread is not in the heap.
 const NONE: u32 = u32::MAX;
 
-/// The sleepers of up to `N` threads (indices `0..N`).
-#[derive(Debug)]
-pub struct Deadlines<const N: usize> {
-    /// `(deadline, thread)`, a min-heap on the deadline in `heap[..len]`.
-    heap: [(u64, u32); N],
+/// The sleepers among thread indices `0..capacity`; the table grows with the thread ids
+/// ([`Deadlines::grow`]).
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    /// `(deadline, thread)`, a min-heap on the deadline in `heap[..len]` (`heap` is as long
+    /// as `place`).
+    heap: Vec<(u64, u32)>,
     len: usize,
     /// Each thread's index in `heap`, or [`NONE`].
-    place: [u32; N],
+    place: Vec<u32>,
 }
 
-impl<const N: usize> Default for Deadlines<N> {
-    fn default() -> Self {
-        Self::new()
+/// The storage of a bigger [`Deadlines`], allocated with no lock held.
+pub struct Spare {
+    heap: Vec<(u64, u32)>,
+    place: Vec<u32>,
+}
+
+impl Spare {
+    /// Room for `capacity` thread indices, or the allocator's refusal.
+    pub fn room(capacity: usize) -> Result<Self, alloc::collections::TryReserveError> {
+        Ok(Self {
+            heap: crate::table::room(capacity)?,
+            place: crate::table::room(capacity)?,
+        })
     }
 }
 
-impl<const N: usize> Deadlines<N> {
+impl Deadlines {
     pub const fn new() -> Self {
         Self {
-            heap: [(0, 0); N],
+            heap: Vec::new(),
             len: 0,
-            place: [NONE; N],
+            place: Vec::new(),
+        }
+    }
+
+    /// Thread indices served (`0..capacity`).
+    pub fn capacity(&self) -> usize {
+        self.place.len()
+    }
+
+    /// Serve thread indices `0..capacity` from `spare`'s storage; returns the storage to
+    /// free. Nothing changes when the table is that long already or `spare` has too
+    /// little room. No allocation.
+    pub fn grow(&mut self, spare: Spare, capacity: usize) -> Spare {
+        if capacity <= self.capacity()
+            || spare.heap.capacity() < capacity
+            || spare.place.capacity() < capacity
+        {
+            return spare;
+        }
+        Spare {
+            heap: crate::table::move_into(&mut self.heap, spare.heap, capacity, || (0, 0)),
+            place: crate::table::move_into(&mut self.place, spare.place, capacity, || NONE),
         }
     }
 
@@ -57,13 +92,13 @@ impl<const N: usize> Deadlines<N> {
     /// Let `thread` sleep until `deadline` (replacing an earlier entry of it). `false` for
     /// a thread index out of range (nothing changes).
     pub fn insert(&mut self, thread: usize, deadline: u64) -> bool {
-        if thread >= N {
+        if thread >= self.place.len() {
             return false;
         }
         self.remove(thread);
         let at = self.len;
         self.len += 1;
-        // why: thread < N, and N is a table size far below u32::MAX.
+        // why: thread < capacity, a table size far below u32::MAX (`table::MAX_THREAD_IDS`).
         self.heap[at] = (deadline, thread as u32);
         self.place[thread] = at as u32;
         self.up(at);
@@ -144,7 +179,7 @@ mod tests {
     use super::*;
 
     /// The heap property and the place map agree with the entries.
-    fn check<const N: usize>(deadlines: &Deadlines<N>) {
+    fn check(deadlines: &Deadlines) {
         for at in 0..deadlines.len {
             let (deadline, thread) = deadlines.heap[at];
             assert_eq!(deadlines.place[thread as usize], at as u32);
@@ -156,9 +191,29 @@ mod tests {
         assert_eq!(placed, deadlines.len);
     }
 
+    fn sized(capacity: usize) -> Deadlines {
+        let mut deadlines = Deadlines::new();
+        let _ = deadlines.grow(Spare::room(capacity).unwrap(), capacity);
+        assert_eq!(deadlines.capacity(), capacity);
+        deadlines
+    }
+
+    #[test]
+    fn growing_keeps_the_sleepers() {
+        let mut deadlines = sized(2);
+        deadlines.insert(1, 30);
+        deadlines.insert(0, 10);
+        assert!(!deadlines.insert(5, 20));
+        let _ = deadlines.grow(Spare::room(8).unwrap(), 8);
+        assert!(deadlines.insert(5, 20));
+        check(&deadlines);
+        let woken: Vec<usize> = core::iter::from_fn(|| deadlines.pop_due(100)).collect();
+        assert_eq!(woken, [0, 5, 1]);
+    }
+
     #[test]
     fn due_threads_come_out_in_deadline_order() {
-        let mut deadlines = Deadlines::<8>::new();
+        let mut deadlines = sized(8);
         for (thread, deadline) in [(3, 50), (1, 10), (7, 30), (2, 20), (5, 40)] {
             assert!(deadlines.insert(thread, deadline));
             check(&deadlines);
@@ -178,7 +233,7 @@ mod tests {
 
     #[test]
     fn insert_again_moves_and_remove_takes_out() {
-        let mut deadlines = Deadlines::<4>::new();
+        let mut deadlines = sized(4);
         deadlines.insert(0, 100);
         deadlines.insert(1, 200);
         deadlines.insert(0, 300);
@@ -195,7 +250,7 @@ mod tests {
     #[test]
     fn random_operations_keep_the_heap_and_match_a_model() {
         const N: usize = 64;
-        let mut deadlines = Deadlines::<N>::new();
+        let mut deadlines = sized(N);
         let mut model: [Option<u64>; N] = [None; N];
         let mut state = 0x1234_5678_9abc_def1_u64;
         let mut next = || {

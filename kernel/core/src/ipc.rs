@@ -25,6 +25,7 @@
 //! table, a thread that is already queued) is an error that changes nothing.
 
 use abi::Error;
+use alloc::vec::Vec;
 
 /// A thread, by its index in the kernel's thread table.
 pub type ThreadId = usize;
@@ -62,13 +63,46 @@ struct Link {
     queued: bool,
 }
 
-/// Per-thread IPC state for `N` thread ids.
+/// Per-thread IPC state for thread ids `0..capacity`; the table grows with the thread ids
+/// ([`Ipc::grow`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ipc<const N: usize> {
-    state: [State; N],
-    reply: [ReplySlot; N],
-    links: [Link; N],
+pub struct Ipc {
+    entries: Vec<Entry>,
 }
+
+/// One thread's IPC state (one table of them, so a thread's whole state is one look-up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    state: State,
+    reply: ReplySlot,
+    link: Link,
+}
+
+const IDLE: Entry = Entry {
+    state: State::Idle,
+    reply: ReplySlot::Empty,
+    link: UNLINKED,
+};
+
+/// The storage of a bigger [`Ipc`], allocated with no lock held.
+pub struct Spare {
+    entries: Vec<Entry>,
+}
+
+impl Spare {
+    /// Room for `capacity` thread ids, or the allocator's refusal.
+    pub fn room(capacity: usize) -> Result<Self, alloc::collections::TryReserveError> {
+        Ok(Self {
+            entries: crate::table::room(capacity)?,
+        })
+    }
+}
+
+const UNLINKED: Link = Link {
+    previous: NONE,
+    next: NONE,
+    queued: false,
+};
 
 /// Which kind of thread waits in a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,12 +122,14 @@ pub struct EndpointQueue {
 }
 
 impl Default for EndpointQueue {
+    #[inline]
     fn default() -> Self {
         Self::new()
     }
 }
 
 impl EndpointQueue {
+    #[inline]
     pub const fn new() -> Self {
         Self {
             head: NONE,
@@ -104,21 +140,25 @@ impl EndpointQueue {
     }
 
     /// Whether [`Ipc::close`] was called: every send fails with `PeerDied`.
+    #[inline]
     pub const fn is_closed(&self) -> bool {
         self.closed
     }
 
     /// Whether a receiver waits (the fast path's first test).
+    #[inline]
     pub const fn has_receiver(&self) -> bool {
         matches!(self.waiting, Waiting::Receivers)
     }
 
     /// Whether a sender waits (a receive would meet it at once).
+    #[inline]
     pub const fn has_sender(&self) -> bool {
         matches!(self.waiting, Waiting::Senders)
     }
 
     /// The thread at the head of the queue (the one the next rendezvous meets), if any.
+    #[inline]
     pub const fn first(&self) -> Option<ThreadId> {
         match self.head {
             NONE => None,
@@ -162,6 +202,7 @@ pub enum ReplyError {
 }
 
 impl From<ReplyError> for Error {
+    #[inline]
     fn from(error: ReplyError) -> Self {
         match error {
             ReplyError::NoCaller => Error::InvalidArgument,
@@ -174,41 +215,60 @@ impl From<ReplyError> for Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadThread;
 
-impl<const N: usize> Default for Ipc<N> {
+impl Default for Ipc {
+    #[inline]
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const N: usize> Ipc<N> {
+impl Ipc {
+    /// A table serving no thread id yet ([`Ipc::grow`]).
+    #[inline]
     pub const fn new() -> Self {
         Self {
-            state: [State::Idle; N],
-            reply: [ReplySlot::Empty; N],
-            links: [Link {
-                previous: NONE,
-                next: NONE,
-                queued: false,
-            }; N],
+            entries: Vec::new(),
         }
     }
 
-    pub fn state(&self, thread: ThreadId) -> Option<State> {
-        self.state.get(thread).copied()
+    /// Thread ids served (`0..capacity`); every operation refuses the others.
+    #[inline(always)]
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
     }
 
+    /// Serve thread ids `0..capacity` from `spare`'s storage; returns the storage to free.
+    /// Nothing changes when the table is that long already or `spare` has too little room.
+    /// No allocation.
+    #[inline]
+    pub fn grow(&mut self, spare: Spare, capacity: usize) -> Spare {
+        Spare {
+            entries: crate::table::move_into(&mut self.entries, spare.entries, capacity, || IDLE),
+        }
+    }
+
+    #[inline]
+    pub fn state(&self, thread: ThreadId) -> Option<State> {
+        self.entries.get(thread).map(|entry| entry.state)
+    }
+
+    #[inline]
     pub fn reply_slot(&self, thread: ThreadId) -> Option<ReplySlot> {
-        self.reply.get(thread).copied()
+        self.entries.get(thread).map(|entry| entry.reply)
     }
 
     /// Whether `thread` is linked into a queue (an endpoint's or a notification's).
+    #[inline]
     pub fn is_queued(&self, thread: ThreadId) -> bool {
-        self.links.get(thread).is_some_and(|link| link.queued)
+        self.entries
+            .get(thread)
+            .is_some_and(|entry| entry.link.queued)
     }
 
+    #[inline]
     fn check_idle(&self, thread: ThreadId) -> Result<u32, BadThread> {
-        match self.state.get(thread) {
-            Some(State::Idle) if !self.links[thread].queued => {
+        match self.entries.get(thread) {
+            Some(entry) if entry.state == State::Idle && !entry.link.queued => {
                 u32::try_from(thread).map_err(|_| BadThread)
             }
             _ => Err(BadThread),
@@ -217,6 +277,7 @@ impl<const N: usize> Ipc<N> {
 
     /// `sender` sends (a call when `call`) with `badge` on `queue`. `Err(PeerDied)` when
     /// the endpoint is closed.
+    #[inline]
     pub fn send(
         &mut self,
         queue: &mut EndpointQueue,
@@ -230,21 +291,22 @@ impl<const N: usize> Ipc<N> {
         }
         if queue.waiting == Waiting::Receivers {
             let receiver = self.pop(queue).ok_or(SendError::BadThread)?;
-            self.state[receiver] = State::Idle;
+            self.entries[receiver].state = State::Idle;
             if call {
-                self.state[sender] = State::AwaitingReply { server: receiver };
-                self.reply[receiver] = ReplySlot::Caller(sender);
+                self.entries[sender].state = State::AwaitingReply { server: receiver };
+                self.entries[receiver].reply = ReplySlot::Caller(sender);
             }
             return Ok(SendOutcome::Delivered { receiver });
         }
         self.push(queue, sender, Waiting::Senders);
-        self.state[sender] = State::Sending { badge, call };
+        self.entries[sender].state = State::Sending { badge, call };
         Ok(SendOutcome::Queued)
     }
 
     /// `receiver` receives on `queue`. Receiving replaces whatever reply slot it held (an
     /// unanswered caller there is returned as `abandoned`, to be woken with `PeerDied`,
     /// so no caller waits forever on a server that moved on).
+    #[inline]
     pub fn receive(
         &mut self,
         queue: &mut EndpointQueue,
@@ -254,14 +316,14 @@ impl<const N: usize> Ipc<N> {
         let abandoned = self.take_reply(receiver);
         if queue.waiting == Waiting::Senders {
             let sender = self.pop(queue).ok_or(BadThread)?;
-            let State::Sending { badge, call } = self.state[sender] else {
+            let State::Sending { badge, call } = self.entries[sender].state else {
                 return Err(BadThread);
             };
             if call {
-                self.state[sender] = State::AwaitingReply { server: receiver };
-                self.reply[receiver] = ReplySlot::Caller(sender);
+                self.entries[sender].state = State::AwaitingReply { server: receiver };
+                self.entries[receiver].reply = ReplySlot::Caller(sender);
             } else {
-                self.state[sender] = State::Idle;
+                self.entries[sender].state = State::Idle;
             }
             return Ok((
                 ReceiveOutcome::Received {
@@ -273,7 +335,7 @@ impl<const N: usize> Ipc<N> {
             ));
         }
         self.push(queue, receiver, Waiting::Receivers);
-        self.state[receiver] = State::Receiving;
+        self.entries[receiver].state = State::Receiving;
         Ok((ReceiveOutcome::Queued, abandoned))
     }
 
@@ -292,31 +354,35 @@ impl<const N: usize> Ipc<N> {
         if queue.waiting != Waiting::Receivers || queue.closed {
             return None;
         }
-        if self.state.get(sender) != Some(&State::Idle) || self.links[sender].queued {
+        if !self
+            .entries
+            .get(sender)
+            .is_some_and(|entry| entry.state == State::Idle && !entry.link.queued)
+        {
             return None;
         }
         let receiver = queue.head as usize;
-        if receiver >= N || !admit(receiver) {
+        if receiver >= self.entries.len() || !admit(receiver) {
             return None;
         }
         // Pop the head.
-        let next = self.links[receiver].next;
+        let next = self.entries[receiver].link.next;
         queue.head = next;
         match next {
             NONE => {
                 queue.tail = NONE;
                 queue.waiting = Waiting::Nobody;
             }
-            next => self.links[next as usize].previous = NONE,
+            next => self.entries[next as usize].link.previous = NONE,
         }
-        self.links[receiver] = Link {
+        self.entries[receiver].link = Link {
             previous: NONE,
             next: NONE,
             queued: false,
         };
-        self.state[receiver] = State::Idle;
-        self.state[sender] = State::AwaitingReply { server: receiver };
-        self.reply[receiver] = ReplySlot::Caller(sender);
+        self.entries[receiver].state = State::Idle;
+        self.entries[sender].state = State::AwaitingReply { server: receiver };
+        self.entries[receiver].reply = ReplySlot::Caller(sender);
         Some(receiver)
     }
 
@@ -334,28 +400,33 @@ impl<const N: usize> Ipc<N> {
         if queue.waiting == Waiting::Senders {
             return None;
         }
-        if self.state.get(server) != Some(&State::Idle) || self.links[server].queued {
+        if !self
+            .entries
+            .get(server)
+            .is_some_and(|entry| entry.state == State::Idle && !entry.link.queued)
+        {
             return None;
         }
-        let ReplySlot::Caller(caller) = self.reply[server] else {
+        let ReplySlot::Caller(caller) = self.entries[server].reply else {
             return None;
         };
         if !admit(caller) {
             return None;
         }
-        self.reply[server] = ReplySlot::Empty;
-        self.state[caller] = State::Idle;
+        self.entries[server].reply = ReplySlot::Empty;
+        self.entries[caller].state = State::Idle;
         self.push(queue, server, Waiting::Receivers);
-        self.state[server] = State::Receiving;
+        self.entries[server].state = State::Receiving;
         Some(caller)
     }
 
     /// Empty `server`'s reply slot; a caller found there is idle again and returned.
+    #[inline]
     fn take_reply(&mut self, server: ThreadId) -> Option<ThreadId> {
-        let slot = self.reply.get_mut(server)?;
+        let slot = &mut self.entries.get_mut(server)?.reply;
         match core::mem::replace(slot, ReplySlot::Empty) {
             ReplySlot::Caller(caller) => {
-                self.state[caller] = State::Idle;
+                self.entries[caller].state = State::Idle;
                 Some(caller)
             }
             _ => None,
@@ -364,11 +435,16 @@ impl<const N: usize> Ipc<N> {
 
     /// `server` replies: its reply slot is emptied and the caller, now idle, returned (copy
     /// the reply into it and wake it).
+    #[inline]
     pub fn reply(&mut self, server: ThreadId) -> Result<ThreadId, ReplyError> {
-        let slot = self.reply.get_mut(server).ok_or(ReplyError::NoCaller)?;
+        let slot = &mut self
+            .entries
+            .get_mut(server)
+            .ok_or(ReplyError::NoCaller)?
+            .reply;
         match core::mem::replace(slot, ReplySlot::Empty) {
             ReplySlot::Caller(caller) => {
-                self.state[caller] = State::Idle;
+                self.entries[caller].state = State::Idle;
                 Ok(caller)
             }
             ReplySlot::CallerDied => Err(ReplyError::CallerDied),
@@ -377,41 +453,64 @@ impl<const N: usize> Ipc<N> {
     }
 
     /// Whether `server` holds a live caller in its reply slot.
+    #[inline]
     pub fn has_caller(&self, server: ThreadId) -> bool {
-        matches!(self.reply.get(server), Some(ReplySlot::Caller(_)))
+        matches!(
+            self.entries.get(server).map(|entry| entry.reply),
+            Some(ReplySlot::Caller(_))
+        )
     }
 
     /// The endpoint lost its last receive-capable capability: every queued thread is
     /// unlinked, made idle and passed to `woken` (to be woken with `PeerDied`), and every
     /// later send fails.
-    pub fn close(&mut self, queue: &mut EndpointQueue, mut woken: impl FnMut(ThreadId)) {
+    #[inline]
+    pub fn close(&mut self, queue: &mut EndpointQueue, woken: impl FnMut(ThreadId)) {
+        self.close_at_most(queue, usize::MAX, woken);
+    }
+
+    /// [`Ipc::close`] for at most `most` of the queued threads: the endpoint is closed and
+    /// those threads are unlinked and passed to `woken`; whether threads are left queued
+    /// (call again, under a later lock, for the next ones: no thread joins a closed queue).
+    #[inline]
+    pub fn close_at_most(
+        &mut self,
+        queue: &mut EndpointQueue,
+        most: usize,
+        mut woken: impl FnMut(ThreadId),
+    ) -> bool {
         queue.closed = true;
-        while let Some(thread) = self.pop(queue) {
-            self.state[thread] = State::Idle;
+        for _ in 0..most {
+            let Some(thread) = self.pop(queue) else {
+                return false;
+            };
+            self.entries[thread].state = State::Idle;
             woken(thread);
         }
+        queue.head != NONE
     }
 
     /// `thread` dies. `queue` is the queue it waits in, if any (the kernel knows which).
     /// Returns the caller that was waiting for this thread's reply (wake it with
     /// `PeerDied`). Afterwards the id is idle and can be reused.
+    #[inline]
     pub fn exit(
         &mut self,
         thread: ThreadId,
         queue: Option<&mut EndpointQueue>,
     ) -> Option<ThreadId> {
-        if thread >= N {
+        if thread >= self.capacity() {
             return None;
         }
         if let Some(queue) = queue {
             self.unlink(queue, thread);
         }
-        if let State::AwaitingReply { server } = self.state[thread]
-            && self.reply[server] == ReplySlot::Caller(thread)
+        if let State::AwaitingReply { server } = self.entries[thread].state
+            && self.entries[server].reply == ReplySlot::Caller(thread)
         {
-            self.reply[server] = ReplySlot::CallerDied;
+            self.entries[server].reply = ReplySlot::CallerDied;
         }
-        self.state[thread] = State::Idle;
+        self.entries[thread].state = State::Idle;
         self.take_reply(thread)
     }
 
@@ -419,6 +518,7 @@ impl<const N: usize> Ipc<N> {
 
     /// `signal(bits)`: when a thread waits, it is dequeued and returned with the word to
     /// deliver (the word is then 0); else the bits accumulate.
+    #[inline]
     pub fn signal(
         &mut self,
         notification: &mut NotificationState,
@@ -429,12 +529,13 @@ impl<const N: usize> Ipc<N> {
             return None;
         }
         let waiter = self.pop(&mut notification.waiters)?;
-        self.state[waiter] = State::Idle;
+        self.entries[waiter].state = State::Idle;
         Some((waiter, core::mem::take(&mut notification.word)))
     }
 
     /// `wait`: `Ok(Some(word))` (cleared) when bits are pending, else `thread` is queued
     /// (`Ok(None)`: block it).
+    #[inline]
     pub fn wait(
         &mut self,
         notification: &mut NotificationState,
@@ -445,28 +546,30 @@ impl<const N: usize> Ipc<N> {
             return Ok(Some(core::mem::take(&mut notification.word)));
         }
         self.push(&mut notification.waiters, thread, Waiting::Receivers);
-        self.state[thread] = State::Waiting;
+        self.entries[thread].state = State::Waiting;
         Ok(None)
     }
 
     // ---- queue links ----
 
+    #[inline]
     fn push(&mut self, queue: &mut EndpointQueue, thread: ThreadId, kind: Waiting) {
         // why: callers checked `thread < N` (so it fits u32) through `check_idle`.
         let index = thread as u32;
-        self.links[thread] = Link {
+        self.entries[thread].link = Link {
             previous: queue.tail,
             next: NONE,
             queued: true,
         };
         match queue.tail {
             NONE => queue.head = index,
-            tail => self.links[tail as usize].next = index,
+            tail => self.entries[tail as usize].link.next = index,
         }
         queue.tail = index;
         queue.waiting = kind;
     }
 
+    #[inline]
     fn pop(&mut self, queue: &mut EndpointQueue) -> Option<ThreadId> {
         let head = queue.head;
         if head == NONE {
@@ -477,8 +580,9 @@ impl<const N: usize> Ipc<N> {
         Some(thread)
     }
 
+    #[inline]
     fn unlink(&mut self, queue: &mut EndpointQueue, thread: ThreadId) {
-        let Some(link) = self.links.get(thread).copied() else {
+        let Some(link) = self.entries.get(thread).map(|entry| entry.link) else {
             return;
         };
         if !link.queued {
@@ -486,13 +590,13 @@ impl<const N: usize> Ipc<N> {
         }
         match link.previous {
             NONE => queue.head = link.next,
-            previous => self.links[previous as usize].next = link.next,
+            previous => self.entries[previous as usize].link.next = link.next,
         }
         match link.next {
             NONE => queue.tail = link.previous,
-            next => self.links[next as usize].previous = link.previous,
+            next => self.entries[next as usize].link.previous = link.previous,
         }
-        self.links[thread] = Link {
+        self.entries[thread].link = Link {
             previous: NONE,
             next: NONE,
             queued: false,
@@ -520,6 +624,7 @@ pub struct NotificationState {
 }
 
 impl NotificationState {
+    #[inline]
     pub const fn new() -> Self {
         Self {
             word: 0,
@@ -528,11 +633,13 @@ impl NotificationState {
     }
 
     /// `poll`: the pending bits, cleared.
+    #[inline]
     pub fn poll(&mut self) -> u64 {
         core::mem::take(&mut self.word)
     }
 
     /// The queue a waiting thread sits in (for [`Ipc::exit`]).
+    #[inline]
     pub fn waiters(&mut self) -> &mut EndpointQueue {
         &mut self.waiters
     }
@@ -542,11 +649,58 @@ impl NotificationState {
 mod tests {
     use super::*;
 
-    type Table = Ipc<8>;
+    /// A table for thread ids `0..8`.
+    fn table() -> Ipc {
+        sized(8)
+    }
+
+    fn sized(capacity: usize) -> Ipc {
+        let mut ipc = Ipc::new();
+        let _ = ipc.grow(Spare::room(capacity).unwrap(), capacity);
+        assert_eq!(ipc.capacity(), capacity);
+        ipc
+    }
+
+    #[test]
+    fn close_in_batches_wakes_everyone_once() {
+        let mut ipc = sized(8);
+        let mut queue = EndpointQueue::new();
+        for thread in 1..6 {
+            assert_eq!(
+                ipc.send(&mut queue, thread, 0, false),
+                Ok(SendOutcome::Queued)
+            );
+        }
+        let mut woken = Vec::new();
+        assert!(ipc.close_at_most(&mut queue, 2, |thread| woken.push(thread)));
+        assert_eq!(ipc.send(&mut queue, 6, 0, false), Err(SendError::PeerDied));
+        assert!(ipc.close_at_most(&mut queue, 2, |thread| woken.push(thread)));
+        assert!(!ipc.close_at_most(&mut queue, 2, |thread| woken.push(thread)));
+        assert_eq!(woken, [1, 2, 3, 4, 5]);
+        assert!((1..6).all(|thread| ipc.state(thread) == Some(State::Idle)));
+    }
+
+    #[test]
+    fn growing_keeps_queues_and_reply_slots() {
+        let mut ipc = sized(2);
+        let mut queue = EndpointQueue::new();
+        assert_eq!(
+            ipc.receive(&mut queue, 1),
+            Ok((ReceiveOutcome::Queued, None))
+        );
+        assert_eq!(ipc.send(&mut queue, 5, 0, true), Err(SendError::BadThread));
+        let _ = ipc.grow(Spare::room(8).unwrap(), 8);
+        assert_eq!(
+            ipc.send(&mut queue, 5, 0, true),
+            Ok(SendOutcome::Delivered { receiver: 1 })
+        );
+        assert_eq!(ipc.reply(1), Ok(5));
+        assert_eq!(ipc.state(5), Some(State::Idle));
+    }
 
     #[test]
     fn receiver_first_then_sender() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         assert_eq!(
             ipc.receive(&mut queue, 1),
@@ -568,7 +722,7 @@ mod tests {
     /// `has_sender`/`has_receiver` say which kind waits.
     #[test]
     fn first_names_the_thread_the_next_rendezvous_meets() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         assert_eq!(queue.first(), None);
         assert!(!queue.has_sender() && !queue.has_receiver());
@@ -603,7 +757,7 @@ mod tests {
     /// (changing nothing) whenever those would not meet at once or `admit` says no.
     #[test]
     fn fast_paths_equal_the_general_operations() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         // Two receivers queue (1 then 3); caller 2 meets the first.
         ipc.receive(&mut queue, 1).unwrap();
@@ -656,7 +810,7 @@ mod tests {
 
     #[test]
     fn sender_first_then_receiver_gets_badge() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         assert_eq!(
             ipc.send(&mut queue, 3, 0xbad9e, false),
@@ -686,7 +840,7 @@ mod tests {
 
     #[test]
     fn waiters_are_served_in_order() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         for (sender, badge) in [(1, 10), (2, 20), (3, 30)] {
             assert_eq!(
@@ -727,7 +881,7 @@ mod tests {
 
     #[test]
     fn call_and_reply_both_orders() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         // Server waits first.
         ipc.receive(&mut queue, 1).unwrap();
@@ -762,7 +916,7 @@ mod tests {
 
     #[test]
     fn reply_without_caller_is_refused() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         assert_eq!(ipc.reply(1), Err(ReplyError::NoCaller));
         assert_eq!(ipc.reply(100), Err(ReplyError::NoCaller));
         assert_eq!(Error::from(ReplyError::NoCaller), Error::InvalidArgument);
@@ -771,7 +925,7 @@ mod tests {
 
     #[test]
     fn receiving_again_abandons_an_unanswered_caller() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         ipc.send(&mut queue, 2, 0, true).unwrap();
         ipc.receive(&mut queue, 1).unwrap();
@@ -784,7 +938,7 @@ mod tests {
 
     #[test]
     fn closed_endpoint_wakes_senders_and_refuses_more() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         ipc.send(&mut queue, 1, 0, true).unwrap();
         ipc.send(&mut queue, 2, 0, false).unwrap();
@@ -803,7 +957,7 @@ mod tests {
 
     #[test]
     fn server_death_wakes_its_caller() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         ipc.receive(&mut queue, 1).unwrap();
         ipc.send(&mut queue, 2, 0, true).unwrap();
@@ -818,7 +972,7 @@ mod tests {
 
     #[test]
     fn caller_death_leaves_a_dead_reply_slot() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         ipc.receive(&mut queue, 1).unwrap();
         ipc.send(&mut queue, 2, 0, true).unwrap();
@@ -829,7 +983,7 @@ mod tests {
 
     #[test]
     fn a_queued_thread_that_dies_leaves_the_queue() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         for sender in [1, 2, 3] {
             ipc.send(&mut queue, sender, sender as u64, false).unwrap();
@@ -847,7 +1001,7 @@ mod tests {
 
     #[test]
     fn bad_threads_change_nothing() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut queue = EndpointQueue::new();
         assert_eq!(ipc.send(&mut queue, 8, 0, false), Err(SendError::BadThread));
         assert_eq!(ipc.receive(&mut queue, usize::MAX), Err(BadThread));
@@ -868,7 +1022,7 @@ mod tests {
 
     #[test]
     fn notification_bits_accumulate_and_wake_waiters() {
-        let mut ipc = Table::new();
+        let mut ipc = table();
         let mut notification = NotificationState::new();
         assert_eq!(ipc.signal(&mut notification, 0b01), None);
         assert_eq!(ipc.signal(&mut notification, 0b10), None);
@@ -900,7 +1054,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let mut ipc = Ipc::<16>::new();
+        let mut ipc = sized(16);
         let mut queue = EndpointQueue::new();
         let mut blocked_senders = std::collections::VecDeque::new();
         let mut blocked_receivers = std::collections::VecDeque::new();

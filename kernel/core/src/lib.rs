@@ -3,9 +3,11 @@
 //!
 //! Today: the kernel command line, the boot memory summary, the frame allocator's
 //! bookkeeping, capability tables, the IPC state machine, scheduler run queues, the
-//! sleepers' deadline heap and ELF checks.
+//! sleepers' deadline heap, the growth of per-thread tables and ELF checks.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 pub mod bootmem;
 pub mod captable;
@@ -16,3 +18,4 @@ pub mod frames;
 pub mod ipc;
 pub mod memory;
 pub mod runqueue;
+pub mod table;

@@ -24,6 +24,11 @@
 //!   unqueued one or naming a thread beyond the link array is an error that changes
 //!   nothing. Nothing panics on any thread index.
 //! - Storage: 12 bytes per thread index (the caller's links) plus under 300 bytes per queue.
+//!
+//! [`RunQueues`] holds the queues of every CPU over one shared link table (a thread is in
+//! at most one queue at a time), which grows with the thread ids.
+
+use alloc::vec::Vec;
 
 /// Number of priorities: `0` (lowest, e.g. the idle thread) to `31` (highest).
 pub const PRIORITY_LEVELS: usize = 32;
@@ -40,6 +45,7 @@ impl Priority {
     pub const HIGHEST: Self = Self(PRIORITY_LEVELS as u8 - 1);
 
     /// The priority `level`, or `None` if it is not below [`PRIORITY_LEVELS`].
+    #[inline]
     pub const fn new(level: u8) -> Option<Self> {
         if (level as usize) < PRIORITY_LEVELS {
             Some(Self(level))
@@ -48,10 +54,12 @@ impl Priority {
         }
     }
 
+    #[inline]
     pub const fn level(self) -> u8 {
         self.0
     }
 
+    #[inline]
     const fn index(self) -> usize {
         self.0 as usize
     }
@@ -77,6 +85,8 @@ pub struct QueueLink {
     /// The priority it is queued at; meaningful only while `queued`.
     priority: Priority,
     queued: bool,
+    /// The queue it is in ([`RunQueues`]); meaningful only while `queued`.
+    queue: u8,
 }
 
 impl QueueLink {
@@ -85,14 +95,13 @@ impl QueueLink {
         next: NONE,
         priority: Priority::LOWEST,
         queued: false,
+        queue: 0,
     };
 }
 
-/// The ready threads of one CPU, over caller-provided links `S` (e.g.
-/// `[QueueLink; N]`, `&mut [QueueLink]`), indexed by thread index.
-#[derive(Debug)]
-pub struct RunQueue<S> {
-    links: S,
+/// The heads of one queue's priority FIFOs; the links are the caller's.
+#[derive(Clone, Debug)]
+struct Heads {
     heads: [u32; PRIORITY_LEVELS],
     tails: [u32; PRIORITY_LEVELS],
     /// Bit `p` is set iff priority `p` has a queued thread.
@@ -100,149 +109,118 @@ pub struct RunQueue<S> {
     length: usize,
 }
 
-impl<S> RunQueue<S>
-where
-    S: AsRef<[QueueLink]> + AsMut<[QueueLink]>,
-{
-    /// An empty queue; every link in `links` is reset. Thread indices at or past
-    /// `u32::MAX` are refused (links are 32-bit). O(threads), once.
-    pub fn new(mut links: S) -> Self {
-        links.as_mut().fill(QueueLink::UNQUEUED);
-        Self {
-            links,
-            heads: [NONE; PRIORITY_LEVELS],
-            tails: [NONE; PRIORITY_LEVELS],
-            ready_priorities: 0,
-            length: 0,
-        }
-    }
+impl Heads {
+    const EMPTY: Self = Self {
+        heads: [NONE; PRIORITY_LEVELS],
+        tails: [NONE; PRIORITY_LEVELS],
+        ready_priorities: 0,
+        length: 0,
+    };
 
-    /// Queued threads.
-    pub const fn len(&self) -> usize {
-        self.length
-    }
-
-    pub const fn is_empty(&self) -> bool {
-        self.length == 0
-    }
-
-    /// Whether `thread` is queued.
-    pub fn contains(&self, thread: usize) -> bool {
-        self.queued_priority(thread).is_some()
-    }
-
-    /// The priority `thread` is queued at, or `None` if it is not queued.
-    pub fn queued_priority(&self, thread: usize) -> Option<Priority> {
-        let link = self.links.as_ref().get(thread)?;
-        link.queued.then_some(link.priority)
-    }
-
-    /// The highest priority with a ready thread: the scheduler compares it with the
-    /// running thread's to decide whether to preempt. O(1).
-    pub fn highest_priority(&self) -> Option<Priority> {
+    #[inline]
+    fn highest_priority(&self) -> Option<Priority> {
         highest_bit(self.ready_priorities).map(Priority)
     }
 
-    /// The thread [`pick_next`](Self::pick_next) would return, left in the queue. O(1).
-    pub fn peek_next(&self) -> Option<usize> {
+    #[inline]
+    fn peek_next(&self) -> Option<usize> {
         let priority = self.highest_priority()?;
         Some(self.heads[priority.index()] as usize)
     }
 
-    /// Removes and returns the first thread of the highest non-empty priority. O(1): the
-    /// head's unlinking written out (it has no predecessor), as the switch path runs it.
+    /// Link `thread` into this queue (tagged `tag`) at the tail of `priority`, or at its
+    /// head when `front`.
     #[inline]
-    pub fn pick_next(&mut self) -> Option<usize> {
-        let priority = usize::from(highest_bit(self.ready_priorities)?);
-        let head = *self.heads.get(priority)?;
-        let links = self.links.as_mut();
+    fn enqueue(
+        &mut self,
+        links: &mut [QueueLink],
+        tag: u8,
+        thread: usize,
+        priority: Priority,
+        front: bool,
+    ) -> Result<(), QueueError> {
+        let index = unqueued_index(links, thread)?;
+        let level = priority.index();
+        let link = if front {
+            QueueLink {
+                previous: NONE,
+                next: self.heads[level],
+                priority,
+                queued: true,
+                queue: tag,
+            }
+        } else {
+            QueueLink {
+                previous: self.tails[level],
+                next: NONE,
+                priority,
+                queued: true,
+                queue: tag,
+            }
+        };
+        links[thread] = link;
+        if front {
+            match link_mut(links, link.next) {
+                Some(next) => next.previous = index,
+                None => self.tails[level] = index,
+            }
+            self.heads[level] = index;
+        } else {
+            match link_mut(links, link.previous) {
+                Some(previous) => previous.next = index,
+                None => self.heads[level] = index,
+            }
+            self.tails[level] = index;
+        }
+        self.ready_priorities |= 1 << level;
+        self.length += 1;
+        Ok(())
+    }
+
+    /// Unlink and return the first thread of the highest non-empty priority: the head's
+    /// unlinking written out (it has no predecessor), as the switch path runs it.
+    #[inline]
+    fn pop_head(&mut self, links: &mut [QueueLink]) -> Option<usize> {
+        let level = usize::from(highest_bit(self.ready_priorities)?);
+        let head = *self.heads.get(level)?;
         let link = links.get_mut(head as usize)?;
         let next = link.next;
         *link = QueueLink::UNQUEUED;
-        match links.get_mut(next as usize) {
+        match link_mut(links, next) {
             Some(following) => following.previous = NONE,
             None => {
-                self.tails[priority] = NONE;
-                self.ready_priorities &= !(1 << priority);
+                self.tails[level] = NONE;
+                self.ready_priorities &= !(1 << level);
             }
         }
-        self.heads[priority] = next;
+        self.heads[level] = next;
         self.length -= 1;
         Some(head as usize)
     }
 
-    /// Puts `thread` at the tail of `priority`: a newly ready thread, or the running one
-    /// after its time slice or a yield (round robin). O(1).
-    pub fn enqueue(&mut self, thread: usize, priority: Priority) -> Result<(), QueueError> {
-        let index = self.unqueued_index(thread)?;
-        let tail = self.tails[priority.index()];
-        self.links.as_mut()[thread] = QueueLink {
-            previous: tail,
-            next: NONE,
-            priority,
-            queued: true,
-        };
-        match self.link_mut(tail) {
-            Some(link) => link.next = index,
-            None => self.heads[priority.index()] = index,
-        }
-        self.tails[priority.index()] = index;
-        self.mark_ready(priority);
-        Ok(())
-    }
-
-    /// Puts `thread` at the head of `priority`: a thread preempted before its slice ended
-    /// resumes before its peers. O(1).
-    pub fn enqueue_front(&mut self, thread: usize, priority: Priority) -> Result<(), QueueError> {
-        let index = self.unqueued_index(thread)?;
-        let head = self.heads[priority.index()];
-        self.links.as_mut()[thread] = QueueLink {
-            previous: NONE,
-            next: head,
-            priority,
-            queued: true,
-        };
-        match self.link_mut(head) {
-            Some(link) => link.previous = index,
-            None => self.tails[priority.index()] = index,
-        }
-        self.heads[priority.index()] = index;
-        self.mark_ready(priority);
-        Ok(())
-    }
-
-    /// Unlinks `thread` wherever it is in its priority's queue (it blocked, or is being
-    /// killed or moved to another CPU) and returns the priority it was queued at. O(1).
-    pub fn remove(&mut self, thread: usize) -> Result<Priority, QueueError> {
-        let link = *self
-            .links
-            .as_ref()
-            .get(thread)
-            .ok_or(QueueError::NoSuchThread)?;
-        if !link.queued {
-            return Err(QueueError::NotQueued);
-        }
+    /// Unlink queued `thread`, which the caller checked is in this queue.
+    #[inline]
+    fn unlink(&mut self, links: &mut [QueueLink], thread: usize) -> Priority {
+        let link = links[thread];
         let priority = link.priority;
-        match self.link_mut(link.previous) {
+        match link_mut(links, link.previous) {
             Some(previous) => previous.next = link.next,
             None => self.heads[priority.index()] = link.next,
         }
-        match self.link_mut(link.next) {
+        match link_mut(links, link.next) {
             Some(next) => next.previous = link.previous,
             None => self.tails[priority.index()] = link.previous,
         }
-        self.links.as_mut()[thread] = QueueLink::UNQUEUED;
+        links[thread] = QueueLink::UNQUEUED;
         if self.heads[priority.index()] == NONE {
             self.ready_priorities &= !(1 << priority.index());
         }
         self.length -= 1;
-        Ok(priority)
+        priority
     }
 
-    /// The queued threads in the order they would be picked (highest priority first,
-    /// queue order within one), for listings and checks. O(queued threads).
-    pub fn iter(&self) -> impl Iterator<Item = (usize, Priority)> + '_ {
-        let links = self.links.as_ref();
+    #[inline]
+    fn iter<'a>(&'a self, links: &'a [QueueLink]) -> impl Iterator<Item = (usize, Priority)> + 'a {
         let mut priorities = self.ready_priorities;
         let mut cursor = NONE;
         core::iter::from_fn(move || {
@@ -257,39 +235,286 @@ where
             Some((thread, link.priority))
         })
     }
+}
 
-    /// The 32-bit link value for `thread`, if it exists and is not queued.
-    fn unqueued_index(&self, thread: usize) -> Result<u32, QueueError> {
-        let link = self
+/// The 32-bit link value for `thread`, if it exists and is not queued.
+#[inline]
+fn unqueued_index(links: &[QueueLink], thread: usize) -> Result<u32, QueueError> {
+    let link = links.get(thread).ok_or(QueueError::NoSuchThread)?;
+    // why: NONE (u32::MAX) is the "no thread" marker, so that index is refused too.
+    let index = u32::try_from(thread)
+        .ok()
+        .filter(|&index| index != NONE)
+        .ok_or(QueueError::NoSuchThread)?;
+    if link.queued {
+        return Err(QueueError::AlreadyQueued);
+    }
+    Ok(index)
+}
+
+#[inline]
+fn link_mut(links: &mut [QueueLink], index: u32) -> Option<&mut QueueLink> {
+    if index == NONE {
+        return None;
+    }
+    links.get_mut(index as usize)
+}
+
+/// The ready threads of one CPU, over caller-provided links `S` (e.g.
+/// `[QueueLink; N]`, `&mut [QueueLink]`), indexed by thread index.
+#[derive(Debug)]
+pub struct RunQueue<S> {
+    links: S,
+    heads: Heads,
+}
+
+impl<S> RunQueue<S>
+where
+    S: AsRef<[QueueLink]> + AsMut<[QueueLink]>,
+{
+    /// An empty queue; every link in `links` is reset. Thread indices at or past
+    /// `u32::MAX` are refused (links are 32-bit). O(threads), once.
+    #[inline]
+    pub fn new(mut links: S) -> Self {
+        links.as_mut().fill(QueueLink::UNQUEUED);
+        Self {
+            links,
+            heads: Heads::EMPTY,
+        }
+    }
+
+    /// Queued threads.
+    #[inline]
+    pub const fn len(&self) -> usize {
+        self.heads.length
+    }
+
+    #[inline]
+    pub const fn is_empty(&self) -> bool {
+        self.heads.length == 0
+    }
+
+    /// Whether `thread` is queued.
+    #[inline]
+    pub fn contains(&self, thread: usize) -> bool {
+        self.queued_priority(thread).is_some()
+    }
+
+    /// The priority `thread` is queued at, or `None` if it is not queued.
+    #[inline]
+    pub fn queued_priority(&self, thread: usize) -> Option<Priority> {
+        let link = self.links.as_ref().get(thread)?;
+        link.queued.then_some(link.priority)
+    }
+
+    /// The highest priority with a ready thread: the scheduler compares it with the
+    /// running thread's to decide whether to preempt. O(1).
+    #[inline]
+    pub fn highest_priority(&self) -> Option<Priority> {
+        self.heads.highest_priority()
+    }
+
+    /// The thread [`pick_next`](Self::pick_next) would return, left in the queue. O(1).
+    #[inline]
+    pub fn peek_next(&self) -> Option<usize> {
+        self.heads.peek_next()
+    }
+
+    /// Removes and returns the first thread of the highest non-empty priority. O(1).
+    #[inline]
+    pub fn pick_next(&mut self) -> Option<usize> {
+        self.heads.pop_head(self.links.as_mut())
+    }
+
+    /// Puts `thread` at the tail of `priority`: a newly ready thread, or the running one
+    /// after its time slice or a yield (round robin). O(1).
+    #[inline]
+    pub fn enqueue(&mut self, thread: usize, priority: Priority) -> Result<(), QueueError> {
+        self.heads
+            .enqueue(self.links.as_mut(), 0, thread, priority, false)
+    }
+
+    /// Puts `thread` at the head of `priority`: a thread preempted before its slice ended
+    /// resumes before its peers. O(1).
+    #[inline]
+    pub fn enqueue_front(&mut self, thread: usize, priority: Priority) -> Result<(), QueueError> {
+        self.heads
+            .enqueue(self.links.as_mut(), 0, thread, priority, true)
+    }
+
+    /// Unlinks `thread` wherever it is in its priority's queue (it blocked, or is being
+    /// killed or moved to another CPU) and returns the priority it was queued at. O(1).
+    #[inline]
+    pub fn remove(&mut self, thread: usize) -> Result<Priority, QueueError> {
+        let link = *self
             .links
             .as_ref()
             .get(thread)
             .ok_or(QueueError::NoSuchThread)?;
-        // why: NONE (u32::MAX) is the "no thread" marker, so that index is refused too.
-        let index = u32::try_from(thread)
-            .ok()
-            .filter(|&index| index != NONE)
-            .ok_or(QueueError::NoSuchThread)?;
-        if link.queued {
-            return Err(QueueError::AlreadyQueued);
+        if !link.queued {
+            return Err(QueueError::NotQueued);
         }
-        Ok(index)
+        Ok(self.heads.unlink(self.links.as_mut(), thread))
     }
 
-    fn link_mut(&mut self, index: u32) -> Option<&mut QueueLink> {
-        if index == NONE {
-            return None;
+    /// The queued threads in the order they would be picked (highest priority first,
+    /// queue order within one), for listings and checks. O(queued threads).
+    #[inline]
+    pub fn iter(&self) -> impl Iterator<Item = (usize, Priority)> + '_ {
+        self.heads.iter(self.links.as_ref())
+    }
+}
+
+/// The run queues of `Q` CPUs over one link per thread (a thread is in at most one queue
+/// at a time; its link names which), in a table that grows with the thread ids
+/// ([`RunQueues::grow`]). Queue `queue` of each method is a CPU index below `Q`; the
+/// operations are those of [`RunQueue`], with the same costs and the same refusals, and a
+/// thread queued in another queue counts as not queued in this one.
+#[derive(Debug)]
+pub struct RunQueues<const Q: usize> {
+    links: Vec<QueueLink>,
+    queues: [Heads; Q],
+}
+
+impl<const Q: usize> Default for RunQueues<Q> {
+    #[inline]
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const Q: usize> RunQueues<Q> {
+    /// Empty queues serving no thread id yet ([`RunQueues::grow`]).
+    #[inline]
+    pub const fn new() -> Self {
+        const { assert!(Q <= 256, "queue tags are one byte") };
+        Self {
+            links: Vec::new(),
+            queues: [Heads::EMPTY; Q],
         }
-        self.links.as_mut().get_mut(index as usize)
     }
 
-    fn mark_ready(&mut self, priority: Priority) {
-        self.ready_priorities |= 1 << priority.index();
-        self.length += 1;
+    /// Thread ids served (`0..capacity`).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Serve thread ids `0..capacity` from `spare`'s storage (allocated beforehand with
+    /// room for them, [`crate::table::room`]); returns the storage to free. Nothing changes
+    /// when the table is that long already or `spare` has too little room. No allocation.
+    #[inline]
+    pub fn grow(&mut self, spare: Vec<QueueLink>, capacity: usize) -> Vec<QueueLink> {
+        crate::table::move_into(&mut self.links, spare, capacity, || QueueLink::UNQUEUED)
+    }
+
+    /// Threads queued on `queue`.
+    #[inline(always)]
+    pub fn len(&self, queue: usize) -> usize {
+        self.queues.get(queue).map_or(0, |heads| heads.length)
+    }
+
+    #[inline(always)]
+    pub fn is_empty(&self, queue: usize) -> bool {
+        self.len(queue) == 0
+    }
+
+    /// Whether `thread` is queued on `queue`.
+    #[inline]
+    pub fn contains(&self, queue: usize, thread: usize) -> bool {
+        self.queued_priority(queue, thread).is_some()
+    }
+
+    /// The queue `thread` is on, if any.
+    #[inline]
+    pub fn queue_of(&self, thread: usize) -> Option<usize> {
+        let link = self.links.get(thread)?;
+        link.queued.then_some(usize::from(link.queue))
+    }
+
+    /// The priority `thread` is queued at on `queue`, or `None`.
+    #[inline]
+    pub fn queued_priority(&self, queue: usize, thread: usize) -> Option<Priority> {
+        let link = self.links.get(thread)?;
+        (link.queued && usize::from(link.queue) == queue).then_some(link.priority)
+    }
+
+    /// The highest priority with a ready thread on `queue`. O(1).
+    #[inline(always)]
+    pub fn highest_priority(&self, queue: usize) -> Option<Priority> {
+        self.queues.get(queue)?.highest_priority()
+    }
+
+    /// The thread [`pick_next`](Self::pick_next) would return from `queue`. O(1).
+    #[inline]
+    pub fn peek_next(&self, queue: usize) -> Option<usize> {
+        self.queues.get(queue)?.peek_next()
+    }
+
+    /// Removes and returns the first thread of `queue`'s highest non-empty priority. O(1).
+    #[inline]
+    pub fn pick_next(&mut self, queue: usize) -> Option<usize> {
+        self.queues.get_mut(queue)?.pop_head(&mut self.links)
+    }
+
+    /// Puts `thread` at the tail of `priority` on `queue`. O(1).
+    #[inline]
+    pub fn enqueue(
+        &mut self,
+        queue: usize,
+        thread: usize,
+        priority: Priority,
+    ) -> Result<(), QueueError> {
+        self.link(queue, thread, priority, false)
+    }
+
+    /// Puts `thread` at the head of `priority` on `queue`. O(1).
+    #[inline]
+    pub fn enqueue_front(
+        &mut self,
+        queue: usize,
+        thread: usize,
+        priority: Priority,
+    ) -> Result<(), QueueError> {
+        self.link(queue, thread, priority, true)
+    }
+
+    #[inline]
+    fn link(
+        &mut self,
+        queue: usize,
+        thread: usize,
+        priority: Priority,
+        front: bool,
+    ) -> Result<(), QueueError> {
+        let heads = self.queues.get_mut(queue).ok_or(QueueError::NoSuchThread)?;
+        // why: queue < Q <= 256 (checked in `new`).
+        heads.enqueue(&mut self.links, queue as u8, thread, priority, front)
+    }
+
+    /// Unlinks `thread` from `queue` and returns the priority it was queued at. O(1).
+    #[inline]
+    pub fn remove(&mut self, queue: usize, thread: usize) -> Result<Priority, QueueError> {
+        let link = *self.links.get(thread).ok_or(QueueError::NoSuchThread)?;
+        if !link.queued || usize::from(link.queue) != queue {
+            return Err(QueueError::NotQueued);
+        }
+        let heads = self.queues.get_mut(queue).ok_or(QueueError::NotQueued)?;
+        Ok(heads.unlink(&mut self.links, thread))
+    }
+
+    /// `queue`'s threads in pick order. O(queued threads).
+    #[inline]
+    pub fn iter(&self, queue: usize) -> impl Iterator<Item = (usize, Priority)> + '_ {
+        self.queues
+            .get(queue)
+            .into_iter()
+            .flat_map(|heads| heads.iter(&self.links))
     }
 }
 
 /// The highest set bit of `bits`, if any.
+#[inline]
 fn highest_bit(bits: u32) -> Option<u8> {
     // why: u32::BITS - 1 - leading_zeros is at most 31 and fits a u8.
     (bits != 0).then(|| (u32::BITS - 1 - bits.leading_zeros()) as u8)
@@ -476,6 +701,51 @@ mod tests {
         queue.enqueue(99, priority(0)).unwrap();
         queue.enqueue(42, priority(0)).unwrap();
         assert_eq!(drain(&mut queue), [99, 42]);
+    }
+
+    #[test]
+    fn shared_links_serve_several_queues_and_grow() {
+        let mut queues = RunQueues::<3>::new();
+        assert_eq!(
+            queues.enqueue(0, 1, priority(4)),
+            Err(QueueError::NoSuchThread)
+        );
+        let spare = queues.grow(crate::table::room(4).unwrap(), 4);
+        assert!(spare.is_empty());
+        queues.enqueue(0, 1, priority(4)).unwrap();
+        queues.enqueue(2, 2, priority(9)).unwrap();
+        queues.enqueue(2, 3, priority(9)).unwrap();
+        assert_eq!(
+            queues.enqueue(1, 1, priority(4)),
+            Err(QueueError::AlreadyQueued)
+        );
+        assert_eq!(
+            queues.remove(1, 2),
+            Err(QueueError::NotQueued),
+            "queued elsewhere"
+        );
+        assert!(queues.contains(2, 2) && !queues.contains(0, 2));
+        assert_eq!(queues.queue_of(3), Some(2));
+        assert_eq!((queues.len(0), queues.len(1), queues.len(2)), (1, 0, 2));
+        // Growing keeps every queued thread where it was.
+        let _ = queues.grow(crate::table::room(64).unwrap(), 64);
+        assert_eq!(queues.capacity(), 64);
+        queues.enqueue_front(2, 63, priority(9)).unwrap();
+        assert_eq!(
+            queues.iter(2).map(|(thread, _)| thread).collect::<Vec<_>>(),
+            [63, 2, 3]
+        );
+        assert_eq!(queues.pick_next(0), Some(1));
+        assert_eq!(queues.pick_next(0), None);
+        assert_eq!(queues.pick_next(2), Some(63));
+        assert_eq!(queues.remove(2, 3), Ok(priority(9)));
+        assert_eq!(queues.highest_priority(2), Some(priority(9)));
+        assert_eq!(queues.pick_next(2), Some(2));
+        assert!(queues.is_empty(2));
+        assert_eq!(
+            queues.enqueue(3, 1, priority(4)),
+            Err(QueueError::NoSuchThread)
+        );
     }
 
     #[test]

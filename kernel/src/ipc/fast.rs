@@ -160,7 +160,8 @@ pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     drop(capability);
     // The thread queues on the endpoint it last queued on (the server loop): its
     // `blocked_on` already names it, so no reference is taken or dropped here.
-    if !matches!(&state.blocked_on[me], Blocker::Endpoint(last) if Arc::as_ptr(last) == endpoint) {
+    if !matches!(state.blocked_on.get(me), Some(Blocker::Endpoint(last)) if Arc::as_ptr(last) == endpoint)
+    {
         return false;
     }
     // SAFETY: `blocked_on[me]` holds a reference to this endpoint (checked just above), and

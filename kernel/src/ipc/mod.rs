@@ -27,6 +27,15 @@
 //! between the two. Capability objects dropped here queue their follow-up work
 //! (`obj::pending`), which [`run_pending`] does with no lock held.
 //!
+//! # The per-thread tables
+//! [`State`]'s tables are indexed by thread id and grow on demand, with the ids: a thread's
+//! first slow-path IPC operation makes room for its id ([`make_room`]) before it takes
+//! the lock; the bigger storage is allocated with no lock held and swapped in under the
+//! IPC lock, which moves the entries without allocating. A thread that never used IPC has
+//! no state to clear. The fast paths refuse an id beyond the tables (the slow path then
+//! makes room), and every other id they meet sits in a queue or a reply slot, so within
+//! them. Tables never shrink.
+//!
 //! Weak spots: one CPU (a thread enqueues itself, drops the lock, then blocks); an IPC
 //! buffer's frame is found by a scan of its process's page list on each long message.
 
@@ -38,11 +47,13 @@ use crate::Cpu;
 use crate::mm::frames;
 use crate::obj::{Endpoint, Notification, Process, kind, pending};
 use crate::sync::{Lock, level};
-use crate::task::sched::{self, MAX_THREADS};
+use crate::task::sched;
 use crate::task::thread::{self, Event, TrapFrame};
 use crate::trace::{self, Kind};
 use abi::{Error, Handle, MessageInfo, PAGE_SIZE, Rights};
+use alloc::vec::Vec;
 use arch_api::{Paging, TrapFrame as _};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use kcore::ipc::{Ipc, ReceiveOutcome, SendError, SendOutcome, ThreadId};
 
 /// An object's identity in trace records: its address.
@@ -59,12 +70,13 @@ enum Blocker {
 }
 
 struct State {
-    ipc: Ipc<MAX_THREADS>,
+    /// Thread ids `0..ipc.capacity()`, like the two tables below (module docs).
+    ipc: Ipc,
     /// Each thread's IPC buffer.
-    buffers: [Buffer; MAX_THREADS],
+    buffers: Vec<Buffer>,
     /// What each thread last queued on (kept until it queues again or exits; only the
     /// queue link in `ipc` says whether it is still queued there).
-    blocked_on: [Blocker; MAX_THREADS],
+    blocked_on: Vec<Blocker>,
 }
 
 /// A thread's IPC buffer: its user address (0: none) and the frame behind it as last
@@ -89,10 +101,54 @@ static IPC: Lock<State> = Lock::new(
     level::IPC,
     State {
         ipc: Ipc::new(),
-        buffers: [Buffer::NONE; MAX_THREADS],
-        blocked_on: [const { Blocker::Nothing }; MAX_THREADS],
+        buffers: Vec::new(),
+        blocked_on: Vec::new(),
     },
 );
+
+/// Thread ids the tables serve: `ipc.capacity()` as last set under the lock (read with no
+/// lock by [`make_room`]).
+static CAPACITY: AtomicUsize = AtomicUsize::new(0);
+
+/// Make the tables serve thread id `thread` (module docs), with no lock held:
+/// `OutOfMemory` when the heap cannot hold them.
+fn make_room(thread: ThreadId) -> Result<(), Error> {
+    if thread < CAPACITY.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    if thread >= sched::MAX_THREAD_IDS {
+        return Err(Error::InvalidArgument);
+    }
+    // Room for every id the scheduler serves now, so one growth covers many threads.
+    let capacity = (thread + 1)
+        .max(sched::capacity())
+        .next_power_of_two()
+        .min(sched::MAX_THREAD_IDS);
+    let spare = (|| {
+        Ok::<_, alloc::collections::TryReserveError>((
+            kcore::ipc::Spare::room(capacity)?,
+            kcore::table::room::<Buffer>(capacity)?,
+            kcore::table::room::<Blocker>(capacity)?,
+        ))
+    })()
+    .map_err(|_| Error::OutOfMemory)?;
+    let left_over = {
+        let mut state = IPC.lock();
+        let (ipc, buffers, blocked_on) = spare;
+        let left_over = (
+            state.ipc.grow(ipc, capacity),
+            kcore::table::move_into(&mut state.buffers, buffers, capacity, || Buffer::NONE),
+            kcore::table::move_into(&mut state.blocked_on, blocked_on, capacity, || {
+                Blocker::Nothing
+            }),
+        );
+        CAPACITY.store(state.ipc.capacity(), Ordering::Release);
+        left_over
+    };
+    // The old storage (or the unused spare) is freed with no lock held.
+    drop(left_over);
+    Ok(())
+}
 
 fn status(error: Error) -> u64 {
     u64::from(error.code())
@@ -263,6 +319,7 @@ fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
     let (me, process) = sched::current_and_process();
     thread::count(me, Event::Ipc);
     let process = process.ok_or(Error::InvalidArgument)?;
+    make_room(me)?;
     let right = if call { Rights::CALL } else { Rights::WRITE };
     let (endpoint, badge) = endpoint_of(&process, message[0], right)?;
     check_message(me, &process, message[1])?;
@@ -337,6 +394,7 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
     let (me, process) = sched::current_and_process();
     thread::count(me, Event::Ipc);
     let process = process.ok_or(Error::InvalidArgument)?;
+    make_room(me)?;
     let handle = frame.syscall_arguments()[0];
     let (endpoint, _) = endpoint_of(&process, handle, Rights::READ)?;
     // The reply's buffer parts must be valid before anything changes (words > 4 or caps);
@@ -498,6 +556,7 @@ pub fn wait(frame: &mut TrapFrame) {
     thread::count(me, Event::Notification);
     let result = (|| {
         let process = sched::current_process().ok_or(Error::InvalidArgument)?;
+        make_room(me)?;
         let notification = process
             .caps
             .find::<kind::Notification>(handle, Rights::WAIT)?;
@@ -552,47 +611,57 @@ pub fn buffer_set(address: u64) -> Result<u64, Error> {
         Cpu::copy_from_user(&mut byte, address).map_err(|_| Error::BadAddress)?;
         Cpu::copy_to_user(address, &byte).map_err(|_| Error::BadAddress)?;
     }
-    IPC.lock().buffers[me] = Buffer {
-        address,
-        ..Buffer::NONE
-    };
+    make_room(me)?;
+    if let Some(buffer) = IPC.lock().buffers.get_mut(me) {
+        *buffer = Buffer {
+            address,
+            ..Buffer::NONE
+        };
+    }
     Ok(0)
 }
 
 /// The last receive-capable capability to `endpoint` is gone: wake everything queued on
 /// it with `PeerDied`; later sends fail at once.
 pub fn close_endpoint(endpoint: &Endpoint) {
-    let mut woken = [0usize; MAX_THREADS];
-    let mut count = 0;
-    {
-        let mut state = IPC.lock();
-        let mut queue = endpoint.queue.lock();
-        state.ipc.close(&mut queue, |thread| {
-            if count < MAX_THREADS {
+    // A batch at a time under the locks (no allocation): no thread joins a closed queue.
+    const BATCH: usize = 64;
+    loop {
+        let mut woken = [0usize; BATCH];
+        let mut count = 0;
+        let more = {
+            let mut state = IPC.lock();
+            let mut queue = endpoint.queue.lock();
+            let more = state.ipc.close_at_most(&mut queue, BATCH, |thread| {
                 woken[count] = thread;
                 count += 1;
+            });
+            drop(queue);
+            for &thread in &woken[..count] {
+                // Only references to this same endpoint, which the caller still holds:
+                // dropping them under the lock frees nothing.
+                state.blocked_on[thread] = Blocker::Nothing;
             }
-        });
-        drop(queue);
+            more
+        };
         for &thread in &woken[..count] {
-            // Only references to this same endpoint, which the caller still holds: dropping
-            // them under the lock frees nothing.
-            state.blocked_on[thread] = Blocker::Nothing;
+            wake_with_error(thread, Error::PeerDied);
         }
-    }
-    for &thread in &woken[..count] {
-        wake_with_error(thread, Error::PeerDied);
+        if !more {
+            return;
+        }
     }
 }
 
 /// Thread `thread` is ending: take it out of any queue, wake a caller waiting for its
 /// reply with `PeerDied`, and forget its IPC state (the id will be reused).
 pub fn thread_exiting(thread: ThreadId) {
-    if thread >= MAX_THREADS {
-        return;
-    }
     let (caller, blocker) = {
         let mut state = IPC.lock();
+        // Beyond the tables: it never used IPC, so there is nothing to forget.
+        if thread >= state.blocked_on.len() {
+            return;
+        }
         let blocker = core::mem::replace(&mut state.blocked_on[thread], Blocker::Nothing);
         let caller = match &blocker {
             Blocker::Endpoint(endpoint) => {
@@ -623,14 +692,17 @@ pub type IpcSnapshot = (kcore::ipc::State, bool, kcore::ipc::ReplySlot);
 /// (then the scheduler's, in the lock order), so the checker compares one moment even while
 /// other CPUs run. On the heap: the checker's kernel stack is small.
 #[cfg(feature = "testing")]
-pub fn snapshot() -> (
-    alloc::vec::Vec<IpcSnapshot>,
-    alloc::vec::Vec<Option<sched::ThreadSnapshot>>,
-) {
-    let state = IPC.lock();
-    let threads = sched::snapshot().to_vec();
-    let ipc = (0..MAX_THREADS)
-        .map(|thread| {
+pub fn snapshot() -> (Vec<IpcSnapshot>, Vec<Option<sched::ThreadSnapshot>>) {
+    // Room allocated with no lock held; again if a spawn grew the table meanwhile.
+    loop {
+        let room = sched::capacity() + 16;
+        let mut threads = Vec::with_capacity(room);
+        let mut ipc = Vec::with_capacity(room);
+        let state = IPC.lock();
+        if !sched::snapshot(&mut threads) {
+            continue;
+        }
+        ipc.extend((0..threads.len()).map(|thread| {
             (
                 state.ipc.state(thread).unwrap_or(kcore::ipc::State::Idle),
                 state.ipc.is_queued(thread),
@@ -639,9 +711,9 @@ pub fn snapshot() -> (
                     .reply_slot(thread)
                     .unwrap_or(kcore::ipc::ReplySlot::Empty),
             )
-        })
-        .collect();
-    (ipc, threads)
+        }));
+        return (ipc, threads);
+    }
 }
 
 /// Signal `bits` on `notification` from the kernel itself (a process's death, an interrupt

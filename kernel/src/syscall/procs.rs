@@ -41,7 +41,7 @@ use crate::task::sched;
 use crate::{Cpu, irq};
 
 /// Threads one process may have at once (so no process takes every thread slot).
-pub const MAX_THREADS_PER_PROCESS: usize = 16;
+pub const MAX_THREADS_PER_PROCESS: usize = 16_384;
 
 // A thread's charge (`obj::budget::THREAD_BYTES`) covers its record.
 const _: () =

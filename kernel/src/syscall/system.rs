@@ -18,7 +18,7 @@ use arch_api::{ExitCode, Platform, UserRange};
 
 use crate::obj::kind;
 use crate::sync::{Lock, level};
-use crate::task::sched::{self, MAX_THREADS};
+use crate::task::sched;
 use crate::task::thread::State;
 use crate::{Cpu, mm, time};
 
@@ -81,7 +81,8 @@ fn summary(record: &mut [u64]) -> usize {
     record[FREE_FRAMES] = free;
     record[TOTAL_FRAMES] = crate::proc::init::total_frames().max(free);
     record[KERNEL_HEAP] = mm::heap::allocated_bytes() as u64;
-    record[THREAD_SLOTS] = MAX_THREADS as u64;
+    // One past the highest id the thread table serves now (it grows with the threads).
+    record[THREAD_SLOTS] = sched::capacity() as u64;
     record[CPUS] = cpu_count();
     record[HEAP_FRAMES] = mm::heap::frames_held();
     WORDS
@@ -92,7 +93,7 @@ fn thread(index: u64, record: &mut [u64]) -> usize {
     let Ok(id) = usize::try_from(index) else {
         return 0;
     };
-    if id == 0 || id >= MAX_THREADS {
+    if id == 0 || id >= sched::MAX_THREAD_IDS {
         return 0;
     }
     let Some((name, state, priority, ticks, process)) = sched::describe(id) else {
@@ -154,10 +155,7 @@ fn module(index: u64, record: &mut [u64]) -> usize {
 
 /// The live process with id `pid` (one with a thread).
 fn process_of(pid: u64) -> Option<alloc::sync::Arc<crate::obj::Process>> {
-    (1..MAX_THREADS).find_map(|id| {
-        let (_, _, _, _, process) = sched::describe(id)?;
-        process.filter(|process| process.id == pid)
-    })
+    sched::find_process(pid)
 }
 
 /// The budget record of process `pid`, or of the caller for 0.

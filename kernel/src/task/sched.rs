@@ -42,11 +42,24 @@
 //! Sleeping threads wait in a deadline heap ([`kcore::deadlines`]) that the boot CPU's tick
 //! drains: O(log n) for each due thread.
 //!
-//! Weak spots: the thread table is a fixed array of [`MAX_THREADS`]; the one scheduler lock
-//! is shared by every CPU (the IPC fast paths take it once per hand-off).
+//! # The thread table
+//! Thread ids are small integers, reused: the table, the run queues' links (one per thread:
+//! a thread is in at most one CPU's queue) and the sleepers' heap are indexed by them and
+//! grow together, doubling, when [`spawn`] finds no free id. The bigger storage is
+//! allocated with no lock held and swapped in under the scheduler lock (which moves the
+//! entries without allocating); the old storage is freed after the lock is released. Free
+//! ids wait on a stack (`free_ids`, with room for every id, so freeing never allocates):
+//! taking and returning one is O(1). The limit that bites is the memory budget (a user
+//! thread's record and kernel stack are charged to its process,
+//! `crate::obj::budget`); [`MAX_THREAD_IDS`] bounds the representation only.
+//!
+//! Weak spots: the one scheduler lock is shared by every CPU (the IPC fast paths take it
+//! once per hand-off); an idle CPU looks at most [`STEAL_SCAN`] threads of another CPU's
+//! queue for one its affinity allows; killing a process scans the thread table.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use crate::Cpu;
@@ -55,12 +68,17 @@ use crate::obj::Process;
 use crate::sync::{Lock, LockGuard, level};
 use crate::task::thread::{Start, State, Thread};
 use arch_api::{Ipi, IpiTarget, MAX_CPUS, Paging, Platform, SecondaryCpus, Threads};
-use kcore::deadlines::Deadlines;
-use kcore::runqueue::{Priority, QueueLink, RunQueue};
+use kcore::deadlines::{self, Deadlines};
+use kcore::runqueue::{Priority, QueueLink, RunQueues};
+use kcore::table;
 
-/// Thread slots; slot 0 is never used (id 0 means "no thread" to the arch crate). At most
-/// 64 (the reservation mask is one word).
-pub const MAX_THREADS: usize = 64;
+/// Thread ids are below this (id 0 is never used: it means "no thread" to the arch crate).
+/// A limit of the representation, not of memory (module docs).
+pub use kcore::table::MAX_THREAD_IDS;
+/// Thread ids served by the first table (it doubles from there).
+const INITIAL_THREAD_IDS: usize = 64;
+/// Threads of another CPU's queue an idle CPU looks at for one it may run.
+pub const STEAL_SCAN: usize = 32;
 /// Timer ticks a thread runs before an equal-priority thread gets the CPU.
 pub const TIME_SLICE_TICKS: u32 = 2;
 /// The priority of ordinary kernel and user threads.
@@ -86,7 +104,6 @@ struct PerCpu {
     /// A thread that died here and still needs its stack freed (by the next thread to run
     /// here, once the switch away from it is complete).
     dead: Option<usize>,
-    queue: RunQueue<[QueueLink; MAX_THREADS]>,
     /// The thread this CPU switched away from last (its stack is released in
     /// [`after_switch`]; lock-checking build).
     #[cfg(feature = "lockcheck")]
@@ -94,14 +111,17 @@ struct PerCpu {
 }
 
 struct Scheduler {
-    threads: [Option<Box<Thread>>; MAX_THREADS],
+    /// Indexed by thread id; as long as every other per-thread table here.
+    threads: Vec<Option<Box<Thread>>>,
+    /// Ids neither in use nor being filled by [`spawn`], lowest on top; room for every id.
+    free_ids: Vec<u32>,
+    /// Every CPU's run queue (queue `i`: CPU index `i`), over one link per thread.
+    queues: RunQueues<MAX_CPUS>,
     /// Threads blocked in `sleep`, by wake-up tick (the boot CPU's tick pops the due ones).
-    sleepers: Deadlines<MAX_THREADS>,
+    sleepers: Deadlines,
     cpus: [PerCpu; MAX_CPUS],
     /// The CPUs that have joined (bit `i`: CPU index `i`).
     joined: u64,
-    /// Thread slots being filled by [`spawn`] (bit `i`: slot `i`).
-    reserved: u64,
 }
 
 /// Wraps the scheduler so it can live in a static.
@@ -142,7 +162,7 @@ impl Scheduler {
     /// Threads queued or running (not idle) on `cpu`: the balancer's measure of busy.
     fn load(&self, cpu: usize) -> usize {
         let state = &self.cpus[cpu];
-        state.queue.len() + usize::from(state.current != state.idle && state.current != 0)
+        self.queues.len(cpu) + usize::from(state.current != state.idle && state.current != 0)
     }
 
     /// The CPU whose queue ready thread `id` joins (module docs: last CPU unless busier).
@@ -193,9 +213,9 @@ impl Scheduler {
         };
         let priority = thread.priority;
         thread.last_cpu = cpu as u32;
+        // why: the id is in the table and not queued, so enqueue cannot fail.
+        let _ = self.queues.enqueue(cpu, id, priority);
         let target = &mut self.cpus[cpu];
-        // why: the id is below MAX_THREADS and not queued, so enqueue cannot fail.
-        let _ = target.queue.enqueue(id, priority);
         if cpu == this || target.current == 0 {
             return;
         }
@@ -212,7 +232,7 @@ impl Scheduler {
     /// it may run from another CPU's queue.
     #[inline(always)]
     fn pick_next(&mut self, cpu: usize) -> Option<usize> {
-        if let Some(next) = self.cpus[cpu].queue.pick_next() {
+        if let Some(next) = self.queues.pick_next(cpu) {
             return Some(next);
         }
         self.steal(cpu)
@@ -223,20 +243,21 @@ impl Scheduler {
     #[inline(never)]
     fn steal(&mut self, cpu: usize) -> Option<usize> {
         let (from, id) = self.stealable(cpu)?;
-        let _ = self.cpus[from].queue.remove(id);
+        let _ = self.queues.remove(from, id);
         Some(id)
     }
 
     /// A thread in another CPU's queue that `cpu` may run: the highest priority first.
     fn stealable(&self, cpu: usize) -> Option<(usize, usize)> {
         let mut best: Option<(Priority, usize, usize)> = None;
-        for (other, state) in self.cpus.iter().enumerate() {
-            if other == cpu || state.queue.is_empty() {
+        for other in 0..self.cpus.len() {
+            if other == cpu || self.queues.is_empty(other) {
                 continue;
             }
-            let found = state.queue.iter().find(|&(id, _)| {
-                self.threads[id]
-                    .as_deref()
+            let found = self.queues.iter(other).take(STEAL_SCAN).find(|&(id, _)| {
+                self.threads
+                    .get(id)
+                    .and_then(|thread| thread.as_deref())
                     .is_some_and(|thread| thread.affinity & (1 << cpu) != 0)
             });
             if let Some((id, priority)) = found
@@ -250,17 +271,17 @@ impl Scheduler {
 
     /// Whether `cpu` has a thread it could run instead of its idle thread.
     fn has_work(&self, cpu: usize) -> bool {
-        !self.cpus[cpu].queue.is_empty() || self.stealable(cpu).is_some()
+        !self.queues.is_empty(cpu) || self.stealable(cpu).is_some()
     }
 
     /// The highest priority `cpu` could run next (its own queue, or what it may pull).
     fn best_ready(&self, cpu: usize) -> Option<Priority> {
-        let own = self.cpus[cpu].queue.highest_priority();
+        let own = self.queues.highest_priority(cpu);
         if own.is_some() {
             return own;
         }
         let (other, id) = self.stealable(cpu)?;
-        self.cpus[other].queue.queued_priority(id)
+        self.queues.queued_priority(other, id)
     }
 }
 
@@ -284,19 +305,19 @@ pub fn init() {
     let mut shared = SCHEDULER.lock();
     assert!(shared.0.is_none(), "scheduler initialized twice");
     shared.0 = Some(Scheduler {
-        threads: core::array::from_fn(|_| None),
+        threads: Vec::new(),
+        free_ids: Vec::new(),
+        queues: RunQueues::new(),
         sleepers: Deadlines::new(),
         cpus: core::array::from_fn(|_| PerCpu {
             current: 0,
             idle: 0,
             slice_left: TIME_SLICE_TICKS,
             dead: None,
-            queue: RunQueue::new([QueueLink::UNQUEUED; MAX_THREADS]),
             #[cfg(feature = "lockcheck")]
             previous: 0,
         }),
         joined: 0,
-        reserved: 0,
     });
     drop(shared);
     let cpu = this_cpu();
@@ -406,17 +427,13 @@ fn spawn_with(
     ready: bool,
     affinity: u64,
 ) -> Result<usize, SpawnError> {
-    // Reserve a slot first (no other CPU takes it meanwhile), without holding the lock
-    // across the stack allocation.
-    let id = with(|scheduler| {
-        let id = (1..MAX_THREADS)
-            .find(|&id| scheduler.threads[id].is_none() && scheduler.reserved & (1 << id) == 0)?;
-        scheduler.reserved |= 1 << id;
-        Some(id)
-    })
-    .ok_or(SpawnError::NoThreadSlot)?;
-    let unreserve = || with(|scheduler| scheduler.reserved &= !(1 << id));
-    if crate::mm::heap::reserve(core::mem::size_of::<Thread>()).is_err() {
+    // Take a free id first (no other CPU takes it meanwhile), growing the tables when
+    // there is none, without holding the lock across an allocation.
+    let id = take_id()?;
+    let unreserve = || with(|scheduler| scheduler.free_ids.push(id as u32));
+    if crate::task::thread::prepare_events(id).is_err()
+        || crate::mm::heap::reserve(core::mem::size_of::<Thread>()).is_err()
+    {
         unreserve();
         return Err(SpawnError::OutOfHeap);
     }
@@ -431,7 +448,6 @@ fn spawn_with(
     }
     thread.last_cpu = affinity.trailing_zeros().min(MAX_CPUS as u32 - 1);
     with(|scheduler| {
-        scheduler.reserved &= !(1 << id);
         scheduler.threads[id] = Some(thread);
         if ready {
             scheduler.enqueue(id);
@@ -439,6 +455,79 @@ fn spawn_with(
     });
     crate::trace::name(id, name);
     Ok(id)
+}
+
+/// A free thread id, taken: the lowest free one, after growing the tables when none is
+/// free.
+fn take_id() -> Result<usize, SpawnError> {
+    loop {
+        let taken = with(|scheduler| match scheduler.free_ids.pop() {
+            Some(id) => Ok(id as usize),
+            None => Err(scheduler.threads.len()),
+        });
+        match taken {
+            Ok(id) => return Ok(id),
+            Err(capacity) => grow(capacity)?,
+        }
+    }
+}
+
+/// The storage of the thread tables for `capacity` ids, allocated with no lock held.
+struct Spare {
+    threads: Vec<Option<Box<Thread>>>,
+    free_ids: Vec<u32>,
+    links: Vec<QueueLink>,
+    sleepers: deadlines::Spare,
+}
+
+/// Grow the thread tables from `capacity` ids (as the caller saw them) to twice as many:
+/// allocate with no lock held, then swap in under the lock unless another CPU grew them
+/// meanwhile; free the storage left over after the lock is released.
+fn grow(capacity: usize) -> Result<(), SpawnError> {
+    let bigger = (capacity * 2).clamp(INITIAL_THREAD_IDS, MAX_THREAD_IDS);
+    if bigger <= capacity {
+        return Err(SpawnError::NoThreadSlot);
+    }
+    let spare = || -> Result<Spare, alloc::collections::TryReserveError> {
+        Ok(Spare {
+            threads: table::room(bigger)?,
+            free_ids: table::room(bigger)?,
+            links: table::room(bigger)?,
+            sleepers: deadlines::Spare::room(bigger)?,
+        })
+    };
+    let spare = spare().map_err(|_| SpawnError::OutOfHeap)?;
+    let left_over = with(|scheduler| {
+        if scheduler.threads.len() != capacity {
+            return spare;
+        }
+        let Spare {
+            threads,
+            mut free_ids,
+            links,
+            sleepers,
+        } = spare;
+        // The new ids go below the free ones (which are taken first), lowest on top; id 0
+        // is never handed out. At most `bigger - 1` ids are ever free: no allocation.
+        free_ids.clear();
+        // why: ids are below MAX_THREAD_IDS, which fits u32.
+        free_ids.extend((capacity.max(1)..bigger).rev().map(|id| id as u32));
+        free_ids.append(&mut scheduler.free_ids);
+        let free_ids = core::mem::replace(&mut scheduler.free_ids, free_ids);
+        Spare {
+            threads: table::move_into(&mut scheduler.threads, threads, bigger, || None),
+            free_ids,
+            links: scheduler.queues.grow(links, bigger),
+            sleepers: scheduler.sleepers.grow(sleepers, bigger),
+        }
+    });
+    drop(left_over);
+    Ok(())
+}
+
+/// Thread ids the tables serve now: every live thread's id is below it.
+pub fn capacity() -> usize {
+    with(|scheduler| scheduler.threads.len())
 }
 
 /// Start thread `id`, created not ready by [`spawn`].
@@ -764,6 +853,19 @@ fn saved_user_frame(
     from_user.then_some(frame)
 }
 
+/// The live process with id `pid` (one with a thread in the table): one pass over the
+/// table under one lock.
+pub fn find_process(pid: u64) -> Option<Arc<Process>> {
+    with(|scheduler| {
+        scheduler
+            .threads
+            .iter()
+            .flatten()
+            .find_map(|thread| thread.process.as_ref().filter(|process| process.id == pid))
+            .cloned()
+    })
+}
+
 /// The process of thread `id`, if it is a user thread.
 pub fn process_of(id: usize) -> Option<Arc<Process>> {
     with(|scheduler| scheduler.thread(id)?.process.clone())
@@ -874,9 +976,9 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
         Reason::Yield
             if current != idle
                 && allowed_here
-                && scheduler.cpus[cpu]
-                    .queue
-                    .highest_priority()
+                && scheduler
+                    .queues
+                    .highest_priority(cpu)
                     .is_none_or(|ready| ready < priority) =>
         {
             scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
@@ -897,7 +999,7 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
             // `enqueue_from`'s common case, written out: it runs here and may stay, so
             // it goes to the back of this CPU's queue (no other CPU to interrupt).
             // why: a running thread is in no queue, so enqueue cannot fail.
-            let _ = scheduler.cpus[cpu].queue.enqueue(current, priority);
+            let _ = scheduler.queues.enqueue(cpu, current, priority);
         } else {
             scheduler.enqueue_from(current, cpu);
         }
@@ -1113,7 +1215,12 @@ fn after_switch_work() {
 fn free_dead(id: usize) {
     let dead = with(|scheduler| {
         scheduler.sleepers.remove(id);
-        scheduler.threads[id].take()
+        let dead = scheduler.threads.get_mut(id)?.take();
+        if dead.is_some() {
+            // The stack has room for every id (`grow`): no allocation.
+            scheduler.free_ids.push(id as u32);
+        }
+        dead
     });
     if let Some(thread) = dead {
         if thread.killed {
@@ -1240,26 +1347,47 @@ fn wait_until_stopped(id: usize, serial: u64) {
 /// Kill every thread of `process`.
 /// Those running on other CPUs have left user mode for good when this returns.
 pub fn kill_process(process: &Arc<Process>) {
-    let mut killed = [None; MAX_THREADS];
+    let member = |thread: &Thread| {
+        thread.state != State::Dead
+            && thread
+                .process
+                .as_ref()
+                .is_some_and(|owner| Arc::ptr_eq(owner, process))
+    };
     with(|scheduler| {
-        for (id, slot) in killed.iter_mut().enumerate().skip(1) {
-            let member = scheduler.thread(id).and_then(|thread| {
-                let member = thread.state != State::Dead
-                    && thread
-                        .process
-                        .as_ref()
-                        .is_some_and(|owner| Arc::ptr_eq(owner, process));
-                member.then_some(thread.serial)
-            });
-            if let Some(serial) = member {
+        for id in 1..scheduler.threads.len() {
+            if scheduler.thread(id).is_some_and(|thread| member(thread)) {
                 mark_killed(scheduler, id);
-                *slot = Some(serial);
             }
         }
     });
-    for (id, serial) in killed.iter().enumerate() {
-        if let Some(serial) = *serial {
+    // Then wait for those running elsewhere, a batch at a time (no allocation).
+    const BATCH: usize = 64;
+    let mut next = 1;
+    loop {
+        let mut running = [(0usize, 0u64); BATCH];
+        let mut count = 0;
+        let end = with(|scheduler| {
+            let end = scheduler.threads.len();
+            while next < end && count < BATCH {
+                let id = next;
+                next += 1;
+                let serial = scheduler
+                    .thread(id)
+                    .filter(|thread| thread.running && member(thread))
+                    .map(|thread| thread.serial);
+                if let Some(serial) = serial {
+                    running[count] = (id, serial);
+                    count += 1;
+                }
+            }
+            end
+        });
+        for &(id, serial) in &running[..count] {
             wait_until_stopped(id, serial);
+        }
+        if next >= end {
+            return;
         }
     }
 }
@@ -1276,10 +1404,10 @@ pub fn set_priority(id: usize, serial: u64, priority: Priority) -> bool {
         }
         thread.priority = priority;
         let cpu = thread.last_cpu as usize;
-        let queue = &mut scheduler.cpus[cpu].queue;
-        if queue.contains(id) {
-            let _ = queue.remove(id);
-            let _ = queue.enqueue(id, priority);
+        let queues = &mut scheduler.queues;
+        if queues.contains(cpu, id) {
+            let _ = queues.remove(cpu, id);
+            let _ = queues.enqueue(cpu, id, priority);
         }
         true
     })
@@ -1319,8 +1447,8 @@ pub fn set_affinity(id: usize, serial: u64, mask: u64) -> Result<(), AffinityErr
     if online & (1 << cpu) != 0 {
         return Ok(());
     }
-    if scheduler.cpus[cpu].queue.contains(id) {
-        let _ = scheduler.cpus[cpu].queue.remove(id);
+    if scheduler.queues.contains(cpu, id) {
+        let _ = scheduler.queues.remove(cpu, id);
         scheduler.enqueue(id);
     } else if running && cpu != this {
         Cpu::send_ipi(IpiTarget::Cpu(cpu as u32), Ipi::Reschedule);
@@ -1363,12 +1491,18 @@ pub struct ThreadSnapshot {
     pub name: &'static str,
 }
 
-/// Every thread slot, under the scheduler lock (`None`: empty).
+/// Every thread slot, under the scheduler lock (`None`: empty), into `out` (cleared
+/// first): `false`, with `out` left empty, when the table has more slots than `out` has
+/// room for (no allocation under the lock; see [`capacity`]).
 #[cfg(feature = "testing")]
-pub fn snapshot() -> [Option<ThreadSnapshot>; MAX_THREADS] {
+pub fn snapshot(out: &mut Vec<Option<ThreadSnapshot>>) -> bool {
+    out.clear();
     with(|scheduler| {
-        core::array::from_fn(|id| {
-            let queued = scheduler.cpus.iter().any(|cpu| cpu.queue.contains(id));
+        if scheduler.threads.len() > out.capacity() {
+            return false;
+        }
+        out.extend((0..scheduler.threads.len()).map(|id| {
+            let queued = scheduler.queues.queue_of(id).is_some();
             let current = scheduler.cpus.iter().any(|cpu| cpu.current == id);
             let idle = scheduler.cpus.iter().any(|cpu| cpu.idle == id);
             scheduler.threads[id]
@@ -1383,7 +1517,8 @@ pub fn snapshot() -> [Option<ThreadSnapshot>; MAX_THREADS] {
                     priority: thread.priority.level(),
                     name: thread.name,
                 })
-        })
+        }));
+        true
     })
 }
 

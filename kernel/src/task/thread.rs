@@ -2,13 +2,14 @@
 //! stack, the kernel context saved when it is switched away from, and its FPU state; a
 //! user thread also belongs to a [`Process`].
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use arch_api::{KernelStack, Threads};
 use kcore::runqueue::Priority;
 
-use super::sched::MAX_THREADS;
 use crate::Cpu;
 use crate::obj::Process;
 
@@ -91,9 +92,59 @@ pub enum Event {
 /// by the running thread's id, which the counting paths hold already, with no lock (only
 /// the thread itself counts, and it runs on one CPU at a time); zeroed when a thread takes
 /// the slot.
+///
+/// The slots come in chunks of [`EVENT_CHUNK`], allocated by [`prepare_events`] (from
+/// `spawn`, with no lock held) the first time an id of the chunk is handed out and never
+/// freed, so a slot's address never changes and a lookup is two loads with no lock.
 /// Four words a slot (one unused), so a slot's address is a shift away from its id.
-static EVENTS: [[AtomicU64; 4]; MAX_THREADS] =
-    [const { [const { AtomicU64::new(0) }; 4] }; MAX_THREADS];
+type EventSlot = [AtomicU64; 4];
+const EVENT_CHUNK: usize = 1024;
+const EVENT_CHUNKS: usize = super::sched::MAX_THREAD_IDS.div_ceil(EVENT_CHUNK);
+static EVENTS: [AtomicPtr<EventSlot>; EVENT_CHUNKS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; EVENT_CHUNKS];
+
+/// The event slot of thread id `id`, once its chunk exists.
+#[inline(always)]
+fn event_slot(id: usize) -> Option<&'static EventSlot> {
+    let chunk = EVENTS.get(id / EVENT_CHUNK)?.load(Ordering::Acquire);
+    if chunk.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null chunk pointer comes from `prepare_events`: a leaked allocation of
+    // EVENT_CHUNK slots, never freed, so the slot `id % EVENT_CHUNK` of it is valid for
+    // 'static; the slots are atomics, shared freely.
+    Some(unsafe { &*chunk.add(id % EVENT_CHUNK) })
+}
+
+/// Make sure thread id `id` has an event slot (allocating its chunk once, with no lock
+/// held): `Err` when the heap cannot hold the chunk.
+pub fn prepare_events(id: usize) -> Result<(), ()> {
+    let Some(pointer) = EVENTS.get(id / EVENT_CHUNK) else {
+        return Err(());
+    };
+    if !pointer.load(Ordering::Acquire).is_null() {
+        return Ok(());
+    }
+    let mut chunk: Vec<EventSlot> = Vec::new();
+    chunk.try_reserve_exact(EVENT_CHUNK).map_err(|_| ())?;
+    chunk.resize_with(EVENT_CHUNK, || [const { AtomicU64::new(0) }; 4]);
+    let chunk = Box::into_raw(chunk.into_boxed_slice()).cast::<EventSlot>();
+    if pointer
+        .compare_exchange(
+            core::ptr::null_mut(),
+            chunk,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // Another CPU installed the chunk first.
+        // SAFETY: `chunk` came from `Box::into_raw` of a boxed slice of EVENT_CHUNK slots
+        // just above and was never shared.
+        drop(unsafe { Box::from_raw(core::ptr::slice_from_raw_parts_mut(chunk, EVENT_CHUNK)) });
+    }
+    Ok(())
+}
 
 /// One more `event` of thread `id` (the running thread): a plain load, add and store,
 /// once someone reads the counts or tracing is on (`trace::instrumented`); until then one
@@ -103,13 +154,15 @@ pub fn count(id: usize, event: Event) {
     if !crate::trace::instrumented() {
         return;
     }
-    let counter = &EVENTS[id % MAX_THREADS][event as usize];
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    if let Some(slot) = event_slot(id) {
+        let counter = &slot[event as usize];
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
 }
 
 /// The events of thread slot `id` so far: IPC, notification and page-fault counts.
 pub fn events(id: usize) -> [u64; 3] {
-    EVENTS.get(id).map_or([0; 3], |slot| {
+    event_slot(id).map_or([0; 3], |slot| {
         [0, 1, 2].map(|event| slot[event].load(Ordering::Relaxed))
     })
 }
@@ -127,7 +180,7 @@ impl Thread {
         start: Start,
         process: Option<Arc<Process>>,
     ) -> Self {
-        if let Some(slot) = EVENTS.get(id) {
+        if let Some(slot) = event_slot(id) {
             for counter in slot {
                 counter.store(0, Ordering::Relaxed);
             }

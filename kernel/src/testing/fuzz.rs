@@ -20,7 +20,7 @@ use arch_api::Bench as _;
 
 use crate::boot::BootInfo;
 use crate::obj::{Budget, Endpoint, EndpointCap, MemoryRegion, Notification, Object, Process};
-use crate::task::sched::{self, MAX_THREADS};
+use crate::task::sched;
 use crate::testing::kcheck;
 use crate::testing::ktest::Suite;
 use crate::time::{self, TIMER_HZ};
@@ -162,7 +162,7 @@ fn wait(started: &[Option<Arc<Process>>], deadline: u64) -> Result<bool, (&'stat
 /// is left. Returns the processes killed.
 fn sweep() -> usize {
     let mut killed = 0;
-    for id in 1..MAX_THREADS {
+    for id in 1..sched::capacity() {
         if let Some(process) = sched::process_of(id)
             && process.live_threads() > 0
         {

@@ -25,7 +25,6 @@ use crate::mm::{heap, stacks};
 use crate::obj::pending;
 use crate::println;
 use crate::stats::{self, Live};
-use crate::task::sched::{self, MAX_THREADS};
 use crate::task::thread::State;
 use crate::testing::ktest::Suite;
 
@@ -40,19 +39,21 @@ pub struct Baseline {
 
 /// Threads in the table now.
 fn thread_count() -> usize {
-    sched::snapshot().iter().flatten().count()
+    ipc::snapshot().1.iter().flatten().count()
 }
 
 /// Deferred work items the checker makes room for (a process's teardown queues one per
 /// endpoint whose last receiver it held: at most a table's worth each).
 const PENDING_ROOM: usize = 1024;
+/// Kernel stacks the checker has made once (more than any fuzz run keeps at once).
+const SETTLE_STACKS: usize = 64;
 
 /// Touch what the kernel grows once and keeps (the kernel-stack region's page tables and
 /// its free list, the deferred-work queue), so a run that needs more of them at once than
 /// any before it does not look like a leak of frames or heap bytes.
 pub fn settle() {
     pending::reserve(PENDING_ROOM);
-    let mut taken = [None; MAX_THREADS];
+    let mut taken = [None; SETTLE_STACKS];
     for place in taken.iter_mut() {
         *place = stacks::allocate().ok();
     }
@@ -136,7 +137,7 @@ pub fn compare(suite: &mut Suite, prefix: &str, baseline: &Baseline) {
 pub fn consistency(idle: bool) -> Result<(), (&'static str, usize)> {
     let (ipc, threads) = ipc::snapshot();
     let mut user_threads = 0;
-    for id in 1..MAX_THREADS {
+    for id in 1..threads.len() {
         let (ipc_state, linked, reply) = ipc[id];
         let Some(thread) = threads[id] else {
             if ipc_state != IpcState::Idle {
@@ -189,7 +190,7 @@ pub fn consistency(idle: bool) -> Result<(), (&'static str, usize)> {
         if user_threads != 0 {
             return Err(("a user thread is left after the run", 0));
         }
-        if let Some(id) = (1..MAX_THREADS).find(|&id| ipc[id].0 != IpcState::Idle || ipc[id].1) {
+        if let Some(id) = (1..ipc.len()).find(|&id| ipc[id].0 != IpcState::Idle || ipc[id].1) {
             return Err(("a thread is left in an IPC state after the run", id));
         }
         if pending::any() {
@@ -201,7 +202,8 @@ pub fn consistency(idle: bool) -> Result<(), (&'static str, usize)> {
 
 /// Whether any user thread is left (not dead).
 pub fn user_threads_left() -> bool {
-    sched::snapshot()
+    ipc::snapshot()
+        .1
         .iter()
         .flatten()
         .any(|thread| thread.user && thread.state != State::Dead)

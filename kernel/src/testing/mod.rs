@@ -17,6 +17,7 @@ pub mod fuzz;
 pub mod kcheck;
 pub mod ktest;
 pub mod ktest_irq;
+pub mod scale;
 pub mod smp;
 pub mod smp_user;
 pub mod tlb;
@@ -32,6 +33,7 @@ const KNOWN: &[&str] = &[
     "kernel",
     "lock-order",
     "panic",
+    "scale",
     "smp",
     "smp-overflow",
     "smp-panic",
@@ -88,6 +90,7 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
         }
         "lock-order" => in_thread("lock-order", lock_order, 0),
         "panic" => in_thread("panic-test", deliberate_panic, 0),
+        "scale" => in_thread("scale", scale::run, 0),
         "smp" => in_thread("smp", smp::scenario, 0),
         "smp-overflow" => smp::fatal_scenario(smp::Fatal::Overflow),
         "smp-panic" => smp::fatal_scenario(smp::Fatal::Panic),

@@ -127,6 +127,9 @@ fn type_name(kind: Option<ObjectType>) -> &'static str {
     }
 }
 
+/// Rows a listing (`ps`, `top`, `mem`) shows at most; a line says how many more there are.
+const LISTED_MAX: usize = 256;
+
 impl Shell {
     fn summary(&self) -> Result<[u64; sysinfo::summary::WORDS], Error> {
         let mut words = [0u64; sysinfo::summary::WORDS];
@@ -245,7 +248,8 @@ impl Shell {
             out,
             "  PID  TID  NAME          STATE    PRIO  CPU(ms)  LASTCPU"
         );
-        for record in self.threads()? {
+        let threads = self.threads()?;
+        for record in threads.iter().take(LISTED_MAX) {
             let mut name = [0u8; 16];
             let _ = writeln!(
                 out,
@@ -258,6 +262,9 @@ impl Shell {
                 record[CPU_TICKS] * 1000 / hz,
                 record[LAST_CPU],
             );
+        }
+        if threads.len() > LISTED_MAX {
+            let _ = writeln!(out, "  ... and {} more threads", threads.len() - LISTED_MAX);
         }
         Ok(())
     }
@@ -291,16 +298,17 @@ impl Shell {
                 out,
                 "  PID  TID  NAME          CPU%  SWITCHES     IPC  NOTIFY  FAULTS"
             );
-            for record in &now {
-                // The same thread a second ago (a reused slot holds another one).
+            for record in now.iter().take(LISTED_MAX) {
+                // The same thread a second ago (a reused slot holds another one); both
+                // lists are in id order, so a binary search finds it.
                 let old = before
-                    .iter()
-                    .find(|old| {
-                        old[ID] == record[ID]
-                            && old[PROCESS] == record[PROCESS]
+                    .binary_search_by_key(&record[ID], |old| old[ID])
+                    .ok()
+                    .map(|at| before[at])
+                    .filter(|old| {
+                        old[PROCESS] == record[PROCESS]
                             && old[NAME..NAME + 2] == record[NAME..NAME + 2]
                     })
-                    .copied()
                     .unwrap_or([0; WORDS]);
                 let delta = |word: usize| record[word].saturating_sub(old[word]);
                 let mut name = [0u8; 16];
@@ -316,6 +324,9 @@ impl Shell {
                     delta(NOTIFICATIONS),
                     delta(PAGE_FAULTS),
                 );
+            }
+            if now.len() > LISTED_MAX {
+                let _ = writeln!(out, "  ... and {} more threads", now.len() - LISTED_MAX);
             }
             let _ = out.flush();
             if out.console().take_keys()? > 0 {
@@ -347,13 +358,17 @@ impl Shell {
             out,
             "  PID  NAME              BUDGET        USED  PAGES  THREADS"
         );
-        let mut seen: Vec<u64> = Vec::new();
-        for record in self.threads()? {
-            let pid = record[sysinfo::thread::PROCESS];
-            if pid == 0 || seen.contains(&pid) {
-                continue;
-            }
-            seen.push(pid);
+        let mut pids: Vec<u64> = self
+            .threads()?
+            .iter()
+            .map(|record| record[sysinfo::thread::PROCESS])
+            .filter(|&pid| pid != 0)
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        // Each record is a look-up over the kernel's thread table: a long list is cut.
+        let shown = pids.len().min(LISTED_MAX);
+        for &pid in &pids[..shown] {
             let mut budget = [0u64; BUDGET_WORDS];
             // A process that ended since the thread list was read has no record.
             if proc::system_info(self.system, sysinfo::BUDGET, pid, &mut budget)? == 0 {
@@ -369,6 +384,9 @@ impl Shell {
                 budget[PAGES],
                 budget[THREADS],
             );
+        }
+        if pids.len() > shown {
+            let _ = writeln!(out, "  ... and {} more processes", pids.len() - shown);
         }
         Ok(())
     }
