@@ -186,6 +186,11 @@ where
         self.occupied == 0
     }
 
+    /// Whether no slot is free: [`insert`](Self::insert) would return `NoSpace`. O(1).
+    pub const fn is_full(&self) -> bool {
+        self.free_head.is_none()
+    }
+
     /// Empty slots available to [`insert`](Self::insert): check this before a transfer
     /// that must not fail halfway.
     pub fn free_slots(&self) -> usize {
@@ -334,6 +339,12 @@ where
     /// is at most half the current capacity (so a table does not shrink and grow back
     /// at one insert). O(1): the used slots are counted per band of indices.
     pub fn shrink_target(&self, minimum: usize) -> Option<usize> {
+        let used = self.occupied + self.retired;
+        // why: the target is at least twice the used slots and at most half the
+        // capacity; most tables fail this at once, before the bands are looked at.
+        if used.saturating_mul(4) > self.capacity() || minimum > self.capacity() / 2 {
+            return None;
+        }
         let extent = self
             .used_in_band
             .iter()
@@ -341,7 +352,7 @@ where
             .map_or(0, |band| 1usize << band);
         let wanted = minimum
             .max(extent)
-            .max((self.occupied + self.retired).saturating_mul(2))
+            .max(used.saturating_mul(2))
             .checked_next_power_of_two()?;
         (wanted <= self.capacity() / 2).then_some(wanted)
     }

@@ -112,7 +112,7 @@ impl CapSpace {
         object.restrict(rights);
         loop {
             let mut table = self.table.lock();
-            if table.free_slots() > 0 {
+            if !table.is_full() {
                 // A refused object would be dropped under the table lock: it frees memory
                 // and queues deferred work at most (see the module docs).
                 let handle = table.insert(object, rights)?;
@@ -338,7 +338,10 @@ impl CapSpace {
         let (removed, shrink) = {
             let mut table = self.table.lock();
             let removed = table.delete(handle);
-            let shrink = table.shrink_target(CAP_TABLE_INITIAL_SLOTS).is_some();
+            // why: a table at its first size cannot shrink; the check stays off the
+            // common path.
+            let shrink = table.capacity() > CAP_TABLE_INITIAL_SLOTS
+                && table.shrink_target(CAP_TABLE_INITIAL_SLOTS).is_some();
             (removed, shrink)
         };
         drop(removed?);
