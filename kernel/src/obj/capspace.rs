@@ -15,9 +15,9 @@
 //! record's charge covers) and allocated with no lock held, then the slots move into it
 //! under the table's lock; a budget or heap that cannot pay is `OutOfMemory` and changes
 //! nothing. A delete that leaves at most a quarter of the table used halves it (as often as
-//! that holds: `CapTable::shrink_target`) and refunds the difference; teardown brings an
-//! emptied table back to its first size. A slot keeps its index through both, so handles
-//! stay valid, and a dropped slot's generations are never handed out again.
+//! that holds: `CapTable::shrink_target`) and refunds the difference; teardown frees the
+//! emptied block. A slot keeps its index through both, so handles stay valid, and a
+//! dropped slot's generations are never handed out again.
 //!
 //! # Locking
 //! The table's lock is level `capability table` ([`crate::sync`]). An object dropped
@@ -374,9 +374,11 @@ impl CapSpace {
         count
     }
 
-    /// Delete every capability (the process is torn down), then bring the table back to
-    /// its first size. References drop outside the lock, one at a time, in one pass over
-    /// the slots (and another if something was put behind it meanwhile).
+    /// Delete every capability (the process is torn down), then free the table's block
+    /// (no allocation: it moves to no storage at all) and refund its growth. References
+    /// drop outside the lock, one at a time, in one pass over the slots (and another if
+    /// something was put behind it meanwhile). An insert after this grows the table
+    /// again.
     pub fn clear(&self) {
         let mut from = 0;
         loop {
@@ -402,7 +404,16 @@ impl CapSpace {
                 None => break,
             }
         }
-        self.shrink();
+        let emptied = {
+            let mut table = self.table.lock();
+            let capacity = table.capacity();
+            table.shrink(Vec::new()).ok().map(|block| (capacity, block))
+        };
+        if let Some((capacity, _block)) = emptied {
+            let bytes = charged_for(capacity);
+            self.grown.fetch_sub(bytes, Ordering::AcqRel);
+            self.budget.refund(bytes);
+        }
     }
 }
 
