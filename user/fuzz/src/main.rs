@@ -7,8 +7,8 @@
 //! the kernel half, unmapped, unaligned, at `USER_END ± 4096`, wrapping or straddling a
 //! mapped and an unmapped page, pages remapped with other permissions between calls (IPC
 //! buffers included), lengths and flags with reserved bits, IPC with random labels, word
-//! counts and capability transfers, full capability tables, and register images for
-//! `thread_write_registers`. Around it, helper threads block in `recv`, `call`, `send`,
+//! counts and capability transfers, capability tables filled through several growths,
+//! and register images for `thread_write_registers`. Around it, helper threads block in `recv`, `call`, `send`,
 //! `wait` and `reply_recv` (and are killed there), loop, or write random register images;
 //! child processes run a shorter fuzz of their own and are killed, signalled and watched.
 //!
