@@ -8,9 +8,10 @@
 //! mapped and an unmapped page, pages remapped with other permissions between calls (IPC
 //! buffers included), lengths and flags with reserved bits, IPC with random labels, word
 //! counts and capability transfers, capability tables filled through several growths,
-//! and register images for `thread_write_registers`. Around it, helper threads block in `recv`, `call`, `send`,
-//! `wait` and `reply_recv` (and are killed there), loop, or write random register images;
-//! child processes run a shorter fuzz of their own and are killed, signalled and watched.
+//! and register images for `thread_write_registers`. Around it, helper threads block in
+//! `recv`, `call`, `send`, `wait` and `reply_recv` (and are killed there), loop, or write
+//! random register images; child processes run a shorter fuzz of their own and are killed,
+//! signalled and watched.
 //!
 //! The main thread never makes a call that could block it for good: a blocking call gets a
 //! handle that cannot be waited on (stale, out of range, of another type, or a copy
