@@ -338,6 +338,7 @@ where
     /// and be at most half full with every used slot (occupied or retired) kept — if that
     /// is at most half the current capacity (so a table does not shrink and grow back
     /// at one insert). O(1): the used slots are counted per band of indices.
+    #[inline]
     pub fn shrink_target(&self, minimum: usize) -> Option<usize> {
         let used = self.occupied + self.retired;
         // why: the target is at least twice the used slots and at most half the
@@ -345,6 +346,11 @@ where
         if used.saturating_mul(4) > self.capacity() || minimum > self.capacity() / 2 {
             return None;
         }
+        self.shrink_target_by_bands(minimum, used)
+    }
+
+    /// [`shrink_target`](Self::shrink_target) past its quick check.
+    fn shrink_target_by_bands(&self, minimum: usize, used: usize) -> Option<usize> {
         let extent = self
             .used_in_band
             .iter()

@@ -144,7 +144,10 @@ impl CapSpace {
     }
 
     /// Double a table of `capacity` slots (module docs). Nothing changes when another
-    /// CPU resized it meanwhile (the caller looks again).
+    /// CPU resized it meanwhile (the caller looks again). Out of line: inserts and
+    /// transfers stay small.
+    #[cold]
+    #[inline(never)]
     fn grow(&self, capacity: usize) -> Result<(), Error> {
         if capacity >= CAP_TABLE_MAX_SLOTS {
             return Err(Error::NoSpace);
@@ -179,7 +182,10 @@ impl CapSpace {
     }
 
     /// Halve the table as often as it is at most a quarter used, down to its first size
-    /// (module docs), if the heap has the smaller block; otherwise it stays as it is.
+    /// (module docs), if the heap has the smaller block; otherwise it stays as it is. Out
+    /// of line, as [`CapSpace::grow`].
+    #[cold]
+    #[inline(never)]
     fn shrink(&self) {
         let Some((capacity, target)) = ({
             let table = self.table.lock();
