@@ -361,7 +361,7 @@ pub fn gather_secondaries() {
             return;
         }
         Cpu::service_ipi_work();
-        core::hint::spin_loop();
+        Cpu::wait_pause();
     }
 }
 
@@ -1340,7 +1340,7 @@ fn wait_until_stopped(id: usize, serial: u64) {
         }
         // The victim may be waiting for this CPU's answer to a TLB request.
         Cpu::service_ipi_work();
-        core::hint::spin_loop();
+        Cpu::wait_pause();
     }
 }
 
