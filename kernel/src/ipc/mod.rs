@@ -112,6 +112,7 @@ static CAPACITY: AtomicUsize = AtomicUsize::new(0);
 
 /// Make the tables serve thread ids below `count` now (the test build's checker makes
 /// room before it takes its baseline): `OutOfMemory` when the heap cannot hold them.
+#[cfg(feature = "testing")]
 pub fn reserve(count: usize) -> Result<(), Error> {
     make_room(count.saturating_sub(1))
 }

@@ -524,6 +524,7 @@ fn grow(capacity: usize) -> Result<(), SpawnError> {
 
 /// Grow the thread tables until they serve at least `count` ids (the test build's
 /// checker makes room before it takes its baseline).
+#[cfg(feature = "testing")]
 pub fn reserve_ids(count: usize) -> Result<(), SpawnError> {
     loop {
         let capacity = capacity();
