@@ -25,6 +25,7 @@ use crate::mm::{heap, stacks};
 use crate::obj::pending;
 use crate::println;
 use crate::stats::{self, Live};
+use crate::task::sched;
 use crate::task::thread::State;
 use crate::testing::ktest::Suite;
 
@@ -47,19 +48,23 @@ fn thread_count() -> usize {
 /// (four fuzzers, three children each) hold some 200 each (a table fill of 128, the
 /// objects they remember, helpers' endpoints).
 const PENDING_ROOM: usize = 4096;
-/// Kernel stacks the checker has made once (more than any fuzz run keeps at once).
-const SETTLE_STACKS: usize = 64;
+/// Kernel stacks the checker has made once, and thread ids the thread and IPC tables
+/// serve before the baseline (more than any fuzz run uses at once: its processes' budgets
+/// bound their threads).
+const SETTLE_THREADS: usize = 1024;
 
 /// Touch what the kernel grows once and keeps (the kernel-stack region's page tables and
-/// its free list, the deferred-work queue), so a run that needs more of them at once than
-/// any before it does not look like a leak of frames or heap bytes.
+/// its free list, the deferred-work queue, the per-thread tables), so a run that needs
+/// more of them at once than any before it does not look like a leak of frames or heap
+/// bytes.
 pub fn settle() {
     pending::reserve(PENDING_ROOM);
-    let mut taken = [None; SETTLE_STACKS];
-    for place in taken.iter_mut() {
-        *place = stacks::allocate().ok();
-    }
-    for stack in taken.into_iter().flatten() {
+    let _ = sched::reserve_ids(SETTLE_THREADS);
+    let _ = ipc::reserve(SETTLE_THREADS);
+    let taken: alloc::vec::Vec<_> = (0..SETTLE_THREADS)
+        .map_while(|_| stacks::allocate().ok())
+        .collect();
+    for stack in taken {
         stacks::free(stack);
     }
 }
