@@ -34,6 +34,7 @@ const EXPECTED: &[&str] = &[
     "ok kernel access to user memory faults",
     "ok malformed user images are refused",
     "ok process budget is charged for its record, page tables and pages and refuses beyond its limit; executable pages synced for instruction fetch; teardown frees every frame and byte",
+    "ok capability table grows from 16 slots charged to the budget (64 bytes a slot), refuses a growth the budget cannot pay with OutOfMemory, keeps every handle, shrinks back as capabilities go, and teardown refunds the rest",
     "ok kernel runs on its own page tables, not the loader's",
     "ok kernel image mapped per section: text RX, rodata R+NX, data RW+NX; HHDM RW+NX",
     "ok writing kernel .rodata faults (recovered through the fixup table)",

@@ -172,10 +172,12 @@ fn shell(arch: Arch, cpus: u32) {
     let used = number_after(&frames, "free, ").expect("used frames");
     let total = number_after(&frames, "used, ").expect("total frames");
     assert!(free > 0 && used > 0 && free + used == total, "{frames}");
-    terminal.expect_line("  PID  NAME              BUDGET        USED  PAGES  THREADS");
+    terminal
+        .expect_line("  PID  NAME              BUDGET        USED  PAGES  THREADS         CAPS");
     // The shell's row: the budget init's manifest gives it, some of it used.
     let shell_memory = terminal.expect_line(" shell ");
-    // `shell  8192 KiB  281 KiB  64  1`: name, budget, used, pages, threads.
+    // `shell  8192 KiB  281 KiB  64  1  7/16`: name, budget, used, pages, threads,
+    // capabilities / table slots.
     let fields: Vec<&str> = shell_memory.split_whitespace().collect();
     assert_eq!(fields[0], "shell", "{shell_memory}");
     assert_eq!(&fields[1..3], ["8192", "KiB"], "{shell_memory}");
@@ -183,6 +185,13 @@ fn shell(arch: Arch, cpus: u32) {
     assert!(used_kib > 0 && used_kib < 8192, "{shell_memory}");
     let pages: u64 = fields[5].parse().expect("the shell's pages");
     assert!(pages > 0 && pages * 4 < used_kib, "{shell_memory}");
+    let (held, slots) = fields[7].split_once('/').expect("capabilities / slots");
+    let (held, slots): (u64, u64) = (held.parse().unwrap(), slots.parse().unwrap());
+    assert!(
+        // 16: a table's first size (abi::CAP_TABLE_INITIAL_SLOTS).
+        held > 0 && held <= slots && slots >= 16,
+        "{shell_memory}"
+    );
     terminal.expect_prompt(PROMPT);
 
     // A spawn whose budget cannot hold the program is refused; the shell goes on.

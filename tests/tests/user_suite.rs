@@ -53,7 +53,7 @@ const EXPECTED: &[&str] = &[
     "ok user stale handle fails after cap_delete (and after slot reuse)",
     "ok user rights never grow (copy, copy of a copy, mint)",
     "ok user cap_identify names process and memory capabilities",
-    "ok user full capability table returns NoSpace",
+    "ok user a capability table at CAP_TABLE_MAX_SLOTS returns NoSpace",
     "ok user notification signal, wait and poll",
     "ok user ipc bad argument: cap_copy invalid handle",
     "ok user ipc bad argument: cap_copy null handle",

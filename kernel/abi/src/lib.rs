@@ -267,7 +267,9 @@ pub enum Syscall {
     /// `rights_mask` (rights never grow). Value: the new handle.
     /// Errors: [`Error::InvalidHandle`] (`handle` names nothing or is stale),
     /// [`Error::InvalidArgument`] (`rights_mask` has bits outside [`Rights::ALL`]),
-    /// [`Error::NoSpace`] (the caller's table is full).
+    /// [`Error::OutOfMemory`] (the caller's table is full and its budget cannot pay for
+    /// the table's growth), [`Error::NoSpace`] (the table has [`CAP_TABLE_MAX_SLOTS`]
+    /// capabilities).
     CapCopy = 8,
     /// `cap_delete(handle)`: remove the capability; deleting the last capability to an
     /// object frees it, and deleting the last receive-capable (`READ`) capability to an
@@ -279,14 +281,15 @@ pub enum Syscall {
     /// through the copy deliver `badge` to the receiver. Value: the new handle.
     /// Errors: [`Error::InvalidHandle`]; [`Error::InvalidArgument`] when `endpoint` is not
     /// an endpoint, is already badged, `badge` is 0, or `rights_mask` has reserved bits;
-    /// [`Error::NoSpace`].
+    /// [`Error::OutOfMemory`], [`Error::NoSpace`] (as `cap_copy`).
     CapMint = 10,
     /// `cap_identify(handle)`: value = the object type ([`ObjectType`]) in bits 0..32 and
     /// the capability's rights in bits 32..64. Errors: [`Error::InvalidHandle`].
     CapIdentify = 11,
     /// `endpoint_create()`: a new endpoint; value: a handle with [`Rights::ALL`]. The
     /// object is charged to the caller's memory budget until it is freed.
-    /// Errors: [`Error::OutOfMemory`] (budget used up), [`Error::NoSpace`] (table full).
+    /// Errors: [`Error::OutOfMemory`] (budget used up, for the object or the table's
+    /// growth), [`Error::NoSpace`] (the table has [`CAP_TABLE_MAX_SLOTS`] capabilities).
     EndpointCreate = 12,
     /// `notification_create()`: a new notification (word 0); like `endpoint_create`.
     NotificationCreate = 13,
@@ -364,7 +367,8 @@ pub enum Syscall {
     /// not below [`PRIORITY_LEVELS`]), [`Error::BadAddress`] (the handle array is not
     /// readable user memory), [`Error::OutOfMemory`] (the caller's budget has not `budget`
     /// bytes left, `budget` cannot hold the child's image, stack and first thread, frames,
-    /// thread slots), [`Error::NoSpace`] (the caller's table is full).
+    /// thread slots, the growth of the caller's table), [`Error::NoSpace`] (the caller's
+    /// table has [`CAP_TABLE_MAX_SLOTS`] capabilities).
     ProcessSpawn = 0x20,
     /// `process_kill(process)`: end every thread of the process (needs `CONTROL`). A
     /// thread running user code or blocked in the kernel never runs user code again; the
@@ -394,8 +398,9 @@ pub enum Syscall {
     /// [`Error::InvalidArgument`] (`stack` misaligned, `priority` not below
     /// [`PRIORITY_LEVELS`]), [`Error::PermissionDenied`] (`priority` above the caller's),
     /// [`Error::OutOfMemory`] (no thread slot or kernel stack, or the caller's budget
-    /// cannot pay for the thread's record and kernel stack),
-    /// [`Error::NoSpace`] (table full).
+    /// cannot pay for the thread's record and kernel stack or the table's growth; a
+    /// process has as many threads as its budget pays for),
+    /// [`Error::NoSpace`] (the table has [`CAP_TABLE_MAX_SLOTS`] capabilities).
     ThreadCreate = 0x24,
     /// `thread_kill(thread)`: end the thread (needs `CONTROL`); it never runs user code
     /// again. Killing the calling thread ends it on return (no exit code is recorded). Errors: [`Error::InvalidHandle`],
@@ -726,7 +731,12 @@ pub mod sysinfo {
         /// Threads not yet freed.
         pub const THREADS: usize = 4;
         pub const NAME: usize = 5;
-        pub const WORDS: usize = 7;
+        /// Slots its capability table has now (it grows and shrinks with use; the slots
+        /// beyond the first [`crate::CAP_TABLE_INITIAL_SLOTS`] are part of [`USED`]).
+        pub const CAP_SLOTS: usize = 7;
+        /// Capabilities it holds.
+        pub const CAPS: usize = 8;
+        pub const WORDS: usize = 9;
     }
 
     /// Word positions of a boot-module record.
@@ -868,9 +878,21 @@ pub const DEFAULT_BUDGET: u64 = 16 << 20;
 /// Bytes of a memory budget one endpoint or notification takes while it lives.
 pub const OBJECT_BUDGET_BYTES: u64 = 256;
 
-/// Slots in every process's capability table; inserting into a full one returns
-/// [`Error::NoSpace`].
-pub const CAP_TABLE_SLOTS: usize = 128;
+/// Slots a process's capability table starts with. The table doubles when an insert
+/// finds it full (each growth charged to the process's memory budget at
+/// [`CAP_SLOT_BUDGET_BYTES`] a slot, [`Error::OutOfMemory`] when the budget cannot pay)
+/// and halves when at most a quarter of it is used (the charge comes back), never below
+/// this; a slot keeps its index, so handles stay valid through both.
+pub const CAP_TABLE_INITIAL_SLOTS: usize = 16;
+
+/// The most slots a capability table grows to (slot indices `0..65536`): a full table
+/// refuses an insert with [`Error::NoSpace`]. The bound keeps one table one heap block
+/// of at most 4 MiB, moved in one step when it grows.
+pub const CAP_TABLE_MAX_SLOTS: usize = 1 << 16;
+
+/// Bytes of a memory budget one capability-table slot takes (the slot rounded up to the
+/// power of two its table's heap block is).
+pub const CAP_SLOT_BUDGET_BYTES: u64 = 64;
 
 /// The type of the object a capability names, as `cap_identify` reports it. Stable values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,8 @@
-//! A process's capability table (DESIGN.md §6): a fixed number of slots, each
-//! empty or holding one capability — a kernel object reference plus its rights — named
-//! from user space by an [`abi::Handle`] (slot index + generation).
+//! A process's capability table (DESIGN.md §6): slots, each empty or holding one
+//! capability — a kernel object reference plus its rights — named from user space by an
+//! [`abi::Handle`] (slot index + generation). The table grows and shrinks by moving its
+//! slots to new storage the caller provides ([`CapTable::grow`], [`CapTable::shrink`]);
+//! a slot keeps its index, so handles stay valid across both.
 //!
 //! # Guarantees
 //!
@@ -8,7 +10,10 @@
 //!   generation, so a stale handle fails with [`Error::InvalidHandle`] even after the slot
 //!   is reused. Generations start at 1 (so [`Handle::NULL`] never names anything) and never
 //!   wrap: a slot whose generation is exhausted is retired instead of reused, so a handle
-//!   can never come back to life.
+//!   can never come back to life. A slot dropped by [`CapTable::shrink`] leaves its next
+//!   generation behind: a slot added later at that index (or any other) starts above every
+//!   generation a dropped slot handed out, so shrinking and growing again revives no
+//!   handle either.
 //! - Rights never grow: [`CapTable::copy`] and [`Capability::derive`] give the source's
 //!   rights intersected with a mask.
 //! - [`CapTable::lookup`] checks the rights an operation requires and returns
@@ -21,9 +26,10 @@
 //!
 //! Insert, lookup, copy and delete are O(1) (a free list threaded through the empty slots;
 //! a lookup is one bounds check and one generation compare — the IPC fast path needs no
-//! more). Iteration is O(slots). No allocation: the slots are storage the caller hands in
-//! (an array, a boxed slice, a borrowed slice), sized once; one [`Slot<T>`] is a `T` plus
-//! about 16 bytes.
+//! more; insert and delete also count the slot in its band, see
+//! [`CapTable::shrink_target`]). Iteration, [`CapTable::grow`] and [`CapTable::shrink`]
+//! are O(slots). No allocation: the slots are storage the caller hands in (an array, a
+//! boxed slice, a `Vec`, a borrowed slice); one [`Slot<T>`] is a `T` plus about 16 bytes.
 //!
 //! Policy lives with the callers, not here: which right an operation needs, whether a
 //! transfer over IPC needs `GRANT`, and what deleting the last reference does.
@@ -33,6 +39,15 @@ use core::marker::PhantomData;
 
 /// The generation of a slot never used. Not 0, so `Handle::NULL` names nothing.
 const FIRST_GENERATION: u32 = 1;
+
+/// Bands of slot indices, by bit length: band 0 is index 0, band *b* indices
+/// `2^(b-1)..2^b` (a handle's slot field is 32 bits).
+const BANDS: usize = 33;
+
+/// The band of slot `index`.
+const fn band(index: u32) -> usize {
+    (u32::BITS - index.leading_zeros()) as usize
+}
 
 /// A capability: a reference to a kernel object and what it allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +130,11 @@ pub struct CapTable<T, S> {
     free_head: Option<u32>,
     occupied: usize,
     retired: usize,
+    /// The generation a slot added by [`CapTable::grow`] starts at: above every
+    /// generation handed out by a slot [`CapTable::shrink`] dropped.
+    fresh_generation: u32,
+    /// Occupied and retired slots per band ([`band`]): the extent a shrink must keep.
+    used_in_band: [u32; BANDS],
     _objects: PhantomData<T>,
 }
 
@@ -146,6 +166,8 @@ where
             free_head,
             occupied: 0,
             retired: 0,
+            fresh_generation: FIRST_GENERATION,
+            used_in_band: [0; BANDS],
             _objects: PhantomData,
         }
     }
@@ -162,6 +184,11 @@ where
 
     pub const fn is_empty(&self) -> bool {
         self.occupied == 0
+    }
+
+    /// Whether no slot is free: [`insert`](Self::insert) would return `NoSpace`. O(1).
+    pub const fn is_full(&self) -> bool {
+        self.free_head.is_none()
     }
 
     /// Empty slots available to [`insert`](Self::insert): check this before a transfer
@@ -189,6 +216,7 @@ where
         let generation = slot.generation;
         self.free_head = next;
         self.occupied += 1;
+        self.used_in_band[band(index)] += 1;
         Ok(Handle::new(index, generation))
     }
 
@@ -252,9 +280,123 @@ where
         } else {
             slot.generation += 1;
             self.free_head = Some(handle.slot());
+            self.used_in_band[band(handle.slot())] -= 1;
         }
         self.occupied -= 1;
         Ok(capability)
+    }
+
+    /// The first capability at slot `from` or after, if any: for emptying a table in one
+    /// pass ([`delete`](Self::delete) each one found, then look from its slot on). O(slots
+    /// scanned).
+    pub fn next_occupied(&self, from: u32) -> Option<Handle> {
+        let capacity = self.capacity();
+        let slots = self.slots.as_ref().get(from as usize..capacity)?;
+        let offset = slots
+            .iter()
+            .position(|slot| matches!(slot.state, SlotState::Occupied(_)))?;
+        let index = u32::try_from(from as usize + offset).ok()?;
+        Some(Handle::new(index, slots[offset].generation))
+    }
+
+    /// Move every slot to `bigger` (longer than the current storage, its contents
+    /// dropped) and return the old storage, emptied; the slots past the old end are new
+    /// empty ones. Every handle keeps working. `Err(bigger)`, unchanged, when `bigger` is
+    /// not longer. O(slots).
+    pub fn grow(&mut self, mut bigger: S) -> Result<S, S> {
+        let old_capacity = self.capacity();
+        let new_capacity = usable_slots(bigger.as_ref().len());
+        if new_capacity <= old_capacity {
+            return Err(bigger);
+        }
+        let storage = bigger.as_mut();
+        for (to, from) in storage.iter_mut().zip(self.slots.as_mut().iter_mut()) {
+            core::mem::swap(to, from);
+        }
+        // why: the new slots first, ascending, then what was free before.
+        for (index, slot) in storage
+            .iter_mut()
+            .enumerate()
+            .take(new_capacity)
+            .skip(old_capacity)
+        {
+            let next = if index + 1 < new_capacity {
+                u32::try_from(index + 1).ok()
+            } else {
+                self.free_head
+            };
+            *slot = Slot {
+                generation: self.fresh_generation,
+                state: SlotState::Free { next },
+            };
+        }
+        self.free_head = u32::try_from(old_capacity).ok();
+        Ok(core::mem::replace(&mut self.slots, bigger))
+    }
+
+    /// The smallest power-of-two capacity, at least `minimum`, the table could shrink to
+    /// and be at most half full with every used slot (occupied or retired) kept — if that
+    /// is at most half the current capacity (so a table does not shrink and grow back
+    /// at one insert). O(1): the used slots are counted per band of indices.
+    #[inline]
+    pub fn shrink_target(&self, minimum: usize) -> Option<usize> {
+        let used = self.occupied + self.retired;
+        // why: the target is at least twice the used slots and at most half the
+        // capacity; most tables fail this at once, before the bands are looked at.
+        if used.saturating_mul(4) > self.capacity() || minimum > self.capacity() / 2 {
+            return None;
+        }
+        self.shrink_target_by_bands(minimum, used)
+    }
+
+    /// [`shrink_target`](Self::shrink_target) past its quick check.
+    fn shrink_target_by_bands(&self, minimum: usize, used: usize) -> Option<usize> {
+        let extent = self
+            .used_in_band
+            .iter()
+            .rposition(|&used| used > 0)
+            .map_or(0, |band| 1usize << band);
+        let wanted = minimum
+            .max(extent)
+            .max(used.saturating_mul(2))
+            .checked_next_power_of_two()?;
+        (wanted <= self.capacity() / 2).then_some(wanted)
+    }
+
+    /// Move the slots to `smaller` (shorter than the current storage, its contents
+    /// dropped), dropping those past its end, and return the old storage, emptied. Every
+    /// dropped slot must be free: `Err(smaller)`, unchanged, when one past its end is
+    /// occupied or retired or when `smaller` is not shorter. Handles naming a dropped slot
+    /// stay invalid for good (see the module docs). O(slots).
+    pub fn shrink(&mut self, mut smaller: S) -> Result<S, S> {
+        let old_capacity = self.capacity();
+        let new_capacity = usable_slots(smaller.as_ref().len());
+        let kept_all = self
+            .used_in_band
+            .iter()
+            .enumerate()
+            .all(|(band, &used)| used == 0 || (1usize << band) <= new_capacity);
+        if new_capacity >= old_capacity || !kept_all {
+            return Err(smaller);
+        }
+        let storage = smaller.as_mut();
+        let old = self.slots.as_mut();
+        for (to, from) in storage.iter_mut().zip(old.iter_mut()).take(new_capacity) {
+            core::mem::swap(to, from);
+        }
+        for slot in old.iter().take(old_capacity).skip(new_capacity) {
+            self.fresh_generation = self.fresh_generation.max(slot.generation);
+        }
+        // why: rebuilt ascending, so the lowest free slot is handed out first.
+        let mut head = None;
+        for (index, slot) in storage.iter_mut().enumerate().take(new_capacity).rev() {
+            if let SlotState::Free { next } = &mut slot.state {
+                *next = head;
+                head = u32::try_from(index).ok();
+            }
+        }
+        self.free_head = head;
+        Ok(core::mem::replace(&mut self.slots, smaller))
     }
 
     /// Every capability with its handle, in slot order, for listings such as
@@ -564,6 +706,204 @@ mod tests {
             empty.lookup(Handle::new(0, 1), Rights::NONE),
             Err(Error::InvalidHandle)
         );
+    }
+
+    fn vec_table(slots: usize) -> CapTable<Object, Vec<Slot<Object>>> {
+        CapTable::new((0..slots).map(|_| Slot::empty()).collect())
+    }
+
+    fn storage(slots: usize) -> Vec<Slot<Object>> {
+        (0..slots).map(|_| Slot::empty()).collect()
+    }
+
+    #[test]
+    fn growth_keeps_every_handle() {
+        let mut table = vec_table(4);
+        let handles: Vec<Handle> = (0..4)
+            .map(|_| table.insert(Rc::new("a"), Rights::READ).unwrap())
+            .collect();
+        table.delete(handles[1]).unwrap();
+        let reused = table.insert(Rc::new("b"), Rights::WRITE).unwrap();
+        assert_eq!(table.insert(Rc::new("c"), Rights::ALL), Err(Error::NoSpace));
+        assert!(table.grow(storage(4)).is_err(), "not longer: refused");
+        let old = table.grow(storage(8)).unwrap();
+        assert_eq!(old.len(), 4);
+        assert_eq!(table.capacity(), 8);
+        assert_eq!(table.free_slots(), 4);
+        for handle in [handles[0], handles[2], handles[3]] {
+            assert_eq!(**table.lookup(handle, Rights::READ).unwrap().object(), "a");
+        }
+        assert_eq!(**table.lookup(reused, Rights::WRITE).unwrap().object(), "b");
+        assert_eq!(
+            table.lookup(handles[1], Rights::NONE),
+            Err(Error::InvalidHandle)
+        );
+        let fresh: Vec<u32> = (0..4)
+            .map(|_| table.insert(Rc::new("d"), Rights::ALL).unwrap().slot())
+            .collect();
+        assert_eq!(fresh, [4, 5, 6, 7], "the new slots, ascending");
+        assert_eq!(table.insert(Rc::new("e"), Rights::ALL), Err(Error::NoSpace));
+    }
+
+    #[test]
+    fn shrink_keeps_used_slots_and_revives_no_handle() {
+        let mut table = vec_table(16);
+        let handles: Vec<Handle> = (0..12)
+            .map(|_| table.insert(Rc::new("x"), Rights::ALL).unwrap())
+            .collect();
+        // Slot 9 used three times: generations 1, 2 and 3 handed out.
+        let mut nine = handles[9];
+        for _ in 0..2 {
+            table.delete(nine).unwrap();
+            nine = table.insert(Rc::new("again"), Rights::ALL).unwrap();
+            assert_eq!(nine.slot(), 9);
+        }
+        assert_eq!(nine.generation(), 3);
+        assert_eq!(table.shrink_target(4), None, "12 of 16 used");
+        for handle in &handles[3..9] {
+            table.delete(*handle).unwrap();
+        }
+        // Slots 9..12 still used: the extent is 16.
+        assert_eq!(table.shrink_target(4), None);
+        for handle in [handles[10], handles[11], nine] {
+            table.delete(handle).unwrap();
+        }
+        // Three left in slots 0..3: a table of 8 would be under half full, 4 not.
+        assert_eq!(table.shrink_target(4), Some(8));
+        assert!(table.shrink(storage(2)).is_err(), "slot 2 is in use");
+        let old = table.shrink(storage(8)).unwrap();
+        assert_eq!((old.len(), table.capacity(), table.len()), (16, 8, 3));
+        for handle in &handles[..3] {
+            assert!(table.lookup(*handle, Rights::ALL).is_ok());
+        }
+        assert_eq!(table.shrink_target(4), None, "3 of 8: more than a quarter");
+        assert_eq!(table.free_slots(), 5);
+        let next: Vec<u32> = (0..5)
+            .map(|_| table.insert(Rc::new("y"), Rights::ALL).unwrap().slot())
+            .collect();
+        assert_eq!(next, [3, 4, 5, 6, 7], "the free list rebuilt ascending");
+        table.grow(storage(16)).unwrap();
+        let regrown: Vec<Handle> = (0..8)
+            .map(|_| table.insert(Rc::new("z"), Rights::ALL).unwrap())
+            .collect();
+        let at_nine = regrown.iter().find(|handle| handle.slot() == 9).unwrap();
+        assert!(
+            at_nine.generation() > 3,
+            "above what the dropped slot handed out"
+        );
+        for stale in handles[8..].iter().chain([&nine]) {
+            assert_eq!(
+                table.lookup(*stale, Rights::NONE),
+                Err(Error::InvalidHandle)
+            );
+        }
+    }
+
+    #[test]
+    fn retired_slots_are_never_dropped() {
+        let mut table = vec_table(8);
+        table.slots[6].generation = u32::MAX;
+        let handles: Vec<Handle> = (0..7)
+            .map(|_| table.insert(Rc::new("r"), Rights::ALL).unwrap())
+            .collect();
+        assert_eq!(handles[6].generation(), u32::MAX);
+        for handle in &handles {
+            table.delete(*handle).unwrap();
+        }
+        assert_eq!(table.shrink_target(1), None, "slot 6 is retired: extent 8");
+        assert!(table.shrink(storage(4)).is_err());
+    }
+
+    #[test]
+    fn next_occupied_walks_the_table_once() {
+        let mut table = vec_table(8);
+        let handles: Vec<Handle> = (0..6)
+            .map(|_| table.insert(Rc::new("w"), Rights::ALL).unwrap())
+            .collect();
+        table.delete(handles[0]).unwrap();
+        table.delete(handles[3]).unwrap();
+        let mut from = 0;
+        let mut seen = Vec::new();
+        while let Some(handle) = table.next_occupied(from) {
+            table.delete(handle).unwrap();
+            seen.push(handle.slot());
+            from = handle.slot();
+        }
+        assert_eq!(seen, [1, 2, 4, 5]);
+        assert!(table.is_empty());
+        assert_eq!(table.next_occupied(100), None);
+        assert_eq!(table.shrink_target(1), Some(1));
+    }
+
+    #[test]
+    fn growing_and_shrinking_tables_match_a_model() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut table = vec_table(2);
+        let mut live: Vec<(Handle, u64)> = Vec::new();
+        let mut dead: Vec<Handle> = Vec::new();
+        let mut values = 0u64;
+        let mut biggest = 0;
+        for round in 0..40_000 {
+            // Phases of mostly inserts, then mostly deletes, so the table grows and
+            // shrinks again and again.
+            let inserting = (round / 2_000) % 2 == 0;
+            let insert = random() % 4 != 0;
+            if insert == inserting || live.is_empty() {
+                values += 1;
+                let handle = match table.insert(Rc::new("m"), Rights::ALL) {
+                    Ok(handle) => handle,
+                    Err(Error::NoSpace) => {
+                        let capacity = table.capacity();
+                        table.grow(storage(capacity * 2)).unwrap();
+                        biggest = biggest.max(table.capacity());
+                        table.insert(Rc::new("m"), Rights::ALL).unwrap()
+                    }
+                    Err(error) => panic!("{error:?}"),
+                };
+                live.push((handle, values));
+            } else {
+                let (handle, _) = live.swap_remove((random() as usize) % live.len());
+                table.delete(handle).unwrap();
+                dead.push(handle);
+                if let Some(target) = table.shrink_target(2) {
+                    assert!(target <= table.capacity() / 2);
+                    assert!(table.len() * 2 <= target);
+                    table.shrink(storage(target)).unwrap();
+                }
+            }
+            assert_eq!(table.len(), live.len());
+            if round % 1_000 == 0 {
+                for (handle, _) in &live {
+                    assert!(table.lookup(*handle, Rights::ALL).is_ok());
+                }
+                for handle in &dead {
+                    assert_eq!(
+                        table.lookup(*handle, Rights::NONE),
+                        Err(Error::InvalidHandle)
+                    );
+                }
+            }
+        }
+        assert!(biggest >= 256, "the phases grew the table ({biggest})");
+        for (handle, _) in live.drain(..) {
+            table.delete(handle).unwrap();
+        }
+        if let Some(target) = table.shrink_target(2) {
+            table.shrink(storage(target)).unwrap();
+        }
+        assert_eq!(table.capacity(), 2, "an empty table shrinks to its minimum");
+        for handle in &dead {
+            assert_eq!(
+                table.lookup(*handle, Rights::NONE),
+                Err(Error::InvalidHandle)
+            );
+        }
     }
 
     #[test]

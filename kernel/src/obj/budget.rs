@@ -18,7 +18,8 @@
 //!
 //! | what | bytes | charged | refunded |
 //! | --- | --- | --- | --- |
-//! | a process record and its capability table | [`PROCESS_BYTES`] | `Process::new`, to the child's budget | the record is freed |
+//! | a process record and its capability table's first slots | [`PROCESS_BYTES`] | `Process::new`, to the child's budget | the record is freed |
+//! | a capability table's growth | [`SLOT_BYTES`] a slot | `CapSpace::insert` / `reserve` when the table is full | the table halves, the process is torn down |
 //! | an endpoint or notification | [`OBJECT_BYTES`] | `Charge::take`, to its maker | the object is freed |
 //! | a thread record and kernel stack | [`THREAD_BYTES`] | `Process::add_thread` | `Process::thread_exited` |
 //! | a user page or page table | `PAGE_SIZE` | the process's page list | unmap, teardown |
@@ -32,6 +33,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use abi::Error;
 use arch_api::{KERNEL_STACK_SIZE, PAGE_SIZE};
 
+use super::capspace::SLOT_BYTES;
+
 /// Bytes charged for one endpoint or notification: its record with the reference counts
 /// around it, rounded up.
 pub const OBJECT_BYTES: u64 = abi::OBJECT_BUDGET_BYTES;
@@ -40,12 +43,13 @@ const _: () = assert!(
         && core::mem::size_of::<super::Notification>() + 16 <= OBJECT_BYTES as usize
 );
 
-/// Bytes charged for a process record, its budget record and its capability table.
+/// Bytes charged for a process record, its budget record and the first
+/// [`abi::CAP_TABLE_INITIAL_SLOTS`] slots of its capability table.
 pub const PROCESS_BYTES: u64 = {
     let record = core::mem::size_of::<super::Process>() + core::mem::size_of::<Budget>() + 32;
-    let table = abi::CAP_TABLE_SLOTS * core::mem::size_of::<kcore::captable::Slot<super::Object>>();
+    let table = abi::CAP_TABLE_INITIAL_SLOTS as u64 * SLOT_BYTES;
     // Rounded up to a 64-byte line.
-    ((record + table + 63) & !63) as u64
+    (record as u64 + table + 63) & !63
 };
 
 /// Bytes of a thread record (the scheduler's `Thread`, FPU state included) the charge

@@ -7,18 +7,32 @@
 //! no live slot), then the object type (`InvalidArgument` when it is another type, whatever
 //! the rights), then the rights (`PermissionDenied`).
 //!
+//! # Growth
+//! The table starts with [`abi::CAP_TABLE_INITIAL_SLOTS`] slots, one contiguous block, so
+//! a lookup stays one bounds check and one index. An insert that finds it full doubles it
+//! (up to [`abi::CAP_TABLE_MAX_SLOTS`], then `NoSpace`): the new block is charged to the
+//! process's budget at [`SLOT_BYTES`] a slot beyond the first ones (which the process
+//! record's charge covers) and allocated with no lock held, then the slots move into it
+//! under the table's lock; a budget or heap that cannot pay is `OutOfMemory` and changes
+//! nothing. A delete that leaves at most a quarter of the table used halves it (as often as
+//! that holds: `CapTable::shrink_target`) and refunds the difference; teardown frees the
+//! emptied block. A slot keeps its index through both, so handles stay valid, and a
+//! dropped slot's generations are never handed out again.
+//!
 //! # Locking
 //! The table's lock is level `capability table` ([`crate::sync`]). An object dropped
 //! under it (a refused insert) frees at most memory and queues deferred work
 //! ([`super::pending`]): nothing under it takes a lock of a layer above. A capability holds
 //! a reference to its object and leaves its slot only under the table's lock; so an object
 //! borrowed with the table locked ([`CapSpace::pin`], the IPC fast paths) cannot be freed
-//! by another CPU meanwhile.
+//! by another CPU meanwhile. A block being grown into or shrunk into is allocated, and the
+//! block left behind freed, with the lock released.
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use abi::{CAP_TABLE_SLOTS, Error, Handle, ObjectType, Rights};
+use abi::{CAP_TABLE_INITIAL_SLOTS, CAP_TABLE_MAX_SLOTS, Error, Handle, ObjectType, Rights};
 use kcore::captable::{CapTable, Capability, Slot};
 
 use super::budget::OBJECT_BYTES;
@@ -26,23 +40,59 @@ use super::{Budget, Charge, Kind, Object};
 use crate::stats::Live;
 use crate::sync::{Lock, LockGuard, level};
 
-type Table = CapTable<Object, Box<[Slot<Object>]>>;
+type Table = CapTable<Object, Vec<Slot<Object>>>;
+
+/// Budget bytes one slot beyond the first [`CAP_TABLE_INITIAL_SLOTS`] takes.
+pub const SLOT_BYTES: u64 = abi::CAP_SLOT_BUDGET_BYTES;
+// A table of a power-of-two count of slots is a heap block of at most that many
+// `SLOT_BYTES`, so the charge covers the block.
+const _: () = assert!(
+    core::mem::size_of::<Slot<Object>>() as u64 <= SLOT_BYTES
+        && SLOT_BYTES.is_power_of_two()
+        && CAP_TABLE_INITIAL_SLOTS.is_power_of_two()
+        && CAP_TABLE_MAX_SLOTS.is_power_of_two()
+);
+
+/// Budget bytes a table of `capacity` slots is charged beyond the process record's.
+fn charged_for(capacity: usize) -> u64 {
+    capacity.saturating_sub(CAP_TABLE_INITIAL_SLOTS) as u64 * SLOT_BYTES
+}
+
+/// A block of `slots` empty slots, or `OutOfMemory` when the heap cannot hold it.
+fn block(slots: usize) -> Result<Vec<Slot<Object>>, Error> {
+    let bytes = slots.saturating_mul(core::mem::size_of::<Slot<Object>>());
+    crate::mm::heap::reserve(bytes).map_err(|_| Error::OutOfMemory)?;
+    let mut block = Vec::new();
+    block
+        .try_reserve_exact(slots)
+        .map_err(|_| Error::OutOfMemory)?;
+    // Within the capacity just reserved: no further allocation.
+    block.extend((0..slots).map(|_| Slot::empty()));
+    Ok(block)
+}
 
 /// A process's capabilities and the budget the objects it creates are charged to.
 pub struct CapSpace {
     table: Lock<Table>,
     /// The process's memory budget.
     budget: Arc<Budget>,
+    /// Bytes charged to `budget` for the table beyond its first slots
+    /// ([`charged_for`] of its capacity), refunded when the table shrinks or is dropped.
+    grown: AtomicU64,
 }
 
 impl CapSpace {
-    /// An empty table whose process's objects are charged to `budget` (the table itself
-    /// is charged with the process record).
+    /// An empty table of [`CAP_TABLE_INITIAL_SLOTS`] slots whose process's objects are
+    /// charged to `budget` (the first slots are charged with the process record, its
+    /// growth to `budget`).
     pub fn new(budget: Arc<Budget>) -> Self {
-        let slots: Box<[Slot<Object>]> = (0..CAP_TABLE_SLOTS).map(|_| Slot::empty()).collect();
+        let slots: Vec<Slot<Object>> = (0..CAP_TABLE_INITIAL_SLOTS)
+            .map(|_| Slot::empty())
+            .collect();
         Self {
             table: Lock::new(level::CAP_TABLE, CapTable::new(slots)),
             budget,
+            grown: AtomicU64::new(0),
         }
     }
 
@@ -56,25 +106,132 @@ impl CapSpace {
         &self.budget
     }
 
-    /// Put `object` in the table with `rights`.
+    /// Put `object` in the table with `rights`, growing the table when it is full
+    /// (module docs): `OutOfMemory` or `NoSpace`, with `object` dropped, when it cannot.
     pub fn insert(&self, mut object: Object, rights: Rights) -> Result<Handle, Error> {
         object.restrict(rights);
-        // A refused object is dropped under the table lock: it frees memory and queues
-        // deferred work at most (see the module docs).
-        let handle = self.table.lock().insert(object, rights)?;
-        crate::stats::live_add(Live::Capability);
-        Ok(handle)
+        loop {
+            let mut table = self.table.lock();
+            if !table.is_full() {
+                // A refused object would be dropped under the table lock: it frees memory
+                // and queues deferred work at most (see the module docs).
+                let handle = table.insert(object, rights)?;
+                drop(table);
+                crate::stats::live_add(Live::Capability);
+                return Ok(handle);
+            }
+            let capacity = table.capacity();
+            drop(table);
+            // On an error `object` drops here, with no lock held.
+            self.grow(capacity)?;
+        }
+    }
+
+    /// Make sure `wanted` slots are free, growing the table as needed: for a call that
+    /// checks before it makes something it would have to undo. `OutOfMemory` or
+    /// `NoSpace` as [`CapSpace::insert`].
+    pub fn reserve(&self, wanted: usize) -> Result<(), Error> {
+        loop {
+            let (free, capacity) = {
+                let table = self.table.lock();
+                (table.free_slots(), table.capacity())
+            };
+            if free >= wanted {
+                return Ok(());
+            }
+            self.grow(capacity)?;
+        }
+    }
+
+    /// Double a table of `capacity` slots (module docs). Nothing changes when another
+    /// CPU resized it meanwhile (the caller looks again). Out of line: inserts and
+    /// transfers stay small.
+    #[cold]
+    #[inline(never)]
+    fn grow(&self, capacity: usize) -> Result<(), Error> {
+        if capacity >= CAP_TABLE_MAX_SLOTS {
+            return Err(Error::NoSpace);
+        }
+        let target = capacity
+            .saturating_mul(2)
+            .clamp(CAP_TABLE_INITIAL_SLOTS, CAP_TABLE_MAX_SLOTS);
+        let bytes = charged_for(target) - charged_for(capacity);
+        self.budget.charge(bytes)?;
+        let bigger = match block(target) {
+            Ok(bigger) => bigger,
+            Err(error) => {
+                self.budget.refund(bytes);
+                return Err(error);
+            }
+        };
+        let outcome = {
+            let mut table = self.table.lock();
+            if table.capacity() == capacity {
+                table.grow(bigger)
+            } else {
+                Err(bigger)
+            }
+        };
+        match outcome {
+            Ok(_emptied) => {
+                self.grown.fetch_add(bytes, Ordering::AcqRel);
+            }
+            Err(_unused) => self.budget.refund(bytes),
+        }
+        Ok(())
+    }
+
+    /// Halve the table as often as it is at most a quarter used, down to its first size
+    /// (module docs), if the heap has the smaller block; otherwise it stays as it is. Out
+    /// of line, as [`CapSpace::grow`].
+    #[cold]
+    #[inline(never)]
+    fn shrink(&self) {
+        let Some((capacity, target)) = ({
+            let table = self.table.lock();
+            let capacity = table.capacity();
+            table
+                .shrink_target(CAP_TABLE_INITIAL_SLOTS)
+                .map(|target| (capacity, target))
+        }) else {
+            return;
+        };
+        let Ok(smaller) = block(target) else {
+            return;
+        };
+        let outcome = {
+            let mut table = self.table.lock();
+            let still = table.capacity() == capacity
+                && table
+                    .shrink_target(CAP_TABLE_INITIAL_SLOTS)
+                    .is_some_and(|now| now <= target);
+            if still {
+                table.shrink(smaller)
+            } else {
+                Err(smaller)
+            }
+        };
+        if let Ok(_emptied) = outcome {
+            let bytes = charged_for(capacity) - charged_for(target);
+            self.grown.fetch_sub(bytes, Ordering::AcqRel);
+            self.budget.refund(bytes);
+        }
+    }
+
+    /// Slots the table has now (`mem`, tests).
+    pub fn capacity(&self) -> usize {
+        self.table.lock().capacity()
+    }
+
+    /// Capabilities it holds.
+    pub fn len(&self) -> usize {
+        self.table.lock().len()
     }
 
     /// Put a capability derived elsewhere (another table, a message) in the table.
     pub fn insert_capability(&self, capability: Capability<Object>) -> Result<Handle, Error> {
         let rights = capability.rights();
         self.insert(capability.into_object(), rights)
-    }
-
-    /// Free slots left (checked before a transfer).
-    pub fn free_slots(&self) -> usize {
-        self.table.lock().free_slots()
     }
 
     /// A copy of the capability `handle` names, if it holds `required`.
@@ -181,11 +338,23 @@ impl CapSpace {
     }
 
     /// `cap_delete`. The object reference is dropped after the table lock is released
-    /// (dropping the last endpoint receiver wakes threads).
+    /// (dropping the last endpoint receiver wakes threads); then the table shrinks if
+    /// it may.
     pub fn delete(&self, handle: Handle) -> Result<(), Error> {
-        let removed = self.table.lock().delete(handle);
+        let (removed, shrink) = {
+            let mut table = self.table.lock();
+            let removed = table.delete(handle);
+            // why: a table at its first size cannot shrink; the check stays off the
+            // common path.
+            let shrink = table.capacity() > CAP_TABLE_INITIAL_SLOTS
+                && table.shrink_target(CAP_TABLE_INITIAL_SLOTS).is_some();
+            (removed, shrink)
+        };
         drop(removed?);
         crate::stats::live_sub(Live::Capability);
+        if shrink {
+            self.shrink();
+        }
         Ok(())
     }
 
@@ -211,14 +380,27 @@ impl CapSpace {
         count
     }
 
-    /// Delete every capability (the process is torn down). References drop outside the
-    /// lock, one at a time.
+    /// Delete every capability (the process is torn down), then free the table's block
+    /// (no allocation: it moves to no storage at all) and refund its growth. References
+    /// drop outside the lock, one at a time, in one pass over the slots (and another if
+    /// something was put behind it meanwhile). An insert after this grows the table
+    /// again.
     pub fn clear(&self) {
+        let mut from = 0;
         loop {
             let next = {
                 let mut table = self.table.lock();
-                let handle = table.iter().next().map(|(handle, _)| handle);
-                handle.and_then(|handle| table.delete(handle).ok())
+                match table.next_occupied(from) {
+                    Some(handle) => {
+                        from = handle.slot();
+                        table.delete(handle).ok()
+                    }
+                    None if table.is_empty() => None,
+                    None => {
+                        from = 0;
+                        continue;
+                    }
+                }
             };
             match next {
                 Some(capability) => {
@@ -228,6 +410,22 @@ impl CapSpace {
                 None => break,
             }
         }
+        let emptied = {
+            let mut table = self.table.lock();
+            let capacity = table.capacity();
+            table.shrink(Vec::new()).ok().map(|block| (capacity, block))
+        };
+        if let Some((capacity, _block)) = emptied {
+            let bytes = charged_for(capacity);
+            self.grown.fetch_sub(bytes, Ordering::AcqRel);
+            self.budget.refund(bytes);
+        }
+    }
+}
+
+impl Drop for CapSpace {
+    fn drop(&mut self) {
+        self.budget.refund(*self.grown.get_mut());
     }
 }
 

@@ -4,7 +4,8 @@
 //! An [`Object`] is what a capability names: a reference-counted kernel object, so
 //! deleting the last capability (and dropping the last kernel reference, such as a thread
 //! blocked on it) frees the object. A process's capabilities live in its [`CapSpace`], a
-//! [`kcore::captable::CapTable`] of [`abi::CAP_TABLE_SLOTS`] slots behind a lock, and are
+//! [`kcore::captable::CapTable`] behind a lock that grows on demand from
+//! [`abi::CAP_TABLE_INITIAL_SLOTS`] slots (charged to the process's budget), and are
 //! looked up in one way only, [`CapSpace::lookup`] / [`CapSpace::with`], typed by [`Kind`].
 //!
 //! Objects a process creates are charged to its memory budget ([`Charge`], [`budget`]).

@@ -174,7 +174,7 @@ pub struct Process {
     killed: AtomicBool,
     /// The notification and bits signalled when the last thread is gone.
     death: Lock<Option<(Arc<Notification>, u64)>>,
-    /// The charge of this record and its capability table to its own budget.
+    /// The charge of this record and its capability table's first slots to its own budget.
     _charge: Charge,
 }
 
@@ -192,8 +192,8 @@ fn next_id() -> u64 {
 
 impl Process {
     /// A process named `name` with an empty address space, no thread and no capability,
-    /// charged (record, capability table, root table) to `budget`, the memory budget it is
-    /// given.
+    /// charged (record, capability table's first slots, root table) to `budget`, the
+    /// memory budget it is given.
     pub fn new(name: &'static str, budget: Arc<Budget>) -> Result<Arc<Self>, MapError> {
         let charge = Charge::take(&budget, PROCESS_BYTES).map_err(|_| MapError::OutOfMemory)?;
         budget.charge_pages(1).map_err(|_| MapError::OutOfMemory)?;

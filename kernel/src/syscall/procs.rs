@@ -13,7 +13,11 @@
 //! `process_spawn` carves the child's memory budget out of the caller's before anything is
 //! built (`obj::budget`); `thread_create` and a spawn's first thread charge the thread's
 //! record and kernel stack to the process's budget (`Process::add_thread`), refunded when
-//! the thread is freed.
+//! the thread is freed (`Process::thread_exited`, from the scheduler's reaping of the
+//! thread). That charge is the only per-process bound on threads: a process makes as many
+//! as its budget pays for, and one that spends its budget cannot keep another process
+//! from making threads. The slot for a new handle is made first (`CapSpace::reserve`: the
+//! table may grow, charged to the same budget).
 //!
 //! # Priorities
 //! A thread may give another thread (or a new process) at most its own priority, so a
@@ -25,8 +29,8 @@
 //! switch, one uniform check for both directions; the cost, a system call per access, is
 //! fine for the slow devices (UART, PIT, CMOS) user drivers use ports for.
 //!
-//! Weak spots: a process's threads are found by a scan of the thread table when it is
-//! killed; at most [`MAX_THREADS_PER_PROCESS`] threads per process.
+//! Weak spot: a process's threads are found by a scan of the thread table when it is
+//! killed.
 
 use alloc::sync::Arc;
 
@@ -39,9 +43,6 @@ use crate::obj::{Budget, Object, Process, ThreadRef, kind};
 use crate::proc::{self, LoadError};
 use crate::task::sched;
 use crate::{Cpu, irq};
-
-/// Threads one process may have at once (so no process takes every thread slot).
-pub const MAX_THREADS_PER_PROCESS: usize = 16;
 
 // A thread's charge (`obj::budget::THREAD_BYTES`) covers its record.
 const _: () =
@@ -109,9 +110,8 @@ pub fn process_spawn(
         let handle = Handle::from_raw(u64::from_le_bytes(word));
         *slot = Some(parent.caps.get(handle, Rights::GRANT)?);
     }
-    if parent.caps.free_slots() == 0 {
-        return Err(Error::NoSpace);
-    }
+    // Room for the child's handle (the table may grow), before anything is built.
+    parent.caps.reserve(1)?;
     // The child's budget, out of the parent's; it comes back when the child's record and
     // whatever else was charged to it are freed.
     let share = if budget == 0 { DEFAULT_BUDGET } else { budget };
@@ -194,14 +194,11 @@ pub fn thread_create(
         return Err(Error::InvalidArgument);
     }
     let priority = priority(priority_raw)?;
-    if caller.live_threads() >= MAX_THREADS_PER_PROCESS {
-        return Err(Error::OutOfMemory);
-    }
-    if caller.caps.free_slots() == 0 {
-        return Err(Error::NoSpace);
-    }
+    // Room for the thread's handle (the table may grow), before the thread is made.
+    caller.caps.reserve(1)?;
     // The record and kernel stack, charged to the caller's budget; refunded when the
-    // thread is freed (`Process::thread_exited`).
+    // thread is freed (`Process::thread_exited`). The budget is the only bound on a
+    // process's threads (besides the system's thread table).
     caller.add_thread()?;
     let start = crate::task::thread::Start::User {
         entry,

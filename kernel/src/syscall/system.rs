@@ -179,6 +179,8 @@ fn budget(pid: u64, record: &mut [u64]) -> usize {
     let [first, second] = sysinfo::pack_name(process.name);
     record[NAME] = first;
     record[NAME + 1] = second;
+    record[CAP_SLOTS] = process.caps.capacity() as u64;
+    record[CAPS] = process.caps.len() as u64;
     WORDS
 }
 

@@ -43,9 +43,11 @@ fn thread_count() -> usize {
     sched::snapshot().iter().flatten().count()
 }
 
-/// Deferred work items the checker makes room for (a process's teardown queues one per
-/// endpoint whose last receiver it held: at most a table's worth each).
-const PENDING_ROOM: usize = 1024;
+/// Deferred work items the checker makes room for: the queue keeps room for every charged
+/// object alive at once (`pending::promise`), and a fuzz run's sixteen processes at most
+/// (four fuzzers, three children each) hold some 200 each (a table fill of 128, the
+/// objects they remember, helpers' endpoints).
+const PENDING_ROOM: usize = 4096;
 
 /// Touch what the kernel grows once and keeps (the kernel-stack region's page tables and
 /// its free list, the deferred-work queue), so a run that needs more of them at once than

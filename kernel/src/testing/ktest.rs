@@ -102,6 +102,10 @@ pub fn run(cpus: usize) {
         "process budget is charged for its record, page tables and pages and refuses beyond its limit; executable pages synced for instruction fetch; teardown frees every frame and byte",
         process_memory(),
     );
+    suite.check(
+        "capability table grows from 16 slots charged to the budget (64 bytes a slot), refuses a growth the budget cannot pay with OutOfMemory, keeps every handle, shrinks back as capabilities go, and teardown refunds the rest",
+        capability_table_growth(),
+    );
     kernel_tables(&mut suite);
     suite.check(
         "bootloader-reclaimable memory returned to the frame allocator",
@@ -600,6 +604,73 @@ fn malformed_images() -> Result<(), &'static str> {
         return Err("refusing images leaked frames");
     }
     Ok(())
+}
+
+/// A capability table doubles when full, each slot past the first 16 charged to the
+/// process's budget; a growth the budget cannot pay for is `OutOfMemory` and changes
+/// nothing; handles survive growth and shrinking; deletes halve the table again (refunds);
+/// teardown refunds what is left.
+fn capability_table_growth() -> Result<(), &'static str> {
+    use crate::obj::budget::PROCESS_BYTES;
+    use crate::obj::capspace::SLOT_BYTES;
+    use crate::obj::{Budget, Object, Process};
+    use abi::{CAP_TABLE_INITIAL_SLOTS, Error, Rights};
+    let initial = CAP_TABLE_INITIAL_SLOTS as u64;
+    // The record, its root table, and growth to 4 × 16 slots: 16 + 32 slots' worth.
+    let base = PROCESS_BYTES + PAGE_SIZE;
+    let budget = Budget::root(base + 3 * initial * SLOT_BYTES);
+    let process = Process::new("caps-test", budget.clone()).map_err(|_| "no process")?;
+    let result = (|| {
+        let mut handles = alloc::vec::Vec::new();
+        for _ in 0..4 * initial {
+            let handle = process
+                .caps
+                .insert(Object::System, Rights::READ)
+                .map_err(|_| "an insert the budget pays for failed")?;
+            handles.push(handle);
+        }
+        if process.caps.capacity() as u64 != 4 * initial
+            || budget.used() != base + 3 * initial * SLOT_BYTES
+        {
+            return Err("the growths were not charged 64 bytes a slot");
+        }
+        if process.caps.insert(Object::System, Rights::READ) != Err(Error::OutOfMemory)
+            || process.caps.reserve(1) != Err(Error::OutOfMemory)
+            || process.caps.capacity() as u64 != 4 * initial
+            || budget.used() != base + 3 * initial * SLOT_BYTES
+        {
+            return Err("a growth beyond the budget was not refused, or changed something");
+        }
+        if handles
+            .iter()
+            .any(|handle| process.caps.check(*handle, Rights::READ).is_err())
+        {
+            return Err("a handle did not survive the growths");
+        }
+        // Down to 2: the table halves as each quarter mark passes, back to 16 slots.
+        for handle in handles.drain(2..) {
+            process.caps.delete(handle).map_err(|_| "a delete failed")?;
+        }
+        if process.caps.capacity() as u64 != initial || budget.used() != base {
+            return Err("the table did not shrink back to its first size, refunded");
+        }
+        if handles
+            .iter()
+            .any(|handle| process.caps.check(*handle, Rights::READ).is_err())
+        {
+            return Err("a handle did not survive the shrinking");
+        }
+        Ok(())
+    })();
+    process.release_unstarted();
+    if result.is_ok() && (budget.used() != PROCESS_BYTES || process.caps.len() != 0) {
+        return Err("teardown left capabilities or charges behind");
+    }
+    drop(process);
+    if result.is_ok() && budget.used() != 0 {
+        return Err("the record's charge did not come back");
+    }
+    result
 }
 
 /// A process's memory use counts its page tables (root included) with its pages, each

@@ -30,6 +30,7 @@ const KNOWN: &[&str] = &[
     "fuzz",
     "fuzz-leak",
     "kernel",
+    "limits",
     "lock-order",
     "panic",
     "smp",
@@ -86,6 +87,7 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
                 .unwrap_or(0);
             in_thread("kernel-suite", ktest::run, cpus)
         }
+        "limits" => in_thread("limits", limits, 0),
         "lock-order" => in_thread("lock-order", lock_order, 0),
         "panic" => in_thread("panic-test", deliberate_panic, 0),
         "smp" => in_thread("smp", smp::scenario, 0),
@@ -200,6 +202,7 @@ const BLOCKED_SYSCALL: u64 = 11;
 const HOSTILE_RESUME: u64 = 12;
 const IPC_SERVER: u64 = 13;
 const IPC_CLIENT: u64 = 14;
+const LIMITS: u64 = 30;
 /// `testsuite`'s exit code for [`FPU_CHECK`] on a CPU without upper vector halves.
 const NO_UPPER_HALVES: i64 = 0x7a;
 /// `testsuite`'s exit code where [`SVE_INSTRUCTION`] does not apply.
@@ -229,7 +232,13 @@ fn run_testsuite(argument: u64) -> Result<Ending, &'static str> {
 /// a malformed image), installed before its thread first runs. Waits like
 /// [`run_testsuite`].
 fn run_root_suite() -> Result<Ending, &'static str> {
-    let process = proc::spawn_from_module("testsuite", SUITE, proc::root_budget())
+    run_root_testsuite(SUITE, 60)
+}
+
+/// `testsuite` with `argument` as the root process (the capabilities of
+/// [`run_root_suite`]), waited for at most `seconds` of ticks.
+fn run_root_testsuite(argument: u64, seconds: u64) -> Result<Ending, &'static str> {
+    let process = proc::spawn_from_module("testsuite", argument, proc::root_budget())
         .map_err(|_| "cannot load testsuite")?;
     // The new thread has not run yet (this thread has not blocked), so these fill slots
     // 0.. of an empty table.
@@ -237,7 +246,7 @@ fn run_root_suite() -> Result<Ending, &'static str> {
         proc::kill(&process);
         return Err("cannot install the root capabilities");
     }
-    let deadline = time::ticks() + 60 * u64::from(TIMER_HZ);
+    let deadline = time::ticks() + seconds * u64::from(TIMER_HZ);
     loop {
         match process.ending() {
             Ending::Running if time::ticks() > deadline => return Err("timed out"),
@@ -245,6 +254,44 @@ fn run_root_suite() -> Result<Ending, &'static str> {
             ending => return Ok(ending),
         }
     }
+}
+
+/// `limits` (booted with 2 GiB): no fixed per-process limit — `testsuite`'s `limits`
+/// tests as the root process (a process maps and touches 1 GiB; a capability table grows
+/// to 5000 capabilities and back; growth and `thread_create` refused by small budgets; 40
+/// threads in one process; a recursive spawner does not keep another process from making
+/// a thread: user/testsuite/src/limits.rs), then every frame is back.
+fn limits(_: usize) {
+    let mut suite = Suite::new();
+    // Frames the heap grows by stay with it: they count as returned.
+    let free_at_start = crate::mm::free_frames() + crate::mm::heap::frames_held();
+    match run_root_testsuite(LIMITS, 600) {
+        Ok(Ending::Exited(code)) if code >= 0 => {
+            // why: the suite encodes `passed << 16 | failed` (user/testsuite).
+            suite.add((code >> 16) as u32, (code & 0xffff) as u32);
+        }
+        Ok(_) => suite.check(
+            "limits suite ran to its end",
+            Err("it died or exited badly"),
+        ),
+        Err(why) => suite.check("limits suite ran to its end", Err(why)),
+    }
+    let back = || crate::mm::free_frames() + crate::mm::heap::frames_held() == free_at_start;
+    for _ in 0..100 {
+        if back() {
+            break;
+        }
+        sched::sleep(1);
+    }
+    suite.check(
+        "limits: every frame is back once the processes ended",
+        if back() {
+            Ok(())
+        } else {
+            Err("the free-frame count differs from before the first process")
+        },
+    );
+    suite.finish()
 }
 
 /// `testsuite` as IPC server and as client, one process each, sharing an

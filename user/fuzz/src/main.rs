@@ -7,10 +7,11 @@
 //! the kernel half, unmapped, unaligned, at `USER_END ± 4096`, wrapping or straddling a
 //! mapped and an unmapped page, pages remapped with other permissions between calls (IPC
 //! buffers included), lengths and flags with reserved bits, IPC with random labels, word
-//! counts and capability transfers, full capability tables, and register images for
-//! `thread_write_registers`. Around it, helper threads block in `recv`, `call`, `send`,
-//! `wait` and `reply_recv` (and are killed there), loop, or write random register images;
-//! child processes run a shorter fuzz of their own and are killed, signalled and watched.
+//! counts and capability transfers, capability tables filled through several growths,
+//! and register images for `thread_write_registers`. Around it, helper threads block in
+//! `recv`, `call`, `send`, `wait` and `reply_recv` (and are killed there), loop, or write
+//! random register images; child processes run a shorter fuzz of their own and are killed,
+//! signalled and watched.
 //!
 //! The main thread never makes a call that could block it for good: a blocking call gets a
 //! handle that cannot be waited on (stale, out of range, of another type, or a copy
@@ -91,6 +92,9 @@ const MAX_STRAYS: usize = 4;
 /// Capabilities the fuzzer remembers.
 const MAX_KNOWN: usize = 48;
 const MAX_STALE: usize = 16;
+/// Capabilities one table fill makes at most: past the table's first size, so it grows
+/// (and shrinks back when they go).
+const FILL_MAX: usize = 8 * abi::CAP_TABLE_INITIAL_SLOTS;
 
 /// What a helper thread does, forever (it ends only when killed).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1121,9 +1125,11 @@ impl Fuzz {
         let _ = self.sys(number, [ticks, 0, 0, 0, 0, 0]);
     }
 
-    /// Fill the capability table to the end (or the object quota), then delete those.
+    /// Fill the capability table through several growths (up to [`FILL_MAX`]
+    /// capabilities, or until the budget refuses), then delete those (the table shrinks
+    /// again).
     fn fill_table(&mut self) {
-        let mut made = [0u64; abi::CAP_TABLE_SLOTS];
+        let mut made = [0u64; FILL_MAX];
         let mut count = 0;
         let source = self.known_of(Some(KnownKind::Notification));
         while count < made.len() {

@@ -342,10 +342,12 @@ impl Shell {
             summary[KERNEL_HEAP] / 1024,
             summary[HEAP_FRAMES] * 4
         );
-        use sysinfo::budget::{LIMIT, NAME, PAGES, THREADS, USED, WORDS as BUDGET_WORDS};
+        use sysinfo::budget::{
+            CAP_SLOTS, CAPS, LIMIT, NAME, PAGES, THREADS, USED, WORDS as BUDGET_WORDS,
+        };
         let _ = writeln!(
             out,
-            "  PID  NAME              BUDGET        USED  PAGES  THREADS"
+            "  PID  NAME              BUDGET        USED  PAGES  THREADS         CAPS"
         );
         let mut seen: Vec<u64> = Vec::new();
         for record in self.threads()? {
@@ -360,9 +362,11 @@ impl Shell {
                 continue;
             }
             let mut name = [0u8; 16];
+            // Capabilities held / slots of the table (it grows and shrinks with use).
+            let caps = alloc::format!("{}/{}", budget[CAPS], budget[CAP_SLOTS]);
             let _ = writeln!(
                 out,
-                "{pid:>5}  {:<12}  {:>10}  {:>10}  {:>5}  {:>7}",
+                "{pid:>5}  {:<12}  {:>10}  {:>10}  {:>5}  {:>7}  {caps:>11}",
                 name_text([budget[NAME], budget[NAME + 1]], &mut name),
                 ucore::size::Bytes(budget[LIMIT]).to_string(),
                 ucore::size::Bytes(budget[USED]).to_string(),

@@ -38,7 +38,7 @@ const EATER_PAGES_REFUSED: u64 = 1 << 1;
 const EATER_OBJECTS_REFUSED: u64 = 1 << 2;
 /// Its thread was refused with `OutOfMemory`.
 const EATER_THREAD_REFUSED: u64 = 1 << 3;
-const PROBE_OK: u64 = 1 << 4;
+pub const PROBE_OK: u64 = 1 << 4;
 const PROBE_FAILED: u64 = 1 << 5;
 const DEATH: u64 = 1 << 6;
 /// The eater's counts: pages in bits 16..40, notifications in bits 40..56.
@@ -51,13 +51,13 @@ pub fn tests(results: &mut Results) {
     default_share(results);
 }
 
-extern "C" fn sleeper(_: u64) -> ! {
+pub(crate) extern "C" fn sleeper(_: u64) -> ! {
     loop {
         let _ = proc::sleep(abi::SLEEP_MAX_TICKS);
     }
 }
 
-fn sleep_forever() -> ! {
+pub(crate) fn sleep_forever() -> ! {
     sleeper(0)
 }
 
@@ -119,7 +119,7 @@ pub fn probe() -> i64 {
 }
 
 /// A budget record: the caller's own (`pid` 0) or a live process's.
-fn budget_of(pid: u64) -> Result<[u64; sysinfo::budget::WORDS], &'static str> {
+pub(crate) fn budget_of(pid: u64) -> Result<[u64; sysinfo::budget::WORDS], &'static str> {
     let mut words = [0u64; sysinfo::budget::WORDS];
     match proc::system_info(SYSTEM, sysinfo::BUDGET, pid, &mut words) {
         Ok(count) if count == words.len() => Ok(words),
@@ -127,12 +127,12 @@ fn budget_of(pid: u64) -> Result<[u64; sysinfo::budget::WORDS], &'static str> {
     }
 }
 
-fn used() -> Result<u64, &'static str> {
+pub(crate) fn used() -> Result<u64, &'static str> {
     Ok(budget_of(0)?[sysinfo::budget::USED])
 }
 
 /// Free frames plus the frames the kernel heap holds (it keeps what it grew by).
-fn frames() -> Result<u64, &'static str> {
+pub(crate) fn frames() -> Result<u64, &'static str> {
     use sysinfo::summary::*;
     let mut words = [0u64; WORDS];
     match proc::system_info(SYSTEM, sysinfo::SUMMARY, 0, &mut words) {
@@ -142,7 +142,7 @@ fn frames() -> Result<u64, &'static str> {
 }
 
 /// Kill `process`, wait until it is gone (death on `death`) and delete the handle.
-fn end(process: Handle, death: Handle) -> Result<(), &'static str> {
+pub(crate) fn end(process: Handle, death: Handle) -> Result<(), &'static str> {
     let ended = proc::process_bind_death(process, death, DEATH).is_ok()
         && proc::process_kill(process).is_ok()
         && ipc::wait(death) == Ok(DEATH);
@@ -155,7 +155,7 @@ fn end(process: Handle, death: Handle) -> Result<(), &'static str> {
 }
 
 /// Let killed threads be freed and the deferred work run.
-fn settle() {
+pub(crate) fn settle() {
     for _ in 0..3 {
         let _ = rt::yield_now();
     }

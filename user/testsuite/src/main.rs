@@ -17,6 +17,7 @@ use rt::println;
 
 mod budget;
 mod ipc;
+mod limits;
 mod proc;
 mod resources;
 
@@ -157,6 +158,8 @@ fn main(argument: u64) -> i64 {
         resources::EXIT_AT_ONCE => 0,
         budget::EATER => budget::eater(),
         budget::PROBE => budget::probe(),
+        limits::LIMITS => limits::suite(),
+        argument if limits::is_child(argument) => limits::child(argument),
         _ => -1,
     }
 }
