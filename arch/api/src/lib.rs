@@ -398,6 +398,12 @@ pub trait SecondaryCpus: Platform {
     /// lock spin path); see [`tlb`], "Requests and deadlock freedom". Takes no lock.
     fn service_ipi_work();
 
+    /// One pause of a wait for another CPU: a spin hint that, under QEMU's single-threaded
+    /// TCG (every vCPU in turn on one host thread, as `-icount` runs them), also ends this
+    /// vCPU's turn so the CPU waited for runs (x86_64 `pause`, AArch64 `yield`). On
+    /// hardware, KVM and multi-threaded TCG only a hint.
+    fn wait_pause();
+
     /// Stop every other online CPU ([`Ipi::Stop`]) and wait (bounded) until each has
     /// recorded that it stopped. Returns how many did not in time.
     fn stop_others() -> u32;

@@ -463,6 +463,11 @@ impl arch_api::SecondaryCpus for Cpu {
         space::service_requests();
     }
 
+    #[inline]
+    fn wait_pause() {
+        smp::wait_pause();
+    }
+
     fn stop_others() -> u32 {
         smp::stop_others()
     }

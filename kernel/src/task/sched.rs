@@ -340,7 +340,7 @@ pub fn gather_secondaries() {
             return;
         }
         Cpu::service_ipi_work();
-        core::hint::spin_loop();
+        Cpu::wait_pause();
     }
 }
 
@@ -1233,7 +1233,7 @@ fn wait_until_stopped(id: usize, serial: u64) {
         }
         // The victim may be waiting for this CPU's answer to a TLB request.
         Cpu::service_ipi_work();
-        core::hint::spin_loop();
+        Cpu::wait_pause();
     }
 }
 
