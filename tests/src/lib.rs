@@ -58,14 +58,16 @@ pub fn workspace() -> Workspace {
     Workspace::from_env()
 }
 
-/// Boot options for one test: its own image (tests run in parallel), serial captured and
-/// echoed, the generous [`BOOT_TIMEOUT`].
+/// Boot options for one test: its own image (tests run in parallel), removed when QEMU
+/// ends (a full run boots about a hundred), serial captured and echoed, the generous
+/// [`BOOT_TIMEOUT`].
 pub fn options(arch: Arch, test: &str, cmdline: &str) -> BootOptions {
     let mut options = BootOptions::new(arch);
     // Every QEMU test runs the kernel with its test code and the lock-order checker.
     options.kernel = Some(xtask::compile::KernelBuild::Checked);
     options.cmdline = cmdline.to_owned();
     options.image = Some(image_path(arch, test));
+    options.keep_image = false;
     options.qemu.capture = true;
     options.qemu.timeout = Some(BOOT_TIMEOUT);
     options.qemu.smp = default_cpus();

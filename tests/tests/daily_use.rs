@@ -15,6 +15,8 @@ fn two_boots_at_once(arch: Arch) {
         return;
     }
     let mut options = options(arch, "concurrent", "test=boot");
+    // As the command line does: the image stays at its path.
+    options.keep_image = true;
     options.qemu.timeout = Some(Duration::from_secs(120));
     let runs: Vec<_> = (0..2)
         .map(|_| {
@@ -36,6 +38,7 @@ fn two_boots_at_once(arch: Arch) {
         "run images left behind: {:?}",
         run_images_of(&image)
     );
+    std::fs::remove_file(&image).expect("the published image can be removed");
 }
 
 /// The files next to `image` that are per-run copies of it.

@@ -265,6 +265,7 @@ fn bench_boot(
                 .images_dir()
                 .join(format!("keel-{arch}-{image}.img")),
         ),
+        keep_image: false,
         build: true,
         kernel: Some(kernel),
         fixed_hhdm: true,

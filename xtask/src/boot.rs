@@ -21,6 +21,10 @@ pub struct BootOptions {
     pub cmdline: String,
     /// Where to write the image; `None` means `target/images/keel-<arch>.img`.
     pub image: Option<PathBuf>,
+    /// Leave the image at [`BootOptions::image`] for the user (`true`), or write only the
+    /// run's own copy, removed when QEMU ends (`false`: the integration tests, which boot
+    /// about a hundred images and need none of them afterwards).
+    pub keep_image: bool,
     /// Build first (`true`), or use what an earlier build left in `target/` (`false`).
     pub build: bool,
     /// Which kernel; `None`: the one the command line needs ([`KernelBuild::for_cmdline`]).
@@ -37,6 +41,7 @@ impl BootOptions {
             loader: LoaderChoice::Auto,
             cmdline: String::new(),
             image: None,
+            keep_image: true,
             build: true,
             kernel: None,
             fixed_hhdm: false,
@@ -66,19 +71,21 @@ pub fn make_image(
     Ok(path.to_path_buf())
 }
 
-/// As [`make_image`], for one QEMU run: the image is also written to a file of this run's
-/// own ([`image::write_for_run`]), which is returned; QEMU boots that, so runs at once
-/// never share an image, and [`qemu::run`] / [`qemu::start`] remove it when QEMU ends.
+/// As [`make_image`], for one QEMU run: the image is written to a file of this run's own
+/// ([`image::write_for_run`]), which is returned, and also to `path` when `keep` is set;
+/// QEMU boots the run's file, so runs at once never share an image, and [`qemu::run`] /
+/// [`qemu::start`] remove it when QEMU ends.
 pub fn make_run_image(
     artifacts: &Artifacts,
     loader: &Loader,
     cmdline: &str,
     fixed_hhdm: bool,
     path: &Path,
+    keep: bool,
 ) -> Result<PathBuf> {
     let contents = image_contents(artifacts, loader, cmdline, fixed_hhdm)?;
     step(format_args!("writing image {}…", path.display()));
-    let (run, size) = image::write_for_run(path, &contents)?;
+    let (run, size) = image::write_for_run(path, &contents, keep)?;
     describe_image(artifacts, loader, cmdline, path, size);
     Ok(run)
 }
@@ -228,6 +235,7 @@ pub fn prepare_artifacts(
         &options.cmdline,
         options.fixed_hhdm,
         &path,
+        options.keep_image,
     )?;
     if options.qemu.gdb && options.qemu.gdb_port == qemu::GDB_PORT {
         step(format_args!(

@@ -268,6 +268,7 @@ impl QemuArgs {
             loader: self.loader,
             cmdline: self.cmdline.clone(),
             image: None,
+            keep_image: true,
             build: true,
             kernel: self.kernel,
             fixed_hhdm: false,

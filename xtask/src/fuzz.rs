@@ -61,6 +61,7 @@ pub fn run(workspace: &Workspace, arches: &[Arch], options: &FuzzOptions) -> Res
             loader: LoaderChoice::Auto,
             cmdline: cmdline(options),
             image: Some(workspace.images_dir().join(format!("keel-{arch}-fuzz.img"))),
+            keep_image: false,
             build: true,
             kernel: Some(KernelBuild::Checked),
             fixed_hhdm: false,

@@ -141,10 +141,10 @@ fn unique_sibling(path: &Path, what: &str) -> PathBuf {
 static RUN_IMAGES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Write the image one QEMU run boots: a file of its own (so two runs at once never share
-/// an image or its write lock), also published at `path` for the user (replacing what was
-/// there atomically). Returns the run's file and the image's size; [`RunImage::claim`]
-/// takes the file over, to remove it when QEMU has ended.
-pub fn write_for_run(path: &Path, contents: &Contents) -> Result<(PathBuf, u64)> {
+/// an image or its write lock), also published at `path` for the user when `publish` is
+/// set (replacing what was there atomically). Returns the run's file and the image's size;
+/// [`RunImage::claim`] takes the file over, to remove it when QEMU has ended.
+pub fn write_for_run(path: &Path, contents: &Contents, publish: bool) -> Result<(PathBuf, u64)> {
     if let Some(dir) = path.parent() {
         remove_stale_run_images(dir);
     }
@@ -154,6 +154,9 @@ pub fn write_for_run(path: &Path, contents: &Contents) -> Result<(PathBuf, u64)>
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push(run.clone());
+    if !publish {
+        return Ok((run, size));
+    }
     let temp = unique_sibling(path, "tmp");
     let published = fs::hard_link(&run, &temp)
         .or_else(|_| fs::copy(&run, &temp).map(|_| ()))
@@ -359,8 +362,8 @@ mod tests {
             cmdline: cmdline.to_owned(),
             fixed_hhdm: false,
         };
-        let (first, _) = write_for_run(&path, &contents("one")).unwrap();
-        let (second, _) = write_for_run(&path, &contents("two")).unwrap();
+        let (first, _) = write_for_run(&path, &contents("one"), true).unwrap();
+        let (second, _) = write_for_run(&path, &contents("two"), true).unwrap();
         assert_ne!(first, second);
         let conf = |image: &Path| String::from_utf8(read_esp_file(image, "limine.conf").unwrap());
         assert!(conf(&first).unwrap().contains("cmdline: one"));
@@ -372,6 +375,23 @@ mod tests {
         assert!(!first.exists());
         drop(RunImage::claim(&second));
         assert!(!second.exists() && path.exists());
+    }
+
+    #[test]
+    fn an_unpublished_run_leaves_nothing_behind() {
+        let path = scratch("unpublished.img");
+        let contents = Contents {
+            arch: Arch::X86_64,
+            loader: b"MZ loader".to_vec(),
+            kernel: b"\x7fELF kernel".to_vec(),
+            modules: Vec::new(),
+            cmdline: String::new(),
+            fixed_hhdm: false,
+        };
+        let (run, _) = write_for_run(&path, &contents, false).unwrap();
+        assert!(run.exists() && !path.exists());
+        drop(RunImage::claim(&run));
+        assert!(!run.exists() && !path.exists());
     }
 
     #[test]
