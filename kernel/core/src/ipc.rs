@@ -238,10 +238,13 @@ impl Ipc {
     }
 
     /// Serve thread ids `0..capacity` from `spare`'s storage; returns the storage to free.
-    /// Nothing changes when the table is that long already or `spare` has too little room.
-    /// No allocation.
+    /// Nothing changes when the table is that long already, `capacity` is above
+    /// [`crate::table::MAX_THREAD_IDS`] or `spare` has too little room. No allocation.
     #[inline]
     pub fn grow(&mut self, spare: Spare, capacity: usize) -> Spare {
+        if capacity > crate::table::MAX_THREAD_IDS {
+            return spare;
+        }
         Spare {
             entries: crate::table::move_into(&mut self.entries, spare.entries, capacity, || IDLE),
         }
@@ -268,9 +271,8 @@ impl Ipc {
     #[inline]
     fn check_idle(&self, thread: ThreadId) -> Result<u32, BadThread> {
         match self.entries.get(thread) {
-            Some(entry) if entry.state == State::Idle && !entry.link.queued => {
-                u32::try_from(thread).map_err(|_| BadThread)
-            }
+            // why: thread < entries.len() <= MAX_THREAD_IDS < u32::MAX (`grow`).
+            Some(entry) if entry.state == State::Idle && !entry.link.queued => Ok(thread as u32),
             _ => Err(BadThread),
         }
     }
@@ -552,7 +554,7 @@ impl Ipc {
 
     // ---- queue links ----
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, queue: &mut EndpointQueue, thread: ThreadId, kind: Waiting) {
         // why: callers checked `thread < N` (so it fits u32) through `check_idle`.
         let index = thread as u32;

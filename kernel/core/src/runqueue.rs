@@ -30,6 +30,8 @@
 
 use alloc::vec::Vec;
 
+use crate::table::MAX_THREAD_IDS;
+
 /// Number of priorities: `0` (lowest, e.g. the idle thread) to `31` (highest).
 pub const PRIORITY_LEVELS: usize = 32;
 
@@ -237,27 +239,30 @@ impl Heads {
     }
 }
 
-/// The 32-bit link value for `thread`, if it exists and is not queued.
+/// The 32-bit link value for `thread`, if it exists and is not queued. Every link table
+/// handed to [`Heads`] is at most [`MAX_THREAD_IDS`] long ([`usable`], [`RunQueues::grow`]),
+/// so an index into it fits 32 bits and is never [`NONE`].
 #[inline]
 fn unqueued_index(links: &[QueueLink], thread: usize) -> Result<u32, QueueError> {
     let link = links.get(thread).ok_or(QueueError::NoSuchThread)?;
-    // why: NONE (u32::MAX) is the "no thread" marker, so that index is refused too.
-    let index = u32::try_from(thread)
-        .ok()
-        .filter(|&index| index != NONE)
-        .ok_or(QueueError::NoSuchThread)?;
     if link.queued {
         return Err(QueueError::AlreadyQueued);
     }
-    Ok(index)
+    // why: thread < links.len() <= MAX_THREAD_IDS < u32::MAX.
+    Ok(thread as u32)
 }
 
+/// The link at `index`; `None` for [`NONE`], which is past every link table.
 #[inline]
 fn link_mut(links: &mut [QueueLink], index: u32) -> Option<&mut QueueLink> {
-    if index == NONE {
-        return None;
-    }
     links.get_mut(index as usize)
+}
+
+/// The part of a caller's link storage a [`RunQueue`] uses: the first [`MAX_THREAD_IDS`].
+#[inline]
+fn usable(links: &mut [QueueLink]) -> &mut [QueueLink] {
+    let len = links.len().min(MAX_THREAD_IDS);
+    &mut links[..len]
 }
 
 /// The ready threads of one CPU, over caller-provided links `S` (e.g.
@@ -273,7 +278,7 @@ where
     S: AsRef<[QueueLink]> + AsMut<[QueueLink]>,
 {
     /// An empty queue; every link in `links` is reset. Thread indices at or past
-    /// `u32::MAX` are refused (links are 32-bit). O(threads), once.
+    /// [`MAX_THREAD_IDS`] are refused (links are 32-bit). O(threads), once.
     #[inline]
     pub fn new(mut links: S) -> Self {
         links.as_mut().fill(QueueLink::UNQUEUED);
@@ -323,7 +328,7 @@ where
     /// Removes and returns the first thread of the highest non-empty priority. O(1).
     #[inline]
     pub fn pick_next(&mut self) -> Option<usize> {
-        self.heads.pop_head(self.links.as_mut())
+        self.heads.pop_head(usable(self.links.as_mut()))
     }
 
     /// Puts `thread` at the tail of `priority`: a newly ready thread, or the running one
@@ -331,7 +336,7 @@ where
     #[inline]
     pub fn enqueue(&mut self, thread: usize, priority: Priority) -> Result<(), QueueError> {
         self.heads
-            .enqueue(self.links.as_mut(), 0, thread, priority, false)
+            .enqueue(usable(self.links.as_mut()), 0, thread, priority, false)
     }
 
     /// Puts `thread` at the head of `priority`: a thread preempted before its slice ended
@@ -339,7 +344,7 @@ where
     #[inline]
     pub fn enqueue_front(&mut self, thread: usize, priority: Priority) -> Result<(), QueueError> {
         self.heads
-            .enqueue(self.links.as_mut(), 0, thread, priority, true)
+            .enqueue(usable(self.links.as_mut()), 0, thread, priority, true)
     }
 
     /// Unlinks `thread` wherever it is in its priority's queue (it blocked, or is being
@@ -354,7 +359,7 @@ where
         if !link.queued {
             return Err(QueueError::NotQueued);
         }
-        Ok(self.heads.unlink(self.links.as_mut(), thread))
+        Ok(self.heads.unlink(usable(self.links.as_mut()), thread))
     }
 
     /// The queued threads in the order they would be picked (highest priority first,
@@ -402,9 +407,13 @@ impl<const Q: usize> RunQueues<Q> {
 
     /// Serve thread ids `0..capacity` from `spare`'s storage (allocated beforehand with
     /// room for them, [`crate::table::room`]); returns the storage to free. Nothing changes
-    /// when the table is that long already or `spare` has too little room. No allocation.
+    /// when the table is that long already, `capacity` is above [`MAX_THREAD_IDS`] or `spare`
+    /// has too little room. No allocation.
     #[inline]
     pub fn grow(&mut self, spare: Vec<QueueLink>, capacity: usize) -> Vec<QueueLink> {
+        if capacity > MAX_THREAD_IDS {
+            return spare;
+        }
         crate::table::move_into(&mut self.links, spare, capacity, || QueueLink::UNQUEUED)
     }
 
