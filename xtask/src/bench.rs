@@ -12,6 +12,14 @@
 //! prints the lock acquisitions per IPC round trip (`locks <name>: …` lines); its
 //! instruction counts are not those of the timed build and are not shown.
 //!
+//! The `scale` group (`--group scale`; the default `--group all` runs it after the usual
+//! one) boots the scenario twice more per architecture, with 1 GiB: once with
+//! [`SCALE_FEW`] and once with [`SCALE_MANY`] other threads (made by the bench program,
+//! each blocked for good, half asleep) and other processes (each asleep) alive, and
+//! measures `spawn`, `ipc_call_reply`, `yield` and `timer_tick` in both. It prints the
+//! two medians side by side and fails the run when one grows by more than
+//! [`SCALE_LIMIT`]: the kernel's costs must not depend on how many threads exist.
+//!
 //! The JSON is written and read by hand (the format is fixed and tiny):
 //! `{"arch": …, "iterations": N, "benchmarks": [{"name": …, "unit": "instructions",
 //! "min": …, "median": …, "max": …}]}`. The reader only looks for each object's `"name"`
@@ -39,6 +47,37 @@ pub fn expected(smp: u32) -> impl Iterator<Item = &'static str> {
         .filter(move |name| smp >= 2 || !abi::bench::NEEDS_SMP.contains(name))
         .chain(["boot_to_user"])
 }
+
+/// Which benchmark groups `cargo xtask bench` runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Group {
+    /// Every benchmark, compared with the committed baseline.
+    Main,
+    /// The `scale` group: few against many other threads and processes.
+    Scale,
+    /// Both.
+    #[default]
+    All,
+}
+
+impl Group {
+    fn main(self) -> bool {
+        self != Group::Scale
+    }
+
+    fn scale(self) -> bool {
+        self != Group::Main
+    }
+}
+
+/// The `scale` group's first column: (other threads, other processes) alive.
+pub const SCALE_FEW: (u32, u32) = (10, 1);
+/// Its second column.
+pub const SCALE_MANY: (u32, u32) = (10_000, 1_000);
+/// The most a `scale` benchmark's median may grow from the first column to the second.
+pub const SCALE_LIMIT: f64 = 1.10;
+/// Guest memory of the `scale` boots (10,000 threads' kernel stacks, 1,000 processes).
+const SCALE_MEMORY: &str = "1G";
 
 /// The CPUs a run of benchmark `name` needs at least, given `--smp`.
 pub fn smp_for(name: &str, smp: u32) -> u32 {
@@ -301,7 +340,51 @@ pub fn measure(
     step(format_args!(
         "{arch}: booting test=bench with -icount shift=0, {smp} CPU(s) ({iterations} iterations)…"
     ));
-    let outcome = boot::boot(workspace, &options)?;
+    let mut results = boot_and_read(workspace, arch, &options, expected(smp))?;
+    // The shell boot is measured with one CPU only: with more, once every CPU idles at the
+    // prompt `-icount` moves the clock on with the host's time.
+    if smp == 1 {
+        results.push(boot_to_shell(workspace, arch)?);
+    } else {
+        step(format_args!(
+            "{arch}: boot_to_shell is measured with --smp 1 only"
+        ));
+    }
+    Ok(results)
+}
+
+/// Boot the `scale` group's scenario with `others` other threads and `procs` other
+/// processes alive and return its measurements.
+pub fn measure_scale(
+    workspace: &Workspace,
+    arch: Arch,
+    iterations: u32,
+    (others, procs): (u32, u32),
+) -> Result<Vec<Measurement>> {
+    let mut options = bench_boot(
+        workspace,
+        arch,
+        format!("test=bench iterations={iterations} others={others} procs={procs}"),
+        "bench-scale",
+        1,
+        KernelBuild::Testing,
+    );
+    options.qemu.mem = SCALE_MEMORY.to_owned();
+    step(format_args!(
+        "{arch}: booting test=bench with {others} other threads and {procs} other processes \
+         alive, -icount shift=0 ({iterations} iterations)…"
+    ));
+    boot_and_read(workspace, arch, &options, abi::bench::SCALE.into_iter())
+}
+
+/// Boot a bench scenario and return its `bench …` lines, each of `wanted` among them.
+fn boot_and_read(
+    workspace: &Workspace,
+    arch: Arch,
+    options: &BootOptions,
+    wanted: impl Iterator<Item = &'static str>,
+) -> Result<Vec<Measurement>> {
+    let outcome = boot::boot(workspace, options)?;
     let show_tail = || {
         for line in outcome.lines.iter().rev().take(20).rev() {
             eprintln!("  | {line}");
@@ -325,7 +408,7 @@ pub fn measure(
         .iter()
         .filter_map(|line| parse_line(line))
         .collect();
-    for name in expected(smp) {
+    for name in wanted {
         if !results.iter().any(|result| result.name == *name) {
             show_tail();
             return Err(Error::new(format!(
@@ -333,17 +416,83 @@ pub fn measure(
             )));
         }
     }
-    let mut results = results;
-    // The shell boot is measured with one CPU only: with more, once every CPU idles at the
-    // prompt `-icount` moves the clock on with the host's time.
-    if smp == 1 {
-        results.push(boot_to_shell(workspace, arch)?);
-    } else {
-        step(format_args!(
-            "{arch}: boot_to_shell is measured with --smp 1 only"
-        ));
-    }
     Ok(results)
+}
+
+/// The `scale` group's table for one architecture, and the benchmarks whose median grew
+/// by more than [`SCALE_LIMIT`] from `few` to `many` (or is missing from either).
+pub fn scale_table(arch: Arch, few: &[Measurement], many: &[Measurement]) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut failures = Vec::new();
+    let _ = writeln!(
+        out,
+        "{arch}: scale group, median guest instructions per operation with {} / {} other \
+         threads and {} / {} other processes alive",
+        SCALE_FEW.0, SCALE_MANY.0, SCALE_FEW.1, SCALE_MANY.1
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:>10} {:>10} {:>9}",
+        "benchmark", "few", "many", "ratio"
+    );
+    for name in abi::bench::SCALE {
+        let median = |results: &[Measurement]| {
+            results
+                .iter()
+                .find(|result| result.name == name)
+                .map(|result| result.median)
+        };
+        match (median(few), median(many)) {
+            (Some(few), Some(many)) => {
+                let ratio = many as f64 / few.max(1) as f64;
+                let verdict = if ratio > SCALE_LIMIT {
+                    failures.push(format!("{name} ({few} → {many}, {ratio:.2})"));
+                    "  above the limit"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "{name:<14} {few:>10} {many:>10} {ratio:>9.2}{verdict}");
+            }
+            _ => failures.push(format!("{name} (not measured)")),
+        }
+    }
+    (out, failures)
+}
+
+/// `cargo xtask bench --group scale` on each of `arches`: the two columns, written to
+/// `target/bench/<arch>-scale-{few,many}.json`; an error when a ratio is above
+/// [`SCALE_LIMIT`].
+pub fn run_scale(workspace: &Workspace, arches: &[Arch], iterations: u32) -> Result<()> {
+    let mut failures = Vec::new();
+    for &arch in arches {
+        let few = measure_scale(workspace, arch, iterations, SCALE_FEW)?;
+        let many = measure_scale(workspace, arch, iterations, SCALE_MANY)?;
+        for (column, results) in [("few", &few), ("many", &many)] {
+            let path =
+                results_path(workspace, arch).with_file_name(format!("{arch}-scale-{column}.json"));
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .context(|| format!("cannot create {}", dir.display()))?;
+            }
+            std::fs::write(&path, to_json(arch, iterations, results))
+                .context(|| format!("cannot write {}", path.display()))?;
+        }
+        let (text, failed) = scale_table(arch, &few, &many);
+        print!("{text}");
+        failures.extend(
+            failed
+                .into_iter()
+                .map(|failure| format!("{arch}: {failure}")),
+        );
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "the scale group grew by more than {SCALE_LIMIT:.2}x with many threads: {}",
+            failures.join(", ")
+        )))
+    }
 }
 
 /// `--locks`: boot the bench scenario in the lock-checking build (which counts every lock
@@ -527,8 +676,10 @@ pub fn run(
     iterations: u32,
     smp: u32,
     update_baseline: bool,
+    group: Group,
 ) -> Result<()> {
-    for &arch in arches {
+    let main_arches = if group.main() { arches } else { &[] };
+    for &arch in main_arches {
         let results = measure(workspace, arch, iterations, smp)?;
         if smp < 2 {
             for name in abi::bench::NEEDS_SMP {
@@ -572,6 +723,12 @@ pub fn run(
                 baseline_file.display()
             ));
         }
+    }
+    if group.scale() {
+        if smp > 1 {
+            step("the scale group boots one CPU, whatever --smp says");
+        }
+        run_scale(workspace, arches, iterations)?;
     }
     Ok(())
 }
@@ -630,6 +787,36 @@ mod tests {
             discarded: 0,
             events: Vec::new(),
         }
+    }
+
+    #[test]
+    fn scale_table_fails_a_growth_above_the_limit_and_a_missing_benchmark() {
+        let few = [
+            sample("spawn", 1000),
+            sample("ipc_call_reply", 700),
+            sample("yield", 300),
+            sample("timer_tick", 500),
+        ];
+        let many = [
+            sample("spawn", 1100),
+            sample("ipc_call_reply", 771),
+            sample("yield", 290),
+        ];
+        let (text, failures) = scale_table(Arch::X86_64, &few, &many);
+        assert!(
+            text.contains("spawn                1000       1100      1.10\n"),
+            "{text}"
+        );
+        assert!(text.contains("ipc_call_reply        700        771      1.10  above the limit"));
+        assert_eq!(
+            failures,
+            [
+                "ipc_call_reply (700 → 771, 1.10)",
+                "timer_tick (not measured)"
+            ]
+        );
+        let (_, none) = scale_table(Arch::X86_64, &few, &few);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub enum Command {
         /// IPC round trip by lock level (no instruction counts).
         #[arg(long, conflicts_with_all = ["trace", "update_baseline"])]
         locks: bool,
+        /// Which benchmarks: `main` (every one, against the baseline), `scale` (few against
+        /// many other threads and processes alive; a ratio above 1.10 fails), or both.
+        #[arg(long, value_enum, default_value_t)]
+        group: crate::bench::Group,
     },
     /// Boot the `fuzz` scenario (the system-call fuzzer under the kernel invariant checker)
     /// for a long run; a failure prints its seed, the last calls and the replay command.
@@ -337,6 +341,7 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
             trace,
             smp,
             locks,
+            group,
         } => {
             match trace {
                 Some(name) => drop(crate::bench::trace(
@@ -348,9 +353,14 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
                 None if locks => {
                     crate::bench::run_locks(workspace, &arch.arches(), iterations, smp)?
                 }
-                None => {
-                    crate::bench::run(workspace, &arch.arches(), iterations, smp, update_baseline)?
-                }
+                None => crate::bench::run(
+                    workspace,
+                    &arch.arches(),
+                    iterations,
+                    smp,
+                    update_baseline,
+                    group,
+                )?,
             }
             Ok(0)
         }

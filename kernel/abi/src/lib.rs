@@ -503,7 +503,7 @@ pub enum Syscall {
 pub mod bench {
     /// Every benchmark the scenario can run alone; the spawn and fault benchmarks are
     /// measured by the kernel, the others by `user/bench`.
-    pub const NAMES: [&str; 10] = [
+    pub const NAMES: [&str; 11] = [
         "null_syscall",
         "ipc_call_reply",
         "ipc_call_reply_1k",
@@ -514,6 +514,7 @@ pub mod bench {
         "spawn",
         "page_fault",
         "ipc_call_reply_cross_cpu",
+        "timer_tick",
     ];
 
     /// Benchmarks that need two CPUs or more: on one CPU the scenario prints
@@ -548,6 +549,19 @@ pub mod bench {
     pub const YIELD: usize = 5;
     pub const MAP_UNMAP: usize = 6;
     pub const IPC_CALL_REPLY_CROSS_CPU: usize = 9;
+    pub const TIMER_TICK: usize = 10;
+
+    /// The benchmarks of the `scale` group (`cargo xtask bench --group scale`), run with
+    /// few and with many other threads and processes alive: the kernel measures `spawn`,
+    /// the bench program the rest.
+    pub const SCALE: [&str; 4] = ["spawn", "ipc_call_reply", "yield", "timer_tick"];
+
+    /// Where the bench program's argument carries the number of other threads it makes
+    /// before it measures (the `scale` group; 16 bits, above the iteration count). Zero
+    /// runs the usual group.
+    pub const OTHERS_SHIFT: u32 = 32;
+    /// The most other threads the argument carries.
+    pub const OTHERS_MAX: u64 = 0xffff;
 
     /// Where the bench program's argument carries the number of online CPUs (8 bits,
     /// below the selector; the iteration count sits between bit 8 and this).

@@ -65,6 +65,23 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
                 },
             };
             BENCH_ONLY.store(only, core::sync::atomic::Ordering::Relaxed);
+            for (key, limit, value) in [
+                ("others", abi::bench::OTHERS_MAX, &BENCH_OTHERS),
+                ("procs", BENCH_PROCS_MAX, &BENCH_PROCS),
+            ] {
+                let Some(text) = boot.cmdline.get(key) else {
+                    continue;
+                };
+                match text.parse::<u64>() {
+                    Ok(count) if count <= limit => {
+                        value.store(count, core::sync::atomic::Ordering::Relaxed)
+                    }
+                    _ => {
+                        println!("not ok bench: {key}={text:?} is not a count up to {limit}");
+                        crate::trace::power_off(ExitCode::TestFailed)
+                    }
+                }
+            }
             in_thread("bench", bench, iterations)
         }
         "boot" => boot_scenario(),
@@ -759,6 +776,12 @@ const BENCH_ITERATIONS: usize = 200;
 const BENCH_ITERATIONS_MAX: usize = 1 << 20;
 /// `only=<name>`: the one benchmark to run (`abi::bench` selector; 0: all).
 static BENCH_ONLY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// `others=N`: the `scale` group, with N other threads made by the bench program.
+static BENCH_OTHERS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// `procs=N`: the `scale` group, with N other processes alive ([`BENCH_BALLAST`]).
+static BENCH_PROCS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The most other processes `procs=N` asks for.
+const BENCH_PROCS_MAX: u64 = 4096;
 /// `bench`'s argument: the mode in the low byte, the iteration count above.
 const BENCH_RUN: u64 = 0;
 const BENCH_YIELD_PARTNER: u64 = 1;
@@ -766,6 +789,9 @@ const BENCH_SPAWN_EXIT: u64 = 2;
 const BENCH_FAULT: u64 = 3;
 const BENCH_IPC_SERVER: u64 = 4;
 const BENCH_NOTIFY_PARTNER: u64 = 5;
+const BENCH_BALLAST: u64 = 6;
+/// How often the bench thread checks whether the runner has ended.
+const BENCH_POLL_TICKS: u64 = 16;
 
 /// Online CPUs: one past the highest online index (at most 255, what the bench program's
 /// argument carries).
@@ -824,13 +850,19 @@ fn bench(iterations: usize) {
         crate::trace::power_off(ExitCode::TestFailed)
     }
     let only = BENCH_ONLY.load(core::sync::atomic::Ordering::Relaxed);
+    let others = BENCH_OTHERS.load(core::sync::atomic::Ordering::Relaxed);
+    let procs = BENCH_PROCS.load(core::sync::atomic::Ordering::Relaxed);
+    // The `scale` group: other threads and processes alive, `spawn` (no `page_fault`) here.
+    let scale = others != 0 || procs != 0;
     let argument = |mode: u64| {
         mode | (iterations as u64) << 8
+            | others << abi::bench::OTHERS_SHIFT
             | u64::from(cpus) << abi::bench::CPUS_SHIFT
             | only << abi::bench::SELECTOR_SHIFT
     };
-    if abi::bench::selected(only, "spawn") || abi::bench::selected(only, "page_fault") {
-        spawn_benchmarks(iterations, home, cpus);
+    let _ballast = other_processes(procs as usize, argument(BENCH_BALLAST), home, cpus);
+    if abi::bench::selected(only, "spawn") || (!scale && abi::bench::selected(only, "page_fault")) {
+        spawn_benchmarks(iterations, home, cpus, !scale);
     }
     // The partner only yields, forever: `yield` measures the round trip through it. It
     // starts first, so the benchmarks always find it in the run queue; it waits for the
@@ -891,8 +923,10 @@ fn bench(iterations: usize) {
         ],
     );
     drop((endpoint, start, ping, pong, cross));
+    // Checked every few ticks, not at each: a wake-up here is part of the tick that
+    // `timer_tick` measures, and should be rare in its samples.
     while runner.ending() == Ending::Running {
-        sched::sleep(1);
+        sched::sleep(BENCH_POLL_TICKS);
     }
     match crate::stats::boot_to_user() {
         Some(span) => {
@@ -912,12 +946,58 @@ fn bench(iterations: usize) {
     }
 }
 
+/// The `scale` group's other processes: `count` bench processes that sleep for good
+/// ([`BENCH_BALLAST`]), returned once each has run and gone to sleep.
+fn other_processes(
+    count: usize,
+    argument: u64,
+    home: u32,
+    cpus: u32,
+) -> alloc::vec::Vec<alloc::sync::Arc<crate::obj::Process>> {
+    let mut processes = alloc::vec::Vec::with_capacity(count);
+    let mut threads = alloc::vec::Vec::with_capacity(count);
+    let Some(file) = crate::boot::module("bench") else {
+        println!("not ok bench: no bench module");
+        crate::trace::power_off(ExitCode::TestFailed)
+    };
+    for _ in 0..count {
+        match proc::spawn_at("bench", file, argument, sched::NORMAL, proc::root_budget()) {
+            Ok((process, thread)) => {
+                pin(thread, home, cpus);
+                sched::start_thread(thread);
+                processes.push(process);
+                threads.push(thread);
+            }
+            Err(error) => {
+                println!(
+                    "not ok bench: other process {} not made: {error:?}",
+                    processes.len()
+                );
+                crate::trace::power_off(ExitCode::TestFailed)
+            }
+        }
+    }
+    let asleep = |thread: &usize| {
+        matches!(
+            sched::describe(*thread),
+            Some((_, crate::task::thread::State::Blocked, ..))
+        )
+    };
+    while !threads.iter().all(asleep) {
+        sched::sleep(1);
+    }
+    if count != 0 {
+        println!("bench: {count} other processes made, each ran and went to sleep");
+    }
+    processes
+}
+
 /// Samples of `spawn` and `page_fault` at most (each loads a whole process).
 const SPAWN_MAX_SAMPLES: usize = 50;
 
 /// Processes started from the kernel, measured with the user instruction counter (read
-/// by the kernel): `spawn` and the fault path. Run before any other thread exists, so the
-/// new thread is the next to run.
+/// by the kernel): `spawn` and, `with_fault`, the fault path. Run before any other thread
+/// but the `scale` group's sleeping processes exists, so the new thread is the next to run.
 ///
 /// - `spawn`: from `spawn_from_module("bench")` to the new thread's first return to user
 ///   mode (the counter read just before it); the kernel thread yields to it at once.
@@ -925,10 +1005,14 @@ const SPAWN_MAX_SAMPLES: usize = 50;
 ///   cheapest fault path there is: from that first return to user mode, through the few
 ///   instructions of `bench`'s start-up and a load from an unmapped page, to the core's
 ///   fault handler (`process::kill_current`): trap entry and decode, not the kill.
-fn spawn_benchmarks(iterations: usize, home: u32, cpus: u32) {
+fn spawn_benchmarks(iterations: usize, home: u32, cpus: u32, with_fault: bool) {
     let mut spawn = Samples::new();
     let mut fault = Samples::new();
-    for (mode, samples) in [(BENCH_SPAWN_EXIT, &mut spawn), (BENCH_FAULT, &mut fault)] {
+    let runs = if with_fault { 2 } else { 1 };
+    for (mode, samples) in [(BENCH_SPAWN_EXIT, &mut spawn), (BENCH_FAULT, &mut fault)]
+        .into_iter()
+        .take(runs)
+    {
         let wanted = iterations.clamp(1, SPAWN_MAX_SAMPLES);
         let mut attempts = 0;
         while samples.kept < wanted && attempts < 4 * wanted + 10 {
@@ -958,7 +1042,9 @@ fn spawn_benchmarks(iterations: usize, home: u32, cpus: u32) {
         }
     }
     spawn.report("spawn");
-    fault.report("page_fault");
+    if with_fault {
+        fault.report("page_fault");
+    }
 }
 
 /// Kept samples of one kernel-measured benchmark.

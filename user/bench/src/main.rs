@@ -9,7 +9,12 @@
 //! `bench <name> min=… median=… max=… samples=… discarded=… switches=… space_switches=…
 //! tlb_flushes=… [kernel=…]` (kernel events per operation, in hundredths; on AArch64 also
 //! the mean instructions per operation spent at EL1, from a second PMU counter).
+//! With a count of other threads in the argument (`abi::bench::OTHERS_SHIFT`, the `scale`
+//! group) it first makes that many threads that block for good (half asleep, half waiting
+//! on a notification), waits until each has run, and measures only `ipc_call_reply`,
+//! `yield` and `timer_tick`.
 //! [`YIELD_PARTNER`] yields forever: the other thread of the `yield` benchmark.
+//! [`BALLAST`] sleeps forever: the other processes of the `scale` group.
 //! [`SPAWN_EXIT`] exits at once and [`FAULT`] loads from an unmapped page at once: the
 //! processes of the kernel-measured `spawn` and `page_fault` benchmarks.
 #![no_std]
@@ -30,6 +35,8 @@ const FAULT: u64 = 3;
 const IPC_SERVER: u64 = 4;
 /// The other thread of `notify_wake`.
 const NOTIFY_PARTNER: u64 = 5;
+/// Sleep forever (the `scale` group's other processes).
+const BALLAST: u64 = 6;
 
 /// Capabilities the kernel's `bench` scenario pre-installs (kernel/src/testing/mod.rs):
 /// the runner holds the endpoint (`WRITE CALL GRANT`), the yield partner's start
@@ -70,6 +77,15 @@ const UNMAPPED: u64 = 0x0000_1000_0000_0000;
 const MAX_SAMPLES: usize = 2000;
 /// Where `map_unmap` maps (free in every bench process).
 const SCRATCH: u64 = 0x0000_2000_0000_0000;
+/// The other threads' stacks, one page each (the `scale` group).
+const OTHER_STACKS: u64 = 0x0000_4000_0000_0000;
+/// Rounds of the `timer_tick` spin: a few million instructions, well under the 10 million
+/// between two ticks at 100 Hz under `-icount shift=0`, so a spin holds a tick or none.
+const TICK_SPIN: u64 = 1_000_000;
+/// Samples of `timer_tick` at most (each costs a few spins).
+const TICK_SAMPLES: usize = 30;
+/// The most spins `timer_tick` tries for its samples.
+const TICK_TRIES: usize = 2_000;
 
 /// The kernel counters reported per operation.
 const EVENTS: [BenchCounter; 3] = [
@@ -104,6 +120,9 @@ fn main(argument: u64) -> i64 {
             }
         },
         SPAWN_EXIT => 0,
+        BALLAST => loop {
+            let _ = rt::proc::sleep(abi::SLEEP_MAX_TICKS);
+        },
         FAULT => i64::from(rt::fault::touch_unmapped(UNMAPPED)),
         _ => 2,
     }
@@ -206,17 +225,29 @@ fn report(name: &str, stats: &Stats) {
 /// function, so `main`'s prologue stays that of the other modes: `page_fault` counts it).
 #[inline(never)]
 fn run_from(argument: u64) -> Result<(), Error> {
+    let others = (argument >> abi::bench::OTHERS_SHIFT) & abi::bench::OTHERS_MAX;
+    if others != 0 {
+        make_others(others)?;
+    }
     run(
-        ((argument & ((1 << abi::bench::CPUS_SHIFT) - 1)) >> 8) as usize,
+        ((argument & ((1 << abi::bench::OTHERS_SHIFT) - 1)) >> 8) as usize,
         (argument >> abi::bench::CPUS_SHIFT) & 0xff,
         argument >> abi::bench::SELECTOR_SHIFT,
+        others != 0,
     )
 }
 
 /// Run every benchmark, or only the one selector `only` names (`abi::bench`), on a
-/// machine with `cpus` CPUs online.
-fn run(iterations: usize, cpus: u64, only: u64) -> Result<(), Error> {
-    let wanted = |index: usize| abi::bench::runs(only, index);
+/// machine with `cpus` CPUs online; with `scale`, only those of the `scale` group.
+fn run(iterations: usize, cpus: u64, only: u64, scale: bool) -> Result<(), Error> {
+    let group = |index: usize| {
+        !scale
+            || matches!(
+                index,
+                abi::bench::IPC_CALL_REPLY | abi::bench::YIELD | abi::bench::TIMER_TICK
+            )
+    };
+    let wanted = |index: usize| abi::bench::runs(only, index) && group(index);
     // The empty measurement: two counter reads back to back (constant under icount).
     let empty = measure(iterations, 0, 1, || Ok(()))?;
     println!(
@@ -224,6 +255,11 @@ fn run(iterations: usize, cpus: u64, only: u64) -> Result<(), Error> {
         empty.min
     );
     let empty = empty.min;
+    // Before the yield partner starts: no other thread is ready, so a tick switches only
+    // to the kernel's bench thread, which wakes once a tick to check on this one.
+    if wanted(abi::bench::TIMER_TICK) {
+        report("timer_tick", &timer_tick(iterations)?);
+    }
     if wanted(abi::bench::NULL_SYSCALL) {
         report(
             "null_syscall",
@@ -252,6 +288,115 @@ fn run(iterations: usize, cpus: u64, only: u64) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// The other threads that have run (the `scale` group).
+static OTHERS_RAN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The notification half of them wait on (never signalled).
+static OTHERS_HOLD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// One of the `scale` group's other threads: count itself as run, then block for good
+/// (asleep when `index` is even, waiting on a notification when odd).
+extern "C" fn other(index: u64) -> ! {
+    use core::sync::atomic::Ordering;
+    OTHERS_RAN.fetch_add(1, Ordering::AcqRel);
+    let hold = abi::Handle::from_raw(OTHERS_HOLD.load(Ordering::Acquire));
+    loop {
+        if index % 2 == 1 && rt::ipc::wait(hold).is_ok() {
+            continue;
+        }
+        let _ = rt::proc::sleep(abi::SLEEP_MAX_TICKS);
+    }
+}
+
+/// Make `count` other threads ([`other`]), each on a one-page stack, and wait until every
+/// one has run and blocked.
+#[inline(never)]
+fn make_others(count: u64) -> Result<(), Error> {
+    use core::sync::atomic::Ordering;
+    let hold = rt::ipc::notification_create()?;
+    OTHERS_HOLD.store(hold.raw(), Ordering::Release);
+    let mut mapped = 0;
+    while mapped < count {
+        let pages = (count - mapped).min(abi::MAP_PAGES_MAX);
+        rt::memory_map(
+            OTHER_STACKS + mapped * PAGE_SIZE,
+            pages * PAGE_SIZE,
+            MAP_WRITE,
+        )?;
+        mapped += pages;
+    }
+    for index in 0..count {
+        let top = OTHER_STACKS + (index + 1) * PAGE_SIZE;
+        let thread = rt::proc::thread_create(other, top, index, abi::PRIORITY_NORMAL)?;
+        rt::ipc::cap_delete(thread)?;
+    }
+    // They run while this thread sleeps; each blocks for good once it has counted itself.
+    while OTHERS_RAN.load(Ordering::Acquire) < count {
+        rt::proc::sleep(1)?;
+    }
+    rt::proc::sleep(1)?;
+    println!("bench: {count} other threads made, each ran and blocked");
+    Ok(())
+}
+
+/// `timer_tick`: one timer interrupt as the thread it interrupts sees it (trap entry, the
+/// kernel's tick — sleepers due, the time slice — and the return; now and then also the
+/// kernel bench thread's wake-up, which the median leaves out). A spin of [`TICK_SPIN`]
+/// rounds is measured again and again; a sample is a spin with exactly one tick in it less
+/// the fastest spin with none.
+#[inline(never)]
+fn timer_tick(iterations: usize) -> Result<Stats, Error> {
+    let wanted = iterations.clamp(1, TICK_SAMPLES);
+    let mut samples = [0u64; TICK_SAMPLES];
+    let mut kept = 0;
+    let mut discarded = 0;
+    let mut quiet = u64::MAX;
+    let mut events = [0u64; EVENTS.len()];
+    for _ in 0..TICK_TRIES {
+        if kept == wanted {
+            break;
+        }
+        let mut before = [0u64; EVENTS.len()];
+        for (slot, which) in before.iter_mut().zip(EVENTS) {
+            *slot = counter(which)?;
+        }
+        let ticks = counter(BenchCounter::Ticks)?;
+        let start = rt::counter::read();
+        for round in 0..core::hint::black_box(TICK_SPIN) {
+            core::hint::black_box(round);
+        }
+        let end = rt::counter::read();
+        match counter(BenchCounter::Ticks)? - ticks {
+            0 => quiet = quiet.min(end - start),
+            1 => {
+                samples[kept] = end - start;
+                kept += 1;
+                for ((total, which), before) in events.iter_mut().zip(EVENTS).zip(before) {
+                    *total += counter(which)? - before;
+                }
+            }
+            _ => discarded += 1,
+        }
+    }
+    if kept == 0 || quiet == u64::MAX {
+        println!("bench: timer_tick: no spin with exactly one tick and one with none");
+        return Err(Error::NotSupported);
+    }
+    let samples = &mut samples[..kept];
+    for sample in samples.iter_mut() {
+        *sample = sample.saturating_sub(quiet);
+    }
+    samples.sort_unstable();
+    Ok(Stats {
+        min: samples[0],
+        median: samples[kept / 2],
+        max: samples[kept - 1],
+        samples: kept,
+        discarded,
+        events: events.map(|total| total * 100 / kept as u64),
+        kernel: None,
+    })
 }
 
 fn info(label: u32, words: usize, caps: usize) -> MessageInfo {
