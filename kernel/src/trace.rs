@@ -10,7 +10,8 @@
 //! # Per CPU
 //! The rings are per CPU: an array indexed by the CPU's dense index, each ring written only
 //! by its own CPU with interrupts masked (the kernel's invariant), so a write needs no lock
-//! and no atomic read-modify-write. Each record carries its CPU; [`drain`] prints the rings
+//! and no atomic read-modify-write. [`enable`] allocates them (zeroed, from the heap) before
+//! it turns tracing on; they are never freed. Each record carries its CPU; [`drain`] prints the rings
 //! one after the other (the timeline tool orders records by time).
 //!
 //! A ring keeps the newest [`RECORDS`] records: an older one is overwritten and counted
@@ -32,14 +33,14 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use arch_api::{Bench as _, ExitCode, Platform as _, Threads as _};
 
 use crate::Cpu;
 
-/// Records per CPU ring (a power of two): 32 bytes each, 256 KiB of `.bss` per CPU (whose
-/// mapping the boot pays for, traced or not).
+/// Records per CPU ring (a power of two): 32 bytes each, 256 KiB per CPU, allocated from
+/// the kernel heap by [`enable`] (a kernel that does not trace pays nothing for them).
 pub const RECORDS: usize = 8192;
 
 /// CPUs with a ring, indexed by the CPU's dense index.
@@ -97,31 +98,26 @@ struct Record {
     b: u64,
 }
 
-const EMPTY: Record = Record {
-    time: 0,
-    kind: 0,
-    cpu: 0,
-    thread: 0,
-    a: 0,
-    b: 0,
-};
-
-/// One CPU's ring: the records and how many were ever written.
+/// One CPU's ring: the records and how many were ever written. All zeros is an empty
+/// ring (how [`enable`] allocates it).
 struct Ring {
     records: UnsafeCell<[Record; RECORDS]>,
     written: AtomicU64,
 }
 
-// SAFETY: a ring is written only by its own CPU with interrupts masked (see the module
-// docs), and read only by `drain` on that CPU at power-off; no two accesses overlap.
-unsafe impl Sync for Ring {}
+/// Each CPU's ring once [`enable`] has allocated it; null before (and if the heap could
+/// not hold it). Written only by `enable`, before tracing is on.
+static RINGS: [AtomicPtr<Ring>; CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; CPUS];
 
-static RINGS: [Ring; CPUS] = [const {
-    Ring {
-        records: UnsafeCell::new([EMPTY; RECORDS]),
-        written: AtomicU64::new(0),
-    }
-}; CPUS];
+/// CPU `cpu`'s ring, if it has one.
+fn ring(cpu: usize) -> Option<&'static Ring> {
+    let ring = RINGS.get(cpu)?.load(Ordering::Acquire);
+    // SAFETY: a non-null entry points to a ring `enable` allocated, zeroed (a valid empty
+    // ring) and never frees; it is written only by its own CPU with interrupts masked (see
+    // the module docs) and read by `drain` on that CPU at power-off, so no two accesses
+    // overlap.
+    unsafe { ring.as_ref() }
+}
 
 /// Whether tracing is on (`trace=on`).
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -133,8 +129,23 @@ static START_TICKS: AtomicU64 = AtomicU64::new(0);
 /// reads the per-thread event counts (`top`), which the fast paths keep only then.
 static INSTRUMENTED: AtomicBool = AtomicBool::new(false);
 
-/// Turn tracing on (from `kmain`, when the command line says `trace=on`).
+/// Turn tracing on (from `kmain`, when the command line says `trace=on`): allocate the
+/// rings first; without the memory for them tracing stays off, with a note.
 pub fn enable() {
+    let layout = core::alloc::Layout::new::<Ring>();
+    for slot in &RINGS {
+        if !slot.load(Ordering::Relaxed).is_null() {
+            continue;
+        }
+        // SAFETY: `layout` has a non-zero size; all zeros is a valid `Ring` (no records
+        // written, every record zero).
+        let ring = unsafe { alloc::alloc::alloc_zeroed(layout) }.cast::<Ring>();
+        if ring.is_null() {
+            crate::println!("trace: no memory for the trace rings; tracing stays off");
+            return;
+        }
+        slot.store(ring, Ordering::Release);
+    }
     START_CLOCK.store(Cpu::instruction_clock(), Ordering::Relaxed);
     START_TICKS.store(crate::time::ticks(), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
@@ -194,7 +205,9 @@ fn write_here(kind: Kind, a: u64, b: u64) {
 #[inline(never)]
 fn write(kind: Kind, thread: usize, a: u64, b: u64) {
     let cpu = cpu();
-    let ring = &RINGS[cpu];
+    let Some(ring) = ring(cpu) else {
+        return;
+    };
     let written = ring.written.load(Ordering::Relaxed);
     let record = Record {
         time: Cpu::instruction_clock(),
@@ -262,12 +275,11 @@ pub fn drain() {
         0 => 0,
         ticks => u128::from(clock) * u128::from(crate::time::TIMER_HZ) / u128::from(ticks),
     };
-    let total: u64 = RINGS
-        .iter()
+    let rings = || (0..CPUS).filter_map(ring);
+    let total: u64 = rings()
         .map(|ring| ring.written.load(Ordering::Relaxed).min(RECORDS as u64))
         .sum();
-    let dropped: u64 = RINGS
-        .iter()
+    let dropped: u64 = rings()
         .map(|ring| {
             ring.written
                 .load(Ordering::Relaxed)
@@ -278,7 +290,7 @@ pub fn drain() {
         out,
         "trace: begin cpus={CPUS} records={total} dropped={dropped} clock_hz={clock_hz}"
     );
-    for ring in &RINGS {
+    for ring in rings() {
         let written = ring.written.load(Ordering::Relaxed);
         let first = written.saturating_sub(RECORDS as u64);
         for index in first..written {
