@@ -233,6 +233,27 @@ fn user_suite(arch: Arch, cpus: u32) {
     if arch == Arch::Aarch64 {
         assert!(fpu.contains("upper vector halves too"), "{fpu:?}");
     }
+    // With several CPUs: one more FPU checker than CPUs, each moved between CPUs while it
+    // runs, none sees another's registers or loses its own.
+    let migration = if cpus >= 2 {
+        let (_, line) = expect_line(
+            &outcome,
+            &format!(
+                "ok user FPU state stays each thread's own across CPUs: {} processes on {cpus} CPUs, moved ",
+                cpus + 1
+            ),
+        );
+        let moves: u64 = line
+            .trim_end()
+            .rsplit(' ')
+            .nth(1)
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("no move count in {line:?}"));
+        assert!(moves >= u64::from(cpus), "{line:?}");
+        1
+    } else {
+        0
+    };
     // Each privileged instruction is its own process.
     let privileged: &[&str] = match arch {
         Arch::X86_64 => &[
@@ -312,7 +333,7 @@ fn user_suite(arch: Arch, cpus: u32) {
         summary,
         format!(
             "{} passed, 0 failed",
-            EXPECTED.len() + privileged.len() + PROC_EXPECTED.len() + proc_device.len()
+            EXPECTED.len() + privileged.len() + PROC_EXPECTED.len() + proc_device.len() + migration
         )
     );
     expect_ending(&outcome, &Ending::Exit(0));

@@ -409,6 +409,20 @@ fn user_suite(_: usize) {
         ),
         Err(why) => suite.check("user FPU state survives preemption", Err(why)),
     }
+    let cpus = online_cpus();
+    if cpus >= 2 {
+        let name = "user FPU state stays each thread's own across CPUs";
+        match fpu_survives_migration(cpus) {
+            Ok(migrations) => suite.check(
+                &alloc::format!(
+                    "{name}: {} processes on {cpus} CPUs, moved {migrations} times",
+                    cpus + 1
+                ),
+                Ok(()),
+            ),
+            Err(why) => suite.check(name, Err(why)),
+        }
+    }
     suite.check(
         "user thread blocked in a system call and a kernel thread preempted by the timer keep their own kernel stacks",
         blocked_syscall_and_preempted_stacks(),
@@ -589,6 +603,69 @@ fn fpu_survives_preemption() -> Result<bool, &'static str> {
         return Err("the processes were hardly preempted; the test proves nothing");
     }
     Ok(upper_halves)
+}
+
+/// FP/SIMD isolation on several CPUs: one more [`FPU_CHECK`] process than there are CPUs
+/// (so CPUs are shared and threads preempted), each with its own seed, while this thread
+/// moves every one of them to another CPU every other tick. A process that finds a
+/// register changed (another thread's value, or its own lost on a move) fails. Returns the
+/// moves seen (a thread's last CPU changed between two looks).
+fn fpu_survives_migration(cpus: u32) -> Result<u64, &'static str> {
+    let file = crate::boot::module("testsuite").ok_or("no testsuite module")?;
+    let mut checkers = alloc::vec::Vec::new();
+    for index in 0..u64::from(cpus) + 1 {
+        let seed = 0x0033_0000_0033_0000 ^ (index + 1) * 0x0001_0101_0001_0101;
+        let (process, thread) = proc::spawn_at(
+            "testsuite",
+            file,
+            FPU_CHECK | seed << 8,
+            sched::NORMAL,
+            proc::root_budget(),
+        )
+        .map_err(|_| "cannot load testsuite")?;
+        sched::start_thread(thread);
+        checkers.push((process, thread, u32::MAX));
+    }
+    let deadline = time::ticks() + 300 * u64::from(TIMER_HZ);
+    let mut moves = 0;
+    let mut round = 0u32;
+    while checkers
+        .iter()
+        .any(|(process, ..)| process.ending() == Ending::Running)
+    {
+        if time::ticks() > deadline {
+            return Err("timed out");
+        }
+        for (index, (process, thread, last_cpu)) in checkers.iter_mut().enumerate() {
+            if process.ending() != Ending::Running {
+                continue;
+            }
+            if let Some(activity) = sched::activity(*thread) {
+                if *last_cpu != u32::MAX && activity.last_cpu != *last_cpu {
+                    moves += 1;
+                }
+                *last_cpu = activity.last_cpu;
+            }
+            // why: index < cpus + 1, a small count.
+            let target = (index as u32 + round) % cpus;
+            if let Some(serial) = sched::serial_of(*thread) {
+                let _ = sched::set_affinity(*thread, serial, 1 << target);
+            }
+        }
+        round = round.wrapping_add(1);
+        sched::sleep(2);
+    }
+    for (process, ..) in &checkers {
+        match process.ending() {
+            Ending::Exited(0 | NO_UPPER_HALVES) => {}
+            Ending::Exited(_) => return Err("a process saw foreign or lost register values"),
+            _ => return Err("a process was killed"),
+        }
+    }
+    if moves < u64::from(cpus) {
+        return Err("the processes hardly moved between CPUs; the test proves nothing");
+    }
+    Ok(moves)
 }
 
 /// Result of [`preempted_checker`]: 0 running, 1 passed, else the failure.
