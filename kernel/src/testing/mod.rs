@@ -614,7 +614,7 @@ fn fpu_survives_migration(cpus: u32) -> Result<u64, &'static str> {
     let file = crate::boot::module("testsuite").ok_or("no testsuite module")?;
     let mut checkers = alloc::vec::Vec::new();
     for index in 0..u64::from(cpus) + 1 {
-        let seed = 0x0033_0000_0033_0000 ^ (index + 1) * 0x0001_0101_0001_0101;
+        let seed = 0x0033_0000_0033_0000 ^ ((index + 1) * 0x0001_0101_0001_0101);
         let (process, thread) = proc::spawn_at(
             "testsuite",
             file,
