@@ -17,6 +17,7 @@ pub mod fuzz;
 pub mod kcheck;
 pub mod ktest;
 pub mod ktest_irq;
+pub mod root;
 pub mod scale;
 pub mod smp;
 pub mod smp_user;

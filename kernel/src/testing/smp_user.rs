@@ -9,12 +9,9 @@
 //! exits with `passed << 16 | failed`; this thread prints the one summary line.
 
 use crate::boot::BootInfo;
-use crate::obj::process::Ending;
-use crate::obj::{MemoryRegion, Object};
-use crate::task::sched;
+use crate::println;
 use crate::testing::ktest::Suite;
-use crate::time::{self, TIMER_HZ};
-use crate::{println, proc};
+use crate::time::TIMER_HZ;
 
 /// Seconds of one stress run without `stress=`.
 pub const DEFAULT_STRESS_SECONDS: u64 = 60;
@@ -49,67 +46,10 @@ pub fn configure(boot: &BootInfo) -> usize {
 pub fn run(argument: usize) {
     let mut suite = Suite::new();
     let argument = argument as u64;
-    let (Some(file), Some(image)) = (
-        crate::boot::module("smptest"),
-        MemoryRegion::boot_module("smptest"),
-    ) else {
-        suite.check("smp smptest loaded", Err("no smptest boot module"));
-        suite.finish()
-    };
-    let Ok((process, thread)) = proc::spawn_at(
-        "smptest",
-        file,
-        argument,
-        sched::NORMAL,
-        proc::root_budget(),
-    ) else {
-        suite.check("smp smptest loaded", Err("cannot load smptest"));
-        suite.finish()
-    };
-    // The first thread has not started: these fill slots 0 and 1 of its empty table.
-    let installed = process
-        .caps
-        .insert(
-            Object::Memory(image),
-            abi::Rights::READ | abi::Rights::MAP | abi::Rights::GRANT,
-        )
-        .and_then(|_| {
-            process
-                .caps
-                .insert(Object::System, abi::Rights::READ | abi::Rights::GRANT)
-        });
-    sched::start_thread(thread);
-    if installed.is_err() {
-        proc::kill(&process);
-        suite.check(
-            "smp smptest capabilities installed",
-            Err("an insert failed"),
-        );
-        suite.finish()
-    }
     let seconds = (argument >> 8) & 0xffff;
     let runs = (argument >> 24) & 0xff;
     let patience = (seconds * runs + FIXED_PATIENCE_SECONDS) * u64::from(TIMER_HZ);
-    let deadline = time::ticks() + patience;
-    // Its other threads exit or fault (which `ending` records too): the root's own exit,
-    // its last thread's, carries the counts.
-    while process.live_threads() > 0 && time::ticks() < deadline {
-        sched::sleep(10);
-    }
-    let ending = if process.live_threads() > 0 {
-        Ending::Running
-    } else {
-        process.ending()
-    };
-    match ending {
-        // why: smptest encodes `passed << 16 | failed`.
-        Ending::Exited(code) if code >= 0 => suite.add((code >> 16) as u32, (code & 0xffff) as u32),
-        Ending::Running => {
-            proc::kill(&process);
-            suite.check("smp smptest ran to its end", Err("timed out"));
-        }
-        _ => suite.check("smp smptest ran to its end", Err("it died or exited badly")),
-    }
+    crate::testing::root::run(&mut suite, "smp", "smptest", argument, patience);
     println!("smp-user: done");
     suite.finish()
 }

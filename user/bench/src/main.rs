@@ -141,6 +141,32 @@ struct Stats {
     kernel: Option<u64>,
 }
 
+impl Stats {
+    /// The statistics of `samples` (at least one; sorted here), with the event and kernel
+    /// totals over them turned into per-operation values (`per` operations a sample).
+    #[inline(never)]
+    fn of(
+        samples: &mut [u64],
+        discarded: usize,
+        events: [u64; EVENTS.len()],
+        kernel: Option<u64>,
+        per: u64,
+    ) -> Stats {
+        samples.sort_unstable();
+        let kept = samples.len();
+        let operations = kept as u64 * per;
+        Stats {
+            min: samples[0],
+            median: samples[kept / 2],
+            max: samples[kept - 1],
+            samples: kept,
+            discarded,
+            events: events.map(|total| total * 100 / operations),
+            kernel: kernel.map(|total| total / operations),
+        }
+    }
+}
+
 fn counter(which: BenchCounter) -> Result<u64, Error> {
     rt::bench_counter(which)
 }
@@ -186,18 +212,13 @@ fn measure(
         samples[kept] = (end - start).saturating_sub(empty) / per;
         kept += 1;
     }
-    let samples = &mut samples[..kept];
-    samples.sort_unstable();
-    let per_operation = |total: u64| total * 100 / (kept as u64 * per);
-    Ok(Stats {
-        min: samples[0],
-        median: samples[kept / 2],
-        max: samples[kept - 1],
-        samples: kept,
+    Ok(Stats::of(
+        &mut samples[..kept],
         discarded,
-        events: events.map(per_operation),
-        kernel: kernel.map(|total| total / (kept as u64 * per)),
-    })
+        events,
+        kernel,
+        per,
+    ))
 }
 
 #[inline(never)]
@@ -387,16 +408,7 @@ fn timer_tick(iterations: usize) -> Result<Stats, Error> {
     for sample in samples.iter_mut() {
         *sample = sample.saturating_sub(quiet);
     }
-    samples.sort_unstable();
-    Ok(Stats {
-        min: samples[0],
-        median: samples[kept / 2],
-        max: samples[kept - 1],
-        samples: kept,
-        discarded,
-        events: events.map(|total| total * 100 / kept as u64),
-        kernel: None,
-    })
+    Ok(Stats::of(samples, discarded, events, None, 1))
 }
 
 fn info(label: u32, words: usize, caps: usize) -> MessageInfo {
@@ -569,18 +581,13 @@ fn measure_clock(
         samples[kept] = (end - start).saturating_sub(empty) / per;
         kept += 1;
     }
-    let samples = &mut samples[..kept];
-    samples.sort_unstable();
-    let per_operation = |total: u64| total * 100 / (kept as u64 * per);
-    Ok(Stats {
-        min: samples[0],
-        median: samples[kept / 2],
-        max: samples[kept - 1],
-        samples: kept,
+    Ok(Stats::of(
+        &mut samples[..kept],
         discarded,
-        events: events.map(per_operation),
-        kernel: None,
-    })
+        events,
+        None,
+        per,
+    ))
 }
 
 /// In a kernel that counts lock acquisitions (the lock-checking build; the others answer

@@ -28,6 +28,7 @@ mod raw;
 pub mod registers;
 pub mod service;
 pub mod sync;
+pub mod system;
 
 extern crate alloc;
 

@@ -105,51 +105,21 @@ fn root() -> i64 {
     passed << 16 | failed
 }
 
-/// The kernel's summary record through `system`.
 fn summary(system: Handle) -> Result<[u64; sysinfo::summary::WORDS], &'static str> {
-    let mut words = [0u64; sysinfo::summary::WORDS];
-    match proc::system_info(system, sysinfo::SUMMARY, 0, &mut words) {
-        Ok(count) if count == words.len() => Ok(words),
-        _ => Err("system_info failed"),
-    }
+    rt::system::summary(system)
 }
 
 /// Timer ticks since boot.
 fn ticks() -> u64 {
-    summary(SYSTEM).map_or(0, |words| words[sysinfo::summary::TICKS])
+    rt::system::ticks(SYSTEM)
 }
 
-/// Free frames plus those the kernel heap holds (it keeps what it grew by).
-fn frames() -> Result<u64, &'static str> {
-    let words = summary(SYSTEM)?;
-    Ok(words[sysinfo::summary::FREE_FRAMES] + words[sysinfo::summary::HEAP_FRAMES])
-}
-
-/// [`frames`] once it has not changed for [`STEADY_TICKS`] ticks in a row.
 fn frames_steady() -> Result<u64, &'static str> {
-    let start = ticks();
-    let mut last = frames()?;
-    let mut steady = 0;
-    while steady < STEADY_TICKS && ticks().wrapping_sub(start) < PATIENCE_TICKS {
-        let _ = proc::sleep(1);
-        let now = frames()?;
-        steady = if now == last { steady + 1 } else { 0 };
-        last = now;
-    }
-    Ok(last)
+    rt::system::frames_steady(SYSTEM, STEADY_TICKS, PATIENCE_TICKS)
 }
 
-/// Sleep a tick at a time until [`frames`] is `baseline`, at most [`SETTLE_TICKS`]; the
-/// last count seen.
 fn frames_settle(baseline: u64) -> Result<u64, &'static str> {
-    let start = ticks();
-    loop {
-        let now = frames()?;
-        if now == baseline || ticks().wrapping_sub(start) > SETTLE_TICKS {
-            return Ok(now);
-        }
-        let _ = proc::sleep(1);
-    }
+    rt::system::frames_settle(SYSTEM, baseline, SETTLE_TICKS)
 }
 
 /// The budget record of this process through `system`: (used bytes, live threads).

@@ -178,56 +178,28 @@ fn exit_code(results: &Results) -> i64 {
 
 /// The kernel's summary record.
 pub fn summary() -> Result<[u64; sysinfo::summary::WORDS], &'static str> {
-    summary_with(SYSTEM)
-}
-
-/// The summary record through `system`.
-pub fn summary_with(system: Handle) -> Result<[u64; sysinfo::summary::WORDS], &'static str> {
-    let mut words = [0u64; sysinfo::summary::WORDS];
-    match proc::system_info(system, sysinfo::SUMMARY, 0, &mut words) {
-        Ok(count) if count == words.len() => Ok(words),
-        _ => Err("system_info failed"),
-    }
+    rt::system::summary(SYSTEM)
 }
 
 /// Timer ticks since boot (`system_info`).
 pub fn ticks() -> u64 {
-    summary().map_or(0, |words| words[sysinfo::summary::TICKS])
+    rt::system::ticks(SYSTEM)
 }
 
-/// The frames a leak check compares: free frames plus those the kernel heap holds (it
-/// keeps what it grew by).
+/// The frames a leak check compares ([`rt::system::frames`]).
 pub fn frames() -> Result<u64, &'static str> {
-    let words = summary()?;
-    Ok(words[sysinfo::summary::FREE_FRAMES] + words[sysinfo::summary::HEAP_FRAMES])
+    rt::system::frames(SYSTEM)
 }
 
-/// Sleep a tick at a time until [`frames`] is `baseline` (dead threads and processes are
-/// torn down after they end), at most [`PATIENCE_TICKS`]; the last count seen.
+/// [`frames`] once it has settled at `baseline`, at most a tenth of [`PATIENCE_TICKS`].
 pub fn frames_settle(baseline: u64) -> Result<u64, &'static str> {
-    let start = ticks();
-    loop {
-        let now = frames()?;
-        if now == baseline || ticks().wrapping_sub(start) > PATIENCE_TICKS / 10 {
-            return Ok(now);
-        }
-        let _ = proc::sleep(1);
-    }
+    rt::system::frames_settle(SYSTEM, baseline, PATIENCE_TICKS / 10)
 }
 
-/// [`frames`] once it has not changed for [`STEADY_TICKS`] ticks in a row (threads of
-/// the tests before are torn down after they end), at most [`PATIENCE_TICKS`].
+/// [`frames`] once it has not changed for [`STEADY_TICKS`] ticks in a row, at most
+/// [`PATIENCE_TICKS`].
 pub fn frames_steady() -> Result<u64, &'static str> {
-    let start = ticks();
-    let mut last = frames()?;
-    let mut steady = 0;
-    while steady < STEADY_TICKS && ticks().wrapping_sub(start) < PATIENCE_TICKS {
-        let _ = proc::sleep(1);
-        let now = frames()?;
-        steady = if now == last { steady + 1 } else { 0 };
-        last = now;
-    }
-    Ok(last)
+    rt::system::frames_steady(SYSTEM, STEADY_TICKS, PATIENCE_TICKS)
 }
 
 /// Spin (without blocking) until `done`, at most [`PATIENCE_TICKS`].

@@ -28,7 +28,7 @@ use rt::{ipc, println, proc};
 
 use crate::{
     CPUS, IMAGE, Results, STACK_SIZE, STRESS_WORKER, SYSTEM, answer, checksum, frames_settle,
-    frames_steady, next, summary, summary_with, ticks,
+    frames_steady, next, summary, ticks,
 };
 
 /// Worker processes and their threads.
@@ -357,11 +357,12 @@ pub fn worker(argument: u64) -> i64 {
     if index >= WORKERS {
         return 2;
     }
-    let Ok(words) = summary_with(WORKER_SYSTEM) else {
+    let Ok(words) = rt::system::summary(WORKER_SYSTEM) else {
         return 3;
     };
-    let now =
-        || summary_with(WORKER_SYSTEM).map_or(u64::MAX, |words| words[sysinfo::summary::TICKS]);
+    let now = || {
+        rt::system::summary(WORKER_SYSTEM).map_or(u64::MAX, |words| words[sysinfo::summary::TICKS])
+    };
     let end = words[sysinfo::summary::TICKS] + seconds * words[sysinfo::summary::TIMER_HZ];
     if rt::memory_map(WORKER_STACKS, 2 * STACK_SIZE, MAP_WRITE).is_err() {
         return 4;
@@ -543,7 +544,7 @@ extern "C" fn server(index: u64) -> ! {
 /// was refused).
 fn thread_census(index: u64) {
     let slots =
-        summary_with(WORKER_SYSTEM).map_or(0, |words| words[sysinfo::summary::THREAD_SLOTS]);
+        rt::system::summary(WORKER_SYSTEM).map_or(0, |words| words[sysinfo::summary::THREAD_SLOTS]);
     // (process id, threads per state: ready, running, blocked, dead)
     let mut table = [(0u64, [0u64; 4]); 16];
     let mut used = 0u64;
