@@ -1061,7 +1061,12 @@ fn other_processes(
             Some((_, crate::task::thread::State::Blocked, ..))
         )
     };
+    let deadline = time::ticks() + 120 * u64::from(TIMER_HZ);
     while !threads.iter().all(asleep) {
+        if time::ticks() > deadline {
+            println!("not ok bench: the other processes did not all go to sleep");
+            crate::trace::power_off(ExitCode::TestFailed)
+        }
         sched::sleep(1);
     }
     if count != 0 {

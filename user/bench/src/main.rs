@@ -77,6 +77,8 @@ const UNMAPPED: u64 = 0x0000_1000_0000_0000;
 const MAX_SAMPLES: usize = 2000;
 /// Where `map_unmap` maps (free in every bench process).
 const SCRATCH: u64 = 0x0000_2000_0000_0000;
+/// How long the other threads may take to run once each (a hang guard: ticks).
+const OTHERS_PATIENCE_TICKS: u64 = 12_000;
 /// The other threads' stacks, one page each (the `scale` group).
 const OTHER_STACKS: u64 = 0x0000_4000_0000_0000;
 /// Rounds of the `timer_tick` spin: a few million instructions, well under the 10 million
@@ -353,7 +355,15 @@ fn make_others(count: u64) -> Result<(), Error> {
         rt::ipc::cap_delete(thread)?;
     }
     // They run while this thread sleeps; each blocks for good once it has counted itself.
+    let start = counter(BenchCounter::Ticks)?;
     while OTHERS_RAN.load(Ordering::Acquire) < count {
+        if counter(BenchCounter::Ticks)? - start > OTHERS_PATIENCE_TICKS {
+            println!(
+                "bench: only {} of {count} other threads ran",
+                OTHERS_RAN.load(Ordering::Acquire)
+            );
+            return Err(Error::NotSupported);
+        }
         rt::proc::sleep(1)?;
     }
     rt::proc::sleep(1)?;
