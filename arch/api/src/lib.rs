@@ -775,6 +775,25 @@ pub trait SelfTest: Platform {
     fn space_tag_rollovers() -> Option<u64> {
         None
     }
+
+    /// Give new address spaces tags from the allocator even where the CPU does not use
+    /// them (x86_64 PCIDs, which qemu64 lacks), so a test can check through real spaces
+    /// that two live spaces never share one. Returns `false` where tags are not handed out
+    /// that way (the default; AArch64 ASIDs are checked by generation instead).
+    fn force_space_tags(on: bool) -> bool {
+        let _ = on;
+        false
+    }
+
+    /// The tag `space` was given (x86_64: its PCID, 0 for none); `None` where
+    /// [`SelfTest::force_space_tags`] does not apply (the default).
+    fn space_tag(space: &<Self as Paging>::AddressSpace) -> Option<u32>
+    where
+        Self: Paging,
+    {
+        let _ = space;
+        None
+    }
 }
 
 /// Benchmark support (`test=bench`): an instruction counter user programs can

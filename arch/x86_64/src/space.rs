@@ -101,6 +101,11 @@ impl AddressSpace {
         self.root
     }
 
+    /// Its PCID: 0 when it has none, [`SHARED_PCID`] when all were taken.
+    pub fn tag(&self) -> u16 {
+        self.pcid
+    }
+
     /// The CPUs this space is active on.
     pub fn active_cpus(&self) -> CpuMask {
         self.cpus.active()
@@ -156,6 +161,26 @@ pub fn init(cpuid: &Cpuid, frames: &mut dyn FrameSource) -> Result<(), EarlyErro
 #[inline(always)]
 pub fn pcid_enabled() -> bool {
     PCID_ENABLED.load(Ordering::Relaxed)
+}
+
+/// Test build: new spaces take tags from [`PCIDS`] even with PCIDs off (CR3 still gets
+/// none: `activate` asks [`pcid_enabled`]), so the kernel suite can check the allocator
+/// through real spaces (`SelfTest::force_space_tags`).
+#[cfg(feature = "testing")]
+static FORCE_TAGS: AtomicBool = AtomicBool::new(false);
+
+#[cfg(feature = "testing")]
+pub fn force_tags(on: bool) {
+    FORCE_TAGS.store(on, Ordering::Relaxed);
+}
+
+/// Whether a new space takes a tag from [`PCIDS`].
+fn tags_handed_out() -> bool {
+    #[cfg(feature = "testing")]
+    if FORCE_TAGS.load(Ordering::Relaxed) {
+        return true;
+    }
+    pcid_enabled()
 }
 
 fn is_kernel_address(address: u64) -> bool {
@@ -217,7 +242,7 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
         frames.free_frame(root);
         return Err(MapError::OutOfMemory);
     };
-    let pcid = if pcid_enabled() {
+    let pcid = if tags_handed_out() {
         // A tag no live space has (stale on every CPU until each flushed it: `SpaceCpus`),
         // or the shared one, flushed on every activation.
         PCIDS.lock().allocate().unwrap_or(SHARED_PCID)

@@ -281,5 +281,14 @@ mod probes {
                 unsafe { keel_x86_provoke_store(address) };
             })
         }
+
+        fn force_space_tags(on: bool) -> bool {
+            crate::space::force_tags(on);
+            true
+        }
+
+        fn space_tag(space: &crate::space::AddressSpace) -> Option<u32> {
+            Some(u32::from(space.tag()))
+        }
     }
 }
