@@ -61,9 +61,11 @@ impl Priority {
         self.0
     }
 
+    /// The index of its FIFO. Masked (a priority is below [`PRIORITY_LEVELS`], a power of
+    /// two, so nothing changes) so that indexing the FIFOs needs no bounds check.
     #[inline]
     const fn index(self) -> usize {
-        self.0 as usize
+        self.0 as usize & (PRIORITY_LEVELS - 1)
     }
 }
 
@@ -187,7 +189,8 @@ impl Heads {
         let head = *self.heads.get(level)?;
         let link = links.get_mut(head as usize)?;
         let next = link.next;
-        *link = QueueLink::UNQUEUED;
+        // An unqueued link's other fields are never read: `enqueue` writes them all.
+        link.queued = false;
         match link_mut(links, next) {
             Some(following) => following.previous = NONE,
             None => {
@@ -474,7 +477,31 @@ impl<const Q: usize> RunQueues<Q> {
         thread: usize,
         priority: Priority,
     ) -> Result<(), QueueError> {
-        self.link(queue, thread, priority, false)
+        // `Heads::enqueue` at the tail written out, as the switch paths run it.
+        let heads = self.queues.get_mut(queue).ok_or(QueueError::NoSuchThread)?;
+        let link = self.links.get_mut(thread).ok_or(QueueError::NoSuchThread)?;
+        if link.queued {
+            return Err(QueueError::AlreadyQueued);
+        }
+        // why: thread < links.len() <= MAX_THREAD_IDS < u32::MAX (`grow`); queue < Q <= 256.
+        let index = thread as u32;
+        let level = priority.index();
+        let tail = heads.tails[level];
+        *link = QueueLink {
+            previous: tail,
+            next: NONE,
+            priority,
+            queued: true,
+            queue: queue as u8,
+        };
+        match self.links.get_mut(tail as usize) {
+            Some(previous) => previous.next = index,
+            None => heads.heads[level] = index,
+        }
+        heads.tails[level] = index;
+        heads.ready_priorities |= 1 << level;
+        heads.length += 1;
+        Ok(())
     }
 
     /// Puts `thread` at the head of `priority` on `queue`. O(1).
