@@ -19,6 +19,8 @@ use crate::boot::{self, Early};
 /// Frames reclaimed from bootloader-reclaimable memory (0 until reclaimed).
 static RECLAIMED_FRAMES: AtomicU64 = AtomicU64::new(0);
 static RECLAIMED: AtomicBool = AtomicBool::new(false);
+/// [`reclaim_boot_memory`] has run to its end.
+static RECLAIM_SETTLED: AtomicBool = AtomicBool::new(false);
 
 /// Give bootloader-reclaimable memory to the frame allocator (once; later calls do
 /// nothing). The caller guarantees the kernel no longer uses any of it: it runs on its own
@@ -26,9 +28,28 @@ static RECLAIMED: AtomicBool = AtomicBool::new(false);
 /// scheduler, which never resumes the boot context), and `boot::collect` has copied out
 /// everything kept from the Limine responses.
 pub fn reclaim_boot_memory() {
-    if RECLAIMED.swap(true, Ordering::AcqRel) || kernel_tables::report().is_none() {
+    if RECLAIMED.swap(true, Ordering::AcqRel) {
         return;
     }
+    if kernel_tables::report().is_some() {
+        reclaim_regions();
+    }
+    RECLAIM_SETTLED.store(true, Ordering::Release);
+}
+
+/// Run [`reclaim_boot_memory`] if no CPU has, and wait until it has run to its end on
+/// whichever CPU started it, so a count of free frames taken next includes the loader's
+/// memory (`init`'s total). The caller runs on a thread, as that function requires.
+pub fn settle_boot_memory() {
+    use arch_api::SecondaryCpus as _;
+    reclaim_boot_memory();
+    while !RECLAIM_SETTLED.load(Ordering::Acquire) {
+        crate::Cpu::wait_pause();
+    }
+}
+
+/// Give the loader's reclaimable regions to the frame allocator ([`reclaim_boot_memory`]).
+fn reclaim_regions() {
     if !boot::smp::all_arrived() {
         // A secondary CPU that has not arrived may still run on the loader's stack and
         // tables, or arrive later and use them: leave that memory alone.

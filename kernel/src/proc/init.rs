@@ -22,6 +22,9 @@ pub fn total_frames() -> u64 {
 /// and `argument` (0; `abi::INIT_CONTAINMENT` under the containment scenario). Returns the
 /// process; `Err` says what was missing.
 pub fn start_with(argument: u64) -> Result<Arc<Process>, &'static str> {
+    // The loader's memory first (another CPU's first thread may be adding it right now),
+    // or `mem` would find more frames free than this total.
+    crate::mm::settle_boot_memory();
     TOTAL_FRAMES.store(crate::mm::free_frames(), Ordering::Relaxed);
     // The root budget: every frame free now, less what the kernel keeps.
     let process = super::spawn_from_module("init", argument, super::root_budget())
