@@ -15,7 +15,11 @@ fn containment(arch: Arch, cpus: u32) {
     let mut options = options(arch, &format!("containment-smp{cpus}"), "test=containment");
     options.qemu.smp = cpus;
     let outcome = boot(&options);
-    for victim in ["console", "names", "echo"] {
+    // The kills go console, names, echo, three times over. Kernel log lines reach the
+    // serial port through the console server, so the line printed just before the
+    // console's own kill can die with it, still unwritten: that is `echo`'s first and
+    // second line. The summary below counts every kill and restart.
+    for (victim, least) in [("console", 3), ("names", 3), ("echo", 1)] {
         let restarts = outcome
             .lines
             .iter()
@@ -23,9 +27,9 @@ fn containment(arch: Arch, cpus: u32) {
                 line.contains(&format!("containment: {victim} (pid ")) && line.contains("restarted")
             })
             .count();
-        assert_eq!(
-            restarts, 3,
-            "{victim} was not killed and restarted three times"
+        assert!(
+            (least..=3).contains(&restarts),
+            "{victim} was reported killed and restarted {restarts} times, not 3"
         );
     }
     let (_, figures) = expect_line(&outcome, "containment: kills ");
