@@ -143,7 +143,7 @@ fn many_threads() -> Result<(), &'static str> {
     thread_round(1)?;
     let baseline = frames_steady()?;
     println!(
-        "scaletest: threads: round 1 kept {} frames",
+        "scaletest: threads: the first batch of threads left {} frames in use",
         first.saturating_sub(baseline)
     );
     if first.saturating_sub(baseline) > KEPT_FRAMES_MAX {
