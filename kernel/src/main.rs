@@ -79,6 +79,7 @@ extern "C" fn kmain() -> ! {
     if let Err(error) = Cpu::early_init(&info, &mut frames) {
         log::fatal_early(error);
     }
+    EARLY_INIT_DONE.store(true, core::sync::atomic::Ordering::Release);
     mm::init(&early, frames.used());
     let boot = boot::collect(&early);
     if boot.cmdline.get("trace") == Some("on") {
@@ -166,6 +167,9 @@ fn secondary_idle_thread(_index: usize) {
     }
 }
 
+/// Set once `Platform::early_init` has returned on the boot CPU.
+static EARLY_INIT_DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// The panic report. The first CPU to panic reports; it stops every other CPU first (stop
 /// IPIs, and `log::Serial` stops a CPU that writes meanwhile), so nothing follows the
 /// report and a second panicking CPU stops without a word.
@@ -188,7 +192,12 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         let _ = write!(out, " at {location}");
     }
     let _ = writeln!(out);
-    let thread = <Cpu as arch_api::Threads>::current_thread();
+    // The running thread is known once the boot CPU's per-CPU block is set up (early init).
+    let thread = if EARLY_INIT_DONE.load(core::sync::atomic::Ordering::Acquire) {
+        <Cpu as arch_api::Threads>::current_thread()
+    } else {
+        0
+    };
     let cpu = Cpu::cpu_index();
     let name = match (thread, cpu) {
         (0, 1..) => "(secondary idle)",

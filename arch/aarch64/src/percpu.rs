@@ -118,17 +118,15 @@ pub fn current() -> Option<&'static PerCpu> {
         .find(|candidate| core::ptr::eq(block, *candidate))
 }
 
-/// This CPU's block, through TPIDR_EL1. Only valid after [`init`] ran on this CPU, which
-/// early init and the secondary bring-up do first (a zero TPIDR_EL1 falls back to the
-/// boot CPU's block).
+/// This CPU's block, through TPIDR_EL1: one register read, on every hot path. Only valid
+/// once [`init`] ran on this CPU, which early init and the secondary bring-up do first,
+/// before they install the vectors; code that may run earlier (the panic report) uses
+/// [`current`].
 #[inline(always)]
 pub fn this() -> &'static PerCpu {
-    match TPIDR_EL1.get() {
-        0 => &CPUS[0],
-        // SAFETY: TPIDR_EL1 is written only by `init` (the loader's value is replaced
-        // before anything calls this), always with a `&'static PerCpu`.
-        block => unsafe { &*(block as *const PerCpu) },
-    }
+    // SAFETY: TPIDR_EL1 is written only by `init`, always with a `&'static PerCpu`, and
+    // callers run after `init` on their CPU (above).
+    unsafe { &*(TPIDR_EL1.get() as *const PerCpu) }
 }
 
 /// Whether CPU `index` is online.

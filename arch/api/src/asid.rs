@@ -21,6 +21,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::MAX_CPUS;
 
+const _: () = assert!(MAX_CPUS.is_power_of_two());
+
 /// The tag bits of a context.
 pub const TAG_MASK: u64 = 0xffff;
 /// One generation, in a context.
@@ -97,7 +99,9 @@ impl Generations {
     /// Tags handed out are at most `limit()` (asked only when a tag is handed out; at
     /// least `2 * MAX_CPUS`, so a rollover always leaves free ones); `flush_all` runs at a
     /// rollover, under the lock.
-    #[inline]
+    /// The check that the tag is still current is inlined on the switch path; handing one
+    /// out is not.
+    #[inline(always)]
     pub fn activate(
         &self,
         cpu: u32,
@@ -105,7 +109,8 @@ impl Generations {
         limit: impl FnOnce() -> u64,
         flush_all: impl FnOnce(),
     ) -> u64 {
-        let slot = &self.active[(cpu as usize).min(MAX_CPUS - 1)];
+        // CPU indices are below `MAX_CPUS`, a power of two: the mask only tells the compiler.
+        let slot = &self.active[cpu as usize & (MAX_CPUS - 1)];
         let current = context.load(Ordering::Relaxed);
         let running = slot.load(Ordering::Relaxed);
         // A rollover swaps the slot to 0 after it moved the generation on, so the exchange

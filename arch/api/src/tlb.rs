@@ -200,9 +200,9 @@ impl ActiveSpaces {
     /// record `space` in this CPU's slot only, one store.
     #[inline(always)]
     pub fn record(&self, cpu: u32, space: &SpaceCpus) {
-        if let Some(slot) = self.0.get(cpu as usize) {
-            slot.store(core::ptr::from_ref(space).cast_mut(), Ordering::Release);
-        }
+        // CPU indices are below `MAX_CPUS`, a power of two: the mask only tells the compiler.
+        self.0[cpu as usize & (MAX_CPUS - 1)]
+            .store(core::ptr::from_ref(space).cast_mut(), Ordering::Release);
     }
 
     /// The CPUs whose slot names `space` (with [`ActiveSpaces::record`]: the CPUs it is

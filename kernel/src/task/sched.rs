@@ -202,17 +202,17 @@ impl Scheduler {
         let Some(thread) = self.thread(id) else {
             return;
         };
+        let priority = thread.priority;
         // The common case first: back on this CPU, where it last ran and may run.
         let cpu = if thread.last_cpu as usize == this && thread.affinity & (1 << this) != 0 {
             this
         } else {
-            self.place(id, this)
+            let cpu = self.place(id, this);
+            if let Some(thread) = self.thread(id) {
+                thread.last_cpu = cpu as u32;
+            }
+            cpu
         };
-        let Some(thread) = self.thread(id) else {
-            return;
-        };
-        let priority = thread.priority;
-        thread.last_cpu = cpu as u32;
         // why: the id is in the table and not queued, so enqueue cannot fail.
         let _ = self.queues.enqueue(cpu, id, priority);
         let target = &mut self.cpus[cpu];
@@ -798,33 +798,46 @@ pub fn sleep(ticks: u64) {
 /// Make blocked thread `id` ready: queue it, or, when it has not switched away yet, cancel
 /// its block (module docs). Nothing happens to a thread that is not blocked.
 fn make_ready(scheduler: &mut Scheduler, id: usize) {
-    let running = scheduler.is_running(id);
     let Some(thread) = scheduler.thread(id) else {
         return;
     };
+    let record: *mut Thread = thread;
+    // SAFETY: `record` is thread `id`'s record, just looked up in the locked table.
+    unsafe { make_ready_record(scheduler, id, record) };
+}
+
+/// [`make_ready`] of thread `id`, whose record the caller already looked up.
+///
+/// # Safety
+/// `record` is thread `id`'s boxed record in `scheduler`'s table, which the caller has
+/// locked; no other reference to it is live.
+#[inline(always)]
+unsafe fn make_ready_record(scheduler: &mut Scheduler, id: usize, record: *mut Thread) {
+    // SAFETY: the caller's contract.
+    let thread = unsafe { &mut *record };
     if thread.state != State::Blocked {
         return;
     }
+    let running = thread.running;
     let slept = thread.wake_at.take().is_some();
+    thread.state = if running {
+        State::Running
+    } else {
+        State::Ready
+    };
     if slept {
         scheduler.sleepers.remove(id);
     }
-    let Some(thread) = scheduler.thread(id) else {
-        return;
-    };
-    if running {
-        thread.state = State::Running;
-        return;
+    if !running {
+        scheduler.enqueue(id);
     }
-    thread.state = State::Ready;
-    scheduler.enqueue(id);
 }
 
 /// Like [`wake`], after `write` edited the thread's saved user frame (an IPC result),
 /// under one lock. Nothing happens to a thread that is not blocked in a system call.
 pub fn wake_with(id: usize, write: impl FnOnce(&mut crate::task::thread::TrapFrame)) {
     with(|scheduler| {
-        if let Some(frame) = saved_user_frame(scheduler, id) {
+        if let Some((frame, _)) = saved_user_frame(scheduler, id) {
             // SAFETY: see `saved_user_frame`; the lock is held for the whole edit.
             write(unsafe { &mut *frame });
             make_ready(scheduler, id);
@@ -852,7 +865,7 @@ pub fn current_and_process() -> (usize, Option<Arc<Process>>) {
 fn saved_user_frame(
     scheduler: &mut Scheduler,
     id: usize,
-) -> Option<*mut crate::task::thread::TrapFrame> {
+) -> Option<(*mut crate::task::thread::TrapFrame, *mut Thread)> {
     use arch_api::TrapFrame as _;
     let thread = scheduler.thread(id)?;
     if thread.process.is_none() || thread.state != State::Blocked {
@@ -863,7 +876,7 @@ fn saved_user_frame(
     // user frame (the `Threads` contract); the stack is mapped and aligned, and a blocked
     // thread does not touch it while the scheduler lock is held.
     let from_user = unsafe { (*frame).is_from_user() };
-    from_user.then_some(frame)
+    from_user.then_some((frame, thread as *mut Thread))
 }
 
 /// The live process with id `pid` (one with a thread in the table): one pass over the
@@ -1140,7 +1153,7 @@ pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapF
     let scheduler = unsafe { &mut *pointer };
     let cpu = this_cpu();
     let current = scheduler.cpus[cpu].current;
-    if let Some(frame) = saved_user_frame(scheduler, next) {
+    if let Some((frame, _)) = saved_user_frame(scheduler, next) {
         // SAFETY: see `saved_user_frame`; the lock is held for the whole edit.
         write(unsafe { &mut *frame });
         let from: Option<*mut Thread> = scheduler
@@ -1572,23 +1585,44 @@ pub fn saved_user_position(id: usize) -> Option<(u64, u64, u64, u64)> {
 // queue, as the lock order says (`crate::sync`).
 
 /// The scheduler, locked for an IPC hand-off ([`lock_for_handoff`]).
+///
+/// It looks each thread up once: the running thread's record at the lock, the partner's
+/// in [`Handoff::blocked_frame`]. Records are boxed, so they stay where they are while
+/// the lock is held.
 pub struct Handoff {
     guard: LockGuard<'static, Shared>,
     /// The scheduler `guard` locks (checked to exist once, at the lock).
     scheduler: *mut Scheduler,
+    /// This CPU's index, read once.
+    cpu: usize,
     /// The running thread, read once.
     current: usize,
+    /// The running thread's record.
+    record: *mut Thread,
+    /// The thread [`Handoff::blocked_frame`] last returned a frame of (`usize::MAX`: none)
+    /// and its record.
+    partner: usize,
+    partner_record: *mut Thread,
 }
 
-/// Lock the scheduler for an IPC hand-off; `None` before [`init`].
+/// Lock the scheduler for an IPC hand-off; `None` before [`init`] or on a CPU that runs no
+/// thread yet.
 #[inline(always)]
 pub fn lock_for_handoff() -> Option<Handoff> {
     let mut guard = SCHEDULER.lock();
-    let scheduler: *mut Scheduler = guard.0.as_mut()?;
+    let scheduler = guard.0.as_mut()?;
+    let cpu = this_cpu();
+    let current = current();
+    let record: *mut Thread = scheduler.thread(current)?;
+    let scheduler: *mut Scheduler = scheduler;
     Some(Handoff {
         guard,
         scheduler,
-        current: current(),
+        cpu,
+        current,
+        record,
+        partner: usize::MAX,
+        partner_record: core::ptr::null_mut(),
     })
 }
 
@@ -1609,22 +1643,32 @@ impl Handoff {
     /// The running thread's process (no reference taken: valid while the lock is held).
     #[inline(always)]
     pub fn current_process(&mut self) -> Option<&Process> {
-        let current = self.current;
-        self.scheduler().thread(current)?.process.as_deref()
+        // SAFETY: `record` is the running thread's boxed record in the table, which the
+        // held lock keeps in place; `&mut self` makes this borrow the only one.
+        unsafe { (*self.record).process.as_deref() }
     }
 
     /// The saved user frame of blocked user thread `id`: the thread a hand-off may run.
     /// Valid while the lock is held and until [`Handoff::switch`].
     #[inline(always)]
     pub fn blocked_frame(&mut self, id: usize) -> Option<*mut crate::task::thread::TrapFrame> {
-        saved_user_frame(self.scheduler(), id)
+        let (frame, record) = saved_user_frame(self.scheduler(), id)?;
+        self.partner = id;
+        self.partner_record = record;
+        Some(frame)
     }
 
     /// Make blocked thread `id` ready (after its frame was written through
     /// [`Handoff::blocked_frame`]).
     #[inline(always)]
     pub fn make_ready(&mut self, id: usize) {
-        make_ready(self.scheduler(), id);
+        if id == self.partner {
+            let record = self.partner_record;
+            // SAFETY: `blocked_frame` found this record for `id` under the lock, still held.
+            unsafe { make_ready_record(self.scheduler(), id, record) };
+        } else {
+            make_ready(self.scheduler(), id);
+        }
     }
 
     /// Mark the running thread blocked ([`prepare_block`]) under this lock; [`block`]
@@ -1642,22 +1686,27 @@ impl Handoff {
     /// another process. Returns when the running thread is woken again.
     #[inline(always)]
     pub fn switch(self, next: usize) {
-        let cpu = this_cpu();
+        let cpu = self.cpu;
         let current = self.current;
         // SAFETY: as in `Handoff::scheduler`; `self.guard` is handed over or dropped only
         // after the last use of this reference.
         let scheduler = unsafe { &mut *self.scheduler };
-        let Some(from) = scheduler.thread(current) else {
-            return;
-        };
+        // SAFETY: `record` is the running thread's boxed record, kept in place by the lock
+        // (as in `current_process`); no other reference to it is live.
+        let from = unsafe { &mut *self.record };
         if from.killed {
             make_ready(scheduler, next);
             return;
         }
         from.state = State::Blocked;
         let from: *mut Thread = from;
-        let to = scheduler
-            .thread(next)
+        let to = if next == self.partner {
+            // SAFETY: `blocked_frame` found this record for `next` under the lock, still held.
+            Some(unsafe { &mut *self.partner_record })
+        } else {
+            scheduler.thread(next)
+        };
+        let to = to
             .filter(|to| to.affinity & (1 << cpu) != 0 && !to.running)
             .map(|to| to as *mut Thread);
         if let Some(to) = to {
