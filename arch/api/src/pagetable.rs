@@ -593,7 +593,29 @@ impl<'a, M: TableMemory, F: EntryFormat> Walker<'a, M, F> {
                 0
             };
             self.map(virt, phys, flags, level, true)?;
-            offset += entry_span(level);
+            if level == 1 || flags.user {
+                offset += entry_span(level);
+                continue;
+            }
+            // The pages up to the next 2 MiB boundary share the leaf table the first one
+            // went into (`map` checked the arguments and made the tables): fill it directly.
+            let table = self.table_at(virt, 0, false, false, false)?;
+            let chunk = (BLOCK_2M - (virt & (BLOCK_2M - 1))).min(length - offset);
+            let mut done = PAGE_SIZE;
+            while done < chunk {
+                let (virt, phys) = (virt + done, phys + done);
+                if !self.format.address_fits(phys) {
+                    return Err(MapError::BadAddress);
+                }
+                let slot = index(virt, 0);
+                if self.format.is_present(self.memory.read(table, slot)) {
+                    return Err(MapError::AlreadyMapped);
+                }
+                let entry = self.format.leaf_entry(phys, flags, 0);
+                self.memory.write(table, slot, entry);
+                done += PAGE_SIZE;
+            }
+            offset += done;
         }
         Ok(())
     }
@@ -1021,6 +1043,42 @@ pub(crate) mod tests {
             Err(MapError::AlreadyMapped)
         );
         assert_eq!(walker.unmap(hhdm + 0x30_0000), Err(MapError::AlreadyMapped));
+    }
+
+    #[test]
+    fn page_ranges_fill_each_leaf_table_and_stop_at_a_mapped_page() {
+        let (mut memory, root) = FakeMemory::new(16);
+        let mut walker = Walker::new(&mut memory, &Format, root);
+        let hhdm = 0xffff_8000_0000_0000;
+        let kernel_data = PageFlags {
+            user: false,
+            ..DATA
+        };
+        // Pages only (physical not 2 MiB-aligned), across two 2 MiB boundaries, ending in a
+        // partial page.
+        let (virt, phys, length) = (hhdm + 0x1f_e000, 0x3f_f000, 2 * BLOCK_2M + 0x2800);
+        walker
+            .map_range(virt, phys, length, kernel_data, true)
+            .unwrap();
+        let mut offset = 0;
+        while offset < length {
+            let found = walker.lookup(virt + offset).unwrap();
+            assert_eq!((found.level, found.physical), (0, phys + offset));
+            offset += PAGE_SIZE;
+        }
+        assert_eq!(walker.lookup(virt + offset), None);
+        // A range running into a mapped page stops there, with the pages before it mapped.
+        walker
+            .map(hhdm + 0x80_3000, 0x9000, kernel_data, 0, true)
+            .unwrap();
+        assert_eq!(
+            walker.map_range(hhdm + 0x80_0000, 0x1000, 0x5000, kernel_data, true),
+            Err(MapError::AlreadyMapped)
+        );
+        let before = walker.lookup(hhdm + 0x80_2000).unwrap();
+        assert_eq!(before.physical, 0x3000);
+        assert_eq!(walker.lookup(hhdm + 0x80_3000).unwrap().physical, 0x9000);
+        assert_eq!(walker.lookup(hhdm + 0x80_4000), None);
     }
 
     #[test]

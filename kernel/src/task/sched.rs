@@ -194,16 +194,34 @@ impl Scheduler {
     /// should run there now.
     #[inline(always)]
     fn enqueue(&mut self, id: usize) {
-        self.enqueue_from(id, this_cpu());
+        if let Some(thread) = self.thread(id) {
+            let (priority, last_cpu, affinity) =
+                (thread.priority, thread.last_cpu, thread.affinity);
+            self.enqueue_thread(id, priority, last_cpu, affinity);
+        }
+    }
+
+    /// [`Scheduler::enqueue`] of thread `id`, whose priority, last CPU and affinity the
+    /// caller read from its record. The common case inline: back on this CPU, where it
+    /// last ran and may run (no other CPU to interrupt).
+    #[inline(always)]
+    fn enqueue_thread(&mut self, id: usize, priority: Priority, last_cpu: u32, affinity: u64) {
+        let this = this_cpu();
+        if last_cpu as usize == this && affinity & (1 << this) != 0 {
+            // why: the id is in the table and not queued, so enqueue cannot fail.
+            let _ = self.queues.enqueue(this, id, priority);
+        } else {
+            self.enqueue_from(id, this);
+        }
     }
 
     /// [`Scheduler::enqueue`] from CPU `this`.
+    #[inline(never)]
     fn enqueue_from(&mut self, id: usize, this: usize) {
         let Some(thread) = self.thread(id) else {
             return;
         };
         let priority = thread.priority;
-        // The common case first: back on this CPU, where it last ran and may run.
         let cpu = if thread.last_cpu as usize == this && thread.affinity & (1 << this) != 0 {
             this
         } else {
@@ -829,7 +847,8 @@ unsafe fn make_ready_record(scheduler: &mut Scheduler, id: usize, record: *mut T
         scheduler.sleepers.remove(id);
     }
     if !running {
-        scheduler.enqueue(id);
+        let (priority, last_cpu, affinity) = (thread.priority, thread.last_cpu, thread.affinity);
+        scheduler.enqueue_thread(id, priority, last_cpu, affinity);
     }
 }
 
@@ -1593,8 +1612,6 @@ pub struct Handoff {
     guard: LockGuard<'static, Shared>,
     /// The scheduler `guard` locks (checked to exist once, at the lock).
     scheduler: *mut Scheduler,
-    /// This CPU's index, read once.
-    cpu: usize,
     /// The running thread, read once.
     current: usize,
     /// The running thread's record.
@@ -1611,14 +1628,12 @@ pub struct Handoff {
 pub fn lock_for_handoff() -> Option<Handoff> {
     let mut guard = SCHEDULER.lock();
     let scheduler = guard.0.as_mut()?;
-    let cpu = this_cpu();
     let current = current();
     let record: *mut Thread = scheduler.thread(current)?;
     let scheduler: *mut Scheduler = scheduler;
     Some(Handoff {
         guard,
         scheduler,
-        cpu,
         current,
         record,
         partner: usize::MAX,
@@ -1686,7 +1701,7 @@ impl Handoff {
     /// another process. Returns when the running thread is woken again.
     #[inline(always)]
     pub fn switch(self, next: usize) {
-        let cpu = self.cpu;
+        let cpu = this_cpu();
         let current = self.current;
         // SAFETY: as in `Handoff::scheduler`; `self.guard` is handed over or dropped only
         // after the last use of this reference.

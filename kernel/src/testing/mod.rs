@@ -372,9 +372,14 @@ fn ipc_suite(suite: &mut Suite) {
         Ending::Running => suite.check("user ipc suite ran to its end", Err("timed out")),
         _ => suite.check("user ipc suite ran to its end", Err("the client died")),
     }
+    let ending = server.ending();
+    if ending != Ending::Exited(0) {
+        // The server's exit codes say which of its calls failed (user/testsuite/src/ipc.rs).
+        println!("user ipc server ended: {ending:?}");
+    }
     suite.check(
         "user ipc server exited when told to",
-        match server.ending() {
+        match ending {
             Ending::Exited(0) => Ok(()),
             Ending::Running => Err("still running"),
             _ => Err("it died or exited badly"),
