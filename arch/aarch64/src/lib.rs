@@ -283,6 +283,19 @@ impl Paging for Cpu {
         paging::activate(space);
     }
 
+    type SwitchHandle = paging::SwitchHandle;
+
+    #[inline]
+    fn switch_handle(space: &AddressSpace) -> paging::SwitchHandle {
+        paging::switch_handle(space)
+    }
+
+    #[inline(always)]
+    unsafe fn activate_handle(handle: paging::SwitchHandle) {
+        // SAFETY: the caller's contract is `paging::activate_handle`'s.
+        unsafe { paging::activate_handle(handle) }
+    }
+
     fn active_cpus(space: &AddressSpace) -> arch_api::tlb::CpuMask {
         space.active_cpus()
     }

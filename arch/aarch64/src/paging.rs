@@ -500,9 +500,8 @@ pub fn active_kernel_root() -> u64 {
 #[derive(Debug)]
 pub struct AddressSpace {
     root: u64,
-    /// Generation and ASID (module docs, "ASID generations"); 0 until first activated.
-    context: AtomicU64,
-    /// The CPUs it is active on, at a fixed address.
+    /// The CPUs it is active on and its generation and ASID (`SpaceCpus::context`; module
+    /// docs, "ASID generations"; 0 until first activated), at a fixed address.
     cpus: Box<SpaceCpus>,
     /// The emptied last-level table left linked (`pagetable::KeptTable`).
     kept: KeptTable,
@@ -512,7 +511,7 @@ impl AddressSpace {
     /// The ASID CPUs running this space use (or used last: a space whose generation is
     /// old has no entries left under a number another space got since).
     fn asid(&self) -> u64 {
-        self.context.load(Ordering::Relaxed) & ASID_MASK
+        self.cpus.context().load(Ordering::Relaxed) & ASID_MASK
     }
 
     /// The CPUs this space is active on (the CPUs whose active slot names it).
@@ -537,7 +536,6 @@ pub fn new_address_space(frames: &mut dyn FrameSource) -> Result<AddressSpace, M
     barrier::dsb(barrier::ISHST);
     Ok(AddressSpace {
         root,
-        context: AtomicU64::new(0),
         cpus,
         kept: KeptTable::default(),
     })
@@ -633,11 +631,47 @@ pub fn protect_user(space: &mut AddressSpace, virt: u64, flags: PageFlags) -> Re
 /// kernel code runs (the ASID lock may be taken).
 #[inline(always)]
 pub fn activate(space: &AddressSpace) {
+    // SAFETY: the handle is used at once, while `space` is borrowed.
+    unsafe { activate_handle(switch_handle(space)) };
+}
+
+/// What a switch needs to activate a space without its lock (`Paging::SwitchHandle`): its
+/// root, which never changes while it lives, and its record (active CPUs, ASID context), at
+/// a fixed address until it is destroyed.
+#[derive(Clone, Copy, Debug)]
+pub struct SwitchHandle {
+    root: u64,
+    cpus: *const SpaceCpus,
+}
+
+// SAFETY: the record the pointer names is all atomics, shared by every CPU by design
+// (`arch_api::tlb`); the handle's users keep the space alive (`activate_handle`).
+unsafe impl Send for SwitchHandle {}
+// SAFETY: as above.
+unsafe impl Sync for SwitchHandle {}
+
+/// `space`'s switch handle.
+#[inline]
+pub fn switch_handle(space: &AddressSpace) -> SwitchHandle {
+    SwitchHandle {
+        root: space.root,
+        cpus: core::ptr::from_ref::<SpaceCpus>(&space.cpus),
+    }
+}
+
+/// [`activate`] through a switch handle.
+///
+/// # Safety
+/// The space `handle` was taken from is not destroyed before this returns.
+#[inline(always)]
+pub unsafe fn activate_handle(handle: SwitchHandle) {
+    // SAFETY: the space, whose boxed record `cpus` names, is alive (the caller's contract).
+    let cpus = unsafe { &*handle.cpus };
     let cpu = cpu_index();
-    ACTIVE.record(cpu, &space.cpus);
-    let context = ASIDS.activate(cpu, &space.context, asid_limit, flush_all);
+    ACTIVE.record(cpu, cpus);
+    let context = ASIDS.activate(cpu, cpus.context(), asid_limit, flush_all);
     // The write is followed by an ISB (`sysreg::write`).
-    sysreg::write!("ttbr0_el1", space.root | ((context & ASID_MASK) << 48));
+    sysreg::write!("ttbr0_el1", handle.root | ((context & ASID_MASK) << 48));
 }
 
 /// This CPU's dense index through TPIDR_EL1 (no check of the register: kernel code runs
@@ -705,7 +739,7 @@ pub fn destroy(space: AddressSpace, free: &mut dyn FnMut(u64)) {
     let mut memory = HhdmTables::fixed();
     Walker::new(&mut memory, &Format, space.root).free_tables(0..pagetable::ENTRIES, true, free);
     barrier::dsb(barrier::ISHST);
-    let context = space.context.load(Ordering::Relaxed);
+    let context = space.cpus.context().load(Ordering::Relaxed);
     // TLBI ASIDE1IS: everything tagged with this ASID, before the ASID can be reused.
     let operand = (context & ASID_MASK) << 48;
     // SAFETY: invalidating TLB entries only costs refills.

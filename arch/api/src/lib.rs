@@ -667,6 +667,24 @@ pub trait Paging: Platform {
     /// (and out of the mask of the space it had active, [`tlb::ActiveSpaces`]).
     fn activate(space: &Self::AddressSpace);
 
+    /// What a context switch needs to activate a space, taken once from it
+    /// ([`Paging::switch_handle`]) and used without the space's lock: values that never
+    /// change while the space lives and the address of its shared record.
+    type SwitchHandle: Copy + Send + Sync;
+
+    /// `space`'s switch handle, valid until `space` is destroyed.
+    fn switch_handle(space: &Self::AddressSpace) -> Self::SwitchHandle;
+
+    /// [`Paging::activate`] through a switch handle.
+    ///
+    /// # Safety
+    /// The space `handle` was taken from is not destroyed before this returns.
+    #[allow(
+        unsafe_code,
+        reason = "the handle's validity rests on the caller keeping the space alive"
+    )]
+    unsafe fn activate_handle(handle: Self::SwitchHandle);
+
     /// The CPUs `space` is active on now (bit *i*: CPU *i*). [`Paging::unmap_user`],
     /// [`Paging::protect_user`] and [`Paging::destroy`] invalidate the translations of
     /// every one of them before they return.

@@ -71,6 +71,9 @@ pub const fn bit(cpu: u32) -> CpuMask {
 pub struct SpaceCpus {
     active: AtomicU32,
     stale: AtomicU32,
+    /// The architecture's tag context of the space (AArch64: its ASID generation and ASID),
+    /// here so that a switch reaches it without the space's lock.
+    context: AtomicU64,
 }
 
 impl Default for SpaceCpus {
@@ -104,7 +107,14 @@ impl SpaceCpus {
         Self {
             active: AtomicU32::new(0),
             stale: AtomicU32::new(ALL_CPUS),
+            context: AtomicU64::new(0),
         }
+    }
+
+    /// The architecture's tag context word (0 until the architecture sets it).
+    #[inline(always)]
+    pub fn context(&self) -> &AtomicU64 {
+        &self.context
     }
 
     /// The CPUs the space is active on now.

@@ -441,22 +441,60 @@ unsafe fn write_cr3(value: u64) {
     unsafe { core::arch::asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
 }
 
+/// What a switch needs to activate a space without its lock (`Paging::SwitchHandle`): its
+/// root and PCID, which never change while it lives, and its CPU record, at a fixed address
+/// until it is destroyed.
+#[derive(Clone, Copy, Debug)]
+pub struct SwitchHandle {
+    root: u64,
+    pcid: u16,
+    cpus: *const SpaceCpus,
+}
+
+// SAFETY: the record the pointer names is all atomics, shared by every CPU by design
+// (`arch_api::tlb`); the handle's users keep the space alive (`activate_handle`).
+unsafe impl Send for SwitchHandle {}
+// SAFETY: as above.
+unsafe impl Sync for SwitchHandle {}
+
+/// `space`'s switch handle.
+#[inline]
+pub fn switch_handle(space: &AddressSpace) -> SwitchHandle {
+    SwitchHandle {
+        root: space.root,
+        pcid: space.pcid,
+        cpus: core::ptr::from_ref::<SpaceCpus>(&space.cpus),
+    }
+}
+
 /// Make `space` the current user half on this CPU, moving this CPU's bit to its mask.
 #[inline(always)]
 pub fn activate(space: &AddressSpace) {
+    // SAFETY: the handle is used at once, while `space` is borrowed.
+    unsafe { activate_handle(switch_handle(space)) };
+}
+
+/// [`activate`] through a switch handle.
+///
+/// # Safety
+/// The space `handle` was taken from is not destroyed before this returns.
+#[inline(always)]
+pub unsafe fn activate_handle(handle: SwitchHandle) {
+    // SAFETY: the space, whose boxed record `cpus` names, is alive (the caller's contract).
+    let cpus = unsafe { &*handle.cpus };
     // Address spaces exist only once this CPU's block is set up.
     let me = percpu::running_index();
-    ACTIVE.activate(me, &space.cpus);
-    let mut value = space.root;
+    ACTIVE.activate(me, cpus);
+    let mut value = handle.root;
     if pcid_enabled() {
-        value |= u64::from(space.pcid);
-        if !space.cpus.take_stale(me) && space.pcid != SHARED_PCID {
+        value |= u64::from(handle.pcid);
+        if !cpus.take_stale(me) && handle.pcid != SHARED_PCID {
             value |= CR3_NO_FLUSH;
         }
     }
-    // SAFETY: `space.root` is a live PML4 whose kernel half was copied from the kernel
-    // root (whose kernel-half PML4 entries never change), and its PCID is set only with
-    // PCIDs on.
+    // SAFETY: `handle.root` is the live PML4 of a space that is not destroyed (the caller's
+    // contract), whose kernel half was copied from the kernel root (whose kernel-half PML4
+    // entries never change); its PCID is set only with PCIDs on.
     unsafe { write_cr3(value) };
 }
 
@@ -579,6 +617,19 @@ impl arch_api::Paging for crate::Cpu {
     #[inline]
     fn activate(space: &AddressSpace) {
         activate(space);
+    }
+
+    type SwitchHandle = SwitchHandle;
+
+    #[inline]
+    fn switch_handle(space: &AddressSpace) -> SwitchHandle {
+        switch_handle(space)
+    }
+
+    #[inline(always)]
+    unsafe fn activate_handle(handle: SwitchHandle) {
+        // SAFETY: the caller's contract is `activate_handle`'s.
+        unsafe { activate_handle(handle) }
     }
 
     fn active_cpus(space: &AddressSpace) -> CpuMask {

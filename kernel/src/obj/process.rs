@@ -156,6 +156,10 @@ pub struct Process {
     pub id: u64,
     /// `None` once the process is torn down.
     pub space: Lock<Option<AddressSpace>>,
+    /// What a context switch to one of its threads activates, without `space`'s lock: valid
+    /// while a thread of it is in the scheduler's table (the space is torn down only after
+    /// its last thread is freed, [`Process::thread_exited`]).
+    switch_handle: <Cpu as Paging>::SwitchHandle,
     /// Every user mapping and the count of page tables (freed with the process): together
     /// the process's frames, charged to its budget.
     frames: Lock<Memory>,
@@ -178,10 +182,11 @@ pub struct Process {
     _charge: Charge,
 }
 
-// SAFETY: the address space is reached only under its lock, and the kernel runs on one CPU
-// with interrupts masked; the arch's page-table root is plain data.
+// SAFETY: the address space is reached only under its lock (or, to activate it, through
+// its switch handle, whose record is all atomics); the arch's page-table root is plain
+// data.
 unsafe impl Send for Process {}
-// SAFETY: as above: every field is behind a lock or atomic.
+// SAFETY: as above: every other field is behind a lock or atomic, or never changes.
 unsafe impl Sync for Process {}
 
 /// A fresh process id.
@@ -205,10 +210,12 @@ impl Process {
             }
         };
         crate::stats::live_add(crate::stats::Live::Process);
+        let switch_handle = Cpu::switch_handle(&space);
         Ok(Arc::new(Process {
             name,
             id: next_id(),
             space: Lock::new(level::ADDRESS_SPACE, Some(space)),
+            switch_handle,
             frames: Lock::new(
                 level::PROCESS_PAGES,
                 Memory {
@@ -563,6 +570,19 @@ impl Process {
             device: false,
         });
         Ok(physical)
+    }
+
+    /// Make this process's address space the CPU's current one, for a switch to one of its
+    /// threads: no lock.
+    ///
+    /// # Safety
+    /// A thread of this process is in the scheduler's table, whose lock the caller holds
+    /// (so the space is not torn down meanwhile: [`Process::thread_exited`]).
+    #[inline(always)]
+    pub unsafe fn activate_for_switch(&self) {
+        // SAFETY: a thread of this process is in the table (the caller's contract), so its
+        // space is not destroyed before this returns.
+        unsafe { Cpu::activate_handle(self.switch_handle) };
     }
 
     /// Make this process's address space the CPU's current one (if it still has one).

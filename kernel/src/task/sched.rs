@@ -1128,10 +1128,9 @@ unsafe fn switch_locked(
     if !same_space {
         match &to.process {
             Some(process) => {
-                if let Some(space) = process.space.lock().as_ref() {
-                    crate::stats::count_space_switch();
-                    Cpu::activate(space);
-                }
+                crate::stats::count_space_switch();
+                // SAFETY: `to` is a thread of `process` in the table, whose lock is held.
+                unsafe { process.activate_for_switch() };
             }
             // A kernel thread runs on the kernel-only space, so no CPU keeps a process's
             // tables loaded once none of its threads runs there (they are freed with the
