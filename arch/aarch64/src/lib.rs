@@ -283,15 +283,15 @@ impl Paging for Cpu {
         paging::activate(space);
     }
 
-    type SwitchHandle = paging::SwitchHandle;
+    type SwitchHandle = arch_api::tlb::SwitchHandle;
 
     #[inline]
-    fn switch_handle(space: &AddressSpace) -> paging::SwitchHandle {
+    fn switch_handle(space: &AddressSpace) -> arch_api::tlb::SwitchHandle {
         paging::switch_handle(space)
     }
 
     #[inline(always)]
-    unsafe fn activate_handle(handle: paging::SwitchHandle) {
+    unsafe fn activate_handle(handle: arch_api::tlb::SwitchHandle) {
         // SAFETY: the caller's contract is `paging::activate_handle`'s.
         unsafe { paging::activate_handle(handle) }
     }

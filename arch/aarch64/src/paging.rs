@@ -53,7 +53,7 @@ use arch_api::asid::{Generations, TAG_MASK as ASID_MASK};
 use arch_api::cache::{CacheType, line_span};
 use arch_api::kernel_tables;
 use arch_api::pagetable::{self, EntryFormat, HhdmAccess, KeptTable, Pruned, Walker};
-use arch_api::tlb::{self, ActiveSpaces, CpuMask, Mailboxes, Request, SpaceCpus};
+use arch_api::tlb::{self, ActiveSpaces, CpuMask, Mailboxes, Request, SpaceCpus, SwitchHandle};
 
 use crate::sysreg::{self, masked};
 
@@ -635,28 +635,10 @@ pub fn activate(space: &AddressSpace) {
     unsafe { activate_handle(switch_handle(space)) };
 }
 
-/// What a switch needs to activate a space without its lock (`Paging::SwitchHandle`): its
-/// root, which never changes while it lives, and its record (active CPUs, ASID context), at
-/// a fixed address until it is destroyed.
-#[derive(Clone, Copy, Debug)]
-pub struct SwitchHandle {
-    root: u64,
-    cpus: *const SpaceCpus,
-}
-
-// SAFETY: the record the pointer names is all atomics, shared by every CPU by design
-// (`arch_api::tlb`); the handle's users keep the space alive (`activate_handle`).
-unsafe impl Send for SwitchHandle {}
-// SAFETY: as above.
-unsafe impl Sync for SwitchHandle {}
-
-/// `space`'s switch handle.
+/// `space`'s switch handle: its root and record (active CPUs, ASID context).
 #[inline]
 pub fn switch_handle(space: &AddressSpace) -> SwitchHandle {
-    SwitchHandle {
-        root: space.root,
-        cpus: core::ptr::from_ref::<SpaceCpus>(&space.cpus),
-    }
+    SwitchHandle::new(space.root, 0, &space.cpus)
 }
 
 /// [`activate`] through a switch handle.
@@ -665,8 +647,8 @@ pub fn switch_handle(space: &AddressSpace) -> SwitchHandle {
 /// The space `handle` was taken from is not destroyed before this returns.
 #[inline(always)]
 pub unsafe fn activate_handle(handle: SwitchHandle) {
-    // SAFETY: the space, whose boxed record `cpus` names, is alive (the caller's contract).
-    let cpus = unsafe { &*handle.cpus };
+    // SAFETY: the space is alive until this returns (the caller's contract).
+    let cpus = unsafe { handle.cpus() };
     let cpu = cpu_index();
     ACTIVE.record(cpu, cpus);
     let context = ASIDS.activate(cpu, cpus.context(), asid_limit, flush_all);

@@ -1011,15 +1011,18 @@ pub(crate) mod tests {
         assert_eq!(walker.protect(0x40_0001, CODE), Err(MapError::BadAddress));
     }
 
+    /// Where the range tests map kernel pages, and with what.
+    const HHDM_BASE: u64 = 0xffff_8000_0000_0000;
+    const KERNEL_DATA: PageFlags = PageFlags {
+        user: false,
+        ..DATA
+    };
+
     #[test]
     fn blocks_map_and_look_up() {
         let (mut memory, root) = FakeMemory::new(16);
         let mut walker = Walker::new(&mut memory, &Format, root);
-        let hhdm = 0xffff_8000_0000_0000;
-        let kernel_data = PageFlags {
-            user: false,
-            ..DATA
-        };
+        let (hhdm, kernel_data) = (HHDM_BASE, KERNEL_DATA);
         // 1 MiB of pages, then one 2 MiB block, then 4 KiB pages again.
         walker
             .map_range(
@@ -1049,11 +1052,7 @@ pub(crate) mod tests {
     fn page_ranges_fill_each_leaf_table_and_stop_at_a_mapped_page() {
         let (mut memory, root) = FakeMemory::new(16);
         let mut walker = Walker::new(&mut memory, &Format, root);
-        let hhdm = 0xffff_8000_0000_0000;
-        let kernel_data = PageFlags {
-            user: false,
-            ..DATA
-        };
+        let (hhdm, kernel_data) = (HHDM_BASE, KERNEL_DATA);
         // Pages only (physical not 2 MiB-aligned), across two 2 MiB boundaries, ending in a
         // partial page.
         let (virt, phys, length) = (hhdm + 0x1f_e000, 0x3f_f000, 2 * BLOCK_2M + 0x2800);

@@ -146,6 +146,51 @@ impl SpaceCpus {
     }
 }
 
+/// What a context switch needs to activate an address space without the space's lock
+/// (`Paging::SwitchHandle`): its root table and tag, which never change while it lives,
+/// and its [`SpaceCpus`], at a fixed address until it is destroyed.
+#[derive(Clone, Copy, Debug)]
+pub struct SwitchHandle {
+    /// Physical address of the root table.
+    pub root: u64,
+    /// The architecture's fixed tag (x86_64: the PCID; AArch64 keeps its ASID in
+    /// [`SpaceCpus::context`] instead, so 0).
+    pub tag: u16,
+    cpus: *const SpaceCpus,
+}
+
+// SAFETY: the record the pointer names is all atomics, shared by every CPU by design (module
+// docs); the handle's users keep the space alive (`SwitchHandle::cpus`).
+#[allow(unsafe_code, reason = "a pointer to a record shared by every CPU")]
+unsafe impl Send for SwitchHandle {}
+// SAFETY: as above.
+#[allow(unsafe_code, reason = "a pointer to a record shared by every CPU")]
+unsafe impl Sync for SwitchHandle {}
+
+impl SwitchHandle {
+    /// The handle of the space whose root is `root`, tag `tag` and record `cpus` (boxed by
+    /// the space, so at a fixed address while it lives).
+    pub fn new(root: u64, tag: u16, cpus: &SpaceCpus) -> Self {
+        Self {
+            root,
+            tag,
+            cpus: core::ptr::from_ref(cpus),
+        }
+    }
+
+    /// The space's CPU record.
+    ///
+    /// # Safety
+    /// The space the handle was taken from is not destroyed while the reference is used.
+    #[allow(unsafe_code, reason = "the record lives as long as its space")]
+    #[inline(always)]
+    pub unsafe fn cpus<'a>(self) -> &'a SpaceCpus {
+        // SAFETY: the record is boxed by its space and freed only when the space is
+        // destroyed, which the caller rules out.
+        unsafe { &*self.cpus }
+    }
+}
+
 /// Each CPU's active space (see the module docs), by dense index.
 #[derive(Debug)]
 pub struct ActiveSpaces([AtomicPtr<SpaceCpus>; MAX_CPUS]);

@@ -52,7 +52,7 @@ use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 
 use arch_api::pagetable::{KeptTable, Pruned, Walker};
 use arch_api::tags::TagAllocator;
-use arch_api::tlb::{self, ActiveSpaces, CpuMask, Mailboxes, Request, SpaceCpus};
+use arch_api::tlb::{self, ActiveSpaces, CpuMask, Mailboxes, Request, SpaceCpus, SwitchHandle};
 
 use crate::features::Cpuid;
 use crate::paging::{self, ENTRIES, entry, index, table_at};
@@ -441,30 +441,10 @@ unsafe fn write_cr3(value: u64) {
     unsafe { core::arch::asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
 }
 
-/// What a switch needs to activate a space without its lock (`Paging::SwitchHandle`): its
-/// root and PCID, which never change while it lives, and its CPU record, at a fixed address
-/// until it is destroyed.
-#[derive(Clone, Copy, Debug)]
-pub struct SwitchHandle {
-    root: u64,
-    pcid: u16,
-    cpus: *const SpaceCpus,
-}
-
-// SAFETY: the record the pointer names is all atomics, shared by every CPU by design
-// (`arch_api::tlb`); the handle's users keep the space alive (`activate_handle`).
-unsafe impl Send for SwitchHandle {}
-// SAFETY: as above.
-unsafe impl Sync for SwitchHandle {}
-
-/// `space`'s switch handle.
+/// `space`'s switch handle: its root, PCID and CPU record.
 #[inline]
 pub fn switch_handle(space: &AddressSpace) -> SwitchHandle {
-    SwitchHandle {
-        root: space.root,
-        pcid: space.pcid,
-        cpus: core::ptr::from_ref::<SpaceCpus>(&space.cpus),
-    }
+    SwitchHandle::new(space.root, space.pcid, &space.cpus)
 }
 
 /// Make `space` the current user half on this CPU, moving this CPU's bit to its mask.
@@ -480,15 +460,15 @@ pub fn activate(space: &AddressSpace) {
 /// The space `handle` was taken from is not destroyed before this returns.
 #[inline(always)]
 pub unsafe fn activate_handle(handle: SwitchHandle) {
-    // SAFETY: the space, whose boxed record `cpus` names, is alive (the caller's contract).
-    let cpus = unsafe { &*handle.cpus };
+    // SAFETY: the space is alive until this returns (the caller's contract).
+    let cpus = unsafe { handle.cpus() };
     // Address spaces exist only once this CPU's block is set up.
     let me = percpu::running_index();
     ACTIVE.activate(me, cpus);
     let mut value = handle.root;
     if pcid_enabled() {
-        value |= u64::from(handle.pcid);
-        if !cpus.take_stale(me) && handle.pcid != SHARED_PCID {
+        value |= u64::from(handle.tag);
+        if !cpus.take_stale(me) && handle.tag != SHARED_PCID {
             value |= CR3_NO_FLUSH;
         }
     }

@@ -27,11 +27,13 @@ pub fn start_with(argument: u64) -> Result<Arc<Process>, &'static str> {
     crate::mm::settle_boot_memory();
     TOTAL_FRAMES.store(crate::mm::free_frames(), Ordering::Relaxed);
     // The root budget: every frame free now, less what the kernel keeps.
-    let process = super::spawn_from_module("init", argument, super::root_budget())
+    let (process, thread) = super::spawn_module_unstarted("init", argument, super::root_budget())
         .map_err(|_| "cannot load module init")?;
-    // The new thread has not run yet (this thread has not blocked), so these fill slots
-    // 0.. of its empty table, in `init_slots` order.
-    if let Err(problem) = install_init_caps(&process) {
+    // The new thread has not started (on more than one CPU it could run at once), so these
+    // fill slots 0.. of its empty table, in `init_slots` order.
+    let installed = install_init_caps(&process);
+    crate::task::sched::start_thread(thread);
+    if let Err(problem) = installed {
         super::kill(&process);
         return Err(problem);
     }

@@ -46,19 +46,40 @@ pub enum LoadError {
 }
 
 /// Load the boot module `module` and start one thread in it at its entry point with
-/// `argument`, charged to `budget`. Returns the process (to watch its ending).
+/// `argument`, charged to `budget`. Returns the process (to watch its ending). For
+/// processes that get no capability from the kernel (test scenarios); the others start
+/// once their table is filled ([`spawn_module_unstarted`]).
+#[cfg(feature = "testing")]
 pub fn spawn_from_module(
     module: &'static str,
     argument: u64,
     budget: Arc<Budget>,
 ) -> Result<Arc<Process>, LoadError> {
+    let (process, thread) = spawn_module_unstarted(module, argument, budget)?;
+    sched::start_thread(thread);
+    Ok(process)
+}
+
+/// Check the boot module `module` as an executable and load it into a new process with
+/// the memory budget `budget`, its first thread (at its entry point with `argument`) not
+/// started: also returns that thread's id, which the caller starts
+/// ([`sched::start_thread`]) once it has filled the capability table (on more than one CPU
+/// a started thread may run at once, on another CPU). A malformed image is an error;
+/// nothing is left allocated when one is returned.
+pub fn spawn_module_unstarted(
+    module: &'static str,
+    argument: u64,
+    budget: Arc<Budget>,
+) -> Result<(Arc<Process>, usize), LoadError> {
     let file = crate::boot::module(module).ok_or(LoadError::NoModule)?;
-    spawn_from_image(module, file, argument, budget)
+    spawn_at(module, file, argument, sched::NORMAL, budget)
 }
 
 /// Check `file` as an executable, load it into a new process named `name` with the memory
-/// budget `budget`, and start one thread at its entry point with `argument`. A malformed
-/// image is an error; nothing is left allocated when one is returned.
+/// budget `budget`, and start one thread at its entry point with `argument` (test
+/// scenarios). A malformed image is an error; nothing is left allocated when one is
+/// returned.
+#[cfg(feature = "testing")]
 pub fn spawn_from_image(
     name: &'static str,
     file: &[u8],
@@ -76,7 +97,7 @@ pub fn root_budget() -> Arc<Budget> {
     Budget::root(crate::obj::budget::root_bytes(frames::free_frames()))
 }
 
-/// [`spawn_from_image`] with the first thread at `priority`, not started: also returns that
+/// Load `file` as the process `name`, with the first thread at `priority`, not started: also returns that
 /// thread's id, which the caller starts ([`sched::start_thread`]) once it has filled the
 /// capability table (or kills, if it cannot).
 pub fn spawn_at(

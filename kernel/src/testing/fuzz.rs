@@ -104,9 +104,10 @@ fn start(procs: u64, calls: u64, seed: u64) -> Result<Started, &'static str> {
     let share = root.limit() / (procs + 1);
     for index in 0..procs {
         let budget = Budget::carve(&root, share).map_err(|_| "no budget for a fuzzer")?;
-        let process = proc::spawn_from_module("fuzz", argument(index, procs, calls, seed), budget)
-            .map_err(|_| "cannot load the fuzz module")?;
-        // The new thread has not run yet (this thread has not blocked): slots 0, 1, 2, 3.
+        let (process, thread) =
+            proc::spawn_module_unstarted("fuzz", argument(index, procs, calls, seed), budget)
+                .map_err(|_| "cannot load the fuzz module")?;
+        // The new thread has not started: slots 0, 1, 2, 3.
         let image = MemoryRegion::boot_module("fuzz").ok_or("no fuzz module")?;
         let installed = process
             .caps
@@ -130,6 +131,7 @@ fn start(procs: u64, calls: u64, seed: u64) -> Result<Started, &'static str> {
                     .caps
                     .insert(Object::System, Rights::READ | Rights::GRANT)
             });
+        sched::start_thread(thread);
         if installed.is_err() {
             proc::kill(&process);
             return Err("cannot install the fuzzer's capabilities");

@@ -259,11 +259,13 @@ fn run_root_suite() -> Result<Ending, &'static str> {
 /// `testsuite` with `argument` as the root process (the capabilities of
 /// [`run_root_suite`]), waited for at most `seconds` of ticks.
 fn run_root_testsuite(argument: u64, seconds: u64) -> Result<Ending, &'static str> {
-    let process = proc::spawn_from_module("testsuite", argument, proc::root_budget())
-        .map_err(|_| "cannot load testsuite")?;
-    // The new thread has not run yet (this thread has not blocked), so these fill slots
-    // 0.. of an empty table.
-    if install_root_caps(&process).is_err() {
+    let (process, thread) =
+        proc::spawn_module_unstarted("testsuite", argument, proc::root_budget())
+            .map_err(|_| "cannot load testsuite")?;
+    // The new thread has not started, so these fill slots 0.. of an empty table.
+    let installed = install_root_caps(&process);
+    sched::start_thread(thread);
+    if installed.is_err() {
         proc::kill(&process);
         return Err("cannot install the root capabilities");
     }
@@ -326,20 +328,26 @@ fn ipc_suite(suite: &mut Suite) {
     use crate::obj::{Endpoint, EndpointCap, MemoryRegion, Object};
     use abi::Rights;
     let endpoint = Endpoint::new(None);
-    let Ok(server) = proc::spawn_from_module("testsuite", IPC_SERVER, proc::root_budget()) else {
+    let Ok((server, server_thread)) =
+        proc::spawn_module_unstarted("testsuite", IPC_SERVER, proc::root_budget())
+    else {
         suite.check(
             "user ipc suite ran to its end",
             Err("cannot load testsuite"),
         );
         return;
     };
-    // The new threads have not run yet (this thread does not yield before the sleep
-    // below), so these are the first capabilities in each table: slots 0, 1, 2.
+    // The new threads have not started (each starts once its table is filled), so these
+    // are the first capabilities in each table: slots 0, 1, 2.
     let installed = server.caps.insert(
         Object::Endpoint(EndpointCap::new(endpoint.clone(), 0)),
         Rights::READ | Rights::WRITE | Rights::GRANT,
     );
-    let Ok(client) = proc::spawn_from_module("testsuite", IPC_CLIENT, proc::root_budget()) else {
+    sched::start_thread(server_thread);
+    let Ok((client, client_thread)) =
+        proc::spawn_module_unstarted("testsuite", IPC_CLIENT, proc::root_budget())
+    else {
+        proc::kill(&server);
         suite.check(
             "user ipc suite ran to its end",
             Err("cannot load testsuite"),
@@ -359,6 +367,7 @@ fn ipc_suite(suite: &mut Suite) {
             .caps
             .insert(Object::Memory(module), Rights::READ | Rights::MAP)
     });
+    sched::start_thread(client_thread);
     if installed.is_err() {
         suite.check("user ipc capabilities installed", Err("an insert failed"));
     }
