@@ -211,8 +211,12 @@ impl Thread {
 /// Where every thread begins, on its own kernel stack, with interrupts masked.
 extern "C" fn thread_start(id: usize) -> ! {
     super::sched::after_switch();
-    // The first thread to run has left the boot stack for good: the loader's memory can go.
-    crate::mm::reclaim_boot_memory();
+    // The boot CPU's first thread has left the boot stack for good (the boot context never
+    // resumes): the loader's memory, that stack included, can go. Not on another CPU: a
+    // secondary's first thread may run while the boot CPU is still on that stack.
+    if super::sched::current_cpu() == 0 {
+        crate::mm::reclaim_boot_memory();
+    }
     // Killed before it ever ran: it holds no IPC state yet.
     if super::sched::current_killed() {
         super::sched::exit_current();
