@@ -215,22 +215,16 @@ impl Scheduler {
         }
     }
 
-    /// [`Scheduler::enqueue`] from CPU `this`.
+    /// [`Scheduler::enqueue`] from CPU `this` when the thread does not simply go back to it
+    /// (its callers take that case themselves): placed by the balancer.
     #[inline(never)]
     fn enqueue_from(&mut self, id: usize, this: usize) {
+        let cpu = self.place(id, this);
         let Some(thread) = self.thread(id) else {
             return;
         };
         let priority = thread.priority;
-        let cpu = if thread.last_cpu as usize == this && thread.affinity & (1 << this) != 0 {
-            this
-        } else {
-            let cpu = self.place(id, this);
-            if let Some(thread) = self.thread(id) {
-                thread.last_cpu = cpu as u32;
-            }
-            cpu
-        };
+        thread.last_cpu = cpu as u32;
         // why: the id is in the table and not queued, so enqueue cannot fail.
         let _ = self.queues.enqueue(cpu, id, priority);
         let target = &mut self.cpus[cpu];
@@ -1041,7 +1035,7 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
     }
     if reason == Reason::Yield && current != idle {
         if allowed_here {
-            // `enqueue_from`'s common case, written out: it runs here and may stay, so
+            // `enqueue_thread`'s common case, written out: it runs here and may stay, so
             // it goes to the back of this CPU's queue (no other CPU to interrupt).
             // why: a running thread is in no queue, so enqueue cannot fail.
             let _ = scheduler.queues.enqueue(cpu, current, priority);
