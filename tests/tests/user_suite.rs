@@ -250,7 +250,12 @@ fn user_suite(arch: Arch, cpus: u32) {
             .and_then(|count| count.parse().ok())
             .unwrap_or_else(|| panic!("no move count in {line:?}"));
         assert!(moves >= u64::from(cpus), "{line:?}");
-        1
+        let (_, alone) = expect_line(
+            &outcome,
+            "ok user FPU state stays its own on a CPU that ran only idle since it left: moved ",
+        );
+        assert!(!alone.contains("moved 0 times"), "{alone:?}");
+        2
     } else {
         0
     };

@@ -39,8 +39,9 @@
 //!
 //! # Other policies
 //!
-//! - **FP/SIMD**: CPACR_EL1.FPEN lets EL0 use it; q0–q31, FPCR and FPSR are saved eagerly on
-//!   every switch into the thread's [`FpuState`] (never on the kernel stack).
+//! - **FP/SIMD**: CPACR_EL1.FPEN lets EL0 use it; q0–q31, FPCR and FPSR are saved into a
+//!   user thread's [`FpuState`] (never on the kernel stack) when it switches away and loaded
+//!   when it comes back, unless the registers still hold it (`arch_api::FpuSwitch`).
 //! - **SVE and SME** are not supported: CPACR_EL1.ZEN and SMEN stay trapping, so their state
 //!   never needs saving; an EL0 SVE (SME) instruction traps and ends that thread with
 //!   "SVE not supported" ("SME not supported") before the core's fault report.
@@ -183,16 +184,15 @@ impl Threads for Cpu {
         thread::prepare(stack, entry, argument)
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn switch(
         from: &mut Context,
-        from_fpu: &mut FpuState,
         to: &Context,
-        to_fpu: &FpuState,
+        fpu: arch_api::FpuSwitch<'_, FpuState>,
         to_stack: KernelStack,
     ) {
         // SAFETY: the caller upholds the trait's contract, which is `thread::switch`'s.
-        unsafe { thread::switch(from, from_fpu, to, to_fpu, to_stack) }
+        unsafe { thread::switch(from, to, fpu, to_stack) }
     }
 
     fn set_kernel_stack(stack: KernelStack) {

@@ -11,7 +11,8 @@
 //! the top of each thread's stack.
 //!
 //! What the switch does besides: the user FP/SIMD state (q0–q31, FPCR, FPSR) is saved and
-//! loaded eagerly (the kernel is built soft-float and never touches it), the user TLS
+//! loaded as the core's `arch_api::FpuSwitch` says (the kernel is built soft-float and
+//! never touches it; a kernel thread has no state of its own), the user TLS
 //! registers TPIDR_EL0 (EL0-writable, so read back) and TPIDRRO_EL0 (kept in the per-CPU
 //! block, see [`crate::percpu`]) follow the thread, and the per-CPU block learns the
 //! incoming stack's bounds for the overflow check.
@@ -24,7 +25,7 @@ use core::arch::naked_asm;
 use core::mem::offset_of;
 use core::sync::atomic::Ordering;
 
-use arch_api::KernelStack;
+use arch_api::{FpuSwitch, KernelStack};
 
 use crate::percpu;
 use crate::sysreg;
@@ -58,7 +59,7 @@ const _: () = assert!(CALLEE_SAVED == 0);
 const _: () = assert!(LINK == FRAME_POINTER + 8, "saved with one stp");
 const _: () = assert!(FRAME_POINTER == 80 && STACK_POINTER == 96);
 
-/// A thread's FP/SIMD registers, saved eagerly on every switch.
+/// A user thread's FP/SIMD registers, saved when it switches away (`arch_api::FpuSwitch`).
 #[repr(C, align(16))]
 #[derive(Clone, Debug)]
 pub struct FpuState {
@@ -70,7 +71,10 @@ pub struct FpuState {
 const Q: usize = offset_of!(FpuState, q);
 const FPCR: usize = offset_of!(FpuState, fpcr);
 const FPSR: usize = offset_of!(FpuState, fpsr);
-const _: () = assert!(Q == 0 && FPCR == 512 && FPSR == 520);
+const _: () = assert!(
+    Q == 0 && FPCR == 512 && FPSR == 520,
+    "`fpu_switch` relies on it"
+);
 
 impl FpuState {
     /// All registers zero; FPCR 0 (round to nearest, no traps, IEEE behaviour).
@@ -144,55 +148,79 @@ unsafe extern "C" fn switch_stacks(from: *mut Context, to: *const Context) {
 }
 
 /// Store q0–q31, FPCR, FPSR into `save`, then load them from `load`: the eager FP/SIMD
-/// switch, in one call.
+/// switch, in one call. Each `st1`/`ld1` moves four q registers (64 bytes, in the layout
+/// `str q` would give on this little-endian kernel) and steps its pointer past them, so
+/// after eight the pointer is at FPCR.
 #[unsafe(naked)]
 unsafe extern "C" fn fpu_switch(save: *mut FpuState, load: *const FpuState) {
     naked_asm!(
         ".arch_extension fp",
         ".arch_extension simd",
-        "stp    q0, q1, [x0, #{q} + 0 * 32]",
-        "stp    q2, q3, [x0, #{q} + 1 * 32]",
-        "stp    q4, q5, [x0, #{q} + 2 * 32]",
-        "stp    q6, q7, [x0, #{q} + 3 * 32]",
-        "stp    q8, q9, [x0, #{q} + 4 * 32]",
-        "stp    q10, q11, [x0, #{q} + 5 * 32]",
-        "stp    q12, q13, [x0, #{q} + 6 * 32]",
-        "stp    q14, q15, [x0, #{q} + 7 * 32]",
-        "stp    q16, q17, [x0, #{q} + 8 * 32]",
-        "stp    q18, q19, [x0, #{q} + 9 * 32]",
-        "stp    q20, q21, [x0, #{q} + 10 * 32]",
-        "stp    q22, q23, [x0, #{q} + 11 * 32]",
-        "stp    q24, q25, [x0, #{q} + 12 * 32]",
-        "stp    q26, q27, [x0, #{q} + 13 * 32]",
-        "stp    q28, q29, [x0, #{q} + 14 * 32]",
-        "stp    q30, q31, [x0, #{q} + 15 * 32]",
+        "st1    {{v0.16b, v1.16b, v2.16b, v3.16b}}, [x0], #64",
+        "st1    {{v4.16b, v5.16b, v6.16b, v7.16b}}, [x0], #64",
+        "st1    {{v8.16b, v9.16b, v10.16b, v11.16b}}, [x0], #64",
+        "st1    {{v12.16b, v13.16b, v14.16b, v15.16b}}, [x0], #64",
+        "st1    {{v16.16b, v17.16b, v18.16b, v19.16b}}, [x0], #64",
+        "st1    {{v20.16b, v21.16b, v22.16b, v23.16b}}, [x0], #64",
+        "st1    {{v24.16b, v25.16b, v26.16b, v27.16b}}, [x0], #64",
+        "st1    {{v28.16b, v29.16b, v30.16b, v31.16b}}, [x0], #64",
         "mrs    x9, fpcr",
         "mrs    x10, fpsr",
-        "add    x11, x0, #{fpcr}",                  // (beyond stp's immediate range)
-        "stp    x9, x10, [x11]",                    // save.fpcr, save.fpsr
-        "ldp    q0, q1, [x1, #{q} + 0 * 32]",
-        "ldp    q2, q3, [x1, #{q} + 1 * 32]",
-        "ldp    q4, q5, [x1, #{q} + 2 * 32]",
-        "ldp    q6, q7, [x1, #{q} + 3 * 32]",
-        "ldp    q8, q9, [x1, #{q} + 4 * 32]",
-        "ldp    q10, q11, [x1, #{q} + 5 * 32]",
-        "ldp    q12, q13, [x1, #{q} + 6 * 32]",
-        "ldp    q14, q15, [x1, #{q} + 7 * 32]",
-        "ldp    q16, q17, [x1, #{q} + 8 * 32]",
-        "ldp    q18, q19, [x1, #{q} + 9 * 32]",
-        "ldp    q20, q21, [x1, #{q} + 10 * 32]",
-        "ldp    q22, q23, [x1, #{q} + 11 * 32]",
-        "ldp    q24, q25, [x1, #{q} + 12 * 32]",
-        "ldp    q26, q27, [x1, #{q} + 13 * 32]",
-        "ldp    q28, q29, [x1, #{q} + 14 * 32]",
-        "ldp    q30, q31, [x1, #{q} + 15 * 32]",
-        "add    x11, x1, #{fpcr}",
-        "ldp    x9, x10, [x11]",
+        "stp    x9, x10, [x0]", // save.fpcr, save.fpsr
+        "ld1    {{v0.16b, v1.16b, v2.16b, v3.16b}}, [x1], #64",
+        "ld1    {{v4.16b, v5.16b, v6.16b, v7.16b}}, [x1], #64",
+        "ld1    {{v8.16b, v9.16b, v10.16b, v11.16b}}, [x1], #64",
+        "ld1    {{v12.16b, v13.16b, v14.16b, v15.16b}}, [x1], #64",
+        "ld1    {{v16.16b, v17.16b, v18.16b, v19.16b}}, [x1], #64",
+        "ld1    {{v20.16b, v21.16b, v22.16b, v23.16b}}, [x1], #64",
+        "ld1    {{v24.16b, v25.16b, v26.16b, v27.16b}}, [x1], #64",
+        "ld1    {{v28.16b, v29.16b, v30.16b, v31.16b}}, [x1], #64",
+        "ldp    x9, x10, [x1]",
         "msr    fpcr, x9",
         "msr    fpsr, x10",
         "ret",
-        q = const Q,
-        fpcr = const FPCR,
+    )
+}
+
+/// Store q0–q31, FPCR, FPSR into `save` (the next thread is a kernel thread).
+#[unsafe(naked)]
+unsafe extern "C" fn fpu_save(save: *mut FpuState) {
+    naked_asm!(
+        ".arch_extension fp",
+        ".arch_extension simd",
+        "st1    {{v0.16b, v1.16b, v2.16b, v3.16b}}, [x0], #64",
+        "st1    {{v4.16b, v5.16b, v6.16b, v7.16b}}, [x0], #64",
+        "st1    {{v8.16b, v9.16b, v10.16b, v11.16b}}, [x0], #64",
+        "st1    {{v12.16b, v13.16b, v14.16b, v15.16b}}, [x0], #64",
+        "st1    {{v16.16b, v17.16b, v18.16b, v19.16b}}, [x0], #64",
+        "st1    {{v20.16b, v21.16b, v22.16b, v23.16b}}, [x0], #64",
+        "st1    {{v24.16b, v25.16b, v26.16b, v27.16b}}, [x0], #64",
+        "st1    {{v28.16b, v29.16b, v30.16b, v31.16b}}, [x0], #64",
+        "mrs    x9, fpcr",
+        "mrs    x10, fpsr",
+        "stp    x9, x10, [x0]",
+        "ret",
+    )
+}
+
+/// Load q0–q31, FPCR, FPSR from `load` (the previous thread was a kernel thread).
+#[unsafe(naked)]
+unsafe extern "C" fn fpu_load(load: *const FpuState) {
+    naked_asm!(
+        ".arch_extension fp",
+        ".arch_extension simd",
+        "ld1    {{v0.16b, v1.16b, v2.16b, v3.16b}}, [x0], #64",
+        "ld1    {{v4.16b, v5.16b, v6.16b, v7.16b}}, [x0], #64",
+        "ld1    {{v8.16b, v9.16b, v10.16b, v11.16b}}, [x0], #64",
+        "ld1    {{v12.16b, v13.16b, v14.16b, v15.16b}}, [x0], #64",
+        "ld1    {{v16.16b, v17.16b, v18.16b, v19.16b}}, [x0], #64",
+        "ld1    {{v20.16b, v21.16b, v22.16b, v23.16b}}, [x0], #64",
+        "ld1    {{v24.16b, v25.16b, v26.16b, v27.16b}}, [x0], #64",
+        "ld1    {{v28.16b, v29.16b, v30.16b, v31.16b}}, [x0], #64",
+        "ldp    x9, x10, [x0]",
+        "msr    fpcr, x9",
+        "msr    fpsr, x10",
+        "ret",
     )
 }
 
@@ -200,17 +228,35 @@ unsafe extern "C" fn fpu_switch(save: *mut FpuState, load: *const FpuState) {
 ///
 /// # Safety
 /// As `arch_api::Threads::switch`.
-#[inline]
+#[inline(always)]
 pub unsafe fn switch(
     from: &mut Context,
-    from_fpu: &mut FpuState,
     to: &Context,
-    to_fpu: &FpuState,
+    fpu: FpuSwitch<'_, FpuState>,
     to_stack: KernelStack,
 ) {
-    // SAFETY: both states are live, 16-byte aligned `FpuState`s; FP/SIMD access is enabled
+    // SAFETY: each state is a live, 16-byte aligned `FpuState`; FP/SIMD access is enabled
     // at EL1 (CPACR_EL1.FPEN) and the kernel keeps no value of its own in these registers.
-    unsafe { fpu_switch(from_fpu, to_fpu) };
+    unsafe {
+        match fpu {
+            FpuSwitch {
+                save: Some(save),
+                load: Some(load),
+            } => fpu_switch(save, load),
+            FpuSwitch {
+                save: Some(save),
+                load: None,
+            } => fpu_save(save),
+            FpuSwitch {
+                save: None,
+                load: Some(load),
+            } => fpu_load(load),
+            FpuSwitch {
+                save: None,
+                load: None,
+            } => {}
+        }
+    }
     let cpu = percpu::this();
     from.tpidr_el0 = sysreg::read!("tpidr_el0");
     from.tpidrro_el0 = cpu.user_tpidrro.load(Ordering::Relaxed);
@@ -333,5 +379,24 @@ pub fn write_user_registers(
     frame.mark_full();
     fpu.fpcr = registers.fpu_control;
     fpu.fpsr = registers.fpu_status;
+    // The running thread's FP/SIMD registers are live and its `FpuState` is overwritten by
+    // the next switch's save: for that thread the new values go into the registers too.
+    let running = percpu::this()
+        .stack()
+        .is_some_and(|stack| core::ptr::eq(frame, stack.user_frame::<TrapFrame>()));
+    if running {
+        // SAFETY: both values were checked above to set only bits user code may set
+        // itself (no trap enables, no reserved bits); the kernel keeps no FP state.
+        unsafe {
+            core::arch::asm!(
+                ".arch_extension fp",
+                "msr fpcr, {control}",
+                "msr fpsr, {status}",
+                control = in(reg) registers.fpu_control,
+                status = in(reg) registers.fpu_status,
+                options(nomem, nostack, preserves_flags),
+            )
+        };
+    }
     Ok(())
 }

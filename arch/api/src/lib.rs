@@ -548,6 +548,23 @@ pub trait TrapFrame: Sized {
     fn set_status(&mut self, status: u64);
 }
 
+/// What a context switch does with the FPU/SIMD registers. The rule (DESIGN.md §2):
+/// while a thread runs in user mode the registers hold its own state (or the zeros it
+/// started with), never another thread's. Kernel code never uses them, so a kernel thread
+/// neither needs its own state loaded nor leaves anything to save, and the registers still
+/// hold the last user thread's state, already saved, until a user thread's is loaded. The
+/// core fills this in: it knows which threads run user code and whose state each CPU's
+/// registers hold. (Two pointers, passed in two registers.)
+pub struct FpuSwitch<'a, S> {
+    /// Where to save the outgoing thread's state: a user thread's record; `None` for a
+    /// kernel thread (the registers hold nothing unsaved).
+    pub save: Option<&'a mut S>,
+    /// The incoming thread's state to load: a user thread's record; `None` for a kernel
+    /// thread, or for a user thread whose saved state the registers still hold (saved
+    /// here, not changed since anywhere).
+    pub load: Option<&'a S>,
+}
+
 /// Kernel stacks, context switch, FPU state and the way into user mode.
 #[allow(
     unsafe_code,
@@ -558,7 +575,8 @@ pub trait Threads: Platform {
     /// The kernel context of a thread that is not running: callee-saved registers and its
     /// kernel stack pointer. User registers are never here: they are in the trap frame.
     type Context: Default;
-    /// A thread's FPU/SIMD state, saved eagerly on every switch, never on the kernel stack.
+    /// A user thread's FPU/SIMD state, saved when it switches away ([`FpuSwitch`]), never
+    /// on the kernel stack.
     type FpuState;
 
     /// The FPU state a new user thread starts with (default control words, all clear).
@@ -575,19 +593,18 @@ pub trait Threads: Platform {
     ) -> Self::Context;
 
     /// Save the running thread's kernel context into `from` and resume `to`; returns when
-    /// something switches back to `from`. Also saves the outgoing FPU state into
-    /// `from_fpu`, loads `to_fpu`, and points the next trap from user mode at `to_stack`
-    /// (x86_64: `TSS.RSP0` and the per-CPU stack slot).
+    /// something switches back to `from`. Also does to the FPU/SIMD registers what `fpu`
+    /// says, and points the next trap from user mode at `to_stack` (x86_64: `TSS.RSP0` and
+    /// the per-CPU stack slot).
     ///
     /// # Safety
     /// Interrupts are masked; `to` was produced by [`Threads::prepare_context`] or saved by
     /// an earlier `switch`, belongs to a thread whose kernel stack is `to_stack`, and no
-    /// other CPU runs it.
+    /// other CPU runs it; `fpu` keeps DESIGN.md §2's rule (see [`FpuSwitch`]).
     unsafe fn switch(
         from: &mut Self::Context,
-        from_fpu: &mut Self::FpuState,
         to: &Self::Context,
-        to_fpu: &Self::FpuState,
+        fpu: FpuSwitch<'_, Self::FpuState>,
         to_stack: KernelStack,
     );
 

@@ -1,5 +1,6 @@
-//! FPU/SSE/AVX state: enabled at boot, saved and restored eagerly on every thread switch
-//! into the thread's own [`FpuState`], never on the kernel stack (DESIGN.md §2).
+//! FPU/SSE/AVX state: enabled at boot, saved into a user thread's own [`FpuState`] (never on
+//! the kernel stack) when it switches away and restored when it comes back, unless the
+//! registers still hold it (`arch_api::FpuSwitch`, DESIGN.md §2).
 //!
 //! The kernel itself is built soft-float (`x86_64-unknown-none`) and never touches these
 //! registers, so the only state in them is the current thread's user state; switching
@@ -209,7 +210,7 @@ pub fn init(cpuid: &Cpuid) -> Result<(), EarlyError> {
 }
 
 /// Save this CPU's FPU registers into `state`.
-#[inline]
+#[inline(always)]
 pub fn save(state: &mut FpuState) {
     let area = state.area.as_mut_ptr();
     // RFBM (EDX:EAX) = all ones: save every component XCR0 enables.
@@ -244,7 +245,7 @@ pub fn save(state: &mut FpuState) {
 }
 
 /// Load this CPU's FPU registers from `state`.
-#[inline]
+#[inline(always)]
 pub fn restore(state: &FpuState) {
     let area = state.area.as_ptr();
     let (low, high) = (u32::MAX, u32::MAX);
@@ -269,18 +270,33 @@ pub fn restore(state: &FpuState) {
     }
 }
 
-/// Save this CPU's FPU registers into `save`, then load them from `load`: the eager switch
-/// (DESIGN.md §2), with the save instruction chosen once.
-#[inline]
+/// Save this CPU's FPU registers into `save`, then load them from `load`: a switch between
+/// two user threads (DESIGN.md §2), with the save instruction chosen once.
+#[inline(always)]
 pub fn switch(save: &mut FpuState, load: &FpuState) {
     let save = save.area.as_mut_ptr();
     let load = load.area.as_ptr();
+    // FXSAVE first: one test of the mode byte on CPUs without XSAVE (QEMU's default).
+    if MODE.load(Ordering::Relaxed) == Mode::Fxsave as u8 {
+        // SAFETY: both areas are 16-byte aligned and at least 512 bytes; CR4.OSFXSR is on;
+        // `load` holds a valid FXSAVE image (its MXCSR checked against MXCSR_MASK).
+        unsafe {
+            core::arch::asm!(
+                "fxsave64 [{save}]",
+                "fxrstor64 [{load}]",
+                save = in(reg) save,
+                load = in(reg) load,
+                options(nostack),
+            );
+        }
+        return;
+    }
     let (low, high) = (u32::MAX, u32::MAX);
-    match mode() {
+    if mode() == Mode::XsaveOpt {
         // SAFETY: as in `save` and `restore`: both areas are 64-byte aligned, sized for
         // XCR0's components (checked at boot), and `load` holds a valid image; OSXSAVE is
         // on in this mode.
-        Mode::XsaveOpt => unsafe {
+        unsafe {
             core::arch::asm!(
                 "xsaveopt64 [{save}]",
                 "xrstor64 [{load}]",
@@ -290,9 +306,10 @@ pub fn switch(save: &mut FpuState, load: &FpuState) {
                 in("edx") high,
                 options(nostack),
             );
-        },
+        }
+    } else {
         // SAFETY: as for XSAVEOPT.
-        Mode::Xsave => unsafe {
+        unsafe {
             core::arch::asm!(
                 "xsave64 [{save}]",
                 "xrstor64 [{load}]",
@@ -302,17 +319,6 @@ pub fn switch(save: &mut FpuState, load: &FpuState) {
                 in("edx") high,
                 options(nostack),
             );
-        },
-        // SAFETY: both areas are 16-byte aligned and at least 512 bytes; CR4.OSFXSR is on;
-        // `load` holds a valid FXSAVE image (its MXCSR checked against MXCSR_MASK).
-        Mode::Fxsave => unsafe {
-            core::arch::asm!(
-                "fxsave64 [{save}]",
-                "fxrstor64 [{load}]",
-                save = in(reg) save,
-                load = in(reg) load,
-                options(nostack),
-            );
-        },
+        }
     }
 }

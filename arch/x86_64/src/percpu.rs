@@ -387,7 +387,7 @@ pub fn current() -> &'static PerCpu {
 /// Make `stack` the current thread's kernel stack: the next trap from user mode lands on its
 /// top (`TSS.RSP0` and the slot the `SYSCALL` entry loads), and the #DF handler checks its
 /// guard page. Context switch calls this for every incoming thread.
-#[inline]
+#[inline(always)]
 pub fn set_kernel_stack(stack: KernelStack) {
     set_kernel_stack_top(stack.top);
     current()
@@ -397,7 +397,7 @@ pub fn set_kernel_stack(stack: KernelStack) {
 
 /// Set the stack the next trap from user mode lands on: `TSS.RSP0` and the per-CPU slot the
 /// `SYSCALL` entry loads.
-#[inline]
+#[inline(always)]
 pub fn set_kernel_stack_top(top: u64) {
     let block = current();
     let slot = &CPUS[block.cpu_id() as usize];

@@ -4,7 +4,8 @@
 //! registers and RSP of the outgoing thread in its [`Context`] and loads the incoming
 //! one's, then `ret`s on the incoming stack. Everything else a thread owns is already
 //! somewhere safe: its user registers in the [`TrapFrame`] at the top of its kernel stack,
-//! its FPU registers in its [`FpuState`] (saved and loaded here, eagerly).
+//! its FPU registers in its [`FpuState`] (saved and loaded here as `arch_api::FpuSwitch`
+//! says).
 //!
 //! A new thread's stack (laid out by `prepare_context`), highest address first:
 //!
@@ -22,7 +23,7 @@
 use core::mem::offset_of;
 
 use arch_api::{
-    InvalidRegisters, KernelStack, Threads, UserRange, UserRegisterWrite, UserRegisters,
+    FpuSwitch, InvalidRegisters, KernelStack, Threads, UserRange, UserRegisterWrite, UserRegisters,
 };
 
 use crate::fpu::{self, FpuState};
@@ -174,17 +175,33 @@ impl Threads for crate::Cpu {
         prepare_context(stack, entry, argument)
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn switch(
         from: &mut Context,
-        from_fpu: &mut FpuState,
         to: &Context,
-        to_fpu: &FpuState,
+        fpu: FpuSwitch<'_, FpuState>,
         to_stack: KernelStack,
     ) {
-        // The kernel never touches FPU registers, so they hold the outgoing thread's user
-        // state until here.
-        fpu::switch(from_fpu, to_fpu);
+        // The kernel never touches FPU registers, so they hold the last user thread's state
+        // until here.
+        match fpu {
+            FpuSwitch {
+                save: Some(save),
+                load: Some(load),
+            } => fpu::switch(save, load),
+            FpuSwitch {
+                save: Some(save),
+                load: None,
+            } => fpu::save(save),
+            FpuSwitch {
+                save: None,
+                load: Some(load),
+            } => fpu::restore(load),
+            FpuSwitch {
+                save: None,
+                load: None,
+            } => {}
+        }
         percpu::set_kernel_stack(to_stack);
         // SAFETY: interrupts are masked and `to` is a prepared or saved context (the
         // caller's duties).

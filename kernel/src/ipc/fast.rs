@@ -8,7 +8,7 @@
 //! endpoint up without taking a reference, checks every condition before changing
 //! anything, updates the `kcore` state, copies the registers frame to frame and switches
 //! to the partner directly (no run queue; the address space only when the partner is in
-//! another process; FPU state switched eagerly by `Cpu::switch`). Anything else — a
+//! another process; FPU state saved and loaded by `Cpu::switch`). Anything else — a
 //! condition not met, any error — returns `false` having changed nothing, and the slow path
 //! ([`super::send`], [`super::reply_recv`]) handles the call and reports the error.
 //!

@@ -23,6 +23,21 @@
 //! and a thread's kernel stack is in use on at most one CPU at a time (checked on every
 //! switch in the lock-checking build). This is the one lock held across a switch.
 //!
+//! # FPU/SIMD registers on a switch
+//! DESIGN.md §2's rule — a thread in user mode sees its own FP/SIMD state or zeros, never
+//! another thread's — with no work that cannot change anything ([`fpu_switch`]). Kernel
+//! code never touches the registers, so a kernel thread neither saves nor loads. A switch
+//! between two user threads saves one and loads the other. A switch from a user thread to
+//! a kernel thread saves it and records it as its CPU's holder (`PerCpu::fpu_holder`,
+//! written only by that CPU's own switches, under the scheduler lock) and the CPU in the
+//! thread (`Thread::fpu_cpu`); every switch to a user thread clears that thread's
+//! `fpu_cpu`. So whenever a kernel thread hands a CPU to a user thread, the holder is the
+//! user thread whose state the registers hold (the only way from user code to a kernel
+//! thread is that save, and kernel threads leave the registers alone), and a thread whose
+//! `fpu_cpu` is this CPU has not run anywhere since that save, so the registers still equal
+//! its record: it is not loaded again. A user thread that blocks, lets the idle thread
+//! run, and is woken on the same CPU comes back without a load.
+//!
 //! # Blocking without lost wake-ups
 //! A thread that waits for an event marks itself [`State::Blocked`] under the lock of the
 //! event's record ([`prepare_block`], taken after that lock: the IPC state, or the sleepers
@@ -66,8 +81,8 @@ use crate::Cpu;
 use crate::mm::stacks;
 use crate::obj::Process;
 use crate::sync::{Lock, LockGuard, level};
-use crate::task::thread::{Start, State, Thread};
-use arch_api::{Ipi, IpiTarget, MAX_CPUS, Paging, Platform, SecondaryCpus, Threads};
+use crate::task::thread::{NO_CPU, Start, State, Thread};
+use arch_api::{FpuSwitch, Ipi, IpiTarget, MAX_CPUS, Paging, Platform, SecondaryCpus, Threads};
 use kcore::deadlines::{self, Deadlines};
 use kcore::runqueue::{Priority, QueueLink, RunQueues};
 use kcore::table;
@@ -93,6 +108,9 @@ pub const ALL_CPUS: u64 = if MAX_CPUS >= 64 {
     (1 << MAX_CPUS) - 1
 };
 
+/// No thread ([`PerCpu::fpu_holder`] of a CPU that has loaded no user thread's state).
+const NO_THREAD: usize = usize::MAX;
+
 /// What the scheduler keeps for one CPU. Only that CPU picks from its queue's front and
 /// changes its `current`; other CPUs add to its queue (wake-ups) and pull from it (an
 /// idle CPU), all under the scheduler lock.
@@ -104,6 +122,9 @@ struct PerCpu {
     /// A thread that died here and still needs its stack freed (by the next thread to run
     /// here, once the switch away from it is complete).
     dead: Option<usize>,
+    /// The user thread whose saved FPU/SIMD state this CPU's registers held when it last
+    /// switched to a kernel thread ([`NO_THREAD`]: none yet; see [`fpu_switch`]).
+    fpu_holder: usize,
     /// The thread this CPU switched away from last (its stack is released in
     /// [`after_switch`]; lock-checking build).
     #[cfg(feature = "lockcheck")]
@@ -326,6 +347,7 @@ pub fn init() {
             idle: 0,
             slice_left: TIME_SLICE_TICKS,
             dead: None,
+            fpu_holder: NO_THREAD,
             #[cfg(feature = "lockcheck")]
             previous: 0,
         }),
@@ -614,14 +636,13 @@ fn enter(mut guard: LockGuard<'static, Shared>, next: usize) -> ! {
         assert!(thread.on_cpu.is_none(), "a kernel stack in use on two CPUs");
         thread.on_cpu = Some(cpu as u32);
     }
-    let (to_context, to_fpu, to_stack) = (
-        &raw const thread.context,
-        &raw const thread.fpu,
-        thread.stack,
+    debug_assert!(
+        thread.process.is_none(),
+        "a CPU enters a kernel thread first"
     );
+    let (to_context, to_stack) = (&raw const thread.context, thread.stack);
     Cpu::set_current_thread(next);
     let mut boot_context = crate::task::thread::Context::default();
-    let mut boot_fpu = Cpu::initial_fpu_state();
     guard.hand_over();
     // SAFETY: interrupts are masked (the kernel runs masked); the context was made by
     // `prepare_context` for the thread whose kernel stack is `to_stack`; the thread is boxed
@@ -630,9 +651,11 @@ fn enter(mut guard: LockGuard<'static, Shared>, next: usize) -> ! {
     unsafe {
         Cpu::switch(
             &mut boot_context,
-            &mut boot_fpu,
             &*to_context,
-            &*to_fpu,
+            FpuSwitch {
+                save: None,
+                load: None,
+            },
             to_stack,
         )
     };
@@ -1060,20 +1083,21 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
     let to: *mut Thread = to;
     // SAFETY: `current` and `next` are threads of the table (checked above / picked),
     // `from` and `to` their records, and the lock is held.
-    unsafe { switch_locked(guard, scheduler, cpu, current, next, from, to, false) };
+    unsafe { switch_locked(guard, scheduler, cpu, current, next, from, to, false, false) };
 }
 
 /// Make `next` the running thread of `cpu` in place of `current` (whose state the caller
 /// set) and switch to it, handing the scheduler lock over (module docs): activate `next`'s
 /// address space (when `check_space`, only if it differs from `current`'s), switch kernel
-/// stacks and FPU state. Returns when `current` runs again, the lock released.
+/// stacks and FPU state ([`fpu_switch`]; `both_user`: the caller knows both are user
+/// threads). Returns when `current` runs again, the lock released.
 ///
 /// # Safety
 /// `current` is the running thread of this CPU `cpu` and `next` a thread of the table that
 /// is not running anywhere, ready or blocked, whose context was made by `prepare_context`
 /// or saved by an earlier switch; `guard` is the scheduler lock; interrupts are masked.
 /// `scheduler` is the one `guard` locks; `from` and `to` are the records of `current` and
-/// `next` in its table.
+/// `next` in its table; with `both_user`, both are user threads.
 #[inline(always)]
 #[allow(
     clippy::too_many_arguments,
@@ -1088,6 +1112,7 @@ unsafe fn switch_locked(
     from: *mut Thread,
     to: *mut Thread,
     check_space: bool,
+    both_user: bool,
 ) {
     scheduler.cpus[cpu].current = next;
     #[cfg(feature = "lockcheck")]
@@ -1133,21 +1158,86 @@ unsafe fn switch_locked(
             None => {}
         }
     }
+    let (from_context, to_context, to_stack) =
+        (&raw mut from.context, &raw const to.context, to.stack);
+    debug_assert!(!both_user || (from.process.is_some() && to.process.is_some()));
+    let fpu = if both_user {
+        // Two user threads (the IPC hand-off): save and load, and `to` runs, so no CPU's
+        // registers keep a claim to its state.
+        to.fpu_cpu = NO_CPU;
+        FpuSwitch {
+            save: Some(&mut from.fpu),
+            load: Some(&to.fpu),
+        }
+    } else {
+        fpu_switch(
+            &mut scheduler.cpus[cpu].fpu_holder,
+            cpu,
+            current,
+            next,
+            from,
+            to,
+        )
+    };
     guard.hand_over();
     // SAFETY: interrupts are masked (kernel invariant); `to.context` was made by
     // `prepare_context` or saved by an earlier switch, for the thread whose kernel stack
     // is `to.stack`; the scheduler lock, handed to `to`, keeps every other CPU from
-    // touching either thread until the switch is complete.
-    unsafe {
-        Cpu::switch(
-            &mut from.context,
-            &mut from.fpu,
-            &to.context,
-            &to.fpu,
-            to.stack,
-        )
-    };
+    // touching either thread until the switch is complete; `fpu_switch` keeps the FPU
+    // rule.
+    unsafe { Cpu::switch(&mut *from_context, &*to_context, fpu, to_stack) };
     after_switch();
+}
+
+/// What switching from `from` (thread `current`) to `to` (thread `next`) on CPU `cpu` does
+/// with the FPU/SIMD registers, with `holder` (the CPU's [`PerCpu::fpu_holder`]) and the
+/// threads' `fpu_cpu` kept up to date: DESIGN.md §2's rule with no work that cannot change
+/// anything (the module docs say why it holds). Two user threads: save and load, as the
+/// rule needs. To a kernel thread: save a user thread's state and record the registers as
+/// holding it. From a kernel thread to a user thread: load, unless the registers still
+/// hold its saved state.
+#[inline(always)]
+fn fpu_switch<'a>(
+    holder: &mut usize,
+    cpu: usize,
+    current: usize,
+    next: usize,
+    from: &'a mut Thread,
+    to: &'a mut Thread,
+) -> FpuSwitch<'a, crate::task::thread::FpuState> {
+    let from_user = from.process.is_some();
+    if to.process.is_none() {
+        if !from_user {
+            return FpuSwitch {
+                save: None,
+                load: None,
+            };
+        }
+        *holder = current;
+        from.fpu_cpu = cpu as u32;
+        return FpuSwitch {
+            save: Some(&mut from.fpu),
+            load: None,
+        };
+    }
+    // It runs now, so the registers stop matching its record: no CPU keeps a claim.
+    let last_saved_here = core::mem::replace(&mut to.fpu_cpu, NO_CPU) == cpu as u32;
+    if from_user {
+        FpuSwitch {
+            save: Some(&mut from.fpu),
+            load: Some(&to.fpu),
+        }
+    } else if *holder == next && last_saved_here {
+        FpuSwitch {
+            save: None,
+            load: None,
+        }
+    } else {
+        FpuSwitch {
+            save: None,
+            load: Some(&to.fpu),
+        }
+    }
 }
 
 /// IPC hand-off: let `write` put the message in the saved user frame of the blocked thread
@@ -1180,7 +1270,7 @@ pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapF
             // SAFETY: `current` runs here, `next` is blocked and not running anywhere, its
             // context saved by the switch that blocked it; `from` and `to` are their
             // records; the lock is held.
-            unsafe { switch_locked(guard, scheduler, cpu, current, next, from, to, true) };
+            unsafe { switch_locked(guard, scheduler, cpu, current, next, from, to, true, false) };
             return;
         }
         make_ready(scheduler, next);
@@ -1691,7 +1781,9 @@ impl Handoff {
     /// this CPU and has switched away on its own; else `next` is made ready where it may run
     /// and the running thread blocks. A killed running thread does not block: `next` is made
     /// ready and this returns. The address space is activated only when `next` is in
-    /// another process. Returns when the running thread is woken again.
+    /// another process. Returns when the running thread is woken again. Both threads are
+    /// user threads: the running one came from a system call (`current_process` found its
+    /// process) and `next` has a saved user frame ([`Handoff::blocked_frame`]).
     #[inline(always)]
     pub fn switch(self, next: usize) {
         let cpu = this_cpu();
@@ -1722,7 +1814,11 @@ impl Handoff {
             // by `blocked_frame` under this lock) that is not running anywhere, its context
             // saved by the switch that blocked it; `from` and `to` are their records; the
             // lock is held.
-            unsafe { switch_locked(self.guard, scheduler, cpu, current, next, from, to, true) };
+            unsafe {
+                switch_locked(
+                    self.guard, scheduler, cpu, current, next, from, to, true, true,
+                )
+            };
             return;
         }
         make_ready(scheduler, next);

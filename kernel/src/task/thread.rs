@@ -42,6 +42,9 @@ pub enum Start {
     },
 }
 
+/// No CPU (`Thread::fpu_cpu` of a thread whose state no CPU's registers hold).
+pub const NO_CPU: u32 = u32::MAX;
+
 pub struct Thread {
     pub name: &'static str,
     pub priority: Priority,
@@ -66,6 +69,10 @@ pub struct Thread {
     pub last_cpu: u32,
     /// The CPUs it may run on (bit `i`: CPU index `i`).
     pub affinity: u64,
+    /// The CPU it last saved its FPU/SIMD state on, switching to a kernel thread there
+    /// ([`NO_CPU`] once it runs again, and at first): with that CPU's FPU holder naming
+    /// this thread, those registers still equal [`Thread::fpu`] (`sched`'s module docs).
+    pub fpu_cpu: u32,
     /// The running thread of some CPU (set and cleared under the scheduler lock by the
     /// switch; while the lock is held across a switch, the outgoing thread already reads as
     /// not running: nobody can look before its context is saved).
@@ -201,6 +208,7 @@ impl Thread {
             switches: 0,
             last_cpu: 0,
             affinity: super::sched::ALL_CPUS,
+            fpu_cpu: NO_CPU,
             running: false,
             #[cfg(feature = "lockcheck")]
             on_cpu: None,

@@ -437,6 +437,15 @@ fn user_suite(_: usize) {
             ),
             Err(why) => suite.check(name, Err(why)),
         }
+        // Alone, the checker leaves each CPU idle behind it, so it comes back to a CPU
+        // whose registers still hold an older state of its own: it must be loaded anew.
+        let name = "user FPU state stays its own on a CPU that ran only idle since it left";
+        match migrating_checkers(cpus, 1) {
+            Ok(migrations) => {
+                suite.check(&alloc::format!("{name}: moved {migrations} times"), Ok(()))
+            }
+            Err(why) => suite.check(name, Err(why)),
+        }
     }
     suite.check(
         "user thread blocked in a system call and a kernel thread preempted by the timer keep their own kernel stacks",
@@ -447,6 +456,7 @@ fn user_suite(_: usize) {
         "user register write resumes at the new registers",
         match run_testsuite(REGISTER_WRITE) {
             Ok(Ending::Exited(LANDED)) => Ok(()),
+            Ok(Ending::Exited(3)) => Err("the written FPU control word was not live on landing"),
             Ok(Ending::Exited(_)) => Err("the thread did not land with the written registers"),
             Ok(_) => Err("the thread was killed"),
             Err(why) => Err(why),
@@ -626,9 +636,15 @@ fn fpu_survives_preemption() -> Result<bool, &'static str> {
 /// register changed (another thread's value, or its own lost on a move) fails. Returns the
 /// moves seen (a thread's last CPU changed between two looks).
 fn fpu_survives_migration(cpus: u32) -> Result<u64, &'static str> {
+    migrating_checkers(cpus, u64::from(cpus) + 1)
+}
+
+/// `count` FPU checkers (`FPU_CHECK`) moved round the `cpus` CPUs every two ticks until
+/// each has ended; how many times they changed CPU.
+fn migrating_checkers(cpus: u32, count: u64) -> Result<u64, &'static str> {
     let file = crate::boot::module("testsuite").ok_or("no testsuite module")?;
     let mut checkers = alloc::vec::Vec::new();
-    for index in 0..u64::from(cpus) + 1 {
+    for index in 0..count {
         let seed = 0x0033_0000_0033_0000 ^ ((index + 1) * 0x0001_0101_0001_0101);
         let (process, thread) = proc::spawn_at(
             "testsuite",

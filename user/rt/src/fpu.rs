@@ -30,8 +30,9 @@ fn outcome(rounds_left: u64, register: u64, found: u64, expected: u64) -> Result
     }
 }
 
-/// Fill the registers from `seed`, then `rounds` times: spin `spin` iterations and check
-/// the low 64 bits of every vector register.
+/// `rounds` times: fill the registers from `seed`, spin `spin` iterations and check the
+/// low 64 bits of every vector register; each round starts from another seed, so a state
+/// saved in an earlier round and loaded again shows as a mismatch too.
 #[cfg(target_arch = "x86_64")]
 pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch> {
     let (left, register, found, expected): (u64, u64, u64, u64);
@@ -40,6 +41,8 @@ pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch
     // program keeps anything in them; every general-purpose register used is declared.
     unsafe {
         core::arch::asm!(
+            "mov r9, {rounds}",
+            "2:",
             "mov rax, {seed}",
             "mov rdx, 0x0101010101010101",
             "movq xmm0, rax",
@@ -74,8 +77,6 @@ pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch
             "add rax, rdx",
             "movq xmm15, rax",
             "add rax, rdx",
-            "mov r9, {rounds}",
-            "2:",
             "mov rcx, {spin}",
             "4:",
             "dec rcx",
@@ -161,10 +162,11 @@ pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch
             "cmp r8, rax",
             "jne 3f",
             "add rax, rdx",
+            "add {seed}, rdx",
             "dec r9",
             "jnz 2b",
             "3:",
-            seed = in(reg) seed,
+            seed = inout(reg) seed => _,
             rounds = in(reg) rounds,
             spin = in(reg) spin,
             out("rax") expected,
@@ -179,8 +181,9 @@ pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch
     outcome(left, register, found, expected)
 }
 
-/// Fill the registers from `seed`, then `rounds` times: spin `spin` iterations and check
-/// the low 64 bits of every vector register.
+/// `rounds` times: fill the registers from `seed`, spin `spin` iterations and check the
+/// low 64 bits of every vector register; each round starts from another seed, so a state
+/// saved in an earlier round and loaded again shows as a mismatch too.
 #[cfg(target_arch = "aarch64")]
 pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch> {
     let (left, register, found, expected): (u64, u64, u64, u64);
@@ -188,6 +191,8 @@ pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch
     // clobbered).
     unsafe {
         core::arch::asm!(
+            "mov x12, {rounds}",
+            "2:",
             "mov x9, {seed}",
             "mov x11, #0x0101",
             "movk x11, #0x0101, lsl #16",
@@ -257,8 +262,6 @@ pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch
             "add x9, x9, x11",
             "fmov d31, x9",
             "add x9, x9, x11",
-            "mov x12, {rounds}",
-            "2:",
             "mov x13, {spin}",
             "4:",
             "subs x13, x13, #1",
@@ -424,10 +427,11 @@ pub fn check_registers(seed: u64, rounds: u64, spin: u64) -> Result<(), Mismatch
             "cmp x10, x9",
             "b.ne 3f",
             "add x9, x9, x11",
+            "add {seed}, {seed}, x11",
             "subs x12, x12, #1",
             "b.ne 2b",
             "3:",
-            seed = in(reg) seed,
+            seed = inout(reg) seed => _,
             rounds = in(reg) rounds,
             spin = in(reg) spin,
             out("x9") expected,
@@ -584,4 +588,26 @@ pub fn check_upper_halves(seed: u64, rounds: u64, spin: u64) -> Option<Result<()
         );
     }
     Some(outcome(left, 31, found, expected))
+}
+
+/// The live FPU control register: MXCSR.
+#[cfg(target_arch = "x86_64")]
+pub fn control() -> u64 {
+    let mut mxcsr = 0u32;
+    // SAFETY: STMXCSR writes the 4 bytes of `mxcsr`, a live local.
+    unsafe {
+        core::arch::asm!("stmxcsr [{}]", in(reg) &raw mut mxcsr, options(nostack, preserves_flags))
+    };
+    u64::from(mxcsr)
+}
+
+/// The live FPU control register: FPCR.
+#[cfg(target_arch = "aarch64")]
+pub fn control() -> u64 {
+    let fpcr: u64;
+    // SAFETY: reading FPCR has no side effect; EL0 may read it.
+    unsafe {
+        core::arch::asm!("mrs {}, fpcr", out(reg) fpcr, options(nomem, nostack, preserves_flags))
+    };
+    fpcr
 }

@@ -32,6 +32,8 @@ mod facts {
     pub const PRIVILEGED_FLAGS: u64 = DEFAULT_FLAGS | 3 << 12;
     /// MXCSR bit 31 is reserved (`FXRSTOR` of it would fault in the kernel).
     pub const BAD_FPU_CONTROL: u64 = DEFAULT_FPU_CONTROL | 1 << 31;
+    /// The default MXCSR with rounding toward zero (RC = 0b11).
+    pub const ROUND_TOWARD_ZERO: u64 = DEFAULT_FPU_CONTROL | 0b11 << 13;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -45,6 +47,8 @@ mod facts {
     pub const PRIVILEGED_FLAGS: u64 = 0x3c5;
     /// FPCR.IOE: a trap enable the kernel does not support.
     pub const BAD_FPU_CONTROL: u64 = 1 << 8;
+    /// FPCR with rounding toward zero (RMode = 0b11).
+    pub const ROUND_TOWARD_ZERO: u64 = 0b11 << 22;
 }
 
 pub use facts::*;

@@ -189,7 +189,9 @@ fn register_write() -> i64 {
     // 8 KiB below this frame is still the 64 KiB user stack; 16-byte aligned.
     let stack = (core::ptr::from_ref(&marker) as u64 - 8192) & !15;
     let entry = landed as extern "C" fn(u64) -> ! as usize as u64;
-    let registers = rt::registers::starting_at(entry, stack, LANDING_MAGIC);
+    let mut registers = rt::registers::starting_at(entry, stack, LANDING_MAGIC);
+    // A control word other than the one this thread runs with: `landed` finds it live.
+    registers.fpu_control = rt::registers::ROUND_TOWARD_ZERO;
     match rt::registers::write(0, &registers) {
         Ok(_) => println!("testsuite: register write returned instead of resuming"),
         Err(_) => println!("testsuite: register write refused a valid image"),
@@ -199,7 +201,18 @@ fn register_write() -> i64 {
 
 /// Where [`register_write`] resumes.
 extern "C" fn landed(argument: u64) -> ! {
-    rt::exit(if argument == LANDING_MAGIC { LANDED } else { 2 })
+    let control = rt::fpu::control();
+    rt::exit(if argument != LANDING_MAGIC {
+        2
+    } else if control != rt::registers::ROUND_TOWARD_ZERO {
+        println!(
+            "testsuite: FPU control {control:#x} after the register write, expected {:#x}",
+            rt::registers::ROUND_TOWARD_ZERO
+        );
+        3
+    } else {
+        LANDED
+    })
 }
 
 /// Passed and failed counts in one exit code: `passed << 16 | failed`.
