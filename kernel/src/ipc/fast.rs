@@ -315,18 +315,20 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
             core::mem::replace(&mut state.blocked_on[me], Blocker::Notification(waited))
         }
     };
-    if pending.is_none() {
-        scheduler.prepare_block();
-    }
     drop(state);
     drop(capability);
-    drop(scheduler);
-    drop(released);
     thread::count(me, Event::Notification);
     match pending {
-        Some(value) => frame.set_syscall_results(0, value),
-        // The signaller writes the results, then wakes this thread.
-        None => sched::block(),
+        Some(value) => {
+            drop(scheduler);
+            frame.set_syscall_results(0, value);
+        }
+        // The signaller writes the results, then wakes this thread. It blocks under the
+        // scheduler lock it holds: a signaller on another CPU, past the IPC lock now, finds
+        // it only once it has switched away.
+        None => scheduler.block(),
     }
+    // The notification it waited on before (no lock held now: this may free it).
+    drop(released);
     true
 }

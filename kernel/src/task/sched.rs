@@ -1769,11 +1769,41 @@ impl Handoff {
         }
     }
 
-    /// Mark the running thread blocked ([`prepare_block`]) under this lock; [`block`]
-    /// follows once the other locks are dropped.
+    /// Block the running user thread (queued on its event under a lock taken before this
+    /// one and already dropped) and run this CPU's next ready thread, all under the lock
+    /// already held: [`prepare_block`] and [`block`] without taking the lock again or
+    /// looking the running thread up. A killed thread does not block: this returns at once
+    /// (it ends on its way back to user mode). Returns when the thread is woken.
     #[inline(always)]
-    pub fn prepare_block(&mut self) {
-        mark_blocked(self.scheduler());
+    pub fn block(self) {
+        let cpu = this_cpu();
+        let current = self.current;
+        // SAFETY: as in `Handoff::scheduler`; `self.guard` is handed over or dropped only
+        // after the last use of this reference.
+        let scheduler = unsafe { &mut *self.scheduler };
+        // SAFETY: `record` is the running thread's boxed record (as in `switch`).
+        let from = unsafe { &mut *self.record };
+        debug_assert!(from.process.is_some(), "a hand-off runs for a system call");
+        if from.killed {
+            return;
+        }
+        from.state = State::Blocked;
+        let from: *mut Thread = from;
+        // The running thread is in no queue, so the pick is another thread (or idle).
+        let next = scheduler.pick_next(cpu).unwrap_or(scheduler.cpus[cpu].idle);
+        scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
+        let Some(to) = scheduler.thread(next) else {
+            unreachable!("a picked thread is in the table");
+        };
+        let to: *mut Thread = to;
+        // SAFETY: `current` runs here and `next` was picked from this CPU's queue (or is
+        // its idle thread), not running anywhere; `from` and `to` are their records; the
+        // lock is held.
+        unsafe {
+            switch_locked(
+                self.guard, scheduler, cpu, current, next, from, to, true, false,
+            )
+        };
     }
 
     /// Block the running thread and run `next` (whose frame [`Handoff::blocked_frame`]
