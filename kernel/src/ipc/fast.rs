@@ -252,30 +252,26 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
             trace::event(Kind::Wake, waiter, id, value);
         }
     }
-    let released = match (woken, target) {
+    drop(word);
+    // The woken thread's `blocked_on` keeps naming the notification, as a server's keeps
+    // naming its endpoint: its next `wait` on it takes no new reference. The reference
+    // goes when it queues on something else or exits.
+    drop(state);
+    match (woken, target) {
         (Some((waiter, value)), Some((expected, target))) if waiter == expected => {
-            let released = core::mem::replace(&mut state.blocked_on[waiter], Blocker::Nothing);
-            drop(word);
-            drop(state);
             // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
             // `waiter` under the scheduler lock, still held.
             unsafe { (*target).set_syscall_results(0, value) };
             scheduler.make_ready(waiter);
-            released
         }
         // `signal` wakes the queue's head, the thread checked above; nobody waited.
-        _ => {
-            drop(word);
-            Blocker::Nothing
-        }
-    };
+        _ => {}
+    }
     if TRACE {
         thread::count(scheduler.current(), Event::Notification);
     }
     drop(capability);
     drop(scheduler);
-    // The waiter's reference to the notification (the capability holds another).
-    drop(released);
     frame.set_syscall_results(0, 0);
     true
 }
