@@ -147,37 +147,93 @@ unsafe extern "C" fn switch_stacks(from: *mut Context, to: *const Context) {
     )
 }
 
-/// Store q0–q31, FPCR, FPSR into `save`, then load them from `load`: the eager FP/SIMD
-/// switch, in one call. Each `st1`/`ld1` moves four q registers (64 bytes, in the layout
-/// `str q` would give on this little-endian kernel) and steps its pointer past them, so
-/// after eight the pointer is at FPCR.
+/// The instructions that store q0–q31, FPCR and FPSR at the `FpuState` register `$base`
+/// points to (which they step past the vector registers). Each `st1` moves four q
+/// registers (64 bytes, in the layout `str q` would give on this little-endian kernel) and
+/// steps the pointer past them, so after eight it points at FPCR. Clobbers x9 and x10.
+macro_rules! fp_store {
+    ($base:literal) => {
+        concat!(
+            "st1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [",
+            $base,
+            "], #64\n",
+            "st1 {{v4.16b, v5.16b, v6.16b, v7.16b}}, [",
+            $base,
+            "], #64\n",
+            "st1 {{v8.16b, v9.16b, v10.16b, v11.16b}}, [",
+            $base,
+            "], #64\n",
+            "st1 {{v12.16b, v13.16b, v14.16b, v15.16b}}, [",
+            $base,
+            "], #64\n",
+            "st1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [",
+            $base,
+            "], #64\n",
+            "st1 {{v20.16b, v21.16b, v22.16b, v23.16b}}, [",
+            $base,
+            "], #64\n",
+            "st1 {{v24.16b, v25.16b, v26.16b, v27.16b}}, [",
+            $base,
+            "], #64\n",
+            "st1 {{v28.16b, v29.16b, v30.16b, v31.16b}}, [",
+            $base,
+            "], #64\n",
+            "mrs x9, fpcr\n",
+            "mrs x10, fpsr\n",
+            "stp x9, x10, [",
+            $base,
+            "]\n",
+        )
+    };
+}
+
+/// The instructions that load q0–q31, FPCR and FPSR from the `FpuState` register `$base`
+/// points to, as [`fp_store`] stored them. Clobbers x9 and x10.
+macro_rules! fp_load {
+    ($base:literal) => {
+        concat!(
+            "ld1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [",
+            $base,
+            "], #64\n",
+            "ld1 {{v4.16b, v5.16b, v6.16b, v7.16b}}, [",
+            $base,
+            "], #64\n",
+            "ld1 {{v8.16b, v9.16b, v10.16b, v11.16b}}, [",
+            $base,
+            "], #64\n",
+            "ld1 {{v12.16b, v13.16b, v14.16b, v15.16b}}, [",
+            $base,
+            "], #64\n",
+            "ld1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [",
+            $base,
+            "], #64\n",
+            "ld1 {{v20.16b, v21.16b, v22.16b, v23.16b}}, [",
+            $base,
+            "], #64\n",
+            "ld1 {{v24.16b, v25.16b, v26.16b, v27.16b}}, [",
+            $base,
+            "], #64\n",
+            "ld1 {{v28.16b, v29.16b, v30.16b, v31.16b}}, [",
+            $base,
+            "], #64\n",
+            "ldp x9, x10, [",
+            $base,
+            "]\n",
+            "msr fpcr, x9\n",
+            "msr fpsr, x10\n",
+        )
+    };
+}
+
+/// Store q0–q31, FPCR, FPSR into `save`, then load them from `load`: a switch between two
+/// user threads, in one call.
 #[unsafe(naked)]
 unsafe extern "C" fn fpu_switch(save: *mut FpuState, load: *const FpuState) {
     naked_asm!(
         ".arch_extension fp",
         ".arch_extension simd",
-        "st1    {{v0.16b, v1.16b, v2.16b, v3.16b}}, [x0], #64",
-        "st1    {{v4.16b, v5.16b, v6.16b, v7.16b}}, [x0], #64",
-        "st1    {{v8.16b, v9.16b, v10.16b, v11.16b}}, [x0], #64",
-        "st1    {{v12.16b, v13.16b, v14.16b, v15.16b}}, [x0], #64",
-        "st1    {{v16.16b, v17.16b, v18.16b, v19.16b}}, [x0], #64",
-        "st1    {{v20.16b, v21.16b, v22.16b, v23.16b}}, [x0], #64",
-        "st1    {{v24.16b, v25.16b, v26.16b, v27.16b}}, [x0], #64",
-        "st1    {{v28.16b, v29.16b, v30.16b, v31.16b}}, [x0], #64",
-        "mrs    x9, fpcr",
-        "mrs    x10, fpsr",
-        "stp    x9, x10, [x0]", // save.fpcr, save.fpsr
-        "ld1    {{v0.16b, v1.16b, v2.16b, v3.16b}}, [x1], #64",
-        "ld1    {{v4.16b, v5.16b, v6.16b, v7.16b}}, [x1], #64",
-        "ld1    {{v8.16b, v9.16b, v10.16b, v11.16b}}, [x1], #64",
-        "ld1    {{v12.16b, v13.16b, v14.16b, v15.16b}}, [x1], #64",
-        "ld1    {{v16.16b, v17.16b, v18.16b, v19.16b}}, [x1], #64",
-        "ld1    {{v20.16b, v21.16b, v22.16b, v23.16b}}, [x1], #64",
-        "ld1    {{v24.16b, v25.16b, v26.16b, v27.16b}}, [x1], #64",
-        "ld1    {{v28.16b, v29.16b, v30.16b, v31.16b}}, [x1], #64",
-        "ldp    x9, x10, [x1]",
-        "msr    fpcr, x9",
-        "msr    fpsr, x10",
+        fp_store!("x0"),
+        fp_load!("x1"),
         "ret",
     )
 }
@@ -188,17 +244,7 @@ unsafe extern "C" fn fpu_save(save: *mut FpuState) {
     naked_asm!(
         ".arch_extension fp",
         ".arch_extension simd",
-        "st1    {{v0.16b, v1.16b, v2.16b, v3.16b}}, [x0], #64",
-        "st1    {{v4.16b, v5.16b, v6.16b, v7.16b}}, [x0], #64",
-        "st1    {{v8.16b, v9.16b, v10.16b, v11.16b}}, [x0], #64",
-        "st1    {{v12.16b, v13.16b, v14.16b, v15.16b}}, [x0], #64",
-        "st1    {{v16.16b, v17.16b, v18.16b, v19.16b}}, [x0], #64",
-        "st1    {{v20.16b, v21.16b, v22.16b, v23.16b}}, [x0], #64",
-        "st1    {{v24.16b, v25.16b, v26.16b, v27.16b}}, [x0], #64",
-        "st1    {{v28.16b, v29.16b, v30.16b, v31.16b}}, [x0], #64",
-        "mrs    x9, fpcr",
-        "mrs    x10, fpsr",
-        "stp    x9, x10, [x0]",
+        fp_store!("x0"),
         "ret",
     )
 }
@@ -209,17 +255,7 @@ unsafe extern "C" fn fpu_load(load: *const FpuState) {
     naked_asm!(
         ".arch_extension fp",
         ".arch_extension simd",
-        "ld1    {{v0.16b, v1.16b, v2.16b, v3.16b}}, [x0], #64",
-        "ld1    {{v4.16b, v5.16b, v6.16b, v7.16b}}, [x0], #64",
-        "ld1    {{v8.16b, v9.16b, v10.16b, v11.16b}}, [x0], #64",
-        "ld1    {{v12.16b, v13.16b, v14.16b, v15.16b}}, [x0], #64",
-        "ld1    {{v16.16b, v17.16b, v18.16b, v19.16b}}, [x0], #64",
-        "ld1    {{v20.16b, v21.16b, v22.16b, v23.16b}}, [x0], #64",
-        "ld1    {{v24.16b, v25.16b, v26.16b, v27.16b}}, [x0], #64",
-        "ld1    {{v28.16b, v29.16b, v30.16b, v31.16b}}, [x0], #64",
-        "ldp    x9, x10, [x0]",
-        "msr    fpcr, x9",
-        "msr    fpsr, x10",
+        fp_load!("x0"),
         "ret",
     )
 }
