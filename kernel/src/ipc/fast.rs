@@ -252,20 +252,24 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
             trace::event(Kind::Wake, waiter, id, value);
         }
     }
-    drop(word);
-    // The woken thread's `blocked_on` keeps naming the notification, as a server's keeps
-    // naming its endpoint: its next `wait` on it takes no new reference. The reference
-    // goes when it queues on something else or exits.
-    drop(state);
     match (woken, target) {
         (Some((waiter, value)), Some((expected, target))) if waiter == expected => {
+            // The waiter's reference to the notification it was queued on: the pinned
+            // capability holds another, so dropping it under the locks frees nothing.
+            let waited = core::mem::replace(&mut state.blocked_on[waiter], Blocker::Nothing);
+            debug_assert!(
+                matches!(&waited, Blocker::Notification(last) if core::ptr::eq(Arc::as_ptr(last), notification))
+            );
+            drop(waited);
+            drop(word);
+            drop(state);
             // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
             // `waiter` under the scheduler lock, still held.
             unsafe { (*target).set_syscall_results(0, value) };
             scheduler.make_ready(waiter);
         }
         // `signal` wakes the queue's head, the thread checked above; nobody waited.
-        _ => {}
+        _ => drop(word),
     }
     if TRACE {
         thread::count(scheduler.current(), Event::Notification);
@@ -276,8 +280,9 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     true
 }
 
-/// `wait` on the fast path (no reference taken unless the thread must record what it
-/// waits on, one scheduler lock for the lookup): `true` when it was taken.
+/// `wait` on the fast path (a reference taken only when it queues; one scheduler lock for
+/// the lookup and, when nothing is pending, the block through [`sched::Handoff::block`]):
+/// `true` when it was taken.
 #[inline(always)]
 pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     let handle = frame.syscall_arguments()[0];
@@ -293,7 +298,6 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     let Some(capability) = notification_pinned(process, handle, Rights::WAIT) else {
         return false;
     };
-    let pointer = Arc::as_ptr(&capability);
     let notification: &Notification = &capability;
     let mut word = notification.state.lock();
     // An error changes nothing: the slow path reports it.
@@ -301,11 +305,10 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
         return false;
     };
     drop(word);
+    // A queued waiter holds a reference to what it waits on (to be unlinked if it dies);
+    // every `signal` drops it again, so it names no notification now.
     let released = match pending {
         Some(_) => Blocker::Nothing,
-        None if matches!(&state.blocked_on[me], Blocker::Notification(last) if Arc::as_ptr(last) == pointer) => {
-            Blocker::Nothing
-        }
         None => {
             let waited = Arc::clone(&capability);
             core::mem::replace(&mut state.blocked_on[me], Blocker::Notification(waited))
@@ -324,7 +327,7 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
         // it only once it has switched away.
         None => scheduler.block(),
     }
-    // The notification it waited on before (no lock held now: this may free it).
+    // What it last queued on before (an endpoint; no lock held now: this may free it).
     drop(released);
     true
 }

@@ -74,7 +74,10 @@ struct State {
     ipc: Ipc,
     /// Each thread's IPC buffer.
     buffers: Vec<Buffer>,
-    /// What each thread last queued on (kept until it queues again or exits; only the
+    /// What each thread is queued on, as a reference (to unlink it if it dies): a
+    /// notification until a signal wakes it (then the reference goes, so deleting the
+    /// last capability frees the notification at once); an endpoint until the thread
+    /// queues again or exits (the `reply_recv` fast path finds its endpoint here; only the
     /// queue link in `ipc` says whether it is still queued there).
     blocked_on: Vec<Blocker>,
 }

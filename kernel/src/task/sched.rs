@@ -81,7 +81,7 @@ use crate::Cpu;
 use crate::mm::stacks;
 use crate::obj::Process;
 use crate::sync::{Lock, LockGuard, level};
-use crate::task::thread::{NO_CPU, Start, State, Thread};
+use crate::task::thread::{FpuState, NO_CPU, Start, State, Thread};
 use arch_api::{FpuSwitch, Ipi, IpiTarget, MAX_CPUS, Paging, Platform, SecondaryCpus, Threads};
 use kcore::deadlines::{self, Deadlines};
 use kcore::runqueue::{Priority, QueueLink, RunQueues};
@@ -1066,8 +1066,7 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
             scheduler.enqueue_from(current, cpu);
         }
     }
-    let next = scheduler.pick_next(cpu).unwrap_or(idle);
-    scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
+    let next = pick_for(scheduler, cpu);
     if next == current {
         // SAFETY: as above.
         unsafe { (*from).state = State::Running };
@@ -1077,13 +1076,54 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
         scheduler.cpus[cpu].dead = Some(current);
         AFTER_SWITCH.fetch_or(DEAD_PENDING, Ordering::Relaxed);
     }
+    // SAFETY: `current` runs here, `from` is its record, `next` was just picked for this
+    // CPU (not `current`), and the lock is held.
+    unsafe { switch_to_picked(guard, scheduler, cpu, current, next, from, false) };
+}
+
+/// This CPU's next thread, taken from its queue (its idle thread when none is ready), with
+/// a new time slice.
+#[inline(always)]
+fn pick_for(scheduler: &mut Scheduler, cpu: usize) -> usize {
+    let next = scheduler.pick_next(cpu).unwrap_or(scheduler.cpus[cpu].idle);
+    scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
+    next
+}
+
+/// [`switch_locked`] to `next`, which [`pick_for`] returned: looked up in the table here.
+///
+/// # Safety
+/// As for [`switch_locked`], with `next` picked for this CPU `cpu` under the held lock and
+/// not `current`; `from` is `current`'s record.
+#[inline(always)]
+unsafe fn switch_to_picked(
+    guard: LockGuard<'static, Shared>,
+    scheduler: &mut Scheduler,
+    cpu: usize,
+    current: usize,
+    next: usize,
+    from: *mut Thread,
+    check_space: bool,
+) {
     let Some(to) = scheduler.thread(next) else {
         unreachable!("a picked thread is in the table");
     };
     let to: *mut Thread = to;
-    // SAFETY: `current` and `next` are threads of the table (checked above / picked),
-    // `from` and `to` their records, and the lock is held.
-    unsafe { switch_locked(guard, scheduler, cpu, current, next, from, to, false, false) };
+    // SAFETY: the caller's contract: `current` runs here, `next` was picked from this
+    // CPU's queue or is its idle thread (so runs nowhere), `to` is its record.
+    unsafe {
+        switch_locked(
+            guard,
+            scheduler,
+            cpu,
+            current,
+            next,
+            from,
+            to,
+            check_space,
+            false,
+        )
+    };
 }
 
 /// Make `next` the running thread of `cpu` in place of `current` (whose state the caller
@@ -1158,8 +1198,6 @@ unsafe fn switch_locked(
             None => {}
         }
     }
-    let (from_context, to_context, to_stack) =
-        (&raw mut from.context, &raw const to.context, to.stack);
     debug_assert!(!both_user || (from.process.is_some() && to.process.is_some()));
     let fpu = if both_user {
         // Two user threads (the IPC hand-off): save and load, and `to` runs, so no CPU's
@@ -1175,8 +1213,16 @@ unsafe fn switch_locked(
             cpu,
             current,
             next,
-            from,
-            to,
+            Side {
+                user: from.process.is_some(),
+                fpu_cpu: &mut from.fpu_cpu,
+                fpu: &mut from.fpu,
+            },
+            Side {
+                user: to.process.is_some(),
+                fpu_cpu: &mut to.fpu_cpu,
+                fpu: &to.fpu,
+            },
         )
     };
     guard.hand_over();
@@ -1185,8 +1231,19 @@ unsafe fn switch_locked(
     // is `to.stack`; the scheduler lock, handed to `to`, keeps every other CPU from
     // touching either thread until the switch is complete; `fpu_switch` keeps the FPU
     // rule.
-    unsafe { Cpu::switch(&mut *from_context, &*to_context, fpu, to_stack) };
+    unsafe { Cpu::switch(&mut from.context, &to.context, fpu, to.stack) };
     after_switch();
+}
+
+/// One thread of a switch, as [`fpu_switch`] sees it: borrowed field by field, so the
+/// switch keeps its own borrows of the threads' contexts.
+struct Side<'a, F> {
+    /// It has a process (a user thread).
+    user: bool,
+    /// Its `Thread::fpu_cpu`.
+    fpu_cpu: &'a mut u32,
+    /// Its `Thread::fpu`.
+    fpu: F,
 }
 
 /// What switching from `from` (thread `current`) to `to` (thread `next`) on CPU `cpu` does
@@ -1202,30 +1259,29 @@ fn fpu_switch<'a>(
     cpu: usize,
     current: usize,
     next: usize,
-    from: &'a mut Thread,
-    to: &'a mut Thread,
-) -> FpuSwitch<'a, crate::task::thread::FpuState> {
-    let from_user = from.process.is_some();
-    if to.process.is_none() {
-        if !from_user {
+    from: Side<'_, &'a mut FpuState>,
+    to: Side<'_, &'a FpuState>,
+) -> FpuSwitch<'a, FpuState> {
+    if !to.user {
+        if !from.user {
             return FpuSwitch {
                 save: None,
                 load: None,
             };
         }
         *holder = current;
-        from.fpu_cpu = cpu as u32;
+        *from.fpu_cpu = cpu as u32;
         return FpuSwitch {
-            save: Some(&mut from.fpu),
+            save: Some(from.fpu),
             load: None,
         };
     }
     // It runs now, so the registers stop matching its record: no CPU keeps a claim.
-    let last_saved_here = core::mem::replace(&mut to.fpu_cpu, NO_CPU) == cpu as u32;
-    if from_user {
+    let last_saved_here = core::mem::replace(to.fpu_cpu, NO_CPU) == cpu as u32;
+    if from.user {
         FpuSwitch {
-            save: Some(&mut from.fpu),
-            load: Some(&to.fpu),
+            save: Some(from.fpu),
+            load: Some(to.fpu),
         }
     } else if *holder == next && last_saved_here {
         FpuSwitch {
@@ -1235,7 +1291,7 @@ fn fpu_switch<'a>(
     } else {
         FpuSwitch {
             save: None,
-            load: Some(&to.fpu),
+            load: Some(to.fpu),
         }
     }
 }
@@ -1790,20 +1846,10 @@ impl Handoff {
         from.state = State::Blocked;
         let from: *mut Thread = from;
         // The running thread is in no queue, so the pick is another thread (or idle).
-        let next = scheduler.pick_next(cpu).unwrap_or(scheduler.cpus[cpu].idle);
-        scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
-        let Some(to) = scheduler.thread(next) else {
-            unreachable!("a picked thread is in the table");
-        };
-        let to: *mut Thread = to;
-        // SAFETY: `current` runs here and `next` was picked from this CPU's queue (or is
-        // its idle thread), not running anywhere; `from` and `to` are their records; the
-        // lock is held.
-        unsafe {
-            switch_locked(
-                self.guard, scheduler, cpu, current, next, from, to, true, false,
-            )
-        };
+        let next = pick_for(scheduler, cpu);
+        // SAFETY: `current` runs here, `from` is its record, `next` was just picked (not
+        // `current`), and the lock is held.
+        unsafe { switch_to_picked(self.guard, scheduler, cpu, current, next, from, true) };
     }
 
     /// Block the running thread and run `next` (whose frame [`Handoff::blocked_frame`]

@@ -49,6 +49,81 @@ pub fn tests(results: &mut Results) {
     exhaustion(results);
     refusals(results);
     default_share(results);
+    woken_waiter(results);
+}
+
+/// The notification [`waiter`] reports on (set before it is made).
+static REPORT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// What [`waiter`] signals on [`REPORT`] once woken.
+const WOKEN: u64 = 1 << 0;
+/// What [`woken_waiter`] signals to wake [`waiter`].
+const GO: u64 = 1 << 1;
+
+/// Thread of [`woken_waiter`]: wait on notification `handle`, report on [`REPORT`], then
+/// sleep, queued on nothing.
+extern "C" fn waiter(handle: u64) -> ! {
+    let woken = ipc::wait(Handle::from_raw(handle)) == Ok(GO);
+    let report = Handle::from_raw(REPORT.load(core::sync::atomic::Ordering::Acquire));
+    let _ = ipc::signal(report, if woken { WOKEN } else { GO });
+    sleep_forever()
+}
+
+/// A thread woken from `wait` keeps no hold on the notification: once the last capability
+/// to it is deleted, its charge comes back at once, while the woken thread lives on.
+fn woken_waiter(results: &mut Results) {
+    let outcome = (|| {
+        let report = ipc::notification_create().map_err(|_| "notification_create failed")?;
+        REPORT.store(report.raw(), core::sync::atomic::Ordering::Release);
+        let empty = used()?;
+        let watched = ipc::notification_create().map_err(|_| "notification_create failed")?;
+        let charge = used()? - empty;
+        rt::memory_map(STACK_AT, STACK_PAGES * PAGE_SIZE, MAP_WRITE)
+            .map_err(|_| "mapping the thread's stack failed")?;
+        let thread = proc::thread_create(
+            waiter,
+            STACK_AT + STACK_PAGES * PAGE_SIZE,
+            watched.raw(),
+            PRIORITY_NORMAL,
+        );
+        // Time for it to block in `wait` (woken at once otherwise: the test then shows
+        // nothing, and passes).
+        let _ = proc::sleep(3);
+        let before = used()?;
+        let signalled = ipc::signal(watched, GO).is_ok();
+        let reported = thread.is_ok() && ipc::wait(report) == Ok(WOKEN);
+        let deleted = ipc::cap_delete(watched).is_ok();
+        settle();
+        let after = used()?;
+        if let Ok(thread) = thread {
+            let _ = proc::thread_kill(thread);
+            let _ = ipc::cap_delete(thread);
+        }
+        let _ = ipc::cap_delete(report);
+        settle();
+        let _ = rt::memory_unmap(STACK_AT, STACK_PAGES * PAGE_SIZE);
+        if thread.is_err() {
+            return Err("thread_create failed");
+        }
+        if !(signalled && reported && deleted) {
+            return Err("the waiter was not woken with the signalled bits");
+        }
+        if charge == 0 {
+            return Err("a notification charged nothing to the budget");
+        }
+        if after + charge != before {
+            rt::println!(
+                "testsuite: budget used {before} before, {after} after, a notification {charge}"
+            );
+            return Err(
+                "the deleted notification's charge did not come back while its woken waiter lives",
+            );
+        }
+        Ok(())
+    })();
+    results.check(
+        "user budget: a thread woken from wait holds nothing of the notification: deleting its last capability gives the charge back at once",
+        outcome,
+    );
 }
 
 pub(crate) extern "C" fn sleeper(_: u64) -> ! {
