@@ -329,10 +329,25 @@ pub fn read_esp_file(image: &Path, path: &str) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("keel-xtask-image-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+    /// A file path in a directory of its own (per process and test), removed with
+    /// everything in it when dropped, so no test leaves an image behind.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("keel-xtask-image-{}-{name}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir.join(name))
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
     }
 
     #[test]
@@ -353,7 +368,8 @@ mod tests {
 
     #[test]
     fn each_run_boots_its_own_image_and_the_path_holds_the_last() {
-        let path = scratch("run.img");
+        let scratch = Scratch::new("run.img");
+        let path = scratch.0.clone();
         let contents = |cmdline: &str| Contents {
             arch: Arch::X86_64,
             loader: b"MZ loader".to_vec(),
@@ -379,7 +395,8 @@ mod tests {
 
     #[test]
     fn an_unpublished_run_leaves_nothing_behind() {
-        let path = scratch("unpublished.img");
+        let scratch = Scratch::new("unpublished.img");
+        let path = scratch.0.clone();
         let contents = Contents {
             arch: Arch::X86_64,
             loader: b"MZ loader".to_vec(),
@@ -396,7 +413,8 @@ mod tests {
 
     #[test]
     fn image_reads_back() {
-        let path = scratch("read-back.img");
+        let scratch = Scratch::new("read-back.img");
+        let path = scratch.0.clone();
         let kernel: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let contents = Contents {
             arch: Arch::Aarch64,
