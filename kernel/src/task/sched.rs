@@ -1066,7 +1066,7 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
             scheduler.enqueue_from(current, cpu);
         }
     }
-    let next = pick_for(scheduler, cpu);
+    let (next, to) = pick_for(scheduler, cpu);
     if next == current {
         // SAFETY: as above.
         unsafe { (*from).state = State::Running };
@@ -1076,54 +1076,22 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
         scheduler.cpus[cpu].dead = Some(current);
         AFTER_SWITCH.fetch_or(DEAD_PENDING, Ordering::Relaxed);
     }
-    // SAFETY: `current` runs here, `from` is its record, `next` was just picked for this
-    // CPU (not `current`), and the lock is held.
-    unsafe { switch_to_picked(guard, scheduler, cpu, current, next, from, false) };
+    // SAFETY: `current` runs here, `from` is its record; `next` was just picked from this
+    // CPU's queue or is its idle thread (so runs nowhere), not `current`, `to` its record;
+    // the lock is held.
+    unsafe { switch_locked(guard, scheduler, cpu, current, next, from, to, false, false) };
 }
 
 /// This CPU's next thread, taken from its queue (its idle thread when none is ready), with
-/// a new time slice.
+/// a new time slice, and its record.
 #[inline(always)]
-fn pick_for(scheduler: &mut Scheduler, cpu: usize) -> usize {
+fn pick_for(scheduler: &mut Scheduler, cpu: usize) -> (usize, *mut Thread) {
     let next = scheduler.pick_next(cpu).unwrap_or(scheduler.cpus[cpu].idle);
     scheduler.cpus[cpu].slice_left = TIME_SLICE_TICKS;
-    next
-}
-
-/// [`switch_locked`] to `next`, which [`pick_for`] returned: looked up in the table here.
-///
-/// # Safety
-/// As for [`switch_locked`], with `next` picked for this CPU `cpu` under the held lock and
-/// not `current`; `from` is `current`'s record.
-#[inline(always)]
-unsafe fn switch_to_picked(
-    guard: LockGuard<'static, Shared>,
-    scheduler: &mut Scheduler,
-    cpu: usize,
-    current: usize,
-    next: usize,
-    from: *mut Thread,
-    check_space: bool,
-) {
     let Some(to) = scheduler.thread(next) else {
         unreachable!("a picked thread is in the table");
     };
-    let to: *mut Thread = to;
-    // SAFETY: the caller's contract: `current` runs here, `next` was picked from this
-    // CPU's queue or is its idle thread (so runs nowhere), `to` is its record.
-    unsafe {
-        switch_locked(
-            guard,
-            scheduler,
-            cpu,
-            current,
-            next,
-            from,
-            to,
-            check_space,
-            false,
-        )
-    };
+    (next, to)
 }
 
 /// Make `next` the running thread of `cpu` in place of `current` (whose state the caller
@@ -1846,10 +1814,15 @@ impl Handoff {
         from.state = State::Blocked;
         let from: *mut Thread = from;
         // The running thread is in no queue, so the pick is another thread (or idle).
-        let next = pick_for(scheduler, cpu);
-        // SAFETY: `current` runs here, `from` is its record, `next` was just picked (not
-        // `current`), and the lock is held.
-        unsafe { switch_to_picked(self.guard, scheduler, cpu, current, next, from, true) };
+        let (next, to) = pick_for(scheduler, cpu);
+        // SAFETY: `current` runs here, `from` is its record; `next` was just picked from
+        // this CPU's queue or is its idle thread (so runs nowhere), `to` its record; the
+        // lock is held.
+        unsafe {
+            switch_locked(
+                self.guard, scheduler, cpu, current, next, from, to, true, false,
+            )
+        };
     }
 
     /// Block the running thread and run `next` (whose frame [`Handoff::blocked_frame`]
