@@ -327,7 +327,8 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
         // it only once it has switched away.
         None => scheduler.block(),
     }
-    // What it last queued on before (an endpoint; no lock held now: this may free it).
+    // What it held before (the endpoint of a call it serves, if any; no lock held now:
+    // this may free it).
     drop(released);
     true
 }

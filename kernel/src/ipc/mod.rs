@@ -62,7 +62,7 @@ fn trace_id<T>(object: *const T) -> u64 {
     object as usize as u64
 }
 
-/// What a thread is blocked on (to unlink it when it dies).
+/// What a thread waits on or serves ([`State::blocked_on`]).
 enum Blocker {
     Nothing,
     Endpoint(Arc<Endpoint>),
@@ -74,12 +74,43 @@ struct State {
     ipc: Ipc,
     /// Each thread's IPC buffer.
     buffers: Vec<Buffer>,
-    /// What each thread is queued on, as a reference (to unlink it if it dies): a
-    /// notification until a signal wakes it (then the reference goes, so deleting the
-    /// last capability frees the notification at once); an endpoint until the thread
-    /// queues again or exits (the `reply_recv` fast path finds its endpoint here; only the
-    /// queue link in `ipc` says whether it is still queued there).
+    /// What each thread waits on or serves, as a reference: the endpoint or notification
+    /// it is queued on (to unlink it if it dies); else the endpoint it took the call it
+    /// has yet to answer from (the `reply_recv` fast path finds its endpoint here; only the
+    /// queue link in `ipc` says whether the thread is queued there). A thread that neither
+    /// waits nor serves holds nothing, so deleting an object's last capability frees it
+    /// once no thread waits on it and no call taken from it is unanswered. A receiver
+    /// keeps its reference when it takes a call (it serves) and answering with
+    /// `reply_recv` on the same endpoint keeps it again (it queues there), so neither fast
+    /// path changes a count; `reply`, a plain message received and every wake-up drop it.
     blocked_on: Vec<Blocker>,
+}
+
+impl State {
+    /// What `thread` held (nothing beyond the tables), now nothing: drop it with no lock
+    /// held, as it may free what it names, or under the locks where the caller holds
+    /// another reference to the same object.
+    fn release(&mut self, thread: ThreadId) -> Blocker {
+        match self.blocked_on.get_mut(thread) {
+            Some(held) => core::mem::replace(held, Blocker::Nothing),
+            None => Blocker::Nothing,
+        }
+    }
+
+    /// `thread` waits on or serves `blocker` from now on; what it held before is returned,
+    /// to be dropped with no lock held.
+    fn hold(&mut self, thread: ThreadId, blocker: Blocker) -> Blocker {
+        core::mem::replace(&mut self.blocked_on[thread], blocker)
+    }
+
+    /// `thread` queues on `endpoint`: [`State::hold`] with a new reference, unless it holds
+    /// one to it already (the endpoint of the call it served).
+    fn hold_endpoint(&mut self, thread: ThreadId, endpoint: &Arc<Endpoint>) -> Blocker {
+        match &self.blocked_on[thread] {
+            Blocker::Endpoint(held) if Arc::ptr_eq(held, endpoint) => Blocker::Nothing,
+            _ => self.hold(thread, Blocker::Endpoint(endpoint.clone())),
+        }
+    }
 }
 
 /// A thread's IPC buffer: its user address (0: none) and the frame behind it as last
@@ -334,21 +365,27 @@ fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
     let (endpoint, badge) = endpoint_of(&process, message[0], right)?;
     check_message(me, &process, message[1])?;
     drop(process);
-    let outcome = {
+    let (outcome, released) = {
         let mut state = IPC.lock();
         let mut queue = endpoint.queue.lock();
         let outcome = state.ipc.send(&mut queue, me, badge, call);
         drop(queue);
-        if outcome == Ok(SendOutcome::Queued) {
-            state.blocked_on[me] = Blocker::Endpoint(endpoint.clone());
-        }
+        let released = match outcome {
+            Ok(SendOutcome::Queued) => state.hold_endpoint(me, &endpoint),
+            // A receiver that takes a call serves it and keeps its reference; one that
+            // takes a plain message drops it.
+            Ok(SendOutcome::Delivered { receiver }) if !call => state.release(receiver),
+            _ => Blocker::Nothing,
+        };
         // Queued, or a call delivered (it awaits the reply): a waker may come as soon as
         // the IPC lock is dropped.
         if matches!(outcome, Ok(SendOutcome::Queued)) || (call && outcome.is_ok()) {
             sched::prepare_block();
         }
-        outcome
+        (outcome, released)
     };
+    // No lock held: this may free what it names.
+    drop(released);
     if trace::on() {
         let id = trace_id(Arc::as_ptr(&endpoint));
         if let Ok(outcome) = outcome {
@@ -421,6 +458,9 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
         _ => None,
     };
     drop(process);
+    // References that go (what this thread held, a plain sender's), dropped with no lock
+    // held: they may free what they name.
+    let released: [Blocker; 2];
     let (caller, outcome, abandoned) = {
         let mut state = IPC.lock();
         let caller = if reply.is_some() {
@@ -434,12 +474,28 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
             .receive(&mut queue, me)
             .map_err(|_| Error::InvalidArgument)?;
         drop(queue);
-        if outcome == ReceiveOutcome::Queued {
-            state.blocked_on[me] = Blocker::Endpoint(endpoint.clone());
-            sched::prepare_block();
-        }
+        released = match outcome {
+            ReceiveOutcome::Queued => {
+                sched::prepare_block();
+                [state.hold_endpoint(me, &endpoint), Blocker::Nothing]
+            }
+            // This thread serves the caller: the caller's reference to the endpoint,
+            // taken when it queued, is its own now.
+            ReceiveOutcome::Received {
+                sender, call: true, ..
+            } => {
+                let taken = state.release(sender);
+                [state.hold(me, taken), Blocker::Nothing]
+            }
+            ReceiveOutcome::Received {
+                sender,
+                call: false,
+                ..
+            } => [state.release(me), state.release(sender)],
+        };
         (caller, outcome, abandoned)
     };
+    drop(released);
     if trace::on() {
         if let ReceiveOutcome::Received { sender, .. } = outcome {
             trace::event(
@@ -513,7 +569,15 @@ pub fn reply(frame: &mut TrapFrame) {
         }
         check_message(me, &process, message[1])?;
         drop(process);
-        let caller = IPC.lock().ipc.reply(me)?;
+        // Answered (or its caller dead), this thread serves nothing any more.
+        let (caller, released) = {
+            let mut state = IPC.lock();
+            let caller = state.ipc.reply(me);
+            (caller, state.release(me))
+        };
+        // No lock held: this may free the endpoint the call came through.
+        drop(released);
+        let caller = caller?;
         trace::event(Kind::Reply, me, caller as u64, 0);
         let (info, words) = prepare(me, message, caller);
         sched::wake_with(caller, |frame| frame.set_ipc_message(0, 0, info, words));

@@ -50,6 +50,7 @@ pub fn tests(results: &mut Results) {
     refusals(results);
     default_share(results);
     woken_waiter(results);
+    answered_server(results);
 }
 
 /// The notification [`waiter`] reports on (set before it is made).
@@ -122,6 +123,85 @@ fn woken_waiter(results: &mut Results) {
     })();
     results.check(
         "user budget: a thread woken from wait holds nothing of the notification: deleting its last capability gives the charge back at once",
+        outcome,
+    );
+}
+
+/// What [`server`] signals on [`REPORT`] once it answered both calls.
+const SERVED: u64 = 1 << 2;
+
+/// Thread of [`answered_server`]: on endpoint `handle`, receive a call, answer it with
+/// `reply_recv` (queuing there again), answer the next with a plain `reply`, each time
+/// with the first word plus one; report on [`REPORT`], then sleep, queued on nothing.
+extern "C" fn server(handle: u64) -> ! {
+    let endpoint = Handle::from_raw(handle);
+    let info = abi::MessageInfo::new(0, 1, 0).unwrap_or_default();
+    let served = (|| {
+        let first = ipc::recv(endpoint).ok()?;
+        let second = ipc::reply_recv(endpoint, info, [first.words[0] + 1, 0, 0, 0]).ok()?;
+        ipc::reply(info, [second.words[0] + 1, 0, 0, 0]).ok()
+    })();
+    let report = Handle::from_raw(REPORT.load(core::sync::atomic::Ordering::Acquire));
+    let _ = ipc::signal(report, if served.is_some() { SERVED } else { GO });
+    sleep_forever()
+}
+
+/// Neither side of a call keeps a hold on the endpoint once the call is answered: after a
+/// server answered two calls (with `reply_recv`, then `reply`) and went to sleep, deleting
+/// the endpoint's last capability gives its charge back at once.
+fn answered_server(results: &mut Results) {
+    let outcome = (|| {
+        let report = ipc::notification_create().map_err(|_| "notification_create failed")?;
+        REPORT.store(report.raw(), core::sync::atomic::Ordering::Release);
+        let empty = used()?;
+        let endpoint = ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
+        let charge = used()? - empty;
+        rt::memory_map(STACK_AT, STACK_PAGES * PAGE_SIZE, MAP_WRITE)
+            .map_err(|_| "mapping the thread's stack failed")?;
+        let thread = proc::thread_create(
+            server,
+            STACK_AT + STACK_PAGES * PAGE_SIZE,
+            endpoint.raw(),
+            PRIORITY_NORMAL,
+        );
+        // Time for it to block in `recv`, so the calls meet a receiver waiting in the kernel.
+        let _ = proc::sleep(3);
+        let info = abi::MessageInfo::new(0, 1, 0).unwrap_or_default();
+        let answers = [
+            ipc::call(endpoint, info, [10, 0, 0, 0]).map(|answer| answer.words[0]),
+            ipc::call(endpoint, info, [20, 0, 0, 0]).map(|answer| answer.words[0]),
+        ];
+        let reported = thread.is_ok() && ipc::wait(report) == Ok(SERVED);
+        let before = used()?;
+        let deleted = ipc::cap_delete(endpoint).is_ok();
+        settle();
+        let after = used()?;
+        if let Ok(thread) = thread {
+            let _ = proc::thread_kill(thread);
+            let _ = ipc::cap_delete(thread);
+        }
+        let _ = ipc::cap_delete(report);
+        settle();
+        let _ = rt::memory_unmap(STACK_AT, STACK_PAGES * PAGE_SIZE);
+        if thread.is_err() {
+            return Err("thread_create failed");
+        }
+        if answers != [Ok(11), Ok(21)] || !reported || !deleted {
+            return Err("the server did not answer both calls");
+        }
+        if charge == 0 {
+            return Err("an endpoint charged nothing to the budget");
+        }
+        if after + charge != before {
+            rt::println!(
+                "testsuite: budget used {before} before, {after} after, an endpoint {charge}"
+            );
+            return Err("the deleted endpoint's charge did not come back while its server lives");
+        }
+        Ok(())
+    })();
+    results.check(
+        "user budget: neither side of an answered call holds the endpoint: deleting its last capability gives the charge back at once",
         outcome,
     );
 }
