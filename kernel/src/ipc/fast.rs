@@ -158,14 +158,16 @@ pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     };
     let endpoint = Arc::as_ptr(&capability.endpoint);
     drop(capability);
-    // The thread queues on the endpoint it last queued on (the server loop): its
-    // `blocked_on` already names it, so no reference is taken or dropped here.
+    // The thread queues again on the endpoint of the call it answers (the server loop):
+    // its `blocked_on` already names it (it serves that call), so no reference is taken or
+    // dropped here.
     if !matches!(state.blocked_on.get(me), Some(Blocker::Endpoint(last)) if Arc::as_ptr(last) == endpoint)
     {
         return false;
     }
     // SAFETY: `blocked_on[me]` holds a reference to this endpoint (checked just above), and
-    // only this thread changes it, under the IPC lock held until the last use below.
+    // no other thread changes it while this one runs (others change only the entries of
+    // queued threads), under the IPC lock held until the last use below.
     let endpoint = unsafe { &*endpoint };
     let mut queue = endpoint.queue.lock();
     let mut target = None;

@@ -36,8 +36,18 @@
 //! makes room), and every other id they meet sits in a queue or a reply slot, so within
 //! them. Tables never shrink.
 //!
-//! Weak spots: one CPU (a thread enqueues itself, drops the lock, then blocks); an IPC
-//! buffer's frame is found by a scan of its process's page list on each long message.
+//! # Blocking on more than one CPU
+//! A thread that queues itself marks itself blocked ([`sched::prepare_block`]) before it
+//! drops the IPC lock, then switches away ([`sched::block`]); a waker on another CPU that
+//! finds it in between writes its frame and makes it ready, and it runs once it has
+//! switched away (`task::sched`'s module docs). The fast paths block under the scheduler
+//! lock they hold ([`sched::Handoff`]).
+//!
+//! # What a thread holds
+//! [`State::blocked_on`] keeps a reference to what a thread waits on, and to the endpoint
+//! of a call it has taken and not answered; nothing else, so an object whose last
+//! capability is deleted is freed (and its budget charge returned) once no thread waits on
+//! it and no call taken from it is unanswered.
 
 pub mod fast;
 
