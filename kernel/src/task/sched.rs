@@ -47,6 +47,18 @@
 //! cancels the block ([`State::Running`] again), and [`block`] then returns at once. A
 //! killed user thread never blocks (it ends on its way back to user mode).
 //!
+//! # A signal's hand-off
+//! A thread woken by a `signal` on the fast path, that would join this CPU's queue, is
+//! made ready but left out of the queue as the CPU's readied thread (`PerCpu::readied`,
+//! at most one; only this CPU's own system calls set it). The `wait` that usually follows
+//! (`Handoff::block`) runs it directly when the queue holds nothing of its priority or
+//! above, which is when the queue would have given it; otherwise it joins the queue's tail
+//! first. Every other decision on this CPU puts it in the queue first: the reschedule
+//! (yield, block, exit, preemption), the tick and the reschedule IPI, and a change of
+//! affinity that moves it. So it runs no later than it would have from the queue, save
+//! that threads queued here between its wake-up and that decision come before it; until
+//! then other CPUs do not pull it.
+//!
 //! # Interrupts
 //! The kernel runs with interrupts masked except inside `Platform::wait_for_interrupt`
 //! and in user mode. So a kernel thread is preempted only where it waits for an interrupt,
@@ -125,6 +137,10 @@ struct PerCpu {
     /// The user thread whose saved FPU/SIMD state this CPU's registers held when it last
     /// switched to a kernel thread ([`NO_THREAD`]: none yet; see [`fpu_switch`]).
     fpu_holder: usize,
+    /// The thread a `signal` on this CPU made ready and left out of the run queue, for
+    /// the `wait` that follows to run directly (0: none; module docs, "A signal's
+    /// hand-off").
+    readied: usize,
     /// The thread this CPU switched away from last (its stack is released in
     /// [`after_switch`]; lock-checking build).
     #[cfg(feature = "lockcheck")]
@@ -316,6 +332,50 @@ impl Scheduler {
         let (other, id) = self.stealable(cpu)?;
         self.queues.queued_priority(other, id)
     }
+
+    /// Put the thread `cpu`'s `signal` left out of the run queue ([`PerCpu::readied`]), if
+    /// any, at the tail of its priority in that CPU's queue.
+    #[inline(always)]
+    fn queue_readied(&mut self, cpu: usize) {
+        let id = self.cpus[cpu].readied;
+        if id != 0 {
+            self.queue_readied_thread(cpu, id);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn queue_readied_thread(&mut self, cpu: usize, id: usize) {
+        self.cpus[cpu].readied = 0;
+        if let Some(thread) = self.thread(id) {
+            let priority = thread.priority;
+            // why: a readied thread is in no queue, so enqueue cannot fail.
+            let _ = self.queues.enqueue(cpu, id, priority);
+        }
+    }
+
+    /// The thread `cpu`'s `signal` left out of the run queue, to run next on `cpu` when no
+    /// thread of its priority or above is queued there (it would be picked first had it
+    /// been queued); otherwise it joins the queue and `None` is returned.
+    #[inline(always)]
+    fn take_readied(&mut self, cpu: usize) -> Option<(usize, *mut Thread)> {
+        let id = self.cpus[cpu].readied;
+        if id == 0 {
+            return None;
+        }
+        self.cpus[cpu].readied = 0;
+        let ready = self.queues.highest_priority(cpu);
+        let thread = self.thread(id)?;
+        let priority = thread.priority;
+        if ready.is_some_and(|ready| ready >= priority) {
+            // why: a readied thread is in no queue, so enqueue cannot fail.
+            let _ = self.queues.enqueue(cpu, id, priority);
+            return None;
+        }
+        let record: *mut Thread = thread;
+        self.cpus[cpu].slice_left = TIME_SLICE_TICKS;
+        Some((id, record))
+    }
 }
 
 /// Why the current thread gives up the CPU.
@@ -348,6 +408,7 @@ pub fn init() {
             slice_left: TIME_SLICE_TICKS,
             dead: None,
             fpu_holder: NO_THREAD,
+            readied: 0,
             #[cfg(feature = "lockcheck")]
             previous: 0,
         }),
@@ -953,6 +1014,9 @@ pub fn timer_tick(now: u64) {
     if current == 0 {
         return;
     }
+    // A thread a `signal` readied here joins the queue: the preemption test sees it and
+    // other CPUs may pull it.
+    scheduler.queue_readied(cpu);
     if cpu == 0 {
         while let Some(id) = scheduler.sleepers.pop_due(now) {
             // `make_ready` clears the thread's `wake_at` (the heap entry is gone already).
@@ -1002,6 +1066,7 @@ pub fn reschedule_interrupt() {
     if scheduler.cpus[cpu].current == 0 {
         return;
     }
+    scheduler.queue_readied(cpu);
     if should_preempt(scheduler, cpu, false) {
         PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
         reschedule(guard, Reason::Yield);
@@ -1022,6 +1087,8 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
     // over in `switch_locked`, after the last use of this reference.
     let scheduler = unsafe { &mut *pointer };
     let cpu = this_cpu();
+    // Every decision below sees a thread a `signal` readied here in the queue.
+    scheduler.queue_readied(cpu);
     let current = scheduler.cpus[cpu].current;
     let idle = scheduler.cpus[cpu].idle;
     let Some(thread) = scheduler.thread(current) else {
@@ -1599,6 +1666,9 @@ pub fn set_affinity(id: usize, serial: u64, mask: u64) -> Result<(), AffinityErr
     if online & (1 << cpu) != 0 {
         return Ok(());
     }
+    if scheduler.cpus[cpu].readied == id {
+        scheduler.queue_readied(cpu);
+    }
     if scheduler.queues.contains(cpu, id) {
         let _ = scheduler.queues.remove(cpu, id);
         scheduler.enqueue(id);
@@ -1654,7 +1724,8 @@ pub fn snapshot(out: &mut Vec<Option<ThreadSnapshot>>) -> bool {
             return false;
         }
         out.extend((0..scheduler.threads.len()).map(|id| {
-            let queued = scheduler.queues.queue_of(id).is_some();
+            let queued = scheduler.queues.queue_of(id).is_some()
+                || scheduler.cpus.iter().any(|cpu| cpu.readied == id);
             let current = scheduler.cpus.iter().any(|cpu| cpu.current == id);
             let idle = scheduler.cpus.iter().any(|cpu| cpu.idle == id);
             scheduler.threads[id]
@@ -1781,16 +1852,34 @@ impl Handoff {
     }
 
     /// Make blocked thread `id` ready (after its frame was written through
-    /// [`Handoff::blocked_frame`]).
+    /// [`Handoff::blocked_frame`]). When it would join this CPU's queue, and no other
+    /// thread waits out of the queue here, it is left out of the queue as this CPU's
+    /// readied thread ([`PerCpu::readied`], module docs).
     #[inline(always)]
     pub fn make_ready(&mut self, id: usize) {
-        if id == self.partner {
-            let record = self.partner_record;
-            // SAFETY: `blocked_frame` found this record for `id` under the lock, still held.
-            unsafe { make_ready_record(self.scheduler(), id, record) };
-        } else {
+        if id != self.partner {
             make_ready(self.scheduler(), id);
+            return;
         }
+        let record = self.partner_record;
+        let cpu = this_cpu();
+        let scheduler = self.scheduler();
+        // SAFETY: `blocked_frame` found this record for `id` under the lock, still held;
+        // no other reference to it is live.
+        let thread = unsafe { &mut *record };
+        if scheduler.cpus[cpu].readied == 0
+            && thread.state == State::Blocked
+            && !thread.running
+            && thread.wake_at.is_none()
+            && thread.last_cpu as usize == cpu
+            && thread.affinity & (1 << cpu) != 0
+        {
+            thread.state = State::Ready;
+            scheduler.cpus[cpu].readied = id;
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { make_ready_record(scheduler, id, record) };
     }
 
     /// Block the running user thread (queued on its event under a lock taken before this
@@ -1813,8 +1902,13 @@ impl Handoff {
         }
         from.state = State::Blocked;
         let from: *mut Thread = from;
-        // The running thread is in no queue, so the pick is another thread (or idle).
-        let (next, to) = pick_for(scheduler, cpu);
+        // The thread this CPU's `signal` readied runs directly when it is the one the
+        // queue would give. The running thread is in no queue, so the pick is another
+        // thread (or idle).
+        let (next, to) = match scheduler.take_readied(cpu) {
+            Some(readied) => readied,
+            None => pick_for(scheduler, cpu),
+        };
         // SAFETY: `current` runs here, `from` is its record; `next` was just picked from
         // this CPU's queue or is its idle thread (so runs nowhere), `to` its record; the
         // lock is held.

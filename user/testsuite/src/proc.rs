@@ -45,7 +45,7 @@ const PROGRESS: u64 = 1000;
 /// Timer ticks a wait for progress may take before the test fails (a hang guard only).
 const PATIENCE_TICKS: u64 = 3000;
 
-static COUNTERS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+static COUNTERS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 /// What a child does (`main` dispatches here).
 pub fn child(argument: u64) -> i64 {
@@ -73,8 +73,8 @@ pub fn child(argument: u64) -> i64 {
 }
 
 extern "C" fn spinner(index: u64) -> ! {
-    // why: index is 0, 1 or 2 (the thread's counter).
-    let counter = &COUNTERS[(index as usize).min(2)];
+    // why: index is 0 to 3 (the thread's counter).
+    let counter = &COUNTERS[(index as usize).min(3)];
     loop {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -448,6 +448,83 @@ fn threads(results: &mut Results) {
         "user priority change above the caller's is refused (thread_set_priority, thread_create, process_spawn); lowering works; a blocked thread is killed",
         outcome,
     );
+    results.check(
+        "user a signal/wait ping-pong on one CPU leaves it to an equal-priority thread queued there (a woken thread does not run ahead of the queue)",
+        ping_pong_shares(),
+    );
+}
+
+/// The notifications of [`ping_pong_shares`]: this thread signals the first, its partner
+/// answers on the second.
+static PING_PONG: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// The partner of [`ping_pong_shares`]: wait for a ping, answer with a pong, forever.
+extern "C" fn ponger(_: u64) -> ! {
+    let [ping, pong] = PING_PONG
+        .each_ref()
+        .map(|handle| Handle::from_raw(handle.load(Ordering::Acquire)));
+    loop {
+        let _ = ipc::wait(ping);
+        let _ = ipc::signal(pong, 1);
+    }
+}
+
+/// This thread, a partner and a spinner at one priority on CPU 0: while this thread and
+/// its partner wake each other with `signal` and `wait` for 20 ticks, the spinner still
+/// runs (a woken thread joins the CPU behind the threads already queued there, so the
+/// ping-pong cannot keep the CPU to itself).
+fn ping_pong_shares() -> Result<(), &'static str> {
+    proc::thread_set_affinity(Handle::NULL, 1).map_err(|_| "thread_set_affinity failed")?;
+    let outcome = ping_pong_on_one_cpu();
+    proc::thread_set_affinity(Handle::NULL, u64::MAX).map_err(|_| "thread_set_affinity failed")?;
+    outcome
+}
+
+fn ping_pong_on_one_cpu() -> Result<(), &'static str> {
+    let (Ok(ping), Ok(pong)) = (ipc::notification_create(), ipc::notification_create()) else {
+        return Err("notification_create failed");
+    };
+    PING_PONG[0].store(ping.raw(), Ordering::Release);
+    PING_PONG[1].store(pong.raw(), Ordering::Release);
+    let count = || COUNTERS[3].load(Ordering::Relaxed);
+    // Both stacks' threads above were killed: their stacks are free again.
+    let partner = proc::thread_create(ponger, STACKS + STACK_SIZE, 0, PRIORITY_NORMAL);
+    let spinning = proc::thread_create(spinner, STACKS + 2 * STACK_SIZE, 3, PRIORITY_NORMAL);
+    let outcome = (|| {
+        let (Ok(_), Ok(_)) = (partner, spinning) else {
+            return Err("thread_create failed");
+        };
+        // Let the spinner start (and be queued again at a tick).
+        if !spin_until(|| count() > 0) {
+            return Err("the spinner never ran");
+        }
+        let before = count();
+        let start = ticks();
+        let mut rounds = 0u64;
+        while ticks().wrapping_sub(start) < 20 {
+            ipc::signal(ping, 1).map_err(|_| "signal failed")?;
+            ipc::wait(pong).map_err(|_| "wait failed")?;
+            rounds += 1;
+        }
+        let during = count() - before;
+        if rounds == 0 {
+            return Err("the partner never answered");
+        }
+        if during == 0 {
+            rt::println!(
+                "testsuite: {rounds} ping-pong rounds in 20 ticks, the spinner ran 0 times"
+            );
+            return Err("the spinner never ran while the two woke each other");
+        }
+        Ok(())
+    })();
+    for thread in [partner, spinning].into_iter().flatten() {
+        let _ = proc::thread_kill(thread);
+        let _ = ipc::cap_delete(thread);
+    }
+    let _ = ipc::cap_delete(ping);
+    let _ = ipc::cap_delete(pong);
+    outcome
 }
 
 /// A spinner at priority 1 under this thread (priority 8): it must not run while this
