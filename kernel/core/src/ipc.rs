@@ -571,14 +571,27 @@ impl Ipc {
         queue.waiting = kind;
     }
 
+    /// Take `queue`'s head out of it: [`Ipc::unlink`] of the head written out (it has no
+    /// previous thread).
     #[inline]
     fn pop(&mut self, queue: &mut EndpointQueue) -> Option<ThreadId> {
-        let head = queue.head;
-        if head == NONE {
-            return None;
+        let thread = queue.head as usize;
+        // `NONE` lies past every table (`grow`): this also covers an empty queue.
+        let entry = self.entries.get_mut(thread)?;
+        let next = entry.link.next;
+        entry.link = Link {
+            previous: NONE,
+            next: NONE,
+            queued: false,
+        };
+        queue.head = next;
+        match next {
+            NONE => {
+                queue.tail = NONE;
+                queue.waiting = Waiting::Nobody;
+            }
+            next => self.entries[next as usize].link.previous = NONE,
         }
-        let thread = head as usize;
-        self.unlink(queue, thread);
         Some(thread)
     }
 
