@@ -141,6 +141,9 @@ struct PerCpu {
     /// the `wait` that follows to run directly (0: none; module docs, "A signal's
     /// hand-off").
     readied: usize,
+    /// The record of `readied` (null when none): boxed in the table, where it stays until
+    /// the thread has run and ended, so it outlives its time here.
+    readied_record: *mut Thread,
     /// The thread this CPU switched away from last (its stack is released in
     /// [`after_switch`]; lock-checking build).
     #[cfg(feature = "lockcheck")]
@@ -363,16 +366,21 @@ impl Scheduler {
         if id == 0 {
             return None;
         }
+        let record = self.cpus[cpu].readied_record;
         self.cpus[cpu].readied = 0;
-        let ready = self.queues.highest_priority(cpu);
-        let thread = self.thread(id)?;
-        let priority = thread.priority;
-        if ready.is_some_and(|ready| ready >= priority) {
+        // SAFETY: `readied_record` is thread `id`'s boxed record, set with `readied` under
+        // the scheduler lock (held by the caller); a readied thread has not run since, so
+        // it has not ended and its record is in the table (`PerCpu::readied_record`).
+        let priority = unsafe { (*record).priority };
+        if self
+            .queues
+            .highest_priority(cpu)
+            .is_some_and(|ready| ready >= priority)
+        {
             // why: a readied thread is in no queue, so enqueue cannot fail.
             let _ = self.queues.enqueue(cpu, id, priority);
             return None;
         }
-        let record: *mut Thread = thread;
         self.cpus[cpu].slice_left = TIME_SLICE_TICKS;
         Some((id, record))
     }
@@ -409,6 +417,7 @@ pub fn init() {
             dead: None,
             fpu_holder: NO_THREAD,
             readied: 0,
+            readied_record: core::ptr::null_mut(),
             #[cfg(feature = "lockcheck")]
             previous: 0,
         }),
@@ -1867,8 +1876,9 @@ impl Handoff {
         // SAFETY: `blocked_frame` found this record for `id` under the lock, still held;
         // no other reference to it is live.
         let thread = unsafe { &mut *record };
+        // Blocked: `blocked_frame` checked it under this lock.
+        debug_assert!(thread.state == State::Blocked);
         if scheduler.cpus[cpu].readied == 0
-            && thread.state == State::Blocked
             && !thread.running
             && thread.wake_at.is_none()
             && thread.last_cpu as usize == cpu
@@ -1876,6 +1886,7 @@ impl Handoff {
         {
             thread.state = State::Ready;
             scheduler.cpus[cpu].readied = id;
+            scheduler.cpus[cpu].readied_record = record;
             return;
         }
         // SAFETY: as above.
