@@ -367,21 +367,7 @@ impl Ipc {
         if receiver >= self.entries.len() || !admit(receiver) {
             return None;
         }
-        // Pop the head.
-        let next = self.entries[receiver].link.next;
-        queue.head = next;
-        match next {
-            NONE => {
-                queue.tail = NONE;
-                queue.waiting = Waiting::Nobody;
-            }
-            next => self.entries[next as usize].link.previous = NONE,
-        }
-        self.entries[receiver].link = Link {
-            previous: NONE,
-            next: NONE,
-            queued: false,
-        };
+        self.pop(queue)?;
         self.entries[receiver].state = State::Idle;
         self.entries[sender].state = State::AwaitingReply { server: receiver };
         self.entries[receiver].reply = ReplySlot::Caller(sender);
@@ -573,7 +559,7 @@ impl Ipc {
 
     /// Take `queue`'s head out of it: [`Ipc::unlink`] of the head written out (it has no
     /// previous thread).
-    #[inline]
+    #[inline(always)]
     fn pop(&mut self, queue: &mut EndpointQueue) -> Option<ThreadId> {
         let thread = queue.head as usize;
         // `NONE` lies past every table (`grow`): this also covers an empty queue.

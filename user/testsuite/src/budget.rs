@@ -72,55 +72,18 @@ extern "C" fn waiter(handle: u64) -> ! {
 /// A thread woken from `wait` keeps no hold on the notification: once the last capability
 /// to it is deleted, its charge comes back at once, while the woken thread lives on.
 fn woken_waiter(results: &mut Results) {
-    let outcome = (|| {
-        let report = ipc::notification_create().map_err(|_| "notification_create failed")?;
-        REPORT.store(report.raw(), core::sync::atomic::Ordering::Release);
-        let empty = used()?;
-        let watched = ipc::notification_create().map_err(|_| "notification_create failed")?;
-        let charge = used()? - empty;
-        rt::memory_map(STACK_AT, STACK_PAGES * PAGE_SIZE, MAP_WRITE)
-            .map_err(|_| "mapping the thread's stack failed")?;
-        let thread = proc::thread_create(
-            waiter,
-            STACK_AT + STACK_PAGES * PAGE_SIZE,
-            watched.raw(),
-            PRIORITY_NORMAL,
-        );
-        // Time for it to block in `wait` (woken at once otherwise: the test then shows
-        // nothing, and passes).
-        let _ = proc::sleep(3);
-        let before = used()?;
-        let signalled = ipc::signal(watched, GO).is_ok();
-        let reported = thread.is_ok() && ipc::wait(report) == Ok(WOKEN);
-        let deleted = ipc::cap_delete(watched).is_ok();
-        settle();
-        let after = used()?;
-        if let Ok(thread) = thread {
-            let _ = proc::thread_kill(thread);
-            let _ = ipc::cap_delete(thread);
-        }
-        let _ = ipc::cap_delete(report);
-        settle();
-        let _ = rt::memory_unmap(STACK_AT, STACK_PAGES * PAGE_SIZE);
-        if thread.is_err() {
-            return Err("thread_create failed");
-        }
-        if !(signalled && reported && deleted) {
-            return Err("the waiter was not woken with the signalled bits");
-        }
-        if charge == 0 {
-            return Err("a notification charged nothing to the budget");
-        }
-        if after + charge != before {
-            rt::println!(
-                "testsuite: budget used {before} before, {after} after, a notification {charge}"
-            );
-            return Err(
-                "the deleted notification's charge did not come back while its woken waiter lives",
-            );
-        }
-        Ok(())
-    })();
+    let outcome = charge_comes_back(
+        ipc::notification_create,
+        waiter,
+        |watched, report| {
+            let signalled = ipc::signal(watched, GO).is_ok();
+            if !(signalled && ipc::wait(report) == Ok(WOKEN)) {
+                return Err("the waiter was not woken with the signalled bits");
+            }
+            Ok(())
+        },
+        "a notification",
+    );
     results.check(
         "user budget: a thread woken from wait holds nothing of the notification: deleting its last capability gives the charge back at once",
         outcome,
@@ -150,60 +113,81 @@ extern "C" fn server(handle: u64) -> ! {
 /// server answered two calls (with `reply_recv`, then `reply`) and went to sleep, deleting
 /// the endpoint's last capability gives its charge back at once.
 fn answered_server(results: &mut Results) {
-    let outcome = (|| {
-        let report = ipc::notification_create().map_err(|_| "notification_create failed")?;
-        REPORT.store(report.raw(), core::sync::atomic::Ordering::Release);
-        let empty = used()?;
-        let endpoint = ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
-        let charge = used()? - empty;
-        rt::memory_map(STACK_AT, STACK_PAGES * PAGE_SIZE, MAP_WRITE)
-            .map_err(|_| "mapping the thread's stack failed")?;
-        let thread = proc::thread_create(
-            server,
-            STACK_AT + STACK_PAGES * PAGE_SIZE,
-            endpoint.raw(),
-            PRIORITY_NORMAL,
-        );
-        // Time for it to block in `recv`, so the calls meet a receiver waiting in the kernel.
-        let _ = proc::sleep(3);
-        let info = abi::MessageInfo::new(0, 1, 0).unwrap_or_default();
-        let answers = [
-            ipc::call(endpoint, info, [10, 0, 0, 0]).map(|answer| answer.words[0]),
-            ipc::call(endpoint, info, [20, 0, 0, 0]).map(|answer| answer.words[0]),
-        ];
-        let reported = thread.is_ok() && ipc::wait(report) == Ok(SERVED);
-        let before = used()?;
-        let deleted = ipc::cap_delete(endpoint).is_ok();
-        settle();
-        let after = used()?;
-        if let Ok(thread) = thread {
-            let _ = proc::thread_kill(thread);
-            let _ = ipc::cap_delete(thread);
-        }
-        let _ = ipc::cap_delete(report);
-        settle();
-        let _ = rt::memory_unmap(STACK_AT, STACK_PAGES * PAGE_SIZE);
-        if thread.is_err() {
-            return Err("thread_create failed");
-        }
-        if answers != [Ok(11), Ok(21)] || !reported || !deleted {
-            return Err("the server did not answer both calls");
-        }
-        if charge == 0 {
-            return Err("an endpoint charged nothing to the budget");
-        }
-        if after + charge != before {
-            rt::println!(
-                "testsuite: budget used {before} before, {after} after, an endpoint {charge}"
-            );
-            return Err("the deleted endpoint's charge did not come back while its server lives");
-        }
-        Ok(())
-    })();
+    let outcome = charge_comes_back(
+        ipc::endpoint_create,
+        server,
+        |endpoint, report| {
+            let info = abi::MessageInfo::new(0, 1, 0).unwrap_or_default();
+            let answers = [
+                ipc::call(endpoint, info, [10, 0, 0, 0]).map(|answer| answer.words[0]),
+                ipc::call(endpoint, info, [20, 0, 0, 0]).map(|answer| answer.words[0]),
+            ];
+            if answers != [Ok(11), Ok(21)] || ipc::wait(report) != Ok(SERVED) {
+                return Err("the server did not answer both calls");
+            }
+            Ok(())
+        },
+        "an endpoint",
+    );
     results.check(
         "user budget: neither side of an answered call holds the endpoint: deleting its last capability gives the charge back at once",
         outcome,
     );
+}
+
+/// Make an object with `create` (measuring its charge) and a thread at `entry` given its
+/// handle; once the thread has had time to block on it (3 ticks), run `exercise` (the
+/// object's and [`REPORT`]'s handles: it returns whether the thread did its part and
+/// reported), then delete the object's capability: its charge must come back at once,
+/// while the thread lives on (asleep, queued on nothing). `object` names it in a report.
+fn charge_comes_back(
+    create: fn() -> Result<Handle, Error>,
+    entry: extern "C" fn(u64) -> !,
+    exercise: impl FnOnce(Handle, Handle) -> Result<(), &'static str>,
+    object: &str,
+) -> Result<(), &'static str> {
+    let report = ipc::notification_create().map_err(|_| "notification_create failed")?;
+    REPORT.store(report.raw(), core::sync::atomic::Ordering::Release);
+    let empty = used()?;
+    let made = create().map_err(|_| "creating the object failed")?;
+    let charge = used()? - empty;
+    rt::memory_map(STACK_AT, STACK_PAGES * PAGE_SIZE, MAP_WRITE)
+        .map_err(|_| "mapping the thread's stack failed")?;
+    let thread = proc::thread_create(
+        entry,
+        STACK_AT + STACK_PAGES * PAGE_SIZE,
+        made.raw(),
+        PRIORITY_NORMAL,
+    );
+    // Time for it to block (else the test shows nothing, and passes).
+    let _ = proc::sleep(3);
+    let exercised = match thread {
+        Ok(_) => exercise(made, report),
+        Err(_) => Err("thread_create failed"),
+    };
+    let before = used()?;
+    let deleted = ipc::cap_delete(made).is_ok();
+    settle();
+    let after = used()?;
+    if let Ok(thread) = thread {
+        let _ = proc::thread_kill(thread);
+        let _ = ipc::cap_delete(thread);
+    }
+    let _ = ipc::cap_delete(report);
+    settle();
+    let _ = rt::memory_unmap(STACK_AT, STACK_PAGES * PAGE_SIZE);
+    exercised?;
+    if !deleted {
+        return Err("cap_delete of the object failed");
+    }
+    if charge == 0 {
+        return Err("the object charged nothing to the budget");
+    }
+    if after + charge != before {
+        rt::println!("testsuite: budget used {before} before, {after} after, {object} {charge}");
+        return Err("the deleted object's charge did not come back while the thread lives");
+    }
+    Ok(())
 }
 
 pub(crate) extern "C" fn sleeper(_: u64) -> ! {

@@ -474,10 +474,7 @@ extern "C" fn ponger(_: u64) -> ! {
 /// runs (a woken thread joins the CPU behind the threads already queued there, so the
 /// ping-pong cannot keep the CPU to itself).
 fn ping_pong_shares() -> Result<(), &'static str> {
-    proc::thread_set_affinity(Handle::NULL, 1).map_err(|_| "thread_set_affinity failed")?;
-    let outcome = ping_pong_on_one_cpu();
-    proc::thread_set_affinity(Handle::NULL, u64::MAX).map_err(|_| "thread_set_affinity failed")?;
-    outcome
+    on_cpu_zero(ping_pong_on_one_cpu)
 }
 
 fn ping_pong_on_one_cpu() -> Result<(), &'static str> {
@@ -530,10 +527,16 @@ fn ping_pong_on_one_cpu() -> Result<(), &'static str> {
 /// A spinner at priority 1 under this thread (priority 8): it must not run while this
 /// thread spins through several timer ticks, and must run while this thread sleeps.
 fn lower_priority() -> Result<(), &'static str> {
-    // Priorities order the threads of one CPU: both run on CPU 0 (the new thread takes this
-    // one's affinity), whatever the number of CPUs.
+    // Priorities order the threads of one CPU: both run on CPU 0, whatever the number of
+    // CPUs.
+    on_cpu_zero(lower_priority_on_one_cpu)
+}
+
+/// Run `body` with this thread (and every thread it makes: they take its affinity) on
+/// CPU 0, then let it run anywhere again.
+fn on_cpu_zero(body: fn() -> Result<(), &'static str>) -> Result<(), &'static str> {
     proc::thread_set_affinity(Handle::NULL, 1).map_err(|_| "thread_set_affinity failed")?;
-    let outcome = lower_priority_on_one_cpu();
+    let outcome = body();
     proc::thread_set_affinity(Handle::NULL, u64::MAX).map_err(|_| "thread_set_affinity failed")?;
     outcome
 }
