@@ -221,18 +221,18 @@ impl ActiveSpaces {
             .map_or(0, |slot| slot.load(Ordering::Relaxed) as usize)
     }
 
-    /// On CPU `cpu`, before its translation registers name `space`: set its bit in `space`
-    /// and clear it in the space it had active. Returns `false` (and changes nothing) when
-    /// `space` was active already.
+    /// On CPU `cpu` (an index below `MAX_CPUS`), before its translation registers name
+    /// `space`: set its bit in `space` and clear it in the space it had active. Returns
+    /// `false` (and changes nothing) when `space` was active already.
     #[inline(always)]
     #[allow(
         unsafe_code,
         reason = "dereferences the previous space's record, kept alive by the destroy rule"
     )]
     pub fn activate(&self, cpu: u32, space: &SpaceCpus) -> bool {
-        let Some(slot) = self.0.get(cpu as usize) else {
-            return false;
-        };
+        debug_assert!((cpu as usize) < MAX_CPUS);
+        // CPU indices are below `MAX_CPUS`, a power of two: the mask only tells the compiler.
+        let slot = &self.0[cpu as usize & (MAX_CPUS - 1)];
         let new = core::ptr::from_ref(space).cast_mut();
         let old = slot.load(Ordering::Relaxed);
         if old == new {

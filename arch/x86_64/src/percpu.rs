@@ -251,6 +251,7 @@ static IST_STACKS: [IstStack; IST_COUNT] =
 /// Bit `n`: CPU `n` is online (its slot is set up and it takes IPIs).
 static ONLINE: AtomicU32 = AtomicU32::new(0);
 const _: () = assert!(MAX_CPUS <= 32, "ONLINE is one bit per CPU");
+const _: () = assert!(MAX_CPUS.is_power_of_two());
 
 /// Whether CPU `index` is online.
 pub fn is_online(index: u32) -> bool {
@@ -399,14 +400,19 @@ pub fn set_kernel_stack(stack: KernelStack) {
 /// `SYSCALL` entry loads.
 #[inline(always)]
 pub fn set_kernel_stack_top(top: u64) {
+    // Kernel stacks lie in the higher half, so `top` is canonical as it is.
+    debug_assert!(VirtAddr::try_new(top).is_ok());
     let block = current();
-    let slot = &CPUS[block.cpu_id() as usize];
+    // The mask only tells the compiler what is true: a block's `cpu_id` is below
+    // `MAX_CPUS`, a power of two.
+    let slot = &CPUS[block.cpu_id() as usize & (MAX_CPUS - 1)];
     // SAFETY: the TSS belongs to this CPU, which reads it only when a trap arrives from
     // ring 3 — never while this write runs, because the caller is in ring 0. The struct is
-    // `packed(4)`, so the field is written unaligned.
+    // `packed(4)`, so the field is written unaligned; `VirtAddr` is a transparent `u64`
+    // and `top` is canonical (above), so the field keeps its type's invariant.
     unsafe {
         let rsp0 = core::ptr::addr_of_mut!((*slot.tss.get()).privilege_stack_table[0]);
-        rsp0.write_unaligned(VirtAddr::new_truncate(top));
+        rsp0.cast::<u64>().write_unaligned(top);
     }
     block.kernel_stack_top.store(top, Ordering::Relaxed);
 }
