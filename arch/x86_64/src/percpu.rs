@@ -390,19 +390,23 @@ pub fn current() -> &'static PerCpu {
 /// guard page. Context switch calls this for every incoming thread.
 #[inline(always)]
 pub fn set_kernel_stack(stack: KernelStack) {
-    set_kernel_stack_top(stack.top);
-    current()
-        .kernel_stack_base
-        .store(stack.base, Ordering::Relaxed);
+    let block = current();
+    set_stack_top(block, stack.top);
+    block.kernel_stack_base.store(stack.base, Ordering::Relaxed);
 }
 
 /// Set the stack the next trap from user mode lands on: `TSS.RSP0` and the per-CPU slot the
 /// `SYSCALL` entry loads.
 #[inline(always)]
 pub fn set_kernel_stack_top(top: u64) {
+    set_stack_top(current(), top);
+}
+
+/// [`set_kernel_stack_top`] on this CPU's `block`.
+#[inline(always)]
+fn set_stack_top(block: &PerCpu, top: u64) {
     // Kernel stacks lie in the higher half, so `top` is canonical as it is.
     debug_assert!(VirtAddr::try_new(top).is_ok());
-    let block = current();
     // The mask only tells the compiler what is true: a block's `cpu_id` is below
     // `MAX_CPUS`, a power of two.
     let slot = &CPUS[block.cpu_id() as usize & (MAX_CPUS - 1)];

@@ -158,9 +158,16 @@ pub fn prepare_events(id: usize) -> Result<(), ()> {
 /// load and a branch.
 #[inline(always)]
 pub fn count(id: usize, event: Event) {
-    if !crate::trace::instrumented() {
-        return;
+    if crate::trace::instrumented() {
+        count_event(id, event);
     }
+}
+
+/// [`count`] once the counts are kept: out of line, so the check above is all the
+/// uninstrumented paths carry.
+#[cold]
+#[inline(never)]
+fn count_event(id: usize, event: Event) {
     if let Some(slot) = event_slot(id) {
         let counter = &slot[event as usize];
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
