@@ -133,6 +133,7 @@ const PROC_EXPECTED: &[&str] = &[
     "ok user proc bad argument: thread_set_priority of an ended thread",
     "ok user priority change above the caller's is refused (thread_set_priority, thread_create, process_spawn); lowering works; a blocked thread is killed",
     "ok user a signal/wait ping-pong on one CPU leaves it to an equal-priority thread queued there (a woken thread does not run ahead of the queue)",
+    "ok user a thread just woken by signal, moved to CPU 1 by thread_set_affinity before it ran, runs on CPU 1 (InvalidArgument with one CPU)",
     "ok user ipc calls to a killed server fail with PeerDied (the pending call and later ones)",
     "ok user proc bad argument: irq_ack of an unbound line",
     "ok user irq delivery: a bound line signals its notification and stays masked until irq_ack",

@@ -452,6 +452,64 @@ fn threads(results: &mut Results) {
         "user a signal/wait ping-pong on one CPU leaves it to an equal-priority thread queued there (a woken thread does not run ahead of the queue)",
         ping_pong_shares(),
     );
+    results.check(
+        "user a thread just woken by signal, moved to CPU 1 by thread_set_affinity before it ran, runs on CPU 1 (InvalidArgument with one CPU)",
+        on_cpu_zero(woken_then_moved),
+    );
+}
+
+/// The partner of [`woken_then_moved`]: wait for a ping, answer with a pong whose bit is
+/// the CPU it runs on, forever.
+extern "C" fn cpu_reporter(_: u64) -> ! {
+    let [ping, pong] = PING_PONG
+        .each_ref()
+        .map(|handle| Handle::from_raw(handle.load(Ordering::Acquire)));
+    loop {
+        let _ = ipc::wait(ping);
+        let _ = ipc::signal(pong, 1 << proc::cpu_current().min(63));
+    }
+}
+
+/// On CPU 0, wake a partner (blocked in `wait`, last run on CPU 0) with `signal`, then,
+/// before it runs, allow it CPU 1 only: it must answer from CPU 1. The wake-up leaves it
+/// out of CPU 0's queue for the `wait` that would follow, so this checks that the
+/// affinity change moves it from there too. With one CPU the change is refused and the
+/// partner answers from CPU 0.
+fn woken_then_moved() -> Result<(), &'static str> {
+    let (Ok(ping), Ok(pong)) = (ipc::notification_create(), ipc::notification_create()) else {
+        return Err("notification_create failed");
+    };
+    PING_PONG[0].store(ping.raw(), Ordering::Release);
+    PING_PONG[1].store(pong.raw(), Ordering::Release);
+    let partner = proc::thread_create(cpu_reporter, STACKS + STACK_SIZE, 0, PRIORITY_NORMAL);
+    let outcome = (|| {
+        let partner = partner.map_err(|_| "thread_create failed")?;
+        // Time for it to block in `wait` (it runs on this CPU when this thread sleeps).
+        let _ = proc::sleep(3);
+        ipc::signal(ping, 1).map_err(|_| "signal failed")?;
+        let expected = match proc::thread_set_affinity(partner, 1 << 1) {
+            Ok(()) => 1 << 1,
+            Err(Error::InvalidArgument) => 1 << 0,
+            Err(_) => return Err("thread_set_affinity failed"),
+        };
+        match ipc::wait(pong) {
+            Ok(cpus) if cpus == expected => Ok(()),
+            Ok(cpus) => {
+                rt::println!(
+                    "testsuite: the moved partner answered from CPUs {cpus:#b}, expected {expected:#b}"
+                );
+                Err("the woken thread did not run where its new affinity allows")
+            }
+            Err(_) => Err("wait failed"),
+        }
+    })();
+    if let Ok(thread) = partner {
+        let _ = proc::thread_kill(thread);
+        let _ = ipc::cap_delete(thread);
+    }
+    let _ = ipc::cap_delete(ping);
+    let _ = ipc::cap_delete(pong);
+    outcome
 }
 
 /// The notifications of [`ping_pong_shares`]: this thread signals the first, its partner
