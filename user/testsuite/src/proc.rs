@@ -461,9 +461,7 @@ fn threads(results: &mut Results) {
 /// The partner of [`woken_then_moved`]: wait for a ping, answer with a pong whose bit is
 /// the CPU it runs on, forever.
 extern "C" fn cpu_reporter(_: u64) -> ! {
-    let [ping, pong] = PING_PONG
-        .each_ref()
-        .map(|handle| Handle::from_raw(handle.load(Ordering::Acquire)));
+    let [ping, pong] = ping_pong();
     loop {
         let _ = ipc::wait(ping);
         let _ = ipc::signal(pong, 1 << proc::cpu_current().min(63));
@@ -516,11 +514,16 @@ fn woken_then_moved() -> Result<(), &'static str> {
 /// answers on the second.
 static PING_PONG: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
+/// The two notifications in [`PING_PONG`].
+fn ping_pong() -> [Handle; 2] {
+    PING_PONG
+        .each_ref()
+        .map(|handle| Handle::from_raw(handle.load(Ordering::Acquire)))
+}
+
 /// The partner of [`ping_pong_shares`]: wait for a ping, answer with a pong, forever.
 extern "C" fn ponger(_: u64) -> ! {
-    let [ping, pong] = PING_PONG
-        .each_ref()
-        .map(|handle| Handle::from_raw(handle.load(Ordering::Acquire)));
+    let [ping, pong] = ping_pong();
     loop {
         let _ = ipc::wait(ping);
         let _ = ipc::signal(pong, 1);
