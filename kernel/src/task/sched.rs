@@ -367,7 +367,6 @@ impl Scheduler {
             return None;
         }
         let record = self.cpus[cpu].readied_record;
-        self.cpus[cpu].readied = 0;
         // SAFETY: `readied_record` is thread `id`'s boxed record, set with `readied` under
         // the scheduler lock (held by the caller); a readied thread has not run since, so
         // it has not ended and its record is in the table (`PerCpu::readied_record`).
@@ -377,10 +376,10 @@ impl Scheduler {
             .highest_priority(cpu)
             .is_some_and(|ready| ready >= priority)
         {
-            // why: a readied thread is in no queue, so enqueue cannot fail.
-            let _ = self.queues.enqueue(cpu, id, priority);
+            self.queue_readied_thread(cpu, id);
             return None;
         }
+        self.cpus[cpu].readied = 0;
         self.cpus[cpu].slice_left = TIME_SLICE_TICKS;
         Some((id, record))
     }
