@@ -19,8 +19,8 @@
 //! | base | [`mm`] over [`boot`], [`stats`], [`trace`] over [`log`], [`time`], [`hwirq`] over [`sync`] | memory, boot info, counters, the trace ring, the kernel log, ticks, device lines, locks |
 //!
 //! Locks follow the same order ([`sync`] has the table). Nothing called under a lock
-//! calls up: the last capability to an endpoint queues the endpoint to be closed and a
-//! dead process queues its death notification ([`obj::pending`]), and the kernel log
+//! calls up: the last capability to an endpoint or a notification queues it to be closed
+//! and a dead process queues its death notification ([`obj::pending`]), and the kernel log
 //! only marks itself readable ([`log`]); the system-call exit and the timer tick
 //! ([`upcall`]) do the work from the top.
 //!

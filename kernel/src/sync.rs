@@ -8,13 +8,12 @@
 //!
 //! | level | lock | layer |
 //! | --- | --- | --- |
-//! | 10 | `ipc state` (queue links, reply slots, blocked-on records, IPC buffers) | `ipc/` |
+//! | 10 | `ipc state` (queue links, reply slots, blocked-on records, IPC buffers; through its key, endpoint queues and notification words) | `ipc/` |
 //! | 12 | `irq bindings` (interrupt line → notification) | `irq/` |
 //! | 14 | `log target` (the notification the kernel log signals) | `syscall/` |
 //! | 20 | `scheduler` (thread table, run queue) | `task/` |
 //! | 30 | `capability table` (one per process) | `obj/` |
-//! | 32 | `pending work` (endpoints to close, notifications to signal) | `obj/` |
-//! | 34 | `endpoint queue`, `notification word` (never both) | `obj/` |
+//! | 32 | `pending work` (endpoints and notifications to close, notifications to signal) | `obj/` |
 //! | 40 | `process record` (death binding, charge, fault) | `obj/` |
 //! | 42 | `address space` (one per process) | `obj/` |
 //! | 44 | `process pages` (one per process) | `obj/` |
@@ -89,8 +88,6 @@ pub mod level {
     pub const SCHEDULER: Level = Level::new(20, "scheduler");
     pub const CAP_TABLE: Level = Level::new(30, "capability table");
     pub const PENDING: Level = Level::new(32, "pending work");
-    pub const ENDPOINT_QUEUE: Level = Level::new(34, "endpoint queue");
-    pub const NOTIFICATION: Level = Level::new(34, "notification word");
     pub const PROCESS: Level = Level::new(40, "process record");
     pub const ADDRESS_SPACE: Level = Level::new(42, "address space");
     pub const PROCESS_PAGES: Level = Level::new(44, "process pages");
@@ -121,7 +118,7 @@ pub mod level {
 pub mod deferred {
     use core::sync::atomic::{AtomicU8, Ordering};
 
-    /// `obj::pending` holds work (endpoints to close, death notifications to signal).
+    /// `obj::pending` holds work (endpoints and notifications to close, death notifications to signal).
     pub const PENDING: u8 = 1 << 0;
     /// Lines went to the kernel log's ring since its reader was last signalled.
     pub const LOG: u8 = 1 << 1;
@@ -335,8 +332,6 @@ mod checker {
         super::level::SCHEDULER,
         super::level::CAP_TABLE,
         super::level::PENDING,
-        super::level::ENDPOINT_QUEUE,
-        super::level::NOTIFICATION,
         super::level::PROCESS,
         super::level::ADDRESS_SPACE,
         super::level::PROCESS_PAGES,

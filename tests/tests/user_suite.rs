@@ -105,6 +105,7 @@ const EXPECTED: &[&str] = &[
     "ok user budget: a spawn beyond the caller's budget, or with too small a budget, returns OutOfMemory and the caller keeps running",
     "ok user budget: a spawn naming no budget gives the child DEFAULT_BUDGET",
     "ok user budget: a thread woken from wait holds nothing of the notification: deleting its last capability gives the charge back at once",
+    "ok user budget: deleting the last capability to a notification a thread waits on wakes it with PeerDied and gives the charge back at once",
     "ok user budget: neither side of an answered call holds the endpoint: deleting its last capability gives the charge back at once",
     "ok user FPU state survives preemption",
     "ok user thread blocked in a system call and a kernel thread preempted by the timer keep their own kernel stacks",

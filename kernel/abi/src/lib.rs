@@ -335,7 +335,9 @@ pub enum Syscall {
     /// `bits` is 0).
     Signal = 19,
     /// `wait(notification)`: block until the word is non-zero; value: the word, which is
-    /// cleared. Needs `WAIT`. Errors: as `signal` (without the `bits` check).
+    /// cleared. Needs `WAIT`. Errors: as `signal` (without the `bits` check), and
+    /// [`Error::PeerDied`] when the notification's last capability is deleted while the
+    /// thread waits (nothing can signal it through a capability any more).
     Wait = 20,
     /// `poll(notification)`: value: the word (0 when nothing was signalled), cleared;
     /// never blocks. Needs `WAIT`. Errors: as `wait`.
@@ -575,15 +577,13 @@ pub mod bench {
 
     /// The kernel's lock levels (`sync::level`), in the order of their counters. The
     /// kernel checks at build time that its table names them in this order.
-    pub const LOCK_LEVELS: [&str; 18] = [
+    pub const LOCK_LEVELS: [&str; 16] = [
         "ipc state",
         "irq bindings",
         "log target",
         "scheduler",
         "capability table",
         "pending work",
-        "endpoint queue",
-        "notification word",
         "process record",
         "address space",
         "process pages",

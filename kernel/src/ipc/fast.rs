@@ -13,8 +13,9 @@
 //! ([`super::send`], [`super::reply_recv`]) handles the call and reports the error.
 //!
 //! Locks, in the order of `crate::sync`: the IPC state, the scheduler (held as
-//! [`sched::Handoff`] to the switch), the capability table (for the lookup only), then the
-//! endpoint queue or notification word.
+//! [`sched::Handoff`] to the switch), the capability table (for the lookup only). The
+//! endpoint's queue or the notification's word is opened with the key the IPC state
+//! keeps, no lock of its own.
 //!
 //! The endpoint or notification is borrowed, not cloned: it is looked up with the
 //! capability table kept locked ([`crate::obj::capspace::CapSpace::pin`]) until the last
@@ -28,9 +29,9 @@ use alloc::sync::Arc;
 use abi::{Handle, MessageInfo, Rights};
 use arch_api::TrapFrame as _;
 
-use super::{Blocker, IPC, trace_id};
+use super::{Blocker, IPC, Waited, trace_id};
 use crate::obj::capspace::Pinned;
-use crate::obj::{Endpoint, EndpointCap, Notification, Process, kind};
+use crate::obj::{Endpoint, EndpointCap, Notification, NotificationCap, Process, kind};
 use crate::task::sched;
 use crate::task::thread::{self, Event, TrapFrame};
 use crate::trace::{self, Kind};
@@ -102,16 +103,15 @@ pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         return false;
     };
     let (endpoint, badge): (&Endpoint, u64) = (&capability.endpoint, capability.badge);
-    let mut queue = endpoint.queue.lock();
     let mut target = None;
+    let (ipc, key) = state.split();
     // The receiver must be a user thread blocked in the kernel, to run it at once.
-    let Some(receiver) = state.ipc.call_fast(&mut queue, me, |receiver| {
+    let Some(receiver) = ipc.call_fast(endpoint.queue.open(key), me, |receiver| {
         target = scheduler.blocked_frame(receiver);
         target.is_some()
     }) else {
         return false;
     };
-    drop(queue);
     drop(state);
     if TRACE {
         let id = trace_id(endpoint);
@@ -169,16 +169,15 @@ pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     // no other thread changes it while this one runs (others change only the entries of
     // queued threads), under the IPC lock held until the last use below.
     let endpoint = unsafe { &*endpoint };
-    let mut queue = endpoint.queue.lock();
     let mut target = None;
+    let (ipc, key) = state.split();
     // The caller must be a user thread blocked in the kernel, to run it at once.
-    let Some(caller) = state.ipc.reply_recv_fast(&mut queue, me, |caller| {
+    let Some(caller) = ipc.reply_recv_fast(endpoint.queue.open(key), me, |caller| {
         target = scheduler.blocked_frame(caller);
         target.is_some()
     }) else {
         return false;
     };
-    drop(queue);
     drop(state);
     if TRACE {
         trace::event(Kind::Reply, me, caller as u64, 0);
@@ -209,16 +208,17 @@ fn notification_pinned(
     process: &Process,
     handle: u64,
     required: Rights,
-) -> Option<Pinned<'_, Arc<Notification>>> {
+) -> Option<Pinned<'_, NotificationCap>> {
     process
         .caps
         .pin::<kind::Notification>(Handle::from_raw(handle), required)
         .ok()
 }
 
-/// `signal` on the fast path (no reference taken, one scheduler lock for the lookup and
-/// the wake-up): `true` when it was taken (the results are then in `frame`). The woken
-/// thread goes through the run queue; the signaller keeps the CPU.
+/// `signal` on the fast path (no reference taken or dropped, one scheduler lock for the
+/// lookup and the wake-up): `true` when it was taken (the results are then in `frame`).
+/// The signaller keeps the CPU; the woken thread is made ready
+/// ([`sched::Handoff::make_ready`]: this CPU's next `wait` may run it directly).
 #[inline(always)]
 pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let [handle, bits, ..] = frame.syscall_arguments();
@@ -237,7 +237,8 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         return false;
     };
     let notification: &Notification = &capability;
-    let mut word = notification.state.lock();
+    let (ipc, key) = state.split();
+    let word = notification.state.open(key);
     // A waiter is woken here only when it is a user thread blocked in `wait`.
     let target = match word.waiters().first() {
         Some(waiter) => match scheduler.blocked_frame(waiter) {
@@ -246,7 +247,7 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         },
         None => None,
     };
-    let woken = state.ipc.signal(&mut word, bits);
+    let woken = ipc.signal(word, bits);
     if TRACE {
         let id = trace_id(notification);
         trace::event_here(Kind::Signal, id, bits);
@@ -256,14 +257,11 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     }
     match (woken, target) {
         (Some((waiter, value)), Some((expected, target))) if waiter == expected => {
-            // The waiter's reference to the notification it was queued on: the pinned
-            // capability holds another, so dropping it under the locks frees nothing.
-            let waited = core::mem::replace(&mut state.blocked_on[waiter], Blocker::Nothing);
+            // The waiter's record of the notification stays: it holds no reference, and
+            // it is read only while the thread is queued (`Waited`).
             debug_assert!(
-                matches!(&waited, Blocker::Notification(last) if core::ptr::eq(Arc::as_ptr(last), notification))
+                matches!(&state.blocked_on[waiter], Blocker::Notification(last) if core::ptr::eq(last.0.as_ptr(), notification))
             );
-            drop(waited);
-            drop(word);
             drop(state);
             // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
             // `waiter` under the scheduler lock, still held.
@@ -271,7 +269,7 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
             scheduler.make_ready(waiter);
         }
         // `signal` wakes the queue's head, the thread checked above; nobody waited.
-        _ => drop(word),
+        _ => drop(state),
     }
     if TRACE {
         thread::count(scheduler.current(), Event::Notification);
@@ -282,7 +280,8 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     true
 }
 
-/// `wait` on the fast path (a reference taken only when it queues; one scheduler lock for
+/// `wait` on the fast path (no reference taken: a queued waiter records the notification's
+/// address, [`super::Waited`]; one scheduler lock for
 /// the lookup and, when nothing is pending, the block through [`sched::Handoff::block`]):
 /// `true` when it was taken.
 #[inline(always)]
@@ -301,20 +300,18 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
         return false;
     };
     let notification: &Notification = &capability;
-    let mut word = notification.state.lock();
+    let (ipc, key) = state.split();
     // An error changes nothing: the slow path reports it.
-    let Ok(pending) = state.ipc.wait(&mut word, me) else {
+    let Ok(pending) = ipc.wait(notification.state.open(key), me) else {
         return false;
     };
-    drop(word);
-    // A queued waiter holds a reference to what it waits on (to be unlinked if it dies);
-    // every `signal` drops it again, so it names no notification now.
+    // A queued waiter records what it waits on (to be unlinked if it dies), by address.
     let released = match pending {
         Some(_) => Blocker::Nothing,
-        None => {
-            let waited = Arc::clone(&capability);
-            core::mem::replace(&mut state.blocked_on[me], Blocker::Notification(waited))
-        }
+        None => core::mem::replace(
+            &mut state.blocked_on[me],
+            Blocker::Notification(Waited::new(notification)),
+        ),
     };
     drop(state);
     drop(capability);

@@ -21,10 +21,12 @@
 //!
 //! # Locks
 //!
-//! One lock ([`IPC`], level `ipc state` in `crate::sync`) guards the per-thread IPC state,
-//! and under it each endpoint's and notification's own lock guards its queue; the slow
-//! path takes the scheduler lock only after releasing them (inside `sched`), the fast path
-//! between the two. Capability objects dropped here queue their follow-up work
+//! One lock ([`IPC`], level `ipc state` in `crate::sync`) guards the per-thread IPC state
+//! and, through the key it keeps ([`crate::obj::endpoint::IpcCell`]), every endpoint's
+//! queue and notification's word: the links of those queues are in the per-thread state,
+//! so the objects need no lock of their own, and one CPU at a time changes any of them.
+//! The slow path takes the scheduler lock only after releasing it (inside `sched`), the
+//! fast path under it. Capability objects dropped here queue their follow-up work
 //! (`obj::pending`), which [`run_pending`] does with no lock held.
 //!
 //! # The per-thread tables
@@ -44,10 +46,14 @@
 //! lock they hold ([`sched::Handoff`]).
 //!
 //! # What a thread holds
-//! [`State::blocked_on`] keeps a reference to what a thread waits on, and to the endpoint
-//! of a call it has taken and not answered; nothing else, so an object whose last
-//! capability is deleted is freed (and its budget charge returned) once no thread waits on
-//! it and no call taken from it is unanswered.
+//! [`State::blocked_on`] keeps a reference to the endpoint a thread waits on, and to the
+//! endpoint of a call it has taken and not answered; nothing else, so an endpoint whose
+//! last capability is deleted is freed (and its budget charge returned) once no thread
+//! waits on it and no call taken from it is unanswered. A thread waiting on a notification
+//! holds no reference: it records the notification's address ([`Waited`]), and the
+//! notification's last capability closing wakes every waiter with `PeerDied` before the
+//! notification can be freed ([`close_notification`]), so it is freed (and its charge
+//! returned) at once.
 
 pub mod fast;
 
@@ -55,6 +61,7 @@ use alloc::sync::Arc;
 
 use crate::Cpu;
 use crate::mm::frames;
+use crate::obj::endpoint::IpcKey;
 use crate::obj::{Endpoint, Notification, Process, kind, pending};
 use crate::sync::{Lock, level};
 use crate::task::sched;
@@ -76,17 +83,40 @@ fn trace_id<T>(object: *const T) -> u64 {
 enum Blocker {
     Nothing,
     Endpoint(Arc<Endpoint>),
-    Notification(Arc<Notification>),
+    Notification(Waited),
 }
+
+/// The notification a thread waits on, by address, with no reference: meaningful only
+/// while the thread is queued on it (`ipc.is_queued`), because a `signal` that dequeues it
+/// may leave this behind. While it is queued the notification is alive: a thread queues
+/// only through a capability, counted until it has queued, and the work that closes the
+/// notification once its last capability is gone unlinks every waiter under the IPC lock
+/// before it drops its own reference ([`close_notification`]).
+struct Waited(core::ptr::NonNull<Notification>);
+
+impl Waited {
+    #[inline(always)]
+    fn new(notification: &Notification) -> Self {
+        Self(core::ptr::NonNull::from(notification))
+    }
+}
+
+// SAFETY: an address of a `Sync` object, dereferenced (shared) only under the IPC lock
+// while its thread is queued on it (`Waited`'s docs), on whichever CPU holds the lock.
+unsafe impl Send for Waited {}
 
 struct State {
     /// Thread ids `0..ipc.capacity()`, like the two tables below (module docs).
     ipc: Ipc,
+    /// The key to the endpoints' queues and the notifications' words
+    /// ([`crate::obj::endpoint::IpcCell`]): held
+    /// by whoever holds this lock.
+    key: IpcKey,
     /// Each thread's IPC buffer.
     buffers: Vec<Buffer>,
-    /// What each thread waits on or serves, as a reference: the endpoint or notification
-    /// it is queued on (to unlink it if it dies); else the endpoint it took the call it
-    /// has yet to answer from (the `reply_recv` fast path finds its endpoint here; only the
+    /// What each thread waits on or serves: the endpoint (a reference) or notification
+    /// (an address, [`Waited`]) it is queued on, to unlink it if it dies; else the
+    /// endpoint it took the call it has yet to answer from (the `reply_recv` fast path finds its endpoint here; only the
     /// queue link in `ipc` says whether the thread is queued there). A thread that neither
     /// waits nor serves holds nothing, so deleting an object's last capability frees it
     /// once no thread waits on it and no call taken from it is unanswered. A receiver
@@ -97,6 +127,12 @@ struct State {
 }
 
 impl State {
+    /// The state machine and the key to the objects' cells, borrowed together.
+    #[inline(always)]
+    fn split(&mut self) -> (&mut Ipc, &mut IpcKey) {
+        (&mut self.ipc, &mut self.key)
+    }
+
     /// What `thread` held (nothing beyond the tables), now nothing: drop it with no lock
     /// held, as it may free what it names, or under the locks where the caller holds
     /// another reference to the same object.
@@ -145,6 +181,8 @@ static IPC: Lock<State> = Lock::new(
     level::IPC,
     State {
         ipc: Ipc::new(),
+        // SAFETY: the one key, kept inside the IPC lock for the kernel's life.
+        key: unsafe { IpcKey::new() },
         buffers: Vec::new(),
         blocked_on: Vec::new(),
     },
@@ -377,9 +415,8 @@ fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
     drop(process);
     let (outcome, released) = {
         let mut state = IPC.lock();
-        let mut queue = endpoint.queue.lock();
-        let outcome = state.ipc.send(&mut queue, me, badge, call);
-        drop(queue);
+        let (ipc, key) = state.split();
+        let outcome = ipc.send(endpoint.queue.open(key), me, badge, call);
         let released = match outcome {
             Ok(SendOutcome::Queued) => state.hold_endpoint(me, &endpoint),
             // A receiver that takes a call serves it and keeps its reference; one that
@@ -478,12 +515,10 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
         } else {
             None
         };
-        let mut queue = endpoint.queue.lock();
-        let (outcome, abandoned) = state
-            .ipc
-            .receive(&mut queue, me)
+        let (ipc, key) = state.split();
+        let (outcome, abandoned) = ipc
+            .receive(endpoint.queue.open(key), me)
             .map_err(|_| Error::InvalidArgument)?;
-        drop(queue);
         released = match outcome {
             ReceiveOutcome::Queued => {
                 sched::prepare_block();
@@ -611,25 +646,7 @@ pub fn signal(handle: u64, bits: u64) -> Result<u64, Error> {
     if bits == 0 {
         return Err(Error::InvalidArgument);
     }
-    let woken = {
-        let mut state = IPC.lock();
-        let mut word = notification.state.lock();
-        let woken = state.ipc.signal(&mut word, bits);
-        if let Some((waiter, _)) = woken {
-            state.blocked_on[waiter] = Blocker::Nothing;
-        }
-        woken
-    };
-    if trace::on() {
-        let id = trace_id(Arc::as_ptr(&notification));
-        trace::event_here(Kind::Signal, id, bits);
-        if let Some((waiter, word)) = woken {
-            trace::event(Kind::Wake, waiter, id, word);
-        }
-    }
-    if let Some((waiter, word)) = woken {
-        sched::wake_with(waiter, |frame| frame.set_syscall_results(0, word));
-    }
+    signal_object(&notification, bits);
     Ok(0)
 }
 
@@ -646,14 +663,12 @@ pub fn wait(frame: &mut TrapFrame) {
             .find::<kind::Notification>(handle, Rights::WAIT)?;
         drop(process);
         let mut state = IPC.lock();
-        let mut word = notification.state.lock();
-        let pending = state
-            .ipc
-            .wait(&mut word, me)
+        let (ipc, key) = state.split();
+        let pending = ipc
+            .wait(notification.state.open(key), me)
             .map_err(|_| Error::InvalidArgument)?;
         if pending.is_none() {
-            drop(word);
-            state.blocked_on[me] = Blocker::Notification(notification.clone());
+            state.blocked_on[me] = Blocker::Notification(Waited::new(&notification));
             sched::prepare_block();
         }
         Ok(pending)
@@ -672,8 +687,8 @@ pub fn poll(handle: u64) -> Result<u64, Error> {
         .caps
         .find::<kind::Notification>(handle, Rights::WAIT)?;
     drop(process);
-    let _state = IPC.lock();
-    let word = notification.state.lock().poll();
+    let mut state = IPC.lock();
+    let word = notification.state.open(&mut state.key).poll();
     Ok(word)
 }
 
@@ -715,12 +730,11 @@ pub fn close_endpoint(endpoint: &Endpoint) {
         let mut count = 0;
         let more = {
             let mut state = IPC.lock();
-            let mut queue = endpoint.queue.lock();
-            let more = state.ipc.close_at_most(&mut queue, BATCH, |thread| {
+            let (ipc, key) = state.split();
+            let more = ipc.close_at_most(endpoint.queue.open(key), BATCH, |thread| {
                 woken[count] = thread;
                 count += 1;
             });
-            drop(queue);
             for &thread in &woken[..count] {
                 // Only references to this same endpoint, which the caller still holds:
                 // dropping them under the lock frees nothing.
@@ -730,6 +744,39 @@ pub fn close_endpoint(endpoint: &Endpoint) {
         };
         for &thread in &woken[..count] {
             wake_with_error(thread, Error::PeerDied);
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
+/// The last capability to `notification` is gone: wake every thread waiting on it with
+/// `PeerDied` (no thread can signal it through a capability any more, and none can start
+/// waiting). Its waiters hold no reference ([`Waited`]): the caller's keeps it alive until
+/// the last is unlinked.
+pub fn close_notification(notification: &Notification) {
+    const BATCH: usize = 64;
+    loop {
+        let mut woken = [0usize; BATCH];
+        let mut count = 0;
+        let more = {
+            let mut state = IPC.lock();
+            let (ipc, key) = state.split();
+            let waiters = notification.state.open(key).waiters();
+            let more = ipc.close_at_most(waiters, BATCH, |thread| {
+                woken[count] = thread;
+                count += 1;
+            });
+            for &thread in &woken[..count] {
+                state.blocked_on[thread] = Blocker::Nothing;
+            }
+            more
+        };
+        for &thread in &woken[..count] {
+            sched::wake_with(thread, |frame| {
+                frame.set_syscall_results(status(Error::PeerDied), 0)
+            });
         }
         if !more {
             return;
@@ -749,13 +796,18 @@ pub fn thread_exiting(thread: ThreadId) {
         let blocker = core::mem::replace(&mut state.blocked_on[thread], Blocker::Nothing);
         let caller = match &blocker {
             Blocker::Endpoint(endpoint) => {
-                let mut queue = endpoint.queue.lock();
-                state.ipc.exit(thread, Some(&mut queue))
+                let (ipc, key) = state.split();
+                ipc.exit(thread, Some(endpoint.queue.open(key)))
             }
-            Blocker::Notification(notification) => {
-                let mut word = notification.state.lock();
-                state.ipc.exit(thread, Some(word.waiters()))
+            Blocker::Notification(waited) if state.ipc.is_queued(thread) => {
+                // SAFETY: the thread is queued on the notification it recorded, which is
+                // alive while it is (`Waited`), under the IPC lock held here.
+                let notification = unsafe { waited.0.as_ref() };
+                let (ipc, key) = state.split();
+                ipc.exit(thread, Some(notification.state.open(key).waiters()))
             }
+            // Woken, so no longer queued: the address may be stale.
+            Blocker::Notification(_) => state.ipc.exit(thread, None),
             Blocker::Nothing => state.ipc.exit(thread, None),
         };
         state.buffers[thread] = Buffer::NONE;
@@ -806,8 +858,8 @@ pub fn snapshot() -> (Vec<IpcSnapshot>, Vec<Option<sched::ThreadSnapshot>>) {
 pub fn signal_object(notification: &Notification, bits: u64) {
     let woken = {
         let mut state = IPC.lock();
-        let mut word = notification.state.lock();
-        let woken = state.ipc.signal(&mut word, bits);
+        let (ipc, key) = state.split();
+        let woken = ipc.signal(notification.state.open(key), bits);
         if let Some((waiter, _)) = woken {
             state.blocked_on[waiter] = Blocker::Nothing;
         }
@@ -825,13 +877,14 @@ pub fn signal_object(notification: &Notification, bits: u64) {
     }
 }
 
-/// Do the work objects queued (`obj::pending`): close endpoints whose last receiver went,
-/// signal death notifications. Called with no lock held, from the system-call exit and the
+/// Do the work objects queued (`obj::pending`): close endpoints whose last receiver went
+/// and notifications whose last capability went, signal death notifications. Called with no lock held, from the system-call exit and the
 /// timer tick.
 pub fn run_pending() {
     while let Some(work) = pending::take() {
         match work {
             pending::Work::Close(endpoint) => close_endpoint(&endpoint),
+            pending::Work::CloseNotification(notification) => close_notification(&notification),
             pending::Work::Signal(notification, bits) => signal_object(&notification, bits),
         }
     }

@@ -37,7 +37,7 @@ pub mod region;
 
 pub use budget::Budget;
 pub use capspace::CapSpace;
-pub use endpoint::{Endpoint, EndpointCap, Notification};
+pub use endpoint::{Endpoint, EndpointCap, Notification, NotificationCap};
 pub use process::Process;
 pub use region::{IrqLine, MemoryRegion, MmioRange, PortRange, ThreadRef};
 
@@ -45,7 +45,7 @@ pub use region::{IrqLine, MemoryRegion, MmioRange, PortRange, ThreadRef};
 #[derive(Clone)]
 pub enum Object {
     Endpoint(EndpointCap),
-    Notification(Arc<Notification>),
+    Notification(NotificationCap),
     Process(Arc<Process>),
     /// A region of physical memory (a boot module).
     Memory(Arc<MemoryRegion>),
@@ -125,7 +125,12 @@ pub mod kind {
         Endpoint,
         EndpointCap
     );
-    kind!(Notification, Notification, Arc<super::Notification>);
+    kind!(
+        /// A notification capability (counted: see `obj::endpoint`).
+        Notification,
+        Notification,
+        NotificationCap
+    );
     kind!(Process, Process, Arc<super::Process>);
     kind!(Memory, Memory, Arc<MemoryRegion>);
     kind!(Thread, Thread, ThreadRef);

@@ -19,6 +19,8 @@ use crate::sync::{Lock, deferred, level};
 pub enum Work {
     /// The last receive-capable capability to this endpoint is gone.
     Close(Arc<Endpoint>),
+    /// The last capability to this notification is gone.
+    CloseNotification(Arc<Notification>),
     /// Signal these bits (a process died; its death notification).
     Signal(Arc<Notification>, u64),
 }
@@ -62,6 +64,11 @@ fn push(work: Work) {
 /// Queue `endpoint` to be closed.
 pub fn close(endpoint: Arc<Endpoint>) {
     push(Work::Close(endpoint));
+}
+
+/// Queue `notification` to be closed (its waiters woken with `PeerDied`).
+pub fn close_notification(notification: Arc<Notification>) {
+    push(Work::CloseNotification(notification));
 }
 
 /// Queue a signal of `bits` on `notification`.

@@ -29,7 +29,7 @@ use abi::{
 use alloc::sync::Arc;
 use arch_api::{Paging, TrapFrame as _, UserRange, UserRegisterWrite};
 
-use crate::obj::{Endpoint, EndpointCap, Notification, Object, Process, pending};
+use crate::obj::{Endpoint, EndpointCap, Notification, NotificationCap, Object, Process, pending};
 use crate::task::sched;
 use crate::task::thread::TrapFrame;
 use crate::{Cpu, ipc};
@@ -202,7 +202,7 @@ fn object_create(endpoint: bool) -> Result<u64, Error> {
     let object = if endpoint {
         Object::Endpoint(EndpointCap::new(Endpoint::new(Some(charge)), 0))
     } else {
-        Object::Notification(Notification::new(Some(charge)))
+        Object::Notification(NotificationCap::new(Notification::new(Some(charge))))
     };
     Ok(process.caps.insert(object, Rights::ALL)?.raw())
 }

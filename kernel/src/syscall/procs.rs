@@ -167,7 +167,7 @@ pub fn process_bind_death(handle: u64, notification: u64, bits: u64) -> Result<u
         return Err(Error::InvalidArgument);
     }
     drop(caller);
-    proc::bind_death(&target, notification, bits);
+    proc::bind_death(&target, notification.object().clone(), bits);
     Ok(0)
 }
 
@@ -281,7 +281,7 @@ pub fn irq_bind(handle: u64, notification: u64, bits: u64) -> Result<u64, Error>
         .caps
         .find::<kind::Notification>(notification, Rights::SIGNAL)?;
     drop(caller);
-    irq::bind(line, notification, bits)?;
+    irq::bind(line, notification.object().clone(), bits)?;
     Ok(0)
 }
 

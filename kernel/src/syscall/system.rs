@@ -290,7 +290,9 @@ pub fn log_bind(console: u64, notification: u64, bits: u64) -> Result<u64, Error
     if bits == 0 {
         return Err(Error::InvalidArgument);
     }
-    let old = LOG_TARGET.lock().replace((notification, bits));
+    let old = LOG_TARGET
+        .lock()
+        .replace((notification.object().clone(), bits));
     drop(old);
     crate::log::defer_log();
     // Whatever was deferred before this binding is waiting.

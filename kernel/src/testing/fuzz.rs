@@ -19,7 +19,9 @@ use abi::{ProcessStatus, Rights};
 use arch_api::Bench as _;
 
 use crate::boot::BootInfo;
-use crate::obj::{Budget, Endpoint, EndpointCap, MemoryRegion, Notification, Object, Process};
+use crate::obj::{
+    Budget, Endpoint, EndpointCap, MemoryRegion, Notification, NotificationCap, Object, Process,
+};
 use crate::task::sched;
 use crate::testing::kcheck;
 use crate::testing::ktest::Suite;
@@ -122,9 +124,10 @@ fn start(procs: u64, calls: u64, seed: u64) -> Result<Started, &'static str> {
                 )
             })
             .and_then(|_| {
-                process
-                    .caps
-                    .insert(Object::Notification(notification.clone()), Rights::ALL)
+                process.caps.insert(
+                    Object::Notification(NotificationCap::new(notification.clone())),
+                    Rights::ALL,
+                )
             })
             .and_then(|_| {
                 process

@@ -977,12 +977,13 @@ fn bench(iterations: usize) {
     // runner's start signal first, so it is not in the queue during the IPC benchmarks.
     // The capabilities of every bench process (user/bench `slots`) go in right after each
     // spawn, before any of them runs (this thread does not yield until its sleep).
-    use crate::obj::{Endpoint, EndpointCap, Notification, Object};
+    use crate::obj::{Endpoint, EndpointCap, Notification, NotificationCap, Object};
     use abi::Rights;
     let endpoint = Endpoint::new(None);
     let [start, ping, pong] = [(); 3].map(|()| Notification::new(None));
-    let notification =
-        |object: &alloc::sync::Arc<Notification>| Object::Notification(object.clone());
+    let notification = |object: &alloc::sync::Arc<Notification>| {
+        Object::Notification(NotificationCap::new(object.clone()))
+    };
     let spawn_on = |cpu: u32, mode: u64, caps: &[(Object, Rights)]| {
         let Ok(process) = spawn_pinned(argument(mode), cpu, cpus, proc::root_budget()) else {
             println!("not ok bench: cannot load the bench module");

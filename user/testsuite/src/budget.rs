@@ -50,6 +50,7 @@ pub fn tests(results: &mut Results) {
     refusals(results);
     default_share(results);
     woken_waiter(results);
+    closed_waiter(results);
     answered_server(results);
 }
 
@@ -83,9 +84,51 @@ fn woken_waiter(results: &mut Results) {
             Ok(())
         },
         "a notification",
+        |_| Ok(()),
     );
     results.check(
         "user budget: a thread woken from wait holds nothing of the notification: deleting its last capability gives the charge back at once",
+        outcome,
+    );
+}
+
+/// What [`closed_waiter`]'s thread signals on [`REPORT`] when its `wait` ended with
+/// `PeerDied`.
+const CLOSED: u64 = 1 << 3;
+
+/// Thread of [`closed_waiter`]: wait on notification `handle`, report on [`REPORT`] how
+/// the wait ended, then sleep, queued on nothing.
+extern "C" fn closed_wait(handle: u64) -> ! {
+    let closed = ipc::wait(Handle::from_raw(handle)) == Err(Error::PeerDied);
+    let report = Handle::from_raw(REPORT.load(core::sync::atomic::Ordering::Acquire));
+    let _ = ipc::signal(report, if closed { CLOSED } else { GO });
+    sleep_forever()
+}
+
+/// A thread still waiting on a notification holds nothing of it either: deleting the last
+/// capability to it wakes the waiter with `PeerDied` (nothing can signal it through a
+/// capability any more) and gives the charge back at once.
+fn closed_waiter(results: &mut Results) {
+    let outcome = charge_comes_back(
+        ipc::notification_create,
+        closed_wait,
+        |_, _| Ok(()),
+        "a notification",
+        |report| {
+            for _ in 0..20 {
+                match ipc::poll(report) {
+                    Ok(CLOSED) => return Ok(()),
+                    Ok(0) => {
+                        let _ = proc::sleep(1);
+                    }
+                    _ => break,
+                }
+            }
+            Err("the waiter's wait did not end with PeerDied")
+        },
+    );
+    results.check(
+        "user budget: deleting the last capability to a notification a thread waits on wakes it with PeerDied and gives the charge back at once",
         outcome,
     );
 }
@@ -128,6 +171,7 @@ fn answered_server(results: &mut Results) {
             Ok(())
         },
         "an endpoint",
+        |_| Ok(()),
     );
     results.check(
         "user budget: neither side of an answered call holds the endpoint: deleting its last capability gives the charge back at once",
@@ -139,12 +183,15 @@ fn answered_server(results: &mut Results) {
 /// handle; once the thread has had time to block on it (3 ticks), run `exercise` (the
 /// object's and [`REPORT`]'s handles: it returns whether the thread did its part and
 /// reported), then delete the object's capability: its charge must come back at once,
-/// while the thread lives on (asleep, queued on nothing). `object` names it in a report.
+/// while the thread lives on (asleep, queued on nothing), and `deleted` (given
+/// [`REPORT`]) checks what the thread reported after the deletion. `object` names it in a
+/// report.
 fn charge_comes_back(
     create: fn() -> Result<Handle, Error>,
     entry: extern "C" fn(u64) -> !,
     exercise: impl FnOnce(Handle, Handle) -> Result<(), &'static str>,
     object: &str,
+    deleted: fn(Handle) -> Result<(), &'static str>,
 ) -> Result<(), &'static str> {
     let report = ipc::notification_create().map_err(|_| "notification_create failed")?;
     REPORT.store(report.raw(), core::sync::atomic::Ordering::Release);
@@ -166,9 +213,10 @@ fn charge_comes_back(
         Err(_) => Err("thread_create failed"),
     };
     let before = used()?;
-    let deleted = ipc::cap_delete(made).is_ok();
+    let removed = ipc::cap_delete(made).is_ok();
     settle();
     let after = used()?;
+    let reported = deleted(report);
     if let Ok(thread) = thread {
         let _ = proc::thread_kill(thread);
         let _ = ipc::cap_delete(thread);
@@ -177,9 +225,10 @@ fn charge_comes_back(
     settle();
     let _ = rt::memory_unmap(STACK_AT, STACK_PAGES * PAGE_SIZE);
     exercised?;
-    if !deleted {
+    if !removed {
         return Err("cap_delete of the object failed");
     }
+    reported?;
     if charge == 0 {
         return Err("the object charged nothing to the budget");
     }
