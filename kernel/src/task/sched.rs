@@ -139,7 +139,8 @@ struct PerCpu {
     fpu_holder: usize,
     /// The thread a `signal` on this CPU made ready and left out of the run queue, for
     /// the `wait` that follows to run directly (0: none; module docs, "A signal's
-    /// hand-off").
+    /// hand-off"). Always a user thread: only [`Handoff::make_ready`] sets it, for a thread
+    /// [`Handoff::blocked_frame`] found blocked with a saved user frame.
     readied: usize,
     /// The record of `readied` (null when none): boxed in the table, where it stays until
     /// the thread has run and ended, so it outlives its time here.
