@@ -1,5 +1,6 @@
 //! Endpoints and notifications: the objects IPC works on. Their waiter state lives here
-//! (behind their own locks); what the IPC layer does with it lives in `ipc/`.
+//! (in [`IpcCell`]s, which only the holder of the IPC lock opens); what the IPC layer does
+//! with it lives in `ipc/`.
 //!
 //! Endpoints count their receive-capable (`READ`) capabilities ([`EndpointCap`]): when the
 //! last one goes, the endpoint is queued to be closed ([`super::pending`]) and the IPC
