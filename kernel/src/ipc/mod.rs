@@ -61,7 +61,7 @@ use alloc::sync::Arc;
 
 use crate::Cpu;
 use crate::mm::frames;
-use crate::obj::endpoint::IpcKey;
+use crate::obj::endpoint::{IpcCell, IpcKey};
 use crate::obj::{Endpoint, Notification, Process, kind, pending};
 use crate::sync::{Lock, level};
 use crate::task::sched;
@@ -71,7 +71,9 @@ use abi::{Error, Handle, MessageInfo, PAGE_SIZE, Rights};
 use alloc::vec::Vec;
 use arch_api::{Paging, TrapFrame as _};
 use core::sync::atomic::{AtomicUsize, Ordering};
-use kcore::ipc::{Ipc, ReceiveOutcome, SendError, SendOutcome, ThreadId};
+use kcore::ipc::{
+    EndpointQueue, Ipc, NotificationState, ReceiveOutcome, SendError, SendOutcome, ThreadId,
+};
 
 /// An object's identity in trace records: its address.
 #[inline(always)]
@@ -108,8 +110,7 @@ unsafe impl Send for Waited {}
 struct State {
     /// Thread ids `0..ipc.capacity()`, like the two tables below (module docs).
     ipc: Ipc,
-    /// The key to the endpoints' queues and the notifications' words
-    /// ([`crate::obj::endpoint::IpcCell`]): held
+    /// The key to the endpoints' queues and the notifications' words ([`IpcCell`]): held
     /// by whoever holds this lock.
     key: IpcKey,
     /// Each thread's IPC buffer.
@@ -723,32 +724,11 @@ pub fn buffer_set(address: u64) -> Result<u64, Error> {
 /// The last receive-capable capability to `endpoint` is gone: wake everything queued on
 /// it with `PeerDied`; later sends fail at once.
 pub fn close_endpoint(endpoint: &Endpoint) {
-    // A batch at a time under the locks (no allocation): no thread joins a closed queue.
-    const BATCH: usize = 64;
-    loop {
-        let mut woken = [0usize; BATCH];
-        let mut count = 0;
-        let more = {
-            let mut state = IPC.lock();
-            let (ipc, key) = state.split();
-            let more = ipc.close_at_most(endpoint.queue.open(key), BATCH, |thread| {
-                woken[count] = thread;
-                count += 1;
-            });
-            for &thread in &woken[..count] {
-                // Only references to this same endpoint, which the caller still holds:
-                // dropping them under the lock frees nothing.
-                state.blocked_on[thread] = Blocker::Nothing;
-            }
-            more
-        };
-        for &thread in &woken[..count] {
-            wake_with_error(thread, Error::PeerDied);
-        }
-        if !more {
-            return;
-        }
-    }
+    close_queue(
+        &endpoint.queue,
+        |queue| queue,
+        |thread| wake_with_error(thread, Error::PeerDied),
+    );
 }
 
 /// The last capability to `notification` is gone: wake every thread waiting on it with
@@ -756,6 +736,21 @@ pub fn close_endpoint(endpoint: &Endpoint) {
 /// waiting). Its waiters hold no reference ([`Waited`]): the caller's keeps it alive until
 /// the last is unlinked.
 pub fn close_notification(notification: &Notification) {
+    close_queue(&notification.state, NotificationState::waiters, |thread| {
+        sched::wake_with(thread, |frame| {
+            frame.set_syscall_results(status(Error::PeerDied), 0)
+        })
+    });
+}
+
+/// Close the queue `queue` finds in `cell` (an endpoint's, or a notification's waiters)
+/// and pass every thread that was queued there to `wake`, with no lock held. A batch at a
+/// time under the IPC lock (no allocation): no thread joins a closed queue meanwhile.
+fn close_queue<T>(
+    cell: &IpcCell<T>,
+    queue: fn(&mut T) -> &mut EndpointQueue,
+    wake: impl Fn(ThreadId),
+) {
     const BATCH: usize = 64;
     loop {
         let mut woken = [0usize; BATCH];
@@ -763,20 +758,20 @@ pub fn close_notification(notification: &Notification) {
         let more = {
             let mut state = IPC.lock();
             let (ipc, key) = state.split();
-            let waiters = notification.state.open(key).waiters();
-            let more = ipc.close_at_most(waiters, BATCH, |thread| {
+            let more = ipc.close_at_most(queue(cell.open(key)), BATCH, |thread| {
                 woken[count] = thread;
                 count += 1;
             });
             for &thread in &woken[..count] {
+                // What a woken thread held names the closed object: a reference to an
+                // endpoint the caller still holds (dropping it frees nothing) or a
+                // notification's address.
                 state.blocked_on[thread] = Blocker::Nothing;
             }
             more
         };
         for &thread in &woken[..count] {
-            sched::wake_with(thread, |frame| {
-                frame.set_syscall_results(status(Error::PeerDied), 0)
-            });
+            wake(thread);
         }
         if !more {
             return;

@@ -56,17 +56,24 @@ pub fn tests(results: &mut Results) {
 
 /// The notification [`waiter`] reports on (set before it is made).
 static REPORT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-/// What [`waiter`] signals on [`REPORT`] once woken.
+/// What [`waiter`] signals on [`REPORT`] when its `wait` returned [`GO`].
 const WOKEN: u64 = 1 << 0;
-/// What [`woken_waiter`] signals to wake [`waiter`].
+/// What [`woken_waiter`] signals to wake [`waiter`], and what [`waiter`] reports when its
+/// `wait` ended any other way than [`WOKEN`] or [`CLOSED`] say.
 const GO: u64 = 1 << 1;
+/// What [`waiter`] signals on [`REPORT`] when its `wait` ended with `PeerDied`.
+const CLOSED: u64 = 1 << 3;
 
-/// Thread of [`woken_waiter`]: wait on notification `handle`, report on [`REPORT`], then
-/// sleep, queued on nothing.
+/// Thread of [`woken_waiter`] and [`closed_waiter`]: wait on notification `handle`, report
+/// on [`REPORT`] how the wait ended, then sleep, queued on nothing.
 extern "C" fn waiter(handle: u64) -> ! {
-    let woken = ipc::wait(Handle::from_raw(handle)) == Ok(GO);
+    let bits = match ipc::wait(Handle::from_raw(handle)) {
+        Ok(GO) => WOKEN,
+        Err(Error::PeerDied) => CLOSED,
+        _ => GO,
+    };
     let report = Handle::from_raw(REPORT.load(core::sync::atomic::Ordering::Acquire));
-    let _ = ipc::signal(report, if woken { WOKEN } else { GO });
+    let _ = ipc::signal(report, bits);
     sleep_forever()
 }
 
@@ -92,26 +99,13 @@ fn woken_waiter(results: &mut Results) {
     );
 }
 
-/// What [`closed_waiter`]'s thread signals on [`REPORT`] when its `wait` ended with
-/// `PeerDied`.
-const CLOSED: u64 = 1 << 3;
-
-/// Thread of [`closed_waiter`]: wait on notification `handle`, report on [`REPORT`] how
-/// the wait ended, then sleep, queued on nothing.
-extern "C" fn closed_wait(handle: u64) -> ! {
-    let closed = ipc::wait(Handle::from_raw(handle)) == Err(Error::PeerDied);
-    let report = Handle::from_raw(REPORT.load(core::sync::atomic::Ordering::Acquire));
-    let _ = ipc::signal(report, if closed { CLOSED } else { GO });
-    sleep_forever()
-}
-
 /// A thread still waiting on a notification holds nothing of it either: deleting the last
 /// capability to it wakes the waiter with `PeerDied` (nothing can signal it through a
 /// capability any more) and gives the charge back at once.
 fn closed_waiter(results: &mut Results) {
     let outcome = charge_comes_back(
         ipc::notification_create,
-        closed_wait,
+        waiter,
         |_, _| Ok(()),
         "a notification",
         |report| {
