@@ -281,9 +281,8 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
 }
 
 /// `wait` on the fast path (no reference taken: a queued waiter records the notification's
-/// address, [`super::Waited`]; one scheduler lock for
-/// the lookup and, when nothing is pending, the block through [`sched::Handoff::block`]):
-/// `true` when it was taken.
+/// address, [`super::Waited`]; one scheduler lock for the lookup and, when nothing is
+/// pending, the block through [`sched::Handoff::block`]): `true` when it was taken.
 #[inline(always)]
 pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     let handle = frame.syscall_arguments()[0];

@@ -117,8 +117,9 @@ struct State {
     buffers: Vec<Buffer>,
     /// What each thread waits on or serves: the endpoint (a reference) or notification
     /// (an address, [`Waited`]) it is queued on, to unlink it if it dies; else the
-    /// endpoint it took the call it has yet to answer from (the `reply_recv` fast path finds its endpoint here; only the
-    /// queue link in `ipc` says whether the thread is queued there). A thread that neither
+    /// endpoint it took the call it has yet to answer from (the `reply_recv` fast path
+    /// finds its endpoint here; only the queue link in `ipc` says whether the thread is
+    /// queued there). A thread that neither
     /// waits nor serves holds nothing, so deleting an object's last capability frees it
     /// once no thread waits on it and no call taken from it is unanswered. A receiver
     /// keeps its reference when it takes a call (it serves) and answering with
@@ -801,9 +802,8 @@ pub fn thread_exiting(thread: ThreadId) {
                 let (ipc, key) = state.split();
                 ipc.exit(thread, Some(notification.state.open(key).waiters()))
             }
-            // Woken, so no longer queued: the address may be stale.
-            Blocker::Notification(_) => state.ipc.exit(thread, None),
-            Blocker::Nothing => state.ipc.exit(thread, None),
+            // Queued nowhere (a notification's address left by a `signal` is stale).
+            _ => state.ipc.exit(thread, None),
         };
         state.buffers[thread] = Buffer::NONE;
         (caller, blocker)
@@ -847,18 +847,16 @@ pub fn snapshot() -> (Vec<IpcSnapshot>, Vec<Option<sched::ThreadSnapshot>>) {
     }
 }
 
-/// Signal `bits` on `notification` from the kernel itself (a process's death, an interrupt
-/// line, the kernel log): as `signal`, without a capability. Takes the IPC and scheduler locks;
-/// no allocation.
+/// Signal `bits` on `notification`: the slow `signal` once it has looked the capability
+/// up, and the kernel itself (a process's death, an interrupt line, the kernel log), which
+/// needs none. Takes the IPC and scheduler locks; no allocation.
 pub fn signal_object(notification: &Notification, bits: u64) {
     let woken = {
         let mut state = IPC.lock();
         let (ipc, key) = state.split();
-        let woken = ipc.signal(notification.state.open(key), bits);
-        if let Some((waiter, _)) = woken {
-            state.blocked_on[waiter] = Blocker::Nothing;
-        }
-        woken
+        // The waiter's record of the notification stays, as on the fast path: it holds
+        // no reference and is read only while the thread is queued (`Waited`).
+        ipc.signal(notification.state.open(key), bits)
     };
     if trace::on() {
         let id = trace_id(notification);
@@ -873,8 +871,8 @@ pub fn signal_object(notification: &Notification, bits: u64) {
 }
 
 /// Do the work objects queued (`obj::pending`): close endpoints whose last receiver went
-/// and notifications whose last capability went, signal death notifications. Called with no lock held, from the system-call exit and the
-/// timer tick.
+/// and notifications whose last capability went, signal death notifications. Called with
+/// no lock held, from the system-call exit and the timer tick.
 pub fn run_pending() {
     while let Some(work) = pending::take() {
         match work {
