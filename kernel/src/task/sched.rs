@@ -142,8 +142,9 @@ struct PerCpu {
     /// hand-off"). Always a user thread: only [`Handoff::make_ready`] sets it, for a thread
     /// [`Handoff::blocked_frame`] found blocked with a saved user frame.
     readied: usize,
-    /// The record of `readied` (null when none): boxed in the table, where it stays until
-    /// the thread has run and ended, so it outlives its time here.
+    /// The record of `readied`, read only while `readied` is not 0 (null until a first
+    /// thread is readied; clearing `readied` leaves it): boxed in the table, where it stays
+    /// until the thread has run and ended, so it outlives its time here.
     readied_record: *mut Thread,
     /// The thread this CPU switched away from last (its stack is released in
     /// [`after_switch`]; lock-checking build).
