@@ -77,13 +77,22 @@ pub fn keel_trap(frame: &mut TrapFrame) {
     }
 }
 
-/// A system call, straight from the arch crate's system-call entry (no trap demultiplexing
-/// on the way): interrupts masked, `frame` at the top of the current thread's kernel
-/// stack, holding at least the number and argument registers. Returns with the results in
-/// `frame`; may switch threads inside, or end the thread and never return.
+/// The system-call table: the arch crates' system-call entries call
+/// `KEEL_SYSCALLS[number](frame)` for every number below `arch_api::SYSCALL_TABLE_LEN`
+/// (no trap demultiplexing, no dispatcher on the way; [`syscall::table`] says which
+/// handler each number has), interrupts masked, `frame` at the top of the current
+/// thread's kernel stack, holding at least the number and argument registers.
+#[unsafe(no_mangle)]
+pub static KEEL_SYSCALLS: [syscall::Handler; arch_api::SYSCALL_TABLE_LEN] = syscall::table();
+
+/// A system call whose number is not below `arch_api::SYSCALL_TABLE_LEN` (the process,
+/// system and test calls, and every number that names no call), from the arch crate's
+/// system-call entry as [`KEEL_SYSCALLS`]' handlers are: decoded by `syscall::dispatch`.
+/// Returns with the results in `frame`; may switch threads
+/// inside, or end the thread and never return.
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_syscall(frame: &mut TrapFrame) {
-    syscall::enter(frame);
+    syscall::general(frame);
 }
 
 /// The name of thread `thread`, for the arch crate's fatal reports. Never blocks (the

@@ -28,10 +28,16 @@ unsafe extern "Rust" {
 }
 
 unsafe extern "C" {
-    /// A system call (`svc #0`), called straight from the vector table's fast path (so the
-    /// C ABI): decode the number and arguments from `frame`, run it, write the results into
-    /// `frame`. Interrupts masked, on the current thread's kernel stack, `frame` at its top
-    /// — a partial frame (`trap::SYSCALL_PARTIAL`). The core may switch threads inside, or
-    /// end the thread and never return.
+    /// The core's system-call handlers, one per number below `arch_api::SYSCALL_TABLE_LEN`,
+    /// called straight from the vector table's fast path with the number as the index (so
+    /// the C ABI), as `keel_syscall` is.
+    pub static KEEL_SYSCALLS:
+        [unsafe extern "C" fn(&mut crate::TrapFrame); arch_api::SYSCALL_TABLE_LEN];
+    /// A system call (`svc #0`) whose number is not below `arch_api::SYSCALL_TABLE_LEN`,
+    /// called straight from the vector table's fast path (so the C ABI): decode the number
+    /// and arguments from `frame`, run it, write the results into `frame`. Interrupts
+    /// masked, on the current thread's kernel stack, `frame` at its top — a partial frame
+    /// (`trap::SYSCALL_PARTIAL`). The core may switch threads inside, or end the thread and
+    /// never return.
     pub fn keel_syscall(frame: &mut crate::TrapFrame);
 }

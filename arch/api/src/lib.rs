@@ -153,6 +153,12 @@ pub trait Platform {
     fn backtrace(out: &mut dyn core::fmt::Write) -> core::fmt::Result;
 }
 
+/// The system-call numbers the arch crates' entries dispatch through the core's table
+/// (`KEEL_SYSCALLS`, one handler per number, called as `keel_syscall` is): those below
+/// this. The entry sends every other number to `keel_syscall`. The core checks that the
+/// calls with fast paths lie below it.
+pub const SYSCALL_TABLE_LEN: usize = 21;
+
 /// The most CPUs the kernel brings up: every per-CPU array (per-CPU blocks, descriptor
 /// tables, IST and overflow stacks, the lock-order checker's records) has this many slots.
 /// A CPU the loader reports beyond it is moved onto the kernel's tables and left parked,

@@ -38,7 +38,12 @@ unsafe extern "Rust" {
 }
 
 unsafe extern "C" {
-    /// A system call (the `SYSCALL` entry's direct call, so the C ABI): decode the number
+    /// The core's system-call handlers, one per number below `arch_api::SYSCALL_TABLE_LEN`,
+    /// called straight from the `SYSCALL` entry with the number as the index (so the C
+    /// ABI), as `keel_syscall` is.
+    pub static KEEL_SYSCALLS: [unsafe extern "C" fn(&mut TrapFrame); arch_api::SYSCALL_TABLE_LEN];
+    /// A system call whose number is not below `arch_api::SYSCALL_TABLE_LEN` (the
+    /// `SYSCALL` entry's direct call, so the C ABI): decode the number
     /// and arguments from `frame`, run it, write the results into `frame`. Called with
     /// interrupts masked, on the current thread's kernel stack, with `frame` at its top —
     /// a partial frame (`trap::frame::SYSCALL_PARTIAL`: only the argument registers are

@@ -13,10 +13,18 @@
 //! `irq_test_raise`) in [`testing`], which a kernel without the `testing` feature answers
 //! with `NotSupported`.
 //!
+//! # On the way in
+//! The arch crates' entries index [`table`] (`crate::upcall::KEEL_SYSCALLS`) with the
+//! number: `null`, `yield` and the calls with an IPC fast path have handlers of their own,
+//! every other number goes to [`general`] ([`dispatch`], then [`finish`]). No dispatcher
+//! runs between the entry and the handler.
+//!
 //! # On the way out
-//! Every call that leaves through [`enter`] ends with [`finish`]: deferred object work
+//! Every call that [`dispatch`] decodes ends with [`finish`]: deferred object work
 //! (`obj::pending`) is done, the kernel-log reader signalled, and a killed thread ends
-//! before it runs user code again; each costs one load when there is nothing to do.
+//! before it runs user code again; each costs one load when there is nothing to do. The
+//! fast paths end without [`finish`]'s look at deferred work; those that block check for
+//! a kill.
 
 pub mod procs;
 pub mod system;
@@ -324,47 +332,50 @@ fn memory_unmap(address: u64, length: u64) -> Result<u64, Error> {
     Ok(0)
 }
 
-/// The system-call entry (`keel_syscall`, straight from the arch crate's entry): the calls
-/// that read no argument and cannot fail are finished here, in a small frame, before any
-/// decoding; everything else goes to [`dispatch`] (which handles these two the same way).
-/// `yield` writes its results before it switches away: nothing reads them meanwhile.
-#[inline(always)]
-pub fn enter(frame: &mut TrapFrame) {
-    let number = frame.syscall_number();
-    if number == Syscall::Null.number() {
-        frame.set_syscall_results(0, 0);
-    } else if number == Syscall::Yield.number() {
-        frame.set_syscall_results(0, 0);
-        sched::yield_now();
-        // A thread killed while it yielded ends before it runs user code again (one
-        // relaxed load when no kill is pending).
-        crate::proc::exit_if_killed();
-    } else if number == Syscall::Call.number() && ipc::fast::fast_candidate(frame) {
-        // The IPC fast paths, each in its own function (tail-called), so the `null`/`yield`
-        // path keeps its small frame; a message beyond the registers goes straight to
-        // `dispatch`. The fast paths rely on this check (they do not repeat it).
-        ipc_call(frame);
-    } else if number == Syscall::ReplyRecv.number() && ipc::fast::fast_candidate(frame) {
-        ipc_reply_recv(frame);
-    } else if number == Syscall::Signal.number() {
-        ipc_signal(frame);
-    } else if number == Syscall::Wait.number() {
-        ipc_wait(frame);
-    } else {
-        general(frame);
-    }
+/// A system call's handler as the arch crates' entries call it (the C ABI): the frame at
+/// the top of the current thread's kernel stack, interrupts masked. It writes the results
+/// into the frame; it may switch threads inside, or end the thread and never return.
+pub type Handler = extern "C" fn(&mut TrapFrame);
+
+/// The handler of every number below `arch_api::SYSCALL_TABLE_LEN`, which the arch
+/// crates' entries index with the number ([`crate::upcall::KEEL_SYSCALLS`]): the calls
+/// with a fast path have their own, each a function with its own frame (so no path pays
+/// for another's); every other number is [`general`]'s. The arch entries send a number
+/// at or above the length to `keel_syscall`, which is [`general`] too.
+pub const fn table() -> [Handler; arch_api::SYSCALL_TABLE_LEN] {
+    let mut table = [general as Handler; arch_api::SYSCALL_TABLE_LEN];
+    table[Syscall::Null.number() as usize] = null;
+    table[Syscall::Yield.number() as usize] = yield_call;
+    table[Syscall::Call.number() as usize] = ipc_call;
+    table[Syscall::ReplyRecv.number() as usize] = ipc_reply_recv;
+    table[Syscall::Signal.number() as usize] = ipc_signal;
+    table[Syscall::Wait.number() as usize] = ipc_wait;
+    table
 }
 
-/// Every other call: decoded by [`dispatch`], then [`finish`]. Its own function (tail
-/// called), so the `null`/`yield` path keeps its small frame.
-#[inline(never)]
-fn general(frame: &mut TrapFrame) {
+/// `null`: reads no argument and cannot fail.
+extern "C" fn null(frame: &mut TrapFrame) {
+    frame.set_syscall_results(0, 0);
+}
+
+/// `yield`: it writes its results before it switches away (nothing reads them meanwhile).
+extern "C" fn yield_call(frame: &mut TrapFrame) {
+    frame.set_syscall_results(0, 0);
+    sched::yield_now();
+    // A thread killed while it yielded ends before it runs user code again (one relaxed
+    // load when no kill is pending).
+    crate::proc::exit_if_killed();
+}
+
+/// Every call without a handler of its own in [`table`]: decoded by [`dispatch`], then
+/// [`finish`].
+pub extern "C" fn general(frame: &mut TrapFrame) {
     dispatch(frame);
     finish();
 }
 
-/// The end of every call but `null` and `yield`: deferred object work, the log reader,
-/// a killed thread (see the module docs).
+/// The end of every call but `null`, `yield` and the IPC fast paths: deferred object work,
+/// the log reader, a killed thread (see the module docs).
 #[inline(always)]
 pub fn finish() {
     if crate::sync::deferred::any() {
@@ -384,15 +395,14 @@ pub fn run_deferred() {
     system::signal_log();
 }
 
-/// `call`: the fast path, or (`false`: nothing changed) the general one.
-#[inline(never)]
-fn ipc_call(frame: &mut TrapFrame) {
+/// `call`: the fast path for a register-only message, or (`false`: nothing changed) the
+/// general one.
+extern "C" fn ipc_call(frame: &mut TrapFrame) {
     fast_or_general(frame, ipc::fast::fast_call::<false>, traced_fast_call);
 }
 
-/// `reply_recv`: the fast path, or the general one.
-#[inline(never)]
-fn ipc_reply_recv(frame: &mut TrapFrame) {
+/// `reply_recv`: the fast path for a register-only message, or the general one.
+extern "C" fn ipc_reply_recv(frame: &mut TrapFrame) {
     fast_or_general(
         frame,
         ipc::fast::fast_reply_recv::<false>,
@@ -400,26 +410,38 @@ fn ipc_reply_recv(frame: &mut TrapFrame) {
     );
 }
 
-/// `signal`: the fast path, or the general one.
-#[inline(never)]
-fn ipc_signal(frame: &mut TrapFrame) {
-    fast_or_general(frame, ipc::fast::fast_signal::<false>, traced_fast_signal);
+/// `signal`: the fast path, or the general one. The fast path never blocks, so, as with
+/// `null`, there is no kill to check after it: a thread killed while it runs it is running,
+/// and the reschedule IPI that `sched::kill` sends ends it before its next user
+/// instruction.
+extern "C" fn ipc_signal(frame: &mut TrapFrame) {
+    let taken = if crate::trace::instrumented() {
+        traced_fast_signal(frame)
+    } else {
+        ipc::fast::fast_signal::<false>(frame)
+    };
+    if !taken {
+        dispatch(frame);
+        finish();
+    }
 }
 
-/// Try the fast path (`plain`, or `instrumented` while tracing or counting: one check, so
-/// the plain fast path carries no trace record and no event count); if it was not taken
-/// (nothing changed), the general path.
+/// For a register-only message ([`ipc::fast::fast_candidate`], which the fast paths rely
+/// on and do not test again), try the fast path (`plain`, or `instrumented` while tracing
+/// or counting: one check, so the plain fast path carries no trace record and no event
+/// count); if it was not taken (nothing changed), the general path.
 #[inline(always)]
 fn fast_or_general(
     frame: &mut TrapFrame,
     plain: impl FnOnce(&mut TrapFrame) -> bool,
     instrumented: impl FnOnce(&mut TrapFrame) -> bool,
 ) {
-    let taken = if crate::trace::instrumented() {
-        instrumented(frame)
-    } else {
-        plain(frame)
-    };
+    let taken = ipc::fast::fast_candidate(frame)
+        && if crate::trace::instrumented() {
+            instrumented(frame)
+        } else {
+            plain(frame)
+        };
     if taken {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
@@ -430,8 +452,7 @@ fn fast_or_general(
 }
 
 /// `wait`: the fast path, or the general one.
-#[inline(never)]
-fn ipc_wait(frame: &mut TrapFrame) {
+extern "C" fn ipc_wait(frame: &mut TrapFrame) {
     if ipc::fast::fast_wait(frame) {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();

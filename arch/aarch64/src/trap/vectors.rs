@@ -69,7 +69,8 @@ keel_stack_overflow:
     // `SYSCALL_PARTIAL`): store only what the call reads or may write back — x0–x18 (the
     // number, arguments, results and message registers, and every other register the
     // Rust code may clobber), x30, SP_EL0, ELR, SPSR, ESR and the vector — and call the
-    // core's `keel_syscall` directly. x19–x29 stay in the CPU: the Rust code preserves
+    // core's handler for the number directly (`KEEL_SYSCALLS[number]`, or `keel_syscall`
+    // beyond the table). x19–x29 stay in the CPU: the Rust code preserves
     // them (AAPCS64), so on the way out they still hold EL0's values. No frame record:
     // a backtrace from inside ends at EL0's x29, which the walker refuses.
     // In: x0 = ESR_EL1, x0/x1 stored; sp = the frame (at the top of the thread's stack).
@@ -93,8 +94,13 @@ keel_el0_syscall:
     mov     x5, #8
     stp     x5, xzr, [sp, #{vector}]        // frame.vector = 8, syscall_state = PARTIAL
     mov     x0, sp                          // argument: &mut TrapFrame
-    bl      {keel_syscall}                  // keel_syscall(frame)
-    ldr     x9, [sp, #{syscall_state}]
+    cmp     x8, #{table_len}                // x8 = the number (EL0's, still live)
+    b.hs    2f                              //   beyond the table: keel_syscall
+    adrp    x9, {table}
+    add     x9, x9, :lo12:{table}
+    ldr     x9, [x9, x8, lsl #3]
+    blr     x9                              // KEEL_SYSCALLS[number](frame)
+3:  ldr     x9, [sp, #{syscall_state}]
     cbnz    x9, 1f                          // written whole: the full restore below
     ldp     x2, x3, [sp, #{elr}]            // the core may have edited elr (and a nested
     msr     elr_el1, x2                     //   exception or a switch changed the
@@ -115,6 +121,8 @@ keel_el0_syscall:
     add     sp, sp, #{frame_size}           // SP_EL1 = the stack top again
     eret                                    // TPIDRRO_EL0 is already EL0's (the switch set it)
 1:  b       keel_trap_return                // every register from the frame
+2:  bl      {keel_syscall}                  // keel_syscall(frame)
+    b       3b
 
 keel_trap_common:
     stp     x2, x3, [sp, #{x0} + 2 * 8]     // frame.x[2..4]
@@ -184,6 +192,8 @@ keel_trap_return:                           // also entered by enter_user, sp = 
     record = const RECORD,
     dispatch = sym dispatch,
     keel_syscall = sym crate::upcall::keel_syscall,
+    table = sym crate::upcall::KEEL_SYSCALLS,
+    table_len = const arch_api::SYSCALL_TABLE_LEN,
     esr_svc0 = const ESR_SVC0,
     syscall_state = const SYSCALL_STATE,
     scratch = const percpu::SCRATCH,

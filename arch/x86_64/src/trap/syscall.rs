@@ -10,7 +10,8 @@
 //! hardware-style frame (SS, RSP, RFLAGS = R11, CS, RIP = RCX), the frame state
 //! [`SYSCALL_PARTIAL`] in the error-code slot and the pseudo-vector [`vector::SYSCALL`], so
 //! the core sees the one [`TrapFrame`](super::TrapFrame) layout. Then it calls the core's
-//! `keel_syscall` directly (no vector demultiplexing, no `TrapCause` decode).
+//! handler for the number directly (`KEEL_SYSCALLS[number]`, or `keel_syscall` for a
+//! number beyond that table; no vector demultiplexing, no `TrapCause` decode).
 //!
 //! # What a system-call frame holds (the fast path)
 //! The entry stores only the registers the system-call ABI reads or may write back: the
@@ -134,8 +135,11 @@ global_asm!(
     "    movq %r10, {r10}(%rsp)",
     "    movq %r8, {r8}(%rsp)",
     "    movq %r9, {r9}(%rsp)",
-    "    movq %rsp, %rdi",                          // keel_syscall(frame: &mut TrapFrame)
-    "    call {keel_syscall}",
+    "    movq %rsp, %rdi",                          // argument: frame: &mut TrapFrame
+    "    cmpq ${table_len}, %rax",                  // rax = the number (the user's, still
+    "    jae 2f",                                   //   live); beyond the table: keel_syscall
+    "    call *{table}(,%rax,8)",                   // KEEL_SYSCALLS[number](frame)
+    "3:",
     //
     // ---- fast exit: SYSRET, for a partial frame SYSCALL could have made ----
     "    movq {rip}(%rsp), %rcx",                   // rcx = frame.rip
@@ -160,6 +164,9 @@ global_asm!(
     ".globl keel_x86_syscall_sysret",
     "keel_x86_syscall_sysret:",
     "    sysretq",                                  // rip = rcx, rflags = r11, ring 3
+    "2:",
+    "    call {keel_syscall}",                      // keel_syscall(frame)
+    "    jmp 3b",
     //
     // ---- slow exit: complete the frame, fix a bad return address, IRETQ ----
     "keel_x86_syscall_slow_exit:",
@@ -208,6 +215,8 @@ global_asm!(
     r14 = const frame::R14,
     r15 = const frame::R15,
     keel_syscall = sym upcall::keel_syscall,
+    table = sym upcall::KEEL_SYSCALLS,
+    table_len = const arch_api::SYSCALL_TABLE_LEN,
     bad_return = sym dispatch::syscall_slow_return,
     options(att_syntax),
 );
