@@ -34,8 +34,9 @@
 //! | kernel-stack overflow | guard page → data abort → the EL1 entry sees SP below the stack base (before storing anything), moves to the per-CPU overflow stack → `kernel stack overflow in thread <name>`, power-off with exit 2 |
 //!
 //! The EL1 entry check needs two free registers before it may store: it borrows
-//! TPIDRRO_EL0 (EL0's value lives in the per-CPU block and is written back on every
-//! exception return) and two scratch words of the per-CPU block (TPIDR_EL1).
+//! TPIDRRO_EL0 (EL0 always reads 0 there: Keel gives no thread a value of its own, and
+//! every exception return writes the 0 back) and two scratch words of the per-CPU block
+//! (TPIDR_EL1).
 //!
 //! # Other policies
 //!
@@ -204,14 +205,19 @@ impl Threads for Cpu {
         unsafe { thread::enter_user(frame) }
     }
 
-    #[inline]
-    fn set_current_thread(thread: usize) {
-        thread::set_current_thread(thread);
+    #[inline(always)]
+    fn set_current_thread(thread: usize, record: usize) {
+        thread::set_current_thread(thread, record);
     }
 
     #[inline(always)]
     fn current_thread() -> usize {
         thread::current_thread()
+    }
+
+    #[inline(always)]
+    fn current_record() -> usize {
+        thread::current_record()
     }
 
     #[inline(always)]

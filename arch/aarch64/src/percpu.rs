@@ -27,14 +27,12 @@ pub struct PerCpu {
     pub overflow_top: AtomicU64,
     /// Two scratch words for the EL1 entry check (it has no free register).
     pub scratch: [AtomicU64; 2],
-    /// The user value of TPIDRRO_EL0 of the running thread. The EL1 entry borrows the
-    /// register as a scratch register; every return from an exception writes it back from
-    /// here, so EL0 always sees its own value.
-    pub user_tpidrro: AtomicU64,
     /// The SP_EL1 at which an overflow was detected (for the report).
     pub overflowed_sp: AtomicU64,
     /// The core's identity of the running thread (0: none).
     pub current_thread: AtomicUsize,
+    /// The core's word for the running thread (`arch_api::Threads::current_record`).
+    pub current_record: AtomicUsize,
     /// Keel's dense CPU index (0 = the boot CPU).
     pub id: AtomicU32,
     /// This CPU's GICv2 CPU-interface bit (its `GICD_SGIR` target), once its interface is
@@ -52,10 +50,9 @@ pub struct PerCpu {
 pub const STACK_BASE: usize = offset_of!(PerCpu, stack_base);
 pub const OVERFLOW_TOP: usize = offset_of!(PerCpu, overflow_top);
 pub const SCRATCH: usize = offset_of!(PerCpu, scratch);
-pub const USER_TPIDRRO: usize = offset_of!(PerCpu, user_tpidrro);
 pub const OVERFLOWED_SP: usize = offset_of!(PerCpu, overflowed_sp);
 const _: () = assert!(STACK_BASE == 0 && OVERFLOW_TOP == 16 && SCRATCH == 24);
-const _: () = assert!(USER_TPIDRRO == 40 && OVERFLOWED_SP == 48);
+const _: () = assert!(OVERFLOWED_SP == 40);
 const _: () = assert!(size_of::<AtomicU64>() == 8, "ldr/str of a plain word");
 
 /// One CPU's overflow stack (16-byte aligned, as SP must be).
@@ -77,9 +74,9 @@ static CPUS: [PerCpu; MAX_CPUS] = [const {
         stack_top: AtomicU64::new(0),
         overflow_top: AtomicU64::new(0),
         scratch: [AtomicU64::new(0), AtomicU64::new(0)],
-        user_tpidrro: AtomicU64::new(0),
         overflowed_sp: AtomicU64::new(0),
         current_thread: AtomicUsize::new(0),
+        current_record: AtomicUsize::new(0),
         id: AtomicU32::new(0),
         gic_target: AtomicU32::new(0),
         hardware_id: AtomicU64::new(0),
@@ -92,9 +89,11 @@ static CPUS: [PerCpu; MAX_CPUS] = [const {
 static ONLINE: AtomicU32 = AtomicU32::new(0);
 const _: () = assert!(MAX_CPUS <= 32, "ONLINE is one bit per CPU");
 
-/// Point TPIDR_EL1 at CPU `index`'s block (with its overflow stack and hardware id).
-/// Must run before the vectors are installed on that CPU: the EL1 entry dereferences
-/// TPIDR_EL1 unconditionally. `index < MAX_CPUS` (callers check).
+/// Point TPIDR_EL1 at CPU `index`'s block (with its overflow stack and hardware id), and
+/// set TPIDRRO_EL0 to the 0 every thread reads there (whatever the loader left: no
+/// context switch writes it, `crate::thread`). Must run before the vectors are installed
+/// on that CPU: the EL1 entry dereferences TPIDR_EL1 unconditionally. `index < MAX_CPUS`
+/// (callers check).
 pub fn init(index: u32, hardware_id: u64) {
     let block = &CPUS[index as usize];
     let top = OVERFLOW_STACKS[index as usize].0.get() as u64 + OVERFLOW_STACK_SIZE as u64;
@@ -102,6 +101,14 @@ pub fn init(index: u32, hardware_id: u64) {
     block.id.store(index, Ordering::Relaxed);
     block.hardware_id.store(hardware_id, Ordering::Relaxed);
     TPIDR_EL1.set(core::ptr::from_ref(block) as u64);
+    // SAFETY: TPIDRRO_EL0 is read only by EL0 and, as scratch, by the EL1 entry, which is
+    // not installed yet on this CPU; the ERET to EL0 synchronizes it.
+    unsafe {
+        core::arch::asm!(
+            "msr tpidrro_el0, xzr",
+            options(nomem, nostack, preserves_flags)
+        )
+    };
 }
 
 /// Point TPIDR_EL1 at the boot CPU's block.

@@ -12,10 +12,11 @@
 //!
 //! What the switch does besides: the user FP/SIMD state (q0–q31, FPCR, FPSR) is saved and
 //! loaded as the core's `arch_api::FpuSwitch` says (the kernel is built soft-float and
-//! never touches it; a kernel thread has no state of its own), the user TLS
-//! registers TPIDR_EL0 (EL0-writable, so read back) and TPIDRRO_EL0 (kept in the per-CPU
-//! block, see [`crate::percpu`]) follow the thread, and the per-CPU block learns the
-//! incoming stack's bounds for the overflow check.
+//! never touches it; a kernel thread has no state of its own), the user TLS register
+//! TPIDR_EL0 (EL0-writable, so read back) follows the thread, and the per-CPU block learns
+//! the incoming stack's bounds for the overflow check. TPIDRRO_EL0 is the same for every
+//! thread (0, which the exception return writes back after the EL1 entry borrowed it:
+//! [`crate::trap`]), so the switch leaves it alone.
 //!
 //! SVE/SME policy: CPACR_EL1.ZEN and SMEN stay at "trap" (their reset value, written
 //! explicitly at boot), so their larger register state never needs saving; an EL0 SVE or
@@ -46,9 +47,8 @@ pub struct Context {
     /// x30: where `switch` returns to.
     link: u64,
     stack_pointer: u64,
-    /// The thread's user TPIDR_EL0 and TPIDRRO_EL0.
+    /// The thread's user TPIDR_EL0.
     tpidr_el0: u64,
-    tpidrro_el0: u64,
 }
 
 const CALLEE_SAVED: usize = offset_of!(Context, callee_saved);
@@ -295,20 +295,12 @@ pub unsafe fn switch(
     }
     let cpu = percpu::this();
     from.tpidr_el0 = sysreg::read!("tpidr_el0");
-    from.tpidrro_el0 = cpu.user_tpidrro.load(Ordering::Relaxed);
-    // TPIDRRO_EL0 is kept in the per-CPU block for the trap return path (which writes it
-    // back after an EL1 entry borrowed the register), and written now, with TPIDR_EL0, for
-    // the system-call fast exit, which does not touch it.
-    cpu.user_tpidrro.store(to.tpidrro_el0, Ordering::Relaxed);
-    // SAFETY: both registers matter only at EL0 (the kernel never reads TPIDR_EL0, and
-    // reads TPIDRRO_EL0 only as its own scratch in the EL1 entry, which restores it); the
-    // ERET to EL0 synchronizes them, so no ISB.
+    // SAFETY: the register matters only at EL0 (the kernel never reads TPIDR_EL0); the ERET
+    // to EL0 synchronizes it, so no ISB.
     unsafe {
         core::arch::asm!(
             "msr tpidr_el0, {tls}",
-            "msr tpidrro_el0, {tls_ro}",
             tls = in(reg) to.tpidr_el0,
-            tls_ro = in(reg) to.tpidrro_el0,
             options(nomem, nostack, preserves_flags),
         )
     };
@@ -358,17 +350,22 @@ pub unsafe fn enter_user(frame: *const TrapFrame) -> ! {
     }
 }
 
-/// Record the running thread (0: none).
-#[inline]
-pub fn set_current_thread(thread: usize) {
-    percpu::this()
-        .current_thread
-        .store(thread, Ordering::Relaxed);
+/// Record the running thread (0: none) and the core's word for it.
+#[inline(always)]
+pub fn set_current_thread(thread: usize, record: usize) {
+    let cpu = percpu::this();
+    cpu.current_thread.store(thread, Ordering::Relaxed);
+    cpu.current_record.store(record, Ordering::Relaxed);
 }
 
 #[inline(always)]
 pub fn current_thread() -> usize {
     percpu::this().current_thread.load(Ordering::Relaxed)
+}
+
+#[inline(always)]
+pub fn current_record() -> usize {
+    percpu::this().current_record.load(Ordering::Relaxed)
 }
 
 /// SPSR_EL1 bits EL0 may choose for itself: NZCV (31:28) and SS (21, software step).

@@ -626,9 +626,13 @@ pub trait Threads: Platform {
     unsafe fn enter_user(frame: *const Self::TrapFrame) -> !;
 
     /// Record the current thread's identity in the per-CPU block (for reports and
-    /// upcalls); `0` means "no thread".
-    fn set_current_thread(thread: usize);
+    /// upcalls; `0` means "no thread"), and `record`, a word the core keeps with it (the
+    /// address of its own record of the thread), which [`Threads::current_record`] reads
+    /// back in one per-CPU load.
+    fn set_current_thread(thread: usize, record: usize);
     fn current_thread() -> usize;
+    /// The `record` given with the current thread (0 before the first).
+    fn current_record() -> usize;
 
     /// This CPU's dense index, as [`SecondaryCpus::cpu_index`] gives it, for code that runs
     /// on a thread (after the scheduler started on this CPU, so its per-CPU block is set

@@ -109,6 +109,8 @@ pub struct PerCpu {
     ipi: IpiCounters,
     /// Local APIC timer ticks taken on a secondary CPU (the boot CPU's go to the core).
     timer_ticks: AtomicU64,
+    /// The core's word for the running thread (`arch_api::Threads::current_record`).
+    current_record: AtomicUsize,
 }
 
 /// Offsets into [`PerCpu`] for `%gs:`-relative assembly, checked against the struct.
@@ -122,6 +124,8 @@ pub mod offsets {
     pub const USER_STACK_SCRATCH: usize = 24;
     pub const CPU_ID: usize = 32;
     pub const KERNEL_STACK_BASE: usize = 40;
+    /// Read only from Rust (`current_record`), so where the struct puts it.
+    pub const CURRENT_RECORD: usize = offset_of!(PerCpu, current_record);
 
     const _: () = assert!(offset_of!(PerCpu, self_pointer) == SELF_POINTER);
     const _: () = assert!(offset_of!(PerCpu, current_thread) == CURRENT_THREAD);
@@ -144,6 +148,7 @@ impl PerCpu {
             hardware_id: AtomicU64::new(0),
             ipi: IpiCounters::new(),
             timer_ticks: AtomicU64::new(0),
+            current_record: AtomicUsize::new(0),
         }
     }
 
@@ -178,10 +183,12 @@ impl PerCpu {
         self.current_thread.load(Ordering::Relaxed)
     }
 
-    /// Record the current thread (the core's identity; 0 = none).
+    /// Record the current thread (the core's identity; 0 = none) and the core's word for
+    /// it.
     #[inline(always)]
-    pub fn set_current_thread(&self, thread: usize) {
+    pub fn set_current_thread(&self, thread: usize, record: usize) {
         self.current_thread.store(thread, Ordering::Relaxed);
+        self.current_record.store(record, Ordering::Relaxed);
     }
 
     /// The current thread's kernel stack, if one was set.
@@ -457,6 +464,23 @@ pub fn current_thread() -> usize {
         );
     }
     thread
+}
+
+/// The core's word for the current thread, in one `%gs` load. Valid where [`current`] is.
+#[inline(always)]
+pub fn current_record() -> usize {
+    let record: usize;
+    // SAFETY: as in `current_thread`: GS base points at this CPU's block in kernel code;
+    // `current_record` is a word at `CURRENT_RECORD`, written only by this CPU.
+    unsafe {
+        core::arch::asm!(
+            "mov {record}, gs:[{offset}]",
+            record = out(reg) record,
+            offset = const offsets::CURRENT_RECORD,
+            options(nostack, preserves_flags, readonly),
+        );
+    }
+    record
 }
 
 /// This CPU's dense index in one `%gs` load, without [`index`]'s check: valid where

@@ -218,14 +218,19 @@ impl Threads for crate::Cpu {
         unsafe { enter_user(frame) }
     }
 
-    #[inline]
-    fn set_current_thread(thread: usize) {
-        percpu::current().set_current_thread(thread);
+    #[inline(always)]
+    fn set_current_thread(thread: usize, record: usize) {
+        percpu::current().set_current_thread(thread, record);
     }
 
     #[inline(always)]
     fn current_thread() -> usize {
         percpu::current_thread()
+    }
+
+    #[inline(always)]
+    fn current_record() -> usize {
+        percpu::current_record()
     }
 
     #[inline(always)]

@@ -712,7 +712,8 @@ fn enter(mut guard: LockGuard<'static, Shared>, next: usize) -> ! {
         "a CPU enters a kernel thread first"
     );
     let (to_context, to_stack) = (&raw const thread.context, thread.stack);
-    Cpu::set_current_thread(next);
+    let record: *mut Thread = thread;
+    Cpu::set_current_thread(next, record as usize);
     let mut boot_context = crate::task::thread::Context::default();
     guard.hand_over();
     // SAFETY: interrupts are masked (the kernel runs masked); the context was made by
@@ -1206,13 +1207,14 @@ unsafe fn switch_locked(
     }
     #[cfg(not(feature = "lockcheck"))]
     let _ = current;
+    // The running thread's record (`lock_for_handoff` reads it back).
+    Cpu::set_current_thread(next, to as usize);
     // SAFETY: both threads are boxed in the table, which the held lock protects; they are
     // distinct (`next` is not running, `current` is).
     let (from, to) = unsafe { (&mut *from, &mut *to) };
     to.state = State::Running;
     from.running = false;
     to.running = true;
-    Cpu::set_current_thread(next);
     crate::stats::count_switch();
     to.switches += 1;
     to.last_cpu = cpu as u32;
@@ -1788,14 +1790,15 @@ pub fn saved_user_position(id: usize) -> Option<(u64, u64, u64, u64)> {
 //
 // The IPC fast path (`ipc::fast`) holds the scheduler lock from its first lookup to the
 // switch: one lock for the running thread, its process, the partner's saved frame and the
-// hand-off. It takes it after the IPC lock and before the capability table and endpoint
-// queue, as the lock order says (`crate::sync`).
+// hand-off. It takes it after the IPC lock and before the capability table's, as the lock
+// order says (`crate::sync`).
 
 /// The scheduler, locked for an IPC hand-off ([`lock_for_handoff`]).
 ///
-/// It looks each thread up once: the running thread's record at the lock, the partner's
-/// in [`Handoff::blocked_frame`]. Records are boxed, so they stay where they are while
-/// the lock is held.
+/// It looks each thread up at most once: the running thread's record is the one this CPU's
+/// switch to it recorded (`arch_api::Threads::current_record`, no table lookup), the
+/// partner's is found in [`Handoff::blocked_frame`]. Records are boxed, so they stay where
+/// they are while the lock is held.
 pub struct Handoff {
     guard: LockGuard<'static, Shared>,
     /// The scheduler `guard` locks (checked to exist once, at the lock).
@@ -1810,15 +1813,20 @@ pub struct Handoff {
     partner_record: *mut Thread,
 }
 
-/// Lock the scheduler for an IPC hand-off; `None` before [`init`] or on a CPU that runs no
-/// thread yet.
+/// Lock the scheduler for an IPC hand-off; `None` on a CPU that runs no thread yet.
 #[inline(always)]
 pub fn lock_for_handoff() -> Option<Handoff> {
     let mut guard = SCHEDULER.lock();
-    let scheduler = guard.0.as_mut()?;
+    // The running thread's record, as the switch to it recorded it (`switch_locked`,
+    // `enter`): boxed in the table, where it stays while the thread runs.
+    let record = Cpu::current_record() as *mut Thread;
+    if record.is_null() {
+        return None;
+    }
     let current = current();
-    let record: *mut Thread = scheduler.thread(current)?;
-    let scheduler: *mut Scheduler = scheduler;
+    // SAFETY: a CPU has a current record only once the scheduler switched to a thread
+    // there, so the scheduler exists (it is made once, by `init`, and never taken down).
+    let scheduler: *mut Scheduler = unsafe { guard.0.as_mut().unwrap_unchecked() };
     Some(Handoff {
         guard,
         scheduler,

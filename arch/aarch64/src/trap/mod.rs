@@ -18,9 +18,9 @@
 //! IST to fall back on: if the frame would not fit above the running kernel stack's base
 //! (bounds kept in the per-CPU block by the context switch), the stack has overflowed into
 //! its guard page, and storing there would fault again, forever, or reach the stack below.
-//! The check needs registers before it may store anything, so it borrows TPIDRRO_EL0 (the
-//! return path writes EL0's value back from the per-CPU block) and two per-CPU scratch
-//! words; on overflow it moves to the per-CPU overflow stack and builds the frame there,
+//! The check needs registers before it may store anything, so it borrows TPIDRRO_EL0 (EL0
+//! always reads 0 there, Keel giving no thread a value of its own, and the return path
+//! writes the 0 back) and two per-CPU scratch words; on overflow it moves to the per-CPU overflow stack and builds the frame there,
 //! flagged, and the dispatcher reports `kernel stack overflow in thread <name>`.
 //!
 //! Interrupts stay masked for the whole handler (the CPU set PSTATE.I on entry), so IRQs
@@ -38,8 +38,8 @@
 //! frame says so ([`SYSCALL_PARTIAL`]). Whoever writes the whole register set
 //! (`write_user_registers`) marks it [`SYSCALL_FULL`], and the exit then restores every
 //! register through the common return path. TPIDRRO_EL0 is left alone by the fast exit:
-//! the context switch writes it for the incoming thread, and an EL1 entry that borrowed it
-//! restores it on its own return.
+//! it is 0 for every thread, and an EL1 entry that borrowed it restores the 0 on its own
+//! return.
 
 pub mod fixup;
 mod report;

@@ -17,7 +17,7 @@ keel_vectors:
     .irp slot, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
     .balign 128                         // one 32-instruction slot per vector
     .if \slot < 8                       // taken at EL1: check SP before storing anything
-    msr     tpidrro_el0, x0             // borrow TPIDRRO_EL0 (EL0's value is in the per-CPU block)
+    msr     tpidrro_el0, x0             // borrow TPIDRRO_EL0 (EL0's value is always 0)
     mrs     x0, tpidr_el1               // x0 = per-CPU block (always mapped)
     stp     x1, x2, [x0, #{scratch}]    // percpu.scratch = x1, x2
     mov     x1, sp
@@ -119,7 +119,7 @@ keel_el0_syscall:
     ldr     x30, [sp, #{x0} + 30 * 8]
     ldp     x0, x1, [sp, #{x0}]             // x0, x1 = the results
     add     sp, sp, #{frame_size}           // SP_EL1 = the stack top again
-    eret                                    // TPIDRRO_EL0 is already EL0's (the switch set it)
+    eret                                    // TPIDRRO_EL0 is already EL0's (0)
 1:  b       keel_trap_return                // every register from the frame
 2:  bl      {keel_syscall}                  // keel_syscall(frame)
     b       3b
@@ -155,9 +155,7 @@ keel_trap_common:
     bl      {dispatch}                      // dispatch(frame)
     .global keel_trap_return
 keel_trap_return:                           // also entered by enter_user, sp = frame
-    mrs     x0, tpidr_el1
-    ldr     x1, [x0, #{user_tpidrro}]
-    msr     tpidrro_el0, x1                 // TPIDRRO_EL0 = EL0's value (the EL1 entry borrows it)
+    msr     tpidrro_el0, xzr                // TPIDRRO_EL0 = EL0's value, 0 (the EL1 entry borrows it)
     ldp     x2, x3, [sp, #{elr}]            // the dispatcher may have edited elr/spsr
     msr     elr_el1, x2
     msr     spsr_el1, x3
@@ -200,7 +198,6 @@ keel_trap_return:                           // also entered by enter_user, sp = 
     stack_base = const percpu::STACK_BASE,
     overflow_top = const percpu::OVERFLOW_TOP,
     overflowed_sp = const percpu::OVERFLOWED_SP,
-    user_tpidrro = const percpu::USER_TPIDRRO,
     overflow_pages = const OVERFLOW_SPAN / 4096,
     overflow_flag = const OVERFLOW,
 );
