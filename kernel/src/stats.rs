@@ -2,9 +2,11 @@
 //! user programs through `bench_counter`, and the boot-to-user span.
 //!
 //! The counters are plain per-event adds (load, add, store, not an atomic
-//! read-modify-write), always compiled in (a few instructions on the switch and unmap
-//! paths): with several CPUs counting at once an event may go uncounted, which the
-//! benchmarks (one CPU counting) never see. The system call that reads them,
+//! read-modify-write), always compiled in (a few instructions on the unmap path): with
+//! several CPUs counting at once an event may go uncounted, which the benchmarks (one CPU
+//! counting) never see. The switch counters are not here: each switch counts on the
+//! thread it switches to, under the scheduler lock (`task::sched::switch_counts`), so
+//! the switch path touches no shared counter. The system call that reads them,
 //! `bench_counter`, is in the test build only.
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +16,6 @@ use arch_api::Bench as _;
 
 use crate::Cpu;
 
-static SWITCHES: AtomicU64 = AtomicU64::new(0);
-static SPACE_SWITCHES: AtomicU64 = AtomicU64::new(0);
 static TLB_FLUSHES: AtomicU64 = AtomicU64::new(0);
 /// `Bench::instruction_clock` at kernel entry, and at the first entry into user mode.
 static KERNEL_ENTRY: AtomicU64 = AtomicU64::new(0);
@@ -31,27 +31,18 @@ fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
-/// A thread switch happened (with its eager FPU save and restore).
-pub fn count_switch() {
-    bump(&SWITCHES);
-}
-
-/// An address space was activated.
-pub fn count_space_switch() {
-    bump(&SPACE_SWITCHES);
-}
-
 /// A page was unmapped from a user space (one TLB invalidation).
 pub fn count_tlb_flush() {
     bump(&TLB_FLUSHES);
 }
 
-/// The value of counter `which`.
-pub fn counter(which: BenchCounter) -> u64 {
-    match which {
+/// The value of counter `which`, if this module keeps it: the switch counters are the
+/// scheduler's (module docs), which the system-call layer reads instead
+/// (`syscall::event_counter`).
+pub fn counter(which: BenchCounter) -> Option<u64> {
+    Some(match which {
+        BenchCounter::Switches | BenchCounter::SpaceSwitches => return None,
         BenchCounter::Ticks => crate::time::ticks(),
-        BenchCounter::Switches => SWITCHES.load(Ordering::Relaxed),
-        BenchCounter::SpaceSwitches => SPACE_SWITCHES.load(Ordering::Relaxed),
         BenchCounter::TlbFlushes => TLB_FLUSHES.load(Ordering::Relaxed),
         BenchCounter::SinceKernelEntry => {
             Cpu::instruction_clock().saturating_sub(KERNEL_ENTRY.load(Ordering::Relaxed))
@@ -60,7 +51,7 @@ pub fn counter(which: BenchCounter) -> u64 {
         BenchCounter::TicksAllCpus => (0..arch_api::MAX_CPUS as u32)
             .filter_map(crate::time::cpu_ticks)
             .sum(),
-    }
+    })
 }
 
 /// Called first thing in `kmain`.

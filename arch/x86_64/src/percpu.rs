@@ -448,6 +448,12 @@ pub fn index() -> u32 {
     running_index()
 }
 
+// The `%gs` loads of `current_thread`, `current_record` and `running_index` are declared
+// pure and reading memory (`readonly`): the compiler may drop an unused one or reuse an
+// earlier one until the next write to memory. That is sound: the values change only by a
+// store to this block, and the running code's CPU (so its GS base) only across a context
+// switch, a call that writes memory.
+
 /// The current thread as the core named it, in one `%gs` load. Valid where [`current`] is.
 #[inline(always)]
 pub fn current_thread() -> usize {
@@ -460,7 +466,7 @@ pub fn current_thread() -> usize {
             "mov {thread}, gs:[{offset}]",
             thread = out(reg) thread,
             offset = const offsets::CURRENT_THREAD,
-            options(nostack, preserves_flags, readonly),
+            options(pure, nostack, preserves_flags, readonly),
         );
     }
     thread
@@ -477,7 +483,7 @@ pub fn current_record() -> usize {
             "mov {record}, gs:[{offset}]",
             record = out(reg) record,
             offset = const offsets::CURRENT_RECORD,
-            options(nostack, preserves_flags, readonly),
+            options(pure, nostack, preserves_flags, readonly),
         );
     }
     record
@@ -495,7 +501,7 @@ pub fn running_index() -> u32 {
             "mov {id:e}, gs:[{offset}]",
             id = out(reg) id,
             offset = const offsets::CPU_ID,
-            options(nostack, preserves_flags, readonly),
+            options(pure, nostack, preserves_flags, readonly),
         );
     }
     id

@@ -384,6 +384,16 @@ pub fn finish() {
     crate::proc::exit_if_killed();
 }
 
+/// Event counter `which`: the switch counts are the scheduler's (each switch counts on the
+/// thread switched to), every other one is `crate::stats`'.
+pub fn event_counter(which: abi::BenchCounter) -> u64 {
+    match which {
+        abi::BenchCounter::Switches => sched::switch_counts().0,
+        abi::BenchCounter::SpaceSwitches => sched::switch_counts().1,
+        other => crate::stats::counter(other).unwrap_or(0),
+    }
+}
+
 /// Deferred work (`sync::deferred`): pending object work, then the log reader's signal.
 /// Also the timer tick's. Runs with no lock held.
 #[cold]

@@ -217,7 +217,7 @@ fn cpu(index: u64, record: &mut [u64]) -> Result<usize, Error> {
     let cpu = index as u32;
     record[ID] = index;
     if cpu == 0 {
-        record[SWITCHES] = crate::stats::counter(abi::BenchCounter::Switches);
+        record[SWITCHES] = super::event_counter(abi::BenchCounter::Switches);
     }
     record[TICKS] = time::cpu_ticks(cpu).unwrap_or(0);
     let [first, second] = sysinfo::pack_name(Cpu::NAME);

@@ -38,7 +38,7 @@ mod enabled {
             return lock_acquisitions(index);
         }
         abi::BenchCounter::from_number(which)
-            .map(crate::stats::counter)
+            .map(crate::syscall::event_counter)
             .ok_or(Error::InvalidArgument)
     }
 

@@ -164,6 +164,9 @@ struct Scheduler {
     cpus: [PerCpu; MAX_CPUS],
     /// The CPUs that have joined (bit `i`: CPU index `i`).
     joined: u64,
+    /// The switch counts of the threads freed so far (`Thread::switches`,
+    /// `Thread::space_switches`), so [`switch_counts`] counts every switch since boot.
+    retired_switches: (u64, u64),
 }
 
 /// Wraps the scheduler so it can live in a static.
@@ -423,6 +426,7 @@ pub fn init() {
             previous: 0,
         }),
         joined: 0,
+        retired_switches: (0, 0),
     });
     drop(shared);
     let cpu = this_cpu();
@@ -861,6 +865,24 @@ pub struct Activity {
     pub last_cpu: u32,
 }
 
+/// Thread switches since boot, and those of them that activated a process's address space
+/// (the `Switches` and `SpaceSwitches` event counters): each switch counts on the thread
+/// switched to (no shared counter on the switch path), so this sums every thread's count
+/// and those of the threads already freed.
+pub fn switch_counts() -> (u64, u64) {
+    with(|scheduler| {
+        scheduler.threads.iter().flatten().fold(
+            scheduler.retired_switches,
+            |(switches, space_switches), thread| {
+                (
+                    switches + thread.switches,
+                    space_switches + thread.space_switches,
+                )
+            },
+        )
+    })
+}
+
 /// The switches and last CPU of thread slot `id`.
 pub fn activity(id: usize) -> Option<Activity> {
     with(|scheduler| {
@@ -1215,7 +1237,6 @@ unsafe fn switch_locked(
     to.state = State::Running;
     from.running = false;
     to.running = true;
-    crate::stats::count_switch();
     to.switches += 1;
     to.last_cpu = cpu as u32;
     #[cfg(feature = "lockcheck")]
@@ -1234,7 +1255,7 @@ unsafe fn switch_locked(
     if !same_space {
         match &to.process {
             Some(process) => {
-                crate::stats::count_space_switch();
+                to.space_switches += 1;
                 // SAFETY: `to` is a thread of `process` in the table, whose lock is held.
                 unsafe { process.activate_for_switch() };
             }
@@ -1447,7 +1468,10 @@ fn free_dead(id: usize) {
     let dead = with(|scheduler| {
         scheduler.sleepers.remove(id);
         let dead = scheduler.threads.get_mut(id)?.take();
-        if dead.is_some() {
+        if let Some(thread) = &dead {
+            let (switches, space_switches) = &mut scheduler.retired_switches;
+            *switches += thread.switches;
+            *space_switches += thread.space_switches;
             // The stack has room for every id (`grow`): no allocation.
             scheduler.free_ids.push(id as u32);
         }

@@ -63,8 +63,11 @@ pub struct Thread {
     pub killed: bool,
     /// Timer ticks taken while it was running (`ps`).
     pub cpu_ticks: u64,
-    /// Times the scheduler switched to it (`top`).
+    /// Times the scheduler switched to it (`top`; their sum over all threads is the
+    /// `Switches` event counter, `sched::switch_counts`).
     pub switches: u64,
+    /// Times a switch to it activated its process's address space (summed likewise).
+    pub space_switches: u64,
     /// The CPU it runs on, last ran on, or is queued on (`ps`).
     pub last_cpu: u32,
     /// The CPUs it may run on (bit `i`: CPU index `i`).
@@ -213,6 +216,7 @@ impl Thread {
             killed: false,
             cpu_ticks: 0,
             switches: 0,
+            space_switches: 0,
             last_cpu: 0,
             affinity: super::sched::ALL_CPUS,
             fpu_cpu: NO_CPU,
