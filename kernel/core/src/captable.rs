@@ -229,8 +229,13 @@ where
             .as_ref()
             .get(handle.slot() as usize)
             .ok_or(Error::InvalidHandle)?;
+        // The generation first: a caller that then tests the object's kind (the IPC fast
+        // paths) gets one test of the slot's tag for both "occupied" and "that kind".
+        if slot.generation != handle.generation() {
+            return Err(Error::InvalidHandle);
+        }
         match &slot.state {
-            SlotState::Occupied(capability) if slot.generation == handle.generation() => {
+            SlotState::Occupied(capability) => {
                 if capability.rights.contains(required) {
                     Ok(capability)
                 } else {
