@@ -3,7 +3,7 @@
 //! `call` to an endpoint whose first waiting thread is a receiver blocked in the kernel, and
 //! `reply_recv` that answers a caller blocked in the kernel and finds no sender waiting,
 //! both with a register-only message (at most 4 words, no capability): taken straight from
-//! the system-call entry ([`crate::syscall::enter`]) before any decoding. Under one
+//! the system-call handlers (`crate::syscall::table`) before any decoding. Under one
 //! scheduler lock ([`sched::Handoff`]) it finds the running thread and its process, looks the
 //! endpoint up without taking a reference, checks every condition before changing
 //! anything, updates the `kcore` state, copies the registers frame to frame and switches
@@ -307,10 +307,8 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     // A queued waiter records what it waits on (to be unlinked if it dies), by address.
     let released = match pending {
         Some(_) => Blocker::Nothing,
-        None => core::mem::replace(
-            &mut state.blocked_on[me],
-            Blocker::Notification(Waited::new(notification)),
-        ),
+        // SAFETY: `wait` succeeded, so the state machine has an entry for `me`.
+        None => unsafe { state.hold_served(me, Blocker::Notification(Waited::new(notification))) },
     };
     drop(state);
     drop(capability);

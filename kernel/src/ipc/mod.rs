@@ -151,6 +151,23 @@ impl State {
         core::mem::replace(&mut self.blocked_on[thread], blocker)
     }
 
+    /// [`State::hold`] for a thread the state machine has an entry for (it just queued it),
+    /// with no bounds test.
+    ///
+    /// # Safety
+    /// `thread < self.ipc.capacity()`. Every table here is that long: [`make_room`] grows
+    /// them together, under this lock, to the same length.
+    #[inline(always)]
+    unsafe fn hold_served(&mut self, thread: ThreadId, blocker: Blocker) -> Blocker {
+        debug_assert_eq!(self.blocked_on.len(), self.ipc.capacity());
+        debug_assert!(thread < self.ipc.capacity());
+        // SAFETY: `thread < ipc.capacity() == blocked_on.len()` (the contract above).
+        core::mem::replace(
+            unsafe { self.blocked_on.get_unchecked_mut(thread) },
+            blocker,
+        )
+    }
+
     /// `thread` queues on `endpoint`: [`State::hold`] with a new reference, unless it holds
     /// one to it already (the endpoint of the call it served).
     fn hold_endpoint(&mut self, thread: ThreadId, endpoint: &Arc<Endpoint>) -> Blocker {
