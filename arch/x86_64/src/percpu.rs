@@ -448,45 +448,46 @@ pub fn index() -> u32 {
     running_index()
 }
 
-// The `%gs` loads of `current_thread`, `current_record` and `running_index` are declared
+// The `%gs` loads of `own_word` and `running_index` are declared
 // pure and reading memory (`readonly`): the compiler may drop an unused one or reuse an
 // earlier one until the next write to memory. That is sound: the values change only by a
 // store to this block, and the running code's CPU (so its GS base) only across a context
 // switch, a call that writes memory.
 
-/// The current thread as the core named it, in one `%gs` load. Valid where [`current`] is.
+/// The word at `OFFSET` in this CPU's block, in one `%gs` load. Valid where [`current`]
+/// is.
+///
+/// # Safety
+/// `OFFSET` is the offset of a word-sized field of [`PerCpu`] that only this CPU writes.
 #[inline(always)]
-pub fn current_thread() -> usize {
-    let thread: usize;
+unsafe fn own_word<const OFFSET: usize>() -> usize {
+    let word: usize;
     // SAFETY: GS base points at this CPU's block in kernel code once `init` ran (GS base
-    // discipline above); `current_thread` is a word at `CURRENT_THREAD`, written only by
-    // this CPU.
+    // discipline above); the field at `OFFSET` is a word only this CPU writes (the
+    // contract), so the load races with nothing.
     unsafe {
         core::arch::asm!(
-            "mov {thread}, gs:[{offset}]",
-            thread = out(reg) thread,
-            offset = const offsets::CURRENT_THREAD,
+            "mov {word}, gs:[{offset}]",
+            word = out(reg) word,
+            offset = const OFFSET,
             options(pure, nostack, preserves_flags, readonly),
         );
     }
-    thread
+    word
+}
+
+/// The current thread as the core named it, in one `%gs` load. Valid where [`current`] is.
+#[inline(always)]
+pub fn current_thread() -> usize {
+    // SAFETY: `current_thread` is a word at `CURRENT_THREAD`, written only by this CPU.
+    unsafe { own_word::<{ offsets::CURRENT_THREAD }>() }
 }
 
 /// The core's word for the current thread, in one `%gs` load. Valid where [`current`] is.
 #[inline(always)]
 pub fn current_record() -> usize {
-    let record: usize;
-    // SAFETY: as in `current_thread`: GS base points at this CPU's block in kernel code;
-    // `current_record` is a word at `CURRENT_RECORD`, written only by this CPU.
-    unsafe {
-        core::arch::asm!(
-            "mov {record}, gs:[{offset}]",
-            record = out(reg) record,
-            offset = const offsets::CURRENT_RECORD,
-            options(pure, nostack, preserves_flags, readonly),
-        );
-    }
-    record
+    // SAFETY: `current_record` is a word at `CURRENT_RECORD`, written only by this CPU.
+    unsafe { own_word::<{ offsets::CURRENT_RECORD }>() }
 }
 
 /// This CPU's dense index in one `%gs` load, without [`index`]'s check: valid where
