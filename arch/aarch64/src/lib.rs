@@ -14,9 +14,10 @@
 //!   stacks and every exception saves its frame on the interrupted kernel stack.
 //! - **One trap frame, one dispatcher.** All sixteen vectors save the same
 //!   [`trap::TrapFrame`] and call one Rust function; assembly offsets are compile-time
-//!   checked against the struct. `svc #0` from EL0 goes to the core's `keel_syscall`
-//!   (a fast path), every other exception from EL0 to `keel_trap`; a kernel exception is either covered by the exception-fixup table
-//!   (user copies, self-tests) or a fatal report naming the thread.
+//!   checked against the struct. `svc #0` from EL0 goes to the core's handler for the
+//!   number (`KEEL_SYSCALLS`, a fast path), every other exception from EL0 to
+//!   `keel_trap`; a kernel exception is either covered by the exception-fixup table (user
+//!   copies, self-tests) or a fatal report naming the thread.
 //! - **Never loop on exceptions.** A fault while reporting a fault prints one line and powers
 //!   off; a third one halts silently. Semihosting and PSCI calls that the machine does not
 //!   implement (undefined instruction) are skipped, not reported, so power-off always ends.

@@ -12,8 +12,8 @@ unsafe extern "Rust" {
     /// distributor. Interrupts masked; the core may switch threads inside.
     pub fn keel_irq(line: u32);
     /// A trap the arch does not finish itself: every exception from EL0 other than the
-    /// system call `svc #0`, which goes to `keel_syscall` (decode with `frame.cause()`). Interrupts masked, on the current thread's kernel
-    /// stack; the core may switch threads inside, or end the thread and never return.
+    /// system call `svc #0`, which goes to `KEEL_SYSCALLS` (decode with `frame.cause()`).
+    /// Interrupts masked, on the current thread's kernel stack; the core may switch threads inside, or end the thread and never return.
     pub fn keel_trap(frame: &mut crate::TrapFrame);
     /// The name of the core's thread `thread` (as given to `set_current_thread`), for
     /// reports.

@@ -19,7 +19,7 @@ unsafe extern "Rust" {
     pub fn keel_irq(line: u32);
 
     /// A trap the arch crate does not finish itself: an exception from user mode (decode
-    /// with `TrapCause`; system calls go to `keel_syscall`, interrupts to `keel_irq` and
+    /// with `TrapCause`; system calls go to `KEEL_SYSCALLS`, interrupts to `keel_irq` and
     /// `keel_timer_tick`). Called with interrupts masked, on the current
     /// thread's kernel stack, with `frame` at its top. The core may switch threads inside
     /// it, or kill the current thread and never return.

@@ -868,7 +868,9 @@ pub struct Activity {
 /// Thread switches since boot, and those of them that activated a process's address space
 /// (the `Switches` and `SpaceSwitches` event counters): each switch counts on the thread
 /// switched to (no shared counter on the switch path), so this sums every thread's count
-/// and those of the threads already freed.
+/// and those of the threads already freed. It walks the thread table under the scheduler
+/// lock: only `bench_counter` (test builds) and `system_info`'s CPU record (which needs
+/// the system capability) read it.
 pub fn switch_counts() -> (u64, u64) {
     with(|scheduler| {
         scheduler.threads.iter().flatten().fold(
@@ -1825,7 +1827,7 @@ pub fn saved_user_position(id: usize) -> Option<(u64, u64, u64, u64)> {
 /// they are while the lock is held.
 pub struct Handoff {
     guard: LockGuard<'static, Shared>,
-    /// The scheduler `guard` locks (checked to exist once, at the lock).
+    /// The scheduler `guard` locks (it exists: see [`lock_for_handoff`]).
     scheduler: *mut Scheduler,
     /// The running thread, read once.
     current: usize,

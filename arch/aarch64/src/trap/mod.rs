@@ -20,8 +20,9 @@
 //! its guard page, and storing there would fault again, forever, or reach the stack below.
 //! The check needs registers before it may store anything, so it borrows TPIDRRO_EL0 (EL0
 //! always reads 0 there, Keel giving no thread a value of its own, and the return path
-//! writes the 0 back) and two per-CPU scratch words; on overflow it moves to the per-CPU overflow stack and builds the frame there,
-//! flagged, and the dispatcher reports `kernel stack overflow in thread <name>`.
+//! writes the 0 back) and two per-CPU scratch words; on overflow it moves to the per-CPU
+//! overflow stack and builds the frame there, flagged, and the dispatcher reports
+//! `kernel stack overflow in thread <name>`.
 //!
 //! Interrupts stay masked for the whole handler (the CPU set PSTATE.I on entry), so IRQs
 //! never nest; a synchronous exception inside a handler nests once and is reported.
@@ -31,8 +32,8 @@
 //! Slot 8 (synchronous, from EL0 in AArch64) first compares ESR_EL1 with exactly the
 //! syndrome of `svc #0`; a match takes a shorter path (`keel_el0_syscall` in [`vectors`])
 //! that stores only x0–x18, x30, SP_EL0, ELR, SPSR, ESR and the vector, calls the core's
-//! `keel_syscall` directly (no [`dispatch`], no cause decode), and on return reloads exactly
-//! those. x19–x29 are neither stored nor reloaded: the Rust code preserves them (AAPCS64)
+//! handler for the number directly (`KEEL_SYSCALLS[number]`, or `keel_syscall` beyond that
+//! table; no [`dispatch`], no cause decode), and on return reloads exactly those. x19–x29 are neither stored nor reloaded: the Rust code preserves them (AAPCS64)
 //! and the context switch keeps them in the thread's `Context`, so they still hold EL0's
 //! values; the frame's slots for them (and FAR and the frame record) are stale, and the
 //! frame says so ([`SYSCALL_PARTIAL`]). Whoever writes the whole register set
@@ -368,7 +369,7 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
 }
 
 /// Hand a trap to the core: an exception from EL0 (`svc #0` never comes here: it takes the
-/// system-call fast path to `keel_syscall`).
+/// system-call fast path to the core's handler for the number).
 fn to_core(frame: &mut TrapFrame) {
     // SAFETY: `keel_trap` is the core's safe Rust function of that signature
     // (kernel/src/upcall.rs); the frame is this trap's, on the current kernel stack.

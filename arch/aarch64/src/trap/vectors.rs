@@ -70,8 +70,8 @@ keel_stack_overflow:
     // number, arguments, results and message registers, and every other register the
     // Rust code may clobber), x30, SP_EL0, ELR, SPSR, ESR and the vector — and call the
     // core's handler for the number directly (`KEEL_SYSCALLS[number]`, or `keel_syscall`
-    // beyond the table). x19–x29 stay in the CPU: the Rust code preserves
-    // them (AAPCS64), so on the way out they still hold EL0's values. No frame record:
+    // beyond the table). x19–x29 stay in the CPU: the Rust code preserves them (AAPCS64),
+    // so on the way out they still hold EL0's values. No frame record:
     // a backtrace from inside ends at EL0's x29, which the walker refuses.
     // In: x0 = ESR_EL1, x0/x1 stored; sp = the frame (at the top of the thread's stack).
 keel_el0_syscall:

@@ -1,8 +1,8 @@
 //! The one Rust function every trap enters: finish what the arch owns (interrupts, kernel
 //! fixups, fatal reports), hand the rest to the core (`keel_trap`).
 //!
-//! `SYSCALL` never comes here: its entry calls the core's `keel_syscall` directly
-//! ([`syscall`]), and its slow exit only checks the return address
+//! `SYSCALL` never comes here: its entry calls the core's handler for the number directly
+//! (`KEEL_SYSCALLS`, [`syscall`]), and its slow exit only checks the return address
 //! ([`syscall_slow_return`]).
 //!
 //! | trap | from user mode | from kernel mode |

@@ -140,7 +140,7 @@ impl TrapFrame {
 
     /// The portable cause of an exception. Reads CR2 for a page fault, so call it before
     /// anything else can fault (the dispatcher does so first thing). Only exceptions reach
-    /// the core's `keel_trap`: system calls enter through `keel_syscall` and interrupts are
+    /// the core's `keel_trap`: system calls enter through `KEEL_SYSCALLS` and interrupts are
     /// finished by the dispatcher, so their frames decode as [`TrapCause::Other`] with the
     /// vector.
     pub fn cause(&self) -> TrapCause {
