@@ -88,8 +88,8 @@ pub static KEEL_SYSCALLS: [syscall::Handler; arch_api::SYSCALL_TABLE_LEN] = sysc
 /// A system call whose number is not below `arch_api::SYSCALL_TABLE_LEN` (the process,
 /// system and test calls, and every number that names no call), from the arch crate's
 /// system-call entry as [`KEEL_SYSCALLS`]' handlers are: decoded by `syscall::dispatch`.
-/// Returns with the results in `frame`; may switch threads
-/// inside, or end the thread and never return.
+/// Returns with the results in `frame`; may switch threads inside, or end the thread and
+/// never return.
 #[unsafe(no_mangle)]
 pub extern "C" fn keel_syscall(frame: &mut TrapFrame) {
     syscall::general(frame);

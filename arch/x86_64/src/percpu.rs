@@ -448,11 +448,11 @@ pub fn index() -> u32 {
     running_index()
 }
 
-// The `%gs` loads of `own_word` and `running_index` are declared
-// pure and reading memory (`readonly`): the compiler may drop an unused one or reuse an
-// earlier one until the next write to memory. That is sound: the values change only by a
-// store to this block, and the running code's CPU (so its GS base) only across a context
-// switch, a call that writes memory.
+// The `%gs` loads of `own_word` and `running_index` are declared pure and reading memory
+// (`readonly`): the compiler may drop an unused one or reuse an earlier one until the next
+// write to memory. That is sound: the values change only by a store to this block, and the
+// running code's CPU (so its GS base) only across a context switch, a call that writes
+// memory.
 
 /// The word at `OFFSET` in this CPU's block, in one `%gs` load. Valid where [`current`]
 /// is.
