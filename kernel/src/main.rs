@@ -84,6 +84,9 @@ extern "C" fn kmain() -> ! {
     let boot = boot::collect(&early);
     if boot.cmdline.get("trace") == Some("on") {
         trace::enable();
+        if trace::on() {
+            syscall::instrument_fast_paths();
+        }
     }
     boot.print_banner();
     mm::print_summary();

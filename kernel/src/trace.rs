@@ -125,8 +125,10 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static START_CLOCK: AtomicU64 = AtomicU64::new(0);
 static START_TICKS: AtomicU64 = AtomicU64::new(0);
 
-/// Whether the IPC fast paths run their instrumented variant: tracing is on, or someone
-/// reads the per-thread event counts (`top`), which the fast paths keep only then.
+/// Whether per-thread events are counted where counting costs a hot path something
+/// ([`instrumented`]): tracing is on, or someone reads the per-thread event counts
+/// (`top`). The IPC fast paths are chosen by the system-call table instead
+/// (`syscall::instrument_fast_paths` sets this and puts their instrumented builds in).
 static INSTRUMENTED: AtomicBool = AtomicBool::new(false);
 
 /// Turn tracing on (from `kmain`, when the command line says `trace=on`): allocate the
@@ -152,14 +154,15 @@ pub fn enable() {
     INSTRUMENTED.store(true, Ordering::Relaxed);
 }
 
-/// From now on the IPC fast paths count per-thread events (the first reader of the counts
-/// turns this on; the counts of the slow paths are always kept).
+/// From now on the hot paths count per-thread events (the first reader of the counts turns
+/// this on, through `syscall::instrument_fast_paths`; the counts of the slow paths are
+/// always kept).
 pub fn count_fast_paths() {
     INSTRUMENTED.store(true, Ordering::Relaxed);
 }
 
-/// Whether the IPC fast paths take their instrumented variant (trace records and event
-/// counts): one relaxed load.
+/// Whether per-thread events are counted on the hot paths (`thread::count`): one relaxed
+/// load.
 #[inline(always)]
 pub fn instrumented() -> bool {
     INSTRUMENTED.load(Ordering::Relaxed)

@@ -77,13 +77,8 @@ pub fn keel_trap(frame: &mut TrapFrame) {
     }
 }
 
-/// The system-call table: the arch crates' system-call entries call
-/// `KEEL_SYSCALLS[number](frame)` for every number below `arch_api::SYSCALL_TABLE_LEN`
-/// (no trap demultiplexing, no dispatcher on the way; [`syscall::table`] says which
-/// handler each number has), interrupts masked, `frame` at the top of the current
-/// thread's kernel stack, holding at least the number and argument registers.
-#[unsafe(no_mangle)]
-pub static KEEL_SYSCALLS: [syscall::Handler; arch_api::SYSCALL_TABLE_LEN] = syscall::table();
+// The system-call table, `KEEL_SYSCALLS`, is an upcall too: it is defined in `syscall`
+// (`crate::syscall::KEEL_SYSCALLS`), which writes it (`syscall::instrument_fast_paths`).
 
 /// A system call whose number is not below `arch_api::SYSCALL_TABLE_LEN` (the process,
 /// system and test calls, and every number that names no call), from the arch crate's

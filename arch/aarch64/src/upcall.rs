@@ -28,11 +28,12 @@ unsafe extern "Rust" {
 }
 
 unsafe extern "C" {
-    /// The core's system-call handlers, one per number below `arch_api::SYSCALL_TABLE_LEN`,
-    /// called straight from the vector table's fast path with the number as the index (so
-    /// the C ABI), as `keel_syscall` is.
-    pub static KEEL_SYSCALLS:
-        [unsafe extern "C" fn(&mut crate::TrapFrame); arch_api::SYSCALL_TABLE_LEN];
+    /// The core's system-call handlers, one per number below `arch_api::SYSCALL_TABLE_LEN`:
+    /// the address of a C-ABI `fn(&mut TrapFrame)`, called as `keel_syscall` is, straight
+    /// from the vector table's fast path with the number as the index. Words the core may
+    /// replace at any time (each with another handler of the same call), so the entry loads
+    /// one and calls it; Rust code here never reads them.
+    pub static KEEL_SYSCALLS: [core::sync::atomic::AtomicPtr<()>; arch_api::SYSCALL_TABLE_LEN];
     /// A system call (`svc #0`) whose number is not below `arch_api::SYSCALL_TABLE_LEN`,
     /// called straight from the vector table's fast path (so the C ABI): decode the number
     /// and arguments from `frame`, run it, write the results into `frame`. Interrupts

@@ -549,6 +549,18 @@ pub trait TrapFrame: Sized {
     /// `rdx r10 r8 r9`; AArch64: `x0`, `x6`, `x1`, `x2`–`x5`). The message arrives in
     /// [`TrapFrame::syscall_arguments`] 1..6 (info, words), in the same registers.
     fn set_ipc_message(&mut self, status: u64, badge: u64, info: u64, words: [u64; 4]);
+    /// What the IPC fast path takes of a register-only message when it begins (in
+    /// registers until the delivery); the rest [`TrapFrame::forward_ipc_message`] reads from
+    /// the sender's frame when it delivers. Each arch picks the split its register file
+    /// favours: x86_64 takes nothing early (its few registers would spill the words),
+    /// AArch64 the info and the words (read in pairs next to the fast path's first test).
+    type IpcEarly: Copy;
+    /// The early part of the message in this frame's system-call arguments 1..6.
+    fn ipc_early(&self) -> Self::IpcEarly;
+    /// Deliver the register-only message of `sender`'s system call (`early`, taken from
+    /// it by [`TrapFrame::ipc_early`], and the rest from `sender`) to this frame, as
+    /// [`TrapFrame::set_ipc_message`] with status 0 and `badge`.
+    fn forward_ipc_message(&mut self, badge: u64, early: Self::IpcEarly, sender: &Self);
     /// Write only the status register (`rax` / `x0`), leaving the message registers as
     /// they are (an IPC error).
     fn set_status(&mut self, status: u64);

@@ -111,6 +111,9 @@ pub struct PerCpu {
     timer_ticks: AtomicU64,
     /// The core's word for the running thread (`arch_api::Threads::current_record`).
     current_record: AtomicUsize,
+    /// The address of `TSS.RSP0` in this CPU's TSS, so a switch writes it with no index
+    /// arithmetic (set once by [`init`]).
+    tss_rsp0: AtomicPtr<u64>,
 }
 
 /// Offsets into [`PerCpu`] for `%gs:`-relative assembly, checked against the struct.
@@ -149,6 +152,7 @@ impl PerCpu {
             ipi: IpiCounters::new(),
             timer_ticks: AtomicU64::new(0),
             current_record: AtomicUsize::new(0),
+            tss_rsp0: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 
@@ -365,6 +369,10 @@ pub unsafe fn init(cpu_id: u32, hardware_id: u64) {
         .store(core::ptr::from_ref(block).cast_mut(), Ordering::Relaxed);
     block.cpu_id.store(cpu_id, Ordering::Relaxed);
     block.hardware_id.store(hardware_id, Ordering::Relaxed);
+    // SAFETY: `tss` points at this CPU's TSS in the static `CPUS`; only the field's address
+    // is taken (the struct is `packed(4)`, so no reference to it is made).
+    let rsp0 = unsafe { core::ptr::addr_of_mut!((*tss).privilege_stack_table[0]) };
+    block.tss_rsp0.store(rsp0.cast::<u64>(), Ordering::Relaxed);
     GsBase::write(VirtAddr::from_ptr(block));
     KernelGsBase::write(VirtAddr::zero());
     if cpu_id == 0 {
@@ -414,17 +422,14 @@ pub fn set_kernel_stack_top(top: u64) {
 fn set_stack_top(block: &PerCpu, top: u64) {
     // Kernel stacks lie in the higher half, so `top` is canonical as it is.
     debug_assert!(VirtAddr::try_new(top).is_ok());
-    // The mask only tells the compiler what is true: a block's `cpu_id` is below
-    // `MAX_CPUS`, a power of two.
-    let slot = &CPUS[block.cpu_id() as usize & (MAX_CPUS - 1)];
-    // SAFETY: the TSS belongs to this CPU, which reads it only when a trap arrives from
-    // ring 3 — never while this write runs, because the caller is in ring 0. The struct is
-    // `packed(4)`, so the field is written unaligned; `VirtAddr` is a transparent `u64`
-    // and `top` is canonical (above), so the field keeps its type's invariant.
-    unsafe {
-        let rsp0 = core::ptr::addr_of_mut!((*slot.tss.get()).privilege_stack_table[0]);
-        rsp0.cast::<u64>().write_unaligned(top);
-    }
+    let rsp0 = block.tss_rsp0.load(Ordering::Relaxed);
+    debug_assert!(!rsp0.is_null(), "set by `init`");
+    // SAFETY: `rsp0` is the address of `RSP0` in this CPU's TSS (`init`), which the CPU
+    // reads only when a trap arrives from ring 3 — never while this write runs, because the
+    // caller is in ring 0. The struct is `packed(4)`, so the field is written unaligned;
+    // `VirtAddr` is a transparent `u64` and `top` is canonical (above), so the field keeps
+    // its type's invariant.
+    unsafe { rsp0.write_unaligned(top) };
     block.kernel_stack_top.store(top, Ordering::Relaxed);
 }
 

@@ -88,8 +88,9 @@ pub fn fast_candidate(frame: &TrapFrame) -> bool {
 /// Only for a [`fast_candidate`].
 #[inline(always)]
 pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
-    let message = frame.syscall_arguments();
-    debug_assert!(register_only_raw(message[1]));
+    debug_assert!(fast_candidate(frame));
+    let handle = frame.syscall_arguments()[0];
+    let early = frame.ipc_early();
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
     let Some(mut scheduler) = sched::lock_for_handoff() else {
@@ -99,7 +100,7 @@ pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let Some(process) = running_process(&mut scheduler) else {
         return false;
     };
-    let Some(capability) = endpoint_pinned(process, message[0], Rights::CALL) else {
+    let Some(capability) = endpoint_pinned(process, handle, Rights::CALL) else {
         return false;
     };
     let (endpoint, badge): (&Endpoint, u64) = (&capability.endpoint, capability.badge);
@@ -121,15 +122,9 @@ pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     drop(capability);
     if let Some(target) = target {
         // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
-        // `receiver` under the scheduler lock, still held; nothing else touches it.
-        unsafe {
-            (*target).set_ipc_message(
-                0,
-                badge,
-                message[1],
-                [message[2], message[3], message[4], message[5]],
-            )
-        };
+        // `receiver` under the scheduler lock, still held; nothing else touches it (and it
+        // is not `frame`: the receiver is blocked, the caller runs).
+        unsafe { (*target).forward_ipc_message(badge, early, frame) };
     }
     if TRACE {
         thread::count(me, Event::Ipc);
@@ -142,8 +137,9 @@ pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
 /// `frame`). Only for a [`fast_candidate`].
 #[inline(always)]
 pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
-    let message = frame.syscall_arguments();
-    debug_assert!(register_only_raw(message[1]));
+    debug_assert!(fast_candidate(frame));
+    let handle = frame.syscall_arguments()[0];
+    let early = frame.ipc_early();
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
     let Some(mut scheduler) = sched::lock_for_handoff() else {
@@ -153,7 +149,7 @@ pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let Some(process) = running_process(&mut scheduler) else {
         return false;
     };
-    let Some(capability) = endpoint_pinned(process, message[0], Rights::READ) else {
+    let Some(capability) = endpoint_pinned(process, handle, Rights::READ) else {
         return false;
     };
     let endpoint = Arc::as_ptr(&capability.endpoint);
@@ -185,14 +181,7 @@ pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     if let Some(target) = target {
         // SAFETY: as in `fast_call`: the saved frame of blocked thread `caller`, scheduler
         // lock held.
-        unsafe {
-            (*target).set_ipc_message(
-                0,
-                0,
-                message[1],
-                [message[2], message[3], message[4], message[5]],
-            )
-        };
+        unsafe { (*target).forward_ipc_message(0, early, frame) };
     }
     if TRACE {
         thread::count(me, Event::Ipc);
@@ -284,7 +273,7 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
 /// address, [`super::Waited`]; one scheduler lock for the lookup and, when nothing is
 /// pending, the block through [`sched::Handoff::block`]): `true` when it was taken.
 #[inline(always)]
-pub fn fast_wait(frame: &mut TrapFrame) -> bool {
+pub fn fast_wait<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let handle = frame.syscall_arguments()[0];
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
@@ -312,7 +301,9 @@ pub fn fast_wait(frame: &mut TrapFrame) -> bool {
     };
     drop(state);
     drop(capability);
-    thread::count(me, Event::Notification);
+    if TRACE {
+        thread::count(me, Event::Notification);
+    }
     match pending {
         Some(value) => {
             drop(scheduler);

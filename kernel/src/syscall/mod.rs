@@ -14,10 +14,13 @@
 //! with `NotSupported`.
 //!
 //! # On the way in
-//! The arch crates' entries index [`table`] (`crate::upcall::KEEL_SYSCALLS`) with the
-//! number: `null`, `yield` and the calls with an IPC fast path have handlers of their own,
-//! every other number goes to [`general`] ([`dispatch`], then [`finish`]). No dispatcher
-//! runs between the entry and the handler.
+//! The arch crates' entries index [`KEEL_SYSCALLS`] with the number: `null`, `yield` and
+//! the calls with an IPC fast path have handlers of their own ([`table`]), every other
+//! number goes to [`general`] ([`dispatch`], then [`finish`]). No dispatcher runs between
+//! the entry and the handler. The IPC handlers come in two builds of the same code: plain,
+//! and instrumented (trace records, per-thread event counts), which
+//! [`instrument_fast_paths`] puts in the table once tracing is on or someone reads the
+//! counts; so the plain fast paths test nothing for it.
 //!
 //! # On the way out
 //! Every call that [`dispatch`] decodes ends with [`finish`]: deferred object work
@@ -36,6 +39,7 @@ use abi::{
 };
 use alloc::sync::Arc;
 use arch_api::{Paging, TrapFrame as _, UserRange, UserRegisterWrite};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::obj::{Endpoint, EndpointCap, Notification, NotificationCap, Object, Process, pending};
 use crate::task::sched;
@@ -337,11 +341,10 @@ fn memory_unmap(address: u64, length: u64) -> Result<u64, Error> {
 /// into the frame; it may switch threads inside, or end the thread and never return.
 pub type Handler = extern "C" fn(&mut TrapFrame);
 
-/// The handler of every number below `arch_api::SYSCALL_TABLE_LEN`, which the arch
-/// crates' entries index with the number ([`crate::upcall::KEEL_SYSCALLS`]): the calls
-/// with a fast path have their own, each a function with its own frame (so no path pays
-/// for another's); every other number is [`general`]'s. The arch entries send a number
-/// at or above the length to `keel_syscall`, which is [`general`] too.
+/// The handler of every number below `arch_api::SYSCALL_TABLE_LEN`, as [`KEEL_SYSCALLS`]
+/// starts: the calls with a fast path have their own, each a function with its own frame
+/// (so no path pays for another's); every other number is [`general`]'s. The arch entries
+/// send a number at or above the length to `keel_syscall`, which is [`general`] too.
 pub const fn table() -> [Handler; arch_api::SYSCALL_TABLE_LEN] {
     let mut table = [general as Handler; arch_api::SYSCALL_TABLE_LEN];
     table[Syscall::Null.number() as usize] = null;
@@ -351,6 +354,61 @@ pub const fn table() -> [Handler; arch_api::SYSCALL_TABLE_LEN] {
     table[Syscall::Signal.number() as usize] = ipc_signal;
     table[Syscall::Wait.number() as usize] = ipc_wait;
     table
+}
+
+/// The instrumented handlers ([`instrument_fast_paths`] puts them in [`KEEL_SYSCALLS`]):
+/// the same calls, whose fast paths write trace records and count per-thread events.
+const INSTRUMENTED: [(Syscall, Handler); 4] = [
+    (Syscall::Call, traced_ipc_call),
+    (Syscall::ReplyRecv, traced_ipc_reply_recv),
+    (Syscall::Signal, traced_ipc_signal),
+    (Syscall::Wait, traced_ipc_wait),
+];
+
+/// The system-call table the arch crates' entries read: the address of each number's
+/// handler ([`Handler`]), a word the entry loads and calls. Atomic words, so that
+/// [`instrument_fast_paths`] can put the instrumented handlers in while other CPUs take
+/// system calls: either handler of a number is right at any time (the plain one only
+/// writes no trace record and counts no event), so relaxed stores and plain loads do.
+#[repr(transparent)]
+pub struct Table([AtomicPtr<()>; arch_api::SYSCALL_TABLE_LEN]);
+
+impl Table {
+    const fn new() -> Self {
+        let handlers = table();
+        let mut words =
+            [const { AtomicPtr::new(core::ptr::null_mut()) }; arch_api::SYSCALL_TABLE_LEN];
+        let mut number = 0;
+        while number < arch_api::SYSCALL_TABLE_LEN {
+            words[number] = AtomicPtr::new(handlers[number] as *mut ());
+            number += 1;
+        }
+        Self(words)
+    }
+
+    /// Make `handler` the handler of `call` (a number below the table's length).
+    fn set(&self, call: Syscall, handler: Handler) {
+        self.0[call.number() as usize].store(handler as *mut (), Ordering::Relaxed);
+    }
+}
+
+/// The system-call table: the arch crates' system-call entries call
+/// `KEEL_SYSCALLS[number](frame)` for every number below `arch_api::SYSCALL_TABLE_LEN`
+/// (no trap demultiplexing, no dispatcher on the way; [`table`] says which handler each
+/// number has, [`instrument_fast_paths`] what changes), interrupts masked, `frame` at the
+/// top of the current thread's kernel stack, holding at least the number and argument
+/// registers. An upcall (`crate::upcall` lists it), defined here, where it is written.
+#[unsafe(no_mangle)]
+pub static KEEL_SYSCALLS: Table = Table::new();
+
+/// From now on the IPC fast paths write trace records (when tracing is on) and count
+/// per-thread events: `trace::count_fast_paths`, and the instrumented handlers in
+/// [`KEEL_SYSCALLS`], so the plain ones test nothing for it.
+pub fn instrument_fast_paths() {
+    crate::trace::count_fast_paths();
+    for (call, handler) in INSTRUMENTED {
+        KEEL_SYSCALLS.set(call, handler);
+    }
 }
 
 /// `null`: reads no argument and cannot fail.
@@ -408,16 +466,12 @@ pub fn run_deferred() {
 /// `call`: the fast path for a register-only message, or (`false`: nothing changed) the
 /// general one.
 extern "C" fn ipc_call(frame: &mut TrapFrame) {
-    fast_or_general(frame, ipc::fast::fast_call::<false>, traced_fast_call);
+    fast_or_general(frame, ipc::fast::fast_call::<false>);
 }
 
 /// `reply_recv`: the fast path for a register-only message, or the general one.
 extern "C" fn ipc_reply_recv(frame: &mut TrapFrame) {
-    fast_or_general(
-        frame,
-        ipc::fast::fast_reply_recv::<false>,
-        traced_fast_reply_recv,
-    );
+    fast_or_general(frame, ipc::fast::fast_reply_recv::<false>);
 }
 
 /// `signal`: the fast path, or the general one. The fast path never blocks, so, as with
@@ -425,45 +479,40 @@ extern "C" fn ipc_reply_recv(frame: &mut TrapFrame) {
 /// and the reschedule IPI that `sched::kill` sends ends it before its next user
 /// instruction.
 extern "C" fn ipc_signal(frame: &mut TrapFrame) {
-    let taken = if crate::trace::instrumented() {
-        traced_fast_signal(frame)
-    } else {
-        ipc::fast::fast_signal::<false>(frame)
-    };
-    if !taken {
-        dispatch(frame);
-        finish();
-    }
-}
-
-/// For a register-only message ([`ipc::fast::fast_candidate`], which the fast paths rely
-/// on and do not test again), try the fast path (`plain`, or `instrumented` while tracing
-/// or counting: one check, so the plain fast path carries no trace record and no event
-/// count); if it was not taken (nothing changed), the general path.
-#[inline(always)]
-fn fast_or_general(
-    frame: &mut TrapFrame,
-    plain: impl FnOnce(&mut TrapFrame) -> bool,
-    instrumented: impl FnOnce(&mut TrapFrame) -> bool,
-) {
-    let taken = ipc::fast::fast_candidate(frame)
-        && if crate::trace::instrumented() {
-            instrumented(frame)
-        } else {
-            plain(frame)
-        };
-    if taken {
-        // A thread killed while it was blocked here ends before it runs user code again.
-        crate::proc::exit_if_killed();
-    } else {
-        dispatch(frame);
-        finish();
-    }
+    signal_or_general(frame, ipc::fast::fast_signal::<false>);
 }
 
 /// `wait`: the fast path, or the general one.
 extern "C" fn ipc_wait(frame: &mut TrapFrame) {
-    if ipc::fast::fast_wait(frame) {
+    wait_or_general(frame, ipc::fast::fast_wait::<false>);
+}
+
+/// `call` with the instrumented fast path (trace records, event counts).
+extern "C" fn traced_ipc_call(frame: &mut TrapFrame) {
+    fast_or_general(frame, ipc::fast::fast_call::<true>);
+}
+
+/// `reply_recv` with the instrumented fast path.
+extern "C" fn traced_ipc_reply_recv(frame: &mut TrapFrame) {
+    fast_or_general(frame, ipc::fast::fast_reply_recv::<true>);
+}
+
+/// `signal` with the instrumented fast path.
+extern "C" fn traced_ipc_signal(frame: &mut TrapFrame) {
+    signal_or_general(frame, ipc::fast::fast_signal::<true>);
+}
+
+/// `wait` with the instrumented fast path.
+extern "C" fn traced_ipc_wait(frame: &mut TrapFrame) {
+    wait_or_general(frame, ipc::fast::fast_wait::<true>);
+}
+
+/// For a register-only message ([`ipc::fast::fast_candidate`], which the fast paths rely
+/// on and do not test again), try the fast path `fast`; if it was not taken (nothing
+/// changed), the general path.
+#[inline(always)]
+fn fast_or_general(frame: &mut TrapFrame, fast: impl FnOnce(&mut TrapFrame) -> bool) {
+    if ipc::fast::fast_candidate(frame) && fast(frame) {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
     } else {
@@ -472,26 +521,23 @@ extern "C" fn ipc_wait(frame: &mut TrapFrame) {
     }
 }
 
-/// The instrumented copy of the `call` fast path (trace records, event counts), out of
-/// line.
-#[cold]
-#[inline(never)]
-fn traced_fast_call(frame: &mut TrapFrame) -> bool {
-    ipc::fast::fast_call::<true>(frame)
+/// `signal`'s fast path `fast`, or (not taken: nothing changed) the general path.
+#[inline(always)]
+fn signal_or_general(frame: &mut TrapFrame, fast: impl FnOnce(&mut TrapFrame) -> bool) {
+    if !fast(frame) {
+        dispatch(frame);
+        finish();
+    }
 }
 
-/// The instrumented copy of the `reply_recv` fast path (trace records, event counts), out of
-/// line.
-#[cold]
-#[inline(never)]
-fn traced_fast_reply_recv(frame: &mut TrapFrame) -> bool {
-    ipc::fast::fast_reply_recv::<true>(frame)
-}
-
-/// The instrumented copy of the `signal` fast path (trace records, event counts), out of
-/// line.
-#[cold]
-#[inline(never)]
-fn traced_fast_signal(frame: &mut TrapFrame) -> bool {
-    ipc::fast::fast_signal::<true>(frame)
+/// `wait`'s fast path `fast`, or (not taken: nothing changed) the general path.
+#[inline(always)]
+fn wait_or_general(frame: &mut TrapFrame, fast: impl FnOnce(&mut TrapFrame) -> bool) {
+    if fast(frame) {
+        // A thread killed while it was blocked here ends before it runs user code again.
+        crate::proc::exit_if_killed();
+    } else {
+        dispatch(frame);
+        finish();
+    }
 }

@@ -45,7 +45,7 @@ pub fn system_info(
         sysinfo::SUMMARY => summary(&mut record),
         sysinfo::THREAD => {
             // A reader of the per-thread counts: the IPC fast paths count from now on.
-            crate::trace::count_fast_paths();
+            super::instrument_fast_paths();
             thread(index, &mut record)
         }
         sysinfo::MODULE => module(index, &mut record),

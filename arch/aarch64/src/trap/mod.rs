@@ -334,6 +334,21 @@ impl arch_api::TrapFrame for TrapFrame {
         self.x[6] = badge;
     }
 
+    /// The info and the four words (x1–x5), read early.
+    type IpcEarly = [u64; 5];
+
+    #[inline(always)]
+    fn ipc_early(&self) -> [u64; 5] {
+        [self.x[1], self.x[2], self.x[3], self.x[4], self.x[5]]
+    }
+
+    #[inline(always)]
+    fn forward_ipc_message(&mut self, badge: u64, early: [u64; 5], _sender: &Self) {
+        self.x[0] = 0;
+        [self.x[1], self.x[2], self.x[3], self.x[4], self.x[5]] = early;
+        self.x[6] = badge;
+    }
+
     fn set_status(&mut self, status: u64) {
         self.x[0] = status;
     }

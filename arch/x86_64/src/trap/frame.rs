@@ -208,6 +208,11 @@ pub mod rflags {
         CARRY | PARITY | AUXILIARY | ZERO | SIGN | OVERFLOW | DIRECTION | TRAP | ALIGNMENT_CHECK;
 }
 
+/// The early part of an IPC fast path's message on x86_64 (`arch_api::TrapFrame::IpcEarly`):
+/// none, every word is read from the sender's frame at the delivery.
+#[derive(Clone, Copy, Debug)]
+pub struct AllInFrame;
+
 impl arch_api::TrapFrame for TrapFrame {
     fn new_user(entry: u64, user_stack: u64, argument: u64) -> Self {
         Self {
@@ -263,6 +268,25 @@ impl arch_api::TrapFrame for TrapFrame {
         self.rdi = badge;
         self.rsi = info;
         [self.rdx, self.r10, self.r8, self.r9] = words;
+    }
+
+    /// Nothing early: the message stays in the sender's frame until the delivery.
+    type IpcEarly = AllInFrame;
+
+    #[inline(always)]
+    fn ipc_early(&self) -> AllInFrame {
+        AllInFrame
+    }
+
+    #[inline(always)]
+    fn forward_ipc_message(&mut self, badge: u64, AllInFrame: AllInFrame, sender: &Self) {
+        self.rax = 0;
+        self.rdi = badge;
+        self.rsi = sender.rsi;
+        self.rdx = sender.rdx;
+        self.r10 = sender.r10;
+        self.r8 = sender.r8;
+        self.r9 = sender.r9;
     }
 
     fn set_status(&mut self, status: u64) {
