@@ -53,11 +53,11 @@ fn endpoint_pinned(
 /// The running thread's process, as a reference that does not borrow the scheduler: it
 /// lives at least as long as the running thread, which outlasts every use here.
 #[inline(always)]
-fn running_process<'a>(scheduler: &mut sched::Handoff) -> Option<&'a Process> {
-    let process: *const Process = scheduler.current_process()?;
+fn running_process<'a>(scheduler: &mut sched::Handoff) -> &'a Process {
+    let process: *const Process = scheduler.current_process();
     // SAFETY: the running thread holds a reference to its process until it ends, and it
     // cannot end during the system call that uses this.
-    Some(unsafe { &*process })
+    unsafe { &*process }
 }
 
 /// `raw >> 32` of the largest register-only message info: above the 32-bit label lie
@@ -86,20 +86,21 @@ pub fn fast_candidate(frame: &TrapFrame) -> bool {
 
 /// `call` on the fast path: `true` when it was taken (the reply is then in `frame`).
 /// Only for a [`fast_candidate`].
+///
+/// # Safety
+/// Called by the system call's handler, during the call: `frame` is the calling thread's,
+/// and the running thread a user thread ([`sched::lock_for_handoff`]).
 #[inline(always)]
-pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
+pub unsafe fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     debug_assert!(fast_candidate(frame));
     let handle = frame.syscall_arguments()[0];
     let early = frame.ipc_early();
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
-    let Some(mut scheduler) = sched::lock_for_handoff() else {
-        return false;
-    };
+    // SAFETY: this runs during a system call (the caller's contract).
+    let mut scheduler = unsafe { sched::lock_for_handoff() };
     let me = scheduler.current();
-    let Some(process) = running_process(&mut scheduler) else {
-        return false;
-    };
+    let process = running_process(&mut scheduler);
     let Some(capability) = endpoint_pinned(process, handle, Rights::CALL) else {
         return false;
     };
@@ -135,20 +136,21 @@ pub fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
 
 /// `reply_recv` on the fast path: `true` when it was taken (the next message is then in
 /// `frame`). Only for a [`fast_candidate`].
+///
+/// # Safety
+/// Called by the system call's handler, during the call: `frame` is the calling thread's,
+/// and the running thread a user thread ([`sched::lock_for_handoff`]).
 #[inline(always)]
-pub fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
+pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     debug_assert!(fast_candidate(frame));
     let handle = frame.syscall_arguments()[0];
     let early = frame.ipc_early();
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
-    let Some(mut scheduler) = sched::lock_for_handoff() else {
-        return false;
-    };
+    // SAFETY: this runs during a system call (the caller's contract).
+    let mut scheduler = unsafe { sched::lock_for_handoff() };
     let me = scheduler.current();
-    let Some(process) = running_process(&mut scheduler) else {
-        return false;
-    };
+    let process = running_process(&mut scheduler);
     let Some(capability) = endpoint_pinned(process, handle, Rights::READ) else {
         return false;
     };
@@ -208,20 +210,21 @@ fn notification_pinned(
 /// lookup and the wake-up): `true` when it was taken (the results are then in `frame`).
 /// The signaller keeps the CPU; the woken thread is made ready
 /// ([`sched::Handoff::make_ready`]: this CPU's next `wait` may run it directly).
+///
+/// # Safety
+/// Called by the system call's handler, during the call: `frame` is the calling thread's,
+/// and the running thread a user thread ([`sched::lock_for_handoff`]).
 #[inline(always)]
-pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
+pub unsafe fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let [handle, bits, ..] = frame.syscall_arguments();
     if bits == 0 {
         return false;
     }
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
-    let Some(mut scheduler) = sched::lock_for_handoff() else {
-        return false;
-    };
-    let Some(process) = running_process(&mut scheduler) else {
-        return false;
-    };
+    // SAFETY: this runs during a system call (the caller's contract).
+    let mut scheduler = unsafe { sched::lock_for_handoff() };
+    let process = running_process(&mut scheduler);
     let Some(capability) = notification_pinned(process, handle, Rights::SIGNAL) else {
         return false;
     };
@@ -272,18 +275,19 @@ pub fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
 /// `wait` on the fast path (no reference taken: a queued waiter records the notification's
 /// address, [`super::Waited`]; one scheduler lock for the lookup and, when nothing is
 /// pending, the block through [`sched::Handoff::block`]): `true` when it was taken.
+///
+/// # Safety
+/// Called by the system call's handler, during the call: `frame` is the calling thread's,
+/// and the running thread a user thread ([`sched::lock_for_handoff`]).
 #[inline(always)]
-pub fn fast_wait<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
+pub unsafe fn fast_wait<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let handle = frame.syscall_arguments()[0];
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
-    let Some(mut scheduler) = sched::lock_for_handoff() else {
-        return false;
-    };
+    // SAFETY: this runs during a system call (the caller's contract).
+    let mut scheduler = unsafe { sched::lock_for_handoff() };
     let me = scheduler.current();
-    let Some(process) = running_process(&mut scheduler) else {
-        return false;
-    };
+    let process = running_process(&mut scheduler);
     let Some(capability) = notification_pinned(process, handle, Rights::WAIT) else {
         return false;
     };

@@ -507,12 +507,19 @@ extern "C" fn traced_ipc_wait(frame: &mut TrapFrame) {
     wait_or_general(frame, ipc::fast::fast_wait::<true>);
 }
 
+/// An IPC fast path (`ipc::fast`), called by the handlers below with their `frame`. Its
+/// contract (a call during the system call, on the caller's frame) holds for every
+/// handler: they are private, so they run only as the arch entries call them through
+/// [`KEEL_SYSCALLS`], during the system call. Inlined, so the calls are direct.
+type FastPath = unsafe fn(&mut TrapFrame) -> bool;
+
 /// For a register-only message ([`ipc::fast::fast_candidate`], which the fast paths rely
 /// on and do not test again), try the fast path `fast`; if it was not taken (nothing
 /// changed), the general path.
 #[inline(always)]
-fn fast_or_general(frame: &mut TrapFrame, fast: impl FnOnce(&mut TrapFrame) -> bool) {
-    if ipc::fast::fast_candidate(frame) && fast(frame) {
+fn fast_or_general(frame: &mut TrapFrame, fast: FastPath) {
+    // SAFETY: as in `FastPath`.
+    if ipc::fast::fast_candidate(frame) && unsafe { fast(frame) } {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
     } else {
@@ -523,8 +530,9 @@ fn fast_or_general(frame: &mut TrapFrame, fast: impl FnOnce(&mut TrapFrame) -> b
 
 /// `signal`'s fast path `fast`, or (not taken: nothing changed) the general path.
 #[inline(always)]
-fn signal_or_general(frame: &mut TrapFrame, fast: impl FnOnce(&mut TrapFrame) -> bool) {
-    if !fast(frame) {
+fn signal_or_general(frame: &mut TrapFrame, fast: FastPath) {
+    // SAFETY: as in `FastPath`.
+    if !unsafe { fast(frame) } {
         dispatch(frame);
         finish();
     }
@@ -532,8 +540,9 @@ fn signal_or_general(frame: &mut TrapFrame, fast: impl FnOnce(&mut TrapFrame) ->
 
 /// `wait`'s fast path `fast`, or (not taken: nothing changed) the general path.
 #[inline(always)]
-fn wait_or_general(frame: &mut TrapFrame, fast: impl FnOnce(&mut TrapFrame) -> bool) {
-    if fast(frame) {
+fn wait_or_general(frame: &mut TrapFrame, fast: FastPath) {
+    // SAFETY: as in `FastPath`.
+    if unsafe { fast(frame) } {
         // A thread killed while it was blocked here ends before it runs user code again.
         crate::proc::exit_if_killed();
     } else {

@@ -1249,12 +1249,29 @@ unsafe fn switch_locked(
         );
         to.on_cpu = Some(cpu as u32);
     }
-    let same_space = check_space
+    debug_assert!(!both_user || (from.process.is_some() && to.process.is_some()));
+    if both_user {
+        // Two user threads (the IPC hand-off): both have a process, so the test is one
+        // comparison, and `to` has a space to activate when it differs.
+        // SAFETY: with `both_user`, both are user threads (the caller's contract), and a
+        // user thread's record names its process from its creation until it is freed.
+        let (from_process, to_process) = unsafe {
+            (
+                from.process.as_ref().unwrap_unchecked(),
+                to.process.as_ref().unwrap_unchecked(),
+            )
+        };
+        if !Arc::ptr_eq(from_process, to_process) {
+            to.space_switches += 1;
+            // SAFETY: `to` is a thread of `to_process` in the table, whose lock is held.
+            unsafe { to_process.activate_for_switch() };
+        }
+    } else if !(check_space
         && match (&from.process, &to.process) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
-        };
-    if !same_space {
+        })
+    {
         match &to.process {
             Some(process) => {
                 to.space_switches += 1;
@@ -1268,7 +1285,6 @@ unsafe fn switch_locked(
             None => {}
         }
     }
-    debug_assert!(!both_user || (from.process.is_some() && to.process.is_some()));
     let fpu = if both_user {
         // Two user threads (the IPC hand-off): save and load, and `to` runs, so no CPU's
         // registers keep a claim to its state.
@@ -1839,28 +1855,35 @@ pub struct Handoff {
     partner_record: *mut Thread,
 }
 
-/// Lock the scheduler for an IPC hand-off; `None` on a CPU that runs no thread yet.
+/// Lock the scheduler for an IPC hand-off.
+///
+/// # Safety
+/// Called during a system call (by its handler, on the calling thread's kernel stack): the
+/// running thread is then a user thread that this CPU's scheduler switched to, so this CPU
+/// has a current record ([`Handoff::current_process`] relies on it too).
 #[inline(always)]
-pub fn lock_for_handoff() -> Option<Handoff> {
+pub unsafe fn lock_for_handoff() -> Handoff {
     let mut guard = SCHEDULER.lock();
     // The running thread's record, as the switch to it recorded it (`switch_locked`,
     // `enter`): boxed in the table, where it stays while the thread runs.
     let record = Cpu::current_record() as *mut Thread;
-    if record.is_null() {
-        return None;
-    }
+    debug_assert!(
+        !record.is_null(),
+        "a system call runs on a thread the scheduler runs"
+    );
     let current = current();
     // SAFETY: a CPU has a current record only once the scheduler switched to a thread
-    // there, so the scheduler exists (it is made once, by `init`, and never taken down).
+    // there (and one is running: the caller's contract), so the scheduler exists (it is
+    // made once, by `init`, and never taken down).
     let scheduler: *mut Scheduler = unsafe { guard.0.as_mut().unwrap_unchecked() };
-    Some(Handoff {
+    Handoff {
         guard,
         scheduler,
         current,
         record,
         partner: usize::MAX,
         partner_record: core::ptr::null_mut(),
-    })
+    }
 }
 
 impl Handoff {
@@ -1879,10 +1902,15 @@ impl Handoff {
 
     /// The running thread's process (no reference taken: valid while the lock is held).
     #[inline(always)]
-    pub fn current_process(&mut self) -> Option<&Process> {
+    pub fn current_process(&mut self) -> &Process {
         // SAFETY: `record` is the running thread's boxed record in the table, which the
         // held lock keeps in place; `&mut self` makes this borrow the only one.
-        unsafe { (*self.record).process.as_deref() }
+        let process = unsafe { (*self.record).process.as_deref() };
+        debug_assert!(process.is_some(), "a system call runs on a user thread");
+        // SAFETY: the running thread makes a system call (`lock_for_handoff`'s contract),
+        // so it is a user thread, and a user thread's record names its process from its
+        // creation until it is freed.
+        unsafe { process.unwrap_unchecked() }
     }
 
     /// The saved user frame of blocked user thread `id`: the thread a hand-off may run.
