@@ -129,6 +129,8 @@ pub mod offsets {
     pub const KERNEL_STACK_BASE: usize = 40;
     /// Read only from Rust (`current_record`), so where the struct puts it.
     pub const CURRENT_RECORD: usize = offset_of!(PerCpu, current_record);
+    /// Read only from Rust (`set_kernel_stack`), so where the struct puts it.
+    pub const TSS_RSP0: usize = offset_of!(PerCpu, tss_rsp0);
 
     const _: () = assert!(offset_of!(PerCpu, self_pointer) == SELF_POINTER);
     const _: () = assert!(offset_of!(PerCpu, current_thread) == CURRENT_THREAD);
@@ -405,9 +407,19 @@ pub fn current() -> &'static PerCpu {
 /// guard page. Context switch calls this for every incoming thread.
 #[inline(always)]
 pub fn set_kernel_stack(stack: KernelStack) {
-    let block = current();
-    set_stack_top(block, stack.top);
-    block.kernel_stack_base.store(stack.base, Ordering::Relaxed);
+    // Kernel stacks lie in the higher half, so `top` is canonical as it is.
+    debug_assert!(VirtAddr::try_new(stack.top).is_ok());
+    // SAFETY: `tss_rsp0` is a word only `init` on this CPU writes.
+    let rsp0 = unsafe { own_word::<{ offsets::TSS_RSP0 }>() } as *mut u64;
+    debug_assert!(!rsp0.is_null(), "set by `init`");
+    // SAFETY: as in `set_stack_top`: `RSP0` of this CPU's TSS, written unaligned, with a
+    // canonical value, while the CPU cannot read it (ring 0).
+    unsafe { rsp0.write_unaligned(stack.top) };
+    // SAFETY: both are words of this CPU's block that only this CPU writes.
+    unsafe {
+        set_own_word::<{ offsets::KERNEL_STACK_TOP }>(stack.top as usize);
+        set_own_word::<{ offsets::KERNEL_STACK_BASE }>(stack.base as usize);
+    }
 }
 
 /// Set the stack the next trap from user mode lands on: `TSS.RSP0` and the per-CPU slot the
@@ -479,6 +491,37 @@ unsafe fn own_word<const OFFSET: usize>() -> usize {
         );
     }
     word
+}
+
+/// Store `value` in the word at `OFFSET` in this CPU's block, in one `%gs` store. Valid
+/// where [`current`] is.
+///
+/// # Safety
+/// `OFFSET` is the offset of a word-sized field of [`PerCpu`] that only this CPU writes.
+#[inline(always)]
+unsafe fn set_own_word<const OFFSET: usize>(value: usize) {
+    // SAFETY: as in `own_word`; the field is this CPU's to write (the contract), and an
+    // aligned word store is atomic, as the field's atomic type requires of other readers.
+    unsafe {
+        core::arch::asm!(
+            "mov gs:[{offset}], {value}",
+            value = in(reg) value,
+            offset = const OFFSET,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Record the current thread and the core's word for it in this CPU's block, in two `%gs`
+/// stores ([`PerCpu::set_current_thread`] through the block's address). Valid where
+/// [`current`] is.
+#[inline(always)]
+pub fn set_current_thread(thread: usize, record: usize) {
+    // SAFETY: both are words of this CPU's block that only this CPU writes.
+    unsafe {
+        set_own_word::<{ offsets::CURRENT_THREAD }>(thread);
+        set_own_word::<{ offsets::CURRENT_RECORD }>(record);
+    }
 }
 
 /// The current thread as the core named it, in one `%gs` load. Valid where [`current`] is.

@@ -220,7 +220,7 @@ impl Threads for crate::Cpu {
 
     #[inline(always)]
     fn set_current_thread(thread: usize, record: usize) {
-        percpu::current().set_current_thread(thread, record);
+        percpu::set_current_thread(thread, record);
     }
 
     #[inline(always)]
