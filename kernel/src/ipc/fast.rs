@@ -130,7 +130,8 @@ pub unsafe fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     if TRACE {
         thread::count(me, Event::Ipc);
     }
-    scheduler.switch(receiver);
+    debug_assert!(target.is_some(), "`admit` found the partner's frame");
+    scheduler.switch_to_partner();
     true
 }
 
@@ -188,7 +189,8 @@ pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool 
     if TRACE {
         thread::count(me, Event::Ipc);
     }
-    scheduler.switch(caller);
+    debug_assert!(target.is_some(), "`admit` found the partner's frame");
+    scheduler.switch_to_partner();
     true
 }
 

@@ -1993,52 +1993,68 @@ impl Handoff {
         };
     }
 
-    /// Block the running thread and run `next` (whose frame [`Handoff::blocked_frame`]
-    /// returned under this same lock) in its place: no run queue, when `next` may run on
-    /// this CPU and has switched away on its own; else `next` is made ready where it may run
-    /// and the running thread blocks. A killed running thread does not block: `next` is made
-    /// ready and this returns. The address space is activated only when `next` is in
+    /// Block the running thread and run the partner (the thread whose frame
+    /// [`Handoff::blocked_frame`] last returned, under this same lock) in its place: no run
+    /// queue, when the partner may run on this CPU and has switched away on its own; else
+    /// the partner is made ready where it may run and the running thread blocks
+    /// ([`handoff_fallback`]). A killed running thread does not block: the partner is made
+    /// ready and this returns. The address space is activated only when the partner is in
     /// another process. Returns when the running thread is woken again. Both threads are
     /// user threads: the running one came from a system call (`current_process` found its
-    /// process) and `next` has a saved user frame ([`Handoff::blocked_frame`]).
+    /// process) and the partner has a saved user frame ([`Handoff::blocked_frame`]).
     #[inline(always)]
-    pub fn switch(self, next: usize) {
+    pub fn switch_to_partner(self) {
+        debug_assert!(
+            !self.partner_record.is_null(),
+            "`blocked_frame` found a partner"
+        );
         let cpu = this_cpu();
-        let current = self.current;
-        // SAFETY: as in `Handoff::scheduler`; `self.guard` is handed over or dropped only
-        // after the last use of this reference.
+        let (current, next) = (self.current, self.partner);
+        let (from, to) = (self.record, self.partner_record);
+        // SAFETY: `record` is the running thread's boxed record, `partner_record` the
+        // partner's (found by `blocked_frame` under the lock, still held); they are distinct
+        // (the partner is blocked, the running thread runs), and no other reference to
+        // either is live.
+        let (from_thread, to_thread) = unsafe { (&mut *from, &*to) };
+        if from_thread.killed || to_thread.affinity & (1 << cpu) == 0 || to_thread.running {
+            handoff_fallback(self.guard, self.scheduler, from, next);
+            return;
+        }
+        from_thread.state = State::Blocked;
+        // SAFETY: as in `Handoff::scheduler`; `self.guard` is handed over only after the
+        // last use of this reference.
         let scheduler = unsafe { &mut *self.scheduler };
-        // SAFETY: `record` is the running thread's boxed record, kept in place by the lock
-        // (as in `current_process`); no other reference to it is live.
-        let from = unsafe { &mut *self.record };
-        if from.killed {
-            make_ready(scheduler, next);
-            return;
-        }
-        from.state = State::Blocked;
-        let from: *mut Thread = from;
-        let to = if next == self.partner {
-            // SAFETY: `blocked_frame` found this record for `next` under the lock, still held.
-            Some(unsafe { &mut *self.partner_record })
-        } else {
-            scheduler.thread(next)
+        // SAFETY: `current` runs here; `next` is a blocked thread of the table (checked by
+        // `blocked_frame` under this lock) that is not running anywhere, its context saved
+        // by the switch that blocked it; `from` and `to` are their records; the lock is
+        // held; both are user threads.
+        unsafe {
+            switch_locked(
+                self.guard, scheduler, cpu, current, next, from, to, true, true,
+            )
         };
-        let to = to
-            .filter(|to| to.affinity & (1 << cpu) != 0 && !to.running)
-            .map(|to| to as *mut Thread);
-        if let Some(to) = to {
-            // SAFETY: `current` runs here; `next` is a blocked thread of the table (checked
-            // by `blocked_frame` under this lock) that is not running anywhere, its context
-            // saved by the switch that blocked it; `from` and `to` are their records; the
-            // lock is held.
-            unsafe {
-                switch_locked(
-                    self.guard, scheduler, cpu, current, next, from, to, true, true,
-                )
-            };
-            return;
-        }
-        make_ready(scheduler, next);
-        reschedule(self.guard, Reason::Block);
     }
+}
+
+/// The hand-off's partner `next` cannot run here now (its affinity, or it is still switching
+/// away on another CPU), or the running thread `from` was killed: make `next` ready where it
+/// may run and, unless killed, block the running thread ([`Handoff::switch_to_partner`]).
+/// Out of line, so the hand-off's registers are not shaped by this path.
+#[cold]
+#[inline(never)]
+fn handoff_fallback(
+    guard: LockGuard<'static, Shared>,
+    scheduler: *mut Scheduler,
+    from: *mut Thread,
+    next: usize,
+) {
+    // SAFETY: `scheduler` is the scheduler `guard` locks, `from` the running thread's boxed
+    // record in its table (as in `Handoff`); no other reference to either is live.
+    let (scheduler, from) = unsafe { (&mut *scheduler, &mut *from) };
+    make_ready(scheduler, next);
+    if from.killed {
+        return;
+    }
+    from.state = State::Blocked;
+    reschedule(guard, Reason::Block);
 }
