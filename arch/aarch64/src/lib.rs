@@ -298,9 +298,9 @@ impl Paging for Cpu {
     }
 
     #[inline(always)]
-    unsafe fn activate_handle(handle: arch_api::tlb::SwitchHandle) {
-        // SAFETY: the caller's contract is `paging::activate_handle`'s.
-        unsafe { paging::activate_handle(handle) }
+    unsafe fn activate_handle(handle: arch_api::tlb::SwitchHandle, cpu: u32) {
+        // SAFETY: the caller's contract is `paging::activate_handle_on`'s.
+        unsafe { paging::activate_handle_on(handle, cpu) }
     }
 
     fn active_cpus(space: &AddressSpace) -> arch_api::tlb::CpuMask {

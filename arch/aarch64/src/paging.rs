@@ -647,9 +647,19 @@ pub fn switch_handle(space: &AddressSpace) -> SwitchHandle {
 /// The space `handle` was taken from is not destroyed before this returns.
 #[inline(always)]
 pub unsafe fn activate_handle(handle: SwitchHandle) {
+    // SAFETY: the caller's contract, and the index is this CPU's.
+    unsafe { activate_handle_on(handle, cpu_index()) };
+}
+
+/// [`activate_handle`] on this CPU, whose index `cpu` is.
+///
+/// # Safety
+/// As [`activate_handle`]; `cpu` is the index of the CPU that runs this.
+#[inline(always)]
+pub unsafe fn activate_handle_on(handle: SwitchHandle, cpu: u32) {
+    debug_assert_eq!(cpu, cpu_index());
     // SAFETY: the space is alive until this returns (the caller's contract).
     let cpus = unsafe { handle.cpus() };
-    let cpu = cpu_index();
     ACTIVE.record(cpu, cpus);
     let context = ASIDS.activate(cpu, cpus.context(), asid_limit, flush_all);
     // The write is followed by an ISB (`sysreg::write`).

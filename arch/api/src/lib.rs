@@ -714,15 +714,17 @@ pub trait Paging: Platform {
     /// `space`'s switch handle, valid until `space` is destroyed.
     fn switch_handle(space: &Self::AddressSpace) -> Self::SwitchHandle;
 
-    /// [`Paging::activate`] through a switch handle.
+    /// [`Paging::activate`] through a switch handle, on CPU `cpu` (the caller's own dense
+    /// index, which a switch has at hand).
     ///
     /// # Safety
-    /// The space `handle` was taken from is not destroyed before this returns.
+    /// The space `handle` was taken from is not destroyed before this returns; `cpu` is the
+    /// index of the CPU that runs this.
     #[allow(
         unsafe_code,
         reason = "the handle's validity rests on the caller keeping the space alive"
     )]
-    unsafe fn activate_handle(handle: Self::SwitchHandle);
+    unsafe fn activate_handle(handle: Self::SwitchHandle, cpu: u32);
 
     /// The CPUs `space` is active on now (bit *i*: CPU *i*). [`Paging::unmap_user`],
     /// [`Paging::protect_user`] and [`Paging::destroy`] invalidate the translations of

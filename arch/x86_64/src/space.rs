@@ -460,10 +460,21 @@ pub fn activate(space: &AddressSpace) {
 /// The space `handle` was taken from is not destroyed before this returns.
 #[inline(always)]
 pub unsafe fn activate_handle(handle: SwitchHandle) {
-    // SAFETY: the space is alive until this returns (the caller's contract).
-    let cpus = unsafe { handle.cpus() };
     // Address spaces exist only once this CPU's block is set up.
     let me = percpu::running_index();
+    // SAFETY: the caller's contract, and `me` is this CPU's index.
+    unsafe { activate_handle_on(handle, me) };
+}
+
+/// [`activate_handle`] on this CPU, whose index `me` is.
+///
+/// # Safety
+/// As [`activate_handle`]; `me` is the index of the CPU that runs this.
+#[inline(always)]
+pub unsafe fn activate_handle_on(handle: SwitchHandle, me: u32) {
+    debug_assert_eq!(me, percpu::running_index());
+    // SAFETY: the space is alive until this returns (the caller's contract).
+    let cpus = unsafe { handle.cpus() };
     ACTIVE.activate(me, cpus);
     let mut value = handle.root;
     if pcid_enabled() {
@@ -607,9 +618,9 @@ impl arch_api::Paging for crate::Cpu {
     }
 
     #[inline(always)]
-    unsafe fn activate_handle(handle: SwitchHandle) {
-        // SAFETY: the caller's contract is `activate_handle`'s.
-        unsafe { activate_handle(handle) }
+    unsafe fn activate_handle(handle: SwitchHandle, cpu: u32) {
+        // SAFETY: the caller's contract is `activate_handle_on`'s.
+        unsafe { activate_handle_on(handle, cpu) }
     }
 
     fn active_cpus(space: &AddressSpace) -> CpuMask {

@@ -572,17 +572,19 @@ impl Process {
         Ok(physical)
     }
 
-    /// Make this process's address space the CPU's current one, for a switch to one of its
-    /// threads: no lock.
+    /// Make this process's address space the current one of CPU `cpu` (the caller's), for
+    /// a switch to one of its threads: no lock.
     ///
     /// # Safety
     /// A thread of this process is in the scheduler's table, whose lock the caller holds
-    /// (so the space is not torn down meanwhile: [`Process::thread_exited`]).
+    /// (so the space is not torn down meanwhile: [`Process::thread_exited`]); `cpu` is the
+    /// index of the CPU that runs this.
     #[inline(always)]
-    pub unsafe fn activate_for_switch(&self) {
+    pub unsafe fn activate_for_switch(&self, cpu: u32) {
         // SAFETY: a thread of this process is in the table (the caller's contract), so its
-        // space is not destroyed before this returns.
-        unsafe { Cpu::activate_handle(self.switch_handle) };
+        // space is not destroyed before this returns; `cpu` is this CPU's (also the
+        // caller's contract).
+        unsafe { Cpu::activate_handle(self.switch_handle, cpu) };
     }
 
     /// Make this process's address space the CPU's current one (if it still has one).

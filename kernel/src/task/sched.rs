@@ -1263,8 +1263,9 @@ unsafe fn switch_locked(
         };
         if !Arc::ptr_eq(from_process, to_process) {
             to.space_switches += 1;
-            // SAFETY: `to` is a thread of `to_process` in the table, whose lock is held.
-            unsafe { to_process.activate_for_switch() };
+            // SAFETY: `to` is a thread of `to_process` in the table, whose lock is held;
+            // `cpu` is this CPU (the caller's contract).
+            unsafe { to_process.activate_for_switch(cpu as u32) };
         }
     } else if !(check_space
         && match (&from.process, &to.process) {
@@ -1275,8 +1276,9 @@ unsafe fn switch_locked(
         match &to.process {
             Some(process) => {
                 to.space_switches += 1;
-                // SAFETY: `to` is a thread of `process` in the table, whose lock is held.
-                unsafe { process.activate_for_switch() };
+                // SAFETY: `to` is a thread of `process` in the table, whose lock is held;
+                // `cpu` is this CPU (the caller's contract).
+                unsafe { process.activate_for_switch(cpu as u32) };
             }
             // A kernel thread runs on the kernel-only space, so no CPU keeps a process's
             // tables loaded once none of its threads runs there (they are freed with the
@@ -1738,7 +1740,11 @@ pub fn set_affinity(id: usize, serial: u64, mask: u64) -> Result<(), AffinityErr
 /// to user mode and holds nothing on its kernel stack: after a system call, after a timer
 /// preemption, before a new thread's first entry.
 pub fn current_killed() -> bool {
-    if KILLED_THREADS.load(Ordering::Acquire) == 0 {
+    // Relaxed: a kill of this thread is counted under the scheduler lock, before the
+    // killer releases it; the thread ran since under that lock (it was switched to, or
+    // the killer's reschedule IPI came after it), so the count is seen here. The lock
+    // taken below orders the rest.
+    if KILLED_THREADS.load(Ordering::Relaxed) == 0 {
         return false;
     }
     // Also called from the timer upcall, which runs before the scheduler exists (the
