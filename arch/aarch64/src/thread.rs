@@ -73,7 +73,7 @@ const FPCR: usize = offset_of!(FpuState, fpcr);
 const FPSR: usize = offset_of!(FpuState, fpsr);
 const _: () = assert!(
     Q == 0 && FPCR == 512 && FPSR == 520,
-    "`fpu_switch` relies on it"
+    "`fp_store!` and `fp_load!` rely on it"
 );
 
 impl FpuState {
@@ -225,19 +225,6 @@ macro_rules! fp_load {
     };
 }
 
-/// Store q0–q31, FPCR, FPSR into `save`, then load them from `load`: a switch between two
-/// user threads, in one call.
-#[unsafe(naked)]
-unsafe extern "C" fn fpu_switch(save: *mut FpuState, load: *const FpuState) {
-    naked_asm!(
-        ".arch_extension fp",
-        ".arch_extension simd",
-        fp_store!("x0"),
-        fp_load!("x1"),
-        "ret",
-    )
-}
-
 /// Store q0–q31, FPCR, FPSR into `save` (the next thread is a kernel thread).
 #[unsafe(naked)]
 unsafe extern "C" fn fpu_save(save: *mut FpuState) {
@@ -275,10 +262,22 @@ pub unsafe fn switch(
     // at EL1 (CPACR_EL1.FPEN) and the kernel keeps no value of its own in these registers.
     unsafe {
         match fpu {
+            // Two user threads (the IPC hand-off, every switch between user threads): inline,
+            // no call. The stores and loads step their base registers.
             FpuSwitch {
                 save: Some(save),
                 load: Some(load),
-            } => fpu_switch(save, load),
+            } => core::arch::asm!(
+                ".arch_extension fp",
+                ".arch_extension simd",
+                fp_store!("{save}"),
+                fp_load!("{load}"),
+                save = inout(reg) core::ptr::from_mut(save) => _,
+                load = inout(reg) core::ptr::from_ref(load) => _,
+                out("x9") _,
+                out("x10") _,
+                options(nostack, preserves_flags),
+            ),
             FpuSwitch {
                 save: Some(save),
                 load: None,
