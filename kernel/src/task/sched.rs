@@ -1920,7 +1920,7 @@ impl Handoff {
     }
 
     /// The saved user frame of blocked user thread `id`: the thread a hand-off may run.
-    /// Valid while the lock is held and until [`Handoff::switch`].
+    /// Valid while the lock is held and until [`Handoff::switch_to_partner`].
     #[inline(always)]
     pub fn blocked_frame(&mut self, id: usize) -> Option<*mut crate::task::thread::TrapFrame> {
         let (frame, record) = saved_user_frame(self.scheduler(), id)?;
@@ -2045,9 +2045,8 @@ impl Handoff {
 /// The hand-off's partner `next` cannot run here now (its affinity, or it is still switching
 /// away on another CPU), or the running thread `from` was killed: make `next` ready where it
 /// may run and, unless killed, block the running thread ([`Handoff::switch_to_partner`]).
-/// Out of line, so the hand-off's registers are not shaped by this path.
-#[cold]
-#[inline(never)]
+/// Inlined: a hand-off to a thread on another CPU takes this path every time.
+#[inline(always)]
 fn handoff_fallback(
     guard: LockGuard<'static, Shared>,
     scheduler: *mut Scheduler,
