@@ -349,20 +349,20 @@ pub const fn table() -> [Handler; arch_api::SYSCALL_TABLE_LEN] {
     let mut table = [general as Handler; arch_api::SYSCALL_TABLE_LEN];
     table[Syscall::Null.number() as usize] = null;
     table[Syscall::Yield.number() as usize] = yield_call;
-    table[Syscall::Call.number() as usize] = ipc_call;
-    table[Syscall::ReplyRecv.number() as usize] = ipc_reply_recv;
-    table[Syscall::Signal.number() as usize] = ipc_signal;
-    table[Syscall::Wait.number() as usize] = ipc_wait;
+    table[Syscall::Call.number() as usize] = ipc_call::<false>;
+    table[Syscall::ReplyRecv.number() as usize] = ipc_reply_recv::<false>;
+    table[Syscall::Signal.number() as usize] = ipc_signal::<false>;
+    table[Syscall::Wait.number() as usize] = ipc_wait::<false>;
     table
 }
 
 /// The instrumented handlers ([`instrument_fast_paths`] puts them in [`KEEL_SYSCALLS`]):
 /// the same calls, whose fast paths write trace records and count per-thread events.
 const INSTRUMENTED: [(Syscall, Handler); 4] = [
-    (Syscall::Call, traced_ipc_call),
-    (Syscall::ReplyRecv, traced_ipc_reply_recv),
-    (Syscall::Signal, traced_ipc_signal),
-    (Syscall::Wait, traced_ipc_wait),
+    (Syscall::Call, ipc_call::<true>),
+    (Syscall::ReplyRecv, ipc_reply_recv::<true>),
+    (Syscall::Signal, ipc_signal::<true>),
+    (Syscall::Wait, ipc_wait::<true>),
 ];
 
 /// The system-call table the arch crates' entries read: the address of each number's
@@ -463,88 +463,54 @@ pub fn run_deferred() {
     system::signal_log();
 }
 
+// The IPC handlers: each is built twice, plain (`TRACE` false, in `table`) and instrumented
+// (`TRACE` true: trace records and per-thread event counts, which `instrument_fast_paths`
+// puts in the table).
+
 /// `call`: the fast path for a register-only message, or (`false`: nothing changed) the
 /// general one.
-extern "C" fn ipc_call(frame: &mut TrapFrame) {
-    fast_or_general(frame, ipc::fast::fast_call::<false>);
+extern "C" fn ipc_call<const TRACE: bool>(frame: &mut TrapFrame) {
+    let candidate = ipc::fast::fast_candidate(frame);
+    fast_or_general(frame, candidate, ipc::fast::fast_call::<TRACE>, true);
 }
 
 /// `reply_recv`: the fast path for a register-only message, or the general one.
-extern "C" fn ipc_reply_recv(frame: &mut TrapFrame) {
-    fast_or_general(frame, ipc::fast::fast_reply_recv::<false>);
+extern "C" fn ipc_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) {
+    let candidate = ipc::fast::fast_candidate(frame);
+    fast_or_general(frame, candidate, ipc::fast::fast_reply_recv::<TRACE>, true);
 }
 
 /// `signal`: the fast path, or the general one. The fast path never blocks, so, as with
 /// `null`, there is no kill to check after it: a thread killed while it runs it is running,
 /// and the reschedule IPI that `sched::kill` sends ends it before its next user
 /// instruction.
-extern "C" fn ipc_signal(frame: &mut TrapFrame) {
-    signal_or_general(frame, ipc::fast::fast_signal::<false>);
+extern "C" fn ipc_signal<const TRACE: bool>(frame: &mut TrapFrame) {
+    fast_or_general(frame, true, ipc::fast::fast_signal::<TRACE>, false);
 }
 
 /// `wait`: the fast path, or the general one.
-extern "C" fn ipc_wait(frame: &mut TrapFrame) {
-    wait_or_general(frame, ipc::fast::fast_wait::<false>);
+extern "C" fn ipc_wait<const TRACE: bool>(frame: &mut TrapFrame) {
+    fast_or_general(frame, true, ipc::fast::fast_wait::<TRACE>, true);
 }
 
-/// `call` with the instrumented fast path (trace records, event counts).
-extern "C" fn traced_ipc_call(frame: &mut TrapFrame) {
-    fast_or_general(frame, ipc::fast::fast_call::<true>);
-}
-
-/// `reply_recv` with the instrumented fast path.
-extern "C" fn traced_ipc_reply_recv(frame: &mut TrapFrame) {
-    fast_or_general(frame, ipc::fast::fast_reply_recv::<true>);
-}
-
-/// `signal` with the instrumented fast path.
-extern "C" fn traced_ipc_signal(frame: &mut TrapFrame) {
-    signal_or_general(frame, ipc::fast::fast_signal::<true>);
-}
-
-/// `wait` with the instrumented fast path.
-extern "C" fn traced_ipc_wait(frame: &mut TrapFrame) {
-    wait_or_general(frame, ipc::fast::fast_wait::<true>);
-}
-
-/// An IPC fast path (`ipc::fast`), called by the handlers below with their `frame`. Its
+/// An IPC fast path (`ipc::fast`), called by the handlers above with their `frame`. Its
 /// contract (a call during the system call, on the caller's frame) holds for every
 /// handler: they are private, so they run only as the arch entries call them through
 /// [`KEEL_SYSCALLS`], during the system call. Inlined, so the calls are direct.
 type FastPath = unsafe fn(&mut TrapFrame) -> bool;
 
-/// For a register-only message ([`ipc::fast::fast_candidate`], which the fast paths rely
-/// on and do not test again), try the fast path `fast`; if it was not taken (nothing
-/// changed), the general path.
+/// When `candidate` (for `call` and `reply_recv`: a register-only message,
+/// [`ipc::fast::fast_candidate`], which those fast paths rely on and do not test again),
+/// try the fast path `fast`; if it was not taken (nothing changed), the general path. A
+/// fast path that `blocks` may return to a thread killed meanwhile, which then ends before
+/// it runs user code again.
 #[inline(always)]
-fn fast_or_general(frame: &mut TrapFrame, fast: FastPath) {
+fn fast_or_general(frame: &mut TrapFrame, candidate: bool, fast: FastPath, blocks: bool) {
     // SAFETY: as in `FastPath`.
-    if ipc::fast::fast_candidate(frame) && unsafe { fast(frame) } {
-        // A thread killed while it was blocked here ends before it runs user code again.
-        crate::proc::exit_if_killed();
-    } else {
-        dispatch(frame);
-        finish();
-    }
-}
-
-/// `signal`'s fast path `fast`, or (not taken: nothing changed) the general path.
-#[inline(always)]
-fn signal_or_general(frame: &mut TrapFrame, fast: FastPath) {
-    // SAFETY: as in `FastPath`.
-    if !unsafe { fast(frame) } {
-        dispatch(frame);
-        finish();
-    }
-}
-
-/// `wait`'s fast path `fast`, or (not taken: nothing changed) the general path.
-#[inline(always)]
-fn wait_or_general(frame: &mut TrapFrame, fast: FastPath) {
-    // SAFETY: as in `FastPath`.
-    if unsafe { fast(frame) } {
-        // A thread killed while it was blocked here ends before it runs user code again.
-        crate::proc::exit_if_killed();
+    if candidate && unsafe { fast(frame) } {
+        if blocks {
+            crate::proc::exit_if_killed();
+        }
     } else {
         dispatch(frame);
         finish();
