@@ -189,14 +189,6 @@ impl PerCpu {
         self.current_thread.load(Ordering::Relaxed)
     }
 
-    /// Record the current thread (the core's identity; 0 = none) and the core's word for
-    /// it.
-    #[inline(always)]
-    pub fn set_current_thread(&self, thread: usize, record: usize) {
-        self.current_thread.store(thread, Ordering::Relaxed);
-        self.current_record.store(record, Ordering::Relaxed);
-    }
-
     /// The current thread's kernel stack, if one was set.
     pub fn kernel_stack(&self) -> Option<KernelStack> {
         let base = self.kernel_stack_base.load(Ordering::Relaxed);
@@ -412,37 +404,17 @@ pub fn set_kernel_stack(stack: KernelStack) {
     // SAFETY: `tss_rsp0` is a word only `init` on this CPU writes.
     let rsp0 = unsafe { own_word::<{ offsets::TSS_RSP0 }>() } as *mut u64;
     debug_assert!(!rsp0.is_null(), "set by `init`");
-    // SAFETY: as in `set_stack_top`: `RSP0` of this CPU's TSS, written unaligned, with a
-    // canonical value, while the CPU cannot read it (ring 0).
+    // SAFETY: `rsp0` is the address of `RSP0` in this CPU's TSS (`init`), which the CPU
+    // reads only when a trap arrives from ring 3 — never while this write runs, because the
+    // caller is in ring 0. The struct is `packed(4)`, so the field is written unaligned;
+    // `VirtAddr` is a transparent `u64` and `top` is canonical (above), so the field keeps
+    // its type's invariant.
     unsafe { rsp0.write_unaligned(stack.top) };
     // SAFETY: both are words of this CPU's block that only this CPU writes.
     unsafe {
         set_own_word::<{ offsets::KERNEL_STACK_TOP }>(stack.top as usize);
         set_own_word::<{ offsets::KERNEL_STACK_BASE }>(stack.base as usize);
     }
-}
-
-/// Set the stack the next trap from user mode lands on: `TSS.RSP0` and the per-CPU slot the
-/// `SYSCALL` entry loads.
-#[inline(always)]
-pub fn set_kernel_stack_top(top: u64) {
-    set_stack_top(current(), top);
-}
-
-/// [`set_kernel_stack_top`] on this CPU's `block`.
-#[inline(always)]
-fn set_stack_top(block: &PerCpu, top: u64) {
-    // Kernel stacks lie in the higher half, so `top` is canonical as it is.
-    debug_assert!(VirtAddr::try_new(top).is_ok());
-    let rsp0 = block.tss_rsp0.load(Ordering::Relaxed);
-    debug_assert!(!rsp0.is_null(), "set by `init`");
-    // SAFETY: `rsp0` is the address of `RSP0` in this CPU's TSS (`init`), which the CPU
-    // reads only when a trap arrives from ring 3 — never while this write runs, because the
-    // caller is in ring 0. The struct is `packed(4)`, so the field is written unaligned;
-    // `VirtAddr` is a transparent `u64` and `top` is canonical (above), so the field keeps
-    // its type's invariant.
-    unsafe { rsp0.write_unaligned(top) };
-    block.kernel_stack_top.store(top, Ordering::Relaxed);
 }
 
 /// The per-CPU block at `address`, if `address` is one (the NMI handler's GS check).
@@ -512,9 +484,8 @@ unsafe fn set_own_word<const OFFSET: usize>(value: usize) {
     }
 }
 
-/// Record the current thread and the core's word for it in this CPU's block, in two `%gs`
-/// stores ([`PerCpu::set_current_thread`] through the block's address). Valid where
-/// [`current`] is.
+/// Record the current thread (the core's identity; 0 = none) and the core's word for it in
+/// this CPU's block, in two `%gs` stores. Valid where [`current`] is.
 #[inline(always)]
 pub fn set_current_thread(thread: usize, record: usize) {
     // SAFETY: both are words of this CPU's block that only this CPU writes.
