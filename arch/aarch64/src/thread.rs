@@ -3,12 +3,17 @@
 //!
 //! # Why the switch is shaped so
 //!
-//! Switching threads is switching kernel stacks: the AAPCS64 callee-saved registers
-//! (x19–x28, the frame pointer x29 and the link register x30) and SP_EL1 go into the
-//! outgoing [`Context`], the incoming ones come out of theirs, and `ret` continues wherever
-//! the incoming thread last called `switch` — or, the first time, in [`thread_start`], which
-//! calls `entry(argument)`. User registers are never touched: they are in the trap frame at
-//! the top of each thread's stack.
+//! Switching threads is switching kernel stacks: x19, the frame pointer x29, the link
+//! register x30 and SP_EL1 go into the outgoing [`Context`], the incoming ones come out of
+//! theirs, and `ret` continues wherever the incoming thread last called `switch` — or, the
+//! first time, in [`thread_start`], which calls `entry(argument)`. The other callee-saved
+//! registers (x20–x28) are not kept there: the one place that calls `switch_stacks`, the
+//! inline `bl` in [`switch`], declares them clobbered, so the compiler keeps whatever it
+//! needs across the switch on the thread's own stack (usually nothing: a switch is the last
+//! thing most of its callers do), and every function on the way saves and restores them as
+//! AAPCS64 says. x19 and x29 cannot be declared clobbered (LLVM reserves them: base and
+//! frame pointer), so the switch keeps them. User registers are never touched: they are in
+//! the trap frame at the top of each thread's stack.
 //!
 //! What the switch does besides: the user FP/SIMD state (q0–q31, FPCR, FPSR) is saved and
 //! loaded as the core's `arch_api::FpuSwitch` says (the kernel is built soft-float and
@@ -40,8 +45,8 @@ const CPACR_FPEN_ALL: u64 = 0b11 << 20;
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct Context {
-    /// x19–x28.
-    callee_saved: [u64; 10],
+    /// x19.
+    base: u64,
     /// x29.
     frame_pointer: u64,
     /// x30: where `switch` returns to.
@@ -51,13 +56,14 @@ pub struct Context {
     tpidr_el0: u64,
 }
 
-const CALLEE_SAVED: usize = offset_of!(Context, callee_saved);
+const BASE: usize = offset_of!(Context, base);
 const FRAME_POINTER: usize = offset_of!(Context, frame_pointer);
 const LINK: usize = offset_of!(Context, link);
 const STACK_POINTER: usize = offset_of!(Context, stack_pointer);
-const _: () = assert!(CALLEE_SAVED == 0);
-const _: () = assert!(LINK == FRAME_POINTER + 8, "saved with one stp");
-const _: () = assert!(FRAME_POINTER == 80 && STACK_POINTER == 96);
+const _: () = assert!(
+    BASE == 0 && FRAME_POINTER == 8 && LINK == 16 && STACK_POINTER == 24,
+    "`switch_stacks` saves and loads them in pairs"
+);
 
 /// A user thread's FP/SIMD registers, saved when it switches away (`arch_api::FpuSwitch`).
 #[repr(C, align(16))]
@@ -94,12 +100,12 @@ pub fn init_fpu() {
     sysreg::write!("cpacr_el1", cpacr | CPACR_FPEN_ALL);
 }
 
-/// The first code a new thread runs: `switch` "returns" here with x19 = entry and x20 =
+/// The first code a new thread runs: `switch` "returns" here with x19 = entry and x29 =
 /// argument on a fresh stack.
 #[unsafe(naked)]
 extern "C" fn thread_start() -> ! {
     naked_asm!(
-        "mov    x0, x20",  // argument
+        "mov    x0, x29",  // argument
         "mov    x29, xzr", // end of the frame-record chain
         "mov    x30, xzr", // entry never returns
         "br     x19",      // entry(argument)
@@ -112,38 +118,30 @@ extern "C" fn thread_start() -> ! {
 /// can build its first user frame there (where `enter_user` expects it) without writing
 /// over its own stack frames.
 pub fn prepare(stack: KernelStack, entry: extern "C" fn(usize) -> !, argument: usize) -> Context {
-    let mut context = Context::default();
-    context.callee_saved[0] = entry as usize as u64;
-    context.callee_saved[1] = argument as u64;
-    context.link = thread_start as *const () as u64;
-    context.stack_pointer = stack.user_frame::<TrapFrame>() as u64;
-    context
+    Context {
+        base: entry as usize as u64,
+        frame_pointer: argument as u64,
+        link: thread_start as *const () as u64,
+        stack_pointer: stack.user_frame::<TrapFrame>() as u64,
+        tpidr_el0: 0,
+    }
 }
 
-/// Save callee-saved registers and SP into `from`, load them from `to`, return into `to`.
+/// Save x19, x29, x30 and SP into `from` (x0), load `to`'s (x1), return into `to`. Only the
+/// inline `bl` in [`switch`] calls it, which declares every other register clobbered
+/// (module docs): not an `extern "C"` function to call from Rust.
 #[unsafe(naked)]
-unsafe extern "C" fn switch_stacks(from: *mut Context, to: *const Context) {
+unsafe extern "C" fn switch_stacks() {
     naked_asm!(
-        "stp    x19, x20, [x0, #{regs} + 0 * 8]",   // from.callee_saved = x19..x28
-        "stp    x21, x22, [x0, #{regs} + 2 * 8]",
-        "stp    x23, x24, [x0, #{regs} + 4 * 8]",
-        "stp    x25, x26, [x0, #{regs} + 6 * 8]",
-        "stp    x27, x28, [x0, #{regs} + 8 * 8]",
-        "stp    x29, x30, [x0, #{fp}]",             // from.frame_pointer, from.link = x29, lr
+        "stp    x19, x29, [x0, #{base}]",   // from.base, from.frame_pointer = x19, x29
         "mov    x9, sp",
-        "str    x9, [x0, #{sp}]",                   // from.stack_pointer = sp
-        "ldp    x19, x20, [x1, #{regs} + 0 * 8]",   // x19..x28 = to.callee_saved
-        "ldp    x21, x22, [x1, #{regs} + 2 * 8]",
-        "ldp    x23, x24, [x1, #{regs} + 4 * 8]",
-        "ldp    x25, x26, [x1, #{regs} + 6 * 8]",
-        "ldp    x27, x28, [x1, #{regs} + 8 * 8]",
-        "ldp    x29, x30, [x1, #{fp}]",             // x29, lr = to's
-        "ldr    x9, [x1, #{sp}]",
-        "mov    sp, x9",                            // sp = to.stack_pointer: now on to's stack
-        "ret",                                      // continue where `to` switched away
-        regs = const CALLEE_SAVED,
-        fp = const FRAME_POINTER,
-        sp = const STACK_POINTER,
+        "stp    x30, x9, [x0, #{link}]",    // from.link, from.stack_pointer = lr, sp
+        "ldp    x19, x29, [x1, #{base}]",   // x19, x29 = to's
+        "ldp    x30, x9, [x1, #{link}]",
+        "mov    sp, x9",                    // sp = to.stack_pointer: now on to's stack
+        "ret",                              // continue where `to` switched away
+        base = const BASE,
+        link = const LINK,
     )
 }
 
@@ -309,7 +307,29 @@ pub unsafe fn switch(
     cpu.set_stack(to_stack);
     // SAFETY: `to` holds a context made by `prepare` or saved by this function, for a
     // thread no other CPU runs (the caller's duty); `from` is written before SP moves.
-    unsafe { switch_stacks(from, to) };
+    // `switch_stacks` keeps x19, x29 and SP; every other register the compiler may use is
+    // declared clobbered (the C ABI's caller-saved ones, x30 included, and x20–x28), so
+    // nothing live here is lost when another thread resumes here with its own values in
+    // them. It reads and writes memory (the contexts, and everything the threads do
+    // meanwhile): no `nomem`, no `readonly`.
+    unsafe {
+        core::arch::asm!(
+            "bl {switch_stacks}",
+            switch_stacks = sym switch_stacks,
+            in("x0") core::ptr::from_mut(from),
+            in("x1") core::ptr::from_ref(to),
+            out("x20") _,
+            out("x21") _,
+            out("x22") _,
+            out("x23") _,
+            out("x24") _,
+            out("x25") _,
+            out("x26") _,
+            out("x27") _,
+            out("x28") _,
+            clobber_abi("C"),
+        )
+    };
 }
 
 /// Point the overflow check (and, on AArch64, nothing else: SP_EL1 *is* the running stack)

@@ -1,11 +1,17 @@
 //! Kernel contexts and the switch between them; the way into user mode.
 //!
-//! Switching threads is switching kernel stacks: `switch_stacks` saves the callee-saved
-//! registers and RSP of the outgoing thread in its [`Context`] and loads the incoming
-//! one's, then `ret`s on the incoming stack. Everything else a thread owns is already
-//! somewhere safe: its user registers in the [`TrapFrame`] at the top of its kernel stack,
-//! its FPU registers in its [`FpuState`] (saved and loaded here as `arch_api::FpuSwitch`
-//! says).
+//! Switching threads is switching kernel stacks: `switch_stacks` saves RSP, RBX and RBP of
+//! the outgoing thread in its [`Context`] and loads the incoming one's, then `ret`s on the
+//! incoming stack. The other callee-saved registers (R12–R15) are not kept there: the one
+//! place that calls it, the inline `call` in `Threads::switch`, declares them clobbered, so the
+//! compiler keeps whatever it needs across the switch on the thread's own stack (usually
+//! nothing: a switch is the last thing most of its callers do), and every function on the
+//! way saves and restores them as the SysV ABI says. RBX and RBP cannot be declared
+//! clobbered (LLVM reserves them: base and frame pointer), so the switch keeps them.
+//! Everything else a thread owns is already somewhere safe: its user registers in the
+//! [`TrapFrame`] at the top of its kernel stack (or, for the callee-saved ones during a
+//! system call, in the frames of the functions that preserve them), its FPU registers in
+//! its [`FpuState`] (saved and loaded here as `arch_api::FpuSwitch` says).
 //!
 //! A new thread's stack (laid out by `prepare_context`), highest address first:
 //!
@@ -17,7 +23,7 @@
 //! top - 184 ─────────────────────── ← Context::rsp
 //! ```
 //! The first switch `ret`s into the trampoline with RSP = top − 176 (16-byte aligned), which
-//! calls `entry(argument)` from r12/r13; `entry` then runs below the frame area, so a
+//! calls `entry(argument)` from RBX/RBP; `entry` then runs below the frame area, so a
 //! thread's trap frame and its kernel call stack never overlap.
 
 use core::mem::offset_of;
@@ -39,10 +45,6 @@ pub struct Context {
     rsp: u64,
     rbx: u64,
     rbp: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
 }
 
 mod offsets {
@@ -50,55 +52,41 @@ mod offsets {
     pub const RSP: usize = offset_of!(Context, rsp);
     pub const RBX: usize = offset_of!(Context, rbx);
     pub const RBP: usize = offset_of!(Context, rbp);
-    pub const R12: usize = offset_of!(Context, r12);
-    pub const R13: usize = offset_of!(Context, r13);
-    pub const R14: usize = offset_of!(Context, r14);
-    pub const R15: usize = offset_of!(Context, r15);
 }
 
 // The frame area keeps the trampoline's RSP 16-byte aligned (SysV ABI at its `call`).
 const _: () = assert!(FRAME_SIZE.is_multiple_of(16));
 
-/// Save the callee-saved registers and RSP into `from`, load `to`'s, return on `to`'s stack.
+/// Save RSP, RBX and RBP into `from` (RDI), load `to`'s (RSI), return on `to`'s stack.
+/// Only the inline `call` in `Threads::switch` calls it, which declares every other register clobbered
+/// (module docs): not an `extern "C"` function to call from Rust.
 ///
 /// # Safety
 /// Interrupts are masked; `to` holds a context made by `prepare_context` or saved here.
 #[unsafe(naked)]
-unsafe extern "C" fn switch_stacks(from: *mut Context, to: *const Context) {
+unsafe extern "C" fn switch_stacks() {
     core::arch::naked_asm!(
         "mov [rdi + {rsp}], rsp",   // from.rsp = rsp (the return address is at [rsp])
         "mov [rdi + {rbx}], rbx",   // from.rbx = rbx
-        "mov [rdi + {rbp}], rbp",   // …
-        "mov [rdi + {r12}], r12",
-        "mov [rdi + {r13}], r13",
-        "mov [rdi + {r14}], r14",
-        "mov [rdi + {r15}], r15",
+        "mov [rdi + {rbp}], rbp",   // from.rbp = rbp
         "mov rsp, [rsi + {rsp}]",   // rsp = to.rsp: now on the incoming thread's stack
         "mov rbx, [rsi + {rbx}]",   // rbx = to.rbx
-        "mov rbp, [rsi + {rbp}]",   // …
-        "mov r12, [rsi + {r12}]",
-        "mov r13, [rsi + {r13}]",
-        "mov r14, [rsi + {r14}]",
-        "mov r15, [rsi + {r15}]",
+        "mov rbp, [rsi + {rbp}]",   // rbp = to.rbp
         "ret",                      // resume where `to` called switch (or the trampoline)
         rsp = const offsets::RSP,
         rbx = const offsets::RBX,
         rbp = const offsets::RBP,
-        r12 = const offsets::R12,
-        r13 = const offsets::R13,
-        r14 = const offsets::R14,
-        r15 = const offsets::R15,
     );
 }
 
-/// Where a new thread's first switch lands: `entry(argument)` with r12 = entry,
-/// r13 = argument, RSP 16-byte aligned, RBP = 0 (the backtrace ends here).
+/// Where a new thread's first switch lands: `entry(argument)` with RBX = entry,
+/// RBP = argument, RSP 16-byte aligned; RBP is then zeroed (the backtrace ends here).
 #[unsafe(naked)]
 unsafe extern "C" fn thread_trampoline() -> ! {
     core::arch::naked_asm!(
+        "mov rdi, rbp", // first argument = argument
         "xor ebp, ebp", // rbp = 0: end of the frame-pointer chain
-        "mov rdi, r13", // first argument = argument
-        "call r12",     // entry(argument) never returns
+        "call rbx",     // entry(argument) never returns
         "ud2",          // …and if it does, stop loudly
     );
 }
@@ -121,9 +109,8 @@ pub fn prepare_context(
     unsafe { (return_slot as *mut u64).write(thread_trampoline as *const () as u64) };
     Context {
         rsp: return_slot,
-        r12: entry as usize as u64,
-        r13: argument as u64,
-        ..Context::default()
+        rbx: entry as usize as u64,
+        rbp: argument as u64,
     }
 }
 
@@ -204,8 +191,24 @@ impl Threads for crate::Cpu {
         }
         percpu::set_kernel_stack(to_stack);
         // SAFETY: interrupts are masked and `to` is a prepared or saved context (the
-        // caller's duties).
-        unsafe { switch_stacks(from, to) };
+        // caller's duties). `switch_stacks` keeps RSP, RBX and RBP; every other register
+        // the compiler may use is declared clobbered (the C ABI's caller-saved ones and
+        // R12–R15), so nothing live here is lost when another thread resumes here
+        // with its own values in them. It reads and writes memory (the contexts, and
+        // everything the threads do meanwhile): no `nomem`, no `readonly`.
+        unsafe {
+            core::arch::asm!(
+                "call {switch_stacks}",
+                switch_stacks = sym switch_stacks,
+                in("rdi") core::ptr::from_mut(from),
+                in("rsi") core::ptr::from_ref(to),
+                out("r12") _,
+                out("r13") _,
+                out("r14") _,
+                out("r15") _,
+                clobber_abi("C"),
+            )
+        };
     }
 
     #[inline]

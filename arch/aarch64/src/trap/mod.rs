@@ -33,9 +33,10 @@
 //! syndrome of `svc #0`; a match takes a shorter path (`keel_el0_syscall` in [`vectors`])
 //! that stores only x0–x18, x30, SP_EL0, ELR, SPSR, ESR and the vector, calls the core's
 //! handler for the number directly (`KEEL_SYSCALLS[number]`, or `keel_syscall` beyond that
-//! table; no [`dispatch`], no cause decode), and on return reloads exactly those. x19–x29 are neither stored nor reloaded: the Rust code preserves them (AAPCS64)
-//! and the context switch keeps them in the thread's `Context`, so they still hold EL0's
-//! values; the frame's slots for them (and FAR and the frame record) are stale, and the
+//! table; no [`dispatch`], no cause decode), and on return reloads exactly those. x19–x29
+//! are neither stored nor reloaded: the Rust code preserves them (AAPCS64: the functions
+//! that use them save and restore them, the context switch keeps x19 and x29 and declares
+//! the rest clobbered), so they still hold EL0's values; the frame's slots for them (and FAR and the frame record) are stale, and the
 //! frame says so ([`SYSCALL_PARTIAL`]). Whoever writes the whole register set
 //! (`write_user_registers`) marks it [`SYSCALL_FULL`], and the exit then restores every
 //! register through the common return path. TPIDRRO_EL0 is left alone by the fast exit:

@@ -17,8 +17,9 @@
 //! The entry stores only the registers the system-call ABI reads or may write back: the
 //! number and the arguments (`rax rdi rsi rdx r10 r8 r9`, which are also the result and
 //! message registers). The callee-saved registers (`rbx rbp r12–r15`) are *not* stored: the
-//! Rust code the entry calls preserves them (SysV ABI, and the context switch saves them in
-//! the thread's `Context`), so on the way out they still hold the user's values; `rcx` and
+//! Rust code the entry calls preserves them (SysV ABI: the functions that use them save and
+//! restore them, the context switch keeps RBX and RBP and declares the rest clobbered), so
+//! on the way out they still hold the user's values; `rcx` and
 //! `r11` are the return RIP and RFLAGS. Such a frame is `PARTIAL`: its `rbx rbp rcx r11
 //! r12–r15` slots are stale. The fast exit reloads every caller-saved register (`rax rcx
 //! rdx rsi rdi r8–r11`: the kernel leaves no value of its own in any of them) and leaves
