@@ -139,20 +139,26 @@ fn shell(arch: Arch, cpus: u32) {
     // `cpu`: one row per CPU QEMU was given, indices 0..cpus, and every CPU's timer has
     // ticked (the secondaries' local timers run too).
     run(&mut terminal, "cpu");
-    terminal.expect_line("CPU  HWID  TICKS  SWITCHES  IPIS");
+    terminal.expect_line("CPU  HWID  TICKS  IPIS");
     let mut indices = Vec::new();
     loop {
         let line = terminal.expect_line("");
         note(format!("{arch} cpu: {line}"));
         if line.contains("CPUs online") {
             assert!(
-                line.starts_with(&format!("{arch}: {cpus} CPUs online")),
+                line.starts_with(&format!("{arch}: {cpus} CPUs online, ")),
+                "{line}"
+            );
+            // The system has switched threads to get here (init, the servers, the shell).
+            let switches = number_after(&line, "online, ").expect("the switch total");
+            assert!(
+                switches > 0 && line.contains(" thread switches on all of them"),
                 "{line}"
             );
             break;
         }
         let words: Vec<&str> = line.split_whitespace().collect();
-        let [index, _hardware_id, ticks, _switches, _ipis] = words[..] else {
+        let [index, _hardware_id, ticks, _ipis] = words[..] else {
             panic!("not a CPU row: {line}");
         };
         let ticks: u64 = ticks.parse().expect("a tick count");

@@ -774,7 +774,8 @@ pub mod sysinfo {
     pub mod cpu {
         /// The CPU's dense index (the record's `index`).
         pub const ID: usize = 0;
-        /// Thread switches so far (the scheduler runs on CPU 0 only: 0 on the others).
+        /// Thread switches so far on all CPUs together, in CPU 0's record (0 in the others):
+        /// the switch path counts on the thread switched to, not on the CPU.
         pub const SWITCHES: usize = 1;
         /// Timer ticks this CPU has taken so far.
         pub const TICKS: usize = 2;

@@ -423,10 +423,10 @@ impl Shell {
     /// then the architecture and how many are online.
     fn cpu(&self, out: &mut service::Printer<'_>) -> Result<(), Error> {
         use sysinfo::cpu::*;
-        let _ = writeln!(out, "CPU  HWID  TICKS  SWITCHES  IPIS");
+        let _ = writeln!(out, "CPU  HWID  TICKS  IPIS");
         let mut name = [0u8; 16];
         let mut arch = "?";
-        let (mut rows, mut online) = (0u64, 0u64);
+        let (mut rows, mut online, mut switches) = (0u64, 0u64, 0u64);
         loop {
             let mut record = [0u64; WORDS];
             match proc::system_info(self.system, sysinfo::CPU, rows, &mut record) {
@@ -437,11 +437,10 @@ impl Shell {
             arch = name_text([record[NAME], record[NAME + 1]], &mut name);
             let _ = writeln!(
                 out,
-                "{:>3}  {:>#4x}  {:>5}  {:>8}  {}/{}/{}{}",
+                "{:>3}  {:>#4x}  {:>5}  {}/{}/{}{}",
                 record[ID],
                 record[HARDWARE_ID],
                 record[TICKS],
-                record[SWITCHES],
                 record[IPI_RESCHEDULE],
                 record[IPI_TLB_SHOOTDOWN],
                 record[IPI_STOP],
@@ -449,10 +448,12 @@ impl Shell {
             );
             rows += 1;
             online += record[ONLINE];
+            // The kernel counts switches per thread: the total is in CPU 0's record.
+            switches += record[SWITCHES];
         }
         let _ = writeln!(
             out,
-            "{arch}: {online} CPUs online (IPIS: reschedule/tlb shootdown/stop)"
+            "{arch}: {online} CPUs online, {switches} thread switches on all of them (IPIS: reschedule/tlb shootdown/stop)"
         );
         Ok(())
     }
