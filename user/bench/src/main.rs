@@ -375,7 +375,9 @@ fn make_others(count: u64) -> Result<(), Error> {
 /// kernel's tick — sleepers due, the time slice — and the return; now and then also the
 /// kernel bench thread's wake-up, which the median leaves out). A spin of [`TICK_SPIN`]
 /// rounds is measured again and again; a sample is a spin with exactly one tick in it less
-/// the fastest spin with none.
+/// the fastest spin with none. With more than one CPU the instruction clock also counts
+/// what the other CPUs do, so only spins in which no other CPU took a tick count: a sample
+/// holds the boot CPU's tick alone (this program runs there), a quiet spin no tick at all.
 #[inline(never)]
 fn timer_tick(iterations: usize) -> Result<Stats, Error> {
     let wanted = iterations.clamp(1, TICK_SAMPLES);
@@ -393,14 +395,16 @@ fn timer_tick(iterations: usize) -> Result<Stats, Error> {
             *slot = counter(which)?;
         }
         let ticks = counter(BenchCounter::Ticks)?;
+        let all_ticks = counter(BenchCounter::TicksAllCpus)?;
         let start = rt::counter::read();
         for round in 0..core::hint::black_box(TICK_SPIN) {
             core::hint::black_box(round);
         }
         let end = rt::counter::read();
-        match counter(BenchCounter::Ticks)? - ticks {
-            0 => quiet = quiet.min(end - start),
-            1 => {
+        let all = counter(BenchCounter::TicksAllCpus)? - all_ticks;
+        match (counter(BenchCounter::Ticks)? - ticks, all) {
+            (0, 0) => quiet = quiet.min(end - start),
+            (1, 1) => {
                 samples[kept] = end - start;
                 kept += 1;
                 for ((total, which), before) in events.iter_mut().zip(EVENTS).zip(before) {
