@@ -980,6 +980,15 @@ impl MessageInfo {
         ))
     }
 
+    /// The info the kernel delivered with a message (`call`, `recv`, `reply_recv`), taken
+    /// as it is: the kernel checks every info it is given with [`MessageInfo::from_raw`]
+    /// and delivers only such infos, or ones it builds with [`MessageInfo::new`]. Checking
+    /// again on every receive would cost each message a dozen instructions for nothing.
+    /// For any other word use [`MessageInfo::from_raw`].
+    pub const fn from_delivered(raw: u64) -> Self {
+        Self(raw)
+    }
+
     /// The info in a register, if it is well formed (no reserved bit, counts in range).
     pub const fn from_raw(raw: u64) -> Option<Self> {
         let info = Self(raw);

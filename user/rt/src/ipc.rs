@@ -26,7 +26,7 @@ fn received(registers: IpcRegisters) -> Result<Received, Error> {
     status(&registers)?;
     Ok(Received {
         badge: registers.badge,
-        info: MessageInfo::from_raw(registers.info).unwrap_or_default(),
+        info: MessageInfo::from_delivered(registers.info),
         words: registers.words,
     })
 }
