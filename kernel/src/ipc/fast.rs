@@ -105,12 +105,12 @@ pub unsafe fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         return false;
     };
     let (endpoint, badge): (&Endpoint, u64) = (&capability.endpoint, capability.badge);
-    let mut target = None;
+    let mut partner = None;
     let (ipc, key) = state.split();
     // The receiver must be a user thread blocked in the kernel, to run it at once.
     let Some(receiver) = ipc.call_fast(endpoint.queue.open(key), me, |receiver| {
-        target = scheduler.blocked_frame(receiver);
-        target.is_some()
+        partner = scheduler.blocked_partner(receiver);
+        partner.is_some()
     }) else {
         return false;
     };
@@ -121,17 +121,19 @@ pub unsafe fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         trace::event(Kind::Receive, receiver, id, me as u64);
     }
     drop(capability);
-    if let Some(target) = target {
-        // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
-        // `receiver` under the scheduler lock, still held; nothing else touches it (and it
-        // is not `frame`: the receiver is blocked, the caller runs).
-        unsafe { (*target).forward_ipc_message(badge, early, frame) };
-    }
+    // `call_fast` returns a receiver only once `admit` accepted it, with its frame found.
+    let Some(partner) = partner else {
+        unreachable!("`call_fast` returned a receiver `admit` did not accept");
+    };
+    debug_assert_eq!(partner.id(), receiver);
+    // SAFETY: `blocked_partner` returned the saved user frame of blocked thread `receiver`
+    // under the scheduler lock, still held; nothing else touches it (and it is not `frame`:
+    // the receiver is blocked, the caller runs).
+    unsafe { (*partner.frame()).forward_ipc_message(badge, early, frame) };
     if TRACE {
         thread::count(me, Event::Ipc);
     }
-    debug_assert!(target.is_some(), "`admit` found the partner's frame");
-    scheduler.switch_to_partner();
+    scheduler.switch_to_partner(partner);
     true
 }
 
@@ -168,12 +170,12 @@ pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool 
     // no other thread changes it while this one runs (others change only the entries of
     // queued threads), under the IPC lock held until the last use below.
     let endpoint = unsafe { &*endpoint };
-    let mut target = None;
+    let mut partner = None;
     let (ipc, key) = state.split();
     // The caller must be a user thread blocked in the kernel, to run it at once.
     let Some(caller) = ipc.reply_recv_fast(endpoint.queue.open(key), me, |caller| {
-        target = scheduler.blocked_frame(caller);
-        target.is_some()
+        partner = scheduler.blocked_partner(caller);
+        partner.is_some()
     }) else {
         return false;
     };
@@ -181,16 +183,19 @@ pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool 
     if TRACE {
         trace::event(Kind::Reply, me, caller as u64, 0);
     }
-    if let Some(target) = target {
-        // SAFETY: as in `fast_call`: the saved frame of blocked thread `caller`, scheduler
-        // lock held.
-        unsafe { (*target).forward_ipc_message(0, early, frame) };
-    }
+    // `reply_recv_fast` returns a caller only once `admit` accepted it, with its frame
+    // found.
+    let Some(partner) = partner else {
+        unreachable!("`reply_recv_fast` returned a caller `admit` did not accept");
+    };
+    debug_assert_eq!(partner.id(), caller);
+    // SAFETY: as in `fast_call`: the saved frame of blocked thread `caller`, scheduler lock
+    // held.
+    unsafe { (*partner.frame()).forward_ipc_message(0, early, frame) };
     if TRACE {
         thread::count(me, Event::Ipc);
     }
-    debug_assert!(target.is_some(), "`admit` found the partner's frame");
-    scheduler.switch_to_partner();
+    scheduler.switch_to_partner(partner);
     true
 }
 
@@ -234,9 +239,9 @@ pub unsafe fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let (ipc, key) = state.split();
     let word = notification.state.open(key);
     // A waiter is woken here only when it is a user thread blocked in `wait`.
-    let target = match word.waiters().first() {
-        Some(waiter) => match scheduler.blocked_frame(waiter) {
-            Some(target) => Some((waiter, target)),
+    let partner = match word.waiters().first() {
+        Some(waiter) => match scheduler.blocked_partner(waiter) {
+            Some(partner) => Some(partner),
             None => return false,
         },
         None => None,
@@ -249,18 +254,18 @@ pub unsafe fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
             trace::event(Kind::Wake, waiter, id, value);
         }
     }
-    match (woken, target) {
-        (Some((waiter, value)), Some((expected, target))) if waiter == expected => {
+    match (woken, partner) {
+        (Some((waiter, value)), Some(partner)) if waiter == partner.id() => {
             // The waiter's record of the notification stays: it holds no reference, and
             // it is read only while the thread is queued (`Waited`).
             debug_assert!(
                 matches!(&state.blocked_on[waiter], Blocker::Notification(last) if core::ptr::eq(last.0.as_ptr(), notification))
             );
             drop(state);
-            // SAFETY: `blocked_frame` returned the saved user frame of blocked thread
+            // SAFETY: `blocked_partner` returned the saved user frame of blocked thread
             // `waiter` under the scheduler lock, still held.
-            unsafe { (*target).set_syscall_results(0, value) };
-            scheduler.make_ready(waiter);
+            unsafe { (*partner.frame()).set_syscall_results(0, value) };
+            scheduler.make_ready(partner);
         }
         // `signal` wakes the queue's head, the thread checked above; nobody waited.
         _ => drop(state),

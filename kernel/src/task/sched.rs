@@ -140,7 +140,7 @@ struct PerCpu {
     /// The thread a `signal` on this CPU made ready and left out of the run queue, for
     /// the `wait` that follows to run directly (0: none; module docs, "A signal's
     /// hand-off"). Always a user thread: only [`Handoff::make_ready`] sets it, for a thread
-    /// [`Handoff::blocked_frame`] found blocked with a saved user frame.
+    /// [`Handoff::blocked_partner`] found blocked with a saved user frame.
     readied: usize,
     /// The record of `readied`, read only while `readied` is not 0 (null until a first
     /// thread is readied; clearing `readied` leaves it): boxed in the table, where it stays
@@ -1845,7 +1845,7 @@ pub fn saved_user_position(id: usize) -> Option<(u64, u64, u64, u64)> {
 ///
 /// It looks each thread up at most once: the running thread's record is the one this CPU's
 /// switch to it recorded (`arch_api::Threads::current_record`, no table lookup), the
-/// partner's is found in [`Handoff::blocked_frame`]. Records are boxed, so they stay where
+/// partner's is found in [`Handoff::blocked_partner`]. Records are boxed, so they stay where
 /// they are while the lock is held.
 pub struct Handoff {
     guard: LockGuard<'static, Shared>,
@@ -1855,10 +1855,31 @@ pub struct Handoff {
     current: usize,
     /// The running thread's record.
     record: *mut Thread,
-    /// The thread [`Handoff::blocked_frame`] last returned a frame of (`usize::MAX`: none)
-    /// and its record.
-    partner: usize,
-    partner_record: *mut Thread,
+}
+
+/// A blocked user thread that a hand-off may run, found by [`Handoff::blocked_partner`] under
+/// the lock of that hand-off: its id, its boxed record and its saved user frame. Valid
+/// while that lock is held, and until [`Handoff::switch_to_partner`] or
+/// [`Handoff::make_ready`] takes it.
+#[derive(Clone, Copy)]
+pub struct Partner {
+    id: usize,
+    record: *mut Thread,
+    frame: *mut crate::task::thread::TrapFrame,
+}
+
+impl Partner {
+    /// The thread's id.
+    #[inline(always)]
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Its saved user frame (the message or the results go there).
+    #[inline(always)]
+    pub fn frame(&self) -> *mut crate::task::thread::TrapFrame {
+        self.frame
+    }
 }
 
 /// Lock the scheduler for an IPC hand-off.
@@ -1887,8 +1908,6 @@ pub unsafe fn lock_for_handoff() -> Handoff {
         scheduler,
         current,
         record,
-        partner: usize::MAX,
-        partner_record: core::ptr::null_mut(),
     }
 }
 
@@ -1919,33 +1938,25 @@ impl Handoff {
         unsafe { process.unwrap_unchecked() }
     }
 
-    /// The saved user frame of blocked user thread `id`: the thread a hand-off may run.
-    /// Valid while the lock is held and until [`Handoff::switch_to_partner`].
+    /// Blocked user thread `id` with its saved user frame: a thread this hand-off may run.
     #[inline(always)]
-    pub fn blocked_frame(&mut self, id: usize) -> Option<*mut crate::task::thread::TrapFrame> {
+    pub fn blocked_partner(&mut self, id: usize) -> Option<Partner> {
         let (frame, record) = saved_user_frame(self.scheduler(), id)?;
-        self.partner = id;
-        self.partner_record = record;
-        Some(frame)
+        Some(Partner { id, record, frame })
     }
 
-    /// Make blocked thread `id` ready (after its frame was written through
-    /// [`Handoff::blocked_frame`]). When it would join this CPU's queue, and no other
-    /// thread waits out of the queue here, it is left out of the queue as this CPU's
-    /// readied thread ([`PerCpu::readied`], module docs).
+    /// Make `partner` ready (after its frame was written). When it would join this CPU's
+    /// queue, and no other thread waits out of the queue here, it is left out of the queue
+    /// as this CPU's readied thread ([`PerCpu::readied`], module docs).
     #[inline(always)]
-    pub fn make_ready(&mut self, id: usize) {
-        if id != self.partner {
-            make_ready(self.scheduler(), id);
-            return;
-        }
-        let record = self.partner_record;
+    pub fn make_ready(&mut self, partner: Partner) {
+        let Partner { id, record, .. } = partner;
         let cpu = this_cpu();
         let scheduler = self.scheduler();
-        // SAFETY: `blocked_frame` found this record for `id` under the lock, still held;
+        // SAFETY: `blocked_partner` found this record for `id` under the lock, still held;
         // no other reference to it is live.
         let thread = unsafe { &mut *record };
-        // Blocked: `blocked_frame` checked it under this lock.
+        // Blocked: `blocked_partner` checked it under this lock.
         debug_assert!(thread.state == State::Blocked);
         if scheduler.cpus[cpu].readied == 0
             && !thread.running
@@ -1999,26 +2010,21 @@ impl Handoff {
         };
     }
 
-    /// Block the running thread and run the partner (the thread whose frame
-    /// [`Handoff::blocked_frame`] last returned, under this same lock) in its place: no run
-    /// queue, when the partner may run on this CPU and has switched away on its own; else
-    /// the partner is made ready where it may run and the running thread blocks
-    /// ([`handoff_fallback`]). A killed running thread does not block: the partner is made
+    /// Block the running thread and run `partner` (found by [`Handoff::blocked_partner`]
+    /// under this same lock) in its place: no run queue, when the partner may run on this
+    /// CPU and has switched away on its own; else the partner is made ready where it may
+    /// run and the running thread blocks ([`handoff_fallback`]). A killed running thread does not block: the partner is made
     /// ready and this returns. The address space is activated only when the partner is in
     /// another process. Returns when the running thread is woken again. Both threads are
     /// user threads: the running one came from a system call (`current_process` found its
-    /// process) and the partner has a saved user frame ([`Handoff::blocked_frame`]).
+    /// process) and the partner has a saved user frame ([`Handoff::blocked_partner`]).
     #[inline(always)]
-    pub fn switch_to_partner(self) {
-        debug_assert!(
-            !self.partner_record.is_null(),
-            "`blocked_frame` found a partner"
-        );
+    pub fn switch_to_partner(self, partner: Partner) {
         let cpu = this_cpu();
-        let (current, next) = (self.current, self.partner);
-        let (from, to) = (self.record, self.partner_record);
-        // SAFETY: `record` is the running thread's boxed record, `partner_record` the
-        // partner's (found by `blocked_frame` under the lock, still held); they are distinct
+        let (current, next) = (self.current, partner.id);
+        let (from, to) = (self.record, partner.record);
+        // SAFETY: `record` is the running thread's boxed record, `partner.record` the
+        // partner's (found by `blocked_partner` under the lock, still held); they are distinct
         // (the partner is blocked, the running thread runs), and no other reference to
         // either is live.
         let (from_thread, to_thread) = unsafe { (&mut *from, &*to) };
@@ -2031,7 +2037,7 @@ impl Handoff {
         // last use of this reference.
         let scheduler = unsafe { &mut *self.scheduler };
         // SAFETY: `current` runs here; `next` is a blocked thread of the table (checked by
-        // `blocked_frame` under this lock) that is not running anywhere, its context saved
+        // `blocked_partner` under this lock) that is not running anywhere, its context saved
         // by the switch that blocked it; `from` and `to` are their records; the lock is
         // held; both are user threads.
         unsafe {
