@@ -3,10 +3,10 @@
 //! Switching threads is switching kernel stacks: `switch_stacks` saves RSP, RBX and RBP of
 //! the outgoing thread in its [`Context`] and loads the incoming one's, then `ret`s on the
 //! incoming stack. The other callee-saved registers (R12–R15) are not kept there: the one
-//! place that calls it, the inline `call` in `Threads::switch`, declares them clobbered, so the
-//! compiler keeps whatever it needs across the switch on the thread's own stack (usually
-//! nothing: a switch is the last thing most of its callers do), and every function on the
-//! way saves and restores them as the SysV ABI says. RBX and RBP cannot be declared
+//! place that calls it, the inline `call` in `Threads::switch`, declares them clobbered,
+//! so the compiler keeps whatever it needs across the switch on the thread's own stack
+//! (usually nothing: a switch is the last thing most of its callers do), and every
+//! function on the way saves and restores them as the SysV ABI says. RBX and RBP cannot be declared
 //! clobbered (LLVM reserves them: base and frame pointer), so the switch keeps them.
 //! Everything else a thread owns is already somewhere safe: its user registers in the
 //! [`TrapFrame`] at the top of its kernel stack (or, for the callee-saved ones during a
@@ -58,8 +58,8 @@ mod offsets {
 const _: () = assert!(FRAME_SIZE.is_multiple_of(16));
 
 /// Save RSP, RBX and RBP into `from` (RDI), load `to`'s (RSI), return on `to`'s stack.
-/// Only the inline `call` in `Threads::switch` calls it, which declares every other register clobbered
-/// (module docs): not an `extern "C"` function to call from Rust.
+/// Only the inline `call` in `Threads::switch` calls it, which declares every other
+/// register clobbered (module docs): not an `extern "C"` function to call from Rust.
 ///
 /// # Safety
 /// Interrupts are masked; `to` holds a context made by `prepare_context` or saved here.

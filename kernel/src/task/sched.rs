@@ -2013,11 +2013,12 @@ impl Handoff {
     /// Block the running thread and run `partner` (found by [`Handoff::blocked_partner`]
     /// under this same lock) in its place: no run queue, when the partner may run on this
     /// CPU and has switched away on its own; else the partner is made ready where it may
-    /// run and the running thread blocks ([`handoff_fallback`]). A killed running thread does not block: the partner is made
-    /// ready and this returns. The address space is activated only when the partner is in
-    /// another process. Returns when the running thread is woken again. Both threads are
-    /// user threads: the running one came from a system call (`current_process` found its
-    /// process) and the partner has a saved user frame ([`Handoff::blocked_partner`]).
+    /// run and the running thread blocks ([`handoff_fallback`]). A killed running thread
+    /// does not block: the partner is made ready and this returns. The address space is
+    /// activated only when the partner is in another process. Returns when the running
+    /// thread is woken again. Both threads are user threads: the running one came from a
+    /// system call (`current_process` found its process) and the partner has a saved user
+    /// frame ([`Handoff::blocked_partner`]).
     #[inline(always)]
     pub fn switch_to_partner(self, partner: Partner) {
         let cpu = this_cpu();

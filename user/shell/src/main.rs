@@ -453,7 +453,8 @@ impl Shell {
         }
         let _ = writeln!(
             out,
-            "{arch}: {online} CPUs online, {switches} thread switches on all of them (IPIS: reschedule/tlb shootdown/stop)"
+            "{arch}: {online} CPUs online, {switches} thread switches on all of them \
+             (IPIS: reschedule/tlb shootdown/stop)"
         );
         Ok(())
     }

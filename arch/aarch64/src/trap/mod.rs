@@ -36,8 +36,8 @@
 //! table; no [`dispatch`], no cause decode), and on return reloads exactly those. x19–x29
 //! are neither stored nor reloaded: the Rust code preserves them (AAPCS64: the functions
 //! that use them save and restore them, the context switch keeps x19 and x29 and declares
-//! the rest clobbered), so they still hold EL0's values; the frame's slots for them (and FAR and the frame record) are stale, and the
-//! frame says so ([`SYSCALL_PARTIAL`]). Whoever writes the whole register set
+//! the rest clobbered), so they still hold EL0's values; the frame's slots for them (and
+//! FAR and the frame record) are stale, and the frame says so ([`SYSCALL_PARTIAL`]). Whoever writes the whole register set
 //! (`write_user_registers`) marks it [`SYSCALL_FULL`], and the exit then restores every
 //! register through the common return path. TPIDRRO_EL0 is left alone by the fast exit:
 //! it is 0 for every thread, and an EL1 entry that borrowed it restores the 0 on its own
