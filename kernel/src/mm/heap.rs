@@ -139,6 +139,17 @@ pub fn allocated_bytes() -> usize {
     HEAP.0.lock().stats_alloc_actual()
 }
 
+/// Heap bytes a block of `bytes` takes ([`allocated_bytes`] counts these): the buddy
+/// allocator's power of two, zero for no block.
+#[cfg(feature = "testing")]
+pub fn block_bytes(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        bytes.next_power_of_two().max(core::mem::size_of::<usize>())
+    }
+}
+
 /// Frames the heap holds (they never go back to the frame allocator).
 pub fn frames_held() -> u64 {
     HEAP_FRAMES.load(Ordering::Relaxed)

@@ -101,3 +101,11 @@ pub fn reserve(entries: usize) {
     let wanted = entries.saturating_sub(queue.len());
     queue.reserve(wanted);
 }
+
+/// Heap bytes the queue's storage takes (its capacity, kept once grown), for the invariant
+/// checker (test build), which counts them apart from the heap bytes in use.
+#[cfg(feature = "testing")]
+pub fn room_bytes() -> usize {
+    let capacity = QUEUE.lock().capacity();
+    crate::mm::heap::block_bytes(capacity * core::mem::size_of::<Work>())
+}
