@@ -240,10 +240,12 @@ pub unsafe fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let word = notification.state.open(key);
     // A waiter is woken here only when it is a user thread blocked in `wait`.
     let partner = match word.waiters().first() {
-        Some(waiter) => match scheduler.blocked_partner(waiter) {
-            Some(partner) => Some(partner),
-            None => return false,
-        },
+        Some(waiter) => {
+            let Some(partner) = scheduler.blocked_partner(waiter) else {
+                return false;
+            };
+            Some(partner)
+        }
         None => None,
     };
     let woken = ipc.signal(word, bits);
