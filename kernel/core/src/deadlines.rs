@@ -40,6 +40,15 @@ impl Spare {
 }
 
 impl Deadlines {
+    /// The bytes of the two allocations this keeps (heap, places), for leak checks that
+    /// count grown tables apart.
+    pub fn storage_bytes(&self) -> [usize; 2] {
+        [
+            self.heap.capacity() * core::mem::size_of::<(u64, u32)>(),
+            self.place.capacity() * core::mem::size_of::<u32>(),
+        ]
+    }
+
     pub const fn new() -> Self {
         Self {
             heap: Vec::new(),

@@ -223,6 +223,12 @@ impl Default for Ipc {
 }
 
 impl Ipc {
+    /// The bytes of the one allocation this keeps (the per-thread entries), for leak
+    /// checks that count grown tables apart.
+    pub fn storage_bytes(&self) -> usize {
+        self.entries.capacity() * core::mem::size_of::<Entry>()
+    }
+
     /// A table serving no thread id yet ([`Ipc::grow`]).
     #[inline]
     pub const fn new() -> Self {

@@ -392,6 +392,12 @@ impl<const Q: usize> Default for RunQueues<Q> {
 }
 
 impl<const Q: usize> RunQueues<Q> {
+    /// The bytes of the one allocation this keeps (the links), for leak checks that count
+    /// grown tables apart.
+    pub fn storage_bytes(&self) -> usize {
+        self.links.capacity() * core::mem::size_of::<QueueLink>()
+    }
+
     /// Empty queues serving no thread id yet ([`RunQueues::grow`]).
     #[inline]
     pub const fn new() -> Self {

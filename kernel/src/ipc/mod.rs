@@ -211,6 +211,16 @@ static IPC: Lock<State> = Lock::new(
 /// lock by [`make_room`]).
 static CAPACITY: AtomicUsize = AtomicUsize::new(0);
 
+/// The bytes of each allocation the per-thread tables keep (they grow and never shrink),
+/// for the invariant checker (test build), which counts them apart from the heap in use.
+#[cfg(feature = "testing")]
+pub fn table_storage(each: &mut dyn FnMut(usize)) {
+    let state = IPC.lock();
+    each(state.ipc.storage_bytes());
+    each(state.buffers.capacity() * core::mem::size_of::<Buffer>());
+    each(state.blocked_on.capacity() * core::mem::size_of::<Blocker>());
+}
+
 /// Make the tables serve thread ids below `count` now (the test build's checker makes
 /// room before it takes its baseline): `OutOfMemory` when the heap cannot hold them.
 #[cfg(feature = "testing")]

@@ -135,6 +135,15 @@ pub fn free(stack: KernelStack) {
     CACHED_FRAMES.fetch_add(PAGES, Ordering::Relaxed);
 }
 
+/// The bytes of each allocation the slot lists keep (room for every slot used so far), for
+/// the invariant checker (test build), which counts them apart from the heap in use.
+#[cfg(feature = "testing")]
+pub fn list_storage(each: &mut dyn FnMut(usize)) {
+    let slots = SLOT_STATE.lock();
+    each(slots.free.capacity() * core::mem::size_of::<u64>());
+    each(slots.unmapped.capacity() * core::mem::size_of::<u64>());
+}
+
 /// Unmap the first `count` pages of `stack` and free their frames.
 fn unmap_pages(stack: KernelStack, count: u64) {
     for page in 0..count {

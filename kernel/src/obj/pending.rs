@@ -102,10 +102,10 @@ pub fn reserve(entries: usize) {
     queue.reserve(wanted);
 }
 
-/// Heap bytes the queue's storage takes (its capacity, kept once grown), for the invariant
-/// checker (test build), which counts them apart from the heap bytes in use.
+/// The bytes of the queue's storage (its room, kept once grown), for the invariant checker
+/// (test build), which counts them apart from the heap in use.
 #[cfg(feature = "testing")]
-pub fn room_bytes() -> usize {
+pub fn queue_storage(each: &mut dyn FnMut(usize)) {
     let capacity = QUEUE.lock().capacity();
-    crate::mm::heap::block_bytes(capacity * core::mem::size_of::<Work>())
+    each(capacity * core::mem::size_of::<Work>());
 }

@@ -647,6 +647,20 @@ pub fn reserve_ids(count: usize) -> Result<(), SpawnError> {
     }
 }
 
+/// The bytes of each allocation the thread tables keep (they grow and never shrink), for
+/// the invariant checker (test build), which counts them apart from the heap in use.
+#[cfg(feature = "testing")]
+pub fn table_storage(each: &mut dyn FnMut(usize)) {
+    with(|scheduler| {
+        each(scheduler.threads.capacity() * core::mem::size_of::<Option<Box<Thread>>>());
+        each(scheduler.free_ids.capacity() * core::mem::size_of::<u32>());
+        each(scheduler.queues.storage_bytes());
+        for bytes in scheduler.sleepers.storage_bytes() {
+            each(bytes);
+        }
+    });
+}
+
 /// Thread ids the tables serve now: every live thread's id is below it.
 pub fn capacity() -> usize {
     with(|scheduler| scheduler.threads.len())

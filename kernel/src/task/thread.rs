@@ -126,6 +126,17 @@ fn event_slot(id: usize) -> Option<&'static EventSlot> {
     Some(unsafe { &*chunk.add(id % EVENT_CHUNK) })
 }
 
+/// The bytes of each event chunk made so far (they are never freed), for the invariant
+/// checker (test build), which counts them apart from the heap in use.
+#[cfg(feature = "testing")]
+pub fn event_storage(each: &mut dyn FnMut(usize)) {
+    for chunk in &EVENTS {
+        if !chunk.load(Ordering::Acquire).is_null() {
+            each(EVENT_CHUNK * core::mem::size_of::<EventSlot>());
+        }
+    }
+}
+
 /// Make sure thread id `id` has an event slot (allocating its chunk once, with no lock
 /// held): `Err` when the heap cannot hold the chunk.
 pub fn prepare_events(id: usize) -> Result<(), ()> {

@@ -8,8 +8,7 @@
 //! warm-up run, before the shared objects exist; during the run the consistency test
 //! runs every [`CHECK_TICKS`]; after it every process is gone (a sweep kills any that a
 //! fuzzer left behind) and the figures must be back at the baseline (the heap's frames and
-//! the deferred-work queue's room, which a long run may grow and the kernel keeps, counted
-//! apart: [`super::kcheck`]).
+//! the tables a long run may grow and the kernel keeps, counted apart: [`super::kcheck`]).
 //!
 //! `fuzz-leak` is a short run that leaks one endpoint on purpose before the comparison: the
 //! checker must report it (`not ok fuzz leaked objects: endpoints …`).
