@@ -20,7 +20,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::{Lock, level};
 use arch_api::{
-    KERNEL_STACK_REGION, KERNEL_STACK_SIZE, KernelStack, MapError, PAGE_SIZE, PageFlags, Paging,
+    FrameSource, KERNEL_STACK_REGION, KERNEL_STACK_SIZE, KernelStack, MapError, PAGE_SIZE,
+    PageFlags, Paging,
 };
 
 use super::frames::{self, KernelFrames};
@@ -52,6 +53,31 @@ static SLOT_STATE: Lock<Slots> = Lock::new(
 
 /// Frames held by the mapped free slots.
 static CACHED_FRAMES: AtomicU64 = AtomicU64::new(0);
+/// Page-table frames the region's mappings took (kept with the slots: module docs).
+static TABLE_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// The kernel's frames, counted as the region's page tables take and give back.
+struct TableFrames;
+
+impl FrameSource for TableFrames {
+    fn alloc_zeroed_frame(&mut self) -> Option<u64> {
+        let frame = KernelFrames.alloc_zeroed_frame()?;
+        TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
+        Some(frame)
+    }
+
+    fn free_frame(&mut self, frame: u64) {
+        TABLE_FRAMES.fetch_sub(1, Ordering::Relaxed);
+        KernelFrames.free_frame(frame);
+    }
+}
+
+/// Page-table frames the region's mappings hold (they are kept: module docs), for the
+/// invariant checker (test build), which counts them apart.
+#[cfg(feature = "testing")]
+pub fn table_frames() -> u64 {
+    TABLE_FRAMES.load(Ordering::Relaxed)
+}
 
 /// Frames the free stacks hold (free memory kept mapped for the next stack).
 pub fn cached_frames() -> u64 {
@@ -108,7 +134,7 @@ pub fn allocate() -> Result<KernelStack, MapError> {
                     stack.base + page * PAGE_SIZE,
                     physical,
                     flags,
-                    &mut KernelFrames,
+                    &mut TableFrames,
                 );
                 if mapped.is_err() {
                     let _ = frames::free(physical);

@@ -205,8 +205,8 @@ pub fn run(leak: usize) {
     sweep();
     let baseline = kcheck::baseline();
     println!(
-        "{name}: baseline {} free frames, {} heap frames, {} heap bytes, {} threads",
-        baseline.free_frames, baseline.heap_frames, baseline.heap_bytes, baseline.threads
+        "{name}: baseline {} free frames, {} kept frames, {} heap bytes, {} threads",
+        baseline.free_frames, baseline.kept_frames, baseline.heap_bytes, baseline.threads
     );
     let (started, root) = match start(procs, calls, seed) {
         Ok(started) => started,
