@@ -130,6 +130,7 @@ const PROC_EXPECTED: &[&str] = &[
     "ok user two spinning threads at equal priority both make progress (round robin)",
     "ok user thread kill stops a spinning thread (its counter freezes while the other advances)",
     "ok user a lower-priority thread runs only while the higher-priority one blocks",
+    "ok user a killed lower-priority thread ends while the higher-priority thread that killed it spins on their one CPU",
     "ok user proc bad argument: thread_kill of an ended thread",
     "ok user proc bad argument: thread_set_priority of an ended thread",
     "ok user priority change above the caller's is refused (thread_set_priority, thread_create, process_spawn); lowering works; a blocked thread is killed",

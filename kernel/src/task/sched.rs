@@ -1562,11 +1562,13 @@ pub fn serial_of(id: usize) -> Option<u64> {
     })
 }
 
-/// The running thread's priority.
+/// The running thread's priority, as the ceiling of what it may give: the lowest for a
+/// killed thread, whose own priority was raised only to let it end ([`mark_killed`]).
 pub fn current_priority() -> Priority {
     with(|scheduler| {
         scheduler
             .thread(current())
+            .filter(|thread| !thread.killed)
             .map_or(Priority::LOWEST, |thread| thread.priority)
     })
 }
@@ -1575,12 +1577,22 @@ pub fn current_priority() -> Priority {
 /// it ends (see [`current_killed`]).
 /// A thread running on another CPU gets a reschedule IPI, so it ends before it runs
 /// another user instruction.
+///
+/// A killed thread takes the highest priority (re-queued at it when it is queued): it runs
+/// only its way out of the kernel, and a thread that keeps its CPU at any priority must not
+/// hold back the end of another, and with it the release of its process. Its priority
+/// cannot be changed afterwards ([`set_priority`] refuses a killed thread).
 fn mark_killed(scheduler: &mut Scheduler, id: usize) {
     if let Some(thread) = scheduler.thread(id)
         && !thread.killed
     {
         thread.killed = true;
+        thread.priority = Priority::HIGHEST;
         KILLED_THREADS.fetch_add(1, Ordering::AcqRel);
+        if let Some(queue) = scheduler.queues.queue_of(id) {
+            let _ = scheduler.queues.remove(queue, id);
+            scheduler.enqueue(id);
+        }
     }
     make_ready(scheduler, id);
     let cpu = scheduler.thread(id).map_or(0, |thread| thread.last_cpu);

@@ -395,6 +395,10 @@ fn threads(results: &mut Results) {
         "user a lower-priority thread runs only while the higher-priority one blocks",
         lower_priority(),
     );
+    results.check(
+        "user a killed lower-priority thread ends while the higher-priority thread that killed it spins on their one CPU",
+        on_cpu_zero(killed_below_a_spinner),
+    );
     expect(
         results,
         "thread_kill of an ended thread",
@@ -619,6 +623,23 @@ fn lower_priority_on_one_cpu() -> Result<(), &'static str> {
         (0, ran) if ran > 0 => Ok(()),
         (0, _) => Err("the lower-priority thread never ran while this one slept"),
         _ => Err("the lower-priority thread ran while a higher one was ready"),
+    }
+}
+
+/// Kill a ready thread of priority 1 from this thread (priority 8), both on CPU 0, and spin
+/// without a system call that blocks: the killed thread must still get to end (it runs
+/// its way out at the highest priority), which shows in this process's count of threads
+/// not yet freed.
+fn killed_below_a_spinner() -> Result<(), &'static str> {
+    let threads = || crate::budget::budget_of(0).map(|words| words[abi::sysinfo::budget::THREADS]);
+    let top = STACKS + 4 * STACK_SIZE;
+    let low = proc::thread_create(spinner, top, 2, 1).map_err(|_| "thread_create failed")?;
+    let before = threads()?;
+    proc::thread_kill(low).map_err(|_| "thread_kill failed")?;
+    if spin_until(|| threads().is_ok_and(|now| now < before)) {
+        Ok(())
+    } else {
+        Err("the killed thread was not freed while this thread spun")
     }
 }
 
