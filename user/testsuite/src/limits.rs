@@ -357,7 +357,8 @@ extern "C" fn counted(index: u64) -> ! {
     sleeper(0)
 }
 
-fn live_threads() -> Result<u64, &'static str> {
+/// This process's threads not yet freed (its budget record).
+pub(crate) fn live_threads() -> Result<u64, &'static str> {
     Ok(budget_of(0)?[sysinfo::budget::THREADS])
 }
 

@@ -631,7 +631,7 @@ fn lower_priority_on_one_cpu() -> Result<(), &'static str> {
 /// its way out at the highest priority), which shows in this process's count of threads
 /// not yet freed.
 fn killed_below_a_spinner() -> Result<(), &'static str> {
-    let threads = || crate::budget::budget_of(0).map(|words| words[abi::sysinfo::budget::THREADS]);
+    let threads = crate::limits::live_threads;
     let top = STACKS + 4 * STACK_SIZE;
     let low = proc::thread_create(spinner, top, 2, 1).map_err(|_| "thread_create failed")?;
     let before = threads()?;
