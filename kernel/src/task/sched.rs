@@ -1964,11 +1964,39 @@ impl Handoff {
         unsafe { process.unwrap_unchecked() }
     }
 
-    /// Blocked user thread `id` with its saved user frame: a thread this hand-off may run.
+    /// Thread `id`, which the IPC state names (queued on an endpoint or a notification, or
+    /// in a reply slot), with its saved user frame, when it is blocked: a thread this
+    /// hand-off may run.
+    ///
+    /// Only a system call puts a thread in the IPC state, and a thread leaves it before its
+    /// id is freed (`proc::exit_current`), so `id` is a user thread whose kernel stack's top
+    /// slot holds the frame of that system call: unlike [`saved_user_frame`], this does not
+    /// test for a process or a frame from user mode (debug builds assert both).
     #[inline(always)]
     pub fn blocked_partner(&mut self, id: usize) -> Option<Partner> {
-        let (frame, record) = saved_user_frame(self.scheduler(), id)?;
-        Some(Partner { id, record, frame })
+        let thread = self.scheduler().thread(id)?;
+        if thread.state != State::Blocked {
+            return None;
+        }
+        debug_assert!(
+            thread.process.is_some(),
+            "the IPC state names user threads only"
+        );
+        let frame = thread.stack.user_frame::<crate::task::thread::TrapFrame>();
+        debug_assert!(
+            {
+                use arch_api::TrapFrame as _;
+                // SAFETY: as in `saved_user_frame`: the top slot of a blocked user thread's
+                // kernel stack, mapped and aligned, not touched by the blocked thread.
+                unsafe { (*frame).is_from_user() }
+            },
+            "a thread in the IPC state blocked in a system call"
+        );
+        Some(Partner {
+            id,
+            record: thread,
+            frame,
+        })
     }
 
     /// Make `partner` ready (after its frame was written). When it would join this CPU's
