@@ -36,9 +36,12 @@
 //! our `SWAPGS`, the user GS base — a ring-0 exception on a user-controlled stack). A
 //! user program can set its own RIP to anything through the register-write call, and the
 //! kernel can rewrite a blocked thread's RIP, so the exit takes `SYSRET` only when the frame
-//! is partial, RIP lies in the lower (user) half, and RFLAGS contains IF and nothing beyond
-//! what user code may set (no TF: a single-step trap is delivered exactly by `IRETQ`; no
-//! RF/NT/IOPL). CS and SS need no check: `SYSRET` takes them from `IA32_STAR`, and the entry
+//! is partial, RIP lies in the lower (user) half, and RFLAGS holds nothing beyond what user
+//! code may set (no TF: a single-step trap is delivered exactly by `IRETQ`; no RF/NT/IOPL).
+//! IF is not tested: a partial frame's RFLAGS is the user's at `SYSCALL` (R11), and user code
+//! cannot clear IF (IOPL is 0: `CLI` faults, `POPF` leaves IF), and a kernel that cleared it
+//! would gain nothing by the `IRETQ` exit, which restores the same RFLAGS. CS and SS need no
+//! check: `SYSRET` takes them from `IA32_STAR`, and the entry
 //! pushed the user selectors, which no kernel code changes in a frame. Everything else
 //! returns through the slow exit: a non-canonical RIP or RSP becomes the user's own #GP
 //! (`dispatch::syscall_slow_return`), the rest leaves by the normal trap exit (`IRETQ`),
@@ -151,8 +154,6 @@ global_asm!(
     "    movq {rflags}(%rsp), %r11",                // r11 = frame.rflags
     "    testq ${not_sysret_flags}, %r11",          // any bit SYSRET must not restore?
     "    jnz keel_x86_syscall_slow_exit",
-    "    btl $9, %r11d",                            // IF set?
-    "    jnc keel_x86_syscall_slow_exit",
     "    movq {r9}(%rsp), %r9",                     // the caller-saved registers a result
     "    movq {r8}(%rsp), %r8",                     //   or message may be in, all from the
     "    movq {r10}(%rsp), %r10",                   //   frame: no kernel value survives in
