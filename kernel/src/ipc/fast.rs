@@ -36,6 +36,33 @@ use crate::task::sched;
 use crate::task::thread::{self, Event, TrapFrame};
 use crate::trace::{self, Kind};
 
+/// What a fast path did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fast {
+    /// Not taken: nothing changed, and the general path handles the call.
+    NotTaken,
+    /// Taken, and the thread cannot have been killed unseen: it did not block, or it was
+    /// switched back to with no kill pending anywhere ([`sched::after_switch`]). A kill
+    /// that comes while it runs reaches it by the reschedule IPI that `sched::kill` sends.
+    Taken,
+    /// Taken, and the thread may have been killed meanwhile: the caller ends it if it was
+    /// (`proc::exit_if_killed`) before it returns to user mode.
+    TakenCheckKill,
+}
+
+impl Fast {
+    /// The outcome of a fast path that blocked and returned `check` from the hand-off
+    /// ([`sched::Handoff::switch_to_partner`], [`sched::Handoff::block`]).
+    #[inline(always)]
+    fn resumed(check: bool) -> Self {
+        if check {
+            Self::TakenCheckKill
+        } else {
+            Self::Taken
+        }
+    }
+}
+
 /// The endpoint capability `handle` of `process` names, borrowed with `process`'s table
 /// locked, if it is an endpoint capability with `required`.
 #[inline(always)]
@@ -84,14 +111,14 @@ pub fn fast_candidate(frame: &TrapFrame) -> bool {
     register_only_raw(frame.syscall_arguments()[1])
 }
 
-/// `call` on the fast path: `true` when it was taken (the reply is then in `frame`).
+/// `call` on the fast path: taken or not (when taken, the reply is then in `frame`).
 /// Only for a [`fast_candidate`].
 ///
 /// # Safety
 /// Called by the system call's handler, during the call: `frame` is the calling thread's,
 /// and the running thread a user thread ([`sched::lock_for_handoff`]).
 #[inline(always)]
-pub unsafe fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
+pub unsafe fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> Fast {
     debug_assert!(fast_candidate(frame));
     let handle = frame.syscall_arguments()[0];
     let early = frame.ipc_early();
@@ -102,7 +129,7 @@ pub unsafe fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let me = scheduler.current();
     let process = running_process(&mut scheduler);
     let Some(capability) = endpoint_pinned(process, handle, Rights::CALL) else {
-        return false;
+        return Fast::NotTaken;
     };
     let (endpoint, badge): (&Endpoint, u64) = (&capability.endpoint, capability.badge);
     let mut partner = None;
@@ -112,7 +139,7 @@ pub unsafe fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
         partner = scheduler.blocked_partner(receiver);
         partner.is_some()
     }) else {
-        return false;
+        return Fast::NotTaken;
     };
     drop(state);
     if TRACE {
@@ -133,18 +160,17 @@ pub unsafe fn fast_call<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     if TRACE {
         thread::count(me, Event::Ipc);
     }
-    scheduler.switch_to_partner(partner);
-    true
+    Fast::resumed(scheduler.switch_to_partner(partner))
 }
 
-/// `reply_recv` on the fast path: `true` when it was taken (the next message is then in
+/// `reply_recv` on the fast path: taken or not (when taken, the next message is then in
 /// `frame`). Only for a [`fast_candidate`].
 ///
 /// # Safety
 /// Called by the system call's handler, during the call: `frame` is the calling thread's,
 /// and the running thread a user thread ([`sched::lock_for_handoff`]).
 #[inline(always)]
-pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
+pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> Fast {
     debug_assert!(fast_candidate(frame));
     let handle = frame.syscall_arguments()[0];
     let early = frame.ipc_early();
@@ -155,7 +181,7 @@ pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool 
     let me = scheduler.current();
     let process = running_process(&mut scheduler);
     let Some(capability) = endpoint_pinned(process, handle, Rights::READ) else {
-        return false;
+        return Fast::NotTaken;
     };
     let endpoint = Arc::as_ptr(&capability.endpoint);
     drop(capability);
@@ -164,7 +190,7 @@ pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool 
     // dropped here.
     if !matches!(state.blocked_on.get(me), Some(Blocker::Endpoint(last)) if Arc::as_ptr(last) == endpoint)
     {
-        return false;
+        return Fast::NotTaken;
     }
     // SAFETY: `blocked_on[me]` holds a reference to this endpoint (checked just above), and
     // no other thread changes it while this one runs (others change only the entries of
@@ -177,7 +203,7 @@ pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool 
         partner = scheduler.blocked_partner(caller);
         partner.is_some()
     }) else {
-        return false;
+        return Fast::NotTaken;
     };
     drop(state);
     if TRACE {
@@ -195,8 +221,7 @@ pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> bool 
     if TRACE {
         thread::count(me, Event::Ipc);
     }
-    scheduler.switch_to_partner(partner);
-    true
+    Fast::resumed(scheduler.switch_to_partner(partner))
 }
 
 /// The notification capability `handle` of `process` names, borrowed with `process`'s
@@ -214,7 +239,8 @@ fn notification_pinned(
 }
 
 /// `signal` on the fast path (no reference taken or dropped, one scheduler lock for the
-/// lookup and the wake-up): `true` when it was taken (the results are then in `frame`).
+/// lookup and the wake-up): taken or not (when taken, the results are then in `frame`). It
+/// never blocks, so a taken `signal` is [`Fast::Taken`].
 /// The signaller keeps the CPU; the woken thread is made ready
 /// ([`sched::Handoff::make_ready`]: this CPU's next `wait` may run it directly).
 ///
@@ -222,10 +248,10 @@ fn notification_pinned(
 /// Called by the system call's handler, during the call: `frame` is the calling thread's,
 /// and the running thread a user thread ([`sched::lock_for_handoff`]).
 #[inline(always)]
-pub unsafe fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
+pub unsafe fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> Fast {
     let [handle, bits, ..] = frame.syscall_arguments();
     if bits == 0 {
-        return false;
+        return Fast::NotTaken;
     }
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
@@ -233,7 +259,7 @@ pub unsafe fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let mut scheduler = unsafe { sched::lock_for_handoff() };
     let process = running_process(&mut scheduler);
     let Some(capability) = notification_pinned(process, handle, Rights::SIGNAL) else {
-        return false;
+        return Fast::NotTaken;
     };
     let notification: &Notification = &capability;
     let (ipc, key) = state.split();
@@ -242,7 +268,7 @@ pub unsafe fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let partner = match word.waiters().first() {
         Some(waiter) => {
             let Some(partner) = scheduler.blocked_partner(waiter) else {
-                return false;
+                return Fast::NotTaken;
             };
             Some(partner)
         }
@@ -278,18 +304,18 @@ pub unsafe fn fast_signal<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     drop(capability);
     drop(scheduler);
     frame.set_syscall_results(0, 0);
-    true
+    Fast::Taken
 }
 
 /// `wait` on the fast path (no reference taken: a queued waiter records the notification's
 /// address, [`super::Waited`]; one scheduler lock for the lookup and, when nothing is
-/// pending, the block through [`sched::Handoff::block`]): `true` when it was taken.
+/// pending, the block through [`sched::Handoff::block`]): taken or not.
 ///
 /// # Safety
 /// Called by the system call's handler, during the call: `frame` is the calling thread's,
 /// and the running thread a user thread ([`sched::lock_for_handoff`]).
 #[inline(always)]
-pub unsafe fn fast_wait<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
+pub unsafe fn fast_wait<const TRACE: bool>(frame: &mut TrapFrame) -> Fast {
     let handle = frame.syscall_arguments()[0];
     // The lock order: IPC state, then the scheduler (`crate::sync`).
     let mut state = IPC.lock();
@@ -298,13 +324,13 @@ pub unsafe fn fast_wait<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     let me = scheduler.current();
     let process = running_process(&mut scheduler);
     let Some(capability) = notification_pinned(process, handle, Rights::WAIT) else {
-        return false;
+        return Fast::NotTaken;
     };
     let notification: &Notification = &capability;
     let (ipc, key) = state.split();
     // An error changes nothing: the slow path reports it.
     let Ok(pending) = ipc.wait(notification.state.open(key), me) else {
-        return false;
+        return Fast::NotTaken;
     };
     // A queued waiter records what it waits on (to be unlinked if it dies), by address.
     let released = match pending {
@@ -317,18 +343,19 @@ pub unsafe fn fast_wait<const TRACE: bool>(frame: &mut TrapFrame) -> bool {
     if TRACE {
         thread::count(me, Event::Notification);
     }
-    match pending {
+    let fast = match pending {
         Some(value) => {
             drop(scheduler);
             frame.set_syscall_results(0, value);
+            Fast::TakenCheckKill
         }
         // The signaller writes the results, then wakes this thread. It blocks under the
         // scheduler lock it holds: a signaller on another CPU, past the IPC lock now, finds
         // it only once it has switched away.
-        None => scheduler.block(),
-    }
+        None => Fast::resumed(scheduler.block()),
+    };
     // What it held before (the endpoint of a call it serves, if any; no lock held now:
     // this may free it).
     drop(released);
-    true
+    fast
 }

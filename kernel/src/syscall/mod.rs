@@ -471,13 +471,13 @@ pub fn run_deferred() {
 /// general one.
 extern "C" fn ipc_call<const TRACE: bool>(frame: &mut TrapFrame) {
     let candidate = ipc::fast::fast_candidate(frame);
-    fast_or_general(frame, candidate, ipc::fast::fast_call::<TRACE>, true);
+    fast_or_general(frame, candidate, ipc::fast::fast_call::<TRACE>);
 }
 
 /// `reply_recv`: the fast path for a register-only message, or the general one.
 extern "C" fn ipc_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) {
     let candidate = ipc::fast::fast_candidate(frame);
-    fast_or_general(frame, candidate, ipc::fast::fast_reply_recv::<TRACE>, true);
+    fast_or_general(frame, candidate, ipc::fast::fast_reply_recv::<TRACE>);
 }
 
 /// `signal`: the fast path, or the general one. The fast path never blocks, so, as with
@@ -485,34 +485,41 @@ extern "C" fn ipc_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) {
 /// and the reschedule IPI that `sched::kill` sends ends it before its next user
 /// instruction.
 extern "C" fn ipc_signal<const TRACE: bool>(frame: &mut TrapFrame) {
-    fast_or_general(frame, true, ipc::fast::fast_signal::<TRACE>, false);
+    fast_or_general(frame, true, ipc::fast::fast_signal::<TRACE>);
 }
 
 /// `wait`: the fast path, or the general one.
 extern "C" fn ipc_wait<const TRACE: bool>(frame: &mut TrapFrame) {
-    fast_or_general(frame, true, ipc::fast::fast_wait::<TRACE>, true);
+    fast_or_general(frame, true, ipc::fast::fast_wait::<TRACE>);
 }
 
 /// An IPC fast path (`ipc::fast`), called by the handlers above with their `frame`. Its
 /// contract (a call during the system call, on the caller's frame) holds for every
 /// handler: they are private, so they run only as the arch entries call them through
 /// [`KEEL_SYSCALLS`], during the system call. Inlined, so the calls are direct.
-type FastPath = unsafe fn(&mut TrapFrame) -> bool;
+type FastPath = unsafe fn(&mut TrapFrame) -> ipc::fast::Fast;
 
 /// When `candidate` (for `call` and `reply_recv`: a register-only message,
 /// [`ipc::fast::fast_candidate`], which those fast paths rely on and do not test again),
 /// try the fast path `fast`; if it was not taken (nothing changed), the general path. A
-/// fast path that `blocks` may return to a thread killed meanwhile, which then ends before
-/// it runs user code again.
+/// fast path that says the thread may have been killed meanwhile
+/// ([`ipc::fast::Fast::TakenCheckKill`]) has the thread end, if it was, before it runs user
+/// code again.
 #[inline(always)]
-fn fast_or_general(frame: &mut TrapFrame, candidate: bool, fast: FastPath, blocks: bool) {
-    // SAFETY: as in `FastPath`.
-    if candidate && unsafe { fast(frame) } {
-        if blocks {
-            crate::proc::exit_if_killed();
-        }
+fn fast_or_general(frame: &mut TrapFrame, candidate: bool, fast: FastPath) {
+    use ipc::fast::Fast;
+    let outcome = if candidate {
+        // SAFETY: as in `FastPath`.
+        unsafe { fast(frame) }
     } else {
-        dispatch(frame);
-        finish();
+        Fast::NotTaken
+    };
+    match outcome {
+        Fast::Taken => {}
+        Fast::TakenCheckKill => crate::proc::exit_if_killed(),
+        Fast::NotTaken => {
+            dispatch(frame);
+            finish();
+        }
     }
 }

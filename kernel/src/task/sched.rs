@@ -1214,7 +1214,8 @@ fn pick_for(scheduler: &mut Scheduler, cpu: usize) -> (usize, *mut Thread) {
 /// set) and switch to it, handing the scheduler lock over (module docs): activate `next`'s
 /// address space (when `check_space`, only if it differs from `current`'s), switch kernel
 /// stacks and FPU state ([`fpu_switch`]; `both_user`: the caller knows both are user
-/// threads). Returns when `current` runs again, the lock released.
+/// threads). Returns when `current` runs again, the lock released, with what
+/// [`after_switch`] returned.
 ///
 /// # Safety
 /// `current` is the running thread of this CPU `cpu` and `next` a thread of the table that
@@ -1237,7 +1238,7 @@ unsafe fn switch_locked(
     to: *mut Thread,
     check_space: bool,
     both_user: bool,
-) {
+) -> bool {
     scheduler.cpus[cpu].current = next;
     #[cfg(feature = "lockcheck")]
     {
@@ -1334,7 +1335,7 @@ unsafe fn switch_locked(
     // touching either thread until the switch is complete; `fpu_switch` keeps the FPU
     // rule.
     unsafe { Cpu::switch(&mut from.context, &to.context, fpu, to.stack) };
-    after_switch();
+    after_switch()
 }
 
 /// One thread of a switch, as [`fpu_switch`] sees it: borrowed field by field, so the
@@ -1435,22 +1436,31 @@ pub fn switch_to(next: usize, write: impl FnOnce(&mut crate::task::thread::TrapF
     }
     reschedule(guard, Reason::Block);
 }
-/// What [`after_switch`] has to do beyond releasing the lock, so it costs one load when
-/// there is nothing: [`TRACE_SWITCHES`] (set at start-up when the kernel is traced) and
+/// What [`after_switch`] has to do or tell beyond releasing the lock, so it costs one load
+/// when there is nothing: [`TRACE_SWITCHES`] (set at start-up when the kernel is traced),
 /// [`DEAD_PENDING`] (some CPU's `dead` holds a thread; set under the scheduler lock when a
-/// thread exits, cleared under it by the CPU that reaps the last one).
+/// thread exits, cleared under it by the CPU that reaps the last one) and [`KILLS_PENDING`]
+/// (set exactly while [`KILLED_THREADS`] is not 0: both change together, under the
+/// scheduler lock).
 static AFTER_SWITCH: AtomicU8 = AtomicU8::new(0);
 /// A CPU has a dead thread to reap.
 const DEAD_PENDING: u8 = 1;
 /// Every switch is recorded in the kernel trace, by the thread that gains the CPU (so the
 /// switch path itself carries no trace check).
 const TRACE_SWITCHES: u8 = 2;
+/// Some thread is marked killed and not yet freed.
+const KILLS_PENDING: u8 = 4;
 
 /// Run by every thread right after it gains the CPU (after `Cpu::switch` returns, and first
 /// thing in a new thread): release the scheduler lock the previous thread handed over,
 /// record the switch when tracing, and free the thread that died here before it.
+///
+/// Returns whether anything was pending. When not, no thread was marked killed and not yet
+/// freed when the lock was handed over, so this thread was not killed while it was switched
+/// out: a caller about to return to user mode may skip [`current_killed`]. A kill that comes
+/// from now on finds the thread running and reaches it by the reschedule IPI ([`kill`]).
 #[inline(always)]
-pub fn after_switch() {
+pub fn after_switch() -> bool {
     #[cfg(feature = "lockcheck")]
     {
         // SAFETY: the thread this CPU switched away from handed it the scheduler lock
@@ -1467,9 +1477,14 @@ pub fn after_switch() {
     // SAFETY: as above: this CPU holds the lock, handed over by the switch, and nothing
     // here uses the scheduler after the release.
     unsafe { SCHEDULER.release_handed_over() };
+    // Relaxed: the bits that matter to the caller (`KILLS_PENDING`) change under the
+    // scheduler lock, which this CPU held since they last changed (the switch to this
+    // thread was made under it), as in `current_killed`.
     if AFTER_SWITCH.load(Ordering::Relaxed) != 0 {
         after_switch_work();
+        return true;
     }
+    false
 }
 
 /// The slow part of [`after_switch`]: record the switch when tracing; free the thread
@@ -1503,6 +1518,9 @@ fn free_dead(id: usize) {
         scheduler.sleepers.remove(id);
         let dead = scheduler.threads.get_mut(id)?.take();
         if let Some(thread) = &dead {
+            if thread.killed {
+                uncount_killed();
+            }
             let (switches, space_switches) = &mut scheduler.retired_switches;
             *switches += thread.switches;
             *space_switches += thread.space_switches;
@@ -1512,9 +1530,6 @@ fn free_dead(id: usize) {
         dead
     });
     if let Some(thread) = dead {
-        if thread.killed {
-            KILLED_THREADS.fetch_sub(1, Ordering::AcqRel);
-        }
         stacks::free(thread.stack);
         if let Some(process) = &thread.process {
             process.thread_exited();
@@ -1588,7 +1603,7 @@ fn mark_killed(scheduler: &mut Scheduler, id: usize) {
     {
         thread.killed = true;
         thread.priority = Priority::HIGHEST;
-        KILLED_THREADS.fetch_add(1, Ordering::AcqRel);
+        count_killed();
         if let Some(queue) = scheduler.queues.queue_of(id) {
             let _ = scheduler.queues.remove(queue, id);
             scheduler.enqueue(id);
@@ -1602,8 +1617,23 @@ fn mark_killed(scheduler: &mut Scheduler, id: usize) {
 }
 
 /// Threads marked killed and not yet freed: while 0, [`current_killed`] (on every system
-/// call return) takes no lock.
+/// call return) takes no lock. Changed only under the scheduler lock, with
+/// [`KILLS_PENDING`].
 static KILLED_THREADS: AtomicU64 = AtomicU64::new(0);
+
+/// One more thread marked killed. Under the scheduler lock.
+fn count_killed() {
+    if KILLED_THREADS.fetch_add(1, Ordering::AcqRel) == 0 {
+        AFTER_SWITCH.fetch_or(KILLS_PENDING, Ordering::Relaxed);
+    }
+}
+
+/// A thread marked killed was freed. Under the scheduler lock.
+fn uncount_killed() {
+    if KILLED_THREADS.fetch_sub(1, Ordering::AcqRel) == 1 {
+        AFTER_SWITCH.fetch_and(!KILLS_PENDING, Ordering::Relaxed);
+    }
+}
 
 /// Kill thread `(id, serial)`: `false` when it no longer exists. The running thread ends
 /// on its way back to user mode ([`current_killed`]); one running on another CPU has left
@@ -2031,9 +2061,11 @@ impl Handoff {
     /// one and already dropped) and run this CPU's next ready thread, all under the lock
     /// already held: [`prepare_block`] and [`block`] without taking the lock again or
     /// looking the running thread up. A killed thread does not block: this returns at once
-    /// (it ends on its way back to user mode). Returns when the thread is woken.
+    /// (it ends on its way back to user mode). Returns when the thread is woken: `false`
+    /// when it cannot have been killed meanwhile ([`after_switch`]), else `true` (the
+    /// caller checks, [`current_killed`]).
     #[inline(always)]
-    pub fn block(self) {
+    pub fn block(self) -> bool {
         let cpu = this_cpu();
         let current = self.current;
         // SAFETY: as in `Handoff::scheduler`; `self.guard` is handed over or dropped only
@@ -2043,7 +2075,7 @@ impl Handoff {
         let from = unsafe { &mut *self.record };
         debug_assert!(from.process.is_some(), "a hand-off runs for a system call");
         if from.killed {
-            return;
+            return true;
         }
         from.state = State::Blocked;
         let from: *mut Thread = from;
@@ -2061,7 +2093,7 @@ impl Handoff {
             switch_locked(
                 self.guard, scheduler, cpu, current, next, from, to, true, false,
             )
-        };
+        }
     }
 
     /// Block the running thread and run `partner` (found by [`Handoff::blocked_partner`]
@@ -2072,9 +2104,9 @@ impl Handoff {
     /// activated only when the partner is in another process. Returns when the running
     /// thread is woken again. Both threads are user threads: the running one came from a
     /// system call (`current_process` found its process) and the partner has a saved user
-    /// frame ([`Handoff::blocked_partner`]).
+    /// frame ([`Handoff::blocked_partner`]). Returns as [`Handoff::block`] does.
     #[inline(always)]
-    pub fn switch_to_partner(self, partner: Partner) {
+    pub fn switch_to_partner(self, partner: Partner) -> bool {
         let cpu = this_cpu();
         let (current, next) = (self.current, partner.id);
         let (from, to) = (self.record, partner.record);
@@ -2085,7 +2117,7 @@ impl Handoff {
         let (from_thread, to_thread) = unsafe { (&mut *from, &*to) };
         if from_thread.killed || to_thread.affinity & (1 << cpu) == 0 || to_thread.running {
             handoff_fallback(self.guard, self.scheduler, from, next);
-            return;
+            return true;
         }
         from_thread.state = State::Blocked;
         // SAFETY: as in `Handoff::scheduler`; `self.guard` is handed over only after the
@@ -2099,7 +2131,7 @@ impl Handoff {
             switch_locked(
                 self.guard, scheduler, cpu, current, next, from, to, true, true,
             )
-        };
+        }
     }
 }
 
