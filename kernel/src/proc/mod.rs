@@ -12,6 +12,9 @@
 //! ready; it ends at the next point where it is about to return to user mode with nothing
 //! held on its kernel stack ([`exit_if_killed`]: after a system call, after a timer
 //! preemption), so it never runs user code again and its blocking call unwinds normally.
+//! An IPC fast path skips the check when no kill was pending anywhere as its thread was
+//! switched back to (`sched::after_switch`): a kill after that finds the thread running
+//! and interrupts it (`sched::kill`), and the interrupt's return checks.
 
 pub mod init;
 
