@@ -9,8 +9,9 @@
 //! anything, updates the `kcore` state, copies the registers frame to frame and switches
 //! to the partner directly (no run queue; the address space only when the partner is in
 //! another process; FPU state saved and loaded by `Cpu::switch`). Anything else — a
-//! condition not met, any error — returns `false` having changed nothing, and the slow path
-//! ([`super::send`], [`super::reply_recv`]) handles the call and reports the error.
+//! condition not met, any error — returns [`Fast::NotTaken`] having changed nothing, and
+//! the slow path ([`super::send`], [`super::reply_recv`]) handles the call and reports the
+//! error.
 //!
 //! Locks, in the order of `crate::sync`: the IPC state, the scheduler (held as
 //! [`sched::Handoff`] to the switch), the capability table (for the lookup only). The
