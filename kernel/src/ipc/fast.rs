@@ -344,19 +344,25 @@ pub unsafe fn fast_wait<const TRACE: bool>(frame: &mut TrapFrame) -> Fast {
     if TRACE {
         thread::count(me, Event::Notification);
     }
-    let fast = match pending {
+    let check = match pending {
         Some(value) => {
             drop(scheduler);
             frame.set_syscall_results(0, value);
-            Fast::TakenCheckKill
+            true
         }
         // The signaller writes the results, then wakes this thread. It blocks under the
         // scheduler lock it holds: a signaller on another CPU, past the IPC lock now, finds
         // it only once it has switched away.
-        None => Fast::resumed(scheduler.block()),
+        None => scheduler.block(),
     };
     // What it held before (the endpoint of a call it serves, if any; no lock held now:
-    // this may free it).
-    drop(released);
-    fast
+    // this may free it). Dropped on each side of the test, so the test is the one the
+    // switch back made.
+    if check {
+        drop(released);
+        Fast::TakenCheckKill
+    } else {
+        drop(released);
+        Fast::Taken
+    }
 }
