@@ -48,6 +48,7 @@ const EXPECTED: &[&str] = &[
     "ok user ipc capability transfer (a notification sent, then signalled by the receiver)",
     "ok user ipc capability without GRANT is not transferred",
     "ok user ipc badge delivered to the server",
+    "ok user ipc reply_recv through a handle deleted while serving fails with InvalidHandle and answers nobody",
     "ok user ipc send without reply, receiver first and sender first, in order",
     "ok user notification wait woken by another process's signal",
     "ok user stale handle fails after cap_delete (and after slot reuse)",

@@ -14,16 +14,18 @@
 //! error.
 //!
 //! Locks, in the order of `crate::sync`: the IPC state, the scheduler (held as
-//! [`sched::Handoff`] to the switch), the capability table (for the lookup only). The
-//! endpoint's queue or the notification's word is opened with the key the IPC state
-//! keeps, no lock of its own.
+//! [`sched::Handoff`] to the switch), the capability table (for the lookup only; not in
+//! `reply_recv`). The endpoint's queue or the notification's word is opened with the key
+//! the IPC state keeps, no lock of its own.
 //!
 //! The endpoint or notification is borrowed, not cloned: it is looked up with the
 //! capability table kept locked ([`crate::obj::capspace::CapSpace::pin`]) until the last
 //! use, before the switch, so no other CPU can delete the capability (and free the object)
 //! meanwhile. `reply_recv` uses the endpoint its thread's `blocked_on` already holds a
-//! reference to. The running thread's process is used through a pointer: it lives at
-//! least as long as the thread runs.
+//! reference to, and instead of a lookup checks the receipt of the lookup its thread last
+//! received through ([`crate::obj::capspace::Receipt`]): the same handle, and no capability
+//! gone from the table since. The running thread's process is used through a pointer: it
+//! lives at least as long as the thread runs.
 
 use alloc::sync::Arc;
 
@@ -181,26 +183,36 @@ pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> Fast 
     let mut scheduler = unsafe { sched::lock_for_handoff() };
     let me = scheduler.current();
     let process = running_process(&mut scheduler);
-    let Some(capability) = endpoint_pinned(process, handle, Rights::READ) else {
+    // The thread queues again on the endpoint of the call it answers (the server loop),
+    // through the handle it took that call with: its `blocked_on` holds a reference to that
+    // endpoint (it serves the call) and the receipt of that lookup. When the handle is the
+    // same and no capability has left the process's table since, the handle still names
+    // that capability (`READ` on this endpoint: `CapSpace::still_names`), so no lookup, no
+    // table lock, and no reference taken or dropped. The load of the removal count comes
+    // after the IPC lock: a removal that closed the endpoint's last receiver before it is
+    // seen, and one after it closes the endpoint only after this lock is released.
+    let Some(Blocker::Endpoint(last)) = state.blocked_on.get(me) else {
         return Fast::NotTaken;
     };
-    let endpoint = Arc::as_ptr(&capability.endpoint);
-    drop(capability);
-    // The thread queues again on the endpoint of the call it answers (the server loop):
-    // its `blocked_on` already names it (it serves that call), so no reference is taken or
-    // dropped here.
-    if !matches!(state.blocked_on.get(me), Some(Blocker::Endpoint(last)) if Arc::as_ptr(last) == endpoint)
-    {
+    // SAFETY: `me < blocked_on.len()` (its entry was just found).
+    let receipt = unsafe { state.receipt(me) };
+    if !process.caps.still_names(receipt, handle) {
         return Fast::NotTaken;
     }
-    // SAFETY: `blocked_on[me]` holds a reference to this endpoint (checked just above), and
-    // no other thread changes it while this one runs (others change only the entries of
+    let endpoint = Arc::as_ptr(last);
+    // SAFETY: `blocked_on[me]` holds a reference to this endpoint (just read), and no
+    // other thread changes it while this one runs (others change only the entries of
     // queued threads), under the IPC lock held until the last use below.
     let endpoint = unsafe { &*endpoint };
     let mut partner = None;
     let (ipc, key) = state.split();
+    let queue = endpoint.queue.open(key);
+    debug_assert!(
+        !queue.is_closed(),
+        "an endpoint a capability with READ names is open"
+    );
     // The caller must be a user thread blocked in the kernel, to run it at once.
-    let Some(caller) = ipc.reply_recv_fast(endpoint.queue.open(key), me, |caller| {
+    let Some(caller) = ipc.reply_recv_fast(queue, me, |caller| {
         partner = scheduler.blocked_partner(caller);
         partner.is_some()
     }) else {

@@ -61,6 +61,7 @@ use alloc::sync::Arc;
 
 use crate::Cpu;
 use crate::mm::frames;
+use crate::obj::capspace::Receipt;
 use crate::obj::endpoint::{IpcCell, IpcKey};
 use crate::obj::{Endpoint, Notification, Process, kind, pending};
 use crate::sync::{Lock, level};
@@ -126,6 +127,11 @@ struct State {
     /// `reply_recv` on the same endpoint keeps it again (it queues there), so neither fast
     /// path changes a count; `reply`, a plain message received and every wake-up drop it.
     blocked_on: Vec<Blocker>,
+    /// With each endpoint `blocked_on` names, set with it: the receipt of the lookup through
+    /// which the thread received on it ([`Receipt::NONE`] for a sender, which runs again only
+    /// once its reference is released or taken). While its handle still names that
+    /// capability, the `reply_recv` fast path needs no lookup.
+    receipts: Vec<Receipt>,
 }
 
 impl State {
@@ -168,13 +174,51 @@ impl State {
         )
     }
 
-    /// `thread` queues on `endpoint`: [`State::hold`] with a new reference, unless it holds
-    /// one to it already (the endpoint of the call it served).
-    fn hold_endpoint(&mut self, thread: ThreadId, endpoint: &Arc<Endpoint>) -> Blocker {
-        match &self.blocked_on[thread] {
-            Blocker::Endpoint(held) if Arc::ptr_eq(held, endpoint) => Blocker::Nothing,
-            _ => self.hold(thread, Blocker::Endpoint(endpoint.clone())),
+    /// `thread` queues on `endpoint`, looked up as `receipt` says: [`State::hold`] with a
+    /// new reference, unless it holds one to it already (the endpoint of the call it
+    /// served), whose receipt is then replaced.
+    fn hold_endpoint(
+        &mut self,
+        thread: ThreadId,
+        endpoint: &Arc<Endpoint>,
+        receipt: Receipt,
+    ) -> Blocker {
+        let kept = matches!(
+            &self.blocked_on[thread],
+            Blocker::Endpoint(held) if Arc::ptr_eq(held, endpoint)
+        );
+        // SAFETY: `thread < blocked_on.len()`: its entry was just found.
+        unsafe { self.set_receipt(thread, receipt) };
+        if kept {
+            Blocker::Nothing
+        } else {
+            self.hold(thread, Blocker::Endpoint(endpoint.clone()))
         }
+    }
+
+    /// Keep `receipt` with the endpoint `thread`'s `blocked_on` names from now on.
+    ///
+    /// # Safety
+    /// As [`State::receipt`].
+    #[inline(always)]
+    unsafe fn set_receipt(&mut self, thread: ThreadId, receipt: Receipt) {
+        debug_assert_eq!(self.receipts.len(), self.blocked_on.len());
+        debug_assert!(thread < self.blocked_on.len());
+        // SAFETY: `thread < blocked_on.len() == receipts.len()` (the contract).
+        unsafe { *self.receipts.get_unchecked_mut(thread) = receipt };
+    }
+
+    /// The receipt kept with the endpoint `thread`'s `blocked_on` names ([`State::receipts`]).
+    ///
+    /// # Safety
+    /// `thread < self.blocked_on.len()`: [`make_room`] grows every table here together, under
+    /// this lock, to the same length.
+    #[inline(always)]
+    unsafe fn receipt(&self, thread: ThreadId) -> Receipt {
+        debug_assert_eq!(self.receipts.len(), self.blocked_on.len());
+        debug_assert!(thread < self.blocked_on.len());
+        // SAFETY: `thread < blocked_on.len() == receipts.len()` (the contract above).
+        unsafe { *self.receipts.get_unchecked(thread) }
     }
 }
 
@@ -204,6 +248,7 @@ static IPC: Lock<State> = Lock::new(
         key: unsafe { IpcKey::new() },
         buffers: Vec::new(),
         blocked_on: Vec::new(),
+        receipts: Vec::new(),
     },
 );
 
@@ -219,6 +264,7 @@ pub fn table_storage(each: &mut dyn FnMut(usize)) {
     each(state.ipc.storage_bytes());
     each(state.buffers.capacity() * core::mem::size_of::<Buffer>());
     each(state.blocked_on.capacity() * core::mem::size_of::<Blocker>());
+    each(state.receipts.capacity() * core::mem::size_of::<Receipt>());
 }
 
 /// Make the tables serve thread ids below `count` now (the test build's checker makes
@@ -247,18 +293,20 @@ fn make_room(thread: ThreadId) -> Result<(), Error> {
             kcore::ipc::Spare::room(capacity)?,
             kcore::table::room::<Buffer>(capacity)?,
             kcore::table::room::<Blocker>(capacity)?,
+            kcore::table::room::<Receipt>(capacity)?,
         ))
     })()
     .map_err(|_| Error::OutOfMemory)?;
     let left_over = {
         let mut state = IPC.lock();
-        let (ipc, buffers, blocked_on) = spare;
+        let (ipc, buffers, blocked_on, receipts) = spare;
         let left_over = (
             state.ipc.grow(ipc, capacity),
             kcore::table::move_into(&mut state.buffers, buffers, capacity, || Buffer::NONE),
             kcore::table::move_into(&mut state.blocked_on, blocked_on, capacity, || {
                 Blocker::Nothing
             }),
+            kcore::table::move_into(&mut state.receipts, receipts, capacity, || Receipt::NONE),
         );
         CAPACITY.store(state.ipc.capacity(), Ordering::Release);
         left_over
@@ -447,7 +495,7 @@ fn try_send(frame: &mut TrapFrame, call: bool) -> Result<(), Error> {
         let (ipc, key) = state.split();
         let outcome = ipc.send(endpoint.queue.open(key), me, badge, call);
         let released = match outcome {
-            Ok(SendOutcome::Queued) => state.hold_endpoint(me, &endpoint),
+            Ok(SendOutcome::Queued) => state.hold_endpoint(me, &endpoint, Receipt::NONE),
             // A receiver that takes a call serves it and keeps its reference; one that
             // takes a plain message drops it.
             Ok(SendOutcome::Delivered { receiver }) if !call => state.release(receiver),
@@ -519,7 +567,7 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
     let process = process.ok_or(Error::InvalidArgument)?;
     make_room(me)?;
     let handle = frame.syscall_arguments()[0];
-    let (endpoint, _) = endpoint_of(&process, handle, Rights::READ)?;
+    let (endpoint, receipt) = process.caps.receiver(handle)?;
     // The reply's buffer parts must be valid before anything changes (words > 4 or caps);
     // a register-only reply needs no check (`reply_recv` checked its info). With no live
     // caller to answer, the reply part is skipped.
@@ -551,14 +599,19 @@ fn try_receive(frame: &mut TrapFrame, reply: Option<[u64; 6]>) -> Result<(), Err
         released = match outcome {
             ReceiveOutcome::Queued => {
                 sched::prepare_block();
-                [state.hold_endpoint(me, &endpoint), Blocker::Nothing]
+                [
+                    state.hold_endpoint(me, &endpoint, receipt),
+                    Blocker::Nothing,
+                ]
             }
             // This thread serves the caller: the caller's reference to the endpoint,
-            // taken when it queued, is its own now.
+            // taken when it queued, is its own now, with this lookup's receipt.
             ReceiveOutcome::Received {
                 sender, call: true, ..
             } => {
                 let taken = state.release(sender);
+                // SAFETY: `receive` succeeded, so the tables have an entry for `me`.
+                unsafe { state.set_receipt(me, receipt) };
                 [state.hold(me, taken), Blocker::Nothing]
             }
             ReceiveOutcome::Received {

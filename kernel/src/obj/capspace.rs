@@ -19,6 +19,18 @@
 //! emptied block. A slot keeps its index through both, so handles stay valid, and a
 //! dropped slot's generations are never handed out again.
 //!
+//! # Receipts
+//! A capability changes only by leaving its slot ([`CapSpace::delete`], [`CapSpace::clear`]):
+//! growing and shrinking move slots with their handles, no operation edits a capability in
+//! place, and a dropped slot's generations are never handed out again. The table counts
+//! the receive capabilities (endpoint capabilities with `READ`) that left it (`removals`,
+//! raised under its lock), and [`CapSpace::receiver`] returns that count with the endpoint
+//! as a [`Receipt`]. While the count is unchanged, no receive capability has left the table,
+//! so the handle still names the same one: [`CapSpace::still_names`] checks that with no lock
+//! and no lookup (the `reply_recv` fast path). The check is one load: a removal it does not
+//! see is ordered after it, as if the table's lock had been taken before the removal's.
+//! Deleting a capability of another kind changes no receipt.
+//!
 //! # Locking
 //! The table's lock is level `capability table` ([`crate::sync`]). An object dropped
 //! under it (a refused insert) frees at most memory and queues deferred work
@@ -36,7 +48,7 @@ use abi::{CAP_TABLE_INITIAL_SLOTS, CAP_TABLE_MAX_SLOTS, Error, Handle, ObjectTyp
 use kcore::captable::{CapTable, Capability, Slot};
 
 use super::budget::OBJECT_BYTES;
-use super::{Budget, Charge, Kind, Object};
+use super::{Budget, Charge, Endpoint, Kind, Object};
 use crate::stats::Live;
 use crate::sync::{Lock, LockGuard, level};
 
@@ -79,7 +91,29 @@ pub struct CapSpace {
     /// Bytes charged to `budget` for the table beyond its first slots
     /// ([`charged_for`] of its capacity), refunded when the table shrinks or is dropped.
     grown: AtomicU64,
+    /// Receive capabilities that left the table so far (module docs, "Receipts"): raised
+    /// under the table's lock each time one does.
+    removals: AtomicU64,
 }
+
+/// What [`CapSpace::receiver`] found, as proof for a later [`CapSpace::still_names`]: the
+/// handle and the table's count of removed receive capabilities at the lookup (module
+/// docs, "Receipts").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    handle: u64,
+    removals: u64,
+}
+
+impl Receipt {
+    /// A receipt no handle matches: no handle has slot `u32::MAX` (a table has at most
+    /// [`CAP_TABLE_MAX_SLOTS`] slots), and no table counts `u64::MAX` removals.
+    pub const NONE: Receipt = Receipt {
+        handle: u64::MAX,
+        removals: u64::MAX,
+    };
+}
+const _: () = assert!(CAP_TABLE_MAX_SLOTS < u32::MAX as usize);
 
 impl CapSpace {
     /// An empty table of [`CAP_TABLE_INITIAL_SLOTS`] slots whose process's objects are
@@ -93,6 +127,7 @@ impl CapSpace {
             table: Lock::new(level::CAP_TABLE, CapTable::new(slots)),
             budget,
             grown: AtomicU64::new(0),
+            removals: AtomicU64::new(0),
         }
     }
 
@@ -260,6 +295,47 @@ impl CapSpace {
         Ok(body(target))
     }
 
+    /// The endpoint the receive capability `raw` names (an endpoint capability with `READ`;
+    /// checks as [`CapSpace::with`]), a new reference, with the lookup's [`Receipt`].
+    pub fn receiver(&self, raw: u64) -> Result<(Arc<Endpoint>, Receipt), Error> {
+        let table = self.table.lock();
+        let capability = table.lookup(Handle::from_raw(raw), Rights::NONE)?;
+        let Object::Endpoint(target) = capability.object() else {
+            return Err(Error::InvalidArgument);
+        };
+        if !capability.rights().contains(Rights::READ) {
+            return Err(Error::PermissionDenied);
+        }
+        // Under the lock, so no removal is in flight: the count is the table's as looked up.
+        let removals = self.removals.load(Ordering::Relaxed);
+        Ok((
+            target.endpoint.clone(),
+            Receipt {
+                handle: raw,
+                removals,
+            },
+        ))
+    }
+
+    /// Whether `handle` still names the capability the lookup that gave `receipt` found:
+    /// it is that lookup's handle and no receive capability has left the table since
+    /// (module docs, "Receipts"). No lock: one load.
+    #[inline(always)]
+    pub fn still_names(&self, receipt: Receipt, handle: u64) -> bool {
+        receipt.handle == handle && self.removals.load(Ordering::Acquire) == receipt.removals
+    }
+
+    /// `capability` left the table: count it when it is a receive capability (module docs,
+    /// "Receipts"). Called with the table's lock held (`_table`), before it is released.
+    #[inline(always)]
+    fn count_removal(&self, _table: &mut LockGuard<'_, Table>, capability: &Capability<Object>) {
+        if matches!(capability.object(), Object::Endpoint(_))
+            && capability.rights().contains(Rights::READ)
+        {
+            self.removals.fetch_add(1, Ordering::Release);
+        }
+    }
+
     /// The object `handle` names, as a `K`, borrowed with the table locked (no reference
     /// taken): it stays alive, whatever other CPUs do, until the [`Pinned`] is dropped.
     /// Checks as [`CapSpace::with`]. Nothing may take this table's lock meanwhile.
@@ -344,6 +420,9 @@ impl CapSpace {
         let (removed, shrink) = {
             let mut table = self.table.lock();
             let removed = table.delete(handle);
+            if let Ok(capability) = &removed {
+                self.count_removal(&mut table, capability);
+            }
             // why: a table at its first size cannot shrink; the check stays off the
             // common path.
             let shrink = table.capacity() > CAP_TABLE_INITIAL_SLOTS
@@ -393,7 +472,11 @@ impl CapSpace {
                 match table.next_occupied(from) {
                     Some(handle) => {
                         from = handle.slot();
-                        table.delete(handle).ok()
+                        let removed = table.delete(handle).ok();
+                        if let Some(capability) = &removed {
+                            self.count_removal(&mut table, capability);
+                        }
+                        removed
                     }
                     None if table.is_empty() => None,
                     None => {

@@ -39,6 +39,16 @@ const SIGNAL_LATER: u32 = 6;
 const NOTE: u32 = 7;
 /// A call: reply with the count and hash of the notes so far.
 const NOTES: u32 = 8;
+/// A call: answer it, and every call after it, through a new copy of the server's
+/// endpoint capability; word 0 of the reply is 1 when the copy was made.
+const RENAME: u32 = 9;
+/// A call: delete the copy [`RENAME`] made, try `reply_recv` through it (which must fail
+/// with `InvalidHandle` and answer nobody), then answer through [`ENDPOINT`] again with
+/// word 0 = 1 when it failed so.
+const DROP_SERVING: u32 = 10;
+/// A call: copy and delete another capability (a removal from the server's table that
+/// does not touch the handle it answers through), then answer with word 0 = 1.
+const DROP_OTHER: u32 = 11;
 /// The server's answer to a label it does not know.
 const UNKNOWN: u32 = 0xffff;
 /// Bits the server signals on a notification it received.
@@ -76,6 +86,8 @@ pub fn server() -> i64 {
         Err(_) => return 11,
     };
     let (mut notes, mut hash) = (0u64, 0u64);
+    // The handle the server answers and receives through.
+    let mut serving = ENDPOINT;
     loop {
         let (reply_info, words) = match request.info.label() {
             // Sent, not called: `reply_recv` finds no caller and only receives.
@@ -128,11 +140,37 @@ pub fn server() -> i64 {
                 )
             }
             BADGE => (info(BADGE, 1, 0), [request.badge, 0, 0, 0]),
+            RENAME => match ipc::cap_copy(ENDPOINT, Rights::ALL) {
+                Ok(copy) => {
+                    serving = copy;
+                    (info(RENAME, 1, 0), [1, 0, 0, 0])
+                }
+                Err(_) => (info(RENAME, 1, 0), [0; 4]),
+            },
+            DROP_SERVING => {
+                let deleted = ipc::cap_delete(serving).is_ok();
+                // Through the deleted handle: this must answer nobody.
+                let failed = matches!(
+                    ipc::reply_recv(serving, info(DROP_SERVING, 1, 0), [u64::MAX, 0, 0, 0]),
+                    Err(Error::InvalidHandle)
+                );
+                serving = ENDPOINT;
+                (
+                    info(DROP_SERVING, 1, 0),
+                    [u64::from(deleted && failed), 0, 0, 0],
+                )
+            }
+            DROP_OTHER => {
+                let dropped = ipc::cap_copy(ENDPOINT, Rights::ALL)
+                    .and_then(ipc::cap_delete)
+                    .is_ok();
+                (info(DROP_OTHER, 1, 0), [u64::from(dropped), 0, 0, 0])
+            }
             // Exit with the call unanswered: the client's call must fail with PeerDied.
             EXIT => return 0,
             _ => (info(UNKNOWN, 0, 0), [0; 4]),
         };
-        request = match ipc::reply_recv(ENDPOINT, reply_info, words) {
+        request = match ipc::reply_recv(serving, reply_info, words) {
             Ok(request) => request,
             Err(_) => return 12,
         };
@@ -156,6 +194,7 @@ pub fn client(results: &mut Results) {
     long_message(results, &buffer);
     capability_transfer(results, &buffer);
     badge(results);
+    reply_recv_handles(results);
     sends(results, &buffer);
     capability_rules(results);
     notifications(results);
@@ -301,6 +340,52 @@ fn badge(results: &mut Results) {
         Ok(())
     })();
     results.check("user ipc badge delivered to the server", outcome);
+}
+
+/// Pings until `rounds` answers came back right.
+fn pings(rounds: u64) -> Result<(), &'static str> {
+    for round in 0..rounds {
+        let words = [round, 7, 11, 13];
+        let reply = ipc::call(ENDPOINT, info(PING, 4, 0), words).map_err(|_| "a ping failed")?;
+        if reply.info.label() != PING || reply.words != pong(words) {
+            return Err("a ping had the wrong answer");
+        }
+    }
+    Ok(())
+}
+
+/// The server answers through a copy of its endpoint capability, then deletes the copy:
+/// `reply_recv` through the deleted handle fails with `InvalidHandle` and answers nobody
+/// (the `reply_recv` fast path checks the handle without a lookup, so the deletion must
+/// reach it), and the server's next `reply_recv` through [`ENDPOINT`] answers the call.
+/// Another capability deleted from the server's table changes nothing it answers.
+fn reply_recv_handles(results: &mut Results) {
+    let outcome = (|| {
+        let reply = ipc::call(ENDPOINT, info(RENAME, 0, 0), [0; 4]).map_err(|_| "call failed")?;
+        if reply.words[0] != 1 {
+            return Err("the server could not copy its capability");
+        }
+        pings(3)?;
+        let reply =
+            ipc::call(ENDPOINT, info(DROP_OTHER, 0, 0), [0; 4]).map_err(|_| "call failed")?;
+        if reply.info.label() != DROP_OTHER || reply.words[0] != 1 {
+            return Err("the server could not copy and delete another capability");
+        }
+        pings(3)?;
+        let reply =
+            ipc::call(ENDPOINT, info(DROP_SERVING, 0, 0), [0; 4]).map_err(|_| "call failed")?;
+        if reply.words[0] == u64::MAX {
+            return Err("reply_recv through a deleted handle answered the call");
+        }
+        if reply.info.label() != DROP_SERVING || reply.words[0] != 1 {
+            return Err("reply_recv through a deleted handle did not fail with InvalidHandle");
+        }
+        pings(3)
+    })();
+    results.check(
+        "user ipc reply_recv through a handle deleted while serving fails with InvalidHandle and answers nobody",
+        outcome,
+    );
 }
 
 /// `send` (no reply) in both rendezvous orders, and a thread blocked in `wait` woken by
