@@ -23,8 +23,8 @@
 //! use, before the switch, so no other CPU can delete the capability (and free the object)
 //! meanwhile. `reply_recv` uses the endpoint its thread's `blocked_on` already holds a
 //! reference to, and instead of a lookup checks the receipt of the lookup its thread last
-//! received through ([`crate::obj::capspace::Receipt`]): the same handle, and no capability
-//! gone from the table since. The running thread's process is used through a pointer: it
+//! received through ([`crate::obj::capspace::Receipt`]): the same handle, and no receive
+//! capability gone from the table since. The running thread's process is used through a pointer: it
 //! lives at least as long as the thread runs.
 
 use alloc::sync::Arc;
@@ -186,7 +186,7 @@ pub unsafe fn fast_reply_recv<const TRACE: bool>(frame: &mut TrapFrame) -> Fast 
     // The thread queues again on the endpoint of the call it answers (the server loop),
     // through the handle it took that call with: its `blocked_on` holds a reference to that
     // endpoint (it serves the call) and the receipt of that lookup. When the handle is the
-    // same and no capability has left the process's table since, the handle still names
+    // same and no receive capability has left the process's table since, the handle names
     // that capability (`READ` on this endpoint: `CapSpace::still_names`), so no lookup, no
     // table lock, and no reference taken or dropped. The load of the removal count comes
     // after the IPC lock: a removal that closed the endpoint's last receiver before it is
