@@ -298,23 +298,18 @@ impl CapSpace {
     /// The endpoint the receive capability `raw` names (an endpoint capability with `READ`;
     /// checks as [`CapSpace::with`]), a new reference, with the lookup's [`Receipt`].
     pub fn receiver(&self, raw: u64) -> Result<(Arc<Endpoint>, Receipt), Error> {
-        let table = self.table.lock();
-        let capability = table.lookup(Handle::from_raw(raw), Rights::NONE)?;
-        let Object::Endpoint(target) = capability.object() else {
-            return Err(Error::InvalidArgument);
-        };
-        if !capability.rights().contains(Rights::READ) {
-            return Err(Error::PermissionDenied);
-        }
-        // Under the lock, so no removal is in flight: the count is the table's as looked up.
-        let removals = self.removals.load(Ordering::Relaxed);
-        Ok((
-            target.endpoint.clone(),
-            Receipt {
-                handle: raw,
-                removals,
-            },
-        ))
+        self.with::<super::kind::Endpoint, _>(Handle::from_raw(raw), Rights::READ, |target| {
+            // Under the lock, so no removal is in flight: the count is the table's as
+            // looked up.
+            let removals = self.removals.load(Ordering::Relaxed);
+            (
+                target.endpoint.clone(),
+                Receipt {
+                    handle: raw,
+                    removals,
+                },
+            )
+        })
     }
 
     /// Whether `handle` still names the capability the lookup that gave `receipt` found:
