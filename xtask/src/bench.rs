@@ -281,7 +281,7 @@ pub fn baseline_path(workspace: &Workspace, arch: Arch) -> PathBuf {
 /// How every benchmark boot runs: release build, `-icount shift=0`, output captured, the
 /// HHDM at its fixed base (a randomised one would move page-table walks between runs),
 /// the image `keel-<arch>-<image>.img`, `smp` CPUs under single-threaded TCG.
-fn bench_boot(
+pub fn bench_boot(
     workspace: &Workspace,
     arch: Arch,
     cmdline: String,

@@ -104,13 +104,19 @@ pub enum Command {
         /// are not compared with the baseline).
         #[arg(long, value_name = "NAME")]
         trace: Option<String>,
+        /// Profile benchmark NAME: boot it alone twice (N and 2N iterations, N at least
+        /// 100) with QEMU logging every executed block, and print the guest instructions
+        /// of one operation by function, kernel and bench program
+        /// (target/profile/<arch>-NAME.txt lists every address).
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["trace", "update_baseline"])]
+        profile: Option<String>,
         /// CPUs to boot (single-threaded TCG under -icount); ipc_call_reply_cross_cpu needs 2.
         #[arg(long, value_name = "N", default_value_t = 1,
               value_parser = clap::value_parser!(u32).range(1..=8))]
         smp: u32,
         /// Boot the lock-checking build instead and print the shared-lock acquisitions per
         /// IPC round trip by lock level (no instruction counts).
-        #[arg(long, conflicts_with_all = ["trace", "update_baseline"])]
+        #[arg(long, conflicts_with_all = ["trace", "update_baseline", "profile"])]
         locks: bool,
         /// Which benchmarks: `main` (every one, against the baseline), `scale` (few against
         /// many other threads and processes alive; a ratio above 1.10 fails), or both.
@@ -339,10 +345,15 @@ pub fn run(workspace: &Workspace, cli: Cli) -> Result<u8> {
             iterations,
             update_baseline,
             trace,
+            profile,
             smp,
             locks,
             group,
         } => {
+            if let Some(name) = profile {
+                crate::profile::run(workspace, &arch.arches(), iterations, &name)?;
+                return Ok(0);
+            }
             match trace {
                 Some(name) => drop(crate::bench::trace(
                     workspace,

@@ -38,6 +38,7 @@ pub mod image;
 pub mod layers;
 pub mod loader;
 pub mod prereq;
+pub mod profile;
 pub mod qemu;
 pub mod symbolize;
 pub mod trace;

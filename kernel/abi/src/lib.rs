@@ -558,6 +558,19 @@ pub mod bench {
     /// the bench program the rest.
     pub const SCALE: [&str; 4] = ["spawn", "ipc_call_reply", "yield", "timer_tick"];
 
+    /// The bench program's argument bit for the profile mode (`cargo xtask bench
+    /// --profile`): each benchmark it runs takes [`PROFILE_SAMPLES`] samples as usual,
+    /// then runs its operation the argument's iteration count of times with nothing
+    /// around it and prints `bench: profile loop of N operations`. The iteration count
+    /// sits below this bit.
+    pub const PROFILE: u64 = 1 << 31;
+    /// The samples each benchmark takes in the profile mode.
+    pub const PROFILE_SAMPLES: usize = 10;
+    /// The iteration count in the bench program's argument: bits 8 to 30.
+    pub const fn iterations(argument: u64) -> u64 {
+        (argument >> 8) & ((1 << 23) - 1)
+    }
+
     /// Where the bench program's argument carries the number of other threads it makes
     /// before it measures (the `scale` group; 16 bits, above the iteration count). Zero
     /// runs the usual group.

@@ -66,6 +66,14 @@ pub fn run(boot: &BootInfo, scenario: &str) -> ! {
                 },
             };
             BENCH_ONLY.store(only, core::sync::atomic::Ordering::Relaxed);
+            match boot.cmdline.get("profile") {
+                None | Some("off") => {}
+                Some("on") => BENCH_PROFILE.store(true, core::sync::atomic::Ordering::Relaxed),
+                Some(other) => {
+                    println!("not ok bench: profile={other:?} is neither on nor off");
+                    crate::trace::power_off(ExitCode::TestFailed)
+                }
+            }
             for (key, limit, value) in [
                 ("others", abi::bench::OTHERS_MAX, &BENCH_OTHERS),
                 ("procs", BENCH_PROCS_MAX, &BENCH_PROCS),
@@ -880,10 +888,14 @@ fn nmi_storm(suite: &mut Suite) {
 
 /// Samples per benchmark when the command line has no `iterations=N`.
 const BENCH_ITERATIONS: usize = 200;
-/// The most samples per benchmark (the iteration count travels in 48 bits).
+/// The most samples per benchmark (the iteration count travels in 23 bits of the bench
+/// program's argument, `abi::bench::iterations`).
 const BENCH_ITERATIONS_MAX: usize = 1 << 20;
 /// `only=<name>`: the one benchmark to run (`abi::bench` selector; 0: all).
 static BENCH_ONLY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+const _: () = assert!((BENCH_ITERATIONS_MAX as u64) << 8 < abi::bench::PROFILE);
+/// `profile=on`: the bench program's profile mode (`abi::bench::PROFILE`).
+static BENCH_PROFILE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// `others=N`: the `scale` group, with N other threads made by the bench program.
 static BENCH_OTHERS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 /// `procs=N`: the `scale` group, with N other processes alive ([`BENCH_BALLAST`]).
@@ -962,8 +974,14 @@ fn bench(iterations: usize) {
     let procs = BENCH_PROCS.load(core::sync::atomic::Ordering::Relaxed);
     // The `scale` group: other threads and processes alive, `spawn` (no `page_fault`) here.
     let scale = others != 0 || procs != 0;
+    let profile = if BENCH_PROFILE.load(core::sync::atomic::Ordering::Relaxed) {
+        abi::bench::PROFILE
+    } else {
+        0
+    };
     let argument = |mode: u64| {
         mode | (iterations as u64) << 8
+            | profile
             | others << abi::bench::OTHERS_SHIFT
             | u64::from(cpus) << abi::bench::CPUS_SHIFT
             | only << abi::bench::SELECTOR_SHIFT

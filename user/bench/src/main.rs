@@ -214,6 +214,9 @@ fn measure(
         samples[kept] = (end - start).saturating_sub(empty) / per;
         kept += 1;
     }
+    if profiling() {
+        profile_loop(&mut operation, per)?;
+    }
     Ok(Stats::of(
         &mut samples[..kept],
         discarded,
@@ -252,17 +255,61 @@ fn run_from(argument: u64) -> Result<(), Error> {
     if others != 0 {
         make_others(others)?;
     }
+    let iterations = abi::bench::iterations(argument);
+    // The profile mode: the usual few samples, then the profile loop of `iterations`.
+    let (iterations, profile_rounds) = if argument & abi::bench::PROFILE != 0 {
+        (abi::bench::PROFILE_SAMPLES as u64, iterations)
+    } else {
+        (iterations, 0)
+    };
     run(
-        ((argument & ((1 << abi::bench::OTHERS_SHIFT) - 1)) >> 8) as usize,
+        iterations as usize,
         (argument >> abi::bench::CPUS_SHIFT) & 0xff,
         argument >> abi::bench::SELECTOR_SHIFT,
         others != 0,
+        profile_rounds,
     )
+}
+
+/// How many times [`profile_loop`] runs each benchmark's operation: zero (no loop) unless
+/// the argument asked for the profile mode; set after the empty measurement.
+static PROFILE_ROUNDS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The profile mode's loop (`abi::bench::PROFILE`): `operation`, `per` operations a call,
+/// called [`PROFILE_ROUNDS`] times with no counter read around it, so that a traced boot
+/// with twice the rounds executes exactly the extra operations more (`cargo xtask bench
+/// --profile`, which counts from this function's first instruction to [`profile_done`]'s).
+#[cold]
+#[inline(never)]
+fn profile_loop(mut operation: impl FnMut() -> Result<(), Error>, per: u64) -> Result<(), Error> {
+    let rounds = PROFILE_ROUNDS.load(core::sync::atomic::Ordering::Relaxed);
+    for _ in 0..rounds {
+        operation()?;
+    }
+    profile_done(rounds * per);
+    Ok(())
+}
+
+/// The end of [`profile_loop`] (where `cargo xtask bench --profile` stops counting).
+#[inline(never)]
+fn profile_done(operations: u64) {
+    println!("bench: profile loop of {operations} operations");
+}
+
+/// Whether [`profile_loop`] runs after each measurement.
+fn profiling() -> bool {
+    PROFILE_ROUNDS.load(core::sync::atomic::Ordering::Relaxed) != 0
 }
 
 /// Run every benchmark, or only the one selector `only` names (`abi::bench`), on a
 /// machine with `cpus` CPUs online; with `scale`, only those of the `scale` group.
-fn run(iterations: usize, cpus: u64, only: u64, scale: bool) -> Result<(), Error> {
+fn run(
+    iterations: usize,
+    cpus: u64,
+    only: u64,
+    scale: bool,
+    profile_rounds: u64,
+) -> Result<(), Error> {
     let group = |index: usize| {
         !scale
             || matches!(
@@ -278,6 +325,7 @@ fn run(iterations: usize, cpus: u64, only: u64, scale: bool) -> Result<(), Error
         empty.min
     );
     let empty = empty.min;
+    PROFILE_ROUNDS.store(profile_rounds, core::sync::atomic::Ordering::Relaxed);
     // Before the yield partner starts: no other thread is ready, so a tick switches only
     // to the kernel's bench thread, which wakes once a tick to check on this one.
     if wanted(abi::bench::TIMER_TICK) {
@@ -602,6 +650,9 @@ fn measure_clock(
         let empty = if empty == 1 { 0 } else { empty };
         samples[kept] = (end - start).saturating_sub(empty) / per;
         kept += 1;
+    }
+    if empty != 1 && profiling() {
+        profile_loop(operation, per)?;
     }
     Ok(Stats::of(
         &mut samples[..kept],
