@@ -12,18 +12,22 @@
 //! The bench scenario boots twice with only `NAME` (`only=NAME`) in the bench program's
 //! profile mode (`profile=on`, `abi::bench::PROFILE`): it takes its usual few samples, then
 //! runs the operation `N` times (the second boot `2N`) in a loop with nothing else in it
-//! (`bench::profile_loop`), and says how many operations that was. The counting starts at
-//! the loop's first instruction, so the boot before it (whose idle time `-icount` advances
-//! with the host's clock, so it differs from boot to boot) is left out, and what follows
-//! the loop is the same in both boots. The difference of the two counts, divided by the
-//! difference of the operations, is what one operation executes, address by address, with
-//! the loop's own few instructions (a user function of its own). Symbols of the release
-//! kernel and of the bench program name the functions (an inlined function counts in the
-//! one it was inlined into). Benchmarks the kernel measures (`spawn`, `page_fault`) and
+//! (`bench::profile_loop`), and says how many operations that was (`bench::profile_done`).
+//! Counting runs from the loop's first instruction to `profile_done`'s, so the boot before
+//! it (whose idle time `-icount` advances with the host's clock, so it differs from boot
+//! to boot) is left out. The difference of the two counts, divided by the difference of
+//! the operations, is what one operation executes, address by address, with the loop's
+//! own increment and branch (`bench::profile_loop`, into which the operation's closure and
+//! its `rt` wrapper are inlined). The symbols of the release kernel and of the bench
+//! program name the functions. Benchmarks the kernel measures (`spawn`, `page_fault`) and
 //! `timer_tick` (a loop of its own) have no profile loop.
 //!
-//! The report (printed) lists the functions; `target/profile/<arch>-NAME.txt` lists every
-//! address with its count per operation, for reading next to `llvm-objdump -d`.
+//! The report (printed) lists the functions, and under each of more than a few
+//! instructions its instructions by the innermost of Keel's own functions they came from,
+//! inlined or not: the innermost frame of the debug info whose code is in the repository,
+//! so `core` and `alloc` code counts in the Keel function it was inlined into.
+//! `target/profile/<arch>-NAME.txt` lists every address with its count per operation and
+//! both names, for reading next to `llvm-objdump -d`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -328,7 +332,19 @@ pub fn run(workspace: &Workspace, arches: &[Arch], iterations: u32, name: &str) 
                 first.operations
             )));
         }
-        let report = report(arch, name, first, second, extra, &kernel, &user);
+        let loaders = (
+            addr2line::Loader::new(&artifacts.kernel).ok(),
+            addr2line::Loader::new(&bench_elf).ok(),
+        );
+        let source = |address: u64| {
+            let loader = if address >= UPPER_HALF {
+                loaders.0.as_ref()
+            } else {
+                loaders.1.as_ref()
+            };
+            loader.and_then(|loader| project_frame(loader, address, workspace.root()))
+        };
+        let report = report(arch, name, first, second, extra, (&kernel, &user), &source);
         print!("{}", report.summary);
         let path = workspace
             .target_dir()
@@ -491,14 +507,48 @@ struct Report {
     addresses: String,
 }
 
+/// The innermost of Keel's own functions the code at `address` belongs to, inlined or not,
+/// as `name (file)`: the innermost frame whose code is in a file of the repository under
+/// `root` (a `core` or `alloc` function inlined into it counts in it: `ptr::write` inside
+/// the kernel's `Lock::lock` counts as the lock), from the ELF's debug info.
+fn project_frame(loader: &addr2line::Loader, address: u64, root: &Path) -> Option<String> {
+    let mut frames = loader.find_frames(address).ok()?;
+    let mut outermost = None;
+    while let Ok(Some(frame)) = frames.next() {
+        let name = frame
+            .function
+            .as_ref()
+            .and_then(|function| function.raw_name().ok())
+            .map(|name| {
+                let name = format!("{:#}", rustc_demangle::demangle(&name));
+                // Generic arguments make the names long and add nothing here.
+                match name.find('<') {
+                    Some(0) | None => name,
+                    Some(at) => name[..at].to_owned(),
+                }
+            });
+        let file = frame
+            .location
+            .as_ref()
+            .and_then(|location| location.file)
+            .and_then(|file| Path::new(file).strip_prefix(root).ok())
+            .map(|file| file.display().to_string());
+        match (name, file) {
+            (Some(name), Some(file)) => return Some(format!("{name} ({file})")),
+            (name, _) => outermost = name.or(outermost),
+        }
+    }
+    outermost
+}
+
 fn report(
     arch: Arch,
     name: &str,
     first: &Boot,
     second: &Boot,
     extra: u64,
-    kernel: &Symbols,
-    user: &Symbols,
+    (kernel, user): (&Symbols, &Symbols),
+    source: &dyn Fn(u64) -> Option<String>,
 ) -> Report {
     let mut per_address: Vec<(u64, i64)> = first
         .counts
@@ -518,6 +568,8 @@ fn report(
     let per_op = |difference: i64| difference as f64 / extra as f64;
     let symbols_of = |address: u64| if address >= UPPER_HALF { kernel } else { user };
     let mut functions: HashMap<(bool, String), i64> = HashMap::new();
+    // Per function, its count by the innermost of Keel's functions the code came from.
+    let mut parts: HashMap<String, HashMap<String, i64>> = HashMap::new();
     let mut addresses = String::new();
     let (mut kernel_total, mut user_total) = (0i64, 0i64);
     for &(address, difference) in &per_address {
@@ -525,11 +577,17 @@ fn report(
         let function = symbols_of(address)
             .function(address)
             .map_or_else(|| "?".to_owned(), |function| function.name.clone());
+        let part = source(address).unwrap_or_else(|| function.clone());
         let _ = writeln!(
             addresses,
-            "{address:#018x} {:>9.2} {function}",
+            "{address:#018x} {:>9.2} {function} [{part}]",
             per_op(difference)
         );
+        *parts
+            .entry(function.clone())
+            .or_default()
+            .entry(part)
+            .or_default() += difference;
         *functions.entry((in_kernel, function)).or_default() += difference;
         if in_kernel {
             kernel_total += difference;
@@ -557,6 +615,20 @@ fn report(
             per_op(*difference),
             if *in_kernel { "kernel" } else { "user" }
         );
+        // A function with more than a few instructions: where they came from.
+        let Some(parts) = parts.get(function) else {
+            continue;
+        };
+        if per_op(*difference) < 10.0 || parts.len() < 2 {
+            continue;
+        }
+        let mut parts: Vec<_> = parts.iter().collect();
+        parts.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        for (part, count) in parts {
+            if per_op(*count).abs() >= 0.05 {
+                let _ = writeln!(summary, "{:>17.2}    {part}", per_op(*count));
+            }
+        }
     }
     let _ = writeln!(
         summary,
