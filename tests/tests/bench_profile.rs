@@ -9,7 +9,7 @@
 use tests::{Arch, selected, workspace};
 use xtask::bench::{bench_boot, parse_line};
 use xtask::compile::KernelBuild;
-use xtask::profile::{PROFILE_SAMPLES, profile_loop_operations};
+use xtask::profile::{NO_LOOP, PROFILE_SAMPLES, profile_loop_operations};
 use xtask::qemu::{Ending, Outcome};
 
 fn boot(arch: Arch, cmdline: &str) -> Outcome {
@@ -77,8 +77,7 @@ fn profile_mode(arch: Arch) {
     let looped = results
         .iter()
         .filter(|result| {
-            !["spawn", "page_fault", "timer_tick"].contains(&result.name.as_str())
-                && !result.name.starts_with("boot_to_")
+            !NO_LOOP.contains(&result.name.as_str()) && !result.name.starts_with("boot_to_")
         })
         .count();
     assert_eq!(loops.len(), looped, "{arch}:\n{}", all());

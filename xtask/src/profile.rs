@@ -43,6 +43,9 @@ use crate::{Arch, Context, Error, Profile, Result, Workspace, step};
 /// small next to anything that varies in it).
 pub const MIN_ITERATIONS: u32 = 100;
 
+/// The benchmarks that have no profile loop (module docs).
+pub const NO_LOOP: [&str; 3] = ["spawn", "page_fault", "timer_tick"];
+
 /// The samples each benchmark takes in the bench program's profile mode, before its loop.
 pub const PROFILE_SAMPLES: u64 = abi::bench::PROFILE_SAMPLES as u64;
 
@@ -278,6 +281,13 @@ pub fn run(workspace: &Workspace, arches: &[Arch], iterations: u32, name: &str) 
         return Err(Error::new(format!(
             "no benchmark named {name:?} can be profiled; the benchmarks are: {}",
             abi::bench::NAMES.join(", ")
+        )));
+    }
+    if NO_LOOP.contains(&name) {
+        return Err(Error::new(format!(
+            "{name} has no profile loop ({}: the kernel measures `spawn` and `page_fault`, \
+             and `timer_tick` has a loop of its own); the others can be profiled",
+            NO_LOOP.join(", ")
         )));
     }
     let iterations = iterations.max(MIN_ITERATIONS);

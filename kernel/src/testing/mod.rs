@@ -891,9 +891,9 @@ const BENCH_ITERATIONS: usize = 200;
 /// The most samples per benchmark (the iteration count travels in 23 bits of the bench
 /// program's argument, `abi::bench::iterations`).
 const BENCH_ITERATIONS_MAX: usize = 1 << 20;
+const _: () = assert!((BENCH_ITERATIONS_MAX as u64) << 8 < abi::bench::PROFILE);
 /// `only=<name>`: the one benchmark to run (`abi::bench` selector; 0: all).
 static BENCH_ONLY: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-const _: () = assert!((BENCH_ITERATIONS_MAX as u64) << 8 < abi::bench::PROFILE);
 /// `profile=on`: the bench program's profile mode (`abi::bench::PROFILE`).
 static BENCH_PROFILE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// `others=N`: the `scale` group, with N other threads made by the bench program.
