@@ -37,6 +37,7 @@ use std::path::Path;
 use crate::bench::{bench_boot, smp_for};
 use crate::boot;
 use crate::compile::{self, KernelBuild, WithLoader};
+use crate::symbolize::{UPPER_HALF, demangle};
 use crate::{Arch, Context, Error, Profile, Result, Workspace, step};
 
 /// The fewest iterations a profile boots with (fewer make the difference between the boots
@@ -48,9 +49,6 @@ pub const NO_LOOP: [&str; 3] = ["spawn", "page_fault", "timer_tick"];
 
 /// The samples each benchmark takes in the bench program's profile mode, before its loop.
 pub const PROFILE_SAMPLES: u64 = abi::bench::PROFILE_SAMPLES as u64;
-
-/// The lowest upper-half (kernel) address on both architectures.
-const UPPER_HALF: u64 = 0xffff_0000_0000_0000;
 
 /// A function of an ELF: start, end (exclusive) and demangled name without its hash.
 #[derive(Clone, Debug)]
@@ -97,7 +95,7 @@ impl Symbols {
                 Some(Function {
                     start: symbol.address(),
                     end: symbol.address() + symbol.size(),
-                    name: format!("{:#}", rustc_demangle::demangle(name)),
+                    name: demangle(name),
                 })
             })
             .collect();
@@ -530,7 +528,7 @@ fn project_frame(loader: &addr2line::Loader, address: u64, root: &Path) -> Optio
             .as_ref()
             .and_then(|function| function.raw_name().ok())
             .map(|name| {
-                let name = format!("{:#}", rustc_demangle::demangle(&name));
+                let name = demangle(&name);
                 // Generic arguments make the names long and add nothing here.
                 match name.find('<') {
                     Some(0) | None => name,

@@ -40,7 +40,7 @@ pub struct SymbolFiles {
 const CODE_LABELS: &[&str] = &["rip", "elr", "pc", "ip", "lr", "x30"];
 
 /// The lowest upper-half (kernel) address on both architectures.
-const UPPER_HALF: u64 = 0xffff_0000_0000_0000;
+pub const UPPER_HALF: u64 = 0xffff_0000_0000_0000;
 
 /// Turns report lines into the names of the addresses they carry; ELF files are opened on
 /// first use and kept.
@@ -203,7 +203,7 @@ fn describe(loader: &Loader, address: u64, root: Option<&Path>) -> Option<String
 }
 
 /// A Rust symbol without its hash; anything else as it is.
-fn demangle(name: &str) -> String {
+pub fn demangle(name: &str) -> String {
     match rustc_demangle::try_demangle(name) {
         Ok(demangled) => format!("{demangled:#}"),
         Err(_) => name.to_owned(),
