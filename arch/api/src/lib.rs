@@ -297,7 +297,8 @@ impl ShootdownGenerations {
 pub const IPI_WAIT_POLLS: u64 = 1 << 26;
 
 /// The CPUs `target` names, seen from CPU `me`: online ones only, `me` never included in
-/// [`IpiTarget::AllOthers`]. The IPI senders of both arch crates walk this.
+/// [`IpiTarget::AllOthers`] (and not read for [`IpiTarget::Cpu`], so a sender to one CPU
+/// need not look its own index up). The IPI senders of both arch crates walk this.
 pub fn ipi_targets(
     target: IpiTarget,
     me: u32,

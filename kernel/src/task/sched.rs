@@ -81,8 +81,10 @@
 //! `crate::obj::budget`); [`MAX_THREAD_IDS`] bounds the representation only.
 //!
 //! Weak spots: the one scheduler lock is shared by every CPU (the IPC fast paths take it
-//! once per hand-off); an idle CPU looks at most [`STEAL_SCAN`] threads of another CPU's
-//! queue for one its affinity allows; killing a process scans the thread table.
+//! once per hand-off); an idle CPU looks at most [`STEAL_SCAN`] threads of another joined
+//! CPU's queue for one its affinity allows (a CPU that joins first takes the threads it may
+//! run from the queues of CPUs that have not, `Scheduler::adopt_waiting`); killing a
+//! process scans the thread table.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -305,10 +307,15 @@ impl Scheduler {
     }
 
     /// A thread in another CPU's queue that `cpu` may run: the highest priority first.
+    /// Only the queues of CPUs that have joined are looked at: the threads queued on
+    /// another's may not run on `cpu` ([`Scheduler::adopt_waiting`]).
     fn stealable(&self, cpu: usize) -> Option<(usize, usize)> {
         let mut best: Option<(Priority, usize, usize)> = None;
-        for other in 0..self.cpus.len() {
-            if other == cpu || self.queues.is_empty(other) {
+        let mut others = self.joined & !(1 << cpu);
+        while others != 0 {
+            let other = others.trailing_zeros() as usize;
+            others &= others - 1;
+            if self.queues.is_empty(other) {
                 continue;
             }
             let found = self.queues.iter(other).take(STEAL_SCAN).find(|&(id, _)| {
@@ -324,6 +331,36 @@ impl Scheduler {
             }
         }
         best.map(|(_, other, id)| (other, id))
+    }
+
+    /// `cpu` has just joined: take into its queue every thread that waits in the queue of a
+    /// CPU that has not joined and may run on `cpu`. A thread is queued on such a CPU only
+    /// when no CPU of its affinity had joined ([`Scheduler::place`]), so after this no
+    /// thread a joined CPU may run waits on a CPU that has not joined, and
+    /// [`Scheduler::stealable`] need not look there. Runs once per CPU, at its start.
+    fn adopt_waiting(&mut self, cpu: usize) {
+        let mut waiting = (u64::MAX >> (64 - MAX_CPUS)) & !self.joined;
+        while waiting != 0 {
+            let other = waiting.trailing_zeros() as usize;
+            waiting &= waiting - 1;
+            loop {
+                let found = self.queues.iter(other).find(|&(id, _)| {
+                    self.threads
+                        .get(id)
+                        .and_then(|thread| thread.as_deref())
+                        .is_some_and(|thread| thread.affinity & (1 << cpu) != 0)
+                });
+                let Some((id, priority)) = found else {
+                    break;
+                };
+                let _ = self.queues.remove(other, id);
+                if let Some(thread) = self.thread(id) {
+                    thread.last_cpu = cpu as u32;
+                }
+                // why: just removed, so not queued: enqueue cannot fail.
+                let _ = self.queues.enqueue(cpu, id, priority);
+            }
+        }
     }
 
     /// Whether `cpu` has a thread it could run instead of its idle thread.
@@ -677,6 +714,7 @@ pub fn start() -> ! {
     let scheduler = guard.0.as_mut().expect("scheduler not initialized");
     let cpu = this_cpu();
     scheduler.joined |= 1 << cpu;
+    scheduler.adopt_waiting(cpu);
     let next = scheduler.pick_next(cpu).unwrap_or(scheduler.cpus[cpu].idle);
     enter(guard, next)
 }
@@ -703,6 +741,7 @@ pub fn start_secondary(idle_body: fn(usize)) -> bool {
     let scheduler = guard.0.as_mut().expect("scheduler not initialized");
     scheduler.cpus[cpu].idle = idle;
     scheduler.joined |= 1 << cpu;
+    scheduler.adopt_waiting(cpu);
     enter(guard, idle)
 }
 
