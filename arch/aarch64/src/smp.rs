@@ -174,21 +174,17 @@ pub fn send_ipi(target: IpiTarget, ipi: Ipi) {
     let Some(gic) = gic::get() else {
         return;
     };
-    for index in arch_api::ipi_targets(target, sender(target), percpu::is_online) {
+    // One CPU (every wake-up of the scheduler): no walk, and no need of this CPU's index.
+    let send = |index: u32| {
         if let Some(block) = percpu::online_block(index) {
             gic.send_sgi(block, ipi as u32);
         }
-    }
-}
-
-/// The sender's index for [`arch_api::ipi_targets`], which skips it for
-/// [`IpiTarget::AllOthers`] only: for one CPU (every wake-up of the scheduler) it is not
-/// looked up.
-#[inline(always)]
-fn sender(target: IpiTarget) -> u32 {
+    };
     match target {
-        IpiTarget::Cpu(_) => u32::MAX,
-        IpiTarget::AllOthers => this_cpu(),
+        IpiTarget::Cpu(index) => send(index),
+        IpiTarget::AllOthers => {
+            arch_api::ipi_targets(target, this_cpu(), percpu::is_online).for_each(send)
+        }
     }
 }
 

@@ -211,21 +211,17 @@ pub fn send_ipi(target: IpiTarget, ipi: Ipi) {
         Ipi::TlbShootdown => Some(vector::IPI_TLB_SHOOTDOWN as u8),
         Ipi::Stop => None,
     };
-    for index in arch_api::ipi_targets(target, sender(target), percpu::is_online) {
+    // One CPU (every wake-up of the scheduler): no walk, and no need of this CPU's index.
+    let send = |index: u32| {
         if let Some(block) = percpu::online_block(index) {
             apic::send_ipi(block.hardware_id() as u8, vector);
         }
-    }
-}
-
-/// The sender's index for [`arch_api::ipi_targets`], which skips it for
-/// [`IpiTarget::AllOthers`] only: for one CPU (every wake-up of the scheduler) it is not
-/// looked up.
-#[inline(always)]
-fn sender(target: IpiTarget) -> u32 {
+    };
     match target {
-        IpiTarget::Cpu(_) => u32::MAX,
-        IpiTarget::AllOthers => this_cpu(),
+        IpiTarget::Cpu(index) => send(index),
+        IpiTarget::AllOthers => {
+            arch_api::ipi_targets(target, this_cpu(), percpu::is_online).for_each(send)
+        }
     }
 }
 
