@@ -161,6 +161,13 @@ struct Scheduler {
     free_ids: Vec<u32>,
     /// Every CPU's run queue (queue `i`: CPU index `i`), over one link per thread.
     queues: RunQueues<MAX_CPUS>,
+    /// Bit `i` set when CPU `i`'s queue may hold a thread another CPU may take (its
+    /// affinity names another CPU, [`movable`]). Set when such a thread joins the queue
+    /// ([`Scheduler::queue_on`]) or a queued thread's affinity grows to name another CPU
+    /// ([`set_affinity`]); cleared only by [`Scheduler::stealable`], when it has looked at
+    /// every thread of the queue and found none. So a clear bit means none, and an idle CPU
+    /// skips that queue without looking.
+    maybe_movable: u64,
     /// Threads blocked in `sleep`, by wake-up tick (the boot CPU's tick pops the due ones).
     sleepers: Deadlines,
     cpus: [PerCpu; MAX_CPUS],
@@ -195,6 +202,18 @@ impl Scheduler {
     #[inline(always)]
     fn thread(&mut self, id: usize) -> Option<&mut Thread> {
         self.threads.get_mut(id)?.as_deref_mut()
+    }
+
+    /// Put thread `id` (in no queue; of `priority` and `affinity`) at the tail of `cpu`'s
+    /// queue, marking the queue in [`Scheduler::maybe_movable`] when another CPU may take
+    /// it.
+    #[inline(always)]
+    fn queue_on(&mut self, cpu: usize, id: usize, priority: Priority, affinity: u64) {
+        if movable(affinity, cpu) {
+            self.maybe_movable |= 1 << cpu;
+        }
+        // why: callers queue a thread that is in no queue, so enqueue cannot fail.
+        let _ = self.queues.enqueue(cpu, id, priority);
     }
 
     /// Whether thread `id` is the running thread of some CPU.
@@ -255,8 +274,7 @@ impl Scheduler {
     fn enqueue_thread(&mut self, id: usize, priority: Priority, last_cpu: u32, affinity: u64) {
         let this = this_cpu();
         if last_cpu as usize == this && affinity & (1 << this) != 0 {
-            // why: the id is in the table and not queued, so enqueue cannot fail.
-            let _ = self.queues.enqueue(this, id, priority);
+            self.queue_on(this, id, priority, affinity);
         } else {
             self.enqueue_from(id, this);
         }
@@ -270,10 +288,9 @@ impl Scheduler {
         let Some(thread) = self.thread(id) else {
             return;
         };
-        let priority = thread.priority;
+        let (priority, affinity) = (thread.priority, thread.affinity);
         thread.last_cpu = cpu as u32;
-        // why: the id is in the table and not queued, so enqueue cannot fail.
-        let _ = self.queues.enqueue(cpu, id, priority);
+        self.queue_on(cpu, id, priority, affinity);
         let target = &mut self.cpus[cpu];
         if cpu == this || target.current == 0 {
             return;
@@ -307,23 +324,30 @@ impl Scheduler {
     }
 
     /// A thread in another CPU's queue that `cpu` may run: the highest priority first.
-    /// Only the queues of CPUs that have joined are looked at: the threads queued on
-    /// another's may not run on `cpu` ([`Scheduler::adopt_waiting`]).
-    fn stealable(&self, cpu: usize) -> Option<(usize, usize)> {
+    /// Only the queues of CPUs that have joined are looked at (the threads queued on
+    /// another's may not run on `cpu`, [`Scheduler::adopt_waiting`]), and of those only the
+    /// ones [`Scheduler::maybe_movable`] marks; a look that sees a whole queue and no thread
+    /// another CPU may take clears its mark.
+    fn stealable(&mut self, cpu: usize) -> Option<(usize, usize)> {
         let mut best: Option<(Priority, usize, usize)> = None;
-        let mut others = self.joined & !(1 << cpu);
+        let mut others = self.joined & self.maybe_movable & !(1 << cpu);
         while others != 0 {
             let other = others.trailing_zeros() as usize;
             others &= others - 1;
-            if self.queues.is_empty(other) {
-                continue;
-            }
+            let (mut seen, mut any_movable) = (0, false);
             let found = self.queues.iter(other).take(STEAL_SCAN).find(|&(id, _)| {
-                self.threads
+                seen += 1;
+                let affinity = self
+                    .threads
                     .get(id)
                     .and_then(|thread| thread.as_deref())
-                    .is_some_and(|thread| thread.affinity & (1 << cpu) != 0)
+                    .map_or(0, |thread| thread.affinity);
+                any_movable |= movable(affinity, other);
+                affinity & (1 << cpu) != 0
             });
+            if found.is_none() && !any_movable && seen == self.queues.len(other) {
+                self.maybe_movable &= !(1 << other);
+            }
             if let Some((id, priority)) = found
                 && best.is_none_or(|(top, ..)| priority > top)
             {
@@ -354,22 +378,23 @@ impl Scheduler {
                     break;
                 };
                 let _ = self.queues.remove(other, id);
-                if let Some(thread) = self.thread(id) {
-                    thread.last_cpu = cpu as u32;
-                }
-                // why: just removed, so not queued: enqueue cannot fail.
-                let _ = self.queues.enqueue(cpu, id, priority);
+                let Some(thread) = self.thread(id) else {
+                    break;
+                };
+                thread.last_cpu = cpu as u32;
+                let affinity = thread.affinity;
+                self.queue_on(cpu, id, priority, affinity);
             }
         }
     }
 
     /// Whether `cpu` has a thread it could run instead of its idle thread.
-    fn has_work(&self, cpu: usize) -> bool {
+    fn has_work(&mut self, cpu: usize) -> bool {
         !self.queues.is_empty(cpu) || self.stealable(cpu).is_some()
     }
 
     /// The highest priority `cpu` could run next (its own queue, or what it may pull).
-    fn best_ready(&self, cpu: usize) -> Option<Priority> {
+    fn best_ready(&mut self, cpu: usize) -> Option<Priority> {
         let own = self.queues.highest_priority(cpu);
         if own.is_some() {
             return own;
@@ -393,9 +418,8 @@ impl Scheduler {
     fn queue_readied_thread(&mut self, cpu: usize, id: usize) {
         self.cpus[cpu].readied = 0;
         if let Some(thread) = self.thread(id) {
-            let priority = thread.priority;
-            // why: a readied thread is in no queue, so enqueue cannot fail.
-            let _ = self.queues.enqueue(cpu, id, priority);
+            let (priority, affinity) = (thread.priority, thread.affinity);
+            self.queue_on(cpu, id, priority, affinity);
         }
     }
 
@@ -450,6 +474,7 @@ pub fn init() {
         threads: Vec::new(),
         free_ids: Vec::new(),
         queues: RunQueues::new(),
+        maybe_movable: 0,
         sleepers: Deadlines::new(),
         cpus: core::array::from_fn(|_| PerCpu {
             current: 0,
@@ -1183,8 +1208,8 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
         return;
     };
     let from: *mut Thread = thread;
-    let priority = thread.priority;
-    let allowed_here = thread.affinity & (1 << cpu) != 0;
+    let (priority, affinity) = (thread.priority, thread.affinity);
+    let allowed_here = affinity & (1 << cpu) != 0;
     match reason {
         // Woken (or killed) since it was marked: it goes on.
         Reason::Block if thread.state != State::Blocked => return,
@@ -1215,8 +1240,7 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
         if allowed_here {
             // `enqueue_thread`'s common case, written out: it runs here and may stay, so
             // it goes to the back of this CPU's queue (no other CPU to interrupt).
-            // why: a running thread is in no queue, so enqueue cannot fail.
-            let _ = scheduler.queues.enqueue(cpu, current, priority);
+            scheduler.queue_on(cpu, current, priority, affinity);
         } else {
             scheduler.enqueue_from(current, cpu);
         }
@@ -1235,6 +1259,13 @@ fn reschedule(mut guard: LockGuard<'static, Shared>, reason: Reason) {
     // CPU's queue or is its idle thread (so runs nowhere), not `current`, `to` its record;
     // the lock is held.
     unsafe { switch_locked(guard, scheduler, cpu, current, next, from, to, false, false) };
+}
+
+/// Whether a thread of `affinity` queued on `cpu` may be taken by another CPU
+/// ([`Scheduler::maybe_movable`]).
+#[inline(always)]
+fn movable(affinity: u64, cpu: usize) -> bool {
+    affinity & !(1 << cpu) != 0
 }
 
 /// This CPU's next thread, taken from its queue (its idle thread when none is ready), with
@@ -1594,8 +1625,8 @@ fn idle_loop(_: usize) {
 /// An idle thread's check after an interrupt: give the CPU up when this CPU has a thread
 /// to run (its own queue, or one it may pull from another CPU's).
 pub fn idle_step() {
-    let guard = SCHEDULER.lock();
-    let Some(scheduler) = guard.0.as_ref() else {
+    let mut guard = SCHEDULER.lock();
+    let Some(scheduler) = guard.0.as_mut() else {
         return;
     };
     if scheduler.has_work(this_cpu()) {
@@ -1773,11 +1804,10 @@ pub fn set_priority(id: usize, serial: u64, priority: Priority) -> bool {
             return false;
         }
         thread.priority = priority;
-        let cpu = thread.last_cpu as usize;
-        let queues = &mut scheduler.queues;
-        if queues.contains(cpu, id) {
-            let _ = queues.remove(cpu, id);
-            let _ = queues.enqueue(cpu, id, priority);
+        let (cpu, affinity) = (thread.last_cpu as usize, thread.affinity);
+        if scheduler.queues.contains(cpu, id) {
+            let _ = scheduler.queues.remove(cpu, id);
+            scheduler.queue_on(cpu, id, priority, affinity);
         }
         true
     })
@@ -1814,6 +1844,10 @@ pub fn set_affinity(id: usize, serial: u64, mask: u64) -> Result<(), AffinityErr
     }
     thread.affinity = online;
     let cpu = thread.last_cpu as usize;
+    // Queued, its queue is marked when another CPU may now take it.
+    if let Some(queue) = scheduler.queues.queue_of(id) {
+        scheduler.maybe_movable |= u64::from(movable(online, queue)) << queue;
+    }
     if online & (1 << cpu) != 0 {
         return Ok(());
     }
@@ -1897,6 +1931,25 @@ pub fn snapshot(out: &mut Vec<Option<ThreadSnapshot>>) -> bool {
                 })
         }));
         true
+    })
+}
+
+/// The first CPU whose queue holds a thread another CPU may take while its mark in
+/// [`Scheduler::maybe_movable`] is clear (so idle CPUs would not look there), under the
+/// scheduler lock; `None` when no mark is missing.
+#[cfg(feature = "testing")]
+pub fn movable_mark_missing() -> Option<usize> {
+    with(|scheduler| {
+        (0..MAX_CPUS).find(|&cpu| {
+            scheduler.maybe_movable & (1 << cpu) == 0
+                && scheduler.queues.iter(cpu).any(|(id, _)| {
+                    scheduler
+                        .threads
+                        .get(id)
+                        .and_then(|thread| thread.as_deref())
+                        .is_some_and(|thread| movable(thread.affinity, cpu))
+                })
+        })
     })
 }
 

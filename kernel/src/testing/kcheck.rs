@@ -25,7 +25,9 @@
 //!   is blocked — or was killed and has not ended yet;
 //! - a thread linked into an endpoint or notification queue is in a queued IPC state;
 //! - an empty slot has no IPC state, no queue link and no reply slot;
-//! - a reply slot naming a caller names a thread that awaits this thread's reply.
+//! - a reply slot naming a caller names a thread that awaits this thread's reply;
+//! - a run queue holding a thread another CPU may take is marked so (the scheduler's
+//!   `maybe_movable`, which idle CPUs look at before a queue).
 //!
 //! With no user thread left, also: no thread in any IPC state and no deferred work queued.
 //!
@@ -234,6 +236,12 @@ pub fn consistency(idle: bool) -> Result<(), (&'static str, usize)> {
                 ));
             }
         }
+    }
+    if let Some(cpu) = sched::movable_mark_missing() {
+        return Err((
+            "a run queue holds a thread another CPU may take but is not marked so",
+            cpu,
+        ));
     }
     if idle {
         if user_threads != 0 {
