@@ -204,14 +204,27 @@ impl Scheduler {
         self.threads.get_mut(id)?.as_deref_mut()
     }
 
+    /// [`Scheduler::thread`], to read.
+    #[inline(always)]
+    fn thread_ref(&self, id: usize) -> Option<&Thread> {
+        self.threads.get(id)?.as_deref()
+    }
+
+    /// Mark `cpu`'s queue in [`Scheduler::maybe_movable`] when a thread of `affinity`
+    /// queued there may be taken by another CPU.
+    #[inline(always)]
+    fn mark_if_movable(&mut self, cpu: usize, affinity: u64) {
+        if movable(affinity, cpu) {
+            self.maybe_movable |= 1 << cpu;
+        }
+    }
+
     /// Put thread `id` (in no queue; of `priority` and `affinity`) at the tail of `cpu`'s
     /// queue, marking the queue in [`Scheduler::maybe_movable`] when another CPU may take
     /// it.
     #[inline(always)]
     fn queue_on(&mut self, cpu: usize, id: usize, priority: Priority, affinity: u64) {
-        if movable(affinity, cpu) {
-            self.maybe_movable |= 1 << cpu;
-        }
+        self.mark_if_movable(cpu, affinity);
         // why: callers queue a thread that is in no queue, so enqueue cannot fail.
         let _ = self.queues.enqueue(cpu, id, priority);
     }
@@ -219,10 +232,7 @@ impl Scheduler {
     /// Whether thread `id` is the running thread of some CPU.
     #[inline(always)]
     fn is_running(&self, id: usize) -> bool {
-        self.threads
-            .get(id)
-            .and_then(|thread| thread.as_deref())
-            .is_some_and(|thread| thread.running)
+        self.thread_ref(id).is_some_and(|thread| thread.running)
     }
 
     /// Threads queued or running (not idle) on `cpu`: the balancer's measure of busy.
@@ -233,7 +243,7 @@ impl Scheduler {
 
     /// The CPU whose queue ready thread `id` joins (module docs: last CPU unless busier).
     fn place(&self, id: usize, waker: usize) -> usize {
-        let Some(thread) = self.threads.get(id).and_then(|thread| thread.as_deref()) else {
+        let Some(thread) = self.thread_ref(id) else {
             return waker;
         };
         let usable = thread.affinity & self.joined;
@@ -337,11 +347,7 @@ impl Scheduler {
             let (mut seen, mut any_movable) = (0, false);
             let found = self.queues.iter(other).take(STEAL_SCAN).find(|&(id, _)| {
                 seen += 1;
-                let affinity = self
-                    .threads
-                    .get(id)
-                    .and_then(|thread| thread.as_deref())
-                    .map_or(0, |thread| thread.affinity);
+                let affinity = self.thread_ref(id).map_or(0, |thread| thread.affinity);
                 any_movable |= movable(affinity, other);
                 affinity & (1 << cpu) != 0
             });
@@ -369,9 +375,7 @@ impl Scheduler {
             waiting &= waiting - 1;
             loop {
                 let found = self.queues.iter(other).find(|&(id, _)| {
-                    self.threads
-                        .get(id)
-                        .and_then(|thread| thread.as_deref())
+                    self.thread_ref(id)
                         .is_some_and(|thread| thread.affinity & (1 << cpu) != 0)
                 });
                 let Some((id, priority)) = found else {
@@ -1846,7 +1850,7 @@ pub fn set_affinity(id: usize, serial: u64, mask: u64) -> Result<(), AffinityErr
     let cpu = thread.last_cpu as usize;
     // Queued, its queue is marked when another CPU may now take it.
     if let Some(queue) = scheduler.queues.queue_of(id) {
-        scheduler.maybe_movable |= u64::from(movable(online, queue)) << queue;
+        scheduler.mark_if_movable(queue, online);
     }
     if online & (1 << cpu) != 0 {
         return Ok(());
@@ -1944,9 +1948,7 @@ pub fn movable_mark_missing() -> Option<usize> {
             scheduler.maybe_movable & (1 << cpu) == 0
                 && scheduler.queues.iter(cpu).any(|(id, _)| {
                     scheduler
-                        .threads
-                        .get(id)
-                        .and_then(|thread| thread.as_deref())
+                        .thread_ref(id)
                         .is_some_and(|thread| movable(thread.affinity, cpu))
                 })
         })
